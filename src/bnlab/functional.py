@@ -1,0 +1,311 @@
+r"""The batch-normalization math, written once.
+
+Everything in bnlab that normalizes (the layers, the variants, the fast kernels' reference) is built
+from the plain functions in this file:
+
+* :func:`batch_stats` -- per-channel mean and *biased* variance, two-pass (no E[x^2]-E[x]^2),
+  accumulated in float32 for half types;
+* :func:`normalize` -- ``y = (x - mean) * invstd * weight + bias``;
+* :func:`backward_reduce` / :func:`backward_elemt` -- the closed-form backward, split where a
+  cross-process reduction would go (SyncBatchNorm all-reduces the two sums in between);
+* :func:`update_running_stats` -- the running-average update with PyTorch's conventions;
+* :func:`batch_norm` -- ``torch.nn.functional.batch_norm``'s semantics on top of them.
+
+Conventions (the same as PyTorch's):
+
+* **Variance.** Training normalizes with the biased batch variance ``sum((x-mean)^2) / m`` where
+  ``m = N * spatial size``; the running variance accumulates the unbiased one, ``var * m/(m-1)``.
+* **Momentum.** ``running = (1 - momentum) * running + momentum * batch_stat``: momentum is the
+  weight of the *new* batch (PyTorch's 0.1), not the decay of the old value (Keras' and Flax's
+  0.99). A momentum given as a 0-dim tensor is accepted, which the layers use for the cumulative
+  average (``momentum=None``) without a host sync.
+
+The backward, with ``xhat = (x - mean) * invstd`` and sums over the ``m`` elements of a channel::
+
+    dbias   = sum(dy)
+    dweight = sum(dy * xhat)
+    dx      = weight * invstd * (dy - sum(dy)/m - xhat * sum(dy * xhat)/m)
+
+docs/backward.md derives it. It is written in differentiable torch operations on the saved input,
+so double backward (gradgradcheck) differentiates the closed form itself.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "batch_norm",
+    "batch_stats",
+    "normalize",
+    "backward_reduce",
+    "backward_elemt",
+    "update_running_stats",
+    "reduce_dims",
+    "channel_shape",
+    "acc_dtype",
+    "check_input",
+    "check_batch_size",
+    "check_hyperparameters",
+]
+
+_HALF_TYPES = (torch.float16, torch.bfloat16)
+
+
+# --- shapes and dtypes ------------------------------------------------------------------------
+
+
+def reduce_dims(x: Tensor) -> tuple[int, ...]:
+    """The dimensions a channel's statistics are taken over: N and every spatial dim (not C)."""
+    return (0,) + tuple(range(2, x.dim()))
+
+
+def channel_shape(x: Tensor) -> tuple[int, ...]:
+    """Shape that broadcasts a per-channel (C,) vector against ``x``: (1, C, 1, ..., 1)."""
+    return (1, x.shape[1]) + (1,) * (x.dim() - 2)
+
+
+def acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype statistics are accumulated in: float32 for half types, as PyTorch does."""
+    return torch.float32 if dtype in _HALF_TYPES else dtype
+
+
+def count_per_channel(x: Tensor) -> int:
+    """m = N * spatial size: the number of values each channel's statistics are taken over."""
+    return x.numel() // x.shape[1] if x.dim() >= 2 and x.shape[1] else 0
+
+
+# --- input checks -----------------------------------------------------------------------------
+
+
+def check_input(x: Tensor, num_features: int | None) -> None:
+    """Reject what batch norm cannot normalize, saying what was expected and what arrived."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"expected a torch.Tensor input (got {type(x).__name__})")
+    if not x.is_floating_point():
+        raise TypeError(f"expected a floating-point input (got {x.dtype})")
+    if x.dim() < 2:
+        raise ValueError(f"expected an input of at least 2 dimensions (N, C, ...) (got {x.dim()}D input)")
+    if num_features is not None and x.shape[1] != num_features:
+        raise ValueError(
+            f"expected input with {num_features} channels in dim 1 (got {x.shape[1]} channels, "
+            f"input shape {tuple(x.shape)})"
+        )
+
+
+def check_batch_size(x: Tensor) -> None:
+    """Batch statistics need more than one value per channel (PyTorch's condition and wording)."""
+    size = list(x.shape)
+    prod = size[0]
+    for s in size[2:]:
+        prod *= s
+    if prod == 1:
+        raise ValueError(f"Expected more than 1 value per channel when training, got input size {x.shape}")
+
+
+def check_hyperparameters(eps: float, momentum: float | Tensor | None) -> None:
+    """eps must be positive; momentum a weight in [0, 1] (None: cumulative average)."""
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
+        raise ValueError(f"expected eps > 0 (got {eps!r})")
+    if momentum is None or isinstance(momentum, Tensor):
+        return
+    if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0.0 <= momentum <= 1.0:
+        raise ValueError(f"expected momentum in [0, 1] or None (got {momentum!r})")
+
+
+# --- the math ---------------------------------------------------------------------------------
+
+
+def batch_stats(x: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-channel mean and biased variance of ``x`` (N, C, *), both (C,) in :func:`acc_dtype`.
+
+    Two passes -- the mean first, then the mean of squared deviations -- so a large common offset
+    (1e4 + N(0, 1) in float32) loses no precision, unlike E[x^2] - E[x]^2.
+    """
+    dims = reduce_dims(x)
+    xa = x.to(acc_dtype(x.dtype))
+    m = count_per_channel(x)
+    mean = xa.sum(dims) / m
+    xc = xa - mean.view(channel_shape(x))
+    var = (xc * xc).sum(dims) / m
+    return mean, var
+
+
+def normalize(
+    x: Tensor, mean: Tensor, invstd: Tensor, weight: Tensor | None = None, bias: Tensor | None = None
+) -> Tensor:
+    """``(x - mean) * invstd * weight + bias`` per channel, computed in :func:`acc_dtype`.
+
+    ``mean``/``invstd``/``weight``/``bias`` are (C,); the result has ``x``'s dtype and memory
+    format (channels_last in, channels_last out).
+    """
+    shape = channel_shape(x)
+    acc = acc_dtype(x.dtype)
+    scale = invstd if weight is None else invstd * weight.to(acc)
+    y = (x.to(acc) - mean.view(shape)) * scale.view(shape)
+    if bias is not None:
+        y = y + bias.to(acc).view(shape)
+    return y.to(x.dtype)
+
+
+def backward_reduce(dy: Tensor, x: Tensor, mean: Tensor) -> tuple[Tensor, Tensor]:
+    """The two per-channel sums the backward needs: ``sum(dy)`` and ``sum(dy * (x - mean))``.
+
+    These are what SyncBatchNorm all-reduces across processes before :func:`backward_elemt`.
+    """
+    dims = reduce_dims(x)
+    acc = acc_dtype(x.dtype)
+    dya = dy.to(acc)
+    sum_dy = dya.sum(dims)
+    sum_dy_xmu = (dya * (x.to(acc) - mean.view(channel_shape(x)))).sum(dims)
+    return sum_dy, sum_dy_xmu
+
+
+def backward_elemt(
+    dy: Tensor,
+    x: Tensor,
+    mean: Tensor,
+    invstd: Tensor,
+    weight: Tensor | None,
+    mean_dy: Tensor,
+    mean_dy_xmu: Tensor,
+) -> Tensor:
+    """``dx = weight * invstd * (dy - mean_dy - (x - mean) * invstd^2 * mean_dy_xmu)``.
+
+    ``mean_dy = sum(dy)/m`` and ``mean_dy_xmu = sum(dy*(x-mean))/m`` over the (possibly global) m.
+    """
+    shape = channel_shape(x)
+    acc = acc_dtype(x.dtype)
+    scale = invstd if weight is None else invstd * weight.to(acc)
+    proj = (x.to(acc) - mean.view(shape)) * (invstd * invstd * mean_dy_xmu).view(shape)
+    dx = (dy.to(acc) - mean_dy.view(shape) - proj) * scale.view(shape)
+    return dx.to(x.dtype)
+
+
+def param_grads(
+    sum_dy: Tensor, sum_dy_xmu: Tensor, invstd: Tensor, weight: Tensor | None, bias: Tensor | None
+) -> tuple[Tensor | None, Tensor | None]:
+    """dweight = sum(dy * xhat) = invstd * sum(dy * (x-mean)); dbias = sum(dy); in the params' dtypes."""
+    dweight = None if weight is None else (sum_dy_xmu * invstd).to(weight.dtype)
+    dbias = None if bias is None else sum_dy.to(bias.dtype)
+    return dweight, dbias
+
+
+@torch.no_grad()
+def update_running_stats(
+    running_mean: Tensor | None,
+    running_var: Tensor | None,
+    mean: Tensor,
+    var: Tensor,
+    count: int,
+    momentum: float | Tensor,
+) -> None:
+    """``running = (1 - momentum) * running + momentum * batch`` with the *unbiased* variance.
+
+    ``var`` is the biased batch variance over ``count`` values per channel; the running variance
+    stores ``var * count / (count - 1)``. An empty batch (count 0) leaves the buffers unchanged,
+    as PyTorch does.
+    """
+    if count == 0:
+        return
+    unbiased = var * (count / (count - 1)) if count > 1 else var
+    for buf, stat in ((running_mean, mean), (running_var, unbiased)):
+        if buf is None:
+            continue
+        acc = acc_dtype(buf.dtype)
+        w = momentum.to(acc) if isinstance(momentum, Tensor) else momentum
+        buf.copy_(buf.to(acc).lerp(stat.to(acc), w))
+
+
+# --- autograd ---------------------------------------------------------------------------------
+
+
+class BatchNormTrain(torch.autograd.Function):
+    """Batch norm with batch statistics and the closed-form backward (module docstring).
+
+    Returns ``(y, mean, var)``; mean and the biased var are (C,) and not differentiable -- they are
+    returned for the running-stat update. Written in the ``setup_context`` style with a generated
+    vmap rule so torch.func transforms and torch.compile can trace it.
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float):
+        mean, var = batch_stats(x)
+        invstd = torch.rsqrt(var + eps)
+        return normalize(x, mean, invstd, weight, bias), mean, var
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, weight, bias, eps = inputs
+        _, mean, var = output
+        ctx.mark_non_differentiable(mean, var)
+        ctx.save_for_backward(x, weight, bias, mean, var)
+        ctx.eps = eps
+
+    @staticmethod
+    def backward(ctx, dy, _dmean, _dvar):
+        x, weight, bias, mean, var = ctx.saved_tensors
+        if torch.is_grad_enabled():
+            # Double backward: the statistics must be differentiable functions of x, so recompute
+            # them from the saved input instead of using the detached forward values.
+            mean, var = batch_stats(x)
+        invstd = torch.rsqrt(var + ctx.eps)
+        m = count_per_channel(x)
+        sum_dy, sum_dy_xmu = backward_reduce(dy, x, mean)
+        dx = None
+        if ctx.needs_input_grad[0]:
+            dx = backward_elemt(dy, x, mean, invstd, weight, sum_dy / m, sum_dy_xmu / m)
+        dweight, dbias = param_grads(sum_dy, sum_dy_xmu, invstd, weight, bias)
+        return (
+            dx,
+            dweight if ctx.needs_input_grad[1] else None,
+            dbias if ctx.needs_input_grad[2] else None,
+            None,
+        )
+
+
+def batch_norm(
+    input: Tensor,
+    running_mean: Tensor | None,
+    running_var: Tensor | None,
+    weight: Tensor | None = None,
+    bias: Tensor | None = None,
+    training: bool = False,
+    momentum: float | Tensor = 0.1,
+    eps: float = 1e-5,
+) -> Tensor:
+    r"""Batch normalization with ``torch.nn.functional.batch_norm``'s semantics.
+
+    .. math::
+        y = \frac{x - \mathrm{E}[x]}{\sqrt{\mathrm{Var}[x] + \epsilon}} \cdot \gamma + \beta
+
+    Args:
+        input: (N, C, *) floating-point tensor.
+        running_mean, running_var: (C,) buffers. In training they are updated in place when given
+            (running_var with the unbiased batch variance); in eval they are required and used.
+        weight, bias: optional (C,) affine parameters :math:`\gamma`, :math:`\beta`.
+        training: normalize with the batch statistics (biased variance). Default: ``False``.
+        momentum: weight of the new batch in the running average. Default: ``0.1``.
+        eps: added to the variance for stability. Default: ``1e-5``.
+
+    Returns:
+        Tensor of ``input``'s shape, dtype and memory format.
+    """
+    stats = running_mean if running_mean is not None else weight
+    check_input(input, None if stats is None else stats.numel())
+    check_hyperparameters(eps, momentum)
+    if training:
+        check_batch_size(input)
+        y, mean, var = BatchNormTrain.apply(input, weight, bias, eps)
+        if running_mean is not None or running_var is not None:
+            update_running_stats(running_mean, running_var, mean, var, count_per_channel(input), momentum)
+        return y
+    if running_mean is None or running_var is None:
+        raise ValueError("running_mean and running_var must be defined in evaluation mode (got None)")
+    # Eval is an affine map of x with constant statistics: plain differentiable ops, so autograd,
+    # torch.func and torch.compile handle it without a custom Function.
+    invstd = torch.rsqrt(running_var.to(acc_dtype(input.dtype)) + eps)
+    return normalize(input, running_mean.to(invstd.dtype), invstd, weight, bias)
