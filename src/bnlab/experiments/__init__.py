@@ -1,0 +1,5 @@
+"""The lab's experiments, one module per claim of CLAIMS.md."""
+
+from .result import VERDICTS, ClaimResult, FigureSpec
+
+__all__ = ["VERDICTS", "ClaimResult", "FigureSpec"]

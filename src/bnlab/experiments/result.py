@@ -1,0 +1,71 @@
+"""What an experiment returns: the contract between the experiments and the report.
+
+An experiment (one module per claim in CLAIMS.md) states its verdict rule before it runs, runs or
+reuses its sweep from the results store, and returns a :class:`ClaimResult`. The report renders
+ClaimResults; results.json is ``[r.to_json() for r in results]`` plus the environment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Callable
+
+VERDICTS = ("reproduced", "not reproduced", "inconclusive")
+
+
+@dataclasses.dataclass
+class FigureSpec:
+    """A figure of an experiment: its data (JSON-able) and the function that draws it.
+
+    ``draw(data) -> matplotlib.figure.Figure``; the report calls it and embeds the figure inline.
+    """
+
+    name: str  # file-safe identifier, e.g. "accuracy_vs_steps"
+    title: str
+    data: dict[str, Any]
+    draw: Callable[[dict[str, Any]], Any]
+    caption: str = ""
+
+
+@dataclasses.dataclass
+class ClaimResult:
+    id: str  # "C1" .. "C12"
+    name: str  # short readable name, e.g. "bn-trains-faster"
+    question: str  # the question a user asks, e.g. "Does BN make training faster?"
+    claim: str  # the published claim, in a sentence
+    source: str  # the paper / post it comes from
+    rule: str  # the verdict rule, as stated in code before the runs
+    verdict: str  # one of VERDICTS
+    summary: str  # one plain-language paragraph
+    setup: dict[str, Any]  # data, model, sweep, seeds, quick or full
+    numbers: dict[str, Any]  # the numbers the verdict rests on (means, CIs, p-values, ...)
+    figures: list[FigureSpec] = dataclasses.field(default_factory=list)
+    rows: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # per-run table -> CSV
+    wall_time_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.verdict not in VERDICTS:
+            raise ValueError(f"expected verdict in {VERDICTS} (got {self.verdict!r})")
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-safe dict (NaN/inf become None); figures as their data, rows left to the CSV."""
+        return _json_safe({
+            "id": self.id, "name": self.name, "question": self.question, "claim": self.claim,
+            "source": self.source, "rule": self.rule, "verdict": self.verdict, "summary": self.summary,
+            "setup": self.setup, "numbers": self.numbers, "wall_time_s": self.wall_time_s,
+            "figures": [{"name": f.name, "title": f.title, "caption": f.caption, "data": f.data}
+                        for f in self.figures],
+        })
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if hasattr(value, "item") and callable(value.item):  # numpy / torch scalars
+        return _json_safe(value.item())
+    return value
