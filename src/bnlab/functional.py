@@ -48,6 +48,8 @@ __all__ = [
     "check_input",
     "check_batch_size",
     "check_hyperparameters",
+    "eval_affine",
+    "merge_stats",
 ]
 
 _HALF_TYPES = (torch.float16, torch.bfloat16)
@@ -309,3 +311,47 @@ def batch_norm(
     # torch.func and torch.compile handle it without a custom Function.
     invstd = torch.rsqrt(running_var.to(acc_dtype(input.dtype)) + eps)
     return normalize(input, running_mean.to(invstd.dtype), invstd, weight, bias)
+
+
+# --- statistics and affine forms for model surgery -------------------------------------------
+
+
+def eval_affine(
+    running_mean: Tensor, running_var: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float
+) -> tuple[Tensor, Tensor]:
+    """Eval-mode batch norm as a per-channel affine map ``y = x * scale + shift``, both (C,).
+
+    ``scale = weight / sqrt(running_var + eps)`` and ``shift = bias - running_mean * scale``
+    (weight 1 and bias 0 when absent), in :func:`acc_dtype` of the running statistics. Folding BN
+    into a preceding convolution multiplies the convolution's output channels by ``scale``.
+    """
+    acc = acc_dtype(running_var.dtype)
+    scale = torch.rsqrt(running_var.to(acc) + eps)
+    if weight is not None:
+        scale = scale * weight.to(acc)
+    shift = -running_mean.to(acc) * scale
+    if bias is not None:
+        shift = shift + bias.to(acc)
+    return scale, shift
+
+
+def merge_stats(
+    count_a: int | Tensor, mean_a: Tensor, m2_a: Tensor, count_b: int | Tensor, mean_b: Tensor, m2_b: Tensor
+) -> tuple[int | Tensor, Tensor, Tensor]:
+    """Combine two sets of per-channel sufficient statistics ``(count, mean, M2)`` exactly.
+
+    ``M2 = sum((x - mean)^2)`` (so the biased variance is ``M2 / count``, the unbiased one
+    ``M2 / (count - 1)``). Chan, Golub & LeVeque's pairwise update, 1979:
+    ``delta = mean_b - mean_a``, ``mean = mean_a + delta * n_b / n``,
+    ``M2 = M2_a + M2_b + delta^2 * n_a * n_b / n``. Batches of any sizes merge to the statistics
+    of their concatenation; an empty side (count 0) returns the other.
+    """
+    if count_a == 0:
+        return count_b, mean_b, m2_b
+    if count_b == 0:
+        return count_a, mean_a, m2_a
+    count = count_a + count_b
+    delta = mean_b - mean_a
+    mean = mean_a + delta * (count_b / count)
+    m2 = m2_a + m2_b + delta * delta * (count_a * count_b / count)
+    return count, mean, m2
