@@ -10,6 +10,9 @@
 * :func:`doctor` -- find BN hazards in a model.
 """
 
+from .accumulate import ExactBNAccumulation
 from .convert import TARGETS, convert, register_source, register_target
+from .fold import fold
+from .precise_bn import precise_bn
 
-__all__ = ["convert", "register_source", "register_target", "TARGETS"]
+__all__ = ["convert", "register_source", "register_target", "TARGETS", "fold", "precise_bn", "ExactBNAccumulation"]

@@ -1,0 +1,49 @@
+"""Per-channel sufficient statistics ``(count, mean, M2)`` of BN inputs, and the BN layers to watch.
+
+Shared by :mod:`.precise_bn` and :mod:`.accumulate`. The math is :func:`bnlab.functional.batch_stats`
+(two-pass mean and biased variance of one batch) and :func:`bnlab.functional.merge_stats` (Chan et
+al.'s exact merge); accumulation is in float64 so thousands of merged batches lose nothing.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from .. import functional as F
+from .convert import is_batchnorm
+
+
+class ChannelStats:
+    """Running ``(count, mean, M2)`` per channel over every batch passed to :meth:`add`."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.mean: Tensor | None = None
+        self.m2: Tensor | None = None
+
+    @torch.no_grad()
+    def add(self, x: Tensor) -> None:
+        """Merge the statistics of ``x`` (N, C, *): per channel over N and the spatial dims."""
+        m = F.count_per_channel(x)
+        if m == 0:
+            return
+        mean, var = F.batch_stats(x.detach())
+        mean = mean.to(torch.float64)
+        self.count, self.mean, self.m2 = F.merge_stats(
+            self.count, self.mean, self.m2, m, mean, var.to(torch.float64) * m
+        )
+
+    def variance(self, unbiased: bool) -> Tensor:
+        """``M2 / count`` (biased) or ``M2 / (count - 1)`` (unbiased)."""
+        assert self.m2 is not None and self.count > 0
+        return self.m2 / (self.count - 1 if unbiased and self.count > 1 else self.count)
+
+
+def tracked_bn_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The BN layers of ``model`` that keep running statistics, with their names."""
+    return [
+        (name or "<model>", m)
+        for name, m in model.named_modules()
+        if is_batchnorm(m) and getattr(m, "track_running_stats", False) and m.running_mean is not None
+    ]
