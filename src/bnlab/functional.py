@@ -125,7 +125,7 @@ def batch_stats(x: Tensor) -> tuple[Tensor, Tensor]:
     """
     dims = reduce_dims(x)
     xa = x.to(acc_dtype(x.dtype))
-    m = count_per_channel(x)
+    m = max(count_per_channel(x), 1)  # an empty batch gets mean 0, var 0: finite, zero gradients
     mean = xa.sum(dims) / m
     xc = xa - mean.view(channel_shape(x))
     var = (xc * xc).sum(dims) / m
@@ -253,7 +253,7 @@ class BatchNormTrain(torch.autograd.Function):
             # them from the saved input instead of using the detached forward values.
             mean, var = batch_stats(x)
         invstd = torch.rsqrt(var + ctx.eps)
-        m = count_per_channel(x)
+        m = max(count_per_channel(x), 1)
         sum_dy, sum_dy_xmu = backward_reduce(dy, x, mean)
         dx = None
         if ctx.needs_input_grad[0]:
