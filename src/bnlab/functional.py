@@ -121,12 +121,14 @@ def batch_stats(x: Tensor) -> tuple[Tensor, Tensor]:
     """Per-channel mean and biased variance of ``x`` (N, C, *), both (C,) in :func:`acc_dtype`.
 
     Two passes -- the mean first, then the mean of squared deviations -- so a large common offset
-    (1e4 + N(0, 1) in float32) loses no precision, unlike E[x^2] - E[x]^2.
+    (1e4 + N(0, 1) in float32) loses no precision, unlike E[x^2] - E[x]^2. The mean's sum is
+    accumulated in float64, so the mean is correctly rounded to the accumulation dtype.
     """
     dims = reduce_dims(x)
-    xa = x.to(acc_dtype(x.dtype))
+    acc = acc_dtype(x.dtype)
+    xa = x.to(acc)
     m = max(count_per_channel(x), 1)  # an empty batch gets mean 0, var 0: finite, zero gradients
-    mean = xa.sum(dims) / m
+    mean = (x.sum(dims, dtype=torch.float64) / m).to(acc)
     xc = xa - mean.view(channel_shape(x))
     var = (xc * xc).sum(dims) / m
     return mean, var
