@@ -123,12 +123,14 @@ def batch_stats(x: Tensor) -> tuple[Tensor, Tensor]:
     """Per-channel mean and biased variance of ``x`` (N, C, *), both (C,) in :func:`acc_dtype`.
 
     Two passes -- the mean first, then the mean of squared deviations -- so a large common offset
-    (1e4 + N(0, 1) in float32) loses no precision, unlike E[x^2] - E[x]^2.
+    (1e4 + N(0, 1) in float32) loses no precision, unlike E[x^2] - E[x]^2. The mean's sum is
+    accumulated in float64, so the mean is correctly rounded to the accumulation dtype.
     """
     dims = reduce_dims(x)
-    xa = x.to(acc_dtype(x.dtype))
-    m = count_per_channel(x)
-    mean = xa.sum(dims) / m
+    acc = acc_dtype(x.dtype)
+    xa = x.to(acc)
+    m = max(count_per_channel(x), 1)  # an empty batch gets mean 0, var 0: finite, zero gradients
+    mean = (x.sum(dims, dtype=torch.float64) / m).to(acc)
     xc = xa - mean.view(channel_shape(x))
     var = (xc * xc).sum(dims) / m
     return mean, var
@@ -255,7 +257,7 @@ class BatchNormTrain(torch.autograd.Function):
             # them from the saved input instead of using the detached forward values.
             mean, var = batch_stats(x)
         invstd = torch.rsqrt(var + ctx.eps)
-        m = count_per_channel(x)
+        m = max(count_per_channel(x), 1)
         sum_dy, sum_dy_xmu = backward_reduce(dy, x, mean)
         dx = None
         if ctx.needs_input_grad[0]:
