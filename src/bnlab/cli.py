@@ -13,6 +13,7 @@ import sys
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "check": ("bnlab.check", "check bnlab's layers against torch.nn on this machine and print a table"),
+    "doctor": ("bnlab.surgery.doctor_cli", "find batch-norm hazards in a model (module:factory or a TorchScript file)"),
 }
 
 
