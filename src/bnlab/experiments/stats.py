@@ -1,0 +1,115 @@
+"""The statistics the verdicts rest on: means with t-based 95% CIs, paired tests, Holm correction.
+
+Seeds are the unit of replication: each number below is computed over per-seed values. Paired
+comparisons (the same seed, data order and initialisation under two settings) use the per-seed
+differences, which removes the variance the two settings share.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Sequence
+
+import numpy as np
+from scipy import stats as _st
+
+
+@dataclasses.dataclass(frozen=True)
+class Estimate:
+    """mean ± half-width of a two-sided 95% t-interval over n values."""
+
+    mean: float
+    ci: float  # half-width; NaN when n < 2
+    n: int
+    std: float
+
+    @property
+    def low(self) -> float:
+        return self.mean - self.ci
+
+    @property
+    def high(self) -> float:
+        return self.mean + self.ci
+
+    def to_json(self) -> dict:
+        return {"mean": self.mean, "ci95": self.ci, "n": self.n, "std": self.std}
+
+    def __str__(self) -> str:
+        return f"{self.mean:.4g} ± {self.ci:.2g} (n={self.n})" if self.n > 1 else f"{self.mean:.4g} (n=1)"
+
+
+def estimate(values: Sequence[float], level: float = 0.95) -> Estimate:
+    """Mean and t-interval half-width; NaNs (e.g. diverged runs' metrics) must be removed first."""
+    v = np.asarray(values, dtype=float)
+    if v.size == 0:
+        return Estimate(math.nan, math.nan, 0, math.nan)
+    if np.isnan(v).any():
+        raise ValueError(f"expected finite values (got {int(np.isnan(v).sum())} NaN of {v.size})")
+    if v.size == 1:
+        return Estimate(float(v[0]), math.nan, 1, math.nan)
+    sd = float(v.std(ddof=1))
+    half = float(_st.t.ppf(0.5 + level / 2, v.size - 1) * sd / math.sqrt(v.size))
+    return Estimate(float(v.mean()), half, int(v.size), sd)
+
+
+@dataclasses.dataclass(frozen=True)
+class PairedTest:
+    """Paired comparison a - b by seed: the mean difference with its CI, t-test and sign test."""
+
+    diff: Estimate
+    p_t: float  # two-sided paired t-test
+    p_sign: float  # two-sided exact sign test (Wilcoxon would need n >= 6 to ever reach 0.05)
+    wins: int  # seeds where a > b
+    losses: int  # seeds where a < b
+
+    def to_json(self) -> dict:
+        return {"diff": self.diff.to_json(), "p_t": self.p_t, "p_sign": self.p_sign,
+                "wins": self.wins, "losses": self.losses}
+
+
+def paired(a: Sequence[float], b: Sequence[float]) -> PairedTest:
+    """Paired test of a against b; a[i] and b[i] must come from the same seed."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.shape != b.shape:
+        raise ValueError(f"expected paired samples of equal length (got {a.size} and {b.size})")
+    d = a - b
+    wins, losses = int((d > 0).sum()), int((d < 0).sum())
+    if d.size < 2:
+        p_t = math.nan
+    elif np.allclose(d, d[0]):
+        p_t = 0.0 if d[0] != 0 else 1.0  # no spread: the t statistic is infinite (or 0/0)
+    else:
+        p_t = float(_st.ttest_1samp(d, 0.0).pvalue)
+    n = wins + losses
+    p_sign = float(_st.binomtest(wins, n, 0.5).pvalue) if n else 1.0
+    return PairedTest(estimate(d), p_t, p_sign, wins, losses)
+
+
+def welch(a: Sequence[float], b: Sequence[float]) -> float:
+    """Two-sided Welch t-test p-value for unpaired samples (NaN if either has < 2 values)."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.size < 2 or b.size < 2:
+        return math.nan
+    if np.allclose(a, a[0]) and np.allclose(b, b[0]):
+        return 0.0 if a[0] != b[0] else 1.0
+    return float(_st.ttest_ind(a, b, equal_var=False).pvalue)
+
+
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values (family-wise error control for several comparisons)."""
+    p = np.asarray(pvalues, dtype=float)
+    order = np.argsort(p)
+    adjusted = np.empty_like(p)
+    running = 0.0
+    for rank, idx in enumerate(order):
+        running = max(running, min(1.0, (p.size - rank) * p[idx]))
+        adjusted[idx] = running
+    return adjusted.tolist()
+
+
+def separated(a: Estimate, b: Estimate) -> bool:
+    """True when a's and b's 95% intervals do not overlap (a conservative 'clearly different')."""
+    if math.isnan(a.ci) or math.isnan(b.ci):
+        return False
+    return a.low > b.high or b.low > a.high

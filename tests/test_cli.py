@@ -1,0 +1,33 @@
+"""The bnlab command line: sub-commands run and bad input fails with a message."""
+
+import subprocess
+import sys
+
+import pytest
+
+from bnlab import cli
+
+
+def test_every_command_builds_its_parser():
+    parser = cli.build_parser()
+    for name in cli.COMMANDS:
+        assert parser.parse_args([name] + (["C2"] if name == "run" else [])).command == name
+
+
+def test_list_and_run_c2(capsys):
+    assert cli.main(["list"]) == 0
+    assert "C2" in capsys.readouterr().out
+    assert cli.main(["run", "C2"]) == 0
+    assert "verdict: REPRODUCED" in capsys.readouterr().out
+
+
+def test_unknown_experiment_is_a_clear_error():
+    with pytest.raises(SystemExit, match="unknown experiment 'C99'; expected one of"):
+        cli.main(["run", "C99"])
+
+
+def test_check_command_passes_in_a_fresh_process():
+    out = subprocess.run([sys.executable, "-m", "bnlab.cli", "check", "--steps", "1"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    assert "all cases match" in out.stdout

@@ -1,0 +1,24 @@
+"""C2 is decided by exact computation: it must reproduce, and must fail when the math is broken."""
+
+import torch
+
+from bnlab import functional
+from bnlab.experiments import registry
+
+
+def test_c2_reproduces_with_tiny_errors():
+    result = registry.run("C2", registry.Context(quick=True))
+    assert result.verdict == "reproduced"
+    assert result.numbers["worst_abs_err"] < 1e-12
+    assert all(s["gamma"] == [s["input"][1]] for s in result.numbers["param_shapes"].values())
+    assert result.to_json()["id"] == "C2"
+
+
+def test_c2_detects_a_running_variance_that_stores_the_biased_value(monkeypatch):
+    original = functional.update_running_stats
+
+    def biased_update(rm, rv, mean, var, count, momentum):
+        original(rm, rv, mean, var * (count - 1) / count, count, momentum)  # undo the m/(m-1)
+
+    monkeypatch.setattr(functional, "update_running_stats", biased_update)
+    assert registry.run("C2", registry.Context(quick=True)).verdict == "not reproduced"
