@@ -182,4 +182,5 @@ def test_cli_torchscript_file_json_with_input(factory_module, capsys):
 def test_cli_bad_model_spec_exits_2(capsys):
     assert cli_main(["doctor", "no_such_module_xyz:f"]) == 2
     assert cli_main(["doctor", "torch.nn"]) == 2
+    assert cli_main(["doctor"]) == 2
     assert "expected module:factory" in capsys.readouterr().err

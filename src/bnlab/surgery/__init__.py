@@ -13,6 +13,9 @@
 from .accumulate import ExactBNAccumulation
 from .convert import TARGETS, convert, register_source, register_target
 from .fold import fold
+from .doctor import doctor
 from .precise_bn import precise_bn
 
-__all__ = ["convert", "register_source", "register_target", "TARGETS", "fold", "precise_bn", "ExactBNAccumulation"]
+__all__ = [
+    "convert", "register_source", "register_target", "TARGETS", "fold", "precise_bn", "ExactBNAccumulation", "doctor",
+]

@@ -21,7 +21,8 @@ from torch import nn
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", help="module:factory (e.g. torchvision.models:resnet18) or a TorchScript file")
+    parser.add_argument("model", nargs="?", default=None,
+                        help="module:factory (e.g. torchvision.models:resnet18) or a TorchScript file")
     parser.add_argument("--input-shape", default=None,
                         help="comma-separated shape of an example input, e.g. 8,3,32,32 (enables the forward checks)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -65,6 +66,9 @@ def parse_shape(text: str) -> tuple[int, ...]:
 def main(args) -> int:
     from .doctor import doctor
 
+    if not args.model:
+        print("bnlab doctor: expected a model: module:factory or a TorchScript file (got none)", file=sys.stderr)
+        return 2
     try:
         model = load_model(args.model)
         example = None
