@@ -129,8 +129,10 @@ def test_float16_overflow_warns():
     assert rep.float16_overflow == ["0"]
 
 
-def test_bench_models_fold_every_bn_and_agree():
-    model, folded, x = bench_models(batch=4, channels=8, size=16)
-    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+@pytest.mark.parametrize("bn", ["torch", "bnlab"])
+def test_bench_models_fold_every_bn_and_agree(bn):
+    model, folded, x = bench_models(batch=4, channels=8, size=16, bn=bn)
+    assert sum(isinstance(m, (nn.BatchNorm2d, bnlab.nn.BatchNorm2d)) for m in model.modules()) == 3
+    assert not any(isinstance(m, (nn.BatchNorm2d, bnlab.nn.BatchNorm2d)) for m in folded.modules())
     with torch.no_grad():
         torch.testing.assert_close(folded(x), model(x), rtol=1e-4, atol=1e-5)  # float32

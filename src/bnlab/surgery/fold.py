@@ -241,15 +241,23 @@ def fold(model: nn.Module, example_input=None, *, inplace: bool = False, report:
 
 
 def bench_models(
-    batch: int = 64, channels: int = 32, size: int = 32, seed: int = 0, dtype: torch.dtype = torch.float32
+    batch: int = 64,
+    channels: int = 32,
+    size: int = 32,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float32,
+    bn: str = "torch",
 ) -> tuple[nn.Module, nn.Module, Tensor]:
     """A small eval-mode CNN, its folded copy and an input, for timing folded vs unfolded inference.
 
     Three conv3x3-BN-ReLU blocks (3 -> channels -> 2*channels -> 2*channels, max-pool after the
     first two) and a linear classifier, with randomized running statistics and affine parameters
-    so the fold is not an identity. Returns ``(model, folded, x)`` with x of shape
-    ``(batch, 3, size, size)``.
+    so the fold is not an identity. ``bn`` is "torch" (torch.nn.BatchNorm2d) or "bnlab"
+    (bnlab.nn.BatchNorm2d, through :func:`bnlab.convert`). Returns ``(model, folded, x)`` with x of
+    shape ``(batch, 3, size, size)``.
     """
+    if bn not in ("torch", "bnlab"):
+        raise ValueError(f"expected bn='torch' or 'bnlab' (got {bn!r})")
     gen = torch.Generator().manual_seed(seed)
     c1, c2 = channels, 2 * channels
 
@@ -269,6 +277,10 @@ def bench_models(
                 m.running_var.copy_(torch.rand(n, generator=gen) + 0.5)
                 m.weight.copy_(torch.rand(n, generator=gen) + 0.5)
                 m.bias.copy_(torch.randn(n, generator=gen) * 0.1)
+    if bn == "bnlab":
+        from .convert import convert
+
+        model = convert(model, "bnlab", inplace=True)
     model.eval()
     x = torch.randn(batch, 3, size, size, generator=gen).to(dtype)
     return model, fold(model), x
