@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 from typing import Any
 
 import torch
@@ -196,7 +195,7 @@ def _static_checks(model: nn.Module, bns: dict[str, nn.Module], nbs: dict[str, _
             "frozen-bn-training", "hazard", frozen,
             "BN layers are in training mode although their parameters are frozen: they still normalize with "
             "batch statistics and keep overwriting the running statistics, so the 'frozen' part changes",
-            "call .eval() on these layers after model.train() (or convert them to frozen BN)",
+            "call .eval() on these layers after every model.train(), or set requires_grad back to True",
         ))
 
     modules = dict(model.named_modules())
@@ -378,6 +377,3 @@ def doctor(model: nn.Module, example_input=None) -> DoctorReport:
         findings += _input_checks(model, bns, example_input)
     return DoctorReport(findings, len(bns))
 
-
-def report_json(report: DoctorReport) -> str:
-    return json.dumps(report.to_json(), indent=2)

@@ -54,7 +54,7 @@ def _check_exportable(bn: nn.Module) -> None:
     if not is_batchnorm(bn):
         raise TypeError(f"expected a batch-norm layer (got {type(bn).__name__})")
     if not bn.track_running_stats or bn.running_mean is None:
-        raise ValueError(f"expected a layer with running statistics to export (got track_running_stats=False)")
+        raise ValueError("expected a layer with running statistics to export (got track_running_stats=False)")
     if bn.momentum is None:
         raise ValueError(
             "momentum=None (cumulative average) has no Keras/Flax equivalent: set bn.momentum to the value "
