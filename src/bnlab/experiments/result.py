@@ -3,6 +3,10 @@
 An experiment (one module per claim in CLAIMS.md) states its verdict rule before it runs, runs or
 reuses its sweep from the results store, and returns a :class:`ClaimResult`. The report renders
 ClaimResults; results.json is ``[r.to_json() for r in results]`` plus the environment.
+
+``numbers`` maps a readable name to a value. A value with uncertainty is written with
+:func:`estimate` -- ``{"mean": m, "ci95": [lo, hi], "n": n}`` -- and the report prints it as
+"m (95% CI lo – hi, n = n)"; plain scalars, strings, lists and nested dicts print as they are.
 """
 
 from __future__ import annotations
@@ -57,6 +61,17 @@ class ClaimResult:
             "figures": [{"name": f.name, "title": f.title, "caption": f.caption, "data": f.data}
                         for f in self.figures],
         })
+
+
+def estimate(mean: float, ci95: tuple[float, float] | list[float], n: int | None = None) -> dict[str, Any]:
+    """A mean with its 95% confidence interval over ``n`` runs, in the form the report prints."""
+    lo, hi = (float(v) for v in ci95)
+    if lo > hi:
+        raise ValueError(f"expected ci95 as (low, high) with low <= high (got {tuple(ci95)!r})")
+    out: dict[str, Any] = {"mean": float(mean), "ci95": [lo, hi]}
+    if n is not None:
+        out["n"] = int(n)
+    return out
 
 
 def _json_safe(value: Any) -> Any:
