@@ -54,7 +54,7 @@ class ClaimResult:
 
     def to_json(self) -> dict[str, Any]:
         """JSON-safe dict (NaN/inf become None); figures as their data, rows left to the CSV."""
-        return _json_safe({
+        return json_safe({
             "id": self.id, "name": self.name, "question": self.question, "claim": self.claim,
             "source": self.source, "rule": self.rule, "verdict": self.verdict, "summary": self.summary,
             "setup": self.setup, "numbers": self.numbers, "wall_time_s": self.wall_time_s,
@@ -74,13 +74,17 @@ def estimate(mean: float, ci95: tuple[float, float] | list[float], n: int | None
     return out
 
 
-def _json_safe(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
+    """``value`` with NaN/inf as None, tuples as lists, numpy/torch scalars as Python numbers."""
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
+        return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     if hasattr(value, "item") and callable(value.item):  # numpy / torch scalars
-        return _json_safe(value.item())
+        return json_safe(value.item())
     return value
+
+
+_json_safe = json_safe  # the name this module used first
