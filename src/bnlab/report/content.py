@@ -83,32 +83,36 @@ import torch
 from torch import nn
 import bnlab
 
+# conv -> BN -> ReLU; no conv bias: BN's mean subtraction would cancel it
 model = nn.Sequential(
-    nn.Conv2d(3, 32, 3, padding=1, bias=False),   # no bias: BN's mean subtraction cancels it
-    bnlab.nn.BatchNorm2d(32),                      # per-channel statistics over N x H x W
+    nn.Conv2d(3, 32, 3, padding=1, bias=False),
+    bnlab.nn.BatchNorm2d(32),   # statistics per channel over N x H x W
     nn.ReLU(),
     nn.Conv2d(32, 64, 3, padding=1, bias=False),
     bnlab.nn.BatchNorm2d(64),
     nn.ReLU(),
 )
-y = model(torch.randn(8, 3, 32, 32))   # training: batch statistics; running averages updated
+y = model(torch.randn(8, 3, 32, 32))  # training: batch statistics
 model.eval()
-y = model(torch.randn(1, 3, 32, 32))   # evaluation: the running averages, any batch size
+y = model(torch.randn(1, 3, 32, 32))  # evaluation: the running averages
 ''', requires=("bnlab.nn.BatchNorm2d",))
 
 _PARITY_CODE = Code('''\
 import torch
 import bnlab
 
-x = torch.randn(16, 8, 5, 5)
-ours, ref = bnlab.nn.BatchNorm2d(8), torch.nn.BatchNorm2d(8)   # same signature and defaults
-ref.load_state_dict(ours.state_dict())                         # checkpoints load both ways
-assert torch.allclose(ours(x), ref(x), atol=1e-5)
-assert torch.allclose(ours.running_var, ref.running_var)       # unbiased variance, momentum 0.1
+# Same signature, defaults and state_dict as torch.nn.BatchNorm2d
+ours, ref = bnlab.nn.BatchNorm2d(8), torch.nn.BatchNorm2d(8)
+ref.load_state_dict(ours.state_dict())
 
-# The functional form has torch.nn.functional.batch_norm's semantics:
+x = torch.randn(16, 8, 5, 5)
+assert torch.allclose(ours(x), ref(x), atol=1e-5)
+# running_var holds the unbiased variance; momentum 0.1 weights the new batch
+assert torch.allclose(ours.running_var, ref.running_var)
+
+# The functional form has torch.nn.functional.batch_norm's semantics
 rm, rv = torch.zeros(8), torch.ones(8)
-y = bnlab.functional.batch_norm(x, rm, rv, training=True, momentum=0.1, eps=1e-5)
+y = bnlab.functional.batch_norm(x, rm, rv, training=True, momentum=0.1)
 ''', requires=("bnlab.nn.BatchNorm2d", "bnlab.functional.batch_norm"))
 
 _IDENTITY_CODE = Code('''\
@@ -116,23 +120,27 @@ import torch
 import bnlab
 
 bn = bnlab.nn.BatchNorm2d(16)
-assert bn.weight.shape == bn.bias.shape == (16,)          # one gamma and one beta per channel
+assert bn.weight.shape == bn.bias.shape == (16,)  # one gamma, one beta per channel
 
 x = torch.randn(32, 16, 8, 8) * 3 + 5
 mean = x.mean(dim=(0, 2, 3))
-var = x.var(dim=(0, 2, 3), unbiased=False)               # training normalizes with the biased variance
+var = x.var(dim=(0, 2, 3), unbiased=False)  # training uses the biased variance
 with torch.no_grad():
-    bn.weight.copy_(torch.sqrt(var + bn.eps))            # gamma = sqrt(Var[x] + eps)
-    bn.bias.copy_(mean)                                   # beta  = E[x]
-assert torch.allclose(bn(x), x, atol=1e-4)                # BN is now the identity on this batch
+    bn.weight.copy_(torch.sqrt(var + bn.eps))  # gamma = sqrt(Var[x] + eps)
+    bn.bias.copy_(mean)                        # beta  = E[x]
+assert torch.allclose(bn(x), x, atol=1e-4)     # BN is now the identity
 ''', requires=("bnlab.nn.BatchNorm2d",))
 
 _PLACEMENT_CODE = Code('''\
 from torch import nn
 import bnlab
 
-before = nn.Sequential(nn.Conv2d(16, 32, 3, bias=False), bnlab.nn.BatchNorm2d(32), nn.ReLU())  # the paper
-after = nn.Sequential(nn.Conv2d(16, 32, 3), nn.ReLU(), bnlab.nn.BatchNorm2d(32))               # the alternative
+# The BN paper: normalize the pre-activation
+before = nn.Sequential(nn.Conv2d(16, 32, 3, bias=False),
+                       bnlab.nn.BatchNorm2d(32), nn.ReLU())
+# The alternative: normalize the activation's output
+after = nn.Sequential(nn.Conv2d(16, 32, 3),
+                      nn.ReLU(), bnlab.nn.BatchNorm2d(32))
 ''', requires=("bnlab.nn.BatchNorm2d",))
 
 _SPEED_CODE = Code('''\
@@ -140,9 +148,9 @@ import torch
 from torch import nn
 import bnlab
 
-model = nn.Sequential(nn.Linear(40, 100, bias=False), bnlab.nn.BatchNorm1d(100), nn.Sigmoid(),
-                      nn.Linear(100, 10))
-# With BN the same network tolerates a larger step size; the lab's C3 sweep finds the largest one.
+model = nn.Sequential(nn.Linear(40, 100, bias=False), bnlab.nn.BatchNorm1d(100),
+                      nn.Sigmoid(), nn.Linear(100, 10))
+# With BN the same network tolerates larger steps (the C3 sweep finds how large)
 opt = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9)
 ''', requires=("bnlab.nn.BatchNorm1d",))
 
@@ -151,13 +159,17 @@ import torch
 from torch import nn
 import bnlab
 
-gn = nn.GroupNorm(num_groups=8, num_channels=64)                # no batch statistics at all
-brn = bnlab.nn.BatchRenorm2d(64, r_max=3.0, d_max=5.0)          # small or non-i.i.d. batches
-ghost = bnlab.nn.GhostBatchNorm2d(64, virtual_batch_size=32)    # large batches: small ghost batches
+# No batch statistics at all
+gn = nn.GroupNorm(num_groups=8, num_channels=64)
+# Small or non-i.i.d. batches: correct the batch statistics toward the population's
+brn = bnlab.nn.BatchRenorm2d(64, r_max=3.0, d_max=5.0)
+# Large batches: normalize small ghost batches inside them
+ghost = bnlab.nn.GhostBatchNorm2d(64, virtual_batch_size=32)
 
-model = nn.Sequential(nn.Conv2d(3, 64, 3, bias=False), bnlab.nn.BatchNorm2d(64), nn.ReLU())
+# Before evaluation: exact population statistics, weights frozen
+model = nn.Sequential(nn.Conv2d(3, 64, 3, bias=False), bnlab.nn.BatchNorm2d(64))
 batches = [torch.randn(8, 3, 16, 16) for _ in range(4)]
-bnlab.precise_bn(model, batches)   # exact population statistics, weights frozen, before evaluation
+bnlab.precise_bn(model, batches)
 ''', requires=("bnlab.nn.BatchRenorm2d", "bnlab.nn.GhostBatchNorm2d", "bnlab.precise_bn"))
 
 _GAMMA_BETA_CODE = Code('''\
@@ -165,12 +177,17 @@ import torch
 from torch import nn
 import bnlab
 
-model = nn.Sequential(nn.Conv1d(1, 25, 5, stride=2, padding=1, bias=False), bnlab.nn.BatchNorm1d(25),
-                      nn.ReLU(), nn.Flatten(), nn.Linear(25 * 19, 10))
+model = nn.Sequential(
+    nn.Conv1d(1, 25, 5, stride=2, padding=1, bias=False),  # (N,1,40) -> (N,25,19)
+    bnlab.nn.BatchNorm1d(25),
+    nn.ReLU(), nn.Flatten(), nn.Linear(25 * 19, 10),
+)
+# Freeze everything at its random initialization except BN's gamma and beta
 for module in model.modules():
     for p in module.parameters(recurse=False):
-        p.requires_grad_(isinstance(module, bnlab.nn.BatchNorm1d))   # only gamma and beta learn
-opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+        p.requires_grad_(isinstance(module, bnlab.nn.BatchNorm1d))
+trainable = [p for p in model.parameters() if p.requires_grad]
+opt = torch.optim.Adam(trainable, lr=1e-2)
 ''', requires=("bnlab.nn.BatchNorm1d",))
 
 

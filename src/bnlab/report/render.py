@@ -169,7 +169,7 @@ def claim_card(result: ClaimResult, csv_name: str | None) -> str:
   {figures}
   {setup_html(result.setup)}
   {csv}
-  <p class="muted small">{esc(result.name)}{esc(seconds)}</p>
+  <p class="muted small">experiment {esc(result.name)}{esc(seconds)}</p>
 </article>"""
 
 
@@ -235,12 +235,12 @@ def question_section(q: Question, by_id: Mapping[str, ClaimResult], shown: set[s
 <section class="question" id="{esc(q.slug)}">
   <h2>{esc(q.title)}</h2>
   <div class="answer"><p><b>Short answer.</b> {inline(q.answer)}</p>
-    <ul class="found"><li class="muted">Here:</li>{found}</ul></div>
+    <ul class="found"><li class="muted">In this run:</li>{found}</ul></div>
   {''.join(block_html(b) for b in q.blocks)}
-  <h3 class="sub">The bnlab code</h3>
-  {''.join(code_html(c) for c in q.code)}
   <h3 class="sub">The evidence</h3>
   {''.join(evidence)}
+  <h3 class="sub">The bnlab code</h3>
+  {''.join(code_html(c) for c in q.code)}
 </section>"""
 
 
