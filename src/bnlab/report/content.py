@@ -170,7 +170,8 @@ ghost = bnlab.nn.GhostBatchNorm2d(64, virtual_batch_size=32)
 model = nn.Sequential(nn.Conv2d(3, 64, 3, bias=False), bnlab.nn.BatchNorm2d(64))
 batches = [torch.randn(8, 3, 16, 16) for _ in range(4)]
 bnlab.precise_bn(model, batches)
-''', requires=("bnlab.nn.BatchRenorm2d", "bnlab.nn.GhostBatchNorm2d", "bnlab.precise_bn"))
+''', requires=("bnlab.nn.BatchRenorm2d", "bnlab.nn.GhostBatchNorm2d", "bnlab.nn.BatchNorm2d",
+                                       "bnlab.precise_bn"))
 
 _GAMMA_BETA_CODE = Code('''\
 import torch
