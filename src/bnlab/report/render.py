@@ -79,18 +79,19 @@ def format_number(value: Any) -> str:
     return str(value)
 
 
-def format_value(value: Any) -> str:
-    """HTML for one entry of ClaimResult.numbers (see experiments.result.estimate)."""
+def format_value(value: Any, depth: int = 0) -> str:
+    """HTML for one entry of ClaimResult.numbers (see experiments.result.estimate); a dict's items
+    go on lines of their own, those of a nested dict on one line."""
     if isinstance(value, Mapping) and "mean" in value and ("ci95" in value or "ci" in value):
         lo, hi = value.get("ci95", value.get("ci"))
         n = f", n = {esc(format_number(value['n']))}" if "n" in value else ""
         return (f'<span class="est">{esc(format_number(value["mean"]))}</span> '
                 f'<span class="ci">(95% CI {esc(format_number(lo))} – {esc(format_number(hi))}{n})</span>')
     if isinstance(value, Mapping):
-        return "<br>".join(f"{esc(k)}: {format_value(v)}" for k, v in value.items())
+        sep = "<br>" if depth == 0 else " · "
+        return sep.join(f"{esc(k)}: {format_value(v, depth + 1)}" for k, v in value.items())
     if isinstance(value, (list, tuple)):
-        shown = ", ".join(esc(format_number(v)) if not isinstance(v, (Mapping, list, tuple)) else format_value(v)
-                          for v in value[:12])
+        shown = ", ".join(format_value(v, depth + 1) for v in value[:12])
         return f"[{shown}{', …' if len(value) > 12 else ''}]"
     return esc(format_number(value))
 
