@@ -281,9 +281,11 @@ def render_page(results: Iterable[ClaimResult], environment: Mapping[str, Any],
     others = [r for cid, r in by_id.items() if cid not in shown]
     toc = "".join(f'<li><a href="#{esc(q.slug)}">{esc(q.title)}</a></li>' for q in questions)
     mode = "quick run" if environment.get("quick") else "full run"
-    when = environment.get("date_utc", "")
+    when = str(environment.get("date_utc", "")).replace("T", " ").replace("+00:00", " UTC")
     wall = environment.get("wall_time_s")
-    wall_text = f" · {wall:.0f} s" if isinstance(wall, (int, float)) else ""
+    wall_text = ""
+    if isinstance(wall, (int, float)) and wall == wall:
+        wall_text = f" · ran {wall / 60:.1f} min" if wall >= 60 else f" · ran {wall:.0f} s"
     return f"""<!DOCTYPE html>
 <html lang="en">
 <head>
