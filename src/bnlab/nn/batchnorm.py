@@ -87,6 +87,16 @@ class _BatchNorm(nn.Module):
             f"bias={self.bias is not None}, track_running_stats={self.track_running_stats}"
         )
 
+    def skip_nonfinite_updates(self, enabled: bool = True) -> "_BatchNorm":
+        """Off by default. When on, a training batch that would make the running statistics
+        non-finite (NaN/Inf in the batch) is not counted: the buffers keep their previous values,
+        ``nonfinite_batches_skipped`` counts such batches and a RuntimeWarning says so. Costs one
+        host sync per training forward. See :mod:`bnlab.nn.nonfinite`. Returns ``self``."""
+        from .nonfinite import enable
+
+        enable(self, enabled)
+        return self
+
     def _check_input_dim(self, input: Tensor) -> None:
         if input.dim() not in self._input_dims:
             want = " or ".join(f"{d}D" for d in self._input_dims)
