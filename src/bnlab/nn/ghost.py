@@ -102,13 +102,13 @@ class _GhostBatchNorm(_BatchNorm):
         return y, mean.view(g, c), var.view(g, c)
 
     def _update_running_stats(self, input, parts, running_mean, running_var, momentum) -> None:
+        """One update with the whole batch's statistics, combined from the ghosts' (Chan)."""
         per_sample = F.count_per_channel(input) // input.shape[0]
         mean = torch.cat([p[1] for p in parts])  # (G, C)
-        var = torch.cat([p[2] for p in parts])
-        count = torch.tensor(
-            [p[3] * per_sample for p in parts for _ in range(p[1].shape[0])], dtype=mean.dtype, device=mean.device
-        )
-        total, mean, m2 = F.combine_moments(count, mean, var * count.unsqueeze(1))
+        var = torch.cat([p[2] for p in parts])  # (G, C), biased
+        count = torch.cat([torch.full((p[1].shape[0],), float(p[3] * per_sample)) for p in parts])
+        count = count.to(device=mean.device, dtype=mean.dtype)  # (G,) values per channel per ghost
+        _, mean, m2 = F.combine_moments(count, mean, var * count.unsqueeze(1))
         m = F.count_per_channel(input)
         F.update_running_stats(running_mean, running_var, mean, m2 / m, m, momentum)
 
