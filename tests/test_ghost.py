@@ -93,3 +93,10 @@ def test_ghost_rejects_bad_virtual_batch_sizes():
 def test_ghost_of_one_value_per_channel_is_refused_in_training():
     with pytest.raises(ValueError, match="Expected more than 1 value per channel"):
         GhostBatchNorm1d(4, 1)(torch.randn(8, 4))
+
+
+def test_without_running_stats_eval_normalizes_per_ghost_as_in_training():
+    torch.manual_seed(3)
+    layer = GhostBatchNorm1d(3, 4, track_running_stats=False, dtype=torch.float64)
+    x = torch.randn(10, 3, dtype=torch.float64)
+    torch.testing.assert_close(layer.eval()(x), _reference(x, layer.weight, layer.bias, [4, 6]), **TOL)
