@@ -24,6 +24,7 @@ class _BatchNorm(nn.Module):
     """
 
     _version = 2  # version 2 added num_batches_tracked, as in torch
+    nonfinite_batches_skipped: int = 0  # counted by the opt-in guard, see skip_nonfinite_updates
     _input_dims: tuple[int, ...] = ()
     __constants__ = ["track_running_stats", "momentum", "eps", "num_features", "affine"]
 
