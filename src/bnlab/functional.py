@@ -311,3 +311,45 @@ def batch_norm(
     # torch.func and torch.compile handle it without a custom Function.
     invstd = torch.rsqrt(running_var.to(acc_dtype(input.dtype)) + eps)
     return normalize(input, running_mean.to(invstd.dtype), invstd, weight, bias)
+
+
+# --- statistics of parts: combining ranks, ghosts and micro-batches ---------------------------
+
+
+def local_moments(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``(count, mean, M2)`` of ``x`` (N, C, *) per channel, with ``M2 = sum((x - mean)^2)``.
+
+    The sufficient statistics of a part of a batch, in :func:`acc_dtype`; ``count`` is a 0-dim
+    tensor (the same for every channel). An empty part (N = 0) gives count 0 and zero mean and M2,
+    so it can be combined with :func:`combine_moments` like any other part.
+    """
+    m = count_per_channel(x)
+    acc = acc_dtype(x.dtype)
+    count = torch.tensor(float(m), dtype=acc, device=x.device)
+    if m == 0:
+        zeros = torch.zeros(x.shape[1], dtype=acc, device=x.device)
+        return count, zeros, zeros.clone()
+    mean, var = batch_stats(x)
+    return count, mean, var * m
+
+
+def combine_moments(count: Tensor, mean: Tensor, m2: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    r"""Chan et al.'s parallel formula: the ``(count, mean, M2)`` of the union of P parts.
+
+    ``count`` is (P,) and ``mean``, ``m2`` are (P, C), one row per part (a process, a ghost batch,
+    a micro-batch). With :math:`n = \sum_p n_p`:
+
+    .. math::
+        \mu = \frac{1}{n}\sum_p n_p \mu_p, \qquad
+        M_2 = \sum_p M_{2,p} + \sum_p n_p (\mu_p - \mu)^2
+
+    (Chan, Golub & LeVeque 1979, the pairwise update applied to all parts at once). The parts may
+    have different sizes, including 0 (their rows must then be finite, e.g. zeros). Unlike pooling
+    sums of squares this does not cancel catastrophically. Returns the total count (0-dim), mean
+    (C,) and M2 (C,); the biased variance is ``M2 / count``. The total count must be positive.
+    """
+    total = count.sum()
+    weights = (count / total).unsqueeze(1)  # (P, 1)
+    mu = (weights * mean).sum(0)
+    spread = (count.unsqueeze(1) * (mean - mu) ** 2).sum(0)
+    return total, mu, m2.sum(0) + spread
