@@ -49,7 +49,6 @@ __all__ = [
     "check_batch_size",
     "check_hyperparameters",
     "eval_affine",
-    "merge_stats",
 ]
 
 _HALF_TYPES = (torch.float16, torch.bfloat16)
@@ -315,6 +314,48 @@ def batch_norm(
     return normalize(input, running_mean.to(invstd.dtype), invstd, weight, bias)
 
 
+# --- statistics of parts: combining ranks, ghosts and micro-batches ---------------------------
+
+
+def local_moments(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``(count, mean, M2)`` of ``x`` (N, C, *) per channel, with ``M2 = sum((x - mean)^2)``.
+
+    The sufficient statistics of a part of a batch, in :func:`acc_dtype`; ``count`` is a 0-dim
+    tensor (the same for every channel). An empty part (N = 0) gives count 0 and zero mean and M2,
+    so it can be combined with :func:`combine_moments` like any other part.
+    """
+    m = count_per_channel(x)
+    acc = acc_dtype(x.dtype)
+    count = torch.tensor(float(m), dtype=acc, device=x.device)
+    if m == 0:
+        zeros = torch.zeros(x.shape[1], dtype=acc, device=x.device)
+        return count, zeros, zeros.clone()
+    mean, var = batch_stats(x)
+    return count, mean, var * m
+
+
+def combine_moments(count: Tensor, mean: Tensor, m2: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    r"""Chan et al.'s parallel formula: the ``(count, mean, M2)`` of the union of P parts.
+
+    ``count`` is (P,) and ``mean``, ``m2`` are (P, C), one row per part (a process, a ghost batch,
+    a micro-batch). With :math:`n = \sum_p n_p`:
+
+    .. math::
+        \mu = \frac{1}{n}\sum_p n_p \mu_p, \qquad
+        M_2 = \sum_p M_{2,p} + \sum_p n_p (\mu_p - \mu)^2
+
+    (Chan, Golub & LeVeque 1979, the pairwise update applied to all parts at once). The parts may
+    have different sizes, including 0 (their rows must then be finite, e.g. zeros). Unlike pooling
+    sums of squares this does not cancel catastrophically. Returns the total count (0-dim), mean
+    (C,) and M2 (C,); the biased variance is ``M2 / count``. The total count must be positive.
+    """
+    total = count.sum()
+    weights = (count / total).unsqueeze(1)  # (P, 1)
+    mu = (weights * mean).sum(0)
+    spread = (count.unsqueeze(1) * (mean - mu) ** 2).sum(0)
+    return total, mu, m2.sum(0) + spread
+
+
 # --- statistics and affine forms for model surgery -------------------------------------------
 
 
@@ -336,24 +377,3 @@ def eval_affine(
         shift = shift + bias.to(acc)
     return scale, shift
 
-
-def merge_stats(
-    count_a: int | Tensor, mean_a: Tensor, m2_a: Tensor, count_b: int | Tensor, mean_b: Tensor, m2_b: Tensor
-) -> tuple[int | Tensor, Tensor, Tensor]:
-    """Combine two sets of per-channel sufficient statistics ``(count, mean, M2)`` exactly.
-
-    ``M2 = sum((x - mean)^2)`` (so the biased variance is ``M2 / count``, the unbiased one
-    ``M2 / (count - 1)``). Chan, Golub & LeVeque's pairwise update, 1979:
-    ``delta = mean_b - mean_a``, ``mean = mean_a + delta * n_b / n``,
-    ``M2 = M2_a + M2_b + delta^2 * n_a * n_b / n``. Batches of any sizes merge to the statistics
-    of their concatenation; an empty side (count 0) returns the other.
-    """
-    if count_a == 0:
-        return count_b, mean_b, m2_b
-    if count_b == 0:
-        return count_a, mean_a, m2_a
-    count = count_a + count_b
-    delta = mean_b - mean_a
-    mean = mean_a + delta * (count_b / count)
-    m2 = m2_a + m2_b + delta * delta * (count_a * count_b / count)
-    return count, mean, m2

@@ -1,5 +1,5 @@
 """The lab's experiments, one module per claim of CLAIMS.md."""
 
-from .result import VERDICTS, ClaimResult, FigureSpec
+from .result import VERDICTS, ClaimResult, FigureSpec, estimate
 
-__all__ = ["VERDICTS", "ClaimResult", "FigureSpec"]
+__all__ = ["VERDICTS", "ClaimResult", "FigureSpec", "estimate"]

@@ -27,6 +27,13 @@ EXPERIMENTS: dict[str, str] = {
 ProgressFn = Callable[[str, int, int], None]  # (experiment id, runs done, runs total)
 
 
+def _as_progress_fn(progress) -> ProgressFn:
+    """Accept a callable or an object with ``update(experiment, done, total)`` (report.Progress)."""
+    if progress is None:
+        return _no_progress
+    return progress.update if hasattr(progress, "update") else progress
+
+
 def _no_progress(experiment: str, done: int, total: int) -> None:
     pass
 
@@ -68,7 +75,7 @@ def run(claim_id: str, ctx: Context) -> ClaimResult:
 
 
 def run_all(quick: bool = False, jobs: int = 1, seeds: int | None = None,
-            progress: ProgressFn | None = None, store: Path | None = None) -> list[ClaimResult]:
-    ctx = Context(quick=quick, seeds=seeds, jobs=jobs, progress=progress or _no_progress,
+            progress=None, store: Path | None = None) -> list[ClaimResult]:
+    ctx = Context(quick=quick, seeds=seeds, jobs=jobs, progress=_as_progress_fn(progress),
                   store=store or default_store())
     return [run(claim_id, ctx) for claim_id in EXPERIMENTS]

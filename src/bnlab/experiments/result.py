@@ -3,6 +3,10 @@
 An experiment (one module per claim in CLAIMS.md) states its verdict rule before it runs, runs or
 reuses its sweep from the results store, and returns a :class:`ClaimResult`. The report renders
 ClaimResults; results.json is ``[r.to_json() for r in results]`` plus the environment.
+
+``numbers`` maps a readable name to a value. A value with uncertainty is written with
+:func:`estimate` -- ``{"mean": m, "ci95": [lo, hi], "n": n}`` -- and the report prints it as
+"m (95% CI lo – hi, n = n)"; plain scalars, strings, lists and nested dicts print as they are.
 """
 
 from __future__ import annotations
@@ -50,7 +54,7 @@ class ClaimResult:
 
     def to_json(self) -> dict[str, Any]:
         """JSON-safe dict (NaN/inf become None); figures as their data, rows left to the CSV."""
-        return _json_safe({
+        return json_safe({
             "id": self.id, "name": self.name, "question": self.question, "claim": self.claim,
             "source": self.source, "rule": self.rule, "verdict": self.verdict, "summary": self.summary,
             "setup": self.setup, "numbers": self.numbers, "wall_time_s": self.wall_time_s,
@@ -59,13 +63,28 @@ class ClaimResult:
         })
 
 
-def _json_safe(value: Any) -> Any:
+def estimate(mean: float, ci95: tuple[float, float] | list[float], n: int | None = None) -> dict[str, Any]:
+    """A mean with its 95% confidence interval over ``n`` runs, in the form the report prints."""
+    lo, hi = (float(v) for v in ci95)
+    if lo > hi:
+        raise ValueError(f"expected ci95 as (low, high) with low <= high (got {tuple(ci95)!r})")
+    out: dict[str, Any] = {"mean": float(mean), "ci95": [lo, hi]}
+    if n is not None:
+        out["n"] = int(n)
+    return out
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with NaN/inf as None, tuples as lists, numpy/torch scalars as Python numbers."""
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
+        return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     if hasattr(value, "item") and callable(value.item):  # numpy / torch scalars
-        return _json_safe(value.item())
+        return json_safe(value.item())
     return value
+
+
+_json_safe = json_safe  # the name this module used first

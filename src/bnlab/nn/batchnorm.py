@@ -24,6 +24,7 @@ class _BatchNorm(nn.Module):
     """
 
     _version = 2  # version 2 added num_batches_tracked, as in torch
+    nonfinite_batches_skipped: int = 0  # counted by the opt-in guard, see skip_nonfinite_updates
     _input_dims: tuple[int, ...] = ()
     __constants__ = ["track_running_stats", "momentum", "eps", "num_features", "affine"]
 
@@ -86,6 +87,16 @@ class _BatchNorm(nn.Module):
             f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
             f"bias={self.bias is not None}, track_running_stats={self.track_running_stats}"
         )
+
+    def skip_nonfinite_updates(self, enabled: bool = True) -> "_BatchNorm":
+        """Off by default. When on, a training batch that would make the running statistics
+        non-finite (NaN/Inf in the batch) is not counted: the buffers keep their previous values,
+        ``nonfinite_batches_skipped`` counts such batches and a RuntimeWarning says so. Costs one
+        host sync per training forward. See :mod:`bnlab.nn.nonfinite`. Returns ``self``."""
+        from .nonfinite import enable
+
+        enable(self, enabled)
+        return self
 
     def _check_input_dim(self, input: Tensor) -> None:
         if input.dim() not in self._input_dims:

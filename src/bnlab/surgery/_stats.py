@@ -1,8 +1,8 @@
 """Per-channel sufficient statistics ``(count, mean, M2)`` of BN inputs, and the BN layers to watch.
 
-Shared by :mod:`.precise_bn` and :mod:`.accumulate`. The math is :func:`bnlab.functional.batch_stats`
-(two-pass mean and biased variance of one batch) and :func:`bnlab.functional.merge_stats` (Chan et
-al.'s exact merge); accumulation is in float64 so thousands of merged batches lose nothing.
+Shared by :mod:`.precise_bn` and :mod:`.accumulate`. The math is
+:func:`bnlab.functional.local_moments` (one batch) and :func:`bnlab.functional.combine_moments`
+(Chan et al.'s exact merge); accumulation is in float64 so thousands of merged batches lose nothing.
 """
 
 from __future__ import annotations
@@ -18,21 +18,24 @@ class ChannelStats:
     """Running ``(count, mean, M2)`` per channel over every batch passed to :meth:`add`."""
 
     def __init__(self) -> None:
-        self.count = 0
+        self.count = 0  # values per channel so far (an int for callers; _count is the tensor)
+        self._count: Tensor | None = None
         self.mean: Tensor | None = None
         self.m2: Tensor | None = None
 
     @torch.no_grad()
     def add(self, x: Tensor) -> None:
         """Merge the statistics of ``x`` (N, C, *): per channel over N and the spatial dims."""
-        m = F.count_per_channel(x)
+        m = F.count_per_channel(x)  # from the shape: no device sync
         if m == 0:
             return
-        mean, var = F.batch_stats(x.detach())
-        mean = mean.to(torch.float64)
-        self.count, self.mean, self.m2 = F.merge_stats(
-            self.count, self.mean, self.m2, m, mean, var.to(torch.float64) * m
-        )
+        count, mean, m2 = (t.to(torch.float64) for t in F.local_moments(x.detach()))
+        if self.count:
+            count, mean, m2 = F.combine_moments(
+                torch.stack([self._count, count]), torch.stack([self.mean, mean]), torch.stack([self.m2, m2])
+            )
+        self._count, self.mean, self.m2 = count, mean, m2
+        self.count += m
 
     def variance(self, unbiased: bool) -> Tensor:
         """``M2 / count`` (biased) or ``M2 / (count - 1)`` (unbiased)."""

@@ -1,0 +1,1 @@
+"""Benchmark rows that ``bnlab bench`` collects (each module exposes ``rows(quick) -> list[dict]``)."""

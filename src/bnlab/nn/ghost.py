@@ -1,0 +1,143 @@
+r"""Ghost batch normalization: batch statistics per small "ghost" batch inside a large batch.
+
+Hoffer, Hubara & Soudry, "Train longer, generalize better: closing the generalization gap in large
+batch training of neural networks", NeurIPS 2017 (https://arxiv.org/abs/1705.08741), Algorithm 1.
+
+A batch of N samples is split into consecutive ghost batches of ``virtual_batch_size`` samples;
+each is normalized with its *own* mean and biased variance, as plain BN would normalize it alone:
+
+.. math::
+    y_i = \frac{x_i - \mu_{g(i)}}{\sqrt{\sigma^2_{g(i)} + \epsilon}} \gamma + \beta
+
+**Batches not divisible by the ghost size.** With ``G = max(1, N // virtual_batch_size)`` ghosts,
+the first ``G - 1`` hold ``virtual_batch_size`` samples each and the last holds the rest,
+``virtual_batch_size + N mod virtual_batch_size`` samples (all N if N < virtual_batch_size).
+Folding the remainder into the last ghost, rather than making a ghost of the few left over, means
+no ghost is ever smaller than ``virtual_batch_size`` (or N), so no ghost normalizes with the noisy
+statistics of one or two samples. Example: N = 10, size 4 -> ghosts of 4 and 6.
+
+**Running statistics.** Updated once per forward, with the statistics of the whole batch (the
+ghosts' (count, mean, M2) combined with Chan's formula, :func:`bnlab.functional.combine_moments`),
+unbiased variance and PyTorch's momentum (the weight of the new batch) -- so ``momentum`` keeps
+its per-step meaning and the population statistics are those plain BN would track on the same
+batches. (Algorithm 1 of the paper instead applies the moving average once per ghost.) Eval uses
+them like BN; with ``track_running_stats=False`` eval normalizes per ghost too.
+
+Vectorised: the equal-size ghosts are moved into the channel dimension, (G*v, C, *) ->
+(v, G*C, *), and normalized in one call of the BN core with the affine parameters tiled G times
+(their gradients are summed back over the ghosts by autograd); at most one more call handles an
+enlarged last ghost. There is no Python loop over ghosts.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .. import functional as F
+from .batchnorm import _BatchNorm
+
+__all__ = ["GhostBatchNorm1d", "GhostBatchNorm2d", "GhostBatchNorm3d"]
+
+
+def ghost_sizes(n: int, virtual_batch_size: int) -> list[int]:
+    """The ghost batch sizes for a batch of ``n`` samples (the rule in the module docstring)."""
+    g = max(1, n // virtual_batch_size)
+    return [virtual_batch_size] * (g - 1) + [n - (g - 1) * virtual_batch_size]
+
+
+class _GhostBatchNorm(_BatchNorm):
+    def __init__(
+        self,
+        num_features: int,
+        virtual_batch_size: int,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        affine: bool = True,
+        track_running_stats: bool = True,
+        device=None,
+        dtype=None,
+        *,
+        bias: bool = True,
+    ) -> None:
+        if isinstance(virtual_batch_size, bool) or not isinstance(virtual_batch_size, int):
+            raise TypeError(f"expected an int virtual_batch_size (got {type(virtual_batch_size).__name__})")
+        if virtual_batch_size <= 0:
+            raise ValueError(f"expected virtual_batch_size > 0 (got {virtual_batch_size})")
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype, bias=bias)
+        self.virtual_batch_size = virtual_batch_size
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, virtual_batch_size={self.virtual_batch_size}"
+
+    def _normalize(self, input, running_mean, running_var, use_batch_stats, momentum) -> Tensor:
+        if not use_batch_stats:
+            return super()._normalize(input, running_mean, running_var, use_batch_stats, momentum)
+        v = self.virtual_batch_size
+        sizes = ghost_sizes(input.shape[0], v)
+        n_equal = len(sizes) - 1 if sizes[-1] != v else len(sizes)  # ghosts of exactly v samples
+        parts = []  # (y, mean (G, C), var (G, C), samples per ghost)
+        if n_equal:
+            parts.append(self._equal_ghosts(input[: n_equal * v], n_equal) + (v,))
+        if n_equal < len(sizes):
+            last = input[n_equal * v :]
+            F.check_batch_size(last)
+            y, mean, var = F.BatchNormTrain.apply(last, self.weight, self.bias, self.eps)
+            parts.append((y, mean.unsqueeze(0), var.unsqueeze(0), last.shape[0]))
+        y = parts[0][0] if len(parts) == 1 else torch.cat([p[0] for p in parts])
+        if running_mean is not None or running_var is not None:
+            self._update_running_stats(input, parts, running_mean, running_var, momentum)
+        return y
+
+    def _equal_ghosts(self, x: Tensor, g: int) -> tuple[Tensor, Tensor, Tensor]:
+        """Normalize ``g`` ghosts of equal size in one call: ghosts become channel groups."""
+        n, c, spatial = x.shape[0], x.shape[1], x.shape[2:]
+        v = n // g
+        xg = x.reshape(g, v, c, *spatial).transpose(0, 1).reshape(v, g * c, *spatial)  # (v, G*C, *)
+        F.check_batch_size(xg)
+        weight = None if self.weight is None else self.weight.repeat(g)
+        bias = None if self.bias is None else self.bias.repeat(g)
+        yg, mean, var = F.BatchNormTrain.apply(xg, weight, bias, self.eps)
+        y = yg.reshape(v, g, c, *spatial).transpose(0, 1).reshape(n, c, *spatial)  # (N, C, *)
+        return y, mean.view(g, c), var.view(g, c)
+
+    def _update_running_stats(self, input, parts, running_mean, running_var, momentum) -> None:
+        """One update with the whole batch's statistics, combined from the ghosts' (Chan)."""
+        per_sample = F.count_per_channel(input) // input.shape[0]
+        mean = torch.cat([p[1] for p in parts])  # (G, C)
+        var = torch.cat([p[2] for p in parts])  # (G, C), biased
+        count = torch.cat([torch.full((p[1].shape[0],), float(p[3] * per_sample)) for p in parts])
+        count = count.to(device=mean.device, dtype=mean.dtype)  # (G,) values per channel per ghost
+        _, mean, m2 = F.combine_moments(count, mean, var * count.unsqueeze(1))
+        m = F.count_per_channel(input)
+        F.update_running_stats(running_mean, running_var, mean, m2 / m, m, momentum)
+
+
+class GhostBatchNorm1d(_GhostBatchNorm):
+    """Ghost BN over (N, C) or (N, C, L) input; see :mod:`bnlab.nn.ghost` for the math and rules.
+
+    Args:
+        num_features: channels C.
+        virtual_batch_size: samples per ghost batch, > 0.
+        eps, momentum, affine, track_running_stats, bias: as :class:`bnlab.nn.BatchNorm1d`
+            (momentum is the weight of the new batch; default 0.1; eps default 1e-5).
+
+    Examples::
+
+        >>> m = bnlab.nn.GhostBatchNorm1d(100, virtual_batch_size=32)
+        >>> y = m(torch.randn(256, 100))   # 8 ghosts of 32
+    """
+
+    _input_dims = (2, 3)
+
+
+class GhostBatchNorm2d(_GhostBatchNorm):
+    """Ghost BN over (N, C, H, W) input; see :class:`GhostBatchNorm1d` and :mod:`bnlab.nn.ghost`."""
+
+    _input_dims = (4,)
+
+
+class GhostBatchNorm3d(_GhostBatchNorm):
+    """Ghost BN over (N, C, D, H, W) input; see :class:`GhostBatchNorm1d` and :mod:`bnlab.nn.ghost`."""
+
+    _input_dims = (5,)

@@ -1,0 +1,88 @@
+"""Writing a report: DIR/index.html, DIR/results.json and one CSV per experiment.
+
+results.json has the schema of the report's issue::
+
+    {"environment": {...},
+     "claims": [{"id": "C1", "question": "...", "verdict": "reproduced" | "not reproduced" |
+                 "inconclusive", "summary": "...", "numbers": {...}, ...}, ...]}
+
+Each claim entry is :meth:`ClaimResult.to_json` (which adds the claim, source, rule, setup, wall
+time and figure data to the keys above), in claim order. The CSV of an experiment is its
+``ClaimResult.rows``, one row per run, named ``<id>-<name>.csv``; an experiment without rows gets
+no CSV. Files are written to a temporary name and renamed, so an interrupted write leaves the
+previous report intact.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from ..experiments.result import ClaimResult, json_safe
+from .render import index_results, render_page
+
+
+def csv_name(result: ClaimResult) -> str:
+    """``C3-higher-learning-rates.csv``: the id and name, reduced to file-safe characters."""
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{result.id}-{result.name}").strip("-.") or "claim"
+    return f"{stem}.csv"
+
+
+def rows_csv(rows: Iterable[Mapping[str, Any]]) -> str:
+    """The rows as CSV text: columns are the union of the rows' keys in first-seen order; missing
+    cells are empty; lists and dicts are written as JSON."""
+    rows = list(rows)
+    columns: dict[str, None] = {}
+    for row in rows:
+        if not isinstance(row, Mapping):
+            raise TypeError(f"expected each row to be a dict (got {type(row).__name__})")
+        columns.update(dict.fromkeys(map(str, row)))
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(columns), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({str(k): _cell(v) for k, v in row.items()})
+    return out.getvalue()
+
+
+def _cell(value: Any) -> Any:
+    value = json_safe(value)
+    if value is None:
+        return ""
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, sort_keys=True)
+    return value
+
+
+def results_json(results: Iterable[ClaimResult], environment: Mapping[str, Any]) -> dict[str, Any]:
+    """The results.json document (a dict), claims in claim order."""
+    by_id = index_results(results)
+    return {"environment": json_safe(dict(environment)), "claims": [r.to_json() for r in by_id.values()]}
+
+
+def write_report(results: Iterable[ClaimResult], out_dir: str | os.PathLike, environment: Mapping[str, Any]) -> Path:
+    """Write the report into ``out_dir`` (created if needed) and return the path of index.html."""
+    results = list(index_results(results).values())
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    names = {}
+    for r in results:
+        if r.rows:
+            names[r.id] = csv_name(r)
+            _write_text(out / names[r.id], rows_csv(r.rows))
+    _write_text(out / "results.json",
+                json.dumps(results_json(results, environment), indent=2, ensure_ascii=False, allow_nan=False) + "\n")
+    index = out / "index.html"
+    _write_text(index, render_page(results, environment, names))
+    return index
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)

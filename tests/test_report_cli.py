@@ -1,0 +1,53 @@
+"""`bnlab report`: refuses without the experiments, and writes the report from run_all's results."""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+
+import pytest
+from report_fixtures import make_result
+
+from bnlab.cli import main
+
+
+def test_without_the_experiments_it_fails_clearly_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "bnlab.experiments.registry", None)  # as if not installed
+    out = tmp_path / "rep"
+    assert main(["report", "--quick", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "experiments are not installed" in err and "no report was written" in err
+    assert not out.exists()
+
+
+def test_it_runs_all_experiments_once_and_writes_the_report(tmp_path, monkeypatch, capsys):
+    calls = []
+
+    def run_all(quick, jobs, seeds, progress):
+        calls.append((quick, jobs, seeds))
+        for done in range(3):
+            progress.update("C4 placement", done, 2)
+        return [make_result("C4", figures=False), make_result("C1", figures=False)]
+
+    fake = types.ModuleType("bnlab.experiments.registry")
+    fake.run_all = run_all
+    monkeypatch.setitem(sys.modules, "bnlab.experiments.registry", fake)
+    out = tmp_path / "rep"
+    assert main(["report", "--quick", "--out", str(out), "--jobs", "3", "--seeds", "4"]) == 0
+    assert calls == [(True, 3, 4)]
+    captured = capsys.readouterr()
+    assert "C4 placement: 2/2 runs done" in captured.err  # the progress display (not a terminal here)
+    assert captured.out.splitlines()[0].startswith("C1 ")  # the verdicts, in claim order
+    assert str((out / "index.html").resolve()) in captured.out.splitlines()[-1]
+    doc = json.loads((out / "results.json").read_text())
+    assert [c["id"] for c in doc["claims"]] == ["C1", "C4"]
+    assert doc["environment"]["quick"] is True and doc["environment"]["seeds"]["requested"] == 4
+
+
+def test_bad_arguments_are_rejected_with_what_was_expected(capsys):
+    for argv in (["report", "--jobs", "0"], ["report", "--seeds", "two"]):
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        assert exc.value.code == 2
+        assert "expected a positive integer" in capsys.readouterr().err
