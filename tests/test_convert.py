@@ -141,3 +141,65 @@ def test_groupnorm_picks_a_divisor_of_the_channels():
     assert convert(nn.BatchNorm2d(64), "groupnorm").num_groups == 32
     with pytest.raises(ValueError, match="bias=False"):
         convert(nn.BatchNorm2d(4, bias=False), "groupnorm")
+
+
+# --- the variants ------------------------------------------------------------------------------
+
+
+def _assert_same_state(a: nn.Module, b: nn.Module) -> None:
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        assert torch.equal(sa[k], sb[k]) and sa[k].dtype == sb[k].dtype, k
+
+
+@pytest.mark.parametrize("to,options,cls2d,cls1d", [
+    ("sync", {}, bnlab.nn.SyncBatchNorm, bnlab.nn.SyncBatchNorm),
+    ("ghost", {"virtual_batch_size": 2}, bnlab.nn.GhostBatchNorm2d, bnlab.nn.GhostBatchNorm1d),
+    ("frozen", {}, bnlab.nn.FrozenBatchNorm2d, bnlab.nn.FrozenBatchNorm1d),
+])
+@pytest.mark.parametrize("back", ["bnlab", "torch"])
+def test_variant_round_trip_gives_identical_state_dict_and_outputs(to, options, cls2d, cls1d, back):
+    x = torch.randn(4, 3, 8, 8, dtype=torch.float64)
+    ref = _trained(_cnn(torch.float64), x)
+    ref.eval()
+    ref[1].weight.requires_grad_(False)
+    if back == "bnlab":
+        ref = convert(ref, "bnlab")
+    there = convert(ref, to, **options)
+    assert [type(there[1]), type(there[3][1]), type(there[6])] == [cls2d, cls2d, cls1d]
+    torch.testing.assert_close(there(x), ref(x), rtol=0, atol=1e-12)  # eval: the same affine map
+    again = convert(there, back)
+    assert [type(m) for m in again.modules()] == [type(m) for m in ref.modules()]
+    _assert_same_state(again, ref)
+    assert [p.requires_grad for p in again.parameters()] == [p.requires_grad for p in ref.parameters()]
+    assert again[6].momentum is None and again[1].momentum == 0.2
+    assert torch.equal(again(x), ref(x))
+
+
+def test_sync_target_works_with_revert_sync_batchnorm():
+    model = convert(_cnn(), "sync")
+    assert all(type(m) is bnlab.nn.SyncBatchNorm for m in model.modules() if is_batchnorm(m))
+    back = bnlab.nn.revert_sync_batchnorm(model)
+    assert [type(m) for m in back.modules() if is_batchnorm(m)] == [
+        bnlab.nn.BatchNorm2d, bnlab.nn.BatchNorm2d, bnlab.nn.BatchNorm1d]
+
+
+def test_ghost_needs_a_virtual_batch_size_and_trains_per_virtual_batch():
+    with pytest.raises(ValueError, match="virtual_batch_size"):
+        convert(nn.BatchNorm2d(3), "ghost")
+    ghost = convert(nn.BatchNorm2d(3), "ghost", virtual_batch_size=2)
+    x = torch.randn(4, 3, 5, 5)
+    ref = nn.BatchNorm2d(3)
+    expected = torch.cat([ref(x[:2]), ref(x[2:])])  # each virtual batch normalized on its own
+    torch.testing.assert_close(ghost(x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_frozen_target_copies_the_eval_map_and_refuses_untracked_layers():
+    bn = _trained(nn.Sequential(nn.BatchNorm2d(3)), torch.randn(4, 3, 5, 5))[0].eval()
+    frozen = convert(bn, "frozen")
+    assert isinstance(frozen, bnlab.nn.FrozenBatchNorm2d) and list(frozen.parameters()) == []
+    x = torch.randn(2, 3, 5, 5)
+    torch.testing.assert_close(frozen(x), bn(x), rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="track_running_stats=False"):
+        convert(nn.BatchNorm2d(3, track_running_stats=False), "frozen")

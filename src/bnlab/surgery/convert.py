@@ -218,6 +218,8 @@ def _largest_divisor_at_most(n: int, limit: int) -> int:
 
 
 def _build_groupnorm(layer: nn.Module, dims: int | None, options: dict[str, Any]) -> nn.Module:
+    if not hasattr(layer, "affine"):
+        raise ValueError(f"groupnorm cannot take {type(layer).__name__} directly: convert it to 'bnlab' first")
     groups = options.get("num_groups", 32)
     if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
         raise ValueError(f"expected num_groups to be a positive int (got {groups!r})")
@@ -243,3 +245,132 @@ register_target(Target(
     "and eval alike). With num_groups >= C each channel of each sample is its own group, which "
     "equals training-mode BN on a batch of one sample.",
 ))
+
+
+# --- the variants: sync, ghost, frozen -----------------------------------------------------------
+
+from ..nn import frozen as bnlab_frozen  # noqa: E402 -- grouped with the targets that use them
+from ..nn import ghost as bnlab_ghost  # noqa: E402
+from ..nn import sync_batchnorm as bnlab_sync  # noqa: E402
+
+_PLAIN = {1: bnlab_bn.BatchNorm1d, 2: bnlab_bn.BatchNorm2d, 3: bnlab_bn.BatchNorm3d}
+_GHOST = {1: bnlab_ghost.GhostBatchNorm1d, 2: bnlab_ghost.GhostBatchNorm2d, 3: bnlab_ghost.GhostBatchNorm3d}
+_FROZEN = {1: bnlab_frozen.FrozenBatchNorm1d, 2: bnlab_frozen.FrozenBatchNorm2d, 3: bnlab_frozen.FrozenBatchNorm3d}
+
+for _dims, _cls in list(_GHOST.items()) + list(_FROZEN.items()):
+    register_source(_cls, _dims)
+register_source(bnlab_sync.SyncBatchNorm, None)
+
+
+def _sync_dims(layer: nn.Module) -> int | None:
+    """The dims a SyncBatchNorm was converted from (bnlab.nn.SyncBatchNorm remembers the class)."""
+    origin = getattr(layer, "_converted_from", None)
+    return SOURCES.get(origin) if origin is not None else None
+
+
+def _build_sync(layer: nn.Module, dims: int | None, options: dict[str, Any]) -> nn.Module:
+    cfg = _plain_config(layer)
+    new = bnlab_sync.SyncBatchNorm(**cfg, process_group=options.get("process_group"), device="meta")
+    _take_state(layer, new)
+    if dims is not None:
+        new._converted_from = _PLAIN[dims]  # so revert_sync_batchnorm and convert can go back
+    return new
+
+
+register_target(Target(
+    "sync", _build_sync, (bnlab_sync.SyncBatchNorm,), True,
+    "bnlab.nn.SyncBatchNorm (statistics over all processes; option process_group); remembers the "
+    "dimensionality it came from, so converting back needs no dims",
+))
+
+
+def _build_ghost(layer: nn.Module, dims: int | None, options: dict[str, Any]) -> nn.Module:
+    vbs = options.get("virtual_batch_size")
+    if vbs is None and isinstance(layer, bnlab_ghost._GhostBatchNorm):
+        return layer
+    if isinstance(vbs, bool) or not isinstance(vbs, int) or vbs < 1:
+        raise ValueError(f"converting to 'ghost' needs virtual_batch_size=<positive int> (got {vbs!r})")
+    cls = _GHOST[_resolve_dims(layer, dims, options, "ghost")]
+    return _take_state(layer, cls(virtual_batch_size=vbs, **_plain_config(layer), device="meta"))
+
+
+register_target(Target(
+    "ghost", _build_ghost, (), True,
+    "bnlab.nn.GhostBatchNorm1d/2d/3d (Hoffer et al. 2017: statistics per virtual batch in training); "
+    "needs the option virtual_batch_size",
+))
+
+# What a frozen layer cannot hold, kept on it so that converting back restores the layer exactly.
+_UNFROZEN = "_bnlab_unfrozen"
+
+
+def _build_frozen(layer: nn.Module, dims: int | None, options: dict[str, Any]) -> nn.Module:
+    if not layer.track_running_stats or layer.running_mean is None:
+        raise ValueError(f"frozen BN needs running statistics (got {type(layer).__name__} with track_running_stats=False)")
+    cls = _FROZEN[_resolve_dims(layer, dims, options, "frozen")]
+    new = cls.from_batchnorm(layer)
+    new._buffers["running_mean"], new._buffers["running_var"] = layer.running_mean, layer.running_var
+    object.__setattr__(new, _UNFROZEN, {
+        **bn_config(layer),
+        "num_batches_tracked": layer.num_batches_tracked,
+        "requires_grad": {n: p.requires_grad for n, p in layer.named_parameters(recurse=False)},
+    })
+    return new
+
+
+register_target(Target(
+    "frozen", _build_frozen, tuple(_FROZEN.values()), True,
+    "bnlab.nn.FrozenBatchNorm1d/2d/3d: the eval map with gamma, beta and the statistics as buffers "
+    "(copies of gamma and beta; affine=False freezes with gamma=1, beta=0); momentum, "
+    "num_batches_tracked and requires_grad are kept aside so converting back is exact",
+))
+
+
+def _plain_config(layer: nn.Module) -> dict[str, Any]:
+    """Constructor arguments of a plain BN for ``layer`` (frozen layers: from what was kept aside)."""
+    cfg = dict(getattr(layer, _UNFROZEN, None) or {}) if isinstance(layer, bnlab_frozen._FrozenBatchNorm) else None
+    if cfg is None:
+        cfg = bn_config(layer)
+    elif not cfg:  # built directly as frozen: a plain affine layer with the default momentum
+        cfg = {"num_features": layer.num_features, "eps": layer.eps, "momentum": 0.1, "affine": True,
+               "track_running_stats": True, "bias": True}
+    kwargs = {k: cfg[k] for k in ("num_features", "eps", "momentum", "affine", "track_running_stats")}
+    if cfg["affine"] and not cfg["bias"]:
+        kwargs["bias"] = False
+    return kwargs
+
+
+def _unfreeze(frozen: nn.Module, new: nn.Module) -> nn.Module:
+    """Give a plain BN ``new`` the state of a frozen layer: its buffers become parameters again."""
+    kept = getattr(frozen, _UNFROZEN, None) or {}
+    grads = kept.get("requires_grad", {})
+    for name in ("weight", "bias"):
+        if name in new._parameters and new._parameters[name] is not None:
+            value = frozen._buffers[name]
+            new._parameters[name] = nn.Parameter(value, requires_grad=grads.get(name, True))
+    new._buffers["running_mean"], new._buffers["running_var"] = frozen.running_mean, frozen.running_var
+    nbt = kept.get("num_batches_tracked")
+    new._buffers["num_batches_tracked"] = (
+        nbt if nbt is not None else torch.tensor(0, dtype=torch.long, device=frozen.running_mean.device)
+    )
+    return new
+
+
+def _take_state(layer: nn.Module, new: nn.Module) -> nn.Module:
+    return _unfreeze(layer, new) if isinstance(layer, bnlab_frozen._FrozenBatchNorm) else move_state(layer, new)
+
+
+def _plain_builder(classes: dict[int, type], name: str):
+    """Builder of a plain BN target that also reads frozen and sync layers."""
+
+    def build(layer: nn.Module, dims: int | None, options: dict[str, Any]) -> nn.Module:
+        dims = dims if dims is not None else _sync_dims(layer)
+        new = classes[_resolve_dims(layer, dims, options, name)](**_plain_config(layer), device="meta")
+        return _take_state(layer, new)
+
+    return build
+
+
+for _name in ("bnlab", "torch"):
+    _t = TARGETS[_name]
+    register_target(dataclasses.replace(_t, build=_plain_builder({1: _t.produces[0], 2: _t.produces[1], 3: _t.produces[2]}, _name)))
