@@ -2,7 +2,7 @@ r"""``bnlab.convert(model, to=...)``: swap every batch-norm layer of a model for
 
 Conversions go through one table. A *source* is a BN class convert can read (its input
 dimensionality, 1/2/3, or ``None`` for dimension-free classes such as SyncBatchNorm); a *target*
-is a name (``"bnlab"``, ``"torch"``, ``"groupnorm"``, ...) with a function that builds the new
+is a name (``"bnlab"``, ``"torch"``, ``"sync"``, ``"ghost"``, ``"frozen"``, ``"groupnorm"``) with a function that builds the new
 layer from an old one. Adding a kind of layer is one :func:`register_source` or
 :func:`register_target` call.
 
@@ -91,11 +91,12 @@ def convert(model: nn.Module, to: str, *, inplace: bool = False, **options: Any)
 
     Args:
         model: any module; a BN layer itself is converted and returned.
-        to: a name in :data:`TARGETS` -- "bnlab", "torch", "groupnorm", ... (``bnlab.surgery.TARGETS``
-            lists them with their docs).
+        to: a name in :data:`TARGETS` -- "bnlab", "torch", "sync", "ghost", "frozen", "groupnorm"
+            (``bnlab.surgery.TARGETS[name].doc`` describes each).
         inplace: modify ``model`` itself. Default: ``False`` (a deep copy is converted, the
             original is untouched).
-        options: target options, e.g. ``num_groups=32`` for "groupnorm", ``dims=2`` to give the
+        options: target options, e.g. ``num_groups=32`` for "groupnorm", ``virtual_batch_size=32``
+            for "ghost", ``process_group`` for "sync", ``dims=2`` to give the
             dimensionality of dimension-free sources (SyncBatchNorm) converted to 1d/2d/3d classes.
 
     Returns:
