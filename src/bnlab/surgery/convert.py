@@ -2,8 +2,10 @@ r"""``bnlab.convert(model, to=...)``: swap every batch-norm layer of a model for
 
 Conversions go through one table. A *source* is a BN class convert can read (its input
 dimensionality, 1/2/3, or ``None`` for dimension-free classes such as SyncBatchNorm); a *target*
-is a name (``"bnlab"``, ``"torch"``, ``"sync"``, ``"ghost"``, ``"frozen"``, ``"groupnorm"``) with a function that builds the new
-layer from an old one. Adding a kind of layer is one :func:`register_source` or
+is a name (``"bnlab"``, ``"torch"``, ``"sync"``, ``"ghost"``, ``"frozen"``, ``"groupnorm"``,
+``"batchnorm_act"``) with a function that builds the new layer from an old one (or, for
+"batchnorm_act", a pass over the model that fuses BN with the activation after it:
+:mod:`.fuse_act`). Adding a kind of layer is one :func:`register_source` or
 :func:`register_target` call.
 
 What a conversion keeps: the parameters and buffers themselves (the new layer holds the same
@@ -60,10 +62,11 @@ class Target:
     """
 
     name: str
-    build: Callable[[nn.Module, int | None, dict[str, Any]], nn.Module]
+    build: Callable[[nn.Module, int | None, dict[str, Any]], nn.Module] | None
     produces: tuple[type, ...]
     round_trip: bool
     doc: str
+    model_pass: Callable[[nn.Module, dict[str, Any]], nn.Module] | None = None  # instead of build
 
 
 TARGETS: dict[str, Target] = {}
@@ -91,8 +94,8 @@ def convert(model: nn.Module, to: str, *, inplace: bool = False, **options: Any)
 
     Args:
         model: any module; a BN layer itself is converted and returned.
-        to: a name in :data:`TARGETS` -- "bnlab", "torch", "sync", "ghost", "frozen", "groupnorm"
-            (``bnlab.surgery.TARGETS[name].doc`` describes each).
+        to: a name in :data:`TARGETS` -- "bnlab", "torch", "sync", "ghost", "frozen", "groupnorm",
+            "batchnorm_act" (``bnlab.surgery.TARGETS[name].doc`` describes each).
         inplace: modify ``model`` itself. Default: ``False`` (a deep copy is converted, the
             original is untouched).
         options: target options, e.g. ``num_groups=32`` for "groupnorm", ``virtual_batch_size=32``
@@ -113,7 +116,12 @@ def convert(model: nn.Module, to: str, *, inplace: bool = False, **options: Any)
     target = TARGETS[to]
     if not inplace:
         model = copy.deepcopy(model)
-    return _convert(model, target, options, "")
+    if target.model_pass is not None:  # a target that rewrites pairs of layers, not single layers
+        return target.model_pass(model, options)
+    model = _convert(model, target, options, "")
+    from .fuse_act import restore_activations  # activations a fused layer had taken over come back
+
+    return restore_activations(model)
 
 
 def _convert(module: nn.Module, target: Target, options: dict[str, Any], path: str) -> nn.Module:
@@ -375,3 +383,14 @@ def _plain_builder(classes: dict[int, type], name: str):
 for _name in ("bnlab", "torch"):
     _t = TARGETS[_name]
     register_target(dataclasses.replace(_t, build=_plain_builder({1: _t.produces[0], 2: _t.produces[1], 3: _t.produces[2]}, _name)))
+
+
+from . import fuse_act as _fuse_act  # noqa: E402 -- registers the fused layers as sources
+
+register_target(Target(
+    "batchnorm_act", None, tuple(_fuse_act._FUSED.values()), True,
+    "bnlab.nn.BatchNormAct1d/2d/3d where an nn.Sequential has BN immediately followed by ReLU, "
+    "LeakyReLU or SiLU; the activation's slot keeps it as a FusedActivation, so converting back to "
+    "'bnlab' or 'torch' restores the activation (see bnlab.surgery.fuse_act)",
+    model_pass=_fuse_act.fuse_activations,
+))
