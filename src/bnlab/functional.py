@@ -233,6 +233,9 @@ class BatchNormTrain(torch.autograd.Function):
 
     @staticmethod
     def forward(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float):
+        fast = _dispatch().train_forward(x, weight, bias, eps)
+        if fast is not None:
+            return fast
         mean, var = batch_stats(x)
         invstd = torch.rsqrt(var + eps)
         return normalize(x, mean, invstd, weight, bias), mean, var
@@ -248,6 +251,9 @@ class BatchNormTrain(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dy, _dmean, _dvar):
         x, weight, bias, mean, var = ctx.saved_tensors
+        fast = _dispatch().train_backward(dy, x, weight, bias, mean, var, ctx.eps, ctx.needs_input_grad[:3])
+        if fast is not None:
+            return fast + (None,)
         if torch.is_grad_enabled():
             # Double backward: the statistics must be differentiable functions of x, so recompute
             # them from the saved input instead of using the detached forward values.
@@ -305,7 +311,18 @@ def batch_norm(
         return y
     if running_mean is None or running_var is None:
         raise ValueError("running_mean and running_var must be defined in evaluation mode (got None)")
+    fast = _dispatch().eval_forward(input, running_mean, running_var, weight, bias, eps)
+    if fast is not None:
+        return fast
     # Eval is an affine map of x with constant statistics: plain differentiable ops, so autograd,
     # torch.func and torch.compile handle it without a custom Function.
     invstd = torch.rsqrt(running_var.to(acc_dtype(input.dtype)) + eps)
     return normalize(input, running_mean.to(invstd.dtype), invstd, weight, bias)
+
+
+def _dispatch():
+    """bnlab.kernels.dispatch, which decides fast kernel vs the reference above (imported late: it
+    builds on this module)."""
+    from .kernels import dispatch
+
+    return dispatch
