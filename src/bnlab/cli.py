@@ -13,6 +13,7 @@ import sys
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "check": ("bnlab.check", "check bnlab's layers against torch.nn on this machine and print a table"),
+    "bench": ("bnlab.bench.command", "time bnlab's batch norm against torch.nn's on this machine"),
 }
 
 

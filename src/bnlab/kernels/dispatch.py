@@ -52,6 +52,9 @@ __all__ = [
 ]
 
 _FAST_DTYPES = (torch.float32, torch.float64)
+# Below this many elements the kernels run on the calling thread: waking numba's workers costs
+# tens of microseconds, about what a pass over a tensor this size takes on one core.
+PARALLEL_MIN_NUMEL = 1 << 18
 _PLAIN_TYPES = (Tensor, torch.nn.Parameter)
 _state = {"fast": os.environ.get("BNLAB_FAST", "1") != "0"}
 _threads = threading.local()  # numba's thread count is per calling thread, like torch's
@@ -140,6 +143,10 @@ def why_reference(x: Tensor, *vectors: Tensor | None, grad: Tensor | None = None
 # --- tensors <-> the kernels' arrays ----------------------------------------------------------------
 
 
+def _parallel(x: Tensor) -> bool:
+    return x.numel() >= PARALLEL_MIN_NUMEL and torch.get_num_threads() > 1
+
+
 def _numba():
     global _kernels
     if _kernels is None:
@@ -189,7 +196,7 @@ def _fast_forward(x: Tensor, weight, bias, eps: float, act: str, slope: float):
     var = torch.empty(C, dtype=x.dtype)
     run = K.train_forward_ncs if lay == "ncs" else K.train_forward_rc
     run(_view(x, lay), _vec(weight, x), _vec(bias, x), float(eps), _ACT[act], float(slope),
-        _view(y, lay), mean.numpy(), var.numpy())
+        _parallel(x), _view(y, lay), mean.numpy(), var.numpy())
     return y, mean, var
 
 
@@ -205,7 +212,7 @@ def _fast_backward(dy, x, weight, bias, mean, var, eps, act, slope, needs):
     nothing = torch.empty((0,) * (3 if lay == "ncs" else 2), dtype=x.dtype)
     run = K.train_backward_ncs if lay == "ncs" else K.train_backward_rc
     run(_view(dy, lay), _view(x, lay), _vec(weight, x), _vec(bias, x), mean.numpy(), var.numpy(),
-        float(eps), _ACT[act], float(slope), _view(nothing if dx is None else dx, lay),
+        float(eps), _ACT[act], float(slope), _parallel(x), _view(nothing if dx is None else dx, lay),
         _vec(dw, x), _vec(db, x))
     return dx, dw, db
 
@@ -251,7 +258,7 @@ def eval_forward(x: Tensor, running_mean: Tensor, running_var: Tensor, weight: T
     y = torch.empty_like(x)
     run = K.eval_forward_ncs if lay == "ncs" else K.eval_forward_rc
     run(_view(x, lay), running_mean.numpy(), running_var.numpy(), _vec(weight, x), _vec(bias, x),
-        float(eps), 0, 0.0, _view(y, lay))
+        float(eps), 0, 0.0, _parallel(x), _view(y, lay))
     return y
 
 

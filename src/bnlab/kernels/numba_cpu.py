@@ -21,6 +21,12 @@ Layouts: ``"ncs"`` is a contiguous (N, C, S) view (NCHW with S = H*W, or (N, C, 
 (R, C) view with channels innermost (channels_last, or a 2D (N, C) input). Per-channel vectors are
 contiguous (C,) arrays of the input's dtype; an empty (0,) array for weight/bias means "none".
 
+Each operation has a parallel driver (``prange`` over planes or row blocks) and a serial one: a
+parallel launch costs tens of microseconds, more than a small tensor's whole pass, so the entry
+points take ``parallel`` and the dispatch decides. The per-task bodies are inlined into both.
+The activation is a runtime code, but every body branches on it once, outside its loop, into a
+copy of the loop compiled with the code as a constant -- that is what lets LLVM vectorize it.
+
 Compiled code is cached on disk (``cache=True``); see :mod:`bnlab.kernels.cache` for where.
 """
 
@@ -28,25 +34,35 @@ from __future__ import annotations
 
 import math
 
+import numba
 import numpy as np
 from numba import njit, prange
 
 from .cache import CACHE_DIR  # sets numba's cache folder before anything compiles
 
+# numba's "omp" layer brings a second OpenMP runtime next to torch's; its workers spin after each
+# kernel and starved torch's threads (and the main thread) for up to half a second on a busy 2-core
+# machine. The "workqueue" layer's workers sleep. It does not allow two kernels to run at once from
+# different threads, so the kernels keep the GIL (no nogil): concurrent callers take turns.
+# A layer chosen by the user (NUMBA_THREADING_LAYER) is left alone.
+if numba.config.THREADING_LAYER == "default":
+    numba.config.THREADING_LAYER = "workqueue"
+
 ACT_CODES = {"identity": 0, "relu": 1, "leaky_relu": 2, "silu": 3}
 
 # Elements per block: small enough that a block's second read hits the L1/L2 cache, large enough
-# that the per-block bookkeeping is noise.
+# that the per-block bookkeeping is noise; float32 partial sums over a block stay accurate.
 BLOCK = 4096
 # Reassociation lets LLVM vectorize the reductions; no "nnan"/"ninf" so NaN and inf propagate.
 _FM = {"reassoc", "contract", "nsz", "arcp"}
-_JIT = dict(cache=CACHE_DIR is not None, fastmath=_FM, nogil=True)
+_JIT = dict(cache=CACHE_DIR is not None, fastmath=_FM)
+_INLINE = dict(inline="always", **_JIT)
 
 
 # --- activations --------------------------------------------------------------------------------
 
 
-@njit(inline="always", **_JIT)
+@njit(**_INLINE)
 def _act(z, act, slope):
     if act == 1:
         return z if z > 0 else z * 0
@@ -57,7 +73,7 @@ def _act(z, act, slope):
     return z
 
 
-@njit(inline="always", **_JIT)
+@njit(**_INLINE)
 def _act_grad(dy, z, act, slope):
     """dy * act'(z); at z == 0 relu and leaky_relu take the left derivative, as torch does."""
     if act == 1:
@@ -70,7 +86,7 @@ def _act_grad(dy, z, act, slope):
     return dy
 
 
-# --- per-channel constants ----------------------------------------------------------------------
+# --- per-channel constants and merges (tiny, serial) ---------------------------------------------
 
 
 @njit(**_JIT)
@@ -88,90 +104,29 @@ def _scale_shift(var, w, b, eps):
     return invstd, scale, shift
 
 
-# --- statistics ---------------------------------------------------------------------------------
-
-
-@njit(parallel=True, **_JIT)
-def _stats_ncs(x, mean, var):
-    """Per-channel mean and biased variance of (N, C, S) ``x`` into ``mean``, ``var`` (C,)."""
-    N, C, S = x.shape
-    zero = x.dtype.type(0)
-    pmean = np.empty((N, C))  # float64 partials per (n, c) plane, each over S values
-    pm2 = np.empty((N, C))
-    for p in prange(N * C):
-        n = p // C
-        c = p - n * C
-        cnt = 0.0
-        pm = 0.0
-        m2 = 0.0
-        for s0 in range(0, S, BLOCK):
-            # Loops over 0-based views: a loop from a variable start defeats LLVM's vectorizer.
-            xb = x[n, c, s0 : min(S, s0 + BLOCK)]
-            k = xb.shape[0]
-            acc = zero
-            for i in range(k):
-                acc += xb[i]
-            bm = acc / k
-            sd = zero
-            sd2 = zero
-            for i in range(k):
-                d = xb[i] - bm
-                sd += d
-                sd2 += d * d
-            bmean = bm + float(sd) / k
-            bm2 = float(sd2) - float(sd) * float(sd) / k
-            tot = cnt + k
-            delta = bmean - pm
-            pm += delta * k / tot
-            m2 += bm2 + delta * delta * cnt * k / tot
-            cnt = tot
-        pmean[n, c] = pm
-        pm2[n, c] = m2
-    # Equal counts (S) per plane: mean of means, and M2 = sum M2_n + S * sum (mean_n - mean)^2.
-    for c in prange(C):
-        mu = 0.0
-        for n in range(N):
-            mu += pmean[n, c]
-        mu /= N
-        m2 = 0.0
-        for n in range(N):
-            d = pmean[n, c] - mu
-            m2 += pm2[n, c] + S * d * d
-        mean[c] = mu
-        var[c] = m2 / (N * S)
-
-
-@njit(parallel=True, **_JIT)
-def _stats_rc(x, mean, var):
-    """Per-channel (column) mean and biased variance of (R, C) ``x`` into ``mean``, ``var``."""
-    R, C = x.shape
-    rows = max(1, BLOCK // C)
-    nblk = (R + rows - 1) // rows
-    pmean = np.empty((nblk, C))
-    pm2 = np.empty((nblk, C))
-    for blk in prange(nblk):
-        r0 = blk * rows
-        r1 = min(R, r0 + rows)
-        k = r1 - r0
-        acc = np.zeros(C, x.dtype)
-        for r in range(r0, r1):
-            xr = x[r]
-            for c in range(C):
-                acc[c] += xr[c]
+@njit(**_JIT)
+def _merge_equal(pmean, pm2, count, mean, var):
+    """Merge P partial (mean, M2) rows, each over ``count`` values, into ``mean``/``var`` (C,):
+    mean of means, M2 = sum M2_p + count * sum (mean_p - mean)^2; var = M2 / (P * count)."""
+    P, C = pmean.shape
+    mu = np.zeros(C)
+    for p in range(P):
         for c in range(C):
-            acc[c] /= k
-        sd = np.zeros(C, x.dtype)
-        sd2 = np.zeros(C, x.dtype)
-        for r in range(r0, r1):
-            xr = x[r]
-            for c in range(C):
-                d = xr[c] - acc[c]
-                sd[c] += d
-                sd2[c] += d * d
+            mu[c] += pmean[p, c]
+    m2 = np.zeros(C)
+    for p in range(P):
         for c in range(C):
-            pmean[blk, c] = acc[c] + float(sd[c]) / k
-            pm2[blk, c] = float(sd2[c]) - float(sd[c]) * float(sd[c]) / k
-    # Chan's update over the blocks, in order (the last block may be short).
+            d = pmean[p, c] - mu[c] / P
+            m2[c] += pm2[p, c] + count * d * d
+    for c in range(C):
+        mean[c] = mu[c] / P
+        var[c] = m2[c] / (P * count)
+
+
+@njit(**_JIT)
+def _merge_blocks(pmean, pm2, rows, R, mean, var):
+    """Chan's pairwise update over row blocks of ``rows`` rows (the last may be short)."""
+    nblk, C = pmean.shape
     mu = np.zeros(C)
     m2 = np.zeros(C)
     cnt = 0.0
@@ -188,175 +143,436 @@ def _stats_rc(x, mean, var):
         var[c] = m2[c] / R
 
 
-# --- elementwise: y = act((x - mean) * scale + shift) -------------------------------------------
-
-
-@njit(parallel=True, **_JIT)
-def _normalize_ncs(x, mean, scale, shift, act, slope, y):
-    N, C, S = x.shape
-    sl = x.dtype.type(slope)
-    for p in prange(N * C):
-        n = p // C
-        c = p - n * C
-        mu = mean[c]
-        a = scale[c]
-        b = shift[c]
-        xp = x[n, c]
-        yp = y[n, c]
-        for s in range(S):
-            yp[s] = _act((xp[s] - mu) * a + b, act, sl)
-
-
-@njit(parallel=True, **_JIT)
-def _normalize_rc(x, mean, scale, shift, act, slope, y):
-    R, C = x.shape
-    sl = x.dtype.type(slope)
-    rows = max(1, BLOCK // C)
-    nblk = (R + rows - 1) // rows
-    for blk in prange(nblk):
-        for r in range(blk * rows, min(R, (blk + 1) * rows)):
-            xr = x[r]
-            yr = y[r]
-            for c in range(C):
-                yr[c] = _act((xr[c] - mean[c]) * scale[c] + shift[c], act, sl)
-
-
-# --- backward: the two per-channel sums, then dx ------------------------------------------------
-
-
-@njit(parallel=True, **_JIT)
-def _bwd_reduce_ncs(dy, x, mean, scale, shift, act, slope, sum_g, sum_gxmu):
-    """sum(g) and sum(g * (x - mean)) per channel, g = dy * act'((x - mean) * scale + shift)."""
-    N, C, S = x.shape
-    zero = x.dtype.type(0)
-    sl = x.dtype.type(slope)
-    pg = np.empty((N, C))
-    pgx = np.empty((N, C))
-    for p in prange(N * C):
-        n = p // C
-        c = p - n * C
-        mu = mean[c]
-        a = scale[c]
-        b = shift[c]
-        tg = 0.0
-        tgx = 0.0
-        for s0 in range(0, S, BLOCK):
-            g_acc = zero
-            gx_acc = zero
-            xb = x[n, c, s0 : min(S, s0 + BLOCK)]
-            db = dy[n, c, s0 : min(S, s0 + BLOCK)]
-            for i in range(xb.shape[0]):
-                xm = xb[i] - mu
-                g = _act_grad(db[i], xm * a + b, act, sl)
-                g_acc += g
-                gx_acc += g * xm
-            tg += g_acc
-            tgx += gx_acc
-        pg[n, c] = tg
-        pgx[n, c] = tgx
-    for c in prange(C):
-        tg = 0.0
-        tgx = 0.0
-        for n in range(N):
-            tg += pg[n, c]
-            tgx += pgx[n, c]
-        sum_g[c] = tg
-        sum_gxmu[c] = tgx
-
-
-@njit(parallel=True, **_JIT)
-def _bwd_reduce_rc(dy, x, mean, scale, shift, act, slope, sum_g, sum_gxmu):
-    R, C = x.shape
-    sl = x.dtype.type(slope)
-    rows = max(1, BLOCK // C)
-    nblk = (R + rows - 1) // rows
-    pg = np.empty((nblk, C))
-    pgx = np.empty((nblk, C))
-    for blk in prange(nblk):
-        g_acc = np.zeros(C, x.dtype)
-        gx_acc = np.zeros(C, x.dtype)
-        for r in range(blk * rows, min(R, (blk + 1) * rows)):
-            xr = x[r]
-            dyr = dy[r]
-            for c in range(C):
-                xm = xr[c] - mean[c]
-                g = _act_grad(dyr[c], xm * scale[c] + shift[c], act, sl)
-                g_acc[c] += g
-                gx_acc[c] += g * xm
-        for c in range(C):
-            pg[blk, c] = g_acc[c]
-            pgx[blk, c] = gx_acc[c]
+@njit(**_JIT)
+def _sum_partials(pg, pgx, sum_g, sum_gxmu):
+    P, C = pg.shape
     tg = np.zeros(C)
     tgx = np.zeros(C)
-    for blk in range(nblk):
+    for p in range(P):
         for c in range(C):
-            tg[c] += pg[blk, c]
-            tgx[c] += pgx[blk, c]
+            tg[c] += pg[p, c]
+            tgx[c] += pgx[p, c]
     for c in range(C):
         sum_g[c] = tg[c]
         sum_gxmu[c] = tgx[c]
 
 
+# --- task bodies: statistics ---------------------------------------------------------------------
+
+
+@njit(**_INLINE)
+def _plane_stats(xp):
+    """(mean, M2) of a 1D plane in float64: corrected two-pass per BLOCK, merged with Chan's update."""
+    zero = xp.dtype.type(0)
+    S = xp.shape[0]
+    cnt = 0.0
+    mu = 0.0
+    m2 = 0.0
+    for s0 in range(0, S, BLOCK):
+        # Loops run over 0-based views: a loop from a variable start defeats LLVM's vectorizer.
+        xb = xp[s0 : min(S, s0 + BLOCK)]
+        k = xb.shape[0]
+        acc = zero
+        for i in range(k):
+            acc += xb[i]
+        bm = acc / k
+        sd = zero
+        sd2 = zero
+        for i in range(k):
+            d = xb[i] - bm
+            sd += d
+            sd2 += d * d
+        bmean = bm + float(sd) / k
+        bm2 = float(sd2) - float(sd) * float(sd) / k
+        tot = cnt + k
+        delta = bmean - mu
+        mu += delta * k / tot
+        m2 += bm2 + delta * delta * cnt * k / tot
+        cnt = tot
+    return mu, m2
+
+
+@njit(**_INLINE)
+def _rows_stats(xb, out_mean, out_m2):
+    """Per-channel (mean, M2) over the rows of a (k, C) block, corrected two-pass, float64 out."""
+    k, C = xb.shape
+    acc = np.zeros(C, xb.dtype)
+    for r in range(k):
+        xr = xb[r]
+        for c in range(C):
+            acc[c] += xr[c]
+    for c in range(C):
+        acc[c] /= k
+    sd = np.zeros(C, xb.dtype)
+    sd2 = np.zeros(C, xb.dtype)
+    for r in range(k):
+        xr = xb[r]
+        for c in range(C):
+            d = xr[c] - acc[c]
+            sd[c] += d
+            sd2[c] += d * d
+    for c in range(C):
+        out_mean[c] = acc[c] + float(sd[c]) / k
+        out_m2[c] = float(sd2[c]) - float(sd[c]) * float(sd[c]) / k
+
+
+# --- task bodies: y = act((x - mean) * scale + shift) ---------------------------------------------
+
+
+@njit(**_INLINE)
+def _norm_plane_act(xp, yp, mu, a, b, act, sl):
+    for s in range(xp.shape[0]):
+        yp[s] = _act((xp[s] - mu) * a + b, act, sl)
+
+
+@njit(**_INLINE)
+def _norm_plane(xp, yp, mu, a, b, act, sl):
+    if act == 0:
+        _norm_plane_act(xp, yp, mu, a, b, 0, sl)
+    elif act == 1:
+        _norm_plane_act(xp, yp, mu, a, b, 1, sl)
+    elif act == 2:
+        _norm_plane_act(xp, yp, mu, a, b, 2, sl)
+    else:
+        _norm_plane_act(xp, yp, mu, a, b, 3, sl)
+
+
+@njit(**_INLINE)
+def _norm_rows_act(xb, yb, mean, scale, shift, act, sl):
+    for r in range(xb.shape[0]):
+        xr = xb[r]
+        yr = yb[r]
+        for c in range(xr.shape[0]):
+            yr[c] = _act((xr[c] - mean[c]) * scale[c] + shift[c], act, sl)
+
+
+@njit(**_INLINE)
+def _norm_rows(xb, yb, mean, scale, shift, act, sl):
+    if act == 0:
+        _norm_rows_act(xb, yb, mean, scale, shift, 0, sl)
+    elif act == 1:
+        _norm_rows_act(xb, yb, mean, scale, shift, 1, sl)
+    elif act == 2:
+        _norm_rows_act(xb, yb, mean, scale, shift, 2, sl)
+    else:
+        _norm_rows_act(xb, yb, mean, scale, shift, 3, sl)
+
+
+# --- task bodies: backward sums, sum(g) and sum(g * (x - mean)) ------------------------------------
+
+
+@njit(**_INLINE)
+def _red_plane_act(dyp, xp, mu, a, b, act, sl):
+    zero = xp.dtype.type(0)
+    S = xp.shape[0]
+    tg = 0.0
+    tgx = 0.0
+    for s0 in range(0, S, BLOCK):
+        xb = xp[s0 : min(S, s0 + BLOCK)]
+        db = dyp[s0 : min(S, s0 + BLOCK)]
+        g_acc = zero
+        gx_acc = zero
+        for i in range(xb.shape[0]):
+            xm = xb[i] - mu
+            g = _act_grad(db[i], xm * a + b, act, sl)
+            g_acc += g
+            gx_acc += g * xm
+        tg += g_acc
+        tgx += gx_acc
+    return tg, tgx
+
+
+@njit(**_INLINE)
+def _red_plane(dyp, xp, mu, a, b, act, sl):
+    if act == 0:
+        return _red_plane_act(dyp, xp, mu, a, b, 0, sl)
+    if act == 1:
+        return _red_plane_act(dyp, xp, mu, a, b, 1, sl)
+    if act == 2:
+        return _red_plane_act(dyp, xp, mu, a, b, 2, sl)
+    return _red_plane_act(dyp, xp, mu, a, b, 3, sl)
+
+
+@njit(**_INLINE)
+def _red_rows_act(dyb, xb, mean, scale, shift, act, sl, out_g, out_gx):
+    C = xb.shape[1]
+    g_acc = np.zeros(C, xb.dtype)
+    gx_acc = np.zeros(C, xb.dtype)
+    for r in range(xb.shape[0]):
+        xr = xb[r]
+        dyr = dyb[r]
+        for c in range(C):
+            xm = xr[c] - mean[c]
+            g = _act_grad(dyr[c], xm * scale[c] + shift[c], act, sl)
+            g_acc[c] += g
+            gx_acc[c] += g * xm
+    for c in range(C):
+        out_g[c] = g_acc[c]
+        out_gx[c] = gx_acc[c]
+
+
+@njit(**_INLINE)
+def _red_rows(dyb, xb, mean, scale, shift, act, sl, out_g, out_gx):
+    if act == 0:
+        _red_rows_act(dyb, xb, mean, scale, shift, 0, sl, out_g, out_gx)
+    elif act == 1:
+        _red_rows_act(dyb, xb, mean, scale, shift, 1, sl, out_g, out_gx)
+    elif act == 2:
+        _red_rows_act(dyb, xb, mean, scale, shift, 2, sl, out_g, out_gx)
+    else:
+        _red_rows_act(dyb, xb, mean, scale, shift, 3, sl, out_g, out_gx)
+
+
+# --- task bodies: dx = (g - mean_g - (x - mean) * proj) * scale -------------------------------------
+
+
+@njit(**_INLINE)
+def _elemt_plane_act(dyp, xp, dxp, mu, a, b, mg, k, act, sl):
+    for s in range(xp.shape[0]):
+        xm = xp[s] - mu
+        g = _act_grad(dyp[s], xm * a + b, act, sl)
+        dxp[s] = (g - mg - xm * k) * a
+
+
+@njit(**_INLINE)
+def _elemt_plane(dyp, xp, dxp, mu, a, b, mg, k, act, sl):
+    if act == 0:
+        _elemt_plane_act(dyp, xp, dxp, mu, a, b, mg, k, 0, sl)
+    elif act == 1:
+        _elemt_plane_act(dyp, xp, dxp, mu, a, b, mg, k, 1, sl)
+    elif act == 2:
+        _elemt_plane_act(dyp, xp, dxp, mu, a, b, mg, k, 2, sl)
+    else:
+        _elemt_plane_act(dyp, xp, dxp, mu, a, b, mg, k, 3, sl)
+
+
+@njit(**_INLINE)
+def _elemt_rows_act(dyb, xb, dxb, mean, scale, shift, mean_g, proj, act, sl):
+    for r in range(xb.shape[0]):
+        xr = xb[r]
+        dyr = dyb[r]
+        dxr = dxb[r]
+        for c in range(xr.shape[0]):
+            xm = xr[c] - mean[c]
+            g = _act_grad(dyr[c], xm * scale[c] + shift[c], act, sl)
+            dxr[c] = (g - mean_g[c] - xm * proj[c]) * scale[c]
+
+
+@njit(**_INLINE)
+def _elemt_rows(dyb, xb, dxb, mean, scale, shift, mean_g, proj, act, sl):
+    if act == 0:
+        _elemt_rows_act(dyb, xb, dxb, mean, scale, shift, mean_g, proj, 0, sl)
+    elif act == 1:
+        _elemt_rows_act(dyb, xb, dxb, mean, scale, shift, mean_g, proj, 1, sl)
+    elif act == 2:
+        _elemt_rows_act(dyb, xb, dxb, mean, scale, shift, mean_g, proj, 2, sl)
+    else:
+        _elemt_rows_act(dyb, xb, dxb, mean, scale, shift, mean_g, proj, 3, sl)
+
+
+# --- drivers: the same task loop, parallel (prange) and serial ----------------------------------
+# (Two functions rather than one compiled twice: numba's disk cache does not tell them apart.)
+
+
 @njit(parallel=True, **_JIT)
-def _bwd_elemt_ncs(dy, x, mean, scale, shift, act, slope, mean_g, proj, dx):
-    """dx = (g - mean_g - (x - mean) * proj) * scale with proj = invstd^2 * sum(g*(x-mean))/m."""
+def _stats_ncs_par(x, pmean, pm2):
     N, C, S = x.shape
-    sl = x.dtype.type(slope)
     for p in prange(N * C):
         n = p // C
         c = p - n * C
-        mu = mean[c]
-        a = scale[c]
-        b = shift[c]
-        mg = mean_g[c]
-        k = proj[c]
-        xp = x[n, c]
-        dyp = dy[n, c]
-        dxp = dx[n, c]
-        for s in range(S):
-            xm = xp[s] - mu
-            g = _act_grad(dyp[s], xm * a + b, act, sl)
-            dxp[s] = (g - mg - xm * k) * a
+        m, v = _plane_stats(x[n, c])
+        pmean[n, c] = m
+        pm2[n, c] = v
+
+
+@njit(**_JIT)
+def _stats_ncs_ser(x, pmean, pm2):
+    N, C, S = x.shape
+    for p in range(N * C):
+        n = p // C
+        c = p - n * C
+        m, v = _plane_stats(x[n, c])
+        pmean[n, c] = m
+        pm2[n, c] = v
 
 
 @njit(parallel=True, **_JIT)
-def _bwd_elemt_rc(dy, x, mean, scale, shift, act, slope, mean_g, proj, dx):
-    R, C = x.shape
-    sl = x.dtype.type(slope)
-    rows = max(1, BLOCK // C)
-    nblk = (R + rows - 1) // rows
-    for blk in prange(nblk):
-        for r in range(blk * rows, min(R, (blk + 1) * rows)):
-            xr = x[r]
-            dyr = dy[r]
-            dxr = dx[r]
-            for c in range(C):
-                xm = xr[c] - mean[c]
-                g = _act_grad(dyr[c], xm * scale[c] + shift[c], act, sl)
-                dxr[c] = (g - mean_g[c] - xm * proj[c]) * scale[c]
-
-
-# --- entry points: one call per direction ---------------------------------------------------------
+def _stats_rc_par(x, rows, pmean, pm2):
+    R = x.shape[0]
+    for blk in prange(pmean.shape[0]):
+        _rows_stats(x[blk * rows : min(R, (blk + 1) * rows)], pmean[blk], pm2[blk])
 
 
 @njit(**_JIT)
-def train_forward_ncs(x, w, b, eps, act, slope, y, mean, var):
+def _stats_rc_ser(x, rows, pmean, pm2):
+    R = x.shape[0]
+    for blk in range(pmean.shape[0]):
+        _rows_stats(x[blk * rows : min(R, (blk + 1) * rows)], pmean[blk], pm2[blk])
+
+
+@njit(parallel=True, **_JIT)
+def _norm_ncs_par(x, mean, scale, shift, act, sl, y):
+    N, C, S = x.shape
+    for p in prange(N * C):
+        n = p // C
+        c = p - n * C
+        _norm_plane(x[n, c], y[n, c], mean[c], scale[c], shift[c], act, sl)
+
+
+@njit(**_JIT)
+def _norm_ncs_ser(x, mean, scale, shift, act, sl, y):
+    N, C, S = x.shape
+    for p in range(N * C):
+        n = p // C
+        c = p - n * C
+        _norm_plane(x[n, c], y[n, c], mean[c], scale[c], shift[c], act, sl)
+
+
+@njit(parallel=True, **_JIT)
+def _norm_rc_par(x, rows, mean, scale, shift, act, sl, y):
+    R = x.shape[0]
+    for blk in prange((R + rows - 1) // rows):
+        r0 = blk * rows
+        r1 = min(R, r0 + rows)
+        _norm_rows(x[r0:r1], y[r0:r1], mean, scale, shift, act, sl)
+
+
+@njit(**_JIT)
+def _norm_rc_ser(x, rows, mean, scale, shift, act, sl, y):
+    R = x.shape[0]
+    for blk in range((R + rows - 1) // rows):
+        r0 = blk * rows
+        r1 = min(R, r0 + rows)
+        _norm_rows(x[r0:r1], y[r0:r1], mean, scale, shift, act, sl)
+
+
+@njit(parallel=True, **_JIT)
+def _red_ncs_par(dy, x, mean, scale, shift, act, sl, pg, pgx):
+    N, C, S = x.shape
+    for p in prange(N * C):
+        n = p // C
+        c = p - n * C
+        g, gx = _red_plane(dy[n, c], x[n, c], mean[c], scale[c], shift[c], act, sl)
+        pg[n, c] = g
+        pgx[n, c] = gx
+
+
+@njit(**_JIT)
+def _red_ncs_ser(dy, x, mean, scale, shift, act, sl, pg, pgx):
+    N, C, S = x.shape
+    for p in range(N * C):
+        n = p // C
+        c = p - n * C
+        g, gx = _red_plane(dy[n, c], x[n, c], mean[c], scale[c], shift[c], act, sl)
+        pg[n, c] = g
+        pgx[n, c] = gx
+
+
+@njit(parallel=True, **_JIT)
+def _red_rc_par(dy, x, rows, mean, scale, shift, act, sl, pg, pgx):
+    R = x.shape[0]
+    for blk in prange(pg.shape[0]):
+        r0 = blk * rows
+        r1 = min(R, r0 + rows)
+        _red_rows(dy[r0:r1], x[r0:r1], mean, scale, shift, act, sl, pg[blk], pgx[blk])
+
+
+@njit(**_JIT)
+def _red_rc_ser(dy, x, rows, mean, scale, shift, act, sl, pg, pgx):
+    R = x.shape[0]
+    for blk in range(pg.shape[0]):
+        r0 = blk * rows
+        r1 = min(R, r0 + rows)
+        _red_rows(dy[r0:r1], x[r0:r1], mean, scale, shift, act, sl, pg[blk], pgx[blk])
+
+
+@njit(parallel=True, **_JIT)
+def _elemt_ncs_par(dy, x, mean, scale, shift, mean_g, proj, act, sl, dx):
+    N, C, S = x.shape
+    for p in prange(N * C):
+        n = p // C
+        c = p - n * C
+        _elemt_plane(dy[n, c], x[n, c], dx[n, c], mean[c], scale[c], shift[c], mean_g[c], proj[c], act, sl)
+
+
+@njit(**_JIT)
+def _elemt_ncs_ser(dy, x, mean, scale, shift, mean_g, proj, act, sl, dx):
+    N, C, S = x.shape
+    for p in range(N * C):
+        n = p // C
+        c = p - n * C
+        _elemt_plane(dy[n, c], x[n, c], dx[n, c], mean[c], scale[c], shift[c], mean_g[c], proj[c], act, sl)
+
+
+@njit(parallel=True, **_JIT)
+def _elemt_rc_par(dy, x, rows, mean, scale, shift, mean_g, proj, act, sl, dx):
+    R = x.shape[0]
+    for blk in prange((R + rows - 1) // rows):
+        r0 = blk * rows
+        r1 = min(R, r0 + rows)
+        _elemt_rows(dy[r0:r1], x[r0:r1], dx[r0:r1], mean, scale, shift, mean_g, proj, act, sl)
+
+
+@njit(**_JIT)
+def _elemt_rc_ser(dy, x, rows, mean, scale, shift, mean_g, proj, act, sl, dx):
+    R = x.shape[0]
+    for blk in range((R + rows - 1) // rows):
+        r0 = blk * rows
+        r1 = min(R, r0 + rows)
+        _elemt_rows(dy[r0:r1], x[r0:r1], dx[r0:r1], mean, scale, shift, mean_g, proj, act, sl)
+
+
+# --- entry points: one call per direction and layout ---------------------------------------------
+
+
+@njit(**_JIT)
+def _rows_per_block(C):
+    return max(1, BLOCK // C)
+
+
+@njit(**_JIT)
+def train_forward_ncs(x, w, b, eps, act, slope, parallel, y, mean, var):
     """Training forward on (N, C, S): fills ``y``, ``mean`` and the biased ``var``."""
-    _stats_ncs(x, mean, var)
+    N, C, S = x.shape
+    pmean = np.empty((N, C))
+    pm2 = np.empty((N, C))
+    if parallel:
+        _stats_ncs_par(x, pmean, pm2)
+    else:
+        _stats_ncs_ser(x, pmean, pm2)
+    _merge_equal(pmean, pm2, S, mean, var)
     _, scale, shift = _scale_shift(var, w, b, eps)
-    _normalize_ncs(x, mean, scale, shift, act, slope, y)
+    sl = x.dtype.type(slope)
+    if parallel:
+        _norm_ncs_par(x, mean, scale, shift, act, sl, y)
+    else:
+        _norm_ncs_ser(x, mean, scale, shift, act, sl, y)
 
 
 @njit(**_JIT)
-def train_forward_rc(x, w, b, eps, act, slope, y, mean, var):
+def train_forward_rc(x, w, b, eps, act, slope, parallel, y, mean, var):
     """Training forward on (R, C): fills ``y``, ``mean`` and the biased ``var``."""
-    _stats_rc(x, mean, var)
+    R, C = x.shape
+    rows = _rows_per_block(C)
+    nblk = (R + rows - 1) // rows
+    pmean = np.empty((nblk, C))
+    pm2 = np.empty((nblk, C))
+    if parallel:
+        _stats_rc_par(x, rows, pmean, pm2)
+    else:
+        _stats_rc_ser(x, rows, pmean, pm2)
+    _merge_blocks(pmean, pm2, rows, R, mean, var)
     _, scale, shift = _scale_shift(var, w, b, eps)
-    _normalize_rc(x, mean, scale, shift, act, slope, y)
+    sl = x.dtype.type(slope)
+    if parallel:
+        _norm_rc_par(x, rows, mean, scale, shift, act, sl, y)
+    else:
+        _norm_rc_ser(x, rows, mean, scale, shift, act, sl, y)
 
 
 @njit(**_JIT)
 def _backward_consts(sum_g, sum_gxmu, invstd, m, dw, db):
+    """mean_g = sum(g)/m, proj = invstd^2 * sum(g*(x-mean))/m; dweight, dbias if wanted."""
     C = sum_g.shape[0]
     mean_g = np.empty(C, sum_g.dtype)
     proj = np.empty(C, sum_g.dtype)
@@ -371,40 +587,73 @@ def _backward_consts(sum_g, sum_gxmu, invstd, m, dw, db):
 
 
 @njit(**_JIT)
-def train_backward_ncs(dy, x, w, b, mean, var, eps, act, slope, dx, dw, db):
-    """Training backward on (N, C, S): fills ``dx`` (if non-empty), ``dw``, ``db`` (if non-empty)."""
+def train_backward_ncs(dy, x, w, b, mean, var, eps, act, slope, parallel, dx, dw, db):
+    """Training backward on (N, C, S): fills ``dx``, ``dw``, ``db`` (each skipped if empty)."""
     N, C, S = x.shape
     invstd, scale, shift = _scale_shift(var, w, b, eps)
+    sl = x.dtype.type(slope)
+    pg = np.empty((N, C))
+    pgx = np.empty((N, C))
+    if parallel:
+        _red_ncs_par(dy, x, mean, scale, shift, act, sl, pg, pgx)
+    else:
+        _red_ncs_ser(dy, x, mean, scale, shift, act, sl, pg, pgx)
     sum_g = np.empty(C, x.dtype)
     sum_gxmu = np.empty(C, x.dtype)
-    _bwd_reduce_ncs(dy, x, mean, scale, shift, act, slope, sum_g, sum_gxmu)
+    _sum_partials(pg, pgx, sum_g, sum_gxmu)
     mean_g, proj = _backward_consts(sum_g, sum_gxmu, invstd, N * S, dw, db)
-    if dx.shape[0]:
-        _bwd_elemt_ncs(dy, x, mean, scale, shift, act, slope, mean_g, proj, dx)
+    if dx.shape[0] == 0:
+        return
+    if parallel:
+        _elemt_ncs_par(dy, x, mean, scale, shift, mean_g, proj, act, sl, dx)
+    else:
+        _elemt_ncs_ser(dy, x, mean, scale, shift, mean_g, proj, act, sl, dx)
 
 
 @njit(**_JIT)
-def train_backward_rc(dy, x, w, b, mean, var, eps, act, slope, dx, dw, db):
-    """Training backward on (R, C): fills ``dx`` (if non-empty), ``dw``, ``db`` (if non-empty)."""
+def train_backward_rc(dy, x, w, b, mean, var, eps, act, slope, parallel, dx, dw, db):
+    """Training backward on (R, C): fills ``dx``, ``dw``, ``db`` (each skipped if empty)."""
     R, C = x.shape
+    rows = _rows_per_block(C)
+    nblk = (R + rows - 1) // rows
     invstd, scale, shift = _scale_shift(var, w, b, eps)
+    sl = x.dtype.type(slope)
+    pg = np.empty((nblk, C), x.dtype)
+    pgx = np.empty((nblk, C), x.dtype)
+    if parallel:
+        _red_rc_par(dy, x, rows, mean, scale, shift, act, sl, pg, pgx)
+    else:
+        _red_rc_ser(dy, x, rows, mean, scale, shift, act, sl, pg, pgx)
     sum_g = np.empty(C, x.dtype)
     sum_gxmu = np.empty(C, x.dtype)
-    _bwd_reduce_rc(dy, x, mean, scale, shift, act, slope, sum_g, sum_gxmu)
+    _sum_partials(pg, pgx, sum_g, sum_gxmu)
     mean_g, proj = _backward_consts(sum_g, sum_gxmu, invstd, R, dw, db)
-    if dx.shape[0]:
-        _bwd_elemt_rc(dy, x, mean, scale, shift, act, slope, mean_g, proj, dx)
+    if dx.shape[0] == 0:
+        return
+    if parallel:
+        _elemt_rc_par(dy, x, rows, mean, scale, shift, mean_g, proj, act, sl, dx)
+    else:
+        _elemt_rc_ser(dy, x, rows, mean, scale, shift, mean_g, proj, act, sl, dx)
 
 
 @njit(**_JIT)
-def eval_forward_ncs(x, mean, var, w, b, eps, act, slope, y):
+def eval_forward_ncs(x, mean, var, w, b, eps, act, slope, parallel, y):
     """Eval on (N, C, S): y = act((x - running_mean) / sqrt(running_var + eps) * w + b)."""
     _, scale, shift = _scale_shift(var, w, b, eps)
-    _normalize_ncs(x, mean, scale, shift, act, slope, y)
+    sl = x.dtype.type(slope)
+    if parallel:
+        _norm_ncs_par(x, mean, scale, shift, act, sl, y)
+    else:
+        _norm_ncs_ser(x, mean, scale, shift, act, sl, y)
 
 
 @njit(**_JIT)
-def eval_forward_rc(x, mean, var, w, b, eps, act, slope, y):
+def eval_forward_rc(x, mean, var, w, b, eps, act, slope, parallel, y):
     """Eval on (R, C): y = act((x - running_mean) / sqrt(running_var + eps) * w + b)."""
     _, scale, shift = _scale_shift(var, w, b, eps)
-    _normalize_rc(x, mean, scale, shift, act, slope, y)
+    sl = x.dtype.type(slope)
+    rows = _rows_per_block(x.shape[1])
+    if parallel:
+        _norm_rc_par(x, rows, mean, scale, shift, act, sl, y)
+    else:
+        _norm_rc_ser(x, rows, mean, scale, shift, act, sl, y)
