@@ -184,9 +184,6 @@ def _vec(t: Tensor | None, like: Tensor):
     return t.detach().numpy()
 
 
-_ACT = {"identity": 0, "relu": 1, "leaky_relu": 2, "silu": 3}
-
-
 def _fast_forward(x: Tensor, weight, bias, eps: float, act: str, slope: float):
     K = _numba()
     lay = layout(x)
@@ -195,7 +192,7 @@ def _fast_forward(x: Tensor, weight, bias, eps: float, act: str, slope: float):
     mean = torch.empty(C, dtype=x.dtype)
     var = torch.empty(C, dtype=x.dtype)
     run = K.train_forward_ncs if lay == "ncs" else K.train_forward_rc
-    run(_view(x, lay), _vec(weight, x), _vec(bias, x), float(eps), _ACT[act], float(slope),
+    run(_view(x, lay), _vec(weight, x), _vec(bias, x), float(eps), K.ACT_TAGS[act], float(slope),
         _parallel(x), _view(y, lay), mean.numpy(), var.numpy())
     return y, mean, var
 
@@ -209,10 +206,10 @@ def _fast_backward(dy, x, weight, bias, mean, var, eps, act, slope, needs):
     dx = torch.empty_like(x) if needs[0] else None
     dw = torch.empty(C, dtype=x.dtype) if needs[1] and weight is not None else None
     db = torch.empty(C, dtype=x.dtype) if needs[2] and bias is not None else None
-    nothing = torch.empty((0,) * (3 if lay == "ncs" else 2), dtype=x.dtype)
+    no_dx = torch.empty((0,) * (3 if lay == "ncs" else 2), dtype=x.dtype).numpy()  # "skip dx"
     run = K.train_backward_ncs if lay == "ncs" else K.train_backward_rc
     run(_view(dy, lay), _view(x, lay), _vec(weight, x), _vec(bias, x), mean.numpy(), var.numpy(),
-        float(eps), _ACT[act], float(slope), _parallel(x), _view(nothing if dx is None else dx, lay),
+        float(eps), K.ACT_TAGS[act], float(slope), _parallel(x), no_dx if dx is None else _view(dx, lay),
         _vec(dw, x), _vec(db, x))
     return dx, dw, db
 
@@ -258,7 +255,7 @@ def eval_forward(x: Tensor, running_mean: Tensor, running_var: Tensor, weight: T
     y = torch.empty_like(x)
     run = K.eval_forward_ncs if lay == "ncs" else K.eval_forward_rc
     run(_view(x, lay), running_mean.numpy(), running_var.numpy(), _vec(weight, x), _vec(bias, x),
-        float(eps), 0, 0.0, _parallel(x), _view(y, lay))
+        float(eps), K.ACT_TAGS["identity"], 0.0, _parallel(x), _view(y, lay))
     return y
 
 

@@ -13,7 +13,7 @@ against), reorganised so each pass over memory does as much as it can:
   then ``dx = w * invstd * (g - sum(g)/m - (x - mean) * invstd^2 * sum(g*(x-mean))/m)`` in one more.
 * **eval / normalize** -- ``y = act((x - mean) * invstd * w + b)`` in one read + one write.
 
-``act`` fuses an activation after the affine map (``ACT_CODES``); its gradient ``g = dy * act'(z)``
+``act`` fuses an activation after the affine map (``ACT_TAGS``); its gradient ``g = dy * act'(z)``
 is recomputed in the backward from the saved ``x`` and the batch statistics, so only ``x`` needs
 saving. With ``act = identity``, ``g = dy`` and this is plain batch norm.
 
@@ -24,8 +24,6 @@ contiguous (C,) arrays of the input's dtype; an empty (0,) array for weight/bias
 Each operation has a parallel driver (``prange`` over planes or row blocks) and a serial one: a
 parallel launch costs tens of microseconds, more than a small tensor's whole pass, so the entry
 points take ``parallel`` and the dispatch decides. The per-task bodies are inlined into both.
-The activation is a runtime code, but every body branches on it once, outside its loop, into a
-copy of the loop compiled with the code as a constant -- that is what lets LLVM vectorize it.
 
 Compiled code is cached on disk (``cache=True``); see :mod:`bnlab.kernels.cache` for where.
 """
@@ -37,6 +35,7 @@ import math
 import numba
 import numpy as np
 from numba import njit, prange
+from numba.extending import overload
 
 from .cache import CACHE_DIR  # sets numba's cache folder before anything compiles
 
@@ -48,8 +47,6 @@ from .cache import CACHE_DIR  # sets numba's cache folder before anything compil
 if numba.config.THREADING_LAYER == "default":
     numba.config.THREADING_LAYER = "workqueue"
 
-ACT_CODES = {"identity": 0, "relu": 1, "leaky_relu": 2, "silu": 3}
-
 # Elements per block: small enough that a block's second read hits the L1/L2 cache, large enough
 # that the per-block bookkeeping is noise; float32 partial sums over a block stay accurate.
 BLOCK = 4096
@@ -60,30 +57,56 @@ _INLINE = dict(inline="always", **_JIT)
 
 
 # --- activations --------------------------------------------------------------------------------
+# The activation reaches the kernels as the dtype of an empty "tag" array (ACT_TAGS): numba compiles
+# one specialisation per argument type, so each activation is compiled -- on first use only -- as
+# its own straight-line loop that LLVM vectorizes, and plain batch norm never compiles the others.
+
+ACT_TAGS = {
+    "identity": np.empty(0, np.uint8),
+    "relu": np.empty(0, np.uint16),
+    "leaky_relu": np.empty(0, np.uint32),
+    "silu": np.empty(0, np.uint64),
+}
+_TAG_ACT = {numba.from_dtype(tag.dtype): name for name, tag in ACT_TAGS.items()}
 
 
-@njit(**_INLINE)
-def _act(z, act, slope):
-    if act == 1:
-        return z if z > 0 else z * 0
-    if act == 2:
-        return z if z > 0 else z * slope
-    if act == 3:
-        return z / (1 + math.exp(-z))
-    return z
+def _act(tag, z, slope):
+    """act(z) for the activation named by ``tag`` (numba-only; see the overload below)."""
+    raise NotImplementedError("called from numba code only")
 
 
-@njit(**_INLINE)
-def _act_grad(dy, z, act, slope):
+def _act_grad(tag, dy, z, slope):
     """dy * act'(z); at z == 0 relu and leaky_relu take the left derivative, as torch does."""
-    if act == 1:
-        return dy if z > 0 else dy * 0
-    if act == 2:
-        return dy if z > 0 else dy * slope
-    if act == 3:
-        s = 1 / (1 + math.exp(-z))
-        return dy * (s * (1 + z * (1 - s)))
-    return dy
+    raise NotImplementedError("called from numba code only")
+
+
+@overload(_act, inline="always")
+def _act_impl(tag, z, slope):
+    name = _TAG_ACT[tag.dtype]
+    if name == "relu":
+        return lambda tag, z, slope: z if z > 0 else z * 0
+    if name == "leaky_relu":
+        return lambda tag, z, slope: z if z > 0 else z * slope
+    if name == "silu":
+        return lambda tag, z, slope: z / (1 + math.exp(-z))
+    return lambda tag, z, slope: z
+
+
+@overload(_act_grad, inline="always")
+def _act_grad_impl(tag, dy, z, slope):
+    name = _TAG_ACT[tag.dtype]
+    if name == "relu":
+        return lambda tag, dy, z, slope: dy if z > 0 else dy * 0
+    if name == "leaky_relu":
+        return lambda tag, dy, z, slope: dy if z > 0 else dy * slope
+    if name == "silu":
+
+        def silu_grad(tag, dy, z, slope):
+            s = 1 / (1 + math.exp(-z))
+            return dy * (s * (1 + z * (1 - s)))
+
+        return silu_grad
+    return lambda tag, dy, z, slope: dy
 
 
 # --- per-channel constants and merges (tiny, serial) ---------------------------------------------
@@ -220,49 +243,25 @@ def _rows_stats(xb, out_mean, out_m2):
 
 
 @njit(**_INLINE)
-def _norm_plane_act(xp, yp, mu, a, b, act, sl):
-    for s in range(xp.shape[0]):
-        yp[s] = _act((xp[s] - mu) * a + b, act, sl)
-
-
-@njit(**_INLINE)
 def _norm_plane(xp, yp, mu, a, b, act, sl):
-    if act == 0:
-        _norm_plane_act(xp, yp, mu, a, b, 0, sl)
-    elif act == 1:
-        _norm_plane_act(xp, yp, mu, a, b, 1, sl)
-    elif act == 2:
-        _norm_plane_act(xp, yp, mu, a, b, 2, sl)
-    else:
-        _norm_plane_act(xp, yp, mu, a, b, 3, sl)
-
-
-@njit(**_INLINE)
-def _norm_rows_act(xb, yb, mean, scale, shift, act, sl):
-    for r in range(xb.shape[0]):
-        xr = xb[r]
-        yr = yb[r]
-        for c in range(xr.shape[0]):
-            yr[c] = _act((xr[c] - mean[c]) * scale[c] + shift[c], act, sl)
+    for s in range(xp.shape[0]):
+        yp[s] = _act(act, (xp[s] - mu) * a + b, sl)
 
 
 @njit(**_INLINE)
 def _norm_rows(xb, yb, mean, scale, shift, act, sl):
-    if act == 0:
-        _norm_rows_act(xb, yb, mean, scale, shift, 0, sl)
-    elif act == 1:
-        _norm_rows_act(xb, yb, mean, scale, shift, 1, sl)
-    elif act == 2:
-        _norm_rows_act(xb, yb, mean, scale, shift, 2, sl)
-    else:
-        _norm_rows_act(xb, yb, mean, scale, shift, 3, sl)
+    for r in range(xb.shape[0]):
+        xr = xb[r]
+        yr = yb[r]
+        for c in range(xr.shape[0]):
+            yr[c] = _act(act, (xr[c] - mean[c]) * scale[c] + shift[c], sl)
 
 
 # --- task bodies: backward sums, sum(g) and sum(g * (x - mean)) ------------------------------------
 
 
 @njit(**_INLINE)
-def _red_plane_act(dyp, xp, mu, a, b, act, sl):
+def _red_plane(dyp, xp, mu, a, b, act, sl):
     zero = xp.dtype.type(0)
     S = xp.shape[0]
     tg = 0.0
@@ -274,7 +273,7 @@ def _red_plane_act(dyp, xp, mu, a, b, act, sl):
         gx_acc = zero
         for i in range(xb.shape[0]):
             xm = xb[i] - mu
-            g = _act_grad(db[i], xm * a + b, act, sl)
+            g = _act_grad(act, db[i], xm * a + b, sl)
             g_acc += g
             gx_acc += g * xm
         tg += g_acc
@@ -283,18 +282,7 @@ def _red_plane_act(dyp, xp, mu, a, b, act, sl):
 
 
 @njit(**_INLINE)
-def _red_plane(dyp, xp, mu, a, b, act, sl):
-    if act == 0:
-        return _red_plane_act(dyp, xp, mu, a, b, 0, sl)
-    if act == 1:
-        return _red_plane_act(dyp, xp, mu, a, b, 1, sl)
-    if act == 2:
-        return _red_plane_act(dyp, xp, mu, a, b, 2, sl)
-    return _red_plane_act(dyp, xp, mu, a, b, 3, sl)
-
-
-@njit(**_INLINE)
-def _red_rows_act(dyb, xb, mean, scale, shift, act, sl, out_g, out_gx):
+def _red_rows(dyb, xb, mean, scale, shift, act, sl, out_g, out_gx):
     C = xb.shape[1]
     g_acc = np.zeros(C, xb.dtype)
     gx_acc = np.zeros(C, xb.dtype)
@@ -303,7 +291,7 @@ def _red_rows_act(dyb, xb, mean, scale, shift, act, sl, out_g, out_gx):
         dyr = dyb[r]
         for c in range(C):
             xm = xr[c] - mean[c]
-            g = _act_grad(dyr[c], xm * scale[c] + shift[c], act, sl)
+            g = _act_grad(act, dyr[c], xm * scale[c] + shift[c], sl)
             g_acc[c] += g
             gx_acc[c] += g * xm
     for c in range(C):
@@ -311,63 +299,27 @@ def _red_rows_act(dyb, xb, mean, scale, shift, act, sl, out_g, out_gx):
         out_gx[c] = gx_acc[c]
 
 
-@njit(**_INLINE)
-def _red_rows(dyb, xb, mean, scale, shift, act, sl, out_g, out_gx):
-    if act == 0:
-        _red_rows_act(dyb, xb, mean, scale, shift, 0, sl, out_g, out_gx)
-    elif act == 1:
-        _red_rows_act(dyb, xb, mean, scale, shift, 1, sl, out_g, out_gx)
-    elif act == 2:
-        _red_rows_act(dyb, xb, mean, scale, shift, 2, sl, out_g, out_gx)
-    else:
-        _red_rows_act(dyb, xb, mean, scale, shift, 3, sl, out_g, out_gx)
-
-
 # --- task bodies: dx = (g - mean_g - (x - mean) * proj) * scale -------------------------------------
 
 
 @njit(**_INLINE)
-def _elemt_plane_act(dyp, xp, dxp, mu, a, b, mg, k, act, sl):
+def _elemt_plane(dyp, xp, dxp, mu, a, b, mg, k, act, sl):
     for s in range(xp.shape[0]):
         xm = xp[s] - mu
-        g = _act_grad(dyp[s], xm * a + b, act, sl)
+        g = _act_grad(act, dyp[s], xm * a + b, sl)
         dxp[s] = (g - mg - xm * k) * a
 
 
 @njit(**_INLINE)
-def _elemt_plane(dyp, xp, dxp, mu, a, b, mg, k, act, sl):
-    if act == 0:
-        _elemt_plane_act(dyp, xp, dxp, mu, a, b, mg, k, 0, sl)
-    elif act == 1:
-        _elemt_plane_act(dyp, xp, dxp, mu, a, b, mg, k, 1, sl)
-    elif act == 2:
-        _elemt_plane_act(dyp, xp, dxp, mu, a, b, mg, k, 2, sl)
-    else:
-        _elemt_plane_act(dyp, xp, dxp, mu, a, b, mg, k, 3, sl)
-
-
-@njit(**_INLINE)
-def _elemt_rows_act(dyb, xb, dxb, mean, scale, shift, mean_g, proj, act, sl):
+def _elemt_rows(dyb, xb, dxb, mean, scale, shift, mean_g, proj, act, sl):
     for r in range(xb.shape[0]):
         xr = xb[r]
         dyr = dyb[r]
         dxr = dxb[r]
         for c in range(xr.shape[0]):
             xm = xr[c] - mean[c]
-            g = _act_grad(dyr[c], xm * scale[c] + shift[c], act, sl)
+            g = _act_grad(act, dyr[c], xm * scale[c] + shift[c], sl)
             dxr[c] = (g - mean_g[c] - xm * proj[c]) * scale[c]
-
-
-@njit(**_INLINE)
-def _elemt_rows(dyb, xb, dxb, mean, scale, shift, mean_g, proj, act, sl):
-    if act == 0:
-        _elemt_rows_act(dyb, xb, dxb, mean, scale, shift, mean_g, proj, 0, sl)
-    elif act == 1:
-        _elemt_rows_act(dyb, xb, dxb, mean, scale, shift, mean_g, proj, 1, sl)
-    elif act == 2:
-        _elemt_rows_act(dyb, xb, dxb, mean, scale, shift, mean_g, proj, 2, sl)
-    else:
-        _elemt_rows_act(dyb, xb, dxb, mean, scale, shift, mean_g, proj, 3, sl)
 
 
 # --- drivers: the same task loop, parallel (prange) and serial ----------------------------------
