@@ -147,6 +147,10 @@ def _parallel(x: Tensor) -> bool:
     return x.numel() >= PARALLEL_MIN_NUMEL and torch.get_num_threads() > 1
 
 
+def _mode(K, x: Tensor):
+    return K.PARALLEL if _parallel(x) else K.SERIAL
+
+
 def _numba():
     global _kernels
     if _kernels is None:
@@ -193,7 +197,7 @@ def _fast_forward(x: Tensor, weight, bias, eps: float, act: str, slope: float):
     var = torch.empty(C, dtype=x.dtype)
     run = K.train_forward_ncs if lay == "ncs" else K.train_forward_rc
     run(_view(x, lay), _vec(weight, x), _vec(bias, x), float(eps), K.ACT_TAGS[act], float(slope),
-        _parallel(x), _view(y, lay), mean.numpy(), var.numpy())
+        _mode(K, x), _view(y, lay), mean.numpy(), var.numpy())
     return y, mean, var
 
 
@@ -209,7 +213,7 @@ def _fast_backward(dy, x, weight, bias, mean, var, eps, act, slope, needs):
     no_dx = torch.empty((0,) * (3 if lay == "ncs" else 2), dtype=x.dtype).numpy()  # "skip dx"
     run = K.train_backward_ncs if lay == "ncs" else K.train_backward_rc
     run(_view(dy, lay), _view(x, lay), _vec(weight, x), _vec(bias, x), mean.numpy(), var.numpy(),
-        float(eps), K.ACT_TAGS[act], float(slope), _parallel(x), no_dx if dx is None else _view(dx, lay),
+        float(eps), K.ACT_TAGS[act], float(slope), _mode(K, x), no_dx if dx is None else _view(dx, lay),
         _vec(dw, x), _vec(db, x))
     return dx, dw, db
 
@@ -255,7 +259,7 @@ def eval_forward(x: Tensor, running_mean: Tensor, running_var: Tensor, weight: T
     y = torch.empty_like(x)
     run = K.eval_forward_ncs if lay == "ncs" else K.eval_forward_rc
     run(_view(x, lay), running_mean.numpy(), running_var.numpy(), _vec(weight, x), _vec(bias, x),
-        float(eps), K.ACT_TAGS["identity"], 0.0, _parallel(x), _view(y, lay))
+        float(eps), K.ACT_TAGS["identity"], 0.0, _mode(K, x), _view(y, lay))
     return y
 
 

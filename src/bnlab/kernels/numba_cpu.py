@@ -23,7 +23,8 @@ contiguous (C,) arrays of the input's dtype; an empty (0,) array for weight/bias
 
 Each operation has a parallel driver (``prange`` over planes or row blocks) and a serial one: a
 parallel launch costs tens of microseconds, more than a small tensor's whole pass, so the entry
-points take ``parallel`` and the dispatch decides. The per-task bodies are inlined into both.
+points take a ``mode`` (PARALLEL or SERIAL) and the dispatch decides. The per-task bodies are
+inlined into both.
 
 Compiled code is cached on disk (``cache=True``); see :mod:`bnlab.kernels.cache` for where.
 """
@@ -474,6 +475,40 @@ def _elemt_rc_ser(dy, x, rows, mean, scale, shift, mean_g, proj, act, sl, dx):
         _elemt_rows(dy[r0:r1], x[r0:r1], dx[r0:r1], mean, scale, shift, mean_g, proj, act, sl)
 
 
+# --- serial or parallel, chosen by the type of a tag ----------------------------------------------
+# Like the activation, the choice arrives as an empty tag array (PARALLEL or SERIAL): each entry
+# point is compiled per mode on first use, so a process that only meets small tensors never pays
+# for compiling the parallel drivers (the slowest part of the JIT).
+
+PARALLEL = np.empty(0, np.bool_)
+SERIAL = np.empty(0, np.int8)
+
+
+def _either(parallel_driver, serial_driver):
+    """A numba-callable ``run(mode, *args)`` that calls one driver or the other by ``mode``'s type."""
+
+    def run(mode, *args):
+        raise NotImplementedError("called from numba code only")
+
+    @overload(run)
+    def _pick(mode, *args):
+        if mode.dtype == numba.types.bool_:
+            return lambda mode, *args: parallel_driver(*args)
+        return lambda mode, *args: serial_driver(*args)
+
+    return run
+
+
+_stats_ncs = _either(_stats_ncs_par, _stats_ncs_ser)
+_stats_rc = _either(_stats_rc_par, _stats_rc_ser)
+_norm_ncs = _either(_norm_ncs_par, _norm_ncs_ser)
+_norm_rc = _either(_norm_rc_par, _norm_rc_ser)
+_red_ncs = _either(_red_ncs_par, _red_ncs_ser)
+_red_rc = _either(_red_rc_par, _red_rc_ser)
+_elemt_ncs = _either(_elemt_ncs_par, _elemt_ncs_ser)
+_elemt_rc = _either(_elemt_rc_par, _elemt_rc_ser)
+
+
 # --- entry points: one call per direction and layout ---------------------------------------------
 
 
@@ -483,43 +518,31 @@ def _rows_per_block(C):
 
 
 @njit(**_JIT)
-def train_forward_ncs(x, w, b, eps, act, slope, parallel, y, mean, var):
+def train_forward_ncs(x, w, b, eps, act, slope, mode, y, mean, var):
     """Training forward on (N, C, S): fills ``y``, ``mean`` and the biased ``var``."""
     N, C, S = x.shape
     pmean = np.empty((N, C))
     pm2 = np.empty((N, C))
-    if parallel:
-        _stats_ncs_par(x, pmean, pm2)
-    else:
-        _stats_ncs_ser(x, pmean, pm2)
+    _stats_ncs(mode, x, pmean, pm2)
     _merge_equal(pmean, pm2, S, mean, var)
     _, scale, shift = _scale_shift(var, w, b, eps)
     sl = x.dtype.type(slope)
-    if parallel:
-        _norm_ncs_par(x, mean, scale, shift, act, sl, y)
-    else:
-        _norm_ncs_ser(x, mean, scale, shift, act, sl, y)
+    _norm_ncs(mode, x, mean, scale, shift, act, sl, y)
 
 
 @njit(**_JIT)
-def train_forward_rc(x, w, b, eps, act, slope, parallel, y, mean, var):
+def train_forward_rc(x, w, b, eps, act, slope, mode, y, mean, var):
     """Training forward on (R, C): fills ``y``, ``mean`` and the biased ``var``."""
     R, C = x.shape
     rows = _rows_per_block(C)
     nblk = (R + rows - 1) // rows
     pmean = np.empty((nblk, C))
     pm2 = np.empty((nblk, C))
-    if parallel:
-        _stats_rc_par(x, rows, pmean, pm2)
-    else:
-        _stats_rc_ser(x, rows, pmean, pm2)
+    _stats_rc(mode, x, rows, pmean, pm2)
     _merge_blocks(pmean, pm2, rows, R, mean, var)
     _, scale, shift = _scale_shift(var, w, b, eps)
     sl = x.dtype.type(slope)
-    if parallel:
-        _norm_rc_par(x, rows, mean, scale, shift, act, sl, y)
-    else:
-        _norm_rc_ser(x, rows, mean, scale, shift, act, sl, y)
+    _norm_rc(mode, x, rows, mean, scale, shift, act, sl, y)
 
 
 @njit(**_JIT)
@@ -539,31 +562,24 @@ def _backward_consts(sum_g, sum_gxmu, invstd, m, dw, db):
 
 
 @njit(**_JIT)
-def train_backward_ncs(dy, x, w, b, mean, var, eps, act, slope, parallel, dx, dw, db):
+def train_backward_ncs(dy, x, w, b, mean, var, eps, act, slope, mode, dx, dw, db):
     """Training backward on (N, C, S): fills ``dx``, ``dw``, ``db`` (each skipped if empty)."""
     N, C, S = x.shape
     invstd, scale, shift = _scale_shift(var, w, b, eps)
     sl = x.dtype.type(slope)
     pg = np.empty((N, C))
     pgx = np.empty((N, C))
-    if parallel:
-        _red_ncs_par(dy, x, mean, scale, shift, act, sl, pg, pgx)
-    else:
-        _red_ncs_ser(dy, x, mean, scale, shift, act, sl, pg, pgx)
+    _red_ncs(mode, dy, x, mean, scale, shift, act, sl, pg, pgx)
     sum_g = np.empty(C, x.dtype)
     sum_gxmu = np.empty(C, x.dtype)
     _sum_partials(pg, pgx, sum_g, sum_gxmu)
     mean_g, proj = _backward_consts(sum_g, sum_gxmu, invstd, N * S, dw, db)
-    if dx.shape[0] == 0:
-        return
-    if parallel:
-        _elemt_ncs_par(dy, x, mean, scale, shift, mean_g, proj, act, sl, dx)
-    else:
-        _elemt_ncs_ser(dy, x, mean, scale, shift, mean_g, proj, act, sl, dx)
+    if dx.shape[0] != 0:
+        _elemt_ncs(mode, dy, x, mean, scale, shift, mean_g, proj, act, sl, dx)
 
 
 @njit(**_JIT)
-def train_backward_rc(dy, x, w, b, mean, var, eps, act, slope, parallel, dx, dw, db):
+def train_backward_rc(dy, x, w, b, mean, var, eps, act, slope, mode, dx, dw, db):
     """Training backward on (R, C): fills ``dx``, ``dw``, ``db`` (each skipped if empty)."""
     R, C = x.shape
     rows = _rows_per_block(C)
@@ -572,40 +588,27 @@ def train_backward_rc(dy, x, w, b, mean, var, eps, act, slope, parallel, dx, dw,
     sl = x.dtype.type(slope)
     pg = np.empty((nblk, C), x.dtype)
     pgx = np.empty((nblk, C), x.dtype)
-    if parallel:
-        _red_rc_par(dy, x, rows, mean, scale, shift, act, sl, pg, pgx)
-    else:
-        _red_rc_ser(dy, x, rows, mean, scale, shift, act, sl, pg, pgx)
+    _red_rc(mode, dy, x, rows, mean, scale, shift, act, sl, pg, pgx)
     sum_g = np.empty(C, x.dtype)
     sum_gxmu = np.empty(C, x.dtype)
     _sum_partials(pg, pgx, sum_g, sum_gxmu)
     mean_g, proj = _backward_consts(sum_g, sum_gxmu, invstd, R, dw, db)
-    if dx.shape[0] == 0:
-        return
-    if parallel:
-        _elemt_rc_par(dy, x, rows, mean, scale, shift, mean_g, proj, act, sl, dx)
-    else:
-        _elemt_rc_ser(dy, x, rows, mean, scale, shift, mean_g, proj, act, sl, dx)
+    if dx.shape[0] != 0:
+        _elemt_rc(mode, dy, x, rows, mean, scale, shift, mean_g, proj, act, sl, dx)
 
 
 @njit(**_JIT)
-def eval_forward_ncs(x, mean, var, w, b, eps, act, slope, parallel, y):
+def eval_forward_ncs(x, mean, var, w, b, eps, act, slope, mode, y):
     """Eval on (N, C, S): y = act((x - running_mean) / sqrt(running_var + eps) * w + b)."""
     _, scale, shift = _scale_shift(var, w, b, eps)
     sl = x.dtype.type(slope)
-    if parallel:
-        _norm_ncs_par(x, mean, scale, shift, act, sl, y)
-    else:
-        _norm_ncs_ser(x, mean, scale, shift, act, sl, y)
+    _norm_ncs(mode, x, mean, scale, shift, act, sl, y)
 
 
 @njit(**_JIT)
-def eval_forward_rc(x, mean, var, w, b, eps, act, slope, parallel, y):
+def eval_forward_rc(x, mean, var, w, b, eps, act, slope, mode, y):
     """Eval on (R, C): y = act((x - running_mean) / sqrt(running_var + eps) * w + b)."""
     _, scale, shift = _scale_shift(var, w, b, eps)
     sl = x.dtype.type(slope)
     rows = _rows_per_block(x.shape[1])
-    if parallel:
-        _norm_rc_par(x, rows, mean, scale, shift, act, sl, y)
-    else:
-        _norm_rc_ser(x, rows, mean, scale, shift, act, sl, y)
+    _norm_rc(mode, x, rows, mean, scale, shift, act, sl, y)
