@@ -63,6 +63,22 @@ def register(name: str, passes: int, dims: tuple[int, ...] = (1, 2, 3)):
     return wrap
 
 
+def parse_shapes(text: str) -> dict[int, list[tuple[int, ...]]]:
+    """``"256x512,8x128x56x56"`` -> {1: [(256, 512)], 2: [(8, 128, 56, 56)]}; the layer follows from
+    the rank: 2 or 3 dims BatchNorm1d, 4 BatchNorm2d, 5 BatchNorm3d."""
+    shapes: dict[int, list[tuple[int, ...]]] = {}
+    for item in text.split(","):
+        try:
+            shape = tuple(int(s) for s in item.strip().lower().split("x"))
+        except ValueError:
+            raise ValueError(f"expected shapes like 8x128x56x56 (got {item!r})") from None
+        if len(shape) not in (2, 3, 4, 5) or min(shape) < 1:
+            raise ValueError(f"expected a positive shape of 2 to 5 dims (got {item!r})")
+        dims = {2: 1, 3: 1, 4: 2, 5: 3}[len(shape)]
+        shapes.setdefault(dims, []).append(shape)
+    return shapes
+
+
 def layouts(dims: int, shape: tuple[int, ...]) -> tuple[str, ...]:
     """Memory layouts timed for a shape: channels_last exists for 4D and 5D tensors."""
     return ("nchw", "channels_last") if len(shape) in (4, 5) else ("nchw",)

@@ -34,6 +34,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch (and so bnlab) threads (default: torch's current setting)")
     parser.add_argument("--ops", default=None, help=f"comma-separated operations (default all: {','.join(C.OPS)})")
+    parser.add_argument("--shapes", type=C.parse_shapes, default=None,
+                        help="comma-separated shapes instead of the built-in list, e.g. 256x512,8x128x56x56")
     parser.add_argument("--no-pin", action="store_true", help="leave the allocator as it is")
 
 
@@ -76,8 +78,11 @@ HEADER = (f"{'op':<14} {'dims':<2} {'shape':<14} {'layout':<13} {'dtype':<8} {'t
 
 
 def run(quick: bool, repeats: int | None = None, threads: int | None = None, ops: list[str] | None = None,
-        pin: bool = True, shapes=None, copy_bytes: int = 256 << 20, progress=sys.stderr) -> dict:
-    """The whole benchmark; returns ``{"environment", "copy_gbps", "first_call_s", "rows", "goals"}``."""
+        pin: bool = True, shapes=None, copy_bytes: int = 256 << 20, progress=None) -> dict:
+    """The whole benchmark; returns ``{"environment", "copy_gbps", "first_call_s", "rows", "goals"}``.
+
+    ``progress``: a text stream for the progress line (None: no progress line).
+    """
     started = time.perf_counter()
     if threads is not None:
         if threads < 1:
@@ -107,7 +112,8 @@ def run(quick: bool, repeats: int | None = None, threads: int | None = None, ops
 
 def main(args) -> int:
     ops = args.ops.split(",") if args.ops else None
-    result = run(args.quick, args.repeats, args.threads, ops, pin=not args.no_pin)
+    result = run(args.quick, args.repeats, args.threads, ops, pin=not args.no_pin, shapes=args.shapes,
+                 progress=sys.stderr)
     env = result["environment"]
     print(f"bnlab bench: torch {env['torch']}, numba {env['numba']}, {env['torch_threads']} threads, "
           f"{env['cpu']}; copy bandwidth {result['copy_gbps']:.1f} GB/s; first fast call "
