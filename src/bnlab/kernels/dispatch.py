@@ -173,7 +173,9 @@ def _view(t: Tensor, lay: str):
         return t.view(t.shape[0], t.shape[1], -1).numpy()
     if t.dim() == 2:
         return t.numpy()
-    return t.movedim(1, -1).reshape(-1, t.shape[1]).numpy()
+    rows = t.movedim(1, -1).reshape(-1, t.shape[1])  # (R, C)
+    assert rows.data_ptr() == t.data_ptr(), "layout() promised a view"  # outputs are written here
+    return rows.numpy()
 
 
 _EMPTY: dict[torch.dtype, Tensor] = {}
