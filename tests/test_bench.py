@@ -39,9 +39,10 @@ def test_bench_json_on_tiny_shapes_has_well_formed_rows(tmp_path, capsys):
     env = result["environment"]
     for key in ("torch", "numba", "torch_threads", "allocator", "cpu", "numba_threading_layer"):
         assert key in env
+    assert "loadavg_before" in env and all(r["ratio_min"] > 0 for r in rows)
     assert result["first_call_s"] > 0 and result["copy_gbps"] > 0
     printed = capsys.readouterr()
-    assert "ratio" in printed.out and "goals:" in printed.out
+    assert "ratio" in printed.out and "goals (on medians" in printed.out
     assert "[1/9]" in printed.err  # the progress line
 
 

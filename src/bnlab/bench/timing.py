@@ -26,6 +26,12 @@ def _loops_for(fn: Callable[[], object], min_sample_s: float) -> int:
 def time_interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 2,
                      min_sample_s: float = 0.002) -> dict[str, float]:
     """Median seconds per call of each callable, sampled alternately; keys as in ``fns``."""
+    return {name: statistics.median(s) for name, s in sample_interleaved(fns, repeats, warmup, min_sample_s).items()}
+
+
+def sample_interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 2,
+                       min_sample_s: float = 0.002) -> dict[str, list[float]]:
+    """The samples behind :func:`time_interleaved`: ``repeats`` seconds-per-call values per callable."""
     if repeats < 1:
         raise ValueError(f"expected repeats >= 1 (got {repeats})")
     names = list(fns)
@@ -47,7 +53,7 @@ def time_interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup:
     finally:
         if was_enabled:
             gc.enable()
-    return {name: statistics.median(s) for name, s in samples.items()}
+    return samples
 
 
 def copy_seconds(numel: int, repeats: int, dtype: torch.dtype = torch.float32) -> float:
