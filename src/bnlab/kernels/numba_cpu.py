@@ -36,9 +36,15 @@ import math
 import numba
 import numpy as np
 from numba import njit, prange
-from numba.extending import overload
 
 from .cache import CACHE_DIR  # sets numba's cache folder before anything compiles
+from .numba_tags import ACT_TAGS, PARALLEL, SERIAL, activate, activate_grad, serial_or_parallel
+
+__all__ = [
+    "ACT_TAGS", "PARALLEL", "SERIAL",
+    "train_forward_ncs", "train_forward_rc", "train_backward_ncs", "train_backward_rc",
+    "eval_forward_ncs", "eval_forward_rc",
+]
 
 # numba's "omp" layer brings a second OpenMP runtime next to torch's; its workers spin after each
 # kernel and starved torch's threads (and the main thread) for up to half a second on a busy 2-core
@@ -58,59 +64,6 @@ ROW_BLOCK = 32768
 _FM = {"reassoc", "contract", "nsz", "arcp"}
 _JIT = dict(cache=CACHE_DIR is not None, fastmath=_FM)
 _INLINE = dict(inline="always", **_JIT)
-
-
-# --- activations --------------------------------------------------------------------------------
-# The activation reaches the kernels as the dtype of an empty "tag" array (ACT_TAGS): numba compiles
-# one specialisation per argument type, so each activation is compiled -- on first use only -- as
-# its own straight-line loop that LLVM vectorizes, and plain batch norm never compiles the others.
-
-ACT_TAGS = {
-    "identity": np.empty(0, np.uint8),
-    "relu": np.empty(0, np.uint16),
-    "leaky_relu": np.empty(0, np.uint32),
-    "silu": np.empty(0, np.uint64),
-}
-_TAG_ACT = {numba.from_dtype(tag.dtype): name for name, tag in ACT_TAGS.items()}
-
-
-def _act(tag, z, slope):
-    """act(z) for the activation named by ``tag`` (numba-only; see the overload below)."""
-    raise NotImplementedError("called from numba code only")
-
-
-def _act_grad(tag, dy, z, slope):
-    """dy * act'(z); at z == 0 relu and leaky_relu take the left derivative, as torch does."""
-    raise NotImplementedError("called from numba code only")
-
-
-@overload(_act, inline="always")
-def _act_impl(tag, z, slope):
-    name = _TAG_ACT[tag.dtype]
-    if name == "relu":
-        return lambda tag, z, slope: z if z > 0 else z * 0
-    if name == "leaky_relu":
-        return lambda tag, z, slope: z if z > 0 else z * slope
-    if name == "silu":
-        return lambda tag, z, slope: z / (1 + math.exp(-z))
-    return lambda tag, z, slope: z
-
-
-@overload(_act_grad, inline="always")
-def _act_grad_impl(tag, dy, z, slope):
-    name = _TAG_ACT[tag.dtype]
-    if name == "relu":
-        return lambda tag, dy, z, slope: dy if z > 0 else dy * 0
-    if name == "leaky_relu":
-        return lambda tag, dy, z, slope: dy if z > 0 else dy * slope
-    if name == "silu":
-
-        def silu_grad(tag, dy, z, slope):
-            s = 1 / (1 + math.exp(-z))
-            return dy * (s * (1 + z * (1 - s)))
-
-        return silu_grad
-    return lambda tag, dy, z, slope: dy
 
 
 # --- per-channel constants and merges (tiny, serial) ---------------------------------------------
@@ -249,7 +202,7 @@ def _rows_stats(xb, out_mean, out_m2):
 @njit(**_INLINE)
 def _norm_plane(xp, yp, mu, a, b, act, sl):
     for s in range(xp.shape[0]):
-        yp[s] = _act(act, (xp[s] - mu) * a + b, sl)
+        yp[s] = activate(act, (xp[s] - mu) * a + b, sl)
 
 
 @njit(**_INLINE)
@@ -258,7 +211,7 @@ def _norm_rows(xb, yb, mean, scale, shift, act, sl):
         xr = xb[r]
         yr = yb[r]
         for c in range(xr.shape[0]):
-            yr[c] = _act(act, (xr[c] - mean[c]) * scale[c] + shift[c], sl)
+            yr[c] = activate(act, (xr[c] - mean[c]) * scale[c] + shift[c], sl)
 
 
 # --- task bodies: backward sums, sum(g) and sum(g * (x - mean)) ------------------------------------
@@ -277,7 +230,7 @@ def _red_plane(dyp, xp, mu, a, b, act, sl):
         gx_acc = zero
         for i in range(xb.shape[0]):
             xm = xb[i] - mu
-            g = _act_grad(act, db[i], xm * a + b, sl)
+            g = activate_grad(act, db[i], xm * a + b, sl)
             g_acc += g
             gx_acc += g * xm
         tg += g_acc
@@ -295,7 +248,7 @@ def _red_rows(dyb, xb, mean, scale, shift, act, sl, out_g, out_gx):
         dyr = dyb[r]
         for c in range(C):
             xm = xr[c] - mean[c]
-            g = _act_grad(act, dyr[c], xm * scale[c] + shift[c], sl)
+            g = activate_grad(act, dyr[c], xm * scale[c] + shift[c], sl)
             g_acc[c] += g
             gx_acc[c] += g * xm
     for c in range(C):
@@ -310,7 +263,7 @@ def _red_rows(dyb, xb, mean, scale, shift, act, sl, out_g, out_gx):
 def _elemt_plane(dyp, xp, dxp, mu, a, b, mg, k, act, sl):
     for s in range(xp.shape[0]):
         xm = xp[s] - mu
-        g = _act_grad(act, dyp[s], xm * a + b, sl)
+        g = activate_grad(act, dyp[s], xm * a + b, sl)
         dxp[s] = (g - mg - xm * k) * a
 
 
@@ -322,7 +275,7 @@ def _elemt_rows(dyb, xb, dxb, mean, scale, shift, mean_g, proj, act, sl):
         dxr = dxb[r]
         for c in range(xr.shape[0]):
             xm = xr[c] - mean[c]
-            g = _act_grad(act, dyr[c], xm * scale[c] + shift[c], sl)
+            g = activate_grad(act, dyr[c], xm * scale[c] + shift[c], sl)
             dxr[c] = (g - mean_g[c] - xm * proj[c]) * scale[c]
 
 
@@ -478,38 +431,14 @@ def _elemt_rc_ser(dy, x, rows, mean, scale, shift, mean_g, proj, act, sl, dx):
         _elemt_rows(dy[r0:r1], x[r0:r1], dx[r0:r1], mean, scale, shift, mean_g, proj, act, sl)
 
 
-# --- serial or parallel, chosen by the type of a tag ----------------------------------------------
-# Like the activation, the choice arrives as an empty tag array (PARALLEL or SERIAL): each entry
-# point is compiled per mode on first use, so a process that only meets small tensors never pays
-# for compiling the parallel drivers (the slowest part of the JIT).
-
-PARALLEL = np.empty(0, np.bool_)
-SERIAL = np.empty(0, np.int8)
-
-
-def _either(parallel_driver, serial_driver):
-    """A numba-callable ``run(mode, *args)`` that calls one driver or the other by ``mode``'s type."""
-
-    def run(mode, *args):
-        raise NotImplementedError("called from numba code only")
-
-    @overload(run)
-    def _pick(mode, *args):
-        if mode.dtype == numba.types.bool_:
-            return lambda mode, *args: parallel_driver(*args)
-        return lambda mode, *args: serial_driver(*args)
-
-    return run
-
-
-_stats_ncs = _either(_stats_ncs_par, _stats_ncs_ser)
-_stats_rc = _either(_stats_rc_par, _stats_rc_ser)
-_norm_ncs = _either(_norm_ncs_par, _norm_ncs_ser)
-_norm_rc = _either(_norm_rc_par, _norm_rc_ser)
-_red_ncs = _either(_red_ncs_par, _red_ncs_ser)
-_red_rc = _either(_red_rc_par, _red_rc_ser)
-_elemt_ncs = _either(_elemt_ncs_par, _elemt_ncs_ser)
-_elemt_rc = _either(_elemt_rc_par, _elemt_rc_ser)
+_stats_ncs = serial_or_parallel(_stats_ncs_par, _stats_ncs_ser)
+_stats_rc = serial_or_parallel(_stats_rc_par, _stats_rc_ser)
+_norm_ncs = serial_or_parallel(_norm_ncs_par, _norm_ncs_ser)
+_norm_rc = serial_or_parallel(_norm_rc_par, _norm_rc_ser)
+_red_ncs = serial_or_parallel(_red_ncs_par, _red_ncs_ser)
+_red_rc = serial_or_parallel(_red_rc_par, _red_rc_ser)
+_elemt_ncs = serial_or_parallel(_elemt_ncs_par, _elemt_ncs_ser)
+_elemt_rc = serial_or_parallel(_elemt_rc_par, _elemt_rc_ser)
 
 
 # --- entry points: one call per direction and layout ---------------------------------------------
