@@ -236,6 +236,9 @@ class BatchNormTrain(torch.autograd.Function):
 
     @staticmethod
     def forward(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float):
+        fast = _dispatch().train_forward(x, weight, bias, eps)
+        if fast is not None:
+            return fast
         mean, var = batch_stats(x)
         invstd = torch.rsqrt(var + eps)
         return normalize(x, mean, invstd, weight, bias), mean, var
@@ -251,6 +254,9 @@ class BatchNormTrain(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dy, _dmean, _dvar):
         x, weight, bias, mean, var = ctx.saved_tensors
+        fast = _dispatch().train_backward(dy, x, weight, bias, mean, var, ctx.eps, ctx.needs_input_grad[:3])
+        if fast is not None:
+            return fast + (None,)
         if torch.is_grad_enabled():
             # Double backward: the statistics must be differentiable functions of x, so recompute
             # them from the saved input instead of using the detached forward values.
@@ -268,6 +274,27 @@ class BatchNormTrain(torch.autograd.Function):
             dbias if ctx.needs_input_grad[2] else None,
             None,
         )
+
+
+# torch.autograd.Function.apply binds its arguments with inspect.signature on every call (about
+# 30 us, more than a small batch's whole normalization). The C-level apply underneath does the
+# same work without it; it is used when no tracing or torch.func transform is active, where the
+# standard apply (which those need) runs instead.
+_base_apply = super(torch.autograd.Function, BatchNormTrain).apply
+
+
+def _train(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float):
+    """``BatchNormTrain.apply(x, weight, bias, eps)``, minus the per-call signature binding."""
+    wrapped = torch._C._functorch.is_functorch_wrapped_tensor
+    if (
+        torch.compiler.is_compiling()
+        or torch._C._are_functorch_transforms_active()
+        or wrapped(x)
+        or (weight is not None and wrapped(weight))
+        or (bias is not None and wrapped(bias))
+    ):
+        return BatchNormTrain.apply(x, weight, bias, eps)
+    return _base_apply(x, weight, bias, eps)
 
 
 def batch_norm(
@@ -302,12 +329,15 @@ def batch_norm(
     check_hyperparameters(eps, momentum)
     if training:
         check_batch_size(input)
-        y, mean, var = BatchNormTrain.apply(input, weight, bias, eps)
+        y, mean, var = _train(input, weight, bias, eps)
         if running_mean is not None or running_var is not None:
             update_running_stats(running_mean, running_var, mean, var, count_per_channel(input), momentum)
         return y
     if running_mean is None or running_var is None:
         raise ValueError("running_mean and running_var must be defined in evaluation mode (got None)")
+    fast = _dispatch().eval_forward(input, running_mean, running_var, weight, bias, eps)
+    if fast is not None:
+        return fast
     # Eval is an affine map of x with constant statistics: plain differentiable ops, so autograd,
     # torch.func and torch.compile handle it without a custom Function.
     invstd = torch.rsqrt(running_var.to(acc_dtype(input.dtype)) + eps)
@@ -377,3 +407,9 @@ def eval_affine(
         shift = shift + bias.to(acc)
     return scale, shift
 
+def _dispatch():
+    """bnlab.kernels.dispatch, which decides fast kernel vs the reference above (imported late: it
+    builds on this module)."""
+    from .kernels import dispatch
+
+    return dispatch

@@ -1,0 +1,113 @@
+"""`bnlab bench`: well-formed rows on a tiny shape list, the goal arithmetic, the run plan."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+
+import pytest
+import torch
+
+from bnlab import cli
+from bnlab.bench import cases, command, environment, goals, timing
+
+ROW_FIELDS = {"op": str, "dims": int, "shape": list, "layout": str, "dtype": str, "torch_us": float,
+              "bnlab_us": float, "ratio": float, "gbps": float, "bandwidth_fraction": float}
+
+
+def test_bench_json_on_tiny_shapes_has_well_formed_rows(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    rc = cli.main(["bench", "--quick", "--repeats", "1", "--shapes", "6x4,2x3x4x4", "--json", str(out)])
+    assert rc == 0
+    result = json.loads(out.read_text())
+    rows = result["rows"]
+    # 1d: 3 ops on one layout; 2d: 3 ops x (nchw, channels_last)
+    assert len(rows) == 9
+    assert {(r["op"], r["layout"]) for r in rows if r["dims"] == 2} == {
+        (op, lay) for op in ("train_fwd", "train_fwd_bwd", "eval") for lay in ("nchw", "channels_last")}
+    for r in rows:
+        for field, kind in ROW_FIELDS.items():
+            assert isinstance(r[field], kind), field
+        assert r["torch_us"] > 0 and r["bnlab_us"] > 0
+        assert math.isclose(r["ratio"], r["bnlab_us"] / r["torch_us"], rel_tol=1e-9)
+        nbytes = r["passes"] * math.prod(r["shape"]) * 4
+        assert math.isclose(r["gbps"], nbytes / (r["bnlab_us"] * 1e-6) / 1e9, rel_tol=1e-9)
+        assert math.isclose(r["bandwidth_fraction"], r["gbps"] / result["copy_gbps"], rel_tol=1e-9)
+        assert r["path"] == "fast"
+    assert {r["passes"] for r in rows} == {3, 8, 2}
+    env = result["environment"]
+    for key in ("torch", "numba", "torch_threads", "allocator", "cpu", "numba_threading_layer"):
+        assert key in env
+    assert "loadavg_before" in env and all(r["ratio_min"] > 0 for r in rows)
+    assert result["first_call_s"] > 0 and result["copy_gbps"] > 0
+    printed = capsys.readouterr()
+    assert "ratio" in printed.out and "goals (on medians" in printed.out
+    assert "[1/9]" in printed.err  # the progress line
+
+
+def test_run_reports_reference_path_for_bfloat16():
+    plan = cases.plan(quick=False, ops=["eval"], shapes={2: [(2, 3, 4, 4)]})
+    assert [c.dtype for c in plan if c.layout == "nchw"] == [torch.float32, torch.bfloat16]
+    bf16 = next(c for c in plan if c.dtype == torch.bfloat16)
+    row = command.run_case(bf16, copy_gbps=10.0, repeats=1, min_sample_s=0.0)
+    assert row["path"].startswith("reference") and row["dtype"] == "bfloat16"
+
+
+def test_quick_plan_is_2d_and_bn1d_float32_only():
+    plan = cases.plan(quick=True)
+    assert {c.dims for c in plan} == {1, 2}
+    assert {c.dtype for c in plan} == {torch.float32}
+    assert {c.shape for c in plan if c.dims == 1} == {(256, 512)}
+    full = cases.plan(quick=False)
+    assert {c.dims for c in full} == {1, 2, 3} and len(full) > len(plan)
+
+
+def test_plan_and_registry_reject_mistakes():
+    with pytest.raises(ValueError, match="expected operations"):
+        cases.plan(quick=True, ops=["train_fwdd"])
+    with pytest.raises(ValueError, match="already registered"):
+        cases.register("eval", passes=2)(lambda case: None)
+    with pytest.raises(ValueError, match="expected shapes like"):
+        cases.parse_shapes("8x128xx")
+    assert cases.parse_shapes("4x6,2x3x4x4,2x3x4x4x4,2x3x9") == {
+        1: [(4, 6), (2, 3, 9)], 2: [(2, 3, 4, 4)], 3: [(2, 3, 4, 4, 4)]}
+
+
+def row(op, ratio, dims=2, layout="nchw", shape=(64, 64, 32, 32), frac=0.5):
+    return {"op": op, "dims": dims, "layout": layout, "shape": list(shape), "dtype": "float32",
+            "ratio": ratio, "bandwidth_fraction": frac}
+
+
+def test_goals_use_geometric_mean_worst_case_and_bandwidth():
+    rows = [row("train_fwd_bwd", 0.5), row("train_fwd_bwd", 0.7, shape=(8, 128, 56, 56)),
+            row("train_fwd", 0.2, shape=(8, 128, 56, 56), frac=0.9), row("train_fwd", 0.8)]
+    by_name = {g["goal"]: g for g in goals.evaluate(rows)}
+    geo = by_name["training fwd+bwd, NCHW 2d: geometric mean ratio <= 0.6"]
+    assert math.isclose(geo["value"], math.sqrt(0.5 * 0.7)) and geo["met"]
+    assert by_name["training fwd+bwd, NCHW 2d: every ratio <= 0.8"]["met"]
+    assert math.isclose(by_name["training fwd, NCHW 2d: geometric mean ratio <= 0.4"]["value"], 0.4)
+    assert by_name["(8, 128, 56, 56) training fwd NCHW: >= 0.8 of copy bandwidth"]["met"]
+    assert by_name["eval: every ratio <= 1.0"]["met"] is None  # not measured
+    missed = goals.evaluate([row("eval", 1.3)])
+    assert [g["met"] for g in missed if g["goal"].startswith("eval")] == [False]
+
+
+def test_interleaved_timing_reports_a_median_per_callable():
+    calls = {"a": 0, "b": 0}
+
+    def make(name):
+        def fn():
+            calls[name] += 1
+        return fn
+
+    med = timing.time_interleaved({"a": make("a"), "b": make("b")}, repeats=3, warmup=1, min_sample_s=0.0)
+    assert set(med) == {"a", "b"} and all(v > 0 for v in med.values())
+    assert calls["a"] >= 1 + 1 + 3  # warm-up, loop calibration, samples
+    with pytest.raises(ValueError, match="repeats >= 1"):
+        timing.time_interleaved({"a": make("a")}, repeats=0)
+
+
+def test_allocator_pinning_is_recorded():
+    text = environment.pin_allocator()
+    assert text.startswith(("glibc mallopt", "not pinned"))

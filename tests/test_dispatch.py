@@ -1,0 +1,169 @@
+"""Which calls take the fast kernels and which the pure-torch reference (bnlab.kernels.dispatch)."""
+
+from __future__ import annotations
+
+import numba
+import pytest
+import torch
+
+from bnlab import functional as F
+from bnlab import nn as bnn
+from bnlab.kernels import dispatch, numba_cpu
+
+
+def test_plain_cpu_float_tensors_take_the_fast_path():
+    x = torch.randn(2, 3, 4, 4)
+    w, b = torch.ones(3), torch.zeros(3)
+    assert dispatch.why_reference(x, w, b) is None
+    assert dispatch.why_reference(x.double(), w.double(), None) is None
+
+
+@pytest.mark.parametrize(
+    "x, expected",
+    [
+        (torch.randn(2, 3, 4, 4), "ncs"),
+        (torch.randn(2, 3, 4, 4).contiguous(memory_format=torch.channels_last), "rc"),
+        (torch.randn(2, 3, 4, 4, 4).contiguous(memory_format=torch.channels_last_3d), "rc"),
+        (torch.randn(2, 5, 3).transpose(1, 2), "rc"),  # (N, C, L) with channels innermost
+        (torch.randn(2, 3, 7), "ncs"),
+        (torch.randn(8, 3), "rc"),
+        (torch.randn(8, 3, 1, 1), "rc"),  # spatial size 1: rows of C
+        (torch.randn(2, 3, 4, 6)[..., ::2], None),
+        (torch.randn(2, 3, 4, 5).transpose(2, 3), None),
+        (torch.randn(3, 8).t(), None),
+    ],
+)
+def test_layout_classifies_memory_formats(x, expected):
+    assert dispatch.layout(x) == expected
+
+
+@pytest.mark.parametrize(
+    "args, reason",
+    [
+        ((torch.randn(2, 3, 4).bfloat16(),), "dtype"),
+        ((torch.randn(2, 3, 4).half(),), "dtype"),
+        ((torch.randn(2, 3, 4).double(), torch.ones(3)), "mixed dtypes"),
+        ((torch.randn(0, 3, 4),), "empty input"),
+        ((torch.randn(2, 3, 8)[..., ::2],), "strides"),
+        ((torch.randn(2, 3, 4), torch.ones(6)[::2]), "non-contiguous"),
+        ((torch.randn(2, 3, 4).to_sparse(),), "layout"),
+    ],
+)
+def test_what_the_fast_path_does_not_cover_takes_the_reference(args, reason):
+    assert reason in dispatch.why_reference(*args)
+
+
+def test_tensor_subclasses_take_the_reference():
+    class Tagged(torch.Tensor):
+        pass
+
+    x = torch.randn(2, 3, 4).as_subclass(Tagged)
+    assert "not a plain tensor" in dispatch.why_reference(x)
+
+
+def test_gradient_of_another_shape_takes_the_reference():
+    x = torch.randn(2, 3, 4)
+    assert "gradient of shape" in dispatch.why_reference(x, grad=torch.randn(2, 3, 5))
+
+
+def test_reference_only_disables_and_restores():
+    x = torch.randn(2, 3, 4)
+    with dispatch.reference_only():
+        assert dispatch.why_reference(x) == "fast path disabled"
+        assert dispatch.train_forward(x, None, None, 1e-5) is None
+    assert dispatch.why_reference(x) is None
+
+
+def test_tracing_takes_the_reference(monkeypatch):
+    x = torch.randn(4, 3, 5)
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    assert "traced" in dispatch.why_reference(x)
+    y = F.batch_norm(x, None, None, training=True)  # still works, on the reference
+    torch.testing.assert_close(y, torch.nn.functional.batch_norm(x, None, None, training=True),
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_torch_func_transforms_take_the_reference():
+    seen = []
+
+    def f(x):
+        seen.append(dispatch.why_reference(x))
+        return x.sum()
+
+    torch.func.vmap(f)(torch.randn(2, 3, 4))
+    assert "traced" in seen[0]
+
+
+def test_backward_with_grad_mode_on_takes_the_reference():
+    x = torch.randn(4, 3, 5)
+    y, mean, var = dispatch.train_forward(x, None, None, 1e-5)
+    with torch.enable_grad():
+        assert dispatch.train_backward(torch.ones_like(x), x, None, None, mean, var, 1e-5,
+                                       (True, False, False)) is None
+    with torch.no_grad():
+        assert dispatch.train_backward(torch.ones_like(x), x, None, None, mean, var, 1e-5,
+                                       (True, False, False)) is not None
+
+
+def test_eval_recording_gradients_takes_the_reference():
+    x = torch.randn(4, 3, 5)
+    w = torch.ones(3, requires_grad=True)
+    rm, rv = torch.zeros(3), torch.ones(3)
+    assert dispatch.eval_forward(x, rm, rv, w, None, 1e-5) is None
+    with torch.no_grad():
+        assert dispatch.eval_forward(x, rm, rv, w, None, 1e-5) is not None
+    with torch.inference_mode():
+        assert dispatch.eval_forward(x, rm, rv, w, None, 1e-5) is not None
+
+
+def counting(monkeypatch, name):
+    calls = []
+    real = getattr(numba_cpu, name)
+
+    def spy(*args):
+        calls.append(name)
+        return real(*args)
+
+    monkeypatch.setattr(numba_cpu, name, spy)
+    return calls
+
+
+@pytest.mark.parametrize("channels_last, suffix", [(False, "ncs"), (True, "rc")])
+def test_layers_run_the_kernel_for_their_layout(monkeypatch, channels_last, suffix):
+    x = torch.randn(4, 3, 5, 5, requires_grad=True)
+    if channels_last:
+        x = x.detach().contiguous(memory_format=torch.channels_last).requires_grad_()
+    fwd = counting(monkeypatch, f"train_forward_{suffix}")
+    bwd = counting(monkeypatch, f"train_backward_{suffix}")
+    ev = counting(monkeypatch, f"eval_forward_{suffix}")
+    m = bnn.BatchNorm2d(3)
+    m(x).sum().backward()
+    m.eval()
+    with torch.no_grad():
+        m(x)
+    assert (len(fwd), len(bwd), len(ev)) == (1, 1, 1)
+
+
+def test_kernels_follow_torch_thread_count():
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        dispatch.train_forward(torch.randn(4, 3, 5), None, None, 1e-5)
+        assert numba.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    dispatch.train_forward(torch.randn(4, 3, 5), None, None, 1e-5)
+    assert numba.get_num_threads() == min(before, numba.config.NUMBA_NUM_THREADS)
+
+
+def test_large_inputs_run_in_parallel_small_ones_serially():
+    small = torch.empty(dispatch.PARALLEL_MIN_NUMEL - 1)
+    large = torch.empty(dispatch.PARALLEL_MIN_NUMEL)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert not dispatch._parallel(small) and dispatch._parallel(large)
+        torch.set_num_threads(1)
+        assert not dispatch._parallel(large)
+    finally:
+        torch.set_num_threads(before)

@@ -1,0 +1,272 @@
+"""The fast kernels against torch's native batch norm and against bnlab's pure-torch reference.
+
+Reference: torch.nn.functional.batch_norm with autograd (an independent implementation), and the
+float64 mean/variance of the input. Tolerances: float32 outputs and input gradients within
+1e-4 relative / 1e-5 absolute of torch (values are O(1)); parameter gradients are sums over m
+values, compared relative to their size; float64 within 1e-10.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as tnf
+
+from bnlab import functional as F
+from bnlab import nn as bnn
+from bnlab.kernels import dispatch
+
+TOL = {torch.float32: dict(rtol=1e-4, atol=1e-5), torch.float64: dict(rtol=1e-10, atol=1e-10)}
+# (N, C, *): 2D, 3D, 4D, 5D; N=1 with spatial > 1; a single channel; spatial size 1.
+SHAPES = [(7, 6), (5, 6, 9), (3, 6, 5, 4), (1, 6, 3, 5), (2, 6, 3, 4, 5), (4, 1, 5, 5), (9, 6, 1, 1)]
+
+
+def to_layout(x: torch.Tensor, layout: str) -> torch.Tensor:
+    if layout == "contiguous" or x.dim() == 2:
+        return x.contiguous()
+    # channels last for any rank: C innermost in memory, same logical shape
+    return x.movedim(1, -1).contiguous().movedim(-1, 1)
+
+
+def make(shape, dtype=torch.float32, layout="contiguous", seed=0, offset=0.0):
+    gen = torch.Generator().manual_seed(seed)
+    x = (torch.randn(shape, generator=gen, dtype=torch.float64) * 2 + 0.5 + offset).to(dtype)
+    C = shape[1]
+    w = (torch.rand(C, generator=gen, dtype=torch.float64) + 0.5).to(dtype)
+    b = torch.randn(C, generator=gen, dtype=torch.float64).to(dtype)
+    dy = torch.randn(shape, generator=gen, dtype=torch.float64).to(dtype)
+    return to_layout(x, layout), w, b, to_layout(dy, layout)
+
+
+def torch_train(x, w, b, dy, eps=1e-5):
+    """y and the gradients from torch's own batch norm, via autograd."""
+    xr = x.detach().clone().requires_grad_()
+    params = [p.detach().clone().requires_grad_() if p is not None else None for p in (w, b)]
+    y = tnf.batch_norm(xr, None, None, params[0], params[1], training=True, eps=eps)
+    grads = torch.autograd.grad(y, [xr] + [p for p in params if p is not None], dy)
+    return y, grads
+
+
+def assert_close(actual, expected, dtype):
+    torch.testing.assert_close(actual, expected, **TOL[dtype])
+
+
+def assert_sums_close(actual, expected, dtype):
+    # dweight/dbias are sums over m values: compare relative to their scale
+    scale = expected.abs().max().clamp_min(1.0)
+    assert_close(actual / scale, expected / scale, dtype)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_fast_training_forward_and_backward_match_torch(shape, layout):
+    x, w, b, dy = make(shape, layout=layout)
+    assert dispatch.why_reference(x, w, b) is None
+    y, mean, var = dispatch.train_forward(x, w, b, 1e-5)
+    y_ref, (dx_ref, dw_ref, db_ref) = torch_train(x, w, b, dy)
+    assert_close(y, y_ref, torch.float32)
+    assert y.stride() == x.stride()  # memory format preserved
+    x64 = x.double()
+    dims = F.reduce_dims(x)
+    assert_close(mean.double(), x64.mean(dims), torch.float32)
+    assert_close(var.double(), x64.var(dims, unbiased=False), torch.float32)
+    with torch.no_grad():
+        dx, dw, db = dispatch.train_backward(dy, x, w, b, mean, var, 1e-5, (True, True, True))
+    assert_close(dx, dx_ref, torch.float32)
+    assert_sums_close(dw, dw_ref, torch.float32)
+    assert_sums_close(db, db_ref, torch.float32)
+
+
+@pytest.mark.parametrize("shape", [(3, 6, 5, 4), (7, 6), (2, 6, 3, 4, 5)])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_fast_path_agrees_with_reference_path(shape, layout):
+    x, w, b, dy = make(shape, layout=layout, seed=1)
+    outs = {}
+    for fast in (True, False):
+        dispatch.set_fast(fast)
+        try:
+            xr = x.clone().requires_grad_()
+            m = bnn.BatchNorm1d(shape[1]) if len(shape) < 4 else (
+                bnn.BatchNorm2d(shape[1]) if len(shape) == 4 else bnn.BatchNorm3d(shape[1]))
+            with torch.no_grad():
+                m.weight.copy_(w)
+                m.bias.copy_(b)
+            y = m(xr)
+            y.backward(dy)
+            m.eval()
+            with torch.no_grad():
+                y_eval = m(x)
+            outs[fast] = (y, xr.grad, m.weight.grad, m.bias.grad, m.running_mean, m.running_var, y_eval)
+        finally:
+            dispatch.set_fast(True)
+    for a, r in zip(outs[True], outs[False]):
+        assert_sums_close(a, r, torch.float32)
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_fast_statistics_survive_a_large_offset(layout):
+    # 1e4 + N(0, 1) in float32: E[x^2] - E[x]^2 would lose every digit of the variance.
+    x, w, b, _ = make((8, 4, 32, 32), layout=layout, offset=1e4)
+    assert dispatch.why_reference(x, w, b) is None
+    y, mean, var = dispatch.train_forward(x, w, b, 1e-5)
+    x64 = x.double()
+    true_var = x64.var((0, 2, 3), unbiased=False)
+    torch.testing.assert_close(var.double(), true_var, rtol=1e-4, atol=0)
+    torch.testing.assert_close(mean.double(), x64.mean((0, 2, 3)), rtol=1e-7, atol=0)
+    y64 = (x64 - x64.mean((0, 2, 3), keepdim=True)) / torch.sqrt(true_var.view(1, -1, 1, 1) + 1e-5)
+    y64 = y64 * w.double().view(1, -1, 1, 1) + b.double().view(1, -1, 1, 1)
+    torch.testing.assert_close(y.double(), y64, rtol=0, atol=2e-3)
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_parallel_kernels_match_torch(layout, monkeypatch):
+    # Force the multi-threaded drivers on a small input (normally only large inputs use them).
+    monkeypatch.setattr(dispatch, "PARALLEL_MIN_NUMEL", 0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        x, w, b, dy = make((6, 5, 7, 9), layout=layout, seed=3)
+        assert dispatch._parallel(x)
+        y, mean, var = dispatch.train_forward(x, w, b, 1e-5)
+        y_ref, (dx_ref, dw_ref, db_ref) = torch_train(x, w, b, dy)
+        with torch.no_grad():
+            dx, dw, db = dispatch.train_backward(dy, x, w, b, mean, var, 1e-5, (True, True, True))
+            rm, rv = torch.randn(5), torch.rand(5) + 0.5
+            y_eval = dispatch.eval_forward(x, rm, rv, w, b, 1e-5)
+        assert_close(y, y_ref, torch.float32)
+        assert_close(dx, dx_ref, torch.float32)
+        assert_sums_close(dw, dw_ref, torch.float32)
+        assert_sums_close(db, db_ref, torch.float32)
+        assert_close(y_eval, tnf.batch_norm(x, rm, rv, w, b, training=False), torch.float32)
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("affine", [True, False])
+@pytest.mark.parametrize("momentum", [0.1, None])
+def test_layer_on_fast_path_matches_torch_layer(affine, momentum):
+    x, _, _, dy = make((4, 6, 5, 5), seed=4)
+    ours = bnn.BatchNorm2d(6, affine=affine, momentum=momentum)
+    ref = torch.nn.BatchNorm2d(6, affine=affine, momentum=momentum)
+    for step in range(3):
+        xo, xr = x.clone().requires_grad_(), x.clone().requires_grad_()
+        yo, yr = ours(xo), ref(xr)
+        yo.backward(dy)
+        yr.backward(dy)
+        assert_close(yo, yr, torch.float32)
+        assert_close(xo.grad, xr.grad, torch.float32)
+        x = x * 1.5 + 0.25
+    assert_close(ours.running_mean, ref.running_mean, torch.float32)
+    assert_close(ours.running_var, ref.running_var, torch.float32)
+    if affine:
+        assert_sums_close(ours.weight.grad, ref.weight.grad, torch.float32)
+        assert_sums_close(ours.bias.grad, ref.bias.grad, torch.float32)
+    ours.eval()
+    ref.eval()
+    with torch.no_grad():
+        assert_close(ours(x), ref(x), torch.float32)
+
+
+def test_float64_fast_path_matches_torch():
+    x, w, b, dy = make((3, 4, 5, 6), dtype=torch.float64, seed=5)
+    assert dispatch.why_reference(x, w, b) is None
+    y, mean, var = dispatch.train_forward(x, w, b, 1e-5)
+    y_ref, (dx_ref, dw_ref, db_ref) = torch_train(x, w, b, dy)
+    with torch.no_grad():
+        dx, dw, db = dispatch.train_backward(dy, x, w, b, mean, var, 1e-5, (True, True, True))
+        y_eval = dispatch.eval_forward(x, mean, var, w, b, 1e-5)
+    assert_close(y, y_ref, torch.float64)
+    assert_close(dx, dx_ref, torch.float64)
+    assert_close(dw, dw_ref, torch.float64)
+    assert_close(db, db_ref, torch.float64)
+    assert_close(y_eval, y_ref, torch.float64)  # eval with the batch's own statistics is the same map
+
+
+def test_backward_accepts_expanded_and_other_layout_gradients():
+    x, w, b, _ = make((4, 3, 5, 5), layout="channels_last", seed=6)
+    xo = x.clone().requires_grad_()
+    xr = x.clone().requires_grad_()
+    # .sum() hands the backward an expanded (stride 0) gradient
+    (bnn.BatchNorm2d(3)(xo) * 2).sum().backward()
+    (torch.nn.BatchNorm2d(3)(xr) * 2).sum().backward()
+    torch.testing.assert_close(xo.grad, xr.grad, rtol=1e-4, atol=1e-5)
+    dy = torch.randn(4, 3, 5, 5)  # NCHW gradient for a channels_last input
+    y, mean, var = dispatch.train_forward(x, w, b, 1e-5)
+    _, (dx_ref, _, _) = torch_train(x, w, b, dy)
+    with torch.no_grad():
+        dx, _, _ = dispatch.train_backward(dy, x, w, b, mean, var, 1e-5, (True, False, False))
+    assert_close(dx, dx_ref, torch.float32)
+
+
+def test_backward_computes_only_what_is_needed():
+    x, w, b, dy = make((4, 3, 5, 5), seed=7)
+    y, mean, var = dispatch.train_forward(x, w, b, 1e-5)
+    with torch.no_grad():
+        dx, dw, db = dispatch.train_backward(dy, x, w, b, mean, var, 1e-5, (False, True, False))
+    assert dx is None and db is None
+    _, (_, dw_ref, _) = torch_train(x, w, b, dy)
+    assert_sums_close(dw, dw_ref, torch.float32)
+
+
+@pytest.mark.parametrize("make_odd", [lambda x: x[:, :, ::2], lambda x: x.transpose(2, 3)])
+def test_odd_strides_take_the_reference_and_match_torch(make_odd):
+    base, _, _, _ = make((4, 3, 6, 5), seed=8)
+    x = make_odd(base)
+    assert "strides" in dispatch.why_reference(x)
+    xo = make_odd(base.clone()).requires_grad_()  # odd strides on a leaf
+    xr = make_odd(base.clone()).requires_grad_()
+    yo, yr = bnn.BatchNorm2d(3)(xo), torch.nn.BatchNorm2d(3)(xr)
+    g = torch.randn_like(yr)
+    yo.backward(g)
+    yr.backward(g)
+    assert_close(yo, yr, torch.float32)
+    assert_close(xo.grad, xr.grad, torch.float32)
+
+
+def test_empty_batch_falls_back_and_leaves_running_stats():
+    x = torch.randn(0, 3, 4, 4)
+    assert dispatch.why_reference(x) == "empty input"
+    m = bnn.BatchNorm2d(3)
+    y = m(x)
+    assert y.shape == x.shape
+    torch.testing.assert_close(m.running_mean, torch.zeros(3))
+    torch.testing.assert_close(m.running_var, torch.ones(3))
+
+
+def test_double_backward_through_the_fast_forward():
+    x, w, b, _ = make((3, 2, 3, 2), dtype=torch.float64, seed=9)
+    inputs = (x.requires_grad_(), w.requires_grad_(), b.requires_grad_())
+    assert dispatch.why_reference(x, w, b) is None
+
+    def f(x, w, b):
+        return F.batch_norm(x, None, None, w, b, training=True)
+
+    assert torch.autograd.gradgradcheck(f, inputs)
+
+
+def test_torch_func_transforms_take_the_reference_and_match_torch():
+    x, w, b, dy = make((4, 3, 5), seed=10)
+
+    def ours(x):
+        return (F.batch_norm(x, None, None, w, b, training=True) * dy).sum()
+
+    def theirs(x):
+        return (tnf.batch_norm(x, None, None, w, b, training=True) * dy).sum()
+
+    assert_close(torch.func.grad(ours)(x), torch.func.grad(theirs)(x), torch.float32)
+    rm, rv = torch.randn(3), torch.rand(3) + 0.5
+    xs = torch.randn(2, 4, 3, 5)
+    batched = torch.func.vmap(lambda x: F.batch_norm(x, rm, rv, w, b, training=False))(xs)
+    assert_close(batched, tnf.batch_norm(xs.flatten(0, 1), rm, rv, w, b, training=False).view_as(xs),
+                 torch.float32)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("training", [False, True])
+def test_torch_compile_fullgraph_works(training):
+    x, w, b, _ = make((4, 3, 5, 5), seed=11)
+    m = bnn.BatchNorm2d(3).train(training)
+    ref = torch.nn.BatchNorm2d(3).train(training)
+    compiled = torch.compile(m, fullgraph=not training)
+    with torch.no_grad():
+        assert_close(compiled(x), ref(x), torch.float32)

@@ -1,0 +1,58 @@
+"""Where the compiled kernels are cached, and that a second process loads them instead of compiling."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from bnlab.kernels import cache, numba_cpu
+
+
+def test_package_folder_is_used_when_writable(tmp_path):
+    assert cache.choose_cache_dir(tmp_path / "__pycache__", [tmp_path / "user"]) is None
+
+
+def test_unwritable_package_folder_falls_back_to_a_user_folder(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    unwritable = blocker / "__pycache__"  # cannot be created: its parent is a file
+    chosen = cache.choose_cache_dir(unwritable, [blocker / "also_not", tmp_path / "user"])
+    assert chosen == str(tmp_path / "user")
+    assert cache.is_writable(chosen)
+
+
+def test_nothing_writable_means_no_disk_cache(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    assert cache.choose_cache_dir(blocker / "p", [blocker / "u"]) is None
+
+
+def test_user_cache_dirs_honour_bnlab_cache_dir(monkeypatch, tmp_path):
+    monkeypatch.setenv("BNLAB_CACHE_DIR", str(tmp_path))
+    assert cache.user_cache_dirs()[0] == tmp_path / "numba"
+
+
+def test_kernels_are_compiled_with_the_disk_cache():
+    assert cache.CACHE_DIR is not None
+    assert numba_cpu.eval_forward_ncs._cache.cache_path  # a real on-disk cache, not the null cache
+
+
+_CHILD = """
+import json, torch
+from bnlab.kernels import dispatch, numba_cpu
+x = torch.randn(2, 3, 4)
+with torch.no_grad():
+    dispatch.eval_forward(x, torch.zeros(3), torch.ones(3), None, None, 1e-5)
+stats = numba_cpu.eval_forward_ncs.stats
+print(json.dumps({"hits": sum(stats.cache_hits.values()), "misses": sum(stats.cache_misses.values())}))
+"""
+
+
+def test_second_process_loads_compiled_code_from_the_cache(tmp_path):
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
+    runs = [json.loads(subprocess.run([sys.executable, "-c", _CHILD], env=env, capture_output=True,
+                                      text=True, check=True).stdout.splitlines()[-1]) for _ in range(2)]
+    assert runs[0] == {"hits": 0, "misses": 1}
+    assert runs[1] == {"hits": 1, "misses": 0}
