@@ -123,11 +123,13 @@ def test_plain_bn_checkpoints_load_and_bad_configurations_are_refused():
         layer(torch.randn(2, 4, 3, 3))
 
 
-def test_forward_and_backward_each_go_through_one_replaceable_function(monkeypatch):
+def test_forward_and_backward_each_go_through_the_kernel_dispatch(monkeypatch):
+    from bnlab.kernels import dispatch
     from bnlab.nn import norm_act
 
+    assert (norm_act._FORWARD, norm_act._BACKWARD) == (dispatch.bn_act_train_forward, dispatch.bn_act_train_backward)
     calls = []
-    fwd, bwd = norm_act.bn_act_train_forward, norm_act.bn_act_train_backward
+    fwd, bwd = dispatch.bn_act_train_forward, dispatch.bn_act_train_backward
     monkeypatch.setattr(norm_act, "_FORWARD", lambda *a: calls.append("forward") or fwd(*a))
     monkeypatch.setattr(norm_act, "_BACKWARD", lambda *a: calls.append("backward") or bwd(*a))
     x = torch.randn(4, 3, 2, 2, requires_grad=True)

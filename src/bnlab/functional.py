@@ -218,7 +218,10 @@ def update_running_stats(
             continue
         acc = acc_dtype(buf.dtype)
         w = momentum.to(acc) if isinstance(momentum, Tensor) else momentum
-        buf.copy_(buf.to(acc).lerp(stat.to(acc), w))
+        if acc == buf.dtype:  # in place: this runs on every training step, so no temporaries
+            buf.lerp_(stat.to(acc), w)
+        else:  # half-type buffers: average in float32, round once
+            buf.copy_(buf.to(acc).lerp(stat.to(acc), w))
 
 
 # --- autograd ---------------------------------------------------------------------------------

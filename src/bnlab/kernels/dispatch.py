@@ -35,8 +35,8 @@ import threading
 import torch
 from torch import Tensor
 
+from .. import activations as A
 from .. import functional as F
-from . import activation as A
 
 __all__ = [
     "why_reference",

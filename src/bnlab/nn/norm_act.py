@@ -6,7 +6,7 @@ r"""BatchNormAct1d/2d/3d: batch norm and an activation in one layer, with a memo
 BN followed by an activation, as two torch layers, keeps two tensors of the input's size for
 backward: BN keeps its input x, the activation its own input or output. The fused layer keeps only
 x (plus four (C,) vectors) and recomputes, in backward, the pre-activation ``z`` and from it the
-activation's derivative (:mod:`bnlab.nn.activations`); the BN part of the backward is the closed
+activation's derivative (:mod:`bnlab.activations`); the BN part of the backward is the closed
 form of :mod:`bnlab.functional`. Gradients equal those of BN followed by the activation.
 
 **In-place activated BN** (Rota Bulò, Porzi & Kontschieder, "In-Place Activated BatchNorm for
@@ -22,10 +22,9 @@ The conventions are BN's (:mod:`bnlab.functional`): biased variance to normalize
 the running variance, momentum the weight of the new batch. The layers subclass bnlab's BN base,
 so plain BatchNorm state_dicts load. Eval mode is BN with running statistics, then the activation.
 
-The seam for fused kernels: :class:`_BatchNormActTrain` calls exactly one function in forward,
-:func:`bn_act_train_forward`, and one in backward, :func:`bn_act_train_backward`; both are
-pure torch here, and a kernel implementation with the same signatures replaces them by
-rebinding ``_FORWARD`` / ``_BACKWARD`` below.
+:class:`_BatchNormActTrain` calls exactly one function in forward and one in backward,
+:func:`bnlab.kernels.dispatch.bn_act_train_forward` / ``bn_act_train_backward``: the fused CPU
+kernel where it applies, else the pure-torch reference.
 """
 
 from __future__ import annotations
@@ -34,54 +33,17 @@ import torch
 from torch import Tensor
 
 from .. import functional as F
-from .activations import INVERTIBLE, activate, activation_grad, check_activation, invert
+from ..activations import INVERTIBLE, activate, check_activation, invert
+from ..kernels import dispatch
 from .batchnorm import _BatchNorm
 
-__all__ = ["BatchNormAct1d", "BatchNormAct2d", "BatchNormAct3d", "bn_act_train_forward", "bn_act_train_backward"]
+__all__ = ["BatchNormAct1d", "BatchNormAct2d", "BatchNormAct3d"]
 
 
-def bn_act_train_forward(
-    x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float, act: str, negative_slope: float
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Training forward: ``(act(BN(x)), mean, biased var)``, the statistics (C,) in acc dtype."""
-    mean, var = F.batch_stats(x)
-    z = F.normalize(x, mean, torch.rsqrt(var + eps), weight, bias)
-    return activate(z, act, negative_slope, inplace=True), mean, var  # z is ours: overwrite it
-
-
-def bn_act_train_backward(
-    dy: Tensor,
-    x: Tensor,
-    weight: Tensor | None,
-    bias: Tensor | None,
-    mean: Tensor,
-    var: Tensor,
-    eps: float,
-    act: str,
-    negative_slope: float,
-    needs_input_grad: bool = True,
-) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
-    """Training backward from the saved input: ``(dx, dweight, dbias)``.
-
-    Recomputes the pre-activation z to get ``dz = dy * act'(z)``, then BN's closed-form backward
-    with dz as the upstream gradient.
-    """
-    invstd = torch.rsqrt(var + eps)
-    dz = dy
-    if act != "identity":
-        z = F.normalize(x, mean, invstd, weight, bias)
-        dz = activation_grad(dy, z, act, negative_slope)
-    m = F.count_per_channel(x)
-    sum_dz, sum_dz_xmu = F.backward_reduce(dz, x, mean)
-    dx = None
-    if needs_input_grad:
-        dx = F.backward_elemt(dz, x, mean, invstd, weight, sum_dz / m, sum_dz_xmu / m)
-    dweight, dbias = F.param_grads(sum_dz, sum_dz_xmu, invstd, weight, bias)
-    return dx, dweight, dbias
-
-
-_FORWARD = bn_act_train_forward
-_BACKWARD = bn_act_train_backward
+# The two functions the Function below calls: the dispatch picks the fused kernel or the torch
+# reference (which recomputes the pre-activation from x in backward).
+_FORWARD = dispatch.bn_act_train_forward
+_BACKWARD = dispatch.bn_act_train_backward
 
 
 def _input_from_output(y, weight, bias, mean, var, eps, act, negative_slope) -> Tensor:
@@ -121,7 +83,7 @@ class _BatchNormActTrain(torch.autograd.Function):
                 # Double backward: statistics as differentiable functions of x (as BatchNormTrain).
                 mean, var = F.batch_stats(x)
         dx, dweight, dbias = _BACKWARD(
-            dy, x, weight, bias, mean, var, eps, act, negative_slope, ctx.needs_input_grad[0]
+            dy, x, weight, bias, mean, var, eps, act, negative_slope, tuple(ctx.needs_input_grad[:3])
         )
         return (
             dx,
