@@ -12,7 +12,6 @@ match is regenerated, never trusted.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import random
 import tempfile
@@ -24,14 +23,6 @@ from .cache import cache_dir
 from .dataset import Dataset
 
 CLASSES = tuple(str(d) for d in range(10))
-
-
-def _args() -> dict:
-    from mnist1d.data import get_dataset_args
-
-    args = get_dataset_args(as_dict=True)
-    args.pop("url", None)  # the download address plays no part in generation
-    return args
 
 
 def _digest(tensors: dict[str, torch.Tensor]) -> str:
@@ -62,7 +53,11 @@ def generate() -> dict[str, torch.Tensor]:
 
 
 def cache_path() -> str:
-    key = hashlib.sha256(json.dumps(_args(), sort_keys=True).encode()).hexdigest()[:12]
+    """The cache file, named after the mnist1d version that generates it (importing mnist1d to read
+    its arguments costs a second; its defaults are fixed per release)."""
+    from importlib.metadata import version
+
+    key = hashlib.sha256(f"mnist1d=={version('mnist1d')} defaults".encode()).hexdigest()[:12]
     return os.path.join(cache_dir(), f"mnist1d-{key}.pt")
 
 
