@@ -13,6 +13,7 @@ import sys
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "check": ("bnlab.check", "check bnlab's layers against torch.nn on this machine and print a table"),
+    "train": ("bnlab.train.command", "train one configuration (data, model, norm, optimizer, seed) and print its result"),
 }
 
 

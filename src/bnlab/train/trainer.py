@@ -258,8 +258,8 @@ def _train(config, dataset, device, progress, extra_probes, sync_bn) -> RunResul
             for p in probes:
                 row.update(p.collect())
             if status == "finished":
-                row["train_eval_loss"], row["train_acc"] = evaluate(net, x_tr_eval, y_tr_eval)
-                row["test_loss"], row["test_acc"] = evaluate(net, x_te_eval, y_te_eval)
+                row["train_eval_loss"], row["train_acc"] = evaluate(model, x_tr_eval, y_tr_eval)
+                row["test_loss"], row["test_acc"] = evaluate(model, x_te_eval, y_te_eval)
             row["time_s"] = time.perf_counter() - t_start
             _append_row(series, row)
             last_row_step = step
