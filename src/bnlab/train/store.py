@@ -71,7 +71,13 @@ def _alive(owner: str | None) -> bool:
         return False
     except (PermissionError, ValueError):
         return True
-    return True
+    # A killed process whose parent died too can linger as a zombie (signal 0 still reaches it)
+    # until init reaps it: on Linux, read its state.
+    try:
+        with open(f"/proc/{int(pid)}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return True
 
 
 class Store:

@@ -18,6 +18,8 @@
   sweep loses only the runs in flight.
 * ``progress(p)`` is called after every run with a :class:`SweepProgress` (runs done / total,
   elapsed, ETA, the last result's summary).
+* A config that another live process has claimed (two sweeps over one store) is not run twice:
+  run_sweep waits for it at the end, and runs it itself if that process dies.
 * A run that raises is recorded as "failed" with its traceback and the others go on; at the end
   run_sweep raises :class:`SweepError` naming the failures (``on_error="skip"`` returns None for
   them instead).
@@ -121,7 +123,7 @@ def run_sweep(
         unique = list({c.key(): c for c in configs}.values())
         done_keys = db.done(unique)
         todo = [c for c in unique if c.key() not in done_keys]
-        state = {"done": len(done_keys), "failed": 0, "ran": 0}
+        state = {"done": len(done_keys), "failed": 0, "ran": 0, "busy": set()}
         failures: list[str] = []
         t0 = time.perf_counter()
 
@@ -129,7 +131,9 @@ def run_sweep(
             if outcome == "failed":
                 state["failed"] += 1
                 failures.append(key)
-            elif outcome != "busy":
+            elif outcome == "busy":
+                state["busy"].add(key)
+            else:
                 state["ran"] += 1
             state["done"] += 1
             if progress is not None:
@@ -141,13 +145,8 @@ def run_sweep(
                 progress(SweepProgress(state["done"], len(unique), len(done_keys), state["failed"], elapsed, eta, last))
 
         if jobs == 1 or len(todo) <= 1:
-            old = torch.get_num_threads()
-            torch.set_num_threads(threads)
-            try:
-                for c in todo:
-                    report(*_run_in_process(c, db, device))
-            finally:
-                torch.set_num_threads(old)
+            for c in todo:
+                report(*_run_in_process(c, db, device, threads))
         else:
             ctx = multiprocessing.get_context("spawn")
             path = os.path.abspath(db.path)
@@ -156,6 +155,20 @@ def run_sweep(
                 futures = [pool.submit(_run_one, c, path, device) for c in todo]
                 for fut in cf.as_completed(futures):
                     report(*fut.result())
+        busy = [c for c in todo if c.key() in state["busy"]]
+        while busy:  # runs another process had claimed: wait for them, or take them over if it died
+            time.sleep(0.5)
+            still = []
+            for c in busy:
+                if db.status(c) in ("finished", "diverged"):
+                    continue
+                key, outcome, _ = _run_in_process(c, db, device, threads)
+                if outcome == "busy":
+                    still.append(c)
+                elif outcome == "failed":
+                    state["failed"] += 1
+                    failures.append(key)
+            busy = still
         if failures and on_error == "raise":
             first = db.info(failures[0]) or {}
             raise SweepError(f"{len(failures)} of {len(unique)} runs failed; the first ({failures[0]}):\n"
@@ -166,13 +179,13 @@ def run_sweep(
             db.close()
 
 
-def _run_in_process(config: RunConfig, store: Store, device: str) -> tuple[str, str, dict | None]:
+def _run_in_process(config: RunConfig, store: Store, device: str, threads: int) -> tuple[str, str, dict | None]:
     from .trainer import train
 
     if not store.claim(config):
         return config.key(), "busy", None
     try:
-        result = train(config, device=device)
+        result = train(config, device=device, threads=threads)
     except Exception:
         store.fail(config, traceback.format_exc())
         return config.key(), "failed", None
