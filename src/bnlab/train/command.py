@@ -88,7 +88,8 @@ def _fmt(v: float) -> str:
     return "nan" if isinstance(v, float) and math.isnan(v) else (f"{v:.4f}" if isinstance(v, float) else str(v))
 
 
-def print_result(result, as_json: bool, out=sys.stdout) -> None:
+def print_result(result, as_json: bool, out=None) -> None:
+    out = sys.stdout if out is None else out
     if as_json:
         json.dump({"key": result.config.key(), **result.to_dict()}, out, indent=1)
         out.write("\n")
