@@ -24,8 +24,8 @@ from bnlab.train import RunConfig, build_model, train
 from bnlab.train.batches import batch_indices
 from bnlab.train.distributed import launch
 
-BASE = RunConfig(data="mnist1d", model="cnn", norm="none", optimizer="sgd", lr=0.3, steps=25, eval_every=1,
-                 eval_samples=200, batch_size=64)
+BASE = RunConfig(data="mnist1d", model="cnn", norm="none", optimizer="sgd", lr=0.3, steps=20, eval_every=1,
+                 eval_samples=100, batch_size=64)
 HAS_SYNC_BN = hasattr(bnlab.nn, "SyncBatchNorm")
 
 
@@ -44,6 +44,7 @@ def test_ddp_without_bn_follows_full_batch_training():
 def _halves_reference(config):
     """Single-process SGD where each half of every batch goes through the model on its own."""
     ds = data.load(config.data)
+    torch.set_num_threads(1)  # the fixture below restores the count
     torch.manual_seed(config.seed)
     model = build_model(config, ds)
     opt = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum)
@@ -59,7 +60,15 @@ def _halves_reference(config):
     return losses
 
 
-def test_ddp_with_per_process_bn_normalizes_each_half_on_its_own():
+@pytest.fixture
+def keep_threads():
+    threads = torch.get_num_threads()
+    with torch.random.fork_rng():
+        yield
+    torch.set_num_threads(threads)
+
+
+def test_ddp_with_per_process_bn_normalizes_each_half_on_its_own(keep_threads):
     config = dataclasses.replace(BASE, norm="bn", lr=0.1)
     ddp = launch(config, 2, per_process_bn=True)
     want = _halves_reference(config)

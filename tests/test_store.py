@@ -126,8 +126,8 @@ def _script(tmp_path, n, steps):
 
 
 def test_sigkill_mid_sweep_loses_only_runs_in_flight_and_resumes(tmp_path):
-    n = 10
-    script, configs = _script(tmp_path, n, steps=300)
+    n = 8
+    script, configs = _script(tmp_path, n, steps=200)
     db = tmp_path / "kill.db"
     proc = subprocess.Popen([sys.executable, str(script), str(db), "2"], start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -151,7 +151,7 @@ def test_sigkill_mid_sweep_loses_only_runs_in_flight_and_resumes(tmp_path):
         assert 2 <= len(done_before) < n, "the kill came after the sweep ended: lengthen the runs"
         for c in configs:
             if c.key() in done_before:
-                assert store.get(c).series["step"] == [300.0]  # stored whole
+                assert store.get(c).series["step"] == [200.0]  # stored whole
 
     seen = []
     results = run_sweep(configs, db, jobs=1, progress=seen.append)
