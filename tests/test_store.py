@@ -35,8 +35,17 @@ def test_key_covers_every_result_relevant_field_and_the_version(monkeypatch):
     assert dataclasses.replace(base, data_root="/elsewhere").key() == base.key()
     assert RunConfig(lr=1).key() == RunConfig(lr=1.0).key()
     assert RunConfig(model_kw={"a": 1, "b": 2}).key() == RunConfig(model_kw={"b": 2, "a": 1}).key()
-    monkeypatch.setattr(bnlab, "__version__", "999")
+    from bnlab.train import config as config_module
+
+    monkeypatch.setattr(config_module, "code_version", lambda: "0.1.0+changed")
     assert base.key() not in keys
+
+
+def test_code_version_digests_the_training_sources():
+    from bnlab.train.config import code_version
+
+    version = code_version()
+    assert version.startswith(bnlab.__version__ + "+") and len(version.split("+")[1]) == 12
 
 
 def test_store_round_trips_a_result(tmp_path):

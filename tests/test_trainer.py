@@ -161,3 +161,11 @@ def test_batches_are_seeded_epoch_permutations_without_a_short_last_batch():
     want = [p[i * 3:(i + 1) * 3] for p in perms for i in range(3)][:7]
     assert all(torch.equal(a, b) for a, b in zip(batches, want))
     assert len(set(torch.cat(batches[:3]).tolist())) == 9  # no repeats within an epoch
+
+
+def test_progress_bar_only_when_asked_or_on_a_terminal(capsys):
+    cfg = dataclasses.replace(QUICK, steps=10, eval_every=10)
+    train(cfg, threads=1)  # stderr is captured here, not a terminal: quiet
+    assert capsys.readouterr().err == ""
+    train(cfg, threads=1, progress=True)
+    assert "10/10" in capsys.readouterr().err

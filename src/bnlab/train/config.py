@@ -6,16 +6,19 @@ A sweep is a list of RunConfigs (``dataclasses.replace`` makes the variations)::
     sweep = [dataclasses.replace(base, norm=n, seed=s) for n in ("none", "bn") for s in range(3)]
 
 :meth:`RunConfig.key` hashes every field that changes what a run computes -- data, model, norm,
-optimizer, schedule, seed, probes, ... -- and bnlab's version, so the store finds a finished run
-again and a changed setting (or a new release) makes a new run. Fields that only say *where* a run
-happens (``data_root``) are left out of the key.
+optimizer, schedule, seed, probes, ... -- and the code version (:func:`code_version`: bnlab's
+version and a digest of the source files that compute a run), so the store finds a finished run
+again, and a changed setting or changed training code makes a new run. Fields that only say
+*where* a run happens (``data_root``) are left out of the key.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
+import os
 from typing import Any
 
 OPTIMIZERS = ("sgd", "adam")
@@ -24,6 +27,29 @@ TRAINABLE = ("all", "norm", "random")
 
 # Fields that do not change the result and so are not part of the key.
 _NOT_IN_KEY = ("data_root",)
+
+# The sources whose code decides what a run computes (relative to the bnlab package); the store,
+# the sweep runner, the command line and the reports are not among them.
+_RESULT_SOURCES = ("functional.py", "nn", "models", "data", "train/trainer.py", "train/batches.py",
+                   "train/schedule.py", "train/probes.py", "train/config.py", "train/distributed.py")
+
+
+@functools.lru_cache(maxsize=1)
+def code_version() -> str:
+    """``"<bnlab version>+<12 hex digits>"``: the version and a SHA-256 of the result-deciding sources."""
+    from .. import __version__
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    h = hashlib.sha256()
+    for rel in _RESULT_SOURCES:
+        path = os.path.join(root, rel)
+        files = [path] if os.path.isfile(path) else sorted(
+            os.path.join(d, f) for d, _, fs in os.walk(path) for f in fs if f.endswith(".py"))
+        for f in files:
+            h.update(os.path.relpath(f, root).replace(os.sep, "/").encode())
+            with open(f, "rb") as fh:
+                h.update(fh.read())
+    return f"{__version__}+{h.hexdigest()[:12]}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,9 +130,7 @@ class RunConfig:
         return cls(**{**d, "probes": tuple(d.get("probes", ()))})
 
     def key(self) -> str:
-        """SHA-256 (hex, 24 chars) of the canonical JSON of the result-relevant fields + bnlab's version."""
-        from .. import __version__
-
+        """SHA-256 (hex, 24 chars) of the canonical JSON of the result-relevant fields + :func:`code_version`."""
         d = {k: v for k, v in self.to_dict().items() if k not in _NOT_IN_KEY}
-        blob = json.dumps({"config": d, "bnlab": __version__}, sort_keys=True, separators=(",", ":"))
+        blob = json.dumps({"config": d, "code": code_version()}, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:24]
