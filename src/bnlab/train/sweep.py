@@ -49,7 +49,7 @@ class SweepProgress:
     skipped: int  # found done in the store, not run
     failed: int
     elapsed_s: float
-    eta_s: float  # remaining runs x mean time per run so far, divided by the jobs (NaN before the first)
+    eta_s: float  # runs left x wall time per run completed so far in this sweep (NaN before the first)
     last: dict | None = None  # summary() of the run just completed, with "key"
 
     def __str__(self) -> str:

@@ -188,6 +188,10 @@ def _train(config, dataset, device, progress, extra_probes, sync_bn) -> RunResul
 
     torch.manual_seed(config.seed)
     model = build_model(config, ds).to(device)
+    if world > 1:  # SyncBN first: the freezing, the optimizer and the probes see the final modules
+        from .distributed import convert_sync_batchnorm
+
+        model = (sync_bn or convert_sync_batchnorm)(model)
     subset_gen = torch.Generator().manual_seed(config.seed + 1)
     trainable = set_trainable(model, config, subset_gen)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -196,10 +200,9 @@ def _train(config, dataset, device, progress, extra_probes, sync_bn) -> RunResul
         p.attach(model)
     net = model
     if world > 1:
-        from .distributed import convert_sync_batchnorm, wrap_ddp
+        from .distributed import wrap_ddp
 
-        net = wrap_ddp((sync_bn or convert_sync_batchnorm)(model), device)
-        model = net.module
+        net = wrap_ddp(model, device)
     optimizer = build_optimizer(config, params)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(config.schedule, config.steps,
                                                                        config.warmup_steps))
