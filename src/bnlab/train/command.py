@@ -138,8 +138,12 @@ def main(args: argparse.Namespace) -> int:
                        sync_bn=sync)
         dist.destroy_process_group()
     elif args.nproc > 1:
-        result = distributed.launch(config, args.nproc, device=args.device, threads=args.threads,
-                                    per_process_bn=args.no_sync_bn)
+        try:
+            result = distributed.launch(config, args.nproc, device=args.device, threads=args.threads,
+                                        per_process_bn=args.no_sync_bn)
+        except (distributed.SyncBatchNormUnavailable, ValueError) as e:
+            print(f"bnlab train: {e}", file=sys.stderr)
+            return 2
     else:
         result = train(config, device=args.device, threads=args.threads, progress=args.progress)
     if rank == 0:

@@ -35,6 +35,10 @@ from .config import RunConfig
 from .result import RunResult
 
 
+class SyncBatchNormUnavailable(RuntimeError):
+    """Data-parallel BN was asked for, but bnlab has no SyncBatchNorm to synchronise it."""
+
+
 def has_batch_norm(model: nn.Module) -> bool:
     return any(isinstance(m, (bnn.batchnorm._BatchNorm, nn.modules.batchnorm._BatchNorm)) for m in model.modules())
 
@@ -45,7 +49,7 @@ def convert_sync_batchnorm(model: nn.Module) -> nn.Module:
     if sync is not None:
         return sync.convert_sync_batchnorm(model)
     if has_batch_norm(model):
-        raise RuntimeError(
+        raise SyncBatchNormUnavailable(
             "data-parallel BN needs bnlab.nn.SyncBatchNorm, which this bnlab does not have; "
             "use --no-sync-bn (sync_bn=keep_per_process_bn) for per-process batch statistics"
         )
