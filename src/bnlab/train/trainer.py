@@ -28,6 +28,7 @@ wrapped in DDP after its BN layers are converted to SyncBN, and rank 0's result 
 from __future__ import annotations
 
 import math
+import platform
 import sys
 import time
 from typing import Callable, Sequence
@@ -273,8 +274,6 @@ def _train(config, dataset, device, progress, extra_probes, sync_bn) -> RunResul
     bar.close()
     for p in probes:
         p.detach()
-    import platform
-
     env = {"torch": torch.__version__, "device": str(device), "threads": torch.get_num_threads(),
            "world_size": world, "python": platform.python_version()}
     return RunResult(config=config, status=status, series=series,
