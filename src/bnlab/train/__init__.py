@@ -11,6 +11,9 @@
 from .config import RunConfig
 from .probes import Probe, StepContext, register_probe
 from .result import RunResult
+from .store import Store
+from .sweep import SweepError, SweepProgress, run_sweep
 from .trainer import build_model, evaluate, train
 
-__all__ = ["RunConfig", "RunResult", "train", "build_model", "evaluate", "Probe", "StepContext", "register_probe"]
+__all__ = ["RunConfig", "RunResult", "train", "build_model", "evaluate", "Probe", "StepContext", "register_probe",
+           "Store", "run_sweep", "SweepProgress", "SweepError"]

@@ -14,7 +14,6 @@ for probes). Prints the metric rows and a summary; ``--json`` prints the whole r
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
 import sys
