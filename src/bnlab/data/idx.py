@@ -43,7 +43,8 @@ def read_idx(path: str) -> np.ndarray:
     ndim = raw[3]
     header = 4 + 4 * ndim
     if len(raw) < header:
-        raise ValueError(f"{path}: expected {ndim} dimension sizes after the magic number (file ends at byte {len(raw)})")
+        raise ValueError(f"{path}: expected {ndim} dimension sizes after the magic number "
+                         f"(file ends at byte {len(raw)})")
     shape = tuple(int(s) for s in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
     dtype = np.dtype(_TYPES[raw[2]])
     want = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize

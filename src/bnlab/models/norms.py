@@ -58,7 +58,8 @@ def register_norm(name: str, factory: NormFactory | Mapping[int, type]) -> None:
                 raise ValueError(f"norm {name!r} has no layer for {dim}D features (has {sorted(classes)})")
             return classes[dim](num_features, **kw)
     elif not callable(factory):
-        raise TypeError(f"expected a callable or a {{dim: class}} mapping for norm {name!r} (got {type(factory).__name__})")
+        raise TypeError(f"expected a callable or a {{dim: class}} mapping for norm {name!r} "
+                        f"(got {type(factory).__name__})")
     _NORMS[name] = factory
 
 

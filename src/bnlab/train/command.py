@@ -41,7 +41,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-root", default=None, help="folder of the files of mnist / fashion-mnist / cifar10")
     p.add_argument("--model", default=d.model, help=f"one of {models.available_models()} (default {d.model})")
     p.add_argument("--norm", default=d.norm, help=f"one of {models.available_norms()} (default {d.norm})")
-    p.add_argument("--placement", default=d.placement, choices=models.PLACEMENTS, help="norm before or after the activation")
+    p.add_argument("--placement", default=d.placement, choices=models.PLACEMENTS,
+                   help="norm before or after the activation")
     p.add_argument("--act", default=None, help=f"one of {models.available_acts()} (default: the model's)")
     p.add_argument("--norm-kw", type=_kv, action="append", default=[], metavar="KEY=VALUE", help="norm option")
     p.add_argument("--model-kw", type=_kv, action="append", default=[], metavar="KEY=VALUE",
@@ -57,7 +58,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--trainable", default=d.trainable, choices=TRAINABLE)
     p.add_argument("--trainable-k", type=int, default=d.trainable_k)
-    p.add_argument("--eval-every", type=int, default=d.eval_every, help=f"steps between metric rows (default {d.eval_every})")
+    p.add_argument("--eval-every", type=int, default=d.eval_every,
+                   help=f"steps between metric rows (default {d.eval_every})")
     p.add_argument("--eval-samples", type=int, default=d.eval_samples, help="0: evaluate on all examples")
     p.add_argument("--probe", action="append", default=[], help="probe spec, e.g. act_pct:blocks.2.act:0 (repeatable)")
     p.add_argument("--diverge-factor", type=float, default=d.diverge_factor)

@@ -14,8 +14,8 @@
 * ``jobs > 1`` starts that many worker processes (spawned: a script that calls run_sweep needs the
   ``if __name__ == "__main__":`` guard), each with ``threads`` torch threads (default 1, so two
   workers use two cores, and a run gives bit-identical metrics whatever ``jobs`` is: torch's CPU
-  kernels may sum in a different order with a different thread count). Workers write their results to the store themselves, so a kill of the
-  sweep loses only the runs in flight.
+  kernels may sum in a different order with a different thread count). Workers write their
+  results to the store themselves, so a kill of the sweep loses only the runs in flight.
 * ``progress(p)`` is called after every run with a :class:`SweepProgress` (runs done / total,
   elapsed, ETA, the last result's summary).
 * A config that another live process has claimed (two sweeps over one store) is not run twice:
