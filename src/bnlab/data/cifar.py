@@ -2,8 +2,8 @@
 
 Expected files (Krizhevsky's "CIFAR-10 python version"): ``data_batch_1`` .. ``data_batch_5`` and
 ``test_batch``, each a pickled dict with ``b"data"`` (uint8, (N, 3072): 1024 red, 1024 green, 1024
-blue values of a 32x32 image in row-major order) and ``b"labels"`` (N ints 0..9); an optional
-``batches.meta`` gives ``b"label_names"``. The pickles are read with an unpickler that only rebuilds
+blue values of a 32x32 image in row-major order) and ``b"labels"`` (N ints 0..9); the class
+names are CIFAR-10's standard ten. The pickles are read with an unpickler that only rebuilds
 numpy arrays, lists, dicts and strings, so a file cannot run code.
 
 Images become float32 in [0, 1] of shape (N, 3, 32, 32); labels int64 (N,).
