@@ -41,11 +41,16 @@ def test_key_covers_every_result_relevant_field_and_the_version(monkeypatch):
     assert base.key() not in keys
 
 
-def test_code_version_digests_the_training_sources():
-    from bnlab.train.config import code_version
+def test_code_version_digests_code_but_not_comments_or_docstrings():
+    from bnlab.train.config import _code_digest, code_version
 
     version = code_version()
     assert version.startswith(bnlab.__version__ + "+") and len(version.split("+")[1]) == 12
+    src = b'"""Doc."""\ndef f(x):\n    """Doc."""\n    return x + 1  # note\n'
+    redocumented = b'"""Other doc."""\ndef f(x):\n    # why\n    return x + 1\n'
+    changed = b'"""Doc."""\ndef f(x):\n    """Doc."""\n    return x + 2\n'
+    assert _code_digest(src) == _code_digest(redocumented)
+    assert _code_digest(src) != _code_digest(changed)
 
 
 def test_store_round_trips_a_result(tmp_path):

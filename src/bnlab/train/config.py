@@ -7,13 +7,14 @@ A sweep is a list of RunConfigs (``dataclasses.replace`` makes the variations)::
 
 :meth:`RunConfig.key` hashes every field that changes what a run computes -- data, model, norm,
 optimizer, schedule, seed, probes, ... -- and the code version (:func:`code_version`: bnlab's
-version and a digest of the source files that compute a run), so the store finds a finished run
+version and a digest of the code -- not the comments or docs -- of the files that compute a run), so the store finds a finished run
 again, and a changed setting or changed training code makes a new run. Fields that only say
 *where* a run happens (``data_root``) are left out of the key.
 """
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import functools
 import hashlib
@@ -34,9 +35,25 @@ _RESULT_SOURCES = ("functional.py", "nn", "models", "data", "train/trainer.py", 
                    "train/schedule.py", "train/probes.py", "train/config.py", "train/distributed.py")
 
 
+def _code_digest(source: bytes) -> str:
+    """The module's syntax tree without docstrings: comments and docs can change, the key does not."""
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (isinstance(body, list) and body and isinstance(body[0], ast.Expr)
+                and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str)):
+            node.body = body[1:] or [ast.Pass()]
+    return ast.dump(tree, annotate_fields=False)
+
+
 @functools.lru_cache(maxsize=1)
 def code_version() -> str:
-    """``"<bnlab version>+<12 hex digits>"``: the version and a SHA-256 of the result-deciding sources."""
+    """``"<bnlab version>+<12 hex digits>"``: the version and a SHA-256 of the code (syntax trees
+    without comments and docstrings) of the result-deciding sources.
+
+    The syntax-tree dump is Python's own, so another Python minor version gives other keys (and
+    re-runs the sweeps) even for the same code.
+    """
     from .. import __version__
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -48,7 +65,7 @@ def code_version() -> str:
         for f in files:
             h.update(os.path.relpath(f, root).replace(os.sep, "/").encode())
             with open(f, "rb") as fh:
-                h.update(fh.read())
+                h.update(_code_digest(fh.read()).encode())
     return f"{__version__}+{h.hexdigest()[:12]}"
 
 
