@@ -12,7 +12,7 @@ import time
 import pytest
 
 import bnlab
-from bnlab.train import RunConfig, train
+from bnlab.train import Probe, RunConfig, train
 from bnlab.train.store import Store
 from bnlab.train.sweep import SweepError, run_sweep
 
@@ -202,3 +202,25 @@ def test_two_sweeps_sharing_a_store_run_each_config_once(tmp_path):
         assert [store.info(c)["attempts"] for c in configs] == [1] * n
         owners = {store.info(c)["owner"] for c in configs}
     assert len(owners) == 2  # both processes did part of the work
+
+
+class _SeedProbe(Probe):
+    def finish(self, model, dataset):
+        return {"first_weight": float(next(model.parameters()).detach().flatten()[0])}
+
+
+def register_seed_probe():
+    """A worker_setup: registers a probe the way an experiment module would."""
+    from bnlab.train.probes import register_probe
+
+    register_probe("test_first_weight", lambda arg: _SeedProbe())
+
+
+@pytest.mark.slow
+def test_worker_setup_registers_custom_probes_in_sweep_workers(tmp_path):
+    register_seed_probe()
+    configs = [dataclasses.replace(TINY, seed=s, probes=("test_first_weight",)) for s in range(2)]
+    results = run_sweep(configs, tmp_path / "w.db", jobs=2, worker_setup=register_seed_probe)
+    for c, r in zip(configs, results):
+        want = train(c, threads=1).final_metrics["first_weight"]
+        assert r.final_metrics["first_weight"] == want

@@ -54,14 +54,8 @@ def test_metric_rows_come_every_k_steps_and_after_the_last():
 
 def test_metrics_match_an_independent_evaluation():
     cfg = dataclasses.replace(QUICK, steps=20, eval_every=20, eval_samples=300)
-    captured = {}
-
-    class Capture(Probe):  # hands out the trained model; the last metric row is taken after the last step
-        def attach(self, model):
-            captured["model"] = model
-
-    r = train(cfg, threads=1, probes=[Capture()])
-    model = captured["model"].eval()
+    r = train(cfg, threads=1, keep_model=True)  # the last metric row is taken after the last step
+    model = r.model.eval()
     ds = data.load("mnist1d")
     with torch.no_grad():
         logits = model(ds.x_test[:300])
@@ -169,3 +163,20 @@ def test_progress_bar_only_when_asked_or_on_a_terminal(capsys):
     assert capsys.readouterr().err == ""
     train(cfg, threads=1, progress=True)
     assert "10/10" in capsys.readouterr().err
+
+
+class _WeightNorm(Probe):
+    """A finish-time metric: the norm of the head's weight and the test accuracy, of the trained model."""
+
+    def finish(self, model, dataset):
+        with torch.no_grad():
+            acc = (model.eval()(dataset.x_test).argmax(1) == dataset.y_test).double().mean()
+        model.train()
+        return {"head_norm": float(model.head.weight.detach().norm()), "acc_again": float(acc)}
+
+
+def test_probe_finish_metrics_are_kept_and_the_model_can_be_returned():
+    r = train(dataclasses.replace(QUICK, steps=20, eval_every=20), threads=1, probes=[_WeightNorm()], keep_model=True)
+    assert r.final_metrics["head_norm"] == pytest.approx(float(r.model.head.weight.detach().norm()), rel=1e-12)
+    assert r.final_metrics["acc_again"] == pytest.approx(r.final("test_acc"), abs=1e-12)
+    assert "model" not in r.to_dict() and r.to_dict()["final_metrics"] == r.final_metrics

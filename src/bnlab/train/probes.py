@@ -22,7 +22,10 @@ after the backward, before the optimizer step. Between metric steps the hooks re
 New probes: subclass :class:`Probe` and ``register_probe("name", factory)``, where
 ``factory(arg: str | None) -> Probe`` receives what follows ``name:`` in the spec. A probe sees a
 :class:`StepContext` after the backward, so it may also compute things of its own (it must then
-leave the model as it found it).
+leave the model as it found it -- BN running statistics included), and ``finish(model, dataset)``
+after the last step, whose metrics go to ``RunResult.final_metrics``. A sweep's worker processes
+are fresh interpreters: register probes (and norms) at import of a module and name a function of
+it as ``run_sweep(..., worker_setup=...)`` so the workers know them too.
 """
 
 from __future__ import annotations
@@ -51,7 +54,8 @@ class StepContext:
 
 class Probe:
     """Base class: ``attach`` once, then per metric step ``arm`` -> forward/backward ->
-    ``after_backward`` -> ``collect``; ``detach`` at the end removes every hook."""
+    ``after_backward`` -> ``collect``; ``finish`` after the last step; ``detach`` at the end
+    removes every hook."""
 
     def __init__(self) -> None:
         self.armed = False
@@ -67,6 +71,12 @@ class Probe:
 
     def after_backward(self, ctx: StepContext) -> None:
         pass
+
+    def finish(self, model: nn.Module, dataset) -> dict[str, float]:
+        """After the last step of a run that did not diverge: metrics of the trained model (e.g. an
+        accuracy after recomputing BN statistics), stored in ``RunResult.final_metrics``. A probe
+        that changes the model here must restore it."""
+        return {}
 
     def collect(self) -> dict[str, float]:
         self.armed = False

@@ -32,6 +32,9 @@ class RunResult:
     train_s: float = 0.0  # the training steps alone
     trainable_params: int = 0
     env: dict[str, Any] = dataclasses.field(default_factory=dict)  # torch version, device, threads, world size
+    final_metrics: dict[str, float] = dataclasses.field(default_factory=dict)  # from the probes' finish()
+    # The trained model, with train(..., keep_model=True); never stored.
+    model: Any = dataclasses.field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -64,7 +67,8 @@ class RunResult:
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
+        d = dataclasses.asdict(dataclasses.replace(self, model=None))
+        d.pop("model")
         d["config"] = self.config.to_dict()
         return d
 

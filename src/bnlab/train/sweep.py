@@ -62,8 +62,10 @@ class SweepError(RuntimeError):
     pass
 
 
-def _init_worker(threads: int) -> None:
+def _init_worker(threads: int, setup: Callable[[], None] | None) -> None:
     torch.set_num_threads(threads)
+    if setup is not None:
+        setup()
 
 
 def _run_one(config: RunConfig, store_path: str, device: str) -> tuple[str, str, dict | None]:
@@ -100,6 +102,7 @@ def run_sweep(
     threads: int = 1,
     device: str = "cpu",
     on_error: str = "raise",
+    worker_setup: Callable[[], None] | None = None,
 ) -> list[RunResult | None]:
     """Run every config not yet done in ``store``; return each config's result, in order.
 
@@ -112,6 +115,8 @@ def run_sweep(
         device: the device every run uses.
         on_error: "raise" (default) raises :class:`SweepError` at the end if runs failed; "skip"
             returns None for them.
+        worker_setup: a module-level function each worker process calls first, e.g. one that
+            registers an experiment's probes or norms (spawned workers start from a fresh import).
     """
     if on_error not in ("raise", "skip"):
         raise ValueError(f"expected on_error 'raise' or 'skip' (got {on_error!r})")
@@ -151,7 +156,7 @@ def run_sweep(
             ctx = multiprocessing.get_context("spawn")
             path = os.path.abspath(db.path)
             with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker,
-                                        initargs=(threads,)) as pool:
+                                        initargs=(threads, worker_setup)) as pool:
                 futures = [pool.submit(_run_one, c, path, device) for c in todo]
                 for fut in cf.as_completed(futures):
                     report(*fut.result())

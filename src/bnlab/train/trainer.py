@@ -151,6 +151,7 @@ def train(
     progress: bool | None = None,
     probes: Sequence[Probe] = (),
     sync_bn: Callable[[nn.Module], nn.Module] | None = None,
+    keep_model: bool = False,
 ) -> RunResult:
     """Train ``config`` and return its :class:`RunResult`.
 
@@ -163,6 +164,7 @@ def train(
         probes: extra :class:`~bnlab.train.probes.Probe` objects besides ``config.probes``.
         sync_bn: in a process group, the function that converts the model's BN layers to SyncBN
             (default: :func:`bnlab.train.distributed.convert_sync_batchnorm`).
+        keep_model: return the trained model as ``result.model`` (it is never stored).
     """
     old_threads = torch.get_num_threads()
     if threads is not None:
@@ -171,12 +173,12 @@ def train(
     rng_devices = [device] if device.type == "cuda" else []
     try:
         with torch.random.fork_rng(devices=rng_devices):
-            return _train(config, dataset, device, progress, list(probes), sync_bn)
+            return _train(config, dataset, device, progress, list(probes), sync_bn, keep_model)
     finally:
         torch.set_num_threads(old_threads)
 
 
-def _train(config, dataset, device, progress, extra_probes, sync_bn) -> RunResult:
+def _train(config, dataset, device, progress, extra_probes, sync_bn, keep_model) -> RunResult:
     t_start = time.perf_counter()
     rank, world = _dist_info()
     if config.batch_size % world:
@@ -272,6 +274,10 @@ def _train(config, dataset, device, progress, extra_probes, sync_bn) -> RunResul
                 break
             t_steps = time.perf_counter()
     bar.close()
+    final_metrics: dict[str, float] = {}
+    if status == "finished":
+        for p in probes:
+            final_metrics.update(p.finish(model, ds))
     for p in probes:
         p.detach()
     env = {"torch": torch.__version__, "device": str(device), "threads": torch.get_num_threads(),
@@ -279,7 +285,8 @@ def _train(config, dataset, device, progress, extra_probes, sync_bn) -> RunResul
     return RunResult(config=config, status=status, series=series,
                      steps_done=diverged_step if diverged_step is not None else step,
                      diverged_step=diverged_step, wall_s=time.perf_counter() - t_start, train_s=train_s,
-                     trainable_params=trainable, env=env)
+                     trainable_params=trainable, env=env, final_metrics=final_metrics,
+                     model=model if keep_model else None)
 
 
 def _append_row(series: dict[str, list[float]], row: dict[str, float]) -> None:
