@@ -13,6 +13,15 @@ from bnlab.models import freeze, noisy_bn
 SHAPES = {"cnn": (40,), "mlp": (40,), "cnn2d": (1, 8, 8), "resnet": (3, 8, 8)}
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread, and do not fight over cores shared with others."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.mark.parametrize("name", sorted(SHAPES))
 @pytest.mark.parametrize("norm", ["none", "bn", "torch_bn", "gn", "ln", "noisy_bn"])
 @pytest.mark.parametrize("placement", ["before", "after"])
