@@ -1,0 +1,142 @@
+"""Data-parallel runs on torch.distributed: DDP, with SyncBN wherever the model has BN.
+
+Two ways to start one:
+
+* ``bnlab train ... --nproc N`` (or :func:`launch`) spawns N processes on this machine;
+* ``torchrun --nproc-per-node N -m bnlab train ...`` starts them itself; :func:`init_from_env`
+  joins the group it describes (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR/PORT``).
+
+The backend is gloo on CPU and NCCL on CUDA (one GPU per process, ``cuda:LOCAL_RANK``). Every rank
+draws the same global batch order and takes its ``batch_size / N`` slice; DDP averages the
+gradients, so without BN -- or with SyncBN, whose statistics are taken over the global batch -- a
+step equals a single-process step on the whole batch. With plain per-process BN each rank
+normalizes its own slice, as ghost batch norm with ``batch_size / N`` examples per ghost batch.
+
+:func:`convert_sync_batchnorm` is the one place that decides how BN becomes SyncBN: it uses
+``bnlab.nn.SyncBatchNorm.convert_sync_batchnorm`` when bnlab provides it (bnlab implements BN,
+torch's SyncBatchNorm is not used), and otherwise refuses a model that has BN, so a run never
+silently trains with per-process statistics. Pass ``sync_bn=keep_per_process_bn``
+(``--no-sync-bn``) to ask for per-process statistics on purpose.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import tempfile
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from .. import nn as bnn
+from .config import RunConfig
+from .result import RunResult
+
+
+class SyncBatchNormUnavailable(RuntimeError):
+    """Data-parallel BN was asked for, but bnlab has no SyncBatchNorm to synchronise it."""
+
+
+def has_batch_norm(model: nn.Module) -> bool:
+    return any(isinstance(m, (bnn.batchnorm._BatchNorm, nn.modules.batchnorm._BatchNorm)) for m in model.modules())
+
+
+def convert_sync_batchnorm(model: nn.Module) -> nn.Module:
+    """The model with its BN layers synchronised across the process group (see module docstring)."""
+    sync = getattr(bnn, "SyncBatchNorm", None)
+    if sync is not None:
+        return sync.convert_sync_batchnorm(model)
+    if has_batch_norm(model):
+        raise SyncBatchNormUnavailable(
+            "data-parallel BN needs bnlab.nn.SyncBatchNorm, which this bnlab does not have; "
+            "use --no-sync-bn (sync_bn=keep_per_process_bn) for per-process batch statistics"
+        )
+    return model
+
+
+def _refuse_bn_early(config: RunConfig) -> None:
+    """Raise convert_sync_batchnorm's error here rather than in every spawned process."""
+    from .. import data as bdata
+    from .trainer import build_model
+
+    with torch.device("meta"):  # shapes only: no memory, no RNG draws
+        model = build_model(config, bdata.load(config.data, config.data_root))
+    convert_sync_batchnorm(model)
+
+
+def keep_per_process_bn(model: nn.Module) -> nn.Module:
+    """The model unchanged: each process normalizes with its own slice of the batch."""
+    return model
+
+
+def wrap_ddp(model: nn.Module, device: torch.device) -> nn.Module:
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [device.index] if device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=ids)
+
+
+def backend_for(device: str | torch.device) -> str:
+    return "nccl" if torch.device(device).type == "cuda" else "gloo"
+
+
+def env_world_size() -> int:
+    """WORLD_SIZE from a launcher such as torchrun (1 when not launched by one)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def init_from_env(device: str = "cpu") -> torch.device:
+    """Join the process group torchrun describes; returns this rank's device."""
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(dev)
+    if not dist.is_initialized():
+        dist.init_process_group(backend_for(dev), init_method="env://")
+    return dev
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(rank: int, config: dict, nproc: int, port: int, out: str, device: str, threads: int,
+            per_process_bn: bool) -> None:
+    from .trainer import train
+
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        dev = torch.device("cuda", rank)
+        torch.cuda.set_device(dev)
+    dist.init_process_group(backend_for(dev), init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=nproc)
+    try:
+        result = train(RunConfig.from_dict(config), device=dev, threads=threads, progress=False if rank else None,
+                       sync_bn=keep_per_process_bn if per_process_bn else None)
+        if rank == 0:
+            with open(out, "w") as f:
+                json.dump(result.to_dict(), f)
+    finally:
+        dist.destroy_process_group()
+
+
+def launch(config: RunConfig, nproc: int, *, device: str = "cpu", threads: int = 1,
+           per_process_bn: bool = False) -> RunResult:
+    """Run ``config`` data-parallel on ``nproc`` spawned local processes; returns rank 0's result."""
+    if nproc < 1:
+        raise ValueError(f"expected nproc >= 1 (got {nproc})")
+    if torch.device(device).type == "cuda" and nproc > torch.cuda.device_count():
+        raise ValueError(f"expected nproc <= the {torch.cuda.device_count()} visible GPUs (got {nproc})")
+    if not per_process_bn and getattr(bnn, "SyncBatchNorm", None) is None:
+        _refuse_bn_early(config)
+    import torch.multiprocessing as mp
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "result.json")
+        mp.start_processes(_worker, args=(config.to_dict(), nproc, _free_port(), out, device, threads, per_process_bn),
+                           nprocs=nproc, join=True, start_method="spawn")
+        with open(out) as f:
+            return RunResult.from_dict(json.load(f))
