@@ -1,0 +1,57 @@
+"""Built-in data sets, loaded into memory as tensors: ``bnlab.data.load(name, root=None)``.
+
+=================  =====================================================================  ==========
+name               what                                                                    needs root
+=================  =====================================================================  ==========
+``mnist1d``        MNIST-1D generated offline (4000 train / 1000 test, (N, 40)), cached    no
+``digits``         scikit-learn's 8x8 digits, stratified split 1437 / 360, (N, 1, 8, 8)    no
+``mnist``          IDX files ``train-images-idx3-ubyte[.gz]`` ... , (N, 1, 28, 28)          yes
+``fashion-mnist``  the same IDX names and format                                           yes
+``cifar10``        the python batches ``data_batch_1..5``, ``test_batch``, (N, 3, 32, 32)   yes
+=================  =====================================================================  ==========
+
+Example::
+
+    ds = bnlab.data.load("mnist1d")
+    ds.x_train.shape, ds.num_classes, ds.input_shape   # (4000, 40), 10, (40,)
+
+Results are memoised per process (``load`` returns the same object for the same name and root),
+so sweeps over many configurations read or generate each set once.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+from .dataset import Dataset
+
+NAMES = ("mnist1d", "digits", "mnist", "fashion-mnist", "cifar10")
+
+__all__ = ["Dataset", "load", "NAMES"]
+
+
+def load(name: str, root: str | None = None) -> Dataset:
+    """The data set ``name`` (one of :data:`NAMES`); ``root`` is the folder of its files if it has any."""
+    if name not in NAMES:
+        raise ValueError(f"expected a data set name in {NAMES} (got {name!r})")
+    return _load(name, None if root is None else os.path.abspath(root))
+
+
+@functools.lru_cache(maxsize=8)
+def _load(name: str, root: str | None) -> Dataset:
+    if name == "mnist1d":
+        from . import mnist1d
+
+        return mnist1d.load()
+    if name == "digits":
+        from . import digits
+
+        return digits.load()
+    if name in ("mnist", "fashion-mnist"):
+        from . import idx
+
+        return idx.load(name, root)
+    from . import cifar
+
+    return cifar.load(root)

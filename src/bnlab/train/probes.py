@@ -1,0 +1,177 @@
+"""Measurements taken during training at the metric steps: activation percentiles, gradient norms.
+
+A config names its probes by spec strings (so configs stay plain data and hash into the store key):
+
+=================================  ==========================================================================
+spec                               metrics recorded at each metric step
+=================================  ==========================================================================
+``act_pct:PATH[:UNIT]``            15th/50th/85th percentiles of the *input* of module ``PATH`` (e.g.
+                                   ``blocks.2.act``, the last hidden sigmoid of the MLP) over the training
+                                   batch of that step; with ``UNIT`` only channel/unit ``UNIT``'s values
+                                   (Ioffe & Szegedy 2015, Fig. 1b/c), else all values.
+                                   Names: ``act_pct/PATH[:UNIT]/p15``, ``.../p50``, ``.../p85``.
+``act_moments:PATH``               mean and standard deviation of the input of ``PATH`` (all values).
+``grad_norm``                      L2 norm of every trainable parameter's gradient: ``grad_norm/NAME``,
+                                   and of all of them together: ``grad_norm/total``.
+=================================  ==========================================================================
+
+The activation probes read the training forward of the metric step through a forward pre-hook
+(they add no forward pass and change no BN statistics); the gradient probe reads the gradients
+after the backward, before the optimizer step. Between metric steps the hooks return at once.
+
+New probes: subclass :class:`Probe` and ``register_probe("name", factory)``, where
+``factory(arg: str | None) -> Probe`` receives what follows ``name:`` in the spec. A probe sees a
+:class:`StepContext` after the backward, so it may also compute things of its own (it must then
+leave the model as it found it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+PERCENTILES = (15, 50, 85)
+
+
+@dataclasses.dataclass
+class StepContext:
+    """What a probe sees after the backward of a metric step (before the optimizer step)."""
+
+    step: int  # 1-based index of the step being taken
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    x: Tensor  # this step's batch
+    y: Tensor
+    loss: Tensor
+    loss_fn: Callable[[Tensor, Tensor], Tensor]
+
+
+class Probe:
+    """Base class: ``attach`` once, then per metric step ``arm`` -> forward/backward ->
+    ``after_backward`` -> ``collect``; ``detach`` at the end removes every hook."""
+
+    def __init__(self) -> None:
+        self.armed = False
+        self._handles: list = []
+        self._values: dict[str, float] = {}
+
+    def attach(self, model: nn.Module) -> None:
+        pass
+
+    def arm(self) -> None:
+        self.armed = True
+        self._values = {}
+
+    def after_backward(self, ctx: StepContext) -> None:
+        pass
+
+    def collect(self) -> dict[str, float]:
+        self.armed = False
+        values, self._values = self._values, {}
+        return values
+
+    def detach(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+
+
+def _module(model: nn.Module, path: str) -> nn.Module:
+    try:
+        return model.get_submodule(path)
+    except AttributeError as e:
+        names = [n for n, _ in model.named_modules() if n]
+        raise ValueError(f"expected a module path of the model such as {names[:6]} (got {path!r})") from e
+
+
+class _InputProbe(Probe):
+    """Reads the input of one module in the armed forward."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        self.path = path
+
+    def attach(self, model: nn.Module) -> None:
+        self._handles.append(_module(model, self.path).register_forward_pre_hook(self._hook))
+
+    def _hook(self, module: nn.Module, args: tuple) -> None:
+        if self.armed and module.training and not self._values:
+            with torch.no_grad():
+                self._values = self.measure(args[0].detach())
+
+    def measure(self, x: Tensor) -> dict[str, float]:
+        raise NotImplementedError
+
+
+class ActivationPercentiles(_InputProbe):
+    def __init__(self, path: str, unit: int | None = None, q: tuple[float, ...] = PERCENTILES) -> None:
+        super().__init__(path)
+        self.unit, self.q = unit, tuple(q)
+        self.prefix = f"act_pct/{path}" + ("" if unit is None else f":{unit}")
+
+    def measure(self, x: Tensor) -> dict[str, float]:
+        vals = x[:, self.unit] if self.unit is not None else x  # one unit: (N,) or (N, L...) values
+        vals = vals.reshape(-1).float()
+        qs = torch.quantile(vals, torch.tensor([q / 100 for q in self.q], device=vals.device))
+        return {f"{self.prefix}/p{q:g}": float(v) for q, v in zip(self.q, qs.tolist())}
+
+
+class ActivationMoments(_InputProbe):
+    def measure(self, x: Tensor) -> dict[str, float]:
+        x = x.float()
+        return {f"act_mean/{self.path}": float(x.mean()), f"act_std/{self.path}": float(x.std())}
+
+
+class GradNorms(Probe):
+    def after_backward(self, ctx: StepContext) -> None:
+        total = 0.0
+        for name, p in ctx.model.named_parameters():
+            if p.grad is not None:
+                n = float(p.grad.detach().float().norm())
+                self._values[f"grad_norm/{name}"] = n
+                total += n * n
+        self._values["grad_norm/total"] = total ** 0.5
+
+
+def _act_pct(arg: str | None) -> Probe:
+    if not arg:
+        raise ValueError("expected act_pct:PATH[:UNIT] (got no PATH)")
+    path, _, unit = arg.partition(":")
+    try:
+        return ActivationPercentiles(path, int(unit) if unit else None)
+    except ValueError:
+        raise ValueError(f"expected an integer UNIT in act_pct:{arg} (got {unit!r})") from None
+
+
+def _act_moments(arg: str | None) -> Probe:
+    if not arg:
+        raise ValueError("expected act_moments:PATH (got no PATH)")
+    return ActivationMoments(arg)
+
+
+def _grad_norm(arg: str | None) -> Probe:
+    if arg:
+        raise ValueError(f"expected grad_norm without an argument (got {arg!r})")
+    return GradNorms()
+
+
+_PROBES: dict[str, Callable[[str | None], Probe]] = {
+    "act_pct": _act_pct, "act_moments": _act_moments, "grad_norm": _grad_norm,
+}
+
+
+def register_probe(name: str, factory: Callable[[str | None], Probe]) -> None:
+    """Make ``name[:ARG]`` specs build ``factory(ARG or None)``."""
+    if ":" in name or not name:
+        raise ValueError(f"expected a probe name without ':' (got {name!r})")
+    _PROBES[name] = factory
+
+
+def make_probe(spec: str) -> Probe:
+    name, sep, arg = spec.partition(":")
+    if name not in _PROBES:
+        raise ValueError(f"expected a probe in {sorted(_PROBES)} (got {spec!r})")
+    return _PROBES[name](arg if sep else None)
