@@ -1,9 +1,14 @@
 """bnlab: batch normalization for PyTorch from first principles.
 
-``bnlab.functional`` holds the math, ``bnlab.nn`` the layers.
+``bnlab.functional`` holds the math, ``bnlab.nn`` the layers, ``bnlab.surgery`` the tools for
+existing models (``bnlab.convert``, ``bnlab.fold``, ``bnlab.precise_bn``,
+``bnlab.ExactBNAccumulation``, ``bnlab.doctor``).
 """
 
-from . import functional, nn
+from . import functional, nn, surgery
+from .surgery import ExactBNAccumulation, convert, doctor, fold, precise_bn
 
 __version__ = "0.1.0"
-__all__ = ["functional", "nn", "__version__"]
+__all__ = [
+    "functional", "nn", "surgery", "convert", "fold", "precise_bn", "ExactBNAccumulation", "doctor", "__version__",
+]

@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "list": ("bnlab.experiments.cli:list", "list the experiments: claim id, name, question"),
     "run": ("bnlab.experiments.cli:run", "run one experiment (reusing stored runs) and print its verdict"),
     "report": ("bnlab.report.cli", "run the experiments and write the report: index.html, results.json, CSVs"),
+    "doctor": ("bnlab.surgery.doctor_cli", "find batch-norm hazards in a model (module:factory or a TorchScript file)"),
 }
 
 

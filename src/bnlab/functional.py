@@ -48,6 +48,7 @@ __all__ = [
     "check_input",
     "check_batch_size",
     "check_hyperparameters",
+    "eval_affine",
 ]
 
 _HALF_TYPES = (torch.float16, torch.bfloat16)
@@ -353,3 +354,26 @@ def combine_moments(count: Tensor, mean: Tensor, m2: Tensor) -> tuple[Tensor, Te
     mu = (weights * mean).sum(0)
     spread = (count.unsqueeze(1) * (mean - mu) ** 2).sum(0)
     return total, mu, m2.sum(0) + spread
+
+
+# --- statistics and affine forms for model surgery -------------------------------------------
+
+
+def eval_affine(
+    running_mean: Tensor, running_var: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float
+) -> tuple[Tensor, Tensor]:
+    """Eval-mode batch norm as a per-channel affine map ``y = x * scale + shift``, both (C,).
+
+    ``scale = weight / sqrt(running_var + eps)`` and ``shift = bias - running_mean * scale``
+    (weight 1 and bias 0 when absent), in :func:`acc_dtype` of the running statistics. Folding BN
+    into a preceding convolution multiplies the convolution's output channels by ``scale``.
+    """
+    acc = acc_dtype(running_var.dtype)
+    scale = torch.rsqrt(running_var.to(acc) + eps)
+    if weight is not None:
+        scale = scale * weight.to(acc)
+    shift = -running_mean.to(acc) * scale
+    if bias is not None:
+        shift = shift + bias.to(acc)
+    return scale, shift
+
