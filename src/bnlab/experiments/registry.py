@@ -27,7 +27,11 @@ from .result import ClaimResult
 
 # claim id -> module; the order is the report's.
 EXPERIMENTS: dict[str, str] = {
+    "C1": "bnlab.experiments.c01_bn_trains_faster",
     "C2": "bnlab.experiments.c02_identities",
+    "C3": "bnlab.experiments.c03_higher_lr",
+    "C4": "bnlab.experiments.c04_placement",
+    "C5": "bnlab.experiments.c05_noisy_bn",
 }
 
 ProgressFn = Callable[[str, int, int], None]  # (experiment id, runs done, runs total)
