@@ -103,7 +103,7 @@ def _draw_acc(data):
     ax.axhline(100 * data["target"], color="k", ls=":", lw=1, label="target")
     ax.set_xlabel("step (batch 60)")
     ax.set_ylabel("test accuracy (%)")
-    ax.legend(frameon=False, fontsize=8, title="mean, band: min–max over seeds", title_fontsize=7)
+    ax.legend(frameon=False, fontsize=8, title="mean, band: min–max over seeds", title_fontsize=7, loc="best")
     fig.tight_layout()
     return fig
 

@@ -146,8 +146,9 @@ def analyze(runs, ctx) -> ClaimResult:
         f"On the MNIST-1D CNN with SGD (momentum 0.9, {steps} steps, {len(seeds)} seeds per rate), the largest "
         f"learning rate that trains is {fmt_lr(max_lr['bn'])} with BN and {fmt_lr(max_lr['none'])} without "
         f"(ratio {ratio_txt}; the claim needs >= {LR_RATIO_MIN:g}x). At each norm's best rate (BN "
-        f"{fmt_lr(best_lr['bn'])}, no BN {fmt_lr(best_lr['none'])}) BN needs {st.fmt(estimate(list(bn_steps.values())))} "
-        f"steps to reach {ACC_THRESHOLD:.0%} test accuracy and no BN {st.fmt(estimate(list(none_steps.values())))}; "
+        f"{fmt_lr(best_lr['bn'])}, no BN {fmt_lr(best_lr['none'])}) BN needs "
+        f"{st.fmt(estimate(list(bn_steps.values())))} steps to reach {ACC_THRESHOLD:.0%} test accuracy and no BN "
+        f"{st.fmt(estimate(list(none_steps.values())))}; "
         f"the per-seed difference is {st.fmt(test.diff)} steps. Verdict: {v}."
         + (f" {failed} run(s) failed and were left out." if failed else "")
     )

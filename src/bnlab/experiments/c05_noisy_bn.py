@@ -111,7 +111,8 @@ def analyze(runs, ctx) -> ClaimResult:
     means = {n: estimate(list(acc[n].values())) for n in NORMS}
     summary = (
         f"MNIST-1D CNN, SGD lr {BASE.lr:g} (momentum {BASE.momentum:g}), {configs[0].steps} steps, {len(seeds)} "
-        f"seeds. Final test accuracy: BN {st.fmt(means['bn'], 1, 100)}%, noisy BN {st.fmt(means['noisy_bn'], 1, 100)}%, "
+        f"seeds. Final test accuracy: BN {st.fmt(means['bn'], 1, 100)}%, "
+        f"noisy BN {st.fmt(means['noisy_bn'], 1, 100)}%, "
         f"no norm {st.fmt(means['none'], 1, 100)}%. Noisy − BN per seed: {st.fmt(acc_diff.diff, 2, 100)} points of "
         f"accuracy and {st.fmt(loss_diff.diff, 3)} nats of training loss. Gain over no norm: BN "
         f"{st.fmt(gain_bn.diff, 2, 100)} points (Holm p = {p_bn:.2g}), noisy BN {st.fmt(gain_noisy.diff, 2, 100)} "
@@ -134,7 +135,8 @@ def analyze(runs, ctx) -> ClaimResult:
                  "noisy_minus_bn_train_loss": loss_diff.to_json(),
                  "bn_minus_none_test_acc": {**gain_bn.to_json(), "p_holm": p_bn},
                  "noisy_minus_none_test_acc": {**gain_noisy.to_json(), "p_holm": p_noisy}},
-        figures=[FigureSpec("train_loss", "Training loss: BN, noisy BN, no norm", {"norms": list(NORMS), "bands": bands},
+        figures=[FigureSpec("train_loss", "Training loss: BN, noisy BN, no norm",
+                            {"norms": list(NORMS), "bands": bands},
                             _draw, "Training loss in eval mode on 1000 training examples, mean over seeds with "
                             "the min–max band.")],
         rows=rows,
