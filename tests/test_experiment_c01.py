@@ -106,3 +106,11 @@ def test_probe_reads_unit_0_of_the_last_hidden_sigmoid_input():
     want = torch.quantile(pre.detach(), torch.tensor([0.15, 0.50, 0.85]))
     for q, w in zip((15, 50, 85), want.tolist()):
         assert got[c1.PCT[q]] == pytest.approx(w, abs=1e-5)
+
+
+def test_absolute_drift_is_in_the_inputs_own_units():
+    cfg = c1.sweep(False, 1)[0]
+    cfg = type(cfg)(**{**cfg.to_dict(), "steps": 1000, "eval_every": 100})
+    run = fake_run(cfg, lambda s: 0.5, extra={c1.PCT[q]: (lambda s, o=o: 0.01 * s + o) for q, o in
+                                              ((15, -1.0), (50, 0.0), (85, 1.0))})
+    assert c1.drift(run, relative=False) == pytest.approx(7.0, rel=1e-12)

@@ -63,8 +63,9 @@ def sweep(quick: bool, seeds: int | None = None) -> list[RunConfig]:
             for norm in NORMS for lr in cfg["lrs"] for seed in range(seeds or cfg["seeds"])]
 
 
-def drift(run) -> float:
-    """Relative drift of the sigmoid-input percentile band after the first phase (module docstring)."""
+def drift(run, relative: bool = True) -> float:
+    """Drift of the sigmoid-input percentile band after the first phase (module docstring); with
+    ``relative=False`` the mean percentile range in the input's own units (reported, not in the rule)."""
     bands = np.array([run.series.get(PCT[q], []) for q in (15, 50, 85)], dtype=float)  # (3, metric steps)
     if bands.shape[1] < 2:
         return math.nan
@@ -73,7 +74,7 @@ def drift(run) -> float:
     width = float(np.mean(late[2] - late[0])) if late.shape[1] else math.nan
     if not late.shape[1] or not width > 0:
         return math.nan
-    return float(np.mean(late.max(axis=1) - late.min(axis=1)) / width)
+    return float(np.mean(late.max(axis=1) - late.min(axis=1)) / (width if relative else 1.0))
 
 
 def verdict(speed_diff, drift_diff, best_acc_gap: float, best_steps_gap: float) -> str:
@@ -200,6 +201,8 @@ def analyze(runs, ctx) -> ClaimResult:
                  "drift_bn_minus_none": drift_test.to_json(),
                  "drift_bn": estimate([d_bn[s] for s in dcommon]).to_json(),
                  "drift_none": estimate([d_none[s] for s in dcommon]).to_json(),
+                 "drift_abs_bn": estimate([drift(r, False) for r in ok("bn", same_lr).values()]).to_json(),
+                 "drift_abs_none": estimate([drift(r, False) for r in ok("none", same_lr).values()]).to_json(),
                  "best_final_test_acc": {n: best_acc[n].to_json() for n in NORMS},
                  "best_acc_gap_bn_minus_none": acc_gap, "best_steps_gap_none_minus_bn": steps_gap},
         figures=[FigureSpec("accuracy_vs_steps", "Test accuracy vs steps, with and without BN",
