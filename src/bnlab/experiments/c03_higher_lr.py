@@ -77,13 +77,13 @@ def _draw(data):
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5.2, 3.4))
-    for norm, color in zip(data["norms"], ("tab:gray", "tab:blue")):
+    for i, (norm, color) in enumerate(zip(data["norms"], ("tab:gray", "tab:blue"))):
         d = data["curves"][norm]
         ax.errorbar(d["lr"], [100 * m if m is not None else math.nan for m in d["mean"]],
                     yerr=[100 * c if c is not None else 0 for c in d["ci"]], fmt="o-", color=color,
                     capsize=2, label=f"{norm}")
         bad = [lr for lr, ok in zip(d["lr"], d["trains"]) if not ok]
-        ax.plot(bad, [100 * CHANCE] * len(bad), "x", color=color, ms=8)
+        ax.plot(bad, [2 + 3 * i] * len(bad), "x", color=color, ms=7)  # a row per norm, below the curves
         if d["max_lr"] is not None:
             ax.axvline(d["max_lr"], color=color, ls="--", lw=1)
     ax.set_xscale("log")
