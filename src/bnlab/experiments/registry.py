@@ -1,10 +1,16 @@
 """The experiments, by claim id, and the functions that run them.
 
-Each experiment is a module (``cNN_name.py``) with the module-level constants ``ID``, ``NAME``,
+Each experiment is a module (``cNN_name.py``) with module-level constants ``ID``, ``NAME``,
 ``QUESTION``, ``CLAIM``, ``SOURCE`` and ``RULE`` -- the verdict rule, stated before anything runs --
-and a function ``run(ctx: Context) -> ClaimResult``. Training experiments declare their sweep in a
-``sweep(quick, seeds)`` function and get their runs from the results store (finished runs are
-reused, never recomputed).
+and either
+
+* a training experiment: ``sweep(quick: bool, seeds: int | None) -> list[RunConfig]`` declaring its
+  runs, and ``analyze(runs: list[RunResult], ctx: Context) -> ClaimResult`` computing the verdict
+  from them (``runs[i]`` is ``sweep(...)[i]``'s result, read from the store; None for a failed run);
+* or a computed experiment: ``run(ctx: Context) -> ClaimResult``.
+
+Runs come from the results store: finished runs are reused, never recomputed. :func:`run_all`
+gathers every experiment's sweep into ONE sweep, so the worker processes start once and stay busy.
 """
 
 from __future__ import annotations
@@ -21,10 +27,18 @@ from .result import ClaimResult
 
 # claim id -> module; the order is the report's.
 EXPERIMENTS: dict[str, str] = {
+    "C1": "bnlab.experiments.c01_bn_trains_faster",
     "C2": "bnlab.experiments.c02_identities",
+    "C3": "bnlab.experiments.c03_higher_lr",
+    "C4": "bnlab.experiments.c04_placement",
+    "C5": "bnlab.experiments.c05_noisy_bn",
 }
 
 ProgressFn = Callable[[str, int, int], None]  # (experiment id, runs done, runs total)
+
+
+def _no_progress(experiment: str, done: int, total: int) -> None:
+    pass
 
 
 def _as_progress_fn(progress) -> ProgressFn:
@@ -32,10 +46,6 @@ def _as_progress_fn(progress) -> ProgressFn:
     if progress is None:
         return _no_progress
     return progress.update if hasattr(progress, "update") else progress
-
-
-def _no_progress(experiment: str, done: int, total: int) -> None:
-    pass
 
 
 def default_store() -> Path:
@@ -66,16 +76,60 @@ def get(claim_id: str) -> ModuleType:
     return importlib.import_module(EXPERIMENTS[key])
 
 
+def _sweep(module: ModuleType, ctx: Context) -> list:
+    return list(module.sweep(ctx.quick, ctx.seeds)) if hasattr(module, "sweep") else []
+
+
+def _run_configs(configs: list, ctx: Context, owner: dict[str, str]) -> dict:
+    """Run (or reuse) every config in one sweep; return {config key: RunResult or None}."""
+    from ..train.sweep import run_sweep
+
+    if not configs:
+        return {}
+    ctx.store.parent.mkdir(parents=True, exist_ok=True)
+    total = len({c.key() for c in configs})
+
+    def progress(p) -> None:
+        label = owner.get((p.last or {}).get("key", ""), "runs")
+        ctx.progress(label, p.done, total)
+
+    results = run_sweep(configs, store=ctx.store, jobs=ctx.jobs, progress=progress, on_error="skip")
+    return {c.key(): r for c, r in zip(configs, results)}
+
+
+def _finish(module: ModuleType, ctx: Context, by_key: dict, configs: list, start: float) -> ClaimResult:
+    if hasattr(module, "sweep"):
+        result = module.analyze([by_key.get(c.key()) for c in configs], ctx)
+    else:
+        result = module.run(ctx)
+    result.wall_time_s = time.perf_counter() - start
+    return result
+
+
 def run(claim_id: str, ctx: Context) -> ClaimResult:
     module = get(claim_id)
     start = time.perf_counter()
-    result = module.run(ctx)
-    result.wall_time_s = time.perf_counter() - start
-    return result
+    configs = _sweep(module, ctx)
+    by_key = _run_configs(configs, ctx, {c.key(): module.ID for c in configs})
+    return _finish(module, ctx, by_key, configs, start)
 
 
 def run_all(quick: bool = False, jobs: int = 1, seeds: int | None = None,
             progress=None, store: Path | None = None) -> list[ClaimResult]:
     ctx = Context(quick=quick, seeds=seeds, jobs=jobs, progress=_as_progress_fn(progress),
                   store=store or default_store())
-    return [run(claim_id, ctx) for claim_id in EXPERIMENTS]
+    start = time.perf_counter()
+    modules = [get(claim_id) for claim_id in EXPERIMENTS]
+    sweeps = {m.ID: _sweep(m, ctx) for m in modules}
+    owner = {c.key(): claim_id for claim_id, configs in sweeps.items() for c in configs}
+    by_key = _run_configs([c for configs in sweeps.values() for c in configs], ctx, owner)
+    results = []
+    for m in modules:
+        t = time.perf_counter()
+        results.append(_finish(m, ctx, by_key, sweeps[m.ID], t))
+    # Training time is shared by one sweep: give each experiment its analysis time plus its share.
+    sweep_s = (time.perf_counter() - start) - sum(r.wall_time_s for r in results)
+    n_runs = sum(len(s) for s in sweeps.values()) or 1
+    for r in results:
+        r.wall_time_s += sweep_s * len(sweeps[r.id]) / n_runs
+    return results

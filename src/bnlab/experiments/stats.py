@@ -33,7 +33,12 @@ class Estimate:
         return self.mean + self.ci
 
     def to_json(self) -> dict:
-        return {"mean": self.mean, "ci95": self.ci, "n": self.n, "std": self.std}
+        """The report's form (:func:`bnlab.experiments.result.estimate`): mean, [low, high], n."""
+        from .result import estimate as as_report
+
+        if math.isnan(self.ci):
+            return {"mean": self.mean, "n": self.n}
+        return as_report(self.mean, (self.low, self.high), self.n)
 
     def __str__(self) -> str:
         return f"{self.mean:.4g} ± {self.ci:.2g} (n={self.n})" if self.n > 1 else f"{self.mean:.4g} (n=1)"

@@ -17,6 +17,9 @@ Registered names:
 ``ln``         layer norm over (C, *spatial) per sample with a per-channel affine, i.e.
                ``GroupNorm(1, C)`` (Ba et al. 2016 as used in conv nets)
 ``noisy_bn``   bnlab BN plus Santurkar's injected noise in training (:mod:`bnlab.models.noisy_bn`)
+``ghost_bn``   :class:`~bnlab.nn.GhostBatchNorm1d` / ``2d`` (``virtual_batch_size`` in norm_kw)
+``brn``        :class:`~bnlab.nn.BatchRenorm1d` / ``2d`` (``r_max``, ``d_max`` in norm_kw)
+``frozen_bn``  :class:`~bnlab.nn.FrozenBatchNorm1d` / ``2d`` (fixed statistics, no trainable parameters)
 =============  ==================================================================================
 
 More are added with :func:`register_norm`, e.g. for layers built elsewhere::
@@ -118,4 +121,7 @@ register_norm("torch_bn", {1: nn.BatchNorm1d, 2: nn.BatchNorm2d})
 register_norm("gn", _gn)
 register_norm("ln", _ln)
 register_norm("noisy_bn", {1: noisy_bn.NoisyBatchNorm1d, 2: noisy_bn.NoisyBatchNorm2d})
+register_norm("ghost_bn", {1: bnn.GhostBatchNorm1d, 2: bnn.GhostBatchNorm2d})  # norm_kw: virtual_batch_size
+register_norm("brn", {1: bnn.BatchRenorm1d, 2: bnn.BatchRenorm2d})  # norm_kw: r_max, d_max
+register_norm("frozen_bn", {1: bnn.FrozenBatchNorm1d, 2: bnn.FrozenBatchNorm2d})
 

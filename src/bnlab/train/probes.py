@@ -180,8 +180,17 @@ def register_probe(name: str, factory: Callable[[str | None], Probe]) -> None:
     _PROBES[name] = factory
 
 
+# Probes the experiments define register themselves when this module is imported; a spec that
+# names one must resolve in a fresh worker process too, so unknown names import it once.
+_LAB_PROBES = "bnlab.experiments.probes"
+
+
 def make_probe(spec: str) -> Probe:
     name, sep, arg = spec.partition(":")
+    if name not in _PROBES:
+        import importlib
+
+        importlib.import_module(_LAB_PROBES)
     if name not in _PROBES:
         raise ValueError(f"expected a probe in {sorted(_PROBES)} (got {spec!r})")
     return _PROBES[name](arg if sep else None)

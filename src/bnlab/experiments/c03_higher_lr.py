@@ -1,0 +1,184 @@
+"""C3: BN allows much higher learning rates (Ioffe & Szegedy 2015, §4.2; Bjorck et al. 2018).
+
+MNIST-1D's reference CNN with and without BN (conv-BN-ReLU), SGD with momentum 0.9 at a constant
+learning rate on a half-decade log grid 1e-3..3, several seeds. The trainer stops a run that
+diverges (a non-finite loss, or one above 100x the first step's loss). For each norm we find the
+largest learning rate at which the run "trains" -- every seed finishes without diverging and ends
+better than chance -- and compare the two; and at each norm's best rate (highest mean final test
+accuracy among the rates that train) the number of steps to a fixed test accuracy, paired by seed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from ..train.config import RunConfig
+from . import series_tools as st
+from .result import ClaimResult, FigureSpec
+from .stats import estimate, paired
+
+ID = "C3"
+NAME = "higher-learning-rates"
+QUESTION = "Does BN let me train with much higher learning rates?"
+CLAIM = ("With BN, Inception trains at 5x and 30x the baseline's learning rate: BN-x5 reaches the baseline's "
+         "72.2% in 14x fewer steps (2.1M vs 31.0M), while the baseline at 5x diverges; a CIFAR-10 ResNet-110 "
+         "trains at lr 0.1 with BN but needs 0.0001 without.")
+SOURCE = "Ioffe & Szegedy 2015, §4.2 (arXiv:1502.03167); Bjorck et al. 2018 (arXiv:1806.02375)"
+
+# ---- the sweep -----------------------------------------------------------------------------------
+NORMS = ("none", "bn")
+FULL = dict(lrs=(1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0), seeds=3, steps=2000, eval_every=100)
+QUICK = dict(lrs=(1e-2, 3.0), seeds=2, steps=100, eval_every=50)
+BASE = RunConfig(data="mnist1d", model="cnn", optimizer="sgd", momentum=0.9, batch_size=100,
+                 eval_samples=1000)  # eval on the whole test set (1000) and the first 1000 train examples
+
+# ---- the verdict rule (fixed before running) ---------------------------------------------------
+CHANCE = 0.1  # 10 classes
+TRAINS_MIN_ACC = 2 * CHANCE  # "better than chance": final test accuracy at least twice chance, every seed
+ACC_THRESHOLD = 0.80  # the fixed test accuracy whose steps we count (well below the CNN's ~94%)
+LR_RATIO_MIN = 5.0  # "clearly higher": BN's largest training rate >= 5x no-BN's (2 grid steps of ~3.16x)
+RULE = (f"A learning rate 'trains' for a norm if every seed finishes without diverging and ends with test "
+        f"accuracy >= {TRAINS_MIN_ACC:.0%} (twice chance). Reproduced if BN's largest training rate is at least "
+        f"{LR_RATIO_MIN:g}x no-BN's AND, at each norm's best rate (highest mean final test accuracy among its "
+        f"training rates), BN reaches {ACC_THRESHOLD:.0%} test accuracy in fewer steps: the 95% CI of the "
+        f"per-seed difference (BN - no-BN; a run that never reaches it counts as its last step + one eval "
+        f"interval) lies below 0. Not reproduced if BN's largest training rate is not higher than no-BN's, or BN "
+        f"is slower with the CI above 0. Inconclusive otherwise (a ratio between 1x and {LR_RATIO_MIN:g}x, which "
+        f"this grid cannot resolve, or overlapping CIs).")
+
+
+def sweep(quick: bool, seeds: int | None = None) -> list[RunConfig]:
+    cfg = QUICK if quick else FULL
+    n_seeds = seeds or cfg["seeds"]
+    base = dataclasses.replace(BASE, steps=cfg["steps"], eval_every=cfg["eval_every"])
+    return [dataclasses.replace(base, norm=norm, lr=lr, seed=seed)
+            for norm in NORMS for lr in cfg["lrs"] for seed in range(n_seeds)]
+
+
+def verdict(lr_ratio: float, steps_diff) -> str:
+    """The rule on the ratio of largest training rates (BN / no-BN; inf when only BN trains, NaN when
+    BN never trains) and the Estimate of the per-seed steps-to-threshold difference BN - no-BN."""
+    if math.isnan(lr_ratio) or lr_ratio <= 1.0:
+        return "not reproduced"
+    if not math.isnan(steps_diff.ci) and steps_diff.low > 0:
+        return "not reproduced"
+    if lr_ratio >= LR_RATIO_MIN and not math.isnan(steps_diff.ci) and steps_diff.high < 0:
+        return "reproduced"
+    return "inconclusive"
+
+
+def _trains(runs) -> bool:
+    return bool(runs) and all(r is not None and not r.diverged and st.final(r, "test_acc") >= TRAINS_MIN_ACC
+                              for r in runs)
+
+
+def _draw(data):
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.2, 3.4))
+    for i, (norm, color) in enumerate(zip(data["norms"], ("tab:gray", "tab:blue"))):
+        d = data["curves"][norm]
+        ax.errorbar(d["lr"], [100 * m if m is not None else math.nan for m in d["mean"]],
+                    yerr=[100 * c if c is not None else 0 for c in d["ci"]], fmt="o-", color=color,
+                    capsize=2, label=f"{norm}")
+        bad = [lr for lr, ok in zip(d["lr"], d["trains"]) if not ok]
+        ax.plot(bad, [2 + 3 * i] * len(bad), "x", color=color, ms=7)  # a row per norm, below the curves
+        if d["max_lr"] is not None:
+            ax.axvline(d["max_lr"], color=color, ls="--", lw=1)
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate (SGD, momentum 0.9)")
+    ax.set_ylabel("final test accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.legend(title="norm (x: diverged / no better than chance;\n-- largest rate that trains)",
+              frameon=False, fontsize=7, title_fontsize=7, loc="lower left")
+    fig.tight_layout()
+    return fig
+
+
+def analyze(runs, ctx) -> ClaimResult:
+    configs = sweep(ctx.quick, ctx.seeds)
+    groups = st.group(runs, configs, key=lambda c: (c.norm, c.lr))
+    lrs = sorted({c.lr for c in configs})
+    seeds = sorted({c.seed for c in configs})
+    steps = configs[0].steps
+    cap = steps + configs[0].eval_every  # "never reached" counts as one interval past the end
+    failed = sum(r is None for r in runs)
+
+    curves, max_lr, best_lr = {}, {}, {}
+    for norm in NORMS:
+        means, cis, trains = [], [], []
+        for lr in lrs:
+            rs = [r for _, r in groups[(norm, lr)]]
+            accs = [st.final(r, "test_acc") for r in rs if r is not None and not r.diverged]
+            e = estimate(accs)
+            means.append(e.mean)
+            cis.append(0.0 if math.isnan(e.ci) else e.ci)
+            trains.append(_trains(rs))
+        ok = [(lr, m) for lr, m, t in zip(lrs, means, trains) if t]
+        max_lr[norm] = max((lr for lr, _ in ok), default=None)
+        best_lr[norm] = max(ok, key=lambda p: p[1])[0] if ok else None
+        curves[norm] = {"lr": lrs, "mean": means, "ci": cis, "trains": trains, "max_lr": max_lr[norm]}
+
+    if max_lr["bn"] is None:
+        ratio = math.nan
+    elif max_lr["none"] is None:
+        ratio = math.inf
+    else:
+        ratio = max_lr["bn"] / max_lr["none"]
+
+    def steps_by_seed(norm):
+        if best_lr[norm] is None:
+            return {s: float(cap) for s in seeds}
+        return {s: st.censored([st.steps_to(r, "test_acc", ACC_THRESHOLD)], cap)[0]
+                for s, r in groups[(norm, best_lr[norm])] if r is not None}
+
+    bn_steps, none_steps = steps_by_seed("bn"), steps_by_seed("none")
+    common = [s for s in seeds if s in bn_steps and s in none_steps]
+    test = paired([bn_steps[s] for s in common], [none_steps[s] for s in common])
+    v = verdict(ratio, test.diff)
+
+    def fmt_lr(lr):
+        return "none" if lr is None else f"{lr:g}"
+
+    ratio_txt = "n/a" if math.isnan(ratio) else ("∞ (only BN trains)" if math.isinf(ratio) else f"{ratio:.3g}x")
+    summary = (
+        f"On the MNIST-1D CNN with SGD (momentum 0.9, {steps} steps, {len(seeds)} seeds per rate), the largest "
+        f"learning rate that trains is {fmt_lr(max_lr['bn'])} with BN and {fmt_lr(max_lr['none'])} without "
+        f"(ratio {ratio_txt}; the claim needs >= {LR_RATIO_MIN:g}x). At each norm's best rate (BN "
+        f"{fmt_lr(best_lr['bn'])}, no BN {fmt_lr(best_lr['none'])}) BN needs "
+        f"{st.fmt(estimate(list(bn_steps.values())))} steps to reach {ACC_THRESHOLD:.0%} test accuracy and no BN "
+        f"{st.fmt(estimate(list(none_steps.values())))}; "
+        f"the per-seed difference is {st.fmt(test.diff)} steps. Verdict: {v}."
+        + (f" {failed} run(s) failed and were left out." if failed else "")
+    )
+    rows = []
+    for c, r in zip(configs, runs):
+        row = {"norm": c.norm, "lr": c.lr, "seed": c.seed, "status": "failed" if r is None else r.status}
+        if r is not None:
+            row.update(diverged_step=r.diverged_step, final_test_acc=st.final(r, "test_acc"),
+                       steps_to_threshold=st.steps_to(r, "test_acc", ACC_THRESHOLD))
+        rows.append(row)
+    return ClaimResult(
+        id=ID, name=NAME, question=QUESTION, claim=CLAIM, source=SOURCE, rule=RULE, verdict=v, summary=summary,
+        setup={"data": "mnist1d", "model": "cnn (conv-norm-relu)", "norms": list(NORMS), "lrs": lrs,
+               "optimizer": "sgd, momentum 0.9, constant lr", "batch_size": BASE.batch_size, "steps": steps,
+               "eval_every": configs[0].eval_every, "seeds": seeds, "quick": ctx.quick,
+               "acc_threshold": ACC_THRESHOLD, "trains_min_acc": TRAINS_MIN_ACC, "failed_runs": failed},
+        numbers={"max_training_lr_bn": max_lr["bn"], "max_training_lr_none": max_lr["none"],
+                 "lr_ratio": ratio, "best_lr_bn": best_lr["bn"], "best_lr_none": best_lr["none"],
+                 "steps_to_threshold_bn": estimate(list(bn_steps.values())).to_json(),
+                 "steps_to_threshold_none": estimate(list(none_steps.values())).to_json(),
+                 "steps_diff_bn_minus_none": test.to_json(),
+                 "final_test_acc_at_best_lr": {
+                     norm: estimate([st.final(r, "test_acc") for _, r in groups[(norm, best_lr[norm])]
+                                     if r is not None]).to_json() if best_lr[norm] is not None else None
+                     for norm in NORMS}},
+        figures=[FigureSpec("accuracy_vs_lr", "Final test accuracy vs learning rate",
+                            {"norms": list(NORMS), "curves": curves}, _draw,
+                            "Mean final test accuracy over seeds (bars: 95% CI over finished seeds); x marks "
+                            "rates where a seed diverged or ended no better than chance; dashed lines mark "
+                            "each norm's largest rate that trains.")],
+        rows=rows,
+    )
+

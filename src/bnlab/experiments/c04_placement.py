@@ -1,0 +1,159 @@
+"""C4: where to put BN -- before or after the activation (Ioffe & Szegedy 2015; caffenet-benchmark).
+
+MNIST-1D's reference CNN with BN in each of its three blocks, conv->BN->act ("before", the BN
+paper's order) against conv->act->BN ("after", the order reported in later Inception code), with
+ReLU and with the saturating tanh. Each seed gives both placements the same data order and the same
+initial conv/linear weights (placement changes no parameter shapes), so the comparison is paired by
+seed: per activation, the per-seed difference of final test accuracy (after - before) with its 95%
+t-interval, a paired t-test, and Holm's correction over the two activations.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from ..train.config import RunConfig
+from . import series_tools as st
+from .result import ClaimResult, FigureSpec
+from .stats import holm, paired
+
+ID = "C4"
+NAME = "bn-placement"
+QUESTION = "Should BN go before or after the activation?"
+CLAIM = ("The BN paper puts BN before the nonlinearity, later Inception code after it; caffenet-benchmark "
+         "(CaffeNet128, ImageNet top-1) reports 0.474 before vs 0.499 after, while ResNet v2's full "
+         "pre-activation (BN-ReLU before the conv) improves CIFAR-10 ResNet-110 error from 6.61% to 6.37%.")
+SOURCE = ("Ioffe & Szegedy 2015 (arXiv:1502.03167); Chollet (Keras issue #1802); ducha-aiki/caffenet-benchmark; "
+          "He et al. 2016, ResNet v2 (arXiv:1603.05027)")
+
+# ---- the sweep -----------------------------------------------------------------------------------
+ACTS = ("relu", "tanh")
+PLACEMENTS = ("before", "after")
+FULL = dict(seeds=10, steps=1500, eval_every=500)
+QUICK = dict(seeds=2, steps=100, eval_every=100)
+BASE = RunConfig(data="mnist1d", model="cnn", norm="bn", optimizer="sgd", lr=0.1, momentum=0.9,
+                 batch_size=100, eval_samples=1000)
+
+# ---- the verdict rule (fixed before running) ---------------------------------------------------
+MIN_DIFF = 0.01  # a mean difference below 1 point of accuracy is "no reliable difference"
+SIGN_AGREEMENT = 0.8  # "consistent sign": at least 80% of the non-tied seeds agree with the mean's sign
+ALPHA = 0.05  # Holm-adjusted paired t-test level, over the activations
+RULE = (f"Per activation, with the per-seed difference d = acc(after) - acc(before): a reliable difference "
+        f"needs |mean d| >= {MIN_DIFF * 100:g} point, at least {SIGN_AGREEMENT:.0%} of the non-tied seeds with the "
+        f"sign of the mean, and a Holm-adjusted (over {len(ACTS)} activations) paired t-test p < {ALPHA:g}; "
+        f"|mean d| < {MIN_DIFF * 100:g} point or an inconsistent sign is 'no reliable difference'. The claim "
+        f"(after beats before, as in caffenet-benchmark) is reproduced if 'after' is reliably better for at least "
+        f"one activation and reliably worse for none; not reproduced if 'before' is reliably better for any "
+        f"activation or there is no reliable difference for all; inconclusive otherwise (a large, consistent "
+        f"difference that the test does not confirm).")
+
+
+def sweep(quick: bool, seeds: int | None = None) -> list[RunConfig]:
+    cfg = QUICK if quick else FULL
+    base = dataclasses.replace(BASE, steps=cfg["steps"], eval_every=cfg["eval_every"])
+    return [dataclasses.replace(base, act=act, placement=p, seed=seed)
+            for act in ACTS for p in PLACEMENTS for seed in range(seeds or cfg["seeds"])]
+
+
+def outcome(mean_diff: float, wins: int, losses: int, p_holm: float) -> str:
+    """One activation's outcome: "after better", "before better", "no reliable difference" or "uncertain"."""
+    n = wins + losses
+    agree = (wins if mean_diff > 0 else losses) / n if n else 0.0
+    if math.isnan(mean_diff) or abs(mean_diff) < MIN_DIFF or agree < SIGN_AGREEMENT:
+        return "no reliable difference"
+    if math.isnan(p_holm) or p_holm >= ALPHA:
+        return "uncertain"
+    return "after better" if mean_diff > 0 else "before better"
+
+
+def verdict(outcomes: list[str]) -> str:
+    """The claim's verdict from the per-activation outcomes of :func:`outcome`."""
+    if "before better" in outcomes or all(o == "no reliable difference" for o in outcomes):
+        return "not reproduced"
+    if "after better" in outcomes:
+        return "reproduced"
+    return "inconclusive"
+
+
+def _draw(data):
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.2, 3.4))
+    for i, act in enumerate(data["acts"]):
+        d = data["per_act"][act]
+        xs = [i + 0.08 * (j - (len(d["diffs"]) - 1) / 2) for j in range(len(d["diffs"]))]
+        ax.plot(xs, [100 * v for v in d["diffs"]], "o", color="tab:blue", alpha=0.5, ms=4,
+                label="one seed" if i == 0 else None)
+        if d["mean"] is not None:
+            lo, hi = d["ci95"] if d["ci95"] else (d["mean"], d["mean"])
+            ax.errorbar([i + 0.5], [100 * d["mean"]], yerr=[[100 * (d["mean"] - lo)], [100 * (hi - d["mean"])]],
+                        fmt="s", color="k", capsize=3, label="mean, 95% CI" if i == 0 else None)
+    ax.axhline(0, color="gray", lw=1)
+    for y in (-100 * MIN_DIFF, 100 * MIN_DIFF):
+        ax.axhline(y, color="gray", lw=0.8, ls=":")
+    ax.set_xticks(range(len(data["acts"])), data["acts"])
+    ax.set_xlim(-0.6, len(data["acts"]) - 0.1)
+    ax.set_ylabel("test acc. after − before (points)")
+    ax.set_xlabel("activation (dotted: ±1 point)")
+    ax.legend(frameon=False, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def analyze(runs, ctx) -> ClaimResult:
+    configs = sweep(ctx.quick, ctx.seeds)
+    groups = st.group(runs, configs, key=lambda c: (c.act, c.placement))
+    seeds = sorted({c.seed for c in configs})
+    failed = sum(r is None for r in runs)
+
+    def acc_by_seed(act, placement):
+        return {s: st.final(r, "test_acc") for s, r in groups[(act, placement)]
+                if r is not None and not r.diverged}
+
+    tests, per_act = {}, {}
+    for act in ACTS:
+        after, before = acc_by_seed(act, "after"), acc_by_seed(act, "before")
+        common = [s for s in seeds if s in after and s in before]
+        tests[act] = paired([after[s] for s in common], [before[s] for s in common])
+        per_act[act] = {"seeds": common, "diffs": [after[s] - before[s] for s in common],
+                        "mean_after": sum(after.values()) / len(after) if after else None,
+                        "mean_before": sum(before.values()) / len(before) if before else None}
+    p_adj = holm([t.p_t if not math.isnan(t.p_t) else 1.0 for t in tests.values()])
+    outcomes = {}
+    for (act, t), p in zip(tests.items(), p_adj):
+        outcomes[act] = outcome(t.diff.mean, t.wins, t.losses, p)
+        j = t.diff.to_json()
+        per_act[act].update(mean=j.get("mean"), ci95=j.get("ci95"), p_holm=p, outcome=outcomes[act])
+    v = verdict(list(outcomes.values()))
+
+    parts = []
+    for act in ACTS:
+        t = tests[act]
+        parts.append(f"with {act}, after − before = {st.fmt(t.diff, 2, 100)} points ({t.wins} of "
+                     f"{t.wins + t.losses} seeds favour after, Holm p = {per_act[act]['p_holm']:.2g}): "
+                     f"{outcomes[act]}")
+    summary = (f"MNIST-1D CNN with BN, SGD lr {BASE.lr:g}, {configs[0].steps} steps, {len(seeds)} seeds paired by "
+               f"seed; " + "; ".join(parts) + f". Verdict: {v}."
+               + (f" {failed} run(s) failed and were left out." if failed else ""))
+    rows = []
+    for c, r in zip(configs, runs):
+        row = {"act": c.act, "placement": c.placement, "seed": c.seed, "status": "failed" if r is None else r.status}
+        if r is not None:
+            row.update(final_test_acc=st.final(r, "test_acc"), final_train_loss=st.final(r, "train_loss"))
+        rows.append(row)
+    return ClaimResult(
+        id=ID, name=NAME, question=QUESTION, claim=CLAIM, source=SOURCE, rule=RULE, verdict=v, summary=summary,
+        setup={"data": "mnist1d", "model": "cnn with bn", "acts": list(ACTS), "placements": list(PLACEMENTS),
+               "optimizer": f"sgd lr {BASE.lr:g}, momentum {BASE.momentum:g}", "batch_size": BASE.batch_size,
+               "steps": configs[0].steps, "seeds": seeds, "quick": ctx.quick, "failed_runs": failed},
+        numbers={act: {"after_minus_before": tests[act].to_json(), "p_holm": per_act[act]["p_holm"],
+                       "outcome": outcomes[act], "mean_acc_after": per_act[act]["mean_after"],
+                       "mean_acc_before": per_act[act]["mean_before"]} for act in ACTS},
+        figures=[FigureSpec("placement_diffs", "Paired placement differences (after − before)",
+                            {"acts": list(ACTS), "per_act": per_act}, _draw,
+                            "Per-seed final test-accuracy difference between conv→act→BN and conv→BN→act, "
+                            "with the mean and its 95% CI; dotted lines at ±1 point, the 'no reliable "
+                            "difference' band.")],
+        rows=rows,
+    )

@@ -1,0 +1,143 @@
+"""C5: "noisy BN" -- injected covariate shift after each BN barely hurts (Santurkar et al. 2018, §2.1).
+
+MNIST-1D's reference CNN (conv-norm-ReLU) with BN, with BN followed by Santurkar's random per-step
+affine distortion (``noisy_bn``, :mod:`bnlab.models.noisy_bn`), and without a norm; same SGD
+settings, paired by seed (same data order and initial conv/linear weights). Final test accuracy and
+final training loss (in eval mode on the first 1000 training examples, so noisy BN's noise, which
+is off in eval, does not inflate it) are compared per seed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from ..train.config import RunConfig
+from . import series_tools as st
+from .result import ClaimResult, FigureSpec
+from .stats import estimate, holm, paired
+
+ID = "C5"
+NAME = "noisy-bn"
+QUESTION = "If I inject covariate shift after BN, does it still help?"
+CLAIM = ("Adding random per-step shifts and scales after each BN layer (μ_t ~ U(-0.5, 0.5), σ_t ~ U(1, 1.25), "
+         "per element m ~ U(μ_t±0.1), s ~ N(σ_t, 0.1)) barely changes training: on CIFAR-10 VGG, noisy BN trains "
+         "nearly as well as BN (83%) and better than no BN (80%).")
+SOURCE = "Santurkar et al. 2018, How Does Batch Normalization Help Optimization?, §2.1, Fig. 2 (arXiv:1805.11604)"
+
+# ---- the sweep -----------------------------------------------------------------------------------
+NORMS = ("bn", "noisy_bn", "none")
+FULL = dict(seeds=8, steps=1500, eval_every=150)
+QUICK = dict(seeds=2, steps=80, eval_every=40)
+BASE = RunConfig(data="mnist1d", model="cnn", optimizer="sgd", lr=0.1, momentum=0.9, batch_size=100,
+                 eval_samples=1000)
+
+# ---- the verdict rule (fixed before running) ---------------------------------------------------
+ACC_MARGIN = 0.01  # "within seed noise" also when |mean accuracy difference| < 1 point ...
+LOSS_MARGIN = 0.02  # ... or |mean training-loss difference| < 0.02 nats
+ALPHA = 0.05  # Holm-adjusted paired t-test level for "beats no BN" (two comparisons)
+RULE = (f"Noisy BN is within seed noise of BN if, for final test accuracy and for final training loss "
+        f"(eval mode), the 95% CI of the per-seed difference noisy - BN contains 0 or its mean is smaller than "
+        f"{ACC_MARGIN * 100:g} point / {LOSS_MARGIN:g} nats. BN and noisy BN each beat no BN if their per-seed "
+        f"test-accuracy gain over no BN is positive with a Holm-adjusted (2 comparisons) paired t-test "
+        f"p < {ALPHA:g}. Reproduced if noisy BN is within noise of BN on both metrics and both beat no BN. Not "
+        f"reproduced if noisy BN is outside seed noise and worse than BN on either metric, or if BN or noisy BN "
+        f"does no better than no BN on average. Inconclusive otherwise.")
+
+
+def sweep(quick: bool, seeds: int | None = None) -> list[RunConfig]:
+    cfg = QUICK if quick else FULL
+    base = dataclasses.replace(BASE, steps=cfg["steps"], eval_every=cfg["eval_every"])
+    return [dataclasses.replace(base, norm=norm, seed=seed) for norm in NORMS for seed in range(seeds or cfg["seeds"])]
+
+
+def within_noise(diff, margin: float) -> bool:
+    """``diff`` (an Estimate) is seed noise: its CI contains 0 or its mean is below ``margin``."""
+    if abs(diff.mean) < margin:
+        return True
+    return math.isnan(diff.ci) or diff.low <= 0 <= diff.high
+
+
+def verdict(acc_diff, loss_diff, gain_bn, gain_noisy, p_bn: float, p_noisy: float) -> str:
+    """acc_diff / loss_diff: Estimates of noisy - BN (accuracy, loss); gain_*: Estimates of X - none in
+    test accuracy; p_*: their Holm-adjusted paired p-values."""
+    acc_ok, loss_ok = within_noise(acc_diff, ACC_MARGIN), within_noise(loss_diff, LOSS_MARGIN)
+    noisy_worse = (not acc_ok and acc_diff.mean < 0) or (not loss_ok and loss_diff.mean > 0)
+    if noisy_worse or gain_bn.mean <= 0 or gain_noisy.mean <= 0:
+        return "not reproduced"
+    beats = all(g.mean > 0 and not math.isnan(p) and p < ALPHA for g, p in ((gain_bn, p_bn), (gain_noisy, p_noisy)))
+    if acc_ok and loss_ok and beats:
+        return "reproduced"
+    return "inconclusive"
+
+
+def _draw(data):
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.2, 3.4))
+    for norm, color in zip(data["norms"], ("tab:blue", "tab:orange", "tab:gray")):
+        b = data["bands"][norm]
+        ax.plot(b["step"], b["mean"], color=color, label={"noisy_bn": "noisy BN", "bn": "BN", "none": "no norm"}[norm])
+        ax.fill_between(b["step"], b["low"], b["high"], color=color, alpha=0.2, lw=0)
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss (eval mode, 1000 ex.)")
+    ax.legend(frameon=False, fontsize=8, title="mean, band: min–max over seeds", title_fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def analyze(runs, ctx) -> ClaimResult:
+    configs = sweep(ctx.quick, ctx.seeds)
+    groups = st.group(runs, configs, key=lambda c: c.norm)
+    seeds = sorted({c.seed for c in configs})
+    failed = sum(r is None for r in runs)
+
+    def by_seed(norm, metric):
+        return {s: st.final(r, metric) for s, r in groups[norm] if r is not None and not r.diverged}
+
+    acc = {n: by_seed(n, "test_acc") for n in NORMS}
+    loss = {n: by_seed(n, "train_eval_loss") for n in NORMS}
+
+    def pair(metric, a, b):
+        common = [s for s in seeds if s in metric[a] and s in metric[b]]
+        return paired([metric[a][s] for s in common], [metric[b][s] for s in common])
+
+    acc_diff, loss_diff = pair(acc, "noisy_bn", "bn"), pair(loss, "noisy_bn", "bn")
+    gain_bn, gain_noisy = pair(acc, "bn", "none"), pair(acc, "noisy_bn", "none")
+    p_bn, p_noisy = holm([1.0 if math.isnan(t.p_t) else t.p_t for t in (gain_bn, gain_noisy)])
+    v = verdict(acc_diff.diff, loss_diff.diff, gain_bn.diff, gain_noisy.diff, p_bn, p_noisy)
+
+    means = {n: estimate(list(acc[n].values())) for n in NORMS}
+    summary = (
+        f"MNIST-1D CNN, SGD lr {BASE.lr:g} (momentum {BASE.momentum:g}), {configs[0].steps} steps, {len(seeds)} "
+        f"seeds. Final test accuracy: BN {st.fmt(means['bn'], 1, 100)}%, "
+        f"noisy BN {st.fmt(means['noisy_bn'], 1, 100)}%, "
+        f"no norm {st.fmt(means['none'], 1, 100)}%. Noisy − BN per seed: {st.fmt(acc_diff.diff, 2, 100)} points of "
+        f"accuracy and {st.fmt(loss_diff.diff, 3)} nats of training loss. Gain over no norm: BN "
+        f"{st.fmt(gain_bn.diff, 2, 100)} points (Holm p = {p_bn:.2g}), noisy BN {st.fmt(gain_noisy.diff, 2, 100)} "
+        f"points (Holm p = {p_noisy:.2g}). Verdict: {v}."
+        + (f" {failed} run(s) failed and were left out." if failed else ""))
+    rows = []
+    for c, r in zip(configs, runs):
+        row = {"norm": c.norm, "seed": c.seed, "status": "failed" if r is None else r.status}
+        if r is not None:
+            row.update(final_test_acc=st.final(r, "test_acc"), final_train_eval_loss=st.final(r, "train_eval_loss"))
+        rows.append(row)
+    bands = {n: st.mean_band([r for _, r in groups[n]], "train_eval_loss") for n in NORMS}
+    return ClaimResult(
+        id=ID, name=NAME, question=QUESTION, claim=CLAIM, source=SOURCE, rule=RULE, verdict=v, summary=summary,
+        setup={"data": "mnist1d", "model": "cnn (conv-norm-relu)", "norms": list(NORMS),
+               "optimizer": f"sgd lr {BASE.lr:g}, momentum {BASE.momentum:g}", "batch_size": BASE.batch_size,
+               "steps": configs[0].steps, "seeds": seeds, "quick": ctx.quick, "failed_runs": failed},
+        numbers={"test_acc": {n: means[n].to_json() for n in NORMS},
+                 "noisy_minus_bn_test_acc": acc_diff.to_json(),
+                 "noisy_minus_bn_train_loss": loss_diff.to_json(),
+                 "bn_minus_none_test_acc": {**gain_bn.to_json(), "p_holm": p_bn},
+                 "noisy_minus_none_test_acc": {**gain_noisy.to_json(), "p_holm": p_noisy}},
+        figures=[FigureSpec("train_loss", "Training loss: BN, noisy BN, no norm",
+                            {"norms": list(NORMS), "bands": bands},
+                            _draw, "Training loss in eval mode on 1000 training examples, mean over seeds with "
+                            "the min–max band.")],
+        rows=rows,
+    )

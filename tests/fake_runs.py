@@ -1,0 +1,53 @@
+"""Constructed RunResults for testing the experiments' analyses without training."""
+
+from __future__ import annotations
+
+import math
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+from bnlab.train.result import RunResult
+
+
+def fake_run(config, acc_curve, loss_curve=None, diverged_at: int | None = None, extra=None) -> RunResult:
+    """A run of ``config`` whose test accuracy at its metric steps is ``acc_curve(step)``.
+
+    Other series: train/eval losses from ``loss_curve(step)`` (default 1 - acc), and ``extra``
+    ({metric: f(step)}). With ``diverged_at`` the run stops there with a non-finite last loss.
+    """
+    loss_curve = loss_curve or (lambda s: 1.0 - acc_curve(s))
+    steps = list(range(config.eval_every, config.steps + 1, config.eval_every))
+    if steps[-1] != config.steps:
+        steps.append(config.steps)
+    if diverged_at is not None:
+        steps = [s for s in steps if s < diverged_at] + [diverged_at]
+    series = {"step": [float(s) for s in steps], "train_loss": [loss_curve(s) for s in steps],
+              "train_eval_loss": [loss_curve(s) for s in steps], "test_acc": [acc_curve(s) for s in steps]}
+    for name, f in (extra or {}).items():
+        series[name] = [f(s) for s in steps]
+    if diverged_at is not None:
+        for name in ("test_acc", "train_eval_loss"):
+            series[name][-1] = math.nan
+        series["train_loss"][-1] = math.inf
+    return RunResult(config=config, status="diverged" if diverged_at is not None else "finished", series=series,
+                     steps_done=diverged_at or config.steps, diverged_step=diverged_at)
+
+
+def check_well_formed(result) -> None:
+    """A ClaimResult the report can use: JSON-serialisable, figures that draw, rows for the CSV."""
+    import json
+
+    import matplotlib.pyplot as plt
+
+    from bnlab.experiments.result import VERDICTS
+
+    assert result.verdict in VERDICTS
+    json.dumps(result.to_json(), allow_nan=False)
+    assert result.rows and result.figures and result.summary
+    assert "seeds" in result.setup and "quick" in result.setup
+    for fig in result.figures:
+        f = fig.draw(fig.data)
+        assert f.axes
+        plt.close(f)

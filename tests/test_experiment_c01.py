@@ -1,0 +1,116 @@
+"""C1 (BN trains faster, steadier inputs): the drift measure, the verdict rule, the analysis on constructed runs."""
+
+import math
+
+import pytest
+
+from bnlab.experiments import c01_bn_trains_faster as c1
+from bnlab.experiments import registry
+from bnlab.experiments.stats import estimate
+
+from fake_runs import check_well_formed, fake_run
+
+FASTER = estimate([-800.0, -700.0, -900.0])
+STEADIER = estimate([-1.0, -0.8, -1.2])
+
+
+def test_drift_is_the_late_percentile_range_over_the_band_width():
+    # Percentiles rise linearly by 0.01/step, band width 2: over the last 80% of steps 100..1000
+    # (metric steps 300..1000, the first 2 of 10 are the first phase) each percentile moves 7.
+    cfg = c1.sweep(False, 1)[0]
+    cfg = type(cfg)(**{**cfg.to_dict(), "steps": 1000, "eval_every": 100})
+    run = fake_run(cfg, lambda s: 0.5, extra={c1.PCT[15]: lambda s: 0.01 * s - 1, c1.PCT[50]: lambda s: 0.01 * s,
+                                              c1.PCT[85]: lambda s: 0.01 * s + 1})
+    assert c1.drift(run) == pytest.approx(7.0 / 2.0, rel=1e-12)
+
+
+def test_drift_of_a_still_band_is_zero():
+    cfg = c1.sweep(False, 1)[0]
+    run = fake_run(cfg, lambda s: 0.5, extra={c1.PCT[q]: (lambda s, q=q: q / 10) for q in (15, 50, 85)})
+    assert c1.drift(run) == 0.0
+
+
+def test_verdict_reproduced_when_bn_is_faster_and_steadier_at_the_same_rate():
+    assert c1.verdict(FASTER, STEADIER, best_acc_gap=0.1, best_steps_gap=500.0) == "reproduced"
+
+
+def test_verdict_not_reproduced_when_no_bn_at_its_best_rate_matches_bn():
+    assert c1.verdict(FASTER, STEADIER, best_acc_gap=0.005, best_steps_gap=-100.0) == "not reproduced"
+    assert c1.verdict(estimate([300.0, 200.0, 250.0]), STEADIER, best_acc_gap=0.1, best_steps_gap=500.0) \
+        == "not reproduced"
+
+
+def test_verdict_inconclusive_when_a_ci_straddles_zero():
+    assert c1.verdict(FASTER, estimate([-1.0, 0.5, 0.2]), best_acc_gap=0.1, best_steps_gap=500.0) == "inconclusive"
+    assert c1.verdict(estimate([-800.0]), STEADIER, best_acc_gap=0.1, best_steps_gap=500.0) == "inconclusive"
+
+
+def _fake_sweep(ctx):
+    runs = []
+    for c in c1.sweep(ctx.quick, ctx.seeds):
+        k = 300 if c.norm == "bn" else 3000  # steps to ~63% of the way to the plateau
+        top = 0.7 if c.norm == "bn" else 0.55
+        move = 0.0 if c.norm == "bn" else 0.002 * (1 + 0.1 * c.seed)  # no BN: the percentiles drift
+        pct = {c1.PCT[q]: (lambda s, o=o, m=move: o + m * s) for q, o in ((15, -1.0), (50, 0.0), (85, 1.0))}
+        runs.append(fake_run(c, lambda s, k=k, t=top, lr=c.lr: t * (1 - math.exp(-s / k)) - 0.01 * lr, extra=pct))
+    return runs
+
+
+def test_analyze_reproduces_on_runs_where_bn_is_faster_and_steady():
+    ctx = registry.Context(quick=False)
+    result = c1.analyze(_fake_sweep(ctx), ctx)
+    check_well_formed(result)
+    assert result.numbers["same_lr"] == min(c1.FULL["lrs"])  # no BN's best rate in these fake runs
+    assert result.numbers["drift_bn"]["mean"] == 0.0
+    assert result.verdict == "reproduced"
+
+
+def test_analyze_survives_failed_and_diverged_runs():
+    ctx = registry.Context(quick=False)
+    runs = _fake_sweep(ctx)
+    runs[0] = None
+    runs[-1] = fake_run(runs[-1].config, lambda s: 0.1, diverged_at=5)
+    result = c1.analyze(runs, ctx)
+    check_well_formed(result)
+    assert result.setup["failed_runs"] == 1
+
+
+@pytest.mark.slow
+def test_quick_sweep_runs_end_to_end(tmp_path):
+    result = registry.run("C1", registry.Context(quick=True, jobs=1, store=tmp_path / "runs.sqlite"))
+    check_well_formed(result)
+    assert len(result.rows) == len(c1.sweep(True, None))
+    assert result.figures[1].data["percentiles"]  # the probe's series reached the figure
+
+
+def test_probe_reads_unit_0_of_the_last_hidden_sigmoid_input():
+    import torch
+
+    from bnlab import models
+    from bnlab.train.probes import make_probe
+
+    torch.manual_seed(0)
+    model = models.build("mlp", norm="bn", act="sigmoid", placement="before")
+    x = torch.randn(60, 40)
+    probe = make_probe(c1.PROBE)
+    probe.attach(model)
+    probe.arm()
+    model(x)
+    got = probe.collect()
+    probe.detach()
+    h = x
+    for block in model.blocks[:2]:
+        h = torch.sigmoid(block.norm(block.op(h)))
+    last = model.blocks[2]
+    pre = last.norm(last.op(h))[:, c1.UNIT]  # independent path: the BN output feeding the sigmoid
+    want = torch.quantile(pre.detach(), torch.tensor([0.15, 0.50, 0.85]))
+    for q, w in zip((15, 50, 85), want.tolist()):
+        assert got[c1.PCT[q]] == pytest.approx(w, abs=1e-5)
+
+
+def test_absolute_drift_is_in_the_inputs_own_units():
+    cfg = c1.sweep(False, 1)[0]
+    cfg = type(cfg)(**{**cfg.to_dict(), "steps": 1000, "eval_every": 100})
+    run = fake_run(cfg, lambda s: 0.5, extra={c1.PCT[q]: (lambda s, o=o: 0.01 * s + o) for q, o in
+                                              ((15, -1.0), (50, 0.0), (85, 1.0))})
+    assert c1.drift(run, relative=False) == pytest.approx(7.0, rel=1e-12)

@@ -1,0 +1,66 @@
+"""C3 (higher learning rates): the verdict rule on synthetic numbers, the analysis on constructed runs."""
+
+import math
+
+import pytest
+
+from bnlab.experiments import c03_higher_lr as c3
+from bnlab.experiments import registry
+from bnlab.experiments.stats import estimate
+
+from fake_runs import check_well_formed, fake_run
+
+
+def test_verdict_reproduced_when_bn_trains_5x_higher_and_reaches_the_threshold_sooner():
+    assert c3.verdict(10.0, estimate([-500.0, -400.0, -450.0])) == "reproduced"
+    assert c3.verdict(math.inf, estimate([-500.0, -400.0, -450.0])) == "reproduced"
+
+
+def test_verdict_not_reproduced_when_bn_trains_no_higher_or_is_slower():
+    assert c3.verdict(1.0, estimate([-500.0, -400.0, -450.0])) == "not reproduced"
+    assert c3.verdict(math.nan, estimate([-500.0, -400.0, -450.0])) == "not reproduced"
+    assert c3.verdict(10.0, estimate([300.0, 400.0, 350.0])) == "not reproduced"
+
+
+def test_verdict_inconclusive_for_one_grid_step_or_overlapping_steps():
+    assert c3.verdict(3.16, estimate([-500.0, -400.0, -450.0])) == "inconclusive"
+    assert c3.verdict(10.0, estimate([-500.0, 400.0, -50.0])) == "inconclusive"
+
+
+def _fake_sweep(ctx, bn_max_lr, none_max_lr):
+    runs = []
+    for c in c3.sweep(ctx.quick, ctx.seeds):
+        top = bn_max_lr if c.norm == "bn" else none_max_lr
+        speed = 200 if c.norm == "bn" else 1000  # steps to 80%
+        if c.lr > top:
+            runs.append(fake_run(c, lambda s: 0.1, diverged_at=7))
+        else:
+            runs.append(fake_run(c, lambda s, k=speed, j=c.seed: min(0.95, 0.5 + 0.3 * s / k) - 0.01 * j))
+    return runs
+
+
+def test_analyze_finds_the_largest_training_rates_and_reproduces():
+    ctx = registry.Context(quick=False)
+    result = c3.analyze(_fake_sweep(ctx, bn_max_lr=1.0, none_max_lr=0.1), ctx)
+    check_well_formed(result)
+    assert result.numbers["max_training_lr_bn"] == 1.0
+    assert result.numbers["max_training_lr_none"] == 0.1
+    assert result.numbers["lr_ratio"] == pytest.approx(10.0)
+    assert result.verdict == "reproduced"
+
+
+def test_analyze_reports_failed_runs_and_equal_rates_as_not_reproduced():
+    ctx = registry.Context(quick=False)
+    runs = _fake_sweep(ctx, bn_max_lr=0.3, none_max_lr=0.3)
+    runs[0] = None
+    result = c3.analyze(runs, ctx)
+    check_well_formed(result)
+    assert result.setup["failed_runs"] == 1
+    assert result.verdict == "not reproduced"
+
+
+@pytest.mark.slow
+def test_quick_sweep_runs_end_to_end(tmp_path):
+    result = registry.run("C3", registry.Context(quick=True, jobs=1, store=tmp_path / "runs.sqlite"))
+    check_well_formed(result)
+    assert len(result.rows) == len(c3.sweep(True, None))
