@@ -28,6 +28,9 @@ from .result import ClaimResult
 # claim id -> module; the order is the report's.
 EXPERIMENTS: dict[str, str] = {
     "C2": "bnlab.experiments.c02_identities",
+    "C6": "bnlab.experiments.c06_ics_gradients",
+    "C7": "bnlab.experiments.c07_landscape",
+    "C12": "bnlab.experiments.c12_only_bn_params",
 }
 
 ProgressFn = Callable[[str, int, int], None]  # (experiment id, runs done, runs total)
