@@ -111,11 +111,16 @@ def analyze(runs, ctx) -> ClaimResult:
         numbers[f"ratio_bn_over_none/{name}"] = {
             "mean": math.exp(d.mean), **({"ci95": [math.exp(d.low), math.exp(d.high)]} if d.n > 1 else {}),
             "n": d.n, "p_holm": adjusted[name]}
+    # Context, not in the rule: ||G - G'|| / ||G|| removes the gradient's size, which BN changes.
+    relative = {layer: stats.paired([math.log(run_ics(per_run["bn"][s], layer, "rel")) for s in seeds],
+                                    [math.log(run_ics(per_run["none"][s], layer, "rel")) for s in seeds]).diff
+                for layer in LAYERS}
+    for layer, d in relative.items():
+        numbers[f"ratio_bn_over_none/{layer}/relative (not in rule)"] = {
+            "mean": math.exp(d.mean), **({"ci95": [math.exp(d.low), math.exp(d.high)]} if d.n > 1 else {}), "n": d.n}
     for norm in NORMS:
         vals = [run_ics(per_run[norm][s], "head", "l2") for s in per_run[norm]]
         numbers[f"head_l2_{norm}"] = stats.estimate(vals).to_json()
-        vals = [run_ics(per_run[norm][s], "head", "rel") for s in per_run[norm]]
-        numbers[f"head_relative_{norm}"] = stats.estimate(vals).to_json()
         accs = [per_run[norm][s]["test_acc"][-1] for s in per_run[norm]]
         numbers[f"test_acc_{norm}"] = stats.estimate(accs).to_json()
     numbers["failed_runs"] = failed
@@ -125,7 +130,9 @@ def analyze(runs, ctx) -> ClaimResult:
                f"{ratios} (l2: ||G - G'||, cos: 1 - cos(G, G'); below 1 means BN has less shift). "
                f"{sum(adjusted[n] < ALPHA and tests[n].diff.mean < 0 for n in tests)} of {len(tests)} comparisons "
                f"show BN significantly lower and {sum(adjusted[n] < ALPHA and tests[n].diff.mean > 0 for n in tests)} "
-               f"significantly higher (Holm-adjusted p < {ALPHA}). Verdict: {result}.")
+               f"significantly higher (Holm-adjusted p < {ALPHA}). Relative to the gradient's size "
+               f"(||G - G'|| / ||G||, not part of the rule) the ratios were "
+               f"{', '.join(f'{l} {math.exp(d.mean):.2f}' for l, d in relative.items())}. Verdict: {result}.")
     if failed:
         summary += f" {len(failed)} run(s) failed or diverged and are left out."
     plan = QUICK if ctx.quick else FULL
