@@ -39,7 +39,7 @@ LAYERS = ("blocks.1.op", "blocks.2.op", "head")  # every weight layer but the fi
 BASE = RunConfig(data="mnist1d", model="cnn", optimizer="sgd", lr=0.02, momentum=0.9, batch_size=100,
                  eval_samples=1000, probes=("ics",))
 FULL = dict(steps=1500, eval_every=100, seeds=8)  # 15 ICS measurements per run
-QUICK = dict(steps=300, eval_every=100, seeds=2)
+QUICK = dict(steps=200, eval_every=100, seeds=2)  # 2 metric steps: exercises every code path
 
 # ---- the verdict rule (stated before the runs) ---------------------------------------------------
 MEASURES = ("l2", "cos")  # the paper's two: raw ||G - G'|| and the cosine (as 1 - cos, an ICS: lower = less shift)

@@ -36,7 +36,7 @@ NORMS = ("none", "bn")
 BASE = RunConfig(data="mnist1d", model="cnn", optimizer="sgd", lr=0.02, momentum=0.9, batch_size=100,
                  eval_samples=1000, probes=("landscape",))
 FULL = dict(steps=1500, eval_every=100, seeds=8)  # 15 landscape measurements per run
-QUICK = dict(steps=300, eval_every=100, seeds=2)
+QUICK = dict(steps=200, eval_every=100, seeds=2)  # 2 metric steps: exercises every code path
 
 # ---- the verdict rule (stated before the runs) ---------------------------------------------------
 METRICS = {"loss_range": "landscape/loss_range",  # loss Lipschitzness

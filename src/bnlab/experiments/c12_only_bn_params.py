@@ -41,7 +41,7 @@ BN_PARAMS = 150  # gamma + beta of 3 BN layers x 25 channels: the size of the ra
 BASE = RunConfig(data="mnist1d", model="cnn", norm="bn", optimizer="adam", lr=1e-2, batch_size=100,
                  eval_samples=1000)  # test set: all 1000; train-set eval capped at 1000
 FULL = dict(steps=2000, eval_every=500, seeds=6)
-QUICK = dict(steps=200, eval_every=100, seeds=2)
+QUICK = dict(steps=150, eval_every=150, seeds=2)
 
 # ---- the verdict rule (stated before the runs) ---------------------------------------------------
 CHANCE = 0.10  # 10 classes
