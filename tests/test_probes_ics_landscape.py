@@ -133,7 +133,7 @@ def test_landscape_matches_fresh_copies_moved_along_the_gradient(norm):
                 q -= eta * lr * gq
         loss = F.cross_entropy(moved(ctx.x), ctx.y)
         grad = torch.cat([t.flatten() for t in torch.autograd.grad(loss, list(moved.parameters()))])
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         diffs.append(float((grad - g_flat).norm()))
         betas.append(diffs[-1] / (eta * lr * float(g_flat.norm())))
     probe = Landscape()
