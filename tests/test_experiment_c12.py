@@ -8,7 +8,7 @@ import pytest
 
 from bnlab.experiments import c12_only_bn_params as c12
 from bnlab.experiments import registry, stats
-from exp2_fakes import fake_run
+from fake_runs import fake_run
 
 matplotlib.use("Agg")
 

@@ -10,7 +10,7 @@ import pytest
 from bnlab.experiments import c06_ics_gradients as c6
 from bnlab.experiments import c07_landscape as c7
 from bnlab.experiments import registry, stats
-from exp2_fakes import fake_run
+from fake_runs import fake_run
 
 matplotlib.use("Agg")
 
