@@ -32,6 +32,9 @@ EXPERIMENTS: dict[str, str] = {
     "C3": "bnlab.experiments.c03_higher_lr",
     "C4": "bnlab.experiments.c04_placement",
     "C5": "bnlab.experiments.c05_noisy_bn",
+    "C6": "bnlab.experiments.c06_ics_gradients",
+    "C7": "bnlab.experiments.c07_landscape",
+    "C12": "bnlab.experiments.c12_only_bn_params",
 }
 
 ProgressFn = Callable[[str, int, int], None]  # (experiment id, runs done, runs total)

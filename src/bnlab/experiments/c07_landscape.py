@@ -1,0 +1,163 @@
+"""C7: does BN make the loss landscape smoother?
+
+Santurkar, Tsipras, Ilyas & Madry 2018 ("How Does Batch Normalization Help Optimization?", NeurIPS,
+§3.1 and Fig. 4, https://arxiv.org/abs/1805.11604): along the gradient direction, at distances of
+1/2 to 4 times the learning rate, VGG with BN shows a smaller range of loss values (loss
+Lipschitzness), a smaller change of the gradient (gradient predictiveness) and a smaller largest
+ratio of gradient change to distance moved (effective beta-smoothness) than without BN, over most
+of training.
+
+Small analogue: MNIST-1D's CNN with and without BN, SGD with momentum at the same learning rate,
+the ``landscape`` probe (:mod:`.probes.landscape`: etas 0.5, 1, 2, 3, 4 x lr, same training batch,
+train mode, BN running statistics untouched) at every metric step. Seeds pair the two settings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+
+from ..train.config import RunConfig
+from . import stats
+from .result import ClaimResult, FigureSpec
+
+ID = "C7"
+NAME = "smoother-landscape"
+QUESTION = "Does BN make the loss landscape smoother along the gradient?"
+CLAIM = ("Along the gradient, at steps of ½ to 4 x the learning rate, BN networks show a smaller loss range, "
+         "a smaller gradient change and a smaller effective β-smoothness over most of training (VGG, CIFAR-10).")
+SOURCE = "Santurkar et al. 2018, How Does Batch Normalization Help Optimization?, §3.1, Fig. 4 (arXiv:1805.11604)"
+
+# ---- the sweep -----------------------------------------------------------------------------------
+NORMS = ("none", "bn")
+# lr 0.02 (as C6): a rate at which the baseline trains stably, the same for both as in the paper.
+BASE = RunConfig(data="mnist1d", model="cnn", optimizer="sgd", lr=0.02, momentum=0.9, batch_size=100,
+                 eval_samples=1000, probes=("landscape",))
+FULL = dict(steps=1500, eval_every=100, seeds=8)  # 15 landscape measurements per run
+QUICK = dict(steps=200, eval_every=100, seeds=2)  # 2 metric steps: exercises every code path
+
+# ---- the verdict rule (stated before the runs) ---------------------------------------------------
+METRICS = {"loss_range": "landscape/loss_range",  # loss Lipschitzness
+           "grad_change": "landscape/grad_diff_max",  # gradient predictiveness
+           "beta": "landscape/beta"}  # effective beta-smoothness
+ALPHA = 0.05  # paired t-test by seed on log(BN / no-BN), Holm-adjusted over the three metrics
+MOST = 0.5  # "most of training": BN lower at more than this fraction of the metric steps after the first
+RULE = (f"At every metric step after the first, the three metrics (loss range; max ||∇L(w-ηg) - ∇L(w)||; "
+        f"max of that over ||ηg||) with and without BN. Per metric and seed: the mean over those steps and the "
+        f"fraction of steps where BN is lower. BN is lower on a metric if the paired (by seed) log ratio "
+        f"BN/no-BN of the means is below 0 with a two-sided paired t-test p < {ALPHA} (Holm-adjusted over the "
+        f"3 metrics) AND the mean over seeds of the fraction of steps with BN lower is > {MOST:g}. Reproduced if "
+        f"BN is lower on all three. Not reproduced if on any metric BN is significantly higher (same test) or "
+        f"the fraction's 95% CI lies below {MOST:g}. Inconclusive otherwise.")
+
+
+def sweep(quick: bool, seeds: int | None) -> list[RunConfig]:
+    plan = QUICK if quick else FULL
+    base = dataclasses.replace(BASE, steps=plan["steps"], eval_every=plan["eval_every"])
+    return [dataclasses.replace(base, norm=n, seed=s) for n in NORMS for s in range(seeds or plan["seeds"])]
+
+
+def after_first(series: dict, name: str) -> np.ndarray:
+    """A metric's values at the metric steps after the first (the first is before any real training)."""
+    return np.asarray(series[name], dtype=float)[1:]
+
+
+def verdict(tests: dict[str, stats.PairedTest], p_adjusted: dict[str, float],
+            fraction_lower: dict[str, stats.Estimate]) -> str:
+    """``tests[m]``: paired log(BN) - log(no-BN) of the per-seed means of metric m; ``p_adjusted[m]`` its
+    Holm p; ``fraction_lower[m]``: over seeds, the fraction of metric steps with BN lower."""
+    def lower(m):
+        return tests[m].diff.mean < 0 and p_adjusted[m] < ALPHA and fraction_lower[m].mean > MOST
+
+    def against(m):
+        higher = tests[m].diff.mean > 0 and p_adjusted[m] < ALPHA
+        return higher or (not math.isnan(fraction_lower[m].ci) and fraction_lower[m].high < MOST)
+
+    if any(against(m) for m in tests):
+        return "not reproduced"
+    if all(lower(m) for m in tests):
+        return "reproduced"
+    return "inconclusive"
+
+
+def analyze(runs, ctx) -> ClaimResult:
+    configs = sweep(ctx.quick, ctx.seeds)
+    per_run: dict[str, dict[int, dict]] = {n: {} for n in NORMS}
+    rows, failed = [], []
+    for cfg, run in zip(configs, runs):
+        row = {"norm": cfg.norm, "seed": cfg.seed}
+        if run is None or run.diverged:
+            failed.append(f"{cfg.norm}/seed {cfg.seed}: {'failed' if run is None else 'diverged'}")
+            rows.append({**row, "status": "failed" if run is None else run.status})
+            continue
+        per_run[cfg.norm][cfg.seed] = run.series
+        row.update({"status": run.status, "test_acc": run.final("test_acc")})
+        row.update({f"mean_{m}": float(np.nanmean(after_first(run.series, k))) for m, k in METRICS.items()})
+        rows.append(row)
+    seeds = sorted(set(per_run["none"]) & set(per_run["bn"]))
+    tests, fractions, numbers = {}, {}, {}
+    for m, key in METRICS.items():
+        bn = [after_first(per_run["bn"][s], key) for s in seeds]
+        base = [after_first(per_run["none"][s], key) for s in seeds]
+        tests[m] = stats.paired([math.log(np.nanmean(v)) for v in bn], [math.log(np.nanmean(v)) for v in base])
+        fractions[m] = stats.estimate([float(np.mean(a < b)) for a, b in zip(bn, base)])
+    adjusted = dict(zip(tests, stats.holm([t.p_t if not math.isnan(t.p_t) else 1.0 for t in tests.values()])))
+    result = verdict(tests, adjusted, fractions) if len(seeds) >= 2 else "inconclusive"
+    for m, t in tests.items():
+        d = t.diff
+        numbers[f"ratio_bn_over_none/{m}"] = {
+            "mean": math.exp(d.mean), **({"ci95": [math.exp(d.low), math.exp(d.high)]} if d.n > 1 else {}),
+            "n": d.n, "p_holm": adjusted[m]}
+        numbers[f"fraction_steps_bn_lower/{m}"] = fractions[m].to_json()
+    for norm in NORMS:
+        numbers[f"test_acc_{norm}"] = stats.estimate([per_run[norm][s]["test_acc"][-1] for s in per_run[norm]]).to_json()
+    numbers["failed_runs"] = failed
+    described = "; ".join(f"{m} {numbers[f'ratio_bn_over_none/{m}']['mean']:.2f}x (BN lower at "
+                          f"{fractions[m].mean:.0%} of steps)" for m in METRICS)
+    summary = (f"On MNIST-1D's CNN trained with SGD (lr {BASE.lr:g}, momentum {BASE.momentum:g}), moving along the "
+               f"gradient by 0.5-4 x lr on the training batch, the ratio BN / no-BN of each smoothness metric "
+               f"(mean over training, {len(seeds)} paired seeds) was: {described}. Lower means smoother with BN. "
+               f"Verdict: {result}.")
+    if failed:
+        summary += f" {len(failed)} run(s) failed or diverged and are left out."
+    plan = QUICK if ctx.quick else FULL
+    setup = {"data": "mnist1d", "model": "cnn", "norms": list(NORMS), "optimizer": "sgd", "lr": BASE.lr,
+             "momentum": BASE.momentum, "batch_size": BASE.batch_size, "steps": plan["steps"],
+             "probe_every": plan["eval_every"], "etas_x_lr": [0.5, 1, 2, 3, 4],
+             "seeds": sorted({c.seed for c in configs}), "quick": ctx.quick}
+    data = {"curves": {}}
+    bands = ("landscape/loss_min", "landscape/loss_max", "landscape/grad_diff_min", "landscape/grad_diff_max",
+             "landscape/beta")
+    for norm in NORMS:
+        if per_run[norm]:
+            curves = {"step": next(iter(per_run[norm].values()))["step"]}
+            for key in bands:
+                arr = np.array([per_run[norm][s][key] for s in per_run[norm]], dtype=float)
+                curves[key] = np.nanmean(arr, axis=0).tolist()
+            data["curves"][norm] = curves
+    fig = FigureSpec("landscape_vs_steps", "Loss landscape along the gradient, with and without BN", data,
+                     draw_landscape, "Mean over seeds; bands span min-max over the step sizes 0.5-4 x lr.")
+    return ClaimResult(ID, NAME, QUESTION, CLAIM, SOURCE, RULE, result, summary, setup, numbers, [fig], rows)
+
+
+def draw_landscape(data: dict):
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(9, 3.2))
+    for i, (norm, c) in enumerate(data["curves"].items()):
+        label, color = ("BN" if norm == "bn" else "no BN"), f"C{i}"
+        axes[0].fill_between(c["step"], c["landscape/loss_min"], c["landscape/loss_max"], color=color, alpha=0.4,
+                             label=label)
+        axes[1].fill_between(c["step"], c["landscape/grad_diff_min"], c["landscape/grad_diff_max"], color=color,
+                             alpha=0.4, label=label)
+        axes[2].plot(c["step"], c["landscape/beta"], color=color, label=label)
+    for ax, title in zip(axes, ("loss along the gradient", "gradient change ‖∇L(w-ηg) - ∇L(w)‖",
+                                "effective β-smoothness")):
+        ax.set_title(title, fontsize=8)
+        ax.set_xlabel("step")
+    axes[0].set_ylabel("loss")
+    axes[2].legend(fontsize=7)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,136 @@
+"""C12: train only BN's gamma and beta, the convolutions left at their random initial values.
+
+Frankle, Schwab & Morcos 2021 ("Training BatchNorm and Only BatchNorm", ICLR 2021,
+https://arxiv.org/abs/2003.00152) train deep ResNets with every weight frozen at its random
+initialisation except BN's affine gamma/beta -- the output layer frozen too -- and reach 82% on
+CIFAR-10; training an equal number of randomly chosen weights instead does much worse.
+
+Small analogue: MNIST-1D's CNN with BN (conv-BN-ReLU x3, linear head), three settings, paired by
+seed (same initial weights and batch order):
+
+* ``norm``   -- only the 3 x 25 gammas and 25 betas x 3 = 150 scalars train (trainable="norm");
+  the head is frozen as in the paper (training the head too would be a different claim: a linear
+  read-out of random features);
+* ``random`` -- the same number (150) of scalars drawn at random from the conv and head weights
+  train (trainable="random"), gamma = 1 and beta = 0 frozen;
+* ``all``    -- full training, the reference.
+
+Adam (lr 1e-2, MNIST-1D's reference optimizer) for all three: with 150 parameters of very
+different scales an adaptive step is the fair choice, and one optimizer for all keeps them paired.
+Chance is 10% (10 balanced classes).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from ..train.config import RunConfig
+from . import stats
+from .result import ClaimResult, FigureSpec
+
+ID = "C12"
+NAME = "only-bn-params"
+QUESTION = "How far does training only BN's γ and β get, with every other weight left random?"
+CLAIM = ("Training only BN's γ and β (all other weights frozen at random init) is surprisingly strong: "
+         "deep ResNets reach 82% on CIFAR-10, far more than training as many randomly chosen weights.")
+SOURCE = "Frankle, Schwab & Morcos 2021, Training BatchNorm and Only BatchNorm (arXiv:2003.00152)"
+
+# ---- the sweep -----------------------------------------------------------------------------------
+SETTINGS = ("norm", "random", "all")  # what trains (see the module docstring)
+BN_PARAMS = 150  # gamma + beta of 3 BN layers x 25 channels: the size of the random subset
+BASE = RunConfig(data="mnist1d", model="cnn", norm="bn", optimizer="adam", lr=1e-2, batch_size=100,
+                 eval_samples=1000)  # test set: all 1000; train-set eval capped at 1000
+FULL = dict(steps=2000, eval_every=500, seeds=6)
+QUICK = dict(steps=150, eval_every=150, seeds=2)
+
+# ---- the verdict rule (stated before the runs) ---------------------------------------------------
+CHANCE = 0.10  # 10 classes
+FAR_ABOVE = 2.0  # "far above chance": the lower end of the 95% CI above FAR_ABOVE x chance
+ALPHA = 0.05  # paired t-test (by seed) of norm-only vs the equal-count random subset
+RULE = (f"Final test accuracy, mean ± 95% t-CI over seeds. Reproduced if training only γ/β is far above "
+        f"chance (CI lower end > {FAR_ABOVE:g} x {CHANCE:.0%} = {FAR_ABOVE * CHANCE:.0%}) AND above training "
+        f"{BN_PARAMS} random weights (paired by seed: mean difference > 0, paired t-test p < {ALPHA}). "
+        f"Not reproduced if the γ/β CI's upper end is at or below {FAR_ABOVE * CHANCE:.0%}, or the random "
+        f"subset is significantly better (mean difference < 0, p < {ALPHA}). Otherwise inconclusive.")
+
+
+def sweep(quick: bool, seeds: int | None) -> list[RunConfig]:
+    plan = QUICK if quick else FULL
+    n = seeds or plan["seeds"]
+    base = dataclasses.replace(BASE, steps=plan["steps"], eval_every=plan["eval_every"])
+    return [dataclasses.replace(base, trainable=t, trainable_k=BN_PARAMS if t == "random" else 0, seed=s)
+            for t in SETTINGS for s in range(n)]
+
+
+def verdict(norm_acc: stats.Estimate, vs_random: stats.PairedTest) -> str:
+    """The rule above on the γ/β accuracy estimate and its paired comparison with the random subset."""
+    bar = FAR_ABOVE * CHANCE
+    if norm_acc.high <= bar or (vs_random.diff.mean < 0 and vs_random.p_t < ALPHA):
+        return "not reproduced"
+    if norm_acc.low > bar and vs_random.diff.mean > 0 and vs_random.p_t < ALPHA:
+        return "reproduced"
+    return "inconclusive"
+
+
+def analyze(runs, ctx) -> ClaimResult:
+    configs = sweep(ctx.quick, ctx.seeds)
+    acc: dict[str, dict[int, float]] = {t: {} for t in SETTINGS}
+    rows, failed = [], []
+    for cfg, run in zip(configs, runs):
+        row = {"trainable": cfg.trainable, "seed": cfg.seed}
+        if run is None or run.diverged:
+            failed.append(f"{cfg.trainable}/seed {cfg.seed}: {'failed' if run is None else 'diverged'}")
+            rows.append({**row, "status": "failed" if run is None else run.status})
+            continue
+        acc[cfg.trainable][cfg.seed] = run.final("test_acc")
+        rows.append({**row, "status": run.status, "trainable_params": run.trainable_params,
+                     "test_acc": run.final("test_acc"), "train_acc": run.final("train_acc")})
+    est = {t: stats.estimate(list(acc[t].values())) for t in SETTINGS}
+    both = sorted(set(acc["norm"]) & set(acc["random"]))
+    vs_random = stats.paired([acc["norm"][s] for s in both], [acc["random"][s] for s in both])
+    result = verdict(est["norm"], vs_random) if len(both) >= 2 else "inconclusive"
+    numbers = {f"test_acc_{t}": est[t].to_json() for t in SETTINGS}
+    numbers.update({"chance": CHANCE, "norm_minus_random": vs_random.to_json(), "failed_runs": failed})
+    fmt = lambda e: f"{e.mean:.1%} (95% CI {e.low:.1%}–{e.high:.1%})"  # noqa: E731
+    summary = (f"Training only BN's {BN_PARAMS} γ/β values of the MNIST-1D CNN (everything else frozen at "
+               f"random init) reached {fmt(est['norm'])} test accuracy over {est['norm'].n} seeds, against "
+               f"{fmt(est['random'])} when {BN_PARAMS} random weights train instead and {fmt(est['all'])} with "
+               f"full training; chance is {CHANCE:.0%}. Paired by seed, γ/β-only minus random is "
+               f"{vs_random.diff.mean:+.1%} (p = {vs_random.p_t:.2g}, {vs_random.wins}/{len(both)} seeds). "
+               f"Verdict: {result}.")
+    if failed:
+        summary += f" {len(failed)} run(s) failed or diverged and are left out."
+    plan = QUICK if ctx.quick else FULL
+    setup = {"data": "mnist1d", "model": "cnn (conv-BN-ReLU x3, linear head)", "optimizer": "adam",
+             "lr": BASE.lr, "batch_size": BASE.batch_size, "steps": plan["steps"], "settings": list(SETTINGS),
+             "trainable_k": BN_PARAMS, "head": "frozen in 'norm' (as in the paper)",
+             "seeds": sorted({c.seed for c in configs}), "quick": ctx.quick}
+    data = {"settings": list(SETTINGS), "mean": [est[t].mean for t in SETTINGS],
+            "low": [est[t].low for t in SETTINGS], "high": [est[t].high for t in SETTINGS],
+            "per_seed": [list(acc[t].values()) for t in SETTINGS], "chance": CHANCE}
+    fig = FigureSpec("accuracy_per_setting", "Final test accuracy by what trains", data, draw_accuracy,
+                     f"Mean and 95% CI over seeds (dots: seeds). Dashed: chance; dotted: {FAR_ABOVE:g}x chance.")
+    return ClaimResult(ID, NAME, QUESTION, CLAIM, SOURCE, RULE, result, summary, setup, numbers, [fig], rows)
+
+
+def draw_accuracy(data: dict):
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    labels = {"norm": "only γ/β", "random": f"{BN_PARAMS} random weights", "all": "all weights"}
+    for i, (name, m, lo, hi, seeds) in enumerate(zip(data["settings"], data["mean"], data["low"], data["high"],
+                                                       data["per_seed"])):
+        ax.scatter(np.full(len(seeds), i) + 0.15, seeds, s=10, color="grey", alpha=0.7)
+        if m is not None and np.isfinite(m):
+            lo = m if lo is None or not np.isfinite(lo) else lo
+            hi = m if hi is None or not np.isfinite(hi) else hi
+            ax.errorbar([i], [m], yerr=[[m - lo], [hi - m]], fmt="o", capsize=4, color="C0")
+    ax.axhline(data["chance"], ls="--", color="k", lw=1, label="chance")
+    ax.axhline(FAR_ABOVE * data["chance"], ls=":", color="k", lw=1, label=f"{FAR_ABOVE:g}x chance")
+    ax.set_xticks(range(len(data["settings"])), [labels.get(s, s) for s in data["settings"]])
+    ax.set_ylabel("test accuracy")
+    ax.set_ylim(0, 1)
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    return fig
