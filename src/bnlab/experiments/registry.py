@@ -28,6 +28,10 @@ from .result import ClaimResult
 # claim id -> module; the order is the report's.
 EXPERIMENTS: dict[str, str] = {
     "C2": "bnlab.experiments.c02_identities",
+    "C8": "bnlab.experiments.c08_small_batches",
+    "C9": "bnlab.experiments.c09_batch_renorm",
+    "C10": "bnlab.experiments.c10_ghost_bn",
+    "C11": "bnlab.experiments.c11_precise_bn",
 }
 
 ProgressFn = Callable[[str, int, int], None]  # (experiment id, runs done, runs total)

@@ -5,3 +5,5 @@ config names them by spec string (e.g. ``"ics:blocks.1.op"``), so they run in th
 processes and their metrics are stored with the run. ``bnlab.train.probes.make_probe`` imports
 this package when a spec names a probe it does not know yet. Add a submodule's import here.
 """
+
+from . import precise_eval  # noqa: F401  (C11: EMA vs PreciseBN)
