@@ -29,7 +29,7 @@ N_TRAIN = 4000  # MNIST-1D training examples
 BATCHES = (32, 16, 8, 4, 2)
 NORMS = {"bn": {}, "gn": {"groups": 8}, "brn": {"r_max": 1.5, "d_max": 0.5}}
 BASE_LR, BASE_BATCH = 0.1, 32  # lr = BASE_LR * B / BASE_BATCH
-FULL = {"epochs": 3.0, "seeds": 4}
+FULL = {"epochs": 3.0, "seeds": 3}
 QUICK = {"epochs": 0.05, "seeds": 2}
 
 # --- the rule -------------------------------------------------------------------------------

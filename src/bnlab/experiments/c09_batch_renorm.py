@@ -35,14 +35,14 @@ SOURCE = "Ioffe 2017, 'Batch Renormalization', §3-4 (arXiv:1702.03275)"
 DATA, MODEL = "mnist1d", "cnn"
 BASE_LR, BASE_BATCH = 0.1, 32  # lr = BASE_LR * B / BASE_BATCH
 SETTINGS = {  # name -> batch size, classes per batch (0: i.i.d.), steps (full), steps (quick)
-    "small (batch 4, i.i.d.)": {"batch_size": 4, "batch_classes": 0, "steps": 3000, "quick_steps": 100},
-    "non-i.i.d. (batch 32, 2 classes × 16)": {"batch_size": 32, "batch_classes": 2, "steps": 2000,
+    "small (batch 4, i.i.d.)": {"batch_size": 4, "batch_classes": 0, "steps": 2000, "quick_steps": 100},
+    "non-i.i.d. (batch 32, 2 classes × 16)": {"batch_size": 32, "batch_classes": 2, "steps": 1200,
                                                "quick_steps": 60},
 }
 R_MAX, D_MAX = 3.0, 5.0  # Ioffe's final limits
 WARMUP_FRAC = 0.5  # r_max reaches R_MAX at this fraction of the steps
 NORMS = ("bn", "brn")
-FULL_SEEDS, QUICK_SEEDS = 6, 2
+FULL_SEEDS, QUICK_SEEDS = 5, 2
 
 # --- the rule -------------------------------------------------------------------------------
 ALPHA = 0.05  # family-wise, Holm over the settings

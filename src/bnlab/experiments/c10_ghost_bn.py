@@ -31,7 +31,7 @@ SOURCE = "Hoffer, Hubara & Soudry 2017, 'Train longer, generalize better', §4-5
 DATA, MODEL = "mnist1d", "cnn"
 SMALL = 32  # the small batch and the ghost batch size
 BASE_LR = 0.1  # lr at batch SMALL; lr(B) = BASE_LR * sqrt(B / SMALL)
-FULL = {"large": 1024, "steps": 800, "eval_every": 100, "seeds": 4}
+FULL = {"large": 1024, "steps": 500, "eval_every": 100, "seeds": 3}
 QUICK = {"large": 256, "steps": 40, "eval_every": 20, "seeds": 2}
 SETTING_NAMES = ("small BN", "large BN", "large ghost BN")
 
