@@ -30,13 +30,14 @@ _PERM_SEED = 12345  # the permutation of the training set is seeded by this + th
 
 
 class PreciseEval(Probe):
-    def __init__(self, data: str, sizes: tuple[int, ...]) -> None:
+    def __init__(self, data: str, sizes: tuple[int, ...], dataset: bdata.Dataset | None = None) -> None:
         super().__init__()
         self.data, self.sizes = data, tuple(sizes)
-        self._ds: bdata.Dataset | None = None
+        self._ds = dataset  # None: loaded by name at attach
 
     def attach(self, model: torch.nn.Module) -> None:
-        self._ds = bdata.load(self.data)
+        if self._ds is None:
+            self._ds = bdata.load(self.data)
 
     @torch.no_grad()
     def after_backward(self, ctx: StepContext) -> None:
