@@ -34,6 +34,10 @@ EXPERIMENTS: dict[str, str] = {
     "C5": "bnlab.experiments.c05_noisy_bn",
     "C6": "bnlab.experiments.c06_ics_gradients",
     "C7": "bnlab.experiments.c07_landscape",
+    "C8": "bnlab.experiments.c08_small_batches",
+    "C9": "bnlab.experiments.c09_batch_renorm",
+    "C10": "bnlab.experiments.c10_ghost_bn",
+    "C11": "bnlab.experiments.c11_precise_bn",
     "C12": "bnlab.experiments.c12_only_bn_params",
 }
 

@@ -40,7 +40,8 @@ from torch import Tensor, nn
 from .. import functional as F
 from .batchnorm import _BatchNorm
 
-__all__ = ["BatchRenorm1d", "BatchRenorm2d", "BatchRenorm3d", "renorm_warmup", "set_renorm_limits"]
+__all__ = ["BatchRenorm1d", "BatchRenorm2d", "BatchRenorm3d", "compressed_warmup", "renorm_warmup",
+           "set_renorm_limits"]
 
 
 def _check_limits(r_max: float, d_max: float) -> None:
@@ -67,7 +68,10 @@ class _BatchRenorm(_BatchNorm):
         dtype=None,
         *,
         bias: bool = True,
+        warmup_steps: int = 0,
     ) -> None:
+        if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:
+            raise ValueError(f"expected warmup_steps as an int >= 0 (got {warmup_steps!r})")
         if not track_running_stats:
             raise ValueError(
                 "expected track_running_stats=True: Batch Renorm corrects the batch statistics towards "
@@ -76,6 +80,7 @@ class _BatchRenorm(_BatchNorm):
         _check_limits(r_max, d_max)
         super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype, bias=bias)
         self._r_max, self._d_max = float(r_max), float(d_max)
+        self.warmup_steps = warmup_steps
 
     @property
     def r_max(self) -> float:
@@ -97,18 +102,27 @@ class _BatchRenorm(_BatchNorm):
         _check_limits(self._r_max, value)
         self._d_max = float(value)
 
+    def limits(self) -> tuple[float, float]:
+        """The ``(r_max, d_max)`` the next training forward uses: the final ones, or with
+        ``warmup_steps`` the compressed warm-up at this layer's ``num_batches_tracked``."""
+        if not self.warmup_steps:
+            return self._r_max, self._d_max
+        return compressed_warmup(int(self.num_batches_tracked), self.warmup_steps, self._r_max, self._d_max)
+
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, r_max={self.r_max}, d_max={self.d_max}"
+        warm = f", warmup_steps={self.warmup_steps}" if self.warmup_steps else ""
+        return f"{super().extra_repr()}, r_max={self.r_max}, d_max={self.d_max}{warm}"
 
     def _normalize(self, input, running_mean, running_var, use_batch_stats, momentum) -> Tensor:
         if not use_batch_stats:
             return super()._normalize(input, running_mean, running_var, use_batch_stats, momentum)
         F.check_batch_size(input)
+        r_max, d_max = self.limits()  # num_batches_tracked already counts this batch (1-based step)
         with torch.no_grad():
             mean_b, var_b = F.batch_stats(input)
             sigma = torch.sqrt(running_var.to(var_b.dtype) + self.eps)
-            r = (torch.sqrt(var_b + self.eps) / sigma).clamp(1 / self.r_max, self.r_max)
-            d = ((mean_b - running_mean.to(mean_b.dtype)) / sigma).clamp(-self.d_max, self.d_max)
+            r = (torch.sqrt(var_b + self.eps) / sigma).clamp(1 / r_max, r_max)
+            d = ((mean_b - running_mean.to(mean_b.dtype)) / sigma).clamp(-d_max, d_max)
         weight, bias = self.weight, self.bias
         if weight is None:  # gamma = 1, beta = 0
             eff_weight, eff_bias = r.to(input.dtype), d.to(input.dtype)
@@ -127,6 +141,9 @@ _CLASS_DOC = """Batch Renorm over {shape} input; see :mod:`bnlab.nn.renorm` for 
         num_features: channels C.
         r_max: r is clipped to [1/r_max, r_max]; >= 1. Default: 3.0 (the paper's final value)
         d_max: d is clipped to [-d_max, d_max]; >= 0. Default: 5.0 (the paper's final value)
+        warmup_steps: 0 keeps r_max, d_max fixed; N > 0 makes the layer follow the paper's
+            warm-up compressed to N training steps (:func:`compressed_warmup`, counted by
+            num_batches_tracked), ending at r_max, d_max. Default: 0
         eps, momentum, affine, bias: as :class:`bnlab.nn.BatchNorm2d` (momentum is the weight of
             the new batch; default 0.1). ``track_running_stats`` must stay ``True``.
 
@@ -191,3 +208,16 @@ def set_renorm_limits(model: nn.Module, r_max: float, d_max: float) -> int:
     for m in layers:
         m.r_max, m.d_max = r_max, d_max
     return len(layers)
+
+
+def compressed_warmup(step: int, warmup_steps: int, r_max: float = 3.0, d_max: float = 5.0) -> tuple[float, float]:
+    """:func:`renorm_warmup` with the paper's proportions compressed to ``warmup_steps`` steps.
+
+    The paper holds plain BN for 5k steps and reaches r_max at 40k, d_max at 25k; here plain BN
+    lasts ``warmup_steps / 8`` steps, d_max is reached at ``5 * warmup_steps / 8`` and r_max at
+    ``warmup_steps``.
+    """
+    if warmup_steps < 1:
+        raise ValueError(f"expected warmup_steps >= 1 (got {warmup_steps})")
+    return renorm_warmup(step, r_max, d_max, hold_steps=warmup_steps // 8,
+                         r_max_step=warmup_steps, d_max_step=max(warmup_steps // 8, 5 * warmup_steps // 8))

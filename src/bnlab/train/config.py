@@ -89,6 +89,7 @@ class RunConfig:
     schedule: str = "constant"  # lr after warm-up: constant, cosine / linear (to 0 at `steps`), step (x0.1 at 50%, 75%)
     warmup_steps: int = 0  # linear warm-up from lr/warmup_steps to lr
     batch_size: int = 100  # global batch; the last incomplete batch of an epoch is dropped
+    batch_classes: int = 0  # 0: i.i.d. batches; k: each batch holds batch_size/k examples of k random classes
     steps: int = 1000  # optimizer steps
     seed: int = 0  # seeds init, batch order and any noise in the model
     # --- what trains
@@ -116,6 +117,9 @@ class RunConfig:
             (self.lr > 0, "lr > 0", self.lr),
             (self.batch_size >= 1, "batch_size >= 1", self.batch_size),
             (self.steps >= 1, "steps >= 1", self.steps),
+            (self.batch_classes >= 0, "batch_classes >= 0", self.batch_classes),
+            (self.batch_classes == 0 or self.batch_size % self.batch_classes == 0,
+             f"batch_size divisible by batch_classes={self.batch_classes}", self.batch_size),
             (self.eval_every >= 1, "eval_every >= 1", self.eval_every),
             (self.warmup_steps >= 0, "warmup_steps >= 0", self.warmup_steps),
             (self.weight_decay >= 0, "weight_decay >= 0", self.weight_decay),

@@ -40,7 +40,7 @@ from torch import Tensor, nn
 from .. import data as bdata
 from .. import models
 from ..models import freeze
-from .batches import batch_indices
+from .batches import batch_indices, class_batch_indices
 from .config import RunConfig
 from .probes import Probe, StepContext, make_probe
 from .result import RunResult
@@ -225,7 +225,11 @@ def _train(config, dataset, device, progress, extra_probes, sync_bn, keep_model)
 
     t_steps = time.perf_counter()
     step = 0
-    for step, idx in enumerate(batch_indices(x_train.shape[0], config.batch_size, config.steps, batch_gen), 1):
+    if config.batch_classes:
+        order = class_batch_indices(y_train.cpu(), config.batch_size, config.batch_classes, config.steps, batch_gen)
+    else:
+        order = batch_indices(x_train.shape[0], config.batch_size, config.steps, batch_gen)
+    for step, idx in enumerate(order, 1):
         idx = idx[rank * local:(rank + 1) * local].to(device, non_blocking=True)
         xb, yb = x_train.index_select(0, idx), y_train.index_select(0, idx)
         metric_step = step % config.eval_every == 0 or step == config.steps

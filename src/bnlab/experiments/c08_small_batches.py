@@ -1,0 +1,189 @@
+"""C8: BN degrades at small batch sizes, GroupNorm does not (Wu & He 2018, Table 2).
+
+The MNIST-1D CNN (conv-norm-ReLU) with BN, GN (8 groups, lowered to 5 for 25 channels) or Batch
+Renorm (r_max 1.5, d_max 0.5, fixed, as in Wu & He's comparison) trains at batch 32, 16, 8, 4 and 2
+for the same number of EPOCHS (steps = EPOCHS * 4000 / B), SGD with momentum 0.9 and the learning
+rate scaled linearly with the batch (lr = BASE_LR * B / 32, Goyal et al.), cosine decay. Test error
+is measured in eval mode: BN and Batch Renorm use their population (running) statistics.
+Runs with the same seed share the initialisation, so differences are paired by seed.
+"""
+
+from __future__ import annotations
+
+import math
+
+from ..train.config import RunConfig
+from . import stats
+from .result import ClaimResult, FigureSpec
+
+ID = "C8"
+NAME = "small-batches"
+QUESTION = "Does BN break down with very small batches, and does GroupNorm fix it?"
+CLAIM = ("ResNet-50 ImageNet val. error at 32/16/8/4/2 images per GPU: BN 23.6/23.7/24.8/27.3/34.7%, GN "
+         "24.1/24.2/24.0/24.2/24.1%; Batch Renorm (r_max 1.5, d_max 0.5) at batch 4: 26.3%.")
+SOURCE = "Wu & He 2018, 'Group Normalization', Table 2 and §4.1 (arXiv:1803.08494)"
+
+# --- the sweep ------------------------------------------------------------------------------
+DATA, MODEL = "mnist1d", "cnn"
+N_TRAIN = 4000  # MNIST-1D training examples
+BATCHES = (32, 16, 8, 4, 2)
+NORMS = {"bn": {}, "gn": {"groups": 8}, "brn": {"r_max": 1.5, "d_max": 0.5}}
+BASE_LR, BASE_BATCH = 0.1, 32  # lr = BASE_LR * B / BASE_BATCH
+FULL = {"epochs": 3.0, "seeds": 3}
+QUICK = {"epochs": 0.05, "seeds": 2}
+
+# --- the rule -------------------------------------------------------------------------------
+FLAT_TOL = 0.01  # GN is "flat" at a batch if its error differs from batch 32 by < 1 pp or within the CI
+RISE_MIN = 0.01  # a BN rise confidently below 1 pp (CI upper bound) counts as "no rise"
+SHARP = ((8, 4), (4, 2))  # "the sharpest jump at 2-4": the largest step up between neighbours is one of these
+RULE = ("Test error in eval mode, paired by seed. Reproduced if all four hold: (1) BN's error rises: the 95% CI "
+        "of err_BN(2) − err_BN(32) lies above 0; (2) the largest increase of BN's mean error between "
+        "neighbouring batch sizes is 8→4 or 4→2; (3) GN stays flat within noise: for every batch B the 95% CI "
+        f"of err_GN(B) − err_GN(32) contains 0 or its mean is below {FLAT_TOL * 100:g} pp in size; (4) GN beats "
+        "BN at batch 2: the 95% CI of err_BN(2) − err_GN(2) lies above 0. Not reproduced if any part is "
+        f"contradicted: (1) CI below {RISE_MIN * 100:g} pp, (2) fails while (1) holds, (3) fails, or (4) CI "
+        "below 0. Inconclusive otherwise (a CI of (1) or (4) straddles its threshold).")
+
+
+def steps_for(batch: int, epochs: float) -> int:
+    return max(1, round(epochs * N_TRAIN / batch))
+
+
+def sweep(quick: bool, seeds: int | None) -> list[RunConfig]:
+    plan = QUICK if quick else FULL
+    n_seeds = seeds or plan["seeds"]
+    out = []
+    for norm, kw in NORMS.items():
+        for b in BATCHES:
+            steps = steps_for(b, plan["epochs"])
+            for s in range(n_seeds):
+                out.append(RunConfig(data=DATA, model=MODEL, norm=norm, norm_kw=kw, optimizer="sgd",
+                                     lr=BASE_LR * b / BASE_BATCH, batch_size=b, steps=steps, schedule="cosine",
+                                     eval_every=steps, eval_samples=1000, seed=s))
+    return out
+
+
+def verdict(bn_rise: stats.Estimate, sharpest: tuple[int, int] | None,
+            gn_flat: bool, gn_beats_bn: stats.Estimate) -> str:
+    """Apply RULE. ``bn_rise``: paired err_BN(2) − err_BN(32); ``sharpest``: the (from, to) batch pair
+    with BN's largest mean rise; ``gn_flat``: part (3); ``gn_beats_bn``: paired err_BN(2) − err_GN(2)."""
+    if math.isnan(bn_rise.ci) or math.isnan(gn_beats_bn.ci):
+        return "inconclusive"
+    rise = True if bn_rise.low > 0 else False if bn_rise.high < RISE_MIN else None
+    sharp = sharpest in SHARP
+    beats = True if gn_beats_bn.low > 0 else False if gn_beats_bn.high < 0 else None
+    if rise is False or (rise and not sharp) or not gn_flat or beats is False:
+        return "not reproduced"
+    if rise and sharp and gn_flat and beats:
+        return "reproduced"
+    return "inconclusive"
+
+
+def gn_is_flat(diffs: dict[int, stats.Estimate]) -> bool:
+    """Part (3): every paired err_GN(B) − err_GN(32) contains 0 in its CI or is below FLAT_TOL in size."""
+    def flat(e: stats.Estimate) -> bool:
+        within_ci = not math.isnan(e.ci) and e.low <= 0 <= e.high
+        return within_ci or abs(e.mean) < FLAT_TOL
+    return all(flat(e) for e in diffs.values())
+
+
+def _error(run) -> float:
+    if run is None or run.diverged or not run.series.get("test_acc"):
+        return math.nan
+    return 1.0 - run.final("test_acc")
+
+
+def analyze(runs, ctx) -> ClaimResult:
+    configs = sweep(ctx.quick, ctx.seeds)
+    seeds = sorted({c.seed for c in configs})
+    err = {(c.norm, c.batch_size, c.seed): _error(r) for c, r in zip(configs, runs)}
+    bad = sum(math.isnan(v) for v in err.values())
+
+    def paired(a: tuple[str, int], b: tuple[str, int]) -> stats.Estimate:
+        pairs = [(err[(*a, s)], err[(*b, s)]) for s in seeds]
+        pairs = [(x, y) for x, y in pairs if not (math.isnan(x) or math.isnan(y))]
+        if not pairs:
+            return stats.estimate([])
+        return stats.paired([x for x, _ in pairs], [y for _, y in pairs]).diff
+
+    def mean_err(norm: str, b: int) -> stats.Estimate:
+        return stats.estimate([v for s in seeds if not math.isnan(v := err[(norm, b, s)])])
+
+    table = {norm: {b: mean_err(norm, b) for b in BATCHES} for norm in NORMS}
+    bn_rise = paired(("bn", 2), ("bn", 32))
+    jumps = {(hi, lo): table["bn"][lo].mean - table["bn"][hi].mean for hi, lo in zip(BATCHES, BATCHES[1:])}
+    finite = {k: v for k, v in jumps.items() if not math.isnan(v)}
+    sharpest = max(finite, key=finite.get) if finite else None
+    gn_diffs = {b: paired(("gn", b), ("gn", 32)) for b in BATCHES[1:]}
+    flat = gn_is_flat(gn_diffs)
+    gn_beats = paired(("bn", 2), ("gn", 2))
+    v = verdict(bn_rise, sharpest, flat, gn_beats)
+
+    numbers = {f"{norm} test error (batch 32 / 4 / 2)": {str(b): table[norm][b].to_json() for b in (32, 4, 2)}
+               for norm in NORMS}
+    numbers["BN rise: err(2) − err(32)"] = bn_rise.to_json()
+    numbers["BN largest jump"] = f"{sharpest[0]}→{sharpest[1]}" if sharpest else "n/a"
+    numbers["GN: err(2) − err(32)"] = gn_diffs[2].to_json()
+    numbers["GN flat within noise"] = flat
+    numbers["err_BN(2) − err_GN(2)"] = gn_beats.to_json()
+    numbers["BRN − BN error at batch 4"] = paired(("brn", 4), ("bn", 4)).to_json()
+    numbers["failed or diverged runs"] = bad
+    summary = (f"Trained {FULL['epochs'] if not ctx.quick else QUICK['epochs']:g} epochs with linearly scaled "
+               f"learning rates, BN's test error goes from {_pct(table['bn'][32])} at batch 32 to "
+               f"{_pct(table['bn'][4])} at 4 and {_pct(table['bn'][2])} at 2 (paired rise {_pp(bn_rise)}; the "
+               f"largest step is {numbers['BN largest jump']}). GN: {_pct(table['gn'][32])} at 32, "
+               f"{_pct(table['gn'][2])} at 2 ({'flat' if flat else 'not flat'} within noise); Batch Renorm: "
+               f"{_pct(table['brn'][32])} at 32, {_pct(table['brn'][4])} at 4, {_pct(table['brn'][2])} at 2. "
+               f"At batch 2 BN's error minus GN's is {_pp(gn_beats)}. Verdict: {v}."
+               + (f" {bad} run(s) failed or diverged and are left out." if bad else ""))
+    setup = {"data": DATA, "model": MODEL, "norms": {k: dict(kw) for k, kw in NORMS.items()},
+             "batch_sizes": list(BATCHES), "epochs": (QUICK if ctx.quick else FULL)["epochs"],
+             "steps": {str(b): steps_for(b, (QUICK if ctx.quick else FULL)["epochs"]) for b in BATCHES},
+             "lr": f"{BASE_LR} * B / {BASE_BATCH}, cosine to 0", "optimizer": "sgd (momentum 0.9)",
+             "evaluation": "eval mode (population statistics), 1000 test examples", "seeds": seeds,
+             "quick": ctx.quick}
+    rows = [{"norm": c.norm, "batch_size": c.batch_size, "lr": c.lr, "steps": c.steps, "seed": c.seed,
+             "status": None if r is None else r.status, "test_error": err[(c.norm, c.batch_size, c.seed)]}
+            for c, r in zip(configs, runs)]
+    data = {"batches": list(BATCHES), "errors": {norm: {str(b): e.to_json() for b, e in row.items()}
+                                                  for norm, row in table.items()}}
+    fig = FigureSpec("error_vs_batch", "Test error vs batch size (eval mode)", data, _draw,
+                     "Mean ± 95% CI over seeds; linear lr scaling, fixed epochs.")
+    return ClaimResult(ID, NAME, QUESTION, CLAIM, SOURCE, RULE, v, summary, setup, numbers, [fig], rows)
+
+
+def _pct(e: stats.Estimate) -> str:
+    if e.n == 0:
+        return "n/a"
+    return f"{100 * e.mean:.1f}%" + ("" if math.isnan(e.ci) else f" ± {100 * e.ci:.1f}")
+
+
+def _pp(e: stats.Estimate) -> str:
+    if e.n == 0:
+        return "n/a"
+    return f"{100 * e.mean:+.2f} pp" + ("" if math.isnan(e.ci) else f" (95% CI {100 * e.low:+.2f} to {100 * e.high:+.2f})")
+
+
+_LABELS = {"bn": "BN", "gn": "GN", "brn": "Batch Renorm"}
+
+
+def _draw(data: dict):
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    xs = data["batches"]
+    for i, (norm, row) in enumerate(data["errors"].items()):
+        mean = [row[str(b)].get("mean", math.nan) for b in xs]
+        mean = [math.nan if m is None else m for m in mean]
+        lo = [m - row[str(b)].get("ci95", [m, m])[0] for b, m in zip(xs, mean)]
+        hi = [row[str(b)].get("ci95", [m, m])[1] - m for b, m in zip(xs, mean)]
+        ax.errorbar(xs, mean, yerr=[lo, hi], marker="o", capsize=3, color=f"C{i}", label=_LABELS.get(norm, norm))
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(xs)
+    ax.set_xticklabels([str(b) for b in xs])
+    ax.invert_xaxis()
+    ax.set_xlabel("batch size (log2)")
+    ax.set_ylabel("test error")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

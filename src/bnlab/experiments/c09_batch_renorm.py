@@ -1,0 +1,175 @@
+"""C9: Batch Renorm vs BN on small and on non-i.i.d. batches (Ioffe 2017).
+
+The MNIST-1D CNN (conv-norm-ReLU) with BN or Batch Renorm ("brn") in two settings where BN's
+batch statistics are poor estimates of the population's:
+
+* small: i.i.d. batches of 4 (lr 0.1 * 4/32, linear scaling);
+* non-i.i.d.: batches of 32 built from 2 random classes x 16 examples (``batch_classes=2``; the
+  paper's 16 labels x 2 images of ImageNet's 1000 classes has no MNIST-1D analogue with 10 classes --
+  2 of 10 classes per batch keeps the batches far from the label distribution), lr 0.1.
+
+Batch Renorm follows Ioffe's warm-up compressed to this run: r_max = 1, d_max = 0 (plain BN) for the
+first 1/8 of WARMUP_FRAC * steps, then r_max rises to 3 and d_max to 5 (reached at WARMUP_FRAC *
+steps and 5/8 of that), via the layer's ``warmup_steps`` (:func:`bnlab.nn.renorm.compressed_warmup`).
+SGD with momentum 0.9, cosine decay. Test accuracy in eval mode (population statistics) on the
+i.i.d. test set. Runs with the same seed share initialisation and batch order: paired by seed.
+"""
+
+from __future__ import annotations
+
+import math
+
+from ..train.config import RunConfig
+from . import stats
+from .result import ClaimResult, FigureSpec
+
+ID = "C9"
+NAME = "batch-renorm"
+QUESTION = "Does Batch Renorm rescue BN on small or non-i.i.d. batches?"
+CLAIM = ("Batch Renorm -- r = clip(σ_B/σ, 1/r_max, r_max), d = clip((μ_B−μ)/σ, −d_max, d_max), constants in "
+         "backprop, r_max 1 → 3 and d_max 0 → 5 after a warm-up -- trains better than BN with small "
+         "minibatches and with non-i.i.d. minibatches (e.g. 16 labels × 2 images per batch of 32).")
+SOURCE = "Ioffe 2017, 'Batch Renormalization', §3-4 (arXiv:1702.03275)"
+
+# --- the sweep ------------------------------------------------------------------------------
+DATA, MODEL = "mnist1d", "cnn"
+BASE_LR, BASE_BATCH = 0.1, 32  # lr = BASE_LR * B / BASE_BATCH
+SETTINGS = {  # name -> batch size, classes per batch (0: i.i.d.), steps (full), steps (quick)
+    "small (batch 4, i.i.d.)": {"batch_size": 4, "batch_classes": 0, "steps": 2000, "quick_steps": 100},
+    "non-i.i.d. (batch 32, 2 classes × 16)": {"batch_size": 32, "batch_classes": 2, "steps": 1200,
+                                               "quick_steps": 60},
+}
+R_MAX, D_MAX = 3.0, 5.0  # Ioffe's final limits
+WARMUP_FRAC = 0.5  # r_max reaches R_MAX at this fraction of the steps
+NORMS = ("bn", "brn")
+FULL_SEEDS, QUICK_SEEDS = 5, 2
+
+# --- the rule -------------------------------------------------------------------------------
+ALPHA = 0.05  # family-wise, Holm over the settings
+NEGLIGIBLE = 0.005  # 0.5 pp: a BRN advantage confidently below this counts as none
+RULE = ("Paired by seed, d = test accuracy(BRN) − test accuracy(BN) in eval mode, per setting (small and "
+        f"non-i.i.d.). Reproduced if in at least one setting the mean d > 0 and its paired t-test, Holm-corrected "
+        f"over the {len(SETTINGS)} settings, has p < {ALPHA:g} (BRN beats BN by more than the seed spread: the CI "
+        f"excludes 0). Not reproduced if in every setting the 95% CI of d lies below +{NEGLIGIBLE * 100:g} pp "
+        "(BRN is not better by a meaningful margin). Inconclusive otherwise.")
+
+
+def sweep(quick: bool, seeds: int | None) -> list[RunConfig]:
+    n_seeds = seeds or (QUICK_SEEDS if quick else FULL_SEEDS)
+    out = []
+    for spec in SETTINGS.values():
+        steps = spec["quick_steps"] if quick else spec["steps"]
+        b = spec["batch_size"]
+        for norm in NORMS:
+            kw = {"r_max": R_MAX, "d_max": D_MAX, "warmup_steps": max(1, round(WARMUP_FRAC * steps))} \
+                if norm == "brn" else {}
+            for s in range(n_seeds):
+                out.append(RunConfig(data=DATA, model=MODEL, norm=norm, norm_kw=kw, optimizer="sgd",
+                                     lr=BASE_LR * b / BASE_BATCH, batch_size=b, batch_classes=spec["batch_classes"],
+                                     steps=steps, schedule="cosine", eval_every=steps, eval_samples=1000, seed=s))
+    return out
+
+
+def verdict(diffs: list[stats.Estimate], p_holm: list[float]) -> str:
+    """``diffs[i]``: paired BRN − BN test accuracy in setting i; ``p_holm[i]``: its Holm-adjusted p."""
+    if not diffs or any(math.isnan(d.ci) for d in diffs):
+        return "inconclusive"
+    if any(d.mean > 0 and p < ALPHA for d, p in zip(diffs, p_holm)):
+        return "reproduced"
+    if all(d.high < NEGLIGIBLE for d in diffs):
+        return "not reproduced"
+    return "inconclusive"
+
+
+def _acc(run) -> float:
+    if run is None or run.diverged or not run.series.get("test_acc"):
+        return math.nan
+    return run.final("test_acc")
+
+
+def analyze(runs, ctx) -> ClaimResult:
+    configs = sweep(ctx.quick, ctx.seeds)
+    seeds = sorted({c.seed for c in configs})
+    key = {(s["batch_size"], s["batch_classes"]): name for name, s in SETTINGS.items()}
+    acc = {(key[(c.batch_size, c.batch_classes)], c.norm, c.seed): _acc(r) for c, r in zip(configs, runs)}
+    bad = sum(math.isnan(v) for v in acc.values())
+    diffs, tests, per_norm = [], [], {}
+    for name in SETTINGS:
+        pairs = [(acc[(name, "brn", s)], acc[(name, "bn", s)]) for s in seeds]
+        pairs = [p for p in pairs if not any(math.isnan(v) for v in p)]
+        test = stats.paired([a for a, _ in pairs], [b for _, b in pairs]) if pairs else None
+        tests.append(test)
+        diffs.append(test.diff if test else stats.estimate([]))
+        for norm in NORMS:
+            per_norm[(name, norm)] = stats.estimate([v for s in seeds if not math.isnan(v := acc[(name, norm, s)])])
+    p_raw = [t.p_t if t and not math.isnan(t.p_t) else 1.0 for t in tests]
+    p_holm = stats.holm(p_raw)
+    v = verdict(diffs, p_holm)
+    numbers = {}
+    for (name, t, p), d in zip(zip(SETTINGS, tests, p_holm), diffs):
+        numbers[f"{name}: BN test acc"] = per_norm[(name, "bn")].to_json()
+        numbers[f"{name}: BRN test acc"] = per_norm[(name, "brn")].to_json()
+        numbers[f"{name}: BRN − BN"] = d.to_json()
+        numbers[f"{name}: p (Holm)"] = p
+    numbers["failed or diverged runs"] = bad
+    parts = [f"{name}: BN {_pct(per_norm[(name, 'bn')])}, BRN {_pct(per_norm[(name, 'brn')])}, "
+             f"paired difference {_pp(d)}, Holm p = {p:.3g}" for name, d, p in zip(SETTINGS, diffs, p_holm)]
+    summary = ("Test accuracy in eval mode (population statistics). " + "; ".join(parts) + f". Verdict: {v}."
+               + (f" {bad} run(s) failed or diverged and are left out." if bad else ""))
+    setup = {"data": DATA, "model": MODEL, "norms": list(NORMS),
+             "settings": {n: {k: s[k] for k in ("batch_size", "batch_classes")} |
+                          {"steps": s["quick_steps"] if ctx.quick else s["steps"]} for n, s in SETTINGS.items()},
+             "brn": {"r_max": R_MAX, "d_max": D_MAX, "warm-up": f"compressed to {WARMUP_FRAC:g} of the steps"},
+             "lr": f"{BASE_LR} * B / {BASE_BATCH}, cosine to 0", "optimizer": "sgd (momentum 0.9)",
+             "evaluation": "eval mode (population statistics), 1000 test examples", "seeds": seeds,
+             "quick": ctx.quick}
+    rows = [{"setting": key[(c.batch_size, c.batch_classes)], "norm": c.norm, "batch_size": c.batch_size,
+             "batch_classes": c.batch_classes, "steps": c.steps, "seed": c.seed,
+             "status": None if r is None else r.status, "test_acc": _acc(r)} for c, r in zip(configs, runs)]
+    data = {"settings": list(SETTINGS),
+            "acc": {n: {norm: per_norm[(n, norm)].to_json() for norm in NORMS} for n in SETTINGS},
+            "diff": {n: d.to_json() for n, d in zip(SETTINGS, diffs)}}
+    fig = FigureSpec("brn_vs_bn", "Batch Renorm vs BN: test accuracy per setting", data, _draw,
+                     "Left: mean ± 95% CI over seeds; right: the paired difference BRN − BN.")
+    return ClaimResult(ID, NAME, QUESTION, CLAIM, SOURCE, RULE, v, summary, setup, numbers, [fig], rows)
+
+
+def _pct(e: stats.Estimate) -> str:
+    if e.n == 0:
+        return "n/a"
+    return f"{100 * e.mean:.1f}%" + ("" if math.isnan(e.ci) else f" ± {100 * e.ci:.1f}")
+
+
+def _pp(e: stats.Estimate) -> str:
+    if e.n == 0:
+        return "n/a"
+    return f"{100 * e.mean:+.2f} pp" + ("" if math.isnan(e.ci) else f" (95% CI {100 * e.low:+.2f} to {100 * e.high:+.2f})")
+
+
+def _bar(ax, x, est: dict, color: str, label: str | None = None) -> None:
+    m = est.get("mean")
+    if m is None:
+        return
+    lo, hi = est.get("ci95", [m, m])
+    ax.bar(x, m, width=0.35, color=color, label=label)
+    ax.errorbar(x, m, yerr=[[m - lo], [hi - m]], color="k", capsize=3)
+
+
+def _draw(data: dict):
+    import matplotlib.pyplot as plt
+
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(5.6, 3.4), gridspec_kw={"width_ratios": [2, 1]})
+    names = data["settings"]
+    short = [n.split(" (")[0] for n in names]
+    for i, n in enumerate(names):
+        _bar(ax, i - 0.18, data["acc"][n]["bn"], "C0", "BN" if i == 0 else None)
+        _bar(ax, i + 0.18, data["acc"][n]["brn"], "C1", "Batch Renorm" if i == 0 else None)
+        _bar(bx, i, data["diff"][n], "C2")
+    ax.set_xticks(range(len(names)), short)
+    ax.set_ylabel("test accuracy")
+    ax.legend(fontsize=7, loc="lower right")
+    bx.axhline(0, color="k", lw=0.8)
+    bx.set_xticks(range(len(names)), short, fontsize=7)
+    bx.set_ylabel("BRN − BN (accuracy)")
+    fig.tight_layout()
+    return fig

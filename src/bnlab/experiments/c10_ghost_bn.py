@@ -1,0 +1,174 @@
+"""C10: Ghost BN and the large-batch generalization gap (Hoffer, Hubara & Soudry 2017).
+
+The MNIST-1D CNN (conv-norm-ReLU) trains for the same number of updates in three settings:
+
+* small: BN at batch SMALL (lr BASE_LR);
+* large: BN at batch LARGE (lr BASE_LR * sqrt(LARGE / SMALL), Hoffer's square-root scaling);
+* large + ghost: ghost BN (``ghost_bn``, virtual batches of SMALL) at batch LARGE, same lr.
+
+SGD with momentum 0.9, cosine decay. Test accuracy in eval mode (population statistics), recorded
+along training for the curves. Runs with the same seed share the initialisation: paired by seed.
+The gap of a large-batch setting is acc(small) − acc(large setting); ghost BN shrinks it when
+gap_BN − gap_ghost = acc(large + ghost) − acc(large) > 0.
+"""
+
+from __future__ import annotations
+
+import math
+
+from ..train.config import RunConfig
+from . import stats
+from .result import ClaimResult, FigureSpec
+
+ID = "C10"
+NAME = "ghost-bn"
+QUESTION = "Does Ghost BN close the generalization gap of large-batch training?"
+CLAIM = ("Large-batch training generalizes worse; with the same number of updates, lr scaled by sqrt(B/128) "
+         "and ghost batches of 128 inside batches up to 4096, the gap to small-batch training closes.")
+SOURCE = "Hoffer, Hubara & Soudry 2017, 'Train longer, generalize better', §4-5 (arXiv:1705.08741)"
+
+# --- the sweep ------------------------------------------------------------------------------
+DATA, MODEL = "mnist1d", "cnn"
+SMALL = 32  # the small batch and the ghost batch size
+BASE_LR = 0.1  # lr at batch SMALL; lr(B) = BASE_LR * sqrt(B / SMALL)
+FULL = {"large": 1024, "steps": 500, "eval_every": 100, "seeds": 3}
+QUICK = {"large": 256, "steps": 40, "eval_every": 20, "seeds": 2}
+SETTING_NAMES = ("small BN", "large BN", "large ghost BN")
+
+# --- the rule -------------------------------------------------------------------------------
+NEGLIGIBLE = 0.005  # 0.5 pp: a narrowing confidently below this counts as none
+RULE = ("Final test accuracy in eval mode, paired by seed; gap_X = acc(small BN) − acc(X) for X = large BN and "
+        "large ghost BN, so gap_BN − gap_ghost = acc(large ghost BN) − acc(large BN). Reproduced if the 95% CI "
+        "of gap_BN − gap_ghost lies above 0 (ghost BN shrinks the gap); not reproduced if it lies below "
+        f"+{NEGLIGIBLE * 100:g} pp (no narrowing worth the name, or a widening); inconclusive otherwise.")
+
+
+def _lr(batch: int) -> float:
+    return BASE_LR * math.sqrt(batch / SMALL)
+
+
+def _settings(large: int) -> dict[str, dict]:
+    return {"small BN": {"norm": "bn", "norm_kw": {}, "batch_size": SMALL},
+            "large BN": {"norm": "bn", "norm_kw": {}, "batch_size": large},
+            "large ghost BN": {"norm": "ghost_bn", "norm_kw": {"virtual_batch_size": SMALL}, "batch_size": large}}
+
+
+def sweep(quick: bool, seeds: int | None) -> list[RunConfig]:
+    plan = QUICK if quick else FULL
+    n_seeds = seeds or plan["seeds"]
+    return [RunConfig(data=DATA, model=MODEL, optimizer="sgd", lr=_lr(spec["batch_size"]), steps=plan["steps"],
+                      schedule="cosine", eval_every=plan["eval_every"], eval_samples=1000, seed=s, **spec)
+            for spec in _settings(plan["large"]).values() for s in range(n_seeds)]
+
+
+def verdict(narrowing: stats.Estimate) -> str:
+    """``narrowing``: paired gap_BN − gap_ghost = acc(large ghost BN) − acc(large BN)."""
+    if math.isnan(narrowing.ci):
+        return "inconclusive"
+    if narrowing.low > 0:
+        return "reproduced"
+    if narrowing.high < NEGLIGIBLE:
+        return "not reproduced"
+    return "inconclusive"
+
+
+def _acc(run) -> float:
+    if run is None or run.diverged or not run.series.get("test_acc"):
+        return math.nan
+    return run.final("test_acc")
+
+
+def analyze(runs, ctx) -> ClaimResult:
+    plan = QUICK if ctx.quick else FULL
+    configs = sweep(ctx.quick, ctx.seeds)
+    seeds = sorted({c.seed for c in configs})
+    names = [name for name in SETTING_NAMES for _ in seeds]
+    acc = {(n, c.seed): _acc(r) for n, c, r in zip(names, configs, runs)}
+    bad = sum(math.isnan(v) for v in acc.values())
+    ok = [s for s in seeds if not any(math.isnan(acc[(n, s)]) for n in SETTING_NAMES)]
+
+    def col(n: str) -> list[float]:
+        return [acc[(n, s)] for s in ok]
+
+    per = {n: stats.estimate(col(n)) for n in SETTING_NAMES}
+    if len(ok) >= 1:
+        gap_bn = stats.paired(col("small BN"), col("large BN"))
+        gap_ghost = stats.paired(col("small BN"), col("large ghost BN"))
+        narrowing = stats.paired(col("large ghost BN"), col("large BN"))
+        g_bn, g_ghost, nar = gap_bn.diff, gap_ghost.diff, narrowing.diff
+    else:
+        g_bn = g_ghost = nar = stats.estimate([])
+    v = verdict(nar)
+    numbers = {f"{n}: test acc": per[n].to_json() for n in SETTING_NAMES}
+    numbers["gap_BN = acc(small) − acc(large BN)"] = g_bn.to_json()
+    numbers["gap_ghost = acc(small) − acc(large ghost)"] = g_ghost.to_json()
+    numbers["gap_BN − gap_ghost"] = nar.to_json()
+    numbers["failed or diverged runs"] = bad
+    summary = (f"With {plan['steps']} updates each, small-batch BN (batch {SMALL}, lr {_lr(SMALL):.3g}) reaches "
+               f"{_pct(per['small BN'])} test accuracy, large-batch BN (batch {plan['large']}, lr "
+               f"{_lr(plan['large']):.3g}) {_pct(per['large BN'])} and large-batch ghost BN (ghost batches of "
+               f"{SMALL}) {_pct(per['large ghost BN'])}. The gap is {_pp(g_bn)} with BN and {_pp(g_ghost)} with "
+               f"ghost BN; ghost BN narrows it by {_pp(nar)}. Verdict: {v}."
+               + (" Note: here large batches beat small ones outright (the gap is negative with the same "
+                  "number of updates), so there is no generalization gap for ghost BN to close; the verdict "
+                  "only compares the two large-batch settings." if g_bn.n > 1 and g_bn.high < 0 else "")
+               + (f" {bad} run(s) failed or diverged and are left out." if bad else ""))
+    setup = {"data": DATA, "model": MODEL, "small_batch": SMALL, "large_batch": plan["large"],
+             "ghost_batch": SMALL, "steps": plan["steps"], "lr": f"{BASE_LR} * sqrt(B / {SMALL}), cosine to 0",
+             "optimizer": "sgd (momentum 0.9)", "evaluation": "eval mode, 1000 test examples",
+             "seeds": seeds, "quick": ctx.quick}
+    rows = [{"setting": n, "norm": c.norm, "batch_size": c.batch_size, "lr": c.lr, "steps": c.steps,
+             "seed": c.seed, "status": None if r is None else r.status, "test_acc": _acc(r)}
+            for n, c, r in zip(names, configs, runs)]
+    curves = {}
+    for n in SETTING_NAMES:
+        rs = [r for m, r in zip(names, runs) if m == n and r is not None and not r.diverged]
+        if rs:
+            steps = rs[0].series["step"]
+            curves[n] = {"step": steps,
+                         "acc": [stats.estimate([r.series["test_acc"][i] for r in rs
+                                                 if len(r.series["test_acc"]) > i]).to_json()
+                                 for i in range(len(steps))]}
+    data = {"curves": curves, "gaps": {"large BN": g_bn.to_json(), "large ghost BN": g_ghost.to_json()}}
+    fig = FigureSpec("ghost_bn_gap", "Test accuracy vs steps, and the large-batch gaps", data, _draw,
+                     "Left: mean (band: 95% CI) over seeds; right: acc(small) − acc(large) with 95% CI.")
+    return ClaimResult(ID, NAME, QUESTION, CLAIM, SOURCE, RULE, v, summary, setup, numbers, [fig], rows)
+
+
+def _pct(e: stats.Estimate) -> str:
+    if e.n == 0:
+        return "n/a"
+    return f"{100 * e.mean:.1f}%" + ("" if math.isnan(e.ci) else f" ± {100 * e.ci:.1f}")
+
+
+def _pp(e: stats.Estimate) -> str:
+    if e.n == 0:
+        return "n/a"
+    return f"{100 * e.mean:+.2f} pp" + ("" if math.isnan(e.ci) else f" (95% CI {100 * e.low:+.2f} to {100 * e.high:+.2f})")
+
+
+def _draw(data: dict):
+    import matplotlib.pyplot as plt
+
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(5.8, 3.4), gridspec_kw={"width_ratios": [2, 1]})
+    for i, (n, c) in enumerate(data["curves"].items()):
+        mean = [math.nan if e.get("mean") is None else e["mean"] for e in c["acc"]]
+        lo = [e.get("ci95", [m, m])[0] for e, m in zip(c["acc"], mean)]
+        hi = [e.get("ci95", [m, m])[1] for e, m in zip(c["acc"], mean)]
+        ax.plot(c["step"], mean, color=f"C{i}", label=n)
+        ax.fill_between(c["step"], lo, hi, color=f"C{i}", alpha=0.2)
+    ax.set_xlabel("optimizer steps")
+    ax.set_ylabel("test accuracy")
+    ax.legend(fontsize=7, loc="lower right")
+    for i, (n, g) in enumerate(data["gaps"].items()):
+        m = g.get("mean")
+        if m is None:
+            continue
+        lo, hi = g.get("ci95", [m, m])
+        bx.bar(i, m, color=f"C{i + 1}", width=0.6)
+        bx.errorbar(i, m, yerr=[[m - lo], [hi - m]], color="k", capsize=3)
+    bx.axhline(0, color="k", lw=0.8)
+    bx.set_xticks(range(len(data["gaps"])), ["BN", "ghost"])
+    bx.set_ylabel("gap: acc(small) − acc(large)")
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,172 @@
+"""C11: population statistics after high learning rates -- the EMA vs PreciseBN (Wu & Johnson 2021).
+
+The MNIST-1D CNN with BN (conv-BN-ReLU, BN momentum 0.1, batch 100) trains with SGD at a constant
+learning rate -- a moderate one and a high one, no decay at the end, where the EMA of the batch
+statistics is said to lag the fast-moving weights. At the last step the ``precise_eval`` probe
+(:mod:`bnlab.experiments.probes.precise_eval`) evaluates the test accuracy with (a) the EMA running
+statistics and (b) :func:`bnlab.precise_bn` over the first N training samples, N in SIZES (4000 is
+the whole training set), restoring the running statistics afterwards. Same weights for both:
+the comparison is paired within a run, and runs are paired by seed.
+"""
+
+from __future__ import annotations
+
+import math
+
+from ..train.config import RunConfig
+from . import stats
+from .result import ClaimResult, FigureSpec
+
+ID = "C11"
+NAME = "ema-vs-precise-bn"
+QUESTION = "Are the running (EMA) statistics good enough at test time, or should they be recomputed (PreciseBN)?"
+CLAIM = ("The EMA of batch statistics is unreliable after high learning rates; PreciseBN, which recomputes "
+         "μ = E[μ_B] and σ² = E[μ_B² + σ_B²] − E[μ_B]² with frozen weights, is at least as accurate, and "
+         "~10³–10⁴ samples suffice.")
+SOURCE = "Wu & Johnson 2021, 'Rethinking \"Batch\" in BatchNorm', §3 (arXiv:2105.07576)"
+
+# --- the sweep ------------------------------------------------------------------------------
+DATA, MODEL, NORM = "mnist1d", "cnn", "bn"
+BATCH = 100
+LRS = (0.1, 0.5)  # SGD (momentum 0.9), constant: a moderate and a high learning rate
+HIGH_LR = max(LRS)  # the verdict reads the high-lr runs
+SIZES = (100, 300, 1000, 3000, 4000)  # PreciseBN samples; 4000 = the whole training set
+ALL = max(SIZES)
+LEVEL_AT = 1000  # "levels off around 10^3 samples"
+FULL = {"steps": 1500, "seeds": 6}
+QUICK = {"steps": 60, "seeds": 2}
+
+# --- the rule -------------------------------------------------------------------------------
+TOL = 0.005  # 0.5 percentage points of test accuracy: "at least as good" allows this much less
+RULE = (f"At the high learning rate ({HIGH_LR:g}), paired by seed: (1) PreciseBN over all {ALL} training samples "
+        f"is at least as accurate as the EMA if the 95% CI of (PreciseBN − EMA) test accuracy lies above "
+        f"−{TOL * 100:g} pp, and is worse if the CI lies entirely below 0; (2) PreciseBN levels off at "
+        f"{LEVEL_AT} samples if the mean accuracy with {LEVEL_AT} samples lies within the 95% seed CI of the "
+        f"accuracy with {ALL} (or within {TOL * 100:g} pp of it). Reproduced if (1) and (2) hold; not "
+        "reproduced if PreciseBN is worse or does not level off; inconclusive otherwise (the CI of (1) "
+        f"straddles −{TOL * 100:g} pp and 0).")
+
+
+def _probe(sizes=SIZES) -> str:
+    return f"precise_eval:{DATA}:{','.join(str(n) for n in sizes)}"
+
+
+def sweep(quick: bool, seeds: int | None) -> list[RunConfig]:
+    plan = QUICK if quick else FULL
+    n_seeds = seeds or plan["seeds"]
+    steps = plan["steps"]
+    return [RunConfig(data=DATA, model=MODEL, norm=NORM, optimizer="sgd", lr=lr, batch_size=BATCH, steps=steps,
+                      schedule="constant", eval_every=steps, eval_samples=1000, probes=(_probe(),), seed=s)
+            for lr in LRS for s in range(n_seeds)]
+
+
+def verdict(diff: stats.Estimate, level_ok: bool) -> str:
+    """``diff``: paired (PreciseBN over all samples − EMA) test accuracy; ``level_ok``: rule (2)."""
+    if math.isnan(diff.ci):
+        return "inconclusive"
+    if diff.high < 0 or not level_ok:
+        return "not reproduced"
+    if diff.low > -TOL:
+        return "reproduced"
+    return "inconclusive"
+
+
+def levels_off(at_level: stats.Estimate, at_all: stats.Estimate) -> bool:
+    """Rule (2): the mean at LEVEL_AT samples within the CI (or TOL) of the mean over all samples."""
+    half = 0.0 if math.isnan(at_all.ci) else at_all.ci
+    return abs(at_level.mean - at_all.mean) <= max(half, TOL)
+
+
+def _complete(run) -> bool:
+    names = ["precise/ema_test_acc"] + [f"precise/test_acc/{n}" for n in SIZES]
+    return all(math.isfinite(_metric(run, name)) for name in names)
+
+
+def _metric(run, name: str) -> float:
+    values = run.series.get(name, [])
+    return values[-1] if values else math.nan
+
+
+def analyze(runs, ctx) -> ClaimResult:
+    configs = sweep(ctx.quick, ctx.seeds)
+    failed = [c.seed for c, r in zip(configs, runs) if r is None or r.diverged or not _complete(r)]
+    by_lr: dict[float, list] = {lr: [] for lr in LRS}
+    for c, r in zip(configs, runs):
+        if r is not None and not r.diverged and _complete(r):
+            by_lr[c.lr].append(r)
+    curves, rows, numbers = {}, [], {}
+    for lr, rs in by_lr.items():
+        ema = [_metric(r, "precise/ema_test_acc") for r in rs]
+        per_n = {n: [_metric(r, f"precise/test_acc/{n}") for r in rs] for n in SIZES}
+        curves[str(lr)] = {"ema": stats.estimate(ema).to_json(),
+                           "precise": {str(n): stats.estimate(v).to_json() for n, v in per_n.items()}}
+        for i, r in enumerate(rs):
+            rows.append({"lr": lr, "seed": r.config.seed, "status": r.status, "ema_test_acc": ema[i],
+                         **{f"precise_test_acc_{n}": per_n[n][i] for n in SIZES}})
+        numbers[f"lr {lr:g}: EMA test acc"] = stats.estimate(ema).to_json()
+        numbers[f"lr {lr:g}: PreciseBN({ALL}) − EMA"] = stats.paired(per_n[ALL], ema).to_json()
+    high = by_lr[HIGH_LR]
+    ema_h = [_metric(r, "precise/ema_test_acc") for r in high]
+    all_h = [_metric(r, f"precise/test_acc/{ALL}") for r in high]
+    lvl_h = [_metric(r, f"precise/test_acc/{LEVEL_AT}") for r in high]
+    diff = stats.paired(all_h, ema_h).diff if len(high) >= 2 else stats.estimate([])
+    at_all, at_level = stats.estimate(all_h), stats.estimate(lvl_h)
+    level_ok = levels_off(at_level, at_all) if high else False
+    v = verdict(diff, level_ok) if len(high) >= 2 else "inconclusive"
+    numbers[f"lr {HIGH_LR:g}: PreciseBN({LEVEL_AT}) test acc"] = at_level.to_json()
+    numbers[f"lr {HIGH_LR:g}: PreciseBN({ALL}) test acc"] = at_all.to_json()
+    numbers["levels off at 1000"] = level_ok
+    numbers["failed or diverged runs"] = len(failed)
+    summary = (f"At a constant lr of {HIGH_LR:g} (BN momentum 0.1, batch {BATCH}), the EMA statistics give "
+               f"{_pct(stats.estimate(ema_h))} test accuracy and PreciseBN over all {ALL} training samples "
+               f"{_pct(at_all)} on the same weights; the paired difference is {_pp(diff)}. With {LEVEL_AT} "
+               f"samples PreciseBN reaches {_pct(at_level)} ({'within' if level_ok else 'outside'} the seed "
+               f"noise of the {ALL}-sample value). Verdict: {v}."
+               + (f" {len(failed)} run(s) failed or diverged and are left out." if failed else ""))
+    setup = {"data": DATA, "model": MODEL, "norm": NORM, "bn_momentum": 0.1, "batch_size": BATCH,
+             "optimizer": "sgd (momentum 0.9)", "schedule": "constant", "lrs": list(LRS),
+             "steps": configs[0].steps, "precise_bn_samples": list(SIZES),
+             "seeds": sorted({c.seed for c in configs}), "quick": ctx.quick}
+    fig = FigureSpec("accuracy_vs_samples", "Test accuracy: PreciseBN over N samples vs the EMA",
+                     {"sizes": list(SIZES), "curves": curves}, _draw,
+                     "Mean ± 95% CI over seeds; the band is the EMA's (same weights).")
+    return ClaimResult(ID, NAME, QUESTION, CLAIM, SOURCE, RULE, v, summary, setup, numbers, [fig], rows)
+
+
+def _pct(e: stats.Estimate) -> str:
+    if e.n == 0:
+        return "n/a"
+    ci = "" if math.isnan(e.ci) else f" ± {100 * e.ci:.1f}"
+    return f"{100 * e.mean:.1f}%{ci}"
+
+
+def _pp(e: stats.Estimate) -> str:
+    if e.n == 0:
+        return "n/a"
+    ci = "" if math.isnan(e.ci) else f" (95% CI {100 * e.low:+.2f} to {100 * e.high:+.2f} pp)"
+    return f"{100 * e.mean:+.2f} pp{ci}"
+
+
+def _draw(data: dict):
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    sizes = data["sizes"]
+    for i, (lr, c) in enumerate(data["curves"].items()):
+        color = f"C{i}"
+        mean = [c["precise"][str(n)].get("mean", math.nan) for n in sizes]
+        lo = [c["precise"][str(n)].get("ci95", [m, m])[0] for n, m in zip(sizes, mean)]
+        hi = [c["precise"][str(n)].get("ci95", [m, m])[1] for n, m in zip(sizes, mean)]
+        ax.errorbar(sizes, mean, yerr=[[m - a for m, a in zip(mean, lo)], [b - m for m, b in zip(mean, hi)]],
+                    color=color, marker="o", capsize=3, label=f"PreciseBN, lr {lr}")
+        ema = c["ema"]
+        if ema.get("mean") is not None:
+            elo, ehi = ema.get("ci95", [ema["mean"], ema["mean"]])
+            ax.axhspan(elo, ehi, color=color, alpha=0.15)
+            ax.axhline(ema["mean"], color=color, ls="--", lw=1, label=f"EMA, lr {lr}")
+    ax.set_xscale("log")
+    ax.set_xlabel("training samples for PreciseBN")
+    ax.set_ylabel("test accuracy")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
