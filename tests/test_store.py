@@ -28,7 +28,8 @@ def test_key_covers_every_result_relevant_field_and_the_version(monkeypatch):
     changes = dict(data="digits", model="mlp", norm="bn", placement="after", act="tanh", norm_kw={"eps": 0.1},
                    model_kw={"widths": [3]}, optimizer="adam", lr=0.2, momentum=0.5, weight_decay=1e-4,
                    schedule="cosine", warmup_steps=3, batch_size=10, steps=5, seed=1, trainable="norm",
-                   trainable_k=3, eval_every=7, eval_samples=9, probes=("grad_norm",), diverge_factor=9.0, tag="x")
+                   trainable_k=3, eval_every=7, eval_samples=9, probes=("grad_norm",), diverge_factor=9.0, tag="x",
+                   batch_classes=2)
     assert set(changes) | {"data_root"} == {f.name for f in dataclasses.fields(RunConfig)}
     keys = {base.key()} | {dataclasses.replace(base, **{k: v}).key() for k, v in changes.items()}
     assert len(keys) == len(changes) + 1

@@ -37,7 +37,8 @@ class Case:
     dtype: torch.dtype
 
 
-Built = tuple[Callable[[], object], Callable[[], object], str]
+# (torch_fn, bnlab_fn, path) or (torch_fn, bnlab_fn, path, extra row fields)
+Built = tuple
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,18 +47,23 @@ class Op:
     passes: int  # byte model: passes over the input tensor's bytes
     build: Callable[[Case], Built]
     dims: tuple[int, ...] = (1, 2, 3)
+    layouts: tuple[str, ...] | None = None  # None: every layout of the shape
+    float32_only: bool = False
+    shapes: tuple[tuple[int, ...], ...] | None = None  # fixed shapes instead of the run's list
+    quick: bool = True  # part of --quick runs
 
 
 OPS: dict[str, Op] = {}
 
 
-def register(name: str, passes: int, dims: tuple[int, ...] = (1, 2, 3)):
-    """Decorator: register ``build(case) -> (torch_fn, bnlab_fn, path)`` as operation ``name``."""
+def register(name: str, passes: int, dims: tuple[int, ...] = (1, 2, 3), **options):
+    """Decorator: register ``build(case) -> (torch_fn, bnlab_fn, path[, extra])`` as operation
+    ``name``; ``options`` are :class:`Op`'s layouts, float32_only, shapes and quick."""
 
     def wrap(build: Callable[[Case], Built]) -> Callable[[Case], Built]:
         if name in OPS:
             raise ValueError(f"expected a new operation name (got {name!r}, already registered)")
-        OPS[name] = Op(name, passes, build, dims)
+        OPS[name] = Op(name, passes, build, dims, **options)
         return build
 
     return wrap
@@ -87,20 +93,27 @@ def layouts(dims: int, shape: tuple[int, ...]) -> tuple[str, ...]:
 def plan(quick: bool, ops: list[str] | None = None,
          shapes: dict[int, list[tuple[int, ...]]] | None = None) -> list[Case]:
     """The cases of a run: every registered op over its dims' shapes, layouts and dtypes."""
+    given = shapes
     shapes = shapes if shapes is not None else (QUICK_SHAPES if quick else SHAPES)
-    names = list(OPS) if ops is None else ops
+    names = [n for n in OPS if not quick or OPS[n].quick] if ops is None else ops
     unknown = [n for n in names if n not in OPS]
     if unknown:
         raise ValueError(f"expected operations from {list(OPS)} (got {unknown})")
     cases = []
-    for dims, dim_shapes in shapes.items():
-        for shape in dim_shapes:
-            for layout in layouts(dims, shape):
-                dtypes = [torch.float32]
-                if not quick and dims == 2 and layout == "nchw":
-                    dtypes += EXTRA_DTYPES
-                for dtype in dtypes:
-                    cases += [Case(n, dims, shape, layout, dtype) for n in names if dims in OPS[n].dims]
+    for name in names:
+        op = OPS[name]
+        op_shapes = {d: list(op.shapes) for d in op.dims} if op.shapes and given is None else shapes
+        for dims, dim_shapes in op_shapes.items():
+            if dims not in op.dims:
+                continue
+            for shape in dim_shapes:
+                for layout in layouts(dims, shape):
+                    if op.layouts is not None and layout not in op.layouts:
+                        continue
+                    dtypes = [torch.float32]
+                    if not quick and not op.float32_only and dims == 2 and layout == "nchw":
+                        dtypes += EXTRA_DTYPES
+                    cases += [Case(name, dims, shape, layout, dtype) for dtype in dtypes]
     return cases
 
 
@@ -167,3 +180,7 @@ def _eval(case: Case) -> Built:
         return call
 
     return run(ref), run(ours), _path(x, ours.running_mean, ours.running_var, ours.weight, ours.bias)
+
+
+# Row types beyond the plain layers register themselves on import.
+from . import cases_fused, cases_models  # noqa: E402,F401

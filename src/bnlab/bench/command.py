@@ -63,30 +63,37 @@ def _loadavg() -> list[float] | None:
 def run_case(case: C.Case, copy_gbps: float, repeats: int, min_sample_s: float = 0.002) -> dict:
     """Time one case; the row carries the fields the JSON promises."""
     op = C.OPS[case.op]
-    torch_fn, bnlab_fn, path = op.build(case)
+    torch_fn, bnlab_fn, path, *extra = op.build(case)
     samples = timing.sample_interleaved({"torch": torch_fn, "bnlab": bnlab_fn}, repeats, min_sample_s=min_sample_s)
     med = {name: statistics.median(s) for name, s in samples.items()}
     best = {name: min(s) for name, s in samples.items()}
     nbytes = op.passes * torch.Size(case.shape).numel() * torch.empty((), dtype=case.dtype).element_size()
-    gbps = nbytes / med["bnlab"] / 1e9
+    gbps = nbytes / med["bnlab"] / 1e9 if op.passes else None  # whole-model rows have no byte model
     return {
         "op": case.op, "dims": case.dims, "shape": list(case.shape), "layout": case.layout,
         "dtype": DTYPE_NAMES.get(case.dtype, str(case.dtype)),
         "torch_us": med["torch"] * 1e6, "bnlab_us": med["bnlab"] * 1e6,
-        "ratio": med["bnlab"] / med["torch"], "gbps": gbps, "bandwidth_fraction": gbps / copy_gbps,
+        "ratio": med["bnlab"] / med["torch"], "gbps": gbps,
+        "bandwidth_fraction": None if gbps is None else gbps / copy_gbps,
         "passes": op.passes, "path": path,
         # The fastest sample of each: on a busy machine the noise only ever slows a sample down,
         # so the ratio of minima is the steadier estimate there (the headline stays the median).
         "torch_min_us": best["torch"] * 1e6, "bnlab_min_us": best["bnlab"] * 1e6,
         "ratio_min": best["bnlab"] / best["torch"],
+        **(extra[0] if extra else {}),
     }
 
 
 def format_row(r: dict) -> str:
     shape = "x".join(map(str, r["shape"]))
     return (f"{r['op']:<14} {r['dims']}d {shape:<14} {r['layout']:<13} {r['dtype']:<8} "
-            f"{r['torch_us']:>9.0f} {r['bnlab_us']:>9.0f} {r['ratio']:>6.2f} {r['gbps']:>6.1f} "
-            f"{r['bandwidth_fraction']:>5.2f} {r['ratio_min']:>9.2f}  {r['path']}")
+            f"{r['torch_us']:>9.0f} {r['bnlab_us']:>9.0f} {r['ratio']:>6.2f} {_num(r['gbps'], 6, 1)} "
+            f"{_num(r['bandwidth_fraction'], 5, 2)} {r['ratio_min']:>9.2f}  {r['path']}"
+            + (f"  saved {r['saved_ratio']:.2f}x" if "saved_ratio" in r else ""))
+
+
+def _num(value, width: int, digits: int) -> str:
+    return f"{'-':>{width}}" if value is None else f"{value:>{width}.{digits}f}"
 
 
 HEADER = (f"{'op':<14} {'dims':<2} {'shape':<14} {'layout':<13} {'dtype':<8} {'torch_us':>9} "

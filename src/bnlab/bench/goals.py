@@ -48,6 +48,10 @@ def _nchw2d(op: str) -> Callable[[Row], bool]:
     return lambda r: _f32(r) and r["op"] == op and r["dims"] == 2 and r["layout"] == "nchw"
 
 
+def _fused(r: Row) -> bool:
+    return r["op"].startswith("bn_") and r["op"].endswith("_fwd_bwd")
+
+
 GOALS = [
     Goal("training fwd+bwd, NCHW 2d: geometric mean ratio <= 0.6", _nchw2d("train_fwd_bwd"), "ratio", "geomean", 0.6),
     Goal("training fwd+bwd, NCHW 2d: every ratio <= 0.8", _nchw2d("train_fwd_bwd"), "ratio", "max", 0.8),
@@ -61,6 +65,10 @@ GOALS = [
     Goal("(8, 128, 56, 56) training fwd NCHW: >= 0.8 of copy bandwidth",
          lambda r: _nchw2d("train_fwd")(r) and tuple(r["shape"]) == (8, 128, 56, 56),
          "bandwidth_fraction", "min", 0.8),
+    Goal("BN+activation fused fwd+bwd, NCHW: every ratio <= 0.6", _fused, "ratio", "max", 0.6),
+    Goal("BN+activation fused: saved-for-backward bytes <= 0.5 of torch's", _fused, "saved_ratio", "max", 0.5),
+    Goal("trainer vs a bare loop (MNIST-1D CNN): ratio <= 1.1",
+         lambda r: r["op"] == "trainer_step", "ratio", "max", 1.1),
 ]
 
 

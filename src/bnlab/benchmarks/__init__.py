@@ -1,1 +1,0 @@
-"""Benchmark rows that ``bnlab bench`` collects (each module exposes ``rows(quick) -> list[dict]``)."""
