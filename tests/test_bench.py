@@ -16,9 +16,27 @@ ROW_FIELDS = {"op": str, "dims": int, "shape": list, "layout": str, "dtype": str
               "bnlab_us": float, "ratio": float, "gbps": float, "bandwidth_fraction": float}
 
 
+def test_fused_and_fold_rows_carry_their_extra_fields(tmp_path):
+    out = tmp_path / "bench.json"
+    rc = cli.main(["bench", "--quick", "--repeats", "1", "--shapes", "2x3x4x4", "--json", str(out),
+                   "--ops", "bn_relu_fwd_bwd,bn_silu_fwd_bwd,fold_eval"])
+    assert rc == 0
+    rows = {r["op"]: r for r in json.loads(out.read_text())["rows"]}
+    assert set(rows) == {"bn_relu_fwd_bwd", "bn_silu_fwd_bwd", "fold_eval"}
+    for op in ("bn_relu_fwd_bwd", "bn_silu_fwd_bwd"):
+        r = rows[op]
+        assert r["layout"] == "nchw" and r["shape"] == [2, 3, 4, 4]
+        # one input-sized tensor kept instead of two (plus the same per-channel vectors each side)
+        assert r["saved_bytes_bnlab"] < r["saved_bytes_torch"] and 0.5 <= r["saved_ratio"] < 0.6
+    fold = rows["fold_eval"]
+    assert fold["shape"] == [64, 3, 32, 32]  # its own model input, whatever --shapes says
+    assert fold["gbps"] is None and fold["max_abs_diff"] < 1e-4
+
+
 def test_bench_json_on_tiny_shapes_has_well_formed_rows(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    rc = cli.main(["bench", "--quick", "--repeats", "1", "--shapes", "6x4,2x3x4x4", "--json", str(out)])
+    rc = cli.main(["bench", "--quick", "--repeats", "1", "--shapes", "6x4,2x3x4x4", "--json", str(out),
+                   "--ops", "train_fwd,train_fwd_bwd,eval"])
     assert rc == 0
     result = json.loads(out.read_text())
     rows = result["rows"]

@@ -26,7 +26,6 @@ from bnlab.train.distributed import launch
 
 BASE = RunConfig(data="mnist1d", model="cnn", norm="none", optimizer="sgd", lr=0.3, steps=20, eval_every=1,
                  eval_samples=100, batch_size=64)
-HAS_SYNC_BN = hasattr(bnlab.nn, "SyncBatchNorm")
 
 
 def test_ddp_without_bn_follows_full_batch_training():
@@ -78,19 +77,12 @@ def test_ddp_with_per_process_bn_normalizes_each_half_on_its_own(keep_threads):
     assert max(abs(a - b) for a, b in zip(full[1:], want[1:])) > 1e-3  # and that differs from full-batch BN
 
 
-@pytest.mark.skipif(not HAS_SYNC_BN, reason="bnlab.nn.SyncBatchNorm is not in this bnlab yet")
 def test_ddp_with_sync_bn_follows_full_batch_training():
     config = dataclasses.replace(BASE, norm="bn", lr=0.1)
     ddp = launch(config, 2)
     single = train(config, threads=1)
     torch.testing.assert_close(torch.tensor(ddp.series["train_loss"]), torch.tensor(single.series["train_loss"]),
                                rtol=1e-4, atol=1e-5)
-
-
-@pytest.mark.skipif(HAS_SYNC_BN, reason="bnlab.nn.SyncBatchNorm exists: BN runs data-parallel")
-def test_bn_is_refused_data_parallel_without_sync_bn():
-    with pytest.raises(RuntimeError, match=r"data-parallel BN needs bnlab.nn.SyncBatchNorm"):
-        launch(dataclasses.replace(BASE, norm="bn"), 2)
 
 
 @pytest.mark.slow

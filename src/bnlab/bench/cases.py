@@ -93,7 +93,6 @@ def layouts(dims: int, shape: tuple[int, ...]) -> tuple[str, ...]:
 def plan(quick: bool, ops: list[str] | None = None,
          shapes: dict[int, list[tuple[int, ...]]] | None = None) -> list[Case]:
     """The cases of a run: every registered op over its dims' shapes, layouts and dtypes."""
-    given = shapes
     shapes = shapes if shapes is not None else (QUICK_SHAPES if quick else SHAPES)
     names = [n for n in OPS if not quick or OPS[n].quick] if ops is None else ops
     unknown = [n for n in names if n not in OPS]
@@ -102,7 +101,7 @@ def plan(quick: bool, ops: list[str] | None = None,
     cases = []
     for name in names:
         op = OPS[name]
-        op_shapes = {d: list(op.shapes) for d in op.dims} if op.shapes and given is None else shapes
+        op_shapes = {d: list(op.shapes) for d in op.dims} if op.shapes else shapes  # fixed: always theirs
         for dims, dim_shapes in op_shapes.items():
             if dims not in op.dims:
                 continue

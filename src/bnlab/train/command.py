@@ -142,7 +142,7 @@ def main(args: argparse.Namespace) -> int:
         try:
             result = distributed.launch(config, args.nproc, device=args.device, threads=args.threads,
                                         per_process_bn=args.no_sync_bn)
-        except (distributed.SyncBatchNormUnavailable, ValueError) as e:
+        except ValueError as e:
             print(f"bnlab train: {e}", file=sys.stderr)
             return 2
     else:

@@ -12,10 +12,9 @@ gradients, so without BN -- or with SyncBN, whose statistics are taken over the 
 step equals a single-process step on the whole batch. With plain per-process BN each rank
 normalizes its own slice, as ghost batch norm with ``batch_size / N`` examples per ghost batch.
 
-:func:`convert_sync_batchnorm` is the one place that decides how BN becomes SyncBN: it uses
-``bnlab.nn.SyncBatchNorm.convert_sync_batchnorm`` when bnlab provides it (bnlab implements BN,
-torch's SyncBatchNorm is not used), and otherwise refuses a model that has BN, so a run never
-silently trains with per-process statistics. Pass ``sync_bn=keep_per_process_bn``
+:func:`convert_sync_batchnorm` is the one place that decides how BN becomes SyncBN:
+``bnlab.nn.SyncBatchNorm.convert_sync_batchnorm`` (bnlab implements BN, and its SyncBatchNorm
+works with gloo on CPU, where torch's refuses CPU tensors). Pass ``sync_bn=keep_per_process_bn``
 (``--no-sync-bn``) to ask for per-process statistics on purpose.
 """
 
@@ -35,35 +34,9 @@ from .config import RunConfig
 from .result import RunResult
 
 
-class SyncBatchNormUnavailable(RuntimeError):
-    """Data-parallel BN was asked for, but bnlab has no SyncBatchNorm to synchronise it."""
-
-
-def has_batch_norm(model: nn.Module) -> bool:
-    return any(isinstance(m, (bnn.batchnorm._BatchNorm, nn.modules.batchnorm._BatchNorm)) for m in model.modules())
-
-
 def convert_sync_batchnorm(model: nn.Module) -> nn.Module:
     """The model with its BN layers synchronised across the process group (see module docstring)."""
-    sync = getattr(bnn, "SyncBatchNorm", None)
-    if sync is not None:
-        return sync.convert_sync_batchnorm(model)
-    if has_batch_norm(model):
-        raise SyncBatchNormUnavailable(
-            "data-parallel BN needs bnlab.nn.SyncBatchNorm, which this bnlab does not have; "
-            "use --no-sync-bn (sync_bn=keep_per_process_bn) for per-process batch statistics"
-        )
-    return model
-
-
-def _refuse_bn_early(config: RunConfig) -> None:
-    """Raise convert_sync_batchnorm's error here rather than in every spawned process."""
-    from .. import data as bdata
-    from .trainer import build_model
-
-    with torch.device("meta"):  # shapes only: no memory, no RNG draws
-        model = build_model(config, bdata.load(config.data, config.data_root))
-    convert_sync_batchnorm(model)
+    return bnn.SyncBatchNorm.convert_sync_batchnorm(model)
 
 
 def keep_per_process_bn(model: nn.Module) -> nn.Module:
@@ -130,8 +103,6 @@ def launch(config: RunConfig, nproc: int, *, device: str = "cpu", threads: int =
         raise ValueError(f"expected nproc >= 1 (got {nproc})")
     if torch.device(device).type == "cuda" and nproc > torch.cuda.device_count():
         raise ValueError(f"expected nproc <= the {torch.cuda.device_count()} visible GPUs (got {nproc})")
-    if not per_process_bn and getattr(bnn, "SyncBatchNorm", None) is None:
-        _refuse_bn_early(config)
     import torch.multiprocessing as mp
 
     with tempfile.TemporaryDirectory() as tmp:
