@@ -88,17 +88,34 @@ def _sweep(module: ModuleType, ctx: Context) -> list:
 
 
 def _run_configs(configs: list, ctx: Context, owner: dict[str, str]) -> dict:
-    """Run (or reuse) every config in one sweep; return {config key: RunResult or None}."""
+    """Run (or reuse) every config in one sweep; return {config key: RunResult or None}.
+
+    Progress is reported per experiment: ``ctx.progress(id, runs done, runs total)`` with the
+    runs already in the store counted as done from the start.
+    """
+    from ..train.store import Store
     from ..train.sweep import run_sweep
 
     if not configs:
         return {}
     ctx.store.parent.mkdir(parents=True, exist_ok=True)
-    total = len({c.key() for c in configs})
+    keys = list(dict.fromkeys(c.key() for c in configs))  # unique, in the sweep's order
+    total: dict[str, int] = {}
+    for key in keys:
+        total[owner[key]] = total.get(owner[key], 0) + 1
+    with Store(ctx.store) as store:
+        already = store.done(configs)
+    done = {claim: 0 for claim in total}
+    for key in already:
+        done[owner[key]] += 1
+    for claim in total:
+        ctx.progress(claim, done[claim], total[claim])
 
     def progress(p) -> None:
-        label = owner.get((p.last or {}).get("key", ""), "runs")
-        ctx.progress(label, p.done, total)
+        key = (p.last or {}).get("key")
+        if key in owner:
+            done[owner[key]] += 1
+            ctx.progress(owner[key], done[owner[key]], total[owner[key]])
 
     results = run_sweep(configs, store=ctx.store, jobs=ctx.jobs, progress=progress, on_error="skip")
     return {c.key(): r for c, r in zip(configs, results)}
