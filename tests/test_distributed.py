@@ -18,7 +18,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import bnlab
 from bnlab import data
 from bnlab.train import RunConfig, build_model, train
 from bnlab.train.batches import batch_indices

@@ -1,6 +1,5 @@
 """C2 is decided by exact computation: it must reproduce, and must fail when the math is broken."""
 
-import torch
 
 from bnlab import functional
 from bnlab.experiments import registry

@@ -31,9 +31,8 @@ def test_run_all_reports_per_experiment_progress_and_reuses_the_store(tmp_path, 
     calls = []
     store = tmp_path / "runs.sqlite"
     registry.run_all(progress=lambda *a: calls.append(a), store=store)
-    assert calls[:2] == [("CA", 0, 2), ("CB", 0, 3)]  # announced first, in the sweep's order
-    assert ("CA", 2, 2) in calls and ("CB", 3, 3) in calls
+    assert calls == [("CA", 1, 2), ("CA", 2, 2), ("CB", 1, 3), ("CB", 2, 3), ("CB", 3, 3)]
     assert all(r is not None and r.status == "finished" for f in fakes.values() for r in f.runs)
     calls.clear()
     registry.run_all(progress=lambda *a: calls.append(a), store=store)
-    assert calls == [("CA", 2, 2), ("CB", 3, 3)]  # everything reused: nothing ran again
+    assert calls == [("CA", 2, 2), ("CB", 3, 3)]  # everything reused: announced once, nothing ran

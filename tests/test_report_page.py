@@ -53,7 +53,7 @@ def test_every_claims_verdict_is_on_the_page(full_page):
     for r in results:
         # the claim's card, with its badge, and its row in the verdict table
         card = re.search(rf'<article class="claim" id="{r.id}">.*?</article>', page, re.S)
-        assert card and f'class="badge' in card.group(0) and f">{r.verdict}</span>" in card.group(0)
+        assert card and 'class="badge' in card.group(0) and f">{r.verdict}</span>" in card.group(0)
         assert re.search(rf'href="#{r.id}">{r.id}</a></td>.*?>{r.verdict}</span>', page, re.S)
     ids = [a.get("id") for _, a in tags.tags if a.get("id")]
     assert len(ids) == len(set(ids)), "element ids must be unique"

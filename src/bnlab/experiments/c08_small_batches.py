@@ -15,6 +15,8 @@ import math
 from ..train.config import RunConfig
 from . import stats
 from .result import ClaimResult, FigureSpec
+from .series_tools import pct as _pct
+from .series_tools import pp as _pp
 
 ID = "C8"
 NAME = "small-batches"
@@ -29,7 +31,7 @@ N_TRAIN = 4000  # MNIST-1D training examples
 BATCHES = (32, 16, 8, 4, 2)
 NORMS = {"bn": {}, "gn": {"groups": 8}, "brn": {"r_max": 1.5, "d_max": 0.5}}
 BASE_LR, BASE_BATCH = 0.1, 32  # lr = BASE_LR * B / BASE_BATCH
-FULL = {"epochs": 3.0, "seeds": 3}
+FULL = {"epochs": 3.0, "seeds": 4}
 QUICK = {"epochs": 0.05, "seeds": 2}
 
 # --- the rule -------------------------------------------------------------------------------
@@ -150,18 +152,6 @@ def analyze(runs, ctx) -> ClaimResult:
     fig = FigureSpec("error_vs_batch", "Test error vs batch size (eval mode)", data, _draw,
                      "Mean ± 95% CI over seeds; linear lr scaling, fixed epochs.")
     return ClaimResult(ID, NAME, QUESTION, CLAIM, SOURCE, RULE, v, summary, setup, numbers, [fig], rows)
-
-
-def _pct(e: stats.Estimate) -> str:
-    if e.n == 0:
-        return "n/a"
-    return f"{100 * e.mean:.1f}%" + ("" if math.isnan(e.ci) else f" ± {100 * e.ci:.1f}")
-
-
-def _pp(e: stats.Estimate) -> str:
-    if e.n == 0:
-        return "n/a"
-    return f"{100 * e.mean:+.2f} pp" + ("" if math.isnan(e.ci) else f" (95% CI {100 * e.low:+.2f} to {100 * e.high:+.2f})")
 
 
 _LABELS = {"bn": "BN", "gn": "GN", "brn": "Batch Renorm"}

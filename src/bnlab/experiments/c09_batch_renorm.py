@@ -22,6 +22,8 @@ import math
 from ..train.config import RunConfig
 from . import stats
 from .result import ClaimResult, FigureSpec
+from .series_tools import pct as _pct
+from .series_tools import pp as _pp
 
 ID = "C9"
 NAME = "batch-renorm"
@@ -35,14 +37,14 @@ SOURCE = "Ioffe 2017, 'Batch Renormalization', §3-4 (arXiv:1702.03275)"
 DATA, MODEL = "mnist1d", "cnn"
 BASE_LR, BASE_BATCH = 0.1, 32  # lr = BASE_LR * B / BASE_BATCH
 SETTINGS = {  # name -> batch size, classes per batch (0: i.i.d.), steps (full), steps (quick)
-    "small (batch 4, i.i.d.)": {"batch_size": 4, "batch_classes": 0, "steps": 2000, "quick_steps": 100},
-    "non-i.i.d. (batch 32, 2 classes × 16)": {"batch_size": 32, "batch_classes": 2, "steps": 1200,
+    "small (batch 4, i.i.d.)": {"batch_size": 4, "batch_classes": 0, "steps": 3000, "quick_steps": 100},
+    "non-i.i.d. (batch 32, 2 classes × 16)": {"batch_size": 32, "batch_classes": 2, "steps": 2000,
                                                "quick_steps": 60},
 }
 R_MAX, D_MAX = 3.0, 5.0  # Ioffe's final limits
 WARMUP_FRAC = 0.5  # r_max reaches R_MAX at this fraction of the steps
 NORMS = ("bn", "brn")
-FULL_SEEDS, QUICK_SEEDS = 5, 2
+FULL_SEEDS, QUICK_SEEDS = 6, 2
 
 # --- the rule -------------------------------------------------------------------------------
 ALPHA = 0.05  # family-wise, Holm over the settings
@@ -132,18 +134,6 @@ def analyze(runs, ctx) -> ClaimResult:
     fig = FigureSpec("brn_vs_bn", "Batch Renorm vs BN: test accuracy per setting", data, _draw,
                      "Left: mean ± 95% CI over seeds; right: the paired difference BRN − BN.")
     return ClaimResult(ID, NAME, QUESTION, CLAIM, SOURCE, RULE, v, summary, setup, numbers, [fig], rows)
-
-
-def _pct(e: stats.Estimate) -> str:
-    if e.n == 0:
-        return "n/a"
-    return f"{100 * e.mean:.1f}%" + ("" if math.isnan(e.ci) else f" ± {100 * e.ci:.1f}")
-
-
-def _pp(e: stats.Estimate) -> str:
-    if e.n == 0:
-        return "n/a"
-    return f"{100 * e.mean:+.2f} pp" + ("" if math.isnan(e.ci) else f" (95% CI {100 * e.low:+.2f} to {100 * e.high:+.2f})")
 
 
 def _bar(ax, x, est: dict, color: str, label: str | None = None) -> None:

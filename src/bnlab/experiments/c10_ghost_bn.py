@@ -19,6 +19,8 @@ import math
 from ..train.config import RunConfig
 from . import stats
 from .result import ClaimResult, FigureSpec
+from .series_tools import pct as _pct
+from .series_tools import pp as _pp
 
 ID = "C10"
 NAME = "ghost-bn"
@@ -31,7 +33,7 @@ SOURCE = "Hoffer, Hubara & Soudry 2017, 'Train longer, generalize better', §4-5
 DATA, MODEL = "mnist1d", "cnn"
 SMALL = 32  # the small batch and the ghost batch size
 BASE_LR = 0.1  # lr at batch SMALL; lr(B) = BASE_LR * sqrt(B / SMALL)
-FULL = {"large": 1024, "steps": 500, "eval_every": 100, "seeds": 3}
+FULL = {"large": 1024, "steps": 800, "eval_every": 100, "seeds": 4}
 QUICK = {"large": 256, "steps": 40, "eval_every": 20, "seeds": 2}
 SETTING_NAMES = ("small BN", "large BN", "large ghost BN")
 
@@ -133,18 +135,6 @@ def analyze(runs, ctx) -> ClaimResult:
     fig = FigureSpec("ghost_bn_gap", "Test accuracy vs steps, and the large-batch gaps", data, _draw,
                      "Left: mean (band: 95% CI) over seeds; right: acc(small) − acc(large) with 95% CI.")
     return ClaimResult(ID, NAME, QUESTION, CLAIM, SOURCE, RULE, v, summary, setup, numbers, [fig], rows)
-
-
-def _pct(e: stats.Estimate) -> str:
-    if e.n == 0:
-        return "n/a"
-    return f"{100 * e.mean:.1f}%" + ("" if math.isnan(e.ci) else f" ± {100 * e.ci:.1f}")
-
-
-def _pp(e: stats.Estimate) -> str:
-    if e.n == 0:
-        return "n/a"
-    return f"{100 * e.mean:+.2f} pp" + ("" if math.isnan(e.ci) else f" (95% CI {100 * e.low:+.2f} to {100 * e.high:+.2f})")
 
 
 def _draw(data: dict):

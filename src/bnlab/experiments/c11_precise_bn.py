@@ -16,6 +16,8 @@ import math
 from ..train.config import RunConfig
 from . import stats
 from .result import ClaimResult, FigureSpec
+from .series_tools import pct as _pct
+from .series_tools import pp as _pp
 
 ID = "C11"
 NAME = "ema-vs-precise-bn"
@@ -33,7 +35,7 @@ HIGH_LR = max(LRS)  # the verdict reads the high-lr runs
 SIZES = (100, 300, 1000, 3000, 4000)  # PreciseBN samples; 4000 = the whole training set
 ALL = max(SIZES)
 LEVEL_AT = 1000  # "levels off around 10^3 samples"
-FULL = {"steps": 1500, "seeds": 6}
+FULL = {"steps": 2000, "seeds": 8}
 QUICK = {"steps": 60, "seeds": 2}
 
 # --- the rule -------------------------------------------------------------------------------
@@ -131,20 +133,6 @@ def analyze(runs, ctx) -> ClaimResult:
                      {"sizes": list(SIZES), "curves": curves}, _draw,
                      "Mean ± 95% CI over seeds; the band is the EMA's (same weights).")
     return ClaimResult(ID, NAME, QUESTION, CLAIM, SOURCE, RULE, v, summary, setup, numbers, [fig], rows)
-
-
-def _pct(e: stats.Estimate) -> str:
-    if e.n == 0:
-        return "n/a"
-    ci = "" if math.isnan(e.ci) else f" ± {100 * e.ci:.1f}"
-    return f"{100 * e.mean:.1f}%{ci}"
-
-
-def _pp(e: stats.Estimate) -> str:
-    if e.n == 0:
-        return "n/a"
-    ci = "" if math.isnan(e.ci) else f" (95% CI {100 * e.low:+.2f} to {100 * e.high:+.2f} pp)"
-    return f"{100 * e.mean:+.2f} pp{ci}"
 
 
 def _draw(data: dict):

@@ -40,7 +40,7 @@ SETTINGS = ("norm", "random", "all")  # what trains (see the module docstring)
 BN_PARAMS = 150  # gamma + beta of 3 BN layers x 25 channels: the size of the random subset
 BASE = RunConfig(data="mnist1d", model="cnn", norm="bn", optimizer="adam", lr=1e-2, batch_size=100,
                  eval_samples=1000)  # test set: all 1000; train-set eval capped at 1000
-FULL = dict(steps=2000, eval_every=500, seeds=6)
+FULL = dict(steps=2000, eval_every=500, seeds=8)
 QUICK = dict(steps=150, eval_every=150, seeds=2)
 
 # ---- the verdict rule (stated before the runs) ---------------------------------------------------

@@ -90,8 +90,8 @@ def _sweep(module: ModuleType, ctx: Context) -> list:
 def _run_configs(configs: list, ctx: Context, owner: dict[str, str]) -> dict:
     """Run (or reuse) every config in one sweep; return {config key: RunResult or None}.
 
-    Progress is reported per experiment: ``ctx.progress(id, runs done, runs total)`` with the
-    runs already in the store counted as done from the start.
+    Progress is reported per experiment: ``ctx.progress(id, runs done, runs total)`` after each
+    of its runs, with the runs already in the store counted as done.
     """
     from ..train.store import Store
     from ..train.sweep import run_sweep
@@ -108,8 +108,9 @@ def _run_configs(configs: list, ctx: Context, owner: dict[str, str]) -> dict:
     done = {claim: 0 for claim in total}
     for key in already:
         done[owner[key]] += 1
-    for claim in total:
-        ctx.progress(claim, done[claim], total[claim])
+    for claim in total:  # experiments with stored runs; the others appear with their first run, so
+        if done[claim]:  # each experiment's clock (and so its ETA) starts when its own runs do
+            ctx.progress(claim, done[claim], total[claim])
 
     def progress(p) -> None:
         key = (p.last or {}).get("key")

@@ -70,3 +70,17 @@ def fmt(e, digits: int = 0, scale: float = 1.0) -> str:
     if math.isnan(e.ci):
         return f.format(scale * e.mean)
     return f"{f.format(scale * e.mean)} [{f.format(scale * e.low)}, {f.format(scale * e.high)}]"
+
+
+def pct(e) -> str:
+    """A fraction's Estimate as '93.2% ± 0.6' (the CI half-width) for a summary sentence."""
+    if e.n == 0:
+        return "n/a"
+    return f"{100 * e.mean:.1f}%" + ("" if math.isnan(e.ci) else f" ± {100 * e.ci:.1f}")
+
+
+def pp(e) -> str:
+    """A difference of fractions as '+1.20 pp (95% CI +0.30 to +2.10)', in percentage points."""
+    if e.n == 0:
+        return "n/a"
+    return f"{100 * e.mean:+.2f} pp" + ("" if math.isnan(e.ci) else f" (95% CI {100 * e.low:+.2f} to {100 * e.high:+.2f})")

@@ -68,20 +68,25 @@ def _init_worker(threads: int, setup: Callable[[], None] | None) -> None:
         setup()
 
 
-def _run_one(config: RunConfig, store_path: str, device: str) -> tuple[str, str, dict | None]:
-    """Claim, train and store one config; returns (key, outcome, summary). Runs in a worker."""
+def _claim_train_store(config: RunConfig, store: Store, **train_kw) -> tuple[str, str, dict | None]:
+    """Claim, train and store one config; returns (key, outcome, summary), outcome "busy" when
+    another process holds the claim and "failed" (traceback stored) when training raised."""
     from .trainer import train
 
-    store = _worker_store(store_path)
     if not store.claim(config):
         return config.key(), "busy", None
     try:
-        result = train(config, device=device, progress=False)
+        result = train(config, **train_kw)
     except Exception:
         store.fail(config, traceback.format_exc())
         return config.key(), "failed", None
     store.save(result)
     return config.key(), result.status, result.summary()
+
+
+def _run_one(config: RunConfig, store_path: str, device: str) -> tuple[str, str, dict | None]:
+    """One config in a worker process (its store connection is opened once per worker)."""
+    return _claim_train_store(config, _worker_store(store_path), device=device, progress=False)
 
 
 _STORES: dict[str, Store] = {}
@@ -185,14 +190,4 @@ def run_sweep(
 
 
 def _run_in_process(config: RunConfig, store: Store, device: str, threads: int) -> tuple[str, str, dict | None]:
-    from .trainer import train
-
-    if not store.claim(config):
-        return config.key(), "busy", None
-    try:
-        result = train(config, device=device, threads=threads)
-    except Exception:
-        store.fail(config, traceback.format_exc())
-        return config.key(), "failed", None
-    store.save(result)
-    return config.key(), result.status, result.summary()
+    return _claim_train_store(config, store, device=device, threads=threads)
