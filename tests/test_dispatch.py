@@ -105,17 +105,6 @@ def test_backward_with_grad_mode_on_takes_the_reference():
                                        (True, False, False)) is not None
 
 
-def test_eval_recording_gradients_takes_the_reference():
-    x = torch.randn(4, 3, 5)
-    w = torch.ones(3, requires_grad=True)
-    rm, rv = torch.zeros(3), torch.ones(3)
-    assert dispatch.eval_forward(x, rm, rv, w, None, 1e-5) is None
-    with torch.no_grad():
-        assert dispatch.eval_forward(x, rm, rv, w, None, 1e-5) is not None
-    with torch.inference_mode():
-        assert dispatch.eval_forward(x, rm, rv, w, None, 1e-5) is not None
-
-
 def counting(monkeypatch, name):
     calls = []
     real = getattr(numba_cpu, name)
@@ -135,13 +124,9 @@ def test_layers_run_the_kernel_for_their_layout(monkeypatch, channels_last, suff
         x = x.detach().contiguous(memory_format=torch.channels_last).requires_grad_()
     fwd = counting(monkeypatch, f"train_forward_{suffix}")
     bwd = counting(monkeypatch, f"train_backward_{suffix}")
-    ev = counting(monkeypatch, f"eval_forward_{suffix}")
     m = bnn.BatchNorm2d(3)
     m(x).sum().backward()
-    m.eval()
-    with torch.no_grad():
-        m(x)
-    assert (len(fwd), len(bwd), len(ev)) == (1, 1, 1)
+    assert (len(fwd), len(bwd)) == (1, 1)
 
 
 def test_kernels_follow_torch_thread_count():

@@ -131,13 +131,10 @@ def test_parallel_kernels_match_torch(layout, monkeypatch):
         y_ref, (dx_ref, dw_ref, db_ref) = torch_train(x, w, b, dy)
         with torch.no_grad():
             dx, dw, db = dispatch.train_backward(dy, x, w, b, mean, var, 1e-5, (True, True, True))
-            rm, rv = torch.randn(5), torch.rand(5) + 0.5
-            y_eval = dispatch.eval_forward(x, rm, rv, w, b, 1e-5)
         assert_close(y, y_ref, torch.float32)
         assert_close(dx, dx_ref, torch.float32)
         assert_sums_close(dw, dw_ref, torch.float32)
         assert_sums_close(db, db_ref, torch.float32)
-        assert_close(y_eval, tnf.batch_norm(x, rm, rv, w, b, training=False), torch.float32)
     finally:
         torch.set_num_threads(threads)
 
@@ -174,12 +171,10 @@ def test_float64_fast_path_matches_torch():
     y_ref, (dx_ref, dw_ref, db_ref) = torch_train(x, w, b, dy)
     with torch.no_grad():
         dx, dw, db = dispatch.train_backward(dy, x, w, b, mean, var, 1e-5, (True, True, True))
-        y_eval = dispatch.eval_forward(x, mean, var, w, b, 1e-5)
     assert_close(y, y_ref, torch.float64)
     assert_close(dx, dx_ref, torch.float64)
     assert_close(dw, dw_ref, torch.float64)
     assert_close(db, db_ref, torch.float64)
-    assert_close(y_eval, y_ref, torch.float64)  # eval with the batch's own statistics is the same map
 
 
 def test_backward_accepts_expanded_and_other_layout_gradients():

@@ -36,7 +36,7 @@ def test_user_cache_dirs_honour_bnlab_cache_dir(monkeypatch, tmp_path):
 
 def test_kernels_are_compiled_with_the_disk_cache():
     assert cache.CACHE_DIR is not None
-    assert numba_cpu.eval_forward_ncs._cache.cache_path  # a real on-disk cache, not the null cache
+    assert numba_cpu.train_forward_ncs._cache.cache_path  # a real on-disk cache, not the null cache
 
 
 _CHILD = """
@@ -44,8 +44,8 @@ import json, torch
 from bnlab.kernels import dispatch, numba_cpu
 x = torch.randn(2, 3, 4)
 with torch.no_grad():
-    dispatch.eval_forward(x, torch.zeros(3), torch.ones(3), None, None, 1e-5)
-stats = numba_cpu.eval_forward_ncs.stats
+    dispatch.train_forward(x, None, None, 1e-5)
+stats = numba_cpu.train_forward_ncs.stats
 print(json.dumps({"hits": sum(stats.cache_hits.values()), "misses": sum(stats.cache_misses.values())}))
 """
 

@@ -338,13 +338,27 @@ def batch_norm(
         return y
     if running_mean is None or running_var is None:
         raise ValueError("running_mean and running_var must be defined in evaluation mode (got None)")
-    fast = _dispatch().eval_forward(input, running_mean, running_var, weight, bias, eps)
-    if fast is not None:
-        return fast
     # Eval is an affine map of x with constant statistics: plain differentiable ops, so autograd,
     # torch.func and torch.compile handle it without a custom Function.
+    if input.dtype in (torch.float32, torch.float64) and running_var.dtype == input.dtype:
+        scale, shift = eval_affine(running_mean, running_var, weight, bias, eps)
+        return _scale_shift(input, scale, shift)
+    # Half types (and mixed dtypes): computed in float32 and rounded once.
     invstd = torch.rsqrt(running_var.to(acc_dtype(input.dtype)) + eps)
     return normalize(input, running_mean.to(invstd.dtype), invstd, weight, bias)
+
+
+def _scale_shift(x: Tensor, scale: Tensor, shift: Tensor) -> Tensor:
+    """``x * scale + shift`` per channel in one or two vectorized passes, x's memory format kept.
+
+    The same formula as torch's eval kernel (so the same accuracy). On contiguous NCHW tensors a
+    broadcast multiply and an in-place add run faster than one ``addcmul``; on channels-last
+    tensors, where the channel is the innermost dimension, ``addcmul`` is the faster.
+    """
+    shape = channel_shape(x)
+    if x.is_contiguous():
+        return torch.mul(x, scale.view(shape)).add_(shift.view(shape))
+    return torch.addcmul(shift.view(shape), x, scale.view(shape))
 
 
 # --- statistics of parts: combining ranks, ghosts and micro-batches ---------------------------

@@ -1,7 +1,7 @@
 """The one place that decides whether batch norm runs a fast kernel or the pure-torch reference.
 
-:mod:`bnlab.functional` asks :func:`train_forward`, :func:`train_backward` and :func:`eval_forward`
-first; they return ``None`` when the call must take the reference path. :func:`why_reference` says
+:mod:`bnlab.functional` asks :func:`train_forward` and :func:`train_backward` first (eval is one
+vectorized multiply-add in plain torch, see ``functional._scale_shift``); they return ``None`` when the call must take the reference path. :func:`why_reference` says
 why, and is what the tests check. The fast path (:mod:`bnlab.kernels.numba_cpu`) takes:
 
 * CPU tensors of float32 or float64 with weight, bias and running stats of the same dtype;
@@ -10,8 +10,7 @@ why, and is what the tests check. The fast path (:mod:`bnlab.kernels.numba_cpu`)
 * a non-empty batch, outside any tracing: under ``torch.compile``, ``torch.jit`` and the
   ``torch.func`` transforms the reference runs, so those keep seeing plain torch operations;
 * in the backward, grad mode off -- with ``create_graph=True`` (double backward) the reference's
-  differentiable closed form runs; in eval, no gradient to record (the fast eval is not an
-  autograd op).
+  differentiable closed form runs.
 
 Everything else (CUDA, half types, odd strides, tensor subclasses) takes the reference. Setting the
 environment variable ``BNLAB_FAST=0`` or :func:`set_fast` (False) sends everything to the reference.
@@ -46,7 +45,6 @@ __all__ = [
     "reference_only",
     "train_forward",
     "train_backward",
-    "eval_forward",
     "bn_act_train_forward",
     "bn_act_train_backward",
 ]
@@ -242,27 +240,6 @@ def train_backward(dy: Tensor, x: Tensor, weight: Tensor | None, bias: Tensor | 
     if torch.is_grad_enabled() or why_reference(x, weight, bias, mean, var, grad=dy) is not None:
         return None
     return _fast_backward(dy, x, weight, bias, mean, var, eps, "identity", 0.0, needs)
-
-
-def eval_forward(x: Tensor, running_mean: Tensor, running_var: Tensor, weight: Tensor | None,
-                 bias: Tensor | None, eps: float):
-    """``(x - running_mean) / sqrt(running_var + eps) * weight + bias`` from the fast kernel, or None.
-
-    None too when autograd would record the op (grad mode on and an input requiring grad).
-    """
-    if torch.is_grad_enabled() and any(
-        t is not None and t.requires_grad for t in (x, weight, bias, running_mean, running_var)
-    ):
-        return None
-    if why_reference(x, running_mean, running_var, weight, bias) is not None:
-        return None
-    K = _numba()
-    lay = layout(x)
-    y = torch.empty_like(x)
-    run = K.eval_forward_ncs if lay == "ncs" else K.eval_forward_rc
-    run(_view(x, lay), running_mean.numpy(), running_var.numpy(), _vec(weight, x), _vec(bias, x),
-        float(eps), K.ACT_TAGS["identity"], 0.0, _mode(K, x), _view(y, lay))
-    return y
 
 
 # --- batch norm + activation, for fused layers ----------------------------------------------------

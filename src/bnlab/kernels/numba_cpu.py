@@ -43,7 +43,6 @@ from .numba_tags import ACT_TAGS, PARALLEL, SERIAL, activate, activate_grad, ser
 __all__ = [
     "ACT_TAGS", "PARALLEL", "SERIAL",
     "train_forward_ncs", "train_forward_rc", "train_backward_ncs", "train_backward_rc",
-    "eval_forward_ncs", "eval_forward_rc",
 ]
 
 # numba's "omp" layer brings a second OpenMP runtime next to torch's; its workers spin after each
@@ -527,20 +526,3 @@ def train_backward_rc(dy, x, w, b, mean, var, eps, act, slope, mode, dx, dw, db)
     mean_g, proj = _backward_consts(sum_g, sum_gxmu, invstd, R, dw, db)
     if dx.shape[0] != 0:
         _elemt_rc(mode, dy, x, rows, mean, scale, shift, mean_g, proj, act, sl, dx)
-
-
-@njit(**_JIT)
-def eval_forward_ncs(x, mean, var, w, b, eps, act, slope, mode, y):
-    """Eval on (N, C, S): y = act((x - running_mean) / sqrt(running_var + eps) * w + b)."""
-    _, scale, shift = _scale_shift(var, w, b, eps)
-    sl = x.dtype.type(slope)
-    _norm_ncs(mode, x, mean, scale, shift, act, sl, y)
-
-
-@njit(**_JIT)
-def eval_forward_rc(x, mean, var, w, b, eps, act, slope, mode, y):
-    """Eval on (R, C): y = act((x - running_mean) / sqrt(running_var + eps) * w + b)."""
-    _, scale, shift = _scale_shift(var, w, b, eps)
-    sl = x.dtype.type(slope)
-    rows = _rows_per_block(x.shape[1])
-    _norm_rc(mode, x, rows, mean, scale, shift, act, sl, y)
