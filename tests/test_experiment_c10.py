@@ -19,11 +19,18 @@ def est(mean, half=0.01, n=3):
 
 
 def test_verdict_per_outcome():
-    assert c10.verdict(est(0.03)) == "reproduced"
-    assert c10.verdict(est(-0.03)) == "not reproduced"
-    assert c10.verdict(est(0.0, 0.004)) == "not reproduced"  # confidently below a 0.5 pp narrowing
-    assert c10.verdict(est(0.005, 0.02)) == "inconclusive"
-    assert c10.verdict(est(0.03, math.nan, 1)) == "inconclusive"
+    gap = est(0.05)  # large batches 5 points worse: a gap to narrow
+    assert c10.verdict(est(0.03), gap) == "reproduced"
+    assert c10.verdict(est(-0.03), gap) == "not reproduced"
+    assert c10.verdict(est(0.0, 0.004), gap) == "not reproduced"  # confidently below a 0.5 pp narrowing
+    assert c10.verdict(est(0.005, 0.02), gap) == "inconclusive"
+    assert c10.verdict(est(0.03, math.nan, 1), gap) == "inconclusive"
+
+
+def test_no_gap_means_nothing_to_narrow():
+    """Large batches no worse than small ones: ghost BN's gain cannot count as narrowing a gap."""
+    assert c10.verdict(est(0.03), est(-0.02)) == "inconclusive"
+    assert c10.verdict(est(0.03), est(0.0, 0.005)) == "inconclusive"
 
 
 def _fake_runs(configs):
