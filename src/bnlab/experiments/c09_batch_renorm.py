@@ -22,6 +22,7 @@ import math
 from ..train.config import RunConfig
 from . import stats
 from .result import ClaimResult, FigureSpec
+from .series_tools import finished_acc as _acc
 from .series_tools import pct as _pct
 from .series_tools import pp as _pp
 
@@ -81,12 +82,6 @@ def verdict(diffs: list[stats.Estimate], p_holm: list[float]) -> str:
     if all(d.high < NEGLIGIBLE for d in diffs):
         return "not reproduced"
     return "inconclusive"
-
-
-def _acc(run) -> float:
-    if run is None or run.diverged or not run.series.get("test_acc"):
-        return math.nan
-    return run.final("test_acc")
 
 
 def analyze(runs, ctx) -> ClaimResult:

@@ -40,6 +40,13 @@ def final(run, metric: str) -> float:
     return math.nan
 
 
+def finished_acc(run) -> float:
+    """A run's final test accuracy; NaN for a failed (None) or diverged run, which has none."""
+    if run is None or run.diverged or not run.series.get("test_acc"):
+        return math.nan
+    return run.final("test_acc")
+
+
 def group(runs: Sequence, configs: Sequence, key: Callable) -> dict:
     """{key(config): [(seed, run or None), ...]} in sweep order."""
     out: dict = {}
