@@ -36,6 +36,7 @@ from torch import Tensor
 
 from .. import activations as A
 from .. import functional as F
+from . import threads
 
 __all__ = [
     "why_reference",
@@ -142,7 +143,7 @@ def why_reference(x: Tensor, *vectors: Tensor | None, grad: Tensor | None = None
 
 
 def _parallel(x: Tensor) -> bool:
-    return x.numel() >= PARALLEL_MIN_NUMEL and torch.get_num_threads() > 1
+    return x.numel() >= PARALLEL_MIN_NUMEL and torch.get_num_threads() > 1 and threads.parallel_allowed()
 
 
 def _mode(K, x: Tensor):

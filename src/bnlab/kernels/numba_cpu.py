@@ -37,6 +37,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from . import threads
 from .cache import CACHE_DIR  # sets numba's cache folder before anything compiles
 from .numba_tags import ACT_TAGS, PARALLEL, SERIAL, activate, activate_grad, serial_or_parallel
 
@@ -45,13 +46,7 @@ __all__ = [
     "train_forward_ncs", "train_forward_rc", "train_backward_ncs", "train_backward_rc",
 ]
 
-# numba's "omp" layer brings a second OpenMP runtime next to torch's; its workers spin after each
-# kernel and starved torch's threads (and the main thread) for up to half a second on a busy 2-core
-# machine. The "workqueue" layer's workers sleep. It does not allow two kernels to run at once from
-# different threads, so the kernels keep the GIL (no nogil): concurrent callers take turns.
-# A layer chosen by the user (NUMBA_THREADING_LAYER) is left alone.
-if numba.config.THREADING_LAYER == "default":
-    numba.config.THREADING_LAYER = "workqueue"
+threads.start()  # numba's threading layer, before any parallel kernel compiles (see threads.py)
 
 # Elements per block: small enough that a block's second read hits the L1/L2 cache, large enough
 # that the per-block bookkeeping is noise; float32 partial sums over a block stay accurate.
@@ -154,7 +149,7 @@ def _plane_stats(xp):
         acc = zero
         for i in range(k):
             acc += xb[i]
-        bm = acc / k
+        bm = xp.dtype.type(acc / k)  # in x's dtype: a float64 mean would make the next loop float64
         sd = zero
         sd2 = zero
         for i in range(k):
@@ -173,10 +168,19 @@ def _plane_stats(xp):
 
 @njit(**_INLINE)
 def _rows_stats(xb, out_mean, out_m2):
-    """Per-channel (mean, M2) over the rows of a (k, C) block, corrected two-pass, float64 out."""
+    """Per-channel (mean, M2) over the rows of a (k, C) block, corrected two-pass, float64 out.
+
+    Rows are taken four at a time: their sum is formed in registers and added to the (C,)
+    accumulator once, so a small C is not held up by one add chain through memory per row.
+    """
     k, C = xb.shape
+    k4 = k - k % 4
     acc = np.zeros(C, xb.dtype)
-    for r in range(k):
+    for r in range(0, k4, 4):
+        x0, x1, x2, x3 = xb[r], xb[r + 1], xb[r + 2], xb[r + 3]
+        for c in range(C):
+            acc[c] += (x0[c] + x1[c]) + (x2[c] + x3[c])
+    for r in range(k4, k):
         xr = xb[r]
         for c in range(C):
             acc[c] += xr[c]
@@ -184,7 +188,16 @@ def _rows_stats(xb, out_mean, out_m2):
         acc[c] /= k
     sd = np.zeros(C, xb.dtype)
     sd2 = np.zeros(C, xb.dtype)
-    for r in range(k):
+    for r in range(0, k4, 4):
+        x0, x1, x2, x3 = xb[r], xb[r + 1], xb[r + 2], xb[r + 3]
+        for c in range(C):
+            d0 = x0[c] - acc[c]
+            d1 = x1[c] - acc[c]
+            d2 = x2[c] - acc[c]
+            d3 = x3[c] - acc[c]
+            sd[c] += (d0 + d1) + (d2 + d3)
+            sd2[c] += (d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3)
+    for r in range(k4, k):
         xr = xb[r]
         for c in range(C):
             d = xr[c] - acc[c]
@@ -239,10 +252,28 @@ def _red_plane(dyp, xp, mu, a, b, act, sl):
 
 @njit(**_INLINE)
 def _red_rows(dyb, xb, mean, scale, shift, act, sl, out_g, out_gx):
-    C = xb.shape[1]
+    """sum(g) and sum(g * (x - mean)) per channel over a (k, C) block, rows four at a time (as in
+    :func:`_rows_stats`)."""
+    k, C = xb.shape
+    k4 = k - k % 4
     g_acc = np.zeros(C, xb.dtype)
     gx_acc = np.zeros(C, xb.dtype)
-    for r in range(xb.shape[0]):
+    for r in range(0, k4, 4):
+        x0, x1, x2, x3 = xb[r], xb[r + 1], xb[r + 2], xb[r + 3]
+        y0, y1, y2, y3 = dyb[r], dyb[r + 1], dyb[r + 2], dyb[r + 3]
+        for c in range(C):
+            m, a, b = mean[c], scale[c], shift[c]
+            xm0 = x0[c] - m
+            xm1 = x1[c] - m
+            xm2 = x2[c] - m
+            xm3 = x3[c] - m
+            g0 = activate_grad(act, y0[c], xm0 * a + b, sl)
+            g1 = activate_grad(act, y1[c], xm1 * a + b, sl)
+            g2 = activate_grad(act, y2[c], xm2 * a + b, sl)
+            g3 = activate_grad(act, y3[c], xm3 * a + b, sl)
+            g_acc[c] += (g0 + g1) + (g2 + g3)
+            gx_acc[c] += (g0 * xm0 + g1 * xm1) + (g2 * xm2 + g3 * xm3)
+    for r in range(k4, k):
         xr = xb[r]
         dyr = dyb[r]
         for c in range(C):
