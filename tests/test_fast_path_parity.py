@@ -265,3 +265,50 @@ def test_torch_compile_fullgraph_works(training):
     compiled = torch.compile(m, fullgraph=not training)
     with torch.no_grad():
         assert_close(compiled(x), ref(x), torch.float32)
+
+
+@pytest.mark.parametrize("shape", [(5, 6, 9), (3, 6, 5, 4), (2, 6, 3, 4, 5)])
+def test_fast_eval_matches_torch_and_reference(shape):
+    x, w, b, _ = make(shape, seed=5)
+    rm = torch.randn(shape[1]) * 0.3
+    rv = torch.rand(shape[1]) + 0.5
+    with torch.no_grad():
+        fast = dispatch.eval_forward(x, rm, rv, w, b, 1e-5)
+        assert fast is not None  # contiguous NC* inference: the kernel ran
+        expected = tnf.batch_norm(x, rm, rv, w, b, training=False, eps=1e-5)
+        with dispatch.reference_only():
+            reference = F.batch_norm(x, rm, rv, w, b, training=False, eps=1e-5)
+    assert_close(fast, expected, torch.float32)
+    assert_close(reference, expected, torch.float32)
+
+
+def test_eval_with_a_graph_to_record_takes_the_differentiable_reference():
+    x, w, b, dy = make((4, 3, 5, 5), seed=6)
+    rm, rv = torch.zeros(3), torch.ones(3)
+    xr = x.clone().requires_grad_()
+    assert dispatch.eval_forward(xr, rm, rv, w, b, 1e-5) is None
+    assert dispatch.eval_forward(to_layout(x, "channels_last"), rm, rv, w, b, 1e-5) is None  # addcmul there
+    (gx,) = torch.autograd.grad(F.batch_norm(xr, rm, rv, w, b, training=False), xr, dy)
+    xt = x.clone().requires_grad_()
+    (gt,) = torch.autograd.grad(tnf.batch_norm(xt, rm, rv, w, b, training=False), xt, dy)
+    assert_close(gx, gt, torch.float32)
+
+
+@pytest.mark.parametrize("momentum", [0.1, 0.7, 1.0])
+def test_fast_running_stat_update_matches_reference_and_bumps_versions(momentum):
+    gen = torch.Generator().manual_seed(7)
+    mean, var = torch.randn(6, generator=gen), torch.rand(6, generator=gen) + 0.1
+    start = (torch.randn(6, generator=gen), torch.rand(6, generator=gen) + 0.5)
+    fast = [t.clone() for t in start]
+    versions = [t._version for t in fast]
+    assert dispatch.update_running_stats(*fast, mean, var, 40, momentum)
+    assert all(t._version > v for t, v in zip(fast, versions))  # autograd sees the in-place write
+    ref = [t.clone() for t in start]
+    with dispatch.reference_only():
+        F.update_running_stats(*ref, mean, var, 40, momentum)
+    expected_var = (1 - momentum) * start[1] + momentum * var * 40 / 39
+    for a, r in zip(fast, ref):
+        torch.testing.assert_close(a, r, rtol=2e-7, atol=1e-7)
+    torch.testing.assert_close(fast[1], expected_var, rtol=1e-6, atol=1e-6)
+    # a momentum given as a tensor (the cumulative average) stays with the reference
+    assert not dispatch.update_running_stats(*fast, mean, var, 40, torch.tensor(0.5))

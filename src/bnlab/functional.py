@@ -195,7 +195,6 @@ def param_grads(
     return dweight, dbias
 
 
-@torch.no_grad()
 def update_running_stats(
     running_mean: Tensor | None,
     running_var: Tensor | None,
@@ -210,8 +209,13 @@ def update_running_stats(
     stores ``var * count / (count - 1)``. An empty batch (count 0) leaves the buffers unchanged,
     as PyTorch does.
     """
-    if count == 0:
-        return
+    if count == 0 or _dispatch().update_running_stats(running_mean, running_var, mean, var, count, momentum):
+        return  # the fast kernel did it in one call (no autograd: plain buffers, no graph)
+    _update_running_stats_reference(running_mean, running_var, mean, var, count, momentum)
+
+
+@torch.no_grad()
+def _update_running_stats_reference(running_mean, running_var, mean, var, count, momentum) -> None:
     unbiased = var * (count / (count - 1)) if count > 1 else var
     for buf, stat in ((running_mean, mean), (running_var, unbiased)):
         if buf is None:
@@ -340,6 +344,9 @@ def batch_norm(
         raise ValueError("running_mean and running_var must be defined in evaluation mode (got None)")
     # Eval is an affine map of x with constant statistics: plain differentiable ops, so autograd,
     # torch.func and torch.compile handle it without a custom Function.
+    fast = _dispatch().eval_forward(input, running_mean, running_var, weight, bias, eps)
+    if fast is not None:
+        return fast
     if input.dtype in (torch.float32, torch.float64) and running_var.dtype == input.dtype:
         scale, shift = eval_affine(running_mean, running_var, weight, bias, eps)
         return _scale_shift(input, scale, shift)

@@ -72,5 +72,5 @@ def environment(allocator: str) -> dict:
         "fast_path_enabled": dispatch.fast_enabled(),
         "allocator": allocator,
         "env": {k: os.environ[k] for k in sorted(os.environ)
-                if k.startswith(("OMP_", "MKL_", "NUMBA_", "BNLAB_", "MALLOC_", "KMP_"))},
+                if k.startswith(("OMP_", "GOMP_", "MKL_", "NUMBA_", "BNLAB_", "MALLOC_", "KMP_"))},
     }

@@ -1,7 +1,7 @@
 """The one place that decides whether batch norm runs a fast kernel or the pure-torch reference.
 
-:mod:`bnlab.functional` asks :func:`train_forward` and :func:`train_backward` first (eval is one
-vectorized multiply-add in plain torch, see ``functional._scale_shift``); they return ``None`` when the call must take the reference path. :func:`why_reference` says
+:mod:`bnlab.functional` asks :func:`train_forward`, :func:`train_backward` and :func:`eval_forward`
+first; they return ``None`` when the call must take the reference path. :func:`why_reference` says
 why, and is what the tests check. The fast path (:mod:`bnlab.kernels.numba_cpu`) takes:
 
 * CPU tensors of float32 or float64 with weight, bias and running stats of the same dtype;
@@ -10,7 +10,9 @@ why, and is what the tests check. The fast path (:mod:`bnlab.kernels.numba_cpu`)
 * a non-empty batch, outside any tracing: under ``torch.compile``, ``torch.jit`` and the
   ``torch.func`` transforms the reference runs, so those keep seeing plain torch operations;
 * in the backward, grad mode off -- with ``create_graph=True`` (double backward) the reference's
-  differentiable closed form runs.
+  differentiable closed form runs;
+* in eval, contiguous NC* input and no autograd graph to record (inference); channels-last eval
+  stays with the reference's ``addcmul``, which is faster there.
 
 Everything else (CUDA, half types, odd strides, tensor subclasses) takes the reference. Setting the
 environment variable ``BNLAB_FAST=0`` or :func:`set_fast` (False) sends everything to the reference.
@@ -33,6 +35,7 @@ import threading
 
 import torch
 from torch import Tensor
+from torch.autograd.graph import increment_version
 
 from .. import activations as A
 from .. import functional as F
@@ -46,6 +49,8 @@ __all__ = [
     "reference_only",
     "train_forward",
     "train_backward",
+    "eval_forward",
+    "update_running_stats",
     "bn_act_train_forward",
     "bn_act_train_backward",
 ]
@@ -53,8 +58,9 @@ __all__ = [
 _FAST_DTYPES = (torch.float32, torch.float64)
 # Below this many elements the kernels run on the calling thread: waking numba's workers costs
 # tens of microseconds, about what a pass over a tensor this size takes on one core.
-PARALLEL_MIN_NUMEL = 1 << 18
+PARALLEL_MIN_NUMEL = 1 << 16
 _PLAIN_TYPES = (Tensor, torch.nn.Parameter)
+_wrapped = torch._C._functorch.is_functorch_wrapped_tensor
 _state = {"fast": os.environ.get("BNLAB_FAST", "1") != "0"}
 _threads = threading.local()  # numba's thread count is per calling thread, like torch's
 _kernels = None  # bnlab.kernels.numba_cpu, imported on first fast call (numba import is ~0.3 s)
@@ -82,7 +88,7 @@ def reference_only():
 
 def layout(x: Tensor) -> str | None:
     """'ncs' (contiguous N, C, S), 'rc' (channels innermost, (R, C)) or None (anything else)."""
-    if x.dim() == 2:
+    if x.dim() <= 2:  # (N, C), or a (C,) vector of per-channel statistics
         return "rc" if x.is_contiguous() else None
     if x.is_contiguous():
         return "ncs" if x.numel() != x.shape[0] * x.shape[1] else "rc"  # spatial size 1: rows of C
@@ -101,15 +107,16 @@ def _traced() -> bool:
 
 
 def _tensor_issue(t: Tensor, x: Tensor) -> str | None:
-    if type(t) not in _PLAIN_TYPES or torch._C._functorch.is_functorch_wrapped_tensor(t):
+    # Runs for every operand of every call: cheap attributes first (t.device builds an object).
+    if t.is_cpu and t.dtype == x.dtype and t.layout is torch.strided and type(t) in _PLAIN_TYPES:
+        return "not a plain tensor (functorch-wrapped)" if _wrapped(t) else None
+    if type(t) not in _PLAIN_TYPES or _wrapped(t):
         return f"not a plain tensor ({type(t).__name__})"
-    if t.device.type != "cpu":
+    if not t.is_cpu:
         return f"device {t.device}"
     if t.dtype != x.dtype:
         return f"mixed dtypes ({x.dtype} input, {t.dtype} operand)"
-    if t.layout != torch.strided:
-        return f"tensor layout {t.layout}"
-    return None
+    return f"tensor layout {t.layout}"
 
 
 def why_reference(x: Tensor, *vectors: Tensor | None, grad: Tensor | None = None) -> str | None:
@@ -241,6 +248,46 @@ def train_backward(dy: Tensor, x: Tensor, weight: Tensor | None, bias: Tensor | 
     if torch.is_grad_enabled() or why_reference(x, weight, bias, mean, var, grad=dy) is not None:
         return None
     return _fast_backward(dy, x, weight, bias, mean, var, eps, "identity", 0.0, needs)
+
+
+def eval_forward(x: Tensor, running_mean: Tensor, running_var: Tensor, weight: Tensor | None,
+                 bias: Tensor | None, eps: float) -> Tensor | None:
+    """Eval-mode batch norm from the fast kernel in one pass, or None for the reference.
+
+    ``y = x * scale + shift`` with ``scale = weight / sqrt(running_var + eps)`` and ``shift = bias -
+    running_mean * scale`` (:func:`bnlab.functional.eval_affine`), the constants computed inside.
+
+    None as well when autograd would need a graph (grad mode on and the input or a parameter
+    requiring a gradient: the reference's torch operations are differentiable) and for channels-last
+    inputs (torch's ``addcmul``, the reference's choice there, is faster than a row-loop kernel).
+    """
+    if layout(x) != "ncs" or (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias))):
+        return None
+    if why_reference(x, running_mean, running_var, weight, bias) is not None:
+        return None
+    K = _numba()
+    y = torch.empty_like(x)
+    K.eval_forward_ncs(_view(x, "ncs"), running_mean.detach().numpy(), running_var.detach().numpy(),
+                       _vec(weight, x), _vec(bias, x), float(eps), K.ACT_TAGS["identity"], _mode(K, x),
+                       _view(y, "ncs"))
+    return y
+
+
+def update_running_stats(running_mean: Tensor | None, running_var: Tensor | None, mean: Tensor, var: Tensor,
+                         count: int, momentum) -> bool:
+    """The running-statistics update of :func:`bnlab.functional.update_running_stats` in one kernel
+    call (instead of three torch operations); False, doing nothing, where the reference must run
+    (a momentum given as a tensor, a buffer of another dtype, ...)."""
+    if isinstance(momentum, Tensor) or count <= 0:
+        return False
+    buffers = [t for t in (running_mean, running_var) if t is not None]
+    if why_reference(mean, var, *buffers) is not None or any(t.requires_grad for t in buffers):
+        return False
+    K = _numba()
+    K.update_running_stats(_vec(running_mean, mean), _vec(running_var, mean), _vec(mean, mean), _vec(var, mean),
+                           count, float(momentum))
+    increment_version(tuple(buffers))  # written in place, as lerp_ would: autograd sees the change
+    return True
 
 
 # --- batch norm + activation, for fused layers ----------------------------------------------------

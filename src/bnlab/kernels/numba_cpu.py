@@ -557,3 +557,42 @@ def train_backward_rc(dy, x, w, b, mean, var, eps, act, slope, mode, dx, dw, db)
     mean_g, proj = _backward_consts(sum_g, sum_gxmu, invstd, R, dw, db)
     if dx.shape[0] != 0:
         _elemt_rc(mode, dy, x, rows, mean, scale, shift, mean_g, proj, act, sl, dx)
+
+
+@njit(**_JIT)
+def _eval_constants(rmean, rvar, w, b, eps):
+    """scale = w / sqrt(running_var + eps), shift = b - running_mean * scale, as torch's eval."""
+    _, scale, shift = _scale_shift(rvar, w, b, eps)
+    for c in range(scale.shape[0]):
+        shift[c] -= rmean[c] * scale[c]
+    return scale, shift
+
+
+@njit(**_JIT)
+def eval_forward_ncs(x, rmean, rvar, w, b, eps, act, mode, y):
+    """Eval-mode batch norm on (N, C, S) in one pass: ``y = x * scale + shift``.
+
+    (Channels-last eval has no kernel here: torch's ``addcmul`` over (R, C) is faster than this
+    module's row loops, so the dispatch leaves it to the reference's torch operations.)"""
+    scale, shift = _eval_constants(rmean, rvar, w, b, eps)
+    _norm_ncs(mode, x, np.zeros_like(scale), scale, shift, act, x.dtype.type(0), y)
+
+
+
+@njit(**_INLINE)
+def _lerp(a, b, w):
+    """torch.lerp's formula: a + w * (b - a) for |w| < 0.5, else b - (b - a) * (1 - w)."""
+    return a + w * (b - a) if abs(w) < 0.5 else b - (b - a) * (1 - w)
+
+
+@njit(**_JIT)
+def update_running_stats(rmean, rvar, mean, var, count, momentum):
+    """``running = lerp(running, batch, momentum)`` in place, the variance made unbiased
+    (``var * count / (count - 1)``); an empty ``rmean``/``rvar`` is skipped."""
+    t = mean.dtype.type
+    w = t(momentum)
+    factor = t(count / (count - 1)) if count > 1 else t(1)
+    for c in range(rmean.shape[0]):
+        rmean[c] = _lerp(rmean[c], mean[c], w)
+    for c in range(rvar.shape[0]):
+        rvar[c] = _lerp(rvar[c], var[c] * factor, w)

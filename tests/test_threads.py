@@ -1,0 +1,78 @@
+"""numba's threading layer as bnlab starts it (bnlab.kernels.threads), checked in fresh processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+# Runs a training forward big enough for the parallel kernels on 2 threads, then reports.
+_RUN = textwrap.dedent("""
+    import json, os, sys
+    import torch, numba
+    import bnlab
+    from bnlab.kernels import dispatch, threads
+    torch.set_num_threads(2)
+    x = torch.randn(4, 8, 128, 128)  # above dispatch.PARALLEL_MIN_NUMEL
+    y = bnlab.nn.BatchNorm2d(8)(x)
+    ref = torch.nn.functional.batch_norm(x, None, None, training=True)
+    ok = bool(torch.allclose(y, ref, rtol=1e-4, atol=1e-5))
+    print(json.dumps(dict(layer=numba.threading_layer(), ok=ok, spin=os.environ.get("GOMP_SPINCOUNT"),
+                          parallel=dispatch._parallel(x))))
+""")
+
+
+def _run(code: str, **env) -> dict:
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, **env})
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _omp_loads() -> bool:
+    try:
+        from numba.np.ufunc import omppool  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _clean_env() -> dict:
+    return {k: v for k, v in os.environ.items()
+            if k not in ("NUMBA_THREADING_LAYER", "NUMBA_THREADING_LAYER_PRIORITY", "GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+
+
+def test_openmp_layer_is_preferred_and_the_environment_is_restored():
+    out = subprocess.run([sys.executable, "-c", _RUN], capture_output=True, text=True, timeout=300, env=_clean_env())
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert report["ok"] and report["parallel"]
+    assert report["layer"] == ("omp" if _omp_loads() else "workqueue")
+    assert report["spin"] is None  # set only while numba's OpenMP runtime loaded
+
+
+def test_a_layer_chosen_by_the_user_is_kept():
+    report = _run(_RUN, NUMBA_THREADING_LAYER="workqueue")
+    assert report["layer"] == "workqueue" and report["ok"]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_runs_the_serial_kernels():
+    # GNU OpenMP aborts a forked child that opens a parallel region after its parent did; bnlab's
+    # dispatch must send the child to the serial kernels instead, and give the same answer.
+    code = _RUN + textwrap.dedent("""
+        pid = os.fork()
+        if pid == 0:
+            serial = not dispatch._parallel(x) and not threads.parallel_allowed()
+            y2 = bnlab.nn.BatchNorm2d(8)(x)
+            torch.set_num_threads(1)  # torch's own OpenMP pool cannot run in a forked child either
+            os._exit(0 if serial and torch.allclose(y2, y, rtol=1e-5, atol=1e-6) else 3)
+        _, status = os.waitpid(pid, 0)
+        print(json.dumps(dict(child=os.waitstatus_to_exitcode(status), parent_parallel=dispatch._parallel(x))))
+    """)
+    report = _run(code)
+    assert report == {"child": 0, "parent_parallel": True}
