@@ -6,12 +6,13 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 from bnlab.kernels import cache, numba_cpu
 
 
 def test_package_folder_is_used_when_writable(tmp_path):
-    assert cache.choose_cache_dir(tmp_path / "__pycache__", [tmp_path / "user"]) is None
+    assert cache.choose_cache_dir(tmp_path / "__pycache__", [tmp_path / "user"]) == str(tmp_path / "__pycache__")
 
 
 def test_unwritable_package_folder_falls_back_to_a_user_folder(tmp_path):
@@ -36,6 +37,7 @@ def test_user_cache_dirs_honour_bnlab_cache_dir(monkeypatch, tmp_path):
 
 def test_kernels_are_compiled_with_the_disk_cache():
     assert cache.CACHE_DIR is not None
+    assert Path(cache.CACHE_DIR).name == f"kernels-{cache.source_digest()}"
     assert numba_cpu.train_forward_ncs._cache.cache_path  # a real on-disk cache, not the null cache
 
 
@@ -56,3 +58,21 @@ def test_second_process_loads_compiled_code_from_the_cache(tmp_path):
                                       text=True, check=True).stdout.splitlines()[-1]) for _ in range(2)]
     assert runs[0] == {"hits": 0, "misses": 1}
     assert runs[1] == {"hits": 1, "misses": 0}
+
+
+def test_a_change_to_any_kernel_source_changes_the_cache_folder(monkeypatch, tmp_path):
+    # numba itself only notices changes to the file a function is defined in; code inlined from
+    # another file (activations, fast exp) must invalidate the cache too.
+    for name in cache.KERNEL_SOURCES:
+        (tmp_path / name).write_text(f"# {name}\n")
+    monkeypatch.setattr(cache, "_HERE", tmp_path)
+    before = cache.source_digest()
+    (tmp_path / "fast_exp.py").write_text("# changed\n")
+    assert cache.source_digest() != before
+
+
+def test_older_cache_folders_are_removed(tmp_path):
+    for name in ("kernels-old", "kernels-new", "unrelated"):
+        (tmp_path / name).mkdir()
+    cache._remove_older(tmp_path, "kernels-new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kernels-new", "unrelated"]

@@ -20,6 +20,8 @@ import numba
 import numpy as np
 from numba.extending import overload
 
+from .fast_exp import exp
+
 # --- activations --------------------------------------------------------------------------------
 # The activation reaches the kernels as the dtype of an empty "tag" array (ACT_TAGS): numba compiles
 # one specialisation per argument type, so each activation is compiled -- on first use only -- as
@@ -44,7 +46,7 @@ def activate_grad(tag, dy, z, slope):
     raise NotImplementedError("called from numba code only")
 
 
-@overload(activate, inline="always")
+@overload(activate)
 def _act_impl(tag, z, slope):
     name = _TAG_ACT[tag.dtype]
     if name == "relu":
@@ -52,11 +54,11 @@ def _act_impl(tag, z, slope):
     if name == "leaky_relu":
         return lambda tag, z, slope: z if z > 0 else z * slope
     if name == "silu":
-        return lambda tag, z, slope: z / (1 + math.exp(-z))
+        return lambda tag, z, slope: z / (1 + exp(-z))
     return lambda tag, z, slope: z
 
 
-@overload(activate_grad, inline="always")
+@overload(activate_grad)
 def _act_grad_impl(tag, dy, z, slope):
     name = _TAG_ACT[tag.dtype]
     if name == "relu":
@@ -66,7 +68,7 @@ def _act_grad_impl(tag, dy, z, slope):
     if name == "silu":
 
         def silu_grad(tag, dy, z, slope):
-            s = 1 / (1 + math.exp(-z))
+            s = 1 / (1 + exp(-z))
             return dy * (s * (1 + z * (1 - s)))
 
         return silu_grad
