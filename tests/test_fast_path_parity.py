@@ -312,3 +312,17 @@ def test_fast_running_stat_update_matches_reference_and_bumps_versions(momentum)
     torch.testing.assert_close(fast[1], expected_var, rtol=1e-6, atol=1e-6)
     # a momentum given as a tensor (the cumulative average) stays with the reference
     assert not dispatch.update_running_stats(*fast, mean, var, 40, torch.tensor(0.5))
+
+
+@pytest.mark.parametrize("affine", [True, False])
+def test_eval_constants_from_the_kernel_match_the_reference(affine):
+    gen = torch.Generator().manual_seed(8)
+    rm, rv = torch.randn(7, generator=gen) * 3, torch.rand(7, generator=gen) + 1e-3
+    w, b = (torch.rand(7, generator=gen) + 0.5, torch.randn(7, generator=gen)) if affine else (None, None)
+    with torch.no_grad():
+        scale, shift = dispatch.eval_constants(rm, rv, w, b, 1e-5)
+    ref_scale, ref_shift = F.eval_affine(rm, rv, w, b, 1e-5)
+    torch.testing.assert_close(scale, ref_scale, rtol=2e-7, atol=0)
+    torch.testing.assert_close(shift, ref_shift, rtol=2e-6, atol=1e-6)
+    # with a graph to record (trainable weight, grad mode on) the reference's torch ops run
+    assert dispatch.eval_constants(rm, rv, torch.ones(7, requires_grad=True), None, 1e-5) is None

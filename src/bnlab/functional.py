@@ -348,7 +348,8 @@ def batch_norm(
     if fast is not None:
         return fast
     if input.dtype in (torch.float32, torch.float64) and running_var.dtype == input.dtype:
-        scale, shift = eval_affine(running_mean, running_var, weight, bias, eps)
+        consts = _dispatch().eval_constants(running_mean, running_var, weight, bias, eps)
+        scale, shift = consts if consts is not None else eval_affine(running_mean, running_var, weight, bias, eps)
         return _scale_shift(input, scale, shift)
     # Half types (and mixed dtypes): computed in float32 and rounded once.
     invstd = torch.rsqrt(running_var.to(acc_dtype(input.dtype)) + eps)
@@ -359,13 +360,13 @@ def _scale_shift(x: Tensor, scale: Tensor, shift: Tensor) -> Tensor:
     """``x * scale + shift`` per channel in one or two vectorized passes, x's memory format kept.
 
     The same formula as torch's eval kernel (so the same accuracy). On contiguous NCHW tensors a
-    broadcast multiply and an in-place add run faster than one ``addcmul``; on channels-last
-    tensors, where the channel is the innermost dimension, ``addcmul`` is the faster.
+    broadcast multiply and an in-place add run faster than one ``addcmul``; where the channel is
+    the innermost dimension (channels-last, or (N, C) rows) ``addcmul`` is the faster.
     """
     shape = channel_shape(x)
-    if x.is_contiguous():
+    if x.is_contiguous() and x.numel() != x.shape[0] * x.shape[1]:  # NC* with a spatial extent
         return torch.mul(x, scale.view(shape)).add_(shift.view(shape))
-    return torch.addcmul(shift.view(shape), x, scale.view(shape))
+    return torch.addcmul(shift.view(shape), x, scale.view(shape))  # (N, C) rows, channels-last
 
 
 # --- statistics of parts: combining ranks, ghosts and micro-batches ---------------------------

@@ -50,6 +50,7 @@ __all__ = [
     "train_forward",
     "train_backward",
     "eval_forward",
+    "eval_constants",
     "update_running_stats",
     "bn_act_train_forward",
     "bn_act_train_backward",
@@ -271,6 +272,22 @@ def eval_forward(x: Tensor, running_mean: Tensor, running_var: Tensor, weight: T
                        _vec(weight, x), _vec(bias, x), float(eps), K.ACT_TAGS["identity"], _mode(K, x),
                        _view(y, "ncs"))
     return y
+
+
+def eval_constants(running_mean: Tensor, running_var: Tensor, weight: Tensor | None, bias: Tensor | None,
+                   eps: float) -> tuple[Tensor, Tensor] | None:
+    """:func:`bnlab.functional.eval_affine`'s ``(scale, shift)`` from one kernel call (instead of
+    five torch operations), or None where the reference must compute them (autograd would need a
+    graph, or an operand the kernels do not take)."""
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (weight, bias)):
+        return None
+    if why_reference(running_var, running_mean, weight, bias) is not None:
+        return None
+    scale = torch.empty_like(running_var)
+    shift = torch.empty_like(running_var)
+    _numba().eval_constants(running_mean.detach().numpy(), running_var.detach().numpy(), _vec(weight, running_var),
+                            _vec(bias, running_var), float(eps), scale.numpy(), shift.numpy())
+    return scale, shift
 
 
 def update_running_stats(running_mean: Tensor | None, running_var: Tensor | None, mean: Tensor, var: Tensor,

@@ -560,12 +560,13 @@ def train_backward_rc(dy, x, w, b, mean, var, eps, act, slope, mode, dx, dw, db)
 
 
 @njit(**_JIT)
-def _eval_constants(rmean, rvar, w, b, eps):
-    """scale = w / sqrt(running_var + eps), shift = b - running_mean * scale, as torch's eval."""
-    _, scale, shift = _scale_shift(rvar, w, b, eps)
-    for c in range(scale.shape[0]):
-        shift[c] -= rmean[c] * scale[c]
-    return scale, shift
+def eval_constants(rmean, rvar, w, b, eps, scale, shift):
+    """Fills ``scale = w / sqrt(running_var + eps)`` and ``shift = b - running_mean * scale``, the
+    per-channel constants of eval-mode batch norm (as torch's eval computes them)."""
+    _, sc, sh = _scale_shift(rvar, w, b, eps)
+    for c in range(sc.shape[0]):
+        scale[c] = sc[c]
+        shift[c] = sh[c] - rmean[c] * sc[c]
 
 
 @njit(**_JIT)
@@ -574,7 +575,9 @@ def eval_forward_ncs(x, rmean, rvar, w, b, eps, act, mode, y):
 
     (Channels-last eval has no kernel here: torch's ``addcmul`` over (R, C) is faster than this
     module's row loops, so the dispatch leaves it to the reference's torch operations.)"""
-    scale, shift = _eval_constants(rmean, rvar, w, b, eps)
+    scale = np.empty_like(rvar)
+    shift = np.empty_like(rvar)
+    eval_constants(rmean, rvar, w, b, eps, scale, shift)
     _norm_ncs(mode, x, np.zeros_like(scale), scale, shift, act, x.dtype.type(0), y)
 
 
