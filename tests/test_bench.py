@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from bnlab import cli
+from bnlab.kernels import dispatch
 from bnlab.bench import cases, command, environment, goals, timing
 
 ROW_FIELDS = {"op": str, "dims": int, "shape": list, "layout": str, "dtype": str, "torch_us": float,
@@ -64,12 +65,15 @@ def test_bench_json_on_tiny_shapes_has_well_formed_rows(tmp_path, capsys):
     assert "[1/9]" in printed.err  # the progress line
 
 
-def test_run_reports_reference_path_for_bfloat16():
+def test_run_reports_the_path_of_bfloat16_rows():
     plan = cases.plan(quick=False, ops=["eval"], shapes={2: [(2, 3, 4, 4)]})
     assert [c.dtype for c in plan if c.layout == "nchw"] == [torch.float32, torch.bfloat16]
     bf16 = next(c for c in plan if c.dtype == torch.bfloat16)
     row = command.run_case(bf16, copy_gbps=10.0, repeats=1, min_sample_s=0.0)
-    assert row["path"].startswith("reference") and row["dtype"] == "bfloat16"
+    assert row["path"] == "fast" and row["dtype"] == "bfloat16"  # float32 kernels on a float32 copy
+    with dispatch.reference_only():
+        row = command.run_case(bf16, copy_gbps=10.0, repeats=1, min_sample_s=0.0)
+    assert row["path"] == "reference: fast path disabled"
 
 
 def test_quick_plan_is_2d_and_bn1d_float32_only():

@@ -40,8 +40,8 @@ def test_layout_classifies_memory_formats(x, expected):
 @pytest.mark.parametrize(
     "args, reason",
     [
-        ((torch.randn(2, 3, 4).bfloat16(),), "dtype"),
-        ((torch.randn(2, 3, 4).half(),), "dtype"),
+        ((torch.randn(2, 3, 4).to(torch.complex64),), "dtype"),
+        ((torch.randn(2, 3, 4).bfloat16(), torch.ones(3)), "mixed dtypes"),
         ((torch.randn(2, 3, 4).double(), torch.ones(3)), "mixed dtypes"),
         ((torch.randn(0, 3, 4),), "empty input"),
         ((torch.randn(2, 3, 8)[..., ::2],), "strides"),
@@ -51,6 +51,15 @@ def test_layout_classifies_memory_formats(x, expected):
 )
 def test_what_the_fast_path_does_not_cover_takes_the_reference(args, reason):
     assert reason in dispatch.why_reference(*args)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_types_run_the_float32_kernels_with_float32_statistics(dtype):
+    x, w = torch.randn(2, 3, 4).to(dtype), torch.ones(3, dtype=dtype)
+    assert dispatch.why_reference(x, w, w) is None
+    stats32 = (torch.zeros(3), torch.ones(3))
+    assert dispatch.why_reference(x, w, w, grad=torch.randn(2, 3, 4), stats=stats32) is None
+    assert "mixed dtypes" in dispatch.why_reference(x, w, w, stats=(torch.zeros(3, dtype=dtype),))
 
 
 def test_tensor_subclasses_take_the_reference():

@@ -326,3 +326,34 @@ def test_eval_constants_from_the_kernel_match_the_reference(affine):
     torch.testing.assert_close(shift, ref_shift, rtol=2e-6, atol=1e-6)
     # with a graph to record (trainable weight, grad mode on) the reference's torch ops run
     assert dispatch.eval_constants(rm, rv, torch.ones(7, requires_grad=True), None, 1e-5) is None
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_half_types_on_the_fast_path_equal_the_reference(dtype, layout):
+    # Both compute in float32 from the same float32 copy and round once: the same values up to
+    # float32 rounding inside, so at most one half-type ulp apart.
+    x, w, b, dy = make((6, 5, 7, 4), dtype=torch.float32, layout=layout, seed=9)
+    x, w, b, dy = x.to(dtype), w.to(dtype), b.to(dtype), dy.to(dtype)
+
+    def run():
+        m = bnn.BatchNorm2d(5, dtype=dtype)
+        with torch.no_grad():
+            m.weight.copy_(w)
+            m.bias.copy_(b)
+        xr = x.clone().requires_grad_()
+        y = m(xr)
+        grads = torch.autograd.grad(y, (xr, m.weight, m.bias), dy)
+        m.eval()
+        with torch.no_grad():
+            return y, *grads, m.running_mean, m.running_var, m(x)
+
+    fast = run()
+    with dispatch.reference_only():
+        ref = run()
+    assert dispatch.why_reference(x, w, b) is None and fast[0].dtype == dtype
+    assert fast[0].is_contiguous(memory_format=torch.channels_last) == (layout == "channels_last")
+    for a, r in zip(fast, ref):
+        scale = r.abs().max().float().clamp_min(1.0)
+        ulp = torch.finfo(dtype).eps
+        assert ((a.float() - r.float()).abs() / scale).max() <= 2 * ulp

@@ -56,7 +56,11 @@ __all__ = [
     "bn_act_train_backward",
 ]
 
-_FAST_DTYPES = (torch.float32, torch.float64)
+_KERNEL_DTYPES = (torch.float32, torch.float64)  # what the kernels compute in
+# Half types run the float32 kernels on a float32 copy and round the result once -- what the
+# reference does too (statistics and normalization in float32, PyTorch's convention).
+_HALF_DTYPES = (torch.bfloat16, torch.float16)
+_FAST_DTYPES = _KERNEL_DTYPES + _HALF_DTYPES
 # Below this many elements the kernels run on the calling thread: waking numba's workers costs
 # tens of microseconds, about what a pass over a tensor this size takes on one core.
 PARALLEL_MIN_NUMEL = 1 << 16
@@ -107,31 +111,43 @@ def _traced() -> bool:
     )
 
 
-def _tensor_issue(t: Tensor, x: Tensor) -> str | None:
+def _tensor_issue(t: Tensor, x: Tensor, dtype: torch.dtype) -> str | None:
     # Runs for every operand of every call: cheap attributes first (t.device builds an object).
-    if t.is_cpu and t.dtype == x.dtype and t.layout is torch.strided and type(t) in _PLAIN_TYPES:
+    if t.is_cpu and t.dtype == dtype and t.layout is torch.strided and type(t) in _PLAIN_TYPES:
         return "not a plain tensor (functorch-wrapped)" if _wrapped(t) else None
     if type(t) not in _PLAIN_TYPES or _wrapped(t):
         return f"not a plain tensor ({type(t).__name__})"
     if not t.is_cpu:
         return f"device {t.device}"
-    if t.dtype != x.dtype:
-        return f"mixed dtypes ({x.dtype} input, {t.dtype} operand)"
+    if t.dtype != dtype:
+        return f"mixed dtypes ({x.dtype} input, {t.dtype} operand; expected {dtype})"
     return f"tensor layout {t.layout}"
 
 
-def why_reference(x: Tensor, *vectors: Tensor | None, grad: Tensor | None = None) -> str | None:
+def why_reference(x: Tensor, *vectors: Tensor | None, grad: Tensor | None = None,
+                  stats: tuple[Tensor, ...] = ()) -> str | None:
     """Why a call takes the reference path; None if the fast kernel can run it.
 
-    ``x`` is the input, ``vectors`` its (C,) weight/bias/statistics (None allowed), ``grad`` the
-    incoming gradient of a backward (any strides: it is copied into ``x``'s layout if needed).
+    ``x`` is the input, ``vectors`` its (C,) weight/bias/running statistics in ``x``'s dtype (None
+    allowed), ``grad`` the incoming gradient of a backward (any strides and dtype: it is copied into
+    ``x``'s layout if needed), ``stats`` batch statistics, which are in the accumulation dtype
+    (float32 for half-type input).
     """
     if not _state["fast"]:
         return "fast path disabled"
     if _traced():
         return "traced (torch.compile, torch.jit or a torch.func transform)"
-    for t in (x, grad) + vectors:
-        issue = None if t is None else _tensor_issue(t, x)
+    for t in (x,) + vectors:
+        issue = None if t is None else _tensor_issue(t, x, x.dtype)
+        if issue is not None:
+            return issue
+    acc = torch.float32 if x.dtype in _HALF_DTYPES else x.dtype
+    for t in stats:
+        issue = _tensor_issue(t, x, acc)
+        if issue is not None:
+            return issue
+    if grad is not None:
+        issue = _tensor_issue(grad, x, grad.dtype)
         if issue is not None:
             return issue
     if x.dtype not in _FAST_DTYPES:
@@ -140,7 +156,7 @@ def why_reference(x: Tensor, *vectors: Tensor | None, grad: Tensor | None = None
         return "empty input"
     if layout(x) is None:
         return f"strides {x.stride()} are neither contiguous nor channels-last"
-    if any(v is not None and not v.is_contiguous() for v in vectors):
+    if any(v is not None and not v.is_contiguous() for v in vectors + stats):
         return "non-contiguous per-channel vector"
     if grad is not None and grad.shape != x.shape:
         return f"gradient of shape {tuple(grad.shape)} for an input of shape {tuple(x.shape)}"
@@ -197,33 +213,44 @@ def _vec(t: Tensor | None, like: Tensor):
     return t.detach().numpy()
 
 
+def _in_kernel_dtype(t: Tensor | None) -> Tensor | None:
+    """``t`` itself, or a float32 copy of a half-type tensor (memory format kept)."""
+    return t if t is None or t.dtype in _KERNEL_DTYPES else t.detach().float()
+
+
 def _fast_forward(x: Tensor, weight, bias, eps: float, act: str, slope: float):
     K = _numba()
-    lay = layout(x)
+    xk, weight, bias = _in_kernel_dtype(x), _in_kernel_dtype(weight), _in_kernel_dtype(bias)
+    lay = layout(xk)
     C = x.shape[1]
-    y = torch.empty_like(x)
-    mean = torch.empty(C, dtype=x.dtype)
-    var = torch.empty(C, dtype=x.dtype)
+    y = torch.empty_like(xk)
+    mean = torch.empty(C, dtype=xk.dtype)
+    var = torch.empty(C, dtype=xk.dtype)
     run = K.train_forward_ncs if lay == "ncs" else K.train_forward_rc
-    run(_view(x, lay), _vec(weight, x), _vec(bias, x), float(eps), K.ACT_TAGS[act], float(slope),
-        _mode(K, x), _view(y, lay), mean.numpy(), var.numpy())
-    return y, mean, var
+    run(_view(xk, lay), _vec(weight, xk), _vec(bias, xk), float(eps), K.ACT_TAGS[act], float(slope),
+        _mode(K, xk), _view(y, lay), mean.numpy(), var.numpy())
+    return y.to(x.dtype), mean, var  # (a half-type y is rounded once, here)
 
 
 def _fast_backward(dy, x, weight, bias, mean, var, eps, act, slope, needs):
     K = _numba()
-    lay = layout(x)
+    xk, wk, bk = _in_kernel_dtype(x), _in_kernel_dtype(weight), _in_kernel_dtype(bias)
+    lay = layout(xk)
     C = x.shape[1]
-    if dy.stride() != x.stride() or dy.dtype != x.dtype:
-        dy = torch.empty_like(x).copy_(dy)  # e.g. an expanded gradient, or the other memory format
-    dx = torch.empty_like(x) if needs[0] else None
-    dw = torch.empty(C, dtype=x.dtype) if needs[1] and weight is not None else None
-    db = torch.empty(C, dtype=x.dtype) if needs[2] and bias is not None else None
-    no_dx = torch.empty((0,) * (3 if lay == "ncs" else 2), dtype=x.dtype).numpy()  # "skip dx"
+    if dy.stride() != xk.stride() or dy.dtype != xk.dtype:
+        dy = torch.empty_like(xk).copy_(dy)  # an expanded gradient, the other memory format, a half type
+    dx = torch.empty_like(xk) if needs[0] else None
+    dw = torch.empty(C, dtype=xk.dtype) if needs[1] and weight is not None else None
+    db = torch.empty(C, dtype=xk.dtype) if needs[2] and bias is not None else None
+    no_dx = torch.empty((0,) * (3 if lay == "ncs" else 2), dtype=xk.dtype).numpy()  # "skip dx"
     run = K.train_backward_ncs if lay == "ncs" else K.train_backward_rc
-    run(_view(dy, lay), _view(x, lay), _vec(weight, x), _vec(bias, x), mean.numpy(), var.numpy(),
-        float(eps), K.ACT_TAGS[act], float(slope), _mode(K, x), no_dx if dx is None else _view(dx, lay),
-        _vec(dw, x), _vec(db, x))
+    run(_view(dy, lay), _view(xk, lay), _vec(wk, xk), _vec(bk, xk), mean.detach().numpy(), var.detach().numpy(),
+        float(eps), K.ACT_TAGS[act], float(slope), _mode(K, xk), no_dx if dx is None else _view(dx, lay),
+        _vec(dw, xk), _vec(db, xk))
+    if xk is not x:  # half types: round once
+        dx = None if dx is None else dx.to(x.dtype)
+        dw = None if dw is None else dw.to(weight.dtype)
+        db = None if db is None else db.to(bias.dtype)
     return dx, dw, db
 
 
@@ -233,7 +260,8 @@ def _fast_backward(dy, x, weight, bias, mean, var, eps, act, slope, needs):
 def train_forward(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float):
     """``(y, mean, var)`` of a training forward from the fast kernel, or None for the reference.
 
-    ``mean`` and the biased ``var`` are (C,) in the input's dtype (float32/float64 only here).
+    ``mean`` and the biased ``var`` are (C,) in the accumulation dtype (the input's; float32 for
+    half types, which run the float32 kernels on a float32 copy).
     """
     if why_reference(x, weight, bias) is not None:
         return None
@@ -246,7 +274,7 @@ def train_backward(dy: Tensor, x: Tensor, weight: Tensor | None, bias: Tensor | 
 
     None as well when grad mode is on (double backward needs the differentiable reference).
     """
-    if torch.is_grad_enabled() or why_reference(x, weight, bias, mean, var, grad=dy) is not None:
+    if torch.is_grad_enabled() or why_reference(x, weight, bias, grad=dy, stats=(mean, var)) is not None:
         return None
     return _fast_backward(dy, x, weight, bias, mean, var, eps, "identity", 0.0, needs)
 
@@ -267,11 +295,12 @@ def eval_forward(x: Tensor, running_mean: Tensor, running_var: Tensor, weight: T
     if why_reference(x, running_mean, running_var, weight, bias) is not None:
         return None
     K = _numba()
-    y = torch.empty_like(x)
-    K.eval_forward_ncs(_view(x, "ncs"), running_mean.detach().numpy(), running_var.detach().numpy(),
-                       _vec(weight, x), _vec(bias, x), float(eps), K.ACT_TAGS["identity"], _mode(K, x),
-                       _view(y, "ncs"))
-    return y
+    xk = _in_kernel_dtype(x)
+    rm, rv, w, b = (_in_kernel_dtype(t) for t in (running_mean, running_var, weight, bias))
+    y = torch.empty_like(xk)
+    K.eval_forward_ncs(_view(xk, "ncs"), _vec(rm, xk), _vec(rv, xk), _vec(w, xk), _vec(b, xk), float(eps),
+                       K.ACT_TAGS["identity"], _mode(K, xk), _view(y, "ncs"))
+    return y.to(x.dtype)
 
 
 def eval_constants(running_mean: Tensor, running_var: Tensor, weight: Tensor | None, bias: Tensor | None,
@@ -281,7 +310,7 @@ def eval_constants(running_mean: Tensor, running_var: Tensor, weight: Tensor | N
     graph, or an operand the kernels do not take)."""
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (weight, bias)):
         return None
-    if why_reference(running_var, running_mean, weight, bias) is not None:
+    if running_var.dtype not in _KERNEL_DTYPES or why_reference(running_var, running_mean, weight, bias) is not None:
         return None
     scale = torch.empty_like(running_var)
     shift = torch.empty_like(running_var)
@@ -295,7 +324,7 @@ def update_running_stats(running_mean: Tensor | None, running_var: Tensor | None
     """The running-statistics update of :func:`bnlab.functional.update_running_stats` in one kernel
     call (instead of three torch operations); False, doing nothing, where the reference must run
     (a momentum given as a tensor, a buffer of another dtype, ...)."""
-    if isinstance(momentum, Tensor) or count <= 0:
+    if isinstance(momentum, Tensor) or count <= 0 or mean.dtype not in _KERNEL_DTYPES:
         return False
     buffers = [t for t in (running_mean, running_var) if t is not None]
     if why_reference(mean, var, *buffers) is not None or any(t.requires_grad for t in buffers):
@@ -343,7 +372,7 @@ def bn_act_train_backward(dy: Tensor, x: Tensor, weight: Tensor | None, bias: Te
     Under grad mode (double backward) the reference runs, in differentiable torch ops.
     """
     A.check_activation(act, slope)
-    if not torch.is_grad_enabled() and why_reference(x, weight, bias, mean, var, grad=dy) is None:
+    if not torch.is_grad_enabled() and why_reference(x, weight, bias, grad=dy, stats=(mean, var)) is None:
         return _fast_backward(dy, x, weight, bias, mean, var, eps, act, slope, needs)
     invstd = torch.rsqrt(var + eps)
     m = F.count_per_channel(x)
