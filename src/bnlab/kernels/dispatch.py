@@ -229,7 +229,7 @@ def _fast_forward(x: Tensor, weight, bias, eps: float, act: str, slope: float):
     run = K.train_forward_ncs if lay == "ncs" else K.train_forward_rc
     run(_view(xk, lay), _vec(weight, xk), _vec(bias, xk), float(eps), K.ACT_TAGS[act], float(slope),
         _mode(K, xk), _view(y, lay), mean.numpy(), var.numpy())
-    return y.to(x.dtype), mean, var  # (a half-type y is rounded once, here)
+    return (y if xk is x else y.to(x.dtype)), mean, var  # a half-type y is rounded once, here
 
 
 def _fast_backward(dy, x, weight, bias, mean, var, eps, act, slope, needs):
@@ -300,7 +300,7 @@ def eval_forward(x: Tensor, running_mean: Tensor, running_var: Tensor, weight: T
     y = torch.empty_like(xk)
     K.eval_forward_ncs(_view(xk, "ncs"), _vec(rm, xk), _vec(rv, xk), _vec(w, xk), _vec(b, xk), float(eps),
                        K.ACT_TAGS["identity"], _mode(K, xk), _view(y, "ncs"))
-    return y.to(x.dtype)
+    return y if xk is x else y.to(x.dtype)
 
 
 def eval_constants(running_mean: Tensor, running_var: Tensor, weight: Tensor | None, bias: Tensor | None,
