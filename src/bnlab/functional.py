@@ -342,8 +342,9 @@ def batch_norm(
         return y
     if running_mean is None or running_var is None:
         raise ValueError("running_mean and running_var must be defined in evaluation mode (got None)")
-    # Eval is an affine map of x with constant statistics: plain differentiable ops, so autograd,
-    # torch.func and torch.compile handle it without a custom Function.
+    # Eval is an affine map of x with constant statistics. Inference on contiguous input runs one
+    # kernel pass; otherwise plain differentiable ops, so autograd, torch.func and torch.compile
+    # handle it without a custom Function.
     fast = _dispatch().eval_forward(input, running_mean, running_var, weight, bias, eps)
     if fast is not None:
         return fast

@@ -11,7 +11,10 @@ against), reorganised so each pass over memory does as much as it can:
   float32) loses no precision -- never E[x^2] - E[x]^2. ``var`` is the *biased* variance M2/m.
 * **training backward** -- ``sum(g)`` and ``sum(g * (x - mean))`` in one read of ``dy`` and ``x``,
   then ``dx = w * invstd * (g - sum(g)/m - (x - mean) * invstd^2 * sum(g*(x-mean))/m)`` in one more.
-* **eval / normalize** -- ``y = act((x - mean) * invstd * w + b)`` in one read + one write.
+* **normalize** -- ``y = act((x - mean) * invstd * w + b)`` in one read + one write; eval
+  (``eval_forward_ncs``) is the same pass with ``scale = w / sqrt(running_var + eps)`` and
+  ``shift = b - running_mean * scale``, as torch computes it;
+* **running statistics** -- ``update_running_stats``, torch's lerp in place.
 
 ``act`` fuses an activation after the affine map (``ACT_TAGS``); its gradient ``g = dy * act'(z)``
 is recomputed in the backward from the saved ``x`` and the batch statistics, so only ``x`` needs
@@ -22,7 +25,8 @@ Layouts: ``"ncs"`` is a contiguous (N, C, S) view (NCHW with S = H*W, or (N, C, 
 contiguous (C,) arrays of the input's dtype; an empty (0,) array for weight/bias means "none".
 
 Each operation has a parallel driver (``prange`` over planes or row blocks) and a serial one: a
-parallel launch costs tens of microseconds, more than a small tensor's whole pass, so the entry
+parallel launch costs microseconds (see :mod:`bnlab.kernels.threads`) -- on a small tensor more
+than the work it splits -- so the entry
 points take a ``mode`` (PARALLEL or SERIAL) and the dispatch decides. The per-task bodies are
 inlined into both.
 
@@ -33,7 +37,6 @@ from __future__ import annotations
 
 import math
 
-import numba
 import numpy as np
 from numba import njit, prange
 
@@ -44,6 +47,7 @@ from .numba_tags import ACT_TAGS, PARALLEL, SERIAL, activate, activate_grad, ser
 __all__ = [
     "ACT_TAGS", "PARALLEL", "SERIAL",
     "train_forward_ncs", "train_forward_rc", "train_backward_ncs", "train_backward_rc",
+    "eval_constants", "eval_forward_ncs", "update_running_stats",
 ]
 
 threads.start()  # numba's threading layer, before any parallel kernel compiles (see threads.py)
@@ -579,7 +583,6 @@ def eval_forward_ncs(x, rmean, rvar, w, b, eps, act, mode, y):
     shift = np.empty_like(rvar)
     eval_constants(rmean, rvar, w, b, eps, scale, shift)
     _norm_ncs(mode, x, np.zeros_like(scale), scale, shift, act, x.dtype.type(0), y)
-
 
 
 @njit(**_INLINE)

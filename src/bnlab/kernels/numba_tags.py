@@ -14,8 +14,6 @@ a per-element branch, stop the vectorizer.
 
 from __future__ import annotations
 
-import math
-
 import numba
 import numpy as np
 from numba.extending import overload
