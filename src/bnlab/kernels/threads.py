@@ -4,7 +4,8 @@ bnlab's training forward and backward each launch two or three parallel loops, s
 costs decides the speed of a mid-sized batch norm. Measured on a 2-core machine (2 threads):
 
 * numba's ``workqueue`` layer: about 90 us per launch (its workers sleep between launches and are
-  woken by the kernel); two launches per forward cost more than the forward's own memory traffic.
+  woken by the kernel); a training forward and backward launch four times, 360 us per layer
+  and step, where a 32x16x64x64 forward's memory traffic takes about 0.8 ms.
 * numba's ``omp`` layer (GNU OpenMP): about 2 us per launch once its workers are awake. A torch op
   followed by two launches cost what the torch op alone cost (171 vs 164 us).
 
