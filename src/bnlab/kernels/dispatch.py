@@ -329,7 +329,7 @@ def update_running_stats(running_mean: Tensor | None, running_var: Tensor | None
     """The running-statistics update of :func:`bnlab.functional.update_running_stats` in one kernel
     call (instead of three torch operations); False, doing nothing, where the reference must run
     (a momentum given as a tensor, a buffer of another dtype, ...)."""
-    if isinstance(momentum, Tensor) or count <= 0 or mean.dtype not in _KERNEL_DTYPES:
+    if isinstance(momentum, Tensor) or not isinstance(count, int) or count <= 0 or mean.dtype not in _KERNEL_DTYPES:
         return False
     buffers = [t for t in (running_mean, running_var) if t is not None]
     if why_reference(mean, var, *buffers) is not None or any(t.requires_grad for t in buffers):
