@@ -17,6 +17,7 @@ _RUN = textwrap.dedent("""
     import bnlab
     from bnlab.kernels import dispatch, threads
     torch.set_num_threads(2)
+    torch.manual_seed(0)
     x = torch.randn(4, 8, 128, 128)  # above dispatch.PARALLEL_MIN_NUMEL
     y = bnlab.nn.BatchNorm2d(8)(x)
     ref = torch.nn.functional.batch_norm(x, None, None, training=True)
