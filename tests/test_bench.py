@@ -133,3 +133,22 @@ def test_interleaved_timing_reports_a_median_per_callable():
 def test_allocator_pinning_is_recorded():
     text = environment.pin_allocator()
     assert text.startswith(("glibc mallopt", "not pinned"))
+
+
+def test_contention_row_times_both_libraries_alone_and_paired():
+    from bnlab.bench import contention
+
+    row = contention.measure(threads=1, seconds=0.3, repeats=1)
+    for lib in ("torch", "bnlab"):
+        assert row[f"{lib}_alone_sps"] > 0 and row[f"{lib}_paired_sps"] > 0
+        assert math.isclose(row[f"{lib}_slowdown"], row[f"{lib}_alone_sps"] / row[f"{lib}_paired_sps"])
+    assert math.isclose(row["ratio"], row["bnlab_slowdown"] / row["torch_slowdown"])
+    verdict = {g["goal"]: g for g in goals.evaluate([row])}
+    goal = next(g for name, g in verdict.items() if name.startswith("two 1-thread"))
+    assert goal["rows"] == 1 and goal["value"] == row["ratio"]
+    assert "contention" in contention.format_row(row)
+
+
+def test_contention_threads_option_is_validated():
+    with pytest.raises(SystemExit):
+        cli.main(["bench", "--contention", "1,x"])

@@ -22,8 +22,7 @@ _RUN = textwrap.dedent("""
     y = bnlab.nn.BatchNorm2d(8)(x)
     ref = torch.nn.functional.batch_norm(x, None, None, training=True)
     ok = bool(torch.allclose(y, ref, rtol=1e-4, atol=1e-5))
-    print(json.dumps(dict(layer=numba.threading_layer(), ok=ok, spin=os.environ.get("GOMP_SPINCOUNT"),
-                          parallel=dispatch._parallel(x))))
+    print(json.dumps(dict(layer=numba.threading_layer(), ok=ok, parallel=dispatch._parallel(x))))
 """)
 
 
@@ -47,14 +46,36 @@ def _clean_env() -> dict:
     return {k: v for k, v in os.environ.items() if k not in chosen}
 
 
-def test_openmp_layer_is_preferred_and_the_environment_is_restored():
+def test_openmp_layer_is_preferred():
     out = subprocess.run([sys.executable, "-c", _RUN], capture_output=True, text=True, timeout=120,
                          env=_clean_env())
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout.strip().splitlines()[-1])
     assert report["ok"] and report["parallel"]
     assert report["layer"] == ("omp" if _omp_loads() else "workqueue")
-    assert report["spin"] is None  # set only while numba's OpenMP runtime loaded
+
+
+# torch's thread count and the OpenMP runtime's nesting limit around bnlab's first fast calls.
+_STATE = textwrap.dedent("""
+    import json
+    import torch
+    torch.set_num_threads({threads})
+    from bnlab.kernels import threads
+    before = threads.openmp_state()
+    import bnlab
+    x = torch.randn(4, 8, 128, 128, requires_grad=True)
+    bnlab.nn.BatchNorm2d(8)(x).sum().backward()
+    print(json.dumps(dict(before=before, after=threads.openmp_state())))
+""")
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_starting_the_kernels_keeps_torchs_thread_count_and_nesting(n):
+    # numba's omp layer runs in torch's OpenMP runtime, and starting it set that runtime's thread
+    # count to the number of CPUs and enabled nesting: a 1-thread torch ran 2-thread teams, and two
+    # such trainings sharing 2 cores ran 16x slower than the reference path.
+    report = _run(_STATE.format(threads=n))
+    assert report["after"] == report["before"] and report["before"][0] == n
 
 
 def test_a_layer_chosen_by_the_user_is_kept():

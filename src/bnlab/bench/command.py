@@ -12,6 +12,7 @@ records its environment, the first-call latency of the fast kernels and the goal
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import statistics
@@ -21,7 +22,7 @@ import time
 import torch
 
 from . import cases as C
-from . import environment, goals, timing
+from . import contention, environment, goals, timing
 
 DTYPE_NAMES = {torch.float32: "float32", torch.float64: "float64", torch.bfloat16: "bfloat16",
                torch.float16: "float16"}
@@ -39,6 +40,21 @@ def add_arguments(parser) -> None:
     parser.add_argument("--shapes", type=C.parse_shapes, default=None,
                         help="comma-separated shapes instead of the built-in list, e.g. 256x512,8x128x56x56")
     parser.add_argument("--no-pin", action="store_true", help="leave the allocator as it is")
+    parser.add_argument("--contention", type=_thread_list, default=None, metavar="THREADS",
+                        help="thread counts for the two-processes-sharing-the-cores rows, e.g. 1,2 "
+                             "(default 1; none with --quick; 0 for none)")
+
+
+def _thread_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated thread counts like 1,2 (got {text!r})")
+    if values == [0]:
+        return []
+    if any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"expected thread counts >= 1, or 0 for none (got {text!r})")
+    return values
 
 
 def first_call_seconds() -> float:
@@ -101,10 +117,12 @@ HEADER = (f"{'op':<14} {'dims':<2} {'shape':<14} {'layout':<13} {'dtype':<8} {'t
 
 
 def run(quick: bool, repeats: int | None = None, threads: int | None = None, ops: list[str] | None = None,
-        pin: bool = True, shapes=None, copy_bytes: int = 256 << 20, progress=None) -> dict:
+        pin: bool = True, shapes=None, copy_bytes: int = 256 << 20, progress=None,
+        contention_threads: list[int] | None = None) -> dict:
     """The whole benchmark; returns ``{"environment", "copy_gbps", "first_call_s", "rows", "goals"}``.
 
     ``progress``: a text stream for the progress line (None: no progress line).
+    ``contention_threads``: thread counts of the :mod:`.contention` rows (default [1], none if quick).
     """
     started = time.perf_counter()
     load_before = _loadavg()
@@ -125,6 +143,12 @@ def run(quick: bool, repeats: int | None = None, threads: int | None = None, ops
                            f"{DTYPE_NAMES.get(case.dtype)} ({time.perf_counter() - started:.0f} s)\033[K")
             progress.flush()
         rows.append(run_case(case, copy_gbps, repeats))
+    for n in contention_threads if contention_threads is not None else ([] if quick else [1]):
+        if progress is not None:
+            progress.write(f"\r[contention] two processes x {n} thread(s) "
+                           f"({time.perf_counter() - started:.0f} s)\033[K")
+            progress.flush()
+        rows.append(contention.measure(n))
     if progress is not None:
         progress.write("\r\033[K")
     return {
@@ -138,7 +162,7 @@ def run(quick: bool, repeats: int | None = None, threads: int | None = None, ops
 def main(args) -> int:
     ops = args.ops.split(",") if args.ops else None
     result = run(args.quick, args.repeats, args.threads, ops, pin=not args.no_pin, shapes=args.shapes,
-                 progress=sys.stderr)
+                 progress=sys.stderr, contention_threads=args.contention)
     env = result["environment"]
     print(f"bnlab bench: torch {env['torch']}, numba {env['numba']}, {env['torch_threads']} threads, "
           f"{env['cpu']}; copy bandwidth {result['copy_gbps']:.1f} GB/s; first fast call "
@@ -146,7 +170,7 @@ def main(args) -> int:
           f"load average {env['loadavg_before']} before, {env['loadavg_after']} after")
     print(HEADER)
     for r in result["rows"]:
-        print(format_row(r))
+        print(contention.format_row(r) if r["op"] == "contention" else format_row(r))
     print("goals (on medians; in brackets the same on the fastest samples):")
     for g in result["goals"]:
         state = "not measured" if g["met"] is None else ("met" if g["met"] else "MISSED")

@@ -1,24 +1,20 @@
 """numba's threading layer for bnlab's kernels, chosen and started in one place.
 
 bnlab's training forward and backward each launch two or three parallel loops, so what a launch
-costs decides the speed of a mid-sized batch norm. Measured on a 2-core machine (2 threads):
+costs decides the speed of a mid-sized batch norm: numba's ``workqueue`` layer costs about 90 us
+per launch (its workers sleep between launches), its ``omp`` layer a few microseconds once the
+workers are awake. So bnlab prefers ``omp``, falling back to ``workqueue`` where numba's OpenMP pool
+cannot load; ``tbb`` comes last. A layer or priority the user chose (``NUMBA_THREADING_LAYER``,
+``NUMBA_THREADING_LAYER_PRIORITY``) is left alone.
 
-* numba's ``workqueue`` layer: about 90 us per launch (its workers sleep between launches and are
-  woken by the kernel); a training forward and backward launch four times, 360 us per layer
-  and step, where a 32x16x64x64 forward's memory traffic takes about 0.8 ms.
-* numba's ``omp`` layer (GNU OpenMP): about 2 us per launch once its workers are awake. A torch op
-  followed by two launches cost what the torch op alone cost (171 vs 164 us).
-
-So bnlab prefers ``omp``, falling back to ``workqueue`` where numba's OpenMP pool cannot load (no
-libgomp on the system); ``tbb`` comes last. OpenMP workers spin after each parallel region before
-they sleep; numba's runtime is a second OpenMP runtime next to torch's, so a long spin would take
-a core from torch's next op. bnlab therefore starts numba's pool with ``GOMP_SPINCOUNT`` =
-:data:`SPINCOUNT` (long enough for the launches within one batch-norm call, short next to a
-convolution), and restores the environment afterwards so torch's runtime and child processes keep
-theirs.
-
-A layer or priority the user chose (``NUMBA_THREADING_LAYER``, ``NUMBA_THREADING_LAYER_PRIORITY``)
-and an OpenMP spin setting of their own (``GOMP_SPINCOUNT``, ``OMP_WAIT_POLICY``) are left alone.
+**One OpenMP runtime, torch's.** torch's Linux wheels load their GNU OpenMP into the global symbol
+scope; numba's ``omp`` layer binds to the runtime already there, so bnlab's kernels and torch's ops
+share one thread pool and one spin policy (torch's), and two processes on shared cores compete with
+two teams, not four. But starting numba's pool calls ``omp_set_num_threads(cpu count)`` and
+``omp_set_nested(1)`` in that runtime: left alone, this silently undid ``torch.set_num_threads(1)``
+(two 1-thread trainings sharing 2 cores then ran 2-thread OpenMP teams that spun against each
+other: 80 s instead of 5 s each) and enabled nested teams. :func:`start` therefore restores torch's
+thread count and the runtime's active-levels limit after the pool starts.
 
 GNU OpenMP does not survive ``fork``: numba aborts a child process that launches a parallel loop
 after its parent has. :func:`parallel_allowed` is False in such a child, so it runs the serial
@@ -27,15 +23,28 @@ kernels (processes bnlab starts itself are spawned, not forked).
 
 from __future__ import annotations
 
+import ctypes
 import os
 
 import numba
+import torch
 
-__all__ = ["SPINCOUNT", "start", "parallel_allowed"]
+__all__ = ["start", "parallel_allowed", "openmp_state"]
 
-SPINCOUNT = "10000"
 _PRIORITY = ["omp", "workqueue", "tbb"]
 _started_in: list[int] = []  # the pid whose numba pool started (empty: not started)
+
+
+def _omp():
+    """The OpenMP entry points in the process's global scope (torch's runtime), or None."""
+    lib = ctypes.CDLL(None)
+    return lib if hasattr(lib, "omp_get_max_active_levels") else None
+
+
+def openmp_state() -> tuple[int, int | None]:
+    """(torch's thread count, the global OpenMP runtime's max active levels or None if absent)."""
+    lib = _omp()
+    return torch.get_num_threads(), None if lib is None else int(lib.omp_get_max_active_levels())
 
 
 def start() -> None:
@@ -44,16 +53,16 @@ def start() -> None:
         return
     if "NUMBA_THREADING_LAYER_PRIORITY" not in os.environ and numba.config.THREADING_LAYER == "default":
         numba.config.THREADING_LAYER_PRIORITY = list(_PRIORITY)
-    own_spin = "GOMP_SPINCOUNT" in os.environ or "OMP_WAIT_POLICY" in os.environ
-    if not own_spin:
-        os.environ["GOMP_SPINCOUNT"] = SPINCOUNT
+    threads, levels = openmp_state()
     try:
         from numba.np.ufunc import parallel
 
-        parallel._launch_threads()  # loads the layer; libgomp reads GOMP_SPINCOUNT as it loads
+        parallel._launch_threads()
     finally:
-        if not own_spin:
-            del os.environ["GOMP_SPINCOUNT"]
+        # numba's omp layer just set the shared runtime's thread count and nesting: put back torch's
+        torch.set_num_threads(threads)
+        if levels is not None:
+            _omp().omp_set_max_active_levels(ctypes.c_int(levels))
     _started_in.append(os.getpid())
 
 
