@@ -20,14 +20,14 @@ from __future__ import annotations
 import math
 
 from ..train.config import RunConfig
-from . import stats
-from .result import ClaimResult, FigureSpec
+from . import stats, text
+from .plotting import legend_below, percent_axis
+from .result import ClaimResult, FigureSpec, Label
 from .series_tools import finished_acc as _acc
-from .series_tools import pct as _pct
-from .series_tools import pp as _pp
 
 ID = "C9"
 NAME = "batch-renorm"
+TITLE = "Batch Renorm beats BN on small or on non-i.i.d. batches"  # the rule: in at least one of the two
 QUESTION = "Does Batch Renorm rescue BN on small or non-i.i.d. batches?"
 CLAIM = ("Batch Renorm -- r = clip(σ_B/σ, 1/r_max, r_max), d = clip((μ_B−μ)/σ, −d_max, d_max), constants in "
          "backprop, r_max 1 → 3 and d_max 0 → 5 after a warm-up -- trains better than BN with small "
@@ -42,6 +42,7 @@ SETTINGS = {  # name -> batch size, classes per batch (0: i.i.d.), steps (full),
     "non-i.i.d. (batch 32, 2 classes × 16)": {"batch_size": 32, "batch_classes": 2, "steps": 2000,
                                                "quick_steps": 60},
 }
+SHORT = dict(zip(SETTINGS, ("small", "non_iid")))  # the settings' keys in ClaimResult.numbers
 R_MAX, D_MAX = 3.0, 5.0  # Ioffe's final limits
 WARMUP_FRAC = 0.5  # r_max reaches R_MAX at this fraction of the steps
 NORMS = ("bn", "brn")
@@ -104,13 +105,14 @@ def analyze(runs, ctx) -> ClaimResult:
     v = verdict(diffs, p_holm)
     numbers = {}
     for (name, t, p), d in zip(zip(SETTINGS, tests, p_holm), diffs):
-        numbers[f"{name}: BN test acc"] = per_norm[(name, "bn")].to_json()
-        numbers[f"{name}: BRN test acc"] = per_norm[(name, "brn")].to_json()
-        numbers[f"{name}: BRN − BN"] = d.to_json()
-        numbers[f"{name}: p (Holm)"] = p
-    numbers["failed or diverged runs"] = bad
-    parts = [f"{name}: BN {_pct(per_norm[(name, 'bn')])}, BRN {_pct(per_norm[(name, 'brn')])}, "
-             f"paired difference {_pp(d)}, Holm p = {p:.3g}" for name, d, p in zip(SETTINGS, diffs, p_holm)]
+        numbers[f"{SHORT[name]}_bn_acc"] = per_norm[(name, "bn")].to_json()
+        numbers[f"{SHORT[name]}_brn_acc"] = per_norm[(name, "brn")].to_json()
+        numbers[f"{SHORT[name]}_brn_minus_bn"] = d.to_json()
+        numbers[f"{SHORT[name]}_p_holm"] = p
+    numbers["failed_runs"] = bad
+    parts = [f"{name}: BN {text.interval(per_norm[(name, 'bn')], '%')}, Batch Renorm "
+             f"{text.interval(per_norm[(name, 'brn')], '%')}, paired difference {text.interval(d, 'points')}, "
+             f"Holm p = {p:.3g}" for name, d, p in zip(SETTINGS, diffs, p_holm)]
     summary = ("Test accuracy in eval mode (population statistics). " + "; ".join(parts) + f". Verdict: {v}."
                + (f" {bad} run(s) failed or diverged and are left out." if bad else ""))
     setup = {"data": DATA, "model": MODEL, "norms": list(NORMS),
@@ -127,8 +129,21 @@ def analyze(runs, ctx) -> ClaimResult:
             "acc": {n: {norm: per_norm[(n, norm)].to_json() for norm in NORMS} for n in SETTINGS},
             "diff": {n: d.to_json() for n, d in zip(SETTINGS, diffs)}}
     fig = FigureSpec("brn_vs_bn", "Batch Renorm vs BN: test accuracy per setting", data, _draw,
-                     "Left: mean ± 95% CI over seeds; right: the paired difference BRN − BN.")
-    return ClaimResult(ID, NAME, QUESTION, CLAIM, SOURCE, RULE, v, summary, setup, numbers, [fig], rows)
+                     "Left: mean and 95% interval over seeds; right: the paired difference Batch Renorm − BN.")
+    finding = "Batch Renorm − BN in test accuracy: " + "; ".join(
+        f"{name} {text.interval(d, 'points')} (Holm p {text.p_value(p)})"
+        for name, d, p in zip(SETTINGS, diffs, p_holm)) + "."
+    return ClaimResult(ID, NAME, QUESTION, CLAIM, SOURCE, RULE, v, summary, setup, numbers, [fig], rows,
+                       title=TITLE, finding=finding, labels=LABELS)
+
+
+LABELS = {}
+for _name, _short in SHORT.items():
+    LABELS[f"{_short}_bn_acc"] = Label(f"Test accuracy with BN, {_name}", "%")
+    LABELS[f"{_short}_brn_acc"] = Label(f"Test accuracy with Batch Renorm, {_name}", "%")
+    LABELS[f"{_short}_brn_minus_bn"] = Label(f"Batch Renorm − BN, {_name} (paired by seed)", "points")
+    LABELS[f"{_short}_p_holm"] = Label(f"Paired t-test p, Holm-adjusted, {_name}", "p", detail=True)
+LABELS["failed_runs"] = Label("Runs that failed or diverged", "count", detail=True)
 
 
 def _bar(ax, x, est: dict, color: str, label: str | None = None) -> None:
@@ -136,14 +151,14 @@ def _bar(ax, x, est: dict, color: str, label: str | None = None) -> None:
     if m is None:
         return
     lo, hi = est.get("ci95", [m, m])
-    ax.bar(x, m, width=0.35, color=color, label=label)
-    ax.errorbar(x, m, yerr=[[m - lo], [hi - m]], color="k", capsize=3)
+    ax.bar(x, 100 * m, width=0.35, color=color, label=label)
+    ax.errorbar(x, 100 * m, yerr=[[100 * (m - lo)], [100 * (hi - m)]], color="k", capsize=3)
 
 
 def _draw(data: dict):
     import matplotlib.pyplot as plt
 
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(5.6, 3.4), gridspec_kw={"width_ratios": [2, 1]})
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(7, 3.4), gridspec_kw={"width_ratios": [2, 1]})
     names = data["settings"]
     short = [n.split(" (")[0] for n in names]
     for i, n in enumerate(names):
@@ -152,9 +167,10 @@ def _draw(data: dict):
         _bar(bx, i, data["diff"][n], "C2")
     ax.set_xticks(range(len(names)), short)
     ax.set_ylabel("test accuracy")
-    ax.legend(fontsize=7, loc="lower right")
+    percent_axis(ax)
     bx.axhline(0, color="k", lw=0.8)
-    bx.set_xticks(range(len(names)), short, fontsize=7)
-    bx.set_ylabel("BRN − BN (accuracy)")
+    bx.set_xticks(range(len(names)), short)
+    bx.set_ylabel("Batch Renorm − BN (points)")
     fig.tight_layout()
+    legend_below(fig)
     return fig
