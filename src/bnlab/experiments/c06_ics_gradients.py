@@ -72,6 +72,10 @@ def _labels() -> dict[str, Label]:
     for norm in NORMS:
         out[f"head_l2_{norm}"] = Label(f"Output layer's ‖G − G′‖, {text.name(norm)}", detail=True)
         out[f"test_acc_{norm}"] = Label(f"Final test accuracy, {text.name(norm)}", "%", detail=True)
+    out["significantly_lower"] = Label(f"Comparisons with BN significantly lower (of {len(LAYERS) * len(MEASURES)})",
+                                       "count")
+    out["significantly_higher"] = Label(f"Comparisons with BN significantly higher (of {len(LAYERS) * len(MEASURES)})",
+                                        "count")
     out["failed_runs"] = Label("Runs that failed or diverged", detail=True)
     return out
 
@@ -165,6 +169,7 @@ def analyze(runs, ctx) -> ClaimResult:
                        f"{text.number(numbers[f'ratio_bn_over_none/{n}']['mean'], '×')}" for n in tests)
     n_lower = sum(adjusted[n] < ALPHA and tests[n].diff.mean < 0 for n in tests)
     n_higher = sum(adjusted[n] < ALPHA and tests[n].diff.mean > 0 for n in tests)
+    numbers["significantly_lower"], numbers["significantly_higher"] = n_lower, n_higher
     summary = (f"On MNIST-1D's CNN trained with SGD (lr {BASE.lr:g}, momentum {BASE.momentum:g}) over "
                f"{len(seeds)} paired seeds, the ratio BN / no-BN of the mean gradient ICS over training was: "
                f"{ratios} (below 1: less shift with BN). {n_lower} of {len(tests)} comparisons show BN "

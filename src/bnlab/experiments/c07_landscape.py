@@ -61,6 +61,7 @@ LABELS = {
     **{f"fraction_steps_bn_lower/{m}": Label(f"Share of steps where BN's {METRIC_NAMES[m]} is lower", "%", detail=True)
        for m in METRICS},
     **{f"test_acc_{n}": Label(f"Final test accuracy, {text.name(n)}", "%", detail=True) for n in NORMS},
+    "smoother_measures": Label("Measures on which BN is smoother by the rule (of 3)", "count"),
     "failed_runs": Label("Runs that failed or diverged", detail=True),
 }
 
@@ -142,6 +143,7 @@ def analyze(runs, ctx) -> ClaimResult:
     described = "; ".join(f"{METRIC_NAMES[m]} {text.number(numbers[f'ratio_bn_over_none/{m}']['mean'], '×')} (BN "
                           f"lower at {fractions[m].mean:.0%} of steps)" for m in METRICS)
     smoother_on = [m for m in tests if smoother(tests[m], adjusted[m], fractions[m])] if len(seeds) >= 2 else []
+    numbers["smoother_measures"] = len(smoother_on)
     summary = (f"On MNIST-1D's CNN trained with SGD (lr {BASE.lr:g}, momentum {BASE.momentum:g}), moving along the "
                f"gradient by 0.5-4 x lr on the training batch, the ratio BN / no-BN of each smoothness metric "
                f"(mean over training, {len(seeds)} paired seeds) was: {described}. Lower means smoother with BN. "

@@ -146,11 +146,13 @@ for _name, _short in SHORT.items():
 LABELS["failed_runs"] = Label("Runs that failed or diverged", "count", detail=True)
 
 
-def _bar(ax, x, est: dict, color: str, label: str | None = None) -> None:
+def _bar(ax, x, est: dict, color: str, label: str | None = None, bounds=(-1.0, 1.0)) -> None:
+    """A bar at the mean with its 95% interval, both in percent; the interval clipped to ``bounds``."""
     m = est.get("mean")
     if m is None:
         return
     lo, hi = est.get("ci95", [m, m])
+    lo, hi = max(lo, bounds[0]), min(hi, bounds[1])
     ax.bar(x, 100 * m, width=0.35, color=color, label=label)
     ax.errorbar(x, 100 * m, yerr=[[100 * (m - lo)], [100 * (hi - m)]], color="k", capsize=3)
 
@@ -162,8 +164,8 @@ def _draw(data: dict):
     names = data["settings"]
     short = [n.split(" (")[0] for n in names]
     for i, n in enumerate(names):
-        _bar(ax, i - 0.18, data["acc"][n]["bn"], "C0", "BN" if i == 0 else None)
-        _bar(ax, i + 0.18, data["acc"][n]["brn"], "C1", "Batch Renorm" if i == 0 else None)
+        _bar(ax, i - 0.18, data["acc"][n]["bn"], "C0", "BN" if i == 0 else None, bounds=(0.0, 1.0))
+        _bar(ax, i + 0.18, data["acc"][n]["brn"], "C1", "Batch Renorm" if i == 0 else None, bounds=(0.0, 1.0))
         _bar(bx, i, data["diff"][n], "C2")
     ax.set_xticks(range(len(names)), short)
     ax.set_ylabel("test accuracy")

@@ -162,14 +162,14 @@ def _draw(data: dict):
         color = f"C{i}"
         mean = [c["precise"][str(n)].get("mean", math.nan) for n in sizes]
         mean = [math.nan if m is None else 100 * m for m in mean]
-        lo = [100 * c["precise"][str(n)].get("ci95", [m / 100, m / 100])[0] for n, m in zip(sizes, mean)]
-        hi = [100 * c["precise"][str(n)].get("ci95", [m / 100, m / 100])[1] for n, m in zip(sizes, mean)]
+        lo = [max(0.0, 100 * c["precise"][str(n)].get("ci95", [m / 100, m / 100])[0]) for n, m in zip(sizes, mean)]
+        hi = [min(100.0, 100 * c["precise"][str(n)].get("ci95", [m / 100, m / 100])[1]) for n, m in zip(sizes, mean)]
         ax.errorbar(sizes, mean, yerr=[[m - a for m, a in zip(mean, lo)], [b - m for m, b in zip(mean, hi)]],
                     color=color, marker="o", capsize=3, label=f"PreciseBN, learning rate {lr}")
         ema = c["ema"]
         if ema.get("mean") is not None:
             elo, ehi = ema.get("ci95", [ema["mean"], ema["mean"]])
-            ax.axhspan(100 * elo, 100 * ehi, color=color, alpha=0.15)
+            ax.axhspan(max(0.0, 100 * elo), min(100.0, 100 * ehi), color=color, alpha=0.15)
             ax.axhline(100 * ema["mean"], color=color, ls="--", lw=1, label=f"EMA, learning rate {lr}")
     ax.set_xscale("log")
     ax.set_xticks(sizes, [str(n) for n in sizes])

@@ -34,6 +34,7 @@ UNITS: dict[str, Unit] = {
     "lr": Unit(1.0, None, 0.0, math.inf, ""),  # a learning rate
     "count": Unit(1.0, 0, 0.0, math.inf, ""),
     "sci": Unit(1.0, None, -math.inf, math.inf, ""),  # tiny errors: 7e-15
+    "p": Unit(1.0, None, 0.0, 1.0, ""),  # a p-value: see p_value
 }
 
 FEW_SEEDS = 3  # an interval over fewer seeds is flagged: with 2 seeds a t-interval is 12.7 standard errors wide
@@ -68,6 +69,8 @@ def number(value: Any, unit: str = "") -> str:
         return "n/a" if value is None else str(value)
     if math.isnan(value):
         return "n/a"
+    if unit == "p":
+        return p_value(value)
     if math.isinf(value):
         return ("∞" if value > 0 else MINUS + "∞") + u.suffix
     return _plain(value * u.scale, u, unit, u.signed) + u.suffix
