@@ -13,8 +13,9 @@ test examples) or the change it causes:
   batch against one step on a normal batch;
 * ``momentum`` -- PyTorch's momentum 0.1 is the weight of the new batch, Keras/Flax's 0.99 the decay
   of the old value: the running statistics re-estimated over one epoch with each reading;
-* ``fine_tune`` -- fine-tuning only the head with small batches while BN stays in training mode,
-  against BN frozen (``bnlab.convert(model, to="frozen")``).
+* ``fine_tune`` -- fine-tuning only the head on batches of 2 (detection models fine-tune with 1-2
+  images per GPU) while BN stays in training mode, against BN frozen
+  (``bnlab.convert(model, to="frozen")``).
 """
 
 from __future__ import annotations
@@ -162,7 +163,7 @@ def momentum(model, ds) -> dict[str, Any]:
             "converted_ten_epochs": _reestimate(model, ds, converted, epochs=10)}
 
 
-def fine_tune(model, ds, steps: int = 100, batch: int = 4) -> dict[str, Any]:
+def fine_tune(model, ds, steps: int = 300, batch: int = 2) -> dict[str, Any]:
     from .. import convert
 
     out = {"before": accuracy(model, ds.x_test, ds.y_test), "steps": steps, "batch": batch}

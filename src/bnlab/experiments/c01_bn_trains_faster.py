@@ -138,8 +138,8 @@ LABELS = {
     "steps_to_target_bn": Label("Steps to the target with BN (same rate)", "steps"),
     "steps_to_target_none": Label("Steps to the target without BN (same rate)", "steps"),
     "steps_to_target_bn_minus_none": Label("Steps to the target, BN − no BN (paired by seed)", "steps diff"),
-    "drift_bn": Label("Drift of the sigmoid input's percentiles with BN (relative to the band's width)"),
-    "drift_none": Label("Drift of the sigmoid input's percentiles without BN (relative)"),
+    "drift_bn": Label("Drift of the sigmoid input's percentiles with BN (relative to the band's width)", "positive"),
+    "drift_none": Label("Drift of the sigmoid input's percentiles without BN (relative)", "positive"),
     "drift_bn_minus_none": Label("Drift, BN − no BN (paired by seed)"),
     "drift_abs_bn": Label("Drift with BN, in the input's own units", detail=True),
     "drift_abs_none": Label("Drift without BN, in the input's own units", detail=True),
@@ -154,7 +154,7 @@ LABELS = {
 
 def finding(numbers: dict, steps: int) -> str:
     """One sentence: how fast each reached the target, and how much the percentiles drifted."""
-    target = text.number(numbers["target_acc"], "%")
+    target = f"{numbers['target_acc']:.0%}"
     speed = text.compare(numbers["steps_to_target_bn_minus_none"], "slower", "faster", "about as fast")
     steady = text.compare(numbers["drift_bn_minus_none"], "less steady", "steadier", "about as steady")
 
@@ -164,8 +164,8 @@ def finding(numbers: dict, steps: int) -> str:
 
     return (f"At the same learning rate ({numbers['same_lr']:g}) BN reached {target} test accuracy "
             f"{reach('steps_to_target_bn')} and no BN {reach('steps_to_target_none')}; the percentile band of a "
-            f"last-layer input moved by {text.interval(numbers['drift_bn'])} of its width with BN and "
-            f"{text.interval(numbers['drift_none'])} without: with BN, {speed} and {steady}.")
+            f"last-layer input moved by {text.interval(numbers['drift_bn'], 'positive')} of its width with BN and "
+            f"{text.interval(numbers['drift_none'], 'positive')} without: with BN, {speed} and {steady}.")
 
 
 def analyze(runs, ctx) -> ClaimResult:
@@ -208,8 +208,8 @@ def analyze(runs, ctx) -> ClaimResult:
         f"{text.interval(estimate(list(s_bn.values())), 'steps')} vs "
         f"{text.interval(estimate(list(s_none.values())), 'steps')} without (per-seed difference "
         f"{text.interval(speed.diff, 'steps diff')}; runs that never reach it count as {cap}), and the relative "
-        f"drift of its sigmoid-input percentiles is {text.interval(estimate([d_bn[s] for s in dcommon]))} vs "
-        f"{text.interval(estimate([d_none[s] for s in dcommon]))} (difference {text.interval(drift_test.diff)}). "
+        f"drift of its sigmoid-input percentiles is {text.interval(estimate([d_bn[s] for s in dcommon]), 'positive')} vs "
+        f"{text.interval(estimate([d_none[s] for s in dcommon]), 'positive')} (difference {text.interval(drift_test.diff)}). "
         f"At their own best rates BN ends at {text.interval(best_acc['bn'], '%')} (lr {best['bn']:g}) and no BN "
         f"at {text.interval(best_acc['none'], '%')} (lr {best['none']:g}). Verdict: {v}."
         + (f" {failed} run(s) failed or diverged and were left out." if failed else ""))

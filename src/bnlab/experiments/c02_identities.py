@@ -104,7 +104,7 @@ LABELS = {
     "identity_max_abs_err": Label("γ = √(Var[x] + ε), β = E[x]: largest difference from the input", "sci"),
     "biased_var_max_abs_err": Label("Training normalizes with the biased variance: largest difference", "sci",
                                     detail=True),
-    "unbiased_running_var_max_abs_err": Label("running_var stores the unbiased variance: largest difference",
+    "unbiased_running_var_max_abs_err": Label("`running_var` stores the unbiased variance: largest difference",
                                               "sci", detail=True),
     "eval_running_stats_max_abs_err": Label("Evaluation uses the running statistics: largest difference", "sci",
                                             detail=True),
@@ -132,7 +132,7 @@ def run(ctx) -> ClaimResult:
         "a convolution's channel is normalized over N×H×W (N×L, N×D×H×W). Setting γ = sqrt(Var[x]+ε) and "
         f"β = E[x] returns the input (largest error {identity_err:.1e}), "
         "which is why adding BN never reduces what a layer can represent. Training divides by the biased "
-        "batch variance while running_var stores the unbiased one (×m/(m−1)); eval uses the running values. "
+        "batch variance while the running variance stores the unbiased one (×m/(m−1)); eval uses the running values. "
         f"Scaling the weights before BN by a from {_SCALES[0]:g} to {_SCALES[-1]:g} leaves the output unchanged "
         f"(largest difference {worst_out:.1e}) and scales the weight gradient by exactly 1/a "
         f"(largest relative deviation {worst_ratio:.1e})."

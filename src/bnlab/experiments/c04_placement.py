@@ -25,7 +25,7 @@ NAME = "bn-placement"
 TITLE = "BN after the activation beats BN before it"  # the claim the rule tests (caffenet-benchmark's)
 QUESTION = "Should BN go before or after the activation?"
 CLAIM = ("The BN paper puts BN before the nonlinearity, later Inception code after it; caffenet-benchmark "
-         "(CaffeNet128, ImageNet top-1) reports 0.474 before vs 0.499 after, while ResNet v2's full "
+         "(CaffeNet128, ImageNet top-1 accuracy) reports 47.4% before vs 49.9% after, while ResNet v2's full "
          "pre-activation (BN-ReLU before the conv) improves CIFAR-10 ResNet-110 error from 6.61% to 6.37%.")
 SOURCE = ("Ioffe & Szegedy 2015 (arXiv:1502.03167); Chollet (Keras issue #1802); ducha-aiki/caffenet-benchmark; "
           "He et al. 2016, ResNet v2 (arXiv:1603.05027)")

@@ -22,7 +22,7 @@ NAME = "small-batches"
 TITLE = "BN's error rises sharply at batches of 4 and 2 while GroupNorm's stays flat"
 QUESTION = "Does BN break down with very small batches, and does GroupNorm fix it?"
 CLAIM = ("ResNet-50 ImageNet val. error at 32/16/8/4/2 images per GPU: BN 23.6/23.7/24.8/27.3/34.7%, GN "
-         "24.1/24.2/24.0/24.2/24.1%; Batch Renorm (r_max 1.5, d_max 0.5) at batch 4: 26.3%.")
+         "24.1/24.2/24.0/24.2/24.1%; Batch Renorm (rₘₐₓ 1.5, dₘₐₓ 0.5) at batch 4: 26.3%.")
 SOURCE = "Wu & He 2018, 'Group Normalization', Table 2 and §4.1 (arXiv:1803.08494)"
 
 # --- the sweep ------------------------------------------------------------------------------

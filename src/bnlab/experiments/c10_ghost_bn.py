@@ -41,13 +41,13 @@ KEYS = dict(zip(SETTING_NAMES, ("small_acc", "large_acc", "ghost_acc")))  # thei
 
 # --- the rule -------------------------------------------------------------------------------
 NEGLIGIBLE = 0.005  # 0.5 pp: a narrowing confidently below this counts as none
-RULE = ("Final test accuracy in eval mode, paired by seed; gap_X = acc(small BN) − acc(X) for X = large BN and "
-        "large ghost BN, so gap_BN − gap_ghost = acc(large ghost BN) − acc(large BN). The claim presupposes a "
-        "large-batch gap: unless gap_BN's 95% CI lies above 0 (large batches significantly worse), there is no "
-        "established gap to narrow and the verdict is inconclusive. Otherwise: reproduced if the 95% CI of gap_BN − gap_ghost lies "
+RULE = ("Final test accuracy in eval mode, paired by seed; gap(X) = acc(small BN) − acc(X) for X = large BN and "
+        "large ghost BN, so gap(BN) − gap(ghost) = acc(large ghost BN) − acc(large BN). The claim presupposes a "
+        "large-batch gap: unless gap(BN)'s 95% CI lies above 0 (large batches significantly worse), there is no "
+        "established gap to narrow and the verdict is inconclusive. Otherwise: reproduced if the 95% CI of gap(BN) − gap(ghost) lies "
         f"above 0 (ghost BN shrinks the gap); not reproduced if it lies below +{NEGLIGIBLE * 100:g} pp (no "
         "narrowing worth the name, or a widening); inconclusive otherwise.")
-# The premise check (gap_BN > 0) was added after the first full run: the rule as first written
+# The premise check (gap(BN) > 0) was added after the first full run: the rule as first written
 # called a higher large-batch accuracy "narrowing" a gap that did not exist (large batches won).
 
 

@@ -33,6 +33,7 @@ UNITS: dict[str, Unit] = {
     "nats": Unit(1.0, 3, -math.inf, math.inf, " nats", signed=True),  # a difference of losses
     "lr": Unit(1.0, None, 0.0, math.inf, ""),  # a learning rate
     "count": Unit(1.0, 0, 0.0, math.inf, ""),
+    "positive": Unit(1.0, 2, 0.0, math.inf, ""),  # a size that cannot be negative (C1's drift)
     "sci": Unit(1.0, None, -math.inf, math.inf, ""),  # tiny errors: 7e-15
     "p": Unit(1.0, None, 0.0, 1.0, ""),  # a p-value: see p_value
 }
@@ -52,6 +53,8 @@ def _plain(x: float, u: Unit, unit: str, sign: bool) -> str:
     if unit == "sci" or (u.digits is None and x != 0 and (abs(x) < 1e-3 or abs(x) >= 1e5)):
         text = f"{x:.1e}" if unit == "sci" else f"{x:.3g}"
     elif u.digits is None:
+        text = f"{x:.3g}"
+    elif abs(x) >= 10 ** (u.digits + 3):  # no "598714.72": three significant digits are plenty
         text = f"{x:.3g}"
     else:
         text = f"{x:.{u.digits}f}"
@@ -94,6 +97,8 @@ def parts(e: Any) -> tuple[float, float | None, float | None, int | None]:
 def interval(e: Any, unit: str = "") -> str:
     """An estimate as "mean [low, high]" in ``unit``, the interval clipped to the unit's range."""
     u = _unit(unit)
+    if e is None:
+        return "n/a"
     mean, lo, hi, n = parts(e)
     if n == 0 or math.isnan(mean):
         return "n/a"
@@ -108,6 +113,8 @@ def interval(e: Any, unit: str = "") -> str:
 
 def few_seeds(e: Any) -> bool:
     """True when ``e`` has an interval from fewer than FEW_SEEDS seeds (too wide to read)."""
+    if e is None:
+        return False
     _, lo, _, n = parts(e)
     return n is not None and 1 < n < FEW_SEEDS and lo is not None
 
@@ -131,6 +138,8 @@ def name(key: str) -> str:
 def compare(e: Any, more: str, less: str, same: str = "no clear difference") -> str:
     """Which way a difference goes by its interval: ``more`` if it lies above 0, ``less`` if below,
     else ``same`` (also without an interval)."""
+    if e is None:
+        return same
     _, lo, hi, _ = parts(e)
     if lo is not None and lo > 0:
         return more

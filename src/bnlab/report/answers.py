@@ -36,7 +36,7 @@ class Evidence:
     @property
     def this_run(self) -> str:
         """How a measured sentence starts: a quick run is a smoke test and must say so."""
-        return "This smoke test (a `--quick` run, not evidence)" if self.quick else "This run"
+        return "This smoke test (not evidence)" if self.quick else "This run"
 
     def number(self, claim_id: str, *path: str) -> Any:
         """``results[claim_id].numbers[path[0]][path[1]]...``, or None when anything is missing."""
@@ -72,7 +72,7 @@ def what_bn_does(ev: Evidence) -> Answer:
         measured.append(f"MNIST-1D's CNN ended at {_iv(acc['bn'], '%')} test accuracy with BN and "
                         f"{_iv(acc['none'], '%')} without (C5)")
     if None not in steps:
-        target = text.number(ev.number("C1", "target_acc"), "%")
+        target = f"{ev.number('C1', 'target_acc'):.0%}"
         measured.append(f"a sigmoid MLP reached {target} in {_iv(steps[0], 'steps')} with BN and "
                         f"{_iv(steps[1], 'steps')} without (C1)")
     out += f" {ev.this_run}: {'; '.join(measured)}." if measured else " (Not measured in this run.)"
@@ -141,7 +141,7 @@ def implement(ev: Evidence) -> Answer:
            "larger stable learning rates and fewer steps.")
     lr_bn, lr_none = ev.number("C3", "max_training_lr_bn"), ev.number("C3", "max_training_lr_none")
     s_bn, s_none = ev.number("C3", "steps_to_threshold_bn"), ev.number("C3", "steps_to_threshold_none")
-    if ev.results.get("C3") is not None:
+    if None not in (s_bn, s_none) and ev.results.get("C3") is not None:
         def lr(v):
             return "none" if v is None else f"{v:g}"
 

@@ -67,29 +67,29 @@ def _row(ev: Evidence, cid: str, what: str, with_bn: str, without: str) -> str:
 
 def section_html(ev: Evidence) -> str:
     rows = []
-    if "C1" in ev.results:
+    if ev.number("C1", "drift_bn") is not None and ev.number("C1", "drift_none") is not None:
         rows.append(_row(ev, "C1", "How far the percentiles of a last-layer input move during training, in "
                          "widths of their band (lower: steadier)",
-                         text.interval(ev.number("C1", "drift_bn"), ""),
-                         text.interval(ev.number("C1", "drift_none"), "")))
-    if "C5" in ev.results:
-        acc = ev.number("C5", "test_acc")
+                         text.interval(ev.number("C1", "drift_bn"), "positive"),
+                         text.interval(ev.number("C1", "drift_none"), "positive")))
+    acc = ev.number("C5", "test_acc")
+    if isinstance(acc, dict) and {"bn", "noisy_bn", "none"} <= set(acc):
         rows.append(_row(ev, "C5", "Test accuracy when every BN output is shifted and scaled at random each step "
                          "(noisy BN)", f"BN {text.interval(acc['bn'], '%')}; noisy BN "
                          f"{text.interval(acc['noisy_bn'], '%')}", text.interval(acc["none"], "%")))
     if "C6" in ev.results:
         ratios = [v["mean"] for k, v in ev.results["C6"].numbers.items()
-                  if k.startswith("ratio_bn_over_none/") and "relative" not in k and isinstance(v, dict)]
+                  if k.startswith("ratio_bn_over_none/") and "relative" not in k and isinstance(v, dict)
+                  and v.get("mean") is not None]
         if ratios:
             rows.append(_row(ev, "C6", "How much a layer's gradient changes when the layers before it update, "
                              "BN ÷ no BN (below 1: less shift with BN)",
                              f"{text.number(min(ratios), '×')} to {text.number(max(ratios), '×')}", "1× (baseline)"))
-    if "C7" in ev.results:
-        ratios = [ev.number("C7", f"ratio_bn_over_none/{m}") for m in ("loss_range", "grad_change", "beta")]
-        if None not in ratios:
-            rows.append(_row(ev, "C7", "Loss range, gradient change and β-smoothness along the gradient, BN ÷ no BN "
-                             "(below 1: smoother with BN)", ", ".join(text.interval(r, "×") for r in ratios),
-                             "1× (baseline)"))
+    ratios = [ev.number("C7", f"ratio_bn_over_none/{m}") for m in ("loss_range", "grad_change", "beta")]
+    if None not in ratios:
+        rows.append(_row(ev, "C7", "Loss range, gradient change and β-smoothness along the gradient, BN ÷ no BN "
+                         "(below 1: smoother with BN)", ", ".join(text.interval(r, "×") for r in ratios),
+                         "1× (baseline)"))
     table = ("<table class=\"side\"><thead><tr><th>Claim</th><th>What was measured</th><th>With BN</th>"
              "<th>Without BN</th><th>Reading</th><th>Verdict</th></tr></thead><tbody>" + "".join(rows)
              + "</tbody></table>") if rows else '<p class="muted">None of these experiments ran.</p>'
@@ -98,7 +98,7 @@ def section_html(ev: Evidence) -> str:
   <h3 class="sub">Internal covariate shift, explained</h3>
   <p><b>The term.</b> While a network trains, every layer's weights change, so the inputs that the next layer
   receives keep changing their distribution: their mean, their spread, how many units sit in a saturated
-  range. Ioffe and Szegedy called this <i>internal covariate shift</i>: each layer has to keep adapting to a
+  range. Ioffe and Szegedy called this <em>internal covariate shift</em>: each layer has to keep adapting to a
   moving target.</p>
   <p><b>The claim (Ioffe &amp; Szegedy 2015).</b> Normalizing every layer's input over the mini-batch fixes its
   mean and variance, reduces internal covariate shift, and that is why BN trains faster and tolerates larger

@@ -43,7 +43,7 @@ def draw_headline(data: dict):
     panels = [k for k in ("cnn", "mlp", "lr") if k in data]
     fig, axes = plt.subplots(1, len(panels), figsize=(8, 3.2), squeeze=False)
     titles = {"cnn": "CNN, during training (C5)", "mlp": f"sigmoid MLP, {data.get('mlp_label', '')} (C1)",
-              "lr": "CNN, at the end (C3)"}
+              "lr": "CNN, final accuracy by learning rate (C3)"}
     for ax, panel in zip(axes[0], panels):
         if panel == "lr":
             for norm, curve in data["lr"].items():

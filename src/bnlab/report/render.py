@@ -161,7 +161,7 @@ def _env_value(key: str, value: Any) -> str:
                    + (f" ({counts})" if counts else ""))
     if isinstance(value, bool):
         return "yes" if value else "no"
-    if key in ("git_revision", "command"):
+    if key in ("git_revision", "command", "platform"):
         return f"<code>{esc(value)}</code>"
     return esc(value)
 

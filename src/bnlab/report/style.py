@@ -97,9 +97,9 @@ summary { cursor: pointer; color: var(--accent); font-size: 0.9rem; }
 /* the top: a quick run is a smoke test and says so loudly; its verdicts are muted */
 .notice { background: #fff4d6; border: 2px solid #e0a800; border-radius: 8px; padding: 0.8rem 1rem;
           margin: 1rem 0; font-size: 1.02rem; }
-body.quick .badge { color: var(--missing); background: var(--missing-bg); border: 1px dashed #b9c0c7;
+body.quick .badge:not(.missing) { color: var(--missing); background: var(--missing-bg); border: 1px dashed #b9c0c7;
                     font-weight: 500; }
-body.quick .badge::after { content: " · smoke test"; font-weight: 400; }
+body.quick .badge:not(.missing)::after { content: " · smoke test"; font-weight: 400; }
 .meta { font-size: 0.88rem; }
 
 /* short answers */
