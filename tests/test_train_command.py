@@ -58,7 +58,7 @@ def test_bare_loop_does_the_same_work_as_the_trainer():
 
 @pytest.mark.slow
 def test_mnist1d_reference_cnn_reaches_the_published_accuracy():
-    # Greydanus 2020: 94 +- 2 % with Adam 1e-2, batch 100 (8000 steps per CLAIMS.md); one seed here
+    # Greydanus 2020: 94 +- 2 % with Adam 1e-2, batch 100 (8000 steps in the MNIST-1D reference); one seed here
     r = train(RunConfig(model="cnn", norm="none", optimizer="adam", lr=1e-2, batch_size=100, steps=8000,
                         eval_every=8000, seed=0), threads=1)
     assert r.final("test_acc") >= 0.90
