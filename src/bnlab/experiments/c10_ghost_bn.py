@@ -178,7 +178,7 @@ def _draw(data: dict):
         m = g.get("mean")
         if m is None:
             continue
-        lo, hi = g.get("ci95", [m, m])
+        lo, hi = (min(max(v, -1.0), 1.0) for v in g.get("ci95", [m, m]))  # a difference of accuracies: ±100 points
         bx.bar(i, 100 * m, color=f"C{i + 1}", width=0.6)
         bx.errorbar(i, 100 * m, yerr=[[100 * (m - lo)], [100 * (hi - m)]], color="k", capsize=3)
     bx.axhline(0, color="k", lw=0.8)

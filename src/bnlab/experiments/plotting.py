@@ -30,17 +30,19 @@ def percent_axis(ax, axis: str = "y", limits: tuple[float, float] | None = (0, 1
 
 
 def log_ticks(ax, axis: str = "y") -> None:
-    """A log axis with enough labelled ticks for its range: every 1-9 within a decade, 1-2-5 over a
-    few decades, powers of ten beyond (matplotlib's default labels a narrow range once or never).
-    Call it after the data are drawn."""
+    """A log axis with enough labelled ticks for its range (matplotlib's default labels a narrow range
+    once or never): evenly spaced plain numbers within a decade, 1-2-5 over a few decades, powers of
+    ten beyond. Call it after the data are drawn."""
     import math
 
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+    from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
     target = getattr(ax, f"{axis}axis")
     lo, hi = getattr(ax, f"get_{axis}lim")()
     decades = math.log10(hi / lo) if lo > 0 and hi > lo else 3.0
-    subs = tuple(range(1, 10)) if decades < 0.7 else (1.0, 2.0, 5.0) if decades < 3 else (1.0,)
-    target.set_major_locator(LogLocator(base=10, subs=subs))
+    if decades < 1:
+        target.set_major_locator(MaxNLocator(nbins=5, steps=[1, 2, 2.5, 5, 10]))
+    else:
+        target.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0) if decades < 3 else (1.0,)))
     target.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     target.set_minor_formatter(NullFormatter())

@@ -3,7 +3,7 @@
 An ``<img src="data:image/svg+xml,...">`` keeps the page one self-contained file, and unlike inline
 ``<svg>`` it cannot leak matplotlib's global ``<style>`` into the page or collide on element ids
 between figures. Every figure is drawn with one set of text sizes (legible at the page's width),
-its path coordinates rounded to 0.1 (a tenth of a point: invisible), and embedded percent-encoded
+its coordinates rounded to a hundredth of a point, and embedded percent-encoded
 rather than in base64 (a third smaller), so a full report stays small enough to keep in git.
 """
 
@@ -40,19 +40,18 @@ def figure_svg(spec: FigureSpec) -> bytes:
     return compact_svg(buf.getvalue())
 
 
-_DECIMALS = re.compile(r"(-?\d+\.\d)\d+")
+_LONG = re.compile(r"(?<![\w.])(-?\d+\.\d\d)\d+")  # a number with more than two decimals
 
 
 def compact_svg(svg: bytes) -> bytes:
-    """Path data (the ``d`` attributes) with coordinates rounded to one decimal, comments removed."""
+    """The SVG without metadata, comments and indentation, its coordinates rounded to 0.01 pt
+    (glyph scales kept exact: rounding 0.085 would enlarge a glyph by 6%)."""
     text = svg.decode("utf-8")
-    text = re.sub(r"<!--.*?-->", "", text, flags=re.S)
-    text = re.sub(r'\bd="([^"]*)"', lambda m: 'd="' + _DECIMALS.sub(_round1, m.group(1)) + '"', text)
-    return text.encode("utf-8")
-
-
-def _round1(m: re.Match) -> str:
-    return f"{float(m.group(0)):.1f}"
+    text = re.sub(r"<metadata>.*?</metadata>|<!--.*?-->", "", text, flags=re.S)
+    text = re.sub(r">\s+<", "><", text)
+    text = re.sub(r"\s*\n\s*", " ", text)
+    parts = re.split(r"(scale\([^)]*\))", text)  # odd entries: scale(...), left as they are
+    return "".join(p if i % 2 else _LONG.sub(r"\1", p) for i, p in enumerate(parts)).encode("utf-8")
 
 
 def svg_data_uri(svg: bytes) -> str:
