@@ -326,3 +326,14 @@ def test_result_of_an_unknown_claim_is_kept_in_other_results():
     extra = ClaimResult(**{**r.__dict__, "id": "X1", "name": "extra-claim"})
     page = render_page([r, extra], ENV, demos={})
     assert re.search(r'<section class="question" id="other">.*id="X1"', page, re.S)
+
+
+def test_a_target_never_reached_is_said_in_words():
+    from bnlab.report import answers
+
+    r = make_result("C1", figures=False)
+    r.numbers = {"target_acc": 0.5, "steps_to_target_bn": estimate(1420, (1320, 1520), n=5),
+                 "steps_to_target_none": estimate(3100, (3100, 3100), n=5)}  # every seed capped at the end
+    r.setup = {"steps": 3000, "seeds": [0]}
+    a = answers.what_bn_does(Evidence({"C1": r}, {}, quick=False))
+    assert "reached 50% in 1420 steps [1320, 1520] with BN and never in 3000 steps without (C1)" in a.text

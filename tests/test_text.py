@@ -49,3 +49,8 @@ def test_p_values_and_unknown_units():
     assert text.p_value(0.0004) == "< 0.001" and text.p_value(0.0123) == "0.012" and text.p_value(0.3) == "0.30"
     with pytest.raises(ValueError, match="expected a unit"):
         text.number(1.0, "furlongs")
+
+
+def test_thousands_of_steps_stay_plain_integers():
+    assert text.interval(estimate(1420, (1320, 1520), n=5), "steps") == "1420 steps [1320, 1520]"
+    assert text.number(598714.72, "×") == "5.99e+05×"  # only huge values lose their decimals

@@ -256,7 +256,8 @@ def analyze(runs, ctx) -> ClaimResult:
                             {"bands": acc_bands, "target": TARGET_ACC}, _draw_acc,
                             "As Ioffe & Szegedy's Fig. 1a: test accuracy during training, mean over seeds with "
                             "the lowest-to-highest band."),
-                 FigureSpec("sigmoid_input_percentiles", "The 15th, 50th and 85th percentiles of a last-layer sigmoid input",
+                 FigureSpec("sigmoid_input_percentiles",
+                            "The 15th, 50th and 85th percentiles of a last-layer sigmoid input",
                             {"percentiles": pct}, _draw_pct,
                             "As Ioffe & Szegedy's Fig. 1b/c: the distribution of one unit's input to the last "
                             "hidden sigmoid over each training batch, at the same learning rate, without (left) "

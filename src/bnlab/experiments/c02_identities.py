@@ -89,7 +89,8 @@ def _draw(data):
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 3.4))
-    ax.loglog(data["scale"], data["grad_norm_ratio"], "o", ms=7, label="measured: ‖gradient at aW‖ / ‖gradient at W‖")
+    ax.loglog(data["scale"], data["grad_norm_ratio"], "o", ms=7,
+              label="measured: ‖gradient at aW‖ / ‖gradient at W‖")
     ax.loglog(data["scale"], [1 / a for a in data["scale"]], "k--", lw=1, label="1/a")
     ax.set_xlabel("scale a of the weights before BN")
     ax.set_ylabel("gradient norm ratio")

@@ -104,17 +104,17 @@ def _draw(data):
     return fig
 
 
-LABELS = {}
-for _act in ACTS:
-    LABELS.update({
-        f"{_act}_after_minus_before": Label(f"{text.name(_act)}: test accuracy, after − before (paired by seed)",
-                                            "points"),
-        f"{_act}_outcome": Label(f"{text.name(_act)}: outcome"),
-        f"{_act}_acc_before": Label(f"{text.name(_act)}: test accuracy, BN before the activation", "%", detail=True),
-        f"{_act}_acc_after": Label(f"{text.name(_act)}: test accuracy, BN after the activation", "%", detail=True),
-        f"{_act}_p_holm": Label(f"{text.name(_act)}: paired t-test p, Holm-adjusted", "p", detail=True),
-    })
-LABELS["failed_runs"] = Label("Runs that failed", "count", detail=True)
+def _labels(act: str) -> dict[str, Label]:
+    name = text.name(act)
+    return {f"{act}_after_minus_before": Label(f"{name}: test accuracy, after − before (paired by seed)", "points"),
+            f"{act}_outcome": Label(f"{name}: outcome"),
+            f"{act}_acc_before": Label(f"{name}: test accuracy, BN before the activation", "%", detail=True),
+            f"{act}_acc_after": Label(f"{name}: test accuracy, BN after the activation", "%", detail=True),
+            f"{act}_p_holm": Label(f"{name}: paired t-test p, Holm-adjusted", "p", detail=True)}
+
+
+LABELS = {**{k: v for act in ACTS for k, v in _labels(act).items()},
+          "failed_runs": Label("Runs that failed", "count", detail=True)}
 
 
 def finding(numbers: dict) -> str:

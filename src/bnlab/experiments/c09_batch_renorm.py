@@ -136,13 +136,15 @@ def analyze(runs, ctx) -> ClaimResult:
                        title=TITLE, finding=finding, labels=LABELS)
 
 
-LABELS = {}
-for _name, _short in SHORT.items():
-    LABELS[f"{_short}_bn_acc"] = Label(f"Test accuracy with BN, {_name}", "%")
-    LABELS[f"{_short}_brn_acc"] = Label(f"Test accuracy with Batch Renorm, {_name}", "%")
-    LABELS[f"{_short}_brn_minus_bn"] = Label(f"Batch Renorm − BN, {_name} (paired by seed)", "points")
-    LABELS[f"{_short}_p_holm"] = Label(f"Paired t-test p, Holm-adjusted, {_name}", "p", detail=True)
-LABELS["failed_runs"] = Label("Runs that failed or diverged", "count", detail=True)
+def _labels(name: str, short: str) -> dict[str, Label]:
+    return {f"{short}_bn_acc": Label(f"Test accuracy with BN, {name}", "%"),
+            f"{short}_brn_acc": Label(f"Test accuracy with Batch Renorm, {name}", "%"),
+            f"{short}_brn_minus_bn": Label(f"Batch Renorm − BN, {name} (paired by seed)", "points"),
+            f"{short}_p_holm": Label(f"Paired t-test p, Holm-adjusted, {name}", "p", detail=True)}
+
+
+LABELS = {**{k: v for name, short in SHORT.items() for k, v in _labels(name, short).items()},
+          "failed_runs": Label("Runs that failed or diverged", "count", detail=True)}
 
 
 def _bar(ax, x, est: dict, color: str, label: str | None = None, bounds=(-1.0, 1.0)) -> None:

@@ -41,7 +41,7 @@ def log_ticks(ax, axis: str = "y") -> None:
     lo, hi = getattr(ax, f"get_{axis}lim")()
     decades = math.log10(hi / lo) if lo > 0 and hi > lo else 3.0
     if decades < 1:
-        target.set_major_locator(MaxNLocator(nbins=5, steps=[1, 2, 2.5, 5, 10]))
+        target.set_major_locator(MaxNLocator(nbins=6, steps=[1, 2, 2.5, 5, 10], min_n_ticks=4))
     else:
         target.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0) if decades < 3 else (1.0,)))
     target.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))

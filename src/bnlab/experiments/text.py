@@ -54,7 +54,7 @@ def _plain(x: float, u: Unit, unit: str, sign: bool) -> str:
         text = f"{x:.1e}" if unit == "sci" else f"{x:.3g}"
     elif u.digits is None:
         text = f"{x:.3g}"
-    elif abs(x) >= 10 ** (u.digits + 3):  # no "598714.72": three significant digits are plenty
+    elif abs(x) >= 1e5:  # no "598714.72×": three significant digits are plenty
         text = f"{x:.3g}"
     else:
         text = f"{x:.{u.digits}f}"

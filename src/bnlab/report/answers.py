@@ -61,6 +61,12 @@ def _iv(e, unit: str) -> str:
     return text.interval(e, unit)
 
 
+def _reach(e, last_step: float) -> str:
+    """"in N steps [...]", or "never in N steps" when every seed ran out (counted as past the end)."""
+    mean = text.parts(e)[0]
+    return f"never in {last_step:g} steps" if mean > last_step else f"in {_iv(e, 'steps')}"
+
+
 def what_bn_does(ev: Evidence) -> Answer:
     out = ("It standardizes every channel with the mean and standard deviation of the batch (over N × H × W "
            "values), then applies a learned scale γ and shift β; in evaluation it uses running averages instead. "
@@ -73,8 +79,9 @@ def what_bn_does(ev: Evidence) -> Answer:
                         f"{_iv(acc['none'], '%')} without (C5)")
     if None not in steps:
         target = f"{ev.number('C1', 'target_acc'):.0%}"
-        measured.append(f"a sigmoid MLP reached {target} in {_iv(steps[0], 'steps')} with BN and "
-                        f"{_iv(steps[1], 'steps')} without (C1)")
+        last = ev.results["C1"].setup.get("steps", float("inf"))
+        measured.append(f"a sigmoid MLP reached {target} {_reach(steps[0], last)} with BN and "
+                        f"{_reach(steps[1], last)} without (C1)")
     out += f" {ev.this_run}: {'; '.join(measured)}." if measured else " (Not measured in this run.)"
     return Answer(out, (("#look", "figure"), ("#C5", "C5"), ("#C1", "C1")))
 
@@ -113,8 +120,8 @@ def placement(ev: Evidence) -> Answer:
 
 
 def how_it_works(ev: Evidence) -> Answer:
-    out = ("Per channel, over the m values of a batch: μ = mean, σ² = biased variance, x̂ = (x − μ) / √(σ² + ε), "
-           "y = γ · x̂ + β; in evaluation μ and σ² come from running averages. Because the statistics come from "
+    out = ("Per channel, over the m values of a batch: μ = mean, σ² = biased variance, "
+           "x̂ = (x − μ) / √(σ² + ε), y = γ · x̂ + β; in evaluation μ and σ² come from running averages. Because the statistics come from "
            "the batch, a model left in training mode predicts each example from the batch it sits in.")
     fe = ev.demo("pitfalls", "forget_eval")
     if fe:
@@ -145,9 +152,10 @@ def implement(ev: Evidence) -> Answer:
         def lr(v):
             return "none" if v is None else f"{v:g}"
 
+        last = ev.results["C3"].setup.get("steps", float("inf"))
         out += (f" {ev.this_run}: the largest learning rate that trained was {lr(lr_bn)} with BN and "
-                f"{lr(lr_none)} without, and at their best rates BN reached 80% test accuracy in "
-                f"{_iv(s_bn, 'steps')} against {_iv(s_none, 'steps')} (C3).")
+                f"{lr(lr_none)} without, and at their best rates BN reached 80% test accuracy "
+                f"{_reach(s_bn, last)}, no BN {_reach(s_none, last)} (C3).")
     return Answer(out, (("#scratch", "the code"), ("#C3", "C3")))
 
 

@@ -56,8 +56,8 @@ def statistics_html(value: Any) -> str:
     parts = []
     if _is_paired(value):
         n = value.get("wins", 0) + value.get("losses", 0)
-        parts += [f"paired t-test p {text.p_value(value.get('p_t'))}", f"sign test p {text.p_value(value.get('p_sign'))}",
-                  f"above 0 in {value.get('wins', 0)} of {n} seeds"]
+        parts += [f"paired t-test p {text.p_value(value.get('p_t'))}",
+                  f"sign test p {text.p_value(value.get('p_sign'))}", f"above 0 in {value.get('wins', 0)} of {n} seeds"]
     if isinstance(value, Mapping) and "p_holm" in value:
         parts.append(f"Holm-adjusted p {text.p_value(value['p_holm'])}")
     if _is_estimate(value) or _is_paired(value):

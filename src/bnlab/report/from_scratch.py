@@ -39,8 +39,8 @@ def pitfalls(demos: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
                 "again."))
     out.append(("batch-of-one", "A batch of one",
                 "" if not one else
-                f"In training mode a BatchNorm1d refuses an (N = 1, C) batch: \u201c{one['error']}\u201d. An (N = 1, C, L) "
-                f"batch passes but normalizes each example by itself: predicting one example at a time in training "
+                f"In training mode a BatchNorm1d refuses an (N = 1, C) batch: \u201c{one['error']}\u201d. "
+                f"An (N = 1, C, L) batch passes but normalizes each example by itself: predicting one example at a time in training "
                 f"mode scored {_pct(one['train_mode_batch_1'])}. In eval mode one example alone gets what it gets in "
                 f"a batch (largest difference of the outputs {one['eval_alone_vs_batch']:.0e}, float rounding).",
                 "Predict in eval mode; train on batches of more than a few examples."))
@@ -49,7 +49,8 @@ def pitfalls(demos: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
                 f"When the data set size is not a multiple of the batch size the epoch ends with a short batch. One "
                 f"SGD step on a last batch of 2 took the trained CNN from {_pct(lb['before'])} to "
                 f"{_pct(lb['after_batch_2_mean'])} on average over {lb['tries']} draws (worst "
-                f"{_pct(lb['after_batch_2_worst'])}); one step on a batch of 100 gave {_pct(lb['after_batch_100_mean'])}. "
+                f"{_pct(lb['after_batch_2_worst'])}); one step on a batch of 100 gave "
+                f"{_pct(lb['after_batch_100_mean'])}. "
                 f"A last batch of one is worse still: BatchNorm1d raises the error above.",
                 "`DataLoader(..., drop_last=True)`, or a sampler that only yields full batches."))
     out.append(("momentum", "Momentum means opposite things in PyTorch and Keras/Flax",
@@ -88,7 +89,7 @@ def section_html(demos: Mapping[str, Any]) -> str:
         found_html = (f"<p>{inline(found)}</p>" if found else '<p class="muted">Not measured in this report.</p>')
         items.append(f'<li id="pitfall-{esc(anchor)}"><b>{inline(title)}.</b> {found_html}'
                      f'<p class="fix"><b>Fix:</b> {inline(fix)}</p></li>')
-    seconds = demos.get("seconds")
+    seconds, steps = demos.get("seconds"), (demos.get("pitfalls") or {}).get("train_steps", "?")
     took = f" (all of them took {seconds:.0f} s)" if isinstance(seconds, (int, float)) else ""
     return f"""
 <div class="scratch" id="scratch">
@@ -101,7 +102,6 @@ def section_html(demos: Mapping[str, Any]) -> str:
 </div>
 <div class="pitfalls" id="pitfalls">
   <h3 class="sub">Train/eval pitfalls, measured</h3>
-  <p>Each measured now on one MNIST-1D CNN with BN, trained for {esc((demos.get("pitfalls") or {}).get("train_steps", "?"))}
-  steps{esc(took)}:</p>
+  <p>Each measured now on one MNIST-1D CNN with BN, trained for {esc(steps)} steps{esc(took)}:</p>
   <ol class="pitfall-list">{''.join(items)}</ol>
 </div>"""

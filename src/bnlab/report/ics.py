@@ -38,18 +38,37 @@ def readings(ev: Evidence) -> list[str]:
 
 
 def believe(ev: Evidence) -> str:
-    """What to believe, from this run's readings (a smoke test decides nothing)."""
+    """What to believe, in one sentence, from this run's readings (a smoke test decides nothing)."""
     r = _readings(ev)
     if not r:
         return "This run did not measure it."
     if ev.quick:
         return "A smoke test decides nothing; the full report decides."
-    if r.get("C1") in ("no steadier", "less steady") or r.get("C5") == "cost no measurable accuracy":
-        return ("So believe the effect, not the original explanation: BN helps training, but these measurements "
-                "do not show it doing so by holding the layers' input distributions still.")
-    if r.get("C1") == "steadier" and r.get("C5") == "cost accuracy":
-        return "These measurements are consistent with the original explanation."
-    return "These measurements do not settle why BN helps."
+    # Santurkar et al.'s objection, test by test: injected shift costs nothing (C5), BN does not lower
+    # the gradient-measured shift (C6), BN smooths the loss on most measures (C7).
+    smoother = ev.number("C7", "smoother_measures")
+    checks = {"C5": r.get("C5") == "cost no measurable accuracy" if "C5" in r else None,
+              "C6": r.get("C6") in ("no different", "higher with BN") if "C6" in r else None,
+              "C7": smoother >= 2 if smoother is not None else None}
+    tests = [v for v in checks.values() if v is not None]
+    held, steadier = sum(tests), r.get("C1") == "steadier"
+    objection = f"Santurkar et al.'s objection held on {held} of its {len(tests)} tests here"
+    helped = (text.compare(ev.number("C5", "bn_minus_none_test_acc"), "yes", "no", "") == "yes"
+              or text.compare(ev.number("C1", "steps_to_target_bn_minus_none"), "no", "yes", "") == "yes")
+    if not helped:
+        return (f"This run did not show BN helping clearly, so there was little for either explanation to "
+                f"explain; {objection}.")
+    if "C1" not in r:
+        return f"{objection}; without C1 this run cannot say whether BN steadies the distributions."
+    if not steadier and 2 * held >= len(tests):
+        return ("So believe the effect, not the original explanation: BN helped without steadying the layers' "
+                f"input distributions, and {objection}.")
+    if not steadier:
+        return ("So believe the effect, not either explanation: BN helped without steadying the layers' input "
+                f"distributions, yet {objection}.")
+    if 2 * held < len(tests):
+        return f"These measurements are consistent with the original explanation ({objection})."
+    return f"These measurements do not settle why BN helps: BN steadied the distributions, and {objection}."
 
 
 def conclusion(ev: Evidence) -> str:

@@ -167,8 +167,8 @@ def _env_value(key: str, value: Any) -> str:
 
 
 def environment_html(environment: Mapping[str, Any]) -> str:
-    rows = "".join(f'<tr><th scope="row">{esc(ENV_LABELS.get(k, k.replace("_", " ")))}</th><td>{_env_value(k, v)}</td></tr>'
-                   for k, v in environment.items())
+    rows = "".join(f'<tr><th scope="row">{esc(ENV_LABELS.get(k, k.replace("_", " ")))}</th>'
+                   f'<td>{_env_value(k, v)}</td></tr>' for k, v in environment.items())
     return f"""
 <section class="environment" id="environment">
   <h2>How this report was made</h2>
