@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .. import functional as F
+from ..core import checks, ops
 from .batchnorm import _BatchNorm
 
 __all__ = ["FrozenBatchNorm1d", "FrozenBatchNorm2d", "FrozenBatchNorm3d"]
@@ -30,7 +30,7 @@ class _FrozenBatchNorm(nn.Module):
     def __init__(self, num_features: int, eps: float = 1e-5, device=None, dtype=None) -> None:
         if isinstance(num_features, bool) or not isinstance(num_features, int) or num_features <= 0:
             raise ValueError(f"expected num_features to be a positive int (got {num_features!r})")
-        F.check_hyperparameters(eps, None)
+        checks.check_hyperparameters(eps, None)
         super().__init__()
         factory = {"device": device, "dtype": dtype}
         self.num_features = num_features
@@ -55,7 +55,8 @@ class _FrozenBatchNorm(nn.Module):
 
     def forward(self, input: Tensor) -> Tensor:
         self._check_input_dim(input)
-        return F.batch_norm(input, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
+        checks.check_input(input, self.num_features)
+        return ops.evaluate(input, self.running_mean, self.running_var, self.weight, self.bias, self.eps)
 
     @classmethod
     def from_batchnorm(cls, bn: nn.Module) -> "_FrozenBatchNorm":
