@@ -21,12 +21,12 @@ CUDA tensors; nothing here assumes a device.
 
 from __future__ import annotations
 
-import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
 from ..core.sync import sync_train
 from .batchnorm import BatchNorm1d, BatchNorm2d, BatchNorm3d, _BatchNorm
+from .swap import plain_config, swap
 
 __all__ = ["SyncBatchNorm", "revert_sync_batchnorm"]
 
@@ -96,16 +96,17 @@ class SyncBatchNorm(_BatchNorm):
         ``module`` by a SyncBatchNorm; returns the converted module (``module`` itself is changed
         in place where it has children).
 
-        The new layers take over the *same* Parameter objects (so an optimizer built before keeps
-        working) and copies of the buffers, and keep ``training``, ``requires_grad``, device and
-        dtype. The original class is remembered for :func:`revert_sync_batchnorm`. Other batch-norm
-        subclasses (ghost, renorm, fused activation, lazy ...) are refused with a TypeError rather
-        than converted and silently stripped of their behaviour.
+        As torch's ``convert_sync_batchnorm``, the new layers hold the *same* Parameter and buffer
+        tensors (so an optimizer built before keeps working) and keep ``training``, device and
+        dtype (:mod:`bnlab.nn.swap`). The original class is remembered for
+        :func:`revert_sync_batchnorm`. Other batch-norm subclasses (ghost, renorm, fused
+        activation, lazy ...) are refused with a TypeError rather than converted and silently
+        stripped of their behaviour.
         """
         if isinstance(module, SyncBatchNorm):
             return module
         if type(module) in _CONVERTIBLE:
-            new = _swap(module, cls, process_group=process_group)
+            new = swap(module, cls(**plain_config(module), process_group=process_group, device="meta"))
             new._converted_from = _CONVERTIBLE[type(module)]
             return new
         if isinstance(module, (_BatchNorm, nn.modules.batchnorm._BatchNorm)):
@@ -128,35 +129,14 @@ _CONVERTIBLE: dict[type, type | None] = {
 }
 
 
-def _swap(old: nn.Module, new_cls: type, **extra) -> nn.Module:
-    """A ``new_cls`` layer carrying ``old``'s configuration, parameters, buffers and mode."""
-    ref = old.running_mean if old.running_mean is not None else old.weight
-    factory = {} if ref is None else {"device": ref.device, "dtype": ref.dtype}
-    new = new_cls(
-        old.num_features, old.eps, old.momentum, old.affine, old.track_running_stats,
-        bias=old.bias is not None or not old.affine, **extra, **factory,
-    )
-    if old.affine:
-        new.weight = old.weight
-        new.bias = old.bias
-    if old.track_running_stats:
-        with torch.no_grad():
-            for name in ("running_mean", "running_var", "num_batches_tracked"):
-                getattr(new, name).copy_(getattr(old, name))
-    new.train(old.training)
-    if hasattr(old, "qconfig"):
-        new.qconfig = old.qconfig
-    return new
-
-
 def revert_sync_batchnorm(module: nn.Module, batchnorm_cls: type | None = None) -> nn.Module:
     """The way back: replace every SyncBatchNorm (bnlab's or torch's) by a bnlab BatchNorm layer.
 
     The class is the one the layer was converted from (remembered by
     :meth:`SyncBatchNorm.convert_sync_batchnorm`, bnlab's equivalent where that was torch's), else
     ``batchnorm_cls`` (e.g. ``bnlab.nn.BatchNorm2d``); a SyncBatchNorm does not know its input's
-    dimensionality, so one built directly needs it. Parameters are taken over, buffers copied,
-    ``training``, device and dtype kept, as in the conversion.
+    dimensionality, so one built directly needs it. The new layers hold the same tensors and keep
+    ``training``, device and dtype, as in the conversion (:mod:`bnlab.nn.swap`).
     """
     if isinstance(module, (SyncBatchNorm, nn.SyncBatchNorm)):
         target = getattr(module, "_converted_from", None) or batchnorm_cls
@@ -167,7 +147,7 @@ def revert_sync_batchnorm(module: nn.Module, batchnorm_cls: type | None = None) 
             )
         if not (isinstance(target, type) and issubclass(target, _BatchNorm)):
             raise TypeError(f"expected a bnlab batch-norm class for batchnorm_cls (got {target!r})")
-        return _swap(module, target)
+        return swap(module, target(**plain_config(module), device="meta"))
     for name, child in module.named_children():
         new = revert_sync_batchnorm(child, batchnorm_cls)
         if new is not child:
