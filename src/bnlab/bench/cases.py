@@ -182,4 +182,4 @@ def _eval(case: Case) -> Built:
 
 
 # Row types beyond the plain layers register themselves on import.
-from . import cases_fused, cases_models  # noqa: E402,F401
+from . import cases_compiled, cases_fused, cases_models, cases_overhead  # noqa: E402,F401

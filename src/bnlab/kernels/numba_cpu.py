@@ -69,7 +69,9 @@ BLOCK = 4096
 ROW_BLOCK = 32768
 # Reassociation lets LLVM vectorize the reductions; no "nnan"/"ninf" so NaN and inf propagate.
 _FM = {"reassoc", "contract", "nsz", "arcp"}
-_JIT = dict(cache=CACHE_DIR is not None, fastmath=_FM)
+# numpy's error model: a float division by zero gives inf/NaN instead of raising ZeroDivisionError,
+# whose check in every division (SiLU's 1 / (1 + exp(-z))) stops the vectorizer.
+_JIT = dict(cache=CACHE_DIR is not None, fastmath=_FM, error_model="numpy")
 _INLINE = dict(inline="always", **_JIT)
 
 
