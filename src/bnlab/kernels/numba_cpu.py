@@ -241,6 +241,21 @@ def _norm_rows(xb, yb, mean, scale, shift, act, sl):
             yr[c] = activate(act, (xr[c] - mean[c]) * scale[c] + shift[c], sl)
 
 
+@njit(**_INLINE)
+def _affine_plane(xp, yp, a, b, act, sl):
+    for s in range(xp.shape[0]):
+        yp[s] = activate(act, xp[s] * a + b, sl)
+
+
+@njit(**_INLINE)
+def _affine_rows(xb, yb, scale, shift, act, sl):
+    for r in range(xb.shape[0]):
+        xr = xb[r]
+        yr = yb[r]
+        for c in range(xr.shape[0]):
+            yr[c] = activate(act, xr[c] * scale[c] + shift[c], sl)
+
+
 # --- task bodies: backward sums, sum(g) and sum(g * (x - mean)) ------------------------------------
 
 
@@ -401,6 +416,42 @@ def _norm_rc_ser(x, rows, mean, scale, shift, act, sl, y):
 
 
 @njit(parallel=True, **_JIT)
+def _affine_ncs_par(x, scale, shift, act, sl, y):
+    N, C, S = x.shape
+    for p in prange(N * C):
+        n = p // C
+        c = p - n * C
+        _affine_plane(x[n, c], y[n, c], scale[c], shift[c], act, sl)
+
+
+@njit(**_JIT)
+def _affine_ncs_ser(x, scale, shift, act, sl, y):
+    N, C, S = x.shape
+    for p in range(N * C):
+        n = p // C
+        c = p - n * C
+        _affine_plane(x[n, c], y[n, c], scale[c], shift[c], act, sl)
+
+
+@njit(parallel=True, **_JIT)
+def _affine_rc_par(x, rows, scale, shift, act, sl, y):
+    R = x.shape[0]
+    for blk in prange((R + rows - 1) // rows):
+        r0 = blk * rows
+        r1 = min(R, r0 + rows)
+        _affine_rows(x[r0:r1], y[r0:r1], scale, shift, act, sl)
+
+
+@njit(**_JIT)
+def _affine_rc_ser(x, rows, scale, shift, act, sl, y):
+    R = x.shape[0]
+    for blk in range((R + rows - 1) // rows):
+        r0 = blk * rows
+        r1 = min(R, r0 + rows)
+        _affine_rows(x[r0:r1], y[r0:r1], scale, shift, act, sl)
+
+
+@njit(parallel=True, **_JIT)
 def _red_ncs_par(dy, x, mean, scale, shift, act, sl, pg, pgx):
     N, C, S = x.shape
     for p in prange(N * C):
@@ -480,6 +531,8 @@ _stats_ncs = serial_or_parallel(_stats_ncs_par, _stats_ncs_ser)
 _stats_rc = serial_or_parallel(_stats_rc_par, _stats_rc_ser)
 _norm_ncs = serial_or_parallel(_norm_ncs_par, _norm_ncs_ser)
 _norm_rc = serial_or_parallel(_norm_rc_par, _norm_rc_ser)
+_affine_ncs = serial_or_parallel(_affine_ncs_par, _affine_ncs_ser)
+_affine_rc = serial_or_parallel(_affine_rc_par, _affine_rc_ser)
 _red_ncs = serial_or_parallel(_red_ncs_par, _red_ncs_ser)
 _red_rc = serial_or_parallel(_red_rc_par, _red_rc_ser)
 _elemt_ncs = serial_or_parallel(_elemt_ncs_par, _elemt_ncs_ser)
@@ -602,7 +655,7 @@ def _eval_planes(mode, x, rmean, rvar, w, b, eps, act, sl, y):
     _, scale, shift = _scale_shift(rvar, w, b, eps)
     for c in range(scale.shape[0]):
         shift[c] -= rmean[c] * scale[c]
-    _norm_ncs(mode, x, np.zeros_like(scale), scale, shift, act, sl, y)
+    _affine_ncs(mode, x, scale, shift, act, sl, y)
 
 
 # --- the primitives on rows: x is (R, C*G), channel c owning columns c*G .. c*G+G-1 ---------------
@@ -664,8 +717,7 @@ def _eval_rows(mode, x, G, rmean, rvar, w, b, eps, act, sl, y):
     for c in range(scale.shape[0]):
         shift[c] -= rmean[c] * scale[c]
     rows = _rows_per_block(x.shape[1])
-    sc, sh = _expand(scale, G), _expand(shift, G)
-    _norm_rc(mode, x, rows, np.zeros_like(sc), sc, sh, act, sl, y)
+    _affine_rc(mode, x, rows, _expand(scale, G), _expand(shift, G), act, sl, y)
 
 
 # --- entry points: tensors arrive as addresses ------------------------------------------------------
