@@ -1,7 +1,8 @@
 """bnlab: batch normalization for PyTorch from first principles.
 
-``bnlab.functional`` holds the math, ``bnlab.nn`` the layers, ``bnlab.surgery`` the tools for
-existing models (``bnlab.convert``, ``bnlab.fold``, ``bnlab.precise_bn``,
+``bnlab.core`` is the batch-norm engine (the math, the fast and reference backends, the dispatch),
+``bnlab.functional`` its ``torch.nn.functional``-style interface, ``bnlab.nn`` the layers,
+``bnlab.surgery`` the tools for existing models (``bnlab.convert``, ``bnlab.fold``, ``bnlab.precise_bn``,
 ``bnlab.ExactBNAccumulation``, ``bnlab.doctor``).
 """
 

@@ -60,6 +60,8 @@ def check_batch_norm_call(
     """Every check of a ``batch_norm`` call (:func:`bnlab.functional.batch_norm`'s arguments)."""
     stats = running_mean if running_mean is not None else weight
     check_input(input, None if stats is None else stats.numel())
+    if momentum is None:  # a layer's momentum=None (cumulative average) reaches here as a tensor
+        raise TypeError("expected momentum as a float or a 0-dim tensor (got None)")
     check_hyperparameters(eps, momentum)
     if training:
         check_batch_size(input)
