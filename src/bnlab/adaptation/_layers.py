@@ -40,7 +40,7 @@ def bn_layers(model: nn.Module, method: str) -> list[tuple[str, nn.Module]]:
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"expected an nn.Module (got {type(model).__name__})")
-    layers = [(name or "<model>", m) for name, m in model.named_modules() if is_batchnorm(m)]
+    layers = [(name or "<model>", m) for name, m in model.named_modules() if is_batchnorm(m) and not is_frozen(m)]
     frozen = [(name or "<model>", m) for name, m in model.named_modules() if is_frozen(m)]
     kind = type(model).__name__
     if not layers and not frozen:
