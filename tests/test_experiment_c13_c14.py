@@ -95,18 +95,18 @@ def est(mean, half=1.0, n=8):
 
 
 def test_c13_verdict_per_outcome():
-    assert c13.verdict(est(30), est(70, 10)) == "reproduced"
-    assert c13.verdict(est(30), est(55, 10)) == "inconclusive"  # the share's interval reaches below 50%
-    assert c13.verdict(est(30), est(35, 10)) == "not reproduced"  # less than half recovered
-    assert c13.verdict(est(-0.5, 0.4), est(70, 10)) == "not reproduced"  # AdaBN no better
-    assert c13.verdict(est(0.5, 1.0), est(70, 10)) == "inconclusive"
-    assert c13.verdict(est(30, math.nan, 1), est(70, 10)) == "inconclusive"
+    assert c13.verdict(est(-30), est(70, 10)) == "reproduced"
+    assert c13.verdict(est(-30), est(55, 10)) == "inconclusive"  # the share's interval reaches below 50%
+    assert c13.verdict(est(-30), est(35, 10)) == "not reproduced"  # less than half recovered
+    assert c13.verdict(est(0.5, 0.4), est(70, 10)) == "not reproduced"  # AdaBN no better
+    assert c13.verdict(est(-0.5, 1.0), est(70, 10)) == "inconclusive"
+    assert c13.verdict(est(-30, math.nan, 1), est(70, 10)) == "inconclusive"
 
 
 def test_c14_verdict_per_outcome():
-    assert c14.verdict(est(1.8, 0.5)) == "reproduced"
-    assert c14.verdict(est(-1.0, 0.5)) == "not reproduced"
-    assert c14.verdict(est(0.2, 0.5)) == "inconclusive"
+    assert c14.verdict(est(-1.8, 0.5)) == "reproduced"
+    assert c14.verdict(est(1.0, 0.5)) == "not reproduced"
+    assert c14.verdict(est(-0.2, 0.5)) == "inconclusive"
     assert c14.verdict(est(0.2, math.nan, 1)) == "inconclusive"
 
 

@@ -36,18 +36,18 @@ SOURCE = ("Wang et al. 2021, Tent: Fully Test-Time Adaptation by Entropy Minimiz
 RULE = (f"At severity {S.TOP}, per seed, the mean test error over the {len(S.CORRUPTIONS)} corruptions with "
         f"test-batch statistics (E_norm, TENT's 'norm' baseline) and with TENT (E_tent: online, batches of "
         f"{probe.BATCH}, one Adam step at lr {probe.TENT_LR:g} per batch, reset per corruption and severity), on "
-        f"the same batches. Paired by seed, 95% t-interval of E_norm − E_tent. Reproduced if it lies above 0; "
-        f"not reproduced if it lies at or below 0; inconclusive if it contains 0. TENT at the paper's lr "
+        f"the same batches. Paired by seed, 95% t-interval of E_tent − E_norm. Reproduced if it lies below 0 "
+        f"(TENT lowers the error); not reproduced if it lies at or above 0; inconclusive otherwise. TENT at the paper's lr "
         f"{probe.TENT_LR_PAPER:g} and TENT against AdaBN are reported outside the verdict.")
 
 
-def verdict(gain: stats.Estimate) -> str:
-    """``gain``: E_norm − E_tent in points, paired by seed."""
-    if math.isnan(gain.ci):
+def verdict(change: stats.Estimate) -> str:
+    """``change``: E_tent − E_norm in points, paired by seed (negative: TENT better)."""
+    if math.isnan(change.ci):
         return "inconclusive"
-    if gain.low > 0:
+    if change.high < 0:
         return "reproduced"
-    if gain.high <= 0:
+    if change.low >= 0:
         return "not reproduced"
     return "inconclusive"
 
@@ -63,17 +63,17 @@ def analyze(runs, ctx) -> ClaimResult:
     top = max(p["severities"])
     norm, tent, ada, paper = (S.values(good, m, top) for m in ("test_batch", "tent", "adabn", "tent_lr_paper"))
     enough = len(good) >= 2
-    gain = stats.paired(norm, tent).diff if enough else stats.estimate([])
-    vs_ada = stats.paired(ada, tent).diff if enough else stats.estimate([])
-    paper_gain = stats.paired(norm, paper).diff if enough else stats.estimate([])
+    change = stats.paired(tent, norm).diff if enough else stats.estimate([])
+    vs_ada = stats.paired(tent, ada).diff if enough else stats.estimate([])
+    paper_change = stats.paired(paper, norm).diff if enough else stats.estimate([])
     clean = {m: [S.metric(r, "clean", 0, m) for r in good] for m in ("source", "test_batch", "tent")}
     clean_tent = stats.paired(clean["tent"], clean["source"]).diff if enough else stats.estimate([])
-    v = verdict(gain) if enough else "inconclusive"
+    v = verdict(change) if enough else "inconclusive"
     numbers = {
         f"Mean error at severity {top} (%)": {S.METHODS[m]: S.est(S.values(good, m, top)) for m in S.METHODS},
-        f"Error TENT takes off test-batch statistics at severity {top} (points)": gain.to_json(),
-        f"Error TENT takes off AdaBN at severity {top} (points)": vs_ada.to_json(),
-        f"Error TENT at the paper's lr takes off test-batch statistics (points)": paper_gain.to_json(),
+        f"TENT minus test-batch statistics at severity {top} (points)": change.to_json(),
+        f"TENT minus AdaBN at severity {top} (points)": vs_ada.to_json(),
+        f"TENT at the paper's lr minus test-batch statistics at severity {top} (points)": paper_change.to_json(),
         f"Error at severity {top} by corruption (%)": S.corruption_table(good, top),
         "Clean test error (%)": {S.METHODS[m]: S.est(v_) for m, v_ in clean.items()},
         "Clean data: TENT minus no adaptation (points)": clean_tent.to_json(),
@@ -93,10 +93,10 @@ def analyze(runs, ctx) -> ClaimResult:
         numbers[f"Small batches (first {probe.SUBSET} test examples)"] = block
     summary = (f"At severity {top} (mean of {len(S.CORRUPTIONS)} corruptions, {len(good)} seeds) TENT errs on "
                f"{fmt(stats.estimate(tent), 1)}% against {fmt(stats.estimate(norm), 1)}% with test-batch statistics "
-               f"alone and {fmt(stats.estimate(ada), 1)}% with AdaBN: it takes off {fmt(gain, 2)} points over "
-               f"test-batch statistics (the paper: 1.8) and {fmt(vs_ada, 2)} over AdaBN. Verdict: {v}. At the "
-               f"paper's lr of {probe.TENT_LR_PAPER:g} it takes off {fmt(paper_gain, 2)} points. On clean data it "
-               f"changes the error by {fmt(clean_tent, 1)} points against no adaptation.")
+               f"alone and {fmt(stats.estimate(ada), 1)}% with AdaBN: TENT changes the error by {S.signed(change, 2)} "
+               f"points against test-batch statistics (the paper: −1.8) and by {S.signed(vs_ada, 2)} against AdaBN. "
+               f"Verdict: {v}. At the paper's lr of {probe.TENT_LR_PAPER:g}: {S.signed(paper_change, 2)} points. On "
+               f"clean data TENT changes the error by {S.signed(clean_tent, 1)} points against no adaptation.")
     if small:
         b = probe.TENT_BATCHES[0]
         blk = numbers[f"Small batches (first {probe.SUBSET} test examples)"]["clean data"]

@@ -91,6 +91,14 @@ def est(v: list[float]) -> dict:
     return stats.estimate([x for x in v if not math.isnan(x)]).to_json()
 
 
+def signed(e: stats.Estimate, digits: int = 1) -> str:
+    """A difference as '+0.16 [-0.01, +0.32]' (the report's 'm [lo, hi]' with signs)."""
+    if e.n == 0:
+        return "n/a"
+    f = f"{{:+.{digits}f}}"
+    return f.format(e.mean) if math.isnan(e.ci) else f"{f.format(e.mean)} [{f.format(e.low)}, {f.format(e.high)}]"
+
+
 def estimate_of(d: dict) -> stats.Estimate:
     """An Estimate back from its report form ``{"mean", "ci95", "n"}`` (for a sentence)."""
     if "ci95" not in d:
