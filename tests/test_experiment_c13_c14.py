@@ -21,6 +21,8 @@ from bnlab.train.result import RunResult
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+FRACTION = 1e-6  # the probe's errors are float32 fractions
+
 
 def _toy():
     torch.manual_seed(0)
@@ -66,11 +68,12 @@ def test_probe_measurements_match_hand_computations_and_leave_the_model_alone():
         z = (h - h.mean((0, 2), keepdim=True)) / torch.sqrt(h.var((0, 2), unbiased=False, keepdim=True)
                                                             + model[1].eps)
         ada = head(z)
-    assert got["source"] == pytest.approx(_err(src, y), abs=1e-6)  # float32 fractions
-    assert got["test_batch"] == pytest.approx(_err(tb, y), abs=1e-6)  # float32 fractions
-    assert got["adabn"] == pytest.approx(_err(ada, y), abs=1e-6)  # float32 fractions
-    assert got["disagree"] == pytest.approx(float((src.argmax(1) != tb.argmax(1)).double().mean()), abs=1e-6)  # float32 fractions
-    assert got["subset_source"] == pytest.approx(_err(src[:probe.SUBSET], y[:probe.SUBSET]), abs=1e-6)  # float32 fractions
+    assert got["source"] == pytest.approx(_err(src, y), abs=FRACTION)
+    assert got["test_batch"] == pytest.approx(_err(tb, y), abs=FRACTION)
+    assert got["adabn"] == pytest.approx(_err(ada, y), abs=FRACTION)
+    disagree = float((src.argmax(1) != tb.argmax(1)).double().mean())
+    assert got["disagree"] == pytest.approx(disagree, abs=FRACTION)
+    assert got["subset_source"] == pytest.approx(_err(src[:probe.SUBSET], y[:probe.SUBSET]), abs=FRACTION)
     assert got["source"] > got["adabn"]  # the toy shift is one AdaBN undoes
     expected = {f"{k}@{b}" for k in ("test_batch", "prior") for b in probe.SMALL_BATCHES}
     expected |= {f"adabn@{n}" for n in probe.FEW_SAMPLES} | {f"tent@{b}" for b in probe.TENT_BATCHES}

@@ -44,7 +44,7 @@ from torch import Tensor, nn
 
 from ._layers import default_forward, first_batch
 from .stats import adapt_statistics
-from .tent import OPTIMIZERS, Tent, softmax_entropy
+from .tent import Tent, softmax_entropy
 from .test_batch import TestBatchNorm, mix_statistics
 
 __all__ = ["adapt", "Adaptation", "TestBatchNorm", "Tent", "softmax_entropy", "mix_statistics", "METHODS"]

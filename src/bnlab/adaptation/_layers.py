@@ -46,9 +46,9 @@ def bn_layers(model: nn.Module, method: str) -> list[tuple[str, nn.Module]]:
     if not layers and not frozen:
         raise ValueError(f"expected a model with batch-norm layers (found none in {kind})")
     if not layers:
-        where = ", ".join(f"{type(m).__name__} at {n!r}" for n, m in frozen[:3])
+        where = ", ".join(f"{type(m).__name__} at {n!r}" for n, m in frozen[:3]) + (", ..." if len(frozen) > 3 else "")
         raise ValueError(
-            f"nothing to adapt: every batch-norm layer of {kind} is frozen ({where}{', ...' if len(frozen) > 3 else ''}); "
+            f"nothing to adapt: every batch-norm layer of {kind} is frozen ({where}); "
             "its statistics and γ/β are fixed buffers. Unfreeze first: bnlab.convert(model, to='bnlab')")
     if method in ("test_batch", "tent"):
         renorm = [n for n, m in layers if isinstance(m, _BatchRenorm)]

@@ -104,7 +104,8 @@ def analyze(runs, ctx) -> ClaimResult:
         f"AdaBN minus no adaptation at severity {top} (points)": change.to_json(),
         f"Share of the lost accuracy AdaBN recovers at severity {top} (%)": share.to_json(),
         f"Share recovered by test-batch statistics at severity {top} (%)": share_tb.to_json(),
-        f"Share AdaBN recovers at severity {top}, by corruption (%)": {k: e.to_json() for k, e in by_corruption.items()},
+        f"Share AdaBN recovers at severity {top}, by corruption (%)": {k: e.to_json()
+                                                                       for k, e in by_corruption.items()},
         f"Error at severity {top} by corruption (%)": S.corruption_table(good, top),
         "Mean error by severity (%)": S.severity_table(good, p["severities"]),
         "Clean data: AdaBN minus no adaptation (points)": clean_ada.to_json(),
@@ -158,6 +159,7 @@ def _small_batch_sentence(table: dict, top: int) -> str:
     tb = "test-batch statistics, batches of {} (%)"
     prior = f"with the source prior N={probe.PRIOR}, batches of {{}} (%)"
     few, more = probe.FEW_SAMPLES[1], probe.FEW_SAMPLES[-1]
+    ada = "AdaBN from {} samples (%)"
     return (f"Where it hurts: test-batch statistics need batches -- on clean data batches of "
             f"{', '.join(str(b) for b in probe.SMALL_BATCHES)} give "
             f"{', '.join(pct(clean, tb.format(b)) for b in probe.SMALL_BATCHES)} error against "
@@ -166,9 +168,8 @@ def _small_batch_sentence(table: dict, top: int) -> str:
             f"it leaves {pct(shifted, prior.format(small))} (batches of {small}) to {pct(shifted, prior.format(big))} "
             f"(batches of {big}) against {pct(shifted, tb.format(big))} without the prior and "
             f"{pct(shifted, 'no adaptation (%)')} without adaptation. AdaBN from {few} samples gives "
-            f"{pct(clean, f'AdaBN from {few} samples (%)')} on clean data and {pct(shifted, f'AdaBN from {few} samples (%)')} "
-            f"at severity {top}, from {more} samples {pct(clean, f'AdaBN from {more} samples (%)')} and "
-            f"{pct(shifted, f'AdaBN from {more} samples (%)')}.")
+            f"{pct(clean, ada.format(few))} on clean data and {pct(shifted, ada.format(few))} at severity {top}, "
+            f"from {more} samples {pct(clean, ada.format(more))} and {pct(shifted, ada.format(more))}.")
 
 
 def _shares(by_corruption: dict) -> str:
@@ -208,8 +209,8 @@ def answer(c13: ClaimResult, c14: ClaimResult | None = None) -> str:
     if few:
         clean_blk, shifted_blk = (few[key] for key in few)
         sample_note = f" ({k} gave {S.estimate_of(shifted_blk[f'AdaBN from {k} samples (%)']).mean:.0f}%)"
-        batch_note = (f" (batches of {tiny}: {S.estimate_of(clean_blk[f'test-batch statistics, batches of {tiny} (%)']).mean:.0f}%"
-                      f" error on clean data)")
+        at_tiny = S.estimate_of(clean_blk[f"test-batch statistics, batches of {tiny} (%)"]).mean
+        batch_note = f" (batches of {tiny}: {at_tiny:.0f}% error on clean data)"
     text += (f" Use bnlab.adapt(model, new_data_loader, method=\"stats\") with a few dozen unlabeled samples or "
              f"more{sample_note}, then predict in eval mode; do not normalize with the statistics of test batches "
              f"of a few samples{batch_note}.")
@@ -259,6 +260,7 @@ def draw_small_batches(data: dict):
             ax.errorbar(batches, mean, yerr=err, marker="o", capsize=3, color=f"C{j + 1}", label=label)
         ax.axhline(block["no adaptation (%)"].get("mean", math.nan), color="k", ls="--", lw=1, label="no adaptation")
         ax.set_xscale("log", base=2)
+        ax.set_xticks(batches, [str(b) for b in batches])
         ax.set_xlabel("test batch size")
         ax.set_title(where, fontsize=9)
     axes[0].set_ylabel("test error (%)")

@@ -37,7 +37,8 @@ RULE = (f"At severity {S.TOP}, per seed, the mean test error over the {len(S.COR
         f"test-batch statistics (E_norm, TENT's 'norm' baseline) and with TENT (E_tent: online, batches of "
         f"{probe.BATCH}, one Adam step at lr {probe.TENT_LR:g} per batch, reset per corruption and severity), on "
         f"the same batches. Paired by seed, 95% t-interval of E_tent − E_norm. Reproduced if it lies below 0 "
-        f"(TENT lowers the error); not reproduced if it lies at or above 0; inconclusive otherwise. TENT at the paper's lr "
+        f"(TENT lowers the error); not reproduced if it lies at or above 0; inconclusive otherwise. "
+        f"TENT at the paper's lr "
         f"{probe.TENT_LR_PAPER:g} and TENT against AdaBN are reported outside the verdict.")
 
 
@@ -100,9 +101,9 @@ def analyze(runs, ctx) -> ClaimResult:
     if small:
         b = probe.TENT_BATCHES[0]
         blk = numbers[f"Small batches (first {probe.SUBSET} test examples)"]["clean data"]
-        summary += (f" With batches of {b} it errs on {fmt(S.estimate_of(blk[f'TENT, batches of {b} (%)']), 0)}% of clean data "
-                    f"(no adaptation: {fmt(S.estimate_of(blk['no adaptation (%)']), 0)}%): like test-batch statistics, it needs "
-                    "batches large enough to estimate the statistics.")
+        at_b, none = S.estimate_of(blk[f"TENT, batches of {b} (%)"]), S.estimate_of(blk["no adaptation (%)"])
+        summary += (f" With batches of {b} it errs on {fmt(at_b, 0)}% of clean data (no adaptation: {fmt(none, 0)}%): "
+                    "like test-batch statistics, it needs batches large enough to estimate the statistics.")
     if failed:
         summary += f" {failed} run(s) failed, diverged or are incomplete and are left out."
     setup = {"runs": "the same as C13", "TENT": f"online, Adam lr {probe.TENT_LR:g} (paper's lr "
