@@ -108,6 +108,26 @@ def test_adabn_uses_at_most_num_samples_and_a_custom_forward():
     assert torch.allclose(model[1].running_mean, z.mean((0, 2, 3)), atol=TOL, rtol=0)
 
 
+@pytest.mark.parametrize("dims", [1, 3])
+@pytest.mark.parametrize("layer", ["torch", "bnlab"])
+def test_1d_and_3d_layers(dims, layer):
+    conv = {1: nn.Conv1d, 3: nn.Conv3d}[dims]
+    bn = {("torch", 1): nn.BatchNorm1d, ("torch", 3): nn.BatchNorm3d,
+          ("bnlab", 1): bnn.BatchNorm1d, ("bnlab", 3): bnn.BatchNorm3d}[(layer, dims)]
+    torch.manual_seed(0)
+    model = nn.Sequential(conv(2, 3, 2), bn(3)).eval()
+    x = torch.randn(6, 2, *([4] * dims)) * 3 - 1
+    bnlab.adapt(model, [x[:2], x[2:]], method="stats")
+    z = model[0](x).detach()
+    over = (0,) + tuple(range(2, z.dim()))
+    assert torch.allclose(model[1].running_mean, z.mean(over), atol=TOL, rtol=0)
+    assert torch.allclose(model[1].running_var, z.var(over, unbiased=False), atol=TOL, rtol=0)
+    with TestBatchNorm(model):
+        y = model(x)
+    ref = TF.batch_norm(z, None, None, model[1].weight, model[1].bias, training=True, eps=model[1].eps)
+    assert torch.allclose(y, ref, atol=TOL, rtol=0)
+
+
 # ---- test-time batch statistics ---------------------------------------------------------------------
 
 
