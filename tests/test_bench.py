@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from bnlab import cli
-from bnlab.kernels import dispatch
+from bnlab.core import dispatch
 from bnlab.bench import cases, command, environment, goals, timing
 
 ROW_FIELDS = {"op": str, "dims": int, "shape": list, "layout": str, "dtype": str, "torch_us": float,
@@ -52,8 +52,7 @@ def test_bench_json_on_tiny_shapes_has_well_formed_rows(tmp_path, capsys):
         nbytes = r["passes"] * math.prod(r["shape"]) * 4
         assert math.isclose(r["gbps"], nbytes / (r["bnlab_us"] * 1e-6) / 1e9, rel_tol=1e-9)
         assert math.isclose(r["bandwidth_fraction"], r["gbps"] / result["copy_gbps"], rel_tol=1e-9)
-        torch_ops = r["op"] == "eval" and (r["layout"] == "channels_last" or r["dims"] == 1)  # (N, C) is rows of C
-        assert r["path"].startswith("reference: x*scale+shift") if torch_ops else r["path"] == "fast"
+        assert r["path"] == "fast"  # every layout of these shapes has a kernel, eval included
     assert {r["passes"] for r in rows} == {3, 8, 2}
     env = result["environment"]
     for key in ("torch", "numba", "torch_threads", "allocator", "cpu", "numba_threading_layer"):
@@ -80,7 +79,7 @@ def test_quick_plan_is_2d_and_bn1d_float32_only():
     plan = cases.plan(quick=True)
     assert {c.dims for c in plan} == {1, 2}
     assert {c.dtype for c in plan} == {torch.float32}
-    assert {c.shape for c in plan if c.dims == 1} == {(256, 512)}
+    assert {c.shape for c in plan if c.dims == 1 and not cases.OPS[c.op].shapes} == {(256, 512)}  # fixed: their own
     full = cases.plan(quick=False)
     assert {c.dims for c in full} == {1, 2, 3} and len(full) > len(plan)
 
@@ -152,3 +151,25 @@ def test_contention_row_times_both_libraries_alone_and_paired():
 def test_contention_threads_option_is_validated():
     with pytest.raises(SystemExit):
         cli.main(["bench", "--contention", "1,x"])
+
+
+def test_overhead_and_lab_rows_time_both_libraries(tmp_path):
+    out = tmp_path / "bench.json"
+    rc = cli.main(["bench", "--quick", "--repeats", "1", "--json", str(out),
+                   "--ops", "overhead_train_fwd,overhead_train_fwd_bwd,overhead_eval,lab_cnn_step"])
+    assert rc == 0
+    rows = {r["op"]: r for r in json.loads(out.read_text())["rows"]}
+    assert set(rows) == {"overhead_train_fwd", "overhead_train_fwd_bwd", "overhead_eval", "lab_cnn_step"}
+    for r in rows.values():
+        assert r["torch_us"] > 0 and r["bnlab_us"] > 0 and r["gbps"] is None and r["path"] == "fast"
+    assert rows["overhead_eval"]["shape"] == [2, 8, 2, 2] and rows["lab_cnn_step"]["threads"] == 1
+    goal = next(g for g in goals.evaluate(list(rows.values())) if g["goal"].startswith("lab CNN step"))
+    assert goal["rows"] == 1
+
+
+@pytest.mark.slow
+def test_compiled_row_times_torch_compile_against_bnlab_eager():
+    plan = cases.plan(quick=False, ops=["compiled_fwd_bwd"], shapes={2: [(2, 3, 4, 4)]})
+    assert [c.layout for c in plan] == ["nchw", "channels_last"]
+    row = command.run_case(plan[0], copy_gbps=10.0, repeats=1, min_sample_s=0.0)
+    assert row["torch_compiled"] and row["torch_us"] > 0 and row["bnlab_us"] > 0

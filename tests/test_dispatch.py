@@ -1,4 +1,4 @@
-"""Which calls take the fast kernels and which the pure-torch reference (bnlab.kernels.dispatch)."""
+"""Which calls take the fast kernels and which the pure-torch reference (bnlab.core.dispatch)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ import torch
 
 from bnlab import functional as F
 from bnlab import nn as bnn
-from bnlab.kernels import dispatch, numba_cpu
+from bnlab.core import dispatch
+from bnlab.core.backends import numba_cpu as numba_backend
+from bnlab.kernels import numba_cpu
 
 
 def test_plain_cpu_float_tensors_take_the_fast_path():
@@ -79,14 +81,16 @@ def test_reference_only_disables_and_restores():
     x = torch.randn(2, 3, 4)
     with dispatch.reference_only():
         assert dispatch.why_reference(x) == "fast path disabled"
-        assert dispatch.train_forward(x, None, None, 1e-5) is None
+        assert dispatch.select(x) is dispatch.REFERENCE
     assert dispatch.why_reference(x) is None
+    assert dispatch.select(x) is dispatch.FAST_BACKENDS["cpu"]
 
 
 def test_tracing_takes_the_reference(monkeypatch):
     x = torch.randn(4, 3, 5)
     monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
     assert "traced" in dispatch.why_reference(x)
+    assert dispatch.select(x) is dispatch.TRACED and dispatch.select_eval(x) is dispatch.TRACED
     y = F.batch_norm(x, None, None, training=True)  # still works, on the reference
     torch.testing.assert_close(y, torch.nn.functional.batch_norm(x, None, None, training=True),
                                rtol=1e-4, atol=1e-5)
@@ -105,13 +109,37 @@ def test_torch_func_transforms_take_the_reference():
 
 def test_backward_with_grad_mode_on_takes_the_reference():
     x = torch.randn(4, 3, 5)
-    y, mean, var = dispatch.train_forward(x, None, None, 1e-5)
+    fast = dispatch.select(x)
     with torch.enable_grad():
-        assert dispatch.train_backward(torch.ones_like(x), x, None, None, mean, var, 1e-5,
-                                       (True, False, False)) is None
+        assert dispatch.select_backward(fast, torch.ones_like(x), x) is dispatch.REFERENCE
     with torch.no_grad():
-        assert dispatch.train_backward(torch.ones_like(x), x, None, None, mean, var, 1e-5,
-                                       (True, False, False)) is not None
+        assert dispatch.select_backward(fast, torch.ones_like(x), x) is fast
+        assert dispatch.select_backward(fast, torch.ones(4, 3, 6), x) is dispatch.REFERENCE  # other shape
+        assert dispatch.select_backward(dispatch.REFERENCE, torch.ones_like(x), x) is dispatch.REFERENCE
+
+
+def test_eval_that_records_a_graph_takes_the_reference():
+    x, rm, rv = torch.randn(4, 3, 5), torch.zeros(3), torch.ones(3)
+    w = torch.ones(3, requires_grad=True)
+    assert dispatch.select_eval(x, rm, rv, w, None) is dispatch.REFERENCE  # differentiable torch ops
+    with torch.no_grad():
+        assert dispatch.select_eval(x, rm, rv, w, None) is dispatch.FAST_BACKENDS["cpu"]
+
+
+def test_every_answer_is_a_backend_with_every_primitive():
+    """One convention: the dispatch always answers with a backend, and every backend implements
+    every primitive of the interface."""
+    from bnlab.core.backends import Backend
+
+    primitives = [n for n in vars(Backend) if not n.startswith("_") and callable(getattr(Backend, n))]
+    assert set(primitives) == {"forward", "stats", "normalize", "backward", "backward_reduce", "backward_elemt",
+                               "eval", "update_running_stats"}
+    for backend in (dispatch.REFERENCE, dispatch.TRACED, *dispatch.FAST_BACKENDS.values()):
+        for name in primitives:
+            assert getattr(type(backend), name) is not getattr(Backend, name), f"{backend} lacks {name}"
+    odd = torch.randn(2, 3, 8)[..., ::2]
+    for x in (odd, torch.randn(2, 3, 4), torch.randn(0, 3)):
+        assert isinstance(dispatch.select(x), Backend) and isinstance(dispatch.select_eval(x), Backend)
 
 
 def counting(monkeypatch, name):
@@ -126,38 +154,45 @@ def counting(monkeypatch, name):
     return calls
 
 
-@pytest.mark.parametrize("channels_last, suffix", [(False, "ncs"), (True, "rc")])
-def test_layers_run_the_kernel_for_their_layout(monkeypatch, channels_last, suffix):
-    x = torch.randn(4, 3, 5, 5, requires_grad=True)
+@pytest.mark.parametrize("shape, channels_last, family", [
+    ((4, 3, 9, 9), False, "planes"),  # planes of 81 values
+    ((4, 3, 5, 5), False, "rows"),  # planes of 25: rows of C*S values
+    ((4, 3, 9, 9), True, "rows"),
+    ((16, 3), False, "rows"),
+])
+def test_layers_run_the_kernel_for_their_layout(monkeypatch, shape, channels_last, family):
+    x = torch.randn(shape)
     if channels_last:
-        x = x.detach().contiguous(memory_format=torch.channels_last).requires_grad_()
-    fwd = counting(monkeypatch, f"train_forward_{suffix}")
-    bwd = counting(monkeypatch, f"train_backward_{suffix}")
-    m = bnn.BatchNorm2d(3)
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_()
+    fwd = counting(monkeypatch, f"forward_{family}")
+    bwd = counting(monkeypatch, f"backward_{family}")
+    m = bnn.BatchNorm2d(3) if len(shape) == 4 else bnn.BatchNorm1d(3)
     m(x).sum().backward()
     assert (len(fwd), len(bwd)) == (1, 1)
 
 
 def test_kernels_follow_torch_thread_count():
+    fast = dispatch.FAST_BACKENDS["cpu"]
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        dispatch.train_forward(torch.randn(4, 3, 5), None, None, 1e-5)
+        fast.forward(torch.randn(4, 3, 5), None, None, 1e-5, "identity", 0.0, None)
         assert numba.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
-    dispatch.train_forward(torch.randn(4, 3, 5), None, None, 1e-5)
+    fast.forward(torch.randn(4, 3, 5), None, None, 1e-5, "identity", 0.0, None)
     assert numba.get_num_threads() == min(before, numba.config.NUMBA_NUM_THREADS)
 
 
 def test_large_inputs_run_in_parallel_small_ones_serially():
-    small = torch.empty(dispatch.PARALLEL_MIN_NUMEL - 1)
-    large = torch.empty(dispatch.PARALLEL_MIN_NUMEL)
+    small = torch.empty(numba_backend.PARALLEL_MIN_NUMEL - 1)
+    large = torch.empty(numba_backend.PARALLEL_MIN_NUMEL)
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
-        assert not dispatch._parallel(small) and dispatch._parallel(large)
+        assert not numba_backend.parallel(small) and numba_backend.parallel(large)
         torch.set_num_threads(1)
-        assert not dispatch._parallel(large)
+        assert not numba_backend.parallel(large)
     finally:
         torch.set_num_threads(before)

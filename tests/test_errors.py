@@ -78,3 +78,8 @@ def test_errors_are_not_assertions():
                  lambda: bnlab.nn.BatchNorm2d(3)(torch.zeros(2, 3, 2, 2, dtype=torch.long))):
         with pytest.raises((ValueError, TypeError)):
             call()
+
+
+def test_functional_momentum_none_is_a_type_error_that_says_so():
+    with pytest.raises(TypeError, match=r"expected momentum as a float or a 0-dim tensor \(got None\)"):
+        bnlab.functional.batch_norm(torch.randn(4, 3), torch.zeros(3), torch.ones(3), training=True, momentum=None)

@@ -14,11 +14,25 @@ import torch.nn.functional as tnf
 
 from bnlab import functional as F
 from bnlab import nn as bnn
-from bnlab.kernels import dispatch
+from bnlab.core import dispatch
+from bnlab.core.backends import numba_cpu as numba_backend
 
 TOL = {torch.float32: dict(rtol=1e-4, atol=1e-5), torch.float64: dict(rtol=1e-10, atol=1e-10)}
-# (N, C, *): 2D, 3D, 4D, 5D; N=1 with spatial > 1; a single channel; spatial size 1.
-SHAPES = [(7, 6), (5, 6, 9), (3, 6, 5, 4), (1, 6, 3, 5), (2, 6, 3, 4, 5), (4, 1, 5, 5), (9, 6, 1, 1)]
+# (N, C, *): 2D, 3D, 4D, 5D; N=1 with spatial > 1; a single channel; spatial size 1; planes long
+# enough for the kernels' planes family (>= 64 values) and short ones, which run as rows.
+SHAPES = [(7, 6), (5, 6, 9), (3, 6, 5, 4), (1, 6, 3, 5), (2, 6, 3, 4, 5), (4, 1, 5, 5), (9, 6, 1, 1),
+          (3, 6, 70), (2, 6, 9, 9), (1, 6, 3, 5, 5)]
+FAST = dispatch.FAST_BACKENDS["cpu"]
+ALL = (True, True, True)
+
+
+def fast_forward(x, w, b, eps=1e-5, running=None):
+    return FAST.forward(x, w, b, eps, "identity", 0.0, running)
+
+
+def fast_backward(dy, x, w, b, mean, var, needs=ALL, eps=1e-5):
+    with torch.no_grad():
+        return FAST.backward(dy, x, w, b, mean, var, eps, "identity", 0.0, needs)
 
 
 def to_layout(x: torch.Tensor, layout: str) -> torch.Tensor:
@@ -61,8 +75,8 @@ def assert_sums_close(actual, expected, dtype):
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 def test_fast_training_forward_and_backward_match_torch(shape, layout):
     x, w, b, dy = make(shape, layout=layout)
-    assert dispatch.why_reference(x, w, b) is None
-    y, mean, var = dispatch.train_forward(x, w, b, 1e-5)
+    assert dispatch.select(x, w, b) is FAST
+    y, mean, var = fast_forward(x, w, b)
     y_ref, (dx_ref, dw_ref, db_ref) = torch_train(x, w, b, dy)
     assert_close(y, y_ref, torch.float32)
     assert y.stride() == x.stride()  # memory format preserved
@@ -70,14 +84,40 @@ def test_fast_training_forward_and_backward_match_torch(shape, layout):
     dims = F.reduce_dims(x)
     assert_close(mean.double(), x64.mean(dims), torch.float32)
     assert_close(var.double(), x64.var(dims, unbiased=False), torch.float32)
-    with torch.no_grad():
-        dx, dw, db = dispatch.train_backward(dy, x, w, b, mean, var, 1e-5, (True, True, True))
+    dx, dw, db = fast_backward(dy, x, w, b, mean, var)
     assert_close(dx, dx_ref, torch.float32)
     assert_sums_close(dw, dw_ref, torch.float32)
     assert_sums_close(db, db_ref, torch.float32)
 
 
-@pytest.mark.parametrize("shape", [(3, 6, 5, 4), (7, 6), (2, 6, 3, 4, 5)])
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_each_fast_primitive_matches_the_reference_primitive(shape, layout):
+    """stats, normalize, backward_reduce, backward_elemt and eval: the numba backend against the
+    reference backend, with the statistics of the first fed to both (float64: only summation order
+    differs)."""
+    x, w, b, dy = make(shape, dtype=torch.float64, layout=layout, seed=2)
+    ref = dispatch.REFERENCE
+    mean, var = FAST.stats(x)
+    for a, r in zip((mean, var), ref.stats(x)):
+        torch.testing.assert_close(a, r, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(FAST.normalize(x, mean, var, w, b, 1e-5, "identity", 0.0),
+                               ref.normalize(x, mean, var, w, b, 1e-5, "identity", 0.0), rtol=1e-12, atol=1e-12)
+    sums = FAST.backward_reduce(dy, x, w, b, mean, var, 1e-5, "identity", 0.0)
+    for a, r in zip(sums, ref.backward_reduce(dy, x, w, b, mean, var, 1e-5, "identity", 0.0)):
+        torch.testing.assert_close(a, r, rtol=1e-10, atol=1e-10)
+    m = F.count_per_channel(x)
+    means = (sums[0] / m, sums[1] / m)
+    torch.testing.assert_close(FAST.backward_elemt(dy, x, w, b, mean, var, 1e-5, "identity", 0.0, *means),
+                               ref.backward_elemt(dy, x, w, b, mean, var, 1e-5, "identity", 0.0, *means),
+                               rtol=1e-10, atol=1e-10)
+    rm, rv = mean + 0.5, var * 2
+    y_eval = FAST.eval(x, rm, rv, w, b, 1e-5, "identity", 0.0)
+    torch.testing.assert_close(y_eval, ref.eval(x, rm, rv, w, b, 1e-5, "identity", 0.0), rtol=1e-12, atol=1e-12)
+    assert y_eval.stride() == x.stride()
+
+
+@pytest.mark.parametrize("shape", [(3, 6, 5, 4), (7, 6), (2, 6, 3, 4, 5), (2, 6, 9, 9)])
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 def test_fast_path_agrees_with_reference_path(shape, layout):
     x, w, b, dy = make(shape, layout=layout, seed=1)
@@ -103,12 +143,13 @@ def test_fast_path_agrees_with_reference_path(shape, layout):
         assert_sums_close(a, r, torch.float32)
 
 
+@pytest.mark.parametrize("shape", [(8, 4, 32, 32), (64, 4, 5, 5)])
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
-def test_fast_statistics_survive_a_large_offset(layout):
+def test_fast_statistics_survive_a_large_offset(shape, layout):
     # 1e4 + N(0, 1) in float32: E[x^2] - E[x]^2 would lose every digit of the variance.
-    x, w, b, _ = make((8, 4, 32, 32), layout=layout, offset=1e4)
-    assert dispatch.why_reference(x, w, b) is None
-    y, mean, var = dispatch.train_forward(x, w, b, 1e-5)
+    x, w, b, _ = make(shape, layout=layout, offset=1e4)
+    assert dispatch.select(x, w, b) is FAST
+    y, mean, var = fast_forward(x, w, b)
     x64 = x.double()
     true_var = x64.var((0, 2, 3), unbiased=False)
     torch.testing.assert_close(var.double(), true_var, rtol=1e-4, atol=0)
@@ -118,19 +159,19 @@ def test_fast_statistics_survive_a_large_offset(layout):
     torch.testing.assert_close(y.double(), y64, rtol=0, atol=2e-3)
 
 
-@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
-def test_parallel_kernels_match_torch(layout, monkeypatch):
+@pytest.mark.parametrize("shape, layout", [((6, 5, 7, 9), "contiguous"), ((6, 5, 7, 9), "channels_last"),
+                                           ((64, 5, 4, 4), "contiguous")])
+def test_parallel_kernels_match_torch(shape, layout, monkeypatch):
     # Force the multi-threaded drivers on a small input (normally only large inputs use them).
-    monkeypatch.setattr(dispatch, "PARALLEL_MIN_NUMEL", 0)
+    monkeypatch.setattr(numba_backend, "PARALLEL_MIN_NUMEL", 0)
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        x, w, b, dy = make((6, 5, 7, 9), layout=layout, seed=3)
-        assert dispatch._parallel(x)
-        y, mean, var = dispatch.train_forward(x, w, b, 1e-5)
+        x, w, b, dy = make(shape, layout=layout, seed=3)
+        assert numba_backend.parallel(x)
+        y, mean, var = fast_forward(x, w, b)
         y_ref, (dx_ref, dw_ref, db_ref) = torch_train(x, w, b, dy)
-        with torch.no_grad():
-            dx, dw, db = dispatch.train_backward(dy, x, w, b, mean, var, 1e-5, (True, True, True))
+        dx, dw, db = fast_backward(dy, x, w, b, mean, var)
         assert_close(y, y_ref, torch.float32)
         assert_close(dx, dx_ref, torch.float32)
         assert_sums_close(dw, dw_ref, torch.float32)
@@ -141,8 +182,9 @@ def test_parallel_kernels_match_torch(layout, monkeypatch):
 
 @pytest.mark.parametrize("affine", [True, False])
 @pytest.mark.parametrize("momentum", [0.1, None])
-def test_layer_on_fast_path_matches_torch_layer(affine, momentum):
-    x, _, _, dy = make((4, 6, 5, 5), seed=4)
+@pytest.mark.parametrize("shape", [(4, 6, 5, 5), (4, 6, 9, 9)])
+def test_layer_on_fast_path_matches_torch_layer(affine, momentum, shape):
+    x, _, _, dy = make(shape, seed=4)
     ours = bnn.BatchNorm2d(6, affine=affine, momentum=momentum)
     ref = torch.nn.BatchNorm2d(6, affine=affine, momentum=momentum)
     for step in range(3):
@@ -167,10 +209,9 @@ def test_layer_on_fast_path_matches_torch_layer(affine, momentum):
 def test_float64_fast_path_matches_torch():
     x, w, b, dy = make((3, 4, 5, 6), dtype=torch.float64, seed=5)
     assert dispatch.why_reference(x, w, b) is None
-    y, mean, var = dispatch.train_forward(x, w, b, 1e-5)
+    y, mean, var = fast_forward(x, w, b)
     y_ref, (dx_ref, dw_ref, db_ref) = torch_train(x, w, b, dy)
-    with torch.no_grad():
-        dx, dw, db = dispatch.train_backward(dy, x, w, b, mean, var, 1e-5, (True, True, True))
+    dx, dw, db = fast_backward(dy, x, w, b, mean, var)
     assert_close(y, y_ref, torch.float64)
     assert_close(dx, dx_ref, torch.float64)
     assert_close(dw, dw_ref, torch.float64)
@@ -186,18 +227,16 @@ def test_backward_accepts_expanded_and_other_layout_gradients():
     (torch.nn.BatchNorm2d(3)(xr) * 2).sum().backward()
     torch.testing.assert_close(xo.grad, xr.grad, rtol=1e-4, atol=1e-5)
     dy = torch.randn(4, 3, 5, 5)  # NCHW gradient for a channels_last input
-    y, mean, var = dispatch.train_forward(x, w, b, 1e-5)
+    y, mean, var = fast_forward(x, w, b)
     _, (dx_ref, _, _) = torch_train(x, w, b, dy)
-    with torch.no_grad():
-        dx, _, _ = dispatch.train_backward(dy, x, w, b, mean, var, 1e-5, (True, False, False))
+    dx, _, _ = fast_backward(dy, x, w, b, mean, var, (True, False, False))
     assert_close(dx, dx_ref, torch.float32)
 
 
 def test_backward_computes_only_what_is_needed():
     x, w, b, dy = make((4, 3, 5, 5), seed=7)
-    y, mean, var = dispatch.train_forward(x, w, b, 1e-5)
-    with torch.no_grad():
-        dx, dw, db = dispatch.train_backward(dy, x, w, b, mean, var, 1e-5, (False, True, False))
+    y, mean, var = fast_forward(x, w, b)
+    dx, dw, db = fast_backward(dy, x, w, b, mean, var, (False, True, False))
     assert dx is None and db is None
     _, (_, dw_ref, _) = torch_train(x, w, b, dy)
     assert_sums_close(dw, dw_ref, torch.float32)
@@ -267,65 +306,69 @@ def test_torch_compile_fullgraph_works(training):
         assert_close(compiled(x), ref(x), torch.float32)
 
 
-@pytest.mark.parametrize("shape", [(5, 6, 9), (3, 6, 5, 4), (2, 6, 3, 4, 5)])
-def test_fast_eval_matches_torch_and_reference(shape):
-    x, w, b, _ = make(shape, seed=5)
+@pytest.mark.parametrize("shape", [(5, 6, 9), (3, 6, 5, 4), (2, 6, 3, 4, 5), (2, 6, 70), (7, 6)])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_fast_eval_matches_torch_and_reference(shape, layout):
+    x, w, b, _ = make(shape, seed=5, layout=layout)
     rm = torch.randn(shape[1]) * 0.3
     rv = torch.rand(shape[1]) + 0.5
     with torch.no_grad():
-        fast = dispatch.eval_forward(x, rm, rv, w, b, 1e-5)
-        assert fast is not None  # contiguous NC* inference: the kernel ran
+        assert dispatch.select_eval(x, rm, rv, w, b) is FAST  # inference: the kernel runs
+        fast = F.batch_norm(x, rm, rv, w, b, training=False, eps=1e-5)
         expected = tnf.batch_norm(x, rm, rv, w, b, training=False, eps=1e-5)
         with dispatch.reference_only():
             reference = F.batch_norm(x, rm, rv, w, b, training=False, eps=1e-5)
     assert_close(fast, expected, torch.float32)
     assert_close(reference, expected, torch.float32)
+    assert fast.stride() == x.stride()
 
 
 def test_eval_with_a_graph_to_record_takes_the_differentiable_reference():
     x, w, b, dy = make((4, 3, 5, 5), seed=6)
     rm, rv = torch.zeros(3), torch.ones(3)
     xr = x.clone().requires_grad_()
-    assert dispatch.eval_forward(xr, rm, rv, w, b, 1e-5) is None
-    assert dispatch.eval_forward(to_layout(x, "channels_last"), rm, rv, w, b, 1e-5) is None  # addcmul there
+    assert dispatch.select_eval(xr, rm, rv, w, b) is dispatch.REFERENCE
     (gx,) = torch.autograd.grad(F.batch_norm(xr, rm, rv, w, b, training=False), xr, dy)
     xt = x.clone().requires_grad_()
     (gt,) = torch.autograd.grad(tnf.batch_norm(xt, rm, rv, w, b, training=False), xt, dy)
     assert_close(gx, gt, torch.float32)
 
 
-@pytest.mark.parametrize("momentum", [0.1, 0.7, 1.0])
+@pytest.mark.parametrize("momentum", [0.1, 0.7, 1.0, torch.tensor(0.25)])
 def test_fast_running_stat_update_matches_reference_and_bumps_versions(momentum):
     gen = torch.Generator().manual_seed(7)
     mean, var = torch.randn(6, generator=gen), torch.rand(6, generator=gen) + 0.1
     start = (torch.randn(6, generator=gen), torch.rand(6, generator=gen) + 0.5)
     fast = [t.clone() for t in start]
     versions = [t._version for t in fast]
-    assert dispatch.update_running_stats(*fast, mean, var, 40, momentum)
+    FAST.update_running_stats(*fast, mean, var, 40, momentum)
     assert all(t._version > v for t, v in zip(fast, versions))  # autograd sees the in-place write
     ref = [t.clone() for t in start]
-    with dispatch.reference_only():
-        F.update_running_stats(*ref, mean, var, 40, momentum)
-    expected_var = (1 - momentum) * start[1] + momentum * var * 40 / 39
+    dispatch.REFERENCE.update_running_stats(*ref, mean, var, 40, momentum)
+    w = float(momentum)
+    expected_var = (1 - w) * start[1] + w * var * 40 / 39
     for a, r in zip(fast, ref):
         torch.testing.assert_close(a, r, rtol=2e-7, atol=1e-7)
     torch.testing.assert_close(fast[1], expected_var, rtol=1e-6, atol=1e-6)
-    # a momentum given as a tensor (the cumulative average) stays with the reference
-    assert not dispatch.update_running_stats(*fast, mean, var, 40, torch.tensor(0.5))
 
 
-@pytest.mark.parametrize("affine", [True, False])
-def test_eval_constants_from_the_kernel_match_the_reference(affine):
-    gen = torch.Generator().manual_seed(8)
-    rm, rv = torch.randn(7, generator=gen) * 3, torch.rand(7, generator=gen) + 1e-3
-    w, b = (torch.rand(7, generator=gen) + 0.5, torch.randn(7, generator=gen)) if affine else (None, None)
-    with torch.no_grad():
-        scale, shift = dispatch.eval_constants(rm, rv, w, b, 1e-5)
-    ref_scale, ref_shift = F.eval_affine(rm, rv, w, b, 1e-5)
-    torch.testing.assert_close(scale, ref_scale, rtol=2e-7, atol=0)
-    torch.testing.assert_close(shift, ref_shift, rtol=2e-6, atol=1e-6)
-    # with a graph to record (trainable weight, grad mode on) the reference's torch ops run
-    assert dispatch.eval_constants(rm, rv, torch.ones(7, requires_grad=True), None, 1e-5) is None
+@pytest.mark.parametrize("shape", [(6, 5, 4), (6, 5, 9, 9)])
+def test_forward_updates_the_running_stats_in_its_own_kernel_call(shape, monkeypatch):
+    from bnlab.core.backends import Running
+    from bnlab.kernels import numba_cpu
+
+    x, w, b, _ = make(shape, seed=12)
+    calls = []
+    real = numba_cpu.update_running_stats
+    monkeypatch.setattr(numba_cpu, "update_running_stats", lambda *a: calls.append(1) or real(*a))
+    rm, rv = torch.randn(5), torch.rand(5) + 0.5
+    rm_ref, rv_ref = rm.clone(), rv.clone()
+    count = F.count_per_channel(x)
+    y, mean, var = fast_forward(x, w, b, running=Running(rm, rv, count, 0.3))
+    F.update_running_stats(rm_ref, rv_ref, mean, var, count, 0.3)
+    assert calls == []  # no separate update call
+    torch.testing.assert_close(rm, rm_ref, rtol=2e-7, atol=1e-7)
+    torch.testing.assert_close(rv, rv_ref, rtol=2e-7, atol=1e-7)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])

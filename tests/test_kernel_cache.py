@@ -38,16 +38,17 @@ def test_user_cache_dirs_honour_bnlab_cache_dir(monkeypatch, tmp_path):
 def test_kernels_are_compiled_with_the_disk_cache():
     assert cache.CACHE_DIR is not None
     assert Path(cache.CACHE_DIR).name == f"kernels-{cache.source_digest()}"
-    assert numba_cpu.train_forward_ncs._cache.cache_path  # a real on-disk cache, not the null cache
+    assert numba_cpu.forward_rows._cache.cache_path  # a real on-disk cache, not the null cache
 
 
 _CHILD = """
 import json, torch
-from bnlab.kernels import dispatch, numba_cpu
+from bnlab.core import dispatch
+from bnlab.kernels import numba_cpu
 x = torch.randn(2, 3, 4)
 with torch.no_grad():
-    dispatch.train_forward(x, None, None, 1e-5)
-stats = numba_cpu.train_forward_ncs.stats
+    dispatch.FAST_BACKENDS["cpu"].forward(x, None, None, 1e-5, "identity", 0.0, None)
+stats = numba_cpu.forward_rows.stats
 print(json.dumps({"hits": sum(stats.cache_hits.values()), "misses": sum(stats.cache_misses.values())}))
 """
 

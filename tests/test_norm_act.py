@@ -121,17 +121,3 @@ def test_plain_bn_checkpoints_load_and_bad_configurations_are_refused():
         layer.weight[1] = 0
     with pytest.raises(ValueError, match="weight"):
         layer(torch.randn(2, 4, 3, 3))
-
-
-def test_forward_and_backward_each_go_through_the_kernel_dispatch(monkeypatch):
-    from bnlab.kernels import dispatch
-    from bnlab.nn import norm_act
-
-    assert (norm_act._FORWARD, norm_act._BACKWARD) == (dispatch.bn_act_train_forward, dispatch.bn_act_train_backward)
-    calls = []
-    fwd, bwd = dispatch.bn_act_train_forward, dispatch.bn_act_train_backward
-    monkeypatch.setattr(norm_act, "_FORWARD", lambda *a: calls.append("forward") or fwd(*a))
-    monkeypatch.setattr(norm_act, "_BACKWARD", lambda *a: calls.append("backward") or bwd(*a))
-    x = torch.randn(4, 3, 2, 2, requires_grad=True)
-    BatchNormAct2d(3)(x).sum().backward()
-    assert calls == ["forward", "backward"]

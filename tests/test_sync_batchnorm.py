@@ -57,8 +57,10 @@ def _worker(rank: int, port: int, out: str) -> None:
         "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2, timeout=timedelta(seconds=60)
     )
     results = {}
+    primitives = _record_primitives()
     try:
         for case, (shape, sizes, kwargs, steps) in CASES.items():
+            primitives.clear()
             torch.manual_seed(0)  # the reference layer's initial parameters
             layer = SyncBatchNorm(shape[0], dtype=torch.float64, **kwargs)
             if layer.affine:
@@ -80,9 +82,28 @@ def _worker(rank: int, port: int, out: str) -> None:
             finally:
                 dist.all_gather, dist.all_reduce = real
             results[case] = steps_out
+            results[case + "/primitives"] = list(primitives)
         torch.save(results, f"{out}/rank{rank}.pt")
     finally:
         dist.destroy_process_group()
+
+
+def _record_primitives() -> list[tuple[str, str]]:
+    """(backend, primitive) of every primitive call from now on in this process."""
+    from bnlab.core import dispatch
+
+    log = []
+    for name, backend in (("fast", dispatch.FAST_BACKENDS["cpu"]), ("reference", dispatch.REFERENCE)):
+        for primitive in ("forward", "stats", "normalize", "backward", "backward_reduce", "backward_elemt",
+                          "eval", "update_running_stats"):
+            real = getattr(backend, primitive)
+
+            def spy(*args, _real=real, _key=(name, primitive)):
+                log.append(_key)
+                return _real(*args)
+
+            setattr(backend, primitive, spy)
+    return log
 
 
 def _no_collective(*args, **kwargs):
@@ -142,6 +163,24 @@ def test_two_gloo_processes_equal_bn_on_the_concatenated_batch(two_rank_results,
             _close(g["rm"], want["rm"])
             _close(g["rv"], want["rv"])
             assert g["nbt"] == want["nbt"]
+
+
+@pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()), reason="needs torch.distributed with gloo")
+def test_local_statistics_and_backward_sums_run_on_the_fast_backend(two_rank_results):
+    """Each rank's statistics, normalization and backward sums are the primitives plain BN runs fast;
+    only a rank with an empty slice (nothing for a kernel to do) takes the reference."""
+    step = [("fast", "stats"), ("fast", "normalize"), ("fast", "update_running_stats"),
+            ("fast", "backward_reduce"), ("fast", "backward_elemt")]
+    for case, (_, sizes, kwargs, steps) in CASES.items():
+        for rank, results in enumerate(two_rank_results):
+            log = results[case + "/primitives"]
+            if sizes[rank] == 0:
+                assert {b for b, _ in log} == {"reference"}, log
+                continue
+            # the eval step runs with grad mode on: with parameters requiring grad autograd records a
+            # graph, so the reference's differentiable ops run, as for plain BN
+            eval_backend = "reference" if kwargs.get("affine", True) else "fast"
+            assert log == step * steps + [(eval_backend, "eval")], (case, rank, log)
 
 
 def test_without_process_group_it_is_plain_batch_norm():

@@ -15,14 +15,15 @@ _RUN = textwrap.dedent("""
     import json, os, sys
     import torch, numba
     import bnlab
-    from bnlab.kernels import dispatch, threads
+    from bnlab.core.backends import numba_cpu
+    from bnlab.kernels import threads
     torch.set_num_threads(2)
     torch.manual_seed(0)
-    x = torch.randn(4, 8, 128, 128)  # above dispatch.PARALLEL_MIN_NUMEL
+    x = torch.randn(4, 8, 128, 128)  # above numba_cpu.PARALLEL_MIN_NUMEL
     y = bnlab.nn.BatchNorm2d(8)(x)
     ref = torch.nn.functional.batch_norm(x, None, None, training=True)
     ok = bool(torch.allclose(y, ref, rtol=1e-4, atol=1e-5))
-    print(json.dumps(dict(layer=numba.threading_layer(), ok=ok, parallel=dispatch._parallel(x))))
+    print(json.dumps(dict(layer=numba.threading_layer(), ok=ok, parallel=numba_cpu.parallel(x))))
 """)
 
 
@@ -86,16 +87,16 @@ def test_a_layer_chosen_by_the_user_is_kept():
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_a_forked_child_runs_the_serial_kernels():
     # GNU OpenMP aborts a forked child that opens a parallel region after its parent did; bnlab's
-    # dispatch must send the child to the serial kernels instead, and give the same answer.
+    # numba backend must send the child to the serial kernels instead, and give the same answer.
     code = _RUN + textwrap.dedent("""
         pid = os.fork()
         if pid == 0:
-            serial = not dispatch._parallel(x) and not threads.parallel_allowed()
+            serial = not numba_cpu.parallel(x) and not threads.parallel_allowed()
             y2 = bnlab.nn.BatchNorm2d(8)(x)
             torch.set_num_threads(1)  # torch's own OpenMP pool cannot run in a forked child either
             os._exit(0 if serial and torch.allclose(y2, y, rtol=1e-5, atol=1e-6) else 3)
         _, status = os.waitpid(pid, 0)
-        print(json.dumps(dict(child=os.waitstatus_to_exitcode(status), parent_parallel=dispatch._parallel(x))))
+        print(json.dumps(dict(child=os.waitstatus_to_exitcode(status), parent_parallel=numba_cpu.parallel(x))))
     """)
     report = _run(code)
     assert report == {"child": 0, "parent_parallel": True}

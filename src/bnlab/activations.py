@@ -1,7 +1,7 @@
 """The activations fused BN+activation supports: value, derivative and (where it exists) inverse.
 
-Used by the fused layer (:mod:`bnlab.nn.norm_act`) and the fused kernels' reference
-(:mod:`bnlab.kernels.dispatch`).
+Used by the fused layer (:mod:`bnlab.nn.norm_act`) and the reference backend
+(:mod:`bnlab.core.backends.reference`), whose results the fused kernels match.
 
 Each is written as a function of the pre-activation ``z`` (BN's output), so a backward can recompute
 the derivative from ``z`` instead of keeping the activation's own saved tensor:

@@ -15,7 +15,7 @@ from typing import Callable
 import torch
 
 from .. import nn as bnn
-from ..kernels import dispatch
+from ..core import dispatch
 
 # Shapes per layer dimensionality (the list, plus a 1d (N, C, L) and a 3d case).
 SHAPES: dict[int, list[tuple[int, ...]]] = {
@@ -178,12 +178,8 @@ def _eval(case: Case) -> Built:
 
         return call
 
-    with torch.no_grad():
-        why = dispatch.why_reference(x, ours.running_mean, ours.running_var, ours.weight, ours.bias)
-    if why is None and dispatch.layout(x) != "ncs":
-        why = "x*scale+shift in torch ops (addcmul, the faster on channels-last)"
-    return run(ref), run(ours), "fast" if why is None else f"reference: {why}"
+    return run(ref), run(ours), _path(x, ours.running_mean, ours.running_var, ours.weight, ours.bias)
 
 
 # Row types beyond the plain layers register themselves on import.
-from . import cases_fused, cases_models  # noqa: E402,F401
+from . import cases_compiled, cases_fused, cases_models, cases_overhead  # noqa: E402,F401

@@ -51,7 +51,8 @@ def environment(allocator: str) -> dict:
     """The facts a reader needs to compare this run with another."""
     import numba
 
-    from ..kernels import cache, dispatch
+    from ..core import dispatch
+    from ..kernels import cache
 
     try:
         layer = numba.threading_layer()

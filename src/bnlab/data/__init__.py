@@ -10,6 +10,9 @@ name               what                                                         
 ``cifar10``        the python batches ``data_batch_1..5``, ``test_batch``, (N, 3, 32, 32)   yes
 =================  =====================================================================  ==========
 
+Shifted test sets (clean train split, corrupted test split; :mod:`bnlab.data.shifted` lists them):
+``mnist1d-c/CORRUPTION/SEVERITY`` and ``digits-c/CORRUPTION/SEVERITY``, e.g. ``mnist1d-c/shear/3``.
+
 Example::
 
     ds = bnlab.data.load("mnist1d")
@@ -24,6 +27,7 @@ from __future__ import annotations
 import functools
 import os
 
+from . import shifted
 from .dataset import Dataset
 
 NAMES = ("mnist1d", "digits", "mnist", "fashion-mnist", "cifar10")
@@ -33,13 +37,19 @@ __all__ = ["Dataset", "load", "NAMES"]
 
 def load(name: str, root: str | None = None) -> Dataset:
     """The data set ``name`` (one of :data:`NAMES`); ``root`` is the folder of its files if it has any."""
+    if shifted.parse(name) is not None:
+        return _load(name, None)
     if name not in NAMES:
-        raise ValueError(f"expected a data set name in {NAMES} (got {name!r})")
+        raise ValueError(f"expected a data set name in {NAMES} or a shifted set such as 'mnist1d-c/noise/3' "
+                         f"(got {name!r})")
     return _load(name, None if root is None else os.path.abspath(root))
 
 
 @functools.lru_cache(maxsize=8)
 def _load(name: str, root: str | None) -> Dataset:
+    parsed = shifted.parse(name)
+    if parsed is not None:
+        return shifted.corrupted(*parsed)
     if name == "mnist1d":
         from . import mnist1d
 

@@ -39,6 +39,8 @@ EXPERIMENTS: dict[str, str] = {
     "C10": "bnlab.experiments.c10_ghost_bn",
     "C11": "bnlab.experiments.c11_precise_bn",
     "C12": "bnlab.experiments.c12_only_bn_params",
+    "C13": "bnlab.experiments.c13_adapt_statistics",
+    "C14": "bnlab.experiments.c14_tent",
 }
 
 ProgressFn = Callable[[str, int, int], None]  # (experiment id, runs done, runs total)

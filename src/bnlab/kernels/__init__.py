@@ -1,2 +1,3 @@
-"""Fast paths for batch norm. :mod:`bnlab.kernels.dispatch` is the one place that decides whether a
-call runs a fast kernel or :mod:`bnlab.functional`'s pure-torch reference."""
+"""bnlab's compiled CPU kernels (numba): the code the numba backend (:mod:`bnlab.core.backends.numba_cpu`)
+calls, with the thread policy (:mod:`.threads`) and the disk cache (:mod:`.cache`) they need. Nothing
+here imports the rest of bnlab."""

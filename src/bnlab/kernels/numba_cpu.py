@@ -1,34 +1,39 @@
 r"""Fused, parallel CPU kernels for batch norm (numba JIT), float32 and float64.
 
-The same math as :mod:`bnlab.functional` (which stays the reference these kernels are tested
-against), reorganised so each pass over memory does as much as it can:
+The same math as :mod:`bnlab.core.math` (which stays the reference these kernels are tested
+against), reorganised so each pass over memory does as much as it can. The entry points are the
+primitives of :mod:`bnlab.core.backends` (the numba backend calls them), each for two families of
+memory layout:
 
-* **training forward** -- statistics in one read of ``x``, then ``y`` in one read + one write.
-  Each block of ``x`` (one (n, c) plane chunk in NCHW, a group of rows in channels_last) is
-  summed, then re-read from cache for the *corrected two-pass* sums (Chan, Golub & LeVeque 1983):
-  ``d = x - m_block``, ``mean = m_block + sum(d)/k``, ``M2 = sum(d^2) - sum(d)^2/k``. Blocks are
-  merged with Chan et al.'s pairwise update in float64, so a large common offset (1e4 + N(0, 1) in
-  float32) loses no precision -- never E[x^2] - E[x]^2. ``var`` is the *biased* variance M2/m.
-* **training backward** -- ``sum(g)`` and ``sum(g * (x - mean))`` in one read of ``dy`` and ``x``,
-  then ``dx = w * invstd * (g - sum(g)/m - (x - mean) * invstd^2 * sum(g*(x-mean))/m)`` in one more.
-* **normalize** -- ``y = act((x - mean) * invstd * w + b)`` in one read + one write; eval
-  (``eval_forward_ncs``) is the same pass with ``scale = w / sqrt(running_var + eps)`` and
-  ``shift = b - running_mean * scale``, as torch computes it;
-* **running statistics** -- ``update_running_stats``, torch's lerp in place.
+* **forward** -- statistics in one read of ``x``, then ``y`` in one read + one write, and the
+  running-statistics update in the same call. Each block of ``x`` (one (n, c) plane chunk, a group
+  of rows) is summed, then re-read from cache for the *corrected two-pass* sums (Chan, Golub &
+  LeVeque 1983): ``d = x - m_block``, ``mean = m_block + sum(d)/k``, ``M2 = sum(d^2) - sum(d)^2/k``.
+  Blocks are merged with Chan et al.'s pairwise update in float64, so a large common offset
+  (1e4 + N(0, 1) in float32) loses no precision -- never E[x^2] - E[x]^2. ``var`` is the *biased*
+  variance M2/m. ``stats`` and ``normalize`` are its two halves, for layers that need the
+  statistics before normalizing (Batch Renorm, SyncBatchNorm).
+* **backward** -- ``sum(g)`` and ``sum(g * (x - mean))`` in one read of ``dy`` and ``x``, then
+  ``dx = w * invstd * (g - sum(g)/m - (x - mean) * invstd^2 * sum(g*(x-mean))/m)`` in one more;
+  ``reduce`` and ``elemt`` are its two halves (SyncBatchNorm sums across processes in between).
+* **eval** -- ``y = act(x * scale + shift)`` with ``scale = w / sqrt(running_var + eps)`` and
+  ``shift = b - running_mean * scale``, as torch computes it, in one read + one write.
+* **update_running_stats** -- torch's lerp in place, the variance made unbiased.
 
 ``act`` fuses an activation after the affine map (``ACT_TAGS``); its gradient ``g = dy * act'(z)``
 is recomputed in the backward from the saved ``x`` and the batch statistics, so only ``x`` needs
 saving. With ``act = identity``, ``g = dy`` and this is plain batch norm.
 
-Layouts: ``"ncs"`` is a contiguous (N, C, S) view (NCHW with S = H*W, or (N, C, L)); ``"rc"`` is a
-(R, C) view with channels innermost (channels_last, or a 2D (N, C) input). Per-channel vectors are
-contiguous (C,) arrays of the input's dtype; an empty (0,) array for weight/bias means "none".
+Layout families: *planes*, a contiguous (N, C, S) (NCHW with S = H*W, or (N, C, L)), one task per
+(n, c) plane; *rows*, (R, C*G) with each channel owning G consecutive columns -- G = 1 for channels
+innermost (channels_last, (N, C)), G = S for a contiguous (N, C, S) whose planes are too short to
+be tasks of their own. Which family a tensor takes is the backend's choice.
 
 Each operation has a parallel driver (``prange`` over planes or row blocks) and a serial one: a
 parallel launch costs microseconds (see :mod:`bnlab.kernels.threads`) -- on a small tensor more
-than the work it splits -- so the entry
-points take a ``mode`` (PARALLEL or SERIAL) and the dispatch decides. The per-task bodies are
-inlined into both.
+than the work it splits -- so the entry points take a ``mode`` (PARALLEL or SERIAL) and the caller
+decides. The per-task bodies are inlined into both. Nothing here is specific to an instruction set:
+the loops are written for LLVM's vectorizer, which targets the machine numba runs on.
 
 Compiled code is cached on disk (``cache=True``); see :mod:`bnlab.kernels.cache` for where.
 """
@@ -37,8 +42,11 @@ from __future__ import annotations
 
 import math
 
+import numba
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from . import threads
 from .cache import CACHE_DIR  # sets numba's cache folder before anything compiles
@@ -46,8 +54,9 @@ from .numba_tags import ACT_TAGS, PARALLEL, SERIAL, activate, activate_grad, ser
 
 __all__ = [
     "ACT_TAGS", "PARALLEL", "SERIAL",
-    "train_forward_ncs", "train_forward_rc", "train_backward_ncs", "train_backward_rc",
-    "eval_constants", "eval_forward_ncs", "update_running_stats",
+    "forward_planes", "forward_rows", "stats_planes", "stats_rows", "normalize_planes", "normalize_rows",
+    "backward_planes", "backward_rows", "reduce_planes", "reduce_rows", "elemt_planes", "elemt_rows",
+    "eval_planes", "eval_rows", "update_running_stats",
 ]
 
 threads.start()  # numba's threading layer, before any parallel kernel compiles (see threads.py)
@@ -60,7 +69,9 @@ BLOCK = 4096
 ROW_BLOCK = 32768
 # Reassociation lets LLVM vectorize the reductions; no "nnan"/"ninf" so NaN and inf propagate.
 _FM = {"reassoc", "contract", "nsz", "arcp"}
-_JIT = dict(cache=CACHE_DIR is not None, fastmath=_FM)
+# numpy's error model: a float division by zero gives inf/NaN instead of raising ZeroDivisionError,
+# whose check in every division (SiLU's 1 / (1 + exp(-z))) stops the vectorizer.
+_JIT = dict(cache=CACHE_DIR is not None, fastmath=_FM, error_model="numpy")
 _INLINE = dict(inline="always", **_JIT)
 
 
@@ -230,6 +241,21 @@ def _norm_rows(xb, yb, mean, scale, shift, act, sl):
             yr[c] = activate(act, (xr[c] - mean[c]) * scale[c] + shift[c], sl)
 
 
+@njit(**_INLINE)
+def _affine_plane(xp, yp, a, b, act, sl):
+    for s in range(xp.shape[0]):
+        yp[s] = activate(act, xp[s] * a + b, sl)
+
+
+@njit(**_INLINE)
+def _affine_rows(xb, yb, scale, shift, act, sl):
+    for r in range(xb.shape[0]):
+        xr = xb[r]
+        yr = yb[r]
+        for c in range(xr.shape[0]):
+            yr[c] = activate(act, xr[c] * scale[c] + shift[c], sl)
+
+
 # --- task bodies: backward sums, sum(g) and sum(g * (x - mean)) ------------------------------------
 
 
@@ -390,6 +416,42 @@ def _norm_rc_ser(x, rows, mean, scale, shift, act, sl, y):
 
 
 @njit(parallel=True, **_JIT)
+def _affine_ncs_par(x, scale, shift, act, sl, y):
+    N, C, S = x.shape
+    for p in prange(N * C):
+        n = p // C
+        c = p - n * C
+        _affine_plane(x[n, c], y[n, c], scale[c], shift[c], act, sl)
+
+
+@njit(**_JIT)
+def _affine_ncs_ser(x, scale, shift, act, sl, y):
+    N, C, S = x.shape
+    for p in range(N * C):
+        n = p // C
+        c = p - n * C
+        _affine_plane(x[n, c], y[n, c], scale[c], shift[c], act, sl)
+
+
+@njit(parallel=True, **_JIT)
+def _affine_rc_par(x, rows, scale, shift, act, sl, y):
+    R = x.shape[0]
+    for blk in prange((R + rows - 1) // rows):
+        r0 = blk * rows
+        r1 = min(R, r0 + rows)
+        _affine_rows(x[r0:r1], y[r0:r1], scale, shift, act, sl)
+
+
+@njit(**_JIT)
+def _affine_rc_ser(x, rows, scale, shift, act, sl, y):
+    R = x.shape[0]
+    for blk in range((R + rows - 1) // rows):
+        r0 = blk * rows
+        r1 = min(R, r0 + rows)
+        _affine_rows(x[r0:r1], y[r0:r1], scale, shift, act, sl)
+
+
+@njit(parallel=True, **_JIT)
 def _red_ncs_par(dy, x, mean, scale, shift, act, sl, pg, pgx):
     N, C, S = x.shape
     for p in prange(N * C):
@@ -469,46 +531,61 @@ _stats_ncs = serial_or_parallel(_stats_ncs_par, _stats_ncs_ser)
 _stats_rc = serial_or_parallel(_stats_rc_par, _stats_rc_ser)
 _norm_ncs = serial_or_parallel(_norm_ncs_par, _norm_ncs_ser)
 _norm_rc = serial_or_parallel(_norm_rc_par, _norm_rc_ser)
+_affine_ncs = serial_or_parallel(_affine_ncs_par, _affine_ncs_ser)
+_affine_rc = serial_or_parallel(_affine_rc_par, _affine_rc_ser)
 _red_ncs = serial_or_parallel(_red_ncs_par, _red_ncs_ser)
 _red_rc = serial_or_parallel(_red_rc_par, _red_rc_ser)
 _elemt_ncs = serial_or_parallel(_elemt_ncs_par, _elemt_ncs_ser)
 _elemt_rc = serial_or_parallel(_elemt_rc_par, _elemt_rc_ser)
 
 
-# --- entry points: one call per direction and layout ---------------------------------------------
+# --- per-channel helpers of the two families ------------------------------------------------------
 
 
 @njit(**_JIT)
-def _rows_per_block(C):
-    return max(1, ROW_BLOCK // C)
+def _rows_per_block(width):
+    return max(1, ROW_BLOCK // width)
 
 
 @njit(**_JIT)
-def train_forward_ncs(x, w, b, eps, act, slope, mode, y, mean, var):
-    """Training forward on (N, C, S): fills ``y``, ``mean`` and the biased ``var``."""
-    N, C, S = x.shape
-    pmean = np.empty((N, C))
-    pm2 = np.empty((N, C))
-    _stats_ncs(mode, x, pmean, pm2)
-    _merge_equal(pmean, pm2, S, mean, var)
-    _, scale, shift = _scale_shift(var, w, b, eps)
-    sl = x.dtype.type(slope)
-    _norm_ncs(mode, x, mean, scale, shift, act, sl, y)
+def _expand(v, G):
+    """A (C,) vector repeated per column of its channel's group: (C*G,), column c*G + g -> v[c]."""
+    if G == 1:
+        return v
+    out = np.empty(v.shape[0] * G, v.dtype)
+    for c in range(v.shape[0]):
+        for g in range(G):
+            out[c * G + g] = v[c]
+    return out
 
 
 @njit(**_JIT)
-def train_forward_rc(x, w, b, eps, act, slope, mode, y, mean, var):
-    """Training forward on (R, C): fills ``y``, ``mean`` and the biased ``var``."""
-    R, C = x.shape
-    rows = _rows_per_block(C)
-    nblk = (R + rows - 1) // rows
-    pmean = np.empty((nblk, C))
-    pm2 = np.empty((nblk, C))
-    _stats_rc(mode, x, rows, pmean, pm2)
-    _merge_blocks(pmean, pm2, rows, R, mean, var)
-    _, scale, shift = _scale_shift(var, w, b, eps)
-    sl = x.dtype.type(slope)
-    _norm_rc(mode, x, rows, mean, scale, shift, act, sl, y)
+def _merge_groups(cmean, cvar, G, R, mean, var):
+    """Merge the (mean, biased var) of C*G columns of R values each into their C channels (Chan,
+    equal counts): mean = mean of the column means, M2 = sum M2_col + R * sum (mean_col - mean)^2."""
+    for c in range(mean.shape[0]):
+        mu = 0.0
+        for g in range(G):
+            mu += cmean[c * G + g]
+        mu /= G
+        m2 = 0.0
+        for g in range(G):
+            d = cmean[c * G + g] - mu
+            m2 += cvar[c * G + g] * R + R * d * d
+        mean[c] = mu
+        var[c] = m2 / (G * R)
+
+
+@njit(**_JIT)
+def _sum_groups(col_g, col_gx, G, sum_g, sum_gxmu):
+    for c in range(sum_g.shape[0]):
+        tg = 0.0
+        tgx = 0.0
+        for g in range(G):
+            tg += col_g[c * G + g]
+            tgx += col_gx[c * G + g]
+        sum_g[c] = tg
+        sum_gxmu[c] = tgx
 
 
 @njit(**_JIT)
@@ -527,64 +604,6 @@ def _backward_consts(sum_g, sum_gxmu, invstd, m, dw, db):
     return mean_g, proj
 
 
-@njit(**_JIT)
-def train_backward_ncs(dy, x, w, b, mean, var, eps, act, slope, mode, dx, dw, db):
-    """Training backward on (N, C, S): fills ``dx``, ``dw``, ``db`` (each skipped if empty)."""
-    N, C, S = x.shape
-    invstd, scale, shift = _scale_shift(var, w, b, eps)
-    sl = x.dtype.type(slope)
-    pg = np.empty((N, C))
-    pgx = np.empty((N, C))
-    _red_ncs(mode, dy, x, mean, scale, shift, act, sl, pg, pgx)
-    sum_g = np.empty(C, x.dtype)
-    sum_gxmu = np.empty(C, x.dtype)
-    _sum_partials(pg, pgx, sum_g, sum_gxmu)
-    mean_g, proj = _backward_consts(sum_g, sum_gxmu, invstd, N * S, dw, db)
-    if dx.shape[0] != 0:
-        _elemt_ncs(mode, dy, x, mean, scale, shift, mean_g, proj, act, sl, dx)
-
-
-@njit(**_JIT)
-def train_backward_rc(dy, x, w, b, mean, var, eps, act, slope, mode, dx, dw, db):
-    """Training backward on (R, C): fills ``dx``, ``dw``, ``db`` (each skipped if empty)."""
-    R, C = x.shape
-    rows = _rows_per_block(C)
-    nblk = (R + rows - 1) // rows
-    invstd, scale, shift = _scale_shift(var, w, b, eps)
-    sl = x.dtype.type(slope)
-    pg = np.empty((nblk, C), x.dtype)
-    pgx = np.empty((nblk, C), x.dtype)
-    _red_rc(mode, dy, x, rows, mean, scale, shift, act, sl, pg, pgx)
-    sum_g = np.empty(C, x.dtype)
-    sum_gxmu = np.empty(C, x.dtype)
-    _sum_partials(pg, pgx, sum_g, sum_gxmu)
-    mean_g, proj = _backward_consts(sum_g, sum_gxmu, invstd, R, dw, db)
-    if dx.shape[0] != 0:
-        _elemt_rc(mode, dy, x, rows, mean, scale, shift, mean_g, proj, act, sl, dx)
-
-
-@njit(**_JIT)
-def eval_constants(rmean, rvar, w, b, eps, scale, shift):
-    """Fills ``scale = w / sqrt(running_var + eps)`` and ``shift = b - running_mean * scale``, the
-    per-channel constants of eval-mode batch norm (as torch's eval computes them)."""
-    _, sc, sh = _scale_shift(rvar, w, b, eps)
-    for c in range(sc.shape[0]):
-        scale[c] = sc[c]
-        shift[c] = sh[c] - rmean[c] * sc[c]
-
-
-@njit(**_JIT)
-def eval_forward_ncs(x, rmean, rvar, w, b, eps, act, mode, y):
-    """Eval-mode batch norm on (N, C, S) in one pass: ``y = x * scale + shift``.
-
-    (Channels-last eval has no kernel here: torch's ``addcmul`` over (R, C) is faster than this
-    module's row loops, so the dispatch leaves it to the reference's torch operations.)"""
-    scale = np.empty_like(rvar)
-    shift = np.empty_like(rvar)
-    eval_constants(rmean, rvar, w, b, eps, scale, shift)
-    _norm_ncs(mode, x, np.zeros_like(scale), scale, shift, act, x.dtype.type(0), y)
-
-
 @njit(**_INLINE)
 def _lerp(a, b, w):
     """torch.lerp's formula: a + w * (b - a) for |w| < 0.5, else b - (b - a) * (1 - w)."""
@@ -592,7 +611,7 @@ def _lerp(a, b, w):
 
 
 @njit(**_JIT)
-def update_running_stats(rmean, rvar, mean, var, count, momentum):
+def _update(rmean, rvar, mean, var, count, momentum):
     """``running = lerp(running, batch, momentum)`` in place, the variance made unbiased
     (``var * count / (count - 1)``); an empty ``rmean``/``rvar`` is skipped."""
     t = mean.dtype.type
@@ -602,3 +621,294 @@ def update_running_stats(rmean, rvar, mean, var, count, momentum):
         rmean[c] = _lerp(rmean[c], mean[c], w)
     for c in range(rvar.shape[0]):
         rvar[c] = _lerp(rvar[c], var[c] * factor, w)
+
+
+# --- the primitives on planes: x is (N, C, S) ---------------------------------------------------
+
+
+@njit(**_JIT)
+def _stats_of_planes(mode, x, mean, var):
+    N, C, S = x.shape
+    pmean = np.empty((N, C))
+    pm2 = np.empty((N, C))
+    _stats_ncs(mode, x, pmean, pm2)
+    _merge_equal(pmean, pm2, S, mean, var)
+
+
+@njit(**_JIT)
+def _normalize_planes(mode, x, mean, var, w, b, eps, act, sl, y):
+    _, scale, shift = _scale_shift(var, w, b, eps)
+    _norm_ncs(mode, x, mean, scale, shift, act, sl, y)
+
+
+@njit(**_JIT)
+def _reduce_planes(mode, dy, x, mean, scale, shift, act, sl, sum_g, sum_gxmu):
+    N, C, S = x.shape
+    pg = np.empty((N, C))
+    pgx = np.empty((N, C))
+    _red_ncs(mode, dy, x, mean, scale, shift, act, sl, pg, pgx)
+    _sum_partials(pg, pgx, sum_g, sum_gxmu)
+
+
+@njit(**_JIT)
+def _eval_planes(mode, x, rmean, rvar, w, b, eps, act, sl, y):
+    _, scale, shift = _scale_shift(rvar, w, b, eps)
+    for c in range(scale.shape[0]):
+        shift[c] -= rmean[c] * scale[c]
+    _affine_ncs(mode, x, scale, shift, act, sl, y)
+
+
+# --- the primitives on rows: x is (R, C*G), channel c owning columns c*G .. c*G+G-1 ---------------
+# G = 1 is channels-last (or (N, C)); G = S views a contiguous (N, C, S) with a small S as N rows of
+# C*S values, so the loops run along whole rows instead of over many short planes.
+
+
+@njit(**_JIT)
+def _stats_of_rows(mode, x, G, mean, var):
+    R, W = x.shape
+    rows = _rows_per_block(W)
+    nblk = (R + rows - 1) // rows
+    pmean = np.empty((nblk, W))
+    pm2 = np.empty((nblk, W))
+    _stats_rc(mode, x, rows, pmean, pm2)
+    if G == 1:
+        _merge_blocks(pmean, pm2, rows, R, mean, var)
+    else:
+        cmean = np.empty(W)
+        cvar = np.empty(W)
+        _merge_blocks(pmean, pm2, rows, R, cmean, cvar)
+        _merge_groups(cmean, cvar, G, R, mean, var)
+
+
+@njit(**_JIT)
+def _normalize_rows(mode, x, G, mean, var, w, b, eps, act, sl, y):
+    _, scale, shift = _scale_shift(var, w, b, eps)
+    rows = _rows_per_block(x.shape[1])
+    _norm_rc(mode, x, rows, _expand(mean, G), _expand(scale, G), _expand(shift, G), act, sl, y)
+
+
+@njit(**_JIT)
+def _reduce_rows(mode, dy, x, G, mean, scale, shift, act, sl, sum_g, sum_gxmu):
+    R, W = x.shape
+    rows = _rows_per_block(W)
+    nblk = (R + rows - 1) // rows
+    pg = np.empty((nblk, W), x.dtype)
+    pgx = np.empty((nblk, W), x.dtype)
+    _red_rc(mode, dy, x, rows, _expand(mean, G), _expand(scale, G), _expand(shift, G), act, sl, pg, pgx)
+    if G == 1:
+        _sum_partials(pg, pgx, sum_g, sum_gxmu)
+    else:
+        col_g = np.empty(W)
+        col_gx = np.empty(W)
+        _sum_partials(pg, pgx, col_g, col_gx)
+        _sum_groups(col_g, col_gx, G, sum_g, sum_gxmu)
+
+
+@njit(**_JIT)
+def _elemt_of_rows(mode, dy, x, G, mean, scale, shift, mean_g, proj, act, sl, dx):
+    rows = _rows_per_block(x.shape[1])
+    _elemt_rc(mode, dy, x, rows, _expand(mean, G), _expand(scale, G), _expand(shift, G), _expand(mean_g, G),
+              _expand(proj, G), act, sl, dx)
+
+
+@njit(**_JIT)
+def _eval_rows(mode, x, G, rmean, rvar, w, b, eps, act, sl, y):
+    _, scale, shift = _scale_shift(rvar, w, b, eps)
+    for c in range(scale.shape[0]):
+        shift[c] -= rmean[c] * scale[c]
+    rows = _rows_per_block(x.shape[1])
+    _affine_rc(mode, x, rows, _expand(scale, G), _expand(shift, G), act, sl, y)
+
+
+# --- entry points: tensors arrive as addresses ------------------------------------------------------
+# Every tensor is passed as its address (``Tensor.data_ptr()``) with its sizes, and rebuilt here as
+# an array of the dtype of the empty ``tag`` array: a Python int crosses into numba for a fraction of
+# what converting a tensor to a numpy array costs (about 0.1 us against 0.5-0.8 us, ten or more times
+# per training step). Address 0 is "no tensor" (no weight, no bias, no running statistics, no dx).
+# Per-channel vectors (weight, bias, statistics) are contiguous (C,) arrays of the kernel dtype.
+# ``dims`` is (N, C, S) for planes, (R, C, G) for rows (see the two families above).
+
+
+@intrinsic
+def _voidptr(typingctx, addr):
+    """The integer ``addr`` as a void pointer, for numba.carray."""
+    if not isinstance(addr, types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.inttoptr(args[0], cgutils.voidptr_t)
+
+    return types.voidptr(addr), codegen
+
+
+@njit(**_INLINE)
+def _vec(address, C, tag):
+    """The (C,) array at ``address``; address 0 gives the empty array."""
+    return numba.carray(_voidptr(address), (C if address else 0,), tag.dtype)
+
+
+@njit(**_INLINE)
+def _planes(address, dims, tag):
+    return numba.carray(_voidptr(address), (dims[0], dims[1], dims[2]), tag.dtype)
+
+
+@njit(**_INLINE)
+def _rows(address, dims, tag):
+    return numba.carray(_voidptr(address), (dims[0], dims[1] * dims[2]), tag.dtype)
+
+
+@njit(**_JIT)
+def forward_planes(px, dims, pw, pb, eps, act, slope, mode, py, pmean, pvar, prm, prv, count, momentum, tag):
+    """Training forward: batch statistics into ``mean`` and the biased ``var``, ``y = act((x - mean)
+    * invstd * w + b)``, and the running-statistics update when ``prm``/``prv`` are given."""
+    C = dims[1]
+    x, y = _planes(px, dims, tag), _planes(py, dims, tag)
+    mean, var = _vec(pmean, C, tag), _vec(pvar, C, tag)
+    _stats_of_planes(mode, x, mean, var)
+    _normalize_planes(mode, x, mean, var, _vec(pw, C, tag), _vec(pb, C, tag), eps, act, x.dtype.type(slope), y)
+    _update(_vec(prm, C, tag), _vec(prv, C, tag), mean, var, count, momentum)
+
+
+@njit(**_JIT)
+def forward_rows(px, dims, pw, pb, eps, act, slope, mode, py, pmean, pvar, prm, prv, count, momentum, tag):
+    """:func:`forward_planes` on rows."""
+    R, C, G = dims
+    x, y = _rows(px, dims, tag), _rows(py, dims, tag)
+    mean, var = _vec(pmean, C, tag), _vec(pvar, C, tag)
+    _stats_of_rows(mode, x, G, mean, var)
+    _normalize_rows(mode, x, G, mean, var, _vec(pw, C, tag), _vec(pb, C, tag), eps, act, x.dtype.type(slope), y)
+    _update(_vec(prm, C, tag), _vec(prv, C, tag), mean, var, count, momentum)
+
+
+@njit(**_JIT)
+def stats_planes(px, dims, mode, pmean, pvar, tag):
+    """Batch mean and biased variance per channel."""
+    _stats_of_planes(mode, _planes(px, dims, tag), _vec(pmean, dims[1], tag), _vec(pvar, dims[1], tag))
+
+
+@njit(**_JIT)
+def stats_rows(px, dims, mode, pmean, pvar, tag):
+    _stats_of_rows(mode, _rows(px, dims, tag), dims[2], _vec(pmean, dims[1], tag), _vec(pvar, dims[1], tag))
+
+
+@njit(**_JIT)
+def normalize_planes(px, dims, pmean, pvar, pw, pb, eps, act, slope, mode, py, tag):
+    """``y = act((x - mean) / sqrt(var + eps) * w + b)`` with the given statistics."""
+    C = dims[1]
+    x = _planes(px, dims, tag)
+    _normalize_planes(mode, x, _vec(pmean, C, tag), _vec(pvar, C, tag), _vec(pw, C, tag), _vec(pb, C, tag), eps,
+                      act, x.dtype.type(slope), _planes(py, dims, tag))
+
+
+@njit(**_JIT)
+def normalize_rows(px, dims, pmean, pvar, pw, pb, eps, act, slope, mode, py, tag):
+    C = dims[1]
+    x = _rows(px, dims, tag)
+    _normalize_rows(mode, x, dims[2], _vec(pmean, C, tag), _vec(pvar, C, tag), _vec(pw, C, tag),
+                    _vec(pb, C, tag), eps, act, x.dtype.type(slope), _rows(py, dims, tag))
+
+
+@njit(**_JIT)
+def backward_planes(pdy, px, dims, pw, pb, pmean, pvar, eps, act, slope, mode, pdx, pdw, pdb, tag):
+    """Training backward: ``dx``, ``dw``, ``db`` (each skipped at address 0) from the batch statistics."""
+    N, C, S = dims
+    x, dy = _planes(px, dims, tag), _planes(pdy, dims, tag)
+    mean = _vec(pmean, C, tag)
+    invstd, scale, shift = _scale_shift(_vec(pvar, C, tag), _vec(pw, C, tag), _vec(pb, C, tag), eps)
+    sl = x.dtype.type(slope)
+    sum_g = np.empty(C, x.dtype)
+    sum_gxmu = np.empty(C, x.dtype)
+    _reduce_planes(mode, dy, x, mean, scale, shift, act, sl, sum_g, sum_gxmu)
+    mean_g, proj = _backward_consts(sum_g, sum_gxmu, invstd, N * S, _vec(pdw, C, tag), _vec(pdb, C, tag))
+    if pdx:
+        _elemt_ncs(mode, dy, x, mean, scale, shift, mean_g, proj, act, sl, _planes(pdx, dims, tag))
+
+
+@njit(**_JIT)
+def backward_rows(pdy, px, dims, pw, pb, pmean, pvar, eps, act, slope, mode, pdx, pdw, pdb, tag):
+    R, C, G = dims
+    x, dy = _rows(px, dims, tag), _rows(pdy, dims, tag)
+    mean = _vec(pmean, C, tag)
+    invstd, scale, shift = _scale_shift(_vec(pvar, C, tag), _vec(pw, C, tag), _vec(pb, C, tag), eps)
+    sl = x.dtype.type(slope)
+    sum_g = np.empty(C, x.dtype)
+    sum_gxmu = np.empty(C, x.dtype)
+    _reduce_rows(mode, dy, x, G, mean, scale, shift, act, sl, sum_g, sum_gxmu)
+    mean_g, proj = _backward_consts(sum_g, sum_gxmu, invstd, R * G, _vec(pdw, C, tag), _vec(pdb, C, tag))
+    if pdx:
+        _elemt_of_rows(mode, dy, x, G, mean, scale, shift, mean_g, proj, act, sl, _rows(pdx, dims, tag))
+
+
+@njit(**_JIT)
+def reduce_planes(pdy, px, dims, pw, pb, pmean, pvar, eps, act, slope, mode, psum_g, psum_gxmu, tag):
+    """The backward's two sums, ``sum(g)`` and ``sum(g * (x - mean))`` per channel (g = dy * act'(z))."""
+    C = dims[1]
+    x = _planes(px, dims, tag)
+    _, scale, shift = _scale_shift(_vec(pvar, C, tag), _vec(pw, C, tag), _vec(pb, C, tag), eps)
+    _reduce_planes(mode, _planes(pdy, dims, tag), x, _vec(pmean, C, tag), scale, shift, act, x.dtype.type(slope),
+                   _vec(psum_g, C, tag), _vec(psum_gxmu, C, tag))
+
+
+@njit(**_JIT)
+def reduce_rows(pdy, px, dims, pw, pb, pmean, pvar, eps, act, slope, mode, psum_g, psum_gxmu, tag):
+    C = dims[1]
+    x = _rows(px, dims, tag)
+    _, scale, shift = _scale_shift(_vec(pvar, C, tag), _vec(pw, C, tag), _vec(pb, C, tag), eps)
+    _reduce_rows(mode, _rows(pdy, dims, tag), x, dims[2], _vec(pmean, C, tag), scale, shift, act,
+                 x.dtype.type(slope), _vec(psum_g, C, tag), _vec(psum_gxmu, C, tag))
+
+
+@njit(**_JIT)
+def _elemt_consts(var, w, b, eps, mean_gxmu):
+    invstd, scale, shift = _scale_shift(var, w, b, eps)
+    proj = np.empty_like(invstd)
+    for c in range(proj.shape[0]):
+        proj[c] = invstd[c] * invstd[c] * mean_gxmu[c]
+    return scale, shift, proj
+
+
+@njit(**_JIT)
+def elemt_planes(pdy, px, dims, pw, pb, pmean, pvar, eps, act, slope, pmean_g, pmean_gxmu, mode, pdx, tag):
+    """``dx = w * invstd * (g - mean_g - (x - mean) * invstd^2 * mean_gxmu)`` with the given means of
+    the two sums (over the whole, possibly multi-process, batch)."""
+    C = dims[1]
+    x = _planes(px, dims, tag)
+    scale, shift, proj = _elemt_consts(_vec(pvar, C, tag), _vec(pw, C, tag), _vec(pb, C, tag), eps,
+                                       _vec(pmean_gxmu, C, tag))
+    _elemt_ncs(mode, _planes(pdy, dims, tag), x, _vec(pmean, C, tag), scale, shift, _vec(pmean_g, C, tag), proj,
+               act, x.dtype.type(slope), _planes(pdx, dims, tag))
+
+
+@njit(**_JIT)
+def elemt_rows(pdy, px, dims, pw, pb, pmean, pvar, eps, act, slope, pmean_g, pmean_gxmu, mode, pdx, tag):
+    C = dims[1]
+    x = _rows(px, dims, tag)
+    scale, shift, proj = _elemt_consts(_vec(pvar, C, tag), _vec(pw, C, tag), _vec(pb, C, tag), eps,
+                                       _vec(pmean_gxmu, C, tag))
+    _elemt_of_rows(mode, _rows(pdy, dims, tag), x, dims[2], _vec(pmean, C, tag), scale, shift, _vec(pmean_g, C, tag),
+                proj, act, x.dtype.type(slope), _rows(pdx, dims, tag))
+
+
+@njit(**_JIT)
+def eval_planes(px, dims, prm, prv, pw, pb, eps, act, slope, mode, py, tag):
+    """Eval-mode batch norm in one pass: ``y = act(x * scale + shift)`` with ``scale = w /
+    sqrt(running_var + eps)`` and ``shift = b - running_mean * scale``, as torch computes them."""
+    C = dims[1]
+    x = _planes(px, dims, tag)
+    _eval_planes(mode, x, _vec(prm, C, tag), _vec(prv, C, tag), _vec(pw, C, tag), _vec(pb, C, tag), eps, act,
+                 x.dtype.type(slope), _planes(py, dims, tag))
+
+
+@njit(**_JIT)
+def eval_rows(px, dims, prm, prv, pw, pb, eps, act, slope, mode, py, tag):
+    C = dims[1]
+    x = _rows(px, dims, tag)
+    _eval_rows(mode, x, dims[2], _vec(prm, C, tag), _vec(prv, C, tag), _vec(pw, C, tag), _vec(pb, C, tag), eps,
+               act, x.dtype.type(slope), _rows(py, dims, tag))
+
+
+@njit(**_JIT)
+def update_running_stats(prm, prv, pmean, pvar, C, count, momentum, tag):
+    """The running-statistics update alone (:func:`_update`), for batch statistics computed elsewhere."""
+    _update(_vec(prm, C, tag), _vec(prv, C, tag), _vec(pmean, C, tag), _vec(pvar, C, tag), count, momentum)
+

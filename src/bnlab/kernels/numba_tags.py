@@ -44,6 +44,11 @@ def activate_grad(tag, dy, z, slope):
     raise NotImplementedError("called from numba code only")
 
 
+def _one(z_type):
+    """1 in the dtype of the numba scalar type ``z_type`` (float32 or float64)."""
+    return numba.np.numpy_support.as_dtype(z_type).type(1)
+
+
 @overload(activate)
 def _act_impl(tag, z, slope):
     name = _TAG_ACT[tag.dtype]
@@ -52,7 +57,8 @@ def _act_impl(tag, z, slope):
     if name == "leaky_relu":
         return lambda tag, z, slope: z if z > 0 else z * slope
     if name == "silu":
-        return lambda tag, z, slope: z / (1 + exp(-z))
+        one = _one(z)  # a literal 1 would promote float32 to float64 (and stop the vectorizer)
+        return lambda tag, z, slope: z / (one + exp(-z))
     return lambda tag, z, slope: z
 
 
@@ -65,9 +71,11 @@ def _act_grad_impl(tag, dy, z, slope):
         return lambda tag, dy, z, slope: dy if z > 0 else dy * slope
     if name == "silu":
 
+        one = _one(z)
+
         def silu_grad(tag, dy, z, slope):
-            s = 1 / (1 + exp(-z))
-            return dy * (s * (1 + z * (1 - s)))
+            s = one / (one + exp(-z))
+            return dy * (s * (one + z * (one - s)))
 
         return silu_grad
     return lambda tag, dy, z, slope: dy

@@ -1,8 +1,9 @@
 """Drop-in BatchNorm1d/2d/3d: torch.nn's constructor, names, state_dict and behaviour.
 
 One base class owns parameters, buffers, ``reset_parameters``, ``extra_repr`` and state-dict
-versioning; the 1d/2d/3d classes differ only in the number of dimensions they accept. The math is
-:func:`bnlab.functional.batch_norm`.
+versioning; the 1d/2d/3d classes differ only in the number of dimensions they accept. A forward
+checks its input once and calls the engine's training or eval operation (:mod:`bnlab.core.ops`),
+which runs the batch-norm primitives on the backend the dispatch picks.
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .. import functional as F
+from ..core import checks, ops
+from ..core.math import acc_dtype
 
 __all__ = ["BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "_BatchNorm"]
 
@@ -42,7 +44,7 @@ class _BatchNorm(nn.Module):
     ) -> None:
         if isinstance(num_features, bool) or not isinstance(num_features, int) or num_features <= 0:
             raise ValueError(f"expected num_features to be a positive int (got {num_features!r})")
-        F.check_hyperparameters(eps, momentum)
+        checks.check_hyperparameters(eps, momentum)
         factory = {"device": device, "dtype": dtype}
         super().__init__()
         self.num_features = num_features
@@ -128,13 +130,17 @@ class _BatchNorm(nn.Module):
         if self.training and self.track_running_stats and self.num_batches_tracked is not None:
             self.num_batches_tracked.add_(1)
             if self.momentum is None:
-                nbt = self.num_batches_tracked.to(F.acc_dtype(self.running_mean.dtype))
+                nbt = self.num_batches_tracked.to(acc_dtype(self.running_mean.dtype))
                 factor = nbt.reciprocal()
         return factor
 
-    def forward(self, input: Tensor) -> Tensor:
+    def _check_input(self, input: Tensor) -> None:
+        """Every check of a forward's input, run once per call (nothing below checks again)."""
         self._check_input_dim(input)
-        F.check_input(input, self.num_features)
+        checks.check_input(input, self.num_features)
+
+    def forward(self, input: Tensor) -> Tensor:
+        self._check_input(input)
         factor = self._momentum_factor()
         # Batch statistics in training, and in eval when there are no buffers to use.
         use_batch_stats = self.training or (self.running_mean is None and self.running_var is None)
@@ -156,9 +162,11 @@ class _BatchNorm(nn.Module):
         use_batch_stats: bool,
         momentum: float | Tensor,
     ) -> Tensor:
-        return F.batch_norm(
-            input, running_mean, running_var, self.weight, self.bias, use_batch_stats, momentum, self.eps
-        )
+        """Normalize ``input`` with batch statistics (updating the buffers given) or the buffers."""
+        if use_batch_stats:
+            checks.check_batch_size(input)
+            return ops.train(input, self.weight, self.bias, running_mean, running_var, momentum, self.eps)[0]
+        return ops.evaluate(input, running_mean, running_var, self.weight, self.bias, self.eps)
 
 
 _DOC = r"""Applies Batch Normalization over a {input_desc} input.

@@ -18,8 +18,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .. import functional as F
+from ..core import checks, ops
 from .batchnorm import _BatchNorm
+from .swap import swap
 
 __all__ = ["FrozenBatchNorm1d", "FrozenBatchNorm2d", "FrozenBatchNorm3d"]
 
@@ -30,7 +31,7 @@ class _FrozenBatchNorm(nn.Module):
     def __init__(self, num_features: int, eps: float = 1e-5, device=None, dtype=None) -> None:
         if isinstance(num_features, bool) or not isinstance(num_features, int) or num_features <= 0:
             raise ValueError(f"expected num_features to be a positive int (got {num_features!r})")
-        F.check_hyperparameters(eps, None)
+        checks.check_hyperparameters(eps, None)
         super().__init__()
         factory = {"device": device, "dtype": dtype}
         self.num_features = num_features
@@ -55,31 +56,23 @@ class _FrozenBatchNorm(nn.Module):
 
     def forward(self, input: Tensor) -> Tensor:
         self._check_input_dim(input)
-        return F.batch_norm(input, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
+        checks.check_input(input, self.num_features)
+        return ops.evaluate(input, self.running_mean, self.running_var, self.weight, self.bias, self.eps)
 
     @classmethod
     def from_batchnorm(cls, bn: nn.Module) -> "_FrozenBatchNorm":
-        """A frozen copy of ``bn`` (bnlab or torch batch norm): its eval map, device and dtype.
+        """``bn`` (bnlab or torch batch norm) frozen: its eval map, device and dtype.
 
-        ``affine=False`` layers freeze with gamma = 1, beta = 0. Layers without running statistics
-        have nothing to freeze and are refused.
+        The frozen layer holds ``bn``'s own tensors (gamma and beta detached, as buffers), as every
+        bnlab conversion does (:mod:`bnlab.nn.swap`); ``affine=False`` layers freeze with gamma = 1,
+        beta = 0. Layers without running statistics have nothing to freeze and are refused.
         """
         if getattr(bn, "running_mean", None) is None or getattr(bn, "running_var", None) is None:
             raise ValueError(
                 f"expected a batch-norm layer with running statistics (got {type(bn).__name__} "
                 f"with track_running_stats=False or no buffers)"
             )
-        rm = bn.running_mean
-        frozen = cls(bn.num_features, bn.eps, device=rm.device, dtype=rm.dtype)
-        with torch.no_grad():
-            frozen.running_mean.copy_(rm)
-            frozen.running_var.copy_(bn.running_var)
-            if getattr(bn, "weight", None) is not None:
-                frozen.weight.copy_(bn.weight)
-            if getattr(bn, "bias", None) is not None:
-                frozen.bias.copy_(bn.bias)
-        frozen.train(bn.training)
-        return frozen
+        return swap(bn, cls(bn.num_features, bn.eps, device="meta"))
 
 
 class FrozenBatchNorm1d(_FrozenBatchNorm):

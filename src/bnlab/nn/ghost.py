@@ -34,7 +34,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .. import functional as F
+from ..core import checks, ops
+from ..core import math as M
 from .batchnorm import _BatchNorm
 
 __all__ = ["GhostBatchNorm1d", "GhostBatchNorm2d", "GhostBatchNorm3d"]
@@ -81,8 +82,8 @@ class _GhostBatchNorm(_BatchNorm):
             parts.append(self._equal_ghosts(input[: n_equal * v], n_equal) + (v,))
         if n_equal < len(sizes):
             last = input[n_equal * v :]
-            F.check_batch_size(last)
-            y, mean, var = F.BatchNormTrain.apply(last, self.weight, self.bias, self.eps)
+            checks.check_batch_size(last)
+            y, mean, var = ops.train(last, self.weight, self.bias, None, None, 0.0, self.eps)
             parts.append((y, mean.unsqueeze(0), var.unsqueeze(0), last.shape[0]))
         y = parts[0][0] if len(parts) == 1 else torch.cat([p[0] for p in parts])
         if running_mean is not None or running_var is not None:
@@ -94,23 +95,23 @@ class _GhostBatchNorm(_BatchNorm):
         n, c, spatial = x.shape[0], x.shape[1], x.shape[2:]
         v = n // g
         xg = x.reshape(g, v, c, *spatial).transpose(0, 1).reshape(v, g * c, *spatial)  # (v, G*C, *)
-        F.check_batch_size(xg)
+        checks.check_batch_size(xg)
         weight = None if self.weight is None else self.weight.repeat(g)
         bias = None if self.bias is None else self.bias.repeat(g)
-        yg, mean, var = F.BatchNormTrain.apply(xg, weight, bias, self.eps)
+        yg, mean, var = ops.train(xg, weight, bias, None, None, 0.0, self.eps)
         y = yg.reshape(v, g, c, *spatial).transpose(0, 1).reshape(n, c, *spatial)  # (N, C, *)
         return y, mean.view(g, c), var.view(g, c)
 
     def _update_running_stats(self, input, parts, running_mean, running_var, momentum) -> None:
         """One update with the whole batch's statistics, combined from the ghosts' (Chan)."""
-        per_sample = F.count_per_channel(input) // input.shape[0]
+        per_sample = M.count_per_channel(input) // input.shape[0]
         mean = torch.cat([p[1] for p in parts])  # (G, C)
         var = torch.cat([p[2] for p in parts])  # (G, C), biased
         count = torch.cat([torch.full((p[1].shape[0],), float(p[3] * per_sample)) for p in parts])
         count = count.to(device=mean.device, dtype=mean.dtype)  # (G,) values per channel per ghost
-        _, mean, m2 = F.combine_moments(count, mean, var * count.unsqueeze(1))
-        m = F.count_per_channel(input)
-        F.update_running_stats(running_mean, running_var, mean, m2 / m, m, momentum)
+        _, mean, m2 = M.combine_moments(count, mean, var * count.unsqueeze(1))
+        m = M.count_per_channel(input)
+        ops.update_running_stats(running_mean, running_var, mean, m2 / m, m, momentum)
 
 
 class GhostBatchNorm1d(_GhostBatchNorm):

@@ -26,7 +26,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .. import functional as F
 from .batchnorm import _BatchNorm
 
 __all__ = ["MaskedBatchNorm1d"]
@@ -58,8 +57,7 @@ class MaskedBatchNorm1d(_BatchNorm):
     def forward(self, input: Tensor, mask: Tensor | None = None) -> Tensor:
         if mask is None:
             return super().forward(input)
-        self._check_input_dim(input)
-        F.check_input(input, self.num_features)
+        self._check_input(input)
         self._check_mask(input, mask)
         factor = self._momentum_factor()
         use_batch_stats = self.training or (self.running_mean is None and self.running_var is None)

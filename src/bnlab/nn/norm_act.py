@@ -22,75 +22,20 @@ The conventions are BN's (:mod:`bnlab.functional`): biased variance to normalize
 the running variance, momentum the weight of the new batch. The layers subclass bnlab's BN base,
 so plain BatchNorm state_dicts load. Eval mode is BN with running statistics, then the activation.
 
-:class:`_BatchNormActTrain` calls exactly one function in forward and one in backward,
-:func:`bnlab.kernels.dispatch.bn_act_train_forward` / ``bn_act_train_backward``: the fused CPU
-kernel where it applies, else the pure-torch reference.
+The layer runs the same engine operations as plain batch norm (:mod:`bnlab.core.ops`) with the
+activation named, so it takes the fused kernels wherever plain BN takes the fast ones; the
+in-place ABN inversion is in :mod:`bnlab.core.autograd`.
 """
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
-from .. import functional as F
-from ..activations import INVERTIBLE, activate, check_activation, invert
-from ..kernels import dispatch
+from ..activations import INVERTIBLE, check_activation
+from ..core import checks, ops
 from .batchnorm import _BatchNorm
 
 __all__ = ["BatchNormAct1d", "BatchNormAct2d", "BatchNormAct3d"]
-
-
-# The two functions the Function below calls: the dispatch picks the fused kernel or the torch
-# reference (which recomputes the pre-activation from x in backward).
-_FORWARD = dispatch.bn_act_train_forward
-_BACKWARD = dispatch.bn_act_train_backward
-
-
-def _input_from_output(y, weight, bias, mean, var, eps, act, negative_slope) -> Tensor:
-    """In-place ABN: x = (act^-1(y) - beta) / (gamma * invstd) + mean."""
-    shape = F.channel_shape(y)
-    z = invert(y.to(mean.dtype), act, negative_slope)
-    scale = torch.rsqrt(var + eps)
-    if weight is not None:
-        scale = scale * weight.to(scale.dtype)
-    if bias is not None:
-        z = z - bias.to(z.dtype).view(shape)
-    return (z / scale.view(shape) + mean.view(shape)).to(y.dtype)
-
-
-class _BatchNormActTrain(torch.autograd.Function):
-    """Returns (y, mean, var); saves x (or y with ``save_output``) and four (C,) vectors."""
-
-    @staticmethod
-    def forward(ctx, x, weight, bias, eps: float, act: str, negative_slope: float, save_output: bool):
-        y, mean, var = _FORWARD(x, weight, bias, eps, act, negative_slope)
-        ctx.save_for_backward(y if save_output else x, weight, bias, mean, var)
-        ctx.config = (eps, act, negative_slope, save_output)
-        ctx.mark_non_differentiable(mean, var)
-        return y, mean, var
-
-    @staticmethod
-    def backward(ctx, dy, _dmean, _dvar):
-        saved, weight, bias, mean, var = ctx.saved_tensors
-        eps, act, negative_slope, save_output = ctx.config
-        if save_output:
-            if torch.is_grad_enabled():
-                raise RuntimeError("double backward is not supported by BatchNormAct with save_output=True")
-            x = _input_from_output(saved, weight, bias, mean, var, eps, act, negative_slope)
-        else:
-            x = saved
-            if torch.is_grad_enabled():
-                # Double backward: statistics as differentiable functions of x (as BatchNormTrain).
-                mean, var = F.batch_stats(x)
-        dx, dweight, dbias = _BACKWARD(
-            dy, x, weight, bias, mean, var, eps, act, negative_slope, tuple(ctx.needs_input_grad[:3])
-        )
-        return (
-            dx,
-            dweight if ctx.needs_input_grad[1] else None,
-            dbias if ctx.needs_input_grad[2] else None,
-            None, None, None, None,
-        )
 
 
 class _BatchNormAct(_BatchNorm):
@@ -126,18 +71,14 @@ class _BatchNormAct(_BatchNorm):
         return f"{super().extra_repr()}, act={self.act!r}{extra}"
 
     def _normalize(self, input, running_mean, running_var, use_batch_stats, momentum) -> Tensor:
+        act, slope = self.act, self.negative_slope
         if not use_batch_stats:
-            z = super()._normalize(input, running_mean, running_var, use_batch_stats, momentum)
-            return activate(z, self.act, self.negative_slope)
-        F.check_batch_size(input)
+            return ops.evaluate(input, running_mean, running_var, self.weight, self.bias, self.eps, act, slope)
+        checks.check_batch_size(input)
         if self.save_output and self.weight is not None and bool((self.weight == 0).any()):
             raise ValueError("save_output=True needs every weight (gamma) != 0 to invert BN (got a zero weight)")
-        y, mean, var = _BatchNormActTrain.apply(
-            input, self.weight, self.bias, self.eps, self.act, self.negative_slope, self.save_output
-        )
-        if running_mean is not None or running_var is not None:
-            F.update_running_stats(running_mean, running_var, mean, var, F.count_per_channel(input), momentum)
-        return y
+        return ops.train(input, self.weight, self.bias, running_mean, running_var, momentum, self.eps, act, slope,
+                         save_output=self.save_output)[0]
 
 
 _CLASS_DOC = """BN followed by an activation over {shape} input, in one layer (see :mod:`bnlab.nn.norm_act`).

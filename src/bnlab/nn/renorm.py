@@ -17,9 +17,10 @@ training output equals :math:`\gamma (x - \mu)/\sigma + \beta`, the eval output.
 ``r_max = 1, d_max = 0`` it is exactly batch norm, outputs and gradients.
 
 Implementation: since r and d are constants, the layer *is* batch norm with the affine parameters
-:math:`\gamma r` and :math:`\gamma d + \beta`; it calls the BN core with those, so the gradients of
-x, :math:`\gamma` and :math:`\beta` follow from the one closed-form backward and autograd through
-the two products. The batch statistics are computed once more (without grad) for r and d.
+:math:`\gamma r` and :math:`\gamma d + \beta`; it runs the engine's training operation with a
+function that turns the batch statistics into those parameters, so the statistics are computed
+once (on the fast kernels where plain BN runs them), and the gradients of x, :math:`\gamma` and
+:math:`\beta` follow from the one closed-form backward and autograd through the two products.
 
 Running statistics: PyTorch's convention (momentum = weight of the new batch, running variance
 = unbiased batch variance), not the paper's moving average of :math:`\sigma`; eval is plain BN
@@ -37,7 +38,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from .. import functional as F
+from ..core import checks, ops
 from .batchnorm import _BatchNorm
 
 __all__ = ["BatchRenorm1d", "BatchRenorm2d", "BatchRenorm3d", "compressed_warmup", "renorm_warmup",
@@ -116,23 +117,23 @@ class _BatchRenorm(_BatchNorm):
     def _normalize(self, input, running_mean, running_var, use_batch_stats, momentum) -> Tensor:
         if not use_batch_stats:
             return super()._normalize(input, running_mean, running_var, use_batch_stats, momentum)
-        F.check_batch_size(input)
+        checks.check_batch_size(input)
         r_max, d_max = self.limits()  # num_batches_tracked already counts this batch (1-based step)
-        with torch.no_grad():
-            mean_b, var_b = F.batch_stats(input)
-            sigma = torch.sqrt(running_var.to(var_b.dtype) + self.eps)
-            r = (torch.sqrt(var_b + self.eps) / sigma).clamp(1 / r_max, r_max)
+        weight, bias, eps = self.weight, self.bias, self.eps
+
+        def corrected_affine(mean_b: Tensor, var_b: Tensor):
+            """gamma * r and gamma * d + beta from the batch and the running statistics (before
+            this batch's update); r and d carry no gradient."""
+            sigma = torch.sqrt(running_var.to(var_b.dtype) + eps)
+            r = (torch.sqrt(var_b + eps) / sigma).clamp(1 / r_max, r_max)
             d = ((mean_b - running_mean.to(mean_b.dtype)) / sigma).clamp(-d_max, d_max)
-        weight, bias = self.weight, self.bias
-        if weight is None:  # gamma = 1, beta = 0
-            eff_weight, eff_bias = r.to(input.dtype), d.to(input.dtype)
-        else:
-            eff_weight = weight * r.to(weight.dtype)
+            if weight is None:  # gamma = 1, beta = 0
+                return r.to(input.dtype), d.to(input.dtype)
             eff_bias = weight * d.to(weight.dtype)
-            eff_bias = eff_bias if bias is None else eff_bias + bias
-        y, mean, var = F.BatchNormTrain.apply(input, eff_weight, eff_bias, self.eps)
-        F.update_running_stats(running_mean, running_var, mean, var, F.count_per_channel(input), momentum)
-        return y
+            return weight * r.to(weight.dtype), eff_bias if bias is None else eff_bias + bias
+
+        return ops.train(input, weight, bias, running_mean, running_var, momentum, eps,
+                         affine_from_stats=corrected_affine)[0]
 
 
 _CLASS_DOC = """Batch Renorm over {shape} input; see :mod:`bnlab.nn.renorm` for the math and schedule.

@@ -6,36 +6,27 @@ with its own statistics. SyncBatchNorm normalizes every slice with the statistic
 torch.nn.SyncBatchNorm). Conventions as in :mod:`bnlab.functional`: biased variance to normalize,
 unbiased in the running variance, momentum the weight of the new batch.
 
-Forward (training), per rank p with m_p values per channel (m_p may be 0)::
-
-    (m_p, mean_p, M2_p)          local moments                      (C,) each
-    all_gather -> (P, 2C+1)      one collective
-    (m, mean, M2) = Chan's combination of the P rows   (bnlab.functional.combine_moments)
-    y = (x - mean) / sqrt(M2/m + eps) * weight + bias
-
-Backward: each rank reduces ``sum(dy)`` and ``sum(dy * (x - mean))`` over its slice; one
-all_reduce sums them over ranks; ``dx`` then follows from the global sums divided by the global m
-(:func:`~bnlab.functional.backward_elemt`). The weight/bias gradients returned are the *local*
-ones, as in torch: data-parallel gradient averaging (DDP) sums them, and the sum over ranks is the
-gradient of single-process BN on the concatenated batch.
+Training runs :func:`bnlab.core.sync.sync_train`: local statistics and the backward's local sums
+come from the batch-norm primitives (the fast kernels wherever plain BN takes them), and one
+collective each way combines them: an all_gather of (count, mean, M2) per rank in the forward,
+combined with Chan's formula, and an all_reduce of the two backward sums. The weight/bias
+gradients are the *local* ones, as in torch (DDP sums them over ranks).
 
 Eval mode does not communicate (running statistics are used; with ``track_running_stats=False``
 each rank normalizes with its own batch statistics, as torch does). When torch.distributed is not
 available or not initialised, or the group has one process, the layer is plain batch norm.
 Collectives work for gloo with CPU tensors (torch's own SyncBatchNorm refuses them) and NCCL with
-CUDA tensors; nothing here assumes a device. The per-rank count travels as a float in the
-statistics' dtype: exact up to 2^24 values per channel per rank in float32.
+CUDA tensors; nothing here assumes a device.
 """
 
 from __future__ import annotations
 
-import torch
 import torch.distributed as dist
 from torch import Tensor, nn
-from torch.autograd.function import once_differentiable
 
-from .. import functional as F
+from ..core.sync import sync_train
 from .batchnorm import BatchNorm1d, BatchNorm2d, BatchNorm3d, _BatchNorm
+from .swap import plain_config, swap
 
 __all__ = ["SyncBatchNorm", "revert_sync_batchnorm"]
 
@@ -44,53 +35,6 @@ def _world_size(process_group) -> int:
     if not (dist.is_available() and dist.is_initialized()):
         return 1
     return dist.get_world_size(process_group)
-
-
-class _SyncBatchNormTrain(torch.autograd.Function):
-    """Returns (y, mean, biased var, global count); only y is differentiable."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, weight, bias, eps: float, process_group, world_size: int):
-        count, mean, m2 = F.local_moments(x)
-        local = torch.cat([count.view(1), mean, m2])  # (2C+1,)
-        gathered = torch.empty(world_size, local.numel(), dtype=local.dtype, device=local.device)
-        dist.all_gather(list(gathered.unbind(0)), local, group=process_group)
-        c = x.shape[1]
-        total, mean, m2 = F.combine_moments(gathered[:, 0], gathered[:, 1 : c + 1], gathered[:, c + 1 :])
-        if total.item() <= 1:
-            raise ValueError(
-                f"Expected more than 1 value per channel when training, got {int(total.item())} "
-                f"over all {world_size} processes (local input size {tuple(x.shape)})"
-            )
-        var = m2 / total
-        invstd = torch.rsqrt(var + eps)
-        y = F.normalize(x, mean, invstd, weight, bias)
-        ctx.save_for_backward(x, weight, bias, mean, invstd, total)
-        ctx.process_group = process_group
-        ctx.mark_non_differentiable(mean, var, total)
-        return y, mean, var, total
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, dy, _dmean, _dvar, _dtotal):
-        x, weight, bias, mean, invstd, total = ctx.saved_tensors
-        sum_dy, sum_dy_xmu = F.backward_reduce(dy, x, mean)
-        dweight, dbias = F.param_grads(sum_dy, sum_dy_xmu, invstd, weight, bias)  # local, as torch
-        dx = None
-        if ctx.needs_input_grad[0]:
-            # Every rank must join this collective, including those with an empty slice.
-            sums = torch.cat([sum_dy, sum_dy_xmu])  # (2C,)
-            dist.all_reduce(sums, group=ctx.process_group)
-            g_dy, g_dy_xmu = sums.chunk(2)
-            dx = F.backward_elemt(dy, x, mean, invstd, weight, g_dy / total, g_dy_xmu / total)
-        return (
-            dx,
-            dweight if ctx.needs_input_grad[1] else None,
-            dbias if ctx.needs_input_grad[2] else None,
-            None,
-            None,
-            None,
-        )
 
 
 class SyncBatchNorm(_BatchNorm):
@@ -143,12 +87,8 @@ class SyncBatchNorm(_BatchNorm):
         world_size = _world_size(self.process_group)
         if not (self.training and use_batch_stats and world_size > 1):
             return super()._normalize(input, running_mean, running_var, use_batch_stats, momentum)
-        y, mean, var, total = _SyncBatchNormTrain.apply(
-            input, self.weight, self.bias, self.eps, self.process_group, world_size
-        )
-        if running_mean is not None or running_var is not None:
-            F.update_running_stats(running_mean, running_var, mean, var, int(total.item()), momentum)
-        return y
+        return sync_train(input, self.weight, self.bias, running_mean, running_var, momentum, self.eps,
+                          self.process_group, world_size)
 
     @classmethod
     def convert_sync_batchnorm(cls, module: nn.Module, process_group=None) -> nn.Module:
@@ -156,16 +96,17 @@ class SyncBatchNorm(_BatchNorm):
         ``module`` by a SyncBatchNorm; returns the converted module (``module`` itself is changed
         in place where it has children).
 
-        The new layers take over the *same* Parameter objects (so an optimizer built before keeps
-        working) and copies of the buffers, and keep ``training``, ``requires_grad``, device and
-        dtype. The original class is remembered for :func:`revert_sync_batchnorm`. Other batch-norm
-        subclasses (ghost, renorm, fused activation, lazy ...) are refused with a TypeError rather
-        than converted and silently stripped of their behaviour.
+        As torch's ``convert_sync_batchnorm``, the new layers hold the *same* Parameter and buffer
+        tensors (so an optimizer built before keeps working) and keep ``training``, device and
+        dtype (:mod:`bnlab.nn.swap`). The original class is remembered for
+        :func:`revert_sync_batchnorm`. Other batch-norm subclasses (ghost, renorm, fused
+        activation, lazy ...) are refused with a TypeError rather than converted and silently
+        stripped of their behaviour.
         """
         if isinstance(module, SyncBatchNorm):
             return module
         if type(module) in _CONVERTIBLE:
-            new = _swap(module, cls, process_group=process_group)
+            new = swap(module, cls(**plain_config(module), process_group=process_group, device="meta"))
             new._converted_from = _CONVERTIBLE[type(module)]
             return new
         if isinstance(module, (_BatchNorm, nn.modules.batchnorm._BatchNorm)):
@@ -188,35 +129,14 @@ _CONVERTIBLE: dict[type, type | None] = {
 }
 
 
-def _swap(old: nn.Module, new_cls: type, **extra) -> nn.Module:
-    """A ``new_cls`` layer carrying ``old``'s configuration, parameters, buffers and mode."""
-    ref = old.running_mean if old.running_mean is not None else old.weight
-    factory = {} if ref is None else {"device": ref.device, "dtype": ref.dtype}
-    new = new_cls(
-        old.num_features, old.eps, old.momentum, old.affine, old.track_running_stats,
-        bias=old.bias is not None or not old.affine, **extra, **factory,
-    )
-    if old.affine:
-        new.weight = old.weight
-        new.bias = old.bias
-    if old.track_running_stats:
-        with torch.no_grad():
-            for name in ("running_mean", "running_var", "num_batches_tracked"):
-                getattr(new, name).copy_(getattr(old, name))
-    new.train(old.training)
-    if hasattr(old, "qconfig"):
-        new.qconfig = old.qconfig
-    return new
-
-
 def revert_sync_batchnorm(module: nn.Module, batchnorm_cls: type | None = None) -> nn.Module:
     """The way back: replace every SyncBatchNorm (bnlab's or torch's) by a bnlab BatchNorm layer.
 
     The class is the one the layer was converted from (remembered by
     :meth:`SyncBatchNorm.convert_sync_batchnorm`, bnlab's equivalent where that was torch's), else
     ``batchnorm_cls`` (e.g. ``bnlab.nn.BatchNorm2d``); a SyncBatchNorm does not know its input's
-    dimensionality, so one built directly needs it. Parameters are taken over, buffers copied,
-    ``training``, device and dtype kept, as in the conversion.
+    dimensionality, so one built directly needs it. The new layers hold the same tensors and keep
+    ``training``, device and dtype, as in the conversion (:mod:`bnlab.nn.swap`).
     """
     if isinstance(module, (SyncBatchNorm, nn.SyncBatchNorm)):
         target = getattr(module, "_converted_from", None) or batchnorm_cls
@@ -227,7 +147,7 @@ def revert_sync_batchnorm(module: nn.Module, batchnorm_cls: type | None = None) 
             )
         if not (isinstance(target, type) and issubclass(target, _BatchNorm)):
             raise TypeError(f"expected a bnlab batch-norm class for batchnorm_cls (got {target!r})")
-        return _swap(module, target)
+        return swap(module, target(**plain_config(module), device="meta"))
     for name, child in module.named_children():
         new = revert_sync_batchnorm(child, batchnorm_cls)
         if new is not child:

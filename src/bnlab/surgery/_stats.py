@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import functional as F
-from .convert import is_batchnorm
+from .sources import is_batchnorm
 
 
 class ChannelStats:

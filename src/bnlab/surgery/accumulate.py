@@ -4,7 +4,7 @@ With gradient accumulation, one optimizer step sees ``k`` micro-batches; every B
 its running statistics ``k`` times, each from a micro-batch, so the running average weighs the
 step's data as ``k`` small batches (momentum applied ``k`` times, variances of small batches).
 :class:`ExactBNAccumulation` instead collects each micro-batch's per-channel ``(count, mean, M2)``
-(:func:`bnlab.functional.merge_stats` combines them exactly) and commits **one** update per
+(:func:`bnlab.functional.combine_moments` combines them exactly) and commits **one** update per
 optimizer step, with PyTorch's rule (:func:`bnlab.functional.update_running_stats`)::
 
     running_mean = (1 - momentum) * running_mean + momentum * mean

@@ -1,6 +1,6 @@
 r"""``bnlab.fold(model)``: fold eval-mode batch norm into the layer before it, for inference.
 
-In eval mode BN is a per-channel affine map (:func:`bnlab.functional.eval_affine`)::
+In eval mode BN is a per-channel affine map (:func:`bnlab.core.math.eval_affine`)::
 
     scale = gamma / sqrt(running_var + eps)        shift = beta - running_mean * scale
 
@@ -12,9 +12,9 @@ for ConvTranspose1d/2d/3d, whose weight is ``(in, out/groups, *k)``: output chan
 applied per group (torch.nn.utils.fusion's transpose path ignores groups).
 
 Two levels, as in torch.nn.utils.fusion: :func:`fold_weights` works on tensors;
-:func:`fold` checks its preconditions (eval mode), finds the pairs -- by a torch.fx trace of the
-forward when the model traces, else as neighbours in ``nn.Sequential`` -- replaces each layer's
-weight and bias and each folded BN with ``nn.Identity``. A pair is folded only when the layer's
+:func:`fold` checks its preconditions (eval mode), finds the pairs (:mod:`bnlab.surgery.graph`: a
+torch.fx trace of the forward when the model traces, else neighbours in ``nn.Sequential``), and
+replaces each layer's weight and bias and each folded BN with ``nn.Identity``. A pair is folded only when the layer's
 output feeds the BN alone and each module is called once, so the result computes the same function.
 Linear + BatchNorm1d assumes the (N, C) input that BatchNorm1d normalizes per feature.
 """
@@ -28,13 +28,12 @@ import warnings
 import torch
 from torch import Tensor, nn
 
-from .. import functional as F
+from ..core import math as M
 from ..nn import batchnorm as bnlab_bn
+from .graph import LAYERS, TRANSPOSED, bn_neighbours
 
 __all__ = ["fold", "fold_weights", "find_pairs", "max_abs_diff", "FoldReport", "bench_models", "FOLDABLE_BN"]
 
-LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d, nn.Linear)
-TRANSPOSED = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 # BN classes whose eval forward is exactly the affine map above (subclasses may add behaviour).
 FOLDABLE_BN: set[type] = {
     nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, bnlab_bn.BatchNorm1d, bnlab_bn.BatchNorm2d, bnlab_bn.BatchNorm3d,
@@ -74,7 +73,7 @@ def fold_weights(
         ``(weight', bias')`` in the dtypes of ``weight`` (bias' in weight's dtype when bias is None),
         computed in at least float32.
     """
-    scale, shift = F.eval_affine(running_mean, running_var, bn_weight, bn_bias, eps)
+    scale, shift = M.eval_affine(running_mean, running_var, bn_weight, bn_bias, eps)
     acc = torch.promote_types(torch.promote_types(weight.dtype, torch.float32), scale.dtype)
     scale, shift = scale.to(acc), shift.to(acc)
     out = scale.numel()
@@ -111,54 +110,16 @@ def _can_fold(layer: nn.Module, bn: nn.Module) -> bool:
     )
 
 
-class _LeafTracer(torch.fx.Tracer):
-    """Keeps layers and every BN (bnlab's included) as single call_module nodes."""
-
-    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return isinstance(m, LAYERS) or type(m) in FOLDABLE_BN or super().is_leaf_module(m, qualname)
-
-
-def _fx_pairs(model: nn.Module) -> list[tuple[str, str]] | None:
-    try:
-        graph = _LeafTracer().trace(model)
-    except Exception:  # untraceable forward (data-dependent control flow, ...): fall back
-        return None
-    calls: dict[str, int] = {}
-    for node in graph.nodes:
-        if node.op == "call_module":
-            calls[node.target] = calls.get(node.target, 0) + 1
-    pairs = []
-    for node in graph.nodes:
-        if node.op != "call_module" or not node.args or not isinstance(node.args[0], torch.fx.Node):
-            continue
-        prev = node.args[0]
-        if prev.op != "call_module" or len(prev.users) != 1 or calls[prev.target] != 1 or calls[node.target] != 1:
-            continue
-        if _can_fold(model.get_submodule(prev.target), model.get_submodule(node.target)):
-            pairs.append((prev.target, node.target))
-    return pairs
-
-
-def _sequential_pairs(model: nn.Module) -> list[tuple[str, str]]:
-    uses: dict[int, int] = {}
-    for m in model.modules(remove_duplicate=False):
-        uses[id(m)] = uses.get(id(m), 0) + 1
-    pairs = []
-    for name, seq in model.named_modules():
-        if not isinstance(seq, nn.Sequential):
-            continue
-        children = list(seq.named_children())
-        for (na, a), (nb, b) in zip(children, children[1:]):
-            if uses[id(a)] == 1 and uses[id(b)] == 1 and _can_fold(a, b):
-                prefix = f"{name}." if name else ""
-                pairs.append((prefix + na, prefix + nb))
-    return pairs
-
-
 def find_pairs(model: nn.Module) -> list[tuple[str, str]]:
-    """(layer name, BN name) pairs that :func:`fold` would fold: by fx trace, else in Sequentials."""
-    pairs = _fx_pairs(model)
-    return _sequential_pairs(model) if pairs is None else pairs
+    """(layer name, BN name) pairs that :func:`fold` would fold: a conv / linear layer whose output
+    feeds the BN alone, each called once (:func:`bnlab.surgery.graph.bn_neighbours`)."""
+    pairs = []
+    for bn_name, nb in bn_neighbours(model, lambda m: type(m) in FOLDABLE_BN).items():
+        if nb.prev is None or nb.prev.startswith("fn:") or not nb.prev_single_use:
+            continue
+        if nb.called_once(nb.prev, bn_name) and _can_fold(model.get_submodule(nb.prev), model.get_submodule(bn_name)):
+            pairs.append((nb.prev, bn_name))
+    return pairs
 
 
 def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:

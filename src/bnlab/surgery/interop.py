@@ -38,7 +38,7 @@ from ..nn import batchnorm as bnlab_bn
 from .conventions import (
     FLAX_DEFAULTS, KERAS_DEFAULTS, biased_to_unbiased, decay_to_momentum, momentum_to_decay, unbiased_to_biased,
 )
-from .convert import is_batchnorm
+from .sources import is_batchnorm
 
 __all__ = ["to_keras", "from_keras", "keras_weight_list", "to_flax", "from_flax"]
 

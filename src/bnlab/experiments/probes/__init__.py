@@ -8,3 +8,4 @@ this package when a spec names a probe it does not know yet. Add a submodule's i
 
 from . import ics, landscape  # noqa: F401  (C6, C7)
 from . import precise_eval  # noqa: F401  (C11: EMA vs PreciseBN)
+from . import shift_eval  # noqa: F401  (C13, C14: adaptation to shifted data)

@@ -1,0 +1,107 @@
+r"""The autograd Function of training-mode batch norm (+ activation), built on the primitives.
+
+:class:`BatchNormTrain` computes ``y = act(BN(x))`` with batch statistics on the backend the
+dispatch chose for the call, and its backward is the closed form (:mod:`bnlab.functional`'s
+docstring, docs/backward.md) on the backend :func:`~bnlab.core.dispatch.select_backward` chooses.
+It saves ``x`` (or, for in-place activated BN, ``y``) and the (C,) statistics: the pre-activation
+and the activation's derivative are recomputed in the backward, so a fused BN + activation keeps
+half the bytes of the two torch layers.
+
+**In-place activated BN** (Rota Bulò, Porzi & Kontschieder, CVPR 2018): with ``save_output`` the
+*output* is saved and ``x = (act^-1(y) - beta) / (gamma * invstd) + mean`` is recovered in the
+backward; it needs an invertible activation and every gamma != 0 (the layer checks).
+
+**Double backward**: under grad mode the backward runs on the reference backend with the batch
+statistics recomputed from the saved ``x``, so the closed form is differentiated in torch ops.
+
+Written in the ``setup_context`` style with a generated vmap rule, so torch.func transforms and
+torch.compile can trace it (they get the reference backend).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..activations import invert
+from . import dispatch
+from . import math as M
+from .backends import Backend, Running
+
+__all__ = ["BatchNormTrain", "apply_train"]
+
+
+def input_from_output(y: Tensor, weight, bias, mean, var, eps: float, act: str, slope: float) -> Tensor:
+    """In-place ABN: x = (act^-1(y) - beta) / (gamma * invstd) + mean."""
+    shape = M.channel_shape(y)
+    z = invert(y.to(mean.dtype), act, slope)
+    scale = torch.rsqrt(var + eps)
+    if weight is not None:
+        scale = scale * weight.to(scale.dtype)
+    if bias is not None:
+        z = z - bias.to(z.dtype).view(shape)
+    return (z / scale.view(shape) + mean.view(shape)).to(y.dtype)
+
+
+class BatchNormTrain(torch.autograd.Function):
+    """``(y, mean, var)`` of ``act(BN(x))``; only ``y`` is differentiable.
+
+    Inputs: ``x, weight, bias`` (weight, bias None allowed), ``mean, var`` (None: computed from the
+    batch; given: Batch Renorm's statistics, computed once by the layer), then the non-tensor
+    settings ``eps, act, slope, backend, running, save_output``. ``running`` (a
+    :class:`~bnlab.core.backends.Running` or None) is applied inside the forward's pass, for
+    backends that fuse it.
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, weight, bias, mean, var, eps: float, act: str, slope: float, backend: Backend,
+                running: Running | None, save_output: bool):
+        if mean is None:
+            return backend.forward(x, weight, bias, eps, act, slope, running)
+        y = backend.normalize(x, mean, var, weight, bias, eps, act, slope)
+        if running is not None:
+            backend.update_running_stats(running.mean, running.var, mean, var, running.count, running.momentum)
+        return y, mean.view_as(mean), var.view_as(var)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, weight, bias, _, _, eps, act, slope, backend, _, save_output = inputs
+        y, mean, var = output
+        ctx.mark_non_differentiable(mean, var)
+        ctx.save_for_backward(y if save_output else x, weight, bias, mean, var)
+        ctx.config = (eps, act, slope, backend, save_output)
+
+    @staticmethod
+    def backward(ctx, dy, _dmean, _dvar):
+        saved, weight, bias, mean, var = ctx.saved_tensors
+        eps, act, slope, backend, save_output = ctx.config
+        if save_output:
+            if torch.is_grad_enabled():
+                raise RuntimeError("double backward is not supported by BatchNormAct with save_output=True")
+            x = input_from_output(saved, weight, bias, mean, var, eps, act, slope)
+        else:
+            x = saved
+        backend = dispatch.select_backward(backend, dy, x)
+        if torch.is_grad_enabled():
+            # Double backward: the statistics must be differentiable functions of x, so recompute
+            # them from the saved input instead of using the detached forward values.
+            mean, var = M.batch_stats(x)
+        dx, dweight, dbias = backend.backward(dy, x, weight, bias, mean, var, eps, act, slope,
+                                              ctx.needs_input_grad[:3])
+        return dx, dweight, dbias, None, None, None, None, None, None, None, None
+
+
+# torch.autograd.Function.apply binds its arguments with inspect.signature on every call (about
+# 15 us, more than a small batch's whole normalization). The C-level apply underneath does the
+# same work without it; it is used when no tracer is active (the dispatch said so), where the
+# standard apply (which tracers need) runs instead.
+_base_apply = super(torch.autograd.Function, BatchNormTrain).apply
+
+
+def apply_train(x: Tensor, weight, bias, mean, var, eps: float, act: str, slope: float, backend: Backend,
+                running: Running | None, save_output: bool = False) -> tuple[Tensor, Tensor, Tensor]:
+    """``BatchNormTrain.apply`` with the arguments above, minus the signature binding when untraced."""
+    apply = BatchNormTrain.apply if backend.traced else _base_apply
+    return apply(x, weight, bias, mean, var, eps, act, slope, backend, running, save_output)

@@ -1,0 +1,210 @@
+"""The numba CPU backend: the primitives as calls of the compiled kernels of :mod:`bnlab.kernels`.
+
+What it takes is decided by the dispatch (:mod:`bnlab.core.dispatch`): plain CPU tensors, float32 /
+float64 (and bfloat16 / float16, run on a float32 copy and rounded once, as the reference computes
+them), contiguous NC* or channels-innermost memory, per-channel vectors contiguous and of the
+input's dtype. Within that it answers every primitive.
+
+Per call it does the least Python it can: tensors cross into the kernels as addresses
+(``data_ptr()``) with their sizes, outputs are allocated once with torch, and ``forward`` updates
+the running statistics inside the same kernel call (``fuses_update``).
+
+The memory family of the kernels (:mod:`bnlab.kernels.numba_cpu`) is chosen here: *planes* for a
+contiguous (N, C, S) whose planes are at least :data:`PLANE_MIN` long, else *rows* -- channels-last
+and (N, C) input as (R, C), and short planes as N rows of C*S values (the lab's 1D CNN runs
+(100, 25, 20): 2,500 planes of 20 values, where per-plane bookkeeping would outweigh the work).
+
+Threads: each call runs on ``torch.get_num_threads()`` threads (capped by numba's pool size), so
+``torch.set_num_threads`` governs bnlab too; below :data:`PARALLEL_MIN_NUMEL` elements the kernels
+run on the calling thread.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import torch
+from torch import Tensor
+from torch.autograd.graph import increment_version
+
+from .. import math as M
+from . import Backend, Running
+
+__all__ = ["NumbaCPU", "PARALLEL_MIN_NUMEL", "PLANE_MIN", "family", "parallel"]
+
+# Below this many elements the kernels run on the calling thread: splitting the work pays off
+# above it (a (256, 512) training forward: 38 us on 2 threads, 56 us serial; at 64K elements the
+# two were even).
+PARALLEL_MIN_NUMEL = 1 << 16
+# Planes shorter than this run as rows (module docstring).
+PLANE_MIN = 64
+KERNEL_DTYPES = (torch.float32, torch.float64)  # what the kernels compute in
+
+_kernels = None  # bnlab.kernels.numba_cpu, imported on first use (numba's import costs ~0.3 s)
+_threads = threading.local()  # numba's thread count is per calling thread, like torch's
+_TAGS: dict[torch.dtype, object] = {}
+
+
+def _numba():
+    """The kernel module, with numba's thread count following torch's for this thread."""
+    global _kernels
+    if _kernels is None:
+        from ...kernels import numba_cpu
+
+        _kernels = numba_cpu
+        for dtype in KERNEL_DTYPES:
+            _TAGS[dtype] = torch.empty(0, dtype=dtype).numpy()  # the kernels' dtype, as an array type
+    want = torch.get_num_threads()
+    if getattr(_threads, "n", None) != want:
+        import numba
+
+        numba.set_num_threads(max(1, min(want, numba.config.NUMBA_NUM_THREADS)))
+        _threads.n = want
+    return _kernels
+
+
+def parallel(x: Tensor) -> bool:
+    """Whether a call on ``x`` runs the parallel kernels (large enough, more than one thread, and not
+    in a child forked after the pool started: see :mod:`bnlab.kernels.threads`)."""
+    if x.numel() < PARALLEL_MIN_NUMEL or torch.get_num_threads() < 2:
+        return False
+    return _numba().threads.parallel_allowed()
+
+
+def family(x: Tensor) -> tuple[str, tuple[int, int, int]]:
+    """The kernel family and its dims for ``x``: ("planes", (N, C, S)) or ("rows", (R, C, G)).
+
+    ``x`` is contiguous NC* or has its channels innermost (the dispatch checked).
+    """
+    C = x.shape[1]
+    if x.dim() > 2 and x.is_contiguous():
+        N = x.shape[0]
+        S = x.numel() // (N * C)
+        return ("planes", (N, C, S)) if S >= PLANE_MIN else ("rows", (N, C, S))
+    return "rows", (x.numel() // C, C, 1)
+
+
+def _ptr(t: Tensor | None) -> int:
+    return 0 if t is None else t.data_ptr()
+
+
+def _in_kernel_dtype(t: Tensor | None) -> Tensor | None:
+    """``t`` itself, or a float32 copy of a half-type tensor (memory format kept)."""
+    return t if t is None or t.dtype in KERNEL_DTYPES else t.detach().float()
+
+
+class NumbaCPU(Backend):
+    name = "numba_cpu"
+    fuses_update = True
+
+    @staticmethod
+    def _call_args(x: Tensor):
+        """The kernel module, the serial/parallel mode tag, the dtype tag, the family and its dims."""
+        K = _numba()
+        fam, dims = family(x)
+        return K, (K.PARALLEL if parallel(x) else K.SERIAL), _TAGS[x.dtype], fam == "planes", dims
+
+    def forward(self, x, weight, bias, eps, act, slope, running: Running | None):
+        xk, wk, bk = _in_kernel_dtype(x), _in_kernel_dtype(weight), _in_kernel_dtype(bias)
+        K, mode, tag, planes, dims = self._call_args(xk)
+        y = torch.empty_like(xk)
+        mean = torch.empty(dims[1], dtype=xk.dtype)
+        var = torch.empty(dims[1], dtype=xk.dtype)
+        rm = rv = None
+        count, momentum = 0, 0.0
+        if running is not None and xk is x:  # (half-type buffers are updated below in torch ops)
+            rm, rv, count, momentum = running.mean, running.var, running.count, float(running.momentum)
+        (K.forward_planes if planes else K.forward_rows)(
+            xk.data_ptr(), dims, _ptr(wk), _ptr(bk), float(eps), K.ACT_TAGS[act], float(slope), mode, y.data_ptr(),
+            mean.data_ptr(), var.data_ptr(), _ptr(rm), _ptr(rv), count, momentum, tag)
+        if running is not None:
+            if xk is not x:
+                M.update_running_stats(running.mean, running.var, mean, var, running.count, running.momentum)
+            else:  # written in place by the kernel, as lerp_ would: autograd sees the change
+                increment_version([t for t in (rm, rv) if t is not None])
+        return (y if xk is x else y.to(x.dtype)), mean, var  # a half-type y is rounded once, here
+
+    def stats(self, x):
+        xk = _in_kernel_dtype(x)
+        K, mode, tag, planes, dims = self._call_args(xk)
+        mean = torch.empty(dims[1], dtype=xk.dtype)
+        var = torch.empty(dims[1], dtype=xk.dtype)
+        (K.stats_planes if planes else K.stats_rows)(xk.data_ptr(), dims, mode, mean.data_ptr(),
+                                                              var.data_ptr(), tag)
+        return mean, var
+
+    def normalize(self, x, mean, var, weight, bias, eps, act, slope):
+        xk, wk, bk = _in_kernel_dtype(x), _in_kernel_dtype(weight), _in_kernel_dtype(bias)
+        K, mode, tag, planes, dims = self._call_args(xk)
+        y = torch.empty_like(xk)
+        (K.normalize_planes if planes else K.normalize_rows)(
+            xk.data_ptr(), dims, mean.data_ptr(), var.data_ptr(), _ptr(wk), _ptr(bk), float(eps), K.ACT_TAGS[act],
+            float(slope), mode, y.data_ptr(), tag)
+        return y if xk is x else y.to(x.dtype)
+
+    def _grad_in(self, dy: Tensor, xk: Tensor) -> Tensor:
+        if dy.stride() != xk.stride() or dy.dtype != xk.dtype:
+            return torch.empty_like(xk).copy_(dy)  # an expanded gradient, the other memory format, a half type
+        return dy
+
+    def backward(self, dy, x, weight, bias, mean, var, eps, act, slope, needs):
+        xk, wk, bk = _in_kernel_dtype(x), _in_kernel_dtype(weight), _in_kernel_dtype(bias)
+        K, mode, tag, planes, dims = self._call_args(xk)
+        C = dims[1]
+        dyk = self._grad_in(dy, xk)
+        dx = torch.empty_like(xk) if needs[0] else None
+        dw = torch.empty(C, dtype=xk.dtype) if needs[1] and weight is not None else None
+        db = torch.empty(C, dtype=xk.dtype) if needs[2] and bias is not None else None
+        (K.backward_planes if planes else K.backward_rows)(
+            dyk.data_ptr(), xk.data_ptr(), dims, _ptr(wk), _ptr(bk), mean.data_ptr(), var.data_ptr(), float(eps),
+            K.ACT_TAGS[act], float(slope), mode, _ptr(dx), _ptr(dw), _ptr(db), tag)
+        if xk is not x:  # half types: round once
+            dx = None if dx is None else dx.to(x.dtype)
+            dw = None if dw is None else dw.to(weight.dtype)
+            db = None if db is None else db.to(bias.dtype)
+        return dx, dw, db
+
+    def backward_reduce(self, dy, x, weight, bias, mean, var, eps, act, slope):
+        xk, wk, bk = _in_kernel_dtype(x), _in_kernel_dtype(weight), _in_kernel_dtype(bias)
+        K, mode, tag, planes, dims = self._call_args(xk)
+        sum_g = torch.empty(dims[1], dtype=xk.dtype)
+        sum_gxmu = torch.empty(dims[1], dtype=xk.dtype)
+        (K.reduce_planes if planes else K.reduce_rows)(
+            self._grad_in(dy, xk).data_ptr(), xk.data_ptr(), dims, _ptr(wk), _ptr(bk), mean.data_ptr(),
+            var.data_ptr(), float(eps), K.ACT_TAGS[act], float(slope), mode, sum_g.data_ptr(), sum_gxmu.data_ptr(),
+            tag)
+        return sum_g, sum_gxmu
+
+    def backward_elemt(self, dy, x, weight, bias, mean, var, eps, act, slope, mean_g, mean_gxmu):
+        xk, wk, bk = _in_kernel_dtype(x), _in_kernel_dtype(weight), _in_kernel_dtype(bias)
+        K, mode, tag, planes, dims = self._call_args(xk)
+        mean_g, mean_gxmu = mean_g.contiguous(), mean_gxmu.contiguous()
+        dx = torch.empty_like(xk)
+        (K.elemt_planes if planes else K.elemt_rows)(
+            self._grad_in(dy, xk).data_ptr(), xk.data_ptr(), dims, _ptr(wk), _ptr(bk), mean.data_ptr(),
+            var.data_ptr(), float(eps), K.ACT_TAGS[act], float(slope), mean_g.data_ptr(), mean_gxmu.data_ptr(),
+            mode, dx.data_ptr(), tag)
+        return dx if xk is x else dx.to(x.dtype)
+
+    def eval(self, x, running_mean, running_var, weight, bias, eps, act, slope):
+        xk = _in_kernel_dtype(x)
+        rm, rv, wk, bk = (_in_kernel_dtype(t) for t in (running_mean, running_var, weight, bias))
+        K, mode, tag, planes, dims = self._call_args(xk)
+        y = torch.empty_like(xk)
+        (K.eval_planes if planes else K.eval_rows)(
+            xk.data_ptr(), dims, rm.data_ptr(), rv.data_ptr(), _ptr(wk), _ptr(bk), float(eps), K.ACT_TAGS[act],
+            float(slope), mode, y.data_ptr(), tag)
+        return y if xk is x else y.to(x.dtype)
+
+    def update_running_stats(self, running_mean, running_var, mean, var, count, momentum):
+        buffers = tuple(t for t in (running_mean, running_var) if t is not None)
+        if count <= 0 or not buffers:
+            return
+        if mean.dtype not in KERNEL_DTYPES or any(t.dtype != mean.dtype for t in buffers):
+            M.update_running_stats(running_mean, running_var, mean, var, count, momentum)
+            return
+        K = _numba()
+        K.update_running_stats(_ptr(running_mean), _ptr(running_var), mean.data_ptr(), var.data_ptr(),
+                               mean.shape[0], int(count), float(momentum), _TAGS[mean.dtype])
+        increment_version(buffers)
+

@@ -1,0 +1,239 @@
+r"""The batch-normalization math, written once in torch operations (the reference).
+
+Every path of bnlab -- the reference backend, the fast kernels' tests, the layers' statistics of
+parts, model surgery -- computes batch norm with these functions or is tested against them. The
+conventions (PyTorch's) and the closed-form backward are stated in :mod:`bnlab.functional`'s
+docstring and derived in docs/backward.md; in short:
+
+* training normalizes with the *biased* batch variance ``sum((x-mean)^2) / m``, ``m = N * spatial
+  size``; the running variance accumulates the *unbiased* one, ``var * m/(m-1)``;
+* momentum is the weight of the *new* batch (``running = (1-momentum) * running + momentum *
+  batch``), given as a float or a 0-dim tensor;
+* statistics are accumulated in float32 for half types (:func:`acc_dtype`).
+
+The backward is split where a cross-process reduction goes: :func:`backward_reduce` gives the two
+per-channel sums, :func:`backward_elemt` the input gradient from their (possibly global) means.
+Everything is differentiable torch operations, so double backward differentiates the closed form.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "reduce_dims", "channel_shape", "acc_dtype", "count_per_channel",
+    "batch_stats", "normalize", "backward_reduce", "backward_elemt", "param_grads",
+    "update_running_stats", "eval_affine", "scale_shift", "local_moments", "combine_moments",
+]
+
+HALF_TYPES = (torch.float16, torch.bfloat16)
+
+
+# --- shapes and dtypes ------------------------------------------------------------------------
+
+
+def reduce_dims(x: Tensor) -> tuple[int, ...]:
+    """The dimensions a channel's statistics are taken over: N and every spatial dim (not C)."""
+    return (0,) + tuple(range(2, x.dim()))
+
+
+def channel_shape(x: Tensor) -> tuple[int, ...]:
+    """Shape that broadcasts a per-channel (C,) vector against ``x``: (1, C, 1, ..., 1)."""
+    return (1, x.shape[1]) + (1,) * (x.dim() - 2)
+
+
+def acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype statistics are accumulated in: float32 for half types, as PyTorch does."""
+    return torch.float32 if dtype in HALF_TYPES else dtype
+
+
+def count_per_channel(x: Tensor) -> int:
+    """m = N * spatial size: the number of values each channel's statistics are taken over."""
+    return x.numel() // x.shape[1] if x.dim() >= 2 and x.shape[1] else 0
+
+
+# --- training ---------------------------------------------------------------------------------
+
+
+def batch_stats(x: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-channel mean and biased variance of ``x`` (N, C, *), both (C,) in :func:`acc_dtype`.
+
+    Two passes -- the mean first, then the mean of squared deviations -- so a large common offset
+    (1e4 + N(0, 1) in float32) loses no precision, unlike E[x^2] - E[x]^2. The mean's sum is
+    accumulated in float64, so the mean is correctly rounded to the accumulation dtype. An empty
+    batch gets mean 0 and variance 0 (finite, with zero gradients).
+    """
+    dims = reduce_dims(x)
+    acc = acc_dtype(x.dtype)
+    m = max(count_per_channel(x), 1)
+    mean = (x.sum(dims, dtype=torch.float64) / m).to(acc)
+    xc = x.to(acc) - mean.view(channel_shape(x))
+    var = (xc * xc).sum(dims) / m
+    return mean, var
+
+
+def normalize(
+    x: Tensor, mean: Tensor, invstd: Tensor, weight: Tensor | None = None, bias: Tensor | None = None
+) -> Tensor:
+    """``(x - mean) * invstd * weight + bias`` per channel, computed in :func:`acc_dtype`.
+
+    ``mean``/``invstd``/``weight``/``bias`` are (C,); the result has ``x``'s dtype and memory
+    format (channels_last in, channels_last out).
+    """
+    shape = channel_shape(x)
+    acc = acc_dtype(x.dtype)
+    scale = invstd if weight is None else invstd * weight.to(acc)
+    y = (x.to(acc) - mean.view(shape)) * scale.view(shape)
+    if bias is not None:
+        y = y + bias.to(acc).view(shape)
+    return y.to(x.dtype)
+
+
+def backward_reduce(dy: Tensor, x: Tensor, mean: Tensor) -> tuple[Tensor, Tensor]:
+    """The two per-channel sums the backward needs: ``sum(dy)`` and ``sum(dy * (x - mean))``.
+
+    These are what SyncBatchNorm all-reduces across processes before :func:`backward_elemt`.
+    """
+    dims = reduce_dims(x)
+    acc = acc_dtype(x.dtype)
+    dya = dy.to(acc)
+    sum_dy = dya.sum(dims)
+    sum_dy_xmu = (dya * (x.to(acc) - mean.view(channel_shape(x)))).sum(dims)
+    return sum_dy, sum_dy_xmu
+
+
+def backward_elemt(
+    dy: Tensor,
+    x: Tensor,
+    mean: Tensor,
+    invstd: Tensor,
+    weight: Tensor | None,
+    mean_dy: Tensor,
+    mean_dy_xmu: Tensor,
+) -> Tensor:
+    """``dx = weight * invstd * (dy - mean_dy - (x - mean) * invstd^2 * mean_dy_xmu)``.
+
+    ``mean_dy = sum(dy)/m`` and ``mean_dy_xmu = sum(dy*(x-mean))/m`` over the (possibly global) m.
+    """
+    shape = channel_shape(x)
+    acc = acc_dtype(x.dtype)
+    scale = invstd if weight is None else invstd * weight.to(acc)
+    proj = (x.to(acc) - mean.view(shape)) * (invstd * invstd * mean_dy_xmu).view(shape)
+    dx = (dy.to(acc) - mean_dy.view(shape) - proj) * scale.view(shape)
+    return dx.to(x.dtype)
+
+
+def param_grads(
+    sum_dy: Tensor, sum_dy_xmu: Tensor, invstd: Tensor, weight: Tensor | None, bias: Tensor | None
+) -> tuple[Tensor | None, Tensor | None]:
+    """dweight = sum(dy * xhat) = invstd * sum(dy * (x-mean)); dbias = sum(dy); in the params' dtypes."""
+    dweight = None if weight is None else (sum_dy_xmu * invstd).to(weight.dtype)
+    dbias = None if bias is None else sum_dy.to(bias.dtype)
+    return dweight, dbias
+
+
+@torch.no_grad()
+def update_running_stats(
+    running_mean: Tensor | None,
+    running_var: Tensor | None,
+    mean: Tensor,
+    var: Tensor,
+    count: int,
+    momentum: float | Tensor,
+) -> None:
+    """``running = (1 - momentum) * running + momentum * batch`` in place, the variance unbiased.
+
+    ``var`` is the biased batch variance over ``count`` values per channel; the running variance
+    stores ``var * count / (count - 1)``. An empty batch (count 0) leaves the buffers unchanged,
+    as PyTorch does.
+    """
+    if count == 0:
+        return
+    unbiased = var * (count / (count - 1)) if count > 1 else var
+    for buf, stat in ((running_mean, mean), (running_var, unbiased)):
+        if buf is None:
+            continue
+        acc = acc_dtype(buf.dtype)
+        w = momentum.to(acc) if isinstance(momentum, Tensor) else momentum
+        if acc == buf.dtype:  # in place: this runs on every training step, so no temporaries
+            buf.lerp_(stat.to(acc), w)
+        else:  # half-type buffers: average in float32, round once
+            buf.copy_(buf.to(acc).lerp(stat.to(acc), w))
+
+
+# --- eval -------------------------------------------------------------------------------------
+
+
+def eval_affine(
+    running_mean: Tensor, running_var: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float
+) -> tuple[Tensor, Tensor]:
+    """Eval-mode batch norm as a per-channel affine map ``y = x * scale + shift``, both (C,).
+
+    ``scale = weight / sqrt(running_var + eps)`` and ``shift = bias - running_mean * scale``
+    (weight 1 and bias 0 when absent), in :func:`acc_dtype` of the running statistics. Folding BN
+    into a preceding convolution multiplies the convolution's output channels by ``scale``.
+    """
+    acc = acc_dtype(running_var.dtype)
+    scale = torch.rsqrt(running_var.to(acc) + eps)
+    if weight is not None:
+        scale = scale * weight.to(acc)
+    shift = -running_mean.to(acc) * scale
+    if bias is not None:
+        shift = shift + bias.to(acc)
+    return scale, shift
+
+
+def scale_shift(x: Tensor, scale: Tensor, shift: Tensor) -> Tensor:
+    """``x * scale + shift`` per channel in one or two vectorized passes, x's memory format kept.
+
+    The same formula as torch's eval kernel (so the same accuracy). On contiguous NCHW tensors a
+    broadcast multiply and an in-place add run faster than one ``addcmul``; where the channel is
+    the innermost dimension (channels-last, or (N, C) rows) ``addcmul`` is the faster.
+    """
+    shape = channel_shape(x)
+    if x.is_contiguous() and x.numel() != x.shape[0] * x.shape[1]:  # NC* with a spatial extent
+        return torch.mul(x, scale.view(shape)).add_(shift.view(shape))
+    return torch.addcmul(shift.view(shape), x, scale.view(shape))  # (N, C) rows, channels-last
+
+
+# --- statistics of parts: combining ranks, ghosts and micro-batches ---------------------------
+
+
+def local_moments(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``(count, mean, M2)`` of ``x`` (N, C, *) per channel, with ``M2 = sum((x - mean)^2)``.
+
+    The sufficient statistics of a part of a batch, in :func:`acc_dtype`; ``count`` is a 0-dim
+    tensor (the same for every channel). An empty part (N = 0) gives count 0 and zero mean and M2,
+    so it can be combined with :func:`combine_moments` like any other part.
+    """
+    m = count_per_channel(x)
+    acc = acc_dtype(x.dtype)
+    count = torch.tensor(float(m), dtype=acc, device=x.device)
+    if m == 0:
+        zeros = torch.zeros(x.shape[1], dtype=acc, device=x.device)
+        return count, zeros, zeros.clone()
+    mean, var = batch_stats(x)
+    return count, mean, var * m
+
+
+def combine_moments(count: Tensor, mean: Tensor, m2: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    r"""Chan et al.'s parallel formula: the ``(count, mean, M2)`` of the union of P parts.
+
+    ``count`` is (P,) and ``mean``, ``m2`` are (P, C), one row per part (a process, a ghost batch,
+    a micro-batch). With :math:`n = \sum_p n_p`:
+
+    .. math::
+        \mu = \frac{1}{n}\sum_p n_p \mu_p, \qquad
+        M_2 = \sum_p M_{2,p} + \sum_p n_p (\mu_p - \mu)^2
+
+    (Chan, Golub & LeVeque 1979, the pairwise update applied to all parts at once). The parts may
+    have different sizes, including 0 (their rows must then be finite, e.g. zeros). Unlike pooling
+    sums of squares this does not cancel catastrophically. Returns the total count (0-dim), mean
+    (C,) and M2 (C,); the biased variance is ``M2 / count``. The total count must be positive.
+    """
+    total = count.sum()
+    weights = (count / total).unsqueeze(1)  # (P, 1)
+    mu = (weights * mean).sum(0)
+    spread = (count.unsqueeze(1) * (mean - mu) ** 2).sum(0)
+    return total, mu, m2.sum(0) + spread

@@ -1,0 +1,89 @@
+"""The operations the layers call: training-mode and eval-mode batch norm (+ activation).
+
+Each asks the dispatch once (:mod:`bnlab.core.dispatch`) and runs its primitives on the answer.
+They check no arguments: the layer (or :func:`bnlab.functional.batch_norm`) has done that, once,
+with :mod:`bnlab.core.checks`.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from . import dispatch
+from . import math as M
+from .autograd import apply_train
+from .backends import Running
+
+__all__ = ["train", "evaluate", "update_running_stats"]
+
+# (mean, var) of the batch -> (weight, bias) to normalize with (Batch Renorm's corrected affine map)
+AffineFromStats = Callable[[Tensor, Tensor], tuple[Tensor | None, Tensor | None]]
+
+
+def train(
+    x: Tensor,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    running_mean: Tensor | None,
+    running_var: Tensor | None,
+    momentum: float | Tensor,
+    eps: float,
+    act: str = "identity",
+    slope: float = 0.0,
+    *,
+    save_output: bool = False,
+    affine_from_stats: AffineFromStats | None = None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``act(BN(x))`` with batch statistics: ``(y, mean, biased var)``; the running statistics,
+    when given, are updated in place (unbiased variance, ``momentum`` the weight of the batch).
+
+    ``affine_from_stats``: called with the batch statistics (computed once, without autograd)
+    before normalizing; it returns the weight and bias to normalize with. Batch Renorm passes its
+    r/d correction here.
+    """
+    backend = dispatch.select(x, weight, bias, running_mean, running_var)
+    count = M.count_per_channel(x)
+    update = count > 0 and (running_mean is not None or running_var is not None)
+    running = Running(running_mean, running_var, count, momentum) if update and backend.fuses_update else None
+    mean = var = None
+    if affine_from_stats is not None:
+        with torch.no_grad():
+            mean, var = backend.stats(x)
+        weight, bias = affine_from_stats(mean, var)
+    y, mean, var = apply_train(x, weight, bias, mean, var, eps, act, slope, backend, running, save_output)
+    if update and running is None:
+        backend.update_running_stats(running_mean, running_var, mean, var, count, momentum)
+    return y, mean, var
+
+
+def evaluate(
+    x: Tensor,
+    running_mean: Tensor,
+    running_var: Tensor,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    eps: float,
+    act: str = "identity",
+    slope: float = 0.0,
+) -> Tensor:
+    """``act(BN(x))`` with the running statistics (differentiable where autograd records a graph)."""
+    backend = dispatch.select_eval(x, running_mean, running_var, weight, bias)
+    return backend.eval(x, running_mean, running_var, weight, bias, eps, act, slope)
+
+
+def update_running_stats(
+    running_mean: Tensor | None,
+    running_var: Tensor | None,
+    mean: Tensor,
+    var: Tensor,
+    count: int,
+    momentum: float | Tensor,
+) -> None:
+    """The running-statistics update alone, for batch statistics a layer combined itself (ghosts)."""
+    if count <= 0 or (running_mean is None and running_var is None):
+        return
+    backend = dispatch.select(mean, var, running_mean, running_var)
+    backend.update_running_stats(running_mean, running_var, mean, var, count, momentum)
