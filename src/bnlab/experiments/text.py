@@ -36,6 +36,9 @@ UNITS: dict[str, Unit] = {
     "positive": Unit(1.0, 2, 0.0, math.inf, ""),  # a size that cannot be negative (C1's drift)
     "sci": Unit(1.0, None, -math.inf, math.inf, ""),  # tiny errors: 7e-15
     "p": Unit(1.0, None, 0.0, 1.0, ""),  # a p-value: see p_value
+    "pct": Unit(1.0, 1, 0.0, 100.0, "%"),  # an accuracy or error already in percent (C13, C14)
+    "pct points": Unit(1.0, 1, -100.0, 100.0, " points", signed=True),  # a difference of those
+    "share": Unit(1.0, 0, -math.inf, math.inf, "%"),  # a share in percent that may leave 0-100 (C13)
 }
 
 FEW_SEEDS = 3  # an interval over fewer seeds is flagged: with 2 seeds a t-interval is 12.7 standard errors wide

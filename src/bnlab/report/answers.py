@@ -208,3 +208,18 @@ def gamma_beta_only(ev: Evidence) -> Answer:
         out += (f" {ev.this_run}, on a small CNN: {_iv(accs[0], '%')} with only γ and β, {_iv(accs[1], '%')} with "
                 f"as many random weights, {_iv(accs[2], '%')} with all weights (chance 10%).")
     return Answer(out, (("#C12", "C12"),))
+
+
+def new_data(ev: Evidence) -> Answer:
+    """C13's own answer (``c13_adapt_statistics.answer``) when it ran; the sources' otherwise."""
+    from ..experiments import c13_adapt_statistics as c13
+
+    result = ev.results.get("C13")
+    if result is None or not any(k.startswith("Mean error at severity") for k in result.numbers):
+        return Answer("Often, when the new data differ in their statistics: re-estimate batch norm's statistics on "
+                      "unlabeled new data (AdaBN) and predict in eval mode. (Not measured in this run.)",
+                      (("#C13", "C13"), ("#C14", "C14")))
+    out = c13.answer(result, ev.results.get("C14"))
+    if ev.quick:
+        out += " This smoke test (not evidence) measured these numbers."
+    return Answer(out, (("#C13", "C13"), ("#C14", "C14")))
