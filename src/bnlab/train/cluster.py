@@ -1,0 +1,100 @@
+"""Where a sweep's runs execute when they leave the coordinating process: a Dask cluster.
+
+* ``connect(None, jobs)`` starts a ``LocalCluster`` of ``jobs`` worker processes, one thread each,
+  and stops it (workers included) when the block ends, however it ends;
+* ``connect("tcp://host:8786", ...)`` uses an existing scheduler (``dask scheduler`` on one host,
+  ``dask worker tcp://host:8786 --nthreads 1`` on each worker host) and leaves it running.
+
+Each run is one task, :func:`run_on_worker`: its config goes out as a dict, its result comes back
+as a dict through the future, so workers need bnlab installed (the same code: a worker whose
+:func:`~bnlab.train.config.code_version` differs refuses the run) but no shared file system, and
+only the coordinating process writes the results store. A worker that dies mid-run (killed, out of
+memory) has its run rescheduled by Dask on another worker; after ``distributed.scheduler.
+allowed-failures`` such deaths (default 3) the future raises ``KilledWorker`` and the sweep records
+the run as failed.
+
+Worker processes of a local cluster exit as soon as the coordinating process is gone, even after
+SIGKILL (distributed's child processes watch a pipe to their parent), so a killed sweep leaves no
+process behind; ``bnlab``'s command line turns SIGTERM into a normal exit that stops the cluster.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import traceback
+from typing import Callable, Iterator
+
+from .config import RunConfig, code_version
+
+_setups_done: set = set()  # worker_setup functions this worker process has called
+
+
+def scheduler_from_env(value: str | None = None) -> str | None:
+    """``value``, else ``$BNLAB_SCHEDULER``, else None (a local cluster)."""
+    return value or os.environ.get("BNLAB_SCHEDULER") or None
+
+
+@contextlib.contextmanager
+def connect(scheduler: str | None, jobs: int, timeout_s: float = 30.0) -> Iterator:
+    """A ``distributed.Client`` on the scheduler at ``scheduler``, or on a local cluster of ``jobs``
+    single-threaded worker processes that exists for the duration of the block."""
+    import distributed
+
+    if scheduler:
+        try:
+            client = distributed.Client(scheduler, timeout=timeout_s, set_as_default=False)
+        except OSError as e:
+            raise ConnectionError(f"cannot reach the Dask scheduler at {scheduler} within {timeout_s:g} s "
+                                  f"(expected `dask scheduler` running there): {e}") from None
+        try:
+            yield client
+        finally:
+            client.close()
+        return
+    cluster = distributed.LocalCluster(n_workers=jobs, threads_per_worker=1, processes=True,
+                                       dashboard_address=None, silence_logs=logging.ERROR)
+    try:
+        with distributed.Client(cluster, set_as_default=False) as client:
+            yield client
+    finally:
+        cluster.close()
+
+
+def run_on_worker(config: dict, expected_code: str, device: str, threads: int,
+                  setup: Callable[[], None] | None) -> dict:
+    """One run, in a worker: ``{"outcome": "finished"|"diverged", "result": RunResult dict}`` or
+    ``{"outcome": "failed", "error": text}`` (the run raised, or this worker's bnlab differs)."""
+    here = code_version()
+    if here != expected_code:
+        return {"outcome": "failed",
+                "error": f"worker {socket.gethostname()} runs bnlab code {here}, the sweep expects {expected_code}: "
+                         f"install the same bnlab on every worker"}
+    try:
+        if setup is not None and setup not in _setups_done:
+            setup()
+            _setups_done.add(setup)
+        from .trainer import train
+
+        result = train(RunConfig.from_dict(config), device=device, threads=threads, progress=False)
+    except Exception:
+        return {"outcome": "failed", "error": traceback.format_exc()}
+    result.env["worker"] = _worker_address()
+    return {"outcome": result.status, "result": result.to_dict()}
+
+
+def _worker_address() -> str:
+    try:
+        from distributed import get_worker
+
+        return get_worker().address
+    except (ImportError, ValueError):
+        return socket.gethostname()
+
+
+def submit(client, config: RunConfig, device: str, threads: int, setup: Callable[[], None] | None):
+    """Submit one run; the future's key names the run."""
+    return client.submit(run_on_worker, config.to_dict(), code_version(), device, threads, setup,
+                         key=f"bnlab-run-{config.key()[:16]}-{os.urandom(4).hex()}", pure=False)
