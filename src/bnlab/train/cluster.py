@@ -23,7 +23,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import socket
+import threading
 import traceback
 from typing import Callable, Iterator
 
@@ -54,13 +56,68 @@ def connect(scheduler: str | None, jobs: int, timeout_s: float = 30.0) -> Iterat
         finally:
             client.close()
         return
-    cluster = distributed.LocalCluster(n_workers=jobs, threads_per_worker=1, processes=True,
-                                       dashboard_address=None, silence_logs=logging.ERROR)
+    with _signals_deferred() as pending:  # a Ctrl-C during start-up would leave a half-built cluster
+        cluster = distributed.LocalCluster(n_workers=jobs, threads_per_worker=1, processes=True,
+                                           dashboard_address=None, silence_logs=logging.ERROR,
+                                           preload=[__name__])  # dask_setup below, in each worker
     try:
+        pending.deliver()
         with distributed.Client(cluster, set_as_default=False) as client:
             yield client
+    except BaseException:
+        _kill_workers(cluster)  # interrupted: their runs are lost anyway, and a busy worker stops only
+        raise                   # after its run (a graceful close waits seconds for it)
     finally:
         cluster.close()
+
+
+def _kill_workers(cluster) -> None:
+    for nanny in list(cluster.workers.values()):
+        pid = getattr(nanny, "pid", None)
+        if pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def dask_setup(worker) -> None:
+    """In each worker process of a local cluster: ignore SIGINT. Ctrl-C in a terminal reaches every
+    process of the group; the coordinating process alone acts on it, and stops its workers."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+class _Pending:
+    def __init__(self) -> None:
+        self.signals: list[int] = []
+
+    def deliver(self) -> None:
+        """Raise the signals that came in while deferred, now that their handlers are back."""
+        for sig in self.signals:
+            signal.raise_signal(sig)
+        self.signals.clear()
+
+
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[_Pending]:
+    """SIGINT and SIGTERM are recorded instead of handled while the block runs (main thread only);
+    the caller delivers them when it is ready. If the block fails, they are delivered at once: a
+    start-up that failed because Ctrl-C reached the workers too is an interrupt, not an error."""
+    pending = _Pending()
+    if threading.current_thread() is not threading.main_thread():
+        yield pending
+        return
+    old = {sig: signal.signal(sig, lambda signum, frame: pending.signals.append(signum))
+           for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield pending
+    except BaseException:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+        pending.deliver()
+        raise
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
 
 
 def run_on_worker(config: dict, expected_code: str, device: str, threads: int,
