@@ -119,6 +119,30 @@ def test_an_empty_store_file_is_refused_not_replaced(tmp_path):
     assert path.read_bytes() == b""
 
 
+def test_stores_created_at_once_by_many_openers_are_one_store(tmp_path):
+    import threading
+
+    path, barrier, errors = tmp_path / "new" / "runs.sqlite", threading.Barrier(8), []
+
+    def open_and_claim(i):
+        barrier.wait()
+        try:
+            with Store(path) as store:
+                assert store.claim(RunConfig(seed=i))
+        except Exception as e:  # a half-made store seen as "empty" would land here
+            errors.append(e)
+
+    threads = [threading.Thread(target=open_and_claim, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    with Store(path) as store:
+        assert store.counts() == {"running": 8}
+    assert sorted(os.listdir(path.parent)) == ["runs.sqlite"]  # no temporary file left
+
+
 def test_a_file_that_is_not_sqlite_or_not_a_store_is_refused(tmp_path):
     text = tmp_path / "notes.txt"
     text.write_text("hello\n" * 100)

@@ -124,18 +124,10 @@ class Store:
         folder = os.path.dirname(path)
         if os.path.isdir(path):
             raise StoreError(f"results store {self.path}: expected a file (got a folder)")
-        exists = os.path.exists(path)
-        if exists:
-            self._check_header(path)
-            self.read_only = not (_can_write_file(path) and _can_write_folder(folder))
-        else:
-            try:
-                os.makedirs(folder, exist_ok=True)
-            except OSError as e:
-                raise StoreError(f"results store {self.path}: cannot create its folder ({e.strerror})") from None
-            if not _can_write_folder(folder):
-                raise StoreError(f"results store {self.path}: cannot create it (expected a writable folder; "
-                                 f"{folder} is not)")
+        if not os.path.exists(path):
+            self._create(path, folder)
+        self._check_header(path)
+        self.read_only = not (_can_write_file(path) and _can_write_folder(folder))
         uri = "file:" + urllib.parse.quote(path)
         if self.read_only:
             # Without write access to the folder SQLite cannot make the WAL index it needs to read
@@ -147,11 +139,43 @@ class Store:
         except sqlite3.Error as e:
             raise StoreError(f"results store {self.path}: cannot open it ({e})") from None
         try:
-            self._prepare(db, exists)
+            self._prepare(db)
         except BaseException:
             db.close()
             raise
         return db
+
+    def _create(self, path: str, folder: str) -> None:
+        """A new, empty store, made under a temporary name and linked into place: another process
+        never sees it half made (a 0-byte file is therefore never a store being created, and is
+        refused), and of two processes creating it at once, one wins and both use its file."""
+        try:
+            os.makedirs(folder, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=folder, prefix=".new-store-", suffix=".sqlite")
+        except OSError as e:
+            raise StoreError(f"results store {self.path}: cannot create it in {folder} ({e.strerror}; "
+                             f"expected a writable folder)") from None
+        os.close(fd)
+        try:
+            db = sqlite3.connect(tmp, isolation_level=None)
+            try:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute(_SCHEMA)
+            finally:
+                db.close()
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                pass  # created meanwhile by another process
+            except OSError:  # a file system without hard links: a rename, unless the file appeared
+                if not os.path.exists(path):
+                    os.replace(tmp, path)
+        except (OSError, sqlite3.Error) as e:
+            raise StoreError(f"results store {self.path}: cannot create it ({e})") from None
+        finally:
+            for leftover in (tmp, tmp + "-wal", tmp + "-shm"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(leftover)
 
     def _check_header(self, path: str) -> None:
         try:
@@ -166,17 +190,16 @@ class Store:
             raise StoreError(f"results store {self.path}: expected a bnlab results store (SQLite), "
                              f"got a file that is not SQLite (starts with {head[:8]!r})")
 
-    def _prepare(self, db: sqlite3.Connection, existed: bool) -> None:
+    def _prepare(self, db: sqlite3.Connection) -> None:
         try:
-            if existed:
-                problems = db.execute("PRAGMA quick_check").fetchall()
-                if [r[0] for r in problems] != ["ok"]:
-                    raise StoreError(f"results store {self.path} is damaged (SQLite's check: {problems[0][0]}); "
-                                     f"expected an intact bnlab results store. Move it away to start a new one")
-                tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-                if tables and "runs" not in tables:
-                    raise StoreError(f"results store {self.path}: expected a bnlab results store (a table 'runs'), "
-                                     f"got a SQLite database with tables {sorted(tables)}")
+            problems = db.execute("PRAGMA quick_check").fetchall()
+            if [r[0] for r in problems] != ["ok"]:
+                raise StoreError(f"results store {self.path} is damaged (SQLite's check: {problems[0][0]}); "
+                                 f"expected an intact bnlab results store. Move it away to start a new one")
+            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if tables and "runs" not in tables:
+                raise StoreError(f"results store {self.path}: expected a bnlab results store (a table 'runs'), "
+                                 f"got a SQLite database with tables {sorted(tables)}")
             if self.read_only:
                 columns = {r[1] for r in db.execute("PRAGMA table_info(runs)")}
                 self._checked = "checksum" in columns
