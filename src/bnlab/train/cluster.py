@@ -31,23 +31,17 @@ from typing import Callable, Iterator
 
 from .config import RunConfig, code_version
 
-_setups_done: set = set()
+_setups_done: set = set()  # worker_setup functions (and _keep_freed_memory) this worker process has run
 
-# A local cluster's housekeeping, made to cost what it is worth on a laptop: Dask's defaults
-# sample every worker's stack every 10 ms (profiling for its dashboard, which bnlab does not
-# start) and poll memory and the system 10 and 2 times a second. With them, a quick report spent
-# about 25% more CPU time than the process pool this engine replaced; without, about 8%.
+# A local cluster's housekeeping, cut to what a sweep needs: by default Dask samples every worker's
+# stack every 10 ms (profiles for its dashboard, which bnlab does not start) and polls memory and
+# the system 10 and 2 times a second, all taking the GIL from the training thread.
 LOCAL_CONFIG = {
     "distributed.worker.profile.enabled": False,
     "distributed.worker.memory.monitor-interval": "1s",
     "distributed.admin.system-monitor.interval": "5s",
     "distributed.admin.tick.interval": "1s",
-}  # worker_setup functions this worker process has called
-
-
-def scheduler_from_env(value: str | None = None) -> str | None:
-    """``value``, else ``$BNLAB_SCHEDULER``, else None (a local cluster)."""
-    return value or os.environ.get("BNLAB_SCHEDULER") or None
+}
 
 
 @contextlib.contextmanager

@@ -18,7 +18,7 @@ Crash safety: the database is in WAL mode with ``synchronous=NORMAL``; a process
 moment (SIGKILL included) leaves the last committed state, which is what the sweep test checks by
 killing a sweep for real. (A power cut may lose the last commits but does not corrupt the file.)
 
-Files it refuses, with a :class:`StoreError` naming the file: a folder, an empty (0-byte) file, a
+Files it refuses (:mod:`.store_file`), with a :class:`StoreError` naming the file: a folder, an empty (0-byte) file, a
 file that is not SQLite, a SQLite file without a ``runs`` table, a damaged one (SQLite's
 ``quick_check``). Nothing is ever replaced. A store the process cannot write (read-only file or
 folder) opens read-only: reading works, writing raises StoreError. SQLite's own errors (for
@@ -34,41 +34,19 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import json
 import os
 import sqlite3
-import tempfile
 import time
-import urllib.parse
 from typing import Iterable, Iterator
 
 from . import owner as owners
+from . import store_file
 from .config import RunConfig
 from .result import RunResult
+from .store_file import DONE, StoreError, checksum
 
-DONE = ("finished", "diverged")
-_COLUMNS = ("key", "status", "config", "result", "owner", "claimed_at", "updated_at", "attempts", "error",
-            "checksum")
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS runs (
-    key TEXT PRIMARY KEY,
-    status TEXT NOT NULL,           -- running | finished | diverged | failed
-    config TEXT NOT NULL,           -- RunConfig.to_dict() as JSON
-    result TEXT,                    -- RunResult.to_dict() as JSON, for finished / diverged
-    owner TEXT,                     -- host:pid:start of the process that claimed the run
-    claimed_at REAL,
-    updated_at REAL NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    error TEXT,
-    checksum TEXT                   -- SHA-256 of key, status and result (finished / diverged)
-)
-"""
-_SQLITE_MAGIC = b"SQLite format 3\x00"
-
-
-class StoreError(RuntimeError):
-    """The results store cannot be used as asked; the message names the file and the reason."""
+__all__ = ["Store", "StoreError", "Claim", "DONE"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,148 +65,15 @@ def _key(config_or_key: RunConfig | str) -> str:
     return config_or_key if isinstance(config_or_key, str) else config_or_key.key()
 
 
-def checksum(key: str, status: str, result_json: str) -> str:
-    return hashlib.sha256(f"{key}\0{status}\0{result_json}".encode()).hexdigest()
-
-
-def _can_write_file(path: str) -> bool:
-    try:
-        os.close(os.open(path, os.O_RDWR))
-        return True
-    except OSError:
-        return False
-
-
-def _can_write_folder(folder: str) -> bool:
-    try:
-        with tempfile.TemporaryFile(dir=folder):
-            return True
-    except OSError:
-        return False
-
-
 class Store:
     """A results store in the SQLite file ``path`` (created if missing, refused if not a store)."""
 
     def __init__(self, path: str | os.PathLike, lease_s: float = 24 * 3600.0, timeout_s: float = 60.0) -> None:
         self.path = os.fspath(path)
         self.lease_s = lease_s
-        self.read_only = False
-        self._checked = True  # False for a read-only store written before checksums
-        self._db = self._open(timeout_s)
-
-    # --- opening
-
-    def _open(self, timeout_s: float) -> sqlite3.Connection:
-        path = os.path.abspath(self.path)
-        folder = os.path.dirname(path)
-        if os.path.isdir(path):
-            raise StoreError(f"results store {self.path}: expected a file (got a folder)")
-        if not os.path.exists(path):
-            self._create(path, folder)
-        self._check_header(path)
-        self.read_only = not (_can_write_file(path) and _can_write_folder(folder))
-        uri = "file:" + urllib.parse.quote(path)
-        if self.read_only:
-            # Without write access to the folder SQLite cannot make the WAL index it needs to read
-            # a WAL store; "immutable" reads the file as it is (no writer can exist there either).
-            # A WAL file left by a killed writer holds commits, so it is read when it is there.
-            uri += "?mode=ro" + ("" if os.path.exists(path + "-wal") or _can_write_folder(folder) else "&immutable=1")
-        try:
-            db = sqlite3.connect(uri, uri=True, timeout=timeout_s, isolation_level=None)
-        except sqlite3.Error as e:
-            raise StoreError(f"results store {self.path}: cannot open it ({e})") from None
-        try:
-            self._prepare(db)
-        except BaseException:
-            db.close()
-            raise
-        return db
-
-    def _create(self, path: str, folder: str) -> None:
-        """A new, empty store, made under a temporary name and linked into place: another process
-        never sees it half made (a 0-byte file is therefore never a store being created, and is
-        refused), and of two processes creating it at once, one wins and both use its file."""
-        try:
-            os.makedirs(folder, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=folder, prefix=".new-store-", suffix=".sqlite")
-        except OSError as e:
-            raise StoreError(f"results store {self.path}: cannot create it in {folder} ({e.strerror}; "
-                             f"expected a writable folder)") from None
-        os.close(fd)
-        try:
-            db = sqlite3.connect(tmp, isolation_level=None)
-            try:
-                db.execute("PRAGMA journal_mode=WAL")
-                db.execute(_SCHEMA)
-            finally:
-                db.close()
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                pass  # created meanwhile by another process
-            except OSError:  # a file system without hard links: a rename, unless the file appeared
-                if not os.path.exists(path):
-                    os.replace(tmp, path)
-        except (OSError, sqlite3.Error) as e:
-            raise StoreError(f"results store {self.path}: cannot create it ({e})") from None
-        finally:
-            for leftover in (tmp, tmp + "-wal", tmp + "-shm"):
-                with contextlib.suppress(FileNotFoundError):
-                    os.remove(leftover)
-
-    def _check_header(self, path: str) -> None:
-        try:
-            with open(path, "rb") as f:
-                head = f.read(len(_SQLITE_MAGIC))
-        except OSError as e:
-            raise StoreError(f"results store {self.path}: cannot read it ({e.strerror})") from None
-        if not head:
-            raise StoreError(f"results store {self.path} is empty (0 bytes): expected a bnlab results store "
-                             f"(SQLite); it was truncated or is another file. Move it away to start a new store")
-        if head != _SQLITE_MAGIC:
-            raise StoreError(f"results store {self.path}: expected a bnlab results store (SQLite), "
-                             f"got a file that is not SQLite (starts with {head[:8]!r})")
-
-    def _prepare(self, db: sqlite3.Connection) -> None:
-        try:
-            problems = db.execute("PRAGMA quick_check").fetchall()
-            if [r[0] for r in problems] != ["ok"]:
-                raise StoreError(f"results store {self.path} is damaged (SQLite's check: {problems[0][0]}); "
-                                 f"expected an intact bnlab results store. Move it away to start a new one")
-            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-            if tables and "runs" not in tables:
-                raise StoreError(f"results store {self.path}: expected a bnlab results store (a table 'runs'), "
-                                 f"got a SQLite database with tables {sorted(tables)}")
-            if self.read_only:
-                columns = {r[1] for r in db.execute("PRAGMA table_info(runs)")}
-                self._checked = "checksum" in columns
-                return
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.execute(_SCHEMA)
-            columns = {r[1] for r in db.execute("PRAGMA table_info(runs)")}
-            if not set(_COLUMNS) - {"checksum"} <= columns:
-                raise StoreError(f"results store {self.path}: expected the columns {list(_COLUMNS)} in table runs "
-                                 f"(got {sorted(columns)})")
-            if "checksum" not in columns:
-                self._add_checksums(db)
-        except sqlite3.DatabaseError as e:
-            raise StoreError(f"results store {self.path}: expected an intact bnlab results store (SQLite says: {e})") from None
-
-    def _add_checksums(self, db: sqlite3.Connection) -> None:
-        """A store written before checksums: add the column and checksum the rows it holds."""
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            db.execute("ALTER TABLE runs ADD COLUMN checksum TEXT")
-            rows = db.execute("SELECT key, status, result FROM runs WHERE status IN (?, ?)", DONE).fetchall()
-            db.executemany("UPDATE runs SET checksum = ? WHERE key = ?",
-                           [(checksum(k, s, r), k) for k, s, r in rows])
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
+        # read_only: the file or its folder is not writable here; _checked: False for a read-only
+        # store written before checksums (its results cannot be verified)
+        self._db, self.read_only, self._checked = store_file.open_store(self.path, timeout_s)
 
     def close(self) -> None:
         self._db.close()
