@@ -108,12 +108,14 @@ def setup_html(setup: Mapping[str, Any]) -> str:
 
 
 def wall_time_text(result: ClaimResult) -> str:
-    """How long the experiment took, said for what it is. The report runs every training run in one
-    sweep, and ``registry.run_all`` gives each experiment a share of the sweep's time by its number of
-    runs: an apportioned figure, not a measurement of that experiment."""
-    if not result.wall_time_s or result.wall_time_s < 1:
+    """What the experiment cost, said for what it is: ``registry`` measures each run's wall time where
+    it ran (now, or when it was stored) and adds the analysis; runs overlap on parallel workers, so
+    this is compute time, not the time the report waited for this experiment."""
+    s = result.wall_time_s
+    if not s or s < 1:
         return ""
-    return f"about {result.wall_time_s:.0f} s of the sweep (its share by number of runs, not measured alone)"
+    took = f"{s / 60:.1f} min" if s >= 90 else f"{s:.0f} s"
+    return f"{took} measured (its runs, summed, plus its analysis)"
 
 
 def claim_card(result: ClaimResult, info: Claim | None, csv_name: str | None) -> str:
