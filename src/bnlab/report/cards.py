@@ -29,21 +29,35 @@ def _plain_key(key: str) -> str:
     return text.name(str(key)).replace("_", " ")
 
 
-def value_html(value: Any, unit: str = "") -> str:
-    """One number, estimate, comparison, list or small table of them, as a reader should see it."""
+FEW = '<span class="flag">{n} seeds: too few for the interval to mean much</span>'
+
+
+def _few(value: Any) -> int | None:
+    """The seed count behind the first interval in ``value`` that rests on too few seeds, or None."""
     if _is_paired(value):
         value = value["diff"]
     if _is_estimate(value):
-        flag = (f' <span class="flag">{value.get("n")} seeds: too few for the interval to mean much</span>'
-                if text.few_seeds(value) else "")
-        return f'<span class="est">{esc(text.interval(value, unit))}</span>{flag}'
+        return value.get("n") if text.few_seeds(value) else None
+    items = value.values() if isinstance(value, Mapping) else value if isinstance(value, (list, tuple)) else ()
+    return next((n for n in map(_few, items) if n), None)
+
+
+def value_html(value: Any, unit: str = "", flag: bool = True) -> str:
+    """One number, estimate, comparison, list or small table of them, as a reader should see it; an
+    interval on too few seeds is flagged once per row."""
+    n = _few(value) if flag else None
+    note = f" {FEW.format(n=n)}" if n else ""
+    if _is_paired(value):
+        value = value["diff"]
+    if _is_estimate(value):
+        return f'<span class="est">{esc(text.interval(value, unit))}</span>{note}'
     if isinstance(value, Mapping):
-        return " · ".join(f"{esc(_plain_key(k))}: {value_html(v, unit)}" for k, v in value.items())
+        return " · ".join(f"{esc(_plain_key(k))}: {value_html(v, unit, False)}" for k, v in value.items()) + note
     if isinstance(value, (list, tuple)):
         if not value:
             return "none"
-        shown = ", ".join(value_html(v, unit) for v in value[:12])
-        return shown + (", …" if len(value) > 12 else "")
+        shown = ", ".join(value_html(v, unit, False) for v in value[:12])
+        return shown + (", …" if len(value) > 12 else "") + note
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, (int, float)) or value is None:
