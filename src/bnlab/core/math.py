@@ -23,7 +23,7 @@ from torch import Tensor
 
 __all__ = [
     "reduce_dims", "channel_shape", "acc_dtype", "count_per_channel",
-    "batch_stats", "normalize", "backward_reduce", "backward_elemt", "param_grads",
+    "batch_stats", "batch_moments", "normalize", "backward_reduce", "backward_elemt", "param_grads",
     "update_running_stats", "eval_affine", "scale_shift", "local_moments", "combine_moments",
 ]
 
@@ -64,29 +64,46 @@ def batch_stats(x: Tensor) -> tuple[Tensor, Tensor]:
     accumulated in float64, so the mean is correctly rounded to the accumulation dtype. An empty
     batch gets mean 0 and variance 0 (finite, with zero gradients).
     """
-    dims = reduce_dims(x)
-    acc = acc_dtype(x.dtype)
-    m = max(count_per_channel(x), 1)
-    mean = (x.sum(dims, dtype=torch.float64) / m).to(acc)
-    xc = x.to(acc) - mean.view(channel_shape(x))
-    var = (xc * xc).sum(dims) / m
+    mean, var, _ = batch_moments(x)
     return mean, var
 
 
+def batch_moments(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`batch_stats` and the mean's rounding residual ``mean64 - mean`` (C,), in
+    :func:`acc_dtype` and detached (zero for float64). :func:`normalize` takes it so the output is
+    normalized by the unrounded mean: with a small variance, ``invstd`` magnifies the rounding of a
+    float32 mean (half an ulp) into the output's largest error."""
+    dims = reduce_dims(x)
+    acc = acc_dtype(x.dtype)
+    m = max(count_per_channel(x), 1)
+    mean64 = x.sum(dims, dtype=torch.float64) / m
+    mean = mean64.to(acc)
+    residual = (mean64.detach() - mean.detach()).to(acc)
+    xc = x.to(acc) - mean.view(channel_shape(x))
+    var = (xc * xc).sum(dims) / m
+    return mean, var, residual
+
+
 def normalize(
-    x: Tensor, mean: Tensor, invstd: Tensor, weight: Tensor | None = None, bias: Tensor | None = None
+    x: Tensor, mean: Tensor, invstd: Tensor, weight: Tensor | None = None, bias: Tensor | None = None,
+    mean_residual: Tensor | None = None,
 ) -> Tensor:
     """``(x - mean) * invstd * weight + bias`` per channel, computed in :func:`acc_dtype`.
 
     ``mean``/``invstd``/``weight``/``bias`` are (C,); the result has ``x``'s dtype and memory
-    format (channels_last in, channels_last out).
+    format (channels_last in, channels_last out). ``mean_residual`` (from :func:`batch_moments`)
+    is subtracted through the shift: ``- mean_residual * scale``.
     """
     shape = channel_shape(x)
     acc = acc_dtype(x.dtype)
     scale = invstd if weight is None else invstd * weight.to(acc)
     y = (x.to(acc) - mean.view(shape)) * scale.view(shape)
-    if bias is not None:
-        y = y + bias.to(acc).view(shape)
+    shift = None if bias is None else bias.to(acc)
+    if mean_residual is not None:
+        fold = mean_residual * scale.detach()
+        shift = -fold if shift is None else shift - fold
+    if shift is not None:
+        y = y + shift.view(shape)
     return y.to(x.dtype)
 
 

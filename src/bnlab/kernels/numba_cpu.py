@@ -11,7 +11,9 @@ memory layout:
   LeVeque 1983): ``d = x - m_block``, ``mean = m_block + sum(d)/k``, ``M2 = sum(d^2) - sum(d)^2/k``.
   Blocks are merged with Chan et al.'s pairwise update in float64, so a large common offset
   (1e4 + N(0, 1) in float32) loses no precision -- never E[x^2] - E[x]^2. ``var`` is the *biased*
-  variance M2/m. ``stats`` and ``normalize`` are its two halves, for layers that need the
+  variance M2/m. The float64 mean's rounding to x's dtype is folded into the shift
+  (``shift -= (mean64 - mean) * scale``), so ``y`` is normalized by the unrounded mean, as torch's
+  float64-accumulating kernel does. ``stats`` and ``normalize`` are its two halves, for layers that need the
   statistics before normalizing (Batch Renorm, SyncBatchNorm).
 * **backward** -- ``sum(g)`` and ``sum(g * (x - mean))`` in one read of ``dy`` and ``x``, then
   ``dx = w * invstd * (g - sum(g)/m - (x - mean) * invstd^2 * sum(g*(x-mean))/m)`` in one more;
@@ -91,6 +93,23 @@ def _scale_shift(var, w, b, eps):
         if b.shape[0]:
             shift[c] = b[c]
     return invstd, scale, shift
+
+
+@njit(**_JIT)
+def _fold_mean_residual(shift, scale, mean, exact_mean):
+    """``shift -= (exact_mean - mean) * scale``: the mean's rounding to x's dtype (up to half an ulp,
+    which ``invstd`` magnifies when the variance is small) is put back through the shift, so
+    ``(x - mean) * scale + shift`` normalizes by the float64 mean, as accurately as torch's kernel."""
+    for c in range(shift.shape[0]):
+        shift[c] -= (exact_mean[c] - mean[c]) * scale[c]
+
+
+@njit(**_JIT)
+def _stats_exact(mean, var, out_mean, out_var):
+    """Round float64 statistics into the output vectors (x's dtype)."""
+    for c in range(mean.shape[0]):
+        out_mean[c] = mean[c]
+        out_var[c] = var[c]
 
 
 @njit(**_JIT)
@@ -636,8 +655,9 @@ def _stats_of_planes(mode, x, mean, var):
 
 
 @njit(**_JIT)
-def _normalize_planes(mode, x, mean, var, w, b, eps, act, sl, y):
+def _normalize_planes(mode, x, mean, var, w, b, eps, act, sl, y, exact_mean):
     _, scale, shift = _scale_shift(var, w, b, eps)
+    _fold_mean_residual(shift, scale, mean, exact_mean)
     _norm_ncs(mode, x, mean, scale, shift, act, sl, y)
 
 
@@ -681,8 +701,9 @@ def _stats_of_rows(mode, x, G, mean, var):
 
 
 @njit(**_JIT)
-def _normalize_rows(mode, x, G, mean, var, w, b, eps, act, sl, y):
+def _normalize_rows(mode, x, G, mean, var, w, b, eps, act, sl, y, exact_mean):
     _, scale, shift = _scale_shift(var, w, b, eps)
+    _fold_mean_residual(shift, scale, mean, exact_mean)
     rows = _rows_per_block(x.shape[1])
     _norm_rc(mode, x, rows, _expand(mean, G), _expand(scale, G), _expand(shift, G), act, sl, y)
 
@@ -764,8 +785,11 @@ def forward_planes(px, dims, pw, pb, eps, act, slope, mode, py, pmean, pvar, prm
     C = dims[1]
     x, y = _planes(px, dims, tag), _planes(py, dims, tag)
     mean, var = _vec(pmean, C, tag), _vec(pvar, C, tag)
-    _stats_of_planes(mode, x, mean, var)
-    _normalize_planes(mode, x, mean, var, _vec(pw, C, tag), _vec(pb, C, tag), eps, act, x.dtype.type(slope), y)
+    mean64, var64 = np.empty(C), np.empty(C)
+    _stats_of_planes(mode, x, mean64, var64)
+    _stats_exact(mean64, var64, mean, var)
+    _normalize_planes(mode, x, mean, var, _vec(pw, C, tag), _vec(pb, C, tag), eps, act, x.dtype.type(slope), y,
+                      mean64)
     _update(_vec(prm, C, tag), _vec(prv, C, tag), mean, var, count, momentum)
 
 
@@ -775,8 +799,11 @@ def forward_rows(px, dims, pw, pb, eps, act, slope, mode, py, pmean, pvar, prm, 
     R, C, G = dims
     x, y = _rows(px, dims, tag), _rows(py, dims, tag)
     mean, var = _vec(pmean, C, tag), _vec(pvar, C, tag)
-    _stats_of_rows(mode, x, G, mean, var)
-    _normalize_rows(mode, x, G, mean, var, _vec(pw, C, tag), _vec(pb, C, tag), eps, act, x.dtype.type(slope), y)
+    mean64, var64 = np.empty(C), np.empty(C)
+    _stats_of_rows(mode, x, G, mean64, var64)
+    _stats_exact(mean64, var64, mean, var)
+    _normalize_rows(mode, x, G, mean, var, _vec(pw, C, tag), _vec(pb, C, tag), eps, act, x.dtype.type(slope), y,
+                    mean64)
     _update(_vec(prm, C, tag), _vec(prv, C, tag), mean, var, count, momentum)
 
 
@@ -796,16 +823,18 @@ def normalize_planes(px, dims, pmean, pvar, pw, pb, eps, act, slope, mode, py, t
     """``y = act((x - mean) / sqrt(var + eps) * w + b)`` with the given statistics."""
     C = dims[1]
     x = _planes(px, dims, tag)
-    _normalize_planes(mode, x, _vec(pmean, C, tag), _vec(pvar, C, tag), _vec(pw, C, tag), _vec(pb, C, tag), eps,
-                      act, x.dtype.type(slope), _planes(py, dims, tag))
+    mean = _vec(pmean, C, tag)  # given statistics are taken as exact (no residual to fold)
+    _normalize_planes(mode, x, mean, _vec(pvar, C, tag), _vec(pw, C, tag), _vec(pb, C, tag), eps,
+                      act, x.dtype.type(slope), _planes(py, dims, tag), mean)
 
 
 @njit(**_JIT)
 def normalize_rows(px, dims, pmean, pvar, pw, pb, eps, act, slope, mode, py, tag):
     C = dims[1]
     x = _rows(px, dims, tag)
-    _normalize_rows(mode, x, dims[2], _vec(pmean, C, tag), _vec(pvar, C, tag), _vec(pw, C, tag),
-                    _vec(pb, C, tag), eps, act, x.dtype.type(slope), _rows(py, dims, tag))
+    mean = _vec(pmean, C, tag)
+    _normalize_rows(mode, x, dims[2], mean, _vec(pvar, C, tag), _vec(pw, C, tag),
+                    _vec(pb, C, tag), eps, act, x.dtype.type(slope), _rows(py, dims, tag), mean)
 
 
 @njit(**_JIT)

@@ -27,8 +27,8 @@ class Reference(Backend):
         self.traced = traced
 
     def forward(self, x, weight, bias, eps, act, slope, running: Running | None):
-        mean, var = M.batch_stats(x)
-        y = self.normalize(x, mean, var, weight, bias, eps, act, slope)
+        mean, var, residual = M.batch_moments(x)
+        y = A.activate(M.normalize(x, mean, torch.rsqrt(var + eps), weight, bias, residual), act, slope)
         if running is not None:
             M.update_running_stats(running.mean, running.var, mean, var, running.count, running.momentum)
         return y, mean, var
