@@ -1,0 +1,110 @@
+"""bnlab on a CUDA device, against torch.nn (cuDNN) on the same device: skipped without one.
+
+On CUDA bnlab runs its reference backend (bnlab.core.math in torch operations; the compiled kernels
+are CPU-only), so these check that the math, the running statistics, the half types, the
+channels_last layout, autograd and torch.compile hold on a GPU as on the CPU, within
+tests/reference.py's rule (torch's tolerance, or no less accurate than torch against float64).
+"""
+
+import pytest
+import torch
+
+import bnlab
+from reference import assert_matches
+from test_parity import _exact
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+LAYERS = {
+    2: (bnlab.nn.BatchNorm1d, torch.nn.BatchNorm1d),
+    3: (bnlab.nn.BatchNorm1d, torch.nn.BatchNorm1d),
+    4: (bnlab.nn.BatchNorm2d, torch.nn.BatchNorm2d),
+    5: (bnlab.nn.BatchNorm3d, torch.nn.BatchNorm3d),
+}
+SHAPES = [(64, 32), (16, 24, 50), (8, 16, 14, 14), (4, 8, 4, 6, 6), (2, 3, 1, 1)]
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["contiguous", "channels_last"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_matches_torch_nn_on_cuda_over_training_then_eval(shape, dtype, channels_last):
+    if channels_last and len(shape) < 4:
+        pytest.skip("channels_last needs 4 or 5 dims")
+    ours_cls, ref_cls = LAYERS[len(shape)]
+    ours = ours_cls(shape[1], momentum=0.3, device="cuda", dtype=dtype)
+    ref = ref_cls(shape[1], momentum=0.3, device="cuda", dtype=dtype)
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    with torch.no_grad():
+        for name in ("weight", "bias"):
+            v = torch.randn(shape[1], generator=gen, device="cuda", dtype=torch.float64).to(dtype)
+            getattr(ours, name).copy_(v)
+            getattr(ref, name).copy_(v)
+    fmt = torch.channels_last if len(shape) == 4 else torch.channels_last_3d
+    for step in range(5):
+        training = step < 3
+        ours.train(training)
+        ref.train(training)
+        x = (torch.randn(shape, generator=gen, device="cuda", dtype=torch.float64) * 3 + 2).to(dtype)
+        if channels_last:
+            x = x.to(memory_format=fmt)
+        xo, xr = x.clone().requires_grad_(), x.clone().requires_grad_()
+        yo, yr = ours(xo), ref(xr)
+        assert yo.device == yr.device and yo.is_contiguous(memory_format=fmt if channels_last else
+                                                           torch.contiguous_format)
+        dy = torch.randn(shape, generator=gen, device="cuda", dtype=torch.float64).to(dtype)
+        exact = _exact(ref, x, dy)
+        assert_matches(yo, yr, "output", exact["output"])
+        yo.backward(dy)
+        yr.backward(dy)
+        assert_matches(xo.grad, xr.grad, "input gradient", exact["input"])
+        for name in ("weight", "bias"):
+            assert_matches(getattr(ours, name).grad, getattr(ref, name).grad, f"{name} gradient", exact[name])
+            getattr(ours, name).grad = getattr(ref, name).grad = None
+        assert_matches(ours.running_mean, ref.running_mean, "running_mean")
+        assert_matches(ours.running_var, ref.running_var, "running_var")
+        assert int(ours.num_batches_tracked) == int(ref.num_batches_tracked)
+
+
+def test_converted_convnet_trains_as_torch_on_cuda():
+    """A conv net with torch's BN, converted to bnlab's, gives torch's loss and gradients on CUDA."""
+    torch.manual_seed(0)
+    ref = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.BatchNorm2d(16), torch.nn.ReLU(),
+        torch.nn.Conv2d(16, 32, 3, stride=2, padding=1), torch.nn.BatchNorm2d(32), torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(32, 10),
+    ).cuda().double()
+    ours = bnlab.convert(ref, "bnlab", inplace=False)
+    assert sum(isinstance(m, bnlab.nn.BatchNorm2d) for m in ours.modules()) == 2
+    x = torch.randn(32, 3, 16, 16, device="cuda", dtype=torch.float64)
+    target = torch.randint(0, 10, (32,), device="cuda")
+    losses = []
+    for model in (ref, ours):
+        loss = torch.nn.functional.cross_entropy(model(x), target)
+        loss.backward()
+        losses.append(loss)
+    torch.testing.assert_close(losses[0], losses[1], rtol=1e-10, atol=0)
+    for (name, p_ref), p_ours in zip(ref.named_parameters(), ours.parameters()):
+        torch.testing.assert_close(p_ours.grad, p_ref.grad, rtol=1e-8, atol=1e-10, msg=name)
+
+
+def test_compiled_layer_matches_eager_on_cuda():
+    """torch.compile (inductor, Triton on the GPU) of a bnlab layer computes the eager layer's result."""
+    layer = bnlab.nn.BatchNorm2d(8, device="cuda")
+    compiled = torch.compile(bnlab.nn.BatchNorm2d(8, device="cuda"))
+    x = torch.randn(16, 8, 10, 10, device="cuda")
+    for training in (True, True, False):
+        layer.train(training)
+        compiled.train(training)
+        torch.testing.assert_close(compiled(x), layer(x), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(compiled.running_var, layer.running_var, rtol=1e-6, atol=1e-7)
+
+
+def test_autocast_bfloat16_matches_torch_on_cuda():
+    """Under autocast, bf16 activations through a float32 layer: output dtype and values as torch's."""
+    ours, ref = bnlab.nn.BatchNorm2d(8, device="cuda"), torch.nn.BatchNorm2d(8, device="cuda")
+    x = torch.randn(16, 8, 10, 10, device="cuda").bfloat16()
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        yo, yr = ours(x), ref(x)
+    assert yo.dtype == yr.dtype
+    assert_matches(yo, yr, "output")
+    assert_matches(ours.running_mean, ref.running_mean, "running_mean")
