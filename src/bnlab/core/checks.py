@@ -7,9 +7,27 @@ expected and what arrived; user mistakes are ValueError / TypeError, never asser
 
 from __future__ import annotations
 
+import numbers
+
+import torch
 from torch import Tensor
 
-__all__ = ["check_input", "check_batch_size", "check_hyperparameters", "check_batch_norm_call"]
+__all__ = [
+    "SizeMismatch", "DtypeMismatch", "check_input", "check_batch_size", "check_eps", "check_momentum",
+    "check_hyperparameters", "check_vectors", "check_batch_norm_call",
+]
+
+_HALF = (torch.float16, torch.bfloat16)
+
+
+class SizeMismatch(ValueError, RuntimeError):
+    """A per-channel tensor whose size does not match the input's channels. A ValueError (a user's
+    mistake), and a RuntimeError as torch raises it for the same call."""
+
+
+class DtypeMismatch(TypeError, RuntimeError):
+    """A per-channel tensor of a dtype or device the input does not take (TypeError, and
+    RuntimeError as torch raises it)."""
 
 
 def check_input(x: Tensor, num_features: int | None) -> None:
@@ -37,14 +55,64 @@ def check_batch_size(x: Tensor) -> None:
         raise ValueError(f"Expected more than 1 value per channel when training, got input size {size}")
 
 
-def check_hyperparameters(eps: float, momentum: float | Tensor | None) -> None:
-    """eps must be positive; momentum a weight in [0, 1] (None: cumulative average)."""
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
-        raise ValueError(f"expected eps > 0 (got {eps!r})")
+def check_eps(eps, training: bool) -> None:
+    """torch's rule and words: eps > 0 in training, >= 0 in eval; any real number (numpy's too)."""
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real):
+        raise TypeError(f"expected eps to be a real number (got {type(eps).__name__})")
+    if training and not eps > 0.0:
+        raise ValueError(f"batch_norm eps must be positive during training, but got {eps}")
+    if not eps >= 0.0:
+        raise ValueError(f"batch_norm eps must be non-negative, but got {eps}")
+
+
+def check_momentum(momentum) -> None:
+    """momentum, when a training forward uses it: a real number in [0, 1], a 0-dim tensor, or None.
+
+    Stricter than torch, which takes any number: outside [0, 1] the running average extrapolates
+    and diverges instead of averaging.
+    """
     if momentum is None or isinstance(momentum, Tensor):
         return
-    if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0.0 <= momentum <= 1.0:
+    if isinstance(momentum, bool) or not isinstance(momentum, numbers.Real) or not 0.0 <= momentum <= 1.0:
         raise ValueError(f"expected momentum in [0, 1] or None (got {momentum!r})")
+
+
+def check_hyperparameters(eps, momentum, training: bool = True) -> None:
+    """:func:`check_eps` and :func:`check_momentum` (the latter in training only, where it is used)."""
+    check_eps(eps, training)
+    if training:
+        check_momentum(momentum)
+
+
+def _vector_issue(name: str, t: Tensor, x: Tensor, channels: int) -> Exception | None:
+    if not isinstance(t, Tensor):
+        return TypeError(f"expected {name} to be a torch.Tensor or None (got {type(t).__name__})")
+    if t.numel() != channels:
+        return SizeMismatch(
+            f"expected {name} with {channels} elements, one per channel of the input of shape "
+            f"{tuple(x.shape)} (got {t.numel()} elements, shape {tuple(t.shape)})"
+        )
+    if t.dtype != x.dtype and not (x.dtype in _HALF and t.dtype == torch.float32):
+        return DtypeMismatch(
+            f"expected {name} of dtype {x.dtype}" + (" or torch.float32" if x.dtype in _HALF else "")
+            + f" like the input (got {t.dtype})"
+        )
+    if not (t.is_cpu and x.is_cpu) and t.device != x.device:
+        return DtypeMismatch(f"expected {name} on the input's device {x.device} (got {t.device})")
+    return None
+
+
+def check_vectors(x: Tensor, weight, bias, running_mean, running_var) -> None:
+    """The per-channel tensors: one element per channel, the input's dtype (float32 also for half
+    inputs, as torch's mixed-precision rule), the input's device -- torch's acceptance. The kernels
+    read them by address, so this runs before any of them sees a tensor."""
+    channels = x.shape[1]
+    for name, t in (("weight", weight), ("bias", bias), ("running_mean", running_mean),
+                    ("running_var", running_var)):
+        if t is not None:
+            issue = _vector_issue(name, t, x, channels)
+            if issue is not None:
+                raise issue
 
 
 def check_batch_norm_call(
@@ -59,10 +127,11 @@ def check_batch_norm_call(
 ) -> None:
     """Every check of a ``batch_norm`` call (:func:`bnlab.functional.batch_norm`'s arguments)."""
     stats = running_mean if running_mean is not None else weight
-    check_input(input, None if stats is None else stats.numel())
+    check_input(input, stats.numel() if isinstance(stats, Tensor) else None)
+    check_vectors(input, weight, bias, running_mean, running_var)
     if momentum is None:  # a layer's momentum=None (cumulative average) reaches here as a tensor
         raise TypeError("expected momentum as a float or a 0-dim tensor (got None)")
-    check_hyperparameters(eps, momentum)
+    check_hyperparameters(eps, momentum, training)
     if training:
         check_batch_size(input)
     elif running_mean is None or running_var is None:

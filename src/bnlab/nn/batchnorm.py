@@ -1,34 +1,60 @@
-"""Drop-in BatchNorm1d/2d/3d: torch.nn's constructor, names, state_dict and behaviour.
+"""Drop-in BatchNorm1d/2d/3d: torch.nn's classes, with bnlab's engine in the forward.
 
-One base class owns parameters, buffers, ``reset_parameters``, ``extra_repr`` and state-dict
-versioning; the 1d/2d/3d classes differ only in the number of dimensions they accept. A forward
-checks its input once and calls the engine's training or eval operation (:mod:`bnlab.core.ops`),
-which runs the batch-norm primitives on the backend the dispatch picks.
+Each layer *is* a ``torch.nn.BatchNorm1d/2d/3d`` (a subclass, as timm's ``BatchNormAct2d`` is), so
+every tool that looks for batch norm with ``isinstance(m, torch.nn.modules.batchnorm._BatchNorm)``
+finds it: ``torch.optim.swa_utils.update_bn``, timm's ``freeze_batch_norm_2d``, torch's
+``SyncBatchNorm.convert_sync_batchnorm``, ``torch.func.replace_all_batch_norm_modules_``. torch's
+base class owns the parameters, buffers, ``reset_parameters``, ``extra_repr`` and state-dict
+versioning; bnlab's base replaces only the forward, which checks its input once and calls the
+engine's training or eval operation (:mod:`bnlab.core.ops`). torch's forward (``F.batch_norm``) is
+never called.
+
+**Tracers.** The forward is one call of :func:`layer_forward`, which takes part in
+``__torch_function__`` dispatch: ``torch.fx.symbolic_trace`` (and torchvision's
+``create_feature_extractor``) record each layer as one ``call_function`` node of it, which runs the
+layer -- its mode, momentum and buffers at run time -- when the traced module runs.
+
+**Hyperparameters** are checked when a forward uses them, as torch does: ``eps`` must be positive in
+training and non-negative in eval (torch's errors and wording). bnlab is stricter in one place:
+``momentum`` outside [0, 1] in training is a ValueError (torch extrapolates the running average,
+which then diverges). numpy scalars are accepted wherever torch accepts them.
 """
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 from torch import Tensor, nn
+from torch.overrides import handle_torch_function, has_torch_function_unary
 
 from ..core import checks, ops
 from ..core.math import acc_dtype
 
-__all__ = ["BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "_BatchNorm"]
+__all__ = ["BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "LazyBatchNorm1d", "LazyBatchNorm2d", "LazyBatchNorm3d",
+           "_BatchNorm", "layer_forward"]
 
 
-class _BatchNorm(nn.Module):
+def layer_forward(module: "_BatchNorm", input: Tensor, *args) -> Tensor:
+    """The forward of bnlab's batch-norm layer ``module`` on ``input`` (extra arguments: a masked
+    layer's mask). A function of its own so that tracers that work by ``__torch_function__``
+    (torch.fx) record one node per layer (module docstring)."""
+    if has_torch_function_unary(input):
+        return handle_torch_function(layer_forward, (input,), module, input, *args)
+    return module._forward(input, *args)
+
+
+class _BatchNorm(nn.modules.batchnorm._BatchNorm):
     r"""Common base of bnlab's batch-norm layers (see :class:`BatchNorm2d` for the full docs).
 
-    Subclasses set ``_input_dims`` (the accepted ``input.dim()`` values) and may override
-    :meth:`_normalize` to change how a batch is normalized while keeping the buffers, the momentum
-    logic and checkpoint compatibility of this class.
+    A subclass of torch's ``_BatchNorm`` with torch's constructor, attributes and state. Subclasses
+    set ``_input_dims`` (the accepted ``input.dim()`` values) and may override :meth:`_normalize`
+    to change how a batch is normalized while keeping the buffers, the momentum logic and
+    checkpoint compatibility of this class.
     """
 
-    _version = 2  # version 2 added num_batches_tracked, as in torch
     nonfinite_batches_skipped: int = 0  # counted by the opt-in guard, see skip_nonfinite_updates
     _input_dims: tuple[int, ...] = ()
-    __constants__ = ["track_running_stats", "momentum", "eps", "num_features", "affine"]
 
     def __init__(
         self,
@@ -42,53 +68,11 @@ class _BatchNorm(nn.Module):
         *,
         bias: bool = True,
     ) -> None:
-        if isinstance(num_features, bool) or not isinstance(num_features, int) or num_features <= 0:
-            raise ValueError(f"expected num_features to be a positive int (got {num_features!r})")
-        checks.check_hyperparameters(eps, momentum)
-        factory = {"device": device, "dtype": dtype}
-        super().__init__()
-        self.num_features = num_features
-        self.eps = eps
-        self.momentum = momentum
-        self.affine = affine
-        self.track_running_stats = track_running_stats
-        if affine:
-            self.weight = nn.Parameter(torch.empty(num_features, **factory))
-            if bias:
-                self.bias = nn.Parameter(torch.empty(num_features, **factory))
-            else:
-                self.register_parameter("bias", None)
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
-        if track_running_stats:
-            self.register_buffer("running_mean", torch.zeros(num_features, **factory))
-            self.register_buffer("running_var", torch.ones(num_features, **factory))
-            self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long, device=device))
-        else:
-            self.register_buffer("running_mean", None)
-            self.register_buffer("running_var", None)
-            self.register_buffer("num_batches_tracked", None)
-        self.reset_parameters()
-
-    def reset_running_stats(self) -> None:
-        if self.track_running_stats:
-            self.running_mean.zero_()
-            self.running_var.fill_(1)
-            self.num_batches_tracked.zero_()
-
-    def reset_parameters(self) -> None:
-        self.reset_running_stats()
-        if self.affine:
-            nn.init.ones_(self.weight)
-            if self.bias is not None:
-                nn.init.zeros_(self.bias)
-
-    def extra_repr(self) -> str:
-        return (
-            f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
-            f"bias={self.bias is not None}, track_running_stats={self.track_running_stats}"
-        )
+        # torch takes any int (a negative one fails in torch.empty); 0 is a lazy layer's placeholder
+        if isinstance(num_features, bool) or not isinstance(num_features, numbers.Integral) or num_features < 0:
+            raise ValueError(f"expected num_features to be a non-negative int (got {num_features!r})")
+        super().__init__(int(num_features), eps=eps, momentum=momentum, affine=affine,
+                         track_running_stats=track_running_stats, device=device, dtype=dtype, bias=bias)
 
     def skip_nonfinite_updates(self, enabled: bool = True) -> "_BatchNorm":
         """Off by default. When on, a training batch that would make the running statistics
@@ -105,21 +89,6 @@ class _BatchNorm(nn.Module):
             want = " or ".join(f"{d}D" for d in self._input_dims)
             raise ValueError(f"expected {want} input (got {input.dim()}D input)")
 
-    def _load_from_state_dict(
-        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
-    ) -> None:
-        version = local_metadata.get("version", None)
-        if (version is None or version < 2) and self.track_running_stats:
-            # Checkpoints older than version 2 have no num_batches_tracked: start it at 0 as torch does.
-            key = prefix + "num_batches_tracked"
-            if key not in state_dict:
-                nbt = self.num_batches_tracked
-                keep = nbt is not None and nbt.device != torch.device("meta")
-                state_dict[key] = nbt if keep else torch.tensor(0, dtype=torch.long)
-        super()._load_from_state_dict(
-            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
-        )
-
     def _momentum_factor(self) -> float | Tensor:
         """The weight of this batch in the running average, advancing num_batches_tracked.
 
@@ -135,11 +104,18 @@ class _BatchNorm(nn.Module):
         return factor
 
     def _check_input(self, input: Tensor) -> None:
-        """Every check of a forward's input, run once per call (nothing below checks again)."""
+        """Every check of a forward's input and state, run once per call (nothing below checks again)."""
         self._check_input_dim(input)
         checks.check_input(input, self.num_features)
+        checks.check_eps(self.eps, self.training)
+        if self.training:
+            checks.check_momentum(self.momentum)
+        checks.check_vectors(input, self.weight, self.bias, self.running_mean, self.running_var)
 
     def forward(self, input: Tensor) -> Tensor:
+        return layer_forward(self, input)
+
+    def _forward(self, input: Tensor) -> Tensor:
         self._check_input(input)
         factor = self._momentum_factor()
         # Batch statistics in training, and in eval when there are no buffers to use.
@@ -208,16 +184,40 @@ _DOC = r"""Applies Batch Normalization over a {input_desc} input.
     """
 
 
-class BatchNorm1d(_BatchNorm):
+class BatchNorm1d(_BatchNorm, nn.BatchNorm1d):
     _input_dims = (2, 3)
 
 
-class BatchNorm2d(_BatchNorm):
+class BatchNorm2d(_BatchNorm, nn.BatchNorm2d):
     _input_dims = (4,)
 
 
-class BatchNorm3d(_BatchNorm):
+class BatchNorm3d(_BatchNorm, nn.BatchNorm3d):
     _input_dims = (5,)
+
+
+class _LazyBatchNorm(nn.modules.batchnorm._LazyNormBase):
+    """torch's lazy machinery (``num_features`` from the first input's dim 1, then the class becomes
+    ``cls_to_become``) over bnlab's layer."""
+
+
+class LazyBatchNorm1d(_LazyBatchNorm, BatchNorm1d):
+    """:class:`BatchNorm1d` with ``num_features`` inferred from the first input (torch's
+    ``LazyBatchNorm1d``; becomes a :class:`BatchNorm1d`)."""
+
+    cls_to_become = BatchNorm1d
+
+
+class LazyBatchNorm2d(_LazyBatchNorm, BatchNorm2d):
+    """:class:`BatchNorm2d` with ``num_features`` inferred from the first input (becomes one)."""
+
+    cls_to_become = BatchNorm2d
+
+
+class LazyBatchNorm3d(_LazyBatchNorm, BatchNorm3d):
+    """:class:`BatchNorm3d` with ``num_features`` inferred from the first input (becomes one)."""
+
+    cls_to_become = BatchNorm3d
 
 
 BatchNorm1d.__doc__ = _DOC.format(

@@ -31,7 +31,7 @@ class _FrozenBatchNorm(nn.Module):
     def __init__(self, num_features: int, eps: float = 1e-5, device=None, dtype=None) -> None:
         if isinstance(num_features, bool) or not isinstance(num_features, int) or num_features <= 0:
             raise ValueError(f"expected num_features to be a positive int (got {num_features!r})")
-        checks.check_hyperparameters(eps, None)
+        checks.check_eps(eps, training=False)
         super().__init__()
         factory = {"device": device, "dtype": dtype}
         self.num_features = num_features

@@ -29,7 +29,7 @@ in-place ABN inversion is in :mod:`bnlab.core.autograd`.
 
 from __future__ import annotations
 
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..activations import INVERTIBLE, check_activation
 from ..core import checks, ops
@@ -99,15 +99,15 @@ _CLASS_DOC = """BN followed by an activation over {shape} input, in one layer (s
     """
 
 
-class BatchNormAct1d(_BatchNormAct):
+class BatchNormAct1d(_BatchNormAct, nn.BatchNorm1d):
     _input_dims = (2, 3)
 
 
-class BatchNormAct2d(_BatchNormAct):
+class BatchNormAct2d(_BatchNormAct, nn.BatchNorm2d):
     _input_dims = (4,)
 
 
-class BatchNormAct3d(_BatchNormAct):
+class BatchNormAct3d(_BatchNormAct, nn.BatchNorm3d):
     _input_dims = (5,)
 
 

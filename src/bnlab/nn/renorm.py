@@ -155,15 +155,15 @@ _CLASS_DOC = """Batch Renorm over {shape} input; see :mod:`bnlab.nn.renorm` for 
     """
 
 
-class BatchRenorm1d(_BatchRenorm):
+class BatchRenorm1d(_BatchRenorm, nn.BatchNorm1d):
     _input_dims = (2, 3)
 
 
-class BatchRenorm2d(_BatchRenorm):
+class BatchRenorm2d(_BatchRenorm, nn.BatchNorm2d):
     _input_dims = (4,)
 
 
-class BatchRenorm3d(_BatchRenorm):
+class BatchRenorm3d(_BatchRenorm, nn.BatchNorm3d):
     _input_dims = (5,)
 
 

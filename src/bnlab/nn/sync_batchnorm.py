@@ -37,7 +37,7 @@ def _world_size(process_group) -> int:
     return dist.get_world_size(process_group)
 
 
-class SyncBatchNorm(_BatchNorm):
+class SyncBatchNorm(_BatchNorm, nn.SyncBatchNorm):
     r"""Batch norm whose training statistics are those of the global batch over all processes.
 
     Same constructor as ``torch.nn.SyncBatchNorm``; accepts inputs (N, C, *) of 2 or more dims.
@@ -77,7 +77,7 @@ class SyncBatchNorm(_BatchNorm):
         bias: bool = True,
     ) -> None:
         super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype, bias=bias)
-        self.process_group = process_group
+        self.process_group = process_group  # torch's SyncBatchNorm.__init__ set None: bnlab's init ran
 
     def _check_input_dim(self, input: Tensor) -> None:
         if input.dim() < 2:
