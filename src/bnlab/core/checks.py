@@ -92,6 +92,8 @@ def _vector_issue(name: str, t: Tensor, x: Tensor, channels: int) -> Exception |
             f"expected {name} with {channels} elements, one per channel of the input of shape "
             f"{tuple(x.shape)} (got {t.numel()} elements, shape {tuple(t.shape)})"
         )
+    if name.startswith("running") and t.dim() != 1:  # torch takes any shape of C elements for weight/bias only
+        return SizeMismatch(f"expected {name} of shape ({channels},) (got shape {tuple(t.shape)})")
     if t.dtype != x.dtype and not (x.dtype in _HALF and t.dtype == torch.float32):
         return DtypeMismatch(
             f"expected {name} of dtype {x.dtype}" + (" or torch.float32" if x.dtype in _HALF else "")
@@ -129,6 +131,8 @@ def check_batch_norm_call(
     stats = running_mean if running_mean is not None else weight
     check_input(input, stats.numel() if isinstance(stats, Tensor) else None)
     check_vectors(input, weight, bias, running_mean, running_var)
+    if (running_mean is None) != (running_var is None):  # torch's rule and words
+        raise ValueError("running_mean and running_var must either both be None or neither be None")
     if momentum is None:  # a layer's momentum=None (cumulative average) reaches here as a tensor
         raise TypeError("expected momentum as a float or a 0-dim tensor (got None)")
     check_hyperparameters(eps, momentum, training)

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 __all__ = [
-    "reduce_dims", "channel_shape", "acc_dtype", "count_per_channel",
+    "reduce_dims", "channel_shape", "acc_dtype", "output_layout", "count_per_channel",
     "batch_stats", "normalize", "backward_reduce", "backward_elemt", "param_grads",
     "update_running_stats", "eval_affine", "scale_shift", "local_moments", "combine_moments",
 ]
@@ -41,6 +41,21 @@ def reduce_dims(x: Tensor) -> tuple[int, ...]:
 def channel_shape(x: Tensor) -> tuple[int, ...]:
     """Shape that broadcasts a per-channel (C,) vector against ``x``: (1, C, 1, ..., 1)."""
     return (1, x.shape[1]) + (1,) * (x.dim() - 2)
+
+
+def output_layout(y: Tensor, x: Tensor) -> Tensor:
+    """``y`` in the memory format torch gives batch norm's output for input ``x``: channels_last
+    (channels_last_3d) where ``x`` is in it, else contiguous -- so code that views torch's output
+    (``y.view(N, -1)``) works on bnlab's. ``y`` itself where it already is (no copy)."""
+    if x.is_contiguous():
+        fmt = torch.contiguous_format
+    elif x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
+        fmt = torch.channels_last
+    elif x.dim() == 5 and x.is_contiguous(memory_format=torch.channels_last_3d):
+        fmt = torch.channels_last_3d
+    else:
+        fmt = torch.contiguous_format
+    return y if y.is_contiguous(memory_format=fmt) else y.contiguous(memory_format=fmt)
 
 
 def acc_dtype(dtype: torch.dtype) -> torch.dtype:

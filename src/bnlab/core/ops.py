@@ -56,7 +56,7 @@ def train(
     y, mean, var = apply_train(x, weight, bias, mean, var, eps, act, slope, backend, running, save_output)
     if update and running is None:
         backend.update_running_stats(running_mean, running_var, mean, var, count, momentum)
-    return y, mean, var
+    return M.output_layout(y, x), mean, var
 
 
 def evaluate(
@@ -71,7 +71,7 @@ def evaluate(
 ) -> Tensor:
     """``act(BN(x))`` with the running statistics (differentiable where autograd records a graph)."""
     backend = dispatch.select_eval(x, running_mean, running_var, weight, bias)
-    return backend.eval(x, running_mean, running_var, weight, bias, eps, act, slope)
+    return M.output_layout(backend.eval(x, running_mean, running_var, weight, bias, eps, act, slope), x)
 
 
 def update_running_stats(
