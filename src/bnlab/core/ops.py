@@ -45,6 +45,11 @@ def train(
     r/d correction here.
     """
     backend = dispatch.select(x, weight, bias, running_mean, running_var)
+    if backend.traced and torch.jit.is_tracing():
+        # A jit trace records autograd Functions as Python calls, which cannot be saved: record the
+        # reference's torch operations themselves (autograd differentiates them).
+        return _train_without_function(x, weight, bias, running_mean, running_var, momentum, eps, act,
+                                                slope, affine_from_stats, backend)
     count = M.count_per_channel(x)
     update = count > 0 and (running_mean is not None or running_var is not None)
     running = Running(running_mean, running_var, count, momentum) if update and backend.fuses_update else None
@@ -57,6 +62,18 @@ def train(
     if update and running is None:
         backend.update_running_stats(running_mean, running_var, mean, var, count, momentum)
     return M.output_layout(y, x), mean, var
+
+
+def _train_without_function(x, weight, bias, running_mean, running_var, momentum, eps, act, slope,
+                                     affine_from_stats, backend):
+    mean, var = M.batch_stats(x)
+    if affine_from_stats is not None:
+        weight, bias = affine_from_stats(mean.detach(), var.detach())
+    y = backend.normalize(x, mean, var, weight, bias, eps, act, slope)
+    count = M.count_per_channel(x)
+    if count > 0 and (running_mean is not None or running_var is not None):
+        M.update_running_stats(running_mean, running_var, mean.detach(), var.detach(), count, momentum)
+    return M.output_layout(y, x), mean.detach(), var.detach()
 
 
 def evaluate(

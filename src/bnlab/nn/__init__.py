@@ -8,6 +8,9 @@ from .nonfinite import skip_nonfinite_updates
 from .norm_act import BatchNormAct1d, BatchNormAct2d, BatchNormAct3d
 from .renorm import BatchRenorm1d, BatchRenorm2d, BatchRenorm3d, renorm_warmup, set_renorm_limits
 from .sync_batchnorm import SyncBatchNorm, revert_sync_batchnorm
+from .torch_fusion import register as _register_fusion
+
+_register_fusion()
 
 __all__ = [
     "BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "LazyBatchNorm1d", "LazyBatchNorm2d", "LazyBatchNorm3d",
