@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..activations import invert
+from ..activations import activation_grad, invert
 from . import dispatch
 from . import math as M
 from .backends import Backend, Running
@@ -71,7 +71,9 @@ class BatchNormTrain(torch.autograd.Function):
         y, mean, var = output
         ctx.mark_non_differentiable(mean, var)
         ctx.save_for_backward(y if save_output else x, weight, bias, mean, var)
+        ctx.save_for_forward(x, weight, bias, mean, var)
         ctx.config = (eps, act, slope, backend, save_output)
+        ctx.batch_stats = inputs[3] is None  # the statistics are functions of x (else given constants)
 
     @staticmethod
     def backward(ctx, dy, _dmean, _dvar):
@@ -91,6 +93,35 @@ class BatchNormTrain(torch.autograd.Function):
         dx, dweight, dbias = backend.backward(dy, x, weight, bias, mean, var, eps, act, slope,
                                               ctx.needs_input_grad[:3])
         return dx, dweight, dbias, None, None, None, None, None, None, None, None
+
+
+    @staticmethod
+    def jvp(ctx, dx, dweight, dbias, _dmean, _dvar, *_):
+        """Forward-mode derivative, in torch operations on the saved tensors (any backend's forward):
+        with xhat = (x - mean) * invstd over the batch, dxhat = invstd * (dx - E[dx] - xhat * E[dx * xhat])
+        (only invstd * dx for given statistics), dz = w * dxhat + dw * xhat + db, dy = act'(z) * dz."""
+        x, weight, bias, mean, var = ctx.saved_tensors
+        eps, act, slope, _, _ = ctx.config
+        shape = M.channel_shape(x)
+        dims = M.reduce_dims(x)
+        acc = mean.dtype
+        invstd = torch.rsqrt(var + eps).view(shape)
+        xhat = (x.to(acc) - mean.view(shape)) * invstd
+        dz = torch.zeros_like(xhat)
+        if dx is not None:
+            dxa = dx.to(acc)
+            if ctx.batch_stats:
+                dxa = dxa - dxa.mean(dims, keepdim=True) - xhat * (dxa * xhat).mean(dims, keepdim=True)
+            dz = dxa * invstd * (1.0 if weight is None else weight.to(acc).view(shape))
+        if dweight is not None:
+            dz = dz + xhat * dweight.to(acc).view(shape)
+        if dbias is not None:
+            dz = dz + dbias.to(acc).view(shape)
+        if act != "identity":
+            z = xhat * (1.0 if weight is None else weight.to(acc).view(shape))
+            z = z if bias is None else z + bias.to(acc).view(shape)
+            dz = activation_grad(dz, z, act, slope)
+        return dz.to(x.dtype), None, None
 
 
 # torch.autograd.Function.apply binds its arguments with inspect.signature on every call (about

@@ -199,4 +199,6 @@ def select_backward(forward: Backend, dy: Tensor, x: Tensor) -> Backend:
         return TRACED
     if type(dy) not in _PLAIN_TYPES or not dy.is_cpu or dy.layout is not torch.strided or dy.shape != x.shape:
         return REFERENCE
+    if not torch._C._has_storage(dy):  # a batched gradient (jacobian(vectorize=True), is_grads_batched)
+        return REFERENCE
     return _CPU
