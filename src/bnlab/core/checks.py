@@ -39,7 +39,7 @@ def check_input(x: Tensor, num_features: int | None) -> None:
     if x.dim() < 2:
         raise ValueError(f"expected an input of at least 2 dimensions (N, C, ...) (got {x.dim()}D input)")
     if num_features is not None and x.shape[1] != num_features:
-        raise ValueError(
+        raise SizeMismatch(
             f"expected input with {num_features} channels in dim 1 (got {x.shape[1]} channels, "
             f"input shape {tuple(x.shape)})"
         )
