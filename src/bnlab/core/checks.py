@@ -57,6 +57,8 @@ def check_batch_size(x: Tensor) -> None:
 
 def check_eps(eps, training: bool) -> None:
     """torch's rule and words: eps > 0 in training, >= 0 in eval; any real number (numpy's too)."""
+    if type(eps) is float and eps > 0.0:  # the common case, without the ABC check below
+        return
     if isinstance(eps, bool) or not isinstance(eps, numbers.Real):
         raise TypeError(f"expected eps to be a real number (got {type(eps).__name__})")
     if training and not eps > 0.0:
@@ -71,7 +73,7 @@ def check_momentum(momentum) -> None:
     Stricter than torch, which takes any number: outside [0, 1] the running average extrapolates
     and diverges instead of averaging.
     """
-    if momentum is None or isinstance(momentum, Tensor):
+    if momentum is None or (type(momentum) is float and 0.0 <= momentum <= 1.0) or isinstance(momentum, Tensor):
         return
     if isinstance(momentum, bool) or not isinstance(momentum, numbers.Real) or not 0.0 <= momentum <= 1.0:
         raise ValueError(f"expected momentum in [0, 1] or None (got {momentum!r})")
@@ -108,13 +110,20 @@ def check_vectors(x: Tensor, weight, bias, running_mean, running_var) -> None:
     """The per-channel tensors: one element per channel, the input's dtype (float32 also for half
     inputs, as torch's mixed-precision rule), the input's device -- torch's acceptance. The kernels
     read them by address, so this runs before any of them sees a tensor."""
-    channels = x.shape[1]
-    for name, t in (("weight", weight), ("bias", bias), ("running_mean", running_mean),
-                    ("running_var", running_var)):
-        if t is not None:
-            issue = _vector_issue(name, t, x, channels)
-            if issue is not None:
-                raise issue
+    channels, dtype = x.shape[1], x.dtype
+    cpu = x.is_cpu
+    for t in (weight, bias, running_mean, running_var):
+        # The common case first, cheaply: a (C,) tensor of the input's dtype on the CPU.
+        if t is None or (cpu and isinstance(t, Tensor) and t.dtype is dtype and t.is_cpu and t.dim() == 1
+                         and t.shape[0] == channels):
+            continue
+        for name, u in (("weight", weight), ("bias", bias), ("running_mean", running_mean),
+                        ("running_var", running_var)):
+            if u is t:
+                issue = _vector_issue(name, t, x, channels)
+                if issue is not None:
+                    raise issue
+                break
 
 
 def check_batch_norm_call(
