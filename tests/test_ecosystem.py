@@ -33,8 +33,11 @@ def test_layers_are_instances_of_torchs_batch_norm_classes():
     for cls, base in ((bnlab.nn.BatchNorm1d, nn.BatchNorm1d), (bnlab.nn.BatchNorm2d, nn.BatchNorm2d),
                       (bnlab.nn.BatchNorm3d, nn.BatchNorm3d), (bnlab.nn.GhostBatchNorm2d, nn.BatchNorm2d),
                       (bnlab.nn.BatchRenorm2d, nn.BatchNorm2d), (bnlab.nn.BatchNormAct2d, nn.BatchNorm2d),
-                      (bnlab.nn.MaskedBatchNorm1d, nn.BatchNorm1d), (bnlab.nn.SyncBatchNorm, nn.SyncBatchNorm)):
+                      (bnlab.nn.MaskedBatchNorm1d, nn.BatchNorm1d)):
         assert issubclass(cls, base) and issubclass(cls, nn.modules.batchnorm._BatchNorm)
+    # SyncBatchNorm is batch norm to every tool but not torch's SyncBatchNorm, which DDP refuses on CPU
+    assert issubclass(bnlab.nn.SyncBatchNorm, nn.modules.batchnorm._BatchNorm)
+    assert not issubclass(bnlab.nn.SyncBatchNorm, nn.SyncBatchNorm)
 
 
 def test_swa_update_bn_recomputes_the_running_statistics():

@@ -15,7 +15,9 @@ backward; it needs an invertible activation and every gamma != 0 (the layer chec
 statistics recomputed from the saved ``x``, so the closed form is differentiated in torch ops.
 
 Written in the ``setup_context`` style with a generated vmap rule, so torch.func transforms and
-torch.compile can trace it (they get the reference backend).
+torch.compile can trace it (they get the reference backend). **Forward-mode AD** (``jvp``) is
+:class:`BatchNormTrainJvp`, the Function every call uses except under torch.compile, whose tracer
+refuses Functions with a custom jvp: compiled code gets :class:`BatchNormTrain`.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from . import dispatch
 from . import math as M
 from .backends import Backend, Running
 
-__all__ = ["BatchNormTrain", "apply_train"]
+__all__ = ["BatchNormTrain", "BatchNormTrainJvp", "apply_train"]
 
 
 def input_from_output(y: Tensor, weight, bias, mean, var, eps: float, act: str, slope: float) -> Tensor:
@@ -71,9 +73,7 @@ class BatchNormTrain(torch.autograd.Function):
         y, mean, var = output
         ctx.mark_non_differentiable(mean, var)
         ctx.save_for_backward(y if save_output else x, weight, bias, mean, var)
-        ctx.save_for_forward(x, weight, bias, mean, var)
         ctx.config = (eps, act, slope, backend, save_output)
-        ctx.batch_stats = inputs[3] is None  # the statistics are functions of x (else given constants)
 
     @staticmethod
     def backward(ctx, dy, _dmean, _dvar):
@@ -94,6 +94,15 @@ class BatchNormTrain(torch.autograd.Function):
                                               ctx.needs_input_grad[:3])
         return dx, dweight, dbias, None, None, None, None, None, None, None, None
 
+
+class BatchNormTrainJvp(BatchNormTrain):
+    """:class:`BatchNormTrain` with forward-mode AD (``torch.autograd.forward_ad``, ``torch.func.jvp``)."""
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        BatchNormTrain.setup_context(ctx, inputs, output)
+        ctx.save_for_forward(inputs[0], inputs[1], inputs[2], output[1], output[2])
+        ctx.batch_stats = inputs[3] is None  # the statistics are functions of x (else given constants)
 
     @staticmethod
     def jvp(ctx, dx, dweight, dbias, _dmean, _dvar, *_):
@@ -128,11 +137,15 @@ class BatchNormTrain(torch.autograd.Function):
 # 15 us, more than a small batch's whole normalization). The C-level apply underneath does the
 # same work without it; it is used when no tracer is active (the dispatch said so), where the
 # standard apply (which tracers need) runs instead.
-_base_apply = super(torch.autograd.Function, BatchNormTrain).apply
+_base_apply = super(torch.autograd.Function, BatchNormTrainJvp).apply
 
 
 def apply_train(x: Tensor, weight, bias, mean, var, eps: float, act: str, slope: float, backend: Backend,
                 running: Running | None, save_output: bool = False) -> tuple[Tensor, Tensor, Tensor]:
-    """``BatchNormTrain.apply`` with the arguments above, minus the signature binding when untraced."""
-    apply = BatchNormTrain.apply if backend.traced else _base_apply
+    """``BatchNormTrainJvp.apply`` with the arguments above, minus the signature binding when
+    untraced; :class:`BatchNormTrain` (no jvp) under torch.compile."""
+    if not backend.traced:
+        apply = _base_apply
+    else:
+        apply = BatchNormTrain.apply if torch.compiler.is_compiling() else BatchNormTrainJvp.apply
     return apply(x, weight, bias, mean, var, eps, act, slope, backend, running, save_output)

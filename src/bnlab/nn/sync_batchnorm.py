@@ -17,6 +17,11 @@ each rank normalizes with its own batch statistics, as torch does). When torch.d
 available or not initialised, or the group has one process, the layer is plain batch norm.
 Collectives work for gloo with CPU tensors (torch's own SyncBatchNorm refuses them) and NCCL with
 CUDA tensors; nothing here assumes a device.
+
+The class is a subclass of torch's ``_BatchNorm`` (so every tool that looks for batch norm finds
+it) but not of ``torch.nn.SyncBatchNorm``: ``DistributedDataParallel`` refuses any
+``torch.nn.SyncBatchNorm`` in a CPU module ("SyncBatchNorm layers only work with GPU modules"),
+which is where this layer is meant to run too.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ def _world_size(process_group) -> int:
     return dist.get_world_size(process_group)
 
 
-class SyncBatchNorm(_BatchNorm, nn.SyncBatchNorm):
+class SyncBatchNorm(_BatchNorm):
     r"""Batch norm whose training statistics are those of the global batch over all processes.
 
     Same constructor as ``torch.nn.SyncBatchNorm``; accepts inputs (N, C, *) of 2 or more dims.
@@ -77,7 +82,7 @@ class SyncBatchNorm(_BatchNorm, nn.SyncBatchNorm):
         bias: bool = True,
     ) -> None:
         super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype, bias=bias)
-        self.process_group = process_group  # torch's SyncBatchNorm.__init__ set None: bnlab's init ran
+        self.process_group = process_group
 
     def _check_input_dim(self, input: Tensor) -> None:
         if input.dim() < 2:
