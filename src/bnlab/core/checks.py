@@ -1,7 +1,11 @@
 """Argument checks of batch norm, run once per call by whoever receives the user's arguments.
 
-A layer checks its input here and then calls :mod:`bnlab.core.ops`, which checks nothing again;
-:func:`bnlab.functional.batch_norm` runs :func:`check_batch_norm_call`. The errors say what was
+A layer checks its input and hyperparameters here and then calls :mod:`bnlab.core.ops`; the
+per-channel tensors (weight, bias, running statistics) are checked with :func:`check_vectors` by
+the dispatch (:mod:`bnlab.core.dispatch`), which looks at each of them anyway to choose a backend,
+so nothing reaches a kernel unchecked. :func:`bnlab.functional.batch_norm` runs
+:func:`check_batch_norm_call` on the user's arguments as given (torch takes a weight of any shape
+with C elements, which the engine then sees as a (C,) view). The errors say what was
 expected and what arrived; user mistakes are ValueError / TypeError, never assertions.
 """
 
@@ -109,7 +113,7 @@ def _vector_issue(name: str, t: Tensor, x: Tensor, channels: int) -> Exception |
 def check_vectors(x: Tensor, weight, bias, running_mean, running_var) -> None:
     """The per-channel tensors: one element per channel, the input's dtype (float32 also for half
     inputs, as torch's mixed-precision rule), the input's device -- torch's acceptance. The kernels
-    read them by address, so this runs before any of them sees a tensor."""
+    read them by address, so the dispatch runs this before any backend sees a tensor."""
     channels, dtype = x.shape[1], x.dtype
     cpu = x.is_cpu
     for t in (weight, bias, running_mean, running_var):

@@ -1,8 +1,9 @@
 """The operations the layers call: training-mode and eval-mode batch norm (+ activation).
 
 Each asks the dispatch once (:mod:`bnlab.core.dispatch`) and runs its primitives on the answer.
-They check no arguments: the layer (or :func:`bnlab.functional.batch_norm`) has done that, once,
-with :mod:`bnlab.core.checks`.
+The input and the hyperparameters are the caller's to check (the layer, or
+:func:`bnlab.functional.batch_norm`, with :mod:`bnlab.core.checks`); the per-channel tensors are
+checked by the dispatch as it inspects them, before any backend sees them.
 """
 
 from __future__ import annotations
@@ -102,5 +103,5 @@ def update_running_stats(
     """The running-statistics update alone, for batch statistics a layer combined itself (ghosts)."""
     if count <= 0 or (running_mean is None and running_var is None):
         return
-    backend = dispatch.select(mean, var, running_mean, running_var)
+    backend = dispatch.select_update(mean, var, running_mean, running_var)
     backend.update_running_stats(running_mean, running_var, mean, var, count, momentum)

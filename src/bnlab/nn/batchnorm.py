@@ -95,40 +95,40 @@ class _BatchNorm(nn.modules.batchnorm._BatchNorm):
         momentum=None is the cumulative moving average, 1/num_batches_tracked; it stays a tensor so
         no host sync (and no graph break under torch.compile) is needed.
         """
-        factor: float | Tensor = 0.0 if self.momentum is None else self.momentum
-        if self.training and self.track_running_stats and self.num_batches_tracked is not None:
-            self.num_batches_tracked.add_(1)
-            if self.momentum is None:
-                nbt = self.num_batches_tracked.to(acc_dtype(self.running_mean.dtype))
-                factor = nbt.reciprocal()
+        momentum = self.momentum
+        factor: float | Tensor = 0.0 if momentum is None else momentum
+        if self.training and self.track_running_stats:
+            nbt = self.num_batches_tracked
+            if nbt is not None:
+                nbt.add_(1)
+                if momentum is None:
+                    factor = nbt.to(acc_dtype(self.running_mean.dtype)).reciprocal()
         return factor
 
     def _check_input(self, input: Tensor) -> None:
-        """Every check of a forward's input and state, run once per call (nothing below checks again)."""
+        """The checks of a forward's input and hyperparameters, run once per call. The per-channel
+        tensors are checked where the engine inspects them anyway (:mod:`bnlab.core.dispatch`)."""
         self._check_input_dim(input)
         checks.check_input(input, self.num_features)
         checks.check_eps(self.eps, self.training)
         if self.training:
             checks.check_momentum(self.momentum)
-        checks.check_vectors(input, self.weight, self.bias, self.running_mean, self.running_var)
 
-    def forward(self, input: Tensor) -> Tensor:
-        return layer_forward(self, input)
+    # The forward *is* layer_forward (one Python frame less per call than a method calling it).
+    forward = layer_forward
 
     def _forward(self, input: Tensor) -> Tensor:
         self._check_input(input)
         factor = self._momentum_factor()
-        # Batch statistics in training, and in eval when there are no buffers to use.
-        use_batch_stats = self.training or (self.running_mean is None and self.running_var is None)
-        # Buffers are passed only when they are to be updated (training with tracking on) or used (eval).
-        pass_buffers = not self.training or self.track_running_stats
-        return self._normalize(
-            input,
-            self.running_mean if pass_buffers else None,
-            self.running_var if pass_buffers else None,
-            use_batch_stats,
-            factor,
-        )
+        running_mean, running_var = self.running_mean, self.running_var  # read once (module attribute lookups)
+        if self.training:
+            # Buffers are passed only when they are to be updated (training with tracking on) or used (eval).
+            if not self.track_running_stats:
+                running_mean = running_var = None
+            use_batch_stats = True
+        else:  # batch statistics in eval when there are no buffers to use
+            use_batch_stats = running_mean is None and running_var is None
+        return self._normalize(input, running_mean, running_var, use_batch_stats, factor)
 
     def _normalize(
         self,
