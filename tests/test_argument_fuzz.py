@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 import bnlab
+from bnlab.core import dispatch
 
 
 def _input(rng: random.Random, gen: torch.Generator, dtype: torch.dtype) -> torch.Tensor:
@@ -138,11 +139,21 @@ def test_running_var_of_the_wrong_size_in_training_is_refused():
             bnlab.functional.batch_norm(x, torch.zeros(10), torch.ones(size), training=True)
 
 
-def test_a_layer_whose_weight_was_replaced_by_a_wrong_size_is_refused():
-    bn = bnlab.nn.BatchNorm1d(10)
-    bn.weight = torch.nn.Parameter(torch.ones(9))
-    with pytest.raises(ValueError, match="expected weight with 10 elements"):
-        bn(torch.randn(4, 10))
+@pytest.mark.parametrize("fast", [True, False])
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("name", ["weight", "bias", "running_mean", "running_var"])
+def test_a_layer_whose_tensor_was_replaced_by_a_wrong_size_is_refused_on_every_path(name, training, fast):
+    # The layer's tensors are checked by the dispatch as it chooses the backend: on the fast path,
+    # the reference and in both modes, before anything reads them.
+    bn = bnlab.nn.BatchNorm1d(10).train(training)
+    window = torch.arange(20.0)[:9]
+    setattr(bn, name, torch.nn.Parameter(window) if name in ("weight", "bias") else window)
+    dispatch.set_fast(fast)
+    try:
+        with pytest.raises(ValueError, match=f"expected {name} with 10 elements"):
+            bn(torch.randn(4, 10))
+    finally:
+        dispatch.set_fast(True)
 
 
 @pytest.mark.parametrize("name,make", [
