@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from bnlab.kernels import cache, numba_cpu
 
 
@@ -91,3 +93,36 @@ def test_results_are_bit_identical_whether_the_kernels_were_just_compiled_or_loa
     assert int(cold[1]) > 0  # the first run filled the empty cache
     assert cold[0] == warm[0]
 
+
+
+_BITS_ALL = """
+import hashlib, torch
+torch.set_num_threads(2)
+from bnlab.core import dispatch
+backend = dispatch.FAST_BACKENDS["cpu"]
+h = hashlib.sha256()
+for shape, channels_last in (((100, 32, 64), False), ((100, 32, 40), False), ((8, 32, 16, 16), True)):
+    for act in ("identity", "silu"):
+        torch.manual_seed(0)
+        x, dy = torch.randn(shape) * 2 + 0.5, torch.randn(shape)
+        if channels_last:
+            x, dy = (t.contiguous(memory_format=torch.channels_last) for t in (x, dy))
+        w, b = torch.rand(shape[1]) + 0.5, torch.randn(shape[1])
+        with torch.no_grad():
+            y, mean, var = backend.forward(x, w, b, 1e-5, act, 0.0, None)
+            grads = backend.backward(dy, x, w, b, mean, var, 1e-5, act, 0.0, (True, True, True))
+            sums = backend.backward_reduce(dy, x, w, b, mean, var, 1e-5, act, 0.0)
+        for t in (y, mean, var, *grads, *sums):
+            h.update(t.contiguous().numpy().tobytes())
+print(h.hexdigest())
+"""
+
+
+@pytest.mark.slow
+def test_parallel_and_fused_kernels_are_bit_identical_compiled_or_cache_loaded(tmp_path):
+    # 2 threads: the parallel drivers, whose prange bodies numba always compiles as libraries of
+    # their own (inlining the helpers does not cover them); both memory families, plain and SiLU.
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
+    cold, warm = (subprocess.run([sys.executable, "-c", _BITS_ALL], env=env, capture_output=True, text=True,
+                                 check=True).stdout.split()[-1] for _ in range(2))
+    assert cold == warm

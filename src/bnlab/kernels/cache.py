@@ -12,19 +12,31 @@ code. So the kernels get a subfolder named after a digest of every kernel source
 subfolders of older digests are removed. This must run before the kernels compile, so
 :mod:`bnlab.kernels.numba_cpu` imports it first.
 
-**Compiled or cache-loaded: the same bits.** A kernel compiled in this process and the same kernel
-loaded from the cache can compute different last bits (measured: y by 1.2e-7, dweight by 7.6e-6).
-The cause is numba's linking, not the cache file: an entry point calls helper functions (the
-drivers, the merges) that numba compiles as libraries of their own and also links, as copies, into
-the entry point's library, where LLVM optimizes them a second time -- and the vectorized float
-reductions of the two versions add in different orders. In a process that compiles, the helper's
-own library is defined first and every call goes to it; in a process that loads the entry point
-from the cache, only the copies exist. So bnlab never runs a kernel compiled in its own process:
-:func:`compile_out_of_process` makes each entry point compile a missing signature in a child
-process, which writes it to the cache, and then load it from there like every later process. The
-cost is a child process (about 1-2 s on top of the compilation) the first time a signature is
-needed on a machine. When no cache folder is writable, kernels compile in-process (and may then
-differ from cache-loaded runs elsewhere in the last bits).
+**Compiled or cache-loaded: the same bits.** Guarantee: for the same inputs, thread count and
+kernel sources, every process computes bit-identical results, whether the kernels were compiled
+just now or loaded from the cache -- because no process ever runs a kernel compiled in-process:
+every process runs the machine code stored in the cache. (Exception: when no cache folder is
+writable at all, the kernels compile in-process, and may then differ in the last bits from
+cache-loaded runs elsewhere.)
+
+Why it is needed: numba compiles each helper function an entry point calls (the drivers, the
+merges, and always the gufuncs that numba makes of a ``prange`` loop) as a library of its own
+*and* links a copy of it into the entry point's library, where LLVM optimizes it a second time;
+the vectorized float reductions of the two versions add in different orders. In a process that
+compiles, the helper's own library is defined first and every call goes to it; in a process that
+loads the entry point from the cache, only the copies exist. Measured on a cold cache before this
+mechanism: 64 of 208 outputs (y, statistics, gradients; both memory families, serial and
+parallel, identity and SiLU) differed, e.g. y by 2.4e-7 and dweight by 7.6e-6 on (100, 32, 64).
+Inlining every helper at numba IR level (``inline="always"``) does not remove the cause: it made
+the serial kernels identical but the parallel ones still differed (32 of 208 outputs at 2
+threads), because numba compiles a ``prange`` body as a gufunc library of its own in any case --
+also when the drivers are inlined into entry points compiled with ``parallel=True``.
+
+How: :func:`compile_out_of_process` makes each entry point compile a signature it lacks in a child
+process, which writes it to the cache, and then load it from there like every later process.
+Loaded entry points contain only the linked copies, so the order of calls in a process does not
+matter either. The cost is a child process per new signature the first time it is needed on a
+machine (about 1-2 s on top of the compilation); a warm cache costs nothing.
 """
 
 from __future__ import annotations
