@@ -10,7 +10,7 @@ less than one value per channel, simple average). torch's module is the oracle f
 
 Cannot apply (and not ported): the CUDA/cuDNN/MPS cases (no device), the half-precision cuDNN cases,
 torch's aot-autograd/inductor fusion tests of module_db (they test torch's compiler on torch's own
-kernels), and the TorchScript-scripting checks (bnlab's forward is not TorchScript; see the note).
+kernels). Scripting is tested on its own, against eager bnlab and torch, in test_torchscript.py.
 """
 
 from __future__ import annotations

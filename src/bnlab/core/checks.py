@@ -17,7 +17,8 @@ import torch
 from torch import Tensor
 
 __all__ = [
-    "SizeMismatch", "DtypeMismatch", "check_input", "check_batch_size", "check_eps", "check_momentum",
+    "SizeMismatch", "DtypeMismatch", "check_input", "check_batch_size", "check_eps", "check_eps_value",
+    "check_momentum", "check_momentum_value",
     "check_hyperparameters", "check_vectors", "check_batch_norm_call",
 ]
 
@@ -65,6 +66,11 @@ def check_eps(eps, training: bool) -> None:
         return
     if isinstance(eps, bool) or not isinstance(eps, numbers.Real):
         raise TypeError(f"expected eps to be a real number (got {type(eps).__name__})")
+    check_eps_value(float(eps), training)
+
+
+def check_eps_value(eps: float, training: bool) -> None:
+    """The rule of :func:`check_eps` on a float (TorchScript-compatible, for the scripted layers)."""
     if training and not eps > 0.0:
         raise ValueError(f"batch_norm eps must be positive during training, but got {eps}")
     if not eps >= 0.0:
@@ -79,8 +85,15 @@ def check_momentum(momentum) -> None:
     """
     if momentum is None or (type(momentum) is float and 0.0 <= momentum <= 1.0) or isinstance(momentum, Tensor):
         return
-    if isinstance(momentum, bool) or not isinstance(momentum, numbers.Real) or not 0.0 <= momentum <= 1.0:
+    if isinstance(momentum, bool) or not isinstance(momentum, numbers.Real):
         raise ValueError(f"expected momentum in [0, 1] or None (got {momentum!r})")
+    check_momentum_value(float(momentum))
+
+
+def check_momentum_value(momentum: float) -> None:
+    """The rule of :func:`check_momentum` on a float (TorchScript-compatible)."""
+    if not 0.0 <= momentum <= 1.0:
+        raise ValueError(f"expected momentum in [0, 1] or None (got {momentum})")
 
 
 def check_hyperparameters(eps, momentum, training: bool = True) -> None:

@@ -14,6 +14,13 @@ never called.
 ``create_feature_extractor``) record each layer as one ``call_function`` node of it, which runs the
 layer -- its mode, momentum and buffers at run time -- when the traced module runs.
 
+**TorchScript.** ``torch.jit.script`` compiles :meth:`_BatchNorm._script_forward` instead of the
+eager path: the same checks, momentum logic and math (:mod:`bnlab.core.math`, the reference's torch
+operations -- never torch's ``batch_norm``; the compiled kernels are not TorchScript), so a scripted
+layer computes what the eager one computes, updates the running statistics and saves and loads
+with ``torch.jit.save``. Variants whose training differs from plain BN (ghost, renorm, masked,
+sync) refuse to be scripted with a TypeError rather than script as plain BN.
+
 **Hyperparameters** are checked when a forward uses them, as torch does: ``eps`` must be positive in
 training and non-negative in eval (torch's errors and wording). bnlab is stricter in one place:
 ``momentum`` outside [0, 1] in training is a ValueError (torch extrapolates the running average,
@@ -29,7 +36,7 @@ from torch import Tensor, nn
 from torch.overrides import handle_torch_function, has_torch_function_unary
 
 from ..core import checks, ops
-from ..core.math import acc_dtype
+from ..core import math as M
 
 __all__ = ["BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "LazyBatchNorm1d", "LazyBatchNorm2d", "LazyBatchNorm3d",
            "_BatchNorm", "layer_forward"]
@@ -55,6 +62,9 @@ class _BatchNorm(nn.modules.batchnorm._BatchNorm):
 
     nonfinite_batches_skipped: int = 0  # counted by the opt-in guard, see skip_nonfinite_updates
     _input_dims: tuple[int, ...] = ()
+    __constants__ = nn.modules.batchnorm._BatchNorm.__constants__ + ["_input_dims"]
+    # None: torch.jit.script compiles _script_forward; else why this class cannot be scripted
+    _not_scriptable: str | None = None
 
     def __init__(
         self,
@@ -102,7 +112,8 @@ class _BatchNorm(nn.modules.batchnorm._BatchNorm):
             if nbt is not None:
                 nbt.add_(1)
                 if momentum is None:
-                    factor = nbt.to(acc_dtype(self.running_mean.dtype)).reciprocal()
+                    rm = self.running_mean
+                    factor = nbt.to(M.acc_dtype(torch.float32 if rm is None else rm.dtype)).reciprocal()
         return factor
 
     def _check_input(self, input: Tensor) -> None:
@@ -114,8 +125,12 @@ class _BatchNorm(nn.modules.batchnorm._BatchNorm):
         if self.training:
             checks.check_momentum(self.momentum)
 
-    # The forward *is* layer_forward (one Python frame less per call than a method calling it).
-    forward = layer_forward
+    def forward(self, input: Tensor) -> Tensor:
+        if torch.jit.is_scripting():  # TorchScript compiles this branch only
+            return self._script_forward(input)
+        if has_torch_function_unary(input):  # as layer_forward, without its frame
+            return handle_torch_function(layer_forward, (input,), self, input)
+        return self._forward(input)
 
     def _forward(self, input: Tensor) -> Tensor:
         self._check_input(input)
@@ -143,6 +158,54 @@ class _BatchNorm(nn.modules.batchnorm._BatchNorm):
             checks.check_batch_size(input)
             return ops.train(input, self.weight, self.bias, running_mean, running_var, momentum, self.eps)[0]
         return ops.evaluate(input, running_mean, running_var, self.weight, self.bias, self.eps)
+
+    # --- TorchScript ---------------------------------------------------------------------------
+
+    def __prepare_scriptable__(self) -> "_BatchNorm":
+        """Called by ``torch.jit.script`` before compiling: refuse what a scripted layer cannot do."""
+        if self._not_scriptable is not None:
+            raise TypeError(f"torch.jit.script: {type(self).__name__} cannot be scripted ({self._not_scriptable}); "
+                            f"bnlab.convert(model, 'bnlab') gives plain batch norm, which can")
+        if "_nonfinite_handles" in self.__dict__:
+            raise TypeError(f"torch.jit.script: {type(self).__name__} has the non-finite guard on, which runs "
+                            f"Python hooks; turn it off first (layer.skip_nonfinite_updates(False))")
+        # TorchScript constants must be Python floats (numpy scalars are accepted in eager mode)
+        self.eps = float(self.eps)
+        if self.momentum is not None and not isinstance(self.momentum, float):
+            self.momentum = float(self.momentum)
+        return self
+
+    def _script_forward(self, input: Tensor) -> Tensor:
+        """The forward under ``torch.jit.script`` (module docstring): the eager forward's checks,
+        momentum logic and math, in TorchScript-compatible torch operations."""
+        if input.dim() not in self._input_dims:  # the eager checks' words (_check_input_dim, check_input)
+            want = " or ".join([str(d) + "D" for d in self._input_dims])
+            raise ValueError(f"expected {want} input (got {input.dim()}D input)")
+        if input.shape[1] != self.num_features:
+            raise ValueError(f"expected input with {self.num_features} channels in dim 1 "
+                             f"(got {input.shape[1]} channels, input shape {input.shape})")
+        checks.check_eps_value(self.eps, self.training)
+        momentum = self.momentum
+        if self.training and momentum is not None:
+            checks.check_momentum_value(momentum)
+        factor = self._momentum_factor()
+        running_mean, running_var = self.running_mean, self.running_var
+        if self.training or (running_mean is None and running_var is None):
+            checks.check_batch_size(input)
+            mean, var = M.batch_stats(input)
+            y = M.normalize(input, mean, torch.rsqrt(var + self.eps), self.weight, self.bias)
+            if self.training and self.track_running_stats:
+                M.update_running_stats(running_mean, running_var, mean.detach(), var.detach(),
+                                       M.count_per_channel(input), factor)
+        elif running_mean is not None and running_var is not None:
+            y = M.eval_normalize(input, running_mean, running_var, self.weight, self.bias, self.eps)
+        else:
+            raise ValueError("expected both running_mean and running_var in eval mode (got one of them None)")
+        return M.output_layout(self._script_activation(y), input)
+
+    def _script_activation(self, y: Tensor) -> Tensor:
+        """What follows the normalization in :meth:`_script_forward` (an activation, for BN + act)."""
+        return y
 
 
 _DOC = r"""Applies Batch Normalization over a {input_desc} input.

@@ -48,6 +48,8 @@ def ghost_sizes(n: int, virtual_batch_size: int) -> list[int]:
 
 
 class _GhostBatchNorm(_BatchNorm):
+    _not_scriptable = "its statistics are per ghost batch"
+
     def __init__(
         self,
         num_features: int,

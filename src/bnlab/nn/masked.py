@@ -52,6 +52,8 @@ class MaskedBatchNorm1d(_BatchNorm, nn.BatchNorm1d):
         >>> y = m(torch.randn(2, 64, 7), mask)
     """
 
+    _not_scriptable = "its forward takes a mask"
+
     _input_dims = (3,)
 
     def forward(self, input: Tensor, mask: Tensor | None = None) -> Tensor:

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from ..activations import INVERTIBLE, check_activation
+from ..activations import INVERTIBLE, activate, check_activation
 from ..core import checks, ops
 from .batchnorm import _BatchNorm
 
@@ -79,6 +79,10 @@ class _BatchNormAct(_BatchNorm):
             raise ValueError("save_output=True needs every weight (gamma) != 0 to invert BN (got a zero weight)")
         return ops.train(input, self.weight, self.bias, running_mean, running_var, momentum, self.eps, act, slope,
                          save_output=self.save_output)[0]
+
+    def _script_activation(self, y: Tensor) -> Tensor:
+        # scripted: autograd differentiates the activation (no saved-output inversion)
+        return activate(y, self.act, self.negative_slope)
 
 
 _CLASS_DOC = """BN followed by an activation over {shape} input, in one layer (see :mod:`bnlab.nn.norm_act`).

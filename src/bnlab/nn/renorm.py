@@ -56,6 +56,8 @@ def _check_limits(r_max: float, d_max: float) -> None:
 
 
 class _BatchRenorm(_BatchNorm):
+    _not_scriptable = "Batch Renorm's r/d correction and its warm-up"
+
     def __init__(
         self,
         num_features: int,

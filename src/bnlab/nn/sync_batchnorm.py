@@ -68,6 +68,8 @@ class SyncBatchNorm(_BatchNorm):
         >>> model = bnlab.nn.revert_sync_batchnorm(model)             # back, e.g. for export
     """
 
+    _not_scriptable = "its statistics are gathered across processes"
+
     def __init__(
         self,
         num_features: int,
