@@ -1,5 +1,6 @@
 # Sourced by scripts/report and scripts/test: makes .venv (once) and installs bnlab into it with the
-# pins of constraints.txt. $EXTRAS names the pip extras to install ("" or "test").
+# pins of constraints.txt. $EXTRAS names the pip extras to install: "lab" for the report (the
+# experiments, the report and distributed sweeps), "lab,test" for the tests; "" is the library alone.
 set -eu
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}

@@ -12,3 +12,21 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow],
 )
 settings.load_profile("bnlab")
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def demos():
+    """The report's demos, measured once per test session (a few seconds)."""
+    from bnlab import demos as demo_module
+
+    return demo_module.run()
+
+
+@pytest.fixture(scope="session")
+def lab():
+    """Every experiment's real analysis over synthetic quick-sweep runs (report_fixtures.lab_results)."""
+    from report_fixtures import lab_results
+
+    return lab_results()

@@ -47,6 +47,10 @@ def check_well_formed(result) -> None:
     json.dumps(result.to_json(), allow_nan=False)
     assert result.rows and result.figures and result.summary
     assert "seeds" in result.setup and "quick" in result.setup
+    # what a reader sees: a title, one sentence of what was found, plain words for every number
+    assert result.title and result.finding and result.finding.endswith(".")
+    unlabelled = set(result.numbers) - set(result.labels)
+    assert not unlabelled, f"numbers without a label: {sorted(unlabelled)}"
     for fig in result.figures:
         f = fig.draw(fig.data)
         assert f.axes

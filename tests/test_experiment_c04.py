@@ -36,9 +36,9 @@ def test_analyze_reproduces_a_consistent_advantage_of_after():
     ctx = registry.Context(quick=False)
     result = c4.analyze(_fake_sweep(ctx, relu_gain=0.03, tanh_gain=0.0), ctx)
     check_well_formed(result)
-    assert result.numbers["relu"]["outcome"] == "after better"
-    assert result.numbers["relu"]["after_minus_before"]["diff"]["mean"] == pytest.approx(0.0305, abs=1e-9)
-    assert result.numbers["tanh"]["outcome"] == "no reliable difference"
+    assert result.numbers["relu_outcome"] == "after better"
+    assert result.numbers["relu_after_minus_before"]["diff"]["mean"] == pytest.approx(0.0305, abs=1e-9)
+    assert result.numbers["tanh_outcome"] == "no reliable difference"
     assert result.verdict == "reproduced"
 
 

@@ -15,6 +15,7 @@ from bnlab.experiments import registry, stats
 from bnlab.experiments.probes.precise_eval import _PERM_SEED, PreciseEval
 from bnlab.train.probes import StepContext, make_probe
 from bnlab.train.result import RunResult
+from fake_runs import check_well_formed
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -128,8 +129,9 @@ def test_analyze_fake_runs_gives_a_complete_result():
     runs = _fake_runs(configs)
     runs[0] = None
     result = c11.analyze(runs, registry.Context(quick=True, seeds=3))
+    check_well_formed(result)
     assert result.verdict == "reproduced"
-    assert result.numbers["failed or diverged runs"] == 1
+    assert result.numbers["failed_runs"] == 1
     json.dumps(result.to_json())
     assert len(result.rows) == len(configs) - 1
     stored = json.loads(json.dumps(result.to_json()))["figures"]
@@ -140,4 +142,4 @@ def test_analyze_fake_runs_gives_a_complete_result():
 @pytest.mark.slow
 def test_quick_sweep_runs_end_to_end(tmp_path):
     result = registry.run("C11", registry.Context(quick=True, jobs=1, store=tmp_path / "runs.sqlite"))
-    assert result.numbers["failed or diverged runs"] == 0
+    assert result.numbers["failed_runs"] == 0

@@ -8,6 +8,7 @@ import pytest
 
 from bnlab.experiments import c12_only_bn_params as c12
 from bnlab.experiments import registry, stats
+from fake_runs import check_well_formed
 from fake_runs import run_with_series as fake_run
 
 matplotlib.use("Agg")
@@ -31,6 +32,7 @@ def test_analyze_constructed_runs_gives_a_complete_result():
     runs[-1] = None  # a failed run is reported, not fatal
     ctx = registry.Context(quick=False)
     result = c12.analyze(runs, ctx)
+    check_well_formed(result)
     assert result.verdict == "reproduced"
     seeds = sorted({c.seed for c in configs if c.trainable == "norm"})
     assert result.numbers["test_acc_norm"]["mean"] == pytest.approx(0.55 + 0.01 * sum(seeds) / len(seeds))

@@ -4,10 +4,12 @@
 from bnlab.core import dispatch
 from bnlab.core import math as core_math
 from bnlab.experiments import registry
+from fake_runs import check_well_formed
 
 
 def test_c2_reproduces_with_tiny_errors():
     result = registry.run("C2", registry.Context(quick=True))
+    check_well_formed(result)
     assert result.verdict == "reproduced"
     assert result.numbers["worst_abs_err"] < 1e-12
     assert all(s["gamma"] == [s["input"][1]] for s in result.numbers["param_shapes"].values())

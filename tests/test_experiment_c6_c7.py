@@ -10,6 +10,7 @@ import pytest
 from bnlab.experiments import c06_ics_gradients as c6
 from bnlab.experiments import c07_landscape as c7
 from bnlab.experiments import registry, stats
+from fake_runs import check_well_formed
 from fake_runs import run_with_series as fake_run
 
 matplotlib.use("Agg")
@@ -60,6 +61,7 @@ def test_c6_analyze_constructed_runs_gives_a_complete_result():
     runs = [fake_run(c, _c6_series(c.norm, c.seed)) for c in configs]
     runs[0] = None
     result = c6.analyze(runs, registry.Context(quick=False))
+    check_well_formed(result)
     assert result.verdict == "reproduced"
     for name in C6_NAMES:
         assert result.numbers[f"ratio_bn_over_none/{name}"]["mean"] == pytest.approx(2.0, rel=0.1)
@@ -96,6 +98,7 @@ def test_c7_analyze_constructed_runs_gives_a_complete_result():
     configs = c7.sweep(quick=False, seeds=None)
     runs = [fake_run(c, _c7_series(c.norm, c.seed)) for c in configs]
     result = c7.analyze(runs, registry.Context(quick=False))
+    check_well_formed(result)
     assert result.verdict == "reproduced"
     for m in c7.METRICS:
         assert result.numbers[f"ratio_bn_over_none/{m}"]["mean"] == pytest.approx(0.5, rel=0.1)

@@ -9,6 +9,7 @@ import pytest
 from bnlab.experiments import c08_small_batches as c8
 from bnlab.experiments import registry, stats
 from bnlab.train.result import RunResult
+from fake_runs import check_well_formed
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -59,9 +60,10 @@ def test_analyze_fake_runs_gives_a_complete_result():
     runs = _fake_runs(configs)
     runs[-1] = None  # a failed run (Batch Renorm, batch 2) is reported, not fatal
     result = c8.analyze(runs, ctx)
+    check_well_formed(result)
     assert result.verdict == "reproduced"
-    assert result.numbers["failed or diverged runs"] == 1
-    assert result.numbers["BN largest jump"] == "4→2"
+    assert result.numbers["failed_runs"] == 1
+    assert result.numbers["bn_largest_jump"] == "4→2"
     json.dumps(result.to_json())
     assert len(result.rows) == len(configs)
     stored = json.loads(json.dumps(result.to_json()))["figures"]  # figures draw from their JSON data too
@@ -81,4 +83,4 @@ def test_sweep_scales_lr_linearly_with_a_fixed_number_of_epochs():
 def test_quick_sweep_runs_end_to_end(tmp_path):
     result = registry.run("C8", registry.Context(quick=True, jobs=1, store=tmp_path / "runs.sqlite"))
     assert result.verdict in ("reproduced", "not reproduced", "inconclusive")
-    assert result.numbers["failed or diverged runs"] == 0
+    assert result.numbers["failed_runs"] == 0

@@ -9,6 +9,7 @@ import pytest
 from bnlab.experiments import c09_batch_renorm as c9
 from bnlab.experiments import registry, stats
 from bnlab.train.result import RunResult
+from fake_runs import check_well_formed
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -50,8 +51,9 @@ def test_analyze_fake_runs_gives_a_complete_result():
     runs = _fake_runs(configs)
     runs[0] = None
     result = c9.analyze(runs, registry.Context(quick=True, seeds=3))
+    check_well_formed(result)
     assert result.verdict == "reproduced"  # BRN +4 pp on every seed in the non-i.i.d. setting
-    assert result.numbers["failed or diverged runs"] == 1
+    assert result.numbers["failed_runs"] == 1
     json.dumps(result.to_json())
     assert len(result.rows) == len(configs)
     stored = json.loads(json.dumps(result.to_json()))["figures"]
@@ -72,4 +74,4 @@ def test_sweep_pairs_bn_and_brn_with_the_warmup_and_non_iid_batches():
 @pytest.mark.slow
 def test_quick_sweep_runs_end_to_end(tmp_path):
     result = registry.run("C9", registry.Context(quick=True, jobs=1, store=tmp_path / "runs.sqlite"))
-    assert result.numbers["failed or diverged runs"] == 0
+    assert result.numbers["failed_runs"] == 0

@@ -1,4 +1,4 @@
-"""CLAIMS.md C2: the identities of the method, checked by exact computation."""
+"""Claim C2 (docs/claims.md): the identities of the method, checked by exact computation."""
 
 import pytest
 import torch

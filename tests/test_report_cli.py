@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
-import types
 
 import pytest
 from report_fixtures import make_result
@@ -15,20 +13,23 @@ from bnlab.cli import main
 def test_it_runs_all_experiments_once_and_writes_the_report(tmp_path, monkeypatch, capsys):
     calls = []
 
-    def run_all(quick, jobs, seeds, progress):
-        calls.append((quick, jobs, seeds))
-        for done in range(3):
+    def run_all(quick, jobs, seeds, progress, scheduler):
+        calls.append((quick, jobs, seeds, scheduler))
+        progress.plan({"C4 placement": 2, "C1": 0})
+        for done in range(1, 3):
             progress.update("C4 placement", done, 2)
         return [make_result("C4", figures=False), make_result("C1", figures=False)]
 
-    fake = types.ModuleType("bnlab.experiments.registry")
-    fake.run_all = run_all
-    monkeypatch.setitem(sys.modules, "bnlab.experiments.registry", fake)
+    from bnlab.experiments import registry
+
+    monkeypatch.setattr(registry, "run_all", run_all)
+    monkeypatch.setattr("bnlab.demos.run", lambda: {})  # the report's demos are tested on their own
     out = tmp_path / "rep"
     assert main(["report", "--quick", "--out", str(out), "--jobs", "3", "--seeds", "4"]) == 0
-    assert calls == [(True, 3, 4)]
+    assert calls == [(True, 3, 4, None)]
     captured = capsys.readouterr()
-    assert "C4 placement: 2/2 runs done" in captured.err  # the progress display (not a terminal here)
+    assert "2 experiments, 2 runs" in captured.err  # the progress display (not a terminal here)
+    assert "C4 placement: all 2 runs done" in captured.err
     assert captured.out.splitlines()[0].startswith("C1 ")  # the verdicts, in claim order
     assert str((out / "index.html").resolve()) in captured.out.splitlines()[-1]
     doc = json.loads((out / "results.json").read_text())

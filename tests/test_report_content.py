@@ -1,4 +1,4 @@
-"""The page's static content: every claim has a question, and the code shown to users runs."""
+"""The page's questions: every claim is the evidence of one, and the code shown to users runs."""
 
 from __future__ import annotations
 
@@ -7,9 +7,8 @@ import re
 
 import pytest
 
-from bnlab.report.content import CLAIMS, backward_from_functional, questions
-
-ALL_IDS = {f"C{i}" for i in range(1, 13)}
+from bnlab.experiments import registry
+from bnlab.report.content import QUESTIONS, backward_from_functional
 
 
 def _resolve(dotted: str) -> bool:
@@ -22,13 +21,20 @@ def _resolve(dotted: str) -> bool:
     return True
 
 
-SNIPPETS = [(q.slug, i, c) for q in questions() for i, c in enumerate(q.code)]
+SNIPPETS = [(q.slug, i, c) for q in QUESTIONS for i, c in enumerate(q.code)]
 
 
-def test_every_claim_is_answered_by_a_question_and_named():
-    assert {cid for q in questions() for cid in q.claims} == ALL_IDS == set(CLAIMS)
-    slugs = [q.slug for q in questions()]
+def test_every_claim_is_the_evidence_of_a_question():
+    assert {cid for q in QUESTIONS for cid in q.claims} == set(registry.ids())
+    slugs = [q.slug for q in QUESTIONS]
     assert len(slugs) == len(set(slugs)) and all(re.fullmatch(r"[a-z0-9-]+", s) for s in slugs)
+
+
+def test_the_seed_questions_are_asked_in_order():
+    slugs = [q.slug for q in QUESTIONS]
+    seed = ["what-bn-does", "pytorch-batchnorm", "placement", "how-it-works", "gamma-beta", "implement",
+            "layers-ics", "failure-modes"]
+    assert [s for s in slugs if s in seed] == seed
 
 
 @pytest.mark.parametrize("slug,index,code", SNIPPETS, ids=[f"{s}-{i}" for s, i, _ in SNIPPETS])

@@ -27,7 +27,7 @@ def written(tmp_path_factory):
     results = [make_result(cid, figures=False) for cid in reversed(ALL_IDS)]  # any order in
     env = collect_environment(quick=True, jobs=2, seeds=None, wall_time_s=3.25,
                               claim_seeds={r.id: r.setup["seeds"] for r in results})
-    index = write_report(results, out, env)
+    index = write_report(results, out, env, demos={"pitfalls": {"train_steps": 400}, "seconds": 1.5})
     return out, index, results
 
 
@@ -35,7 +35,8 @@ def test_results_json_has_the_issue_schema(written):
     out, index, results = written
     assert index == out / "index.html" and index.stat().st_size > 0
     doc = json.loads((out / "results.json").read_text(), parse_constant=lambda c: pytest.fail(f"{c} in JSON"))
-    assert set(doc) == {"environment", "claims"}
+    assert set(doc) == {"environment", "claims", "demos"}
+    assert doc["demos"] == {"pitfalls": {"train_steps": 400}, "seconds": 1.5}
     assert [c["id"] for c in doc["claims"]] == list(ALL_IDS)  # one entry per claim, in claim order
     by_id = {r.id: r for r in results}
     for entry in doc["claims"]:
@@ -51,7 +52,7 @@ def test_results_json_has_the_issue_schema(written):
 def test_non_finite_numbers_become_null(tmp_path):
     r = make_result("C7", figures=False)
     r.numbers = {"nan": float("nan"), "inf": [1.0, float("inf")], "t": torch.tensor(2.5)}
-    write_report([r], tmp_path, {"wall_time_s": float("nan")})
+    write_report([r], tmp_path, {"wall_time_s": float("nan")}, demos={})
     doc = json.loads((tmp_path / "results.json").read_text())
     assert doc["claims"][0]["numbers"] == {"nan": None, "inf": [1.0, None], "t": 2.5}
     assert doc["environment"] == {"wall_time_s": None}
@@ -79,7 +80,7 @@ def test_csv_columns_are_the_union_of_the_rows_keys():
 def test_experiment_without_rows_gets_no_csv(tmp_path):
     r = make_result("C2", figures=False)
     r.rows = []
-    write_report([r], tmp_path, {})
+    write_report([r], tmp_path, {}, demos={})
     assert not list(tmp_path.glob("*.csv"))
     assert ".csv" not in (tmp_path / "index.html").read_text()
 
@@ -106,3 +107,11 @@ def test_environment_records_versions_machine_threads_seeds_and_revision(written
         assert env["git_revision"] is None
     else:
         assert env["git_revision"] in (head, f"{head}-dirty")
+
+
+def test_the_demos_are_measured_when_none_are_given(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr("bnlab.demos.run", lambda: calls.append(1) or {"seconds": 0.5})
+    write_report([make_result("C2", figures=False)], tmp_path, {})
+    assert calls == [1]
+    assert json.loads((tmp_path / "results.json").read_text())["demos"] == {"seconds": 0.5}

@@ -70,17 +70,31 @@ def _dead_pid():
     return p.pid
 
 
-def test_claims_exclude_live_owners_and_take_over_dead_ones(tmp_path):
+@pytest.fixture
+def live_python():
+    """A live python process (the kind of process that holds claims) and its owner string."""
+    from bnlab.train import owner
+
+    p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    time.sleep(0.1)
+    yield p, f"{socket.gethostname()}:{p.pid}:{owner._start_ticks(p.pid)}"
+    p.kill()
+    p.wait()
+
+
+def test_claims_exclude_live_owners_and_take_over_dead_ones(tmp_path, live_python):
     store = Store(tmp_path / "c.db")
     assert store.claim(TINY)
     host = socket.gethostname()
     db = store._db
-    db.execute("UPDATE runs SET owner = ? WHERE key = ?", (f"{host}:1", TINY.key()))  # pid 1 is alive
+    db.execute("UPDATE runs SET owner = ? WHERE key = ?", (live_python[1], TINY.key()))
     assert not store.claim(TINY)
     db.execute("UPDATE runs SET claimed_at = 0 WHERE key = ?", (TINY.key(),))  # lease expired
-    assert store.claim(TINY)
-    db.execute("UPDATE runs SET owner = ? WHERE key = ?", (f"{host}:{_dead_pid()}", TINY.key()))
-    assert store.claim(TINY)
+    claim = store.claim(TINY)
+    assert claim and claim.previous_owner == live_python[1] and "lease" in claim.reason
+    db.execute("UPDATE runs SET owner = ? WHERE key = ?", (f"{host}:{_dead_pid()}:1", TINY.key()))
+    claim = store.claim(TINY)
+    assert claim and "exited" in claim.reason
     assert store.info(TINY)["attempts"] == 3
     store.save(train(TINY, threads=1))
     assert not store.claim(TINY)  # done

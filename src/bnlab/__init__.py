@@ -4,7 +4,9 @@
 ``bnlab.functional`` its ``torch.nn.functional``-style interface, ``bnlab.nn`` the layers,
 ``bnlab.surgery`` the tools for existing models (``bnlab.convert``, ``bnlab.fold``, ``bnlab.precise_bn``,
 ``bnlab.ExactBNAccumulation``, ``bnlab.doctor``), ``bnlab.adaptation`` adapts BN to shifted data
-(``bnlab.adapt``: AdaBN, test-time batch statistics, TENT).
+(``bnlab.adapt``: AdaBN, test-time batch statistics, TENT). These need torch, numpy and numba only;
+the lab (``bnlab.experiments``, ``bnlab.report``, sweeps on a Dask cluster) needs
+``pip install "bnlab[lab]"``.
 """
 
 from . import adaptation, functional, nn, surgery

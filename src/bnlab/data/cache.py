@@ -10,12 +10,16 @@ from pathlib import Path
 
 
 def cache_dir() -> Path:
-    """The cache directory (created on first use)."""
+    """The cache directory (created on first use if possible: a cache that cannot be written is
+    only a slower start, so callers treat writing to it as optional)."""
     env = os.environ.get("BNLAB_CACHE")
     if env:
         path = Path(env)
     else:
         base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
         path = Path(base) / "bnlab"
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        pass  # read-only: writes will fail, and the callers say so
     return path

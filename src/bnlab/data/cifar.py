@@ -54,14 +54,18 @@ def read_batch(path: str) -> tuple[np.ndarray, np.ndarray]:
         got = sorted(blob) if isinstance(blob, dict) else type(blob).__name__
         raise ValueError(f"{path}: expected {FORMAT} (got {got})")
     data = np.asarray(blob[b"data"])
-    labels = np.asarray(blob[b"labels"], dtype=np.int64)
+    labels = np.asarray(blob[b"labels"])  # no dtype: casting would turn 3.7 into 3 and NaN into garbage
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
         raise ValueError(f"{path}: expected b\"data\" uint8 of shape (N, 3072) (got {data.dtype} {data.shape})")
     if labels.shape != (data.shape[0],):
         raise ValueError(f"{path}: expected {data.shape[0]} labels (got shape {labels.shape})")
+    if labels.size and labels.dtype.kind not in "iu":
+        example = next((v for v in labels.flat if not isinstance(v, (int, np.integer))), labels.flat[0])
+        raise ValueError(f"{path}: expected b\"labels\" as integers 0..9 (got {labels.dtype.name} values such as "
+                         f"{example!r})")
     if labels.size and (labels.min() < 0 or labels.max() > 9):
         raise ValueError(f"{path}: expected labels 0..9 (got {labels.min()}..{labels.max()})")
-    return data.reshape(-1, 3, 32, 32), labels
+    return data.reshape(-1, 3, 32, 32), labels.astype(np.int64)
 
 
 def load(root: str | None) -> Dataset:

@@ -29,11 +29,19 @@ class Dataset:
     classes: tuple[str, ...]  # readable class names; len(classes) is the number of classes
 
     def __post_init__(self) -> None:
+        # Loaders check their files and name them; these checks catch a loader that let something
+        # through, with the same plain errors.
         for split in ("train", "test"):
             x, y = getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
-            assert x.shape[0] == y.shape[0], f"{self.name} {split}: {x.shape[0]} inputs vs {y.shape[0]} labels"
-            assert y.dtype == torch.int64 and x.is_floating_point()
-        assert self.x_train.shape[1:] == self.x_test.shape[1:]
+            if x.shape[0] != y.shape[0]:
+                raise ValueError(f"{self.name} {split}: expected as many labels as inputs "
+                                 f"(got {x.shape[0]} inputs, {y.shape[0]} labels)")
+            if y.dtype != torch.int64 or not x.is_floating_point():
+                raise TypeError(f"{self.name} {split}: expected float inputs and int64 labels "
+                                f"(got {x.dtype} inputs, {y.dtype} labels)")
+        if self.x_train.shape[1:] != self.x_test.shape[1:]:
+            raise ValueError(f"{self.name}: expected train and test inputs of one shape "
+                             f"(got {tuple(self.x_train.shape[1:])} and {tuple(self.x_test.shape[1:])})")
 
     @property
     def input_shape(self) -> tuple[int, ...]:

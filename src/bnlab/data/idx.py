@@ -13,13 +13,16 @@ Images become float32 in [0, 1] of shape (N, 1, H, W); labels int64 (N,).
 from __future__ import annotations
 
 import gzip
+import math
 import os
+import zlib
 
 import numpy as np
 import torch
 
 from .dataset import Dataset
 
+_MAX_DEFLATE_RATIO = 1032  # deflate's best case: a stream cannot inflate to more than ~1032x its size
 _TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 FORMAT = "IDX (0x0000, type byte, ndim byte, ndim big-endian uint32 sizes, big-endian values)"
 FILES = {
@@ -31,26 +34,52 @@ FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sanda
 
 
 def read_idx(path: str) -> np.ndarray:
-    """One IDX file (optionally gzipped) as a numpy array; a malformed file raises ValueError."""
-    opener = gzip.open if path.endswith(".gz") else open
+    """One IDX file (optionally gzipped) as a numpy array; a malformed file raises ValueError.
+
+    The header's sizes are checked against the file before the data are read: a plain file must
+    hold exactly that many bytes, a gzipped one must be able to (deflate compresses by at most
+    ~1032:1), and the data are inflated only up to the size the header announces, so a small file
+    with absurd sizes, or a .gz that inflates to gigabytes, fails at once.
+    """
+    gz = path.endswith(".gz")
     try:
-        with opener(path, "rb") as f:
-            raw = f.read()
-    except (OSError, EOFError) as e:
-        raise ValueError(f"{path}: cannot read it as {'gzipped ' if path.endswith('.gz') else ''}{FORMAT} ({e})") from e
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _TYPES:
-        raise ValueError(f"{path}: expected {FORMAT} (got header bytes {raw[:4].hex() or 'none'})")
-    ndim = raw[3]
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise ValueError(f"{path}: expected {ndim} dimension sizes after the magic number "
-                         f"(file ends at byte {len(raw)})")
-    shape = tuple(int(s) for s in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
-    dtype = np.dtype(_TYPES[raw[2]])
-    want = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    if len(raw) - header != want:
-        raise ValueError(f"{path}: expected {want} bytes of data for shape {shape} (got {len(raw) - header})")
-    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
+        size = os.path.getsize(path)
+        with (gzip.open if gz else open)(path, "rb") as f:
+            head = f.read(4)
+            if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] not in _TYPES:
+                raise ValueError(f"{path}: expected {FORMAT} (got header bytes {head.hex() or 'none'})")
+            ndim = head[3]
+            dims = f.read(4 * ndim)
+            if len(dims) < 4 * ndim:
+                raise ValueError(f"{path}: expected {ndim} dimension sizes after the magic number "
+                                 f"(file ends at byte {4 + len(dims)})")
+            shape = tuple(int.from_bytes(dims[4 * i:4 * i + 4], "big") for i in range(ndim))
+            dtype = np.dtype(_TYPES[head[2]])
+            want = math.prod(shape) * dtype.itemsize  # Python ints: no overflow
+            if not gz and want != size - 4 - 4 * ndim:
+                raise ValueError(f"{path}: expected {want} bytes of data for shape {shape} (got {size - 4 - 4 * ndim})")
+            if gz and want > _MAX_DEFLATE_RATIO * size:
+                raise ValueError(f"{path}: expected {want} bytes of data for shape {shape}, more than a {size}-byte "
+                                 f"gzip file can hold (at most about {_MAX_DEFLATE_RATIO * size})")
+            raw = _read_at_most(f, want)
+            if len(raw) != want or f.read(1):
+                got = f"{len(raw)}" if len(raw) != want else "more: the data go on"
+                raise ValueError(f"{path}: expected {want} bytes of data for shape {shape} (got {got})")
+    except (OSError, EOFError, zlib.error) as e:
+        raise ValueError(f"{path}: cannot read it as {'gzipped ' if gz else ''}{FORMAT} ({e})") from None
+    return np.frombuffer(raw, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
+
+
+def _read_at_most(f, n: int, chunk: int = 1 << 24) -> bytes:
+    """Up to ``n`` bytes, read in chunks (one read(n) would allocate n bytes up front)."""
+    parts, left = [], n
+    while left > 0:
+        part = f.read(min(chunk, left))
+        if not part:
+            break
+        parts.append(part)
+        left -= len(part)
+    return b"".join(parts)
 
 
 def _find(root: str, stem: str) -> str:
@@ -59,6 +88,25 @@ def _find(root: str, stem: str) -> str:
         if os.path.exists(path):
             return path
     raise FileNotFoundError(f"expected {stem} or {stem}.gz ({FORMAT}) in {root} (not found)")
+
+
+def _check_images_and_labels(arrays: dict[str, tuple[str, np.ndarray]]) -> None:
+    """Counts, label type and range (no casting), image sizes and finite pixels; ValueError naming the file."""
+    (train_path, train_x) = arrays["x_train"]
+    for split in ("train", "test"):
+        (xp, x), (yp, y) = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        if x.shape[0] != y.shape[0]:
+            raise ValueError(f"{xp} has {x.shape[0]} images but {yp} has {y.shape[0]} labels (expected equal counts)")
+        if y.dtype.kind not in "iu":
+            raise ValueError(f"{yp}: expected integer labels (IDX type 0x08, 0x09, 0x0B or 0x0C; got {y.dtype.name})")
+        if y.size and (y.min() < 0 or y.max() > 9):
+            raise ValueError(f"{yp}: expected labels 0..9 (got {int(y.min())}..{int(y.max())})")
+        if x.shape[1:] != train_x.shape[1:]:
+            raise ValueError(f"{xp}: expected images of {train_x.shape[1]}x{train_x.shape[2]} pixels like "
+                             f"{train_path} (got {x.shape[1]}x{x.shape[2]})")
+        if x.dtype.kind == "f" and x.size and not np.isfinite(x).all():
+            first = int(np.flatnonzero(~np.isfinite(x).reshape(x.shape[0], -1).all(axis=1))[0])
+            raise ValueError(f"{xp}: expected finite pixel values (got NaN or infinity in image {first})")
 
 
 def load(name: str, root: str | None) -> Dataset:
@@ -73,12 +121,7 @@ def load(name: str, root: str | None) -> Dataset:
         if a.ndim != want_dim:
             raise ValueError(f"{path}: expected a {want_dim}D IDX array (got {a.ndim}D, shape {a.shape})")
         arrays[key] = (path, a)
-    for split in ("train", "test"):
-        (xp, x), (yp, y) = arrays[f"x_{split}"], arrays[f"y_{split}"]
-        if x.shape[0] != y.shape[0]:
-            raise ValueError(f"{xp} has {x.shape[0]} images but {yp} has {y.shape[0]} labels (expected equal counts)")
-        if y.size and (y.min() < 0 or y.max() > 9):
-            raise ValueError(f"{yp}: expected labels 0..9 (got {int(y.min())}..{int(y.max())})")
+    _check_images_and_labels(arrays)
     scale = lambda a: torch.from_numpy(a.astype(np.float32) / 255.0).unsqueeze(1)  # (N, 1, H, W)
     classes = FASHION_CLASSES if name == "fashion-mnist" else tuple(str(d) for d in range(10))
     return Dataset(

@@ -6,12 +6,15 @@ centred and scaled to unit standard deviation over the whole set. Its download p
 
 The generated tensors are cached as ``mnist1d-<args hash>.pt`` in :func:`bnlab.data.cache.cache_dir`
 together with a SHA-256 of their bytes; a cache file that does not load or whose digest does not
-match is regenerated, never trusted.
+match is regenerated, never trusted. A cache folder that cannot be written costs only the time
+to generate the set again next time: the set is returned all the same, with a message on the
+``bnlab`` logger.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import random
 import tempfile
@@ -93,5 +96,10 @@ def load() -> Dataset:
     tensors = _read_cache(path)
     if tensors is None:
         tensors = generate()
-        _write_cache(path, tensors)
+        try:
+            _write_cache(path, tensors)
+        except (OSError, RuntimeError) as e:  # torch.save reports a full disk as RuntimeError
+            logging.getLogger("bnlab").warning("could not cache MNIST-1D in %s (%s); it is generated again "
+                                               "next time (set BNLAB_CACHE to a writable folder)",
+                                               os.path.dirname(path), getattr(e, "strerror", None) or e)
     return Dataset("mnist1d", classes=CLASSES, **tensors)

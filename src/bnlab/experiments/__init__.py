@@ -1,5 +1,5 @@
-"""The lab's experiments, one module per claim of CLAIMS.md."""
+"""The lab's experiments, one module per claim (docs/claims.md lists them with their sources)."""
 
-from .result import VERDICTS, ClaimResult, FigureSpec, estimate
+from .result import VERDICTS, ClaimResult, FigureSpec, Label, estimate
 
-__all__ = ["VERDICTS", "ClaimResult", "FigureSpec", "estimate"]
+__all__ = ["VERDICTS", "ClaimResult", "FigureSpec", "Label", "estimate"]

@@ -21,11 +21,14 @@ import numpy as np
 
 from ..train.config import RunConfig
 from . import series_tools as st
-from .result import ClaimResult, FigureSpec
+from . import text
+from .plotting import legend_below, percent_axis
+from .result import ClaimResult, FigureSpec, Label
 from .stats import estimate, paired
 
 ID = "C1"
 NAME = "bn-trains-faster"
+TITLE = "BN reaches a target accuracy in fewer steps and keeps a layer's input distribution steadier"
 QUESTION = "Does BN make training faster, and does it keep each layer's input distribution steady?"
 CLAIM = ("On MNIST, a 3x100 sigmoid MLP with BN (batch 60, 50k steps) reaches higher test accuracy faster than "
          "without, and the 15th/50th/85th percentiles of a last-layer sigmoid input stay steady with BN while "
@@ -95,34 +98,74 @@ def verdict(speed_diff, drift_diff, best_acc_gap: float, best_steps_gap: float) 
 def _draw_acc(data):
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5.2, 3.4))
+    fig, ax = plt.subplots(figsize=(7, 3.4))
     for label, color in zip(data["bands"], ("tab:gray", "tab:blue", "tab:cyan")):
         b = data["bands"][label]
         ax.plot(b["step"], [100 * v for v in b["mean"]], color=color, label=label)
         ax.fill_between(b["step"], [100 * v for v in b["low"]], [100 * v for v in b["high"]], color=color,
                         alpha=0.2, lw=0)
-    ax.axhline(100 * data["target"], color="k", ls=":", lw=1, label="target")
+    ax.axhline(100 * data["target"], color="k", ls=":", lw=1, label=f"target {100 * data['target']:.0f}%")
     ax.set_xlabel("step (batch 60)")
-    ax.set_ylabel("test accuracy (%)")
-    ax.legend(frameon=False, fontsize=8, title="mean, band: min–max over seeds", title_fontsize=7, loc="best")
+    ax.set_ylabel("test accuracy")
+    percent_axis(ax)
     fig.tight_layout()
+    legend_below(fig, title="line: mean over seeds; band: lowest to highest seed")
     return fig
 
 
 def _draw_pct(data):
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(5.2, 3.4), sharey=False)
+    # One y scale for both panels: "steady" and "drifting" can only be judged by eye on the same axis.
+    fig, axes = plt.subplots(1, 2, figsize=(7, 3.4), sharey=True)
     for ax, (label, p) in zip(axes, data["percentiles"].items()):
         if p["step"]:
-            ax.fill_between(p["step"], p["p15"], p["p85"], color="tab:blue", alpha=0.25, lw=0, label="15–85th")
-            ax.plot(p["step"], p["p50"], color="tab:blue", label="50th")
-        ax.set_title(label, fontsize=9)
+            ax.fill_between(p["step"], p["p15"], p["p85"], color="tab:blue", alpha=0.25, lw=0,
+                            label="15th to 85th percentile")
+            ax.plot(p["step"], p["p50"], color="tab:blue", label="median")
+        ax.set_title(label)
         ax.set_xlabel("step")
-    axes[0].set_ylabel("sigmoid input (last hidden layer)")
-    axes[0].legend(frameon=False, fontsize=7)
+    axes[0].set_ylabel("input of a last-layer sigmoid")
     fig.tight_layout()
+    legend_below(fig)
     return fig
+
+
+# How the page shows the numbers (keys of ClaimResult.numbers).
+LABELS = {
+    "target_acc": Label("Target test accuracy", "%", detail=True),
+    "same_lr": Label("Learning rate of the same-rate comparison (no BN's best)", "lr"),
+    "steps_to_target_bn": Label("Steps to the target with BN (same rate)", "steps"),
+    "steps_to_target_none": Label("Steps to the target without BN (same rate)", "steps"),
+    "steps_to_target_bn_minus_none": Label("Steps to the target, BN − no BN (paired by seed)", "steps diff"),
+    "drift_bn": Label("Drift of the sigmoid input's percentiles with BN (relative to the band's width)", "positive"),
+    "drift_none": Label("Drift of the sigmoid input's percentiles without BN (relative)", "positive"),
+    "drift_bn_minus_none": Label("Drift, BN − no BN (paired by seed)"),
+    "drift_abs_bn": Label("Drift with BN, in the input's own units", detail=True),
+    "drift_abs_none": Label("Drift without BN, in the input's own units", detail=True),
+    "best_lr": Label("Best learning rate (highest final accuracy)", "lr", detail=True),
+    "best_final_test_acc": Label("Final test accuracy, each at its best learning rate", "%"),
+    "best_acc_gap_bn_minus_none": Label("Final accuracy at the best rates, BN − no BN", "points", detail=True),
+    "best_steps_gap_none_minus_bn": Label("Steps to the target at the best rates, no BN − BN", "steps diff",
+                                          detail=True),
+    "failed_runs": Label("Runs that failed or diverged", "count", detail=True),
+}
+
+
+def finding(numbers: dict, steps: int) -> str:
+    """One sentence: how fast each reached the target, and how much the percentiles drifted."""
+    target = f"{numbers['target_acc']:.0%}"
+    speed = text.compare(numbers["steps_to_target_bn_minus_none"], "slower", "faster", "about as fast")
+    steady = text.compare(numbers["drift_bn_minus_none"], "less steady", "steadier", "about as steady")
+
+    def reach(key):
+        e = numbers[key]
+        return f"never within {steps} steps" if e.get("mean", 0) > steps else f"in {text.interval(e, 'steps')}"
+
+    return (f"At the same learning rate ({numbers['same_lr']:g}) BN reached {target} test accuracy "
+            f"{reach('steps_to_target_bn')} and no BN {reach('steps_to_target_none')}; the percentile band of a "
+            f"last-layer input moved by {text.interval(numbers['drift_bn'], 'positive')} of its width with BN and "
+            f"{text.interval(numbers['drift_none'], 'positive')} without: with BN, {speed} and {steady}.")
 
 
 def analyze(runs, ctx) -> ClaimResult:
@@ -162,12 +205,13 @@ def analyze(runs, ctx) -> ClaimResult:
     summary = (
         f"3x100 sigmoid MLP on MNIST-1D, plain SGD, batch 60, {configs[0].steps} steps, {len(seeds)} seeds. At "
         f"learning rate {same_lr:g} (no BN's best), BN reaches {TARGET_ACC:.0%} test accuracy in "
-        f"{st.fmt(estimate(list(s_bn.values())))} steps vs {st.fmt(estimate(list(s_none.values())))} without "
-        f"(per-seed difference {st.fmt(speed.diff)}; runs that never reach it count as {cap}), and the relative "
-        f"drift of its sigmoid-input percentiles is {st.fmt(estimate([d_bn[s] for s in dcommon]), 2)} vs "
-        f"{st.fmt(estimate([d_none[s] for s in dcommon]), 2)} (difference {st.fmt(drift_test.diff, 2)}). At their "
-        f"own best rates BN ends at {st.fmt(best_acc['bn'], 1, 100)}% (lr {best['bn']:g}) and no BN at "
-        f"{st.fmt(best_acc['none'], 1, 100)}% (lr {best['none']:g}). Verdict: {v}."
+        f"{text.interval(estimate(list(s_bn.values())), 'steps')} vs "
+        f"{text.interval(estimate(list(s_none.values())), 'steps')} without (per-seed difference "
+        f"{text.interval(speed.diff, 'steps diff')}; runs that never reach it count as {cap}), and the relative "
+        f"drift of its sigmoid-input percentiles is {text.interval(estimate([d_bn[s] for s in dcommon]), 'positive')} vs "
+        f"{text.interval(estimate([d_none[s] for s in dcommon]), 'positive')} (difference {text.interval(drift_test.diff)}). "
+        f"At their own best rates BN ends at {text.interval(best_acc['bn'], '%')} (lr {best['bn']:g}) and no BN "
+        f"at {text.interval(best_acc['none'], '%')} (lr {best['none']:g}). Verdict: {v}."
         + (f" {failed} run(s) failed or diverged and were left out." if failed else ""))
 
     def label(n, lr):
@@ -190,13 +234,15 @@ def analyze(runs, ctx) -> ClaimResult:
             row.update(final_test_acc=st.final(r, "test_acc"), steps_to_target=st.steps_to(r, "test_acc", TARGET_ACC),
                        drift=drift(r))
         rows.append(row)
-    return ClaimResult(
+    result = ClaimResult(
         id=ID, name=NAME, question=QUESTION, claim=CLAIM, source=SOURCE, rule=RULE, verdict=v, summary=summary,
         setup={"data": "mnist1d", "model": "mlp 3x100 sigmoid, norm before the sigmoid", "norms": list(NORMS),
                "lrs": lrs, "optimizer": "sgd, no momentum, constant lr", "batch_size": BASE.batch_size,
                "steps": configs[0].steps, "eval_every": configs[0].eval_every, "probe": PROBE, "seeds": seeds,
                "quick": ctx.quick, "target_acc": TARGET_ACC, "failed_runs": failed},
-        numbers={"same_lr": same_lr, "best_lr": best,
+        numbers={"target_acc": TARGET_ACC, "same_lr": same_lr, "best_lr": best,
+                 "steps_to_target_bn": estimate(list(s_bn.values())).to_json(),
+                 "steps_to_target_none": estimate(list(s_none.values())).to_json(),
                  "steps_to_target_bn_minus_none": speed.to_json(),
                  "drift_bn_minus_none": drift_test.to_json(),
                  "drift_bn": estimate([d_bn[s] for s in dcommon]).to_json(),
@@ -204,13 +250,19 @@ def analyze(runs, ctx) -> ClaimResult:
                  "drift_abs_bn": estimate([drift(r, False) for r in ok("bn", same_lr).values()]).to_json(),
                  "drift_abs_none": estimate([drift(r, False) for r in ok("none", same_lr).values()]).to_json(),
                  "best_final_test_acc": {n: best_acc[n].to_json() for n in NORMS},
-                 "best_acc_gap_bn_minus_none": acc_gap, "best_steps_gap_none_minus_bn": steps_gap},
+                 "best_acc_gap_bn_minus_none": acc_gap, "best_steps_gap_none_minus_bn": steps_gap,
+                 "failed_runs": failed},
         figures=[FigureSpec("accuracy_vs_steps", "Test accuracy vs steps, with and without BN",
                             {"bands": acc_bands, "target": TARGET_ACC}, _draw_acc,
-                            "Ioffe Fig. 1a analogue: mean test accuracy over seeds with the min–max band."),
-                 FigureSpec("sigmoid_input_percentiles", "15/50/85th percentiles of a last-layer sigmoid input",
+                            "As Ioffe & Szegedy's Fig. 1a: test accuracy during training, mean over seeds with "
+                            "the lowest-to-highest band."),
+                 FigureSpec("sigmoid_input_percentiles",
+                            "The 15th, 50th and 85th percentiles of a last-layer sigmoid input",
                             {"percentiles": pct}, _draw_pct,
-                            "Ioffe Fig. 1b/c analogue: one unit's input to the last hidden sigmoid over the "
-                            "training batch, at the same learning rate, without (left) and with (right) BN.")],
-        rows=rows,
+                            "As Ioffe & Szegedy's Fig. 1b/c: the distribution of one unit's input to the last "
+                            "hidden sigmoid over each training batch, at the same learning rate, without (left) "
+                            "and with (right) BN, on one y scale.")],
+        rows=rows, title=TITLE, labels=LABELS,
     )
+    result.finding = finding(result.numbers, configs[0].steps)
+    return result

@@ -14,10 +14,12 @@ from __future__ import annotations
 import torch
 
 from .. import nn as bnn
-from .result import ClaimResult, FigureSpec
+from .plotting import legend_below
+from .result import ClaimResult, FigureSpec, Label
 
 ID = "C2"
 NAME = "identities"
+TITLE = "BN's identities: γ and β of shape (C,), identity recovery, biased/unbiased variance, scale invariance"
 QUESTION = "What shapes do γ and β have, and why can BN recover the identity?"
 CLAIM = ("γ = sqrt(Var[x]+ε), β = E[x] recovers the input; γ, β have one entry per channel; training "
          "uses the biased variance, the running variance the unbiased one; BN is invariant to the scale "
@@ -86,15 +88,31 @@ def _scale_invariance(gen) -> dict[str, list[float]]:
 def _draw(data):
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5.2, 3.4))
-    ax.loglog(data["scale"], data["grad_norm_ratio"], "o-", label="‖∇ wrt aW‖ / ‖∇ wrt W‖ (measured)")
+    fig, ax = plt.subplots(figsize=(7, 3.4))
+    ax.loglog(data["scale"], data["grad_norm_ratio"], "o", ms=7,
+              label="measured: ‖gradient at aW‖ / ‖gradient at W‖")
     ax.loglog(data["scale"], [1 / a for a in data["scale"]], "k--", lw=1, label="1/a")
     ax.set_xlabel("scale a of the weights before BN")
     ax.set_ylabel("gradient norm ratio")
-    ax.legend(frameon=False, fontsize=8)
     ax.grid(True, which="major", alpha=0.3)
     fig.tight_layout()
+    legend_below(fig)
     return fig
+
+
+LABELS = {
+    "param_shapes": Label("Shapes of γ and β (one entry per channel)"),
+    "identity_max_abs_err": Label("γ = √(Var[x] + ε), β = E[x]: largest difference from the input", "sci"),
+    "biased_var_max_abs_err": Label("Training normalizes with the biased variance: largest difference", "sci",
+                                    detail=True),
+    "unbiased_running_var_max_abs_err": Label("`running_var` stores the unbiased variance: largest difference",
+                                              "sci", detail=True),
+    "eval_running_stats_max_abs_err": Label("Evaluation uses the running statistics: largest difference", "sci",
+                                            detail=True),
+    "scale_output_max_abs_err": Label("Weights scaled by a = 0.001 to 1000: largest change of BN's output", "sci"),
+    "worst_grad_ratio_rel_err": Label("Weight gradient vs exactly 1/a: largest relative deviation", "sci"),
+    "worst_abs_err": Label("Largest error of any identity", "sci", detail=True),
+}
 
 
 def run(ctx) -> ClaimResult:
@@ -109,12 +127,13 @@ def run(ctx) -> ClaimResult:
     worst_ratio = max(abs(r * a - 1) for r, a in zip(scale["grad_norm_ratio"], scale["scale"]))
     holds = shapes_ok and max(worst_layer, worst_out, worst_ratio) <= TOLERANCE
     verdict = "reproduced" if holds else "not reproduced"
+    identity_err = max(c["identity_max_abs_err"] for c in per_layer.values())
     summary = (
         "γ and β are vectors with one entry per channel — shape (C,) — for BatchNorm1d, 2d and 3d alike; "
         "a convolution's channel is normalized over N×H×W (N×L, N×D×H×W). Setting γ = sqrt(Var[x]+ε) and "
-        f"β = E[x] returns the input (largest error {max(c['identity_max_abs_err'] for c in per_layer.values()):.1e}), "
+        f"β = E[x] returns the input (largest error {identity_err:.1e}), "
         "which is why adding BN never reduces what a layer can represent. Training divides by the biased "
-        "batch variance while running_var stores the unbiased one (×m/(m−1)); eval uses the running values. "
+        "batch variance while the running variance stores the unbiased one (×m/(m−1)); eval uses the running values. "
         f"Scaling the weights before BN by a from {_SCALES[0]:g} to {_SCALES[-1]:g} leaves the output unchanged "
         f"(largest difference {worst_out:.1e}) and scales the weight gradient by exactly 1/a "
         f"(largest relative deviation {worst_ratio:.1e})."
@@ -123,9 +142,19 @@ def run(ctx) -> ClaimResult:
         id=ID, name=NAME, question=QUESTION, claim=CLAIM, source=SOURCE, rule=RULE, verdict=verdict,
         summary=summary,
         setup={"dtype": "float64", "layers": {k: list(v[1]) for k, v in _LAYERS.items()},
-               "scales": _SCALES, "tolerance": TOLERANCE, "seed": 0},
-        numbers={"per_layer": per_layer, "param_shapes": param_shapes, "scale_invariance": scale,
-                 "worst_abs_err": max(worst_layer, worst_out), "worst_grad_ratio_rel_err": worst_ratio},
+               "scales": _SCALES, "tolerance": TOLERANCE, "seeds": [0], "quick": ctx.quick},
+        numbers={"param_shapes": param_shapes, "identity_max_abs_err": identity_err,
+                 **{key: max(c[check] for c in per_layer.values()) for key, check in (
+                     ("biased_var_max_abs_err", "train_biased_var_max_abs_err"),
+                     ("unbiased_running_var_max_abs_err", "running_var_unbiased_max_abs_err"),
+                     ("eval_running_stats_max_abs_err", "eval_uses_running_stats_max_abs_err"))},
+                 "scale_output_max_abs_err": worst_out, "worst_grad_ratio_rel_err": worst_ratio,
+                 "worst_abs_err": max(worst_layer, worst_out)},
+        title=TITLE, labels=LABELS,
+        finding=(f"γ and β have shape (C,) in BatchNorm1d, 2d and 3d; γ = √(Var[x] + ε), β = E[x] gave back the "
+                 f"input to within {identity_err:.0e}, and scaling the weights before BN by 0.001 to 1000 left the "
+                 f"output unchanged (to within {worst_out:.0e}) and scaled their gradient by 1/a to within {worst_ratio:.0e}: every identity "
+                 f"{'holds' if holds else 'does NOT hold'} within {TOLERANCE:g}."),
         figures=[FigureSpec("grad_scale", "Scale invariance: the weight gradient shrinks as 1/a", scale, _draw,
                             "BatchNorm1d after a linear layer with weights aW: the output is unchanged and "
                             "the gradient norm follows 1/a exactly.")],

@@ -15,11 +15,14 @@ import math
 
 from ..train.config import RunConfig
 from . import series_tools as st
-from .result import ClaimResult, FigureSpec
+from . import text
+from .plotting import legend_below, percent_axis
+from .result import ClaimResult, FigureSpec, Label
 from .stats import estimate, paired
 
 ID = "C3"
 NAME = "higher-learning-rates"
+TITLE = "BN trains at learning rates at least 5× higher and reaches 80% accuracy in fewer steps"
 QUESTION = "Does BN let me train with much higher learning rates?"
 CLAIM = ("With BN, Inception trains at 5x and 30x the baseline's learning rate: BN-x5 reaches the baseline's "
          "72.2% in 14x fewer steps (2.1M vs 31.0M), while the baseline at 5x diverges; a CIFAR-10 ResNet-110 "
@@ -75,25 +78,70 @@ def _trains(runs) -> bool:
 
 def _draw(data):
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
-    fig, ax = plt.subplots(figsize=(5.2, 3.4))
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    lrs = data["curves"][data["norms"][0]]["lr"]
+    lanes = {}  # rates that do not train: an x in a lane of its own under the 0% line, one per norm
     for i, (norm, color) in enumerate(zip(data["norms"], ("tab:gray", "tab:blue"))):
         d = data["curves"][norm]
         ax.errorbar(d["lr"], [100 * m if m is not None else math.nan for m in d["mean"]],
                     yerr=[100 * c if c is not None else 0 for c in d["ci"]], fmt="o-", color=color,
-                    capsize=2, label=f"{norm}")
+                    capsize=2, label=text.name(norm))
+        lanes[norm] = -5 - 5 * i
         bad = [lr for lr, ok in zip(d["lr"], d["trains"]) if not ok]
-        ax.plot(bad, [2 + 3 * i] * len(bad), "x", color=color, ms=7)  # a row per norm, below the curves
+        ax.plot(bad, [lanes[norm]] * len(bad), "x", color=color, ms=7, mew=2)
         if d["max_lr"] is not None:
-            ax.axvline(d["max_lr"], color=color, ls="--", lw=1)
+            ax.axvline(d["max_lr"], color=color, ls="--", lw=1.5)
     ax.set_xscale("log")
+    ax.set_xlim(min(lrs) / 2, max(lrs) * 2)  # lines at the first or last rate stay off the axes' edges
+    ax.axhline(0, color="0.8", lw=0.8)
+    ax.set_ylim(-13, 102)
+    ax.set_yticks(range(0, 101, 20))
+    percent_axis(ax, limits=None)
     ax.set_xlabel("learning rate (SGD, momentum 0.9)")
-    ax.set_ylabel("final test accuracy (%)")
-    ax.set_ylim(0, 100)
-    ax.legend(title="norm (x: diverged / no better than chance;\n-- largest rate that trains)",
-              frameon=False, fontsize=7, title_fontsize=7, loc="lower left")
+    ax.set_ylabel("final test accuracy")
     fig.tight_layout()
+    extra = [Line2D([], [], color="k", marker="x", ls="", mew=2, label="does not train (under 0%)"),
+             Line2D([], [], color="k", ls="--", label="largest rate that trains")]
+    handles, labels = ax.get_legend_handles_labels()
+    fig.legend(handles + extra, labels + [h.get_label() for h in extra], loc="upper center",
+               bbox_to_anchor=(0.5, 0.0), frameon=False, ncol=4)
     return fig
+
+
+LABELS = {
+    "max_training_lr_bn": Label("Largest learning rate that trains, BN", "lr"),
+    "max_training_lr_none": Label("Largest learning rate that trains, no BN", "lr"),
+    "lr_ratio": Label(f"Ratio of the largest rates, BN ÷ no BN (the claim needs {LR_RATIO_MIN:g}× or more)", "×"),
+    "best_lr_bn": Label("Best learning rate, BN", "lr", detail=True),
+    "best_lr_none": Label("Best learning rate, no BN", "lr", detail=True),
+    "steps_to_threshold_bn": Label(f"Steps to {ACC_THRESHOLD:.0%} test accuracy at the best rate, BN", "steps"),
+    "steps_to_threshold_none": Label(f"Steps to {ACC_THRESHOLD:.0%} test accuracy at the best rate, no BN",
+                                     "steps"),
+    "steps_diff_bn_minus_none": Label(f"Steps to {ACC_THRESHOLD:.0%}, BN − no BN (paired by seed)", "steps diff"),
+    "final_test_acc_at_best_lr": Label("Final test accuracy at the best rate", "%"),
+    "failed_runs": Label("Runs that failed", "count", detail=True),
+}
+
+
+def finding(n: dict, steps: int) -> str:
+    def lr(v):
+        return "none" if v is None else f"{v:g}"
+
+    ratio = n["lr_ratio"]
+    ratio_txt = ("only BN trains at any rate" if ratio == math.inf else "BN trains at none" if ratio is None
+                 or (isinstance(ratio, float) and math.isnan(ratio)) else f"{ratio:.3g}×")
+
+    def reach(key):
+        e = n[key]
+        mean = e.get("mean")
+        return "never" if mean is None or mean > steps else f"in {text.interval(e, 'steps')}"
+
+    return (f"The largest learning rate that trained was {lr(n['max_training_lr_bn'])} with BN and "
+            f"{lr(n['max_training_lr_none'])} without ({ratio_txt}; the claim needs {LR_RATIO_MIN:g}×); at each "
+            f"one's best rate BN reached {ACC_THRESHOLD:.0%} {reach('steps_to_threshold_bn')} and no BN "
+            f"{reach('steps_to_threshold_none')}.")
 
 
 def analyze(runs, ctx) -> ClaimResult:
@@ -147,9 +195,9 @@ def analyze(runs, ctx) -> ClaimResult:
         f"learning rate that trains is {fmt_lr(max_lr['bn'])} with BN and {fmt_lr(max_lr['none'])} without "
         f"(ratio {ratio_txt}; the claim needs >= {LR_RATIO_MIN:g}x). At each norm's best rate (BN "
         f"{fmt_lr(best_lr['bn'])}, no BN {fmt_lr(best_lr['none'])}) BN needs "
-        f"{st.fmt(estimate(list(bn_steps.values())))} steps to reach {ACC_THRESHOLD:.0%} test accuracy and no BN "
-        f"{st.fmt(estimate(list(none_steps.values())))}; "
-        f"the per-seed difference is {st.fmt(test.diff)} steps. Verdict: {v}."
+        f"{text.interval(estimate(list(bn_steps.values())), 'steps')} to reach {ACC_THRESHOLD:.0%} test accuracy "
+        f"and no BN {text.interval(estimate(list(none_steps.values())), 'steps')}; "
+        f"the per-seed difference is {text.interval(test.diff, 'steps diff')}. Verdict: {v}."
         + (f" {failed} run(s) failed and were left out." if failed else "")
     )
     rows = []
@@ -159,7 +207,7 @@ def analyze(runs, ctx) -> ClaimResult:
             row.update(diverged_step=r.diverged_step, final_test_acc=st.final(r, "test_acc"),
                        steps_to_threshold=st.steps_to(r, "test_acc", ACC_THRESHOLD))
         rows.append(row)
-    return ClaimResult(
+    result = ClaimResult(
         id=ID, name=NAME, question=QUESTION, claim=CLAIM, source=SOURCE, rule=RULE, verdict=v, summary=summary,
         setup={"data": "mnist1d", "model": "cnn (conv-norm-relu)", "norms": list(NORMS), "lrs": lrs,
                "optimizer": "sgd, momentum 0.9, constant lr", "batch_size": BASE.batch_size, "steps": steps,
@@ -173,12 +221,15 @@ def analyze(runs, ctx) -> ClaimResult:
                  "final_test_acc_at_best_lr": {
                      norm: estimate([st.final(r, "test_acc") for _, r in groups[(norm, best_lr[norm])]
                                      if r is not None]).to_json() if best_lr[norm] is not None else None
-                     for norm in NORMS}},
+                     for norm in NORMS},
+                 "failed_runs": failed},
         figures=[FigureSpec("accuracy_vs_lr", "Final test accuracy vs learning rate",
                             {"norms": list(NORMS), "curves": curves}, _draw,
-                            "Mean final test accuracy over seeds (bars: 95% CI over finished seeds); x marks "
-                            "rates where a seed diverged or ended no better than chance; dashed lines mark "
-                            "each norm's largest rate that trains.")],
-        rows=rows,
+                            "Mean final test accuracy over the seeds that finished (bars: 95% interval); an x "
+                            "under the 0% line marks a rate that does not train (a seed diverged or ended no "
+                            "better than twice chance); dashed lines mark each one's largest rate that trains.")],
+        rows=rows, title=TITLE, labels=LABELS,
     )
+    result.finding = finding(result.numbers, steps)
+    return result
 

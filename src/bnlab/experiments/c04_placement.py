@@ -15,14 +15,17 @@ import math
 
 from ..train.config import RunConfig
 from . import series_tools as st
-from .result import ClaimResult, FigureSpec
+from . import text
+from .plotting import legend_below
+from .result import ClaimResult, FigureSpec, Label
 from .stats import holm, paired
 
 ID = "C4"
 NAME = "bn-placement"
+TITLE = "BN after the activation beats BN before it"  # the claim the rule tests (caffenet-benchmark's)
 QUESTION = "Should BN go before or after the activation?"
 CLAIM = ("The BN paper puts BN before the nonlinearity, later Inception code after it; caffenet-benchmark "
-         "(CaffeNet128, ImageNet top-1) reports 0.474 before vs 0.499 after, while ResNet v2's full "
+         "(CaffeNet128, ImageNet top-1 accuracy) reports 47.4% before vs 49.9% after, while ResNet v2's full "
          "pre-activation (BN-ReLU before the conv) improves CIFAR-10 ResNet-110 error from 6.61% to 6.37%.")
 SOURCE = ("Ioffe & Szegedy 2015 (arXiv:1502.03167); Chollet (Keras issue #1802); ducha-aiki/caffenet-benchmark; "
           "He et al. 2016, ResNet v2 (arXiv:1603.05027)")
@@ -79,26 +82,54 @@ def verdict(outcomes: list[str]) -> str:
 def _draw(data):
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5.2, 3.4))
+    fig, ax = plt.subplots(figsize=(7, 3.4))
     for i, act in enumerate(data["acts"]):
         d = data["per_act"][act]
         xs = [i + 0.08 * (j - (len(d["diffs"]) - 1) / 2) for j in range(len(d["diffs"]))]
-        ax.plot(xs, [100 * v for v in d["diffs"]], "o", color="tab:blue", alpha=0.5, ms=4,
+        ax.plot(xs, [100 * v for v in d["diffs"]], "o", color="tab:blue", alpha=0.5, ms=5,
                 label="one seed" if i == 0 else None)
         if d["mean"] is not None:
             lo, hi = d["ci95"] if d["ci95"] else (d["mean"], d["mean"])
             ax.errorbar([i + 0.5], [100 * d["mean"]], yerr=[[100 * (d["mean"] - lo)], [100 * (hi - d["mean"])]],
-                        fmt="s", color="k", capsize=3, label="mean, 95% CI" if i == 0 else None)
+                        fmt="s", color="k", capsize=3, label="mean and 95% interval" if i == 0 else None)
     ax.axhline(0, color="gray", lw=1)
-    for y in (-100 * MIN_DIFF, 100 * MIN_DIFF):
-        ax.axhline(y, color="gray", lw=0.8, ls=":")
-    ax.set_xticks(range(len(data["acts"])), data["acts"])
+    for j, y in enumerate((-100 * MIN_DIFF, 100 * MIN_DIFF)):
+        ax.axhline(y, color="gray", lw=0.8, ls=":", label="±1 point: no reliable difference" if j == 0 else None)
+    ax.set_xticks(range(len(data["acts"])), [text.name(a) for a in data["acts"]])
     ax.set_xlim(-0.6, len(data["acts"]) - 0.1)
-    ax.set_ylabel("test acc. after − before (points)")
-    ax.set_xlabel("activation (dotted: ±1 point)")
-    ax.legend(frameon=False, fontsize=8)
+    ax.set_ylabel("after − before (points)")
+    ax.set_xlabel("activation; above 0: BN after the activation is better")
     fig.tight_layout()
+    legend_below(fig)
     return fig
+
+
+def _labels(act: str) -> dict[str, Label]:
+    name = text.name(act)
+    return {f"{act}_after_minus_before": Label(f"{name}: test accuracy, after − before (paired by seed)", "points"),
+            f"{act}_outcome": Label(f"{name}: outcome"),
+            f"{act}_acc_before": Label(f"{name}: test accuracy, BN before the activation", "%", detail=True),
+            f"{act}_acc_after": Label(f"{name}: test accuracy, BN after the activation", "%", detail=True),
+            f"{act}_p_holm": Label(f"{name}: paired t-test p, Holm-adjusted", "p", detail=True)}
+
+
+LABELS = {**{k: v for act in ACTS for k, v in _labels(act).items()},
+          "failed_runs": Label("Runs that failed", "count", detail=True)}
+
+
+def finding(numbers: dict) -> str:
+    outcomes = [numbers[f"{a}_outcome"] for a in ACTS]
+    parts = [f"{text.name(a)} {text.interval(numbers[f'{a}_after_minus_before'], 'points')} ({numbers[f'{a}_outcome']})"
+             for a in ACTS]
+    if "before better" in outcomes and "after better" not in outcomes:
+        verdict_words = "BN before the activation was as good or better"
+    elif "after better" in outcomes and "before better" not in outcomes:
+        verdict_words = "BN after the activation was as good or better"
+    elif "after better" in outcomes:
+        verdict_words = "which order is better depends on the activation"
+    else:
+        verdict_words = "no reliable difference between the two orders"
+    return f"Test accuracy after − before: {'; '.join(parts)}: {verdict_words}."
 
 
 def analyze(runs, ctx) -> ClaimResult:
@@ -130,7 +161,7 @@ def analyze(runs, ctx) -> ClaimResult:
     parts = []
     for act in ACTS:
         t = tests[act]
-        parts.append(f"with {act}, after − before = {st.fmt(t.diff, 2, 100)} points ({t.wins} of "
+        parts.append(f"with {act}, after − before = {text.interval(t.diff, 'points')} ({t.wins} of "
                      f"{t.wins + t.losses} seeds favour after, Holm p = {per_act[act]['p_holm']:.2g}): "
                      f"{outcomes[act]}")
     summary = (f"MNIST-1D CNN with BN, SGD lr {BASE.lr:g}, {configs[0].steps} steps, {len(seeds)} seeds paired by "
@@ -142,18 +173,21 @@ def analyze(runs, ctx) -> ClaimResult:
         if r is not None:
             row.update(final_test_acc=st.final(r, "test_acc"), final_train_loss=st.final(r, "train_loss"))
         rows.append(row)
-    return ClaimResult(
+    result = ClaimResult(
         id=ID, name=NAME, question=QUESTION, claim=CLAIM, source=SOURCE, rule=RULE, verdict=v, summary=summary,
         setup={"data": "mnist1d", "model": "cnn with bn", "acts": list(ACTS), "placements": list(PLACEMENTS),
                "optimizer": f"sgd lr {BASE.lr:g}, momentum {BASE.momentum:g}", "batch_size": BASE.batch_size,
                "steps": configs[0].steps, "seeds": seeds, "quick": ctx.quick, "failed_runs": failed},
-        numbers={act: {"after_minus_before": tests[act].to_json(), "p_holm": per_act[act]["p_holm"],
-                       "outcome": outcomes[act], "mean_acc_after": per_act[act]["mean_after"],
-                       "mean_acc_before": per_act[act]["mean_before"]} for act in ACTS},
+        numbers={**{k: v for act in ACTS for k, v in {
+                    f"{act}_after_minus_before": tests[act].to_json(), f"{act}_outcome": outcomes[act],
+                    f"{act}_acc_before": per_act[act]["mean_before"], f"{act}_acc_after": per_act[act]["mean_after"],
+                    f"{act}_p_holm": per_act[act]["p_holm"]}.items()}, "failed_runs": failed},
         figures=[FigureSpec("placement_diffs", "Paired placement differences (after − before)",
                             {"acts": list(ACTS), "per_act": per_act}, _draw,
-                            "Per-seed final test-accuracy difference between conv→act→BN and conv→BN→act, "
-                            "with the mean and its 95% CI; dotted lines at ±1 point, the 'no reliable "
-                            "difference' band.")],
-        rows=rows,
+                            "Per seed, the final test accuracy of conv→act→BN minus that of conv→BN→act, with "
+                            "the mean and its 95% interval; between the dotted lines (±1 point) a difference "
+                            "counts as none.")],
+        rows=rows, title=TITLE, labels=LABELS,
     )
+    result.finding = finding(result.numbers)
+    return result

@@ -14,11 +14,14 @@ import math
 
 from ..train.config import RunConfig
 from . import series_tools as st
-from .result import ClaimResult, FigureSpec
+from . import text
+from .plotting import legend_below, log_ticks, percent_axis
+from .result import ClaimResult, FigureSpec, Label
 from .stats import estimate, holm, paired
 
 ID = "C5"
 NAME = "noisy-bn"
+TITLE = "Noisy BN (random shifts injected after every BN) trains as well as BN and better than no BN"
 QUESTION = "If I inject covariate shift after BN, does it still help?"
 CLAIM = ("Adding random per-step shifts and scales after each BN layer (μ_t ~ U(-0.5, 0.5), σ_t ~ U(1, 1.25), "
          "per element m ~ U(μ_t±0.1), s ~ N(σ_t, 0.1)) barely changes training: on CIFAR-10 VGG, noisy BN trains "
@@ -71,20 +74,54 @@ def verdict(acc_diff, loss_diff, gain_bn, gain_noisy, p_bn: float, p_noisy: floa
     return "inconclusive"
 
 
+_NAMES = {"noisy_bn": "noisy BN", "bn": "BN", "none": "no BN"}
+
+
 def _draw(data):
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5.2, 3.4))
-    for norm, color in zip(data["norms"], ("tab:blue", "tab:orange", "tab:gray")):
-        b = data["bands"][norm]
-        ax.plot(b["step"], b["mean"], color=color, label={"noisy_bn": "noisy BN", "bn": "BN", "none": "no norm"}[norm])
-        ax.fill_between(b["step"], b["low"], b["high"], color=color, alpha=0.2, lw=0)
-    ax.set_yscale("log")
-    ax.set_xlabel("step")
-    ax.set_ylabel("training loss (eval mode, 1000 ex.)")
-    ax.legend(frameon=False, fontsize=8, title="mean, band: min–max over seeds", title_fontsize=7)
+    panels = [("bands", "training loss (eval mode, 1000 examples)")]
+    if data.get("acc_bands"):
+        panels.append(("acc_bands", "test accuracy"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(7, 3.4), squeeze=False)
+    for ax, (key, ylabel) in zip(axes[0], panels):
+        scale = 100 if key == "acc_bands" else 1
+        for norm, color in zip(data["norms"], ("tab:blue", "tab:orange", "tab:gray")):
+            b = data[key][norm]
+            ax.plot(b["step"], [scale * v for v in b["mean"]], color=color, label=_NAMES.get(norm, norm))
+            ax.fill_between(b["step"], [scale * v for v in b["low"]], [scale * v for v in b["high"]], color=color,
+                            alpha=0.2, lw=0)
+        ax.set_xlabel("step")
+        ax.set_ylabel(ylabel)
+        if key == "bands":
+            ax.set_yscale("log")
+            log_ticks(ax)
+        else:
+            percent_axis(ax, limits=None)
     fig.tight_layout()
+    legend_below(fig, axes=[axes[0][0]], title="line: mean over seeds; band: lowest to highest seed")
     return fig
+
+
+LABELS = {
+    "test_acc": Label("Final test accuracy", "%"),
+    "noisy_minus_bn_test_acc": Label("Test accuracy, noisy BN − BN (paired by seed)", "points"),
+    "noisy_minus_bn_train_loss": Label("Training loss, noisy BN − BN (paired by seed)", "nats"),
+    "bn_minus_none_test_acc": Label("Test accuracy, BN − no BN (paired by seed)", "points"),
+    "noisy_minus_none_test_acc": Label("Test accuracy, noisy BN − no BN (paired by seed)", "points"),
+    "failed_runs": Label("Runs that failed", "count", detail=True),
+}
+
+
+def finding(n: dict) -> str:
+    acc = n["test_acc"]
+    cost = text.compare(n["noisy_minus_bn_test_acc"], "the injected shift raised accuracy",
+                        "the injected shift cost accuracy", "the injected shift cost no measurable accuracy")
+    gain = text.compare(n["noisy_minus_none_test_acc"], "noisy BN still beat no BN", "noisy BN lost to no BN",
+                        "noisy BN did no measurably better than no BN")
+    return (f"Final test accuracy: BN {text.interval(acc['bn'], '%')}, noisy BN "
+            f"{text.interval(acc['noisy_bn'], '%')}, no BN {text.interval(acc['none'], '%')}; noisy BN − BN "
+            f"{text.interval(n['noisy_minus_bn_test_acc'], 'points')}: {cost}, and {gain}.")
 
 
 def analyze(runs, ctx) -> ClaimResult:
@@ -111,12 +148,12 @@ def analyze(runs, ctx) -> ClaimResult:
     means = {n: estimate(list(acc[n].values())) for n in NORMS}
     summary = (
         f"MNIST-1D CNN, SGD lr {BASE.lr:g} (momentum {BASE.momentum:g}), {configs[0].steps} steps, {len(seeds)} "
-        f"seeds. Final test accuracy: BN {st.fmt(means['bn'], 1, 100)}%, "
-        f"noisy BN {st.fmt(means['noisy_bn'], 1, 100)}%, "
-        f"no norm {st.fmt(means['none'], 1, 100)}%. Noisy − BN per seed: {st.fmt(acc_diff.diff, 2, 100)} points of "
-        f"accuracy and {st.fmt(loss_diff.diff, 3)} nats of training loss. Gain over no norm: BN "
-        f"{st.fmt(gain_bn.diff, 2, 100)} points (Holm p = {p_bn:.2g}), noisy BN {st.fmt(gain_noisy.diff, 2, 100)} "
-        f"points (Holm p = {p_noisy:.2g}). Verdict: {v}."
+        f"seeds. Final test accuracy: BN {text.interval(means['bn'], '%')}, "
+        f"noisy BN {text.interval(means['noisy_bn'], '%')}, "
+        f"no BN {text.interval(means['none'], '%')}. Noisy − BN per seed: "
+        f"{text.interval(acc_diff.diff, 'points')} of accuracy and {text.interval(loss_diff.diff, 'nats')} of "
+        f"training loss. Gain over no BN: BN {text.interval(gain_bn.diff, 'points')} (Holm p = {p_bn:.2g}), "
+        f"noisy BN {text.interval(gain_noisy.diff, 'points')} (Holm p = {p_noisy:.2g}). Verdict: {v}."
         + (f" {failed} run(s) failed and were left out." if failed else ""))
     rows = []
     for c, r in zip(configs, runs):
@@ -125,7 +162,8 @@ def analyze(runs, ctx) -> ClaimResult:
             row.update(final_test_acc=st.final(r, "test_acc"), final_train_eval_loss=st.final(r, "train_eval_loss"))
         rows.append(row)
     bands = {n: st.mean_band([r for _, r in groups[n]], "train_eval_loss") for n in NORMS}
-    return ClaimResult(
+    acc_bands = {n: st.mean_band([r for _, r in groups[n]], "test_acc") for n in NORMS}
+    result = ClaimResult(
         id=ID, name=NAME, question=QUESTION, claim=CLAIM, source=SOURCE, rule=RULE, verdict=v, summary=summary,
         setup={"data": "mnist1d", "model": "cnn (conv-norm-relu)", "norms": list(NORMS),
                "optimizer": f"sgd lr {BASE.lr:g}, momentum {BASE.momentum:g}", "batch_size": BASE.batch_size,
@@ -134,10 +172,13 @@ def analyze(runs, ctx) -> ClaimResult:
                  "noisy_minus_bn_test_acc": acc_diff.to_json(),
                  "noisy_minus_bn_train_loss": loss_diff.to_json(),
                  "bn_minus_none_test_acc": {**gain_bn.to_json(), "p_holm": p_bn},
-                 "noisy_minus_none_test_acc": {**gain_noisy.to_json(), "p_holm": p_noisy}},
-        figures=[FigureSpec("train_loss", "Training loss: BN, noisy BN, no norm",
-                            {"norms": list(NORMS), "bands": bands},
-                            _draw, "Training loss in eval mode on 1000 training examples, mean over seeds with "
-                            "the min–max band.")],
-        rows=rows,
+                 "noisy_minus_none_test_acc": {**gain_noisy.to_json(), "p_holm": p_noisy},
+                 "failed_runs": failed},
+        figures=[FigureSpec("train_loss", "Training loss and test accuracy: BN, noisy BN, no BN",
+                            {"norms": list(NORMS), "bands": bands, "acc_bands": acc_bands},
+                            _draw, "Left: training loss in eval mode on 1000 training examples (log scale); right: "
+                            "test accuracy. Mean over seeds with the lowest-to-highest band.")],
+        rows=rows, title=TITLE, labels=LABELS,
     )
+    result.finding = finding(result.numbers)
+    return result

@@ -21,11 +21,13 @@ import math
 import numpy as np
 
 from ..train.config import RunConfig
-from . import stats
-from .result import ClaimResult, FigureSpec
+from . import stats, text
+from .plotting import log_ticks
+from .result import ClaimResult, FigureSpec, Label
 
 ID = "C6"
 NAME = "ics-on-gradients"
+TITLE = "Measured on the gradients, internal covariate shift is as large or larger with BN"
 QUESTION = "Does BN reduce internal covariate shift, measured as the change of a layer's gradient?"
 CLAIM = ("Measured on gradients -- ||G - G'|| and cos(G, G') when the earlier layers take their update -- "
          "internal covariate shift is similar or even larger with BN (VGG on CIFAR-10, deep linear nets).")
@@ -52,6 +54,45 @@ RULE = (f"Per seed and layer ({', '.join(LAYERS)}): the mean over training's met
         f"Inconclusive if none is, but some ratio is below 1 with a CI that cannot exclude a "
         f"{1 / REDUCTION:g}x reduction (CI lower end < {REDUCTION:g}). Reproduced otherwise: BN's ICS not "
         f"lower than the baseline's.")
+
+
+LAYER_NAMES = {"blocks.1.op": "2nd convolution", "blocks.2.op": "3rd convolution", "head": "output layer"}
+MEASURE_NAMES = {"l2": "‖G − G′‖", "cos": "1 − cos(G, G′)", "rel": "‖G − G′‖ / ‖G‖"}
+
+
+def _labels() -> dict[str, Label]:
+    out = {}
+    for layer in LAYERS:
+        for m in MEASURES:
+            out[f"ratio_bn_over_none/{layer}/{m}"] = Label(
+                f"Gradient ICS, BN ÷ no BN: {LAYER_NAMES[layer]}, {MEASURE_NAMES[m]}", "×")
+    for layer in LAYERS:
+        out[f"ratio_bn_over_none/{layer}/relative (not in rule)"] = Label(
+            f"BN ÷ no BN: {LAYER_NAMES[layer]}, {MEASURE_NAMES['rel']} (not in the rule)", "×", detail=True)
+    for norm in NORMS:
+        out[f"head_l2_{norm}"] = Label(f"Output layer's ‖G − G′‖, {text.name(norm)}", detail=True)
+        out[f"test_acc_{norm}"] = Label(f"Final test accuracy, {text.name(norm)}", "%", detail=True)
+    out["significantly_lower"] = Label(f"Comparisons with BN significantly lower (of {len(LAYERS) * len(MEASURES)})",
+                                       "count")
+    out["significantly_higher"] = Label(f"Comparisons with BN significantly higher (of {len(LAYERS) * len(MEASURES)})",
+                                        "count")
+    out["failed_runs"] = Label("Runs that failed or diverged", detail=True)
+    return out
+
+
+def finding(numbers: dict, lower: int, higher: int, total: int) -> str:
+    ratios = [numbers[f"ratio_bn_over_none/{layer}/{m}"]["mean"] for layer in LAYERS for m in MEASURES]
+    span = f"{text.number(min(ratios), '×')} to {text.number(max(ratios), '×')}"
+    if lower and not higher:
+        words = "BN reduced it"
+    elif higher and not lower:
+        words = "BN increased it"
+    elif lower and higher:
+        words = "BN reduced it on some and increased it on others"
+    else:
+        words = "no significant difference either way"
+    return (f"The gradient-measured shift with BN ÷ without ranged from {span} over {len(LAYERS)} layers and "
+            f"{len(MEASURES)} measures ({lower} of {total} significantly lower, {higher} higher): {words}.")
 
 
 def sweep(quick: bool, seeds: int | None) -> list[RunConfig]:
@@ -124,15 +165,18 @@ def analyze(runs, ctx) -> ClaimResult:
         accs = [per_run[norm][s]["test_acc"][-1] for s in per_run[norm]]
         numbers[f"test_acc_{norm}"] = stats.estimate(accs).to_json()
     numbers["failed_runs"] = failed
-    ratios = ", ".join(f"{n} {numbers[f'ratio_bn_over_none/{n}']['mean']:.2f}" for n in tests)
+    ratios = ", ".join(f"{LAYER_NAMES[n.split('/')[0]]} {MEASURE_NAMES[n.split('/')[1]]} "
+                       f"{text.number(numbers[f'ratio_bn_over_none/{n}']['mean'], '×')}" for n in tests)
+    n_lower = sum(adjusted[n] < ALPHA and tests[n].diff.mean < 0 for n in tests)
+    n_higher = sum(adjusted[n] < ALPHA and tests[n].diff.mean > 0 for n in tests)
+    numbers["significantly_lower"], numbers["significantly_higher"] = n_lower, n_higher
     summary = (f"On MNIST-1D's CNN trained with SGD (lr {BASE.lr:g}, momentum {BASE.momentum:g}) over "
                f"{len(seeds)} paired seeds, the ratio BN / no-BN of the mean gradient ICS over training was: "
-               f"{ratios} (l2: ||G - G'||, cos: 1 - cos(G, G'); below 1 means BN has less shift). "
-               f"{sum(adjusted[n] < ALPHA and tests[n].diff.mean < 0 for n in tests)} of {len(tests)} comparisons "
-               f"show BN significantly lower and {sum(adjusted[n] < ALPHA and tests[n].diff.mean > 0 for n in tests)} "
-               f"significantly higher (Holm-adjusted p < {ALPHA}). Relative to the gradient's size "
-               f"(||G - G'|| / ||G||, not part of the rule) the ratios were "
-               f"{', '.join(f'{l} {math.exp(d.mean):.2f}' for l, d in relative.items())}. Verdict: {result}.")
+               f"{ratios} (below 1: less shift with BN). {n_lower} of {len(tests)} comparisons show BN "
+               f"significantly lower and {n_higher} significantly higher (Holm-adjusted p < {ALPHA}). Relative to "
+               f"the gradient's size (‖G − G′‖ / ‖G‖, not part of the rule) the ratios were "
+               f"{', '.join(f'{LAYER_NAMES[l]} {math.exp(d.mean):.2f}×' for l, d in relative.items())}. "
+               f"Verdict: {result}.")
     if failed:
         summary += f" {len(failed)} run(s) failed or diverged and are left out."
     plan = QUICK if ctx.quick else FULL
@@ -151,26 +195,35 @@ def analyze(runs, ctx) -> ClaimResult:
             for measure in MEASURES:
                 arr = np.array([per_run[norm][s][metric(layer, measure)] for s in per_run[norm]], dtype=float)
                 data["curves"][norm][metric(layer, measure)] = np.nanmean(arr, axis=0).tolist()
-    fig = FigureSpec("ics_vs_steps", "Gradient ICS vs steps, with and without BN", data, draw_ics,
-                     "Mean over seeds of ||G - G'|| (left) and cos(G, G') (right) per layer; solid: BN, dashed: no BN.")
-    return ClaimResult(ID, NAME, QUESTION, CLAIM, SOURCE, RULE, result, summary, setup, numbers, [fig], rows)
+    fig = FigureSpec("ics_vs_steps", "Gradient-measured internal covariate shift during training, with and "
+                     "without BN", data, draw_ics,
+                     "Mean over seeds of ‖G − G′‖ (left, log scale) and cos(G, G′) (right) per layer: how much a "
+                     "layer's gradient changes when the layers before it take their step. Solid: BN; dashed: no BN.")
+    return ClaimResult(ID, NAME, QUESTION, CLAIM, SOURCE, RULE, result, summary, setup, numbers, [fig], rows,
+                       title=TITLE, labels=_labels(),
+                       finding=finding(numbers, n_lower, n_higher, len(tests)) if seeds else
+                       "No pair of runs finished, so nothing was measured.")
 
 
 def draw_ics(data: dict):
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
     fig, axes = plt.subplots(1, 2, figsize=(7, 3.4))
     styles = {"bn": "-", "none": "--"}
     for norm, curves in data["curves"].items():
         for i, layer in enumerate(data["layers"]):
             for ax, measure in zip(axes, MEASURES):
-                ax.plot(curves["step"], curves[metric(layer, measure)], styles.get(norm, ":"), color=f"C{i}",
-                        label=f"{layer} ({'BN' if norm == 'bn' else 'no BN'})")
-    axes[0].set_ylabel("||G - G'||₂")
+                ax.plot(curves["step"], curves[metric(layer, measure)], styles.get(norm, ":"), color=f"C{i}")
+    axes[0].set_ylabel("‖G − G′‖")
     axes[0].set_yscale("log")
-    axes[1].set_ylabel("cos(G, G')")
+    log_ticks(axes[0])
+    axes[1].set_ylabel("cos(G, G′)")
     for ax in axes:
         ax.set_xlabel("step")
-    axes[1].legend(fontsize=6, loc="lower right")
     fig.tight_layout()
+    handles = [Line2D([], [], color=f"C{i}", label=LAYER_NAMES.get(layer, layer))
+               for i, layer in enumerate(data["layers"])]
+    handles += [Line2D([], [], color="k", ls=styles[n], label=text.name(n)) for n in ("bn", "none")]
+    fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0), frameon=False, ncol=5)
     return fig

@@ -20,11 +20,13 @@ import math
 import numpy as np
 
 from ..train.config import RunConfig
-from . import stats
-from .result import ClaimResult, FigureSpec
+from . import stats, text
+from .plotting import legend_below
+from .result import ClaimResult, FigureSpec, Label
 
 ID = "C7"
 NAME = "smoother-landscape"
+TITLE = "BN makes the loss and its gradient smoother along the gradient direction"
 QUESTION = "Does BN make the loss landscape smoother along the gradient?"
 CLAIM = ("Along the gradient, at steps of ½ to 4 x the learning rate, BN networks show a smaller loss range, "
          "a smaller gradient change and a smaller effective β-smoothness over most of training (VGG, CIFAR-10).")
@@ -53,6 +55,25 @@ RULE = (f"At every metric step after the first, the three metrics (loss range; m
         f"the fraction's 95% CI lies below {MOST:g}. Inconclusive otherwise.")
 
 
+METRIC_NAMES = {"loss_range": "loss range", "grad_change": "gradient change", "beta": "effective β-smoothness"}
+LABELS = {
+    **{f"ratio_bn_over_none/{m}": Label(f"BN ÷ no BN, {METRIC_NAMES[m]} (mean over training)", "×") for m in METRICS},
+    **{f"fraction_steps_bn_lower/{m}": Label(f"Share of steps where BN's {METRIC_NAMES[m]} is lower", "%", detail=True)
+       for m in METRICS},
+    **{f"test_acc_{n}": Label(f"Final test accuracy, {text.name(n)}", "%", detail=True) for n in NORMS},
+    "smoother_measures": Label("Measures on which BN is smoother by the rule (of 3)", "count"),
+    "failed_runs": Label("Runs that failed or diverged", detail=True),
+}
+
+
+def finding(numbers: dict, smoother_on: list[str]) -> str:
+    parts = "; ".join(f"{METRIC_NAMES[m]} {text.interval(numbers[f'ratio_bn_over_none/{m}'], '×')}" for m in METRICS)
+    words = (f"BN was smoother on all {len(METRICS)}" if len(smoother_on) == len(METRICS) else
+             f"BN was clearly smoother on {len(smoother_on)} of {len(METRICS)}"
+             + (f" ({', '.join(METRIC_NAMES[m] for m in smoother_on)})" if smoother_on else ""))
+    return f"BN ÷ no BN along the gradient: {parts}: {words}."
+
+
 def sweep(quick: bool, seeds: int | None) -> list[RunConfig]:
     plan = QUICK if quick else FULL
     base = dataclasses.replace(BASE, steps=plan["steps"], eval_every=plan["eval_every"])
@@ -64,12 +85,17 @@ def after_first(series: dict, name: str) -> np.ndarray:
     return np.asarray(series[name], dtype=float)[1:]
 
 
+def smoother(test: stats.PairedTest, p_adjusted: float, fraction_lower: stats.Estimate) -> bool:
+    """The rule's "BN is lower on a metric": significantly lower on average, and at most steps."""
+    return test.diff.mean < 0 and p_adjusted < ALPHA and fraction_lower.mean > MOST
+
+
 def verdict(tests: dict[str, stats.PairedTest], p_adjusted: dict[str, float],
             fraction_lower: dict[str, stats.Estimate]) -> str:
     """``tests[m]``: paired log(BN) - log(no-BN) of the per-seed means of metric m; ``p_adjusted[m]`` its
     Holm p; ``fraction_lower[m]``: over seeds, the fraction of metric steps with BN lower."""
     def lower(m):
-        return tests[m].diff.mean < 0 and p_adjusted[m] < ALPHA and fraction_lower[m].mean > MOST
+        return smoother(tests[m], p_adjusted[m], fraction_lower[m])
 
     def against(m):
         higher = tests[m].diff.mean > 0 and p_adjusted[m] < ALPHA
@@ -114,8 +140,10 @@ def analyze(runs, ctx) -> ClaimResult:
     for norm in NORMS:
         numbers[f"test_acc_{norm}"] = stats.estimate([per_run[norm][s]["test_acc"][-1] for s in per_run[norm]]).to_json()
     numbers["failed_runs"] = failed
-    described = "; ".join(f"{m} {numbers[f'ratio_bn_over_none/{m}']['mean']:.2f}x (BN lower at "
-                          f"{fractions[m].mean:.0%} of steps)" for m in METRICS)
+    described = "; ".join(f"{METRIC_NAMES[m]} {text.number(numbers[f'ratio_bn_over_none/{m}']['mean'], '×')} (BN "
+                          f"lower at {fractions[m].mean:.0%} of steps)" for m in METRICS)
+    smoother_on = [m for m in tests if smoother(tests[m], adjusted[m], fractions[m])] if len(seeds) >= 2 else []
+    numbers["smoother_measures"] = len(smoother_on)
     summary = (f"On MNIST-1D's CNN trained with SGD (lr {BASE.lr:g}, momentum {BASE.momentum:g}), moving along the "
                f"gradient by 0.5-4 x lr on the training batch, the ratio BN / no-BN of each smoothness metric "
                f"(mean over training, {len(seeds)} paired seeds) was: {described}. Lower means smoother with BN. "
@@ -138,26 +166,28 @@ def analyze(runs, ctx) -> ClaimResult:
                 curves[key] = np.nanmean(arr, axis=0).tolist()
             data["curves"][norm] = curves
     fig = FigureSpec("landscape_vs_steps", "Loss landscape along the gradient, with and without BN", data,
-                     draw_landscape, "Mean over seeds; bands span min-max over the step sizes 0.5-4 x lr.")
-    return ClaimResult(ID, NAME, QUESTION, CLAIM, SOURCE, RULE, result, summary, setup, numbers, [fig], rows)
+                     draw_landscape, "Mean over seeds; the bands span the step sizes 0.5 to 4 × the learning rate.")
+    return ClaimResult(ID, NAME, QUESTION, CLAIM, SOURCE, RULE, result, summary, setup, numbers, [fig], rows,
+                       title=TITLE, labels=LABELS,
+                       finding=finding(numbers, smoother_on) if seeds else "No pair of runs finished.")
 
 
 def draw_landscape(data: dict):
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(9, 3.2))
+    fig, axes = plt.subplots(1, 3, figsize=(8, 3.0))
     for i, (norm, c) in enumerate(data["curves"].items()):
-        label, color = ("BN" if norm == "bn" else "no BN"), f"C{i}"
+        label, color = text.name(norm), ("tab:blue" if norm == "bn" else "tab:gray")
         axes[0].fill_between(c["step"], c["landscape/loss_min"], c["landscape/loss_max"], color=color, alpha=0.4,
                              label=label)
         axes[1].fill_between(c["step"], c["landscape/grad_diff_min"], c["landscape/grad_diff_max"], color=color,
-                             alpha=0.4, label=label)
-        axes[2].plot(c["step"], c["landscape/beta"], color=color, label=label)
-    for ax, title in zip(axes, ("loss along the gradient", "gradient change ‖∇L(w-ηg) - ∇L(w)‖",
-                                "effective β-smoothness")):
-        ax.set_title(title, fontsize=8)
+                             alpha=0.4)
+        axes[2].plot(c["step"], c["landscape/beta"], color=color)
+    for ax, title in zip(axes, ("loss along the gradient", "gradient change", "effective β-smoothness")):
+        ax.set_title(title)
         ax.set_xlabel("step")
     axes[0].set_ylabel("loss")
-    axes[2].legend(fontsize=7)
+    axes[1].set_ylabel("‖∇L(w − ηg) − ∇L(w)‖")
     fig.tight_layout()
+    legend_below(fig)
     return fig

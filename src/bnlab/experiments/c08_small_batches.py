@@ -13,16 +13,16 @@ from __future__ import annotations
 import math
 
 from ..train.config import RunConfig
-from . import stats
-from .result import ClaimResult, FigureSpec
-from .series_tools import pct as _pct
-from .series_tools import pp as _pp
+from . import stats, text
+from .plotting import legend_below, percent_axis
+from .result import ClaimResult, FigureSpec, Label
 
 ID = "C8"
 NAME = "small-batches"
+TITLE = "BN's error rises sharply at batches of 4 and 2 while GroupNorm's stays flat"
 QUESTION = "Does BN break down with very small batches, and does GroupNorm fix it?"
 CLAIM = ("ResNet-50 ImageNet val. error at 32/16/8/4/2 images per GPU: BN 23.6/23.7/24.8/27.3/34.7%, GN "
-         "24.1/24.2/24.0/24.2/24.1%; Batch Renorm (r_max 1.5, d_max 0.5) at batch 4: 26.3%.")
+         "24.1/24.2/24.0/24.2/24.1%; Batch Renorm (rₘₐₓ 1.5, dₘₐₓ 0.5) at batch 4: 26.3%.")
 SOURCE = "Wu & He 2018, 'Group Normalization', Table 2 and §4.1 (arXiv:1803.08494)"
 
 # --- the sweep ------------------------------------------------------------------------------
@@ -121,22 +121,26 @@ def analyze(runs, ctx) -> ClaimResult:
     gn_beats = paired(("bn", 2), ("gn", 2))
     v = verdict(bn_rise, sharpest, flat, gn_beats)
 
-    numbers = {f"{norm} test error (batch 32 / 4 / 2)": {str(b): table[norm][b].to_json() for b in (32, 4, 2)}
-               for norm in NORMS}
-    numbers["BN rise: err(2) − err(32)"] = bn_rise.to_json()
-    numbers["BN largest jump"] = f"{sharpest[0]}→{sharpest[1]}" if sharpest else "n/a"
-    numbers["GN: err(2) − err(32)"] = gn_diffs[2].to_json()
-    numbers["GN flat within noise"] = flat
-    numbers["err_BN(2) − err_GN(2)"] = gn_beats.to_json()
-    numbers["BRN − BN error at batch 4"] = paired(("brn", 4), ("bn", 4)).to_json()
-    numbers["failed or diverged runs"] = bad
+    numbers = {f"{norm}_error": {str(b): table[norm][b].to_json() for b in (32, 4, 2)} for norm in NORMS}
+    numbers["bn_rise"] = bn_rise.to_json()
+    numbers["bn_largest_jump"] = f"{sharpest[0]}→{sharpest[1]}" if sharpest else "n/a"
+    numbers["gn_rise"] = gn_diffs[2].to_json()
+    numbers["gn_flat"] = flat
+    numbers["bn_minus_gn_at_2"] = gn_beats.to_json()
+    numbers["brn_minus_bn_at_4"] = paired(("brn", 4), ("bn", 4)).to_json()
+    numbers["failed_runs"] = bad
+
+    def pct(e):
+        return text.interval(e, "%")
+
     summary = (f"Trained {FULL['epochs'] if not ctx.quick else QUICK['epochs']:g} epochs with linearly scaled "
-               f"learning rates, BN's test error goes from {_pct(table['bn'][32])} at batch 32 to "
-               f"{_pct(table['bn'][4])} at 4 and {_pct(table['bn'][2])} at 2 (paired rise {_pp(bn_rise)}; the "
-               f"largest step is {numbers['BN largest jump']}). GN: {_pct(table['gn'][32])} at 32, "
-               f"{_pct(table['gn'][2])} at 2 ({'flat' if flat else 'not flat'} within noise); Batch Renorm: "
-               f"{_pct(table['brn'][32])} at 32, {_pct(table['brn'][4])} at 4, {_pct(table['brn'][2])} at 2. "
-               f"At batch 2 BN's error minus GN's is {_pp(gn_beats)}. Verdict: {v}."
+               f"learning rates, BN's test error goes from {pct(table['bn'][32])} at batch 32 to "
+               f"{pct(table['bn'][4])} at 4 and {pct(table['bn'][2])} at 2 (paired rise "
+               f"{text.interval(bn_rise, 'points')}; the largest step is {numbers['bn_largest_jump']}). GroupNorm: "
+               f"{pct(table['gn'][32])} at 32, {pct(table['gn'][2])} at 2 ({'flat' if flat else 'not flat'} within "
+               f"noise); Batch Renorm: {pct(table['brn'][32])} at 32, {pct(table['brn'][4])} at 4, "
+               f"{pct(table['brn'][2])} at 2. At batch 2 BN's error minus GroupNorm's is "
+               f"{text.interval(gn_beats, 'points')}. Verdict: {v}."
                + (f" {bad} run(s) failed or diverged and are left out." if bad else ""))
     setup = {"data": DATA, "model": MODEL, "norms": {k: dict(kw) for k, kw in NORMS.items()},
              "batch_sizes": list(BATCHES), "epochs": (QUICK if ctx.quick else FULL)["epochs"],
@@ -150,30 +154,49 @@ def analyze(runs, ctx) -> ClaimResult:
     data = {"batches": list(BATCHES), "errors": {norm: {str(b): e.to_json() for b, e in row.items()}
                                                   for norm, row in table.items()}}
     fig = FigureSpec("error_vs_batch", "Test error vs batch size (eval mode)", data, _draw,
-                     "Mean ± 95% CI over seeds; linear lr scaling, fixed epochs.")
-    return ClaimResult(ID, NAME, QUESTION, CLAIM, SOURCE, RULE, v, summary, setup, numbers, [fig], rows)
+                     "Mean and 95% interval over seeds (clipped to 0-100%); the learning rate scales with the batch, "
+                     "the number of epochs is fixed.")
+    finding = (f"BN's test error went from {pct(table['bn'][32])} at batch 32 to {pct(table['bn'][2])} at batch 2 "
+               f"(largest rise {numbers['bn_largest_jump']}); GroupNorm's from {pct(table['gn'][32])} to "
+               f"{pct(table['gn'][2])} ({'flat' if flat else 'not flat'} within noise); at batch 2 BN − GroupNorm "
+               f"{text.interval(gn_beats, 'points')}.")
+    return ClaimResult(ID, NAME, QUESTION, CLAIM, SOURCE, RULE, v, summary, setup, numbers, [fig], rows,
+                       title=TITLE, finding=finding, labels=LABELS)
 
 
-_LABELS = {"bn": "BN", "gn": "GN", "brn": "Batch Renorm"}
+LABELS = {
+    **{f"{n}_error": Label(f"Test error of {text.name(n)} by batch size", "%") for n in NORMS},
+    "bn_rise": Label("BN's error, batch 2 − batch 32 (paired by seed)", "points"),
+    "bn_largest_jump": Label("Largest rise of BN's error between neighbouring batch sizes"),
+    "gn_rise": Label("GroupNorm's error, batch 2 − batch 32 (paired by seed)", "points"),
+    "gn_flat": Label("GroupNorm flat within noise at every batch size"),
+    "bn_minus_gn_at_2": Label("Error at batch 2, BN − GroupNorm (paired by seed)", "points"),
+    "brn_minus_bn_at_4": Label("Error at batch 4, Batch Renorm − BN (paired by seed)", "points", detail=True),
+    "failed_runs": Label("Runs that failed or diverged", "count", detail=True),
+}
 
 
 def _draw(data: dict):
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5, 3.4))
+    fig, ax = plt.subplots(figsize=(7, 3.4))
     xs = data["batches"]
+    top = 0.0
     for i, (norm, row) in enumerate(data["errors"].items()):
         mean = [row[str(b)].get("mean", math.nan) for b in xs]
-        mean = [math.nan if m is None else m for m in mean]
-        lo = [m - row[str(b)].get("ci95", [m, m])[0] for b, m in zip(xs, mean)]
-        hi = [row[str(b)].get("ci95", [m, m])[1] - m for b, m in zip(xs, mean)]
-        ax.errorbar(xs, mean, yerr=[lo, hi], marker="o", capsize=3, color=f"C{i}", label=_LABELS.get(norm, norm))
+        mean = [math.nan if m is None else 100 * m for m in mean]
+        # intervals clipped to what an error can be: 0-100%
+        lo = [m - max(0.0, 100 * row[str(b)].get("ci95", [m / 100, m / 100])[0]) for b, m in zip(xs, mean)]
+        hi = [min(100.0, 100 * row[str(b)].get("ci95", [m / 100, m / 100])[1]) - m for b, m in zip(xs, mean)]
+        top = max([top] + [m + h for m, h in zip(mean, hi) if m == m])
+        ax.errorbar(xs, mean, yerr=[lo, hi], marker="o", capsize=3, color=f"C{i}", label=text.name(norm))
     ax.set_xscale("log", base=2)
     ax.set_xticks(xs)
     ax.set_xticklabels([str(b) for b in xs])
     ax.invert_xaxis()
-    ax.set_xlabel("batch size (log2)")
+    ax.set_xlabel("batch size")
     ax.set_ylabel("test error")
-    ax.legend(fontsize=8)
+    percent_axis(ax, limits=(0, min(100.0, 1.1 * top + 1)))
     fig.tight_layout()
+    legend_below(fig)
     return fig

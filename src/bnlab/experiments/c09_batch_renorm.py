@@ -20,17 +20,17 @@ from __future__ import annotations
 import math
 
 from ..train.config import RunConfig
-from . import stats
-from .result import ClaimResult, FigureSpec
+from . import stats, text
+from .plotting import legend_below, percent_axis
+from .result import ClaimResult, FigureSpec, Label
 from .series_tools import finished_acc as _acc
-from .series_tools import pct as _pct
-from .series_tools import pp as _pp
 
 ID = "C9"
 NAME = "batch-renorm"
+TITLE = "Batch Renorm beats BN on small or on non-i.i.d. batches"  # the rule: in at least one of the two
 QUESTION = "Does Batch Renorm rescue BN on small or non-i.i.d. batches?"
-CLAIM = ("Batch Renorm -- r = clip(σ_B/σ, 1/r_max, r_max), d = clip((μ_B−μ)/σ, −d_max, d_max), constants in "
-         "backprop, r_max 1 → 3 and d_max 0 → 5 after a warm-up -- trains better than BN with small "
+CLAIM = ("Batch Renorm -- r = clip(σ_B/σ, 1/rₘₐₓ, rₘₐₓ), d = clip((μ_B−μ)/σ, −dₘₐₓ, dₘₐₓ), constants in "
+         "backprop, rₘₐₓ 1 → 3 and dₘₐₓ 0 → 5 after a warm-up -- trains better than BN with small "
          "minibatches and with non-i.i.d. minibatches (e.g. 16 labels × 2 images per batch of 32).")
 SOURCE = "Ioffe 2017, 'Batch Renormalization', §3-4 (arXiv:1702.03275)"
 
@@ -42,6 +42,7 @@ SETTINGS = {  # name -> batch size, classes per batch (0: i.i.d.), steps (full),
     "non-i.i.d. (batch 32, 2 classes × 16)": {"batch_size": 32, "batch_classes": 2, "steps": 2000,
                                                "quick_steps": 60},
 }
+SHORT = dict(zip(SETTINGS, ("small", "non_iid")))  # the settings' keys in ClaimResult.numbers
 R_MAX, D_MAX = 3.0, 5.0  # Ioffe's final limits
 WARMUP_FRAC = 0.5  # r_max reaches R_MAX at this fraction of the steps
 NORMS = ("bn", "brn")
@@ -104,13 +105,14 @@ def analyze(runs, ctx) -> ClaimResult:
     v = verdict(diffs, p_holm)
     numbers = {}
     for (name, t, p), d in zip(zip(SETTINGS, tests, p_holm), diffs):
-        numbers[f"{name}: BN test acc"] = per_norm[(name, "bn")].to_json()
-        numbers[f"{name}: BRN test acc"] = per_norm[(name, "brn")].to_json()
-        numbers[f"{name}: BRN − BN"] = d.to_json()
-        numbers[f"{name}: p (Holm)"] = p
-    numbers["failed or diverged runs"] = bad
-    parts = [f"{name}: BN {_pct(per_norm[(name, 'bn')])}, BRN {_pct(per_norm[(name, 'brn')])}, "
-             f"paired difference {_pp(d)}, Holm p = {p:.3g}" for name, d, p in zip(SETTINGS, diffs, p_holm)]
+        numbers[f"{SHORT[name]}_bn_acc"] = per_norm[(name, "bn")].to_json()
+        numbers[f"{SHORT[name]}_brn_acc"] = per_norm[(name, "brn")].to_json()
+        numbers[f"{SHORT[name]}_brn_minus_bn"] = d.to_json()
+        numbers[f"{SHORT[name]}_p_holm"] = p
+    numbers["failed_runs"] = bad
+    parts = [f"{name}: BN {text.interval(per_norm[(name, 'bn')], '%')}, Batch Renorm "
+             f"{text.interval(per_norm[(name, 'brn')], '%')}, paired difference {text.interval(d, 'points')}, "
+             f"Holm p = {p:.3g}" for name, d, p in zip(SETTINGS, diffs, p_holm)]
     summary = ("Test accuracy in eval mode (population statistics). " + "; ".join(parts) + f". Verdict: {v}."
                + (f" {bad} run(s) failed or diverged and are left out." if bad else ""))
     setup = {"data": DATA, "model": MODEL, "norms": list(NORMS),
@@ -127,34 +129,51 @@ def analyze(runs, ctx) -> ClaimResult:
             "acc": {n: {norm: per_norm[(n, norm)].to_json() for norm in NORMS} for n in SETTINGS},
             "diff": {n: d.to_json() for n, d in zip(SETTINGS, diffs)}}
     fig = FigureSpec("brn_vs_bn", "Batch Renorm vs BN: test accuracy per setting", data, _draw,
-                     "Left: mean ± 95% CI over seeds; right: the paired difference BRN − BN.")
-    return ClaimResult(ID, NAME, QUESTION, CLAIM, SOURCE, RULE, v, summary, setup, numbers, [fig], rows)
+                     "Left: mean and 95% interval over seeds; right: the paired difference Batch Renorm − BN.")
+    finding = "Batch Renorm − BN in test accuracy (paired by seed): " + "; ".join(
+        f"{name} {text.interval(d, 'points')}" for name, d in zip(SETTINGS, diffs)) + "."
+    return ClaimResult(ID, NAME, QUESTION, CLAIM, SOURCE, RULE, v, summary, setup, numbers, [fig], rows,
+                       title=TITLE, finding=finding, labels=LABELS)
 
 
-def _bar(ax, x, est: dict, color: str, label: str | None = None) -> None:
+def _labels(name: str, short: str) -> dict[str, Label]:
+    return {f"{short}_bn_acc": Label(f"Test accuracy with BN, {name}", "%"),
+            f"{short}_brn_acc": Label(f"Test accuracy with Batch Renorm, {name}", "%"),
+            f"{short}_brn_minus_bn": Label(f"Batch Renorm − BN, {name} (paired by seed)", "points"),
+            f"{short}_p_holm": Label(f"Paired t-test p, Holm-adjusted, {name}", "p", detail=True)}
+
+
+LABELS = {**{k: v for name, short in SHORT.items() for k, v in _labels(name, short).items()},
+          "failed_runs": Label("Runs that failed or diverged", "count", detail=True)}
+
+
+def _bar(ax, x, est: dict, color: str, label: str | None = None, bounds=(-1.0, 1.0)) -> None:
+    """A bar at the mean with its 95% interval, both in percent; the interval clipped to ``bounds``."""
     m = est.get("mean")
     if m is None:
         return
     lo, hi = est.get("ci95", [m, m])
-    ax.bar(x, m, width=0.35, color=color, label=label)
-    ax.errorbar(x, m, yerr=[[m - lo], [hi - m]], color="k", capsize=3)
+    lo, hi = max(lo, bounds[0]), min(hi, bounds[1])
+    ax.bar(x, 100 * m, width=0.35, color=color, label=label)
+    ax.errorbar(x, 100 * m, yerr=[[100 * (m - lo)], [100 * (hi - m)]], color="k", capsize=3)
 
 
 def _draw(data: dict):
     import matplotlib.pyplot as plt
 
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(5.6, 3.4), gridspec_kw={"width_ratios": [2, 1]})
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(7, 3.4), gridspec_kw={"width_ratios": [2, 1]})
     names = data["settings"]
     short = [n.split(" (")[0] for n in names]
     for i, n in enumerate(names):
-        _bar(ax, i - 0.18, data["acc"][n]["bn"], "C0", "BN" if i == 0 else None)
-        _bar(ax, i + 0.18, data["acc"][n]["brn"], "C1", "Batch Renorm" if i == 0 else None)
+        _bar(ax, i - 0.18, data["acc"][n]["bn"], "C0", "BN" if i == 0 else None, bounds=(0.0, 1.0))
+        _bar(ax, i + 0.18, data["acc"][n]["brn"], "C1", "Batch Renorm" if i == 0 else None, bounds=(0.0, 1.0))
         _bar(bx, i, data["diff"][n], "C2")
     ax.set_xticks(range(len(names)), short)
     ax.set_ylabel("test accuracy")
-    ax.legend(fontsize=7, loc="lower right")
+    percent_axis(ax)
     bx.axhline(0, color="k", lw=0.8)
-    bx.set_xticks(range(len(names)), short, fontsize=7)
-    bx.set_ylabel("BRN − BN (accuracy)")
+    bx.set_xticks(range(len(names)), short)
+    bx.set_ylabel("Batch Renorm − BN (points)")
     fig.tight_layout()
+    legend_below(fig)
     return fig

@@ -17,14 +17,14 @@ from __future__ import annotations
 import math
 
 from ..train.config import RunConfig
-from . import stats
-from .result import ClaimResult, FigureSpec
+from . import stats, text
+from .plotting import legend_below, percent_axis
+from .result import ClaimResult, FigureSpec, Label
 from .series_tools import finished_acc as _acc
-from .series_tools import pct as _pct
-from .series_tools import pp as _pp
 
 ID = "C10"
 NAME = "ghost-bn"
+TITLE = "Ghost BN narrows the generalization gap of large-batch training"
 QUESTION = "Does Ghost BN close the generalization gap of large-batch training?"
 CLAIM = ("Large-batch training generalizes worse; with the same number of updates, lr scaled by sqrt(B/128) "
          "and ghost batches of 128 inside batches up to 4096, the gap to small-batch training closes.")
@@ -37,16 +37,17 @@ BASE_LR = 0.1  # lr at batch SMALL; lr(B) = BASE_LR * sqrt(B / SMALL)
 FULL = {"large": 1024, "steps": 800, "eval_every": 100, "seeds": 4}
 QUICK = {"large": 256, "steps": 40, "eval_every": 20, "seeds": 2}
 SETTING_NAMES = ("small BN", "large BN", "large ghost BN")
+KEYS = dict(zip(SETTING_NAMES, ("small_acc", "large_acc", "ghost_acc")))  # their keys in ClaimResult.numbers
 
 # --- the rule -------------------------------------------------------------------------------
 NEGLIGIBLE = 0.005  # 0.5 pp: a narrowing confidently below this counts as none
-RULE = ("Final test accuracy in eval mode, paired by seed; gap_X = acc(small BN) − acc(X) for X = large BN and "
-        "large ghost BN, so gap_BN − gap_ghost = acc(large ghost BN) − acc(large BN). The claim presupposes a "
-        "large-batch gap: unless gap_BN's 95% CI lies above 0 (large batches significantly worse), there is no "
-        "established gap to narrow and the verdict is inconclusive. Otherwise: reproduced if the 95% CI of gap_BN − gap_ghost lies "
+RULE = ("Final test accuracy in eval mode, paired by seed; gap(X) = acc(small BN) − acc(X) for X = large BN and "
+        "large ghost BN, so gap(BN) − gap(ghost) = acc(large ghost BN) − acc(large BN). The claim presupposes a "
+        "large-batch gap: unless gap(BN)'s 95% CI lies above 0 (large batches significantly worse), there is no "
+        "established gap to narrow and the verdict is inconclusive. Otherwise: reproduced if the 95% CI of gap(BN) − gap(ghost) lies "
         f"above 0 (ghost BN shrinks the gap); not reproduced if it lies below +{NEGLIGIBLE * 100:g} pp (no "
         "narrowing worth the name, or a widening); inconclusive otherwise.")
-# The premise check (gap_BN > 0) was added after the first full run: the rule as first written
+# The premise check (gap(BN) > 0) was added after the first full run: the rule as first written
 # called a higher large-batch accuracy "narrowing" a gap that did not exist (large batches won).
 
 
@@ -101,16 +102,21 @@ def analyze(runs, ctx) -> ClaimResult:
     else:
         g_bn = g_ghost = nar = stats.estimate([])
     v = verdict(nar, g_bn)
-    numbers = {f"{n}: test acc": per[n].to_json() for n in SETTING_NAMES}
-    numbers["gap_BN = acc(small) − acc(large BN)"] = g_bn.to_json()
-    numbers["gap_ghost = acc(small) − acc(large ghost)"] = g_ghost.to_json()
-    numbers["gap_BN − gap_ghost"] = nar.to_json()
-    numbers["failed or diverged runs"] = bad
+    numbers = {KEYS[n]: per[n].to_json() for n in SETTING_NAMES}
+    numbers["gap_bn"] = g_bn.to_json()
+    numbers["gap_ghost"] = g_ghost.to_json()
+    numbers["narrowing"] = nar.to_json()
+    numbers["failed_runs"] = bad
+
+    def pct(e):
+        return text.interval(e, "%")
+
     summary = (f"With {plan['steps']} updates each, small-batch BN (batch {SMALL}, lr {_lr(SMALL):.3g}) reaches "
-               f"{_pct(per['small BN'])} test accuracy, large-batch BN (batch {plan['large']}, lr "
-               f"{_lr(plan['large']):.3g}) {_pct(per['large BN'])} and large-batch ghost BN (ghost batches of "
-               f"{SMALL}) {_pct(per['large ghost BN'])}. The gap is {_pp(g_bn)} with BN and {_pp(g_ghost)} with "
-               f"ghost BN; ghost BN narrows it by {_pp(nar)}. Verdict: {v}."
+               f"{pct(per['small BN'])} test accuracy, large-batch BN (batch {plan['large']}, lr "
+               f"{_lr(plan['large']):.3g}) {pct(per['large BN'])} and large-batch ghost BN (ghost batches of "
+               f"{SMALL}) {pct(per['large ghost BN'])}. The gap is {text.interval(g_bn, 'points')} with BN and "
+               f"{text.interval(g_ghost, 'points')} with ghost BN; ghost BN narrows it by "
+               f"{text.interval(nar, 'points')}. Verdict: {v}."
                + (" Large batches are not significantly worse than small ones here with the same number of "
                   "updates (they see more epochs), so there is no established generalization gap for ghost BN "
                   "to close, whatever it does to large-batch accuracy." if g_bn.n > 1 and g_bn.low <= 0 else "")
@@ -133,32 +139,51 @@ def analyze(runs, ctx) -> ClaimResult:
                                  for i in range(len(steps))]}
     data = {"curves": curves, "gaps": {"large BN": g_bn.to_json(), "large ghost BN": g_ghost.to_json()}}
     fig = FigureSpec("ghost_bn_gap", "Test accuracy vs steps, and the large-batch gaps", data, _draw,
-                     "Left: mean (band: 95% CI) over seeds; right: acc(small) − acc(large) with 95% CI.")
-    return ClaimResult(ID, NAME, QUESTION, CLAIM, SOURCE, RULE, v, summary, setup, numbers, [fig], rows)
+                     "Left: mean over seeds (band: 95% interval); right: the gap, small-batch accuracy minus "
+                     "large-batch accuracy, with its 95% interval (above 0: large batches are worse).")
+    gap_words = text.compare(g_bn, "a gap", "no gap: large batches did better", "no established gap")
+    finding = (f"With {plan['steps']} updates each, small batches reached {pct(per['small BN'])}, large batches "
+               f"{pct(per['large BN'])} and large batches with ghost BN {pct(per['large ghost BN'])}: {gap_words} "
+               f"({text.interval(g_bn, 'points')}), and ghost BN changed large-batch accuracy by "
+               f"{text.interval(nar, 'points')}.")
+    return ClaimResult(ID, NAME, QUESTION, CLAIM, SOURCE, RULE, v, summary, setup, numbers, [fig], rows,
+                       title=TITLE, finding=finding, labels=LABELS)
+
+
+LABELS = {
+    "small_acc": Label(f"Test accuracy, small batches ({SMALL}) with BN", "%"),
+    "large_acc": Label("Test accuracy, large batches with BN", "%"),
+    "ghost_acc": Label(f"Test accuracy, large batches with ghost BN (ghost batches of {SMALL})", "%"),
+    "gap_bn": Label("Gap with BN: small − large (paired by seed)", "points"),
+    "gap_ghost": Label("Gap with ghost BN: small − large ghost (paired by seed)", "points"),
+    "narrowing": Label("Narrowing by ghost BN: large ghost − large BN (paired by seed)", "points"),
+    "failed_runs": Label("Runs that failed or diverged", "count", detail=True),
+}
 
 
 def _draw(data: dict):
     import matplotlib.pyplot as plt
 
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(5.8, 3.4), gridspec_kw={"width_ratios": [2, 1]})
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(7, 3.4), gridspec_kw={"width_ratios": [2, 1]})
     for i, (n, c) in enumerate(data["curves"].items()):
-        mean = [math.nan if e.get("mean") is None else e["mean"] for e in c["acc"]]
-        lo = [e.get("ci95", [m, m])[0] for e, m in zip(c["acc"], mean)]
-        hi = [e.get("ci95", [m, m])[1] for e, m in zip(c["acc"], mean)]
+        mean = [math.nan if e.get("mean") is None else 100 * e["mean"] for e in c["acc"]]
+        lo = [100 * e.get("ci95", [m / 100, m / 100])[0] for e, m in zip(c["acc"], mean)]
+        hi = [100 * e.get("ci95", [m / 100, m / 100])[1] for e, m in zip(c["acc"], mean)]
         ax.plot(c["step"], mean, color=f"C{i}", label=n)
-        ax.fill_between(c["step"], lo, hi, color=f"C{i}", alpha=0.2)
+        ax.fill_between(c["step"], [max(0.0, v) for v in lo], [min(100.0, v) for v in hi], color=f"C{i}", alpha=0.2)
     ax.set_xlabel("optimizer steps")
     ax.set_ylabel("test accuracy")
-    ax.legend(fontsize=7, loc="lower right")
+    percent_axis(ax, limits=None)
     for i, (n, g) in enumerate(data["gaps"].items()):
         m = g.get("mean")
         if m is None:
             continue
-        lo, hi = g.get("ci95", [m, m])
-        bx.bar(i, m, color=f"C{i + 1}", width=0.6)
-        bx.errorbar(i, m, yerr=[[m - lo], [hi - m]], color="k", capsize=3)
+        lo, hi = (min(max(v, -1.0), 1.0) for v in g.get("ci95", [m, m]))  # a difference of accuracies: ±100 points
+        bx.bar(i, 100 * m, color=f"C{i + 1}", width=0.6)
+        bx.errorbar(i, 100 * m, yerr=[[100 * (m - lo)], [100 * (hi - m)]], color="k", capsize=3)
     bx.axhline(0, color="k", lw=0.8)
-    bx.set_xticks(range(len(data["gaps"])), ["BN", "ghost"])
-    bx.set_ylabel("gap: acc(small) − acc(large)")
+    bx.set_xticks(range(len(data["gaps"])), ["BN", "ghost BN"])
+    bx.set_ylabel("gap: small − large (points)")
     fig.tight_layout()
+    legend_below(fig, axes=[ax])
     return fig

@@ -14,13 +14,13 @@ from __future__ import annotations
 import math
 
 from ..train.config import RunConfig
-from . import stats
-from .result import ClaimResult, FigureSpec
-from .series_tools import pct as _pct
-from .series_tools import pp as _pp
+from . import stats, text
+from .plotting import legend_below, percent_axis
+from .result import ClaimResult, FigureSpec, Label
 
 ID = "C11"
 NAME = "ema-vs-precise-bn"
+TITLE = "After a high learning rate, PreciseBN is at least as accurate as the EMA, and 1000 samples are enough"
 QUESTION = "Are the running (EMA) statistics good enough at test time, or should they be recomputed (PreciseBN)?"
 CLAIM = ("The EMA of batch statistics is unreliable after high learning rates; PreciseBN, which recomputes "
          "μ = E[μ_B] and σ² = E[μ_B² + σ_B²] − E[μ_B]² with frozen weights, is at least as accurate, and "
@@ -105,8 +105,8 @@ def analyze(runs, ctx) -> ClaimResult:
         for i, r in enumerate(rs):
             rows.append({"lr": lr, "seed": r.config.seed, "status": r.status, "ema_test_acc": ema[i],
                          **{f"precise_test_acc_{n}": per_n[n][i] for n in SIZES}})
-        numbers[f"lr {lr:g}: EMA test acc"] = stats.estimate(ema).to_json()
-        numbers[f"lr {lr:g}: PreciseBN({ALL}) − EMA"] = stats.paired(per_n[ALL], ema).to_json()
+        numbers[f"ema_acc_lr{lr:g}"] = stats.estimate(ema).to_json()
+        numbers[f"precise_minus_ema_lr{lr:g}"] = stats.paired(per_n[ALL], ema).to_json()
     high = by_lr[HIGH_LR]
     ema_h = [_metric(r, "precise/ema_test_acc") for r in high]
     all_h = [_metric(r, f"precise/test_acc/{ALL}") for r in high]
@@ -115,15 +115,16 @@ def analyze(runs, ctx) -> ClaimResult:
     at_all, at_level = stats.estimate(all_h), stats.estimate(lvl_h)
     level_ok = levels_off(at_level, at_all) if high else False
     v = verdict(diff, level_ok) if len(high) >= 2 else "inconclusive"
-    numbers[f"lr {HIGH_LR:g}: PreciseBN({LEVEL_AT}) test acc"] = at_level.to_json()
-    numbers[f"lr {HIGH_LR:g}: PreciseBN({ALL}) test acc"] = at_all.to_json()
-    numbers["levels off at 1000"] = level_ok
-    numbers["failed or diverged runs"] = len(failed)
+    numbers["precise_acc_level"] = at_level.to_json()
+    numbers["precise_acc_all"] = at_all.to_json()
+    numbers["levels_off"] = level_ok
+    numbers["failed_runs"] = len(failed)
     summary = (f"At a constant lr of {HIGH_LR:g} (BN momentum 0.1, batch {BATCH}), the EMA statistics give "
-               f"{_pct(stats.estimate(ema_h))} test accuracy and PreciseBN over all {ALL} training samples "
-               f"{_pct(at_all)} on the same weights; the paired difference is {_pp(diff)}. With {LEVEL_AT} "
-               f"samples PreciseBN reaches {_pct(at_level)} ({'within' if level_ok else 'outside'} the seed "
-               f"noise of the {ALL}-sample value). Verdict: {v}."
+               f"{text.interval(stats.estimate(ema_h), '%')} test accuracy and PreciseBN over all {ALL} training "
+               f"samples {text.interval(at_all, '%')} on the same weights; the paired difference is "
+               f"{text.interval(diff, 'points')}. With {LEVEL_AT} samples PreciseBN reaches "
+               f"{text.interval(at_level, '%')} ({'within' if level_ok else 'outside'} the seed noise of the "
+               f"{ALL}-sample value). Verdict: {v}."
                + (f" {len(failed)} run(s) failed or diverged and are left out." if failed else ""))
     setup = {"data": DATA, "model": MODEL, "norm": NORM, "bn_momentum": 0.1, "batch_size": BATCH,
              "optimizer": "sgd (momentum 0.9)", "schedule": "constant", "lrs": list(LRS),
@@ -131,30 +132,53 @@ def analyze(runs, ctx) -> ClaimResult:
              "seeds": sorted({c.seed for c in configs}), "quick": ctx.quick}
     fig = FigureSpec("accuracy_vs_samples", "Test accuracy: PreciseBN over N samples vs the EMA",
                      {"sizes": list(SIZES), "curves": curves}, _draw,
-                     "Mean ± 95% CI over seeds; the band is the EMA's (same weights).")
-    return ClaimResult(ID, NAME, QUESTION, CLAIM, SOURCE, RULE, v, summary, setup, numbers, [fig], rows)
+                     "Mean and 95% interval over seeds; the dashed line and its band are the EMA's, on the same "
+                     "weights.")
+    finding = (f"At learning rate {HIGH_LR:g}, PreciseBN over all {ALL} training samples − the EMA: "
+               f"{text.interval(diff, 'points')} of test accuracy; with {LEVEL_AT} samples PreciseBN reached "
+               f"{text.interval(at_level, '%')} against {text.interval(at_all, '%')} with {ALL} "
+               f"({'within' if level_ok else 'outside'} the seed noise).")
+    return ClaimResult(ID, NAME, QUESTION, CLAIM, SOURCE, RULE, v, summary, setup, numbers, [fig], rows,
+                       title=TITLE, finding=finding, labels=LABELS)
+
+
+LABELS = {
+    **{f"ema_acc_lr{lr:g}": Label(f"Test accuracy with the EMA statistics, learning rate {lr:g}", "%") for lr in LRS},
+    **{f"precise_minus_ema_lr{lr:g}": Label(f"PreciseBN ({ALL} samples) − EMA, learning rate {lr:g} (paired)",
+                                           "points") for lr in LRS},
+    "precise_acc_level": Label(f"PreciseBN with {LEVEL_AT} samples, learning rate {HIGH_LR:g}", "%"),
+    "precise_acc_all": Label(f"PreciseBN with {ALL} samples, learning rate {HIGH_LR:g}", "%"),
+    "levels_off": Label(f"PreciseBN levels off at {LEVEL_AT} samples"),
+    "failed_runs": Label("Runs that failed or diverged", "count", detail=True),
+}
 
 
 def _draw(data: dict):
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5, 3.4))
+    fig, ax = plt.subplots(figsize=(7, 3.4))
     sizes = data["sizes"]
     for i, (lr, c) in enumerate(data["curves"].items()):
         color = f"C{i}"
         mean = [c["precise"][str(n)].get("mean", math.nan) for n in sizes]
-        lo = [c["precise"][str(n)].get("ci95", [m, m])[0] for n, m in zip(sizes, mean)]
-        hi = [c["precise"][str(n)].get("ci95", [m, m])[1] for n, m in zip(sizes, mean)]
+        mean = [math.nan if m is None else 100 * m for m in mean]
+        lo = [max(0.0, 100 * c["precise"][str(n)].get("ci95", [m / 100, m / 100])[0]) for n, m in zip(sizes, mean)]
+        hi = [min(100.0, 100 * c["precise"][str(n)].get("ci95", [m / 100, m / 100])[1]) for n, m in zip(sizes, mean)]
         ax.errorbar(sizes, mean, yerr=[[m - a for m, a in zip(mean, lo)], [b - m for m, b in zip(mean, hi)]],
-                    color=color, marker="o", capsize=3, label=f"PreciseBN, lr {lr}")
+                    color=color, marker="o", capsize=3, label=f"PreciseBN, learning rate {lr}")
         ema = c["ema"]
         if ema.get("mean") is not None:
             elo, ehi = ema.get("ci95", [ema["mean"], ema["mean"]])
-            ax.axhspan(elo, ehi, color=color, alpha=0.15)
-            ax.axhline(ema["mean"], color=color, ls="--", lw=1, label=f"EMA, lr {lr}")
+            ax.axhspan(max(0.0, 100 * elo), min(100.0, 100 * ehi), color=color, alpha=0.15)
+            ax.axhline(100 * ema["mean"], color=color, ls="--", lw=1, label=f"EMA, learning rate {lr}")
     ax.set_xscale("log")
+    ax.set_xticks(sizes, [str(n) for n in sizes])
+    ax.minorticks_off()
     ax.set_xlabel("training samples for PreciseBN")
     ax.set_ylabel("test accuracy")
-    ax.legend(fontsize=7)
+    percent_axis(ax, limits=None)
+    lo_, hi_ = ax.get_ylim()
+    ax.set_ylim(max(0.0, lo_), min(100.0, hi_))
     fig.tight_layout()
+    legend_below(fig, ncol=2)
     return fig

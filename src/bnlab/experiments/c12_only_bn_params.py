@@ -25,11 +25,13 @@ from __future__ import annotations
 import dataclasses
 
 from ..train.config import RunConfig
-from . import stats
-from .result import ClaimResult, FigureSpec
+from . import stats, text
+from .plotting import legend_below, percent_axis
+from .result import ClaimResult, FigureSpec, Label
 
 ID = "C12"
 NAME = "only-bn-params"
+TITLE = "Training only BN's γ and β is far above chance and beats training as many random weights"
 QUESTION = "How far does training only BN's γ and β get, with every other weight left random?"
 CLAIM = ("Training only BN's γ and β (all other weights frozen at random init) is surprisingly strong: "
          "deep ResNets reach 82% on CIFAR-10, far more than training as many randomly chosen weights.")
@@ -91,13 +93,18 @@ def analyze(runs, ctx) -> ClaimResult:
     result = verdict(est["norm"], vs_random) if len(both) >= 2 else "inconclusive"
     numbers = {f"test_acc_{t}": est[t].to_json() for t in SETTINGS}
     numbers.update({"chance": CHANCE, "norm_minus_random": vs_random.to_json(), "failed_runs": failed})
-    fmt = lambda e: f"{e.mean:.1%} (95% CI {e.low:.1%}–{e.high:.1%})"  # noqa: E731
+    def fmt(e):
+        return text.interval(e, "%")
+
     summary = (f"Training only BN's {BN_PARAMS} γ/β values of the MNIST-1D CNN (everything else frozen at "
                f"random init) reached {fmt(est['norm'])} test accuracy over {est['norm'].n} seeds, against "
                f"{fmt(est['random'])} when {BN_PARAMS} random weights train instead and {fmt(est['all'])} with "
                f"full training; chance is {CHANCE:.0%}. Paired by seed, γ/β-only minus random is "
-               f"{vs_random.diff.mean:+.1%} (p = {vs_random.p_t:.2g}, {vs_random.wins}/{len(both)} seeds). "
-               f"Verdict: {result}.")
+               f"{text.interval(vs_random.diff, 'points')} (p = {text.p_value(vs_random.p_t)}, "
+               f"{vs_random.wins}/{len(both)} seeds). Verdict: {result}.")
+    finding = (f"Training only the {BN_PARAMS} γ/β values reached {fmt(est['norm'])} test accuracy, {BN_PARAMS} "
+               f"random weights {fmt(est['random'])} and all weights {fmt(est['all'])} (chance {CHANCE:.0%}); "
+               f"γ/β only − random weights: {text.interval(vs_random.diff, 'points')} (paired by seed).")
     if failed:
         summary += f" {len(failed)} run(s) failed or diverged and are left out."
     plan = QUICK if ctx.quick else FULL
@@ -109,28 +116,40 @@ def analyze(runs, ctx) -> ClaimResult:
             "low": [est[t].low for t in SETTINGS], "high": [est[t].high for t in SETTINGS],
             "per_seed": [list(acc[t].values()) for t in SETTINGS], "chance": CHANCE}
     fig = FigureSpec("accuracy_per_setting", "Final test accuracy by what trains", data, draw_accuracy,
-                     f"Mean and 95% CI over seeds (dots: seeds). Dashed: chance; dotted: {FAR_ABOVE:g}x chance.")
-    return ClaimResult(ID, NAME, QUESTION, CLAIM, SOURCE, RULE, result, summary, setup, numbers, [fig], rows)
+                     f"Mean and 95% interval over seeds (grey dots: one seed each). Dashed: chance; dotted: "
+                     f"{FAR_ABOVE:g}× chance.")
+    return ClaimResult(ID, NAME, QUESTION, CLAIM, SOURCE, RULE, result, summary, setup, numbers, [fig], rows,
+                       title=TITLE, finding=finding, labels=LABELS)
+
+
+LABELS = {
+    "test_acc_norm": Label(f"Test accuracy, only γ and β train ({BN_PARAMS} values)", "%"),
+    "test_acc_random": Label(f"Test accuracy, {BN_PARAMS} random weights train", "%"),
+    "test_acc_all": Label("Test accuracy, all weights train", "%"),
+    "chance": Label("Chance", "%", detail=True),
+    "norm_minus_random": Label("Only γ/β − random weights (paired by seed)", "points"),
+    "failed_runs": Label("Runs that failed or diverged", detail=True),
+}
 
 
 def draw_accuracy(data: dict):
     import matplotlib.pyplot as plt
     import numpy as np
 
-    fig, ax = plt.subplots(figsize=(5, 3.4))
-    labels = {"norm": "only γ/β", "random": f"{BN_PARAMS} random weights", "all": "all weights"}
+    fig, ax = plt.subplots(figsize=(7, 3.4))
+    labels = {"norm": "only γ and β", "random": f"{BN_PARAMS} random weights", "all": "all weights"}
     for i, (name, m, lo, hi, seeds) in enumerate(zip(data["settings"], data["mean"], data["low"], data["high"],
                                                        data["per_seed"])):
-        ax.scatter(np.full(len(seeds), i) + 0.15, seeds, s=10, color="grey", alpha=0.7)
+        ax.scatter(np.full(len(seeds), i) + 0.15, [100 * v for v in seeds], s=12, color="grey", alpha=0.7)
         if m is not None and np.isfinite(m):
-            lo = m if lo is None or not np.isfinite(lo) else lo
-            hi = m if hi is None or not np.isfinite(hi) else hi
-            ax.errorbar([i], [m], yerr=[[m - lo], [hi - m]], fmt="o", capsize=4, color="C0")
-    ax.axhline(data["chance"], ls="--", color="k", lw=1, label="chance")
-    ax.axhline(FAR_ABOVE * data["chance"], ls=":", color="k", lw=1, label=f"{FAR_ABOVE:g}x chance")
+            lo = m if lo is None or not np.isfinite(lo) else max(lo, 0.0)
+            hi = m if hi is None or not np.isfinite(hi) else min(hi, 1.0)
+            ax.errorbar([i], [100 * m], yerr=[[100 * (m - lo)], [100 * (hi - m)]], fmt="o", capsize=4, color="C0")
+    ax.axhline(100 * data["chance"], ls="--", color="k", lw=1, label="chance")
+    ax.axhline(100 * FAR_ABOVE * data["chance"], ls=":", color="k", lw=1, label=f"{FAR_ABOVE:g}× chance")
     ax.set_xticks(range(len(data["settings"])), [labels.get(s, s) for s in data["settings"]])
     ax.set_ylabel("test accuracy")
-    ax.set_ylim(0, 1)
-    ax.legend(loc="upper left", fontsize=8)
+    percent_axis(ax)
     fig.tight_layout()
+    legend_below(fig)
     return fig

@@ -21,11 +21,13 @@ import math
 from . import shift_runs as S
 from . import stats
 from .probes import shift_eval as probe
+from . import text
+from .plotting import legend_below, percent_axis
 from .result import ClaimResult, FigureSpec
-from .series_tools import fmt
 
 ID = "C13"
 NAME = "adapt-bn-statistics"
+TITLE = "Re-estimating BN's statistics on the shifted data (AdaBN) wins back more than half of the accuracy lost"
 QUESTION = "My model does worse on shifted data: does re-estimating BN's statistics on that data win the accuracy back?"
 CLAIM = ("Re-estimating batch norm's statistics on unlabeled data of the new domain (AdaBN; test-time batch "
          "statistics) recovers much of the accuracy lost to covariate shift, with no labels and no training: "
@@ -115,14 +117,14 @@ def analyze(runs, ctx) -> ClaimResult:
     small = p["small"] and good and not math.isnan(S.metric(good[0], "clean", 0, "test_batch@1"))
     if small:
         numbers[SMALL_KEY] = _small_batch_numbers(good)
-    summary = (f"Trained on clean MNIST-1D, the CNN with BN errs on {fmt(stats.estimate(clean), 1)}% of the clean "
-               f"test set and on {fmt(stats.estimate(src), 1)}% of the shifted sets at severity {top} (mean of "
+    summary = (f"Trained on clean MNIST-1D, the CNN with BN errs on {text.interval(stats.estimate(clean), 'pct')} of the clean "
+               f"test set and on {text.interval(stats.estimate(src), 'pct')} of the shifted sets at severity {top} (mean of "
                f"{len(S.CORRUPTIONS)} corruptions, {len(good)} seeds). With AdaBN's re-estimated statistics the "
-               f"error is {fmt(stats.estimate(ada), 1)}%, with test-batch statistics {fmt(stats.estimate(tb), 1)}%: "
-               f"AdaBN takes back {fmt(share, 0)}% of the error the shift added (test-batch statistics "
-               f"{fmt(share_tb, 0)}%). Verdict: {v}. By corruption: {_shares(by_corruption)}"
+               f"error is {text.interval(stats.estimate(ada), 'pct')}, with test-batch statistics {text.interval(stats.estimate(tb), 'pct')}: "
+               f"AdaBN takes back {text.interval(share, 'share')} of the error the shift added (test-batch statistics "
+               f"{text.interval(share_tb, 'share')}). Verdict: {v}. By corruption: {_shares(by_corruption)}"
                + (f"; it is worse than no adaptation on {_and(worse)}" if worse else "")
-               + f". On clean data AdaBN changes the error by {S.signed(clean_ada, 1)} points.")
+               + f". On clean data AdaBN changes the error by {S.signed(clean_ada, 1)}.")
     if small:
         summary += " " + _small_batch_sentence(numbers[SMALL_KEY], top)
     if failed:
@@ -144,8 +146,12 @@ def analyze(runs, ctx) -> ClaimResult:
                                {"table": numbers[SMALL_KEY],
                                 "batches": list(probe.SMALL_BATCHES), "prior": probe.PRIOR},
                                draw_small_batches, "Mean and 95% CI over seeds; dashed: no adaptation."))
+    finding = (f"At severity {top} the mean error went from {text.interval(stats.estimate(src), 'pct')} without "
+               f"adaptation to {text.interval(stats.estimate(ada), 'pct')} with AdaBN (clean data: "
+               f"{text.interval(stats.estimate(clean), 'pct')}): AdaBN won back {text.interval(share, 'share')} of "
+               f"the error the shift added.") if good else "No run finished, so nothing was measured."
     return ClaimResult(ID, NAME, QUESTION, CLAIM, SOURCE, RULE, v, summary, setup, numbers, figs,
-                       S.rows(good, p["severities"]))
+                       S.rows(good, p["severities"]), title=TITLE, finding=finding, labels=S.labels(numbers))
 
 
 def _small_batch_sentence(table: dict, top: int) -> str:
@@ -211,7 +217,7 @@ def answer(c13: ClaimResult, c14: ClaimResult | None = None) -> str:
         sample_note = f" ({k} gave {S.estimate_of(shifted_blk[f'AdaBN from {k} samples (%)']).mean:.0f}%)"
         at_tiny = S.estimate_of(clean_blk[f"test-batch statistics, batches of {tiny} (%)"]).mean
         batch_note = f" (batches of {tiny}: {at_tiny:.0f}% error on clean data)"
-    text += (f" Use bnlab.adapt(model, new_data_loader, method=\"stats\") with a few dozen unlabeled samples or "
+    text += (f" Use `bnlab.adapt(model, new_data_loader, method=\"stats\")` with a few dozen unlabeled samples or "
              f"more{sample_note}, then predict in eval mode; do not normalize with the statistics of test batches "
              f"of a few samples{batch_note}.")
     return text
@@ -224,23 +230,25 @@ def _and(names: list[str]) -> str:
 def draw_by_severity(data: dict):
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5, 3.4))
+    fig, ax = plt.subplots(figsize=(7, 3.4))
     levels = list(data["table"])
     xs = [int(s.split()[-1]) for s in levels]
     methods = list(next(iter(data["table"].values())))
     for j, method in enumerate(methods):
         cells = [data["table"][s][method] for s in levels]
         mean = [c.get("mean", math.nan) for c in cells]
-        lo = [c.get("ci95", [m, m])[0] for c, m in zip(cells, mean)]
-        hi = [c.get("ci95", [m, m])[1] for c, m in zip(cells, mean)]
-        ax.plot(xs, mean, marker="o", color=f"C{j}", label=method)
-        ax.fill_between(xs, lo, hi, color=f"C{j}", alpha=0.15)
+        lo = [max(0.0, c.get("ci95", [m, m])[0]) for c, m in zip(cells, mean)]
+        hi = [min(100.0, c.get("ci95", [m, m])[1]) for c, m in zip(cells, mean)]
+        ax.errorbar(xs, mean, yerr=[[m - a for m, a in zip(mean, lo)], [b - m for m, b in zip(mean, hi)]],
+                    marker="o", capsize=3, color=f"C{j}", label=method)
     ax.axhline(data["clean"], color="k", ls="--", lw=1, label="clean data")
     ax.set_xticks(xs)
     ax.set_xlabel("severity")
-    ax.set_ylabel("test error (%)")
-    ax.legend(fontsize=7)
+    ax.set_ylabel("test error")
+    percent_axis(ax, limits=None)
+    ax.set_ylim(bottom=0)
     fig.tight_layout()
+    legend_below(fig, ncol=5)
     return fig
 
 
@@ -262,8 +270,9 @@ def draw_small_batches(data: dict):
         ax.set_xscale("log", base=2)
         ax.set_xticks(batches, [str(b) for b in batches])
         ax.set_xlabel("test batch size")
-        ax.set_title(where, fontsize=9)
-    axes[0].set_ylabel("test error (%)")
-    axes[0].legend(fontsize=7)
+        ax.set_title(where)
+    axes[0].set_ylabel("test error")
+    percent_axis(axes[0], limits=None)
     fig.tight_layout()
+    legend_below(fig, axes=[axes[0]])
     return fig

@@ -20,11 +20,12 @@ import math
 from . import shift_runs as S
 from . import stats
 from .probes import shift_eval as probe
+from . import text
 from .result import ClaimResult, FigureSpec
-from .series_tools import fmt
 
 ID = "C14"
 NAME = "tent"
+TITLE = "Training BN's γ and β at test time (TENT) lowers the error under shift beyond test-batch statistics"
 QUESTION = "Does training BN's γ and β on the new data at test time (TENT) help beyond re-estimating the statistics?"
 CLAIM = ("TENT -- test-time entropy minimization on BN's γ and β, online -- lowers the error under covariate "
          "shift further than test-batch statistics alone: 20.4% → 18.6% mean error on CIFAR-10-C at severity 5 "
@@ -93,16 +94,16 @@ def analyze(runs, ctx) -> ClaimResult:
                 block[where][f"test-batch statistics, batches of {b} (%)"] = S.est(mean(f"test_batch@{b}"))
         numbers[f"Small batches (first {probe.SUBSET} test examples)"] = block
     summary = (f"At severity {top} (mean of {len(S.CORRUPTIONS)} corruptions, {len(good)} seeds) TENT errs on "
-               f"{fmt(stats.estimate(tent), 1)}% against {fmt(stats.estimate(norm), 1)}% with test-batch statistics "
-               f"alone and {fmt(stats.estimate(ada), 1)}% with AdaBN: TENT changes the error by {S.signed(change, 2)} "
-               f"points against test-batch statistics (the paper: −1.8) and by {S.signed(vs_ada, 2)} against AdaBN. "
-               f"Verdict: {v}. At the paper's lr of {probe.TENT_LR_PAPER:g}: {S.signed(paper_change, 2)} points. On "
-               f"clean data TENT changes the error by {S.signed(clean_tent, 1)} points against no adaptation.")
+               f"{text.interval(stats.estimate(tent), 'pct')} against {text.interval(stats.estimate(norm), 'pct')} with test-batch statistics "
+               f"alone and {text.interval(stats.estimate(ada), 'pct')} with AdaBN: TENT changes the error by {S.signed(change, 2)} "
+               f"against test-batch statistics (the paper: −1.8) and by {S.signed(vs_ada, 2)} against AdaBN. "
+               f"Verdict: {v}. At the paper's lr of {probe.TENT_LR_PAPER:g}: {S.signed(paper_change, 2)}. On "
+               f"clean data TENT changes the error by {S.signed(clean_tent, 1)} against no adaptation.")
     if small:
         b = probe.TENT_BATCHES[0]
         blk = numbers[f"Small batches (first {probe.SUBSET} test examples)"]["clean data"]
         at_b, none = S.estimate_of(blk[f"TENT, batches of {b} (%)"]), S.estimate_of(blk["no adaptation (%)"])
-        summary += (f" With batches of {b} it errs on {fmt(at_b, 0)}% of clean data (no adaptation: {fmt(none, 0)}%): "
+        summary += (f" With batches of {b} it errs on {text.interval(at_b, 'pct')} of clean data (no adaptation: {text.interval(none, 'pct')}): "
                     "like test-batch statistics, it needs batches large enough to estimate the statistics.")
     if failed:
         summary += f" {failed} run(s) failed, diverged or are incomplete and are left out."
@@ -113,5 +114,8 @@ def analyze(runs, ctx) -> ClaimResult:
                      {"table": S.corruption_table(good, top), "clean": stats.estimate(clean["source"]).mean,
                       "severity": top},
                      S.draw_by_corruption, "Mean and 95% CI over seeds.")
+    finding = (f"At severity {top} TENT erred on {text.interval(stats.estimate(tent), 'pct')} against "
+               f"{text.interval(stats.estimate(norm), 'pct')} with test-batch statistics alone: TENT − test-batch "
+               f"statistics {S.signed(change)}.") if good else "No run finished, so nothing was measured."
     return ClaimResult(ID, NAME, QUESTION, CLAIM, SOURCE, RULE, v, summary, setup, numbers, [fig],
-                       S.rows(good, p["severities"]))
+                       S.rows(good, p["severities"]), title=TITLE, finding=finding, labels=S.labels(numbers))

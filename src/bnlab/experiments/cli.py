@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-import sys
 
+from ..train.options import add_sweep_arguments, positive_int
 from . import registry
 
 
@@ -22,24 +22,23 @@ def list_main(args) -> int:
 def add_run_arguments(parser) -> None:
     parser.add_argument("id", help="claim id, e.g. C3 (see bnlab list)")
     parser.add_argument("--quick", action="store_true", help="the small CI-sized sweep")
-    parser.add_argument("--seeds", type=int, default=None, help="seeds per setting (default: the experiment's)")
-    parser.add_argument("--jobs", type=int, default=1, help="worker processes for the sweep (default 1)")
+    parser.add_argument("--seeds", type=positive_int, default=None, metavar="N",
+                        help="seeds per setting (default: the experiment's)")
+    add_sweep_arguments(parser, jobs=1)
     parser.add_argument("--json", action="store_true", help="print the full result as JSON")
 
 
-def _progress(experiment: str, done: int, total: int) -> None:
-    if sys.stderr.isatty():
-        print(f"\r{experiment}: {done}/{total} runs", end="" if done < total else "\n", file=sys.stderr, flush=True)
-
-
 def run_main(args) -> int:
-    if args.seeds is not None and args.seeds < 1:
-        raise SystemExit(f"bnlab run: expected --seeds >= 1 (got {args.seeds})")
-    ctx = registry.Context(quick=args.quick, seeds=args.seeds, jobs=max(1, args.jobs), progress=_progress)
+    from ..report.progress import Progress
+
+    registry.get(args.id)  # an unknown id fails before anything starts
+    progress = Progress()
+    ctx = registry.Context(quick=args.quick, seeds=args.seeds, jobs=args.jobs, progress=progress,
+                           scheduler=args.scheduler)
     try:
         result = registry.run(args.id, ctx)
-    except ValueError as err:
-        raise SystemExit(f"bnlab run: {err}")
+    finally:
+        progress.close()
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
         return 0
@@ -49,5 +48,5 @@ def run_main(args) -> int:
     print(f"verdict: {result.verdict.upper()}")
     print(f"summary: {result.summary}")
     print("numbers: " + json.dumps(result.to_json()["numbers"], indent=2)[:4000])
-    print(f"({result.wall_time_s:.1f} s)")
+    print(f"({result.wall_time_s:.1f} s: its runs' measured wall time plus the analysis)")
     return 0

@@ -46,15 +46,32 @@ EXPERIMENTS: dict[str, str] = {
 ProgressFn = Callable[[str, int, int], None]  # (experiment id, runs done, runs total)
 
 
-def _no_progress(experiment: str, done: int, total: int) -> None:
-    pass
+class _Silent:
+    def plan(self, runs: dict[str, int], stored: dict[str, int]) -> None:
+        pass
+
+    def update(self, experiment: str, done: int, total: int) -> None:
+        pass
 
 
-def _as_progress_fn(progress) -> ProgressFn:
-    """Accept a callable or an object with ``update(experiment, done, total)`` (report.Progress)."""
+class _FromFunction:
+    """A bare ``fn(experiment, done, total)`` as a progress object (it is not told the plan)."""
+
+    def __init__(self, fn: ProgressFn) -> None:
+        self.update = fn
+
+    def plan(self, runs: dict[str, int], stored: dict[str, int]) -> None:
+        pass
+
+
+def _as_progress(progress):
+    """Accept None, a callable, or an object with ``update(experiment, done, total)`` and
+    optionally ``plan(runs, stored)`` (report.Progress)."""
     if progress is None:
-        return _no_progress
-    return progress.update if hasattr(progress, "update") else progress
+        return _Silent()
+    if hasattr(progress, "update"):
+        return progress if hasattr(progress, "plan") else _FromFunction(progress.update)
+    return _FromFunction(progress)
 
 
 def default_store() -> Path:
@@ -69,9 +86,13 @@ def default_store() -> Path:
 class Context:
     quick: bool = False
     seeds: int | None = None  # None: the experiment's own default for quick/full
-    jobs: int = 1  # worker processes for sweeps
+    jobs: int = 1  # local worker processes for sweeps (1: in this process)
     store: Path = dataclasses.field(default_factory=default_store)
-    progress: ProgressFn = _no_progress
+    progress: object = dataclasses.field(default_factory=_Silent)  # plan(runs, stored) and update(id, done, total)
+    scheduler: str | None = None  # a Dask scheduler's address: run the sweeps there
+
+    def __post_init__(self) -> None:
+        self.progress = _as_progress(self.progress)
 
 
 def ids() -> list[str]:
@@ -89,74 +110,69 @@ def _sweep(module: ModuleType, ctx: Context) -> list:
     return list(module.sweep(ctx.quick, ctx.seeds)) if hasattr(module, "sweep") else []
 
 
-def _run_configs(configs: list, ctx: Context, owner: dict[str, str]) -> dict:
+def _run_configs(configs: list, ctx: Context, owner: dict[str, str], experiments: list[str]) -> dict:
     """Run (or reuse) every config in one sweep; return {config key: RunResult or None}.
 
-    Progress is reported per experiment: ``ctx.progress(id, runs done, runs total)`` after each
-    of its runs, with the runs already in the store counted as done.
+    Progress: ``ctx.progress.plan`` with every experiment's runs (and how many are stored) first,
+    then ``ctx.progress.update(id, runs done, runs total)`` after each of its runs.
     """
     from ..train.store import Store
     from ..train.sweep import run_sweep
 
+    keys = list(dict.fromkeys(c.key() for c in configs))  # unique, in the sweep's order
+    total = {claim: 0 for claim in experiments}  # computed experiments (no runs) are in the plan too
+    for key in keys:
+        total[owner[key]] += 1
+    done = {claim: 0 for claim in total}
+    if configs:
+        with Store(ctx.store) as store:
+            for key in store.done(configs):
+                done[owner[key]] += 1
+    ctx.progress.plan(dict(total), dict(done))
     if not configs:
         return {}
-    ctx.store.parent.mkdir(parents=True, exist_ok=True)
-    keys = list(dict.fromkeys(c.key() for c in configs))  # unique, in the sweep's order
-    total: dict[str, int] = {}
-    for key in keys:
-        total[owner[key]] = total.get(owner[key], 0) + 1
-    with Store(ctx.store) as store:
-        already = store.done(configs)
-    done = {claim: 0 for claim in total}
-    for key in already:
-        done[owner[key]] += 1
-    for claim in total:  # experiments with stored runs; the others appear with their first run, so
-        if done[claim]:  # each experiment's clock (and so its ETA) starts when its own runs do
-            ctx.progress(claim, done[claim], total[claim])
 
     def progress(p) -> None:
         key = (p.last or {}).get("key")
         if key in owner:
             done[owner[key]] += 1
-            ctx.progress(owner[key], done[owner[key]], total[owner[key]])
+            ctx.progress.update(owner[key], done[owner[key]], total[owner[key]])
 
-    results = run_sweep(configs, store=ctx.store, jobs=ctx.jobs, progress=progress, on_error="skip")
+    results = run_sweep(configs, store=ctx.store, jobs=ctx.jobs, progress=progress, on_error="skip",
+                        scheduler=ctx.scheduler)
     return {c.key(): r for c, r in zip(configs, results)}
 
 
-def _finish(module: ModuleType, ctx: Context, by_key: dict, configs: list, start: float) -> ClaimResult:
+def _finish(module: ModuleType, ctx: Context, by_key: dict, configs: list) -> ClaimResult:
+    """The experiment's verdict, with ``wall_time_s`` its measured cost: the wall time of each of
+    its runs (measured by the trainer where the run ran, now or when it was stored) plus the time
+    its analysis (or a computed experiment's whole run) takes here."""
+    start = time.perf_counter()
     if hasattr(module, "sweep"):
-        result = module.analyze([by_key.get(c.key()) for c in configs], ctx)
+        runs = [by_key.get(c.key()) for c in configs]
+        result = module.analyze(runs, ctx)
+        train_s = sum(r.wall_s for r in {id(r): r for r in runs if r is not None}.values())
     else:
         result = module.run(ctx)
-    result.wall_time_s = time.perf_counter() - start
+        train_s = 0.0
+    result.wall_time_s = train_s + (time.perf_counter() - start)
     return result
 
 
 def run(claim_id: str, ctx: Context) -> ClaimResult:
     module = get(claim_id)
-    start = time.perf_counter()
     configs = _sweep(module, ctx)
-    by_key = _run_configs(configs, ctx, {c.key(): module.ID for c in configs})
-    return _finish(module, ctx, by_key, configs, start)
+    by_key = _run_configs(configs, ctx, {c.key(): module.ID for c in configs}, [module.ID])
+    return _finish(module, ctx, by_key, configs)
 
 
 def run_all(quick: bool = False, jobs: int = 1, seeds: int | None = None,
-            progress=None, store: Path | None = None) -> list[ClaimResult]:
-    ctx = Context(quick=quick, seeds=seeds, jobs=jobs, progress=_as_progress_fn(progress),
-                  store=store or default_store())
-    start = time.perf_counter()
+            progress=None, store: Path | None = None, scheduler: str | None = None) -> list[ClaimResult]:
+    """Every experiment: their runs in one sweep (local workers or ``scheduler``), then each analysis."""
+    ctx = Context(quick=quick, seeds=seeds, jobs=jobs, progress=progress, store=store or default_store(),
+                  scheduler=scheduler)
     modules = [get(claim_id) for claim_id in EXPERIMENTS]
     sweeps = {m.ID: _sweep(m, ctx) for m in modules}
     owner = {c.key(): claim_id for claim_id, configs in sweeps.items() for c in configs}
-    by_key = _run_configs([c for configs in sweeps.values() for c in configs], ctx, owner)
-    results = []
-    for m in modules:
-        t = time.perf_counter()
-        results.append(_finish(m, ctx, by_key, sweeps[m.ID], t))
-    # Training time is shared by one sweep: give each experiment its analysis time plus its share.
-    sweep_s = (time.perf_counter() - start) - sum(r.wall_time_s for r in results)
-    n_runs = sum(len(s) for s in sweeps.values()) or 1
-    for r in results:
-        r.wall_time_s += sweep_s * len(sweeps[r.id]) / n_runs
-    return results
+    by_key = _run_configs([c for configs in sweeps.values() for c in configs], ctx, owner, list(sweeps))
+    return [_finish(m, ctx, by_key, sweeps[m.ID]) for m in modules]

@@ -1,21 +1,33 @@
 """What an experiment returns: the contract between the experiments and the report.
 
-An experiment (one module per claim in CLAIMS.md) states its verdict rule before it runs, runs or
-reuses its sweep from the results store, and returns a :class:`ClaimResult`. The report renders
-ClaimResults; results.json is ``[r.to_json() for r in results]`` plus the environment.
+An experiment (one module per claim, listed with its source in docs/claims.md) states its verdict
+rule before it runs, runs or reuses its sweep from the results store, and returns a
+:class:`ClaimResult`. The report renders ClaimResults; results.json is ``[r.to_json() for r in
+results]`` plus the environment.
 
-``numbers`` maps a readable name to a value. A value with uncertainty is written with
-:func:`estimate` -- ``{"mean": m, "ci95": [lo, hi], "n": n}`` -- and the report prints it as
-"m (95% CI lo – hi, n = n)"; plain scalars, strings, lists and nested dicts print as they are.
+``numbers`` maps a stable key (what programs read: the report's answers, the README table, tests)
+to a value. A value with uncertainty is written with :func:`estimate` --
+``{"mean": m, "ci95": [lo, hi], "n": n}`` -- a paired comparison as
+:meth:`bnlab.experiments.stats.PairedTest.to_json`. ``labels`` gives each key the plain words and
+unit a reader sees (:class:`Label`); :mod:`bnlab.experiments.text` writes every number in one
+notation, "mean [low, high]" with the 95% interval in brackets.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 VERDICTS = ("reproduced", "not reproduced", "inconclusive")
+
+
+class Label(NamedTuple):
+    """How the page shows one entry of ``ClaimResult.numbers``."""
+
+    text: str  # plain words, e.g. "Steps to 50% test accuracy, BN − no BN"
+    unit: str = ""  # a unit of bnlab.experiments.text.UNITS: "%", "points", "steps", "×", ...
+    detail: bool = False  # True: folded away with the statistics; False: in the card's key numbers
 
 
 @dataclasses.dataclass
@@ -47,6 +59,9 @@ class ClaimResult:
     figures: list[FigureSpec] = dataclasses.field(default_factory=list)
     rows: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # per-run table -> CSV
     wall_time_s: float = 0.0
+    title: str = ""  # the claim as tested, in a few words (the module's TITLE)
+    finding: str = ""  # one plain sentence: what this run found (opens the card, the README row)
+    labels: dict[str, Label] = dataclasses.field(default_factory=dict)  # numbers key -> Label
 
     def __post_init__(self) -> None:
         if self.verdict not in VERDICTS:
@@ -57,7 +72,8 @@ class ClaimResult:
         return json_safe({
             "id": self.id, "name": self.name, "question": self.question, "claim": self.claim,
             "source": self.source, "rule": self.rule, "verdict": self.verdict, "summary": self.summary,
-            "setup": self.setup, "numbers": self.numbers, "wall_time_s": self.wall_time_s,
+            "title": self.title, "finding": self.finding, "setup": self.setup, "numbers": self.numbers,
+            "labels": {k: label._asdict() for k, label in self.labels.items()}, "wall_time_s": self.wall_time_s,
             "figures": [{"name": f.name, "title": f.title, "caption": f.caption, "data": f.data}
                         for f in self.figures],
         })

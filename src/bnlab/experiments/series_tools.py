@@ -2,7 +2,8 @@
 
 A run's ``series`` holds aligned lists, one entry per metric step (see
 :class:`bnlab.train.result.RunResult`). These helpers turn them into the per-seed numbers the
-verdicts use (final values, steps to a threshold) and into mean bands over seeds for the figures.
+verdicts use (final values, steps to a threshold) and into mean bands over seeds for the figures;
+:mod:`.text` writes them in sentences.
 Runs are grouped by a key function of their config; ``None`` runs (failed) are skipped by the
 callers and reported by them.
 """
@@ -67,27 +68,3 @@ def mean_band(runs: Sequence, metric: str) -> dict[str, list[float]]:
         low, high = np.nanmin(values, axis=0), np.nanmax(values, axis=0)
     return {"step": [float(s) for s in runs[0].series["step"][:n]], "mean": mean.tolist(),
             "low": low.tolist(), "high": high.tolist()}
-
-
-def fmt(e, digits: int = 0, scale: float = 1.0) -> str:
-    """An :class:`~bnlab.experiments.stats.Estimate` as 'mean [low, high]' for a summary sentence."""
-    if e.n == 0:
-        return "n/a"
-    f = f"{{:.{digits}f}}"
-    if math.isnan(e.ci):
-        return f.format(scale * e.mean)
-    return f"{f.format(scale * e.mean)} [{f.format(scale * e.low)}, {f.format(scale * e.high)}]"
-
-
-def pct(e) -> str:
-    """A fraction's Estimate as '93.2% ± 0.6' (the CI half-width) for a summary sentence."""
-    if e.n == 0:
-        return "n/a"
-    return f"{100 * e.mean:.1f}%" + ("" if math.isnan(e.ci) else f" ± {100 * e.ci:.1f}")
-
-
-def pp(e) -> str:
-    """A difference of fractions as '+1.20 pp (95% CI +0.30 to +2.10)', in percentage points."""
-    if e.n == 0:
-        return "n/a"
-    return f"{100 * e.mean:+.2f} pp" + ("" if math.isnan(e.ci) else f" (95% CI {100 * e.low:+.2f} to {100 * e.high:+.2f})")

@@ -16,8 +16,9 @@ import math
 
 from ..data import shifted
 from ..train.config import RunConfig
-from . import stats
-from .series_tools import fmt
+from . import stats, text
+from .plotting import legend_below, percent_axis
+from .result import Label
 
 DATA = "mnist1d"
 BASE = RunConfig(data=DATA, model="cnn", norm="bn", optimizer="adam", lr=1e-2, batch_size=100,
@@ -92,11 +93,21 @@ def est(v: list[float]) -> dict:
 
 
 def signed(e: stats.Estimate, digits: int = 1) -> str:
-    """A difference as '+0.16 [-0.01, +0.32]' (the report's 'm [lo, hi]' with signs)."""
-    if e.n == 0:
-        return "n/a"
-    f = f"{{:+.{digits}f}}"
-    return f.format(e.mean) if math.isnan(e.ci) else f"{f.format(e.mean)} [{f.format(e.low)}, {f.format(e.high)}]"
+    """A difference of percentages as '+0.2 points [−0.0, +0.3]', the report's one notation."""
+    return text.interval(e, "pct points")
+
+
+def labels(numbers: dict) -> dict[str, Label]:
+    """C13's and C14's numbers are keyed by what a reader sees, their unit last: the labels follow."""
+    out = {}
+    for key, value in numbers.items():
+        unit = "pct" if key.endswith("(%)") else "pct points" if key.endswith("(points)") else "count"
+        text_ = key.removesuffix(" (%)").removesuffix(" (points)")
+        detail = key.startswith(("Small batches", "Error at severity", "Mean error by severity", "Failed"))
+        if "Share" in key:
+            unit = "share"
+        out[key] = Label(text_, unit, detail)
+    return out
 
 
 def estimate_of(d: dict) -> stats.Estimate:
@@ -136,10 +147,10 @@ def markdown_table(runs: list, severities) -> str:
     lines = [head, "|" + " --- |" * (2 + len(METHODS))]
     sets = [("clean", 0)] + [(c, s) for c in CORRUPTIONS for s in severities]
     for c, s in sets:
-        cells = [fmt(stats.estimate(values(runs, m, s, c)), 1) for m in METHODS]
+        cells = [text.interval(stats.estimate(values(runs, m, s, c)), "pct") for m in METHODS]
         lines.append(f"| {CORRUPTION_LABELS.get(c, c)} | {s or '-'} | " + " | ".join(cells) + " |")
     for s in severities:
-        cells = [fmt(stats.estimate(values(runs, m, s)), 1) for m in METHODS]
+        cells = [text.interval(stats.estimate(values(runs, m, s)), "pct") for m in METHODS]
         lines.append(f"| mean of {len(CORRUPTIONS)} | {s} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -155,13 +166,16 @@ def draw_by_corruption(data: dict):
     width = 0.8 / len(methods)
     for j, method in enumerate(methods):
         means = [data["table"][g][method].get("mean", np.nan) for g in groups]
-        lo = [m - data["table"][g][method].get("ci95", [m, m])[0] for g, m in zip(groups, means)]
-        hi = [data["table"][g][method].get("ci95", [m, m])[1] - m for g, m in zip(groups, means)]
+        # intervals clipped to what an error can be: 0-100%
+        lo = [m - max(0.0, data["table"][g][method].get("ci95", [m, m])[0]) for g, m in zip(groups, means)]
+        hi = [min(100.0, data["table"][g][method].get("ci95", [m, m])[1]) - m for g, m in zip(groups, means)]
         ax.bar(np.arange(len(groups)) + (j - (len(methods) - 1) / 2) * width, means, width,
                yerr=[lo, hi], capsize=2, label=method, color=f"C{j}")
     ax.axhline(data["clean"], color="k", ls="--", lw=1, label="clean data, no adaptation")
     ax.set_xticks(range(len(groups)), groups)
-    ax.set_ylabel(f"test error at severity {data['severity']} (%)")
-    ax.legend(fontsize=7, ncol=2)
+    ax.set_ylabel(f"test error at severity {data['severity']}")
+    percent_axis(ax, limits=None)
+    ax.set_ylim(bottom=0)
     fig.tight_layout()
+    legend_below(fig, ncol=3)
     return fig

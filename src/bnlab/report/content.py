@@ -1,10 +1,14 @@
-"""The report's questions and the static text that answers them before the evidence.
+"""The page's questions: each with its short answer from this run, what the sources say, the evidence
+(the claims whose results answer it), explanatory blocks and the code to use.
 
-The page is organised around the questions people ask about batch norm, not around the
-experiments. Each :class:`Question` names the claims (CLAIMS.md ids) whose results are its
-evidence, a short answer from the literature, optional explanatory blocks and the bnlab code to
-use. The short answers say what the *sources* report; what this run found is shown next to them
-from the ClaimResults, so nothing here pre-judges a verdict.
+:data:`QUESTIONS` is the one list the page is built from, in order: the short answers at the top
+and the sections below both come from it. Adding a question is one entry::
+
+    Question("new-data", "My model does worse on new data: can batch norm help?", ("C13", "C14"),
+             answer=my_answer_function)  # answer(ev: answers.Evidence) -> answers.Answer
+
+``sources``, ``blocks``, ``code`` and ``extra`` (a function of the Evidence returning HTML for the
+section, e.g. the internal-covariate-shift explainer) are optional.
 
 Text is plain: the renderer escapes it, and only `backticks` become inline code.
 """
@@ -13,8 +17,11 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from typing import Callable
 
 from .. import functional
+from . import answers, from_scratch, ics
+from .answers import Answer, Evidence
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,29 +46,12 @@ class Block:
 class Question:
     slug: str  # the section's anchor
     title: str
-    claims: tuple[str, ...]  # CLAIMS.md ids whose results are the evidence
-    answer: str  # the short answer, from the sources
+    claims: tuple[str, ...]  # ids of the claims whose results are the evidence
+    answer: Callable[[Evidence], Answer]  # the short answer, from this run's results
+    sources: str = ""  # what the published sources say
     blocks: tuple[Block, ...] = ()
     code: tuple[Code, ...] = ()
-
-
-# Short titles and sources of the claims, so a claim that did not run still says what it was.
-CLAIMS: dict[str, tuple[str, str]] = {
-    "C1": ("BN trains faster and steadies each layer's input distribution", "Ioffe & Szegedy 2015, §4.1, Fig. 1"),
-    "C2": ("The identities of the method: identity recovery, (C,) parameters, biased/unbiased variance, "
-           "scale invariance", "Ioffe & Szegedy 2015, §3"),
-    "C3": ("BN allows much higher learning rates", "Ioffe & Szegedy 2015, §4.2; Bjorck et al. 2018"),
-    "C4": ("Where to put BN: before or after the activation", "Ioffe & Szegedy 2015; caffenet-benchmark; "
-           "He et al. 2016 (ResNet v2)"),
-    "C5": ("Injected covariate shift (\"noisy BN\") barely hurts", "Santurkar et al. 2018, §2.1"),
-    "C6": ("BN does not reduce internal covariate shift measured on gradients", "Santurkar et al. 2018, §2.2"),
-    "C7": ("BN smooths the loss landscape", "Santurkar et al. 2018, §3, Fig. 4"),
-    "C8": ("BN degrades at small batch sizes; GroupNorm does not", "Wu & He 2018, Table 2"),
-    "C9": ("Batch Renorm helps with small and non-i.i.d. batches", "Ioffe 2017"),
-    "C10": ("Ghost BN narrows the large-batch generalization gap", "Hoffer et al. 2017"),
-    "C11": ("Population statistics: PreciseBN beats the EMA", "Wu & Johnson 2021"),
-    "C12": ("Training only γ and β is surprisingly strong", "Frankle et al. 2021"),
-}
+    extra: Callable[[Evidence], str] | None = None  # more of the section, as HTML
 
 
 def backward_from_functional() -> tuple[str, str]:
@@ -173,6 +163,21 @@ bnlab.precise_bn(model, batches)
 ''', requires=("bnlab.nn.BatchRenorm2d", "bnlab.nn.GhostBatchNorm2d", "bnlab.nn.BatchNorm2d",
                                        "bnlab.precise_bn"))
 
+_ADAPT_CODE = Code('''\
+import torch
+from torch import nn
+import bnlab
+
+model = nn.Sequential(nn.Conv1d(1, 8, 3), bnlab.nn.BatchNorm1d(8), nn.ReLU(),
+                      nn.Flatten(), nn.Linear(8 * 38, 10))   # trained on the old data
+new_batches = [torch.randn(32, 1, 40) * 2 + 1 for _ in range(4)]   # unlabeled data of the new domain
+
+result = bnlab.adapt(model, new_batches, method="stats")   # AdaBN: BN's statistics from the new data
+model.eval()
+logits = model(new_batches[0])
+result.restore(model)                                       # back to the old statistics
+''', requires=("bnlab.nn.BatchNorm1d", "bnlab.adapt"))
+
 _GAMMA_BETA_CODE = Code('''\
 import torch
 from torch import nn
@@ -192,92 +197,117 @@ opt = torch.optim.Adam(trainable, lr=1e-2)
 ''', requires=("bnlab.nn.BatchNorm1d",))
 
 
-def questions() -> tuple[Question, ...]:
-    """The page's sections, in order."""
+def _math_blocks() -> tuple[Block, ...]:
     lead, backward = backward_from_functional()
     return (
-        Question(
-            "what-bn-does", "What does batch norm do in a CNN?", ("C1",),
-            "For every channel, BN subtracts the mean and divides by the standard deviation taken over "
-            "the mini-batch and all spatial positions (N × H × W values), then applies a learned "
-            "per-channel scale γ and shift β. While training it uses the current batch's statistics "
-            "and keeps running averages of them; in evaluation it uses those averages, so the output "
-            "no longer depends on the rest of the batch. The original paper argued that this keeps "
-            "each layer's input distribution steady while the layers before it change, and that "
-            "training is faster for it.",
-            code=(_MODEL_CODE,),
-        ),
-        Question(
-            "implementation", "How is it implemented in PyTorch: the math, the backward, the code?", ("C2",),
-            "Per channel, over the m values of a batch: the mean μ and the biased variance σ², then "
-            "y = γ · (x − μ) / √(σ² + ε) + β. The running averages weight the new batch by the "
-            "momentum (0.1 in PyTorch; Keras and Flax write 0.99 for the decay of the old value) "
-            "and store the unbiased variance σ² · m/(m − 1); evaluation normalizes with them. "
-            "The backward has a closed form of two per-channel sums, so it costs about as much as "
-            "the forward. bnlab implements exactly this and matches torch.nn.",
-            blocks=(
-                Block("math", "μ  = (1/m) Σ x\nσ² = (1/m) Σ (x − μ)²                  (biased: used to normalize)\n"
-                              "x̂  = (x − μ) / √(σ² + ε)\ny  = γ · x̂ + β"),
-                Block("math", "running_mean = (1 − momentum) · running_mean + momentum · μ\n"
-                              "running_var  = (1 − momentum) · running_var  + momentum · σ² · m/(m − 1)"),
-                Block("p", lead + " (from `bnlab.functional`):"),
-                Block("math", backward),
-                Block("p", "The statistics are two-pass (the mean first, then the squared deviations), "
-                           "so a large common offset does not cost precision as E[x²] − E[x]² would. "
-                           "`bnlab check` compares the layers with torch.nn on your machine."),
-            ),
-            code=(_PARITY_CODE,),
-        ),
-        Question(
-            "placement", "Where do I put it: before or after the activation?", ("C4",),
-            "The BN paper puts it between the convolution (or linear layer) and the nonlinearity: "
-            "conv → BN → ReLU, and most architectures follow it. Reports of the other order exist: "
-            "caffenet-benchmark measured BN after the activation slightly better on ImageNet "
-            "(0.499 vs 0.474 top-1), and ResNet v2's pre-activation blocks reorder the whole block. "
-            "The published differences are a few points at most, which is why the lab compares the two "
-            "orders paired by seed and calls a small or sign-inconsistent gap no reliable difference.",
-            code=(_PLACEMENT_CODE,),
-        ),
-        Question(
-            "gamma-beta", "What shapes do γ and β have, and why can BN recover the identity?", ("C2",),
-            "γ and β have one entry per channel: shape (C,) for BatchNorm1d, 2d and 3d alike, because "
-            "the statistics are per channel (over N × L, N × H × W or N × D × H × W values). Setting "
-            "γ = √(Var[x] + ε) and β = E[x] undoes the normalization exactly, so adding BN does not "
-            "take away anything the layer could represent (Ioffe & Szegedy 2015, §3). BN's output "
-            "also does not change when the preceding weights are scaled by a > 0, and their gradient "
-            "shrinks by 1/a: the scale invariance behind its tolerance of large learning rates.",
-            code=(_IDENTITY_CODE,),
-        ),
-        Question(
-            "training-speed", "Does it make training faster, and why: internal covariate shift or a "
-            "smoother landscape?", ("C1", "C3", "C5", "C6", "C7"),
-            "The sources say yes: with BN, Inception reached its baseline accuracy in 14× fewer "
-            "steps and trained at learning rates 5–30× higher (Ioffe & Szegedy 2015); ResNet-110 "
-            "trains at learning rate 0.1 with BN but needs 0.0001 without (Bjorck et al. 2018). "
-            "Why is disputed. The original explanation is reduced internal covariate shift. "
-            "Santurkar et al. (2018) injected random shifts after every BN layer and training "
-            "barely suffered, found BN does not reduce a gradient-based measure of covariate shift, "
-            "and argued instead that BN makes the loss and its gradient smoother, so larger steps "
-            "are safe. Each part is tested below.",
-            code=(_SPEED_CODE,),
-        ),
-        Question(
-            "failure-modes", "When does it fail (small or non-i.i.d. batches, train/eval gap), and what "
-            "should I use instead?", ("C8", "C9", "C10", "C11"),
-            "BN's statistics come from the batch. They get noisy when the batch is small (ResNet-50's "
-            "ImageNet error rises from 23.6% at 32 images per GPU to 34.7% at 2, while GroupNorm "
-            "stays at 24%; Wu & He 2018), biased when a batch is not i.i.d., and the running "
-            "averages used in evaluation can differ from the statistics the network trained with. "
-            "The remedies: GroupNorm does not use the batch; Batch Renorm pulls the batch "
-            "statistics toward the population's; Ghost BN normalizes small virtual batches inside a "
-            "large one; PreciseBN recomputes the population statistics after training.",
-            code=(_ALTERNATIVES_CODE,),
-        ),
-        Question(
-            "gamma-beta-only", "Training only γ and β: how far does it go?", ("C12",),
-            "Further than one would guess: Frankle et al. (2021) froze the random weights of deep "
-            "ResNets, trained only BN's γ and β, and reached 82% on CIFAR-10. The per-channel scale "
-            "and shift alone can reweight and switch off the features of a random network.",
-            code=(_GAMMA_BETA_CODE,),
-        ),
+        Block("math", "μ  = (1/m) Σ x\nσ² = (1/m) Σ (x − μ)²                  (biased: used to normalize)\n"
+                      "x̂  = (x − μ) / √(σ² + ε)\ny  = γ · x̂ + β"),
+        Block("math", "running_mean = (1 − momentum) · running_mean + momentum · μ\n"
+                      "running_var  = (1 − momentum) · running_var  + momentum · σ² · m/(m − 1)"),
+        Block("p", lead + " (from `bnlab.functional`):"),
+        Block("math", backward),
+        Block("p", "The statistics are two-pass (the mean first, then the squared deviations), "
+                   "so a large common offset does not cost precision as E[x²] − E[x]² would. "
+                   "`bnlab check` compares bnlab's layers with torch.nn on your machine."),
     )
+
+
+QUESTIONS: tuple[Question, ...] = (
+    Question(
+        "what-bn-does", "What does batch norm do in a CNN?", ("C1",), answers.what_bn_does,
+        sources="For every channel, BN subtracts the mean and divides by the standard deviation taken over "
+                "the mini-batch and all spatial positions (N × H × W values), then applies a learned "
+                "per-channel scale γ and shift β. While training it uses the current batch's statistics "
+                "and keeps running averages of them; in evaluation it uses those averages, so the output "
+                "no longer depends on the rest of the batch. The original paper argued that this keeps "
+                "each layer's input distribution steady while the layers before it change, and that "
+                "training is faster for it.",
+        code=(_MODEL_CODE,),
+    ),
+    Question(
+        "pytorch-batchnorm", "What exactly is PyTorch's BatchNorm2d?", (), answers.pytorch_batchnorm,
+        sources="`torch.nn.BatchNorm2d(C, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True)`: "
+                "parameters `weight` and `bias` of shape (C,); buffers `running_mean` (zeros), `running_var` "
+                "(ones) and `num_batches_tracked`. Training normalizes with the batch's biased variance and "
+                "updates the running averages with the unbiased one; `momentum=None` makes them cumulative "
+                "averages. Keras and Flax write momentum as the decay of the old value (0.99). bnlab's layers "
+                "have the same signature, defaults and `state_dict`.",
+        code=(_PARITY_CODE,),
+    ),
+    Question(
+        "placement", "Where do I put it: before or after the activation?", ("C4",), answers.placement,
+        sources="The BN paper puts it between the convolution (or linear layer) and the nonlinearity: "
+                "conv → BN → ReLU, and most architectures follow it. Reports of the other order exist: "
+                "caffenet-benchmark measured BN after the activation slightly better on ImageNet "
+                "(49.9% vs 47.4% top-1 accuracy), and ResNet v2's pre-activation blocks reorder the whole block. "
+                "The published differences are a few points at most, which is why the lab compares the two "
+                "orders paired by seed and calls a small or sign-inconsistent gap no reliable difference.",
+        code=(_PLACEMENT_CODE,),
+    ),
+    Question(
+        "how-it-works", "How does it work: the math, the backward, the running averages?", ("C2",),
+        answers.how_it_works,
+        sources="Per channel, over the m values of a batch: the mean μ and the biased variance σ², then "
+                "y = γ · (x − μ) / √(σ² + ε) + β. The running averages weight the new batch by the "
+                "momentum and store the unbiased variance σ² · m/(m − 1); evaluation normalizes with them. "
+                "The backward has a closed form of two per-channel sums, so it costs about as much as "
+                "the forward (Ioffe & Szegedy 2015, §3).",
+        blocks=_math_blocks(),
+    ),
+    Question(
+        "gamma-beta", "What shapes do γ and β have, and what identity can BN recover?", ("C2",),
+        answers.gamma_beta,
+        sources="γ and β have one entry per channel: shape (C,) for BatchNorm1d, 2d and 3d alike, because "
+                "the statistics are per channel (over N × L, N × H × W or N × D × H × W values). Setting "
+                "γ = √(Var[x] + ε) and β = E[x] undoes the normalization exactly, so adding BN does not "
+                "take away anything the layer could represent (Ioffe & Szegedy 2015, §3). BN's output "
+                "also does not change when the preceding weights are scaled by a > 0, and their gradient "
+                "shrinks by 1/a: the scale invariance behind its tolerance of large learning rates.",
+        code=(_IDENTITY_CODE,),
+    ),
+    Question(
+        "implement", "How do I implement it, and what does it buy me?", ("C3",), answers.implement,
+        sources="With BN, Inception reached its baseline accuracy in 14× fewer steps and trained at learning "
+                "rates 5–30× higher (Ioffe & Szegedy 2015); ResNet-110 trains at learning rate 0.1 with BN "
+                "but needs 0.0001 without (Bjorck et al. 2018).",
+        code=(_SPEED_CODE,),
+        extra=lambda ev: from_scratch.section_html(ev.demos),
+    ),
+    Question(
+        "layers-ics", "How does BN affect the layers: is it internal covariate shift?", ("C1", "C5", "C6", "C7"),
+        answers.layers_ics,
+        sources="The original explanation is reduced internal covariate shift. Santurkar et al. (2018) "
+                "injected random shifts after every BN layer and training barely suffered, found BN does not "
+                "reduce a gradient-based measure of covariate shift, and argued instead that BN makes the loss "
+                "and its gradient smoother, so larger steps are safe.",
+        extra=ics.section_html,
+    ),
+    Question(
+        "failure-modes", "When does it fail, and what should I use instead?", ("C8", "C9", "C10", "C11"),
+        answers.failure_modes,
+        sources="BN's statistics come from the batch. They get noisy when the batch is small (ResNet-50's "
+                "ImageNet error rises from 23.6% at 32 images per GPU to 34.7% at 2, while GroupNorm "
+                "stays at 24%; Wu & He 2018), biased when a batch is not i.i.d., and the running "
+                "averages used in evaluation can differ from the statistics the network trained with. "
+                "The remedies: GroupNorm does not use the batch; Batch Renorm pulls the batch "
+                "statistics toward the population's; Ghost BN normalizes small virtual batches inside a "
+                "large one; PreciseBN recomputes the population statistics after training.",
+        code=(_ALTERNATIVES_CODE,),
+    ),
+    Question(
+        "new-data", "My model does worse on new data: can batch norm help?", ("C13", "C14"), answers.new_data,
+        sources="Under covariate shift a BN model's running statistics describe the training data, not the data it "
+                "now sees. AdaBN (Li et al. 2016) re-estimates them on the new data; Nado et al. and Schneider et al. "
+                "(2020) normalize with each test batch's statistics; TENT (Wang et al. 2021) also trains γ and β by "
+                "minimizing the prediction entropy. On CIFAR-10-C at severity 5 a WRN-28-10's mean error falls "
+                "from 43.5% to 20.4% with test-batch statistics and to 18.6% with TENT.",
+        code=(_ADAPT_CODE,),
+    ),
+    Question(
+        "gamma-beta-only", "Training only γ and β: how far does it go?", ("C12",), answers.gamma_beta_only,
+        sources="Frankle et al. (2021) froze the random weights of deep ResNets, trained only BN's γ and β, "
+                "and reached 82% on CIFAR-10. The per-channel scale and shift alone can reweight and switch "
+                "off the features of a random network.",
+        code=(_GAMMA_BETA_CODE,),
+    ),
+)

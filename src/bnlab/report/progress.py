@@ -1,12 +1,15 @@
-"""The progress display of ``bnlab report``: experiment, runs done / total, ETA.
+"""The progress display of ``bnlab report`` and ``bnlab run``: experiments, runs, overall ETA.
 
-The experiments report through one call, ``progress.update(experiment, done, total)``, whenever a
-run finishes (done = 0 announces an experiment). On a terminal the display is one live line,
-redrawn at most ``min_interval_s`` apart; otherwise (a log file, CI) it prints plain lines: when an
-experiment starts, at most every ``log_interval_s`` while it runs, and when it finishes.
+The experiments report through two calls: ``progress.plan({experiment: runs}, {experiment:
+runs already stored})`` once before anything runs, so the totals are known from the start, and
+``progress.update(experiment, done, total)`` whenever one of its runs finishes. On a terminal the
+display is one live line, redrawn at most ``min_interval_s`` apart; otherwise (a pipe, a log file,
+CI) it prints plain lines: the plan, at most every ``log_interval_s`` while runs finish, and when
+an experiment's runs are all done.
 
-The ETA of an experiment is its elapsed time / runs done × runs left: runs of one sweep take
-similar times, and it needs no model of the experiments.
+The ETA is for the whole sweep: seconds since the plan / runs finished since then x runs left.
+All experiments run in one sweep on shared workers, so their runs interleave and a per-experiment
+rate would mean nothing (an experiment whose first run just finished would show "ETA 0:00").
 """
 
 from __future__ import annotations
@@ -15,12 +18,11 @@ import dataclasses
 import sys
 import threading
 import time
-from typing import Callable, TextIO
+from typing import Callable, Mapping, TextIO
 
 
 @dataclasses.dataclass
 class _Experiment:
-    started: float
     done: int = 0
     total: int = 0
     finished: bool = False
@@ -53,36 +55,51 @@ class Progress:
         self.log_interval_s = log_interval_s
         self._experiments: dict[str, _Experiment] = {}
         self._lock = threading.Lock()
+        self._started = clock()
+        self._stored = 0  # runs found done before anything ran: they say nothing about the rate
         self._last_write = float("-inf")
         self._line_open = False
 
+    # --- what the experiments call -------------------------------------------------------------
+
+    def plan(self, runs: Mapping[str, int], stored: Mapping[str, int] | None = None) -> None:
+        """Every experiment of this sweep with its number of runs, ``stored`` of them already done."""
+        stored = dict(stored or {})
+        with self._lock:
+            for experiment, total in runs.items():
+                done = stored.get(experiment, 0)
+                self._check(done, total)
+                self._experiments[experiment] = _Experiment(done, total, finished=done == total)
+            self._started = self.clock()
+            self._stored = sum(e.done for e in self._experiments.values())
+            runs_total = sum(e.total for e in self._experiments.values())
+            text = (f"{len(self._experiments)} experiment{'s' * (len(self._experiments) != 1)}, "
+                    f"{runs_total} runs: {self._stored} already in the store, {runs_total - self._stored} to run")
+            self._write(text, keep=True)
+
     def update(self, experiment: str, done: int, total: int) -> None:
         """``done`` of ``total`` runs of ``experiment`` have finished (reused runs count as done)."""
-        if isinstance(done, bool) or isinstance(total, bool) or not 0 <= done <= total:
-            raise ValueError(f"expected 0 <= done <= total (got done={done!r}, total={total!r})")
+        self._check(done, total)
         with self._lock:
             now = self.clock()
             state = self._experiments.get(experiment)
             new = state is None
-            if new:
-                state = self._experiments[experiment] = _Experiment(started=now)
+            if new:  # not planned: it joins the totals now
+                state = self._experiments[experiment] = _Experiment()
             progressed = done != state.done or new
             state.done, state.total = done, total
             finishing = done == total and not state.finished
             state.finished = state.finished or finishing
-            if self.live:
-                if new or finishing or now - self._last_write >= self.min_interval_s:
-                    self._write_live(experiment, state, now, finishing)
-                    self._last_write = now
-            elif new or finishing or (progressed and now - self._last_write >= self.log_interval_s):
-                self._write_line(self.status(experiment, state, now))
+            text = f"{self._overall(now)} {self._status(experiment, state)}"
+            interval = self.min_interval_s if self.live else self.log_interval_s
+            if new or finishing or (progressed and now - self._last_write >= interval):
+                self._write(text, keep=finishing or not self.live)
                 self._last_write = now
 
-    def eta_s(self, experiment: str) -> float | None:
-        """Seconds left for ``experiment`` at its current rate; None before its first run is done."""
+    def eta_s(self) -> float | None:
+        """Seconds left for the runs still to do at this sweep's rate; None before a run finished here."""
         with self._lock:
-            state = self._experiments.get(experiment)
-            return None if state is None else self._eta(state, self.clock())
+            return self._eta(self.clock())
 
     def close(self) -> None:
         """End the live line (if any) so the next output starts on a fresh line."""
@@ -95,28 +112,37 @@ class Progress:
     # --- formatting ----------------------------------------------------------------------------
 
     @staticmethod
-    def _eta(state: _Experiment, now: float) -> float | None:
-        if state.done == 0:
-            return None
-        return (now - state.started) / state.done * (state.total - state.done)
+    def _check(done, total) -> None:
+        if isinstance(done, bool) or isinstance(total, bool) or not 0 <= done <= total:
+            raise ValueError(f"expected 0 <= done <= total (got done={done!r}, total={total!r})")
 
-    def status(self, experiment: str, state: _Experiment, now: float) -> str:
-        elapsed = format_duration(now - state.started)
+    def _eta(self, now: float) -> float | None:
+        done = sum(e.done for e in self._experiments.values())
+        total = sum(e.total for e in self._experiments.values())
+        ran = done - self._stored
+        if ran <= 0:
+            return None if done < total else 0.0
+        return (now - self._started) / ran * (total - done)
+
+    def _overall(self, now: float) -> str:
+        exps = self._experiments.values()
+        eta = self._eta(now)
+        return (f"[{sum(e.finished for e in exps)}/{len(exps)} experiments, "
+                f"{sum(e.done for e in exps)}/{sum(e.total for e in exps)} runs, "
+                f"{format_duration(now - self._started)} elapsed, "
+                f"ETA {'--:--' if eta is None else format_duration(eta)}]")
+
+    @staticmethod
+    def _status(experiment: str, state: _Experiment) -> str:
         if state.finished:
-            return f"{experiment}: {state.done}/{state.total} runs done in {elapsed}"
-        eta = self._eta(state, now)
-        eta_text = "ETA --:--" if eta is None else f"ETA {format_duration(eta)}"
-        return f"{experiment}: {state.done}/{state.total} runs, {elapsed} elapsed, {eta_text}"
+            return f"{experiment}: all {state.total} runs done"
+        return f"{experiment}: {state.done}/{state.total} runs"
 
-    def _write_line(self, text: str) -> None:
-        self.stream.write(text + "\n")
+    def _write(self, text: str, keep: bool) -> None:
+        """Plain: one line. Live: redraw the line; ``keep`` leaves it and starts a new one."""
+        if not self.live:
+            self.stream.write(text + "\n")
+        else:
+            self.stream.write("\r\x1b[K" + text + ("\n" if keep else ""))  # column 0, clear the old line
+            self._line_open = not keep
         self.stream.flush()
-
-    def _write_live(self, experiment: str, state: _Experiment, now: float, finishing: bool) -> None:
-        finished = sum(e.finished for e in self._experiments.values())
-        text = f"[{finished}/{len(self._experiments)} experiments] {self.status(experiment, state, now)}"
-        self.stream.write("\r\x1b[K" + text)  # back to column 0, clear the old line
-        if finishing:
-            self.stream.write("\n")  # a finished experiment keeps its line
-        self.stream.flush()
-        self._line_open = not finishing

@@ -1,42 +1,32 @@
-"""The report page: one self-contained HTML file built from ClaimResults.
+"""The report page: one self-contained HTML file built from ClaimResults and the measured demos.
 
-Layout: a header, the verdict table of all claims (C1-C12; a claim that did not run shows as
-"not run"), the questions of :mod:`.content` in order -- each with its short answer, explanatory
-blocks, the evidence of its claims (verdict against the published claim and its source, the
-summary, the numbers with their CIs, figures with captions, the setup) and the bnlab code to use --
-and the environment. A claim that is the evidence of several questions is shown in full where it
-first appears and referred to afterwards.
+Layout, top to bottom: the title (and, for a --quick run, a notice that the page is a smoke test);
+the short answers to every question of :data:`.content.QUESTIONS`, with this run's numbers and links
+to the evidence; two figures to look at first (:mod:`.look`); the verdict table of every claim
+(:mod:`.catalogue`; a claim that did not run shows as "not run"); then one section per question --
+its short answer again, what the sources say, explanatory blocks, extra content (internal covariate
+shift explained, batch norm from scratch and its pitfalls), the evidence as claim cards
+(:mod:`.cards`) and the bnlab code to use -- and how the report was made. A claim that is the
+evidence of several questions is shown in full where it first appears and referred to afterwards.
 
-Every piece of text from a ClaimResult or the environment goes through :func:`html.escape`.
-Figures are SVG data URIs (:mod:`.figures`); the page loads nothing and runs no script.
+Text from results, demos and the environment is escaped (:func:`.markup.esc`). Figures are SVG
+data URIs (:mod:`.figures`); the page loads nothing and runs no script.
 """
 
 from __future__ import annotations
 
-import html
-import json
 import re
 import sys
-import traceback
 from typing import Any, Iterable, Mapping, Sequence
 
-from ..experiments.result import VERDICTS, ClaimResult, FigureSpec
-from . import content
+from ..experiments.result import VERDICTS, ClaimResult
+from . import content, look
+from .answers import Evidence
+from .cards import claim_card, claim_missing, claim_reference
+from .catalogue import Claim, claims
 from .content import Block, Code, Question
-from .figures import figure_svg, svg_data_uri
+from .markup import MISSING, code_html, esc, inline, verdict_marks
 from .style import CSS
-
-MISSING = "not run"
-_BADGE_CLASS = {"reproduced": "ok", "not reproduced": "no", "inconclusive": "maybe", MISSING: "missing"}
-
-
-def esc(value: Any) -> str:
-    return html.escape(str(value), quote=True)
-
-
-def inline(text: str) -> str:
-    """Escape ``text``; `backticks` become <code>."""
-    return re.sub(r"`([^`]+)`", r"<code>\1</code>", esc(text))
 
 
 def claim_order(claim_id: str) -> tuple[int, str]:
@@ -57,74 +47,6 @@ def index_results(results: Iterable[ClaimResult]) -> dict[str, ClaimResult]:
     return dict(sorted(by_id.items(), key=lambda kv: claim_order(kv[0])))
 
 
-# --- small pieces ---------------------------------------------------------------------------------
-
-
-def badge(verdict: str) -> str:
-    return f'<span class="badge {_BADGE_CLASS.get(verdict, "missing")}">{esc(verdict)}</span>'
-
-
-def format_number(value: Any) -> str:
-    """Plain text for one number: 4 significant digits for floats, None (NaN in JSON) as "n/a"."""
-    if value is None:
-        return "n/a"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        if value != value:
-            return "n/a"
-        return f"{value:.4g}"
-    if hasattr(value, "item") and callable(value.item):
-        return format_number(value.item())
-    return str(value)
-
-
-def format_value(value: Any, depth: int = 0) -> str:
-    """HTML for one entry of ClaimResult.numbers (see experiments.result.estimate); a dict's items
-    go on lines of their own, those of a nested dict on one line."""
-    if isinstance(value, Mapping) and "mean" in value and ("ci95" in value or "ci" in value):
-        lo, hi = value.get("ci95", value.get("ci"))
-        n = f", n = {esc(format_number(value['n']))}" if "n" in value else ""
-        return (f'<span class="est">{esc(format_number(value["mean"]))}</span> '
-                f'<span class="ci">(95% CI {esc(format_number(lo))} – {esc(format_number(hi))}{n})</span>')
-    if isinstance(value, Mapping):
-        sep = "<br>" if depth == 0 else " · "
-        return sep.join(f"{esc(k)}: {format_value(v, depth + 1)}" for k, v in value.items())
-    if isinstance(value, (list, tuple)):
-        shown = ", ".join(format_value(v, depth + 1) for v in value[:12])
-        return f"[{shown}{', …' if len(value) > 12 else ''}]"
-    return esc(format_number(value))
-
-
-def numbers_table(numbers: Mapping[str, Any]) -> str:
-    if not numbers:
-        return '<p class="muted">No numbers recorded.</p>'
-    rows = "".join(f"<tr><th scope=\"row\">{esc(k)}</th><td>{format_value(v)}</td></tr>"
-                   for k, v in numbers.items())
-    return f'<table class="numbers"><tbody>{rows}</tbody></table>'
-
-
-def figure_html(spec: FigureSpec, claim_id: str) -> str:
-    """The figure as an <img> with its caption; a figure that fails to draw shows the error."""
-    title = f"{claim_id} · {spec.title}"
-    try:
-        uri = svg_data_uri(figure_svg(spec))
-    except Exception as exc:  # a broken figure must not cost the whole report
-        print(f"warning: figure {claim_id}/{spec.name} could not be drawn: {exc!r}", file=sys.stderr)
-        detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-        return (f'<figure class="fig broken"><div class="error">Figure {esc(spec.name)} could not be '
-                f'drawn: <code>{esc(detail)}</code></div><figcaption><b>{esc(title)}</b></figcaption></figure>')
-    caption = f" {esc(spec.caption)}" if spec.caption else ""
-    return (f'<figure class="fig" id="fig-{esc(claim_id)}-{esc(spec.name)}">'
-            f'<img src="{uri}" alt="{esc(title)}">'
-            f"<figcaption><b>{esc(title)}.</b>{caption}</figcaption></figure>")
-
-
-def code_html(code: Code) -> str:
-    return (f'<pre class="code"><span class="lang">{esc(code.language)}</span>'
-            f'<code>{esc(code.text.rstrip())}</code></pre>')
-
-
 def block_html(block: Block) -> str:
     if block.kind == "p":
         return f"<p>{inline(block.text)}</p>"
@@ -135,126 +57,118 @@ def block_html(block: Block) -> str:
     raise ValueError(f"expected a block kind in ('p', 'math', 'list') (got {block.kind!r})")
 
 
-def setup_html(setup: Mapping[str, Any]) -> str:
-    if not setup:
-        return ""
-    text = json.dumps(setup, indent=2, default=str, ensure_ascii=False)
-    return f'<details><summary>Setup</summary><pre class="setup">{esc(text)}</pre></details>'
-
-
-# --- claims ---------------------------------------------------------------------------------------
-
-
-def claim_title(claim_id: str, result: ClaimResult | None) -> tuple[str, str]:
-    """(short title, source) for a claim, from its result when there is one."""
-    title, source = content.CLAIMS.get(claim_id, (claim_id, ""))
-    if result is not None:
-        title = result.name.replace("-", " ") if claim_id not in content.CLAIMS else title
-        source = result.source or source
-    return title, source
-
-
-def claim_card(result: ClaimResult, csv_name: str | None) -> str:
-    title, source = claim_title(result.id, result)
-    figures = "".join(figure_html(f, result.id) for f in result.figures)
-    csv = (f'<p class="muted">Per-run table: <a href="{esc(csv_name)}">{esc(csv_name)}</a> '
-           f'({len(result.rows)} rows)</p>' if csv_name else "")
-    seconds = f" · {result.wall_time_s:.1f} s" if result.wall_time_s else ""
-    return f"""
-<article class="claim" id="{esc(result.id)}">
-  <header><span class="cid">{esc(result.id)}</span> <h3>{esc(title)}</h3> {badge(result.verdict)}</header>
-  <blockquote><p>{esc(result.claim)}</p><footer>— {esc(source)}</footer></blockquote>
-  <p class="summary">{esc(result.summary)}</p>
-  <p class="rule"><b>Verdict rule, fixed before the runs:</b> {esc(result.rule)}</p>
-  {numbers_table(result.numbers)}
-  {figures}
-  {setup_html(result.setup)}
-  {csv}
-  <p class="muted small">experiment {esc(result.name)}{esc(seconds)}</p>
-</article>"""
-
-
-def claim_reference(result: ClaimResult) -> str:
-    title, _ = claim_title(result.id, result)
-    return f"""
-<article class="claim ref">
-  <header><span class="cid">{esc(result.id)}</span> <h3>{esc(title)}</h3> {badge(result.verdict)}</header>
-  <p class="summary">{esc(result.summary)} <a href="#{esc(result.id)}">Evidence above.</a></p>
-</article>"""
-
-
-def claim_missing(claim_id: str) -> str:
-    title, source = claim_title(claim_id, None)
-    return f"""
-<article class="claim missing" id="{esc(claim_id)}">
-  <header><span class="cid">{esc(claim_id)}</span> <h3>{esc(title)}</h3> {badge(MISSING)}</header>
-  <p class="muted">This experiment did not run in this report, so there is no evidence for it here
-  ({esc(source)}).</p>
-</article>"""
+def _code(code: Code) -> str:
+    return code_html(code.text, code.language)
 
 
 # --- sections -------------------------------------------------------------------------------------
 
 
-def verdict_table(by_id: Mapping[str, ClaimResult]) -> str:
-    ids = sorted(set(content.CLAIMS) | set(by_id), key=claim_order)
+def answer_html(q: Question, ev: Evidence) -> str:
+    """The short answer with its evidence links; a link to a claim carries the claim's verdict marks."""
+    a = q.answer(ev)
+    links = []
+    for href, label in a.links:
+        cid = href[1:] if re.fullmatch(r"#C\d+", href) else None
+        marks = verdict_marks(ev.results.get(cid)) if cid else ""
+        links.append(f'<li><a href="{esc(href)}">{esc(label)}</a>{marks}</li>')
+    return (f'<p class="short">{inline(a.text)}</p>'
+            f'<ul class="evidence"><li class="muted">Evidence:</li>{"".join(links)}</ul>')
+
+
+def answers_section(questions: Sequence[Question], ev: Evidence) -> str:
+    items = "".join(f'<li class="qa" id="answer-{esc(q.slug)}"><h3><a href="#{esc(q.slug)}">{esc(q.title)}</a></h3>'
+                    f"{answer_html(q, ev)}</li>" for q in questions)
+    return f"""
+<section class="answers" id="answers">
+  <h2>Short answers</h2>
+  <ol class="qa-list">{items}</ol>
+</section>"""
+
+
+def verdict_table(by_id: Mapping[str, ClaimResult], catalogue: Mapping[str, Claim]) -> str:
+    ids = sorted(set(catalogue) | set(by_id), key=claim_order)
     rows = []
     for cid in ids:
-        result = by_id.get(cid)
-        title, source = claim_title(cid, result)
-        verdict = result.verdict if result is not None else MISSING
+        result, info = by_id.get(cid), catalogue.get(cid)
+        title = (result.title if result is not None and result.title else info.title if info else
+                 result.name.replace("-", " "))
+        source = result.source if result is not None else info.source if info else ""
         rows.append(f'<tr><td class="cid"><a href="#{esc(cid)}">{esc(cid)}</a></td><td>{esc(title)}'
-                    f'<div class="muted small">{esc(source)}</div></td><td>{badge(verdict)}</td></tr>')
+                    f'<div class="muted small">{esc(source)}</div></td><td>{verdict_marks(result)}</td></tr>')
     counts = {v: sum(r.verdict == v for r in by_id.values()) for v in VERDICTS}
     missing = sum(cid not in by_id for cid in ids)
     tally = " · ".join(f"{n} {v}" for v, n in counts.items()) + (f" · {missing} {MISSING}" if missing else "")
     return f"""
 <section class="verdicts" id="verdicts">
-  <h2>The verdicts</h2>
-  <p class="muted">{esc(tally)}</p>
-  <table class="verdict-table"><thead><tr><th>Claim</th><th>What the source says</th><th>Verdict here</th></tr></thead>
+  <h2>The claims tested, and the verdicts</h2>
+  <p class="muted">{esc(tally)}. Each verdict follows a rule fixed in the experiment's code before its runs;
+  the cards below show the rule, the numbers and the figures.</p>
+  <table class="verdict-table"><thead><tr><th>Claim</th><th>What was tested (source)</th><th>Verdict here</th></tr></thead>
   <tbody>{''.join(rows)}</tbody></table>
 </section>"""
 
 
-def question_section(q: Question, by_id: Mapping[str, ClaimResult], shown: set[str],
+def question_section(q: Question, ev: Evidence, catalogue: Mapping[str, Claim], shown: set[str],
                      csv_names: Mapping[str, str]) -> str:
     """One question; ``shown`` collects the claims already shown in full (updated in place)."""
     evidence = []
     for cid in q.claims:
-        result = by_id.get(cid)
+        result = ev.results.get(cid)
         if result is None:
-            evidence.append(claim_missing(cid) if cid not in shown else "")
+            evidence.append(claim_missing(catalogue[cid]) if cid in catalogue and cid not in shown else "")
         elif cid in shown:
-            evidence.append(claim_reference(result))
+            evidence.append(claim_reference(result, catalogue.get(cid)))
         else:
-            evidence.append(claim_card(result, csv_names.get(cid)))
+            evidence.append(claim_card(result, catalogue.get(cid), csv_names.get(cid)))
         shown.add(cid)
-    found = "".join(f'<li><a href="#{esc(c)}">{esc(c)}</a> {badge(by_id[c].verdict if c in by_id else MISSING)}</li>'
-                    for c in q.claims)
+    sources = f'<p class="sources"><b>What the sources say.</b> {inline(q.sources)}</p>' if q.sources else ""
+    extra = q.extra(ev) if q.extra else ""
+    code = f'<h3 class="sub">The code</h3>{"".join(_code(c) for c in q.code)}' if q.code else ""
+    cards = f'<h3 class="sub">The evidence</h3>{"".join(evidence)}' if evidence else ""
     return f"""
 <section class="question" id="{esc(q.slug)}">
   <h2>{esc(q.title)}</h2>
-  <div class="answer"><p><b>Short answer.</b> {inline(q.answer)}</p>
-    <ul class="found"><li class="muted">In this run:</li>{found}</ul></div>
+  <div class="answer">{answer_html(q, ev)}</div>
+  {sources}
   {''.join(block_html(b) for b in q.blocks)}
-  <h3 class="sub">The evidence</h3>
-  {''.join(evidence)}
-  <h3 class="sub">The bnlab code</h3>
-  {''.join(code_html(c) for c in q.code)}
+  {extra}
+  {cards}
+  {code}
 </section>"""
 
 
 def other_section(results: Sequence[ClaimResult], csv_names: Mapping[str, str]) -> str:
     if not results:
         return ""
-    cards = "".join(claim_card(r, csv_names.get(r.id)) for r in results)
+    cards = "".join(claim_card(r, None, csv_names.get(r.id)) for r in results)
     return f'<section class="question" id="other"><h2>Other results</h2>{cards}</section>'
 
 
+ENV_LABELS = {"bnlab": "bnlab", "torch": "torch", "numpy": "numpy", "matplotlib": "matplotlib", "python": "Python",
+              "platform": "platform", "cpu": "CPU", "cpu_count": "CPU cores", "torch_threads": "torch threads",
+              "cuda": "CUDA available", "quick": "quick run (--quick)", "jobs": "worker processes",
+              "seeds": "seeds", "wall_time_s": "wall time (s), measured", "git_revision": "git revision",
+              "date_utc": "date (UTC)", "command": "command", "demos_s": "demos (s), measured"}
+
+
+def _env_value(key: str, value: Any) -> str:
+    if key == "seeds" and isinstance(value, Mapping):
+        requested = value.get("requested")
+        per = value.get("per_claim") or {}
+        counts = ", ".join(f"{cid} {len(s) if isinstance(s, list) else s}" for cid, s in per.items())
+        return esc(f"{'each experiment’s own' if requested is None else requested} per setting"
+                   + (f" ({counts})" if counts else ""))
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if key in ("git_revision", "command", "platform"):
+        return f"<code>{esc(value)}</code>"
+    return esc(value)
+
+
 def environment_html(environment: Mapping[str, Any]) -> str:
-    rows = "".join(f"<tr><th scope=\"row\">{esc(k)}</th><td>{format_value(v)}</td></tr>"
-                   for k, v in environment.items())
+    rows = "".join(f'<tr><th scope="row">{esc(ENV_LABELS.get(k, k.replace("_", " ")))}</th>'
+                   f'<td>{_env_value(k, v)}</td></tr>' for k, v in environment.items())
     return f"""
 <section class="environment" id="environment">
   <h2>How this report was made</h2>
@@ -264,28 +178,59 @@ def environment_html(environment: Mapping[str, Any]) -> str:
 </section>"""
 
 
-def render_page(results: Iterable[ClaimResult], environment: Mapping[str, Any],
-                csv_names: Mapping[str, str] | None = None) -> str:
-    """The whole page as a string.
-
-    Args:
-        results: the ClaimResults (any subset of the claims, any order).
-        environment: :func:`.environment.collect`'s dict (shown in the footer).
-        csv_names: claim id -> the CSV file name next to the page, for the per-run tables.
-    """
-    by_id = index_results(results)
-    csv_names = dict(csv_names or {})
-    questions = content.questions()
-    shown: set[str] = set()
-    sections = "".join(question_section(q, by_id, shown, csv_names) for q in questions)
-    others = [r for cid, r in by_id.items() if cid not in shown]
-    toc = "".join(f'<li><a href="#{esc(q.slug)}">{esc(q.title)}</a></li>' for q in questions)
-    mode = "quick run" if environment.get("quick") else "full run"
+def _header(environment: Mapping[str, Any], quick: bool) -> str:
     when = str(environment.get("date_utc", "")).replace("T", " ").replace("+00:00", " UTC")
     wall = environment.get("wall_time_s")
     wall_text = ""
     if isinstance(wall, (int, float)) and wall == wall:
         wall_text = f" · ran {wall / 60:.1f} min" if wall >= 60 else f" · ran {wall:.0f} s"
+    machine = environment.get("cpu", "")
+    cores = environment.get("cpu_count")
+    machine = f" · {machine}{f', {cores} cores' if cores else ''}" if machine else ""
+    meta = (f"{'quick run (smoke test)' if quick else 'full run'} · bnlab {environment.get('bnlab', '')} · "
+            f"torch {environment.get('torch', '')} · {when}{wall_text}{machine}")
+    if quick:
+        lede = ("The questions people ask about batch norm, answered from the published claims and from "
+                "experiments run by bnlab on this machine.")
+        notice = """
+  <div class="notice" role="note"><b>Smoke test, not evidence.</b> This page comes from a <code>--quick</code>
+  run: every experiment ran for a few steps with two seeds, to check that it works end to end. Its numbers and
+  verdicts (shown muted) decide nothing; the intervals are as wide as two seeds make them. Run
+  <code>bnlab report</code> without <code>--quick</code> for the real answers, or read the full edition kept
+  with bnlab's source (<code>docs/report/</code>).</div>"""
+    else:
+        lede = ("The questions people ask about batch norm, answered from the published claims and from "
+                "experiments run by bnlab on this machine. Each verdict follows a rule fixed before the runs; on "
+                "models and data this small, a claim that does not reproduce is a finding at this scale, not a "
+                "refutation.")
+        notice = ""
+    return f"""
+<header class="top">
+  <h1>Batch normalization, put to the test</h1>
+  <p class="lede">{esc(lede)}</p>{notice}
+  <p class="muted meta">{esc(meta)}</p>
+</header>"""
+
+
+def render_page(results: Iterable[ClaimResult], environment: Mapping[str, Any],
+                csv_names: Mapping[str, str] | None = None, demos: Mapping[str, Any] | None = None) -> str:
+    """The whole page as a string.
+
+    Args:
+        results: the ClaimResults (any subset of the claims, any order).
+        environment: :func:`.environment.collect`'s dict (its "quick" flag makes the page a smoke test).
+        csv_names: claim id -> the CSV file name next to the page, for the per-run tables.
+        demos: :func:`bnlab.demos.run`'s dict; None or empty: the demos' parts say they did not run.
+    """
+    by_id = index_results(results)
+    csv_names = dict(csv_names or {})
+    quick = bool(environment.get("quick"))
+    ev = Evidence(by_id, dict(demos or {}), quick)
+    catalogue = claims()
+    questions = content.QUESTIONS
+    shown: set[str] = set()
+    sections = "".join(question_section(q, ev, catalogue, shown, csv_names) for q in questions)
+    others = [r for cid, r in by_id.items() if cid not in shown]
     return f"""<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -294,18 +239,12 @@ def render_page(results: Iterable[ClaimResult], environment: Mapping[str, Any],
 <title>bnlab report: batch normalization, put to the test</title>
 <style>{CSS}</style>
 </head>
-<body>
+<body class="{'quick' if quick else 'full'}">
 <main>
-<header class="top">
-  <h1>Batch normalization, put to the test</h1>
-  <p class="lede">The questions people ask about batch norm, answered from the published claims and
-  from experiments run by bnlab {esc(environment.get("bnlab", ""))} on this machine. Each verdict
-  follows a rule fixed before the runs; a claim that does not reproduce at this small scale is a
-  finding, not a failure.</p>
-  <p class="muted">{esc(mode)} · {esc(when)}{esc(wall_text)} · torch {esc(environment.get("torch", ""))}</p>
-</header>
-{verdict_table(by_id)}
-<nav class="toc"><h2>Questions</h2><ol>{toc}</ol></nav>
+{_header(environment, quick)}
+{answers_section(questions, ev)}
+{look.section_html(by_id, ev.demos, quick)}
+{verdict_table(by_id, catalogue)}
 {sections}
 {other_section(others, csv_names)}
 {environment_html(environment)}

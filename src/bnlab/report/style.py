@@ -94,5 +94,47 @@ figcaption { font-size: 0.88rem; color: #44505c; margin-top: 0.4rem; text-align:
 details { margin: 0.6rem 0; }
 summary { cursor: pointer; color: var(--accent); font-size: 0.9rem; }
 .environment table.numbers th { width: 30%; }
+/* the top: a quick run is a smoke test and says so loudly; its verdicts are muted */
+.notice { background: #fff4d6; border: 2px solid #e0a800; border-radius: 8px; padding: 0.8rem 1rem;
+          margin: 1rem 0; font-size: 1.02rem; }
+body.quick .badge:not(.missing) { color: var(--missing); background: var(--missing-bg); border: 1px dashed #b9c0c7;
+                    font-weight: 500; }
+body.quick .badge:not(.missing)::after { content: " · smoke test"; font-weight: 400; }
+.meta { font-size: 0.88rem; }
+
+/* short answers */
+.qa-list { list-style: none; padding: 0; margin: 0; counter-reset: qa; }
+.qa { margin: 0 0 1.1rem; padding: 0 0 0.9rem; border-bottom: 1px solid var(--line); }
+.qa h3 { font-size: 1.05rem; margin-bottom: 0.25rem; }
+.qa h3 a { color: var(--ink); }
+p.short { margin: 0.2rem 0 0.35rem; }
+.evidence { list-style: none; padding: 0; margin: 0; display: flex; flex-wrap: wrap; gap: 0.3rem 0.9rem;
+            font-size: 0.86rem; align-items: center; }
+.evidence li { display: inline-flex; gap: 0.35rem; align-items: center; }
+.marks { display: inline-flex; gap: 0.3rem; align-items: center; }
+.sources { color: #33404c; }
+
+/* claim cards */
+p.finding { font-size: 1.02rem; margin: 0.6rem 0; }
+.flag { display: inline-block; margin-left: 0.4rem; font-size: 0.78rem; color: var(--maybe);
+        background: var(--maybe-bg); border-radius: 4px; padding: 0 0.35rem; }
+details.more { border-top: 1px solid var(--line); padding-top: 0.4rem; }
+details.more > p { font-size: 0.92rem; }
+table.setup td code { font-size: 0.78rem; }
+
+/* internal covariate shift side by side */
+table.side { font-size: 0.86rem; margin: 0.6rem 0; }
+table.side th, table.side td { border-bottom: 1px solid var(--line); padding: 0.35rem 0.4rem; text-align: left;
+                               vertical-align: top; }
+table.side thead th { color: var(--muted); font-weight: 600; }
+.believe { background: #eef3f8; border-radius: 8px; padding: 0.7rem 0.9rem; }
+
+/* from scratch and the pitfalls */
+.code-caption { font-size: 0.8rem; color: var(--muted); margin: 0.6rem 0 0.2rem; font-family: ui-monospace,
+                "DejaVu Sans Mono", monospace; }
+.pitfall-list > li { margin: 0.2rem 0 1rem; }
+.pitfall-list p { margin: 0.25rem 0; }
+.fix { color: #1f4d2c; }
+
 @media (max-width: 40rem) { html { font-size: 16px; } main { padding: 1.5rem 0.9rem; } }
 """

@@ -1,16 +1,18 @@
 """Writing a report: DIR/index.html, DIR/results.json and one CSV per experiment.
 
-results.json has the schema of the report's issue::
+results.json::
 
     {"environment": {...},
      "claims": [{"id": "C1", "question": "...", "verdict": "reproduced" | "not reproduced" |
-                 "inconclusive", "summary": "...", "numbers": {...}, ...}, ...]}
+                 "inconclusive", "summary": "...", "numbers": {...}, ...}, ...],
+     "demos": {"parity": {...}, "pitfalls": {...}, "diagnostics": {...}, "seconds": ...}}
 
-Each claim entry is :meth:`ClaimResult.to_json` (which adds the claim, source, rule, setup, wall
-time and figure data to the keys above), in claim order. The CSV of an experiment is its
-``ClaimResult.rows``, one row per run, named ``<id>-<name>.csv``; an experiment without rows gets
-no CSV. Files are written to a temporary name and renamed, so an interrupted write leaves the
-previous report intact.
+Each claim entry is :meth:`ClaimResult.to_json` (which adds the title, finding, claim, source,
+rule, setup, labels, wall time and figure data to the keys above), in claim order; "demos" is
+:func:`bnlab.demos.run`'s measurements, made while the report is written. The CSV of an
+experiment is its ``ClaimResult.rows``, one row per run, named ``<id>-<name>.csv``; an experiment
+without rows gets no CSV. Files are written to a temporary name and renamed, so an interrupted
+write leaves the previous report intact.
 """
 
 from __future__ import annotations
@@ -59,14 +61,25 @@ def _cell(value: Any) -> Any:
     return value
 
 
-def results_json(results: Iterable[ClaimResult], environment: Mapping[str, Any]) -> dict[str, Any]:
+def results_json(results: Iterable[ClaimResult], environment: Mapping[str, Any],
+                 demos: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The results.json document (a dict), claims in claim order."""
     by_id = index_results(results)
-    return {"environment": json_safe(dict(environment)), "claims": [r.to_json() for r in by_id.values()]}
+    return {"environment": json_safe(dict(environment)), "claims": [r.to_json() for r in by_id.values()],
+            "demos": json_safe(dict(demos or {}))}
 
 
-def write_report(results: Iterable[ClaimResult], out_dir: str | os.PathLike, environment: Mapping[str, Any]) -> Path:
-    """Write the report into ``out_dir`` (created if needed) and return the path of index.html."""
+def write_report(results: Iterable[ClaimResult], out_dir: str | os.PathLike, environment: Mapping[str, Any],
+                 demos: Mapping[str, Any] | None = None) -> Path:
+    """Write the report into ``out_dir`` (created if needed) and return the path of index.html.
+
+    ``demos``: :func:`bnlab.demos.run`'s measurements; None measures them now (a few seconds), an
+    empty dict leaves them out (the page says so).
+    """
+    if demos is None:
+        from .. import demos as demo_module
+
+        demos = demo_module.run()
     results = list(index_results(results).values())
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -76,9 +89,10 @@ def write_report(results: Iterable[ClaimResult], out_dir: str | os.PathLike, env
             names[r.id] = csv_name(r)
             _write_text(out / names[r.id], rows_csv(r.rows))
     _write_text(out / "results.json",
-                json.dumps(results_json(results, environment), indent=2, ensure_ascii=False, allow_nan=False) + "\n")
+                json.dumps(results_json(results, environment, demos), indent=2, ensure_ascii=False, allow_nan=False)
+                + "\n")
     index = out / "index.html"
-    _write_text(index, render_page(results, environment, names))
+    _write_text(index, render_page(results, environment, names, demos))
     return index
 
 

@@ -6,6 +6,7 @@
     bnlab train ... --nproc 2                  # data-parallel on 2 local processes (gloo on CPU)
     torchrun --nproc-per-node 2 -m bnlab train ...
     bnlab train ... --store results.db         # reuse a stored result of this config, or store this one
+    bnlab train ... --scheduler tcp://host:8786  # run it on a worker of a Dask cluster
 
 Every RunConfig field is an option (``--norm-kw groups=4`` for dict fields, ``--probe`` repeated
 for probes). Prints the metric rows and a summary; ``--json`` prints the whole result as JSON.
@@ -16,9 +17,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 
 from .config import OPTIMIZERS, SCHEDULES, TRAINABLE, RunConfig
+from .options import add_scheduler_argument, positive_int
 
 _DEFAULT = RunConfig()
 
@@ -33,11 +36,22 @@ def _kv(text: str) -> tuple[str, object]:
         return key, value
 
 
+def _data_name(text: str) -> str:
+    from .. import data
+
+    try:
+        return data.check_name(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from .. import data, models
 
     d = _DEFAULT
-    p.add_argument("--data", default=d.data, choices=data.NAMES, help=f"data set (default {d.data})")
+    p.add_argument("--data", default=d.data, type=_data_name, metavar="NAME",
+                   help=f"data set: one of {', '.join(data.NAMES)}, or a shifted test set such as "
+                        f"mnist1d-c/noise/3 (default {d.data})")
     p.add_argument("--data-root", default=None, help="folder of the files of mnist / fashion-mnist / cifar10")
     p.add_argument("--model", default=d.model, help=f"one of {models.available_models()} (default {d.model})")
     p.add_argument("--norm", default=d.norm, help=f"one of {models.available_norms()} (default {d.norm})")
@@ -65,10 +79,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--diverge-factor", type=float, default=d.diverge_factor)
     p.add_argument("--tag", default=d.tag)
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default cpu)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads per process (default 1)")
-    p.add_argument("--nproc", type=int, default=1, help="data-parallel processes (default 1)")
+    p.add_argument("--threads", type=positive_int, default=1, help="torch threads per process (default 1)")
+    p.add_argument("--nproc", type=positive_int, default=1, help="data-parallel processes (default 1)")
     p.add_argument("--no-sync-bn", action="store_true", help="data-parallel with per-process BN statistics")
     p.add_argument("--store", default=None, help="SQLite results store: reuse this config's result or save it")
+    add_scheduler_argument(p)
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar (default: only on a terminal)")
@@ -129,7 +144,12 @@ def main(args: argparse.Namespace) -> int:
             print_result(cached, args.json)
             return 0
     rank = 0
-    if distributed.env_world_size() > 1:  # started by torchrun
+    if args.scheduler:
+        if args.nproc > 1 or distributed.env_world_size() > 1:
+            raise ValueError("expected either --scheduler (one Dask worker runs the config) or data-parallel "
+                             "processes (--nproc, torchrun), not both")
+        result = _on_cluster(config, args, store)
+    elif distributed.env_world_size() > 1:  # started by torchrun
         import torch.distributed as dist
 
         device = distributed.init_from_env(args.device)
@@ -148,7 +168,18 @@ def main(args: argparse.Namespace) -> int:
     else:
         result = train(config, device=args.device, threads=args.threads, progress=args.progress)
     if rank == 0:
-        if store is not None and result.env.get("world_size", 1) == 1:
+        if store is not None and result.env.get("world_size", 1) == 1 and not args.scheduler:
             store.save(result)
         print_result(result, args.json)
     return 0
+
+
+def _on_cluster(config: RunConfig, args: argparse.Namespace, store):
+    """The config as a one-run sweep on the Dask scheduler (into --store, else a throwaway store)."""
+    import tempfile
+
+    from .sweep import run_sweep
+
+    with tempfile.TemporaryDirectory() as tmp:
+        target = store if store is not None else os.path.join(tmp, "run.sqlite")
+        return run_sweep([config], target, device=args.device, threads=args.threads, scheduler=args.scheduler)[0]

@@ -31,7 +31,8 @@ _NOT_IN_KEY = ("data_root",)
 
 # The sources whose code decides what a run computes (relative to the bnlab package); the store,
 # the sweep runner, the command line and the reports are not among them.
-_RESULT_SOURCES = ("functional.py", "activations.py", "core", "kernels", "nn", "models", "data", "train/trainer.py",
+_RESULT_SOURCES = ("functional.py", "activations.py", "core", "kernels", "nn", "surgery", "adaptation", "models",
+                   "data", "train/trainer.py",
                    "train/batches.py", "train/schedule.py", "train/probes.py", "train/config.py",
                    "train/distributed.py", "experiments/probes")
 

@@ -1,4 +1,4 @@
-"""Run many configs into one store, on several worker processes, skipping what is done.
+"""Run many configs into one store, in this process or on a Dask cluster, skipping what is done.
 
 ::
 
@@ -8,38 +8,46 @@
     configs = [RunConfig(norm=n, lr=lr, seed=s) for n in ("none", "bn") for lr in (0.01, 0.1) for s in range(3)]
     results = run_sweep(configs, store="results.db", jobs=2, progress=print)
     # results[i] is configs[i]'s RunResult (read back from the store)
+    run_sweep(configs, "results.db", scheduler="tcp://10.0.0.5:8786")   # on an existing Dask cluster
 
 * A config already finished or diverged in the store is not run again; re-running a sweep after a
   crash or a kill runs only what is missing (the runs in flight at the kill).
-* ``jobs > 1`` starts that many worker processes (spawned: a script that calls run_sweep needs the
-  ``if __name__ == "__main__":`` guard), each with ``threads`` torch threads (default 1, so two
-  workers use two cores, and a run gives bit-identical metrics whatever ``jobs`` is: torch's CPU
-  kernels may sum in a different order with a different thread count). Workers write their
-  results to the store themselves, so a kill of the sweep loses only the runs in flight.
+* ``jobs > 1`` starts a local Dask cluster of that many worker processes (spawned: a script that
+  calls run_sweep needs the ``if __name__ == "__main__":`` guard) and stops it at the end;
+  ``scheduler=ADDRESS`` submits to an existing Dask scheduler instead (:mod:`.cluster`). Every
+  run uses ``threads`` torch threads (default 1) wherever it runs, so a run gives bit-identical
+  metrics whatever ``jobs`` is and whichever worker ran it (torch's CPU kernels may sum in a
+  different order with a different thread count; workers on other kinds of CPU may differ in the
+  last bits). Results come back to this process, which alone writes the store, each as soon as it
+  arrives: a kill of the sweep loses only the runs in flight.
+* A run whose worker dies is rescheduled on another worker by Dask; one whose workers keep dying
+  is recorded as "failed". Ctrl-C (KeyboardInterrupt) or SIGTERM through ``bnlab``'s command line
+  cancels the queued runs, releases their claims and stops the local workers before it returns.
 * ``progress(p)`` is called after every run with a :class:`SweepProgress` (runs done / total,
   elapsed, ETA, the last result's summary).
 * A config that another live process has claimed (two sweeps over one store) is not run twice:
-  run_sweep waits for it at the end, and runs it itself if that process dies.
+  run_sweep waits for it at the end, saying so, and runs it itself if that process dies. A claim
+  whose process is gone (or whose pid now belongs to another program) is taken over at once,
+  with a message on the ``bnlab`` logger.
 * A run that raises is recorded as "failed" with its traceback and the others go on; at the end
   run_sweep raises :class:`SweepError` naming the failures (``on_error="skip"`` returns None for
-  them instead).
+  them instead, and logs how many failed).
 """
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import dataclasses
-import multiprocessing
+import logging
 import os
 import time
 import traceback
 from typing import Callable, Sequence
 
-import torch
-
 from .config import RunConfig
 from .result import RunResult
-from .store import Store
+from .store import Claim, Store, StoreError
+
+log = logging.getLogger("bnlab")
 
 
 @dataclasses.dataclass
@@ -62,40 +70,138 @@ class SweepError(RuntimeError):
     pass
 
 
-def _init_worker(threads: int, setup: Callable[[], None] | None) -> None:
-    torch.set_num_threads(threads)
-    if setup is not None:
-        setup()
+class _Tally:
+    """Counts, failures and progress reports of one sweep."""
+
+    def __init__(self, total: int, skipped: int, progress: Callable[[SweepProgress], None] | None) -> None:
+        self.total, self.skipped, self.progress = total, skipped, progress
+        self.done, self.ran, self.failures = skipped, 0, []
+        self.t0 = time.perf_counter()
+
+    def __call__(self, key: str, outcome: str, summary: dict | None) -> None:
+        if outcome == "failed":
+            self.failures.append(key)
+        else:
+            self.ran += 1
+        self.done += 1
+        if self.progress is not None:
+            elapsed = time.perf_counter() - self.t0
+            finished_here = self.ran + len(self.failures)
+            eta = elapsed / finished_here * (self.total - self.done) if finished_here else float("nan")
+            last = {"key": key, **(summary or {})}
+            self.progress(SweepProgress(self.done, self.total, self.skipped, len(self.failures), elapsed, eta, last))
 
 
-def _claim_train_store(config: RunConfig, store: Store, **train_kw) -> tuple[str, str, dict | None]:
-    """Claim, train and store one config; returns (key, outcome, summary), outcome "busy" when
-    another process holds the claim and "failed" (traceback stored) when training raised."""
+def _say_takeovers(claims: list[Claim]) -> None:
+    by_owner: dict[tuple[str, str], int] = {}
+    for c in claims:
+        if c.previous_owner is not None or c.reason is not None:
+            k = (c.previous_owner or "?", c.reason or "")
+            by_owner[k] = by_owner.get(k, 0) + 1
+    for (holder, reason), n in by_owner.items():
+        log.warning("taking over %d run(s) claimed by %s: %s", n, holder, reason)
+
+
+def _train_here(config: RunConfig, device: str, threads: int) -> tuple[str, RunResult | str]:
     from .trainer import train
 
-    if not store.claim(config):
-        return config.key(), "busy", None
     try:
-        result = train(config, **train_kw)
+        result = train(config, device=device, threads=threads, progress=False)
     except Exception:
-        store.fail(config, traceback.format_exc())
-        return config.key(), "failed", None
-    store.save(result)
-    return config.key(), result.status, result.summary()
+        return "failed", traceback.format_exc()
+    return result.status, result
 
 
-def _run_one(config: RunConfig, store_path: str, device: str) -> tuple[str, str, dict | None]:
-    """One config in a worker process (its store connection is opened once per worker)."""
-    return _claim_train_store(config, _worker_store(store_path), device=device, progress=False)
+def _record(db: Store, config: RunConfig, outcome: str, payload, tally: _Tally) -> None:
+    if outcome == "failed":
+        db.fail(config, payload)
+        tally(config.key(), "failed", None)
+    else:
+        db.save(payload)
+        tally(config.key(), payload.status, payload.summary())
 
 
-_STORES: dict[str, Store] = {}
+def _release(db: Store, configs) -> None:
+    """Drop this process's claims of runs it will not finish (interrupted), keeping the first error."""
+    try:
+        db.release(list(configs))
+    except StoreError as e:
+        log.warning("could not release the claims of the interrupted runs (%s); a later sweep takes them over", e)
 
 
-def _worker_store(path: str) -> Store:
-    if path not in _STORES:
-        _STORES[path] = Store(path)
-    return _STORES[path]
+def _run_here(todo: list[RunConfig], db: Store, tally: _Tally, device: str, threads: int) -> list[RunConfig]:
+    """Claim and run each config in this process; return those another process holds."""
+    busy = []
+    for c in todo:
+        claim = db.claim(c)
+        _say_takeovers([claim])
+        if not claim:
+            busy.append(c)
+            continue
+        try:
+            outcome, payload = _train_here(c, device, threads)
+        except BaseException:
+            _release(db, [c])
+            raise
+        _record(db, c, outcome, payload, tally)
+    return busy
+
+
+def _run_on_cluster(todo: list[RunConfig], db: Store, tally: _Tally, *, scheduler: str | None, jobs: int,
+                    device: str, threads: int, worker_setup) -> list[RunConfig]:
+    """Claim every config, run the claimed ones as Dask tasks, store each result as it arrives."""
+    import distributed
+
+    from . import cluster
+
+    pending: dict[str, RunConfig] = {}  # claimed by this process, not yet stored
+    busy, claims = [], []
+    try:
+        for c in todo:
+            claims.append(db.claim(c))
+            if claims[-1]:
+                pending[c.key()] = c
+            else:
+                busy.append(c)
+        _say_takeovers(claims)
+        if not pending:
+            return busy
+        mine = list(pending.values())
+        with cluster.connect(scheduler, jobs) as client:
+            futures = {cluster.submit(client, c, device, threads, worker_setup): c for c in mine}
+            for fut in distributed.as_completed(futures, loop=client.loop):
+                c = futures[fut]
+                try:
+                    out = fut.result()
+                except Exception as e:  # KilledWorker: its workers kept dying; or the scheduler was lost
+                    out = {"outcome": "failed", "error": f"{type(e).__name__}: {e} (the run's worker process died "
+                                                         f"or the cluster lost it)"}
+                if out["outcome"] == "failed":
+                    _record(db, c, "failed", out["error"], tally)
+                else:
+                    _record(db, c, out["outcome"], RunResult.from_dict(out["result"]), tally)
+                del pending[c.key()]
+    except BaseException:
+        _release(db, pending.values())
+        raise
+    return busy
+
+
+def _wait_for_others(busy: list[RunConfig], db: Store, tally: _Tally, device: str, threads: int,
+                     poll_s: float = 0.5) -> None:
+    """Runs another live process had claimed: wait for them, or take them over if it goes away."""
+    holders = {(db.info(c) or {}).get("owner") for c in busy}
+    log.warning("waiting for %d run(s) that another process is computing (%s); they are taken over if it stops",
+                len(busy), ", ".join(sorted(h or "?" for h in holders)))
+    while busy:
+        time.sleep(poll_s)
+        still = []
+        for c in busy:
+            if db.status(c) in ("finished", "diverged"):
+                tally(c.key(), "finished", None)
+                continue
+            still.extend(_run_here([c], db, tally, device, threads))
+        busy = still
 
 
 def run_sweep(
@@ -108,20 +214,23 @@ def run_sweep(
     device: str = "cpu",
     on_error: str = "raise",
     worker_setup: Callable[[], None] | None = None,
+    scheduler: str | None = None,
 ) -> list[RunResult | None]:
     """Run every config not yet done in ``store``; return each config's result, in order.
 
     Args:
         configs: the runs (duplicates are run once).
         store: a :class:`Store` or the path of its SQLite file.
-        jobs: worker processes; 1 runs in this process.
+        jobs: worker processes of the local cluster; 1 runs in this process. Ignored with ``scheduler``.
         progress: called with a :class:`SweepProgress` after each run.
         threads: torch threads per run, in workers and in this process alike (restored after). Default: 1
         device: the device every run uses.
         on_error: "raise" (default) raises :class:`SweepError` at the end if runs failed; "skip"
             returns None for them.
-        worker_setup: a module-level function each worker process calls first, e.g. one that
-            registers an experiment's probes or norms (spawned workers start from a fresh import).
+        worker_setup: a module-level function each worker process calls before its first run, e.g.
+            one that registers an experiment's probes or norms (workers start from a fresh import).
+        scheduler: the address of a running Dask scheduler (``tcp://host:8786``) to run on; None
+            runs locally.
     """
     if on_error not in ("raise", "skip"):
         raise ValueError(f"expected on_error 'raise' or 'skip' (got {on_error!r})")
@@ -131,63 +240,30 @@ def run_sweep(
     db = Store(store) if own_store else store
     try:
         unique = list({c.key(): c for c in configs}.values())
+        damaged = db.damaged(unique)
+        if damaged:
+            log.warning("%d stored run(s) in %s fail their checksum and will be run again", len(damaged), db.path)
         done_keys = db.done(unique)
         todo = [c for c in unique if c.key() not in done_keys]
-        state = {"done": len(done_keys), "failed": 0, "ran": 0, "busy": set()}
-        failures: list[str] = []
-        t0 = time.perf_counter()
-
-        def report(key: str, outcome: str, summary: dict | None) -> None:
-            if outcome == "failed":
-                state["failed"] += 1
-                failures.append(key)
-            elif outcome == "busy":
-                state["busy"].add(key)
-            else:
-                state["ran"] += 1
-            state["done"] += 1
-            if progress is not None:
-                elapsed = time.perf_counter() - t0
-                finished_here = state["ran"] + state["failed"]
-                left = len(unique) - state["done"]
-                eta = elapsed / finished_here * left if finished_here else float("nan")
-                last = None if summary is None else {"key": key, **summary}
-                progress(SweepProgress(state["done"], len(unique), len(done_keys), state["failed"], elapsed, eta, last))
-
-        if jobs == 1 or len(todo) <= 1:
-            for c in todo:
-                report(*_run_in_process(c, db, device, threads))
+        tally = _Tally(len(unique), len(done_keys), progress)
+        if todo and db.read_only:
+            raise StoreError(f"results store {db.path} is read-only here, and {len(todo)} of the sweep's "
+                             f"{len(unique)} runs are not in it (expected a writable store to run them)")
+        if scheduler is None and (jobs == 1 or len(todo) <= 1):
+            busy = _run_here(todo, db, tally, device, threads)
         else:
-            ctx = multiprocessing.get_context("spawn")
-            path = os.path.abspath(db.path)
-            with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker,
-                                        initargs=(threads, worker_setup)) as pool:
-                futures = [pool.submit(_run_one, c, path, device) for c in todo]
-                for fut in cf.as_completed(futures):
-                    report(*fut.result())
-        busy = [c for c in todo if c.key() in state["busy"]]
-        while busy:  # runs another process had claimed: wait for them, or take them over if it died
-            time.sleep(0.5)
-            still = []
-            for c in busy:
-                if db.status(c) in ("finished", "diverged"):
-                    continue
-                key, outcome, _ = _run_in_process(c, db, device, threads)
-                if outcome == "busy":
-                    still.append(c)
-                elif outcome == "failed":
-                    state["failed"] += 1
-                    failures.append(key)
-            busy = still
-        if failures and on_error == "raise":
-            first = db.info(failures[0]) or {}
-            raise SweepError(f"{len(failures)} of {len(unique)} runs failed; the first ({failures[0]}):\n"
-                             f"{first.get('error')}")
+            busy = _run_on_cluster(todo, db, tally, scheduler=scheduler, jobs=jobs, device=device,
+                                   threads=threads, worker_setup=worker_setup)
+        if busy:
+            _wait_for_others(busy, db, tally, device, threads)
+        if tally.failures:
+            first = (db.info(tally.failures[0]) or {}).get("error") or ""
+            if on_error == "raise":
+                raise SweepError(f"{len(tally.failures)} of {len(unique)} runs failed; the first "
+                                 f"({tally.failures[0]}):\n{first}")
+            log.warning("%d of %d runs failed (their errors are in %s); the first: %s", len(tally.failures),
+                        len(unique), db.path, first.strip().splitlines()[-1] if first.strip() else "?")
         return db.results(configs)
     finally:
         if own_store:
             db.close()
-
-
-def _run_in_process(config: RunConfig, store: Store, device: str, threads: int) -> tuple[str, str, dict | None]:
-    return _claim_train_store(config, store, device=device, threads=threads)

@@ -1,0 +1,60 @@
+"""Small HTML pieces every part of the page uses: escaping, inline code, verdict marks, figures, code.
+
+Every piece of text from a ClaimResult, the demos or the environment goes through :func:`esc`.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import sys
+import traceback
+from typing import Any
+
+from ..experiments.result import ClaimResult, FigureSpec
+from .figures import figure_svg, svg_data_uri
+
+MISSING = "not run"
+_BADGE_CLASS = {"reproduced": "ok", "not reproduced": "no", "inconclusive": "maybe", MISSING: "missing"}
+
+
+def esc(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def inline(text: str) -> str:
+    """Escape ``text``; `backticks` become <code>."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", esc(text))
+
+
+def badge(verdict: str) -> str:
+    return f'<span class="badge {_BADGE_CLASS.get(verdict, "missing")}">{esc(verdict)}</span>'
+
+
+def verdict_marks(result: ClaimResult | None) -> str:
+    """What stands next to a claim wherever it is named (its card, the answers, the verdict table):
+    the verdict badge. Per-claim marks that belong with the verdict (e.g. how stable it is) go here."""
+    return f'<span class="marks">{badge(result.verdict if result is not None else MISSING)}</span>'
+
+
+def figure_html(spec: FigureSpec, label: str) -> str:
+    """The figure as an <img> with its caption; a figure that fails to draw shows the error."""
+    title = f"{label} · {spec.title}" if label else spec.title
+    anchor = f"fig-{label}-{spec.name}" if label else f"fig-{spec.name}"
+    try:
+        uri = svg_data_uri(figure_svg(spec))
+    except Exception as exc:  # a broken figure must not cost the whole report
+        print(f"warning: figure {label}/{spec.name} could not be drawn: {exc!r}", file=sys.stderr)
+        detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        return (f'<figure class="fig broken"><div class="error">Figure {esc(spec.name)} could not be '
+                f'drawn: <code>{esc(detail)}</code></div><figcaption><b>{esc(title)}</b></figcaption></figure>')
+    caption = f" {esc(spec.caption)}" if spec.caption else ""
+    return (f'<figure class="fig" id="{esc(anchor)}">'
+            f'<img src="{uri}" alt="{esc(title)}">'
+            f"<figcaption><b>{esc(title)}.</b>{caption}</figcaption></figure>")
+
+
+def code_html(text: str, language: str = "python", caption: str = "") -> str:
+    cap = f'<div class="code-caption">{inline(caption)}</div>' if caption else ""
+    return (f'<div class="code-block">{cap}<pre class="code"><span class="lang">{esc(language)}</span>'
+            f'<code>{esc(text.rstrip())}</code></pre></div>')

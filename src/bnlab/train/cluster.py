@@ -1,0 +1,187 @@
+"""Where a sweep's runs execute when they leave the coordinating process: a Dask cluster.
+
+* ``connect(None, jobs)`` starts a ``LocalCluster`` of ``jobs`` worker processes, one thread each,
+  and stops it (workers included) when the block ends, however it ends;
+* ``connect("tcp://host:8786", ...)`` uses an existing scheduler (``dask scheduler`` on one host,
+  ``dask worker tcp://host:8786 --nthreads 1`` on each worker host) and leaves it running.
+
+Each run is one task, :func:`run_on_worker`: its config goes out as a dict, its result comes back
+as a dict through the future, so workers need bnlab installed (the same code: a worker whose
+:func:`~bnlab.train.config.code_version` differs refuses the run) but no shared file system, and
+only the coordinating process writes the results store. A worker that dies mid-run (killed, out of
+memory) has its run rescheduled by Dask on another worker; after ``distributed.scheduler.
+allowed-failures`` such deaths (default 3) the future raises ``KilledWorker`` and the sweep records
+the run as failed.
+
+Worker processes of a local cluster exit as soon as the coordinating process is gone, even after
+SIGKILL (distributed's child processes watch a pipe to their parent), so a killed sweep leaves no
+process behind; ``bnlab``'s command line turns SIGTERM into a normal exit that stops the cluster.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import threading
+import traceback
+from typing import Callable, Iterator
+
+from .config import RunConfig, code_version
+
+_setups_done: set = set()  # worker_setup functions (and _keep_freed_memory) this worker process has run
+
+# A local cluster's housekeeping, cut to what a sweep needs: by default Dask samples every worker's
+# stack every 10 ms (profiles for its dashboard, which bnlab does not start) and polls memory and
+# the system 10 and 2 times a second, all taking the GIL from the training thread.
+LOCAL_CONFIG = {
+    "distributed.worker.profile.enabled": False,
+    "distributed.worker.memory.monitor-interval": "1s",
+    "distributed.admin.system-monitor.interval": "5s",
+    "distributed.admin.tick.interval": "1s",
+}
+
+
+@contextlib.contextmanager
+def connect(scheduler: str | None, jobs: int, timeout_s: float = 30.0) -> Iterator:
+    """A ``distributed.Client`` on the scheduler at ``scheduler``, or on a local cluster of ``jobs``
+    single-threaded worker processes that exists for the duration of the block."""
+    import dask
+    import distributed
+
+    if scheduler:
+        try:
+            client = distributed.Client(scheduler, timeout=timeout_s, set_as_default=False)
+        except OSError as e:
+            raise ConnectionError(f"cannot reach the Dask scheduler at {scheduler} within {timeout_s:g} s "
+                                  f"(expected `dask scheduler` running there): {e}") from None
+        try:
+            yield client
+        finally:
+            client.close()
+        return
+    with _signals_deferred() as pending, dask.config.set(LOCAL_CONFIG):
+        cluster = distributed.LocalCluster(n_workers=jobs, threads_per_worker=1, processes=True,
+                                           dashboard_address=None, silence_logs=logging.ERROR,
+                                           preload=[__name__])  # dask_setup below, in each worker
+    try:
+        pending.deliver()
+        with distributed.Client(cluster, set_as_default=False) as client:
+            yield client
+    finally:
+        # Finished or interrupted, the workers hold nothing bnlab needs (results are in, or the runs
+        # in flight are lost anyway): stopping them at once saves the seconds a graceful close takes
+        # (a busy worker finishes its run first; an idle one tears torch down for 2-4 s).
+        _kill_workers(cluster)
+        cluster.close()
+
+
+def _kill_workers(cluster) -> None:
+    for nanny in list(cluster.workers.values()):
+        nanny.close_gracefully(reason="bnlab: stopping the sweep's workers")  # no restart when they die
+        pid = nanny.pid
+        if pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def dask_setup(worker) -> None:
+    """In each worker process of a local cluster: ignore SIGINT. Ctrl-C in a terminal reaches every
+    process of the group; the coordinating process alone acts on it, and stops its workers."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+class _Pending:
+    def __init__(self) -> None:
+        self.signals: list[int] = []
+
+    def deliver(self) -> None:
+        """Raise the signals that came in while deferred, now that their handlers are back."""
+        for sig in self.signals:
+            signal.raise_signal(sig)
+        self.signals.clear()
+
+
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[_Pending]:
+    """SIGINT and SIGTERM are recorded instead of handled while the block runs (main thread only);
+    the caller delivers them when it is ready. If the block fails, they are delivered at once: a
+    start-up that failed because Ctrl-C reached the workers too is an interrupt, not an error."""
+    pending = _Pending()
+    if threading.current_thread() is not threading.main_thread():
+        yield pending
+        return
+    old = {sig: signal.signal(sig, lambda signum, frame: pending.signals.append(signum))
+           for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield pending
+    except BaseException:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+        pending.deliver()
+        raise
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+
+
+def run_on_worker(config: dict, expected_code: str, device: str, threads: int,
+                  setup: Callable[[], None] | None) -> dict:
+    """One run, in a worker: ``{"outcome": "finished"|"diverged", "result": RunResult dict}`` or
+    ``{"outcome": "failed", "error": text}`` (the run raised, or this worker's bnlab differs)."""
+    here = code_version()
+    if here != expected_code:
+        return {"outcome": "failed",
+                "error": f"worker {socket.gethostname()} runs bnlab code {here}, the sweep expects {expected_code}: "
+                         f"install the same bnlab on every worker"}
+    _keep_freed_memory()
+    try:
+        if setup is not None and setup not in _setups_done:
+            setup()
+            _setups_done.add(setup)
+        from .trainer import train
+
+        result = train(RunConfig.from_dict(config), device=device, threads=threads, progress=False)
+    except Exception:
+        return {"outcome": "failed", "error": traceback.format_exc()}
+    result.env["worker"] = _worker_address()
+    return {"outcome": result.status, "result": result.to_dict()}
+
+
+_M_TRIM_THRESHOLD = -1  # glibc's mallopt parameter
+_TRIM_THRESHOLD = 64 << 20  # the most glibc's own adaptive threshold grows to on 64-bit
+
+
+def _keep_freed_memory() -> None:
+    """Undo Dask's nanny setting ``MALLOC_TRIM_THRESHOLD_=65536`` in this worker process.
+
+    With it, glibc hands freed heap back to the system whenever 64 KiB are free at its top; a
+    training step frees and reallocates far more than that, so every step refaults its memory:
+    measured here, training ran 20% slower and spent 5x the system time. Once per process."""
+    if _keep_freed_memory in _setups_done or "MALLOC_TRIM_THRESHOLD_" not in os.environ:
+        return
+    _setups_done.add(_keep_freed_memory)
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
+def _worker_address() -> str:
+    try:
+        from distributed import get_worker
+
+        return get_worker().address
+    except (ImportError, ValueError):
+        return socket.gethostname()
+
+
+def submit(client, config: RunConfig, device: str, threads: int, setup: Callable[[], None] | None):
+    """Submit one run; the future's key names the run."""
+    return client.submit(run_on_worker, config.to_dict(), code_version(), device, threads, setup,
+                         key=f"bnlab-run-{config.key()[:16]}-{os.urandom(4).hex()}", pure=False)

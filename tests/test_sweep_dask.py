@@ -1,0 +1,154 @@
+"""Sweeps on Dask: a local cluster by default, and a real scheduler with workers started by Dask's
+own command-line tools on 127.0.0.1 -- one of them killed mid-sweep, nothing lost."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bnlab import cli
+from bnlab.train import RunConfig, cluster, train
+from bnlab.train.store import Store
+from bnlab.train.sweep import run_sweep
+
+distributed = pytest.importorskip("distributed")
+
+TINY = RunConfig(data="mnist1d", model="mlp", norm="bn", lr=0.1, steps=30, eval_every=15, batch_size=50)
+DASK = str(Path(sys.executable).parent / "dask")
+
+
+def _no_time(series):
+    return {k: v for k, v in series.items() if k != "time_s"}
+
+
+def test_local_cluster_runs_give_the_same_bits_as_runs_in_this_process(tmp_path):
+    configs = [dataclasses.replace(TINY, seed=s) for s in range(3)]
+    seen = []
+    results = run_sweep(configs, tmp_path / "s.db", jobs=2, progress=seen.append)
+    assert [p.done for p in seen] == [1, 2, 3] and seen[-1].total == 3
+    for c, r in zip(configs, results):
+        assert _no_time(r.series) == _no_time(train(c, threads=1, progress=False).series)
+        assert r.env["worker"].startswith("tcp://127.0.0.1:")
+    with Store(tmp_path / "s.db") as store:
+        assert store.counts() == {"finished": 3}
+
+
+def test_a_worker_with_other_code_refuses_the_run():
+    out = cluster.run_on_worker(TINY.to_dict(), "0.0.0+000000000000", "cpu", 1, None)
+    assert out["outcome"] == "failed" and "the sweep expects 0.0.0+000000000000" in out["error"]
+
+
+def _start(args, log: Path) -> subprocess.Popen:
+    return subprocess.Popen(args, stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def _worker(address: str, name: str, logs: Path) -> subprocess.Popen:
+    return _start([DASK, "worker", address, "--name", name, "--nthreads", "1", "--no-nanny", "--no-dashboard",
+                   "--host", "127.0.0.1"], logs / f"worker-{name}.log")
+
+
+def _wait_for_workers(client, names, timeout_s=120.0) -> dict[str, str]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        by_name = {w["name"]: addr for addr, w in client.scheduler_info()["workers"].items()}
+        if set(names) <= set(by_name):
+            return by_name
+        time.sleep(0.2)
+    raise AssertionError(f"workers {names} did not join the scheduler within {timeout_s:g} s")
+
+
+@pytest.fixture(scope="module")
+def scheduler(tmp_path_factory):
+    """`dask scheduler` and two `dask worker`s on 127.0.0.1: the address and the test's own client."""
+    logs = tmp_path_factory.mktemp("dask")
+    file = logs / "scheduler.json"
+    procs = [_start([DASK, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+                     "--scheduler-file", str(file)], logs / "scheduler.log")]
+    try:
+        deadline = time.monotonic() + 60
+        while not file.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        address = json.loads(file.read_text())["address"]
+        procs += [_worker(address, name, logs) for name in ("a", "b")]
+        client = distributed.Client(address, set_as_default=False)
+        _wait_for_workers(client, ["a", "b"])
+        yield address, client, logs
+        client.close()
+    finally:
+        for p in procs:
+            _stop(p)
+
+
+def test_a_worker_killed_mid_sweep_loses_nothing(tmp_path, scheduler):
+    address, client, logs = scheduler
+    victim = _worker(address, "victim", logs)
+    try:
+        workers = _wait_for_workers(client, ["a", "b", "victim"])
+        configs = [dataclasses.replace(TINY, seed=s, steps=300, eval_every=150) for s in range(9)]
+        killed = {}
+
+        def kill_victim_while_it_runs(p):
+            if killed:
+                return
+            running = client.processing(workers=[workers["victim"]])[workers["victim"]]
+            if running:  # it holds a run right now: kill it with that run in flight
+                killed["run"] = running[0].split("-")[2]
+                victim.send_signal(signal.SIGKILL)
+                victim.wait()
+
+        results = run_sweep(configs, tmp_path / "k.db", scheduler=address, progress=kill_victim_while_it_runs)
+    finally:
+        _stop(victim)
+    assert killed, "the victim held no run when runs finished: make the runs longer"
+    with Store(tmp_path / "k.db") as store:
+        assert store.counts() == {"finished": len(configs)}  # nothing lost, nothing failed
+    rerun = next(r for r in results if r.config.key().startswith(killed["run"]))
+    assert rerun.env["worker"] in (workers["a"], workers["b"])  # rescheduled on a surviving worker
+    for r in (rerun, results[0]):  # the same bits whichever worker ran it
+        assert _no_time(r.series) == _no_time(train(r.config, threads=1, progress=False).series)
+
+
+def test_train_and_run_commands_take_the_scheduler_from_the_option_or_the_environment(tmp_path, scheduler,
+                                                                                     monkeypatch, capsys):
+    address, client, _ = scheduler
+    argv = ["train", "--model", "mlp", "--norm", "bn", "--steps", "20", "--eval-every", "20", "--json"]
+    assert cli.main(argv + ["--scheduler", address]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["env"]["worker"] in client.scheduler_info()["workers"]
+    monkeypatch.setenv("BNLAB_SCHEDULER", address)
+    monkeypatch.setenv("BNLAB_STORE", str(tmp_path / "runs.sqlite"))
+    assert cli.main(["run", "C10", "--quick"]) == 0
+    assert "verdict:" in capsys.readouterr().out
+    with Store(tmp_path / "runs.sqlite") as store:
+        workers = {r.env.get("worker") for r in store.iter_results()}
+    assert workers <= set(client.scheduler_info()["workers"]) and workers
+
+
+def test_an_unreachable_scheduler_is_one_line(capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("BNLAB_STORE", str(tmp_path / "runs.sqlite"))
+    monkeypatch.setattr(cluster, "connect", _fast_fail(cluster.connect))
+    assert cli.main(["run", "C10", "--quick", "--scheduler", "tcp://127.0.0.1:9"]) == 2
+    last = capsys.readouterr().err.splitlines()[-1]  # after the progress display's plan
+    assert last.startswith("bnlab run: cannot reach the Dask scheduler at tcp://127.0.0.1:9 within 2 s")
+    with Store(tmp_path / "runs.sqlite") as store:
+        assert store.counts().get("running", 0) == 0  # claims released
+
+
+def _fast_fail(connect):
+    def quick(scheduler, jobs, timeout_s=30.0):
+        return connect(scheduler, jobs, timeout_s=2.0)
+    return quick
