@@ -148,12 +148,13 @@ def test_a_layer_whose_tensor_was_replaced_by_a_wrong_size_is_refused_on_every_p
     bn = bnlab.nn.BatchNorm1d(10).train(training)
     window = torch.arange(20.0)[:9]
     setattr(bn, name, torch.nn.Parameter(window) if name in ("weight", "bias") else window)
+    before = dispatch.fast_enabled()
     dispatch.set_fast(fast)
     try:
         with pytest.raises(ValueError, match=f"expected {name} with 10 elements"):
             bn(torch.randn(4, 10))
     finally:
-        dispatch.set_fast(True)
+        dispatch.set_fast(before)
 
 
 @pytest.mark.parametrize("name,make", [

@@ -18,9 +18,10 @@ from bnlab.core import dispatch
 
 @pytest.fixture(params=["fast", "reference"])
 def path(request):
+    before = dispatch.fast_enabled()  # restored, so a BNLAB_FAST=0 run stays on the reference after this
     dispatch.set_fast(request.param == "fast")
     yield request.param
-    dispatch.set_fast(True)
+    dispatch.set_fast(before)
 
 
 def _pair(shape, track=True):
