@@ -172,6 +172,19 @@ def test_scripted_bn_activation_layer_matches_eager(act):
         assert (y >= 0).all() and (y == 0).any()  # the activation ran
 
 
+def test_scripted_frozen_model_matches_eager_and_torchs_eval():
+    torch_model = _small_cnn()
+    torch_model(torch.randn(6, 3, 8, 8) * 2 + 1)  # running statistics that are not the defaults
+    frozen = bnlab.convert(torch_model, "frozen")
+    assert sum(isinstance(m, bnlab.nn.FrozenBatchNorm2d) for m in frozen.modules()) == 2
+    scripted = torch.jit.script(frozen)  # train mode: a frozen layer is its eval map in every mode
+    x = torch.randn(4, 3, 8, 8).to(memory_format=torch.channels_last)
+    y = scripted(x)
+    torch.testing.assert_close(y, frozen(x), **TOL)
+    torch.testing.assert_close(y, torch_model.eval()(x), **TOL)
+    _assert_same_buffers(scripted, frozen)
+
+
 @pytest.mark.parametrize("make", [
     lambda: bnlab.nn.GhostBatchNorm2d(8, virtual_batch_size=2),
     lambda: bnlab.nn.BatchRenorm2d(8),

@@ -19,7 +19,8 @@ eager path: the same checks, momentum logic and math (:mod:`bnlab.core.math`, th
 operations -- never torch's ``batch_norm``; the compiled kernels are not TorchScript), so a scripted
 layer computes what the eager one computes, updates the running statistics and saves and loads
 with ``torch.jit.save``. Variants whose training differs from plain BN (ghost, renorm, masked,
-sync) refuse to be scripted with a TypeError rather than script as plain BN.
+sync) refuse to be scripted with a TypeError rather than script as plain BN; frozen layers
+script their eval map (:mod:`bnlab.nn.frozen`).
 
 **Hyperparameters** are checked when a forward uses them, as torch does: ``eps`` must be positive in
 training and non-negative in eval (torch's errors and wording). bnlab is stricter in one place:
@@ -49,6 +50,17 @@ def layer_forward(module: "_BatchNorm", input: Tensor, *args) -> Tensor:
     if has_torch_function_unary(input):
         return handle_torch_function(layer_forward, (input,), module, input, *args)
     return module._forward(input, *args)
+
+
+def script_check_input(input: Tensor, dims: list[int], num_features: int) -> None:
+    """The input checks of a scripted layer (TorchScript), in the eager checks' words
+    (``_BatchNorm._check_input_dim``, :func:`bnlab.core.checks.check_input`)."""
+    if input.dim() not in dims:
+        want = " or ".join([str(d) + "D" for d in dims])
+        raise ValueError(f"expected {want} input (got {input.dim()}D input)")
+    if input.shape[1] != num_features:
+        raise ValueError(f"expected input with {num_features} channels in dim 1 "
+                         f"(got {input.shape[1]} channels, input shape {input.shape})")
 
 
 class _BatchNorm(nn.modules.batchnorm._BatchNorm):
@@ -178,12 +190,7 @@ class _BatchNorm(nn.modules.batchnorm._BatchNorm):
     def _script_forward(self, input: Tensor) -> Tensor:
         """The forward under ``torch.jit.script`` (module docstring): the eager forward's checks,
         momentum logic and math, in TorchScript-compatible torch operations."""
-        if input.dim() not in self._input_dims:  # the eager checks' words (_check_input_dim, check_input)
-            want = " or ".join([str(d) + "D" for d in self._input_dims])
-            raise ValueError(f"expected {want} input (got {input.dim()}D input)")
-        if input.shape[1] != self.num_features:
-            raise ValueError(f"expected input with {self.num_features} channels in dim 1 "
-                             f"(got {input.shape[1]} channels, input shape {input.shape})")
+        script_check_input(input, list(self._input_dims), self.num_features)
         checks.check_eps_value(self.eps, self.training)
         momentum = self.momentum
         if self.training and momentum is not None:
