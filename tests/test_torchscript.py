@@ -79,6 +79,20 @@ def test_scripted_small_cnn_matches_eager_in_training_and_eval(momentum):
     _assert_same_buffers(scripted, eager)  # eval leaves the statistics alone
 
 
+@pytest.mark.parametrize("affine,track", [(False, True), (True, False), (False, False)])
+def test_scripted_layer_without_parameters_or_running_statistics_matches_torch(affine, track):
+    torch_bn, eager, scripted = _triple(nn.BatchNorm1d(6, affine=affine, track_running_stats=track))
+    for mode in ("train", "eval"):  # without running statistics, eval normalizes with the batch's
+        x = torch.randn(5, 6, 7) * 3 - 1
+        y = scripted(x)
+        torch.testing.assert_close(y, eager(x), **TOL)
+        torch.testing.assert_close(y, torch_bn(x), **TOL)
+        if track:
+            _assert_same_buffers(scripted, torch_bn)
+        for m in (torch_bn, eager, scripted):
+            m.eval()
+
+
 def test_scripted_gradients_match_eager():
     # no parameter ahead of a BN that cancels it (a bias before BN has gradient 0: only rounding to compare)
     torch.manual_seed(0)
