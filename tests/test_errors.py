@@ -42,28 +42,60 @@ def test_non_floating_input_is_a_type_error(dtype):
         bnlab.nn.BatchNorm1d(3)(torch.zeros(4, 3, dtype=dtype))
 
 
-@pytest.mark.parametrize("eps", [0.0, -1e-5, float("nan")])
-def test_non_positive_eps_is_refused(eps):
-    with pytest.raises(ValueError, match="expected eps > 0"):
-        bnlab.nn.BatchNorm2d(3, eps=eps)
-    with pytest.raises(ValueError, match="expected eps > 0"):
+def test_nan_eps_is_refused_where_torch_would_normalize_to_nan():
+    with pytest.raises(ValueError, match="batch_norm eps must be positive during training, but got nan"):
+        bnlab.nn.BatchNorm2d(3, eps=float("nan"))(torch.randn(4, 3, 2, 2))
+
+
+@pytest.mark.parametrize("eps", [0.0, -1e-5])
+def test_non_positive_eps_is_refused_at_the_training_forward_as_torch_does(eps):
+    x = torch.randn(4, 3, 2, 2)
+    bn = bnlab.nn.BatchNorm2d(3, eps=eps)  # constructing is fine, as in torch
+    ref = torch.nn.BatchNorm2d(3, eps=eps)
+    with pytest.raises(ValueError, match="batch_norm eps must be positive during training") as ours:
+        bn(x)
+    with pytest.raises(ValueError) as theirs:
+        ref(x)
+    assert str(ours.value) == str(theirs.value)
+    with pytest.raises(ValueError, match="batch_norm eps must be positive during training"):
         bnlab.functional.batch_norm(torch.randn(4, 3), None, None, training=True, eps=eps)
 
 
+def test_eps_zero_is_allowed_in_eval_and_negative_is_not_as_in_torch():
+    x = torch.randn(4, 3)
+    assert torch.isfinite(bnlab.nn.BatchNorm1d(3, eps=0.0).eval()(x)).all()
+    with pytest.raises(ValueError, match="batch_norm eps must be non-negative, but got -0.1"):
+        bnlab.nn.BatchNorm1d(3, eps=-0.1).eval()(x)
+
+
 @pytest.mark.parametrize("momentum", [-0.1, 1.5, 0.99 + 1, float("nan")])
-def test_momentum_outside_unit_interval_is_refused(momentum):
+def test_momentum_outside_unit_interval_is_refused_where_training_uses_it(momentum):
+    # Stricter than torch (which extrapolates the running average): refused when a training forward
+    # would use it; construction and eval are fine, as in torch.
+    bn = bnlab.nn.BatchNorm2d(3, momentum=momentum)
+    bn.eval()(torch.randn(2, 3, 2, 2))
     with pytest.raises(ValueError, match=r"expected momentum in \[0, 1\] or None"):
-        bnlab.nn.BatchNorm2d(3, momentum=momentum)
+        bn.train()(torch.randn(2, 3, 2, 2))
 
 
 def test_momentum_none_and_bounds_are_allowed():
     for momentum in (None, 0.0, 1.0):
-        bnlab.nn.BatchNorm2d(3, momentum=momentum)
+        bnlab.nn.BatchNorm2d(3, momentum=momentum)(torch.randn(2, 3, 2, 2))
 
 
-@pytest.mark.parametrize("num_features", [0, -3, 2.5, True])
+def test_numpy_scalars_are_accepted_as_torch_accepts_them():
+    import numpy as np
+
+    x = torch.randn(4, 8, 3, 3)
+    bn = bnlab.nn.BatchNorm2d(np.int64(8), eps=np.float32(1e-5), momentum=np.float64(0.2))
+    ref = torch.nn.BatchNorm2d(np.int64(8), eps=np.float32(1e-5), momentum=np.float64(0.2))
+    torch.testing.assert_close(bn(x), ref(x))
+    torch.testing.assert_close(bn.running_var, ref.running_var)
+
+
+@pytest.mark.parametrize("num_features", [-3, 2.5, True])
 def test_bad_num_features_is_refused(num_features):
-    with pytest.raises(ValueError, match="expected num_features to be a positive int"):
+    with pytest.raises(ValueError, match="expected num_features to be a non-negative int"):
         bnlab.nn.BatchNorm2d(num_features)
 
 

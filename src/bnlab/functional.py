@@ -60,6 +60,10 @@ __all__ = [
 ]
 
 
+def _as_vector(t: Tensor | None) -> Tensor | None:
+    return t if t is None or t.dim() == 1 else t.view(-1)  # a view: in-place updates reach the caller's tensor
+
+
 def batch_norm(
     input: Tensor,
     running_mean: Tensor | None,
@@ -88,6 +92,8 @@ def batch_norm(
         Tensor of ``input``'s shape, dtype and memory format.
     """
     check_batch_norm_call(input, running_mean, running_var, weight, bias, training, momentum, eps)
+    # torch takes any shape with C elements, e.g. (C, 1): the engine takes (C,) views of them
+    running_mean, running_var, weight, bias = (_as_vector(t) for t in (running_mean, running_var, weight, bias))
     if training:
         return ops.train(input, weight, bias, running_mean, running_var, momentum, eps)[0]
     return ops.evaluate(input, running_mean, running_var, weight, bias, eps)

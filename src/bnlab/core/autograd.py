@@ -15,20 +15,23 @@ backward; it needs an invertible activation and every gamma != 0 (the layer chec
 statistics recomputed from the saved ``x``, so the closed form is differentiated in torch ops.
 
 Written in the ``setup_context`` style with a generated vmap rule, so torch.func transforms and
-torch.compile can trace it (they get the reference backend).
+torch.compile can trace it (they get the reference backend). **Forward-mode AD** (``jvp``) is
+:class:`BatchNormTrainJvp`, the Function every call uses except under torch.compile, whose tracer
+refuses Functions with a custom jvp: compiled code gets :class:`BatchNormTrain`.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
+from torch.autograd import forward_ad as _forward_ad
 
-from ..activations import invert
+from ..activations import activation_grad, invert
 from . import dispatch
 from . import math as M
 from .backends import Backend, Running
 
-__all__ = ["BatchNormTrain", "apply_train"]
+__all__ = ["BatchNormTrain", "BatchNormTrainJvp", "apply_train"]
 
 
 def input_from_output(y: Tensor, weight, bias, mean, var, eps: float, act: str, slope: float) -> Tensor:
@@ -93,15 +96,61 @@ class BatchNormTrain(torch.autograd.Function):
         return dx, dweight, dbias, None, None, None, None, None, None, None, None
 
 
+class BatchNormTrainJvp(BatchNormTrain):
+    """:class:`BatchNormTrain` with forward-mode AD (``torch.autograd.forward_ad``, ``torch.func.jvp``)."""
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        BatchNormTrain.setup_context(ctx, inputs, output)
+        ctx.save_for_forward(inputs[0], inputs[1], inputs[2], output[1], output[2])
+        ctx.batch_stats = inputs[3] is None  # the statistics are functions of x (else given constants)
+
+    @staticmethod
+    def jvp(ctx, dx, dweight, dbias, _dmean, _dvar, *_):
+        """Forward-mode derivative, in torch operations on the saved tensors (any backend's forward):
+        with xhat = (x - mean) * invstd over the batch, dxhat = invstd * (dx - E[dx] - xhat * E[dx * xhat])
+        (only invstd * dx for given statistics), dz = w * dxhat + dw * xhat + db, dy = act'(z) * dz."""
+        x, weight, bias, mean, var = ctx.saved_tensors
+        eps, act, slope, _, _ = ctx.config
+        shape = M.channel_shape(x)
+        dims = M.reduce_dims(x)
+        acc = mean.dtype
+        invstd = torch.rsqrt(var + eps).view(shape)
+        xhat = (x.to(acc) - mean.view(shape)) * invstd
+        dz = torch.zeros_like(xhat)
+        if dx is not None:
+            dxa = dx.to(acc)
+            if ctx.batch_stats:
+                dxa = dxa - dxa.mean(dims, keepdim=True) - xhat * (dxa * xhat).mean(dims, keepdim=True)
+            dz = dxa * invstd * (1.0 if weight is None else weight.to(acc).view(shape))
+        if dweight is not None:
+            dz = dz + xhat * dweight.to(acc).view(shape)
+        if dbias is not None:
+            dz = dz + dbias.to(acc).view(shape)
+        if act != "identity":
+            z = xhat * (1.0 if weight is None else weight.to(acc).view(shape))
+            z = z if bias is None else z + bias.to(acc).view(shape)
+            dz = activation_grad(dz, z, act, slope)
+        return dz.to(x.dtype), None, None
+
+
 # torch.autograd.Function.apply binds its arguments with inspect.signature on every call (about
 # 15 us, more than a small batch's whole normalization). The C-level apply underneath does the
 # same work without it; it is used when no tracer is active (the dispatch said so), where the
 # standard apply (which tracers need) runs instead.
 _base_apply = super(torch.autograd.Function, BatchNormTrain).apply
+_base_apply_jvp = super(torch.autograd.Function, BatchNormTrainJvp).apply
 
 
 def apply_train(x: Tensor, weight, bias, mean, var, eps: float, act: str, slope: float, backend: Backend,
                 running: Running | None, save_output: bool = False) -> tuple[Tensor, Tensor, Tensor]:
-    """``BatchNormTrain.apply`` with the arguments above, minus the signature binding when untraced."""
-    apply = BatchNormTrain.apply if backend.traced else _base_apply
+    """``BatchNormTrainJvp.apply`` with the arguments above, minus the signature binding when
+    untraced; :class:`BatchNormTrain` (no jvp) under torch.compile, and untraced outside a
+    forward-AD dual level (``torch.autograd.forward_ad.dual_level``, which every tangent needs)."""
+    if not backend.traced:
+        # Outside a dual level no tensor has a tangent, so the jvp class's extra saving (about 2 us
+        # a call) is skipped; torch.func.jvp runs traced (the dispatch's rule 2), below.
+        apply = _base_apply_jvp if _forward_ad._current_level >= 0 else _base_apply
+    else:
+        apply = BatchNormTrain.apply if torch.compiler.is_compiling() else BatchNormTrainJvp.apply
     return apply(x, weight, bias, mean, var, eps, act, slope, backend, running, save_output)

@@ -39,12 +39,14 @@ import os
 import torch
 from torch import Tensor
 
+from . import checks
 from .backends import Backend
 from .backends.numba_cpu import NumbaCPU
 from .backends.reference import Reference
 
 __all__ = [
-    "REFERENCE", "TRACED", "FAST_BACKENDS", "select", "select_eval", "select_backward", "why_reference",
+    "REFERENCE", "TRACED", "FAST_BACKENDS", "select", "select_eval", "select_update", "select_backward",
+    "why_reference",
     "layout", "set_fast", "fast_enabled", "reference_only", "traced",
 ]
 
@@ -115,8 +117,28 @@ def _tensor_issue(t: Tensor, dtype: torch.dtype) -> str | None:
     return f"mixed dtypes (expected {dtype}, got a {t.dtype} operand)"
 
 
+def _vectors_plain(x: Tensor, vectors: tuple) -> bool:
+    """Check the per-channel tensors of a call on ``x`` (:func:`bnlab.core.checks.check_vectors`:
+    one element per channel, dtype, device -- the user's errors) and say whether every one is a
+    plain contiguous (C,) CPU tensor of ``x``'s dtype, what the kernels take as they are.
+
+    The kernels read these tensors by address, so nothing reaches a backend unchecked; the common
+    case is recognised by one look at each tensor, which serves both the check and rule 3.
+    """
+    if x.is_cpu:
+        shape, dtype = (x.shape[1],), x.dtype
+        for t in vectors:
+            if t is not None and not (type(t) in _PLAIN_TYPES and t.dtype is dtype and t.is_cpu
+                                      and t.layout is torch.strided and t.shape == shape and t.is_contiguous()):
+                break
+        else:
+            return True
+    checks.check_vectors(x, *vectors)
+    return False
+
+
 def _why_not_fast(x: Tensor, vectors, grad: Tensor | None, stats) -> str | None:
-    """Rules 3-5 (tensors only)."""
+    """Rules 3-5 (tensors only); ``vectors`` may be () when they are known to be plain."""
     issue = _tensor_issue(x, x.dtype)
     if issue is not None:
         return issue
@@ -164,27 +186,48 @@ def why_reference(x: Tensor, *vectors: Tensor | None, grad: Tensor | None = None
     return _why_not_fast(x, vectors, grad, stats)
 
 
-def select(x: Tensor, *vectors: Tensor | None) -> Backend:
-    """The backend of a training call on ``x`` with its per-channel ``vectors`` (weight, bias,
-    running statistics; None allowed): its forward, stats, normalize and running-stat update."""
+def select(x: Tensor, weight: Tensor | None = None, bias: Tensor | None = None,
+           running_mean: Tensor | None = None, running_var: Tensor | None = None) -> Backend:
+    """The backend of a training call on ``x`` (N, C, *) with its per-channel tensors (None allowed),
+    which are checked here first (a ValueError / TypeError for a wrong size, dtype or device): its
+    forward, stats, normalize and running-statistics update."""
+    vectors = (weight, bias, running_mean, running_var)
     if traced():  # asked first, so that a traced call always gets TRACED
+        checks.check_vectors(x, *vectors)
         return TRACED
+    plain = _vectors_plain(x, vectors)
     if not _state["fast"]:
         return REFERENCE
-    if _why_not_fast(x, vectors, None, ()) is not None:
+    if _why_not_fast(x, () if plain else vectors, None, ()) is not None:
         return REFERENCE
     return _CPU
 
 
-def select_eval(x: Tensor, *vectors: Tensor | None) -> Backend:
-    """The backend of an eval call (rule 6 on top of :func:`select`'s)."""
+def select_eval(x: Tensor, running_mean: Tensor | None = None, running_var: Tensor | None = None,
+                weight: Tensor | None = None, bias: Tensor | None = None) -> Backend:
+    """The backend of an eval call (rule 6 on top of :func:`select`'s; the tensors checked as there)."""
+    vectors = (weight, bias, running_mean, running_var)
     if traced():
+        checks.check_vectors(x, *vectors)
         return TRACED
+    plain = _vectors_plain(x, vectors)
     if not _state["fast"]:
         return REFERENCE
     if torch.is_grad_enabled() and (x.requires_grad or any(v is not None and v.requires_grad for v in vectors)):
         return REFERENCE
-    if _why_not_fast(x, vectors, None, ()) is not None:
+    if _why_not_fast(x, () if plain else vectors, None, ()) is not None:
+        return REFERENCE
+    return _CPU
+
+
+def select_update(mean: Tensor, var: Tensor, running_mean: Tensor | None, running_var: Tensor | None) -> Backend:
+    """The backend of a running-statistics update alone, from batch statistics (C,) a layer combined
+    itself (its buffers were checked by the training calls that made them)."""
+    if traced():
+        return TRACED
+    if not _state["fast"]:
+        return REFERENCE
+    if _why_not_fast(mean, (var, running_mean, running_var), None, ()) is not None:
         return REFERENCE
     return _CPU
 
@@ -198,5 +241,7 @@ def select_backward(forward: Backend, dy: Tensor, x: Tensor) -> Backend:
     if traced():  # compiled autograd traces the backward
         return TRACED
     if type(dy) not in _PLAIN_TYPES or not dy.is_cpu or dy.layout is not torch.strided or dy.shape != x.shape:
+        return REFERENCE
+    if not torch._C._has_storage(dy):  # a batched gradient (jacobian(vectorize=True), is_grads_batched)
         return REFERENCE
     return _CPU

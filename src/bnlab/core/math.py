@@ -11,6 +11,10 @@ docstring and derived in docs/backward.md; in short:
   batch``), given as a float or a 0-dim tensor;
 * statistics are accumulated in float32 for half types (:func:`acc_dtype`).
 
+The functions a layer's forward uses are TorchScript-compatible (lists for shapes, ``float |
+Tensor`` for momentum, no decorators), so ``torch.jit.script`` of a bnlab layer compiles this
+very math (:meth:`bnlab.nn.batchnorm._BatchNorm._script_forward`).
+
 The backward is split where a cross-process reduction goes: :func:`backward_reduce` gives the two
 per-channel sums, :func:`backward_elemt` the input gradient from their (possibly global) means.
 Everything is differentiable torch operations, so double backward differentiates the closed form.
@@ -22,35 +26,47 @@ import torch
 from torch import Tensor
 
 __all__ = [
-    "reduce_dims", "channel_shape", "acc_dtype", "count_per_channel",
+    "reduce_dims", "channel_shape", "acc_dtype", "output_layout", "count_per_channel",
     "batch_stats", "batch_moments", "normalize", "backward_reduce", "backward_elemt", "param_grads",
-    "update_running_stats", "eval_affine", "scale_shift", "local_moments", "combine_moments",
+    "update_running_stats", "eval_affine", "eval_normalize", "scale_shift", "local_moments", "combine_moments",
 ]
-
-HALF_TYPES = (torch.float16, torch.bfloat16)
-
 
 # --- shapes and dtypes ------------------------------------------------------------------------
 
 
-def reduce_dims(x: Tensor) -> tuple[int, ...]:
+def reduce_dims(x: Tensor) -> list[int]:
     """The dimensions a channel's statistics are taken over: N and every spatial dim (not C)."""
-    return (0,) + tuple(range(2, x.dim()))
+    return [0] + list(range(2, x.dim()))
 
 
-def channel_shape(x: Tensor) -> tuple[int, ...]:
+def channel_shape(x: Tensor) -> list[int]:
     """Shape that broadcasts a per-channel (C,) vector against ``x``: (1, C, 1, ..., 1)."""
-    return (1, x.shape[1]) + (1,) * (x.dim() - 2)
+    return [1, x.shape[1]] + [1] * (x.dim() - 2)
+
+
+def output_layout(y: Tensor, x: Tensor) -> Tensor:
+    """``y`` in the memory format torch gives batch norm's output for input ``x``: channels_last
+    (channels_last_3d) where ``x`` is in it, else contiguous -- so code that views torch's output
+    (``y.view(N, -1)``) works on bnlab's. ``y`` itself where it already is (no copy)."""
+    if x.is_contiguous():
+        fmt = torch.contiguous_format
+    elif x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
+        fmt = torch.channels_last
+    elif x.dim() == 5 and x.is_contiguous(memory_format=torch.channels_last_3d):
+        fmt = torch.channels_last_3d
+    else:
+        fmt = torch.contiguous_format
+    return y if y.is_contiguous(memory_format=fmt) else y.contiguous(memory_format=fmt)
 
 
 def acc_dtype(dtype: torch.dtype) -> torch.dtype:
     """The dtype statistics are accumulated in: float32 for half types, as PyTorch does."""
-    return torch.float32 if dtype in HALF_TYPES else dtype
+    return torch.float32 if dtype == torch.float16 or dtype == torch.bfloat16 else dtype
 
 
 def count_per_channel(x: Tensor) -> int:
     """m = N * spatial size: the number of values each channel's statistics are taken over."""
-    return x.numel() // x.shape[1] if x.dim() >= 2 and x.shape[1] else 0
+    return x.numel() // x.shape[1] if x.dim() >= 2 and x.shape[1] != 0 else 0
 
 
 # --- training ---------------------------------------------------------------------------------
@@ -150,7 +166,6 @@ def param_grads(
     return dweight, dbias
 
 
-@torch.no_grad()
 def update_running_stats(
     running_mean: Tensor | None,
     running_var: Tensor | None,
@@ -168,15 +183,23 @@ def update_running_stats(
     if count == 0:
         return
     unbiased = var * (count / (count - 1)) if count > 1 else var
-    for buf, stat in ((running_mean, mean), (running_var, unbiased)):
-        if buf is None:
-            continue
-        acc = acc_dtype(buf.dtype)
-        w = momentum.to(acc) if isinstance(momentum, Tensor) else momentum
+    with torch.no_grad():
+        for buf, stat in ((running_mean, mean), (running_var, unbiased)):
+            if buf is not None:
+                _lerp_into(buf, stat, momentum)
+
+
+def _lerp_into(buf: Tensor, stat: Tensor, momentum: float | Tensor) -> None:
+    acc = acc_dtype(buf.dtype)
+    if isinstance(momentum, Tensor):  # (two calls: lerp_ has a float and a tensor overload)
         if acc == buf.dtype:  # in place: this runs on every training step, so no temporaries
-            buf.lerp_(stat.to(acc), w)
+            buf.lerp_(stat.to(acc), momentum.to(acc))
         else:  # half-type buffers: average in float32, round once
-            buf.copy_(buf.to(acc).lerp(stat.to(acc), w))
+            buf.copy_(buf.to(acc).lerp(stat.to(acc), momentum.to(acc)))
+    elif acc == buf.dtype:
+        buf.lerp_(stat.to(acc), momentum)
+    else:
+        buf.copy_(buf.to(acc).lerp(stat.to(acc), momentum))
 
 
 # --- eval -------------------------------------------------------------------------------------
@@ -199,6 +222,19 @@ def eval_affine(
     if bias is not None:
         shift = shift + bias.to(acc)
     return scale, shift
+
+
+def eval_normalize(
+    x: Tensor, running_mean: Tensor, running_var: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float
+) -> Tensor:
+    """Eval-mode batch norm of ``x`` in torch operations: ``x * scale + shift`` (:func:`eval_affine`,
+    the formula of torch's eval kernel) for float32/float64 with buffers of the same dtype; half
+    types (and mixed dtypes) normalized in float32 and rounded once."""
+    if (x.dtype == torch.float32 or x.dtype == torch.float64) and running_var.dtype == x.dtype:
+        scale, shift = eval_affine(running_mean, running_var, weight, bias, eps)
+        return scale_shift(x, scale, shift)
+    invstd = torch.rsqrt(running_var.to(acc_dtype(x.dtype)) + eps)
+    return normalize(x, running_mean.to(invstd.dtype), invstd, weight, bias)
 
 
 def scale_shift(x: Tensor, scale: Tensor, shift: Tensor) -> Tensor:

@@ -1,8 +1,9 @@
 """The operations the layers call: training-mode and eval-mode batch norm (+ activation).
 
 Each asks the dispatch once (:mod:`bnlab.core.dispatch`) and runs its primitives on the answer.
-They check no arguments: the layer (or :func:`bnlab.functional.batch_norm`) has done that, once,
-with :mod:`bnlab.core.checks`.
+The input and the hyperparameters are the caller's to check (the layer, or
+:func:`bnlab.functional.batch_norm`, with :mod:`bnlab.core.checks`); the per-channel tensors are
+checked by the dispatch as it inspects them, before any backend sees them.
 """
 
 from __future__ import annotations
@@ -45,6 +46,11 @@ def train(
     r/d correction here.
     """
     backend = dispatch.select(x, weight, bias, running_mean, running_var)
+    if backend.traced and torch.jit.is_tracing():
+        # A jit trace records autograd Functions as Python calls, which cannot be saved: record the
+        # reference's torch operations themselves (autograd differentiates them).
+        return _train_without_function(x, weight, bias, running_mean, running_var, momentum, eps, act,
+                                                slope, affine_from_stats, backend)
     count = M.count_per_channel(x)
     update = count > 0 and (running_mean is not None or running_var is not None)
     running = Running(running_mean, running_var, count, momentum) if update and backend.fuses_update else None
@@ -56,7 +62,19 @@ def train(
     y, mean, var = apply_train(x, weight, bias, mean, var, eps, act, slope, backend, running, save_output)
     if update and running is None:
         backend.update_running_stats(running_mean, running_var, mean, var, count, momentum)
-    return y, mean, var
+    return M.output_layout(y, x), mean, var
+
+
+def _train_without_function(x, weight, bias, running_mean, running_var, momentum, eps, act, slope,
+                                     affine_from_stats, backend):
+    mean, var = M.batch_stats(x)
+    if affine_from_stats is not None:
+        weight, bias = affine_from_stats(mean.detach(), var.detach())
+    y = backend.normalize(x, mean, var, weight, bias, eps, act, slope)
+    count = M.count_per_channel(x)
+    if count > 0 and (running_mean is not None or running_var is not None):
+        M.update_running_stats(running_mean, running_var, mean.detach(), var.detach(), count, momentum)
+    return M.output_layout(y, x), mean.detach(), var.detach()
 
 
 def evaluate(
@@ -71,7 +89,7 @@ def evaluate(
 ) -> Tensor:
     """``act(BN(x))`` with the running statistics (differentiable where autograd records a graph)."""
     backend = dispatch.select_eval(x, running_mean, running_var, weight, bias)
-    return backend.eval(x, running_mean, running_var, weight, bias, eps, act, slope)
+    return M.output_layout(backend.eval(x, running_mean, running_var, weight, bias, eps, act, slope), x)
 
 
 def update_running_stats(
@@ -85,5 +103,5 @@ def update_running_stats(
     """The running-statistics update alone, for batch statistics a layer combined itself (ghosts)."""
     if count <= 0 or (running_mean is None and running_var is None):
         return
-    backend = dispatch.select(mean, var, running_mean, running_var)
+    backend = dispatch.select_update(mean, var, running_mean, running_var)
     backend.update_running_stats(running_mean, running_var, mean, var, count, momentum)

@@ -51,7 +51,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from . import threads
-from .cache import CACHE_DIR  # sets numba's cache folder before anything compiles
+from .cache import CACHE_DIR, compile_out_of_process  # sets numba's cache folder before anything compiles
 from .numba_tags import ACT_TAGS, PARALLEL, SERIAL, activate, activate_grad, serial_or_parallel
 
 __all__ = [
@@ -941,3 +941,8 @@ def update_running_stats(prm, prv, pmean, pvar, C, count, momentum, tag):
     """The running-statistics update alone (:func:`_update`), for batch statistics computed elsewhere."""
     _update(_vec(prm, C, tag), _vec(prv, C, tag), _vec(pmean, C, tag), _vec(pvar, C, tag), count, momentum)
 
+
+
+# Entry points compile in a child process and load from the cache, so that every process runs the
+# same machine code (see bnlab.kernels.cache).
+compile_out_of_process([globals()[name] for name in __all__ if name not in ("ACT_TAGS", "PARALLEL", "SERIAL")])

@@ -25,9 +25,9 @@ from __future__ import annotations
 
 import ctypes
 import os
+import sys
 
 import numba
-import torch
 
 __all__ = ["start", "parallel_allowed", "openmp_state"]
 
@@ -41,10 +41,14 @@ def _omp():
     return lib if hasattr(lib, "omp_get_max_active_levels") else None
 
 
-def openmp_state() -> tuple[int, int | None]:
-    """(torch's thread count, the global OpenMP runtime's max active levels or None if absent)."""
+def openmp_state() -> tuple[int | None, int | None]:
+    """(torch's thread count, the global OpenMP runtime's max active levels or None if absent).
+
+    The thread count is None where torch is not loaded (the child process that only compiles kernels,
+    :mod:`bnlab.kernels.cache`)."""
     lib = _omp()
-    return torch.get_num_threads(), None if lib is None else int(lib.omp_get_max_active_levels())
+    torch = sys.modules.get("torch")
+    return (None if torch is None else torch.get_num_threads()), None if lib is None else int(lib.omp_get_max_active_levels())
 
 
 def start() -> None:
@@ -60,7 +64,8 @@ def start() -> None:
         parallel._launch_threads()
     finally:
         # numba's omp layer just set the shared runtime's thread count and nesting: put back torch's
-        torch.set_num_threads(threads)
+        if threads is not None:
+            sys.modules["torch"].set_num_threads(threads)
         if levels is not None:
             _omp().omp_set_max_active_levels(ctypes.c_int(levels))
     _started_in.append(os.getpid())

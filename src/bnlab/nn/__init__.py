@@ -1,6 +1,6 @@
 """bnlab's layers: drop-in replacements for torch.nn's batch norm and its variants."""
 
-from .batchnorm import BatchNorm1d, BatchNorm2d, BatchNorm3d
+from .batchnorm import BatchNorm1d, BatchNorm2d, BatchNorm3d, LazyBatchNorm1d, LazyBatchNorm2d, LazyBatchNorm3d
 from .frozen import FrozenBatchNorm1d, FrozenBatchNorm2d, FrozenBatchNorm3d
 from .ghost import GhostBatchNorm1d, GhostBatchNorm2d, GhostBatchNorm3d
 from .masked import MaskedBatchNorm1d
@@ -8,9 +8,12 @@ from .nonfinite import skip_nonfinite_updates
 from .norm_act import BatchNormAct1d, BatchNormAct2d, BatchNormAct3d
 from .renorm import BatchRenorm1d, BatchRenorm2d, BatchRenorm3d, renorm_warmup, set_renorm_limits
 from .sync_batchnorm import SyncBatchNorm, revert_sync_batchnorm
+from .torch_fusion import register as _register_fusion
+
+_register_fusion()
 
 __all__ = [
-    "BatchNorm1d", "BatchNorm2d", "BatchNorm3d",
+    "BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "LazyBatchNorm1d", "LazyBatchNorm2d", "LazyBatchNorm3d",
     "SyncBatchNorm", "revert_sync_batchnorm",
     "GhostBatchNorm1d", "GhostBatchNorm2d", "GhostBatchNorm3d",
     "BatchRenorm1d", "BatchRenorm2d", "BatchRenorm3d", "renorm_warmup", "set_renorm_limits",

@@ -1,34 +1,82 @@
-"""Drop-in BatchNorm1d/2d/3d: torch.nn's constructor, names, state_dict and behaviour.
+"""Drop-in BatchNorm1d/2d/3d: torch.nn's classes, with bnlab's engine in the forward.
 
-One base class owns parameters, buffers, ``reset_parameters``, ``extra_repr`` and state-dict
-versioning; the 1d/2d/3d classes differ only in the number of dimensions they accept. A forward
-checks its input once and calls the engine's training or eval operation (:mod:`bnlab.core.ops`),
-which runs the batch-norm primitives on the backend the dispatch picks.
+Each layer *is* a ``torch.nn.BatchNorm1d/2d/3d`` (a subclass, as timm's ``BatchNormAct2d`` is), so
+every tool that looks for batch norm with ``isinstance(m, torch.nn.modules.batchnorm._BatchNorm)``
+finds it: ``torch.optim.swa_utils.update_bn``, timm's ``freeze_batch_norm_2d``, torch's
+``SyncBatchNorm.convert_sync_batchnorm``, ``torch.func.replace_all_batch_norm_modules_``. torch's
+base class owns the parameters, buffers, ``reset_parameters``, ``extra_repr`` and state-dict
+versioning; bnlab's base replaces only the forward, which checks its input once and calls the
+engine's training or eval operation (:mod:`bnlab.core.ops`). torch's forward (``F.batch_norm``) is
+never called.
+
+**Tracers.** The forward is one call of :func:`layer_forward`, which takes part in
+``__torch_function__`` dispatch: ``torch.fx.symbolic_trace`` (and torchvision's
+``create_feature_extractor``) record each layer as one ``call_function`` node of it, which runs the
+layer -- its mode, momentum and buffers at run time -- when the traced module runs.
+
+**TorchScript.** ``torch.jit.script`` compiles :meth:`_BatchNorm._script_forward` instead of the
+eager path: the same checks, momentum logic and math (:mod:`bnlab.core.math`, the reference's torch
+operations -- never torch's ``batch_norm``; the compiled kernels are not TorchScript), so a scripted
+layer computes what the eager one computes, updates the running statistics and saves and loads
+with ``torch.jit.save``. Variants whose training differs from plain BN (ghost, renorm, masked,
+sync) refuse to be scripted with a TypeError rather than script as plain BN; frozen layers
+script their eval map (:mod:`bnlab.nn.frozen`).
+
+**Hyperparameters** are checked when a forward uses them, as torch does: ``eps`` must be positive in
+training and non-negative in eval (torch's errors and wording). bnlab is stricter in one place:
+``momentum`` outside [0, 1] in training is a ValueError (torch extrapolates the running average,
+which then diverges). numpy scalars are accepted wherever torch accepts them.
 """
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 from torch import Tensor, nn
+from torch.overrides import handle_torch_function, has_torch_function_unary
 
 from ..core import checks, ops
-from ..core.math import acc_dtype
+from ..core import math as M
 
-__all__ = ["BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "_BatchNorm"]
+__all__ = ["BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "LazyBatchNorm1d", "LazyBatchNorm2d", "LazyBatchNorm3d",
+           "_BatchNorm", "layer_forward"]
 
 
-class _BatchNorm(nn.Module):
+def layer_forward(module: "_BatchNorm", input: Tensor, *args) -> Tensor:
+    """The forward of bnlab's batch-norm layer ``module`` on ``input`` (extra arguments: a masked
+    layer's mask). A function of its own so that tracers that work by ``__torch_function__``
+    (torch.fx) record one node per layer (module docstring)."""
+    if has_torch_function_unary(input):
+        return handle_torch_function(layer_forward, (input,), module, input, *args)
+    return module._forward(input, *args)
+
+
+def script_check_input(input: Tensor, dims: list[int], num_features: int) -> None:
+    """The input checks of a scripted layer (TorchScript), in the eager checks' words
+    (``_BatchNorm._check_input_dim``, :func:`bnlab.core.checks.check_input`)."""
+    if input.dim() not in dims:
+        want = " or ".join([str(d) + "D" for d in dims])
+        raise ValueError(f"expected {want} input (got {input.dim()}D input)")
+    if input.shape[1] != num_features:
+        raise ValueError(f"expected input with {num_features} channels in dim 1 "
+                         f"(got {input.shape[1]} channels, input shape {input.shape})")
+
+
+class _BatchNorm(nn.modules.batchnorm._BatchNorm):
     r"""Common base of bnlab's batch-norm layers (see :class:`BatchNorm2d` for the full docs).
 
-    Subclasses set ``_input_dims`` (the accepted ``input.dim()`` values) and may override
-    :meth:`_normalize` to change how a batch is normalized while keeping the buffers, the momentum
-    logic and checkpoint compatibility of this class.
+    A subclass of torch's ``_BatchNorm`` with torch's constructor, attributes and state. Subclasses
+    set ``_input_dims`` (the accepted ``input.dim()`` values) and may override :meth:`_normalize`
+    to change how a batch is normalized while keeping the buffers, the momentum logic and
+    checkpoint compatibility of this class.
     """
 
-    _version = 2  # version 2 added num_batches_tracked, as in torch
     nonfinite_batches_skipped: int = 0  # counted by the opt-in guard, see skip_nonfinite_updates
     _input_dims: tuple[int, ...] = ()
-    __constants__ = ["track_running_stats", "momentum", "eps", "num_features", "affine"]
+    __constants__ = nn.modules.batchnorm._BatchNorm.__constants__ + ["_input_dims"]
+    # None: torch.jit.script compiles _script_forward; else why this class cannot be scripted
+    _not_scriptable: str | None = None
 
     def __init__(
         self,
@@ -42,53 +90,11 @@ class _BatchNorm(nn.Module):
         *,
         bias: bool = True,
     ) -> None:
-        if isinstance(num_features, bool) or not isinstance(num_features, int) or num_features <= 0:
-            raise ValueError(f"expected num_features to be a positive int (got {num_features!r})")
-        checks.check_hyperparameters(eps, momentum)
-        factory = {"device": device, "dtype": dtype}
-        super().__init__()
-        self.num_features = num_features
-        self.eps = eps
-        self.momentum = momentum
-        self.affine = affine
-        self.track_running_stats = track_running_stats
-        if affine:
-            self.weight = nn.Parameter(torch.empty(num_features, **factory))
-            if bias:
-                self.bias = nn.Parameter(torch.empty(num_features, **factory))
-            else:
-                self.register_parameter("bias", None)
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
-        if track_running_stats:
-            self.register_buffer("running_mean", torch.zeros(num_features, **factory))
-            self.register_buffer("running_var", torch.ones(num_features, **factory))
-            self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long, device=device))
-        else:
-            self.register_buffer("running_mean", None)
-            self.register_buffer("running_var", None)
-            self.register_buffer("num_batches_tracked", None)
-        self.reset_parameters()
-
-    def reset_running_stats(self) -> None:
-        if self.track_running_stats:
-            self.running_mean.zero_()
-            self.running_var.fill_(1)
-            self.num_batches_tracked.zero_()
-
-    def reset_parameters(self) -> None:
-        self.reset_running_stats()
-        if self.affine:
-            nn.init.ones_(self.weight)
-            if self.bias is not None:
-                nn.init.zeros_(self.bias)
-
-    def extra_repr(self) -> str:
-        return (
-            f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
-            f"bias={self.bias is not None}, track_running_stats={self.track_running_stats}"
-        )
+        # torch takes any int (a negative one fails in torch.empty); 0 is a lazy layer's placeholder
+        if isinstance(num_features, bool) or not isinstance(num_features, numbers.Integral) or num_features < 0:
+            raise ValueError(f"expected num_features to be a non-negative int (got {num_features!r})")
+        super().__init__(int(num_features), eps=eps, momentum=momentum, affine=affine,
+                         track_running_stats=track_running_stats, device=device, dtype=dtype, bias=bias)
 
     def skip_nonfinite_updates(self, enabled: bool = True) -> "_BatchNorm":
         """Off by default. When on, a training batch that would make the running statistics
@@ -105,54 +111,51 @@ class _BatchNorm(nn.Module):
             want = " or ".join(f"{d}D" for d in self._input_dims)
             raise ValueError(f"expected {want} input (got {input.dim()}D input)")
 
-    def _load_from_state_dict(
-        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
-    ) -> None:
-        version = local_metadata.get("version", None)
-        if (version is None or version < 2) and self.track_running_stats:
-            # Checkpoints older than version 2 have no num_batches_tracked: start it at 0 as torch does.
-            key = prefix + "num_batches_tracked"
-            if key not in state_dict:
-                nbt = self.num_batches_tracked
-                keep = nbt is not None and nbt.device != torch.device("meta")
-                state_dict[key] = nbt if keep else torch.tensor(0, dtype=torch.long)
-        super()._load_from_state_dict(
-            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
-        )
-
     def _momentum_factor(self) -> float | Tensor:
         """The weight of this batch in the running average, advancing num_batches_tracked.
 
         momentum=None is the cumulative moving average, 1/num_batches_tracked; it stays a tensor so
         no host sync (and no graph break under torch.compile) is needed.
         """
-        factor: float | Tensor = 0.0 if self.momentum is None else self.momentum
-        if self.training and self.track_running_stats and self.num_batches_tracked is not None:
-            self.num_batches_tracked.add_(1)
-            if self.momentum is None:
-                nbt = self.num_batches_tracked.to(acc_dtype(self.running_mean.dtype))
-                factor = nbt.reciprocal()
+        momentum = self.momentum
+        factor: float | Tensor = 0.0 if momentum is None else momentum
+        if self.training and self.track_running_stats:
+            nbt = self.num_batches_tracked
+            if nbt is not None:
+                nbt.add_(1)
+                if momentum is None:
+                    rm = self.running_mean
+                    factor = nbt.to(M.acc_dtype(torch.float32 if rm is None else rm.dtype)).reciprocal()
         return factor
 
     def _check_input(self, input: Tensor) -> None:
-        """Every check of a forward's input, run once per call (nothing below checks again)."""
+        """The checks of a forward's input and hyperparameters, run once per call. The per-channel
+        tensors are checked where the engine inspects them anyway (:mod:`bnlab.core.dispatch`)."""
         self._check_input_dim(input)
         checks.check_input(input, self.num_features)
+        checks.check_eps(self.eps, self.training)
+        if self.training:
+            checks.check_momentum(self.momentum)
 
     def forward(self, input: Tensor) -> Tensor:
+        if torch.jit.is_scripting():  # TorchScript compiles this branch only
+            return self._script_forward(input)
+        if has_torch_function_unary(input):  # as layer_forward, without its frame
+            return handle_torch_function(layer_forward, (input,), self, input)
+        return self._forward(input)
+
+    def _forward(self, input: Tensor) -> Tensor:
         self._check_input(input)
         factor = self._momentum_factor()
-        # Batch statistics in training, and in eval when there are no buffers to use.
-        use_batch_stats = self.training or (self.running_mean is None and self.running_var is None)
-        # Buffers are passed only when they are to be updated (training with tracking on) or used (eval).
-        pass_buffers = not self.training or self.track_running_stats
-        return self._normalize(
-            input,
-            self.running_mean if pass_buffers else None,
-            self.running_var if pass_buffers else None,
-            use_batch_stats,
-            factor,
-        )
+        running_mean, running_var = self.running_mean, self.running_var  # read once (module attribute lookups)
+        if self.training:
+            # Buffers are passed only when they are to be updated (training with tracking on) or used (eval).
+            if not self.track_running_stats:
+                running_mean = running_var = None
+            use_batch_stats = True
+        else:  # batch statistics in eval when there are no buffers to use
+            use_batch_stats = running_mean is None and running_var is None
+        return self._normalize(input, running_mean, running_var, use_batch_stats, factor)
 
     def _normalize(
         self,
@@ -167,6 +170,49 @@ class _BatchNorm(nn.Module):
             checks.check_batch_size(input)
             return ops.train(input, self.weight, self.bias, running_mean, running_var, momentum, self.eps)[0]
         return ops.evaluate(input, running_mean, running_var, self.weight, self.bias, self.eps)
+
+    # --- TorchScript ---------------------------------------------------------------------------
+
+    def __prepare_scriptable__(self) -> "_BatchNorm":
+        """Called by ``torch.jit.script`` before compiling: refuse what a scripted layer cannot do."""
+        if self._not_scriptable is not None:
+            raise TypeError(f"torch.jit.script: {type(self).__name__} cannot be scripted ({self._not_scriptable}); "
+                            f"bnlab.convert(model, 'bnlab') gives plain batch norm, which can")
+        if "_nonfinite_handles" in self.__dict__:
+            raise TypeError(f"torch.jit.script: {type(self).__name__} has the non-finite guard on, which runs "
+                            f"Python hooks; turn it off first (layer.skip_nonfinite_updates(False))")
+        # TorchScript constants must be Python floats (numpy scalars are accepted in eager mode)
+        self.eps = float(self.eps)
+        if self.momentum is not None and not isinstance(self.momentum, float):
+            self.momentum = float(self.momentum)
+        return self
+
+    def _script_forward(self, input: Tensor) -> Tensor:
+        """The forward under ``torch.jit.script`` (module docstring): the eager forward's checks,
+        momentum logic and math, in TorchScript-compatible torch operations."""
+        script_check_input(input, list(self._input_dims), self.num_features)
+        checks.check_eps_value(self.eps, self.training)
+        momentum = self.momentum
+        if self.training and momentum is not None:
+            checks.check_momentum_value(momentum)
+        factor = self._momentum_factor()
+        running_mean, running_var = self.running_mean, self.running_var
+        if self.training or (running_mean is None and running_var is None):
+            checks.check_batch_size(input)
+            mean, var = M.batch_stats(input)
+            y = M.normalize(input, mean, torch.rsqrt(var + self.eps), self.weight, self.bias)
+            if self.training and self.track_running_stats:
+                M.update_running_stats(running_mean, running_var, mean.detach(), var.detach(),
+                                       M.count_per_channel(input), factor)
+        elif running_mean is not None and running_var is not None:
+            y = M.eval_normalize(input, running_mean, running_var, self.weight, self.bias, self.eps)
+        else:
+            raise ValueError("expected both running_mean and running_var in eval mode (got one of them None)")
+        return M.output_layout(self._script_activation(y), input)
+
+    def _script_activation(self, y: Tensor) -> Tensor:
+        """What follows the normalization in :meth:`_script_forward` (an activation, for BN + act)."""
+        return y
 
 
 _DOC = r"""Applies Batch Normalization over a {input_desc} input.
@@ -208,16 +254,40 @@ _DOC = r"""Applies Batch Normalization over a {input_desc} input.
     """
 
 
-class BatchNorm1d(_BatchNorm):
+class BatchNorm1d(_BatchNorm, nn.BatchNorm1d):
     _input_dims = (2, 3)
 
 
-class BatchNorm2d(_BatchNorm):
+class BatchNorm2d(_BatchNorm, nn.BatchNorm2d):
     _input_dims = (4,)
 
 
-class BatchNorm3d(_BatchNorm):
+class BatchNorm3d(_BatchNorm, nn.BatchNorm3d):
     _input_dims = (5,)
+
+
+class _LazyBatchNorm(nn.modules.batchnorm._LazyNormBase):
+    """torch's lazy machinery (``num_features`` from the first input's dim 1, then the class becomes
+    ``cls_to_become``) over bnlab's layer."""
+
+
+class LazyBatchNorm1d(_LazyBatchNorm, BatchNorm1d):
+    """:class:`BatchNorm1d` with ``num_features`` inferred from the first input (torch's
+    ``LazyBatchNorm1d``; becomes a :class:`BatchNorm1d`)."""
+
+    cls_to_become = BatchNorm1d
+
+
+class LazyBatchNorm2d(_LazyBatchNorm, BatchNorm2d):
+    """:class:`BatchNorm2d` with ``num_features`` inferred from the first input (becomes one)."""
+
+    cls_to_become = BatchNorm2d
+
+
+class LazyBatchNorm3d(_LazyBatchNorm, BatchNorm3d):
+    """:class:`BatchNorm3d` with ``num_features`` inferred from the first input (becomes one)."""
+
+    cls_to_become = BatchNorm3d
 
 
 BatchNorm1d.__doc__ = _DOC.format(

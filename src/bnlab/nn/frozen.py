@@ -19,7 +19,8 @@ import torch
 from torch import Tensor, nn
 
 from ..core import checks, ops
-from .batchnorm import _BatchNorm
+from ..core import math as M
+from .batchnorm import _BatchNorm, script_check_input
 from .swap import swap
 
 __all__ = ["FrozenBatchNorm1d", "FrozenBatchNorm2d", "FrozenBatchNorm3d"]
@@ -27,15 +28,16 @@ __all__ = ["FrozenBatchNorm1d", "FrozenBatchNorm2d", "FrozenBatchNorm3d"]
 
 class _FrozenBatchNorm(nn.Module):
     _input_dims: tuple[int, ...] = ()
+    __constants__ = ["_input_dims", "num_features", "eps"]
 
     def __init__(self, num_features: int, eps: float = 1e-5, device=None, dtype=None) -> None:
         if isinstance(num_features, bool) or not isinstance(num_features, int) or num_features <= 0:
             raise ValueError(f"expected num_features to be a positive int (got {num_features!r})")
-        checks.check_hyperparameters(eps, None)
+        checks.check_eps(eps, training=False)
         super().__init__()
         factory = {"device": device, "dtype": dtype}
         self.num_features = num_features
-        self.eps = eps
+        self.eps = float(eps)  # a Python float (numpy scalars too): a TorchScript constant
         self.register_buffer("weight", torch.ones(num_features, **factory))
         self.register_buffer("bias", torch.zeros(num_features, **factory))
         self.register_buffer("running_mean", torch.zeros(num_features, **factory))
@@ -55,6 +57,10 @@ class _FrozenBatchNorm(nn.Module):
         )
 
     def forward(self, input: Tensor) -> Tensor:
+        if torch.jit.is_scripting():  # TorchScript: the eval math in torch operations (see bnlab.nn.batchnorm)
+            script_check_input(input, list(self._input_dims), self.num_features)
+            y = M.eval_normalize(input, self.running_mean, self.running_var, self.weight, self.bias, self.eps)
+            return M.output_layout(y, input)
         self._check_input_dim(input)
         checks.check_input(input, self.num_features)
         return ops.evaluate(input, self.running_mean, self.running_var, self.weight, self.bias, self.eps)

@@ -32,7 +32,7 @@ enlarged last ghost. There is no Python loop over ghosts.
 from __future__ import annotations
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..core import checks, ops
 from ..core import math as M
@@ -48,6 +48,8 @@ def ghost_sizes(n: int, virtual_batch_size: int) -> list[int]:
 
 
 class _GhostBatchNorm(_BatchNorm):
+    _not_scriptable = "its statistics are per ghost batch"
+
     def __init__(
         self,
         num_features: int,
@@ -114,7 +116,7 @@ class _GhostBatchNorm(_BatchNorm):
         ops.update_running_stats(running_mean, running_var, mean, m2 / m, m, momentum)
 
 
-class GhostBatchNorm1d(_GhostBatchNorm):
+class GhostBatchNorm1d(_GhostBatchNorm, nn.BatchNorm1d):
     """Ghost BN over (N, C) or (N, C, L) input; see :mod:`bnlab.nn.ghost` for the math and rules.
 
     Args:
@@ -132,13 +134,13 @@ class GhostBatchNorm1d(_GhostBatchNorm):
     _input_dims = (2, 3)
 
 
-class GhostBatchNorm2d(_GhostBatchNorm):
+class GhostBatchNorm2d(_GhostBatchNorm, nn.BatchNorm2d):
     """Ghost BN over (N, C, H, W) input; see :class:`GhostBatchNorm1d` and :mod:`bnlab.nn.ghost`."""
 
     _input_dims = (4,)
 
 
-class GhostBatchNorm3d(_GhostBatchNorm):
+class GhostBatchNorm3d(_GhostBatchNorm, nn.BatchNorm3d):
     """Ghost BN over (N, C, D, H, W) input; see :class:`GhostBatchNorm1d` and :mod:`bnlab.nn.ghost`."""
 
     _input_dims = (5,)

@@ -24,14 +24,14 @@ padding neither influences nor receives anything. ``mask=None`` means every posi
 from __future__ import annotations
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from .batchnorm import _BatchNorm
+from .batchnorm import _BatchNorm, layer_forward
 
 __all__ = ["MaskedBatchNorm1d"]
 
 
-class MaskedBatchNorm1d(_BatchNorm):
+class MaskedBatchNorm1d(_BatchNorm, nn.BatchNorm1d):
     """Batch norm over (N, C, L) input with a (N, L) bool mask of valid positions.
 
     See :mod:`bnlab.nn.masked` for the math. Same constructor as :class:`bnlab.nn.BatchNorm1d`.
@@ -52,11 +52,16 @@ class MaskedBatchNorm1d(_BatchNorm):
         >>> y = m(torch.randn(2, 64, 7), mask)
     """
 
+    _not_scriptable = "its forward takes a mask"
+
     _input_dims = (3,)
 
     def forward(self, input: Tensor, mask: Tensor | None = None) -> Tensor:
+        return layer_forward(self, input, mask)
+
+    def _forward(self, input: Tensor, mask: Tensor | None = None) -> Tensor:
         if mask is None:
-            return super().forward(input)
+            return super()._forward(input)
         self._check_input(input)
         self._check_mask(input, mask)
         factor = self._momentum_factor()

@@ -29,9 +29,9 @@ in-place ABN inversion is in :mod:`bnlab.core.autograd`.
 
 from __future__ import annotations
 
-from torch import Tensor
+from torch import Tensor, nn
 
-from ..activations import INVERTIBLE, check_activation
+from ..activations import INVERTIBLE, activate, check_activation
 from ..core import checks, ops
 from .batchnorm import _BatchNorm
 
@@ -80,6 +80,10 @@ class _BatchNormAct(_BatchNorm):
         return ops.train(input, self.weight, self.bias, running_mean, running_var, momentum, self.eps, act, slope,
                          save_output=self.save_output)[0]
 
+    def _script_activation(self, y: Tensor) -> Tensor:
+        # scripted: autograd differentiates the activation (no saved-output inversion)
+        return activate(y, self.act, self.negative_slope)
+
 
 _CLASS_DOC = """BN followed by an activation over {shape} input, in one layer (see :mod:`bnlab.nn.norm_act`).
 
@@ -99,15 +103,15 @@ _CLASS_DOC = """BN followed by an activation over {shape} input, in one layer (s
     """
 
 
-class BatchNormAct1d(_BatchNormAct):
+class BatchNormAct1d(_BatchNormAct, nn.BatchNorm1d):
     _input_dims = (2, 3)
 
 
-class BatchNormAct2d(_BatchNormAct):
+class BatchNormAct2d(_BatchNormAct, nn.BatchNorm2d):
     _input_dims = (4,)
 
 
-class BatchNormAct3d(_BatchNormAct):
+class BatchNormAct3d(_BatchNormAct, nn.BatchNorm3d):
     _input_dims = (5,)
 
 

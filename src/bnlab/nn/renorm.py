@@ -56,6 +56,8 @@ def _check_limits(r_max: float, d_max: float) -> None:
 
 
 class _BatchRenorm(_BatchNorm):
+    _not_scriptable = "Batch Renorm's r/d correction and its warm-up"
+
     def __init__(
         self,
         num_features: int,
@@ -155,15 +157,15 @@ _CLASS_DOC = """Batch Renorm over {shape} input; see :mod:`bnlab.nn.renorm` for 
     """
 
 
-class BatchRenorm1d(_BatchRenorm):
+class BatchRenorm1d(_BatchRenorm, nn.BatchNorm1d):
     _input_dims = (2, 3)
 
 
-class BatchRenorm2d(_BatchRenorm):
+class BatchRenorm2d(_BatchRenorm, nn.BatchNorm2d):
     _input_dims = (4,)
 
 
-class BatchRenorm3d(_BatchRenorm):
+class BatchRenorm3d(_BatchRenorm, nn.BatchNorm3d):
     _input_dims = (5,)
 
 

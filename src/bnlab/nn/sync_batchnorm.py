@@ -17,6 +17,11 @@ each rank normalizes with its own batch statistics, as torch does). When torch.d
 available or not initialised, or the group has one process, the layer is plain batch norm.
 Collectives work for gloo with CPU tensors (torch's own SyncBatchNorm refuses them) and NCCL with
 CUDA tensors; nothing here assumes a device.
+
+The class is a subclass of torch's ``_BatchNorm`` (so every tool that looks for batch norm finds
+it) but not of ``torch.nn.SyncBatchNorm``: ``DistributedDataParallel`` refuses any
+``torch.nn.SyncBatchNorm`` in a CPU module ("SyncBatchNorm layers only work with GPU modules"),
+which is where this layer is meant to run too.
 """
 
 from __future__ import annotations
@@ -62,6 +67,8 @@ class SyncBatchNorm(_BatchNorm):
         >>> model = SyncBatchNorm.convert_sync_batchnorm(model)      # before wrapping in DDP
         >>> model = bnlab.nn.revert_sync_batchnorm(model)             # back, e.g. for export
     """
+
+    _not_scriptable = "its statistics are gathered across processes"
 
     def __init__(
         self,

@@ -5,6 +5,13 @@ already a module; dots in ``factory`` walk attributes) or the path of a TorchScr
 (``torch.jit.save``). ``--input-shape 8,3,32,32`` adds the checks that need a forward, on a
 seeded standard-normal input. Exit status: 0 no hazards, 1 hazards found, 2 the model could not
 be loaded.
+
+**Trust model.** doctor imports the named module and calls its factory (or loads a TorchScript
+file): that runs the model's code with your permissions. Only give it models you trust. Modules
+are imported from the installed packages (``sys.path`` as Python sets it for the ``bnlab`` command,
+which does not contain the current folder), so a folder in the current directory that happens to
+be named like a package (``./torchvision/``) is not picked up; ``--path DIR`` adds a folder of
+your own models, explicitly and last.
 """
 
 from __future__ import annotations
@@ -20,17 +27,27 @@ import torch
 from torch import nn
 
 
+TRUST = ("doctor runs the model's code (it imports the module and calls the factory, or loads the TorchScript "
+         "file): only give it models you trust")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = f"Trust: {TRUST}. The current folder is not searched for modules; --path DIR adds one."
     parser.add_argument("model", nargs="?", default=None,
                         help="module:factory (e.g. torchvision.models:resnet18) or a TorchScript file")
     parser.add_argument("--input-shape", default=None,
                         help="comma-separated shape of an example input, e.g. 8,3,32,32 (enables the forward checks)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--train", action="store_true", help="check the model in training mode (default: as built)")
+    parser.add_argument("--path", action="append", default=[], metavar="DIR",
+                        help="also import models from DIR (searched after the installed packages; repeatable)")
 
 
-def load_model(spec: str) -> nn.Module:
-    """A module from ``module:factory`` or a TorchScript file; ValueError saying what went wrong."""
+def load_model(spec: str, paths: list[str] | tuple[str, ...] = ()) -> nn.Module:
+    """A module from ``module:factory`` or a TorchScript file; ValueError saying what went wrong.
+
+    ``paths``: folders to import from as well, searched *after* the installed packages (never the
+    current folder unless named here)."""
     if os.path.isfile(spec):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript files are what users have
@@ -38,11 +55,13 @@ def load_model(spec: str) -> nn.Module:
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
         raise ValueError(f"expected module:factory or a TorchScript file (got {spec!r}, not a file either)")
-    sys.path.insert(0, os.getcwd())  # like `python -m`: modules in the current folder are found
+    extra = [os.path.abspath(p) for p in paths]
+    sys.path.extend(extra)  # after the installed packages: a local folder never shadows one
     try:
         obj = importlib.import_module(module_name)
     finally:
-        sys.path.pop(0)
+        for p in extra:
+            sys.path.remove(p)
     for part in attr.split("."):
         if not hasattr(obj, part):
             raise ValueError(f"expected {module_name} to define {attr} (no attribute {part!r})")
@@ -70,7 +89,7 @@ def main(args) -> int:
         print("bnlab doctor: expected a model: module:factory or a TorchScript file (got none)", file=sys.stderr)
         return 2
     try:
-        model = load_model(args.model)
+        model = load_model(args.model, args.path)
         example = None
         if args.input_shape:
             gen = torch.Generator().manual_seed(0)

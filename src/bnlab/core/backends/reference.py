@@ -65,12 +65,7 @@ class Reference(Backend):
 
     def eval(self, x, running_mean, running_var, weight, bias, eps, act, slope):
         # Eval is an affine map of x with constant statistics, in plain differentiable ops.
-        if x.dtype in (torch.float32, torch.float64) and running_var.dtype == x.dtype:
-            y = M.scale_shift(x, *M.eval_affine(running_mean, running_var, weight, bias, eps))
-        else:  # half types (and mixed dtypes): computed in float32 and rounded once
-            invstd = torch.rsqrt(running_var.to(M.acc_dtype(x.dtype)) + eps)
-            y = M.normalize(x, running_mean.to(invstd.dtype), invstd, weight, bias)
-        return A.activate(y, act, slope)
+        return A.activate(M.eval_normalize(x, running_mean, running_var, weight, bias, eps), act, slope)
 
     def update_running_stats(self, running_mean, running_var, mean, var, count, momentum):
         M.update_running_stats(running_mean, running_var, mean, var, count, momentum)
