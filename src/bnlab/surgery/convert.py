@@ -14,6 +14,10 @@ track_running_stats, the training flag and the layer's forward/backward hooks. B
 conversions are round-trip safe: there and back gives identical outputs and an identical
 state_dict.
 
+Layers that apply drop and activation *modules* after BN -- timm's ``BatchNormAct2d``, the base of
+many timm models -- convert to ``"bnlab"`` (:class:`bnlab.nn.BatchNormDropAct2d`, keeping both
+modules) and back to ``"torch"`` (timm's class), see :mod:`.norm_act`.
+
 What it refuses: a subclass of a BN class that is not in the source table
 (``class MyBN(nn.BatchNorm2d)``) raises TypeError rather than silently dropping what the subclass
 adds; so does a layer the target cannot represent.
@@ -30,6 +34,7 @@ from torch import nn
 from .. import nn as bnn
 from ..nn.swap import plain_config, swap
 from . import fuse_act
+from .norm_act import convert_norm_act, is_norm_act
 from .sources import BN_BASES, SOURCES, is_batchnorm, register_source, resolve_dims
 
 __all__ = ["convert", "register_source", "register_target", "SOURCES", "TARGETS", "Target", "is_batchnorm"]
@@ -96,6 +101,8 @@ def _convert(module: nn.Module, target: Target, options: dict[str, Any], path: s
 
 
 def _convert_layer(module: nn.Module, target: Target, options: dict[str, Any], path: str) -> nn.Module:
+    if is_norm_act(module):  # BN with drop/act modules (timm's BatchNormAct2d): kept, see .norm_act
+        return convert_norm_act(module, target.name, options)
     if type(module) in target.produces:
         return module
     if type(module) in SOURCES:

@@ -14,7 +14,8 @@ applied per group (torch.nn.utils.fusion's transpose path ignores groups).
 Two levels, as in torch.nn.utils.fusion: :func:`fold_weights` works on tensors;
 :func:`fold` checks its preconditions (eval mode), finds the pairs (:mod:`bnlab.surgery.graph`: a
 torch.fx trace of the forward when the model traces, else neighbours in ``nn.Sequential``), and
-replaces each layer's weight and bias and each folded BN with ``nn.Identity``. A pair is folded only when the layer's
+replaces each layer's weight and bias and each folded BN with ``nn.Identity`` (a BN with drop/act
+modules, timm's BatchNormAct2d or :class:`bnlab.nn.BatchNormDropAct2d`, with those modules). A pair is folded only when the layer's
 output feeds the BN alone and each module is called once, so the result computes the same function.
 Linear + BatchNorm1d assumes the (N, C) input that BatchNorm1d normalizes per feature.
 """
@@ -31,6 +32,7 @@ from torch import Tensor, nn
 from ..core import math as M
 from ..nn import batchnorm as bnlab_bn
 from .graph import LAYERS, TRANSPOSED, bn_neighbours
+from .norm_act import after_fold, is_norm_act
 
 __all__ = ["fold", "fold_weights", "find_pairs", "max_abs_diff", "FoldReport", "bench_models", "FOLDABLE_BN"]
 
@@ -39,6 +41,12 @@ FOLDABLE_BN: set[type] = {
     nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, bnlab_bn.BatchNorm1d, bnlab_bn.BatchNorm2d, bnlab_bn.BatchNorm3d,
 }
 FLOAT16_MAX = torch.finfo(torch.float16).max
+
+
+def _foldable(module: nn.Module) -> bool:
+    """A BN whose eval forward is the affine map (:data:`FOLDABLE_BN`), or that map followed by drop/act
+    modules (:func:`bnlab.surgery.norm_act.is_norm_act`), which stay after the fold."""
+    return type(module) in FOLDABLE_BN or is_norm_act(module)
 
 
 @dataclasses.dataclass
@@ -103,7 +111,7 @@ def _out_channels(layer: nn.Module) -> int:
 def _can_fold(layer: nn.Module, bn: nn.Module) -> bool:
     return (
         isinstance(layer, LAYERS)
-        and type(bn) in FOLDABLE_BN
+        and _foldable(bn)
         and bn.track_running_stats
         and bn.running_mean is not None
         and bn.num_features == _out_channels(layer)
@@ -114,7 +122,7 @@ def find_pairs(model: nn.Module) -> list[tuple[str, str]]:
     """(layer name, BN name) pairs that :func:`fold` would fold: a conv / linear layer whose output
     feeds the BN alone, each called once (:func:`bnlab.surgery.graph.bn_neighbours`)."""
     pairs = []
-    for bn_name, nb in bn_neighbours(model, lambda m: type(m) in FOLDABLE_BN).items():
+    for bn_name, nb in bn_neighbours(model, _foldable).items():
         if nb.prev is None or nb.prev.startswith("fn:") or not nb.prev_single_use:
             continue
         if nb.called_once(nb.prev, bn_name) and _can_fold(model.get_submodule(nb.prev), model.get_submodule(bn_name)):
@@ -190,7 +198,7 @@ def fold(model: nn.Module, example_input=None, *, inplace: bool = False, report:
                 overflow.append(layer_name)
             layer.weight = nn.Parameter(w, requires_grad=layer.weight.requires_grad)
             layer.bias = nn.Parameter(b, requires_grad=layer.weight.requires_grad)
-            _set_submodule(model, bn_name, nn.Identity())
+            _set_submodule(model, bn_name, after_fold(bn) if is_norm_act(bn) else nn.Identity())
     if overflow:
         warnings.warn(
             f"folded weights, biases or running_var exceed the float16 range ({FLOAT16_MAX:.0f}) in "
