@@ -46,13 +46,13 @@ def row(source: str, name: str) -> str:
     ref = build(source, name)
     ours = bnlab.convert(ref, "bnlab")
     n_bn = sum(is_batchnorm(m) for m in ours.modules())
+    hazards_built = len(bnlab.doctor(ours, data(1)).hazards)
     x, target = data(0), torch.arange(8) % 10
     with torch.no_grad():
         torch.manual_seed(1)
         y_ref = ref(x)
         torch.manual_seed(1)
         out_diff = float((ours(x) - y_ref).abs().max())
-    hazards_built = len(bnlab.doctor(ours, data(1)).hazards)
     losses = []
     for model in (copy.deepcopy(ref), copy.deepcopy(ours)):
         opt, run = torch.optim.SGD(model.parameters(), lr=0.01), []
@@ -62,7 +62,7 @@ def row(source: str, name: str) -> str:
             opt.zero_grad()
             loss.backward()
             opt.step()
-            run.append(float(loss))
+            run.append(loss.item())
         losses.append(run)
     sgd_diff = max(abs(a - b) / abs(a) for a, b in zip(*losses))
     bnlab.precise_bn(ours, [data(s) for s in range(20, 24)])

@@ -46,3 +46,14 @@ def test_no_spurious_hazards(name):
         assert calibrated.hazards == [], calibrated.to_text()
     scaled = bnlab.doctor(model, _data(20) * 1.5)  # data the statistics do not describe
     assert "train-eval-gap" in {f.code for f in scaled.hazards}, scaled.to_text()
+
+
+def test_few_training_batches_are_named_in_the_gap_finding():
+    """After 2 training batches the running statistics are 81% initial: eval mode does not describe
+    the data, and the finding says why."""
+    model = ZOO["resnet18-zero-init-residual"]().train()
+    with torch.no_grad():
+        for seed in range(2):
+            model(_data(seed))
+    gap = [f for f in bnlab.doctor(model, _data(5)).hazards if f.code == "train-eval-gap"]
+    assert gap and "seen few training batches" in gap[0].message and ": 2)" in gap[0].message

@@ -367,6 +367,11 @@ def _train_eval_gap(ctx: _Model, args: tuple) -> Finding | None:
         msg += (f"; in {len(off)} BN layer(s) the example's statistics are far from the running ones (worst "
                 f"{worst}: mean shift {off[worst][0]:.3g} running std, |log variance ratio| {off[worst][1]:.3g}; "
                 f"thresholds {SHIFT_Z} and {LOG_VAR_RATIO}): the running statistics do not describe this data")
+        early = {n: k for n in off if (k := _batches_seen(ctx.bns[n])) is not None}
+        if early:
+            n, k = next(iter(early.items()))
+            msg += (f"; {len(early)} of them have seen few training batches ({n}: {k}), so their running "
+                    f"statistics still hold {(1 - ctx.bns[n].momentum) ** k:.0%} or more of their initial values")
     elif fresh:
         msg += (f"; {len(fresh)} BN layer(s) have their initial running statistics (mean 0, variance 1: no "
                 f"training batch seen), so eval mode is not meaningful yet")
@@ -375,6 +380,16 @@ def _train_eval_gap(ctx: _Model, args: tuple) -> Finding | None:
         "recompute the running statistics on training data with bnlab.precise_bn(model, batches), and "
         "check that the example input is preprocessed like the training data" if off else "none needed",
     )
+
+
+def _batches_seen(m: nn.Module) -> int | None:
+    """num_batches_tracked when the running average still holds over 5% of its initial value
+    ((1 - momentum)^k > 0.05, i.e. fewer than 29 batches at momentum 0.1); else None."""
+    nbt, momentum = getattr(m, "num_batches_tracked", None), getattr(m, "momentum", None)
+    if nbt is None or momentum is None or not isinstance(momentum, float) or not 0 < momentum < 1:
+        return None
+    k = int(nbt)
+    return k if k > 0 and (1.0 - momentum) ** k > 0.05 else None
 
 
 def _initial_statistics(m: nn.Module) -> bool:
