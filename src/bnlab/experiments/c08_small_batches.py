@@ -13,7 +13,8 @@ from __future__ import annotations
 import math
 
 from ..train.config import RunConfig
-from . import stats, text
+from . import series_tools as st
+from . import stability, stats, text
 from .plotting import legend_below, percent_axis
 from .result import ClaimResult, FigureSpec, Label
 
@@ -95,31 +96,46 @@ def _error(run) -> float:
     return 1.0 - run.final("test_acc")
 
 
+def records(runs, configs) -> dict[int, dict]:
+    """{seed: {(norm, batch): test error}} (NaN: failed or diverged)."""
+    return st.by_seed(configs, runs, lambda c: (c.norm, c.batch_size), _error)
+
+
+def compare(recs: list[dict]) -> dict:
+    """The rule's quantities from per-seed records (any list of them, repeats allowed)."""
+    def paired(a: tuple[str, int], b: tuple[str, int]) -> stats.Estimate:
+        pairs = [(r[a], r[b]) for r in recs if not (math.isnan(r[a]) or math.isnan(r[b]))]
+        if not pairs:
+            return stats.estimate([])
+        return stats.paired([x for x, _ in pairs], [y for _, y in pairs]).diff
+
+    table = {norm: {b: stats.estimate([r[(norm, b)] for r in recs if not math.isnan(r[(norm, b)])])
+                    for b in BATCHES} for norm in NORMS}
+    jumps = {(hi, lo): table["bn"][lo].mean - table["bn"][hi].mean for hi, lo in zip(BATCHES, BATCHES[1:])}
+    finite = {k: v for k, v in jumps.items() if not math.isnan(v)}
+    gn_diffs = {b: paired(("gn", b), ("gn", 32)) for b in BATCHES[1:]}
+    return {"table": table, "bn_rise": paired(("bn", 2), ("bn", 32)),
+            "sharpest": max(finite, key=finite.get) if finite else None, "gn_diffs": gn_diffs,
+            "flat": gn_is_flat(gn_diffs), "gn_beats": paired(("bn", 2), ("gn", 2)),
+            "brn_minus_bn_at_4": paired(("brn", 4), ("bn", 4))}
+
+
+def rule(recs: list[dict]) -> str:
+    """RULE on per-seed records."""
+    c = compare(recs)
+    return verdict(c["bn_rise"], c["sharpest"], c["flat"], c["gn_beats"])
+
+
 def analyze(runs, ctx) -> ClaimResult:
     configs = sweep(ctx.quick, ctx.seeds)
     seeds = sorted({c.seed for c in configs})
     err = {(c.norm, c.batch_size, c.seed): _error(r) for c, r in zip(configs, runs)}
     bad = sum(math.isnan(v) for v in err.values())
-
-    def paired(a: tuple[str, int], b: tuple[str, int]) -> stats.Estimate:
-        pairs = [(err[(*a, s)], err[(*b, s)]) for s in seeds]
-        pairs = [(x, y) for x, y in pairs if not (math.isnan(x) or math.isnan(y))]
-        if not pairs:
-            return stats.estimate([])
-        return stats.paired([x for x, _ in pairs], [y for _, y in pairs]).diff
-
-    def mean_err(norm: str, b: int) -> stats.Estimate:
-        return stats.estimate([v for s in seeds if not math.isnan(v := err[(norm, b, s)])])
-
-    table = {norm: {b: mean_err(norm, b) for b in BATCHES} for norm in NORMS}
-    bn_rise = paired(("bn", 2), ("bn", 32))
-    jumps = {(hi, lo): table["bn"][lo].mean - table["bn"][hi].mean for hi, lo in zip(BATCHES, BATCHES[1:])}
-    finite = {k: v for k, v in jumps.items() if not math.isnan(v)}
-    sharpest = max(finite, key=finite.get) if finite else None
-    gn_diffs = {b: paired(("gn", b), ("gn", 32)) for b in BATCHES[1:]}
-    flat = gn_is_flat(gn_diffs)
-    gn_beats = paired(("bn", 2), ("gn", 2))
-    v = verdict(bn_rise, sharpest, flat, gn_beats)
+    recs = records(runs, configs)
+    stab = stability.assess(recs, rule)
+    c = compare(list(recs.values()))
+    table, bn_rise, sharpest, gn_diffs = c["table"], c["bn_rise"], c["sharpest"], c["gn_diffs"]
+    flat, gn_beats, v = c["flat"], c["gn_beats"], stab.verdict
 
     numbers = {f"{norm}_error": {str(b): table[norm][b].to_json() for b in (32, 4, 2)} for norm in NORMS}
     numbers["bn_rise"] = bn_rise.to_json()
@@ -127,7 +143,7 @@ def analyze(runs, ctx) -> ClaimResult:
     numbers["gn_rise"] = gn_diffs[2].to_json()
     numbers["gn_flat"] = flat
     numbers["bn_minus_gn_at_2"] = gn_beats.to_json()
-    numbers["brn_minus_bn_at_4"] = paired(("brn", 4), ("bn", 4)).to_json()
+    numbers["brn_minus_bn_at_4"] = c["brn_minus_bn_at_4"].to_json()
     numbers["failed_runs"] = bad
 
     def pct(e):
@@ -140,7 +156,7 @@ def analyze(runs, ctx) -> ClaimResult:
                f"{pct(table['gn'][32])} at 32, {pct(table['gn'][2])} at 2 ({'flat' if flat else 'not flat'} within "
                f"noise); Batch Renorm: {pct(table['brn'][32])} at 32, {pct(table['brn'][4])} at 4, "
                f"{pct(table['brn'][2])} at 2. At batch 2 BN's error minus GroupNorm's is "
-               f"{text.interval(gn_beats, 'points')}. Verdict: {v}."
+               f"{text.interval(gn_beats, 'points')}."
                + (f" {bad} run(s) failed or diverged and are left out." if bad else ""))
     setup = {"data": DATA, "model": MODEL, "norms": {k: dict(kw) for k, kw in NORMS.items()},
              "batch_sizes": list(BATCHES), "epochs": (QUICK if ctx.quick else FULL)["epochs"],
@@ -160,8 +176,8 @@ def analyze(runs, ctx) -> ClaimResult:
                f"(largest rise {numbers['bn_largest_jump']}); GroupNorm's from {pct(table['gn'][32])} to "
                f"{pct(table['gn'][2])} ({'flat' if flat else 'not flat'} within noise); at batch 2 BN − GroupNorm "
                f"{text.interval(gn_beats, 'points')}.")
-    return ClaimResult(ID, NAME, QUESTION, CLAIM, SOURCE, RULE, v, summary, setup, numbers, [fig], rows,
-                       title=TITLE, finding=finding, labels=LABELS)
+    return stability.settle(ClaimResult(ID, NAME, QUESTION, CLAIM, SOURCE, RULE, v, summary, setup, numbers, [fig],
+                                        rows, title=TITLE, finding=finding, labels=LABELS), stab)
 
 
 LABELS = {

@@ -20,7 +20,8 @@ from __future__ import annotations
 import math
 
 from ..train.config import RunConfig
-from . import stats, text
+from . import series_tools as st
+from . import stability, stats, text
 from .plotting import legend_below, percent_axis
 from .result import ClaimResult, FigureSpec, Label
 from .series_tools import finished_acc as _acc
@@ -85,24 +86,44 @@ def verdict(diffs: list[stats.Estimate], p_holm: list[float]) -> str:
     return "inconclusive"
 
 
+def _setting(config) -> str:
+    return next(n for n, s in SETTINGS.items() if (s["batch_size"], s["batch_classes"]) ==
+                (config.batch_size, config.batch_classes))
+
+
+def records(runs, configs) -> dict[int, dict]:
+    """{seed: {(setting, norm): test accuracy}} (NaN: failed or diverged)."""
+    return st.by_seed(configs, runs, lambda c: (_setting(c), c.norm), _acc)
+
+
+def compare(recs: list[dict]) -> tuple[list, list, list]:
+    """Per setting: the paired test BRN − BN (None without a pair), its difference and Holm-adjusted p."""
+    tests = []
+    for name in SETTINGS:
+        pairs = [(r[(name, "brn")], r[(name, "bn")]) for r in recs]
+        pairs = [p for p in pairs if not any(math.isnan(v) for v in p)]
+        tests.append(stats.paired([a for a, _ in pairs], [b for _, b in pairs]) if pairs else None)
+    diffs = [t.diff if t else stats.estimate([]) for t in tests]
+    p_holm = stats.holm([t.p_t if t and not math.isnan(t.p_t) else 1.0 for t in tests])
+    return tests, diffs, p_holm
+
+
+def rule(recs: list[dict]) -> str:
+    """RULE on per-seed records."""
+    _, diffs, p_holm = compare(recs)
+    return verdict(diffs, p_holm)
+
+
 def analyze(runs, ctx) -> ClaimResult:
     configs = sweep(ctx.quick, ctx.seeds)
     seeds = sorted({c.seed for c in configs})
-    key = {(s["batch_size"], s["batch_classes"]): name for name, s in SETTINGS.items()}
-    acc = {(key[(c.batch_size, c.batch_classes)], c.norm, c.seed): _acc(r) for c, r in zip(configs, runs)}
-    bad = sum(math.isnan(v) for v in acc.values())
-    diffs, tests, per_norm = [], [], {}
-    for name in SETTINGS:
-        pairs = [(acc[(name, "brn", s)], acc[(name, "bn", s)]) for s in seeds]
-        pairs = [p for p in pairs if not any(math.isnan(v) for v in p)]
-        test = stats.paired([a for a, _ in pairs], [b for _, b in pairs]) if pairs else None
-        tests.append(test)
-        diffs.append(test.diff if test else stats.estimate([]))
-        for norm in NORMS:
-            per_norm[(name, norm)] = stats.estimate([v for s in seeds if not math.isnan(v := acc[(name, norm, s)])])
-    p_raw = [t.p_t if t and not math.isnan(t.p_t) else 1.0 for t in tests]
-    p_holm = stats.holm(p_raw)
-    v = verdict(diffs, p_holm)
+    recs = records(runs, configs)
+    bad = sum(math.isnan(v) for r in recs.values() for v in r.values())
+    stab = stability.assess(recs, rule)
+    tests, diffs, p_holm = compare(list(recs.values()))
+    v = stab.verdict
+    per_norm = {(name, norm): stats.estimate([r[(name, norm)] for r in recs.values() if not math.isnan(r[(name, norm)])])
+                for name in SETTINGS for norm in NORMS}
     numbers = {}
     for (name, t, p), d in zip(zip(SETTINGS, tests, p_holm), diffs):
         numbers[f"{SHORT[name]}_bn_acc"] = per_norm[(name, "bn")].to_json()
@@ -113,7 +134,7 @@ def analyze(runs, ctx) -> ClaimResult:
     parts = [f"{name}: BN {text.interval(per_norm[(name, 'bn')], '%')}, Batch Renorm "
              f"{text.interval(per_norm[(name, 'brn')], '%')}, paired difference {text.interval(d, 'points')}, "
              f"Holm p = {p:.3g}" for name, d, p in zip(SETTINGS, diffs, p_holm)]
-    summary = ("Test accuracy in eval mode (population statistics). " + "; ".join(parts) + f". Verdict: {v}."
+    summary = ("Test accuracy in eval mode (population statistics). " + "; ".join(parts) + "."
                + (f" {bad} run(s) failed or diverged and are left out." if bad else ""))
     setup = {"data": DATA, "model": MODEL, "norms": list(NORMS),
              "settings": {n: {k: s[k] for k in ("batch_size", "batch_classes")} |
@@ -122,7 +143,7 @@ def analyze(runs, ctx) -> ClaimResult:
              "lr": f"{BASE_LR} * B / {BASE_BATCH}, cosine to 0", "optimizer": "sgd (momentum 0.9)",
              "evaluation": "eval mode (population statistics), 1000 test examples", "seeds": seeds,
              "quick": ctx.quick}
-    rows = [{"setting": key[(c.batch_size, c.batch_classes)], "norm": c.norm, "batch_size": c.batch_size,
+    rows = [{"setting": _setting(c), "norm": c.norm, "batch_size": c.batch_size,
              "batch_classes": c.batch_classes, "steps": c.steps, "seed": c.seed,
              "status": None if r is None else r.status, "test_acc": _acc(r)} for c, r in zip(configs, runs)]
     data = {"settings": list(SETTINGS),
@@ -132,8 +153,8 @@ def analyze(runs, ctx) -> ClaimResult:
                      "Left: mean and 95% interval over seeds; right: the paired difference Batch Renorm − BN.")
     finding = "Batch Renorm − BN in test accuracy (paired by seed): " + "; ".join(
         f"{name} {text.interval(d, 'points')}" for name, d in zip(SETTINGS, diffs)) + "."
-    return ClaimResult(ID, NAME, QUESTION, CLAIM, SOURCE, RULE, v, summary, setup, numbers, [fig], rows,
-                       title=TITLE, finding=finding, labels=LABELS)
+    return stability.settle(ClaimResult(ID, NAME, QUESTION, CLAIM, SOURCE, RULE, v, summary, setup, numbers, [fig],
+                                        rows, title=TITLE, finding=finding, labels=LABELS), stab)
 
 
 def _labels(name: str, short: str) -> dict[str, Label]:
