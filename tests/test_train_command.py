@@ -1,5 +1,6 @@
 """``bnlab train`` end to end, the overhead measurement, and (slow) the MNIST-1D reference accuracy."""
 
+import argparse
 import dataclasses
 import json
 
@@ -62,3 +63,16 @@ def test_mnist1d_reference_cnn_reaches_the_published_accuracy():
     r = train(RunConfig(model="cnn", norm="none", optimizer="adam", lr=1e-2, batch_size=100, steps=8000,
                         eval_every=8000, seed=0), threads=1)
     assert r.final("test_acc") >= 0.90
+
+
+def test_data_option_takes_shifted_sets_and_refuses_unknown_names(capsys):
+    from bnlab.train import command
+
+    parser = argparse.ArgumentParser()
+    command.add_arguments(parser)
+    assert parser.parse_args(["--data", "mnist1d-c/gain/3"]).data == "mnist1d-c/gain/3"
+    assert parser.parse_args(["--data", "digits"]).data == "digits"
+    for bad, said in (("mnist1d-c/bogus/3", "expected a corruption of mnist1d"), ("foo", "expected a data set name")):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["--data", bad])
+        assert said in capsys.readouterr().err

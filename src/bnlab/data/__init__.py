@@ -32,16 +32,21 @@ from .dataset import Dataset
 
 NAMES = ("mnist1d", "digits", "mnist", "fashion-mnist", "cifar10")
 
-__all__ = ["Dataset", "load", "NAMES"]
+__all__ = ["Dataset", "load", "check_name", "NAMES"]
+
+
+def check_name(name: str) -> str:
+    """``name`` if it names a data set (one of :data:`NAMES` or a shifted set), else ValueError."""
+    if shifted.parse(name) is None and name not in NAMES:
+        raise ValueError(f"expected a data set name in {NAMES} or a shifted set such as 'mnist1d-c/noise/3' "
+                         f"(got {name!r})")
+    return name
 
 
 def load(name: str, root: str | None = None) -> Dataset:
     """The data set ``name`` (one of :data:`NAMES`); ``root`` is the folder of its files if it has any."""
-    if shifted.parse(name) is not None:
+    if shifted.parse(check_name(name)) is not None:
         return _load(name, None)
-    if name not in NAMES:
-        raise ValueError(f"expected a data set name in {NAMES} or a shifted set such as 'mnist1d-c/noise/3' "
-                         f"(got {name!r})")
     return _load(name, None if root is None else os.path.abspath(root))
 
 

@@ -36,11 +36,22 @@ def _kv(text: str) -> tuple[str, object]:
         return key, value
 
 
+def _data_name(text: str) -> str:
+    from .. import data
+
+    try:
+        return data.check_name(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from .. import data, models
 
     d = _DEFAULT
-    p.add_argument("--data", default=d.data, choices=data.NAMES, help=f"data set (default {d.data})")
+    p.add_argument("--data", default=d.data, type=_data_name, metavar="NAME",
+                   help=f"data set: one of {', '.join(data.NAMES)}, or a shifted test set such as "
+                        f"mnist1d-c/noise/3 (default {d.data})")
     p.add_argument("--data-root", default=None, help="folder of the files of mnist / fashion-mnist / cifar10")
     p.add_argument("--model", default=d.model, help=f"one of {models.available_models()} (default {d.model})")
     p.add_argument("--norm", default=d.norm, help=f"one of {models.available_norms()} (default {d.norm})")
