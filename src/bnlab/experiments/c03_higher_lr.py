@@ -1,7 +1,7 @@
 """C3: BN allows much higher learning rates (Ioffe & Szegedy 2015, §4.2; Bjorck et al. 2018).
 
 MNIST-1D's reference CNN with and without BN (conv-BN-ReLU), SGD with momentum 0.9 at a constant
-learning rate on a half-decade log grid 1e-3..3, several seeds. The trainer stops a run that
+learning rate on a half-decade log grid 1e-2..3, several seeds. The trainer stops a run that
 diverges (a non-finite loss, or one above 100x the first step's loss). For each norm we find the
 largest learning rate at which the run "trains" -- every seed finishes without diverging and ends
 better than chance -- and compare the two; and at each norm's best rate (highest mean final test
@@ -31,7 +31,10 @@ SOURCE = "Ioffe & Szegedy 2015, §4.2 (arXiv:1502.03167); Bjorck et al. 2018 (ar
 
 # ---- the sweep -----------------------------------------------------------------------------------
 NORMS = ("none", "bn")
-FULL = dict(lrs=(1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0), seeds=3, steps=2000, eval_every=100)
+# The grid starts at 1e-2: the rule reads only the largest rate that trains and each norm's best rate, and
+# re-applying it to stored full runs without 1e-3 and 3e-3 gave the same verdict in the same share of resamples
+# (those rates never diverge, so they were a third of the cost).
+FULL = dict(lrs=(1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0), seeds=3, steps=2000, eval_every=100)
 QUICK = dict(lrs=(1e-2, 3.0), seeds=2, steps=100, eval_every=50)
 BASE = RunConfig(data="mnist1d", model="cnn", optimizer="sgd", momentum=0.9, batch_size=100,
                  eval_samples=1000)  # eval on the whole test set (1000) and the first 1000 train examples

@@ -41,7 +41,9 @@ LAYERS = ("blocks.1.op", "blocks.2.op", "head")  # every weight layer but the fi
 # no-BN seeds stalled, which would measure an unstable baseline rather than covariate shift.
 BASE = RunConfig(data="mnist1d", model="cnn", optimizer="sgd", lr=0.02, momentum=0.9, batch_size=100,
                  eval_samples=1000, probes=("ics",))
-FULL = dict(steps=1500, eval_every=100, seeds=8)  # 15 ICS measurements per run
+# 15 ICS measurements per run; 5 seeds: the first 5 of 8 stored seeds give the same verdict, stable in 100%
+# of resamples (1000 steps with 5 seeds: 85%, so the steps stay).
+FULL = dict(steps=1500, eval_every=100, seeds=5)
 QUICK = dict(steps=200, eval_every=100, seeds=2)  # 2 metric steps: exercises every code path
 
 # ---- the verdict rule (stated before the runs) ---------------------------------------------------

@@ -36,7 +36,8 @@ HIGH_LR = max(LRS)  # the verdict reads the high-lr runs
 SIZES = (100, 300, 1000, 3000, 4000)  # PreciseBN samples; 4000 = the whole training set
 ALL = max(SIZES)
 LEVEL_AT = 1000  # "levels off around 10^3 samples"
-FULL = {"steps": 2000, "seeds": 8}
+# 6 seeds: the first 6 of 8 stored seeds give the same verdict, stable in 100% of resamples.
+FULL = {"steps": 2000, "seeds": 6}
 QUICK = {"steps": 60, "seeds": 2}
 
 # --- the rule -------------------------------------------------------------------------------
