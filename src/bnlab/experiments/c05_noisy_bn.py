@@ -30,8 +30,8 @@ SOURCE = "Santurkar et al. 2018, How Does Batch Normalization Help Optimization?
 
 # ---- the sweep -----------------------------------------------------------------------------------
 NORMS = ("bn", "noisy_bn", "none")
-# 6 seeds: the first 6 of 8 stored seeds give the same verdict, stable in 100% of resamples (5: 96%).
-FULL = dict(seeds=6, steps=1500, eval_every=150)
+# 8 seeds: with 6 a full run's verdict was stable in 83% of resamples only; with 8, 98%.
+FULL = dict(seeds=8, steps=1500, eval_every=150)
 QUICK = dict(seeds=2, steps=80, eval_every=40)
 BASE = RunConfig(data="mnist1d", model="cnn", optimizer="sgd", lr=0.1, momentum=0.9, batch_size=100,
                  eval_samples=1000)
