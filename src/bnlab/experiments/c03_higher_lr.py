@@ -33,8 +33,9 @@ SOURCE = "Ioffe & Szegedy 2015, §4.2 (arXiv:1502.03167); Bjorck et al. 2018 (ar
 NORMS = ("none", "bn")
 # The grid starts at 1e-2: the rule reads only the largest rate that trains and each norm's best rate, and
 # re-applying it to stored full runs without 1e-3 and 3e-3 gave the same verdict in the same share of resamples
-# (those rates never diverge, so they were a third of the cost).
-FULL = dict(lrs=(1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0), seeds=3, steps=2000, eval_every=100)
+# (those rates never diverge, so they were a third of the cost). 6 seeds: with 3 a full run's verdict was
+# stable in 73% of resamples only; with 6, 97%.
+FULL = dict(lrs=(1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0), seeds=6, steps=2000, eval_every=100)
 QUICK = dict(lrs=(1e-2, 3.0), seeds=2, steps=100, eval_every=50)
 BASE = RunConfig(data="mnist1d", model="cnn", optimizer="sgd", momentum=0.9, batch_size=100,
                  eval_samples=1000)  # eval on the whole test set (1000) and the first 1000 train examples
