@@ -2,10 +2,11 @@
 
 The MNIST-1D CNN (conv-norm-ReLU) with BN, GN (8 groups, lowered to 5 for 25 channels) or Batch
 Renorm (r_max 1.5, d_max 0.5, fixed, as in Wu & He's comparison) trains at batch 32, 16, 8, 4 and 2
-(Batch Renorm at 32 and 4, the batch of the paper's figure for it) for the same number of EPOCHS (steps = EPOCHS * 4000 / B), SGD with momentum 0.9 and the learning
-rate scaled linearly with the batch (lr = BASE_LR * B / 32, Goyal et al.), cosine decay. Test error
-is measured in eval mode: BN and Batch Renorm use their population (running) statistics.
-Runs with the same seed share the initialisation, so differences are paired by seed.
+(Batch Renorm at 32 and 4, the batch of the paper's number for it) for the same number of EPOCHS
+(steps = EPOCHS * 4000 / B), SGD with momentum 0.9 and the learning rate scaled linearly with the
+batch (lr = BASE_LR * B / 32, Goyal et al.), cosine decay. Test error is measured in eval mode: BN
+and Batch Renorm use their population (running) statistics. Runs with the same seed share the
+initialisation, so differences are paired by seed.
 """
 
 from __future__ import annotations
@@ -160,11 +161,13 @@ def analyze(runs, ctx) -> ClaimResult:
                f"{pct(table['bn'][4])} at 4 and {pct(table['bn'][2])} at 2 (paired rise "
                f"{text.interval(bn_rise, 'points')}; the largest step is {numbers['bn_largest_jump']}). GroupNorm: "
                f"{pct(table['gn'][32])} at 32, {pct(table['gn'][2])} at 2 ({'flat' if flat else 'not flat'} within "
-               f"noise); Batch Renorm: {pct(table['brn'][32])} at 32, {pct(table['brn'][4])} at 4. At batch 2 BN's error minus GroupNorm's is "
+               f"noise); Batch Renorm: {pct(table['brn'][32])} at 32, {pct(table['brn'][4])} at 4. "
+               f"At batch 2 BN's error minus GroupNorm's is "
                f"{text.interval(gn_beats, 'points')}."
                + (f" {bad} run(s) failed or diverged and are left out." if bad else ""))
     setup = {"data": DATA, "model": MODEL, "norms": {k: dict(kw) for k, kw in NORMS.items()},
-             "batch_sizes": {norm: list(bs) for norm, bs in BATCHES_OF.items()}, "epochs": (QUICK if ctx.quick else FULL)["epochs"],
+             "batch_sizes": {norm: list(bs) for norm, bs in BATCHES_OF.items()},
+             "epochs": (QUICK if ctx.quick else FULL)["epochs"],
              "steps": {str(b): steps_for(b, (QUICK if ctx.quick else FULL)["epochs"]) for b in BATCHES},
              "lr": f"{BASE_LR} * B / {BASE_BATCH}, cosine to 0", "optimizer": "sgd (momentum 0.9)",
              "evaluation": "eval mode (population statistics), 1000 test examples", "seeds": seeds,
