@@ -43,7 +43,9 @@ def check_well_formed(result) -> None:
 
     from bnlab.experiments.result import VERDICTS
 
-    assert result.verdict in VERDICTS
+    # the rule's verdict, its stability, and what the report says: the verdict only when stable
+    assert result.rule_verdict in VERDICTS and result.stability is not None
+    assert result.verdict == (result.rule_verdict if result.stability.stable else "underpowered")
     json.dumps(result.to_json(), allow_nan=False)
     assert result.rows and result.figures and result.summary
     assert "seeds" in result.setup and "quick" in result.setup

@@ -38,14 +38,24 @@ def test_the_readme_links_the_full_edition_near_its_top():
     assert any("(docs/report/index.html)" in line for line in top)
 
 
-def test_the_table_names_every_claim_with_its_finding_and_verdict():
+def test_the_table_names_every_claim_with_its_finding_verdict_and_stability():
+    from bnlab.experiments.stability import Stability
+
+    stable = Stability("not reproduced", 0.97, 10, 500, {"not reproduced": 485, "inconclusive": 15}, "bootstrap")
+    shaky = Stability("reproduced", 0.62, 6, 500, {"reproduced": 310, "inconclusive": 190}, "bootstrap", 24,
+                      "reproduced")
     doc = {"environment": {"quick": False, "wall_time_s": 600, "cpu": "a CPU", "cpu_count": 2},
-           "claims": [{"id": "C4", "finding": "Before was better | here.", "verdict": "not reproduced"}]}
+           "claims": [{"id": "C4", "finding": "Before was better | here.", "verdict": "not reproduced",
+                       "stability": stable.to_json()},
+                      {"id": "C9", "finding": "BRN won.", "verdict": "underpowered", "stability": shaky.to_json()}]}
     table = readme.verdict_table(doc)
     rows = [line for line in table.splitlines() if line.startswith("| C")]
     assert [r.split(" | ")[0] for r in rows] == [f"| {cid}" for cid in claims()]
     c4 = next(r for r in rows if r.startswith("| C4 |"))
-    assert "Before was better \\| here." in c4 and c4.endswith("| **not reproduced** |")
+    assert "Before was better \\| here." in c4 and c4.endswith("| **not reproduced** (stable in 97% of resamples) |")
+    c9 = next(r for r in rows if r.startswith("| C9 |"))
+    assert "not a finding" in c9 and "**underpowered**" in c9 and "only 62% of resamples" in c9
+    assert "about 24 seeds per setting" in c9 and "**reproduced**" not in c9
     assert next(r for r in rows if r.startswith("| C1 |")).endswith("| did not run | not run |")
     assert "10.0 min on 2 cores" in table
 

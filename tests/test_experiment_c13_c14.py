@@ -149,11 +149,11 @@ def _fake_runs(configs, quick):
 
 @pytest.mark.parametrize("quick", [True, False])
 def test_analyses_of_fake_runs_give_complete_readable_results(quick):
-    configs = c13.sweep(quick, 4)
-    assert configs == c14.sweep(quick, 4)  # one sweep for both claims
+    configs = c13.sweep(quick, 6)
+    assert configs == c14.sweep(quick, 6)  # one sweep for both claims
     runs = _fake_runs(configs, quick)
     runs[0] = None
-    ctx = registry.Context(quick=quick, seeds=4)
+    ctx = registry.Context(quick=quick, seeds=6)
     r13, r14 = c13.analyze(runs, ctx), c14.analyze(runs, ctx)
     assert r13.verdict == "reproduced" and r14.verdict == "reproduced"
     assert r13.numbers["Failed or diverged runs"] == 1 and r14.numbers["Failed or diverged runs"] == 1
@@ -165,7 +165,7 @@ def test_analyses_of_fake_runs_give_complete_readable_results(quick):
         stored = json.loads(text)["figures"]
         for spec, data in zip(r.figures, stored):
             plt.close(spec.draw(data["data"]))
-        assert len(r.rows) == 3 * (1 + len(S.CORRUPTIONS) * len(S.plan(quick)["severities"]))
+        assert len(r.rows) == 5 * (1 + len(S.CORRUPTIONS) * len(S.plan(quick)["severities"]))
     assert ("Small batches and few samples (first 250 test examples)" in r13.numbers) == (not quick)
     table = S.markdown_table(runs[1:], S.plan(quick)["severities"])
     assert table.count("\n") == 1 + 1 + len(S.CORRUPTIONS) * len(S.plan(quick)["severities"]) + \

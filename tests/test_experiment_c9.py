@@ -47,10 +47,10 @@ def _fake_runs(configs):
 
 
 def test_analyze_fake_runs_gives_a_complete_result():
-    configs = c9.sweep(True, 3)
+    configs = c9.sweep(True, 5)
     runs = _fake_runs(configs)
     runs[0] = None
-    result = c9.analyze(runs, registry.Context(quick=True, seeds=3))
+    result = c9.analyze(runs, registry.Context(quick=True, seeds=5))
     check_well_formed(result)
     assert result.verdict == "reproduced"  # BRN +4 pp on every seed in the non-i.i.d. setting
     assert result.numbers["failed_runs"] == 1

@@ -3,7 +3,7 @@ reused, measured per-experiment times."""
 
 import dataclasses
 
-from bnlab.experiments import ClaimResult, registry
+from bnlab.experiments import ClaimResult, registry, stability
 from bnlab.train import RunConfig
 
 TINY = RunConfig(model="mlp", norm="bn", lr=0.1, steps=20, eval_every=20, eval_samples=100, batch_size=50)
@@ -21,16 +21,18 @@ class _Fake:
 
     def analyze(self, runs, ctx):
         self.runs = runs
-        return ClaimResult(id=self.ID, name="fake", question="?", claim="-", source="-", rule="-",
-                           verdict="inconclusive", summary="-", setup={}, numbers={})
+        return stability.settle(ClaimResult(id=self.ID, name="fake", question="?", claim="-", source="-", rule="-",
+                                            verdict="inconclusive", summary="-", setup={}, numbers={}),
+                                stability.computed(["inconclusive"], "a fake"))
 
 
 class _Computed:
     ID = "CC"
 
     def run(self, ctx):
-        return ClaimResult(id=self.ID, name="computed", question="?", claim="-", source="-", rule="-",
-                           verdict="inconclusive", summary="-", setup={}, numbers={})
+        return stability.settle(ClaimResult(id=self.ID, name="computed", question="?", claim="-", source="-",
+                                            rule="-", verdict="inconclusive", summary="-", setup={}, numbers={}),
+                                stability.computed(["inconclusive"], "a fake"))
 
 
 class _Recorder:

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from browser import Chromium, find_chromium
 
+from bnlab.experiments.stability import describe
 from bnlab.report import collect_environment, write_report
 from bnlab.report.content import QUESTIONS
 
@@ -68,8 +69,10 @@ def test_a_reader_sees_the_answers_first_plain_words_and_every_figure(tmp_path, 
         })""")
         cards = page.evaluate("""Object.fromEntries([...document.querySelectorAll('article.claim[id]')].map(
             a => [a.id, a.querySelector('header .badge').innerText]))""")
+        stabs = page.evaluate("""Object.fromEntries([...document.querySelectorAll('article.claim[id]')].map(
+            a => [a.id, (a.querySelector('header .stab') || {innerText: ''}).innerText]))""")
         table = page.evaluate("""[...document.querySelectorAll('.verdict-table tbody tr')].map(
-            tr => [tr.cells[0].innerText, tr.cells[2].innerText])""")
+            tr => [tr.cells[0].innerText, tr.cells[2].querySelector('.badge').innerText])""")
         overflow = page.evaluate("document.documentElement.scrollWidth > window.innerWidth")
         page.screenshot(ARTIFACTS / "report.png", full_page=False)  # what a reader sees first
         _shot(page, "#answers", ARTIFACTS / "report-answers.png")
@@ -104,5 +107,8 @@ def test_a_reader_sees_the_answers_first_plain_words_and_every_figure(tmp_path, 
     want = {r.id: r.verdict for r in results} | {"C5": "not run"}
     assert {k: v.replace(" · smoke test", "") for k, v in cards.items()} == want
     assert {k: v.replace(" · smoke test", "") for k, v in table} == want
+    # and next to every verdict, how stable it is, in the words the report uses everywhere
+    assert {k: v for k, v in stabs.items() if k in want and k != "C5"} == \
+        {r.id: describe(r.stability) for r in results if r.id != "C5"}
     assert not overflow, "the page scrolls sideways at 1100 px"
     assert (ARTIFACTS / "report-full.png").stat().st_size > 10_000

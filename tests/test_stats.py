@@ -47,3 +47,21 @@ def test_holm_adjustment():
 def test_separated_intervals():
     hi, lo = stats.estimate([10, 10.1, 9.9]), stats.estimate([1, 1.1, 0.9])
     assert stats.separated(hi, lo) and not stats.separated(hi, stats.estimate([9, 11, 10]))
+
+
+@pytest.mark.parametrize("n", [2, 3, 5, 8, 13, 40])
+def test_fast_t_test_and_interval_match_scipy(n):
+    from scipy import stats as st
+
+    rng = np.random.default_rng(n)
+    d = rng.normal(0.3, 1.0, n)
+    assert stats.t_test(d) == pytest.approx(st.ttest_1samp(d, 0.0).pvalue, rel=1e-9)
+    assert stats.estimate(d).ci == pytest.approx(st.t.ppf(0.975, n - 1) * d.std(ddof=1) / math.sqrt(n), rel=1e-9)
+
+
+@pytest.mark.parametrize("wins,losses", [(0, 1), (5, 0), (6, 2), (2, 6), (4, 4), (10, 3), (17, 20), (0, 0)])
+def test_exact_sign_test_matches_scipy_binomtest(wins, losses):
+    from scipy import stats as st
+
+    expected = st.binomtest(wins, wins + losses, 0.5).pvalue if wins + losses else 1.0
+    assert stats.sign_test(wins, losses) == pytest.approx(expected, rel=1e-12)

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..train.config import RunConfig
 from . import series_tools as st
-from . import text
+from . import stability, text
 from .plotting import legend_below, percent_axis
 from .result import ClaimResult, FigureSpec, Label
 from .stats import estimate, paired
@@ -168,6 +168,54 @@ def finding(numbers: dict, steps: int) -> str:
             f"{text.interval(numbers['drift_none'], 'positive')} without: with BN, {speed} and {steady}.")
 
 
+def measure(run, cap: float) -> dict | None:
+    """What one run contributes to the rule (None: failed or diverged, left out)."""
+    if run is None or run.diverged:
+        return None
+    return {"acc": st.final(run, "test_acc"), "steps": st.censored([st.steps_to(run, "test_acc", TARGET_ACC)], cap)[0],
+            "drift": drift(run), "drift_abs": drift(run, False)}
+
+
+def records(runs, configs) -> dict[int, dict]:
+    """{seed: {(norm, lr): measure}}: everything one seed measured."""
+    cap = configs[0].steps + configs[0].eval_every
+    return st.by_seed(configs, runs, lambda c: (c.norm, c.lr), lambda r: measure(r, cap))
+
+
+def compare(recs: list[dict]) -> dict:
+    """The rule's quantities from per-seed records (any list of them, repeats allowed)."""
+    lrs = sorted({lr for _, lr in recs[0]})
+
+    def ok(norm, lr):
+        return [r[(norm, lr)] for r in recs if r[(norm, lr)] is not None]
+
+    def mean_final(norm, lr):
+        accs = [m["acc"] for m in ok(norm, lr)]
+        return float(np.mean(accs)) if accs else -math.inf
+
+    def mean_steps(norm, lr):
+        steps = [m["steps"] for m in ok(norm, lr)]
+        return float(np.mean(steps)) if steps else math.inf
+
+    best = {n: max(lrs, key=lambda lr: mean_final(n, lr)) for n in NORMS}
+    same = best["none"]
+    pairs = [(r[("bn", same)], r[("none", same)]) for r in recs
+             if r[("bn", same)] is not None and r[("none", same)] is not None]
+    dpairs = [(a, b) for a, b in pairs if not (math.isnan(a["drift"]) or math.isnan(b["drift"]))]
+    return {"best": best, "same_lr": same,
+            "speed": paired([a["steps"] for a, _ in pairs], [b["steps"] for _, b in pairs]),
+            "drift": paired([a["drift"] for a, _ in dpairs], [b["drift"] for _, b in dpairs]),
+            "acc_gap": mean_final("bn", best["bn"]) - mean_final("none", best["none"]),
+            "steps_gap": mean_steps("none", best["none"]) - mean_steps("bn", best["bn"]),
+            "dpairs": dpairs, "ok": ok}
+
+
+def rule(recs: list[dict]) -> str:
+    """RULE on per-seed records."""
+    c = compare(recs)
+    return verdict(c["speed"].diff, c["drift"].diff, c["acc_gap"], c["steps_gap"])
+
+
 def analyze(runs, ctx) -> ClaimResult:
     configs = sweep(ctx.quick, ctx.seeds)
     groups = st.group(runs, configs, key=lambda c: (c.norm, c.lr))
@@ -175,43 +223,26 @@ def analyze(runs, ctx) -> ClaimResult:
     seeds = sorted({c.seed for c in configs})
     cap = configs[0].steps + configs[0].eval_every
     failed = sum(r is None for r in runs)
-
-    def ok(norm, lr):
-        return {s: r for s, r in groups[(norm, lr)] if r is not None and not r.diverged}
-
-    def mean_final(norm, lr):
-        accs = [st.final(r, "test_acc") for r in ok(norm, lr).values()]
-        return float(np.mean(accs)) if accs else -math.inf
-
-    def steps(norm, lr):
-        return {s: st.censored([st.steps_to(r, "test_acc", TARGET_ACC)], cap)[0] for s, r in ok(norm, lr).items()}
-
-    best = {n: max(lrs, key=lambda lr: mean_final(n, lr)) for n in NORMS}
-    same_lr = best["none"]
-    s_bn, s_none = steps("bn", same_lr), steps("none", same_lr)
-    d_bn = {s: drift(r) for s, r in ok("bn", same_lr).items()}
-    d_none = {s: drift(r) for s, r in ok("none", same_lr).items()}
-    common = [s for s in seeds if s in s_bn and s in s_none]
-    speed = paired([s_bn[s] for s in common], [s_none[s] for s in common])
-    dcommon = [s for s in common if not (math.isnan(d_bn[s]) or math.isnan(d_none[s]))]
-    drift_test = paired([d_bn[s] for s in dcommon], [d_none[s] for s in dcommon])
-    acc_gap = mean_final("bn", best["bn"]) - mean_final("none", best["none"])
-    sb, sn = steps("bn", best["bn"]), steps("none", best["none"])
-    steps_gap = (float(np.mean(list(sn.values()))) if sn else math.inf) - \
-                (float(np.mean(list(sb.values()))) if sb else math.inf)
-    v = verdict(speed.diff, drift_test.diff, acc_gap, steps_gap)
-
-    best_acc = {n: estimate([st.final(r, "test_acc") for r in ok(n, best[n]).values()]) for n in NORMS}
+    recs = records(runs, configs)
+    stab = stability.assess(recs, rule)
+    c = compare(list(recs.values()))
+    best, same_lr, speed, drift_test, ok = c["best"], c["same_lr"], c["speed"], c["drift"], c["ok"]
+    acc_gap, steps_gap, v = c["acc_gap"], c["steps_gap"], stab.verdict
+    s_bn = [m["steps"] for m in ok("bn", same_lr)]
+    s_none = [m["steps"] for m in ok("none", same_lr)]
+    d_bn = [a["drift"] for a, _ in c["dpairs"]]
+    d_none = [b["drift"] for _, b in c["dpairs"]]
+    best_acc = {n: estimate([m["acc"] for m in ok(n, best[n])]) for n in NORMS}
     summary = (
         f"3x100 sigmoid MLP on MNIST-1D, plain SGD, batch 60, {configs[0].steps} steps, {len(seeds)} seeds. At "
         f"learning rate {same_lr:g} (no BN's best), BN reaches {TARGET_ACC:.0%} test accuracy in "
-        f"{text.interval(estimate(list(s_bn.values())), 'steps')} vs "
-        f"{text.interval(estimate(list(s_none.values())), 'steps')} without (per-seed difference "
+        f"{text.interval(estimate(s_bn), 'steps')} vs "
+        f"{text.interval(estimate(s_none), 'steps')} without (per-seed difference "
         f"{text.interval(speed.diff, 'steps diff')}; runs that never reach it count as {cap}), and the relative "
-        f"drift of its sigmoid-input percentiles is {text.interval(estimate([d_bn[s] for s in dcommon]), 'positive')} vs "
-        f"{text.interval(estimate([d_none[s] for s in dcommon]), 'positive')} (difference {text.interval(drift_test.diff)}). "
+        f"drift of its sigmoid-input percentiles is {text.interval(estimate(d_bn), 'positive')} vs "
+        f"{text.interval(estimate(d_none), 'positive')} (difference {text.interval(drift_test.diff)}). "
         f"At their own best rates BN ends at {text.interval(best_acc['bn'], '%')} (lr {best['bn']:g}) and no BN "
-        f"at {text.interval(best_acc['none'], '%')} (lr {best['none']:g}). Verdict: {v}."
+        f"at {text.interval(best_acc['none'], '%')} (lr {best['none']:g})."
         + (f" {failed} run(s) failed or diverged and were left out." if failed else ""))
 
     def label(n, lr):
@@ -241,14 +272,14 @@ def analyze(runs, ctx) -> ClaimResult:
                "steps": configs[0].steps, "eval_every": configs[0].eval_every, "probe": PROBE, "seeds": seeds,
                "quick": ctx.quick, "target_acc": TARGET_ACC, "failed_runs": failed},
         numbers={"target_acc": TARGET_ACC, "same_lr": same_lr, "best_lr": best,
-                 "steps_to_target_bn": estimate(list(s_bn.values())).to_json(),
-                 "steps_to_target_none": estimate(list(s_none.values())).to_json(),
+                 "steps_to_target_bn": estimate(s_bn).to_json(),
+                 "steps_to_target_none": estimate(s_none).to_json(),
                  "steps_to_target_bn_minus_none": speed.to_json(),
                  "drift_bn_minus_none": drift_test.to_json(),
-                 "drift_bn": estimate([d_bn[s] for s in dcommon]).to_json(),
-                 "drift_none": estimate([d_none[s] for s in dcommon]).to_json(),
-                 "drift_abs_bn": estimate([drift(r, False) for r in ok("bn", same_lr).values()]).to_json(),
-                 "drift_abs_none": estimate([drift(r, False) for r in ok("none", same_lr).values()]).to_json(),
+                 "drift_bn": estimate(d_bn).to_json(),
+                 "drift_none": estimate(d_none).to_json(),
+                 "drift_abs_bn": estimate([m["drift_abs"] for m in ok("bn", same_lr)]).to_json(),
+                 "drift_abs_none": estimate([m["drift_abs"] for m in ok("none", same_lr)]).to_json(),
                  "best_final_test_acc": {n: best_acc[n].to_json() for n in NORMS},
                  "best_acc_gap_bn_minus_none": acc_gap, "best_steps_gap_none_minus_bn": steps_gap,
                  "failed_runs": failed},
@@ -265,4 +296,4 @@ def analyze(runs, ctx) -> ClaimResult:
         rows=rows, title=TITLE, labels=LABELS,
     )
     result.finding = finding(result.numbers, configs[0].steps)
-    return result
+    return stability.settle(result, stab)

@@ -20,7 +20,8 @@ import math
 import numpy as np
 
 from ..train.config import RunConfig
-from . import stats, text
+from . import series_tools as st
+from . import stability, stats, text
 from .plotting import legend_below
 from .result import ClaimResult, FigureSpec, Label
 
@@ -108,6 +109,38 @@ def verdict(tests: dict[str, stats.PairedTest], p_adjusted: dict[str, float],
     return "inconclusive"
 
 
+def records(runs, configs) -> dict[int, dict | None]:
+    """{seed: {metric: (log mean with BN, log mean without, share of steps with BN lower)}}; None when
+    either run of the seed failed or diverged."""
+    series = st.by_seed(configs, runs, lambda c: c.norm, lambda r: None if r is None or r.diverged else r.series)
+    out = {}
+    for seed, by_norm in series.items():
+        if by_norm["bn"] is None or by_norm["none"] is None:
+            out[seed] = None
+            continue
+        out[seed] = {}
+        for m, key in METRICS.items():
+            bn, base = after_first(by_norm["bn"], key), after_first(by_norm["none"], key)
+            out[seed][m] = (math.log(np.nanmean(bn)), math.log(np.nanmean(base)), float(np.mean(bn < base)))
+    return out
+
+
+def compare(recs: list) -> tuple[dict, dict, dict]:
+    """Per metric: the paired log ratio test, its Holm p, and the share of steps with BN lower."""
+    both = [r for r in recs if r is not None]
+    tests = {m: stats.paired([r[m][0] for r in both], [r[m][1] for r in both]) for m in METRICS}
+    fractions = {m: stats.estimate([r[m][2] for r in both]) for m in METRICS}
+    adjusted = dict(zip(tests, stats.holm([t.p_t if not math.isnan(t.p_t) else 1.0 for t in tests.values()])))
+    return tests, adjusted, fractions
+
+
+def rule(recs: list) -> str:
+    """RULE on per-seed records (inconclusive with fewer than two seeds where both finished)."""
+    if sum(r is not None for r in recs) < 2:
+        return "inconclusive"
+    return verdict(*compare(recs))
+
+
 def analyze(runs, ctx) -> ClaimResult:
     configs = sweep(ctx.quick, ctx.seeds)
     per_run: dict[str, dict[int, dict]] = {n: {} for n in NORMS}
@@ -123,14 +156,10 @@ def analyze(runs, ctx) -> ClaimResult:
         row.update({f"mean_{m}": float(np.nanmean(after_first(run.series, k))) for m, k in METRICS.items()})
         rows.append(row)
     seeds = sorted(set(per_run["none"]) & set(per_run["bn"]))
-    tests, fractions, numbers = {}, {}, {}
-    for m, key in METRICS.items():
-        bn = [after_first(per_run["bn"][s], key) for s in seeds]
-        base = [after_first(per_run["none"][s], key) for s in seeds]
-        tests[m] = stats.paired([math.log(np.nanmean(v)) for v in bn], [math.log(np.nanmean(v)) for v in base])
-        fractions[m] = stats.estimate([float(np.mean(a < b)) for a, b in zip(bn, base)])
-    adjusted = dict(zip(tests, stats.holm([t.p_t if not math.isnan(t.p_t) else 1.0 for t in tests.values()])))
-    result = verdict(tests, adjusted, fractions) if len(seeds) >= 2 else "inconclusive"
+    recs = records(runs, configs)
+    stab = stability.assess(recs, rule)
+    tests, adjusted, fractions = compare(list(recs.values()))
+    result, numbers = stab.verdict, {}
     for m, t in tests.items():
         d = t.diff
         numbers[f"ratio_bn_over_none/{m}"] = {
@@ -146,8 +175,7 @@ def analyze(runs, ctx) -> ClaimResult:
     numbers["smoother_measures"] = len(smoother_on)
     summary = (f"On MNIST-1D's CNN trained with SGD (lr {BASE.lr:g}, momentum {BASE.momentum:g}), moving along the "
                f"gradient by 0.5-4 x lr on the training batch, the ratio BN / no-BN of each smoothness metric "
-               f"(mean over training, {len(seeds)} paired seeds) was: {described}. Lower means smoother with BN. "
-               f"Verdict: {result}.")
+               f"(mean over training, {len(seeds)} paired seeds) was: {described}. Lower means smoother with BN.")
     if failed:
         summary += f" {len(failed)} run(s) failed or diverged and are left out."
     plan = QUICK if ctx.quick else FULL
@@ -167,9 +195,10 @@ def analyze(runs, ctx) -> ClaimResult:
             data["curves"][norm] = curves
     fig = FigureSpec("landscape_vs_steps", "Loss landscape along the gradient, with and without BN", data,
                      draw_landscape, "Mean over seeds; the bands span the step sizes 0.5 to 4 × the learning rate.")
-    return ClaimResult(ID, NAME, QUESTION, CLAIM, SOURCE, RULE, result, summary, setup, numbers, [fig], rows,
-                       title=TITLE, labels=LABELS,
-                       finding=finding(numbers, smoother_on) if seeds else "No pair of runs finished.")
+    return stability.settle(
+        ClaimResult(ID, NAME, QUESTION, CLAIM, SOURCE, RULE, result, summary, setup, numbers, [fig], rows,
+                    title=TITLE, labels=LABELS,
+                    finding=finding(numbers, smoother_on) if seeds else "No pair of runs finished."), stab)
 
 
 def draw_landscape(data: dict):

@@ -17,7 +17,8 @@ from __future__ import annotations
 import math
 
 from ..train.config import RunConfig
-from . import stats, text
+from . import series_tools as st
+from . import stability, stats, text
 from .plotting import legend_below, percent_axis
 from .result import ClaimResult, FigureSpec, Label
 from .series_tools import finished_acc as _acc
@@ -81,27 +82,46 @@ def verdict(narrowing: stats.Estimate, gap_bn: stats.Estimate) -> str:
     return "inconclusive"
 
 
+def _setting(config) -> str:
+    return {"bn": "small BN" if config.batch_size == SMALL else "large BN", "ghost_bn": "large ghost BN"}[config.norm]
+
+
+def records(runs, configs) -> dict[int, dict]:
+    """{seed: {setting name: test accuracy}} (NaN: failed or diverged)."""
+    return st.by_seed(configs, runs, _setting, _acc)
+
+
+def compare(recs: list[dict]) -> tuple[dict, stats.Estimate, stats.Estimate, stats.Estimate]:
+    """(per-setting estimates, gap(BN), gap(ghost), narrowing) over the seeds where all three finished."""
+    ok = [r for r in recs if not any(math.isnan(r[n]) for n in SETTING_NAMES)]
+
+    def col(n: str) -> list[float]:
+        return [r[n] for r in ok]
+
+    per = {n: stats.estimate(col(n)) for n in SETTING_NAMES}
+    if not ok:
+        return per, stats.estimate([]), stats.estimate([]), stats.estimate([])
+    return (per, stats.paired(col("small BN"), col("large BN")).diff,
+            stats.paired(col("small BN"), col("large ghost BN")).diff,
+            stats.paired(col("large ghost BN"), col("large BN")).diff)
+
+
+def rule(recs: list[dict]) -> str:
+    """RULE on per-seed records."""
+    _, g_bn, _, nar = compare(recs)
+    return verdict(nar, g_bn)
+
+
 def analyze(runs, ctx) -> ClaimResult:
     plan = QUICK if ctx.quick else FULL
     configs = sweep(ctx.quick, ctx.seeds)
     seeds = sorted({c.seed for c in configs})
-    names = [name for name in SETTING_NAMES for _ in seeds]
-    acc = {(n, c.seed): _acc(r) for n, c, r in zip(names, configs, runs)}
-    bad = sum(math.isnan(v) for v in acc.values())
-    ok = [s for s in seeds if not any(math.isnan(acc[(n, s)]) for n in SETTING_NAMES)]
-
-    def col(n: str) -> list[float]:
-        return [acc[(n, s)] for s in ok]
-
-    per = {n: stats.estimate(col(n)) for n in SETTING_NAMES}
-    if len(ok) >= 1:
-        gap_bn = stats.paired(col("small BN"), col("large BN"))
-        gap_ghost = stats.paired(col("small BN"), col("large ghost BN"))
-        narrowing = stats.paired(col("large ghost BN"), col("large BN"))
-        g_bn, g_ghost, nar = gap_bn.diff, gap_ghost.diff, narrowing.diff
-    else:
-        g_bn = g_ghost = nar = stats.estimate([])
-    v = verdict(nar, g_bn)
+    names = [_setting(c) for c in configs]
+    recs = records(runs, configs)
+    bad = sum(math.isnan(v) for r in recs.values() for v in r.values())
+    stab = stability.assess(recs, rule)
+    per, g_bn, g_ghost, nar = compare(list(recs.values()))
+    v = stab.verdict
     numbers = {KEYS[n]: per[n].to_json() for n in SETTING_NAMES}
     numbers["gap_bn"] = g_bn.to_json()
     numbers["gap_ghost"] = g_ghost.to_json()
@@ -116,7 +136,7 @@ def analyze(runs, ctx) -> ClaimResult:
                f"{_lr(plan['large']):.3g}) {pct(per['large BN'])} and large-batch ghost BN (ghost batches of "
                f"{SMALL}) {pct(per['large ghost BN'])}. The gap is {text.interval(g_bn, 'points')} with BN and "
                f"{text.interval(g_ghost, 'points')} with ghost BN; ghost BN narrows it by "
-               f"{text.interval(nar, 'points')}. Verdict: {v}."
+               f"{text.interval(nar, 'points')}."
                + (" Large batches are not significantly worse than small ones here with the same number of "
                   "updates (they see more epochs), so there is no established generalization gap for ghost BN "
                   "to close, whatever it does to large-batch accuracy." if g_bn.n > 1 and g_bn.low <= 0 else "")
@@ -146,8 +166,8 @@ def analyze(runs, ctx) -> ClaimResult:
                f"{pct(per['large BN'])} and large batches with ghost BN {pct(per['large ghost BN'])}: {gap_words} "
                f"({text.interval(g_bn, 'points')}), and ghost BN changed large-batch accuracy by "
                f"{text.interval(nar, 'points')}.")
-    return ClaimResult(ID, NAME, QUESTION, CLAIM, SOURCE, RULE, v, summary, setup, numbers, [fig], rows,
-                       title=TITLE, finding=finding, labels=LABELS)
+    return stability.settle(ClaimResult(ID, NAME, QUESTION, CLAIM, SOURCE, RULE, v, summary, setup, numbers, [fig],
+                                        rows, title=TITLE, finding=finding, labels=LABELS), stab)
 
 
 LABELS = {

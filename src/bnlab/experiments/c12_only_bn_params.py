@@ -23,9 +23,11 @@ Chance is 10% (10 balanced classes).
 from __future__ import annotations
 
 import dataclasses
+import math
 
 from ..train.config import RunConfig
-from . import stats, text
+from . import series_tools as st
+from . import stability, stats, text
 from .plotting import legend_below, percent_axis
 from .result import ClaimResult, FigureSpec, Label
 
@@ -74,6 +76,25 @@ def verdict(norm_acc: stats.Estimate, vs_random: stats.PairedTest) -> str:
     return "inconclusive"
 
 
+def records(runs, configs) -> dict[int, dict]:
+    """{seed: {what trains: final test accuracy}} (NaN: failed or diverged)."""
+    return st.by_seed(configs, runs, lambda c: c.trainable,
+                      lambda r: math.nan if r is None or r.diverged else r.final("test_acc"))
+
+
+def compare(recs: list[dict]) -> tuple[dict, stats.PairedTest, int]:
+    """(accuracy per setting, γ/β only vs random paired by seed, seeds with both)."""
+    est = {t: stats.estimate([r[t] for r in recs if not math.isnan(r[t])]) for t in SETTINGS}
+    both = [r for r in recs if not (math.isnan(r["norm"]) or math.isnan(r["random"]))]
+    return est, stats.paired([r["norm"] for r in both], [r["random"] for r in both]), len(both)
+
+
+def rule(recs: list[dict]) -> str:
+    """RULE on per-seed records."""
+    est, vs_random, n = compare(recs)
+    return verdict(est["norm"], vs_random) if n >= 2 else "inconclusive"
+
+
 def analyze(runs, ctx) -> ClaimResult:
     configs = sweep(ctx.quick, ctx.seeds)
     acc: dict[str, dict[int, float]] = {t: {} for t in SETTINGS}
@@ -87,10 +108,11 @@ def analyze(runs, ctx) -> ClaimResult:
         acc[cfg.trainable][cfg.seed] = run.final("test_acc")
         rows.append({**row, "status": run.status, "trainable_params": run.trainable_params,
                      "test_acc": run.final("test_acc"), "train_acc": run.final("train_acc")})
-    est = {t: stats.estimate(list(acc[t].values())) for t in SETTINGS}
+    recs = records(runs, configs)
+    stab = stability.assess(recs, rule)
+    est, vs_random, _ = compare(list(recs.values()))
     both = sorted(set(acc["norm"]) & set(acc["random"]))
-    vs_random = stats.paired([acc["norm"][s] for s in both], [acc["random"][s] for s in both])
-    result = verdict(est["norm"], vs_random) if len(both) >= 2 else "inconclusive"
+    result = stab.verdict
     numbers = {f"test_acc_{t}": est[t].to_json() for t in SETTINGS}
     numbers.update({"chance": CHANCE, "norm_minus_random": vs_random.to_json(), "failed_runs": failed})
     def fmt(e):
@@ -101,7 +123,7 @@ def analyze(runs, ctx) -> ClaimResult:
                f"{fmt(est['random'])} when {BN_PARAMS} random weights train instead and {fmt(est['all'])} with "
                f"full training; chance is {CHANCE:.0%}. Paired by seed, γ/β-only minus random is "
                f"{text.interval(vs_random.diff, 'points')} (p = {text.p_value(vs_random.p_t)}, "
-               f"{vs_random.wins}/{len(both)} seeds). Verdict: {result}.")
+               f"{vs_random.wins}/{len(both)} seeds).")
     finding = (f"Training only the {BN_PARAMS} γ/β values reached {fmt(est['norm'])} test accuracy, {BN_PARAMS} "
                f"random weights {fmt(est['random'])} and all weights {fmt(est['all'])} (chance {CHANCE:.0%}); "
                f"γ/β only − random weights: {text.interval(vs_random.diff, 'points')} (paired by seed).")
@@ -118,8 +140,8 @@ def analyze(runs, ctx) -> ClaimResult:
     fig = FigureSpec("accuracy_per_setting", "Final test accuracy by what trains", data, draw_accuracy,
                      f"Mean and 95% interval over seeds (grey dots: one seed each). Dashed: chance; dotted: "
                      f"{FAR_ABOVE:g}× chance.")
-    return ClaimResult(ID, NAME, QUESTION, CLAIM, SOURCE, RULE, result, summary, setup, numbers, [fig], rows,
-                       title=TITLE, finding=finding, labels=LABELS)
+    return stability.settle(ClaimResult(ID, NAME, QUESTION, CLAIM, SOURCE, RULE, result, summary, setup, numbers,
+                                        [fig], rows, title=TITLE, finding=finding, labels=LABELS), stab)
 
 
 LABELS = {

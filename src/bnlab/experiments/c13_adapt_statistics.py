@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 
 from . import shift_runs as S
-from . import stats
+from . import stability, stats
 from .probes import shift_eval as probe
 from . import text
 from .plotting import legend_below, percent_axis
@@ -82,6 +82,29 @@ def _small_batch_numbers(runs: list) -> dict:
     return out
 
 
+def records(runs, configs, quick: bool) -> dict:
+    """{seed: (E_src, E_ada, share recovered or NaN)} at the top severity (None: not usable)."""
+    top = max(S.plan(quick)["severities"])
+
+    def measure(r):
+        share = S.recovered([r], "adabn", top)
+        return (S.values([r], "source", top)[0], S.values([r], "adabn", top)[0], share[0] if share else math.nan)
+    return S.records(runs, configs, quick, measure)
+
+
+def compare(recs: list) -> tuple[stats.Estimate, stats.Estimate, int]:
+    """(E_ada − E_src paired by seed, the share recovered, usable seeds)."""
+    good = [r for r in recs if r is not None]
+    change = stats.paired([r[1] for r in good], [r[0] for r in good]).diff if len(good) >= 2 else stats.estimate([])
+    return change, stats.estimate([r[2] for r in good if not math.isnan(r[2])]), len(good)
+
+
+def rule(recs: list) -> str:
+    """RULE on per-seed records."""
+    change, share, n = compare(recs)
+    return verdict(change, share) if n >= 2 else "inconclusive"
+
+
 def analyze(runs, ctx) -> ClaimResult:
     p = S.plan(ctx.quick)
     configs = sweep(ctx.quick, ctx.seeds)
@@ -90,10 +113,11 @@ def analyze(runs, ctx) -> ClaimResult:
     top = max(p["severities"])
     src, ada, tb = (S.values(good, m, top) for m in ("source", "adabn", "test_batch"))
     clean = [S.metric(r, "clean", 0, "source") for r in good]
-    change = stats.paired(ada, src).diff if len(good) >= 2 else stats.estimate([])
-    share = stats.estimate(S.recovered(good, "adabn", top))
+    recs = records(runs, configs, ctx.quick)
+    stab = stability.assess(recs, rule)
+    change, share, _ = compare(list(recs.values()))
     share_tb = stats.estimate(S.recovered(good, "test_batch", top))
-    v = verdict(change, share) if len(good) >= 2 else "inconclusive"
+    v = stab.verdict
     clean_ada = stats.paired([S.metric(r, "clean", 0, "adabn") for r in good], clean).diff
     clean_tb = stats.paired([S.metric(r, "clean", 0, "test_batch") for r in good], clean).diff
     worse = [S.CORRUPTION_LABELS[c] for c in S.CORRUPTIONS
@@ -122,7 +146,7 @@ def analyze(runs, ctx) -> ClaimResult:
                f"{len(S.CORRUPTIONS)} corruptions, {len(good)} seeds). With AdaBN's re-estimated statistics the "
                f"error is {text.interval(stats.estimate(ada), 'pct')}, with test-batch statistics {text.interval(stats.estimate(tb), 'pct')}: "
                f"AdaBN takes back {text.interval(share, 'share')} of the error the shift added (test-batch statistics "
-               f"{text.interval(share_tb, 'share')}). Verdict: {v}. By corruption: {_shares(by_corruption)}"
+               f"{text.interval(share_tb, 'share')}). By corruption: {_shares(by_corruption)}"
                + (f"; it is worse than no adaptation on {_and(worse)}" if worse else "")
                + f". On clean data AdaBN changes the error by {S.signed(clean_ada, 1)}.")
     if small:
@@ -150,8 +174,9 @@ def analyze(runs, ctx) -> ClaimResult:
                f"adaptation to {text.interval(stats.estimate(ada), 'pct')} with AdaBN (clean data: "
                f"{text.interval(stats.estimate(clean), 'pct')}): AdaBN won back {text.interval(share, 'share')} of "
                f"the error the shift added.") if good else "No run finished, so nothing was measured."
-    return ClaimResult(ID, NAME, QUESTION, CLAIM, SOURCE, RULE, v, summary, setup, numbers, figs,
-                       S.rows(good, p["severities"]), title=TITLE, finding=finding, labels=S.labels(numbers))
+    return stability.settle(ClaimResult(ID, NAME, QUESTION, CLAIM, SOURCE, RULE, v, summary, setup, numbers, figs,
+                                        S.rows(good, p["severities"]), title=TITLE, finding=finding,
+                                        labels=S.labels(numbers)), stab)
 
 
 def _small_batch_sentence(table: dict, top: int) -> str:
@@ -205,7 +230,8 @@ def answer(c13: ClaimResult, c14: ClaimResult | None = None) -> str:
     if c14 is not None and c14.numbers.get(top):
         tent = S.estimate_of(c14.numbers[top][S.METHODS["tent"]])
         effect = {"reproduced": "lowered it further", "not reproduced": "did not lower it",
-                  "inconclusive": "added nothing measurable"}[c14.verdict]
+                  "inconclusive": "added nothing measurable",
+                  "underpowered": "gave no settled answer with these seeds"}[c14.verdict]
         text += f"; TENT's extra γ/β training {effect} ({tent.mean:.0f}%)"
     text += "."
     few = n.get(SMALL_KEY)
@@ -220,6 +246,8 @@ def answer(c13: ClaimResult, c14: ClaimResult | None = None) -> str:
     text += (f" Use `bnlab.adapt(model, new_data_loader, method=\"stats\")` with a few dozen unlabeled samples or "
              f"more{sample_note}, then predict in eval mode; do not normalize with the statistics of test batches "
              f"of a few samples{batch_note}.")
+    if c13.verdict == "underpowered":
+        text = "What the sources report; this run's seeds do not settle it (underpowered). " + text
     return text
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 
 from . import shift_runs as S
-from . import stats
+from . import stability, stats
 from .probes import shift_eval as probe
 from . import text
 from .result import ClaimResult, FigureSpec
@@ -57,6 +57,21 @@ def verdict(change: stats.Estimate) -> str:
 sweep = S.sweep
 
 
+def records(runs, configs, quick: bool) -> dict:
+    """{seed: (E_norm, E_tent)} at the top severity (None: not usable)."""
+    top = max(S.plan(quick)["severities"])
+    return S.records(runs, configs, quick,
+                     lambda r: (S.values([r], "test_batch", top)[0], S.values([r], "tent", top)[0]))
+
+
+def rule(recs: list) -> str:
+    """RULE on per-seed records."""
+    good = [r for r in recs if r is not None]
+    if len(good) < 2:
+        return "inconclusive"
+    return verdict(stats.paired([r[1] for r in good], [r[0] for r in good]).diff)
+
+
 def analyze(runs, ctx) -> ClaimResult:
     p = S.plan(ctx.quick)
     configs = sweep(ctx.quick, ctx.seeds)
@@ -65,12 +80,13 @@ def analyze(runs, ctx) -> ClaimResult:
     top = max(p["severities"])
     norm, tent, ada, paper = (S.values(good, m, top) for m in ("test_batch", "tent", "adabn", "tent_lr_paper"))
     enough = len(good) >= 2
+    stab = stability.assess(records(runs, configs, ctx.quick), rule)
     change = stats.paired(tent, norm).diff if enough else stats.estimate([])
     vs_ada = stats.paired(tent, ada).diff if enough else stats.estimate([])
     paper_change = stats.paired(paper, norm).diff if enough else stats.estimate([])
     clean = {m: [S.metric(r, "clean", 0, m) for r in good] for m in ("source", "test_batch", "tent")}
     clean_tent = stats.paired(clean["tent"], clean["source"]).diff if enough else stats.estimate([])
-    v = verdict(change) if enough else "inconclusive"
+    v = stab.verdict
     numbers = {
         f"Mean error at severity {top} (%)": {S.METHODS[m]: S.est(S.values(good, m, top)) for m in S.METHODS},
         f"TENT minus test-batch statistics at severity {top} (points)": change.to_json(),
@@ -97,7 +113,7 @@ def analyze(runs, ctx) -> ClaimResult:
                f"{text.interval(stats.estimate(tent), 'pct')} against {text.interval(stats.estimate(norm), 'pct')} with test-batch statistics "
                f"alone and {text.interval(stats.estimate(ada), 'pct')} with AdaBN: TENT changes the error by {S.signed(change, 2)} "
                f"against test-batch statistics (the paper: −1.8) and by {S.signed(vs_ada, 2)} against AdaBN. "
-               f"Verdict: {v}. At the paper's lr of {probe.TENT_LR_PAPER:g}: {S.signed(paper_change, 2)}. On "
+               f"At the paper's lr of {probe.TENT_LR_PAPER:g}: {S.signed(paper_change, 2)}. On "
                f"clean data TENT changes the error by {S.signed(clean_tent, 1)} against no adaptation.")
     if small:
         b = probe.TENT_BATCHES[0]
@@ -117,5 +133,6 @@ def analyze(runs, ctx) -> ClaimResult:
     finding = (f"At severity {top} TENT erred on {text.interval(stats.estimate(tent), 'pct')} against "
                f"{text.interval(stats.estimate(norm), 'pct')} with test-batch statistics alone: TENT − test-batch "
                f"statistics {S.signed(change)}.") if good else "No run finished, so nothing was measured."
-    return ClaimResult(ID, NAME, QUESTION, CLAIM, SOURCE, RULE, v, summary, setup, numbers, [fig],
-                       S.rows(good, p["severities"]), title=TITLE, finding=finding, labels=S.labels(numbers))
+    return stability.settle(ClaimResult(ID, NAME, QUESTION, CLAIM, SOURCE, RULE, v, summary, setup, numbers, [fig],
+                                        S.rows(good, p["severities"]), title=TITLE, finding=finding,
+                                        labels=S.labels(numbers)), stab)

@@ -8,6 +8,13 @@ from ..train.options import add_sweep_arguments, positive_int
 from . import registry
 
 
+def verdict_line(result) -> str:
+    """"reproduced, stable in 97% of resamples" -- or "UNDERPOWERED: the rule gave ..." -- for a terminal."""
+    from .stability import describe
+
+    return f"{result.verdict.upper()}, {describe(result.stability)}"
+
+
 def add_list_arguments(parser) -> None:
     pass
 
@@ -45,7 +52,7 @@ def run_main(args) -> int:
     print(f"{result.id} {result.name}: {result.question}")
     print(f"claim:   {result.claim} ({result.source})")
     print(f"rule:    {result.rule}")
-    print(f"verdict: {result.verdict.upper()}")
+    print(f"verdict: {verdict_line(result)}")
     print(f"summary: {result.summary}")
     print("numbers: " + json.dumps(result.to_json()["numbers"], indent=2)[:4000])
     print(f"({result.wall_time_s:.1f} s: its runs' measured wall time plus the analysis)")

@@ -156,6 +156,7 @@ def _finish(module: ModuleType, ctx: Context, by_key: dict, configs: list) -> Cl
         result = module.run(ctx)
         train_s = 0.0
     result.wall_time_s = train_s + (time.perf_counter() - start)
+    assert result.stability is not None, f"{module.ID}: every verdict carries its stability (stability.settle)"
     return result
 
 

@@ -19,7 +19,9 @@ import dataclasses
 import math
 from typing import Any, Callable, NamedTuple
 
-VERDICTS = ("reproduced", "not reproduced", "inconclusive")
+VERDICTS = ("reproduced", "not reproduced", "inconclusive")  # what a verdict rule can give
+UNDERPOWERED = "underpowered"  # what the report says instead when the rule's verdict is not stable
+REPORTED = VERDICTS + (UNDERPOWERED,)  # what ClaimResult.verdict can be (see bnlab.experiments.stability)
 
 
 class Label(NamedTuple):
@@ -52,7 +54,7 @@ class ClaimResult:
     claim: str  # the published claim, in a sentence
     source: str  # the paper / post it comes from
     rule: str  # the verdict rule, as stated in code before the runs
-    verdict: str  # one of VERDICTS
+    verdict: str  # what the report says: the rule's verdict if stable, else "underpowered" (REPORTED)
     summary: str  # one plain-language paragraph
     setup: dict[str, Any]  # data, model, sweep, seeds, quick or full
     numbers: dict[str, Any]  # the numbers the verdict rests on (means, CIs, p-values, ...)
@@ -62,16 +64,21 @@ class ClaimResult:
     title: str = ""  # the claim as tested, in a few words (the module's TITLE)
     finding: str = ""  # one plain sentence: what this run found (opens the card, the README row)
     labels: dict[str, Label] = dataclasses.field(default_factory=dict)  # numbers key -> Label
+    # The rule's verdict on all seeds and how stable it is (bnlab.experiments.stability.settle sets both).
+    rule_verdict: str = ""
+    stability: Any = None  # a bnlab.experiments.stability.Stability
 
     def __post_init__(self) -> None:
-        if self.verdict not in VERDICTS:
-            raise ValueError(f"expected verdict in {VERDICTS} (got {self.verdict!r})")
+        if self.verdict not in REPORTED:
+            raise ValueError(f"expected verdict in {REPORTED} (got {self.verdict!r})")
 
     def to_json(self) -> dict[str, Any]:
         """JSON-safe dict (NaN/inf become None); figures as their data, rows left to the CSV."""
         return json_safe({
             "id": self.id, "name": self.name, "question": self.question, "claim": self.claim,
-            "source": self.source, "rule": self.rule, "verdict": self.verdict, "summary": self.summary,
+            "source": self.source, "rule": self.rule, "verdict": self.verdict,
+            "rule_verdict": self.rule_verdict or self.verdict,
+            "stability": self.stability.to_json() if self.stability is not None else None, "summary": self.summary,
             "title": self.title, "finding": self.finding, "setup": self.setup, "numbers": self.numbers,
             "labels": {k: label._asdict() for k, label in self.labels.items()}, "wall_time_s": self.wall_time_s,
             "figures": [{"name": f.name, "title": f.title, "caption": f.caption, "data": f.data}

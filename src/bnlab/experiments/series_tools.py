@@ -68,3 +68,12 @@ def mean_band(runs: Sequence, metric: str) -> dict[str, list[float]]:
         low, high = np.nanmin(values, axis=0), np.nanmax(values, axis=0)
     return {"step": [float(s) for s in runs[0].series["step"][:n]], "mean": mean.tolist(),
             "low": low.tolist(), "high": high.tolist()}
+
+
+def by_seed(configs: Sequence, runs: Sequence, setting: Callable, measure: Callable) -> dict:
+    """{seed: {setting(config): measure(run)}} in seed order: everything one seed measured, the unit a
+    verdict rule reads and :mod:`.stability` resamples. ``measure`` gets None for a failed run."""
+    out: dict = {}
+    for c, r in zip(configs, runs):
+        out.setdefault(c.seed, {})[setting(c)] = measure(r)
+    return dict(sorted(out.items()))

@@ -71,6 +71,13 @@ def usable(runs: list, quick: bool) -> tuple[list, list[int]]:
     return good, bad
 
 
+def records(runs: list, configs: list, quick: bool, measure) -> dict[int, object]:
+    """{seed: measure(run)} for the usable runs, None for the others (failed, diverged, incomplete)."""
+    good = {id(r) for r in usable(runs, quick)[0]}
+    return {c.seed: (measure(r) if r is not None and id(r) in good else None)
+            for c, r in sorted(zip(configs, runs), key=lambda cr: cr[0].seed)}
+
+
 def values(runs: list, key: str, severity: int, corruption: str | None = None) -> list[float]:
     """Per seed: the error (%) of ``key`` on one corruption, or the mean over all corruptions."""
     names = CORRUPTIONS if corruption is None else (corruption,)

@@ -16,7 +16,7 @@ import dataclasses
 from typing import Any, Mapping
 
 from ..experiments import text
-from ..experiments.result import ClaimResult
+from ..experiments.result import UNDERPOWERED, ClaimResult
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +47,11 @@ class Evidence:
                 return None
             value = value[key]
         return value
+
+    def settled(self, claim_id: str) -> bool:
+        """Whether the claim ran and its verdict is stable enough to be a finding (not underpowered)."""
+        result = self.results.get(claim_id)
+        return result is not None and result.verdict != UNDERPOWERED
 
     def demo(self, *path: str) -> Any:
         value: Any = self.demos
@@ -106,7 +111,9 @@ def placement(ev: Evidence) -> Answer:
     diffs = {a: ev.number("C4", f"{a}_after_minus_before") for a in ("relu", "tanh")}
     outcomes = [ev.number("C4", f"{a}_outcome") for a in diffs]
     if all(d is not None for d in diffs.values()):
-        if "before better" in outcomes and "after better" not in outcomes:
+        if not ev.settled("C4"):
+            words = "not settled by these seeds (underpowered, not a finding)"
+        elif "before better" in outcomes and "after better" not in outcomes:
             words = "before was as good or better"
         elif "after better" in outcomes and "before better" not in outcomes:
             words = "after was as good or better, against the convention"

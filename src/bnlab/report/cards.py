@@ -11,7 +11,8 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from ..experiments import text
-from ..experiments.result import ClaimResult, Label
+from ..experiments.result import UNDERPOWERED, ClaimResult, Label
+from ..experiments.stability import THRESHOLD
 from .catalogue import Claim
 from .markup import esc, figure_html, inline, verdict_marks
 
@@ -132,6 +133,29 @@ def wall_time_text(result: ClaimResult) -> str:
     return f"{took} measured (its runs, summed, plus its analysis)"
 
 
+def stability_html(result: ClaimResult) -> str:
+    """The stability of the verdict, for the folded statistics: how it was measured and what came out."""
+    s = result.stability
+    if s is None:
+        return ""
+    outcomes = ", ".join(f"{v} {n}" for v, n in s.outcomes.items())
+    rule = (f"A verdict is reported as a finding when at least {THRESHOLD:.0%} of the sets agree with it; "
+            f"below that the claim is reported as underpowered.")
+    note = f" {s.note}" if s.note else ""
+    return (f'<p class="rule"><b>Stability of the verdict:</b> {esc(s.method)}: {esc(outcomes)}.{esc(note)} '
+            f"{esc(rule)}</p>")
+
+
+def finding_html(result: ClaimResult) -> str:
+    """What was found; for an underpowered verdict, what was measured, said not to be a finding."""
+    finding = result.finding or result.summary
+    if result.verdict == UNDERPOWERED:
+        return (f'<p class="finding weak"><b>Measured, not settled:</b> {esc(finding)} '
+                f'<span class="muted">Underpowered: these seeds do not settle the verdict, so this is not a '
+                f'finding.</span></p>')
+    return f'<p class="finding"><b>Found:</b> {esc(finding)}</p>'
+
+
 def claim_card(result: ClaimResult, info: Claim | None, csv_name: str | None) -> str:
     title = result.title or (info.title if info else result.name.replace("-", " "))
     source = result.source or (info.source if info else "")
@@ -139,18 +163,18 @@ def claim_card(result: ClaimResult, info: Claim | None, csv_name: str | None) ->
     key_table, stats_table = numbers_tables(result)
     csv = (f'<p class="muted">Every run: <a href="{esc(csv_name)}">{esc(csv_name)}</a> '
            f'({len(result.rows)} rows)</p>' if csv_name else "")
-    finding = result.finding or result.summary
     took = wall_time_text(result)
     return f"""
 <article class="claim" id="{esc(result.id)}">
   <header><span class="cid">{esc(result.id)}</span> <h3>{esc(title)}</h3> {verdict_marks(result)}</header>
-  <p class="finding"><b>Found:</b> {esc(finding)}</p>
+  {finding_html(result)}
   <blockquote><p>{esc(result.claim)}</p><footer>— {esc(source)}</footer></blockquote>
   {key_table}
   {figures}
   <details class="more"><summary>Statistics, verdict rule and setup</summary>
     <p>{esc(result.summary)}</p>
     <p class="rule"><b>Verdict rule, fixed before the runs:</b> {esc(result.rule)}</p>
+    {stability_html(result)}
     {stats_table}
     {setup_html(result.setup)}
     {csv}
@@ -164,7 +188,7 @@ def claim_reference(result: ClaimResult, info: Claim | None) -> str:
     return f"""
 <article class="claim ref">
   <header><span class="cid">{esc(result.id)}</span> <h3>{esc(title)}</h3> {verdict_marks(result)}</header>
-  <p class="finding">{esc(result.finding or result.summary)} <a href="#{esc(result.id)}">Evidence above.</a></p>
+  <p class="finding">{esc(result.finding or result.summary)}{esc(' (Underpowered: not a finding.)' if result.verdict == UNDERPOWERED else '')} <a href="#{esc(result.id)}">Evidence above.</a></p>
 </article>"""
 
 

@@ -61,7 +61,9 @@ def main(args) -> int:
     env = environment.collect(quick=args.quick, jobs=args.jobs, seeds=args.seeds, wall_time_s=wall,
                               claim_seeds={r.id: r.setup.get("seeds") for r in results})
     index = write_report(results, out, env)
+    from ..experiments.stability import describe
+
     for r in sorted(results, key=lambda r: claim_order(r.id)):
-        print(f"{r.id:<4} {r.verdict:<15} {r.name}")
+        print(f"{r.id:<4} {r.verdict:<15} {r.name:<22} {describe(r.stability)}")
     print(f"{len(results)} experiments in {format_duration(wall)}; report: {index.resolve()}")
     return 0

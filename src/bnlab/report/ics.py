@@ -27,39 +27,48 @@ def _readings(ev: Evidence) -> dict[str, str]:
     return out
 
 
+def _settled_readings(ev: Evidence) -> dict[str, str]:
+    """The readings of the claims whose verdicts are findings (an underpowered claim settles nothing)."""
+    return {cid: r for cid, r in _readings(ev).items() if ev.settled(cid)}
+
+
 def readings(ev: Evidence) -> list[str]:
     """What each measurement said, as clauses for a sentence."""
     r = _readings(ev)
-    words = {"C1": "a layer's input distribution was {} with BN (C1)",
-             "C5": "shifting BN's output at random every step {} (C5)",
-             "C6": "the shift measured on gradients was {} (C6)",
-             "C7": "the loss was {} measures (C7)"}
-    return [words[cid].format(r[cid]) for cid in words if cid in r]
+    words = {"C1": "a layer's input distribution was {} with BN (C1{})",
+             "C5": "shifting BN's output at random every step {} (C5{})",
+             "C6": "the shift measured on gradients was {} (C6{})",
+             "C7": "the loss was {} measures (C7{})"}
+    return [words[cid].format(r[cid], "" if ev.settled(cid) else ", underpowered: not a finding")
+            for cid in words if cid in r]
 
 
 def believe(ev: Evidence) -> str:
     """What to believe, in one sentence, from this run's readings (a smoke test decides nothing)."""
-    r = _readings(ev)
-    if not r:
+    if not _readings(ev):
         return "This run did not measure it."
     if ev.quick:
         return "A smoke test decides nothing; the full report decides."
+    r = _settled_readings(ev)
+    if not r:
+        return "None of these measurements is stable enough to be a finding here, so this run settles nothing."
     # Santurkar et al.'s objection, test by test: injected shift costs nothing (C5), BN does not lower
     # the gradient-measured shift (C6), BN smooths the loss on most measures (C7).
-    smoother = ev.number("C7", "smoother_measures")
+    smoother = ev.number("C7", "smoother_measures") if "C7" in r else None
     checks = {"C5": r.get("C5") == "cost no measurable accuracy" if "C5" in r else None,
               "C6": r.get("C6") in ("no different", "higher with BN") if "C6" in r else None,
               "C7": smoother >= 2 if smoother is not None else None}
     tests = [v for v in checks.values() if v is not None]
     held, steadier = sum(tests), r.get("C1") == "steadier"
     objection = f"Santurkar et al.'s objection held on {held} of its {len(tests)} tests here"
-    helped = (text.compare(ev.number("C5", "bn_minus_none_test_acc"), "yes", "no", "") == "yes"
-              or text.compare(ev.number("C1", "steps_to_target_bn_minus_none"), "no", "yes", "") == "yes")
+    helped = (("C5" in r and text.compare(ev.number("C5", "bn_minus_none_test_acc"), "yes", "no", "") == "yes")
+              or ("C1" in r and text.compare(ev.number("C1", "steps_to_target_bn_minus_none"), "no", "yes", "")
+                  == "yes"))
     if not helped:
         return (f"This run did not show BN helping clearly, so there was little for either explanation to "
                 f"explain; {objection}.")
     if "C1" not in r:
-        return f"{objection}; without C1 this run cannot say whether BN steadies the distributions."
+        return f"{objection}; without a settled C1 this run cannot say whether BN steadies the distributions."
     if not steadier and 2 * held >= len(tests):
         return ("So believe the effect, not the original explanation: BN helped without steadying the layers' "
                 f"input distributions, and {objection}.")
@@ -81,7 +90,7 @@ def _row(ev: Evidence, cid: str, what: str, with_bn: str, without: str) -> str:
     result = ev.results.get(cid)
     reading = _readings(ev).get(cid, "not run")
     return (f'<tr><td><a href="#{cid}">{cid}</a></td><td>{inline(what)}</td><td>{esc(with_bn)}</td>'
-            f'<td>{esc(without)}</td><td>{esc(reading)}</td><td>{verdict_marks(result)}</td></tr>')
+            f'<td>{esc(without)}</td><td>{esc(reading)}</td><td>{verdict_marks(result, compact=True)}</td></tr>')
 
 
 def section_html(ev: Evidence) -> str:

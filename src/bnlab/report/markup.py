@@ -11,11 +11,13 @@ import sys
 import traceback
 from typing import Any
 
-from ..experiments.result import ClaimResult, FigureSpec
+from ..experiments.result import UNDERPOWERED, ClaimResult, FigureSpec
+from ..experiments.stability import describe
 from .figures import figure_svg, svg_data_uri
 
 MISSING = "not run"
-_BADGE_CLASS = {"reproduced": "ok", "not reproduced": "no", "inconclusive": "maybe", MISSING: "missing"}
+_BADGE_CLASS = {"reproduced": "ok", "not reproduced": "no", "inconclusive": "maybe", UNDERPOWERED: "weak",
+                MISSING: "missing"}
 
 
 def esc(value: Any) -> str:
@@ -31,10 +33,27 @@ def badge(verdict: str) -> str:
     return f'<span class="badge {_BADGE_CLASS.get(verdict, "missing")}">{esc(verdict)}</span>'
 
 
-def verdict_marks(result: ClaimResult | None) -> str:
-    """What stands next to a claim wherever it is named (its card, the answers, the verdict table):
-    the verdict badge. Per-claim marks that belong with the verdict (e.g. how stable it is) go here."""
-    return f'<span class="marks">{badge(result.verdict if result is not None else MISSING)}</span>'
+def stability_mark(result: ClaimResult, compact: bool = False) -> str:
+    """How stable the verdict is (:func:`bnlab.experiments.stability.describe`); ``compact`` (the answers'
+    evidence links, side tables): the share alone, the words in a tooltip."""
+    s = result.stability
+    if s is None:
+        return ""
+    words = describe(s)
+    weak = "" if s.stable else " weak"
+    if not compact:
+        return f'<span class="stab{weak}">{esc(words)}</span>'
+    short = (f"{s.outcomes.get(s.verdict, 0)} of {s.seeds} inputs" if s.method.startswith("recomputed")
+             else f"{s.share:.0%} of resamples" if s.seeds >= 2 else f"{s.seeds} seed")
+    return f'<span class="stab{weak}" title="{esc(words)}">{esc(short)}</span>'
+
+
+def verdict_marks(result: ClaimResult | None, compact: bool = False) -> str:
+    """What stands next to a claim wherever it is named (its card, the answers, the verdict table): the
+    verdict badge -- "underpowered" when the rule's verdict is not stable -- and how stable it is."""
+    if result is None:
+        return f'<span class="marks">{badge(MISSING)}</span>'
+    return f'<span class="marks">{badge(result.verdict)}{stability_mark(result, compact)}</span>'
 
 
 def figure_html(spec: FigureSpec, label: str) -> str:

@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ..experiments import registry
+from ..experiments.result import UNDERPOWERED
+from ..experiments.stability import THRESHOLD, Stability, describe
 from .catalogue import claims
 
 START, END = "<!-- verdicts:start -->", "<!-- verdicts:end -->"
@@ -62,14 +64,31 @@ def verdict_table(doc: Mapping[str, Any]) -> str:
     head = (f"From the full edition of the report in [docs/report/](docs/report/index.html) "
             f"(`{env.get('command', 'bnlab report')}` on {date}: {len(found)} experiments in {minutes:.1f} min on "
             f"{env.get('cpu_count', '?')} cores of an {env.get('cpu', 'unknown CPU')}, torch {env.get('torch', '?')}, "
-            f"bnlab {env.get('bnlab', '?')}; brackets hold 95% intervals over seeds):")
+            f"bnlab {env.get('bnlab', '?')}; brackets hold 95% intervals over seeds; a verdict is a finding when at "
+            f"least {THRESHOLD:.0%} of resampled seed sets give it, else the claim is underpowered):")
     rows = ["| claim | what was tested (source) | what this run found | verdict |", "| --- | --- | --- | --- |"]
     for cid, c in claims().items():
         result = found.get(cid)
-        finding = result.get("finding") if result else "did not run"
-        verdict = f"**{result['verdict']}**" if result else "not run"
-        rows.append(f"| {cid} | {_cell(c.title)} ({_cell(c.source)}) | {_cell(finding)} | {verdict} |")
+        rows.append(f"| {cid} | {_cell(c.title)} ({_cell(c.source)}) | {_cell(_finding(result))} | "
+                    f"{_cell(_verdict(result))} |")
     return "\n".join([head, "", *rows])
+
+
+def _finding(result: Mapping[str, Any] | None) -> str:
+    if result is None:
+        return "did not run"
+    if result["verdict"] == UNDERPOWERED:
+        return f"Measured, not settled (underpowered, not a finding): {result.get('finding', '')}"
+    return result.get("finding", "")
+
+
+def _verdict(result: Mapping[str, Any] | None) -> str:
+    """The verdict as the page says it, with its stability."""
+    if result is None:
+        return "not run"
+    stab = result.get("stability")
+    words = describe(Stability.from_json(stab) if stab else None)
+    return f"**{result['verdict']}** ({words})"
 
 
 def update_readme(readme: str, table: str) -> str:

@@ -19,7 +19,8 @@ import re
 import sys
 from typing import Any, Iterable, Mapping, Sequence
 
-from ..experiments.result import VERDICTS, ClaimResult
+from ..experiments.result import REPORTED, ClaimResult
+from ..experiments.stability import THRESHOLD
 from . import content, look
 from .answers import Evidence
 from .cards import claim_card, claim_missing, claim_reference
@@ -70,7 +71,7 @@ def answer_html(q: Question, ev: Evidence) -> str:
     links = []
     for href, label in a.links:
         cid = href[1:] if re.fullmatch(r"#C\d+", href) else None
-        marks = verdict_marks(ev.results.get(cid)) if cid else ""
+        marks = verdict_marks(ev.results.get(cid), compact=True) if cid else ""
         links.append(f'<li><a href="{esc(href)}">{esc(label)}</a>{marks}</li>')
     return (f'<p class="short">{inline(a.text)}</p>'
             f'<ul class="evidence"><li class="muted">Evidence:</li>{"".join(links)}</ul>')
@@ -96,14 +97,17 @@ def verdict_table(by_id: Mapping[str, ClaimResult], catalogue: Mapping[str, Clai
         source = result.source if result is not None else info.source if info else ""
         rows.append(f'<tr><td class="cid"><a href="#{esc(cid)}">{esc(cid)}</a></td><td>{esc(title)}'
                     f'<div class="muted small">{esc(source)}</div></td><td>{verdict_marks(result)}</td></tr>')
-    counts = {v: sum(r.verdict == v for r in by_id.values()) for v in VERDICTS}
+    counts = {v: sum(r.verdict == v for r in by_id.values()) for v in REPORTED}
     missing = sum(cid not in by_id for cid in ids)
-    tally = " · ".join(f"{n} {v}" for v, n in counts.items()) + (f" · {missing} {MISSING}" if missing else "")
+    tally = " · ".join(f"{n} {v}" for v, n in counts.items() if n or v != REPORTED[-1]) + \
+        (f" · {missing} {MISSING}" if missing else "")
     return f"""
 <section class="verdicts" id="verdicts">
   <h2>The claims tested, and the verdicts</h2>
   <p class="muted">{esc(tally)}. Each verdict follows a rule fixed in the experiment's code before its runs;
-  the cards below show the rule, the numbers and the figures.</p>
+  the cards below show the rule, the numbers and the figures. Next to each verdict: how often the rule gives
+  the same verdict on resampled sets of seeds (a stand-in for a re-run with fresh seeds, or on another machine);
+  below {THRESHOLD:.0%} the claim is reported as underpowered, not as a finding.</p>
   <table class="verdict-table"><thead><tr><th>Claim</th><th>What was tested (source)</th><th>Verdict here</th></tr></thead>
   <tbody>{''.join(rows)}</tbody></table>
 </section>"""

@@ -6,6 +6,7 @@ CSS = """
   --accent: #2f5d8a; --code-bg: #f3f5f7;
   --ok: #1d7a46; --ok-bg: #e3f4ea; --no: #b3261e; --no-bg: #fbe6e4;
   --maybe: #8a5a00; --maybe-bg: #fdf1d6; --missing: #6b7480; --missing-bg: #eef0f2;
+  --weak: #6a3d8f; --weak-bg: #f1e9f7;
 }
 * { box-sizing: border-box; }
 html { font-size: 17px; }
@@ -37,6 +38,10 @@ p code, li code { background: var(--code-bg); padding: 0.08em 0.3em; border-radi
 .badge.no { color: var(--no); background: var(--no-bg); border-color: #f0bcb7; }
 .badge.maybe { color: var(--maybe); background: var(--maybe-bg); border-color: #ecd39a; }
 .badge.missing { color: var(--missing); background: var(--missing-bg); border: 1px dashed #b9c0c7; }
+.badge.weak { color: var(--weak); background: var(--weak-bg); border: 1px dashed #c9b0dc; }
+/* how stable a verdict is, next to its badge */
+.stab { font-size: 0.76rem; color: var(--muted); white-space: normal; }
+.stab.weak { color: var(--weak); }
 
 table { border-collapse: collapse; width: 100%; }
 .verdict-table th, .verdict-table td { text-align: left; padding: 0.5rem 0.6rem;
@@ -111,11 +116,13 @@ p.short { margin: 0.2rem 0 0.35rem; }
 .evidence { list-style: none; padding: 0; margin: 0; display: flex; flex-wrap: wrap; gap: 0.3rem 0.9rem;
             font-size: 0.86rem; align-items: center; }
 .evidence li { display: inline-flex; gap: 0.35rem; align-items: center; }
-.marks { display: inline-flex; gap: 0.3rem; align-items: center; }
+.marks { display: inline-flex; flex-wrap: wrap; gap: 0.15rem 0.4rem; align-items: center; }
 .sources { color: #33404c; }
 
 /* claim cards */
 p.finding { font-size: 1.02rem; margin: 0.6rem 0; }
+p.finding.weak { background: var(--weak-bg); border-radius: 6px; padding: 0.4rem 0.6rem; }
+p.finding.weak .muted { font-size: 0.9rem; }
 .flag { display: inline-block; margin-left: 0.4rem; font-size: 0.78rem; color: var(--maybe);
         background: var(--maybe-bg); border-radius: 4px; padding: 0 0.35rem; }
 details.more { border-top: 1px solid var(--line); padding-top: 0.4rem; }

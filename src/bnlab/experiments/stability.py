@@ -1,0 +1,174 @@
+"""How solid a verdict is: would a fresh set of seeds give the same verdict?
+
+Seeds are the unit of replication, and a verdict rule is a function of the per-seed measurements.
+So the rule itself can be re-applied to other sets of seeds. We cannot train fresh seeds at report
+time, but we can draw them from the seeds we have: a bootstrap over seeds of the whole verdict
+rule. Draw n seeds with replacement from the n measured ones, keeping everything measured with a
+seed together (so a paired comparison stays paired), apply the experiment's rule to the draw,
+repeat. The share of draws that give the verdict of the full set is its **stability**: an estimate
+of the probability that the same experiment, re-run with fresh seeds, reaches the same verdict.
+
+This is what happened between two machines: floating-point differences between CPUs change a
+training trajectory the way another seed does, so a verdict that flips between resamples of its
+seeds can flip between machines. Below :data:`THRESHOLD` the report does not present the verdict
+as a finding: it reports "underpowered", with the rule's verdict, its stability and -- from the
+same bootstrap with larger draws -- about how many seeds would make it stable.
+
+Caveats, said once: the bootstrap treats the measured seeds as the population, so it is only as
+good as n is large (a draw holds ~63% distinct seeds, and a t-test counts repeats as independent,
+which makes a draw look a little more certain than a fresh set would); with fewer than
+:data:`MIN_SEEDS` seeds it cannot tell anything. The projection to m seeds assumes the effect
+measured now is the true one.
+
+An experiment provides its per-seed records (``{seed: record}``; a record holds everything that
+seed measured under every setting) and its rule as a function ``rule(records) -> verdict`` of a
+list of records (order irrelevant, repeats allowed); :func:`assess` does the rest, once for all.
+A computed experiment without seeds (C2's identities) states what stability means for it and
+builds its :class:`Stability` with :func:`computed`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections import Counter
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from .result import UNDERPOWERED, VERDICTS
+
+# A verdict is reported as a finding only if at least this share of resampled seed sets agree with
+# it. Why 0.9: a reader who acts on a verdict should be wrong about what a re-run gives at most one
+# time in ten; and two machines (or two seed sets) each reaching it with probability >= 0.9 agree
+# with each other at least ~0.8 of the time -- below that a verdict is a coin with a bias, not a
+# result. The one place this number is set.
+THRESHOLD = 0.9
+MIN_SEEDS = 3  # fewer seeds give a bootstrap nothing to resample: the verdict is underpowered
+RESAMPLES = 500  # bootstrap draws for the stability (standard error of a share near 0.9: 1.3 points)
+PROJECT_RESAMPLES = 200  # draws per size when projecting how many seeds a stable verdict needs
+MAX_SEEDS = 64  # the projection looks up to this many seeds per setting
+BOOTSTRAP_SEED = 20170  # the resampling is seeded: the same runs give the same stability
+
+Rule = Callable[[Sequence[Any]], str]
+
+
+@dataclasses.dataclass(frozen=True)
+class Stability:
+    """How often a verdict rule gives the same verdict on other sets of seeds."""
+
+    verdict: str  # the rule's verdict on all the measured seeds
+    share: float  # share of resampled seed sets (or fresh inputs) giving ``verdict``
+    seeds: int  # how many seeds (or fresh inputs) were measured
+    resamples: int  # how many sets the share is over
+    outcomes: dict[str, int]  # verdict -> how many of the sets gave it
+    method: str  # how the sets were made, in words
+    needed: int | None = None  # projected seeds for a stable verdict (only computed when unstable)
+    needed_verdict: str | None = None  # the verdict the rule settles on at ``needed`` seeds
+    note: str = ""  # for computed experiments: what stability means there
+
+    @property
+    def stable(self) -> bool:
+        return self.seeds >= MIN_SEEDS and self.share >= THRESHOLD
+
+    @property
+    def reported(self) -> str:
+        """What the report says: the rule's verdict when stable, else "underpowered"."""
+        return self.verdict if self.stable else UNDERPOWERED
+
+    def to_json(self) -> dict[str, Any]:
+        return {"verdict": self.verdict, "share": self.share, "seeds": self.seeds, "resamples": self.resamples,
+                "outcomes": dict(self.outcomes), "method": self.method, "threshold": THRESHOLD,
+                "stable": self.stable, "needed_seeds": self.needed, "needed_verdict": self.needed_verdict,
+                "note": self.note}
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> "Stability":
+        return cls(d["verdict"], d["share"], d["seeds"], d["resamples"], dict(d["outcomes"]), d["method"],
+                   d.get("needed_seeds"), d.get("needed_verdict"), d.get("note", ""))
+
+
+def _check(verdict: str) -> str:
+    if verdict not in VERDICTS:
+        raise ValueError(f"expected the rule to return one of {VERDICTS} (got {verdict!r})")
+    return verdict
+
+
+def _draws(records: list, rule: Rule, size: int, count: int, rng: np.random.Generator) -> Counter:
+    """The rule's verdicts on ``count`` draws of ``size`` records with replacement."""
+    picks = rng.integers(0, len(records), size=(count, size))
+    return Counter(_check(rule([records[i] for i in row])) for row in picks)
+
+
+def project(records: list, rule: Rule, start: int, rng: np.random.Generator | None = None) -> tuple[int | None, str | None]:
+    """(seeds, verdict): the smallest draw size from ``start`` up to :data:`MAX_SEEDS` at which one verdict
+    comes out in at least :data:`THRESHOLD` of the draws, and that verdict; (None, None) if none does."""
+    rng = rng if rng is not None else np.random.default_rng(BOOTSTRAP_SEED)
+    size = max(start, MIN_SEEDS)
+    while size <= MAX_SEEDS:
+        verdict, count = _draws(records, rule, size, PROJECT_RESAMPLES, rng).most_common(1)[0]
+        if count / PROJECT_RESAMPLES >= THRESHOLD:
+            return size, verdict
+        size = size + 1 if size < 8 else int(math.ceil(size * 1.25))
+    return None, None
+
+
+def assess(records: Mapping[Any, Any], rule: Rule, resamples: int = RESAMPLES) -> Stability:
+    """The rule's verdict on every record and its stability under a bootstrap over seeds.
+
+    ``records``: {seed: everything that seed measured}; ``rule``: the experiment's verdict rule as a
+    function of a list of such records. Deterministic (the resampling is seeded).
+    """
+    items = list(records.values())
+    verdict = _check(rule(items))
+    n = len(items)
+    if n < 2:
+        return Stability(verdict, 0.0, n, 0, {}, f"bootstrap over seeds: {n} seed(s), nothing to resample",
+                         None, None)
+    rng = np.random.default_rng(BOOTSTRAP_SEED)
+    outcomes = _draws(items, rule, n, resamples, rng)
+    share = outcomes[verdict] / resamples
+    needed = needed_verdict = None
+    if share < THRESHOLD or n < MIN_SEEDS:
+        needed, needed_verdict = project(items, rule, n + 1, rng)
+    return Stability(verdict, share, n, resamples, dict(outcomes.most_common()),
+                     f"bootstrap over seeds: {resamples} draws of {n} seeds with replacement, all the seed's "
+                     f"settings kept together", needed, needed_verdict)
+
+
+def computed(verdicts: Sequence[str], note: str) -> Stability:
+    """The stability of a computed (not seeded) experiment: ``verdicts`` from fresh inputs, the first
+    being the reported one's; ``note`` says what stability means there."""
+    verdicts = [_check(v) for v in verdicts]
+    outcomes = Counter(verdicts)
+    return Stability(verdicts[0], outcomes[verdicts[0]] / len(verdicts), len(verdicts), len(verdicts),
+                     dict(outcomes.most_common()), f"recomputed on {len(verdicts)} fresh random inputs", note=note)
+
+
+def settle(result, stability: Stability):
+    """Put ``stability`` on ``result``: the rule's verdict becomes ``rule_verdict`` and ``verdict`` what the
+    report may say (the rule's verdict when stable, else "underpowered"). Returns ``result``."""
+    assert stability.verdict == result.verdict, (stability.verdict, result.verdict)  # one rule, applied once
+    result.rule_verdict = stability.verdict
+    result.stability = stability
+    result.verdict = stability.reported
+    return result
+
+
+def describe(stability: Stability | None) -> str:
+    """The stability in words, for every place that shows a verdict (the page, ``bnlab run``, the README):
+    "stable in 97% of resamples", or why the verdict is underpowered and what would settle it."""
+    if stability is None:
+        return "stability not measured"
+    s = stability
+    if s.method.startswith("recomputed"):
+        return f"the same on {s.outcomes.get(s.verdict, 0)} of {s.seeds} fresh random inputs"
+    if s.stable:
+        return f"stable in {s.share:.0%} of resamples"
+    if s.seeds < MIN_SEEDS:
+        told = f"{s.seeds} seed{'s' if s.seeds != 1 else ''}: too few to tell how stable the rule's verdict ({s.verdict}) is"
+    else:
+        told = f"the rule gave {s.verdict} in only {s.share:.0%} of resamples (needs {THRESHOLD:.0%})"
+    if s.needed is not None:
+        return f"{told}; about {s.needed} seeds per setting would settle it ({s.needed_verdict})"
+    return f"{told}; more than {MAX_SEEDS} seeds per setting would be needed"

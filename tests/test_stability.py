@@ -1,0 +1,126 @@
+"""The stability of a verdict: a bootstrap over seeds of the whole rule, checked against exact
+enumeration and against the analytic power of a t-test; what the report then says."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+from scipy import stats as st
+
+from bnlab.experiments import stability
+from bnlab.experiments.result import ClaimResult
+from bnlab.experiments.stats import paired
+
+
+def mean_above(threshold):
+    def rule(records):
+        return "reproduced" if np.mean(records) > threshold else "inconclusive"
+    return rule
+
+
+def test_share_matches_exact_enumeration_of_every_resample():
+    values = [0.0, 1.0, 2.0, 5.0]  # mean 2
+    rule = mean_above(1.8)
+    exact = sum(rule([values[i] for i in pick]) == "reproduced"
+                for pick in itertools.product(range(4), repeat=4)) / 4 ** 4
+    got = stability.assess(dict(enumerate(values)), rule, resamples=20000)
+    assert got.verdict == "reproduced"
+    assert got.share == pytest.approx(exact, abs=0.01)  # 20000 draws: standard error 0.0035
+
+
+def test_a_seed_keeps_its_settings_together_so_pairs_stay_paired():
+    # b = a + 1 on every seed, but the seeds differ by much more than 1: only a paired rule sees it.
+    a = [0.0, 10.0, 20.0, 30.0, 40.0, 50.0]
+    records = {s: (x, x + 1.0) for s, x in enumerate(a)}
+
+    def rule(recs):
+        d = paired([r[1] for r in recs], [r[0] for r in recs]).diff
+        return "reproduced" if d.n > 1 and d.low > 0 else "inconclusive"
+
+    assert stability.assess(records, rule).share == 1.0
+
+
+def test_a_clear_effect_is_stable_and_a_coin_flip_is_underpowered():
+    rng = np.random.default_rng(1)
+
+    def rule(recs):
+        t = paired(recs, [0.0] * len(recs))
+        return "reproduced" if t.diff.mean > 0 and t.p_t < 0.05 else "inconclusive"
+
+    clear = stability.assess(dict(enumerate(rng.normal(1.0, 0.3, 10))), rule)
+    assert clear.verdict == "reproduced" and clear.share > 0.99 and clear.stable and clear.reported == "reproduced"
+    # a sample whose t statistic sits exactly at the 5% critical value: a coin flip
+    z = st.norm.ppf((np.arange(10) + 0.5) / 10)
+    at_edge = st.t.ppf(0.975, 9) / math.sqrt(10) + (z - z.mean()) / z.std(ddof=1)
+    flip = stability.assess(dict(enumerate(at_edge)), rule)
+    assert 0.3 < flip.share < 0.7 and not flip.stable and flip.reported == "underpowered"
+    assert sum(flip.outcomes.values()) == flip.resamples
+
+
+def test_projected_seeds_follow_the_analytic_power_of_the_t_test():
+    # A sample with effect size exactly d = 0.8 (mean / sd): how many seeds make "mean > 0 at p < 0.05"
+    # come out in 90% of sets? Reference: the noncentral t power of a one-sample t-test.
+    n, d = 8, 0.8
+    z = st.norm.ppf((np.arange(n) + 0.5) / n)
+    sample = d + (z - z.mean()) / z.std(ddof=1)
+
+    def rule(recs):
+        t = paired(recs, [0.0] * len(recs))
+        return "reproduced" if t.diff.mean > 0 and t.p_t < 0.05 else "inconclusive"
+
+    def power(m):
+        crit = st.t.ppf(0.975, m - 1)
+        return st.nct.sf(crit, m - 1, d * math.sqrt(m))
+
+    analytic = next(m for m in range(2, 200) if power(m) >= stability.THRESHOLD)  # 19 for d = 0.8
+    got = stability.assess(dict(enumerate(sample)), rule)
+    assert not got.stable and got.needed_verdict == "reproduced"
+    # The bootstrap draws from 8 values, whose spread it underestimates by (n-1)/n, and the grid steps by
+    # 25%: it lands within a third of the analytic answer.
+    assert analytic / 1.35 <= got.needed <= analytic * 1.35, (got.needed, analytic)
+
+
+def test_too_few_seeds_are_underpowered_whatever_the_share():
+    got = stability.assess({0: 5.0, 1: 6.0}, mean_above(1.0))
+    assert got.share == 1.0 and not got.stable and got.reported == "underpowered"
+    assert "too few to tell" in stability.describe(got)
+
+
+def test_a_rule_must_return_a_verdict():
+    with pytest.raises(ValueError, match="expected the rule to return one of"):
+        stability.assess({0: 1.0, 1: 2.0, 2: 3.0}, lambda recs: "maybe")
+
+
+def test_the_bootstrap_is_seeded():
+    records = dict(enumerate(np.random.default_rng(3).normal(0.2, 1.0, 9)))
+    assert stability.assess(records, mean_above(0.2)) == stability.assess(records, mean_above(0.2))
+
+
+def test_settle_reports_underpowered_and_keeps_the_rules_verdict():
+    def result():
+        return ClaimResult(id="CX", name="x", question="?", claim="-", source="-", rule="-", verdict="reproduced",
+                           summary="-", setup={}, numbers={})
+
+    shaky = stability.Stability("reproduced", 0.6, 8, 500, {"reproduced": 300, "inconclusive": 200}, "bootstrap",
+                                20, "reproduced")
+    r = stability.settle(result(), shaky)
+    assert (r.verdict, r.rule_verdict) == ("underpowered", "reproduced")
+    j = r.to_json()
+    assert j["verdict"] == "underpowered" and j["rule_verdict"] == "reproduced"
+    assert j["stability"]["share"] == 0.6 and j["stability"]["threshold"] == stability.THRESHOLD
+    assert j["stability"]["needed_seeds"] == 20
+    assert stability.describe(shaky) == ("the rule gave reproduced in only 60% of resamples (needs 90%); about 20 "
+                                         "seeds per setting would settle it (reproduced)")
+    solid = stability.Stability("reproduced", 0.97, 8, 500, {"reproduced": 485, "inconclusive": 15}, "bootstrap")
+    r = stability.settle(result(), solid)
+    assert r.verdict == "reproduced" and stability.describe(solid) == "stable in 97% of resamples"
+    assert stability.Stability.from_json(solid.to_json()) == solid
+
+
+def test_a_computed_claims_stability_is_its_verdict_on_fresh_inputs():
+    s = stability.computed(["reproduced"] * 9 + ["not reproduced"], "exact")
+    assert s.share == 0.9 and s.stable and s.seeds == 10
+    assert stability.describe(s) == "the same on 9 of 10 fresh random inputs"
