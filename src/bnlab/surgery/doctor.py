@@ -379,7 +379,9 @@ def _train_eval_gap(ctx: _Model, args: tuple) -> Finding | None:
     return Finding(
         "train-eval-gap", "hazard" if off else "note", sorted(off) or ["<model>"], msg,
         "recompute the running statistics on training data with bnlab.precise_bn(model, batches), and "
-        "check that the example input is preprocessed like the training data" if off else "none needed",
+        "check that the example input is preprocessed like the training data; if it is new data from a "
+        "shifted domain, bnlab.adapt(model, target_batches) re-estimates the statistics there (AdaBN, "
+        "no labels needed; the report's claim C13)" if off else "none needed",
     )
 
 
