@@ -28,7 +28,8 @@ Each check is a small function of the model, its BN layers and their neighbours
 (:mod:`bnlab.surgery.graph`) returning one finding or none: :data:`STATIC_CHECKS`, then, with an
 example input, :data:`INPUT_CHECKS`. The model is not changed: forwards on the example input run
 on deep copies under no_grad. Works on TorchScript modules too (layers are recognized by their
-original class names), except that neighbours are then found in ``nn.Sequential`` containers only.
+original class names), except that neighbours are then found in ``nn.Sequential`` containers only
+and that the train/eval gap is reported as a note only (no hooks to read each layer's input).
 """
 
 from __future__ import annotations
