@@ -37,13 +37,17 @@ def _digest(tensors: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
-def generate() -> dict[str, torch.Tensor]:
-    """Run ``mnist1d.data.make_dataset`` with its defaults; global RNG states are restored after."""
+def generate(**overrides: float) -> dict[str, torch.Tensor]:
+    """Run ``mnist1d.data.make_dataset`` with its defaults (``overrides`` replace some of its
+    ``get_dataset_args()``); global RNG states are restored after."""
     from mnist1d.data import get_dataset_args, make_dataset
 
+    args = get_dataset_args()
+    for name, value in overrides.items():
+        setattr(args, name, value)
     py_state, np_state = random.getstate(), np.random.get_state()
     try:
-        data = make_dataset(get_dataset_args())  # seeds python's and numpy's global RNGs itself
+        data = make_dataset(args)  # seeds python's and numpy's global RNGs itself
     finally:
         random.setstate(py_state)
         np.random.set_state(np_state)

@@ -20,9 +20,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import random
 
-import numpy as np
 import torch
 
 from . import mnist1d
@@ -47,22 +45,7 @@ def generate(knob: str, value: float) -> dict[str, torch.Tensor]:
     """``make_dataset`` with ``knob`` set to ``value`` (global RNG states restored after)."""
     if knob not in KNOBS:
         raise ValueError(f"expected a knob in {KNOBS} (got {knob!r})")
-    from mnist1d.data import get_dataset_args, make_dataset
-
-    args = get_dataset_args()
-    setattr(args, knob, value)
-    py_state, np_state = random.getstate(), np.random.get_state()
-    try:
-        data = make_dataset(args)
-    finally:
-        random.setstate(py_state)
-        np.random.set_state(np_state)
-    return {
-        "x_train": torch.from_numpy(np.asarray(data["x"], dtype=np.float32)),
-        "y_train": torch.from_numpy(np.asarray(data["y"], dtype=np.int64)),
-        "x_test": torch.from_numpy(np.asarray(data["x_test"], dtype=np.float32)),
-        "y_test": torch.from_numpy(np.asarray(data["y_test"], dtype=np.int64)),
-    }
+    return mnist1d.generate(**{knob: value})
 
 
 @contextlib.contextmanager
