@@ -81,6 +81,17 @@ def verdict(outcomes: list[str]) -> str:
     return "inconclusive"
 
 
+def better_order(outcomes: list[str]) -> str:
+    """Which order the per-activation outcomes favour, in one word each for the finding and the
+    report's answer: "before", "after", "depends" (after for some activation, before for another)
+    or "neither"."""
+    if "before better" in outcomes and "after better" not in outcomes:
+        return "before"
+    if "after better" in outcomes:
+        return "after" if "before better" not in outcomes else "depends"
+    return "neither"
+
+
 def _draw(data):
     import matplotlib.pyplot as plt
 
@@ -123,14 +134,12 @@ def finding(numbers: dict) -> str:
     outcomes = [numbers[f"{a}_outcome"] for a in ACTS]
     parts = [f"{text.name(a)} {text.interval(numbers[f'{a}_after_minus_before'], 'points')} ({numbers[f'{a}_outcome']})"
              for a in ACTS]
-    if "before better" in outcomes and "after better" not in outcomes:
-        verdict_words = "BN before the activation was as good or better"
-    elif "after better" in outcomes and "before better" not in outcomes:
-        verdict_words = "BN after the activation was as good or better"
-    elif "after better" in outcomes:
-        verdict_words = "which order is better depends on the activation"
-    else:
-        verdict_words = "no reliable difference between the two orders"
+    verdict_words = {
+        "before": "BN before the activation was as good or better",
+        "after": "BN after the activation was as good or better",
+        "depends": "which order is better depends on the activation",
+        "neither": "no reliable difference between the two orders",
+    }[better_order(outcomes)]
     return f"Test accuracy after − before: {'; '.join(parts)}: {verdict_words}."
 
 

@@ -16,6 +16,7 @@ import dataclasses
 from typing import Any, Mapping
 
 from ..experiments import text
+from ..experiments.c04_placement import better_order
 from ..experiments.result import UNDERPOWERED, ClaimResult
 
 
@@ -113,14 +114,13 @@ def placement(ev: Evidence) -> Answer:
     if all(d is not None for d in diffs.values()):
         if not ev.settled("C4"):
             words = "not settled by these seeds (underpowered, not a finding)"
-        elif "before better" in outcomes and "after better" not in outcomes:
-            words = "before was as good or better"
-        elif "after better" in outcomes and "before better" not in outcomes:
-            words = "after was as good or better, against the convention"
-        elif "after better" in outcomes:
-            words = "the better order depended on the activation"
         else:
-            words = "no reliable difference either way"
+            words = {
+                "before": "before was as good or better",
+                "after": "after was as good or better, against the convention",
+                "depends": "the better order depended on the activation",
+                "neither": "no reliable difference either way",
+            }[better_order(outcomes)]
         out += (f" {ev.this_run}, test accuracy after − before: ReLU {_iv(diffs['relu'], 'points')}, tanh "
                 f"{_iv(diffs['tanh'], 'points')}: {words}.")
     return Answer(out, (("#C4", "C4"),))
