@@ -346,9 +346,8 @@ def _batch_size_1(ctx: _Model, args: tuple) -> Finding | None:
 def _train_eval_gap(ctx: _Model, args: tuple) -> Finding | None:
     """The same input through batch statistics vs running statistics, judged layer by layer."""
     try:
-        y_eval = _first_tensor(copy.deepcopy(ctx.model).eval()(*args))
+        y_eval, mismatch = _eval_with_statistics(ctx, args)
         y_train = _first_tensor(_bn_train_copy(ctx.model)(*args))
-        mismatch = _statistics_mismatch(ctx, args)
     except Exception as err:  # noqa: BLE001 -- the user's forward failed; say so instead of crashing
         last_line = (str(err).strip().splitlines() or [type(err).__name__])[-1]
         return Finding(
@@ -401,16 +400,17 @@ def _initial_statistics(m: nn.Module) -> bool:
     return rm is not None and rv is not None and not bool(rm.any()) and bool((rv == 1).all())
 
 
-def _statistics_mismatch(ctx: _Model, args: tuple) -> dict[str, tuple[float, float, float, float]]:
-    """{BN name: (rms over channels of the mean shift in running std, median |log variance ratio|, and
-    their thresholds)} of the example input's statistics at each BN's input in eval mode against its
-    running statistics. Each threshold adds two standard errors of its statistic for the m values per
-    channel the example gives that layer (2/sqrt(m) and 2*sqrt(2/(m-1))): a squeeze-excitation BN sees
-    one value per sample, whose batch statistics are noisy by themselves."""
-    if isinstance(ctx.model, torch.jit.ScriptModule):
-        return {}
-    out: dict[str, tuple[float, float]] = {}
+def _eval_with_statistics(ctx: _Model, args: tuple) -> tuple[Tensor | None, dict[str, tuple[float, ...]]]:
+    """The eval-mode output on the example, and {BN name: (rms over channels of the mean shift in
+    running std, median |log variance ratio|, and their thresholds)} of the example's statistics at
+    each BN's input in that forward against its running statistics (none for TorchScript modules).
+    Each threshold adds two standard errors of its statistic for the m values per channel the example
+    gives that layer (2/sqrt(m) and 2*sqrt(2/(m-1))): a squeeze-excitation BN sees one value per
+    sample, whose batch statistics are noisy by themselves."""
     twin = copy.deepcopy(ctx.model).eval()
+    out: dict[str, tuple[float, ...]] = {}
+    if isinstance(twin, torch.jit.ScriptModule):  # no hooks
+        return _first_tensor(twin(*args)), out
 
     def record(name: str, m: nn.Module):
         def hook(_module, inputs) -> None:
@@ -429,11 +429,11 @@ def _statistics_mismatch(ctx: _Model, args: tuple) -> dict[str, tuple[float, flo
 
     handles = [m.register_forward_pre_hook(record(n or "<model>", m)) for n, m in twin.named_modules() if _is_bn(m)]
     try:
-        twin(*args)
+        y = _first_tensor(twin(*args))
     finally:
         for h in handles:
             h.remove()
-    return out
+    return y, out
 
 
 INPUT_CHECKS = (_batch_size_1, _train_eval_gap)
