@@ -143,7 +143,6 @@ def main(args: argparse.Namespace) -> int:
             print(f"(stored result of {config.key()} in {args.store})", file=sys.stderr)
             print_result(cached, args.json)
             return 0
-    rank = 0
     if args.scheduler:
         if args.nproc > 1 or distributed.env_world_size() > 1:
             raise ValueError("expected either --scheduler (one Dask worker runs the config) or data-parallel "
@@ -158,6 +157,9 @@ def main(args: argparse.Namespace) -> int:
         result = train(config, device=device, threads=args.threads, progress=args.progress if rank == 0 else False,
                        sync_bn=sync)
         dist.destroy_process_group()
+        if rank == 0:
+            print_result(result, args.json)  # (a data-parallel result is not stored)
+        distributed.leave(0)
     elif args.nproc > 1:
         try:
             result = distributed.launch(config, args.nproc, device=args.device, threads=args.threads,
@@ -167,10 +169,9 @@ def main(args: argparse.Namespace) -> int:
             return 2
     else:
         result = train(config, device=args.device, threads=args.threads, progress=args.progress)
-    if rank == 0:
-        if store is not None and result.env.get("world_size", 1) == 1 and not args.scheduler:
-            store.save(result)
-        print_result(result, args.json)
+    if store is not None and result.env.get("world_size", 1) == 1 and not args.scheduler:
+        store.save(result)
+    print_result(result, args.json)
     return 0
 
 
