@@ -123,7 +123,8 @@ def test_launched_processes_end_without_the_interpreters_shutdown(tmp_path, monk
     (tmp_path / "site" / "sitecustomize.py").write_text(SITECUSTOMIZE)
     marks = tmp_path / "marks"
     marks.mkdir()
-    monkeypatch.setenv("PYTHONPATH", f"{tmp_path / 'site'}:{shutil.os.environ.get('PYTHONPATH', '')}")
+    monkeypatch.setenv("PYTHONPATH", shutil.os.pathsep.join(
+        p for p in (str(tmp_path / "site"), shutil.os.environ.get("PYTHONPATH")) if p))
     monkeypatch.setenv("BNLAB_TEST_ATEXIT_DIR", str(marks))
     child = multiprocessing.get_context("spawn").Process(target=_plain_child)
     child.start()
