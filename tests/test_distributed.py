@@ -98,7 +98,6 @@ def test_torchrun_launches_bnlab_train():
     assert f"final test accuracy {single.final('test_acc'):.4f}" in out.stdout
 
 
-
 SITECUSTOMIZE = """
 import atexit, os
 _dir = os.environ.get("BNLAB_TEST_ATEXIT_DIR")
