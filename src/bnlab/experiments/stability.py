@@ -15,11 +15,9 @@ seeds for the population, so the measured effect for the true one, and overstate
 fresh set agrees: the measured mean is itself off the true one by about its standard error, so a
 fresh set's mean lies about sqrt(2) standard errors from the measured one, not one (the argument
 of Goodman 1992, "A comment on replication, p-values and evidence", Statistics in Medicine 11:875).
-Measured here: the full report with 2 torch threads per run instead of 1 -- floating-point
-differences that change trajectories as other seeds do -- turned C14's verdict from "not
-reproduced" into "inconclusive", although one stage had called the first stable in 97% of
-resamples (two stages: 92%, and the second run underpowered, 77%). The seed counts in the
-experiments' comments were sized with one stage.
+One stage called a verdict stable that a re-run with 2 torch threads per run instead of 1 then
+contradicted (C14; the measurement is in the README, "Do the verdicts depend on the machine?").
+The seed counts in the experiments' comments were sized with one stage.
 
 This is what happened between two machines: floating-point differences between CPUs change a
 training trajectory the way another seed does, so a verdict that flips between resamples of its
