@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -39,6 +40,28 @@ def test_local_cluster_runs_give_the_same_bits_as_runs_in_this_process(tmp_path)
         assert r.env["worker"].startswith("tcp://127.0.0.1:")
     with Store(tmp_path / "s.db") as store:
         assert store.counts() == {"finished": 3}
+
+
+def test_dask_logs_stay_silenced_until_the_local_clusters_loop_has_stopped(monkeypatch):
+    """The cluster restores dask's log levels as its close() starts, while its loop runs on: a comm to
+    a killed worker then printed an INFO traceback into a Ctrl-C'd `bnlab run` (once in CI)."""
+    # dask prints to stderr through StreamHandlers on this logger (level NOTSET); pytest's logging plugin
+    # may have taken dask's own away, so one like it is the probe
+    probe = logging.StreamHandler(sys.stderr)
+    monkeypatch.setattr(logging.getLogger("distributed"), "handlers", [probe])
+    after_close = []
+    real_close = distributed.LocalCluster.close
+
+    def close(self, *args, **kwargs):
+        out = real_close(self, *args, **kwargs)  # returns once the cluster's loop has stopped
+        after_close.append(probe.level)
+        return out
+
+    monkeypatch.setattr(distributed.LocalCluster, "close", close)
+    with cluster.connect(None, 1):
+        assert probe.level == logging.ERROR
+    assert after_close and after_close[0] == logging.ERROR
+    assert probe.level == logging.NOTSET
 
 
 def test_a_worker_with_other_code_refuses_the_run():

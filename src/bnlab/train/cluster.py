@@ -50,6 +50,7 @@ def connect(scheduler: str | None, jobs: int, timeout_s: float = 30.0) -> Iterat
     single-threaded worker processes that exists for the duration of the block."""
     import dask
     import distributed
+    from distributed.utils import silence_logging_cmgr
 
     if scheduler:
         try:
@@ -62,20 +63,24 @@ def connect(scheduler: str | None, jobs: int, timeout_s: float = 30.0) -> Iterat
         finally:
             client.close()
         return
-    with _signals_deferred() as pending, dask.config.set(LOCAL_CONFIG):
-        cluster = distributed.LocalCluster(n_workers=jobs, threads_per_worker=1, processes=True,
-                                           dashboard_address=None, silence_logs=logging.ERROR,
-                                           preload=[__name__])  # dask_setup below, in each worker
-    try:
-        pending.deliver()
-        with distributed.Client(cluster, set_as_default=False) as client:
-            yield client
-    finally:
-        # Finished or interrupted, the workers hold nothing bnlab needs (results are in, or the runs
-        # in flight are lost anyway): stopping them at once saves the seconds a graceful close takes
-        # (a busy worker finishes its run first; an idle one tears torch down for 2-4 s).
-        _kill_workers(cluster)
-        cluster.close()
+    # The cluster silences dask's logs here only until its close() starts tearing down, while its event
+    # loop runs on a moment longer: a comm to a killed worker then printed an INFO traceback ("Batched
+    # Comm Closed") into a Ctrl-C'd `bnlab run` (once in CI). So they stay silenced until the loop stopped.
+    with silence_logging_cmgr(logging.ERROR):
+        with _signals_deferred() as pending, dask.config.set(LOCAL_CONFIG):
+            cluster = distributed.LocalCluster(n_workers=jobs, threads_per_worker=1, processes=True,
+                                               dashboard_address=None, silence_logs=logging.ERROR,
+                                               preload=[__name__])  # dask_setup below, in each worker
+        try:
+            pending.deliver()
+            with distributed.Client(cluster, set_as_default=False) as client:
+                yield client
+        finally:
+            # Finished or interrupted, the workers hold nothing bnlab needs (results are in, or the runs
+            # in flight are lost anyway): stopping them at once saves the seconds a graceful close takes
+            # (a busy worker finishes its run first; an idle one tears torch down for 2-4 s).
+            _kill_workers(cluster)
+            cluster.close()
 
 
 def _kill_workers(cluster) -> None:
