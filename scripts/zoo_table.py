@@ -27,9 +27,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from zoo import import_timm, import_torchvision  # noqa: E402  (the tests' import helpers)
 
 MODELS = [
-    ("torchvision", "resnet18"), ("torchvision", "mobilenet_v3_small"), ("torchvision", "efficientnet_b0"),
-    ("torchvision", "densenet121"), ("timm", "resnet18"), ("timm", "efficientnet_b0"),
-    ("timm", "mobilenetv3_small_100"), ("timm", "regnetx_002"), ("timm", "rexnet_100"),
+    ("torchvision", "resnet18"),
+    ("torchvision", "mobilenet_v3_small"),
+    ("torchvision", "efficientnet_b0"),
+    ("torchvision", "densenet121"),
+    ("timm", "resnet18"),
+    ("timm", "efficientnet_b0"),
+    ("timm", "mobilenetv3_small_100"),
+    ("timm", "regnetx_002"),
+    ("timm", "rexnet_100"),
 ]
 
 
@@ -71,13 +77,17 @@ def row(source: str, name: str) -> str:
     ours.eval()
     _, report = bnlab.fold(ours, data(2), report=True)
     hazards_calibrated = len(bnlab.doctor(ours, data(3, n=4)).hazards)
-    return (f"| {source} {name} | {n_bn} | {out_diff:.1e} | {len(report.pairs)} | {report.max_abs_diff:.1e} | "
-            f"{hazards_built} | {hazards_calibrated} | {sgd_diff:.1e} |")
+    return (
+        f"| {source} {name} | {n_bn} | {out_diff:.1e} | {len(report.pairs)} | {report.max_abs_diff:.1e} | "
+        f"{hazards_built} | {hazards_calibrated} | {sgd_diff:.1e} |"
+    )
 
 
 def main() -> None:
-    print("| model | BN layers | output vs torch | pairs folded | folded vs unfolded | doctor hazards, as built "
-          "| after precise_bn | 4 SGD steps (float64), loss vs torch (rel.) |")
+    print(
+        "| model | BN layers | output vs torch | pairs folded | folded vs unfolded | doctor hazards, as built "
+        "| after precise_bn | 4 SGD steps (float64), loss vs torch (rel.) |"
+    )
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for source, name in MODELS:
         print(row(source, name), flush=True)

@@ -18,9 +18,18 @@ import urllib.request
 from pathlib import Path
 
 CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
-FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--hide-scrollbars", "--mute-audio")
+FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
+    "--mute-audio",
+)
 
 
 def find_chromium() -> str | None:
@@ -51,20 +60,34 @@ class Chromium:
 
         self._profile = tempfile.TemporaryDirectory(prefix="bnlab-chromium-")
         self._proc = subprocess.Popen(
-            [self.binary, *FLAGS, f"--user-data-dir={self._profile.name}", "--remote-debugging-port=0",
-             f"--window-size={self.width},{self.height}", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                self.binary,
+                *FLAGS,
+                f"--user-data-dir={self._profile.name}",
+                "--remote-debugging-port=0",
+                f"--window-size={self.width},{self.height}",
+                "about:blank",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             port = self._wait_for_port(Path(self._profile.name) / "DevToolsActivePort")
             req = urllib.request.Request(f"http://127.0.0.1:{port}/json/new?about:blank", method="PUT")
             with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
                 target = json.load(resp)
-            self._ws = websocket.create_connection(target["webSocketDebuggerUrl"], timeout=self.timeout_s,
-                                                   suppress_origin=True)
+            self._ws = websocket.create_connection(
+                target["webSocketDebuggerUrl"], timeout=self.timeout_s, suppress_origin=True
+            )
             for domain in ("Page", "Runtime", "Log", "Network"):
                 self.call(f"{domain}.enable")
-            self.call("Emulation.setDeviceMetricsOverride", width=self.width, height=self.height,
-                      deviceScaleFactor=1, mobile=False)
+            self.call(
+                "Emulation.setDeviceMetricsOverride",
+                width=self.width,
+                height=self.height,
+                deviceScaleFactor=1,
+                mobile=False,
+            )
         except BaseException:
             self._stop()
             raise
@@ -126,8 +149,12 @@ class Chromium:
             self.console.append({"level": params.get("type"), "text": text})
         elif method == "Runtime.exceptionThrown":
             details = params.get("exceptionDetails", {})
-            self.console.append({"level": "error", "text": details.get("text", "") + " " +
-                                 str(details.get("exception", {}).get("description", ""))})
+            self.console.append(
+                {
+                    "level": "error",
+                    "text": details.get("text", "") + " " + str(details.get("exception", {}).get("description", "")),
+                }
+            )
         elif method == "Log.entryAdded":
             entry = params.get("entry", {})
             self.console.append({"level": entry.get("level"), "text": entry.get("text", "")})
@@ -154,8 +181,9 @@ class Chromium:
         params = {"format": "png"}
         if full_page:
             height = int(self.evaluate("Math.ceil(document.documentElement.scrollHeight)"))
-            params.update(captureBeyondViewport=True,
-                          clip={"x": 0, "y": 0, "width": self.width, "height": height, "scale": 1})
+            params.update(
+                captureBeyondViewport=True, clip={"x": 0, "y": 0, "width": self.width, "height": height, "scale": 1}
+            )
         data = self.call("Page.captureScreenshot", **params)["data"]
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_bytes(base64.b64decode(data))

@@ -23,16 +23,25 @@ def fake_run(config, acc_curve, loss_curve=None, diverged_at: int | None = None,
         steps.append(config.steps)
     if diverged_at is not None:
         steps = [s for s in steps if s < diverged_at] + [diverged_at]
-    series = {"step": [float(s) for s in steps], "train_loss": [loss_curve(s) for s in steps],
-              "train_eval_loss": [loss_curve(s) for s in steps], "test_acc": [acc_curve(s) for s in steps]}
+    series = {
+        "step": [float(s) for s in steps],
+        "train_loss": [loss_curve(s) for s in steps],
+        "train_eval_loss": [loss_curve(s) for s in steps],
+        "test_acc": [acc_curve(s) for s in steps],
+    }
     for name, f in (extra or {}).items():
         series[name] = [f(s) for s in steps]
     if diverged_at is not None:
         for name in ("test_acc", "train_eval_loss"):
             series[name][-1] = math.nan
         series["train_loss"][-1] = math.inf
-    return RunResult(config=config, status="diverged" if diverged_at is not None else "finished", series=series,
-                     steps_done=diverged_at or config.steps, diverged_step=diverged_at)
+    return RunResult(
+        config=config,
+        status="diverged" if diverged_at is not None else "finished",
+        series=series,
+        steps_done=diverged_at or config.steps,
+        diverged_step=diverged_at,
+    )
 
 
 def check_well_formed(result) -> None:
@@ -63,7 +72,14 @@ def run_with_series(config, metrics: dict[str, list[float]], test_acc: float = 0
     """A finished run of ``config`` whose metric steps carry ``metrics`` (all lists the same length)."""
     n = len(next(iter(metrics.values()))) if metrics else 1
     step = [float(config.eval_every * (i + 1)) for i in range(n)]
-    series = {"step": step, "lr": [config.lr] * n, "train_loss": [1.0] * n, "train_acc": [test_acc] * n,
-              "test_acc": [test_acc] * n, "test_loss": [0.5] * n, **metrics}
+    series = {
+        "step": step,
+        "lr": [config.lr] * n,
+        "train_loss": [1.0] * n,
+        "train_acc": [test_acc] * n,
+        "test_acc": [test_acc] * n,
+        "test_loss": [0.5] * n,
+        **metrics,
+    }
     assert all(len(v) == n for v in series.values()) and not any(math.isnan(x) for x in step)
     return RunResult(config=config, status="finished", series=series, steps_done=config.steps)

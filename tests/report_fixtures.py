@@ -19,17 +19,24 @@ from bnlab.experiments import ClaimResult, FigureSpec, estimate, registry
 from bnlab.train.result import RunResult
 
 # Every metric an analysis reads, with a plausible value at training progress t in (0, 1].
-_SIGMOID_PCT = {f"act_pct/blocks.2.act:0/p{q}": (lambda t, r, q=q: (q - 50) / 30 + r.gauss(0, 0.1)) for q in (15, 50, 85)}
+_SIGMOID_PCT = {
+    f"act_pct/blocks.2.act:0/p{q}": (lambda t, r, q=q: (q - 50) / 30 + r.gauss(0, 0.1)) for q in (15, 50, 85)
+}
 _METRICS = {
     "test_acc": lambda t, r: min(0.99, 0.3 + 0.6 * t + r.gauss(0, 0.02)),
     "train_acc": lambda t, r: min(0.99, 0.3 + 0.65 * t + r.gauss(0, 0.02)),
     "train_loss": lambda t, r: 2.0 * (1.1 - t) + abs(r.gauss(0, 0.05)),
     "train_eval_loss": lambda t, r: 2.0 * (1.1 - t) + abs(r.gauss(0, 0.05)),
     **_SIGMOID_PCT,
-    **{f"ics/{layer}/{m}": (lambda t, r, m=m: (0.97 + 0.02 * r.random()) if m == "cos" else 0.05 + 0.1 * r.random())
-       for layer in ("blocks.1.op", "blocks.2.op", "head") for m in ("l2", "cos", "rel")},
-    **{f"landscape/{k}": (lambda t, r: 0.1 + r.random()) for k in
-       ("loss_range", "grad_diff_max", "grad_diff_min", "beta", "loss_min", "loss_max")},
+    **{
+        f"ics/{layer}/{m}": (lambda t, r, m=m: (0.97 + 0.02 * r.random()) if m == "cos" else 0.05 + 0.1 * r.random())
+        for layer in ("blocks.1.op", "blocks.2.op", "head")
+        for m in ("l2", "cos", "rel")
+    },
+    **{
+        f"landscape/{k}": (lambda t, r: 0.1 + r.random())
+        for k in ("loss_range", "grad_diff_max", "grad_diff_min", "beta", "loss_min", "loss_max")
+    },
     "precise/ema_test_acc": lambda t, r: 0.85 + r.gauss(0, 0.02),
     **{f"precise/test_acc/{n}": (lambda t, r: 0.86 + r.gauss(0, 0.02)) for n in (100, 300, 1000, 3000, 4000)},
 }
@@ -43,9 +50,14 @@ def synthetic_run(config, seed: int) -> RunResult:
     series = {"step": [float(s) for s in steps]}
     for name, f in _METRICS.items():
         series[name] = [float(f(s / config.steps, r)) for s in steps]
-    return RunResult(config=config, status="finished", series=series, steps_done=config.steps,
-                     trainable_params=150 if config.trainable in ("norm", "random") else 0,
-                     final_metrics=_shift_metrics(config, r))
+    return RunResult(
+        config=config,
+        status="finished",
+        series=series,
+        steps_done=config.steps,
+        trainable_params=150 if config.trainable in ("norm", "random") else 0,
+        final_metrics=_shift_metrics(config, r),
+    )
 
 
 def _shift_metrics(config, r) -> dict[str, float]:
@@ -77,6 +89,7 @@ def lab_results(quick: bool = True) -> list[ClaimResult]:
         else:
             out.append(module.run(ctx))
     return out
+
 
 ALL_IDS = tuple(f"C{i}" for i in range(1, 13))
 VERDICT_CYCLE = ("reproduced", "not reproduced", "inconclusive")
@@ -118,9 +131,13 @@ def _curves(rng, name, xlabel, ylabel, labels, xscale="linear", n=30):
     for k, label in enumerate(labels):
         y = [1 - math.exp(-(i + 1) / (6 + 6 * k)) + rng.gauss(0, 0.01) for i in range(n)]
         series[label] = {"y": y, "lo": [v - 0.04 for v in y], "hi": [v + 0.04 for v in y]}
-    return FigureSpec(name, f"{ylabel} vs {xlabel}", {"x": x, "series": series, "xlabel": xlabel,
-                                                      "ylabel": ylabel, "xscale": xscale},
-                      draw_curves, caption=f"Mean over 3 seeds; bands: 95% CI ({name}).")
+    return FigureSpec(
+        name,
+        f"{ylabel} vs {xlabel}",
+        {"x": x, "series": series, "xlabel": xlabel, "ylabel": ylabel, "xscale": xscale},
+        draw_curves,
+        caption=f"Mean over 3 seeds; bands: 95% CI ({name}).",
+    )
 
 
 def make_result(claim_id: str, verdict: str | None = None, *, figures: bool = True, seed: int = 0) -> ClaimResult:
@@ -129,22 +146,42 @@ def make_result(claim_id: str, verdict: str | None = None, *, figures: bool = Tr
     verdict = verdict or VERDICT_CYCLE[index % 3]
     figs = []
     if figures and claim_id == "C1":
-        figs = [_curves(rng, "accuracy_vs_steps", "steps", "test accuracy", ["BN", "no BN"]),
-                _curves(rng, "sigmoid_input_percentiles", "steps", "sigmoid input", ["15th", "50th", "85th"])]
+        figs = [
+            _curves(rng, "accuracy_vs_steps", "steps", "test accuracy", ["BN", "no BN"]),
+            _curves(rng, "sigmoid_input_percentiles", "steps", "sigmoid input", ["15th", "50th", "85th"]),
+        ]
     elif figures and claim_id in ("C3", "C8", "C11"):
-        figs = [_curves(rng, "sweep", "learning rate" if claim_id == "C3" else "batch size", "accuracy",
-                        ["BN", "GN", "none"], xscale="log")]
+        figs = [
+            _curves(
+                rng,
+                "sweep",
+                "learning rate" if claim_id == "C3" else "batch size",
+                "accuracy",
+                ["BN", "GN", "none"],
+                xscale="log",
+            )
+        ]
     elif figures and claim_id == "C4":
-        figs = [FigureSpec("paired_differences", "before minus after, per seed",
-                           {"diffs": [rng.gauss(0.2, 0.6) for _ in range(10)], "label": "accuracy points"},
-                           draw_paired, caption="One dot per seed; the diamond is the mean.")]
+        figs = [
+            FigureSpec(
+                "paired_differences",
+                "before minus after, per seed",
+                {"diffs": [rng.gauss(0.2, 0.6) for _ in range(10)], "label": "accuracy points"},
+                draw_paired,
+                caption="One dot per seed; the diamond is the mean.",
+            )
+        ]
     seeds = [0, 1, 2]
-    rows = [{"seed": s, "norm": norm, "lr": 0.1, "final_acc": round(rng.uniform(0.6, 0.95), 4),
-             "diverged": False} for s in seeds for norm in ("bn", "none")]
+    rows = [
+        {"seed": s, "norm": norm, "lr": 0.1, "final_acc": round(rng.uniform(0.6, 0.95), 4), "diverged": False}
+        for s in seeds
+        for norm in ("bn", "none")
+    ]
     acc = [r["final_acc"] for r in rows if r["norm"] == "bn"]
     mean = sum(acc) / len(acc)
     return ClaimResult(
-        id=claim_id, name=f"claim-{claim_id.lower()}-test",
+        id=claim_id,
+        name=f"claim-{claim_id.lower()}-test",
         question=f"Test question for {claim_id}?",
         claim=f"The published statement of {claim_id}.",
         source=f"Author et al. 20{10 + index}",
@@ -152,9 +189,14 @@ def make_result(claim_id: str, verdict: str | None = None, *, figures: bool = Tr
         verdict=verdict,
         summary=f"{claim_id} summary: the test verdict is {verdict}.",
         setup={"data": "mnist1d", "seeds": seeds, "quick": True},
-        numbers={"final accuracy, BN": estimate(mean, (mean - 0.02, mean + 0.02), n=len(acc)),
-                 "p-value (paired t)": 0.0123, "steps": 2000},
-        figures=figs, rows=rows, wall_time_s=1.5 + index,
+        numbers={
+            "final accuracy, BN": estimate(mean, (mean - 0.02, mean + 0.02), n=len(acc)),
+            "p-value (paired t)": 0.0123,
+            "steps": 2000,
+        },
+        figures=figs,
+        rows=rows,
+        wall_time_s=1.5 + index,
     )
 
 

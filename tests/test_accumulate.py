@@ -13,8 +13,9 @@ TOL = dict(rtol=1e-12, atol=1e-12)  # float64
 def _model(bn_cls, momentum):
     torch.manual_seed(0)
     # two BN layers that both read the raw input: each sees exactly the effective batch's values
-    return nn.ModuleDict({"a": bn_cls(3, momentum=momentum, dtype=torch.float64),
-                          "b": bn_cls(3, momentum=momentum, dtype=torch.float64)})
+    return nn.ModuleDict(
+        {"a": bn_cls(3, momentum=momentum, dtype=torch.float64), "b": bn_cls(3, momentum=momentum, dtype=torch.float64)}
+    )
 
 
 def _forward(model, x):

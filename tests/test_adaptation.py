@@ -33,8 +33,17 @@ def _float64():
 def _net(bn=nn.BatchNorm2d, act=nn.ReLU, classes=3):
     """conv-BN-ReLU-conv-BN-ReLU-pool-linear on (N, 2, 6, 6) images, BN statistics moved off (0, 1)."""
     torch.manual_seed(0)
-    m = nn.Sequential(nn.Conv2d(2, 4, 3), bn(4), act(), nn.Conv2d(4, 5, 3), bn(5), act(),
-                      nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(5, classes))
+    m = nn.Sequential(
+        nn.Conv2d(2, 4, 3),
+        bn(4),
+        act(),
+        nn.Conv2d(4, 5, 3),
+        bn(5),
+        act(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(5, classes),
+    )
     with torch.no_grad():
         for layer in (m[1], m[4]):
             if getattr(layer, "weight", None) is not None:
@@ -112,8 +121,12 @@ def test_adabn_uses_at_most_num_samples_and_a_custom_forward():
 @pytest.mark.parametrize("layer", ["torch", "bnlab"])
 def test_1d_and_3d_layers(dims, layer):
     conv = {1: nn.Conv1d, 3: nn.Conv3d}[dims]
-    bn = {("torch", 1): nn.BatchNorm1d, ("torch", 3): nn.BatchNorm3d,
-          ("bnlab", 1): bnn.BatchNorm1d, ("bnlab", 3): bnn.BatchNorm3d}[(layer, dims)]
+    bn = {
+        ("torch", 1): nn.BatchNorm1d,
+        ("torch", 3): nn.BatchNorm3d,
+        ("bnlab", 1): bnn.BatchNorm1d,
+        ("bnlab", 3): bnn.BatchNorm3d,
+    }[(layer, dims)]
     torch.manual_seed(0)
     model = nn.Sequential(conv(2, 3, 2), bn(3)).eval()
     x = torch.randn(6, 2, *([4] * dims)) * 3 - 1
@@ -173,8 +186,9 @@ def test_prior_mixes_source_and_batch_statistics_as_schneider_et_al():
     w = prior / (prior + n)
     mean = w * bn.running_mean + (1 - w) * z.mean((0, 2, 3))
     var = w * bn.running_var + (1 - w) * z.var((0, 2, 3), unbiased=False)
-    ref = (z - mean.view(1, -1, 1, 1)) / torch.sqrt(var.view(1, -1, 1, 1) + bn.eps) * bn.weight.view(1, -1, 1, 1) \
-        + bn.bias.view(1, -1, 1, 1)
+    ref = (z - mean.view(1, -1, 1, 1)) / torch.sqrt(var.view(1, -1, 1, 1) + bn.eps) * bn.weight.view(
+        1, -1, 1, 1
+    ) + bn.bias.view(1, -1, 1, 1)
     with bnlab.adapt(model, method="test_batch", prior=prior):
         y = model(x)
     assert torch.allclose(y, ref, atol=TOL, rtol=0)
@@ -261,7 +275,7 @@ def _entropy_step_by_hand(model, batches, lr):
         for i, g in enumerate(grads):
             m1[i] = 0.9 * m1[i] + 0.1 * g
             m2[i] = 0.999 * m2[i] + 0.001 * g * g
-            mhat, vhat = m1[i] / (1 - 0.9 ** t), m2[i] / (1 - 0.999 ** t)
+            mhat, vhat = m1[i] / (1 - 0.9**t), m2[i] / (1 - 0.999**t)
             values[i] = values[i] - lr * mhat / (vhat.sqrt() + 1e-8)
     return values, outputs
 
@@ -330,8 +344,8 @@ def _blobs(n, seed):
     y = torch.arange(n) % 4
     base = torch.zeros(4, 3, 8, 8)
     for c in range(4):
-        base[c, c % 3, 2 * c:2 * c + 3, :] = 1.5
-        base[c, (c + 1) % 3, :, 2 * c:2 * c + 3] = -1.0
+        base[c, c % 3, 2 * c : 2 * c + 3, :] = 1.5
+        base[c, (c + 1) % 3, :, 2 * c : 2 * c + 3] = -1.0
     return base[y] + torch.randn(n, 3, 8, 8, generator=g), y
 
 
@@ -340,8 +354,17 @@ def test_adabn_undoes_a_per_channel_gain_and_offset_before_the_first_conv_and_bn
     of that BN's input, which re-estimated statistics remove exactly: AdaBN on the shifted data gives
     AdaBN-on-clean's outputs, and so the clean accuracy up to the test sample's noise."""
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 6, 3, groups=3), nn.BatchNorm2d(6), nn.ReLU(), nn.Conv2d(6, 8, 3),
-                          nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4))
+    model = nn.Sequential(
+        nn.Conv2d(3, 6, 3, groups=3),
+        nn.BatchNorm2d(6),
+        nn.ReLU(),
+        nn.Conv2d(6, 8, 3),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, 4),
+    )
     x_tr, y_tr = _blobs(400, 0)
     x_te, y_te = _blobs(400, 1)
     opt = torch.optim.Adam(model.parameters(), lr=0.02)

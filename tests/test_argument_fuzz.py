@@ -89,8 +89,9 @@ def _strides(t: torch.Tensor) -> tuple:
 def _check(seed: int) -> str:
     x, rm, rv, w, b, training, momentum = _case(seed)
     ref = _run(F.batch_norm, x, *[None if t is None else t.clone() for t in (rm, rv)], w, b, training, momentum)
-    ours = _run(bnlab.functional.batch_norm, x, *[None if t is None else t.clone() for t in (rm, rv)], w, b,
-                training, momentum)
+    ours = _run(
+        bnlab.functional.batch_norm, x, *[None if t is None else t.clone() for t in (rm, rv)], w, b, training, momentum
+    )
     outcome = "computed"
     if isinstance(ref[0], RuntimeError) and "INTERNAL ASSERT FAILED" in str(ref[0]):
         # torch's own bug (a (C, 1) bias without a weight in training trips an internal assert), not an
@@ -157,14 +158,17 @@ def test_a_layer_whose_tensor_was_replaced_by_a_wrong_size_is_refused_on_every_p
         dispatch.set_fast(before)
 
 
-@pytest.mark.parametrize("name,make", [
-    ("transposed (N, L, C)", lambda: torch.randn(4, 7, 3).transpose(1, 2)),
-    ("N/C permuted", lambda: torch.randn(3, 4, 5, 6).transpose(0, 1)),
-    ("channels_last_3d", lambda: torch.randn(2, 3, 4, 5, 6).contiguous(memory_format=torch.channels_last_3d)),
-    ("channels_last", lambda: torch.randn(2, 3, 4, 5).contiguous(memory_format=torch.channels_last)),
-    ("transposed H/W", lambda: torch.randn(4, 3, 6, 5).transpose(2, 3)),
-    ("(C, N) transposed", lambda: torch.randn(3, 8).t()),
-])
+@pytest.mark.parametrize(
+    "name,make",
+    [
+        ("transposed (N, L, C)", lambda: torch.randn(4, 7, 3).transpose(1, 2)),
+        ("N/C permuted", lambda: torch.randn(3, 4, 5, 6).transpose(0, 1)),
+        ("channels_last_3d", lambda: torch.randn(2, 3, 4, 5, 6).contiguous(memory_format=torch.channels_last_3d)),
+        ("channels_last", lambda: torch.randn(2, 3, 4, 5).contiguous(memory_format=torch.channels_last)),
+        ("transposed H/W", lambda: torch.randn(4, 3, 6, 5).transpose(2, 3)),
+        ("(C, N) transposed", lambda: torch.randn(3, 8).t()),
+    ],
+)
 @pytest.mark.parametrize("training", [True, False])
 def test_output_strides_follow_torch_for_every_layout(name, make, training):
     x = make()

@@ -27,8 +27,10 @@ def path(request):
 def _pair(shape, track=True):
     torch.manual_seed(0)
     cls = {2: "BatchNorm1d", 3: "BatchNorm1d", 4: "BatchNorm2d"}[len(shape)]
-    ours, ref = getattr(bnlab.nn, cls)(shape[1], track_running_stats=track), getattr(torch.nn, cls)(
-        shape[1], track_running_stats=track)
+    ours, ref = (
+        getattr(bnlab.nn, cls)(shape[1], track_running_stats=track),
+        getattr(torch.nn, cls)(shape[1], track_running_stats=track),
+    )
     with torch.no_grad():
         for m in (ours, ref):
             m.weight.copy_(torch.linspace(0.5, 1.5, shape[1]))
@@ -62,7 +64,10 @@ def test_forward_ad_matches_torch(path, shape):
     tangents = []
     for layer in (ours, ref):
         with fwAD.dual_level():
-            params = {"weight": fwAD.make_dual(layer.weight.detach(), tw), "bias": fwAD.make_dual(layer.bias.detach(), tb)}
+            params = {
+                "weight": fwAD.make_dual(layer.weight.detach(), tw),
+                "bias": fwAD.make_dual(layer.bias.detach(), tb),
+            }
             y = torch.func.functional_call(layer, params, (fwAD.make_dual(x, tx),))
             tangents.append(fwAD.unpack_dual(y).tangent)
     torch.testing.assert_close(tangents[0], tangents[1], rtol=1e-5, atol=1e-5)
@@ -81,6 +86,11 @@ def test_forward_ad_through_fused_silu_matches_bn_then_silu(path):
     fused = bnlab.nn.BatchNormAct1d(4, act="silu")
     with fwAD.dual_level():
         got = fwAD.unpack_dual(fused(fwAD.make_dual(x, t))).tangent
-        want = fwAD.unpack_dual(F.silu(F.batch_norm(fwAD.make_dual(x, t), None, None, fused.weight.detach(),
-                                                    fused.bias.detach(), training=True))).tangent
+        want = fwAD.unpack_dual(
+            F.silu(
+                F.batch_norm(
+                    fwAD.make_dual(x, t), None, None, fused.weight.detach(), fused.bias.detach(), training=True
+                )
+            )
+        ).tangent
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)

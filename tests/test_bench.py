@@ -12,14 +12,36 @@ from bnlab import cli
 from bnlab.core import dispatch
 from bnlab.bench import cases, command, environment, goals, timing
 
-ROW_FIELDS = {"op": str, "dims": int, "shape": list, "layout": str, "dtype": str, "torch_us": float,
-              "bnlab_us": float, "ratio": float, "gbps": float, "bandwidth_fraction": float}
+ROW_FIELDS = {
+    "op": str,
+    "dims": int,
+    "shape": list,
+    "layout": str,
+    "dtype": str,
+    "torch_us": float,
+    "bnlab_us": float,
+    "ratio": float,
+    "gbps": float,
+    "bandwidth_fraction": float,
+}
 
 
 def test_fused_and_fold_rows_carry_their_extra_fields(tmp_path):
     out = tmp_path / "bench.json"
-    rc = cli.main(["bench", "--quick", "--repeats", "1", "--shapes", "2x3x4x4", "--json", str(out),
-                   "--ops", "bn_relu_fwd_bwd,bn_silu_fwd_bwd,fold_eval"])
+    rc = cli.main(
+        [
+            "bench",
+            "--quick",
+            "--repeats",
+            "1",
+            "--shapes",
+            "2x3x4x4",
+            "--json",
+            str(out),
+            "--ops",
+            "bn_relu_fwd_bwd,bn_silu_fwd_bwd,fold_eval",
+        ]
+    )
     assert rc == 0
     rows = {r["op"]: r for r in json.loads(out.read_text())["rows"]}
     assert set(rows) == {"bn_relu_fwd_bwd", "bn_silu_fwd_bwd", "fold_eval"}
@@ -35,15 +57,28 @@ def test_fused_and_fold_rows_carry_their_extra_fields(tmp_path):
 
 def test_bench_json_on_tiny_shapes_has_well_formed_rows(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    rc = cli.main(["bench", "--quick", "--repeats", "1", "--shapes", "6x4,2x3x4x4", "--json", str(out),
-                   "--ops", "train_fwd,train_fwd_bwd,eval"])
+    rc = cli.main(
+        [
+            "bench",
+            "--quick",
+            "--repeats",
+            "1",
+            "--shapes",
+            "6x4,2x3x4x4",
+            "--json",
+            str(out),
+            "--ops",
+            "train_fwd,train_fwd_bwd,eval",
+        ]
+    )
     assert rc == 0
     result = json.loads(out.read_text())
     rows = result["rows"]
     # 1d: 3 ops on one layout; 2d: 3 ops x (nchw, channels_last)
     assert len(rows) == 9
     assert {(r["op"], r["layout"]) for r in rows if r["dims"] == 2} == {
-        (op, lay) for op in ("train_fwd", "train_fwd_bwd", "eval") for lay in ("nchw", "channels_last")}
+        (op, lay) for op in ("train_fwd", "train_fwd_bwd", "eval") for lay in ("nchw", "channels_last")
+    }
     for r in rows:
         for field, kind in ROW_FIELDS.items():
             assert isinstance(r[field], kind), field
@@ -92,17 +127,31 @@ def test_plan_and_registry_reject_mistakes():
     with pytest.raises(ValueError, match="expected shapes like"):
         cases.parse_shapes("8x128xx")
     assert cases.parse_shapes("4x6,2x3x4x4,2x3x4x4x4,2x3x9") == {
-        1: [(4, 6), (2, 3, 9)], 2: [(2, 3, 4, 4)], 3: [(2, 3, 4, 4, 4)]}
+        1: [(4, 6), (2, 3, 9)],
+        2: [(2, 3, 4, 4)],
+        3: [(2, 3, 4, 4, 4)],
+    }
 
 
 def row(op, ratio, dims=2, layout="nchw", shape=(64, 64, 32, 32), frac=0.5):
-    return {"op": op, "dims": dims, "layout": layout, "shape": list(shape), "dtype": "float32",
-            "ratio": ratio, "bandwidth_fraction": frac}
+    return {
+        "op": op,
+        "dims": dims,
+        "layout": layout,
+        "shape": list(shape),
+        "dtype": "float32",
+        "ratio": ratio,
+        "bandwidth_fraction": frac,
+    }
 
 
 def test_goals_use_geometric_mean_worst_case_and_bandwidth():
-    rows = [row("train_fwd_bwd", 0.5), row("train_fwd_bwd", 0.7, shape=(8, 128, 56, 56)),
-            row("train_fwd", 0.2, shape=(8, 128, 56, 56), frac=0.9), row("train_fwd", 0.8)]
+    rows = [
+        row("train_fwd_bwd", 0.5),
+        row("train_fwd_bwd", 0.7, shape=(8, 128, 56, 56)),
+        row("train_fwd", 0.2, shape=(8, 128, 56, 56), frac=0.9),
+        row("train_fwd", 0.8),
+    ]
     by_name = {g["goal"]: g for g in goals.evaluate(rows)}
     geo = by_name["training fwd+bwd, NCHW 2d: geometric mean ratio <= 0.6"]
     assert math.isclose(geo["value"], math.sqrt(0.5 * 0.7)) and geo["met"]
@@ -120,6 +169,7 @@ def test_interleaved_timing_reports_a_median_per_callable():
     def make(name):
         def fn():
             calls[name] += 1
+
         return fn
 
     med = timing.time_interleaved({"a": make("a"), "b": make("b")}, repeats=3, warmup=1, min_sample_s=0.0)
@@ -155,8 +205,18 @@ def test_contention_threads_option_is_validated():
 
 def test_overhead_and_lab_rows_time_both_libraries(tmp_path):
     out = tmp_path / "bench.json"
-    rc = cli.main(["bench", "--quick", "--repeats", "1", "--json", str(out),
-                   "--ops", "overhead_train_fwd,overhead_train_fwd_bwd,overhead_eval,lab_cnn_step"])
+    rc = cli.main(
+        [
+            "bench",
+            "--quick",
+            "--repeats",
+            "1",
+            "--json",
+            str(out),
+            "--ops",
+            "overhead_train_fwd,overhead_train_fwd_bwd,overhead_eval,lab_cnn_step",
+        ]
+    )
     assert rc == 0
     rows = {r["op"]: r for r in json.loads(out.read_text())["rows"]}
     assert set(rows) == {"overhead_train_fwd", "overhead_train_fwd_bwd", "overhead_eval", "lab_cnn_step"}

@@ -64,10 +64,15 @@ def test_config_rejects_batch_not_divisible_by_classes():
 def test_batch_classes_changes_the_key_and_the_trainers_batches():
     g = torch.Generator().manual_seed(5)
     y = torch.arange(60) % 3
-    ds = Dataset("toy", torch.randn(60, 8, generator=g) + y[:, None], y, torch.randn(30, 8, generator=g),
-                 torch.arange(30) % 3, ("a", "b", "c"))
-    base = RunConfig(model="mlp", norm="bn", data="toy", batch_size=12, steps=5, eval_every=5,
-                     model_kw={"widths": [6]})
+    ds = Dataset(
+        "toy",
+        torch.randn(60, 8, generator=g) + y[:, None],
+        y,
+        torch.randn(30, 8, generator=g),
+        torch.arange(30) % 3,
+        ("a", "b", "c"),
+    )
+    base = RunConfig(model="mlp", norm="bn", data="toy", batch_size=12, steps=5, eval_every=5, model_kw={"widths": [6]})
     skewed = dataclasses.replace(base, batch_classes=2)
     assert base.key() != skewed.key()
     seen = []

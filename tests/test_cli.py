@@ -27,7 +27,8 @@ def test_unknown_experiment_is_a_clear_error(capsys):
 
 
 def test_check_command_passes_in_a_fresh_process():
-    out = subprocess.run([sys.executable, "-m", "bnlab.cli", "check", "--steps", "1"],
-                         capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-m", "bnlab.cli", "check", "--steps", "1"], capture_output=True, text=True, timeout=300
+    )
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     assert "all cases match" in out.stdout

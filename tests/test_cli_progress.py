@@ -13,21 +13,34 @@ import pytest
 
 from bnlab import cli
 
-LINE = re.compile(r"^\[(\d+)/(\d+) experiments?, (\d+)/(\d+) runs, \d+:\d\d elapsed, ETA (--:--|\d+:\d\d)\] (\S+): (.*)$")
+LINE = re.compile(
+    r"^\[(\d+)/(\d+) experiments?, (\d+)/(\d+) runs, \d+:\d\d elapsed, ETA (--:--|\d+:\d\d)\] (\S+): (.*)$"
+)
 
 
 def test_run_prints_plain_progress_lines_in_a_pipe(tmp_path):
     env = {**os.environ, "BNLAB_STORE": str(tmp_path / "runs.sqlite")}
-    out = subprocess.run([sys.executable, "-m", "bnlab.cli", "run", "C10", "--quick"], env=env,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=600)
+    out = subprocess.run(
+        [sys.executable, "-m", "bnlab.cli", "run", "C10", "--quick"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     lines = out.stderr.splitlines()
     assert lines[0] == "1 experiment, 6 runs: 0 already in the store, 6 to run"
     assert "\r" not in out.stderr
     last = LINE.match(lines[-1])
     assert last and last.groups()[:5] == ("1", "1", "6", "6", "0:00") and last.group(6, 7) == ("C10", "all 6 runs done")
-    again = subprocess.run([sys.executable, "-m", "bnlab.cli", "run", "C10", "--quick"], env=env,
-                           capture_output=True, text=True, timeout=600)
+    again = subprocess.run(
+        [sys.executable, "-m", "bnlab.cli", "run", "C10", "--quick"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert again.stderr.splitlines()[0] == "1 experiment, 6 runs: 6 already in the store, 0 to run"
 
 
@@ -53,8 +66,13 @@ FAKE_REPORT = textwrap.dedent("""
 
 def test_report_prints_the_plan_then_plain_lines_in_a_pipe(tmp_path):
     tests = os.path.dirname(__file__)
-    out = subprocess.run([sys.executable, "-c", FAKE_REPORT, tests, "report", "--out", str(tmp_path / "r")],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", FAKE_REPORT, tests, "report", "--out", str(tmp_path / "r")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     lines = out.stderr.splitlines()
     assert lines[0] == "3 experiments, 5 runs: 1 already in the store, 4 to run"
@@ -64,8 +82,17 @@ def test_report_prints_the_plan_then_plain_lines_in_a_pipe(tmp_path):
     assert LINE.match(lines[-1]).groups()[:4] == ("3", "3", "5", "5")
 
 
-@pytest.mark.parametrize("argv", [["run", "C2", "--jobs", "0"], ["report", "--jobs", "0"], ["run", "C2", "--seeds", "0"],
-                                  ["train", "--threads", "0"], ["train", "--nproc", "-1"], ["report", "--jobs", "x"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["run", "C2", "--jobs", "0"],
+        ["report", "--jobs", "0"],
+        ["run", "C2", "--seeds", "0"],
+        ["train", "--threads", "0"],
+        ["train", "--nproc", "-1"],
+        ["report", "--jobs", "x"],
+    ],
+)
 def test_counts_are_validated_one_way_everywhere(argv, capsys):
     with pytest.raises(SystemExit) as exc:
         cli.main(argv)

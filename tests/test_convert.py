@@ -153,11 +153,14 @@ def _assert_same_state(a: nn.Module, b: nn.Module) -> None:
         assert torch.equal(sa[k], sb[k]) and sa[k].dtype == sb[k].dtype, k
 
 
-@pytest.mark.parametrize("to,options,cls2d,cls1d", [
-    ("sync", {}, bnlab.nn.SyncBatchNorm, bnlab.nn.SyncBatchNorm),
-    ("ghost", {"virtual_batch_size": 2}, bnlab.nn.GhostBatchNorm2d, bnlab.nn.GhostBatchNorm1d),
-    ("frozen", {}, bnlab.nn.FrozenBatchNorm2d, bnlab.nn.FrozenBatchNorm1d),
-])
+@pytest.mark.parametrize(
+    "to,options,cls2d,cls1d",
+    [
+        ("sync", {}, bnlab.nn.SyncBatchNorm, bnlab.nn.SyncBatchNorm),
+        ("ghost", {"virtual_batch_size": 2}, bnlab.nn.GhostBatchNorm2d, bnlab.nn.GhostBatchNorm1d),
+        ("frozen", {}, bnlab.nn.FrozenBatchNorm2d, bnlab.nn.FrozenBatchNorm1d),
+    ],
+)
 @pytest.mark.parametrize("back", ["bnlab", "torch"])
 def test_variant_round_trip_gives_identical_state_dict_and_outputs(to, options, cls2d, cls1d, back):
     x = torch.randn(4, 3, 8, 8, dtype=torch.float64)
@@ -182,7 +185,10 @@ def test_sync_target_works_with_revert_sync_batchnorm():
     assert all(type(m) is bnlab.nn.SyncBatchNorm for m in model.modules() if is_batchnorm(m))
     back = bnlab.nn.revert_sync_batchnorm(model)
     assert [type(m) for m in back.modules() if is_batchnorm(m)] == [
-        bnlab.nn.BatchNorm2d, bnlab.nn.BatchNorm2d, bnlab.nn.BatchNorm1d]
+        bnlab.nn.BatchNorm2d,
+        bnlab.nn.BatchNorm2d,
+        bnlab.nn.BatchNorm1d,
+    ]
 
 
 def test_ghost_needs_a_virtual_batch_size_and_trains_per_virtual_batch():

@@ -11,9 +11,16 @@ from bnlab.surgery.fuse_act import FusedActivation
 def _model():
     torch.manual_seed(0)
     return nn.Sequential(
-        nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(),
-        nn.Conv2d(8, 8, 3), bnlab.nn.BatchNorm2d(8), nn.LeakyReLU(0.2),
-        nn.Flatten(), nn.Linear(128, 10), nn.BatchNorm1d(10), nn.SiLU(),
+        nn.Conv2d(3, 8, 3),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 3),
+        bnlab.nn.BatchNorm2d(8),
+        nn.LeakyReLU(0.2),
+        nn.Flatten(),
+        nn.Linear(128, 10),
+        nn.BatchNorm1d(10),
+        nn.SiLU(),
     ).double()
 
 
@@ -39,9 +46,11 @@ def test_fused_model_matches_original_in_training_outputs_and_gradients():
 def test_round_trip_restores_activations_and_state(back):
     ref = _model().eval()
     again = bnlab.convert(bnlab.convert(ref, to="batchnorm_act"), to=back)
-    assert [type(m) for m in again if not isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d, bnlab.nn.BatchNorm1d,
-                                                         bnlab.nn.BatchNorm2d))] == \
-           [type(m) for m in ref if not isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d, bnlab.nn.BatchNorm2d))]
+    assert [
+        type(m)
+        for m in again
+        if not isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d, bnlab.nn.BatchNorm1d, bnlab.nn.BatchNorm2d))
+    ] == [type(m) for m in ref if not isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d, bnlab.nn.BatchNorm2d))]
     assert again[5].negative_slope == 0.2
     assert list(again.state_dict()) == list(ref.state_dict())
     for k, v in ref.state_dict().items():

@@ -49,8 +49,9 @@ def test_matches_torch_nn_on_cuda_over_training_then_eval(shape, dtype, channels
             x = x.to(memory_format=fmt)
         xo, xr = x.clone().requires_grad_(), x.clone().requires_grad_()
         yo, yr = ours(xo), ref(xr)
-        assert yo.device == yr.device and yo.is_contiguous(memory_format=fmt if channels_last else
-                                                           torch.contiguous_format)
+        assert yo.device == yr.device and yo.is_contiguous(
+            memory_format=fmt if channels_last else torch.contiguous_format
+        )
         dy = torch.randn(shape, generator=gen, device="cuda", dtype=torch.float64).to(dtype)
         exact = _exact(ref, x, dy)
         assert_matches(yo, yr, "output", exact["output"])
@@ -68,11 +69,21 @@ def test_matches_torch_nn_on_cuda_over_training_then_eval(shape, dtype, channels
 def test_converted_convnet_trains_as_torch_on_cuda():
     """A conv net with torch's BN, converted to bnlab's, gives torch's loss and gradients on CUDA."""
     torch.manual_seed(0)
-    ref = torch.nn.Sequential(
-        torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.BatchNorm2d(16), torch.nn.ReLU(),
-        torch.nn.Conv2d(16, 32, 3, stride=2, padding=1), torch.nn.BatchNorm2d(32), torch.nn.ReLU(),
-        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(32, 10),
-    ).cuda().double()
+    ref = (
+        torch.nn.Sequential(
+            torch.nn.Conv2d(3, 16, 3, padding=1),
+            torch.nn.BatchNorm2d(16),
+            torch.nn.ReLU(),
+            torch.nn.Conv2d(16, 32, 3, stride=2, padding=1),
+            torch.nn.BatchNorm2d(32),
+            torch.nn.ReLU(),
+            torch.nn.AdaptiveAvgPool2d(1),
+            torch.nn.Flatten(),
+            torch.nn.Linear(32, 10),
+        )
+        .cuda()
+        .double()
+    )
     ours = bnlab.convert(ref, "bnlab", inplace=False)
     assert sum(isinstance(m, bnlab.nn.BatchNorm2d) for m in ours.modules()) == 2
     x = torch.randn(32, 3, 16, 16, device="cuda", dtype=torch.float64)

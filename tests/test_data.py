@@ -54,8 +54,12 @@ def fake_generate(monkeypatch):
     def generate():
         calls.append(1)
         g = torch.Generator().manual_seed(0)
-        return {"x_train": torch.randn(8, 40, generator=g), "y_train": torch.arange(8) % 10,
-                "x_test": torch.randn(4, 40, generator=g), "y_test": torch.arange(4)}
+        return {
+            "x_train": torch.randn(8, 40, generator=g),
+            "y_train": torch.arange(8) % 10,
+            "x_test": torch.randn(4, 40, generator=g),
+            "y_test": torch.arange(4),
+        }
 
     monkeypatch.setattr(mnist1d, "generate", generate)
     return calls
@@ -182,8 +186,11 @@ def _cifar_folder(root, per_batch=2, seed=0):
     rng = np.random.default_rng(seed)
     batches = {}
     for name in cifar.TRAIN + (cifar.TEST,):
-        d = {b"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
-             b"labels": [int(v) for v in rng.integers(0, 10, per_batch)], b"batch_label": b"x"}
+        d = {
+            b"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
+            b"labels": [int(v) for v in rng.integers(0, 10, per_batch)],
+            b"batch_label": b"x",
+        }
         with open(root / name, "wb") as f:
             pickle.dump(d, f, protocol=2)
         batches[name] = d

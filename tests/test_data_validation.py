@@ -50,8 +50,11 @@ def test_float_idx_labels_are_refused_not_cast(tmp_path, labels):
 
 def test_images_of_another_size_are_a_value_error_naming_the_file(tmp_path):
     _idx_folder(tmp_path, x_test_shape=(3, 32, 32))
-    with pytest.raises(ValueError, match=r"t10k-images-idx3-ubyte: expected images of 28x28 pixels like "
-                                         r".*train-images-idx3-ubyte \(got 32x32\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"t10k-images-idx3-ubyte: expected images of 28x28 pixels like "
+        r".*train-images-idx3-ubyte \(got 32x32\)",
+    ):
         data.load("mnist", root=tmp_path)
 
 
@@ -60,17 +63,23 @@ def test_non_finite_pixels_are_refused(tmp_path, bad):
     x = np.random.default_rng(1).random((5, 28, 28)).astype(np.float32)
     x[3, 4, 5] = bad
     _idx_folder(tmp_path, x_train=x)
-    with pytest.raises(ValueError, match=r"train-images-idx3-ubyte: expected finite pixel values "
-                                         r"\(got NaN or infinity in image 3\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"train-images-idx3-ubyte: expected finite pixel values "
+        r"\(got NaN or infinity in image 3\)",
+    ):
         data.load("mnist", root=tmp_path)
 
 
 def test_header_sizes_are_checked_against_the_file_without_overflow(tmp_path):
     path = tmp_path / "huge"
-    big = 2 ** 32 - 1
+    big = 2**32 - 1
     _write_idx(path, np.zeros(10, dtype=np.uint8), shape=(big, big, big))  # 7.9e28 bytes claimed, 10 there
-    with pytest.raises(ValueError, match=rf"expected {big ** 3} bytes of data for shape \({big}, {big}, {big}\) "
-                                         r"\(got 10\)"):
+    with pytest.raises(
+        ValueError,
+        match=rf"expected {big**3} bytes of data for shape \({big}, {big}, {big}\) "
+        r"\(got 10\)",
+    ):
         idx.read_idx(str(path))
 
 
@@ -97,7 +106,7 @@ def test_gzip_bomb_is_not_inflated_beyond_the_announced_size(tmp_path):
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert peak < 8 * 2 ** 20, f"read {peak / 2 ** 20:.0f} MiB to find 3 labels"
+    assert peak < 8 * 2**20, f"read {peak / 2**20:.0f} MiB to find 3 labels"
 
 
 def _cifar_folder(root, test_labels):
@@ -145,8 +154,25 @@ def test_mnist1d_loads_with_a_read_only_cache_folder(tmp_path):
 
 def test_a_malformed_data_file_is_one_line_from_the_command_line(tmp_path):
     _idx_folder(tmp_path, y_test=np.array([1.0, 2.0, 3.5], dtype=np.float32))
-    out = subprocess.run([sys.executable, "-m", "bnlab.cli", "train", "--data", "mnist", "--data-root",
-                          str(tmp_path), "--model", "mlp", "--steps", "1"], capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bnlab.cli",
+            "train",
+            "--data",
+            "mnist",
+            "--data-root",
+            str(tmp_path),
+            "--model",
+            "mlp",
+            "--steps",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 2
     assert out.stderr.count("\n") == 1, out.stderr
     assert out.stderr.startswith(f"bnlab train: {tmp_path / 't10k-labels-idx1-ubyte'}: expected integer labels")

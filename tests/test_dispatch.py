@@ -92,8 +92,7 @@ def test_tracing_takes_the_reference(monkeypatch):
     assert "traced" in dispatch.why_reference(x)
     assert dispatch.select(x) is dispatch.TRACED and dispatch.select_eval(x) is dispatch.TRACED
     y = F.batch_norm(x, None, None, training=True)  # still works, on the reference
-    torch.testing.assert_close(y, torch.nn.functional.batch_norm(x, None, None, training=True),
-                               rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(y, torch.nn.functional.batch_norm(x, None, None, training=True), rtol=1e-4, atol=1e-5)
 
 
 def test_torch_func_transforms_take_the_reference():
@@ -132,8 +131,16 @@ def test_every_answer_is_a_backend_with_every_primitive():
     from bnlab.core.backends import Backend
 
     primitives = [n for n in vars(Backend) if not n.startswith("_") and callable(getattr(Backend, n))]
-    assert set(primitives) == {"forward", "stats", "normalize", "backward", "backward_reduce", "backward_elemt",
-                               "eval", "update_running_stats"}
+    assert set(primitives) == {
+        "forward",
+        "stats",
+        "normalize",
+        "backward",
+        "backward_reduce",
+        "backward_elemt",
+        "eval",
+        "update_running_stats",
+    }
     for backend in (dispatch.REFERENCE, dispatch.TRACED, *dispatch.FAST_BACKENDS.values()):
         for name in primitives:
             assert getattr(type(backend), name) is not getattr(Backend, name), f"{backend} lacks {name}"
@@ -154,12 +161,15 @@ def counting(monkeypatch, name):
     return calls
 
 
-@pytest.mark.parametrize("shape, channels_last, family", [
-    ((4, 3, 9, 9), False, "planes"),  # planes of 81 values
-    ((4, 3, 5, 5), False, "rows"),  # planes of 25: rows of C*S values
-    ((4, 3, 9, 9), True, "rows"),
-    ((16, 3), False, "rows"),
-])
+@pytest.mark.parametrize(
+    "shape, channels_last, family",
+    [
+        ((4, 3, 9, 9), False, "planes"),  # planes of 81 values
+        ((4, 3, 5, 5), False, "rows"),  # planes of 25: rows of C*S values
+        ((4, 3, 9, 9), True, "rows"),
+        ((16, 3), False, "rows"),
+    ],
+)
 def test_layers_run_the_kernel_for_their_layout(monkeypatch, shape, channels_last, family):
     x = torch.randn(shape)
     if channels_last:

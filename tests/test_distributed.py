@@ -23,8 +23,17 @@ from bnlab.train import RunConfig, build_model, train
 from bnlab.train.batches import batch_indices
 from bnlab.train.distributed import launch
 
-BASE = RunConfig(data="mnist1d", model="cnn", norm="none", optimizer="sgd", lr=0.3, steps=20, eval_every=1,
-                 eval_samples=100, batch_size=64)
+BASE = RunConfig(
+    data="mnist1d",
+    model="cnn",
+    norm="none",
+    optimizer="sgd",
+    lr=0.3,
+    steps=20,
+    eval_every=1,
+    eval_samples=100,
+    batch_size=64,
+)
 
 
 def test_ddp_without_bn_follows_full_batch_training():
@@ -33,10 +42,12 @@ def test_ddp_without_bn_follows_full_batch_training():
     assert ddp.env["world_size"] == 2 and ddp.status == "finished"
     assert single.series["train_loss"][-1] < 0.9 * single.series["train_loss"][0]  # it learns
     # float32 sums in a different order are the only difference
-    torch.testing.assert_close(torch.tensor(ddp.series["train_loss"]), torch.tensor(single.series["train_loss"]),
-                               rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(torch.tensor(ddp.series["test_loss"]), torch.tensor(single.series["test_loss"]),
-                               rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(
+        torch.tensor(ddp.series["train_loss"]), torch.tensor(single.series["train_loss"]), rtol=1e-4, atol=1e-5
+    )
+    torch.testing.assert_close(
+        torch.tensor(ddp.series["test_loss"]), torch.tensor(single.series["test_loss"]), rtol=1e-4, atol=1e-5
+    )
 
 
 def _halves_reference(config):
@@ -70,8 +81,7 @@ def test_ddp_with_per_process_bn_normalizes_each_half_on_its_own(keep_threads):
     config = dataclasses.replace(BASE, norm="bn", lr=0.1)
     ddp = launch(config, 2, per_process_bn=True)
     want = _halves_reference(config)
-    torch.testing.assert_close(torch.tensor(ddp.series["train_loss"]), torch.tensor(want),
-                               rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(torch.tensor(ddp.series["train_loss"]), torch.tensor(want), rtol=1e-4, atol=1e-5)
     full = train(config, threads=1).series["train_loss"]
     assert max(abs(a - b) for a, b in zip(full[1:], want[1:])) > 1e-3  # and that differs from full-batch BN
 
@@ -80,18 +90,40 @@ def test_ddp_with_sync_bn_follows_full_batch_training():
     config = dataclasses.replace(BASE, norm="bn", lr=0.1)
     ddp = launch(config, 2)
     single = train(config, threads=1)
-    torch.testing.assert_close(torch.tensor(ddp.series["train_loss"]), torch.tensor(single.series["train_loss"]),
-                               rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(
+        torch.tensor(ddp.series["train_loss"]), torch.tensor(single.series["train_loss"]), rtol=1e-4, atol=1e-5
+    )
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(shutil.which("torchrun") is None and not shutil.os.path.exists(
-    shutil.os.path.join(shutil.os.path.dirname(sys.executable), "torchrun")), reason="no torchrun")
+@pytest.mark.skipif(
+    shutil.which("torchrun") is None
+    and not shutil.os.path.exists(shutil.os.path.join(shutil.os.path.dirname(sys.executable), "torchrun")),
+    reason="no torchrun",
+)
 def test_torchrun_launches_bnlab_train():
     torchrun = shutil.os.path.join(shutil.os.path.dirname(sys.executable), "torchrun")
-    out = subprocess.run([torchrun, "--nproc-per-node", "2", "-m", "bnlab", "train", "--steps", "20",
-                          "--eval-every", "10", "--lr", "0.3", "--batch-size", "64"],
-                         capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [
+            torchrun,
+            "--nproc-per-node",
+            "2",
+            "-m",
+            "bnlab",
+            "train",
+            "--steps",
+            "20",
+            "--eval-every",
+            "10",
+            "--lr",
+            "0.3",
+            "--batch-size",
+            "64",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.count("status finished") == 1  # rank 0 prints
     single = train(dataclasses.replace(BASE, eval_every=10, steps=20, eval_samples=0), threads=1)
@@ -122,8 +154,10 @@ def test_launched_processes_end_without_the_interpreters_shutdown(tmp_path, monk
     (tmp_path / "site" / "sitecustomize.py").write_text(SITECUSTOMIZE)
     marks = tmp_path / "marks"
     marks.mkdir()
-    monkeypatch.setenv("PYTHONPATH", shutil.os.pathsep.join(
-        p for p in (str(tmp_path / "site"), shutil.os.environ.get("PYTHONPATH")) if p))
+    monkeypatch.setenv(
+        "PYTHONPATH",
+        shutil.os.pathsep.join(p for p in (str(tmp_path / "site"), shutil.os.environ.get("PYTHONPATH")) if p),
+    )
     monkeypatch.setenv("BNLAB_TEST_ATEXIT_DIR", str(marks))
     child = multiprocessing.get_context("spawn").Process(target=_plain_child)
     child.start()

@@ -28,8 +28,9 @@ def test_readme_verdict_table_matches_the_full_edition():
     doc = json.loads((EDITION / "results.json").read_text(encoding="utf-8"))
     assert doc["environment"]["quick"] is False  # the edition is a full run
     text = (ROOT / "README.md").read_text(encoding="utf-8")
-    assert readme.update_readme(text, readme.verdict_table(doc)) == text, \
+    assert readme.update_readme(text, readme.verdict_table(doc)) == text, (
         "README's verdict table is out of date: run python -m bnlab.report.readme"
+    )
     assert (EDITION / "index.html").exists()
 
 
@@ -42,12 +43,21 @@ def test_the_table_names_every_claim_with_its_finding_verdict_and_stability():
     from bnlab.experiments.stability import Stability
 
     stable = Stability("not reproduced", 0.97, 10, 500, {"not reproduced": 485, "inconclusive": 15}, "bootstrap")
-    shaky = Stability("reproduced", 0.62, 6, 500, {"reproduced": 310, "inconclusive": 190}, "bootstrap", 24,
-                      "reproduced")
-    doc = {"environment": {"quick": False, "wall_time_s": 600, "cpu": "a CPU", "cpu_count": 2},
-           "claims": [{"id": "C4", "finding": "Before was better | here.", "verdict": "not reproduced",
-                       "stability": stable.to_json()},
-                      {"id": "C9", "finding": "BRN won.", "verdict": "underpowered", "stability": shaky.to_json()}]}
+    shaky = Stability(
+        "reproduced", 0.62, 6, 500, {"reproduced": 310, "inconclusive": 190}, "bootstrap", 24, "reproduced"
+    )
+    doc = {
+        "environment": {"quick": False, "wall_time_s": 600, "cpu": "a CPU", "cpu_count": 2},
+        "claims": [
+            {
+                "id": "C4",
+                "finding": "Before was better | here.",
+                "verdict": "not reproduced",
+                "stability": stable.to_json(),
+            },
+            {"id": "C9", "finding": "BRN won.", "verdict": "underpowered", "stability": shaky.to_json()},
+        ],
+    }
     table = readme.verdict_table(doc)
     rows = [line for line in table.splitlines() if line.startswith("| C")]
     assert [r.split(" | ")[0] for r in rows] == [f"| {cid}" for cid in claims()]
@@ -85,7 +95,7 @@ def test_check_mode_reports_stale_files(tmp_path):
 
 def test_the_readmes_first_layers_snippet_runs_as_pasted():
     text = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = text[text.index("## Using the layers"):]
+    section = text[text.index("## Using the layers") :]
     code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
     exec(compile(code, "README: Using the layers", "exec"), {"__name__": "readme_snippet"})
 

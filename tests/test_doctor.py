@@ -17,9 +17,15 @@ def clean_model() -> nn.Module:
     """conv(bias=False) -> BN -> ReLU twice, PyTorch momentum, statistics calibrated on its data."""
     torch.manual_seed(0)
     model = nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
-        nn.Conv2d(8, 8, 3, padding=1, bias=False), bnlab.nn.BatchNorm2d(8), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4),
+        nn.Conv2d(3, 8, 3, padding=1, bias=False),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=1, bias=False),
+        bnlab.nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, 4),
     )
     gen = torch.Generator().manual_seed(1)
     precise_bn(model, [torch.randn(32, 3, 8, 8, generator=gen) for _ in range(4)])
@@ -65,7 +71,9 @@ def test_bias_before_bn_found_through_fx_trace_outside_sequential():
 
     report = doctor(Net())
     assert [f.where for f in report.hazards if f.code == "bias-before-bn"] == [["conv"]]
-    assert "1 BN layer(s) come before an activation" in next(f.message for f in report.findings if f.code == "bn-placement")
+    assert "1 BN layer(s) come before an activation" in next(
+        f.message for f in report.findings if f.code == "bn-placement"
+    )
 
 
 def test_keras_style_momentum():
@@ -148,7 +156,8 @@ def test_torchscript_model_is_checked_by_class_names():
 
 @pytest.fixture
 def factory_module(tmp_path, monkeypatch):
-    (tmp_path / "doctor_models.py").write_text(textwrap.dedent("""
+    (tmp_path / "doctor_models.py").write_text(
+        textwrap.dedent("""
         import torch
         from torch import nn
 
@@ -157,7 +166,8 @@ def factory_module(tmp_path, monkeypatch):
 
         def keras_style():
             return nn.Sequential(nn.Conv2d(3, 4, 3, bias=False), nn.BatchNorm2d(4, momentum=0.99))
-    """))
+    """)
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     return tmp_path
 

@@ -21,11 +21,13 @@ def test_a_local_folder_named_like_an_installed_package_does_not_run(tmp_path):
 def test_models_in_a_folder_given_with_path_are_found(tmp_path):
     (tmp_path / "my_models.py").write_text(
         "import torch\ndef net():\n    return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, bias=False), "
-        "torch.nn.BatchNorm2d(4), torch.nn.ReLU())\n")
+        "torch.nn.BatchNorm2d(4), torch.nn.ReLU())\n"
+    )
     elsewhere = tmp_path / "run"
     elsewhere.mkdir()
-    done = subprocess.run([BNLAB, "doctor", "my_models:net", "--path", str(tmp_path)], cwd=elsewhere,
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [BNLAB, "doctor", "my_models:net", "--path", str(tmp_path)], cwd=elsewhere, capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stderr
     assert "1 BN layer(s)" in done.stdout
 

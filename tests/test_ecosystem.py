@@ -19,9 +19,17 @@ from zoo import import_timm, import_torchvision
 
 def _small_cnn() -> nn.Module:
     torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
-                         nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                         nn.Linear(8, 4), nn.BatchNorm1d(4))
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1, bias=False),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, 4),
+        nn.BatchNorm1d(4),
+    )
 
 
 def _pair():
@@ -30,10 +38,15 @@ def _pair():
 
 
 def test_layers_are_instances_of_torchs_batch_norm_classes():
-    for cls, base in ((bnlab.nn.BatchNorm1d, nn.BatchNorm1d), (bnlab.nn.BatchNorm2d, nn.BatchNorm2d),
-                      (bnlab.nn.BatchNorm3d, nn.BatchNorm3d), (bnlab.nn.GhostBatchNorm2d, nn.BatchNorm2d),
-                      (bnlab.nn.BatchRenorm2d, nn.BatchNorm2d), (bnlab.nn.BatchNormAct2d, nn.BatchNorm2d),
-                      (bnlab.nn.MaskedBatchNorm1d, nn.BatchNorm1d)):
+    for cls, base in (
+        (bnlab.nn.BatchNorm1d, nn.BatchNorm1d),
+        (bnlab.nn.BatchNorm2d, nn.BatchNorm2d),
+        (bnlab.nn.BatchNorm3d, nn.BatchNorm3d),
+        (bnlab.nn.GhostBatchNorm2d, nn.BatchNorm2d),
+        (bnlab.nn.BatchRenorm2d, nn.BatchNorm2d),
+        (bnlab.nn.BatchNormAct2d, nn.BatchNorm2d),
+        (bnlab.nn.MaskedBatchNorm1d, nn.BatchNorm1d),
+    ):
         assert issubclass(cls, base) and issubclass(cls, nn.modules.batchnorm._BatchNorm)
     # SyncBatchNorm is batch norm to every tool but not torch's SyncBatchNorm, which DDP refuses on CPU
     assert issubclass(bnlab.nn.SyncBatchNorm, nn.modules.batchnorm._BatchNorm)
@@ -100,7 +113,9 @@ def test_fx_symbolic_trace_gives_one_node_per_layer_that_runs_the_layer(training
     assert len(nodes) == 3
     x = torch.randn(4, 3, 8, 8)
     torch.testing.assert_close(traced(x), torch_model(x), rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(traced.get_submodule("1").running_mean, torch_model[1].running_mean)  # state updated once
+    torch.testing.assert_close(
+        traced.get_submodule("1").running_mean, torch_model[1].running_mean
+    )  # state updated once
 
 
 def test_torchvision_feature_extractor_on_a_converted_resnet():
@@ -151,5 +166,7 @@ def test_onnx_export_of_a_folded_model_runs_in_onnxruntime(tmp_path):
     x = torch.randn(4, 3, 8, 8)
     path = tmp_path / "folded.onnx"
     torch.onnx.export(folded, (x,), str(path), dynamo=True)
-    (out,) = ort.InferenceSession(str(path)).run(None, {ort.InferenceSession(str(path)).get_inputs()[0].name: x.numpy()})
+    (out,) = ort.InferenceSession(str(path)).run(
+        None, {ort.InferenceSession(str(path)).get_inputs()[0].name: x.numpy()}
+    )
     torch.testing.assert_close(torch.from_numpy(out), torch_model.eval()(x), rtol=1e-4, atol=1e-4)

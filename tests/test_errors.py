@@ -6,11 +6,14 @@ import torch
 import bnlab
 
 
-@pytest.mark.parametrize("cls,bad_shape,message", [
-    (bnlab.nn.BatchNorm2d, (2, 3, 4), "expected 4D input (got 3D input)"),
-    (bnlab.nn.BatchNorm1d, (2, 3, 4, 4), "expected 2D or 3D input (got 4D input)"),
-    (bnlab.nn.BatchNorm3d, (2, 3, 4, 4), "expected 5D input (got 4D input)"),
-])
+@pytest.mark.parametrize(
+    "cls,bad_shape,message",
+    [
+        (bnlab.nn.BatchNorm2d, (2, 3, 4), "expected 4D input (got 3D input)"),
+        (bnlab.nn.BatchNorm1d, (2, 3, 4, 4), "expected 2D or 3D input (got 4D input)"),
+        (bnlab.nn.BatchNorm3d, (2, 3, 4, 4), "expected 5D input (got 4D input)"),
+    ],
+)
 def test_wrong_number_of_dimensions(cls, bad_shape, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         cls(3)(torch.randn(bad_shape))
@@ -25,7 +28,9 @@ def test_wrong_channel_count_names_both_numbers():
 
 @pytest.mark.parametrize("shape", [(1, 3), (1, 3, 1), (1, 3, 1, 1), (1, 3, 1, 1, 1)])
 def test_one_value_per_channel_in_training_uses_torch_wording(shape):
-    cls = {2: bnlab.nn.BatchNorm1d, 3: bnlab.nn.BatchNorm1d, 4: bnlab.nn.BatchNorm2d, 5: bnlab.nn.BatchNorm3d}[len(shape)]
+    cls = {2: bnlab.nn.BatchNorm1d, 3: bnlab.nn.BatchNorm1d, 4: bnlab.nn.BatchNorm2d, 5: bnlab.nn.BatchNorm3d}[
+        len(shape)
+    ]
     with pytest.raises(ValueError, match="Expected more than 1 value per channel when training, got input size"):
         cls(3)(torch.randn(shape))
     cls(3).eval()(torch.randn(shape))  # fine in eval
@@ -106,8 +111,10 @@ def test_eval_without_running_stats_in_functional_is_refused():
 
 def test_errors_are_not_assertions():
     """User mistakes raise ValueError/TypeError even under python -O (no assert on user input)."""
-    for call in (lambda: bnlab.nn.BatchNorm2d(3)(torch.randn(2, 3)),
-                 lambda: bnlab.nn.BatchNorm2d(3)(torch.zeros(2, 3, 2, 2, dtype=torch.long))):
+    for call in (
+        lambda: bnlab.nn.BatchNorm2d(3)(torch.randn(2, 3)),
+        lambda: bnlab.nn.BatchNorm2d(3)(torch.zeros(2, 3, 2, 2, dtype=torch.long)),
+    ):
         with pytest.raises((ValueError, TypeError)):
             call()
 

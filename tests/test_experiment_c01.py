@@ -19,8 +19,11 @@ def test_drift_is_the_late_percentile_range_over_the_band_width():
     # (metric steps 300..1000, the first 2 of 10 are the first phase) each percentile moves 7.
     cfg = c1.sweep(False, 1)[0]
     cfg = type(cfg)(**{**cfg.to_dict(), "steps": 1000, "eval_every": 100})
-    run = fake_run(cfg, lambda s: 0.5, extra={c1.PCT[15]: lambda s: 0.01 * s - 1, c1.PCT[50]: lambda s: 0.01 * s,
-                                              c1.PCT[85]: lambda s: 0.01 * s + 1})
+    run = fake_run(
+        cfg,
+        lambda s: 0.5,
+        extra={c1.PCT[15]: lambda s: 0.01 * s - 1, c1.PCT[50]: lambda s: 0.01 * s, c1.PCT[85]: lambda s: 0.01 * s + 1},
+    )
     assert c1.drift(run) == pytest.approx(7.0 / 2.0, rel=1e-12)
 
 
@@ -36,8 +39,10 @@ def test_verdict_reproduced_when_bn_is_faster_and_steadier_at_the_same_rate():
 
 def test_verdict_not_reproduced_when_no_bn_at_its_best_rate_matches_bn():
     assert c1.verdict(FASTER, STEADIER, best_acc_gap=0.005, best_steps_gap=-100.0) == "not reproduced"
-    assert c1.verdict(estimate([300.0, 200.0, 250.0]), STEADIER, best_acc_gap=0.1, best_steps_gap=500.0) \
+    assert (
+        c1.verdict(estimate([300.0, 200.0, 250.0]), STEADIER, best_acc_gap=0.1, best_steps_gap=500.0)
         == "not reproduced"
+    )
 
 
 def test_verdict_inconclusive_when_a_ci_straddles_zero():
@@ -111,6 +116,9 @@ def test_probe_reads_unit_0_of_the_last_hidden_sigmoid_input():
 def test_absolute_drift_is_in_the_inputs_own_units():
     cfg = c1.sweep(False, 1)[0]
     cfg = type(cfg)(**{**cfg.to_dict(), "steps": 1000, "eval_every": 100})
-    run = fake_run(cfg, lambda s: 0.5, extra={c1.PCT[q]: (lambda s, o=o: 0.01 * s + o) for q, o in
-                                              ((15, -1.0), (50, 0.0), (85, 1.0))})
+    run = fake_run(
+        cfg,
+        lambda s: 0.5,
+        extra={c1.PCT[q]: (lambda s, o=o: 0.01 * s + o) for q, o in ((15, -1.0), (50, 0.0), (85, 1.0))},
+    )
     assert c1.drift(run, relative=False) == pytest.approx(7.0, rel=1e-12)

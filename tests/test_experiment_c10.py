@@ -40,8 +40,10 @@ def _fake_runs(configs):
     for c in configs:
         a = acc[(32 if c.batch_size == 32 else None, c.norm)] + 0.003 * c.seed
         n = c.steps // c.eval_every
-        series = {"step": [float(c.eval_every * (i + 1)) for i in range(n)],
-                  "test_acc": [a * (i + 1) / n for i in range(n)]}
+        series = {
+            "step": [float(c.eval_every * (i + 1)) for i in range(n)],
+            "test_acc": [a * (i + 1) / n for i in range(n)],
+        }
         runs.append(RunResult(c, "finished", series, c.steps))
     return runs
 

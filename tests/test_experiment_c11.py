@@ -24,11 +24,24 @@ import matplotlib.pyplot as plt  # noqa: E402
 def _toy():
     g = torch.Generator().manual_seed(0)
     y_tr, y_te = torch.arange(60) % 3, torch.arange(30) % 3
-    ds = Dataset("toy", torch.randn(60, 5, generator=g) + y_tr[:, None], y_tr,
-                 torch.randn(30, 5, generator=g) + y_te[:, None], y_te, ("a", "b", "c"))
+    ds = Dataset(
+        "toy",
+        torch.randn(60, 5, generator=g) + y_tr[:, None],
+        y_tr,
+        torch.randn(30, 5, generator=g) + y_te[:, None],
+        y_te,
+        ("a", "b", "c"),
+    )
     torch.manual_seed(1)
-    model = torch.nn.Sequential(torch.nn.Linear(5, 4), bnn.BatchNorm1d(4), torch.nn.ReLU(),
-                                torch.nn.Linear(4, 4), bnn.BatchNorm1d(4), torch.nn.ReLU(), torch.nn.Linear(4, 3))
+    model = torch.nn.Sequential(
+        torch.nn.Linear(5, 4),
+        bnn.BatchNorm1d(4),
+        torch.nn.ReLU(),
+        torch.nn.Linear(4, 4),
+        bnn.BatchNorm1d(4),
+        torch.nn.ReLU(),
+        torch.nn.Linear(4, 3),
+    )
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
     for i in range(20):  # a little training, so accuracies depend on the statistics
         idx = torch.randint(0, 60, (10,), generator=g)
@@ -52,7 +65,7 @@ def _by_hand(model, ds, n, batch, step):
         b.momentum = 0.0
     with torch.no_grad():
         for i in range(0, n, batch):
-            m(x[i:i + batch])
+            m(x[i : i + batch])
         for h in hooks:
             h.remove()
         for b in bns:
@@ -117,8 +130,11 @@ def _fake_runs(configs):
     runs = []
     for c in configs:
         acc = {n: 0.90 - 0.1 / n + 0.002 * c.seed for n in c11.SIZES}
-        series = {"step": [float(c.steps)], "test_acc": [0.88],
-                  "precise/ema_test_acc": [0.88 + 0.001 * c.seed * c.seed]}
+        series = {
+            "step": [float(c.steps)],
+            "test_acc": [0.88],
+            "precise/ema_test_acc": [0.88 + 0.001 * c.seed * c.seed],
+        }
         series.update({f"precise/test_acc/{n}": [a] for n, a in acc.items()})
         runs.append(RunResult(c, "finished", series, c.steps))
     return runs

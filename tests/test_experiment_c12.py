@@ -14,13 +14,16 @@ from fake_runs import run_with_series as fake_run
 matplotlib.use("Agg")
 
 
-@pytest.mark.parametrize("norm_acc,random_acc,expected", [
-    ([0.60, 0.62, 0.58, 0.61, 0.59], [0.30, 0.33, 0.29, 0.31, 0.35], "reproduced"),
-    ([0.12, 0.10, 0.11, 0.13, 0.12], [0.30, 0.33, 0.29, 0.31, 0.35], "not reproduced"),  # CI below 2x chance
-    ([0.60, 0.62, 0.58, 0.61, 0.59], [0.70, 0.72, 0.69, 0.71, 0.75], "not reproduced"),  # random subset better
-    ([0.60, 0.62, 0.58, 0.61, 0.59], [0.61, 0.58, 0.62, 0.57, 0.60], "inconclusive"),  # no paired difference
-    ([0.15, 0.45, 0.25, 0.35, 0.20], [0.10, 0.30, 0.20, 0.25, 0.15], "inconclusive"),  # CI straddles 2x chance
-])
+@pytest.mark.parametrize(
+    "norm_acc,random_acc,expected",
+    [
+        ([0.60, 0.62, 0.58, 0.61, 0.59], [0.30, 0.33, 0.29, 0.31, 0.35], "reproduced"),
+        ([0.12, 0.10, 0.11, 0.13, 0.12], [0.30, 0.33, 0.29, 0.31, 0.35], "not reproduced"),  # CI below 2x chance
+        ([0.60, 0.62, 0.58, 0.61, 0.59], [0.70, 0.72, 0.69, 0.71, 0.75], "not reproduced"),  # random subset better
+        ([0.60, 0.62, 0.58, 0.61, 0.59], [0.61, 0.58, 0.62, 0.57, 0.60], "inconclusive"),  # no paired difference
+        ([0.15, 0.45, 0.25, 0.35, 0.20], [0.10, 0.30, 0.20, 0.25, 0.15], "inconclusive"),  # CI straddles 2x chance
+    ],
+)
 def test_verdict_on_synthetic_accuracies(norm_acc, random_acc, expected):
     assert c12.verdict(stats.estimate(norm_acc), stats.paired(norm_acc, random_acc)) == expected
 

@@ -60,20 +60,20 @@ def test_probe_measurements_match_hand_computations_and_leave_the_model_alone():
 
         parts = []
         for hb in h.split(probe.BATCH):
-            z = (hb - hb.mean((0, 2), keepdim=True)) / torch.sqrt(hb.var((0, 2), unbiased=False, keepdim=True)
-                                                                  + model[1].eps)
+            z = (hb - hb.mean((0, 2), keepdim=True)) / torch.sqrt(
+                hb.var((0, 2), unbiased=False, keepdim=True) + model[1].eps
+            )
             parts.append(head(z))
         tb = torch.cat(parts)
         # AdaBN by hand: the statistics of all 300 (whole set), then eval
-        z = (h - h.mean((0, 2), keepdim=True)) / torch.sqrt(h.var((0, 2), unbiased=False, keepdim=True)
-                                                            + model[1].eps)
+        z = (h - h.mean((0, 2), keepdim=True)) / torch.sqrt(h.var((0, 2), unbiased=False, keepdim=True) + model[1].eps)
         ada = head(z)
     assert got["source"] == pytest.approx(_err(src, y), abs=FRACTION)
     assert got["test_batch"] == pytest.approx(_err(tb, y), abs=FRACTION)
     assert got["adabn"] == pytest.approx(_err(ada, y), abs=FRACTION)
     disagree = float((src.argmax(1) != tb.argmax(1)).double().mean())
     assert got["disagree"] == pytest.approx(disagree, abs=FRACTION)
-    assert got["subset_source"] == pytest.approx(_err(src[:probe.SUBSET], y[:probe.SUBSET]), abs=FRACTION)
+    assert got["subset_source"] == pytest.approx(_err(src[: probe.SUBSET], y[: probe.SUBSET]), abs=FRACTION)
     assert got["source"] > got["adabn"]  # the toy shift is one AdaBN undoes
     expected = {f"{k}@{b}" for k in ("test_batch", "prior") for b in probe.SMALL_BATCHES}
     expected |= {f"adabn@{n}" for n in probe.FEW_SAMPLES} | {f"tent@{b}" for b in probe.TENT_BATCHES}
@@ -87,8 +87,13 @@ def test_probe_spec_is_parsed_and_checked():
     p = make_probe("shift_eval:mnist1d:1,5")
     assert p.severities == (1, 5) and p.small
     assert not make_probe("shift_eval:digits:5:main").small
-    for bad in ("shift_eval", "shift_eval:mnist1d", "shift_eval:mnist1d:6", "shift_eval:cifar10:1",
-                "shift_eval:mnist1d:1:fast"):
+    for bad in (
+        "shift_eval",
+        "shift_eval:mnist1d",
+        "shift_eval:mnist1d:6",
+        "shift_eval:cifar10:1",
+        "shift_eval:mnist1d:1:fast",
+    ):
         with pytest.raises(ValueError, match="expected shift_eval"):
             make_probe(bad)
 
@@ -124,8 +129,12 @@ def _fake_runs(configs, quick):
 
         def put(corruption, s, src):
             lost = src - 0.06
-            vals = {"source": src, "test_batch": src - 0.65 * lost, "adabn": src - 0.7 * lost + noise,
-                    "disagree": 0.5 * lost}
+            vals = {
+                "source": src,
+                "test_batch": src - 0.65 * lost,
+                "adabn": src - 0.7 * lost + noise,
+                "disagree": 0.5 * lost,
+            }
             vals["tent"] = vals["test_batch"] - 0.01 - noise
             vals["tent_lr_paper"] = vals["test_batch"] - 0.002
             vals["subset_source"] = src
@@ -142,8 +151,7 @@ def _fake_runs(configs, quick):
         for i, corruption in enumerate(S.CORRUPTIONS):
             for s in p["severities"]:
                 put(corruption, s, 0.06 + 0.1 * s + 0.01 * i + noise)
-        runs.append(RunResult(c, "finished", {"step": [float(c.steps)], "test_acc": [0.94]}, c.steps,
-                              final_metrics=m))
+        runs.append(RunResult(c, "finished", {"step": [float(c.steps)], "test_acc": [0.94]}, c.steps, final_metrics=m))
     return runs
 
 
@@ -168,8 +176,9 @@ def test_analyses_of_fake_runs_give_complete_readable_results(quick):
         assert len(r.rows) == 5 * (1 + len(S.CORRUPTIONS) * len(S.plan(quick)["severities"]))
     assert ("Small batches and few samples (first 250 test examples)" in r13.numbers) == (not quick)
     table = S.markdown_table(runs[1:], S.plan(quick)["severities"])
-    assert table.count("\n") == 1 + 1 + len(S.CORRUPTIONS) * len(S.plan(quick)["severities"]) + \
-        len(S.plan(quick)["severities"])
+    assert table.count("\n") == 1 + 1 + len(S.CORRUPTIONS) * len(S.plan(quick)["severities"]) + len(
+        S.plan(quick)["severities"]
+    )
     words = c13.answer(r13, r14)
     assert 'bnlab.adapt(model, new_data_loader, method="stats")' in words
     assert f"{S.estimate_of(r13.numbers['Mean error at severity 5 (%)']['AdaBN']).mean:.0f}%" in words

@@ -1,6 +1,5 @@
 """C2 is decided by exact computation: it must reproduce, and must fail when the math is broken."""
 
-
 from bnlab.core import dispatch
 from bnlab.core import math as core_math
 from bnlab.experiments import registry

@@ -33,12 +33,15 @@ def _log_ratio_tests(names, shift, noise):
 C6_NAMES = [f"{layer}/{m}" for layer in c6.LAYERS for m in c6.MEASURES]
 
 
-@pytest.mark.parametrize("shift,noise,expected", [
-    (0.3, 0.1, "reproduced"),  # BN's ICS clearly higher, as the paper reports
-    (0.0, 0.05, "reproduced"),  # equal within a tight CI: not lower
-    (-0.7, 0.1, "not reproduced"),  # BN halves the ICS, consistently
-    (-0.2, 1.5, "inconclusive"),  # lower on average, CI too wide to exclude a 2x reduction
-])
+@pytest.mark.parametrize(
+    "shift,noise,expected",
+    [
+        (0.3, 0.1, "reproduced"),  # BN's ICS clearly higher, as the paper reports
+        (0.0, 0.05, "reproduced"),  # equal within a tight CI: not lower
+        (-0.7, 0.1, "not reproduced"),  # BN halves the ICS, consistently
+        (-0.2, 1.5, "inconclusive"),  # lower on average, CI too wide to exclude a 2x reduction
+    ],
+)
 def test_c6_verdict_on_synthetic_log_ratios(shift, noise, expected):
     tests, adjusted = _log_ratio_tests(C6_NAMES, shift, noise)
     assert c6.verdict(tests, adjusted) == expected
@@ -72,12 +75,15 @@ def test_c6_analyze_constructed_runs_gives_a_complete_result():
         fig.draw(fig.data)
 
 
-@pytest.mark.parametrize("shift,frac,expected", [
-    (-0.5, 0.9, "reproduced"),
-    (0.5, 0.1, "not reproduced"),  # BN rougher on every metric
-    (-0.5, 0.2, "not reproduced"),  # lower on average but at only a fifth of the steps
-    (-0.02, 0.55, "inconclusive"),
-])
+@pytest.mark.parametrize(
+    "shift,frac,expected",
+    [
+        (-0.5, 0.9, "reproduced"),
+        (0.5, 0.1, "not reproduced"),  # BN rougher on every metric
+        (-0.5, 0.2, "not reproduced"),  # lower on average but at only a fifth of the steps
+        (-0.02, 0.55, "inconclusive"),
+    ],
+)
 def test_c7_verdict_on_synthetic_numbers(shift, frac, expected):
     tests, adjusted = _log_ratio_tests(list(c7.METRICS), shift, 0.1 if abs(shift) > 0.1 else 0.5)
     rng = np.random.default_rng(1)

@@ -23,12 +23,15 @@ def test_verdict_reproduced_when_bn_rises_sharply_and_gn_wins():
     assert c8.verdict(est(0.10), (4, 2), True, est(0.08)) == "reproduced"
 
 
-@pytest.mark.parametrize("case", [
-    (est(-0.05), (4, 2), True, est(0.08)),  # BN does not rise
-    (est(0.10), (32, 16), True, est(0.08)),  # the sharpest jump is at large batches
-    (est(0.10), (4, 2), False, est(0.08)),  # GN is not flat
-    (est(0.10), (4, 2), True, est(-0.05)),  # BN beats GN at batch 2
-])
+@pytest.mark.parametrize(
+    "case",
+    [
+        (est(-0.05), (4, 2), True, est(0.08)),  # BN does not rise
+        (est(0.10), (32, 16), True, est(0.08)),  # the sharpest jump is at large batches
+        (est(0.10), (4, 2), False, est(0.08)),  # GN is not flat
+        (est(0.10), (4, 2), True, est(-0.05)),  # BN beats GN at batch 2
+    ],
+)
 def test_verdict_not_reproduced_when_a_part_is_contradicted(case):
     assert c8.verdict(*case) == "not reproduced"
 

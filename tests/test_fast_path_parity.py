@@ -20,8 +20,18 @@ from bnlab.core.backends import numba_cpu as numba_backend
 TOL = {torch.float32: dict(rtol=1e-4, atol=1e-5), torch.float64: dict(rtol=1e-10, atol=1e-10)}
 # (N, C, *): 2D, 3D, 4D, 5D; N=1 with spatial > 1; a single channel; spatial size 1; planes long
 # enough for the kernels' planes family (>= 64 values) and short ones, which run as rows.
-SHAPES = [(7, 6), (5, 6, 9), (3, 6, 5, 4), (1, 6, 3, 5), (2, 6, 3, 4, 5), (4, 1, 5, 5), (9, 6, 1, 1),
-          (3, 6, 70), (2, 6, 9, 9), (1, 6, 3, 5, 5)]
+SHAPES = [
+    (7, 6),
+    (5, 6, 9),
+    (3, 6, 5, 4),
+    (1, 6, 3, 5),
+    (2, 6, 3, 4, 5),
+    (4, 1, 5, 5),
+    (9, 6, 1, 1),
+    (3, 6, 70),
+    (2, 6, 9, 9),
+    (1, 6, 3, 5, 5),
+]
 FAST = dispatch.FAST_BACKENDS["cpu"]
 ALL = (True, True, True)
 
@@ -101,16 +111,23 @@ def test_each_fast_primitive_matches_the_reference_primitive(shape, layout):
     mean, var = FAST.stats(x)
     for a, r in zip((mean, var), ref.stats(x)):
         torch.testing.assert_close(a, r, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(FAST.normalize(x, mean, var, w, b, 1e-5, "identity", 0.0),
-                               ref.normalize(x, mean, var, w, b, 1e-5, "identity", 0.0), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(
+        FAST.normalize(x, mean, var, w, b, 1e-5, "identity", 0.0),
+        ref.normalize(x, mean, var, w, b, 1e-5, "identity", 0.0),
+        rtol=1e-12,
+        atol=1e-12,
+    )
     sums = FAST.backward_reduce(dy, x, w, b, mean, var, 1e-5, "identity", 0.0)
     for a, r in zip(sums, ref.backward_reduce(dy, x, w, b, mean, var, 1e-5, "identity", 0.0)):
         torch.testing.assert_close(a, r, rtol=1e-10, atol=1e-10)
     m = F.count_per_channel(x)
     means = (sums[0] / m, sums[1] / m)
-    torch.testing.assert_close(FAST.backward_elemt(dy, x, w, b, mean, var, 1e-5, "identity", 0.0, *means),
-                               ref.backward_elemt(dy, x, w, b, mean, var, 1e-5, "identity", 0.0, *means),
-                               rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(
+        FAST.backward_elemt(dy, x, w, b, mean, var, 1e-5, "identity", 0.0, *means),
+        ref.backward_elemt(dy, x, w, b, mean, var, 1e-5, "identity", 0.0, *means),
+        rtol=1e-10,
+        atol=1e-10,
+    )
     rm, rv = mean + 0.5, var * 2
     y_eval = FAST.eval(x, rm, rv, w, b, 1e-5, "identity", 0.0)
     torch.testing.assert_close(y_eval, ref.eval(x, rm, rv, w, b, 1e-5, "identity", 0.0), rtol=1e-12, atol=1e-12)
@@ -127,8 +144,11 @@ def test_fast_path_agrees_with_reference_path(shape, layout):
         dispatch.set_fast(fast)
         try:
             xr = x.clone().requires_grad_()
-            m = bnn.BatchNorm1d(shape[1]) if len(shape) < 4 else (
-                bnn.BatchNorm2d(shape[1]) if len(shape) == 4 else bnn.BatchNorm3d(shape[1]))
+            m = (
+                bnn.BatchNorm1d(shape[1])
+                if len(shape) < 4
+                else (bnn.BatchNorm2d(shape[1]) if len(shape) == 4 else bnn.BatchNorm3d(shape[1]))
+            )
             with torch.no_grad():
                 m.weight.copy_(w)
                 m.bias.copy_(b)
@@ -160,8 +180,9 @@ def test_fast_statistics_survive_a_large_offset(shape, layout):
     torch.testing.assert_close(y.double(), y64, rtol=0, atol=2e-3)
 
 
-@pytest.mark.parametrize("shape, layout", [((6, 5, 7, 9), "contiguous"), ((6, 5, 7, 9), "channels_last"),
-                                           ((64, 5, 4, 4), "contiguous")])
+@pytest.mark.parametrize(
+    "shape, layout", [((6, 5, 7, 9), "contiguous"), ((6, 5, 7, 9), "channels_last"), ((64, 5, 4, 4), "contiguous")]
+)
 def test_parallel_kernels_match_torch(shape, layout, monkeypatch):
     # Force the multi-threaded drivers on a small input (normally only large inputs use them).
     monkeypatch.setattr(numba_backend, "PARALLEL_MIN_NUMEL", 0)
@@ -292,8 +313,7 @@ def test_torch_func_transforms_take_the_reference_and_match_torch():
     rm, rv = torch.randn(3), torch.rand(3) + 0.5
     xs = torch.randn(2, 4, 3, 5)
     batched = torch.func.vmap(lambda x: F.batch_norm(x, rm, rv, w, b, training=False))(xs)
-    assert_close(batched, tnf.batch_norm(xs.flatten(0, 1), rm, rv, w, b, training=False).view_as(xs),
-                 torch.float32)
+    assert_close(batched, tnf.batch_norm(xs.flatten(0, 1), rm, rv, w, b, training=False).view_as(xs), torch.float32)
 
 
 @pytest.mark.slow

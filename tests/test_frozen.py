@@ -48,7 +48,9 @@ def test_from_batchnorm_copies_the_eval_map_and_refuses_layers_without_statistic
     x = torch.randn(2, 4, 3, 3, dtype=torch.float64)
     torch.testing.assert_close(frozen(x), bn(x), **TOL)
     plain = bnlab.nn.BatchNorm1d(3, affine=False).eval()
-    torch.testing.assert_close(FrozenBatchNorm1d.from_batchnorm(plain)(x[:, :3, 0, 0].float()), plain(x[:, :3, 0, 0].float()))
+    torch.testing.assert_close(
+        FrozenBatchNorm1d.from_batchnorm(plain)(x[:, :3, 0, 0].float()), plain(x[:, :3, 0, 0].float())
+    )
     with pytest.raises(ValueError, match="running statistics"):
         FrozenBatchNorm1d.from_batchnorm(nn.BatchNorm1d(3, track_running_stats=False))
 

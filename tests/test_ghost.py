@@ -51,7 +51,10 @@ def test_ghost_outputs_and_gradients_equal_bn_per_ghost(n, v, shape):
 
 def test_running_stats_are_those_of_bn_on_the_whole_batch_and_eval_is_bn():
     torch.manual_seed(1)
-    ghost, bn = GhostBatchNorm2d(3, 4, momentum=None, dtype=torch.float64), nn.BatchNorm2d(3, momentum=None, dtype=torch.float64)
+    ghost, bn = (
+        GhostBatchNorm2d(3, 4, momentum=None, dtype=torch.float64),
+        nn.BatchNorm2d(3, momentum=None, dtype=torch.float64),
+    )
     for n in (16, 10, 7):
         x = torch.randn(n, 3, 4, 4, dtype=torch.float64) * 3 + torch.arange(n, dtype=torch.float64).view(n, 1, 1, 1)
         ghost(x), bn(x)

@@ -5,8 +5,12 @@ import torch
 
 import bnlab
 
-LAYERS = [(bnlab.nn.BatchNorm1d, (16, 5)), (bnlab.nn.BatchNorm1d, (8, 5, 7)),
-          (bnlab.nn.BatchNorm2d, (8, 5, 4, 3)), (bnlab.nn.BatchNorm3d, (4, 5, 3, 2, 3))]
+LAYERS = [
+    (bnlab.nn.BatchNorm1d, (16, 5)),
+    (bnlab.nn.BatchNorm1d, (8, 5, 7)),
+    (bnlab.nn.BatchNorm2d, (8, 5, 4, 3)),
+    (bnlab.nn.BatchNorm3d, (4, 5, 3, 2, 3)),
+]
 
 
 @pytest.mark.parametrize("cls,shape", LAYERS)

@@ -86,7 +86,10 @@ def test_export_without_batch_count_gives_the_same_inference_outputs(fmt):
 def test_keras_config_and_weight_list_follow_keras():
     w, cfg = to_keras(_trained_bnlab(_batches(2), momentum=0.1, eps=1e-3))
     assert cfg == {"momentum": pytest.approx(0.9), "epsilon": 1e-3, "scale": True, "center": True}
-    assert [a is b for a, b in zip(keras_weight_list(w), [w[k] for k in ("gamma", "beta", "moving_mean", "moving_variance")])] == [True] * 4
+    assert [
+        a is b
+        for a, b in zip(keras_weight_list(w), [w[k] for k in ("gamma", "beta", "moving_mean", "moving_variance")])
+    ] == [True] * 4
     v, fcfg = to_flax(bnlab.nn.BatchNorm1d(2, affine=False))
     assert v["params"] == {} and fcfg["use_scale"] is False and fcfg["epsilon"] == 1e-5
 

@@ -59,8 +59,14 @@ def test_every_process_loads_compiled_code_from_the_cache(tmp_path):
     # The first process finds an empty cache: a child process compiles the kernel into it, and the
     # process loads it from there like the second one (bnlab never runs a kernel compiled in-process).
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
-    runs = [json.loads(subprocess.run([sys.executable, "-c", _CHILD], env=env, capture_output=True,
-                                      text=True, check=True).stdout.splitlines()[-1]) for _ in range(2)]
+    runs = [
+        json.loads(
+            subprocess.run(
+                [sys.executable, "-c", _CHILD], env=env, capture_output=True, text=True, check=True
+            ).stdout.splitlines()[-1]
+        )
+        for _ in range(2)
+    ]
     assert runs[0] == {"hits": 1, "misses": 0}
     assert runs[1] == {"hits": 1, "misses": 0}
 
@@ -88,11 +94,14 @@ def test_results_are_bit_identical_whether_the_kernels_were_just_compiled_or_loa
     # Before the kernels compiled out of process, a process that compiled them got y 2.4e-7 and
     # dweight 7.6e-6 away from a process that loaded them (numba's linked copies of the helpers).
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
-    cold, warm = (subprocess.run([sys.executable, "-c", _BITS], env=env, capture_output=True, text=True,
-                                 check=True).stdout.split() for _ in range(2))
+    cold, warm = (
+        subprocess.run(
+            [sys.executable, "-c", _BITS], env=env, capture_output=True, text=True, check=True
+        ).stdout.split()
+        for _ in range(2)
+    )
     assert int(cold[1]) > 0  # the first run filled the empty cache
     assert cold[0] == warm[0]
-
 
 
 _BITS_ALL = """
@@ -123,6 +132,10 @@ def test_parallel_and_fused_kernels_are_bit_identical_compiled_or_cache_loaded(t
     # 2 threads: the parallel drivers, whose prange bodies numba always compiles as libraries of
     # their own (inlining the helpers does not cover them); both memory families, plain and SiLU.
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
-    cold, warm = (subprocess.run([sys.executable, "-c", _BITS_ALL], env=env, capture_output=True, text=True,
-                                 check=True).stdout.split()[-1] for _ in range(2))
+    cold, warm = (
+        subprocess.run(
+            [sys.executable, "-c", _BITS_ALL], env=env, capture_output=True, text=True, check=True
+        ).stdout.split()[-1]
+        for _ in range(2)
+    )
     assert cold == warm

@@ -91,15 +91,26 @@ def test_each_module_imports_only_lower_layers(module, path):
 
 def test_the_layer_table_covers_the_engine():
     engine = [m for m, _ in _modules()]
-    for name in ("bnlab.core.math", "bnlab.core.backends.numba_cpu", "bnlab.core.backends.reference",
-                 "bnlab.core.dispatch", "bnlab.core.autograd", "bnlab.core.ops", "bnlab.core.sync",
-                 "bnlab.functional", "bnlab.nn.sync_batchnorm", "bnlab.kernels.numba_cpu"):
+    for name in (
+        "bnlab.core.math",
+        "bnlab.core.backends.numba_cpu",
+        "bnlab.core.backends.reference",
+        "bnlab.core.dispatch",
+        "bnlab.core.autograd",
+        "bnlab.core.ops",
+        "bnlab.core.sync",
+        "bnlab.functional",
+        "bnlab.nn.sync_batchnorm",
+        "bnlab.kernels.numba_cpu",
+    ):
         assert name in engine
 
 
 def test_the_math_layer_runs_without_loading_the_kernels():
-    code = ("import sys, json, torch; import bnlab; from bnlab.core import math as M; "
-            "M.batch_stats(torch.randn(4, 3)); "
-            "print(json.dumps('numba' in sys.modules))")
+    code = (
+        "import sys, json, torch; import bnlab; from bnlab.core import math as M; "
+        "M.batch_stats(torch.randn(4, 3)); "
+        "print(json.dumps('numba' in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout.strip().splitlines()[-1]) is False

@@ -60,13 +60,19 @@ WITHOUT_LAB = textwrap.dedent("""
 """) % (sorted(LAB_MODULES),)
 
 
-@pytest.mark.parametrize("argv", [["report", "--quick"], ["run", "C4", "--quick"], ["list"],
-                                  ["train", "--data", "digits", "--steps", "1"]])
+@pytest.mark.parametrize(
+    "argv", [["report", "--quick"], ["run", "C4", "--quick"], ["list"], ["train", "--data", "digits", "--steps", "1"]]
+)
 def test_a_lab_command_without_the_lab_extra_says_which_extra_to_install(argv, tmp_path):
     env = {**os.environ, "BNLAB_STORE": str(tmp_path / "runs.sqlite"), "BNLAB_CACHE": str(tmp_path / "cache")}
-    out = subprocess.run([sys.executable, "-c", WITHOUT_LAB, *argv, *(["--out", str(tmp_path)] if argv[0] == "report"
-                                                                      else [])],
-                         capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    out = subprocess.run(
+        [sys.executable, "-c", WITHOUT_LAB, *argv, *(["--out", str(tmp_path)] if argv[0] == "report" else [])],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=tmp_path,
+    )
     assert out.returncode == 2, out.stdout[-2000:] + out.stderr[-2000:]
     last = out.stderr.splitlines()[-1]
     assert last.startswith(f"bnlab {argv[0]}: this needs ") and last.endswith("""extra: pip install "bnlab[lab]\"""")
@@ -83,8 +89,12 @@ def test_a_fresh_install_without_extras_has_working_layers_and_surgery(tmp_path)
     env_dir = tmp_path / "venv"
     venv.EnvBuilder(with_pip=True).create(env_dir)
     python = env_dir / "bin" / "python"
-    install = subprocess.run([str(python), "-m", "pip", "install", "--quiet", "-c", str(ROOT / "constraints.txt"),
-                              str(ROOT)], capture_output=True, text=True, timeout=1200)
+    install = subprocess.run(
+        [str(python), "-m", "pip", "install", "--quiet", "-c", str(ROOT / "constraints.txt"), str(ROOT)],
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
     assert install.returncode == 0, install.stderr[-3000:]
     listed = subprocess.run([str(python), "-m", "pip", "list", "--format=freeze"], capture_output=True, text=True)
     installed = {line.split("==")[0].lower() for line in listed.stdout.splitlines()}
@@ -93,7 +103,12 @@ def test_a_fresh_install_without_extras_has_working_layers_and_surgery(tmp_path)
     use = subprocess.run([str(python), "-c", LIBRARY_USE], capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert use.returncode == 0, use.stderr[-3000:]
     assert use.stdout.splitlines()[-2:] == ["import loaded: []", "use loaded: []"]
-    report = subprocess.run([str(env_dir / "bin" / "bnlab"), "report", "--quick", "--out", str(tmp_path / "r")],
-                            capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    report = subprocess.run(
+        [str(env_dir / "bin" / "bnlab"), "report", "--quick", "--out", str(tmp_path / "r")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
     assert report.returncode == 2
     assert report.stderr.strip().splitlines()[-1].endswith("""extra: pip install "bnlab[lab]\"""")

@@ -54,13 +54,17 @@ def test_masked_bn_equals_bn_over_the_unpadded_elements():
 def test_no_mask_is_plain_batchnorm1d():
     torch.manual_seed(1)
     x = torch.randn(4, 3, 7, dtype=torch.float64)
-    torch.testing.assert_close(MaskedBatchNorm1d(3, dtype=torch.float64)(x), BatchNorm1d(3, dtype=torch.float64)(x), **TOL)
+    torch.testing.assert_close(
+        MaskedBatchNorm1d(3, dtype=torch.float64)(x), BatchNorm1d(3, dtype=torch.float64)(x), **TOL
+    )
 
 
 def test_mask_errors_name_what_was_expected_and_what_arrived():
     layer = MaskedBatchNorm1d(3)
     x = torch.randn(4, 3, 7)
-    with pytest.raises(ValueError, match=r"expected mask of shape \(N, L\) = \(4, 7\) .* \(got mask of shape \(4, 6\)\)"):
+    with pytest.raises(
+        ValueError, match=r"expected mask of shape \(N, L\) = \(4, 7\) .* \(got mask of shape \(4, 6\)\)"
+    ):
         layer(x, torch.ones(4, 6, dtype=torch.bool))
     with pytest.raises(TypeError, match=r"expected a torch.bool mask \(got torch.float32\)"):
         layer(x, torch.ones(4, 7))

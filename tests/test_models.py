@@ -55,10 +55,18 @@ def test_mnist1d_cnn_without_norm_is_the_reference_cnn():
     torch.manual_seed(0)
     ours = models.build("cnn")
     ref = ReferenceCNN()
-    ref.load_state_dict({"conv1.weight": ours.blocks[0].op.weight, "conv1.bias": ours.blocks[0].op.bias,
-                         "conv2.weight": ours.blocks[1].op.weight, "conv2.bias": ours.blocks[1].op.bias,
-                         "conv3.weight": ours.blocks[2].op.weight, "conv3.bias": ours.blocks[2].op.bias,
-                         "linear.weight": ours.head.weight, "linear.bias": ours.head.bias})
+    ref.load_state_dict(
+        {
+            "conv1.weight": ours.blocks[0].op.weight,
+            "conv1.bias": ours.blocks[0].op.bias,
+            "conv2.weight": ours.blocks[1].op.weight,
+            "conv2.bias": ours.blocks[1].op.bias,
+            "conv3.weight": ours.blocks[2].op.weight,
+            "conv3.bias": ours.blocks[2].op.bias,
+            "linear.weight": ours.head.weight,
+            "linear.bias": ours.head.bias,
+        }
+    )
     assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in ref.parameters())
     x = torch.randn(16, 40)
     torch.testing.assert_close(ours(x), ref(x), rtol=0, atol=0)
@@ -73,6 +81,7 @@ def test_placement_orders_norm_and_activation(placement):
     def record(name):
         def hook(module, inputs, output):
             seen[name] = (inputs[0], output)  # returns None: the output is left alone
+
         return hook
 
     block.norm.register_forward_hook(record("norm"))
@@ -151,14 +160,14 @@ def test_noisy_bn_shift_is_uniform_around_a_per_step_mean():
     mu = float(y.mean())
     assert -0.5 <= mu <= 0.5
     assert float(y.max() - y.min()) <= 0.2 + 1e-6 and float(y.max() - y.min()) > 0.19
-    assert float(y.std()) == pytest.approx(0.2 / 12 ** 0.5, rel=0.02)  # std of U(-0.1, 0.1)
+    assert float(y.std()) == pytest.approx(0.2 / 12**0.5, rel=0.02)  # std of U(-0.1, 0.1)
 
 
 def test_noisy_bn_scale_is_normal_around_a_per_step_sigma():
     y, _ = _noisy_output(10.0)  # y = 10 s + m, s ~ N(sigma_t, 0.1), sigma_t ~ U(1, 1.25)
     sigma = float(y.mean()) / 10  # m's mean (|mu_t| <= 0.5) moves this by at most 0.05
     assert 1.0 - 0.05 <= sigma <= 1.25 + 0.05
-    want_std = (100 * 0.01 + 0.2 ** 2 / 12) ** 0.5
+    want_std = (100 * 0.01 + 0.2**2 / 12) ** 0.5
     assert float(y.std()) == pytest.approx(want_std, rel=0.02)
 
 

@@ -69,8 +69,9 @@ def _step(ours, ref, shape, dtype, channels_last, gen):
     assert_matches(xo.grad, xr.grad, "input gradient", exact["input"])
     for name in ("weight", "bias"):
         po, pr = getattr(ours, name), getattr(ref, name)
-        assert_matches(None if po is None else po.grad, None if pr is None else pr.grad, f"{name} gradient",
-                       exact.get(name))
+        assert_matches(
+            None if po is None else po.grad, None if pr is None else pr.grad, f"{name} gradient", exact.get(name)
+        )
 
 
 def _exact(ref, x, dy):
@@ -90,8 +91,14 @@ def _exact(ref, x, dy):
 @given(cases())
 def test_matches_torch_nn_over_training_then_eval(case):
     ours_cls, ref_cls, _ = LAYERS[case["kind"]]
-    kw = dict(eps=case["eps"], momentum=case["momentum"], affine=case["affine"],
-              track_running_stats=case["track"], dtype=case["dtype"], bias=case["bias"])
+    kw = dict(
+        eps=case["eps"],
+        momentum=case["momentum"],
+        affine=case["affine"],
+        track_running_stats=case["track"],
+        dtype=case["dtype"],
+        bias=case["bias"],
+    )
     ours, ref = ours_cls(case["shape"][1], **kw), ref_cls(case["shape"][1], **kw)
     if case["affine"]:  # non-trivial affine parameters
         with torch.no_grad():

@@ -24,8 +24,11 @@ def _setup(norm: str, optimizer: str = "sgd", warm_steps: int = 2):
     with the gradient of the next batch computed, as the trainer leaves it before ``after_backward``."""
     torch.manual_seed(0)
     model = models.build("cnn", norm=norm, channels=4).double()
-    opt = (torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-3) if optimizer == "sgd"
-           else torch.optim.Adam(model.parameters(), lr=0.01))
+    opt = (
+        torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-3)
+        if optimizer == "sgd"
+        else torch.optim.Adam(model.parameters(), lr=0.01)
+    )
     x, y = torch.randn(16, 40, dtype=torch.float64), torch.randint(0, 10, (16,))
     for _ in range(warm_steps):
         opt.zero_grad()
@@ -38,8 +41,13 @@ def _setup(norm: str, optimizer: str = "sgd", warm_steps: int = 2):
 
 
 def _snapshot(model, opt):
-    return (copy.deepcopy(model.state_dict()), [None if p.grad is None else p.grad.clone() for p in model.parameters()],
-            copy.deepcopy(opt.state_dict()), [m.training for m in model.modules()], torch.get_rng_state())
+    return (
+        copy.deepcopy(model.state_dict()),
+        [None if p.grad is None else p.grad.clone() for p in model.parameters()],
+        copy.deepcopy(opt.state_dict()),
+        [m.training for m in model.modules()],
+        torch.get_rng_state(),
+    )
 
 
 def _assert_same(a, b):

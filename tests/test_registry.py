@@ -21,18 +21,42 @@ class _Fake:
 
     def analyze(self, runs, ctx):
         self.runs = runs
-        return stability.settle(ClaimResult(id=self.ID, name="fake", question="?", claim="-", source="-", rule="-",
-                                            verdict="inconclusive", summary="-", setup={}, numbers={}),
-                                stability.computed(["inconclusive"], "a fake"))
+        return stability.settle(
+            ClaimResult(
+                id=self.ID,
+                name="fake",
+                question="?",
+                claim="-",
+                source="-",
+                rule="-",
+                verdict="inconclusive",
+                summary="-",
+                setup={},
+                numbers={},
+            ),
+            stability.computed(["inconclusive"], "a fake"),
+        )
 
 
 class _Computed:
     ID = "CC"
 
     def run(self, ctx):
-        return stability.settle(ClaimResult(id=self.ID, name="computed", question="?", claim="-", source="-",
-                                            rule="-", verdict="inconclusive", summary="-", setup={}, numbers={}),
-                                stability.computed(["inconclusive"], "a fake"))
+        return stability.settle(
+            ClaimResult(
+                id=self.ID,
+                name="computed",
+                question="?",
+                claim="-",
+                source="-",
+                rule="-",
+                verdict="inconclusive",
+                summary="-",
+                setup={},
+                numbers={},
+            ),
+            stability.computed(["inconclusive"], "a fake"),
+        )
 
 
 class _Recorder:
@@ -58,8 +82,14 @@ def test_run_all_plans_every_experiment_then_reports_each_run_and_reuses_the_sto
     store = tmp_path / "runs.sqlite"
     rec = _Recorder()
     registry.run_all(progress=rec, store=store)
-    assert rec.calls == [("plan", {"CA": 2, "CB": 3, "CC": 0}, {"CA": 0, "CB": 0, "CC": 0}),
-                         ("CA", 1, 2), ("CA", 2, 2), ("CB", 1, 3), ("CB", 2, 3), ("CB", 3, 3)]
+    assert rec.calls == [
+        ("plan", {"CA": 2, "CB": 3, "CC": 0}, {"CA": 0, "CB": 0, "CC": 0}),
+        ("CA", 1, 2),
+        ("CA", 2, 2),
+        ("CB", 1, 3),
+        ("CB", 2, 3),
+        ("CB", 3, 3),
+    ]
     assert all(r is not None and r.status == "finished" for f in list(fakes.values())[:2] for r in f.runs)
     rec = _Recorder()
     registry.run_all(progress=rec, store=store)

@@ -22,7 +22,8 @@ ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 
 pytestmark = pytest.mark.skipif(
     find_chromium() is None,
-    reason="Chromium is not installed (Debian: apt-get install chromium; scripts/test installs it when run as root)")
+    reason="Chromium is not installed (Debian: apt-get install chromium; scripts/test installs it when run as root)",
+)
 
 # The text a reader can see with every <details> opened, code and formulas left out.
 VISIBLE_TEXT = """(() => {
@@ -49,8 +50,9 @@ def _shot(page, selector: str, path: Path) -> None:
 def test_a_reader_sees_the_answers_first_plain_words_and_every_figure(tmp_path, lab, demos):
     pytest.importorskip("websocket", reason="websocket-client (the test extra) is not installed")
     results = [r for r in lab if r.id != "C5"]  # C5 missing: shown as not run
-    env = collect_environment(quick=True, jobs=2, seeds=None, wall_time_s=42.0,
-                              claim_seeds={r.id: r.setup["seeds"] for r in results})
+    env = collect_environment(
+        quick=True, jobs=2, seeds=None, wall_time_s=42.0, claim_seeds={r.id: r.setup["seeds"] for r in results}
+    )
     index = write_report(results, tmp_path / "report", env, demos=demos)
     ARTIFACTS.mkdir(exist_ok=True)
 
@@ -94,6 +96,7 @@ def test_a_reader_sees_the_answers_first_plain_words_and_every_figure(tmp_path, 
     assert "Smoke test, not evidence" in visible and visible.count("This smoke test (not evidence)") >= 8
     # plain words: no internal key a program uses, anywhere a reader looks
     import re
+
     snake = sorted(set(re.findall(r"\b[a-z][a-z0-9]*_[a-z0-9_]+\b", visible)))
     assert not snake, f"internal keys in the visible text: {snake[:20]}"
     for r in results:
@@ -108,7 +111,8 @@ def test_a_reader_sees_the_answers_first_plain_words_and_every_figure(tmp_path, 
     assert {k: v.replace(" · smoke test", "") for k, v in cards.items()} == want
     assert {k: v.replace(" · smoke test", "") for k, v in table} == want
     # and next to every verdict, how stable it is, in the words the report uses everywhere
-    assert {k: v for k, v in stabs.items() if k in want and k != "C5"} == \
-        {r.id: describe(r.stability) for r in results if r.id != "C5"}
+    assert {k: v for k, v in stabs.items() if k in want and k != "C5"} == {
+        r.id: describe(r.stability) for r in results if r.id != "C5"
+    }
     assert not overflow, "the page scrolls sideways at 1100 px"
     assert (ARTIFACTS / "report-full.png").stat().st_size > 10_000

@@ -32,8 +32,16 @@ def test_every_claim_is_the_evidence_of_a_question():
 
 def test_the_seed_questions_are_asked_in_order():
     slugs = [q.slug for q in QUESTIONS]
-    seed = ["what-bn-does", "pytorch-batchnorm", "placement", "how-it-works", "gamma-beta", "implement",
-            "layers-ics", "failure-modes"]
+    seed = [
+        "what-bn-does",
+        "pytorch-batchnorm",
+        "placement",
+        "how-it-works",
+        "gamma-beta",
+        "implement",
+        "layers-ics",
+        "failure-modes",
+    ]
     assert [s for s in slugs if s in seed] == seed
 
 
@@ -44,8 +52,9 @@ def test_code_shown_on_the_page_runs(slug, index, code):
     assert code.language == "python"
     compiled = compile(code.text, f"<{slug} code {index}>", "exec")
     for name in re.findall(r"\bbnlab(?:\.\w+)+", code.text):
-        assert name in code.requires or any(r.startswith(name + ".") for r in code.requires), \
+        assert name in code.requires or any(r.startswith(name + ".") for r in code.requires), (
             f"{name} is used but not listed in requires"
+        )
     missing = [r for r in code.requires if not _resolve(r)]
     if missing:
         pytest.skip(f"needs {missing}, not in this bnlab yet")

@@ -125,8 +125,12 @@ def test_answers_still_read_when_experiments_did_not_run():
 def test_adding_a_question_is_one_entry(monkeypatch, lab):
     from bnlab.report import answers, content
 
-    extra = content.Question("new-data", "My model does worse on new data: can batch norm help?", ("C11",),
-                             lambda ev: answers.Answer("Recompute the statistics.", (("#C11", "C11"),)))
+    extra = content.Question(
+        "new-data",
+        "My model does worse on new data: can batch norm help?",
+        ("C11",),
+        lambda ev: answers.Answer("Recompute the statistics.", (("#C11", "C11"),)),
+    )
     monkeypatch.setattr(content, "QUESTIONS", content.QUESTIONS + (extra,))
     page = render_page(lab, ENV, demos={})
     assert 'id="answer-new-data"' in page and 'id="new-data"' in page
@@ -137,7 +141,7 @@ def test_adding_a_question_is_one_entry(monkeypatch, lab):
 
 
 def test_a_quick_page_is_marked_a_smoke_test_and_its_verdicts_muted(quick_page, full_page):
-    top = quick_page[:quick_page.index('id="answers"')]
+    top = quick_page[: quick_page.index('id="answers"')]
     assert 'class="notice"' in top and "Smoke test, not evidence" in top
     assert '<body class="quick">' in quick_page
     assert "finding" not in plain(re.search(r'<p class="lede">(.*?)</p>', quick_page, re.S).group(1))
@@ -168,7 +172,7 @@ def test_each_card_opens_with_what_was_found_and_folds_the_statistics(lab, full_
         folded = re.search(r"<details class=\"more\">(.*?)</details>", card, re.S).group(1)
         assert html.escape(r.rule) in folded and "Verdict rule" in folded
         assert "paired t-test p" not in card.split("<details", 1)[0]  # the tests are folded away
-        assert "<table class=\"numbers setup\">" in folded and "{" not in plain(folded)  # setup: a table, no JSON
+        assert '<table class="numbers setup">' in folded and "{" not in plain(folded)  # setup: a table, no JSON
 
 
 def test_accuracies_are_percentages_and_tight_intervals_are_not_flagged(lab, full_page):
@@ -187,9 +191,13 @@ def test_accuracies_are_percentages_and_tight_intervals_are_not_flagged(lab, ful
 
 
 def test_the_from_scratch_code_on_the_page_is_the_tested_module(full_page):
-    code = re.search(r'<div class="scratch" id="scratch">.*?<pre class="code">.*?<code>(.*?)</code>', full_page,
-                     re.S).group(1)
-    assert html.unescape(code).strip() == inspect.getsource(scratch)[inspect.getsource(scratch).index("import torch"):].strip()
+    code = re.search(
+        r'<div class="scratch" id="scratch">.*?<pre class="code">.*?<code>(.*?)</code>', full_page, re.S
+    ).group(1)
+    assert (
+        html.unescape(code).strip()
+        == inspect.getsource(scratch)[inspect.getsource(scratch).index("import torch") :].strip()
+    )
     assert "class BatchNorm2d(nn.Module)" in html.unescape(code)
 
 
@@ -198,7 +206,10 @@ def test_every_pitfall_shows_its_measured_demo(demos, full_page):
     part = plain(raw)
     fe, mo = demos["pitfalls"]["forget_eval"], demos["pitfalls"]["momentum"]
     assert text.number(fe["train_mode_batch_4"], "%") in part
-    assert text.number(mo["converted_one_epoch"], "%") in part and "<code>bnlab.surgery.conventions.decay_to_momentum(0.99)</code>" in raw
+    assert (
+        text.number(mo["converted_one_epoch"], "%") in part
+        and "<code>bnlab.surgery.conventions.decay_to_momentum(0.99)</code>" in raw
+    )
     for anchor, title, found, fix in pitfalls(demos):
         assert found and fix and f'id="pitfall-{anchor}"' in full_page
     assert part.count("Fix:") == 5
@@ -209,8 +220,12 @@ def test_internal_covariate_shift_is_explained_with_c1_c5_c6_side_by_side(full_p
     rows = re.findall(r'<tr><td><a href="#(C\d+)">', ics)
     assert rows[:3] == ["C1", "C5", "C6"]
     words = plain(ics)
-    for part in ("The term.", "The claim (Ioffe & Szegedy 2015).", "The objection (Santurkar et al. 2018).",
-                 "What to believe."):
+    for part in (
+        "The term.",
+        "The claim (Ioffe & Szegedy 2015).",
+        "The objection (Santurkar et al. 2018).",
+        "What to believe.",
+    ):
         assert part in words
 
 
@@ -332,8 +347,11 @@ def test_a_target_never_reached_is_said_in_words():
     from bnlab.report import answers
 
     r = make_result("C1", figures=False)
-    r.numbers = {"target_acc": 0.5, "steps_to_target_bn": estimate(1420, (1320, 1520), n=5),
-                 "steps_to_target_none": estimate(3100, (3100, 3100), n=5)}  # every seed capped at the end
+    r.numbers = {
+        "target_acc": 0.5,
+        "steps_to_target_bn": estimate(1420, (1320, 1520), n=5),
+        "steps_to_target_none": estimate(3100, (3100, 3100), n=5),
+    }  # every seed capped at the end
     r.setup = {"steps": 3000, "seeds": [0]}
     a = answers.what_bn_does(Evidence({"C1": r}, {}, quick=False))
     assert "reached 50% in 1420 steps [1320, 1520] with BN and never in 3000 steps without (C1)" in a.text

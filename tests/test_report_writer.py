@@ -25,8 +25,9 @@ REQUIRED = {"id": str, "question": str, "verdict": str, "summary": str, "numbers
 def written(tmp_path_factory):
     out = tmp_path_factory.mktemp("report")
     results = [make_result(cid, figures=False) for cid in reversed(ALL_IDS)]  # any order in
-    env = collect_environment(quick=True, jobs=2, seeds=None, wall_time_s=3.25,
-                              claim_seeds={r.id: r.setup["seeds"] for r in results})
+    env = collect_environment(
+        quick=True, jobs=2, seeds=None, wall_time_s=3.25, claim_seeds={r.id: r.setup["seeds"] for r in results}
+    )
     index = write_report(results, out, env, demos={"pitfalls": {"train_steps": 400}, "seconds": 1.5})
     return out, index, results
 
@@ -101,8 +102,9 @@ def test_environment_records_versions_machine_threads_seeds_and_revision(written
     assert env["seeds"] == {"requested": None, "per_claim": {cid: [0, 1, 2] for cid in ALL_IDS}}
     src = Path(bnlab.__file__).parent
     try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=src, capture_output=True, text=True,
-                              check=True).stdout.strip()
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=src, capture_output=True, text=True, check=True
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         assert env["git_revision"] is None
     else:

@@ -29,7 +29,7 @@ def test_training_steps_match_torch_in_outputs_gradients_and_running_statistics(
     ours, ref = _pair(shapes[0][1], momentum)
     gen = torch.Generator().manual_seed(0)
     for shape in shapes:  # batches of different sizes, one of them a single example
-        x = (torch.randn(shape, generator=gen, dtype=torch.float64) * 3 + 2)
+        x = torch.randn(shape, generator=gen, dtype=torch.float64) * 3 + 2
         grad = torch.randn(shape, generator=gen, dtype=torch.float64)
         xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
         ya, yb = ours(xa), ref(xb)

@@ -18,6 +18,7 @@ from bnlab.experiments.stats import paired
 def mean_above(threshold):
     def rule(records):
         return "reproduced" if np.mean(records) > threshold else "inconclusive"
+
     return rule
 
 
@@ -26,8 +27,8 @@ def test_share_matches_exact_enumeration_of_every_two_stage_resample():
     rule = mean_above(1.8)
     picks = list(itertools.product(range(4), repeat=4))
     # every population drawn from the 4 values, and every fresh set drawn from that population
-    exact = sum(rule([values[pop[i]] for i in fresh]) == "reproduced" for pop in picks for fresh in picks) / 4 ** 8
-    one_stage = sum(rule([values[i] for i in pick]) == "reproduced" for pick in picks) / 4 ** 4
+    exact = sum(rule([values[pop[i]] for i in fresh]) == "reproduced" for pop in picks for fresh in picks) / 4**8
+    one_stage = sum(rule([values[i] for i in pick]) == "reproduced" for pick in picks) / 4**4
     got = stability.assess(dict(enumerate(values)), rule, resamples=20000)
     assert got.verdict == "reproduced"
     assert got.share == pytest.approx(exact, abs=0.01)  # 20000 draws: standard error 0.0035
@@ -133,19 +134,32 @@ def test_the_bootstrap_is_seeded():
 
 def test_settle_reports_underpowered_and_keeps_the_rules_verdict():
     def result():
-        return ClaimResult(id="CX", name="x", question="?", claim="-", source="-", rule="-", verdict="reproduced",
-                           summary="-", setup={}, numbers={})
+        return ClaimResult(
+            id="CX",
+            name="x",
+            question="?",
+            claim="-",
+            source="-",
+            rule="-",
+            verdict="reproduced",
+            summary="-",
+            setup={},
+            numbers={},
+        )
 
-    shaky = stability.Stability("reproduced", 0.6, 8, 500, {"reproduced": 300, "inconclusive": 200}, "bootstrap",
-                                20, "reproduced")
+    shaky = stability.Stability(
+        "reproduced", 0.6, 8, 500, {"reproduced": 300, "inconclusive": 200}, "bootstrap", 20, "reproduced"
+    )
     r = stability.settle(result(), shaky)
     assert (r.verdict, r.rule_verdict) == ("underpowered", "reproduced")
     j = r.to_json()
     assert j["verdict"] == "underpowered" and j["rule_verdict"] == "reproduced"
     assert j["stability"]["share"] == 0.6 and j["stability"]["threshold"] == stability.THRESHOLD
     assert j["stability"]["needed_seeds"] == 20
-    assert stability.describe(shaky) == ("the rule gave reproduced in only 60% of resamples (needs 90%); about 20 "
-                                         "seeds per setting would settle it (reproduced)")
+    assert stability.describe(shaky) == (
+        "the rule gave reproduced in only 60% of resamples (needs 90%); about 20 "
+        "seeds per setting would settle it (reproduced)"
+    )
     solid = stability.Stability("reproduced", 0.97, 8, 500, {"reproduced": 485, "inconclusive": 15}, "bootstrap")
     r = stability.settle(result(), solid)
     assert r.verdict == "reproduced" and stability.describe(solid) == "stable in 97% of resamples"

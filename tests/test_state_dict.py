@@ -5,8 +5,11 @@ import torch
 
 import bnlab
 
-PAIRS = [(bnlab.nn.BatchNorm1d, torch.nn.BatchNorm1d), (bnlab.nn.BatchNorm2d, torch.nn.BatchNorm2d),
-         (bnlab.nn.BatchNorm3d, torch.nn.BatchNorm3d)]
+PAIRS = [
+    (bnlab.nn.BatchNorm1d, torch.nn.BatchNorm1d),
+    (bnlab.nn.BatchNorm2d, torch.nn.BatchNorm2d),
+    (bnlab.nn.BatchNorm3d, torch.nn.BatchNorm3d),
+]
 FLAGS = [dict(), dict(affine=False), dict(bias=False), dict(track_running_stats=False), dict(momentum=None, eps=1e-3)]
 
 

@@ -28,6 +28,7 @@ def test_paired_test_uses_per_seed_differences():
     d = np.subtract(a, b)
     expected_t = d.mean() / (d.std(ddof=1) / math.sqrt(d.size))
     from scipy import stats as st
+
     assert t.p_t == pytest.approx(2 * st.t.sf(abs(expected_t), d.size - 1), rel=1e-9)
     assert t.wins == 5 and t.losses == 0
     assert t.p_sign == pytest.approx(2 / 32)

@@ -25,11 +25,32 @@ def _no_time(series):
 
 def test_key_covers_every_result_relevant_field_and_the_version(monkeypatch):
     base = RunConfig()
-    changes = dict(data="digits", model="mlp", norm="bn", placement="after", act="tanh", norm_kw={"eps": 0.1},
-                   model_kw={"widths": [3]}, optimizer="adam", lr=0.2, momentum=0.5, weight_decay=1e-4,
-                   schedule="cosine", warmup_steps=3, batch_size=10, steps=5, seed=1, trainable="norm",
-                   trainable_k=3, eval_every=7, eval_samples=9, probes=("grad_norm",), diverge_factor=9.0, tag="x",
-                   batch_classes=2)
+    changes = dict(
+        data="digits",
+        model="mlp",
+        norm="bn",
+        placement="after",
+        act="tanh",
+        norm_kw={"eps": 0.1},
+        model_kw={"widths": [3]},
+        optimizer="adam",
+        lr=0.2,
+        momentum=0.5,
+        weight_decay=1e-4,
+        schedule="cosine",
+        warmup_steps=3,
+        batch_size=10,
+        steps=5,
+        seed=1,
+        trainable="norm",
+        trainable_k=3,
+        eval_every=7,
+        eval_samples=9,
+        probes=("grad_norm",),
+        diverge_factor=9.0,
+        tag="x",
+        batch_classes=2,
+    )
     assert set(changes) | {"data_root"} == {f.name for f in dataclasses.fields(RunConfig)}
     keys = {base.key()} | {dataclasses.replace(base, **{k: v}).key() for k, v in changes.items()}
     assert len(keys) == len(changes) + 1
@@ -158,8 +179,12 @@ def test_sigkill_mid_sweep_loses_only_runs_in_flight_and_resumes(tmp_path):
     n = 8
     script, configs = _script(tmp_path, n, steps=200)
     db = tmp_path / "kill.db"
-    proc = subprocess.Popen([sys.executable, str(script), str(db), "2"], start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(db), "2"],
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
@@ -203,8 +228,12 @@ def test_two_sweeps_sharing_a_store_run_each_config_once(tmp_path):
     db = tmp_path / "shared.db"
     line = tmp_path / "line"
     line.mkdir()
-    procs = [subprocess.Popen([sys.executable, str(script), str(db), "1", str(line)], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE) for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(script), str(db), "1", str(line)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        for _ in range(2)
+    ]
     deadline = time.monotonic() + 120
     while len(list(line.glob("ready-*"))) < 2 and time.monotonic() < deadline:
         time.sleep(0.05)

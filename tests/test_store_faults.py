@@ -145,15 +145,20 @@ def test_stores_created_at_once_by_many_openers_are_one_store(tmp_path):
 def test_a_file_that_is_not_sqlite_or_not_a_store_is_refused(tmp_path):
     text = tmp_path / "notes.txt"
     text.write_text("hello\n" * 100)
-    with pytest.raises(StoreError, match=r"notes\.txt: expected a bnlab results store \(SQLite\), got a file that is not"):
+    with pytest.raises(
+        StoreError, match=r"notes\.txt: expected a bnlab results store \(SQLite\), got a file that is not"
+    ):
         Store(text)
     other = tmp_path / "other.db"
     db = sqlite3.connect(other)
     db.execute("CREATE TABLE people (name TEXT)")
     db.commit()
     db.close()
-    with pytest.raises(StoreError, match=r"other\.db: expected a bnlab results store \(a table 'runs'\), "
-                                         r"got a SQLite database with tables \['people'\]"):
+    with pytest.raises(
+        StoreError,
+        match=r"other\.db: expected a bnlab results store \(a table 'runs'\), "
+        r"got a SQLite database with tables \['people'\]",
+    ):
         Store(other)
     with pytest.raises(StoreError, match="expected a file"):
         Store(tmp_path)
@@ -163,11 +168,16 @@ def test_a_damaged_store_is_refused(tmp_path, tiny_result):
     path = tmp_path / "runs.sqlite"
     with Store(path) as store:
         for seed in range(30):
-            store.save(train(RunConfig(**{**TINY.to_dict(), "seed": seed, "steps": 2, "eval_every": 2}),
-                             threads=1, progress=False))
+            store.save(
+                train(
+                    RunConfig(**{**TINY.to_dict(), "seed": seed, "steps": 2, "eval_every": 2}),
+                    threads=1,
+                    progress=False,
+                )
+            )
     blob = bytearray(path.read_bytes())
     assert len(blob) > 3 * 4096
-    blob[4096:4096 * 2] = os.urandom(4096)  # a page of the table's b-tree
+    blob[4096 : 4096 * 2] = os.urandom(4096)  # a page of the table's b-tree
     path.write_bytes(bytes(blob))
     with pytest.raises(StoreError, match=r"runs\.sqlite.*(damaged|intact)"):
         Store(path)
@@ -192,10 +202,14 @@ def test_a_tampered_result_fails_its_checksum_and_is_run_again(tmp_path, tiny_re
 def test_a_store_written_before_checksums_gets_them(tmp_path, tiny_result):
     path = tmp_path / "old.sqlite"
     db = sqlite3.connect(path)
-    db.execute("CREATE TABLE runs (key TEXT PRIMARY KEY, status TEXT NOT NULL, config TEXT NOT NULL, result TEXT, "
-               "owner TEXT, claimed_at REAL, updated_at REAL NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, error TEXT)")
-    db.execute("INSERT INTO runs (key, status, config, result, owner, updated_at) VALUES (?, ?, ?, ?, 'h:1', 0)",
-               (TINY.key(), "finished", json.dumps(TINY.to_dict()), json.dumps(tiny_result.to_dict())))
+    db.execute(
+        "CREATE TABLE runs (key TEXT PRIMARY KEY, status TEXT NOT NULL, config TEXT NOT NULL, result TEXT, "
+        "owner TEXT, claimed_at REAL, updated_at REAL NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, error TEXT)"
+    )
+    db.execute(
+        "INSERT INTO runs (key, status, config, result, owner, updated_at) VALUES (?, ?, ?, ?, 'h:1', 0)",
+        (TINY.key(), "finished", json.dumps(TINY.to_dict()), json.dumps(tiny_result.to_dict())),
+    )
     db.commit()
     db.close()
     with Store(path) as store:
@@ -247,8 +261,10 @@ def test_a_damaged_store_is_one_line_from_the_command_line(tmp_path, monkeypatch
     monkeypatch.setenv("BNLAB_STORE", str(store))
     assert cli.main(["run", "C10", "--quick"]) == 2
     err = capsys.readouterr().err
-    assert err == (f"bnlab run: results store {store} is empty (0 bytes): expected a bnlab results store (SQLite); "
-                   f"it was truncated or is another file. Move it away to start a new store\n")
+    assert err == (
+        f"bnlab run: results store {store} is empty (0 bytes): expected a bnlab results store (SQLite); "
+        f"it was truncated or is another file. Move it away to start a new store\n"
+    )
     assert cli.main(["train", "--model", "mlp", "--steps", "1", "--store", str(store)]) == 2
     assert capsys.readouterr().err.startswith(f"bnlab train: results store {store} is empty")
 
@@ -260,11 +276,14 @@ def test_a_read_only_out_folder_is_refused_before_the_sweep(tmp_path):
     env = {**os.environ, "BNLAB_STORE": str(tmp_path / "runs.sqlite")}
     t = time.monotonic()
     try:
-        res = unprivileged.run([sys.executable, "-m", "bnlab.cli", "report", "--quick", "--out", str(out)],
-                               env=env, timeout=120)
+        res = unprivileged.run(
+            [sys.executable, "-m", "bnlab.cli", "report", "--quick", "--out", str(out)], env=env, timeout=120
+        )
     finally:
         unprivileged.make_writable(out)
     assert time.monotonic() - t < 60
     assert res.returncode == 2, res.stderr[-2000:]
-    assert res.stderr == f"bnlab report: --out {out}: expected a folder the report can be written to (Permission denied)\n"
+    assert (
+        res.stderr == f"bnlab report: --out {out}: expected a folder the report can be written to (Permission denied)\n"
+    )
     assert not (tmp_path / "runs.sqlite").exists()  # nothing ran

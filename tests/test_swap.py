@@ -46,7 +46,9 @@ def test_bnlab_and_torch_convert_sync_batchnorm_share_the_same_tensors():
     assert all(_held(back, n) is bnlab_old[n] for n in STATE)
 
 
-@pytest.mark.parametrize("to, options", [("bnlab", {}), ("torch", {}), ("sync", {}), ("ghost", {"virtual_batch_size": 2})])
+@pytest.mark.parametrize(
+    "to, options", [("bnlab", {}), ("torch", {}), ("sync", {}), ("ghost", {"virtual_batch_size": 2})]
+)
 def test_every_bn_to_bn_target_shares_parameters_and_buffers(to, options):
     bn = _trained_bn()
     old = {n: _held(bn, n) for n in STATE}
@@ -92,8 +94,14 @@ def test_every_conversion_runs_the_one_swap_routine(monkeypatch):
 
     for name in ("bnlab.nn.frozen", "bnlab.nn.sync_batchnorm", "bnlab.surgery.convert", "bnlab.surgery.fuse_act"):
         monkeypatch.setattr(importlib.import_module(name), "swap", spy)
-    for to, options in (("bnlab", {}), ("torch", {}), ("sync", {}), ("ghost", {"virtual_batch_size": 2}),
-                        ("frozen", {}), ("groupnorm", {"num_groups": 2})):
+    for to, options in (
+        ("bnlab", {}),
+        ("torch", {}),
+        ("sync", {}),
+        ("ghost", {"virtual_batch_size": 2}),
+        ("frozen", {}),
+        ("groupnorm", {"num_groups": 2}),
+    ):
         seen.clear()
         convert(_trained_bn(bnlab.nn.BatchNorm2d if to == "torch" else nn.BatchNorm2d), to, **options)
         assert len(seen) == 1, to
@@ -103,8 +111,11 @@ def test_every_conversion_runs_the_one_swap_routine(monkeypatch):
     assert len(seen) == 3
 
 
-@pytest.mark.parametrize("source", sorted(SOURCES, key=lambda c: (c.__module__, c.__name__)),
-                         ids=lambda c: f"{c.__module__.split('.')[0]}.{c.__name__}")
+@pytest.mark.parametrize(
+    "source",
+    sorted(SOURCES, key=lambda c: (c.__module__, c.__name__)),
+    ids=lambda c: f"{c.__module__.split('.')[0]}.{c.__name__}",
+)
 @pytest.mark.parametrize("to", [name for name, t in TARGETS.items() if t.build is not None])
 def test_the_target_table_converts_every_source(source, to):
     dims = SOURCES[source]

@@ -80,8 +80,22 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 def _worker(address: str, name: str, logs: Path) -> subprocess.Popen:
-    return _start([DASK, "worker", address, "--name", name, "--nthreads", "1", "--no-nanny", "--no-dashboard",
-                   "--host", "127.0.0.1"], logs / f"worker-{name}.log")
+    return _start(
+        [
+            DASK,
+            "worker",
+            address,
+            "--name",
+            name,
+            "--nthreads",
+            "1",
+            "--no-nanny",
+            "--no-dashboard",
+            "--host",
+            "127.0.0.1",
+        ],
+        logs / f"worker-{name}.log",
+    )
 
 
 def _wait_for_workers(client, names, timeout_s=120.0) -> dict[str, str]:
@@ -99,8 +113,12 @@ def scheduler(tmp_path_factory):
     """`dask scheduler` and two `dask worker`s on 127.0.0.1: the address and the test's own client."""
     logs = tmp_path_factory.mktemp("dask")
     file = logs / "scheduler.json"
-    procs = [_start([DASK, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
-                     "--scheduler-file", str(file)], logs / "scheduler.log")]
+    procs = [
+        _start(
+            [DASK, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard", "--scheduler-file", str(file)],
+            logs / "scheduler.log",
+        )
+    ]
     try:
         deadline = time.monotonic() + 60
         while not file.exists() and time.monotonic() < deadline:
@@ -145,8 +163,9 @@ def test_a_worker_killed_mid_sweep_loses_nothing(tmp_path, scheduler):
         assert _no_time(r.series) == _no_time(train(r.config, threads=1, progress=False).series)
 
 
-def test_train_and_run_commands_take_the_scheduler_from_the_option_or_the_environment(tmp_path, scheduler,
-                                                                                     monkeypatch, capsys):
+def test_train_and_run_commands_take_the_scheduler_from_the_option_or_the_environment(
+    tmp_path, scheduler, monkeypatch, capsys
+):
     address, client, _ = scheduler
     argv = ["train", "--model", "mlp", "--norm", "bn", "--steps", "20", "--eval-every", "20", "--json"]
     assert cli.main(argv + ["--scheduler", address]) == 0
@@ -174,4 +193,5 @@ def test_an_unreachable_scheduler_is_one_line(capsys, monkeypatch, tmp_path):
 def _fast_fail(connect):
     def quick(scheduler, jobs, timeout_s=30.0):
         return connect(scheduler, jobs, timeout_s=2.0)
+
     return quick

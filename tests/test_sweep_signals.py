@@ -45,15 +45,22 @@ def wait_until(predicate, timeout_s: float, poll_s: float = 0.1):
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc"), reason="counts processes through /proc")
-@pytest.mark.parametrize("sig, group", [(signal.SIGTERM, False), (signal.SIGKILL, False), (signal.SIGINT, False),
-                                        (signal.SIGINT, True)], ids=["SIGTERM", "SIGKILL", "SIGINT", "Ctrl-C"])
+@pytest.mark.parametrize(
+    "sig, group",
+    [(signal.SIGTERM, False), (signal.SIGKILL, False), (signal.SIGINT, False), (signal.SIGINT, True)],
+    ids=["SIGTERM", "SIGKILL", "SIGINT", "Ctrl-C"],
+)
 def test_no_process_outlives_a_signalled_sweep(tmp_path, sig, group):
     """``group``: the signal goes to the whole process group, as Ctrl-C in a terminal sends it."""
     store = tmp_path / "runs.sqlite"
     env = {**os.environ, "BNLAB_STORE": str(store)}
-    coordinator = subprocess.Popen([sys.executable, "-m", "bnlab.cli", "run", "C4", "--jobs", "2"], env=env,
-                                   stdout=subprocess.DEVNULL, stderr=open(tmp_path / "err", "wb"),
-                                   start_new_session=True)
+    coordinator = subprocess.Popen(
+        [sys.executable, "-m", "bnlab.cli", "run", "C4", "--jobs", "2"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=open(tmp_path / "err", "wb"),
+        start_new_session=True,
+    )
     sid = coordinator.pid
     try:
         # the coordinator and both workers exist, and the workers have been given runs
@@ -76,8 +83,9 @@ def test_no_process_outlives_a_signalled_sweep(tmp_path, sig, group):
         err = (tmp_path / "err").read_text()
         assert exited_s < 20, f"the coordinator took {exited_s:.1f} s to stop after {sig.name}"
         assert coordinator.returncode == 128 + sig, err[-2000:]
-        assert err.splitlines()[-1] == ("bnlab run: interrupted" if sig == signal.SIGINT
-                                        else "bnlab run: terminated (SIGTERM)"), err[-2000:]
+        assert err.splitlines()[-1] == (
+            "bnlab run: interrupted" if sig == signal.SIGINT else "bnlab run: terminated (SIGTERM)"
+        ), err[-2000:]
         if group:  # a worker still starting up when Ctrl-C came may print its KeyboardInterrupt, nothing else
             assert not re.search(r"^\w*(Error|Exception)\b", err, re.M), err[-2000:]
         else:

@@ -46,9 +46,15 @@ def _run_layer(layer, x, g):
     for p in (layer.weight, layer.bias):
         if p is not None:
             p.grad = None
-    return {"y": y.detach(), "dx": x.grad, "dw": grads[0], "db": grads[1],
-            "rm": layer.running_mean.clone(), "rv": layer.running_var.clone(),
-            "nbt": int(layer.num_batches_tracked)}
+    return {
+        "y": y.detach(),
+        "dx": x.grad,
+        "dw": grads[0],
+        "db": grads[1],
+        "rm": layer.running_mean.clone(),
+        "rv": layer.running_var.clone(),
+        "nbt": int(layer.num_batches_tracked),
+    }
 
 
 def _worker(rank: int, port: int, out: str) -> None:
@@ -94,8 +100,16 @@ def _record_primitives() -> list[tuple[str, str]]:
 
     log = []
     for name, backend in (("fast", dispatch.FAST_BACKENDS["cpu"]), ("reference", dispatch.REFERENCE)):
-        for primitive in ("forward", "stats", "normalize", "backward", "backward_reduce", "backward_elemt",
-                          "eval", "update_running_stats"):
+        for primitive in (
+            "forward",
+            "stats",
+            "normalize",
+            "backward",
+            "backward_reduce",
+            "backward_elemt",
+            "eval",
+            "update_running_stats",
+        ):
             real = getattr(backend, primitive)
 
             def spy(*args, _real=real, _key=(name, primitive)):
@@ -169,8 +183,13 @@ def test_two_gloo_processes_equal_bn_on_the_concatenated_batch(two_rank_results,
 def test_local_statistics_and_backward_sums_run_on_the_fast_backend(two_rank_results):
     """Each rank's statistics, normalization and backward sums are the primitives plain BN runs fast;
     only a rank with an empty slice (nothing for a kernel to do) takes the reference."""
-    step = [("fast", "stats"), ("fast", "normalize"), ("fast", "update_running_stats"),
-            ("fast", "backward_reduce"), ("fast", "backward_elemt")]
+    step = [
+        ("fast", "stats"),
+        ("fast", "normalize"),
+        ("fast", "update_running_stats"),
+        ("fast", "backward_reduce"),
+        ("fast", "backward_elemt"),
+    ]
     for case, (_, sizes, kwargs, steps) in CASES.items():
         for rank, results in enumerate(two_rank_results):
             log = results[case + "/primitives"]
@@ -197,8 +216,9 @@ def test_without_process_group_it_is_plain_batch_norm():
 
 def test_convert_and_revert_keep_parameters_buffers_mode_and_outputs():
     torch.manual_seed(2)
-    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(),
-                          nn.Sequential(nn.Conv1d(4, 5, 1), bnlab.nn.BatchNorm1d(5)))
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Sequential(nn.Conv1d(4, 5, 1), bnlab.nn.BatchNorm1d(5))
+    )
     model[1].running_mean.uniform_(-1, 1)
     model[3][1].num_batches_tracked.fill_(7)
     model.double().eval()
@@ -216,8 +236,12 @@ def test_convert_and_revert_keep_parameters_buffers_mode_and_outputs():
     assert synced.state_dict().keys() == before.keys()
     for k, v in synced.state_dict().items():
         _close(v.double(), before[k].double())
-    _close(synced[1](conv_out), nn.functional.batch_norm(
-        conv_out, before["1.running_mean"], before["1.running_var"], before["1.weight"], before["1.bias"]))
+    _close(
+        synced[1](conv_out),
+        nn.functional.batch_norm(
+            conv_out, before["1.running_mean"], before["1.running_var"], before["1.weight"], before["1.bias"]
+        ),
+    )
 
     back = revert_sync_batchnorm(synced)
     assert type(back[1]) is bnlab.nn.BatchNorm2d and type(back[3][1]) is bnlab.nn.BatchNorm1d

@@ -28,8 +28,9 @@ _RUN = textwrap.dedent("""
 
 
 def _run(code: str, **env) -> dict:
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                         env={**os.environ, **env})
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env={**os.environ, **env}
+    )
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -48,8 +49,7 @@ def _clean_env() -> dict:
 
 
 def test_openmp_layer_is_preferred():
-    out = subprocess.run([sys.executable, "-c", _RUN], capture_output=True, text=True, timeout=120,
-                         env=_clean_env())
+    out = subprocess.run([sys.executable, "-c", _RUN], capture_output=True, text=True, timeout=120, env=_clean_env())
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout.strip().splitlines()[-1])
     assert report["ok"] and report["parallel"]

@@ -14,7 +14,9 @@ MODELS = ["efficientnet_b0", "mobilenetv3_small_100", "regnetx_002", "rexnet_100
 
 
 def _timm_layers(model):
-    return [m for m in model.modules() if type(m).__name__ == "BatchNormAct2d" and type(m).__module__.startswith("timm")]
+    return [
+        m for m in model.modules() if type(m).__name__ == "BatchNormAct2d" and type(m).__module__.startswith("timm")
+    ]
 
 
 def _model(name):
@@ -53,7 +55,9 @@ def test_convert_keeps_activation_drop_and_state_and_goes_back(name):
             torch.manual_seed(1)
             torch.testing.assert_close(y_ours, model(x), rtol=1e-4, atol=1e-4)
     for a, b in zip(ours.state_dict().values(), model.state_dict().values()):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)  # running statistics updated alike (float32 noise of a deep net)
+        torch.testing.assert_close(
+            a, b, rtol=1e-4, atol=1e-5
+        )  # running statistics updated alike (float32 noise of a deep net)
     back = bnlab.convert(ours, "torch")
     assert [type(m) for m in _timm_layers(back)] == [type(m) for m in timm_layers]
     back.eval()
@@ -86,8 +90,9 @@ def test_targets_without_activation_slots_refuse():
 def test_built_directly_cannot_become_torch():
     layer = bnlab.nn.BatchNormDropAct2d(4, act=nn.ReLU())
     x = torch.randn(2, 4, 3, 3)
-    torch.testing.assert_close(layer(x), torch.relu(nn.functional.batch_norm(x, None, None, training=True)),
-                               rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(
+        layer(x), torch.relu(nn.functional.batch_norm(x, None, None, training=True)), rtol=1e-5, atol=1e-6
+    )
     with pytest.raises(TypeError, match="not converted from a torch-based class"):
         bnlab.convert(layer, "torch")
 

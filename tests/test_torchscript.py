@@ -27,14 +27,25 @@ DEEP_TOL = dict(atol=1e-4, rtol=1e-4)
 
 def _small_cnn(momentum: float | None = 0.1) -> nn.Module:
     torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8, momentum=momentum), nn.ReLU(),
-                         nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8, momentum=momentum),
-                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4), nn.BatchNorm1d(4, momentum=momentum))
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1, bias=False),
+        nn.BatchNorm2d(8, momentum=momentum),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=1),
+        nn.BatchNorm2d(8, momentum=momentum),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, 4),
+        nn.BatchNorm1d(4, momentum=momentum),
+    )
 
 
 def _bn_buffers(model: nn.Module) -> list[torch.Tensor]:
-    return [b for name, b in model.named_buffers() if name.rsplit(".", 1)[-1] in
-            ("running_mean", "running_var", "num_batches_tracked")]
+    return [
+        b
+        for name, b in model.named_buffers()
+        if name.rsplit(".", 1)[-1] in ("running_mean", "running_var", "num_batches_tracked")
+    ]
 
 
 def _assert_same_buffers(a: nn.Module, b: nn.Module, tol=TOL) -> None:
@@ -96,8 +107,17 @@ def test_scripted_layer_without_parameters_or_running_statistics_matches_torch(a
 def test_scripted_gradients_match_eager():
     # no parameter ahead of a BN that cancels it (a bias before BN has gradient 0: only rounding to compare)
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 8, 3, bias=False), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 8, 3, bias=False),
-                          nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4))
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, bias=False),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 3, bias=False),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, 4),
+    )
     _, eager, scripted = _triple(model)
     x = torch.randn(6, 3, 8, 8)
     xe, xs = x.clone().requires_grad_(), x.clone().requires_grad_()
@@ -199,13 +219,17 @@ def test_scripted_frozen_model_matches_eager_and_torchs_eval():
     _assert_same_buffers(scripted, frozen)
 
 
-@pytest.mark.parametrize("make", [
-    lambda: bnlab.nn.GhostBatchNorm2d(8, virtual_batch_size=2),
-    lambda: bnlab.nn.BatchRenorm2d(8),
-    lambda: bnlab.nn.MaskedBatchNorm1d(8),
-    lambda: bnlab.nn.SyncBatchNorm(8),
-    lambda: bnlab.nn.BatchNorm2d(8).skip_nonfinite_updates(),
-], ids=["ghost", "renorm", "masked", "sync", "nonfinite-guard"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: bnlab.nn.GhostBatchNorm2d(8, virtual_batch_size=2),
+        lambda: bnlab.nn.BatchRenorm2d(8),
+        lambda: bnlab.nn.MaskedBatchNorm1d(8),
+        lambda: bnlab.nn.SyncBatchNorm(8),
+        lambda: bnlab.nn.BatchNorm2d(8).skip_nonfinite_updates(),
+    ],
+    ids=["ghost", "renorm", "masked", "sync", "nonfinite-guard"],
+)
 def test_variants_whose_training_is_not_plain_bn_refuse_to_be_scripted(make):
     model = nn.Sequential(nn.Conv2d(8, 8, 1), make())
     with pytest.raises(TypeError, match="cannot be scripted|non-finite guard"):

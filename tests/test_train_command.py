@@ -12,8 +12,25 @@ from bnlab.train import RunConfig, train
 from bnlab.train.overhead import bare_loop, measure_overhead
 from bnlab.train.store import Store
 
-ARGS = ["train", "--data", "mnist1d", "--model", "cnn", "--norm", "bn", "--placement", "before", "--lr", "0.1",
-        "--seed", "0", "--steps", "40", "--eval-every", "20"]
+ARGS = [
+    "train",
+    "--data",
+    "mnist1d",
+    "--model",
+    "cnn",
+    "--norm",
+    "bn",
+    "--placement",
+    "before",
+    "--lr",
+    "0.1",
+    "--seed",
+    "0",
+    "--steps",
+    "40",
+    "--eval-every",
+    "20",
+]
 
 
 def test_train_command_prints_the_result_of_the_config(capsys):
@@ -60,8 +77,12 @@ def test_bare_loop_does_the_same_work_as_the_trainer():
 @pytest.mark.slow
 def test_mnist1d_reference_cnn_reaches_the_published_accuracy():
     # Greydanus 2020: 94 +- 2 % with Adam 1e-2, batch 100 (8000 steps in the MNIST-1D reference); one seed here
-    r = train(RunConfig(model="cnn", norm="none", optimizer="adam", lr=1e-2, batch_size=100, steps=8000,
-                        eval_every=8000, seed=0), threads=1)
+    r = train(
+        RunConfig(
+            model="cnn", norm="none", optimizer="adam", lr=1e-2, batch_size=100, steps=8000, eval_every=8000, seed=0
+        ),
+        threads=1,
+    )
     assert r.final("test_acc") >= 0.90
 
 

@@ -91,8 +91,13 @@ def test_act_percentile_probe_matches_numpy_on_the_same_batch():
             if self.armed:
                 raw.setdefault("x", args[0].detach().clone())
 
-    cfg = dataclasses.replace(QUICK, model="mlp", steps=10, eval_every=10,
-                              probes=("act_pct:blocks.2.act:3", "act_pct:blocks.2.act", "grad_norm"))
+    cfg = dataclasses.replace(
+        QUICK,
+        model="mlp",
+        steps=10,
+        eval_every=10,
+        probes=("act_pct:blocks.2.act:3", "act_pct:blocks.2.act", "grad_norm"),
+    )
     r = train(cfg, threads=1, probes=[Raw()])
     x = raw["x"].numpy()
     for q in (15, 50, 85):
@@ -141,8 +146,9 @@ def test_lr_schedules():
     assert lin(0) == 1.0 and lin(50) == pytest.approx(0.5)
     step = lr_factor("step", 100)
     assert (step(49), step(50), step(75)) == (1.0, pytest.approx(0.1), pytest.approx(0.01))
-    r = train(dataclasses.replace(QUICK, schedule="linear", steps=40, eval_every=20, optimizer="adam", lr=1e-2),
-              threads=1)
+    r = train(
+        dataclasses.replace(QUICK, schedule="linear", steps=40, eval_every=20, optimizer="adam", lr=1e-2), threads=1
+    )
     assert r.series["lr"] == pytest.approx([1e-2 * 0.5, 0.0])  # the lr of the next step
 
 
@@ -152,7 +158,7 @@ def test_batches_are_seeded_epoch_permutations_without_a_short_last_batch():
     assert len(batches) == 7 and all(len(b) == 3 for b in batches)
     ref = torch.Generator().manual_seed(3)
     perms = [torch.randperm(10, generator=ref) for _ in range(3)]  # 3 batches per epoch, 10th dropped
-    want = [p[i * 3:(i + 1) * 3] for p in perms for i in range(3)][:7]
+    want = [p[i * 3 : (i + 1) * 3] for p in perms for i in range(3)][:7]
     assert all(torch.equal(a, b) for a, b in zip(batches, want))
     assert len(set(torch.cat(batches[:3]).tolist())) == 9  # no repeats within an epoch
 

@@ -73,5 +73,6 @@ def test_func_grad_and_vmap_of_functional_training_mode():
         return torch.nn.functional.batch_norm(xb, None, None, w, None, training=True).pow(3).sum()
 
     torch.testing.assert_close(grad(loss)(w, x[0]), grad(loss_ref)(w, x[0]))
-    torch.testing.assert_close(vmap(grad(loss), in_dims=(None, 0))(w, x),
-                               torch.stack([grad(loss_ref)(w, xb) for xb in x]))
+    torch.testing.assert_close(
+        vmap(grad(loss), in_dims=(None, 0))(w, x), torch.stack([grad(loss_ref)(w, xb) for xb in x])
+    )

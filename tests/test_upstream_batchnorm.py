@@ -26,18 +26,24 @@ from torch.testing._internal.common_modules import module_db
 
 import bnlab
 
-BN_INFOS = [info for info in module_db if info.module_cls in (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d,
-                                                                torch.nn.BatchNorm3d)]
-OURS = {torch.nn.BatchNorm1d: bnlab.nn.BatchNorm1d, torch.nn.BatchNorm2d: bnlab.nn.BatchNorm2d,
-        torch.nn.BatchNorm3d: bnlab.nn.BatchNorm3d}
+BN_INFOS = [
+    info for info in module_db if info.module_cls in (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d)
+]
+OURS = {
+    torch.nn.BatchNorm1d: bnlab.nn.BatchNorm1d,
+    torch.nn.BatchNorm2d: bnlab.nn.BatchNorm2d,
+    torch.nn.BatchNorm3d: bnlab.nn.BatchNorm3d,
+}
 
 
 def _cases(training: bool, dtype=torch.float64, requires_grad=True):
     for info in BN_INFOS:
-        for case in info.module_inputs_func(info, device="cpu", dtype=dtype, requires_grad=requires_grad,
-                                            training=training):
-            yield pytest.param(info, case, id=f"{info.module_cls.__name__}-{case.desc or 'default'}-"
-                                               f"{'train' if training else 'eval'}")
+        for case in info.module_inputs_func(
+            info, device="cpu", dtype=dtype, requires_grad=requires_grad, training=training
+        ):
+            yield pytest.param(
+                info, case, id=f"{info.module_cls.__name__}-{case.desc or 'default'}-{'train' if training else 'eval'}"
+            )
 
 
 def _build(info, case):
@@ -89,8 +95,9 @@ def test_module_db_gradcheck_and_gradgradcheck(info, case):
 
 @pytest.mark.parametrize("info", BN_INFOS, ids=lambda i: i.module_cls.__name__)
 def test_module_db_error_inputs_raise_as_torch_does(info):
-    for err in info.module_error_inputs_func(info, device="cpu", dtype=torch.float32, requires_grad=False,
-                                             training=True):
+    for err in info.module_error_inputs_func(
+        info, device="cpu", dtype=torch.float32, requires_grad=False, training=True
+    ):
         case = err.module_error_input
         m = OURS[info.module_cls](*case.constructor_input.args, **case.constructor_input.kwargs)
         with pytest.raises(err.error_type, match=err.error_regex):
@@ -111,8 +118,14 @@ def test_module_db_repr_pickle_deepcopy_and_state_dict_both_ways(info, case):
     ref.load_state_dict(torch.load(buf))
 
 
-@pytest.mark.parametrize("info,case", [c for c in _cases(True, dtype=torch.float32, requires_grad=False)
-                                       if c.values[0].module_cls is not torch.nn.BatchNorm1d])
+@pytest.mark.parametrize(
+    "info,case",
+    [
+        c
+        for c in _cases(True, dtype=torch.float32, requires_grad=False)
+        if c.values[0].module_cls is not torch.nn.BatchNorm1d
+    ],
+)
 def test_module_db_memory_format_and_non_contiguous_inputs(info, case):
     ref, ours = _build(info, case)
     ref.float(), ours.float()
@@ -126,8 +139,9 @@ def test_module_db_memory_format_and_non_contiguous_inputs(info, case):
 
 @pytest.mark.parametrize("info", BN_INFOS, ids=lambda i: i.module_cls.__name__)
 def test_train_and_eval_differ(info):  # ModuleInfo.train_and_eval_differ=True for batch norm
-    case = next(iter(info.module_inputs_func(info, device="cpu", dtype=torch.float64, requires_grad=False,
-                                             training=True)))
+    case = next(
+        iter(info.module_inputs_func(info, device="cpu", dtype=torch.float64, requires_grad=False, training=True))
+    )
     _, ours = _build(info, case)
     (x,) = case.forward_input.args
     assert not torch.allclose(ours.train()(x), ours.eval()(x))
@@ -161,8 +175,10 @@ def test_buffers_are_not_updated_when_stats_are_not_tracked():
 
 @pytest.mark.parametrize("affine", [True, False])
 def test_simple_average_matches_torch(affine):
-    ours, ref = bnlab.nn.BatchNorm1d(10, momentum=None, affine=affine), torch.nn.BatchNorm1d(10, momentum=None,
-                                                                                            affine=affine)
+    ours, ref = (
+        bnlab.nn.BatchNorm1d(10, momentum=None, affine=affine),
+        torch.nn.BatchNorm1d(10, momentum=None, affine=affine),
+    )
     for _ in range(4):
         x = torch.rand(16, 10) * 3
         torch.testing.assert_close(ours(x), ref(x))
@@ -195,9 +211,11 @@ def test_nhwc_training_matches_torch(shape, dtype):
 
 
 def test_lazy_batch_norm_infers_channels_and_becomes_the_plain_class():
-    for lazy, plain, shape in ((bnlab.nn.LazyBatchNorm1d, bnlab.nn.BatchNorm1d, (4, 6)),
-                               (bnlab.nn.LazyBatchNorm2d, bnlab.nn.BatchNorm2d, (4, 6, 3, 3)),
-                               (bnlab.nn.LazyBatchNorm3d, bnlab.nn.BatchNorm3d, (4, 6, 2, 3, 3))):
+    for lazy, plain, shape in (
+        (bnlab.nn.LazyBatchNorm1d, bnlab.nn.BatchNorm1d, (4, 6)),
+        (bnlab.nn.LazyBatchNorm2d, bnlab.nn.BatchNorm2d, (4, 6, 3, 3)),
+        (bnlab.nn.LazyBatchNorm3d, bnlab.nn.BatchNorm3d, (4, 6, 2, 3, 3)),
+    ):
         m, ref = lazy(), getattr(torch.nn, lazy.__name__)()
         x = torch.randn(shape)
         torch.testing.assert_close(m(x), ref(x))

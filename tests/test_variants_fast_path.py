@@ -16,8 +16,16 @@ from bnlab.core import dispatch
 from bnlab.core import math as M
 
 FAST = dispatch.FAST_BACKENDS["cpu"]
-PRIMITIVES = ("forward", "stats", "normalize", "backward", "backward_reduce", "backward_elemt", "eval",
-              "update_running_stats")
+PRIMITIVES = (
+    "forward",
+    "stats",
+    "normalize",
+    "backward",
+    "backward_reduce",
+    "backward_elemt",
+    "eval",
+    "update_running_stats",
+)
 
 
 @pytest.fixture
@@ -54,7 +62,10 @@ VARIANTS = {
     "BatchRenorm2d": (lambda c: bnn.BatchRenorm2d(c, r_max=1.5, d_max=0.5), (6, 4, 5, 5), False),
     "BatchNormAct2d silu": (lambda c: bnn.BatchNormAct2d(c, act="silu"), (6, 4, 5, 5), False),
     "BatchNormAct2d leaky save_output": (
-        lambda c: bnn.BatchNormAct2d(c, act="leaky_relu", save_output=True), (6, 4, 5, 5), True),
+        lambda c: bnn.BatchNormAct2d(c, act="leaky_relu", save_output=True),
+        (6, 4, 5, 5),
+        True,
+    ),
     "MaskedBatchNorm1d": (_masked, (6, 4, 9), False),
 }
 

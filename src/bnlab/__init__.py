@@ -15,6 +15,15 @@ from .surgery import ExactBNAccumulation, convert, doctor, fold, precise_bn
 
 __version__ = "0.1.0"
 __all__ = [
-    "functional", "nn", "surgery", "convert", "fold", "precise_bn", "ExactBNAccumulation", "doctor", "adaptation",
-    "adapt", "__version__",
+    "functional",
+    "nn",
+    "surgery",
+    "convert",
+    "fold",
+    "precise_bn",
+    "ExactBNAccumulation",
+    "doctor",
+    "adaptation",
+    "adapt",
+    "__version__",
 ]

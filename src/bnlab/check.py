@@ -16,8 +16,11 @@ from . import nn as bnn
 # Largest difference accepted per dtype, relative to the scale of the compared tensor.
 TOLERANCE = {torch.float64: 1e-9, torch.float32: 1e-4, torch.bfloat16: 3e-2, torch.float16: 5e-3}
 SHAPES = {1: [(8, 6), (4, 6, 7)], 2: [(4, 6, 5, 5), (1, 6, 3, 3)], 3: [(2, 6, 3, 4, 5)]}
-LAYERS = {1: (bnn.BatchNorm1d, torch.nn.BatchNorm1d), 2: (bnn.BatchNorm2d, torch.nn.BatchNorm2d),
-          3: (bnn.BatchNorm3d, torch.nn.BatchNorm3d)}
+LAYERS = {
+    1: (bnn.BatchNorm1d, torch.nn.BatchNorm1d),
+    2: (bnn.BatchNorm2d, torch.nn.BatchNorm2d),
+    3: (bnn.BatchNorm3d, torch.nn.BatchNorm3d),
+}
 
 
 def _rel_diff(a: torch.Tensor | None, b: torch.Tensor | None) -> float:
@@ -29,8 +32,16 @@ def _rel_diff(a: torch.Tensor | None, b: torch.Tensor | None) -> float:
     return float((a - b).abs().max() / b.abs().max().clamp_min(1.0)) if b.numel() else 0.0
 
 
-def compare(dims: int, shape: tuple[int, ...], dtype: torch.dtype, momentum, affine: bool,
-            track: bool, steps: int = 3, seed: int = 0) -> float:
+def compare(
+    dims: int,
+    shape: tuple[int, ...],
+    dtype: torch.dtype,
+    momentum,
+    affine: bool,
+    track: bool,
+    steps: int = 3,
+    seed: int = 0,
+) -> float:
     """Largest relative difference between bnlab and torch over `steps` training steps + eval."""
     ours_cls, ref_cls = LAYERS[dims]
     kw = dict(momentum=momentum, affine=affine, track_running_stats=track, dtype=dtype)
@@ -46,8 +57,12 @@ def compare(dims: int, shape: tuple[int, ...], dtype: torch.dtype, momentum, aff
         g = torch.randn(shape, generator=gen, dtype=torch.float64).to(dtype)
         yo.backward(g)
         yr.backward(g)
-        pairs = [(yo, yr), (xo.grad, xr.grad), (ours.running_mean, ref.running_mean),
-                 (ours.running_var, ref.running_var)]
+        pairs = [
+            (yo, yr),
+            (xo.grad, xr.grad),
+            (ours.running_mean, ref.running_mean),
+            (ours.running_var, ref.running_var),
+        ]
         if affine:
             pairs += [(ours.weight.grad, ref.weight.grad), (ours.bias.grad, ref.bias.grad)]
         worst = max([worst] + [_rel_diff(a, b) for a, b in pairs])
@@ -61,8 +76,10 @@ def add_arguments(parser) -> None:
 
 
 def main(args) -> int:
-    print(f"bnlab vs torch.nn {torch.__version__}: max relative difference per case "
-          f"(outputs, grads, running stats; {args.steps} training steps then eval)")
+    print(
+        f"bnlab vs torch.nn {torch.__version__}: max relative difference per case "
+        f"(outputs, grads, running stats; {args.steps} training steps then eval)"
+    )
     print(f"{'layer':<12} {'shape':<18} {'dtype':<9} {'momentum':<9} {'affine':<7} {'track':<6} {'diff':>9}  ok")
     failures = 0
     cases = itertools.product(SHAPES.items(), TOLERANCE, (0.1, None), (True, False), (True, False))
@@ -71,7 +88,9 @@ def main(args) -> int:
             diff = compare(dims, shape, dtype, momentum, affine, track, args.steps)
             ok = diff <= TOLERANCE[dtype]
             failures += not ok
-            print(f"BatchNorm{dims}d  {str(shape):<18} {str(dtype).split('.')[1]:<9} {str(momentum):<9} "
-                  f"{str(affine):<7} {str(track):<6} {diff:9.2e}  {'yes' if ok else 'NO'}")
+            print(
+                f"BatchNorm{dims}d  {str(shape):<18} {str(dtype).split('.')[1]:<9} {str(momentum):<9} "
+                f"{str(affine):<7} {str(track):<6} {diff:9.2e}  {'yes' if ok else 'NO'}"
+            )
     print(f"{'all cases match' if not failures else f'{failures} case(s) differ beyond tolerance'}")
     return 1 if failures else 0

@@ -33,7 +33,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("bnlab.report.cli", "run the experiments and write the report: index.html, results.json, CSVs"),
     "doctor": ("bnlab.surgery.doctor_cli", "find batch-norm hazards in a model (module:factory or a TorchScript file)"),
     "bench": ("bnlab.bench.command", "time bnlab's batch norm against torch.nn's on this machine"),
-    "train": ("bnlab.train.command", "train one configuration (data, model, norm, optimizer, seed) and print its result"),
+    "train": (
+        "bnlab.train.command",
+        "train one configuration (data, model, norm, optimizer, seed) and print its result",
+    ),
 }
 
 

@@ -10,8 +10,12 @@ from __future__ import annotations
 
 # top-level module -> the distribution the lab extra installs for it
 LAB_MODULES = {
-    "scipy": "scipy", "matplotlib": "matplotlib", "sklearn": "scikit-learn", "mnist1d": "mnist1d",
-    "dask": "dask[distributed]", "distributed": "dask[distributed]",
+    "scipy": "scipy",
+    "matplotlib": "matplotlib",
+    "sklearn": "scikit-learn",
+    "mnist1d": "mnist1d",
+    "dask": "dask[distributed]",
+    "distributed": "dask[distributed]",
 }
 INSTALL_HINT = 'pip install "bnlab[lab]"'
 
@@ -23,5 +27,7 @@ def missing_lab_module(error: BaseException) -> str | None:
     top = (error.name or "").partition(".")[0]
     if top not in LAB_MODULES:
         return None
-    return (f"this needs {LAB_MODULES[top]} (module {top!r} is not installed), which comes with bnlab's lab "
-            f"extra: {INSTALL_HINT}")
+    return (
+        f"this needs {LAB_MODULES[top]} (module {top!r} is not installed), which comes with bnlab's lab "
+        f"extra: {INSTALL_HINT}"
+    )

@@ -53,10 +53,22 @@ from .core.math import (
 
 __all__ = [
     "batch_norm",
-    "batch_stats", "normalize", "backward_reduce", "backward_elemt", "param_grads", "update_running_stats",
-    "eval_affine", "local_moments", "combine_moments",
-    "reduce_dims", "channel_shape", "acc_dtype", "count_per_channel",
-    "check_input", "check_batch_size", "check_hyperparameters",
+    "batch_stats",
+    "normalize",
+    "backward_reduce",
+    "backward_elemt",
+    "param_grads",
+    "update_running_stats",
+    "eval_affine",
+    "local_moments",
+    "combine_moments",
+    "reduce_dims",
+    "channel_shape",
+    "acc_dtype",
+    "count_per_channel",
+    "check_input",
+    "check_batch_size",
+    "check_hyperparameters",
 ]
 
 

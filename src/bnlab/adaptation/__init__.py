@@ -136,14 +136,22 @@ def adapt(
     """
     if method not in METHODS:
         raise ValueError(f"expected method in {METHODS} (got {method!r})")
-    given = {"num_samples": num_samples is not None, "prior": prior is not None,
-             "episodic": episodic, "steps": steps != 1, "lr": lr != 1e-3, "optimizer": optimizer != "adam"}
-    allowed = {"stats": {"num_samples"}, "test_batch": {"prior"},
-               "tent": {"episodic", "steps", "lr", "optimizer"}}[method]
+    given = {
+        "num_samples": num_samples is not None,
+        "prior": prior is not None,
+        "episodic": episodic,
+        "steps": steps != 1,
+        "lr": lr != 1e-3,
+        "optimizer": optimizer != "adam",
+    }
+    allowed = {"stats": {"num_samples"}, "test_batch": {"prior"}, "tent": {"episodic", "steps", "lr", "optimizer"}}[
+        method
+    ]
     stray = sorted(k for k, v in given.items() if v and k not in allowed)
     if stray:
-        raise ValueError(f"expected only {sorted(allowed) or 'no method options'} with method={method!r} "
-                         f"(got {', '.join(stray)})")
+        raise ValueError(
+            f"expected only {sorted(allowed) or 'no method options'} with method={method!r} (got {', '.join(stray)})"
+        )
     if method == "stats":
         if batches is None:
             raise ValueError("expected target batches for method='stats' (got None)")
@@ -167,8 +175,15 @@ def adapt(
             outputs.append(logits)
     if episodic:
         tent.reset()
-    return Adaptation(method, [name for name, _ in tent.layers], tent.changed(), samples, n,
-                      outputs if keep_outputs else None, list(tent.entropies))
+    return Adaptation(
+        method,
+        [name for name, _ in tent.layers],
+        tent.changed(),
+        samples,
+        n,
+        outputs if keep_outputs else None,
+        list(tent.entropies),
+    )
 
 
 @torch.no_grad()
@@ -183,5 +198,6 @@ def _run_test_batch(model, context, batches, forward, keep_outputs) -> Adaptatio
             n += 1
             if keep_outputs:
                 outputs.append(out)
-    return Adaptation("test_batch", [name for name, _ in context.layers], {}, samples, n,
-                      outputs if keep_outputs else None)
+    return Adaptation(
+        "test_batch", [name for name, _ in context.layers], {}, samples, n, outputs if keep_outputs else None
+    )

@@ -49,27 +49,31 @@ def bn_layers(model: nn.Module, method: str) -> list[tuple[str, nn.Module]]:
         where = ", ".join(f"{type(m).__name__} at {n!r}" for n, m in frozen[:3]) + (", ..." if len(frozen) > 3 else "")
         raise ValueError(
             f"nothing to adapt: every batch-norm layer of {kind} is frozen ({where}); "
-            "its statistics and γ/β are fixed buffers. Unfreeze first: bnlab.convert(model, to='bnlab')")
+            "its statistics and γ/β are fixed buffers. Unfreeze first: bnlab.convert(model, to='bnlab')"
+        )
     if method in ("test_batch", "tent"):
         renorm = [n for n, m in layers if isinstance(m, _BatchRenorm)]
         if renorm:
             raise TypeError(
                 f"expected BN layers that can normalize with the batch alone (got Batch Renorm at {renorm[0]!r}, "
                 "whose training forward corrects towards its running statistics); convert it with "
-                "bnlab.convert(model, to='bnlab') or use method='stats'")
+                "bnlab.convert(model, to='bnlab') or use method='stats'"
+            )
     if method == "stats":
         tracked = [(n, m) for n, m in layers if m.track_running_stats and m.running_mean is not None]
         if not tracked:
             raise ValueError(
                 f"nothing to adapt: no batch-norm layer of {kind} keeps running statistics "
-                "(track_running_stats=False: they normalize with each batch already)")
+                "(track_running_stats=False: they normalize with each batch already)"
+            )
         return tracked
     if method == "tent":
         affine = [(n, m) for n, m in layers if m.weight is not None or getattr(m, "bias", None) is not None]
         if not affine:
             raise ValueError(
                 f"nothing to adapt: TENT updates BN's γ and β, and no batch-norm layer of {kind} has them "
-                "(affine=False)")
+                "(affine=False)"
+            )
         return layers
     return layers
 

@@ -24,9 +24,13 @@ from ._layers import bn_layers, default_forward, first_batch, restore_modes, sav
 __all__ = ["adapt_statistics"]
 
 
-def adapt_statistics(model: nn.Module, batches: Iterable[Any], *,
-                     forward: Callable[[nn.Module, Any], Any] | None = None,
-                     num_samples: int | None = None) -> tuple[list[str], dict[str, Tensor], int, int]:
+def adapt_statistics(
+    model: nn.Module,
+    batches: Iterable[Any],
+    *,
+    forward: Callable[[nn.Module, Any], Any] | None = None,
+    num_samples: int | None = None,
+) -> tuple[list[str], dict[str, Tensor], int, int]:
     """Set the running statistics of ``model``'s BN layers to those of ``batches``.
 
     Returns ``(layer names, {buffer name: value before}, samples used, batches seen)``.

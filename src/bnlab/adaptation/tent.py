@@ -76,9 +76,16 @@ class Tent:
         tent.reset()                  # back to the source γ/β
     """
 
-    def __init__(self, model: nn.Module, *, optimizer: str | Callable = "adam", lr: float = 1e-3,
-                 steps: int = 1, episodic: bool = False,
-                 forward: Callable[[nn.Module, Any], Tensor] | None = None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        optimizer: str | Callable = "adam",
+        lr: float = 1e-3,
+        steps: int = 1,
+        episodic: bool = False,
+        forward: Callable[[nn.Module, Any], Tensor] | None = None,
+    ) -> None:
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
             raise ValueError(f"expected steps to be an int >= 1 (got {steps!r})")
         if not callable(optimizer) and (isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0):
@@ -113,8 +120,10 @@ class Tent:
                 for _ in range(self.steps):
                     logits = self.forward(self.model, batch)
                     if not isinstance(logits, Tensor) or logits.dim() < 2:
-                        raise TypeError("expected the forward to return logits of shape (N, classes) "
-                                        f"(got {type(logits).__name__}{tuple(getattr(logits, 'shape', ()))})")
+                        raise TypeError(
+                            "expected the forward to return logits of shape (N, classes) "
+                            f"(got {type(logits).__name__}{tuple(getattr(logits, 'shape', ()))})"
+                        )
                     loss = softmax_entropy(logits).mean()
                     loss.backward()
                     self.optimizer.step()
@@ -137,5 +146,8 @@ class Tent:
 
     def changed(self) -> dict[str, Tensor]:
         """``{name: value before adaptation}`` of the γ/β that differ from it now."""
-        return {name: self._source[name].clone() for name, p in self.params.items()
-                if not torch.equal(p.detach(), self._source[name])}
+        return {
+            name: self._source[name].clone()
+            for name, p in self.params.items()
+            if not torch.equal(p.detach(), self._source[name])
+        }

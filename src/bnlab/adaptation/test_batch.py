@@ -46,8 +46,9 @@ from ._layers import bn_layers
 __all__ = ["TestBatchNorm", "mix_statistics"]
 
 
-def mix_statistics(source_mean: Tensor, source_var: Tensor, batch_mean: Tensor, batch_var: Tensor,
-                   n: int, prior: float) -> tuple[Tensor, Tensor]:
+def mix_statistics(
+    source_mean: Tensor, source_var: Tensor, batch_mean: Tensor, batch_var: Tensor, n: int, prior: float
+) -> tuple[Tensor, Tensor]:
     """Schneider et al.'s mix: weight ``prior/(prior+n)`` on the source, ``n/(prior+n)`` on the batch."""
     w = 1.0 if math.isinf(prior) else prior / (prior + n)
     mean = w * source_mean.to(batch_mean.dtype) + (1 - w) * batch_mean
@@ -77,8 +78,9 @@ class TestBatchNorm:
     __test__ = False  # not a pytest class
 
     def __init__(self, model: nn.Module, prior: float | None = None) -> None:
-        if prior is not None and (isinstance(prior, bool) or not isinstance(prior, (int, float))
-                                  or math.isnan(prior) or prior < 0):
+        if prior is not None and (
+            isinstance(prior, bool) or not isinstance(prior, (int, float)) or math.isnan(prior) or prior < 0
+        ):
             raise ValueError(f"expected prior to be None or a number >= 0 (got {prior!r})")
         self.model, self.prior = model, prior
         self.layers = bn_layers(model, "test_batch")
@@ -93,8 +95,9 @@ class TestBatchNorm:
         if self._saved:
             raise RuntimeError("TestBatchNorm is already active (contexts do not nest)")
         for _, m in self.layers:
-            self._saved.append((m, m.training, m.track_running_stats, m._buffers.get("running_mean"),
-                                m._buffers.get("running_var")))
+            self._saved.append(
+                (m, m.training, m.track_running_stats, m._buffers.get("running_mean"), m._buffers.get("running_var"))
+            )
         try:
             for _, m in self.layers:
                 if self.prior is None or m.running_mean is None:

@@ -90,8 +90,9 @@ def layouts(dims: int, shape: tuple[int, ...]) -> tuple[str, ...]:
     return ("nchw", "channels_last") if len(shape) in (4, 5) else ("nchw",)
 
 
-def plan(quick: bool, ops: list[str] | None = None,
-         shapes: dict[int, list[tuple[int, ...]]] | None = None) -> list[Case]:
+def plan(
+    quick: bool, ops: list[str] | None = None, shapes: dict[int, list[tuple[int, ...]]] | None = None
+) -> list[Case]:
     """The cases of a run: every registered op over its dims' shapes, layouts and dtypes."""
     shapes = shapes if shapes is not None else (QUICK_SHAPES if quick else SHAPES)
     names = [n for n in OPS if not quick or OPS[n].quick] if ops is None else ops

@@ -48,8 +48,12 @@ def _fused(act: str):
 
         s_ref, s_ours = saved_bytes(ref, x), saved_bytes(ours, x)
         extra = {"saved_bytes_torch": s_ref, "saved_bytes_bnlab": s_ours, "saved_ratio": s_ours / s_ref}
-        return (step(ref, (ref[0].weight, ref[0].bias)), step(ours, (ours.weight, ours.bias)),
-                _path(x, ours.weight, ours.bias), extra)
+        return (
+            step(ref, (ref[0].weight, ref[0].bias)),
+            step(ours, (ours.weight, ours.bias)),
+            _path(x, ours.weight, ours.bias),
+            extra,
+        )
 
     return build
 

@@ -35,8 +35,9 @@ def _fold_eval(case: Case):
     return run(model), run(folded), "folded", {"max_abs_diff": float(max_abs_diff(model, folded, x))}
 
 
-@register("trainer_step", passes=0, dims=(1,), layouts=("nchw",), float32_only=True, shapes=((100, 25, 20),),
-          quick=False)
+@register(
+    "trainer_step", passes=0, dims=(1,), layouts=("nchw",), float32_only=True, shapes=((100, 25, 20),), quick=False
+)
 def _trainer_step(case: Case):
     from .. import data as bdata
     from ..train import train

@@ -24,25 +24,38 @@ import torch
 from . import cases as C
 from . import contention, environment, goals, timing
 
-DTYPE_NAMES = {torch.float32: "float32", torch.float64: "float64", torch.bfloat16: "bfloat16",
-               torch.float16: "float16"}
+DTYPE_NAMES = {torch.float32: "float32", torch.float64: "float64", torch.bfloat16: "bfloat16", torch.float16: "float16"}
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--quick", action="store_true",
-                        help="2d and BatchNorm1d (256, 512) float32 cases, fewer repeats (under a minute)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="2d and BatchNorm1d (256, 512) float32 cases, fewer repeats (under a minute)",
+    )
     parser.add_argument("--json", metavar="FILE", help="also write the rows and the environment to FILE")
-    parser.add_argument("--repeats", type=int, default=None,
-                        help="timed samples per library and case (default 7 with --quick, else 15)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch (and so bnlab) threads (default: torch's current setting)")
+    parser.add_argument(
+        "--repeats", type=int, default=None, help="timed samples per library and case (default 7 with --quick, else 15)"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch (and so bnlab) threads (default: torch's current setting)"
+    )
     parser.add_argument("--ops", default=None, help=f"comma-separated operations (default all: {','.join(C.OPS)})")
-    parser.add_argument("--shapes", type=C.parse_shapes, default=None,
-                        help="comma-separated shapes instead of the built-in list, e.g. 256x512,8x128x56x56")
+    parser.add_argument(
+        "--shapes",
+        type=C.parse_shapes,
+        default=None,
+        help="comma-separated shapes instead of the built-in list, e.g. 256x512,8x128x56x56",
+    )
     parser.add_argument("--no-pin", action="store_true", help="leave the allocator as it is")
-    parser.add_argument("--contention", type=_thread_list, default=None, metavar="THREADS",
-                        help="thread counts for the two-processes-sharing-the-cores rows, e.g. 1,2 "
-                             "(default 1; none with --quick; 0 for none)")
+    parser.add_argument(
+        "--contention",
+        type=_thread_list,
+        default=None,
+        metavar="THREADS",
+        help="thread counts for the two-processes-sharing-the-cores rows, e.g. 1,2 "
+        "(default 1; none with --quick; 0 for none)",
+    )
 
 
 def _thread_list(text: str) -> list[int]:
@@ -86,15 +99,22 @@ def run_case(case: C.Case, copy_gbps: float, repeats: int, min_sample_s: float =
     nbytes = op.passes * torch.Size(case.shape).numel() * torch.empty((), dtype=case.dtype).element_size()
     gbps = nbytes / med["bnlab"] / 1e9 if op.passes else None  # whole-model rows have no byte model
     return {
-        "op": case.op, "dims": case.dims, "shape": list(case.shape), "layout": case.layout,
+        "op": case.op,
+        "dims": case.dims,
+        "shape": list(case.shape),
+        "layout": case.layout,
         "dtype": DTYPE_NAMES.get(case.dtype, str(case.dtype)),
-        "torch_us": med["torch"] * 1e6, "bnlab_us": med["bnlab"] * 1e6,
-        "ratio": med["bnlab"] / med["torch"], "gbps": gbps,
+        "torch_us": med["torch"] * 1e6,
+        "bnlab_us": med["bnlab"] * 1e6,
+        "ratio": med["bnlab"] / med["torch"],
+        "gbps": gbps,
         "bandwidth_fraction": None if gbps is None else gbps / copy_gbps,
-        "passes": op.passes, "path": path,
+        "passes": op.passes,
+        "path": path,
         # The fastest sample of each: on a busy machine the noise only ever slows a sample down,
         # so the ratio of minima is the steadier estimate there (the headline stays the median).
-        "torch_min_us": best["torch"] * 1e6, "bnlab_min_us": best["bnlab"] * 1e6,
+        "torch_min_us": best["torch"] * 1e6,
+        "bnlab_min_us": best["bnlab"] * 1e6,
         "ratio_min": best["bnlab"] / best["torch"],
         **(extra[0] if extra else {}),
     }
@@ -102,23 +122,35 @@ def run_case(case: C.Case, copy_gbps: float, repeats: int, min_sample_s: float =
 
 def format_row(r: dict) -> str:
     shape = "x".join(map(str, r["shape"]))
-    return (f"{r['op']:<14} {r['dims']}d {shape:<14} {r['layout']:<13} {r['dtype']:<8} "
-            f"{r['torch_us']:>9.0f} {r['bnlab_us']:>9.0f} {r['ratio']:>6.2f} {_num(r['gbps'], 6, 1)} "
-            f"{_num(r['bandwidth_fraction'], 5, 2)} {r['ratio_min']:>9.2f}  {r['path']}"
-            + (f"  saved {r['saved_ratio']:.2f}x" if "saved_ratio" in r else ""))
+    return (
+        f"{r['op']:<14} {r['dims']}d {shape:<14} {r['layout']:<13} {r['dtype']:<8} "
+        f"{r['torch_us']:>9.0f} {r['bnlab_us']:>9.0f} {r['ratio']:>6.2f} {_num(r['gbps'], 6, 1)} "
+        f"{_num(r['bandwidth_fraction'], 5, 2)} {r['ratio_min']:>9.2f}  {r['path']}"
+        + (f"  saved {r['saved_ratio']:.2f}x" if "saved_ratio" in r else "")
+    )
 
 
 def _num(value, width: int, digits: int) -> str:
     return f"{'-':>{width}}" if value is None else f"{value:>{width}.{digits}f}"
 
 
-HEADER = (f"{'op':<14} {'dims':<2} {'shape':<14} {'layout':<13} {'dtype':<8} {'torch_us':>9} "
-          f"{'bnlab_us':>9} {'ratio':>6} {'GB/s':>6} {'frac':>5} {'min-ratio':>9}  path")
+HEADER = (
+    f"{'op':<14} {'dims':<2} {'shape':<14} {'layout':<13} {'dtype':<8} {'torch_us':>9} "
+    f"{'bnlab_us':>9} {'ratio':>6} {'GB/s':>6} {'frac':>5} {'min-ratio':>9}  path"
+)
 
 
-def run(quick: bool, repeats: int | None = None, threads: int | None = None, ops: list[str] | None = None,
-        pin: bool = True, shapes=None, copy_bytes: int = 256 << 20, progress=None,
-        contention_threads: list[int] | None = None) -> dict:
+def run(
+    quick: bool,
+    repeats: int | None = None,
+    threads: int | None = None,
+    ops: list[str] | None = None,
+    pin: bool = True,
+    shapes=None,
+    copy_bytes: int = 256 << 20,
+    progress=None,
+    contention_threads: list[int] | None = None,
+) -> dict:
     """The whole benchmark; returns ``{"environment", "copy_gbps", "first_call_s", "rows", "goals"}``.
 
     ``progress``: a text stream for the progress line (None: no progress line).
@@ -139,35 +171,51 @@ def run(quick: bool, repeats: int | None = None, threads: int | None = None, ops
     for i, case in enumerate(plan):
         if progress is not None:
             shape = "x".join(map(str, case.shape))
-            progress.write(f"\r[{i + 1}/{len(plan)}] {case.op} {case.dims}d {shape} {case.layout} "
-                           f"{DTYPE_NAMES.get(case.dtype)} ({time.perf_counter() - started:.0f} s)\033[K")
+            progress.write(
+                f"\r[{i + 1}/{len(plan)}] {case.op} {case.dims}d {shape} {case.layout} "
+                f"{DTYPE_NAMES.get(case.dtype)} ({time.perf_counter() - started:.0f} s)\033[K"
+            )
             progress.flush()
         rows.append(run_case(case, copy_gbps, repeats))
     for n in contention_threads if contention_threads is not None else ([] if quick else [1]):
         if progress is not None:
-            progress.write(f"\r[contention] two processes x {n} thread(s) "
-                           f"({time.perf_counter() - started:.0f} s)\033[K")
+            progress.write(
+                f"\r[contention] two processes x {n} thread(s) ({time.perf_counter() - started:.0f} s)\033[K"
+            )
             progress.flush()
         rows.append(contention.measure(n))
     if progress is not None:
         progress.write("\r\033[K")
     return {
-        "environment": environment.environment(allocator) | {
-            "repeats": repeats, "quick": quick, "loadavg_before": load_before, "loadavg_after": _loadavg()},
-        "copy_gbps": copy_gbps, "first_call_s": first_call, "rows": rows, "goals": goals.evaluate(rows),
+        "environment": environment.environment(allocator)
+        | {"repeats": repeats, "quick": quick, "loadavg_before": load_before, "loadavg_after": _loadavg()},
+        "copy_gbps": copy_gbps,
+        "first_call_s": first_call,
+        "rows": rows,
+        "goals": goals.evaluate(rows),
         "wall_s": time.perf_counter() - started,
     }
 
 
 def main(args) -> int:
     ops = args.ops.split(",") if args.ops else None
-    result = run(args.quick, args.repeats, args.threads, ops, pin=not args.no_pin, shapes=args.shapes,
-                 progress=sys.stderr, contention_threads=args.contention)
+    result = run(
+        args.quick,
+        args.repeats,
+        args.threads,
+        ops,
+        pin=not args.no_pin,
+        shapes=args.shapes,
+        progress=sys.stderr,
+        contention_threads=args.contention,
+    )
     env = result["environment"]
-    print(f"bnlab bench: torch {env['torch']}, numba {env['numba']}, {env['torch_threads']} threads, "
-          f"{env['cpu']}; copy bandwidth {result['copy_gbps']:.1f} GB/s; first fast call "
-          f"{result['first_call_s']:.2f} s; medians of {env['repeats']} interleaved samples; "
-          f"load average {env['loadavg_before']} before, {env['loadavg_after']} after")
+    print(
+        f"bnlab bench: torch {env['torch']}, numba {env['numba']}, {env['torch_threads']} threads, "
+        f"{env['cpu']}; copy bandwidth {result['copy_gbps']:.1f} GB/s; first fast call "
+        f"{result['first_call_s']:.2f} s; medians of {env['repeats']} interleaved samples; "
+        f"load average {env['loadavg_before']} before, {env['loadavg_after']} after"
+    )
     print(HEADER)
     for r in result["rows"]:
         print(contention.format_row(r) if r["op"] == "contention" else format_row(r))

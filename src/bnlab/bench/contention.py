@@ -58,8 +58,13 @@ def train_rate(norm: str, threads: int, seconds: float) -> float:
 
 
 def _spawn(norm: str, threads: int, seconds: float) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "bnlab.bench.contention", norm, str(threads), str(seconds)],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "bnlab.bench.contention", norm, str(threads), str(seconds)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _rates(procs: list[subprocess.Popen]) -> list[float]:
@@ -101,10 +106,12 @@ def measure(threads: int = 1, seconds: float = 2.0, repeats: int = 2) -> dict:
 
 
 def format_row(r: dict) -> str:
-    return (f"contention  {r['threads']} thread(s) x 2 processes: torch {r['torch_alone_sps']:.0f} -> "
-            f"{r['torch_paired_sps']:.0f} steps/s (slowdown {r['torch_slowdown']:.2f}x), bnlab "
-            f"{r['bnlab_alone_sps']:.0f} -> {r['bnlab_paired_sps']:.0f} steps/s (slowdown "
-            f"{r['bnlab_slowdown']:.2f}x); ratio {r['ratio']:.2f}")
+    return (
+        f"contention  {r['threads']} thread(s) x 2 processes: torch {r['torch_alone_sps']:.0f} -> "
+        f"{r['torch_paired_sps']:.0f} steps/s (slowdown {r['torch_slowdown']:.2f}x), bnlab "
+        f"{r['bnlab_alone_sps']:.0f} -> {r['bnlab_paired_sps']:.0f} steps/s (slowdown "
+        f"{r['bnlab_slowdown']:.2f}x); ratio {r['ratio']:.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -72,6 +72,9 @@ def environment(allocator: str) -> dict:
         "numba_cache_dir": cache.CACHE_DIR,
         "fast_path_enabled": dispatch.fast_enabled(),
         "allocator": allocator,
-        "env": {k: os.environ[k] for k in sorted(os.environ)
-                if k.startswith(("OMP_", "GOMP_", "MKL_", "NUMBA_", "BNLAB_", "MALLOC_", "KMP_"))},
+        "env": {
+            k: os.environ[k]
+            for k in sorted(os.environ)
+            if k.startswith(("OMP_", "GOMP_", "MKL_", "NUMBA_", "BNLAB_", "MALLOC_", "KMP_"))
+        },
     }

@@ -57,25 +57,50 @@ GOALS = [
     Goal("training fwd+bwd, NCHW 2d: geometric mean ratio <= 0.6", _nchw2d("train_fwd_bwd"), "ratio", "geomean", 0.6),
     Goal("training fwd+bwd, NCHW 2d: every ratio <= 0.8", _nchw2d("train_fwd_bwd"), "ratio", "max", 0.8),
     Goal("training fwd, NCHW 2d: geometric mean ratio <= 0.4", _nchw2d("train_fwd"), "ratio", "geomean", 0.4),
-    Goal("channels_last fwd and fwd+bwd: every ratio <= 1.0",
-         lambda r: _f32(r) and r["layout"] == "channels_last" and r["op"] in ("train_fwd", "train_fwd_bwd"),
-         "ratio", "max", 1.0),
+    Goal(
+        "channels_last fwd and fwd+bwd: every ratio <= 1.0",
+        lambda r: _f32(r) and r["layout"] == "channels_last" and r["op"] in ("train_fwd", "train_fwd_bwd"),
+        "ratio",
+        "max",
+        1.0,
+    ),
     Goal("eval: every ratio <= 1.0", lambda r: _f32(r) and r["op"] == "eval", "ratio", "max", 1.0),
-    Goal("BatchNorm1d (256, 512): every ratio <= 1.2",
-         lambda r: _f32(r) and r["dims"] == 1 and tuple(r["shape"]) == (256, 512), "ratio", "max", 1.2),
-    Goal("(8, 128, 56, 56) training fwd NCHW: >= 0.8 of copy bandwidth",
-         lambda r: _nchw2d("train_fwd")(r) and tuple(r["shape"]) == (8, 128, 56, 56),
-         "bandwidth_fraction", "min", 0.8),
+    Goal(
+        "BatchNorm1d (256, 512): every ratio <= 1.2",
+        lambda r: _f32(r) and r["dims"] == 1 and tuple(r["shape"]) == (256, 512),
+        "ratio",
+        "max",
+        1.2,
+    ),
+    Goal(
+        "(8, 128, 56, 56) training fwd NCHW: >= 0.8 of copy bandwidth",
+        lambda r: _nchw2d("train_fwd")(r) and tuple(r["shape"]) == (8, 128, 56, 56),
+        "bandwidth_fraction",
+        "min",
+        0.8,
+    ),
     Goal("BN+activation fused fwd+bwd, NCHW: every ratio <= 0.6", _fused, "ratio", "max", 0.6),
-    Goal("BN+SiLU fused fwd+bwd, NCHW: every ratio <= 0.8", lambda r: r["op"] == "bn_silu_fwd_bwd", "ratio", "max",
-         0.8),
+    Goal(
+        "BN+SiLU fused fwd+bwd, NCHW: every ratio <= 0.8", lambda r: r["op"] == "bn_silu_fwd_bwd", "ratio", "max", 0.8
+    ),
     Goal("BN+activation fused: saved-for-backward bytes <= 0.5 of torch's", _fused, "saved_ratio", "max", 0.5),
-    Goal("lab CNN step (MNIST-1D, batch 100, 1 thread), bnlab BN vs torch BN: ratio <= 1.0",
-         lambda r: r["op"] == "lab_cnn_step", "ratio", "max", 1.0),
-    Goal("trainer vs a bare loop (MNIST-1D CNN): ratio <= 1.1",
-         lambda r: r["op"] == "trainer_step", "ratio", "max", 1.1),
-    Goal("two 1-thread trainings sharing the cores: bnlab's slowdown <= 1.1x torch's",
-         lambda r: r["op"] == "contention" and r["threads"] == 1, "ratio", "max", 1.1),
+    Goal(
+        "lab CNN step (MNIST-1D, batch 100, 1 thread), bnlab BN vs torch BN: ratio <= 1.0",
+        lambda r: r["op"] == "lab_cnn_step",
+        "ratio",
+        "max",
+        1.0,
+    ),
+    Goal(
+        "trainer vs a bare loop (MNIST-1D CNN): ratio <= 1.1", lambda r: r["op"] == "trainer_step", "ratio", "max", 1.1
+    ),
+    Goal(
+        "two 1-thread trainings sharing the cores: bnlab's slowdown <= 1.1x torch's",
+        lambda r: r["op"] == "contention" and r["threads"] == 1,
+        "ratio",
+        "max",
+        1.1,
+    ),
 ]
 
 

@@ -23,14 +23,16 @@ def _loops_for(fn: Callable[[], object], min_sample_s: float) -> int:
     return max(1, int(min_sample_s / once) + 1) if once < min_sample_s else 1
 
 
-def time_interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 2,
-                     min_sample_s: float = 0.002) -> dict[str, float]:
+def time_interleaved(
+    fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 2, min_sample_s: float = 0.002
+) -> dict[str, float]:
     """Median seconds per call of each callable, sampled alternately; keys as in ``fns``."""
     return {name: statistics.median(s) for name, s in sample_interleaved(fns, repeats, warmup, min_sample_s).items()}
 
 
-def sample_interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 2,
-                       min_sample_s: float = 0.002) -> dict[str, list[float]]:
+def sample_interleaved(
+    fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 2, min_sample_s: float = 0.002
+) -> dict[str, list[float]]:
     """The samples behind :func:`time_interleaved`: ``repeats`` seconds-per-call values per callable."""
     if repeats < 1:
         raise ValueError(f"expected repeats >= 1 (got {repeats})")

@@ -59,8 +59,19 @@ class BatchNormTrain(torch.autograd.Function):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(x, weight, bias, mean, var, eps: float, act: str, slope: float, backend: Backend,
-                running: Running | None, save_output: bool):
+    def forward(
+        x,
+        weight,
+        bias,
+        mean,
+        var,
+        eps: float,
+        act: str,
+        slope: float,
+        backend: Backend,
+        running: Running | None,
+        save_output: bool,
+    ):
         if mean is None:
             return backend.forward(x, weight, bias, eps, act, slope, running)
         y = backend.normalize(x, mean, var, weight, bias, eps, act, slope)
@@ -91,8 +102,7 @@ class BatchNormTrain(torch.autograd.Function):
             # Double backward: the statistics must be differentiable functions of x, so recompute
             # them from the saved input instead of using the detached forward values.
             mean, var = M.batch_stats(x)
-        dx, dweight, dbias = backend.backward(dy, x, weight, bias, mean, var, eps, act, slope,
-                                              ctx.needs_input_grad[:3])
+        dx, dweight, dbias = backend.backward(dy, x, weight, bias, mean, var, eps, act, slope, ctx.needs_input_grad[:3])
         return dx, dweight, dbias, None, None, None, None, None, None, None, None
 
 
@@ -142,8 +152,19 @@ _base_apply = super(torch.autograd.Function, BatchNormTrain).apply
 _base_apply_jvp = super(torch.autograd.Function, BatchNormTrainJvp).apply
 
 
-def apply_train(x: Tensor, weight, bias, mean, var, eps: float, act: str, slope: float, backend: Backend,
-                running: Running | None, save_output: bool = False) -> tuple[Tensor, Tensor, Tensor]:
+def apply_train(
+    x: Tensor,
+    weight,
+    bias,
+    mean,
+    var,
+    eps: float,
+    act: str,
+    slope: float,
+    backend: Backend,
+    running: Running | None,
+    save_output: bool = False,
+) -> tuple[Tensor, Tensor, Tensor]:
     """``BatchNormTrainJvp.apply`` with the arguments above, minus the signature binding when
     untraced; :class:`BatchNormTrain` (no jvp) under torch.compile, and untraced outside a
     forward-AD dual level (``torch.autograd.forward_ad.dual_level``, which every tangent needs)."""

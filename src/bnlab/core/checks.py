@@ -17,9 +17,17 @@ import torch
 from torch import Tensor
 
 __all__ = [
-    "SizeMismatch", "DtypeMismatch", "check_input", "check_batch_size", "check_eps", "check_eps_value",
-    "check_momentum", "check_momentum_value",
-    "check_hyperparameters", "check_vectors", "check_batch_norm_call",
+    "SizeMismatch",
+    "DtypeMismatch",
+    "check_input",
+    "check_batch_size",
+    "check_eps",
+    "check_eps_value",
+    "check_momentum",
+    "check_momentum_value",
+    "check_hyperparameters",
+    "check_vectors",
+    "check_batch_norm_call",
 ]
 
 _HALF = (torch.float16, torch.bfloat16)
@@ -115,7 +123,8 @@ def _vector_issue(name: str, t: Tensor, x: Tensor, channels: int) -> Exception |
         return SizeMismatch(f"expected {name} of shape ({channels},) (got shape {tuple(t.shape)})")
     if t.dtype != x.dtype and not (x.dtype in _HALF and t.dtype == torch.float32):
         return DtypeMismatch(
-            f"expected {name} of dtype {x.dtype}" + (" or torch.float32" if x.dtype in _HALF else "")
+            f"expected {name} of dtype {x.dtype}"
+            + (" or torch.float32" if x.dtype in _HALF else "")
             + f" like the input (got {t.dtype})"
         )
     if not (t.is_cpu and x.is_cpu) and t.device != x.device:
@@ -131,11 +140,16 @@ def check_vectors(x: Tensor, weight, bias, running_mean, running_var) -> None:
     cpu = x.is_cpu
     for t in (weight, bias, running_mean, running_var):
         # The common case first, cheaply: a (C,) tensor of the input's dtype on the CPU.
-        if t is None or (cpu and isinstance(t, Tensor) and t.dtype is dtype and t.is_cpu and t.dim() == 1
-                         and t.shape[0] == channels):
+        if t is None or (
+            cpu and isinstance(t, Tensor) and t.dtype is dtype and t.is_cpu and t.dim() == 1 and t.shape[0] == channels
+        ):
             continue
-        for name, u in (("weight", weight), ("bias", bias), ("running_mean", running_mean),
-                        ("running_var", running_var)):
+        for name, u in (
+            ("weight", weight),
+            ("bias", bias),
+            ("running_mean", running_mean),
+            ("running_var", running_var),
+        ):
             if u is t:
                 issue = _vector_issue(name, t, x, channels)
                 if issue is not None:

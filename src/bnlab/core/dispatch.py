@@ -45,9 +45,19 @@ from .backends.numba_cpu import NumbaCPU
 from .backends.reference import Reference
 
 __all__ = [
-    "REFERENCE", "TRACED", "FAST_BACKENDS", "select", "select_eval", "select_update", "select_backward",
+    "REFERENCE",
+    "TRACED",
+    "FAST_BACKENDS",
+    "select",
+    "select_eval",
+    "select_update",
+    "select_backward",
     "why_reference",
-    "layout", "set_fast", "fast_enabled", "reference_only", "traced",
+    "layout",
+    "set_fast",
+    "fast_enabled",
+    "reference_only",
+    "traced",
 ]
 
 REFERENCE: Backend = Reference()
@@ -128,8 +138,14 @@ def _vectors_plain(x: Tensor, vectors: tuple) -> bool:
     if x.is_cpu:
         shape, dtype = (x.shape[1],), x.dtype
         for t in vectors:
-            if t is not None and not (type(t) in _PLAIN_TYPES and t.dtype is dtype and t.is_cpu
-                                      and t.layout is torch.strided and t.shape == shape and t.is_contiguous()):
+            if t is not None and not (
+                type(t) in _PLAIN_TYPES
+                and t.dtype is dtype
+                and t.is_cpu
+                and t.layout is torch.strided
+                and t.shape == shape
+                and t.is_contiguous()
+            ):
                 break
         else:
             return True
@@ -171,8 +187,9 @@ def _why_not_fast(x: Tensor, vectors, grad: Tensor | None, stats) -> str | None:
     return None
 
 
-def why_reference(x: Tensor, *vectors: Tensor | None, grad: Tensor | None = None,
-                  stats: tuple[Tensor, ...] = ()) -> str | None:
+def why_reference(
+    x: Tensor, *vectors: Tensor | None, grad: Tensor | None = None, stats: tuple[Tensor, ...] = ()
+) -> str | None:
     """Why a call on these tensors takes the reference backend (rules 1-5); None if it runs fast.
 
     ``x`` is the input, ``vectors`` its (C,) weight/bias/running statistics in ``x``'s dtype (None
@@ -186,8 +203,13 @@ def why_reference(x: Tensor, *vectors: Tensor | None, grad: Tensor | None = None
     return _why_not_fast(x, vectors, grad, stats)
 
 
-def select(x: Tensor, weight: Tensor | None = None, bias: Tensor | None = None,
-           running_mean: Tensor | None = None, running_var: Tensor | None = None) -> Backend:
+def select(
+    x: Tensor,
+    weight: Tensor | None = None,
+    bias: Tensor | None = None,
+    running_mean: Tensor | None = None,
+    running_var: Tensor | None = None,
+) -> Backend:
     """The backend of a training call on ``x`` (N, C, *) with its per-channel tensors (None allowed),
     which are checked here first (a ValueError / TypeError for a wrong size, dtype or device): its
     forward, stats, normalize and running-statistics update."""
@@ -203,8 +225,13 @@ def select(x: Tensor, weight: Tensor | None = None, bias: Tensor | None = None,
     return _CPU
 
 
-def select_eval(x: Tensor, running_mean: Tensor | None = None, running_var: Tensor | None = None,
-                weight: Tensor | None = None, bias: Tensor | None = None) -> Backend:
+def select_eval(
+    x: Tensor,
+    running_mean: Tensor | None = None,
+    running_var: Tensor | None = None,
+    weight: Tensor | None = None,
+    bias: Tensor | None = None,
+) -> Backend:
     """The backend of an eval call (rule 6 on top of :func:`select`'s; the tensors checked as there)."""
     vectors = (weight, bias, running_mean, running_var)
     if traced():

@@ -26,9 +26,23 @@ import torch
 from torch import Tensor
 
 __all__ = [
-    "reduce_dims", "channel_shape", "acc_dtype", "output_layout", "count_per_channel",
-    "batch_stats", "batch_moments", "normalize", "backward_reduce", "backward_elemt", "param_grads",
-    "update_running_stats", "eval_affine", "eval_normalize", "scale_shift", "local_moments", "combine_moments",
+    "reduce_dims",
+    "channel_shape",
+    "acc_dtype",
+    "output_layout",
+    "count_per_channel",
+    "batch_stats",
+    "batch_moments",
+    "normalize",
+    "backward_reduce",
+    "backward_elemt",
+    "param_grads",
+    "update_running_stats",
+    "eval_affine",
+    "eval_normalize",
+    "scale_shift",
+    "local_moments",
+    "combine_moments",
 ]
 
 # --- shapes and dtypes ------------------------------------------------------------------------
@@ -101,7 +115,11 @@ def batch_moments(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
 
 
 def normalize(
-    x: Tensor, mean: Tensor, invstd: Tensor, weight: Tensor | None = None, bias: Tensor | None = None,
+    x: Tensor,
+    mean: Tensor,
+    invstd: Tensor,
+    weight: Tensor | None = None,
+    bias: Tensor | None = None,
     mean_residual: Tensor | None = None,
 ) -> Tensor:
     """``(x - mean) * invstd * weight + bias`` per channel, computed in :func:`acc_dtype`.

@@ -49,8 +49,9 @@ def train(
     if backend.traced and torch.jit.is_tracing():
         # A jit trace records autograd Functions as Python calls, which cannot be saved: record the
         # reference's torch operations themselves (autograd differentiates them).
-        return _train_without_function(x, weight, bias, running_mean, running_var, momentum, eps, act,
-                                                slope, affine_from_stats, backend)
+        return _train_without_function(
+            x, weight, bias, running_mean, running_var, momentum, eps, act, slope, affine_from_stats, backend
+        )
     count = M.count_per_channel(x)
     update = count > 0 and (running_mean is not None or running_var is not None)
     running = Running(running_mean, running_var, count, momentum) if update and backend.fuses_update else None
@@ -65,8 +66,9 @@ def train(
     return M.output_layout(y, x), mean, var
 
 
-def _train_without_function(x, weight, bias, running_mean, running_var, momentum, eps, act, slope,
-                                     affine_from_stats, backend):
+def _train_without_function(
+    x, weight, bias, running_mean, running_var, momentum, eps, act, slope, affine_from_stats, backend
+):
     mean, var = M.batch_stats(x)
     if affine_from_stats is not None:
         weight, bias = affine_from_stats(mean.detach(), var.detach())

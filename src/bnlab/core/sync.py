@@ -69,18 +69,23 @@ class SyncBatchNormTrain(torch.autograd.Function):
             sums = torch.cat([sum_dy, sum_dy_xmu])  # (2C,)
             dist.all_reduce(sums, group=process_group)
             g_dy, g_dy_xmu = sums.chunk(2)
-            dx = backend.backward_elemt(dy, x, weight, bias, mean, var, eps, "identity", 0.0, g_dy / total,
-                                        g_dy_xmu / total)
+            dx = backend.backward_elemt(
+                dy, x, weight, bias, mean, var, eps, "identity", 0.0, g_dy / total, g_dy_xmu / total
+            )
         return (
             dx,
             dweight if ctx.needs_input_grad[1] else None,
             dbias if ctx.needs_input_grad[2] else None,
-            None, None, None, None,
+            None,
+            None,
+            None,
+            None,
         )
 
 
-def sync_train(x: Tensor, weight, bias, running_mean, running_var, momentum, eps: float, process_group,
-               world_size: int) -> Tensor:
+def sync_train(
+    x: Tensor, weight, bias, running_mean, running_var, momentum, eps: float, process_group, world_size: int
+) -> Tensor:
     """Training-mode batch norm with the statistics of the whole group; updates the running
     statistics (when given) with the global batch's. Arguments checked by the caller."""
     backend = dispatch.select(x, weight, bias, running_mean, running_var)

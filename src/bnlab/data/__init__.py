@@ -38,8 +38,9 @@ __all__ = ["Dataset", "load", "check_name", "NAMES"]
 def check_name(name: str) -> str:
     """``name`` if it names a data set (one of :data:`NAMES` or a shifted set), else ValueError."""
     if shifted.parse(name) is None and name not in NAMES:
-        raise ValueError(f"expected a data set name in {NAMES} or a shifted set such as 'mnist1d-c/noise/3' "
-                         f"(got {name!r})")
+        raise ValueError(
+            f"expected a data set name in {NAMES} or a shifted set such as 'mnist1d-c/noise/3' (got {name!r})"
+        )
     return name
 
 

@@ -26,10 +26,14 @@ CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "hors
 
 # The globals a numpy-array pickle needs, and nothing else.
 _ALLOWED = {
-    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
-    ("numpy", "ndarray"), ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"),
+    ("numpy._core.numeric", "_frombuffer"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
     ("_codecs", "encode"),  # how protocol-2 pickles written by python 3 spell a bytes object
 }
 
@@ -56,13 +60,14 @@ def read_batch(path: str) -> tuple[np.ndarray, np.ndarray]:
     data = np.asarray(blob[b"data"])
     labels = np.asarray(blob[b"labels"])  # no dtype: casting would turn 3.7 into 3 and NaN into garbage
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
-        raise ValueError(f"{path}: expected b\"data\" uint8 of shape (N, 3072) (got {data.dtype} {data.shape})")
+        raise ValueError(f'{path}: expected b"data" uint8 of shape (N, 3072) (got {data.dtype} {data.shape})')
     if labels.shape != (data.shape[0],):
         raise ValueError(f"{path}: expected {data.shape[0]} labels (got shape {labels.shape})")
     if labels.size and labels.dtype.kind not in "iu":
         example = next((v for v in labels.flat if not isinstance(v, (int, np.integer))), labels.flat[0])
-        raise ValueError(f"{path}: expected b\"labels\" as integers 0..9 (got {labels.dtype.name} values such as "
-                         f"{example!r})")
+        raise ValueError(
+            f'{path}: expected b"labels" as integers 0..9 (got {labels.dtype.name} values such as {example!r})'
+        )
     if labels.size and (labels.min() < 0 or labels.max() > 9):
         raise ValueError(f"{path}: expected labels 0..9 (got {labels.min()}..{labels.max()})")
     return data.reshape(-1, 3, 32, 32), labels.astype(np.int64)
@@ -78,6 +83,7 @@ def load(root: str | None) -> Dataset:
         "cifar10",
         x_train=scale(np.concatenate([p[0] for p in parts])),
         y_train=torch.from_numpy(np.concatenate([p[1] for p in parts])),
-        x_test=scale(x_te), y_test=torch.from_numpy(y_te),
+        x_test=scale(x_te),
+        y_test=torch.from_numpy(y_te),
         classes=CLASSES,
     )

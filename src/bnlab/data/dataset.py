@@ -34,14 +34,20 @@ class Dataset:
         for split in ("train", "test"):
             x, y = getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
             if x.shape[0] != y.shape[0]:
-                raise ValueError(f"{self.name} {split}: expected as many labels as inputs "
-                                 f"(got {x.shape[0]} inputs, {y.shape[0]} labels)")
+                raise ValueError(
+                    f"{self.name} {split}: expected as many labels as inputs "
+                    f"(got {x.shape[0]} inputs, {y.shape[0]} labels)"
+                )
             if y.dtype != torch.int64 or not x.is_floating_point():
-                raise TypeError(f"{self.name} {split}: expected float inputs and int64 labels "
-                                f"(got {x.dtype} inputs, {y.dtype} labels)")
+                raise TypeError(
+                    f"{self.name} {split}: expected float inputs and int64 labels "
+                    f"(got {x.dtype} inputs, {y.dtype} labels)"
+                )
         if self.x_train.shape[1:] != self.x_test.shape[1:]:
-            raise ValueError(f"{self.name}: expected train and test inputs of one shape "
-                             f"(got {tuple(self.x_train.shape[1:])} and {tuple(self.x_test.shape[1:])})")
+            raise ValueError(
+                f"{self.name}: expected train and test inputs of one shape "
+                f"(got {tuple(self.x_train.shape[1:])} and {tuple(self.x_test.shape[1:])})"
+            )
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -58,5 +64,7 @@ class Dataset:
         return dataclasses.replace(self, **moved)
 
     def __repr__(self) -> str:
-        return (f"Dataset({self.name!r}, train={tuple(self.x_train.shape)}, test={tuple(self.x_test.shape)}, "
-                f"classes={self.num_classes})")
+        return (
+            f"Dataset({self.name!r}, train={tuple(self.x_train.shape)}, test={tuple(self.x_test.shape)}, "
+            f"classes={self.num_classes})"
+        )

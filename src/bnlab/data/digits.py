@@ -22,12 +22,12 @@ def load() -> Dataset:
     bunch = load_digits()
     x = (bunch.images.astype(np.float32) / 16.0)[:, None]  # (N, 1, 8, 8)
     y = bunch.target.astype(np.int64)
-    x_tr, x_te, y_tr, y_te = train_test_split(
-        x, y, test_size=TEST_FRACTION, random_state=SPLIT_SEED, stratify=y
-    )
+    x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=TEST_FRACTION, random_state=SPLIT_SEED, stratify=y)
     return Dataset(
         "digits",
-        x_train=torch.from_numpy(np.ascontiguousarray(x_tr)), y_train=torch.from_numpy(y_tr),
-        x_test=torch.from_numpy(np.ascontiguousarray(x_te)), y_test=torch.from_numpy(y_te),
+        x_train=torch.from_numpy(np.ascontiguousarray(x_tr)),
+        y_train=torch.from_numpy(y_tr),
+        x_test=torch.from_numpy(np.ascontiguousarray(x_te)),
+        y_test=torch.from_numpy(y_te),
         classes=tuple(str(d) for d in range(10)),
     )

@@ -26,11 +26,23 @@ _MAX_DEFLATE_RATIO = 1032  # deflate's best case: a stream cannot inflate to mor
 _TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 FORMAT = "IDX (0x0000, type byte, ndim byte, ndim big-endian uint32 sizes, big-endian values)"
 FILES = {
-    "x_train": "train-images-idx3-ubyte", "y_train": "train-labels-idx1-ubyte",
-    "x_test": "t10k-images-idx3-ubyte", "y_test": "t10k-labels-idx1-ubyte",
+    "x_train": "train-images-idx3-ubyte",
+    "y_train": "train-labels-idx1-ubyte",
+    "x_test": "t10k-images-idx3-ubyte",
+    "y_test": "t10k-labels-idx1-ubyte",
 }
-FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
-                   "Bag", "Ankle boot")
+FASHION_CLASSES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
 
 
 def read_idx(path: str) -> np.ndarray:
@@ -51,16 +63,20 @@ def read_idx(path: str) -> np.ndarray:
             ndim = head[3]
             dims = f.read(4 * ndim)
             if len(dims) < 4 * ndim:
-                raise ValueError(f"{path}: expected {ndim} dimension sizes after the magic number "
-                                 f"(file ends at byte {4 + len(dims)})")
-            shape = tuple(int.from_bytes(dims[4 * i:4 * i + 4], "big") for i in range(ndim))
+                raise ValueError(
+                    f"{path}: expected {ndim} dimension sizes after the magic number "
+                    f"(file ends at byte {4 + len(dims)})"
+                )
+            shape = tuple(int.from_bytes(dims[4 * i : 4 * i + 4], "big") for i in range(ndim))
             dtype = np.dtype(_TYPES[head[2]])
             want = math.prod(shape) * dtype.itemsize  # Python ints: no overflow
             if not gz and want != size - 4 - 4 * ndim:
                 raise ValueError(f"{path}: expected {want} bytes of data for shape {shape} (got {size - 4 - 4 * ndim})")
             if gz and want > _MAX_DEFLATE_RATIO * size:
-                raise ValueError(f"{path}: expected {want} bytes of data for shape {shape}, more than a {size}-byte "
-                                 f"gzip file can hold (at most about {_MAX_DEFLATE_RATIO * size})")
+                raise ValueError(
+                    f"{path}: expected {want} bytes of data for shape {shape}, more than a {size}-byte "
+                    f"gzip file can hold (at most about {_MAX_DEFLATE_RATIO * size})"
+                )
             raw = _read_at_most(f, want)
             if len(raw) != want or f.read(1):
                 got = f"{len(raw)}" if len(raw) != want else "more: the data go on"
@@ -102,8 +118,10 @@ def _check_images_and_labels(arrays: dict[str, tuple[str, np.ndarray]]) -> None:
         if y.size and (y.min() < 0 or y.max() > 9):
             raise ValueError(f"{yp}: expected labels 0..9 (got {int(y.min())}..{int(y.max())})")
         if x.shape[1:] != train_x.shape[1:]:
-            raise ValueError(f"{xp}: expected images of {train_x.shape[1]}x{train_x.shape[2]} pixels like "
-                             f"{train_path} (got {x.shape[1]}x{x.shape[2]})")
+            raise ValueError(
+                f"{xp}: expected images of {train_x.shape[1]}x{train_x.shape[2]} pixels like "
+                f"{train_path} (got {x.shape[1]}x{x.shape[2]})"
+            )
         if x.dtype.kind == "f" and x.size and not np.isfinite(x).all():
             first = int(np.flatnonzero(~np.isfinite(x).reshape(x.shape[0], -1).all(axis=1))[0])
             raise ValueError(f"{xp}: expected finite pixel values (got NaN or infinity in image {first})")
@@ -126,7 +144,9 @@ def load(name: str, root: str | None) -> Dataset:
     classes = FASHION_CLASSES if name == "fashion-mnist" else tuple(str(d) for d in range(10))
     return Dataset(
         name,
-        x_train=scale(arrays["x_train"][1]), y_train=torch.from_numpy(arrays["y_train"][1].astype(np.int64)),
-        x_test=scale(arrays["x_test"][1]), y_test=torch.from_numpy(arrays["y_test"][1].astype(np.int64)),
+        x_train=scale(arrays["x_train"][1]),
+        y_train=torch.from_numpy(arrays["y_train"][1].astype(np.int64)),
+        x_test=scale(arrays["x_test"][1]),
+        y_test=torch.from_numpy(arrays["y_test"][1].astype(np.int64)),
         classes=classes,
     )

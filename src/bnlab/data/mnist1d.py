@@ -103,7 +103,10 @@ def load() -> Dataset:
         try:
             _write_cache(path, tensors)
         except (OSError, RuntimeError) as e:  # torch.save reports a full disk as RuntimeError
-            logging.getLogger("bnlab").warning("could not cache MNIST-1D in %s (%s); it is generated again "
-                                               "next time (set BNLAB_CACHE to a writable folder)",
-                                               os.path.dirname(path), getattr(e, "strerror", None) or e)
+            logging.getLogger("bnlab").warning(
+                "could not cache MNIST-1D in %s (%s); it is generated again "
+                "next time (set BNLAB_CACHE to a writable folder)",
+                os.path.dirname(path),
+                getattr(e, "strerror", None) or e,
+            )
     return Dataset("mnist1d", classes=CLASSES, **tensors)

@@ -102,7 +102,9 @@ def generated_test_sets(items: list[tuple[str, float]]) -> dict[tuple[str, float
     out = {}
     for item, tensors in found.items():
         if not torch.equal(tensors["y_test"], clean):
-            raise RuntimeError(f"MNIST-1D generated with {item[0]}={item[1]!r} does not hold the clean test "
-                               "set's examples (its labels differ): the mnist1d package draws differently")
+            raise RuntimeError(
+                f"MNIST-1D generated with {item[0]}={item[1]!r} does not hold the clean test "
+                "set's examples (its labels differ): the mnist1d package draws differently"
+            )
         out[item] = (tensors["x_test"], tensors["y_test"])
     return out

@@ -57,21 +57,27 @@ class Corruption:
 
 
 CORRUPTIONS: dict[str, dict[str, Corruption]] = {
-    "mnist1d": {c.name: c for c in (
-        Corruption("noise", "noise", (0.03, 0.045, 0.06, 0.08, 0.1), knob="iid_noise_scale"),
-        Corruption("shear", "shear", (1.25, 1.75, 2.5, 3.5, 5.0), knob="shear_scale"),
-        Corruption("scale", "amplitude spread", (0.8, 1.1, 1.4, 1.7, 1.9), knob="scale_coeff"),
-        Corruption("gain", "gain", (1.25, 1.5, 2.0, 3.0, 5.0), C.gain),
-        Corruption("offset", "offset", (0.25, 0.5, 0.75, 1.0, 1.5), C.offset),
-        Corruption("contrast", "contrast", (0.8, 0.7, 0.6, 0.5, 0.4), C.contrast),
-    )},
-    "digits": {c.name: c for c in (
-        Corruption("noise", "Gaussian noise", (0.15, 0.2, 0.3, 0.4, 0.6), C.gaussian_noise),
-        Corruption("blur", "blur", (0.6, 0.75, 1.0, 1.25, 1.5), C.blur),
-        Corruption("contrast", "contrast", (0.7, 0.6, 0.5, 0.4, 0.3), C.contrast),
-        Corruption("gain", "gain", (1.5, 2.0, 3.0, 4.0, 6.0), C.gain),
-        Corruption("offset", "offset", (0.15, 0.2, 0.3, 0.4, 0.5), C.offset),
-    )},
+    "mnist1d": {
+        c.name: c
+        for c in (
+            Corruption("noise", "noise", (0.03, 0.045, 0.06, 0.08, 0.1), knob="iid_noise_scale"),
+            Corruption("shear", "shear", (1.25, 1.75, 2.5, 3.5, 5.0), knob="shear_scale"),
+            Corruption("scale", "amplitude spread", (0.8, 1.1, 1.4, 1.7, 1.9), knob="scale_coeff"),
+            Corruption("gain", "gain", (1.25, 1.5, 2.0, 3.0, 5.0), C.gain),
+            Corruption("offset", "offset", (0.25, 0.5, 0.75, 1.0, 1.5), C.offset),
+            Corruption("contrast", "contrast", (0.8, 0.7, 0.6, 0.5, 0.4), C.contrast),
+        )
+    },
+    "digits": {
+        c.name: c
+        for c in (
+            Corruption("noise", "Gaussian noise", (0.15, 0.2, 0.3, 0.4, 0.6), C.gaussian_noise),
+            Corruption("blur", "blur", (0.6, 0.75, 1.0, 1.25, 1.5), C.blur),
+            Corruption("contrast", "contrast", (0.7, 0.6, 0.5, 0.4, 0.3), C.contrast),
+            Corruption("gain", "gain", (1.5, 2.0, 3.0, 4.0, 6.0), C.gain),
+            Corruption("offset", "offset", (0.15, 0.2, 0.3, 0.4, 0.5), C.offset),
+        )
+    },
 }
 
 
@@ -93,8 +99,9 @@ def parse(full: str) -> tuple[str, str, int] | None:
     try:
         level = int(severity)
     except ValueError:
-        raise ValueError(f"expected a name like '{base}{SUFFIX}/CORRUPTION/SEVERITY' with SEVERITY in "
-                         f"{SEVERITIES} (got {full!r})") from None
+        raise ValueError(
+            f"expected a name like '{base}{SUFFIX}/CORRUPTION/SEVERITY' with SEVERITY in {SEVERITIES} (got {full!r})"
+        ) from None
     _check(base, corruption, level)
     return base, corruption, level
 
@@ -108,8 +115,9 @@ def _check(base: str, corruption: str, severity: int) -> None:
         raise ValueError(f"expected severity in {SEVERITIES} (got {severity!r})")
 
 
-def corrupted_test(base: str, corruption: str, severities=SEVERITIES, seed: int = 0,
-                   clean: Dataset | None = None) -> dict[int, torch.Tensor]:
+def corrupted_test(
+    base: str, corruption: str, severities=SEVERITIES, seed: int = 0, clean: Dataset | None = None
+) -> dict[int, torch.Tensor]:
     """``{severity: corrupted x_test}`` of one corruption (labels: the clean set's y_test).
 
     ``clean`` is the loaded base set (default: ``bnlab.data.load(base)``). Noise for severity s

@@ -91,8 +91,15 @@ def test_accuracy(model, ds) -> float:
 def run() -> dict[str, Any]:
     ds = data.load("mnist1d")
     x, y = ds.x_train[:1000], ds.y_train[:1000]
-    out: dict[str, Any] = {"hidden": HIDDEN, "width": WIDTH, "gain": GAIN, "steps": STEPS, "lr": LR,
-                           "saturated": SATURATED, "layers": [f"layer {i + 1}" for i in range(HIDDEN)]}
+    out: dict[str, Any] = {
+        "hidden": HIDDEN,
+        "width": WIDTH,
+        "gain": GAIN,
+        "steps": STEPS,
+        "lr": LR,
+        "saturated": SATURATED,
+        "layers": [f"layer {i + 1}" for i in range(HIDDEN)],
+    }
     for key, norm in (("none", "none"), ("bn", NORM)):
         model = build(norm)
         at_init = measure(model, x, y)

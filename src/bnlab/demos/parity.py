@@ -17,8 +17,14 @@ def run(channels: int = 16, shape: tuple[int, int, int] = (32, 8, 8), steps: int
         ours.weight.copy_(torch.rand(channels, generator=gen) + 0.5)
         ours.bias.copy_(torch.randn(channels, generator=gen))
     ref.load_state_dict(ours.state_dict())
-    worst = {"output": 0.0, "input_gradient": 0.0, "weight_gradient": 0.0, "running_mean": 0.0,
-             "running_var": 0.0, "eval_output": 0.0}
+    worst = {
+        "output": 0.0,
+        "input_gradient": 0.0,
+        "weight_gradient": 0.0,
+        "running_mean": 0.0,
+        "running_var": 0.0,
+        "eval_output": 0.0,
+    }
 
     def note(key, a, b):
         a, b = a.detach(), b.detach()

@@ -37,7 +37,7 @@ NORM = "torch_bn"  # torch.nn.BatchNorm1d: the layer these pitfalls are met with
 
 def _batches(n: int, batch: int, gen: torch.Generator):
     perm = torch.randperm(n, generator=gen)
-    return [perm[i:i + batch] for i in range(0, n - batch + 1, batch)]  # drop_last: full batches only
+    return [perm[i : i + batch] for i in range(0, n - batch + 1, batch)]  # drop_last: full batches only
 
 
 def train_cnn(ds, steps: int = TRAIN_STEPS, seed: int = SEED) -> torch.nn.Module:
@@ -61,7 +61,7 @@ def accuracy(model, x, y, batch: int = 1000, train_mode: bool = False) -> float:
     """Test accuracy in batches of ``batch``; ``train_mode`` predicts as a model left in training mode
     would (its running statistics change as a side effect: pass a copy)."""
     model.train(train_mode)
-    correct = sum(int((model(x[i:i + batch]).argmax(1) == y[i:i + batch]).sum()) for i in range(0, len(x), batch))
+    correct = sum(int((model(x[i : i + batch]).argmax(1) == y[i : i + batch]).sum()) for i in range(0, len(x), batch))
     model.eval()
     return correct / len(x)
 
@@ -103,13 +103,17 @@ def batch_of_one(model, ds) -> dict[str, Any]:
     x = ds.x_test[:64]
     with torch.no_grad():
         model.eval()
-        alone = torch.cat([model(x[i:i + 1]) for i in range(len(x))])
+        alone = torch.cat([model(x[i : i + 1]) for i in range(len(x))])
         eval_diff = float((alone - model(x)).abs().max())
         trained = copy.deepcopy(model).train()
-        alone_train = torch.cat([trained(x[i:i + 1]) for i in range(len(x))])
+        alone_train = torch.cat([trained(x[i : i + 1]) for i in range(len(x))])
         train_diff = float((alone_train - model(x)).abs().max())
-    return {"error": error, "eval_alone_vs_batch": eval_diff, "train_alone_vs_eval": train_diff,
-            "train_mode_batch_1": accuracy(copy.deepcopy(model), ds.x_test, ds.y_test, 1, train_mode=True)}
+    return {
+        "error": error,
+        "eval_alone_vs_batch": eval_diff,
+        "train_alone_vs_eval": train_diff,
+        "train_mode_batch_1": accuracy(copy.deepcopy(model), ds.x_test, ds.y_test, 1, train_mode=True),
+    }
 
 
 def _step(model, x, y, lr: float = 0.1) -> torch.nn.Module:
@@ -156,11 +160,15 @@ def _reestimate(model, ds, momentum: float, epochs: int = 1) -> float:
 def momentum(model, ds) -> dict[str, Any]:
     keras = conventions.KERAS_DEFAULTS["momentum"]
     converted = conventions.decay_to_momentum(keras)
-    return {"keras_decay": keras, "converted": converted, "batches_per_epoch": len(ds.x_train) // BATCH,
-            "torch_default": _reestimate(model, ds, 0.1),
-            "keras_value_typed_in": _reestimate(model, ds, keras),
-            "converted_one_epoch": _reestimate(model, ds, converted),
-            "converted_ten_epochs": _reestimate(model, ds, converted, epochs=10)}
+    return {
+        "keras_decay": keras,
+        "converted": converted,
+        "batches_per_epoch": len(ds.x_train) // BATCH,
+        "torch_default": _reestimate(model, ds, 0.1),
+        "keras_value_typed_in": _reestimate(model, ds, keras),
+        "converted_one_epoch": _reestimate(model, ds, converted),
+        "converted_ten_epochs": _reestimate(model, ds, converted, epochs=10),
+    }
 
 
 def fine_tune(model, ds, steps: int = 300, batch: int = 2) -> dict[str, Any]:
@@ -189,5 +197,11 @@ def fine_tune(model, ds, steps: int = 300, batch: int = 2) -> dict[str, Any]:
 def run() -> dict[str, Any]:
     ds = data.load("mnist1d")
     model = train_cnn(ds)
-    return {"train_steps": TRAIN_STEPS, "forget_eval": forget_eval(model, ds), "batch_of_one": batch_of_one(model, ds),
-            "last_batch": last_batch(model, ds), "momentum": momentum(model, ds), "fine_tune": fine_tune(model, ds)}
+    return {
+        "train_steps": TRAIN_STEPS,
+        "forget_eval": forget_eval(model, ds),
+        "batch_of_one": batch_of_one(model, ds),
+        "last_batch": last_batch(model, ds),
+        "momentum": momentum(model, ds),
+        "fine_tune": fine_tune(model, ds),
+    }

@@ -30,9 +30,11 @@ ID = "C1"
 NAME = "bn-trains-faster"
 TITLE = "BN reaches a target accuracy in fewer steps and keeps a layer's input distribution steadier"
 QUESTION = "Does BN make training faster, and does it keep each layer's input distribution steady?"
-CLAIM = ("On MNIST, a 3x100 sigmoid MLP with BN (batch 60, 50k steps) reaches higher test accuracy faster than "
-         "without, and the 15th/50th/85th percentiles of a last-layer sigmoid input stay steady with BN while "
-         "they drift without it (Fig. 1).")
+CLAIM = (
+    "On MNIST, a 3x100 sigmoid MLP with BN (batch 60, 50k steps) reaches higher test accuracy faster than "
+    "without, and the 15th/50th/85th percentiles of a last-layer sigmoid input stay steady with BN while "
+    "they drift without it (Fig. 1)."
+)
 SOURCE = "Ioffe & Szegedy 2015, §4.1, Fig. 1 (arXiv:1502.03167)"
 
 # ---- the sweep -----------------------------------------------------------------------------------
@@ -42,28 +44,43 @@ PROBE = f"act_pct:blocks.2.act:{UNIT}"  # the input of the last hidden sigmoid, 
 PCT = {q: f"act_pct/blocks.2.act:{UNIT}/p{q}" for q in (15, 50, 85)}
 FULL = dict(lrs=(0.5, 2.0, 8.0), seeds=5, steps=3000, eval_every=100)
 QUICK = dict(lrs=(0.5, 2.0), seeds=2, steps=150, eval_every=50)
-BASE = RunConfig(data="mnist1d", model="mlp", act="sigmoid", placement="before", optimizer="sgd", momentum=0.0,
-                 batch_size=60, eval_samples=1000, probes=(PROBE,))
+BASE = RunConfig(
+    data="mnist1d",
+    model="mlp",
+    act="sigmoid",
+    placement="before",
+    optimizer="sgd",
+    momentum=0.0,
+    batch_size=60,
+    eval_samples=1000,
+    probes=(PROBE,),
+)
 
 # ---- the verdict rule (fixed before running) ---------------------------------------------------
 TARGET_ACC = 0.50  # well below the MNIST-1D MLP reference (68%), so both nets may reach it
 FIRST_PHASE = 0.2  # "after the first phase": drift is measured over the last 80% of the metric steps
 MATCH_MARGIN = 0.01  # no-BN "matches" BN if its best final accuracy is within 1 point ...
-RULE = (f"Steps to target = first metric step with test accuracy >= {TARGET_ACC:.0%} (never: last step + one eval "
-        f"interval). Drift = mean over p15/p50/p85 of (max - min) after the first {FIRST_PHASE:.0%} of training, "
-        f"divided by the mean band width p85 - p15. The same-rate comparison uses no-BN's best rate (highest "
-        f"mean final test accuracy), the rate most favourable to the baseline. Not reproduced if no BN at its own "
-        f"best rate matches BN at BN's best rate: mean final test accuracy within {MATCH_MARGIN * 100:g} point "
-        f"(or higher) AND mean steps to target no more than BN's. Otherwise reproduced if, at the same rate, the "
-        f"95% CIs of the per-seed differences BN - no BN lie below 0 for both steps to target and drift; not "
-        f"reproduced if either CI lies above 0; inconclusive otherwise.")
+RULE = (
+    f"Steps to target = first metric step with test accuracy >= {TARGET_ACC:.0%} (never: last step + one eval "
+    f"interval). Drift = mean over p15/p50/p85 of (max - min) after the first {FIRST_PHASE:.0%} of training, "
+    f"divided by the mean band width p85 - p15. The same-rate comparison uses no-BN's best rate (highest "
+    f"mean final test accuracy), the rate most favourable to the baseline. Not reproduced if no BN at its own "
+    f"best rate matches BN at BN's best rate: mean final test accuracy within {MATCH_MARGIN * 100:g} point "
+    f"(or higher) AND mean steps to target no more than BN's. Otherwise reproduced if, at the same rate, the "
+    f"95% CIs of the per-seed differences BN - no BN lie below 0 for both steps to target and drift; not "
+    f"reproduced if either CI lies above 0; inconclusive otherwise."
+)
 
 
 def sweep(quick: bool, seeds: int | None = None) -> list[RunConfig]:
     cfg = QUICK if quick else FULL
     base = dataclasses.replace(BASE, steps=cfg["steps"], eval_every=cfg["eval_every"])
-    return [dataclasses.replace(base, norm=norm, lr=lr, seed=seed)
-            for norm in NORMS for lr in cfg["lrs"] for seed in range(seeds or cfg["seeds"])]
+    return [
+        dataclasses.replace(base, norm=norm, lr=lr, seed=seed)
+        for norm in NORMS
+        for lr in cfg["lrs"]
+        for seed in range(seeds or cfg["seeds"])
+    ]
 
 
 def drift(run, relative: bool = True) -> float:
@@ -72,7 +89,7 @@ def drift(run, relative: bool = True) -> float:
     bands = np.array([run.series.get(PCT[q], []) for q in (15, 50, 85)], dtype=float)  # (3, metric steps)
     if bands.shape[1] < 2:
         return math.nan
-    late = bands[:, int(FIRST_PHASE * bands.shape[1]):]
+    late = bands[:, int(FIRST_PHASE * bands.shape[1]) :]
     late = late[:, ~np.isnan(late).any(axis=0)]
     width = float(np.mean(late[2] - late[0])) if late.shape[1] else math.nan
     if not late.shape[1] or not width > 0:
@@ -102,8 +119,9 @@ def _draw_acc(data):
     for label, color in zip(data["bands"], ("tab:gray", "tab:blue", "tab:cyan")):
         b = data["bands"][label]
         ax.plot(b["step"], [100 * v for v in b["mean"]], color=color, label=label)
-        ax.fill_between(b["step"], [100 * v for v in b["low"]], [100 * v for v in b["high"]], color=color,
-                        alpha=0.2, lw=0)
+        ax.fill_between(
+            b["step"], [100 * v for v in b["low"]], [100 * v for v in b["high"]], color=color, alpha=0.2, lw=0
+        )
     ax.axhline(100 * data["target"], color="k", ls=":", lw=1, label=f"target {100 * data['target']:.0f}%")
     ax.set_xlabel("step (batch 60)")
     ax.set_ylabel("test accuracy")
@@ -120,8 +138,9 @@ def _draw_pct(data):
     fig, axes = plt.subplots(1, 2, figsize=(7, 3.4), sharey=True)
     for ax, (label, p) in zip(axes, data["percentiles"].items()):
         if p["step"]:
-            ax.fill_between(p["step"], p["p15"], p["p85"], color="tab:blue", alpha=0.25, lw=0,
-                            label="15th to 85th percentile")
+            ax.fill_between(
+                p["step"], p["p15"], p["p85"], color="tab:blue", alpha=0.25, lw=0, label="15th to 85th percentile"
+            )
             ax.plot(p["step"], p["p50"], color="tab:blue", label="median")
         ax.set_title(label)
         ax.set_xlabel("step")
@@ -146,8 +165,9 @@ LABELS = {
     "best_lr": Label("Best learning rate (highest final accuracy)", "lr", detail=True),
     "best_final_test_acc": Label("Final test accuracy, each at its best learning rate", "%"),
     "best_acc_gap_bn_minus_none": Label("Final accuracy at the best rates, BN − no BN", "points", detail=True),
-    "best_steps_gap_none_minus_bn": Label("Steps to the target at the best rates, no BN − BN", "steps diff",
-                                          detail=True),
+    "best_steps_gap_none_minus_bn": Label(
+        "Steps to the target at the best rates, no BN − BN", "steps diff", detail=True
+    ),
     "failed_runs": Label("Runs that failed or diverged", "count", detail=True),
 }
 
@@ -162,18 +182,24 @@ def finding(numbers: dict, steps: int) -> str:
         e = numbers[key]
         return f"never within {steps} steps" if e.get("mean", 0) > steps else f"in {text.interval(e, 'steps')}"
 
-    return (f"At the same learning rate ({numbers['same_lr']:g}) BN reached {target} test accuracy "
-            f"{reach('steps_to_target_bn')} and no BN {reach('steps_to_target_none')}; the percentile band of a "
-            f"last-layer input moved by {text.interval(numbers['drift_bn'], 'positive')} of its width with BN and "
-            f"{text.interval(numbers['drift_none'], 'positive')} without: with BN, {speed} and {steady}.")
+    return (
+        f"At the same learning rate ({numbers['same_lr']:g}) BN reached {target} test accuracy "
+        f"{reach('steps_to_target_bn')} and no BN {reach('steps_to_target_none')}; the percentile band of a "
+        f"last-layer input moved by {text.interval(numbers['drift_bn'], 'positive')} of its width with BN and "
+        f"{text.interval(numbers['drift_none'], 'positive')} without: with BN, {speed} and {steady}."
+    )
 
 
 def measure(run, cap: float) -> dict | None:
     """What one run contributes to the rule (None: failed or diverged, left out)."""
     if run is None or run.diverged:
         return None
-    return {"acc": st.final(run, "test_acc"), "steps": st.censored([st.steps_to(run, "test_acc", TARGET_ACC)], cap)[0],
-            "drift": drift(run), "drift_abs": drift(run, False)}
+    return {
+        "acc": st.final(run, "test_acc"),
+        "steps": st.censored([st.steps_to(run, "test_acc", TARGET_ACC)], cap)[0],
+        "drift": drift(run),
+        "drift_abs": drift(run, False),
+    }
 
 
 def records(runs, configs) -> dict[int, dict]:
@@ -199,15 +225,22 @@ def compare(recs: list[dict]) -> dict:
 
     best = {n: max(lrs, key=lambda lr: mean_final(n, lr)) for n in NORMS}
     same = best["none"]
-    pairs = [(r[("bn", same)], r[("none", same)]) for r in recs
-             if r[("bn", same)] is not None and r[("none", same)] is not None]
+    pairs = [
+        (r[("bn", same)], r[("none", same)])
+        for r in recs
+        if r[("bn", same)] is not None and r[("none", same)] is not None
+    ]
     dpairs = [(a, b) for a, b in pairs if not (math.isnan(a["drift"]) or math.isnan(b["drift"]))]
-    return {"best": best, "same_lr": same,
-            "speed": paired([a["steps"] for a, _ in pairs], [b["steps"] for _, b in pairs]),
-            "drift": paired([a["drift"] for a, _ in dpairs], [b["drift"] for _, b in dpairs]),
-            "acc_gap": mean_final("bn", best["bn"]) - mean_final("none", best["none"]),
-            "steps_gap": mean_steps("none", best["none"]) - mean_steps("bn", best["bn"]),
-            "dpairs": dpairs, "ok": ok}
+    return {
+        "best": best,
+        "same_lr": same,
+        "speed": paired([a["steps"] for a, _ in pairs], [b["steps"] for _, b in pairs]),
+        "drift": paired([a["drift"] for a, _ in dpairs], [b["drift"] for _, b in dpairs]),
+        "acc_gap": mean_final("bn", best["bn"]) - mean_final("none", best["none"]),
+        "steps_gap": mean_steps("none", best["none"]) - mean_steps("bn", best["bn"]),
+        "dpairs": dpairs,
+        "ok": ok,
+    }
 
 
 def rule(recs: list[dict]) -> str:
@@ -243,57 +276,99 @@ def analyze(runs, ctx) -> ClaimResult:
         f"{text.interval(estimate(d_none), 'positive')} (difference {text.interval(drift_test.diff)}). "
         f"At their own best rates BN ends at {text.interval(best_acc['bn'], '%')} (lr {best['bn']:g}) and no BN "
         f"at {text.interval(best_acc['none'], '%')} (lr {best['none']:g})."
-        + (f" {failed} run(s) failed or diverged and were left out." if failed else ""))
+        + (f" {failed} run(s) failed or diverged and were left out." if failed else "")
+    )
 
     def label(n, lr):
         return f"{'BN' if n == 'bn' else 'no BN'}, lr {lr:g}"
 
-    acc_bands = {label("none", same_lr): st.mean_band([r for _, r in groups[("none", same_lr)]], "test_acc"),
-                 label("bn", same_lr): st.mean_band([r for _, r in groups[("bn", same_lr)]], "test_acc")}
+    acc_bands = {
+        label("none", same_lr): st.mean_band([r for _, r in groups[("none", same_lr)]], "test_acc"),
+        label("bn", same_lr): st.mean_band([r for _, r in groups[("bn", same_lr)]], "test_acc"),
+    }
     if best["bn"] != same_lr:
         acc_bands[label("bn", best["bn"])] = st.mean_band([r for _, r in groups[("bn", best["bn"])]], "test_acc")
     pct = {}
     for n in NORMS:
         r = next((r for _, r in groups[(n, same_lr)] if r is not None), None)
         pct[label(n, same_lr) + f" (seed {seeds[0]})"] = (
-            {"step": r.series["step"], **{f"p{q}": r.series[PCT[q]] for q in PCT}} if r is not None
-            else {"step": [], "p15": [], "p50": [], "p85": []})
+            {"step": r.series["step"], **{f"p{q}": r.series[PCT[q]] for q in PCT}}
+            if r is not None
+            else {"step": [], "p15": [], "p50": [], "p85": []}
+        )
     rows = []
     for c, r in zip(configs, runs):
         row = {"norm": c.norm, "lr": c.lr, "seed": c.seed, "status": "failed" if r is None else r.status}
         if r is not None:
-            row.update(final_test_acc=st.final(r, "test_acc"), steps_to_target=st.steps_to(r, "test_acc", TARGET_ACC),
-                       drift=drift(r))
+            row.update(
+                final_test_acc=st.final(r, "test_acc"),
+                steps_to_target=st.steps_to(r, "test_acc", TARGET_ACC),
+                drift=drift(r),
+            )
         rows.append(row)
     result = ClaimResult(
-        id=ID, name=NAME, question=QUESTION, claim=CLAIM, source=SOURCE, rule=RULE, verdict=v, summary=summary,
-        setup={"data": "mnist1d", "model": "mlp 3x100 sigmoid, norm before the sigmoid", "norms": list(NORMS),
-               "lrs": lrs, "optimizer": "sgd, no momentum, constant lr", "batch_size": BASE.batch_size,
-               "steps": configs[0].steps, "eval_every": configs[0].eval_every, "probe": PROBE, "seeds": seeds,
-               "quick": ctx.quick, "target_acc": TARGET_ACC, "failed_runs": failed},
-        numbers={"target_acc": TARGET_ACC, "same_lr": same_lr, "best_lr": best,
-                 "steps_to_target_bn": estimate(s_bn).to_json(),
-                 "steps_to_target_none": estimate(s_none).to_json(),
-                 "steps_to_target_bn_minus_none": speed.to_json(),
-                 "drift_bn_minus_none": drift_test.to_json(),
-                 "drift_bn": estimate(d_bn).to_json(),
-                 "drift_none": estimate(d_none).to_json(),
-                 "drift_abs_bn": estimate([m["drift_abs"] for m in ok("bn", same_lr)]).to_json(),
-                 "drift_abs_none": estimate([m["drift_abs"] for m in ok("none", same_lr)]).to_json(),
-                 "best_final_test_acc": {n: best_acc[n].to_json() for n in NORMS},
-                 "best_acc_gap_bn_minus_none": acc_gap, "best_steps_gap_none_minus_bn": steps_gap,
-                 "failed_runs": failed},
-        figures=[FigureSpec("accuracy_vs_steps", "Test accuracy vs steps, with and without BN",
-                            {"bands": acc_bands, "target": TARGET_ACC}, _draw_acc,
-                            "As Ioffe & Szegedy's Fig. 1a: test accuracy during training, mean over seeds with "
-                            "the lowest-to-highest band."),
-                 FigureSpec("sigmoid_input_percentiles",
-                            "The 15th, 50th and 85th percentiles of a last-layer sigmoid input",
-                            {"percentiles": pct}, _draw_pct,
-                            "As Ioffe & Szegedy's Fig. 1b/c: the distribution of one unit's input to the last "
-                            "hidden sigmoid over each training batch, at the same learning rate, without (left) "
-                            "and with (right) BN, on one y scale.")],
-        rows=rows, title=TITLE, labels=LABELS,
+        id=ID,
+        name=NAME,
+        question=QUESTION,
+        claim=CLAIM,
+        source=SOURCE,
+        rule=RULE,
+        verdict=v,
+        summary=summary,
+        setup={
+            "data": "mnist1d",
+            "model": "mlp 3x100 sigmoid, norm before the sigmoid",
+            "norms": list(NORMS),
+            "lrs": lrs,
+            "optimizer": "sgd, no momentum, constant lr",
+            "batch_size": BASE.batch_size,
+            "steps": configs[0].steps,
+            "eval_every": configs[0].eval_every,
+            "probe": PROBE,
+            "seeds": seeds,
+            "quick": ctx.quick,
+            "target_acc": TARGET_ACC,
+            "failed_runs": failed,
+        },
+        numbers={
+            "target_acc": TARGET_ACC,
+            "same_lr": same_lr,
+            "best_lr": best,
+            "steps_to_target_bn": estimate(s_bn).to_json(),
+            "steps_to_target_none": estimate(s_none).to_json(),
+            "steps_to_target_bn_minus_none": speed.to_json(),
+            "drift_bn_minus_none": drift_test.to_json(),
+            "drift_bn": estimate(d_bn).to_json(),
+            "drift_none": estimate(d_none).to_json(),
+            "drift_abs_bn": estimate([m["drift_abs"] for m in ok("bn", same_lr)]).to_json(),
+            "drift_abs_none": estimate([m["drift_abs"] for m in ok("none", same_lr)]).to_json(),
+            "best_final_test_acc": {n: best_acc[n].to_json() for n in NORMS},
+            "best_acc_gap_bn_minus_none": acc_gap,
+            "best_steps_gap_none_minus_bn": steps_gap,
+            "failed_runs": failed,
+        },
+        figures=[
+            FigureSpec(
+                "accuracy_vs_steps",
+                "Test accuracy vs steps, with and without BN",
+                {"bands": acc_bands, "target": TARGET_ACC},
+                _draw_acc,
+                "As Ioffe & Szegedy's Fig. 1a: test accuracy during training, mean over seeds with "
+                "the lowest-to-highest band.",
+            ),
+            FigureSpec(
+                "sigmoid_input_percentiles",
+                "The 15th, 50th and 85th percentiles of a last-layer sigmoid input",
+                {"percentiles": pct},
+                _draw_pct,
+                "As Ioffe & Szegedy's Fig. 1b/c: the distribution of one unit's input to the last "
+                "hidden sigmoid over each training batch, at the same learning rate, without (left) "
+                "and with (right) BN, on one y scale.",
+            ),
+        ],
+        rows=rows,
+        title=TITLE,
+        labels=LABELS,
     )
     result.finding = finding(result.numbers, configs[0].steps)
     return stability.settle(result, stab)

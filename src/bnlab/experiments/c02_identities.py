@@ -24,22 +24,28 @@ ID = "C2"
 NAME = "identities"
 TITLE = "BN's identities: γ and β of shape (C,), identity recovery, biased/unbiased variance, scale invariance"
 QUESTION = "What shapes do γ and β have, and why can BN recover the identity?"
-CLAIM = ("γ = sqrt(Var[x]+ε), β = E[x] recovers the input; γ, β have one entry per channel; training "
-         "uses the biased variance, the running variance the unbiased one; BN is invariant to the scale "
-         "of the preceding weights and scales their gradient by 1/a.")
+CLAIM = (
+    "γ = sqrt(Var[x]+ε), β = E[x] recovers the input; γ, β have one entry per channel; training "
+    "uses the biased variance, the running variance the unbiased one; BN is invariant to the scale "
+    "of the preceding weights and scales their gradient by 1/a."
+)
 SOURCE = "Ioffe & Szegedy 2015, §3 and §3.3 (arXiv:1502.03167)"
 TOLERANCE = 1e-9  # float64: every identity must hold to this (absolute, on O(1) values)
-RULE = (f"Reproduced if every identity holds within {TOLERANCE:g} (float64) for BatchNorm1d, 2d and 3d; "
-        "not reproduced if any fails. (Exact computation: no inconclusive outcome.)")
+RULE = (
+    f"Reproduced if every identity holds within {TOLERANCE:g} (float64) for BatchNorm1d, 2d and 3d; "
+    "not reproduced if any fails. (Exact computation: no inconclusive outcome.)"
+)
 # Not seeded, so stability has another meaning here: the checks are recomputed on this many fresh random
 # inputs (generator seeds 0, 1, ...), and the verdict must come out the same on every one; how far the
 # largest error stays under the tolerance says how much room a machine's rounding has.
 INPUT_DRAWS = 10
 
-_LAYERS = {"BatchNorm1d (N,C)": (bnn.BatchNorm1d, (64, 6)),
-           "BatchNorm1d (N,C,L)": (bnn.BatchNorm1d, (16, 6, 9)),
-           "BatchNorm2d": (bnn.BatchNorm2d, (8, 6, 5, 7)),
-           "BatchNorm3d": (bnn.BatchNorm3d, (4, 6, 3, 4, 5))}
+_LAYERS = {
+    "BatchNorm1d (N,C)": (bnn.BatchNorm1d, (64, 6)),
+    "BatchNorm1d (N,C,L)": (bnn.BatchNorm1d, (16, 6, 9)),
+    "BatchNorm2d": (bnn.BatchNorm2d, (8, 6, 5, 7)),
+    "BatchNorm3d": (bnn.BatchNorm3d, (4, 6, 3, 4, 5)),
+}
 _SCALES = [1e-3, 1e-2, 1e-1, 1.0, 1e1, 1e2, 1e3]
 
 
@@ -96,8 +102,7 @@ def _draw(data):
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 3.4))
-    ax.loglog(data["scale"], data["grad_norm_ratio"], "o", ms=7,
-              label="measured: ‖gradient at aW‖ / ‖gradient at W‖")
+    ax.loglog(data["scale"], data["grad_norm_ratio"], "o", ms=7, label="measured: ‖gradient at aW‖ / ‖gradient at W‖")
     ax.loglog(data["scale"], [1 / a for a in data["scale"]], "k--", lw=1, label="1/a")
     ax.set_xlabel("scale a of the weights before BN")
     ax.set_ylabel("gradient norm ratio")
@@ -110,12 +115,15 @@ def _draw(data):
 LABELS = {
     "param_shapes": Label("Shapes of γ and β (one entry per channel)"),
     "identity_max_abs_err": Label("γ = √(Var[x] + ε), β = E[x]: largest difference from the input", "sci"),
-    "biased_var_max_abs_err": Label("Training normalizes with the biased variance: largest difference", "sci",
-                                    detail=True),
-    "unbiased_running_var_max_abs_err": Label("`running_var` stores the unbiased variance: largest difference",
-                                              "sci", detail=True),
-    "eval_running_stats_max_abs_err": Label("Evaluation uses the running statistics: largest difference", "sci",
-                                            detail=True),
+    "biased_var_max_abs_err": Label(
+        "Training normalizes with the biased variance: largest difference", "sci", detail=True
+    ),
+    "unbiased_running_var_max_abs_err": Label(
+        "`running_var` stores the unbiased variance: largest difference", "sci", detail=True
+    ),
+    "eval_running_stats_max_abs_err": Label(
+        "Evaluation uses the running statistics: largest difference", "sci", detail=True
+    ),
     "scale_output_max_abs_err": Label("Weights scaled by a = 0.001 to 1000: largest change of BN's output", "sci"),
     "worst_grad_ratio_rel_err": Label("Weight gradient vs exactly 1/a: largest relative deviation", "sci"),
     "worst_abs_err": Label("Largest error of any identity", "sci", detail=True),
@@ -127,29 +135,34 @@ def _checks(seed: int) -> tuple[dict, dict, bool, float, float, float, str]:
     worst layer error, worst output change, worst gradient ratio deviation, verdict)."""
     gen = torch.Generator().manual_seed(seed)
     per_layer = {name: _layer_checks(cls, shape, gen) for name, (cls, shape) in _LAYERS.items()}
-    shapes_ok = all(list(cls(shape[1]).weight.shape) == list(cls(shape[1]).bias.shape) == [shape[1]]
-                    for cls, shape in _LAYERS.values())
+    shapes_ok = all(
+        list(cls(shape[1]).weight.shape) == list(cls(shape[1]).bias.shape) == [shape[1]]
+        for cls, shape in _LAYERS.values()
+    )
     scale = _scale_invariance(gen)
     worst_layer = max(v for checks in per_layer.values() for v in checks.values())
     worst_out = max(scale["output_max_abs_err"])
     worst_ratio = max(abs(r * a - 1) for r, a in zip(scale["grad_norm_ratio"], scale["scale"]))
     holds = shapes_ok and max(worst_layer, worst_out, worst_ratio) <= TOLERANCE
-    return per_layer, scale, shapes_ok, worst_layer, worst_out, worst_ratio, \
-        "reproduced" if holds else "not reproduced"
+    return per_layer, scale, shapes_ok, worst_layer, worst_out, worst_ratio, "reproduced" if holds else "not reproduced"
 
 
 def run(ctx) -> ClaimResult:
     draws = [_checks(seed) for seed in range(INPUT_DRAWS)]
     per_layer, scale, shapes_ok, worst_layer, worst_out, worst_ratio, verdict = draws[0]
-    param_shapes = {name: {"input": list(shape), "gamma": list(cls(shape[1]).weight.shape),
-                           "beta": list(cls(shape[1]).bias.shape)} for name, (cls, shape) in _LAYERS.items()}
+    param_shapes = {
+        name: {"input": list(shape), "gamma": list(cls(shape[1]).weight.shape), "beta": list(cls(shape[1]).bias.shape)}
+        for name, (cls, shape) in _LAYERS.items()
+    }
     worst_any = max(max(d[3], d[4], d[5]) for d in draws)
     margin = math.log10(TOLERANCE / worst_any) if worst_any > 0 else math.inf
     stab = stability.computed(
         [d[-1] for d in draws],
         f"Not seeded: exact float64 computation. Recomputed on {INPUT_DRAWS} fresh random inputs, the largest "
-        f"error of any identity was {worst_any:.0e}, " + (f"{margin:.1f} orders of magnitude under" if margin > 0 else
-                                                          "not under") + f" the tolerance {TOLERANCE:g}.")
+        f"error of any identity was {worst_any:.0e}, "
+        + (f"{margin:.1f} orders of magnitude under" if margin > 0 else "not under")
+        + f" the tolerance {TOLERANCE:g}.",
+    )
     identity_err = max(c["identity_max_abs_err"] for c in per_layer.values())
     summary = (
         "γ and β are vectors with one entry per channel — shape (C,) — for BatchNorm1d, 2d and 3d alike; "
@@ -161,27 +174,62 @@ def run(ctx) -> ClaimResult:
         f"(largest difference {worst_out:.1e}) and scales the weight gradient by exactly 1/a "
         f"(largest relative deviation {worst_ratio:.1e})."
     )
-    return stability.settle(ClaimResult(
-        id=ID, name=NAME, question=QUESTION, claim=CLAIM, source=SOURCE, rule=RULE, verdict=verdict,
-        summary=summary,
-        setup={"dtype": "float64", "layers": {k: list(v[1]) for k, v in _LAYERS.items()},
-               "scales": _SCALES, "tolerance": TOLERANCE, "seeds": [0],
-               "fresh inputs for the stability": INPUT_DRAWS, "quick": ctx.quick},
-        numbers={"param_shapes": param_shapes, "identity_max_abs_err": identity_err,
-                 **{key: max(c[check] for c in per_layer.values()) for key, check in (
-                     ("biased_var_max_abs_err", "train_biased_var_max_abs_err"),
-                     ("unbiased_running_var_max_abs_err", "running_var_unbiased_max_abs_err"),
-                     ("eval_running_stats_max_abs_err", "eval_uses_running_stats_max_abs_err"))},
-                 "scale_output_max_abs_err": worst_out, "worst_grad_ratio_rel_err": worst_ratio,
-                 "worst_abs_err": max(worst_layer, worst_out)},
-        title=TITLE, labels=LABELS,
-        finding=(f"γ and β have shape (C,) in BatchNorm1d, 2d and 3d; γ = √(Var[x] + ε), β = E[x] gave back the "
-                 f"input to within {identity_err:.0e}, and scaling the weights before BN by 0.001 to 1000 left the "
-                 f"output unchanged (to within {worst_out:.0e}) and scaled their gradient by 1/a to within {worst_ratio:.0e}: every identity "
-                 f"{'holds' if verdict == 'reproduced' else 'does NOT hold'} within {TOLERANCE:g}."),
-        figures=[FigureSpec("grad_scale", "Scale invariance: the weight gradient shrinks as 1/a", scale, _draw,
-                            "BatchNorm1d after a linear layer with weights aW: the output is unchanged and "
-                            "the gradient norm follows 1/a exactly.")],
-        rows=[{"layer": name, "gamma_shape": str(tuple(param_shapes[name]["gamma"])), **checks}
-              for name, checks in per_layer.items()],
-    ), stab)
+    return stability.settle(
+        ClaimResult(
+            id=ID,
+            name=NAME,
+            question=QUESTION,
+            claim=CLAIM,
+            source=SOURCE,
+            rule=RULE,
+            verdict=verdict,
+            summary=summary,
+            setup={
+                "dtype": "float64",
+                "layers": {k: list(v[1]) for k, v in _LAYERS.items()},
+                "scales": _SCALES,
+                "tolerance": TOLERANCE,
+                "seeds": [0],
+                "fresh inputs for the stability": INPUT_DRAWS,
+                "quick": ctx.quick,
+            },
+            numbers={
+                "param_shapes": param_shapes,
+                "identity_max_abs_err": identity_err,
+                **{
+                    key: max(c[check] for c in per_layer.values())
+                    for key, check in (
+                        ("biased_var_max_abs_err", "train_biased_var_max_abs_err"),
+                        ("unbiased_running_var_max_abs_err", "running_var_unbiased_max_abs_err"),
+                        ("eval_running_stats_max_abs_err", "eval_uses_running_stats_max_abs_err"),
+                    )
+                },
+                "scale_output_max_abs_err": worst_out,
+                "worst_grad_ratio_rel_err": worst_ratio,
+                "worst_abs_err": max(worst_layer, worst_out),
+            },
+            title=TITLE,
+            labels=LABELS,
+            finding=(
+                f"γ and β have shape (C,) in BatchNorm1d, 2d and 3d; γ = √(Var[x] + ε), β = E[x] gave back the "
+                f"input to within {identity_err:.0e}, and scaling the weights before BN by 0.001 to 1000 left the "
+                f"output unchanged (to within {worst_out:.0e}) and scaled their gradient by 1/a to within {worst_ratio:.0e}: every identity "
+                f"{'holds' if verdict == 'reproduced' else 'does NOT hold'} within {TOLERANCE:g}."
+            ),
+            figures=[
+                FigureSpec(
+                    "grad_scale",
+                    "Scale invariance: the weight gradient shrinks as 1/a",
+                    scale,
+                    _draw,
+                    "BatchNorm1d after a linear layer with weights aW: the output is unchanged and "
+                    "the gradient norm follows 1/a exactly.",
+                )
+            ],
+            rows=[
+                {"layer": name, "gamma_shape": str(tuple(param_shapes[name]["gamma"])), **checks}
+                for name, checks in per_layer.items()
+            ],
+        ),
+        stab,
+    )

@@ -24,9 +24,11 @@ ID = "C3"
 NAME = "higher-learning-rates"
 TITLE = "BN trains at learning rates at least 5× higher and reaches 80% accuracy in fewer steps"
 QUESTION = "Does BN let me train with much higher learning rates?"
-CLAIM = ("With BN, Inception trains at 5x and 30x the baseline's learning rate: BN-x5 reaches the baseline's "
-         "72.2% in 14x fewer steps (2.1M vs 31.0M), while the baseline at 5x diverges; a CIFAR-10 ResNet-110 "
-         "trains at lr 0.1 with BN but needs 0.0001 without.")
+CLAIM = (
+    "With BN, Inception trains at 5x and 30x the baseline's learning rate: BN-x5 reaches the baseline's "
+    "72.2% in 14x fewer steps (2.1M vs 31.0M), while the baseline at 5x diverges; a CIFAR-10 ResNet-110 "
+    "trains at lr 0.1 with BN but needs 0.0001 without."
+)
 SOURCE = "Ioffe & Szegedy 2015, §4.2 (arXiv:1502.03167); Bjorck et al. 2018 (arXiv:1806.02375)"
 
 # ---- the sweep -----------------------------------------------------------------------------------
@@ -37,30 +39,37 @@ NORMS = ("none", "bn")
 # stable in 73% of resamples only; with 6, 97%.
 FULL = dict(lrs=(1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0), seeds=6, steps=2000, eval_every=100)
 QUICK = dict(lrs=(1e-2, 3.0), seeds=2, steps=100, eval_every=50)
-BASE = RunConfig(data="mnist1d", model="cnn", optimizer="sgd", momentum=0.9, batch_size=100,
-                 eval_samples=1000)  # eval on the whole test set (1000) and the first 1000 train examples
+BASE = RunConfig(
+    data="mnist1d", model="cnn", optimizer="sgd", momentum=0.9, batch_size=100, eval_samples=1000
+)  # eval on the whole test set (1000) and the first 1000 train examples
 
 # ---- the verdict rule (fixed before running) ---------------------------------------------------
 CHANCE = 0.1  # 10 classes
 TRAINS_MIN_ACC = 2 * CHANCE  # "better than chance": final test accuracy at least twice chance, every seed
 ACC_THRESHOLD = 0.80  # the fixed test accuracy whose steps we count (well below the CNN's ~94%)
 LR_RATIO_MIN = 5.0  # "clearly higher": BN's largest training rate >= 5x no-BN's (2 grid steps of ~3.16x)
-RULE = (f"A learning rate 'trains' for a norm if every seed finishes without diverging and ends with test "
-        f"accuracy >= {TRAINS_MIN_ACC:.0%} (twice chance). Reproduced if BN's largest training rate is at least "
-        f"{LR_RATIO_MIN:g}x no-BN's AND, at each norm's best rate (highest mean final test accuracy among its "
-        f"training rates), BN reaches {ACC_THRESHOLD:.0%} test accuracy in fewer steps: the 95% CI of the "
-        f"per-seed difference (BN - no-BN; a run that never reaches it counts as its last step + one eval "
-        f"interval) lies below 0. Not reproduced if BN's largest training rate is not higher than no-BN's, or BN "
-        f"is slower with the CI above 0. Inconclusive otherwise (a ratio between 1x and {LR_RATIO_MIN:g}x, which "
-        f"this grid cannot resolve, or overlapping CIs).")
+RULE = (
+    f"A learning rate 'trains' for a norm if every seed finishes without diverging and ends with test "
+    f"accuracy >= {TRAINS_MIN_ACC:.0%} (twice chance). Reproduced if BN's largest training rate is at least "
+    f"{LR_RATIO_MIN:g}x no-BN's AND, at each norm's best rate (highest mean final test accuracy among its "
+    f"training rates), BN reaches {ACC_THRESHOLD:.0%} test accuracy in fewer steps: the 95% CI of the "
+    f"per-seed difference (BN - no-BN; a run that never reaches it counts as its last step + one eval "
+    f"interval) lies below 0. Not reproduced if BN's largest training rate is not higher than no-BN's, or BN "
+    f"is slower with the CI above 0. Inconclusive otherwise (a ratio between 1x and {LR_RATIO_MIN:g}x, which "
+    f"this grid cannot resolve, or overlapping CIs)."
+)
 
 
 def sweep(quick: bool, seeds: int | None = None) -> list[RunConfig]:
     cfg = QUICK if quick else FULL
     n_seeds = seeds or cfg["seeds"]
     base = dataclasses.replace(BASE, steps=cfg["steps"], eval_every=cfg["eval_every"])
-    return [dataclasses.replace(base, norm=norm, lr=lr, seed=seed)
-            for norm in NORMS for lr in cfg["lrs"] for seed in range(n_seeds)]
+    return [
+        dataclasses.replace(base, norm=norm, lr=lr, seed=seed)
+        for norm in NORMS
+        for lr in cfg["lrs"]
+        for seed in range(n_seeds)
+    ]
 
 
 def verdict(lr_ratio: float, steps_diff) -> str:
@@ -76,8 +85,9 @@ def verdict(lr_ratio: float, steps_diff) -> str:
 
 
 def _trains(runs) -> bool:
-    return bool(runs) and all(r is not None and not r.diverged and st.final(r, "test_acc") >= TRAINS_MIN_ACC
-                              for r in runs)
+    return bool(runs) and all(
+        r is not None and not r.diverged and st.final(r, "test_acc") >= TRAINS_MIN_ACC for r in runs
+    )
 
 
 def _draw(data):
@@ -89,9 +99,15 @@ def _draw(data):
     lanes = {}  # rates that do not train: an x in a lane of its own under the 0% line, one per norm
     for i, (norm, color) in enumerate(zip(data["norms"], ("tab:gray", "tab:blue"))):
         d = data["curves"][norm]
-        ax.errorbar(d["lr"], [100 * m if m is not None else math.nan for m in d["mean"]],
-                    yerr=[100 * c if c is not None else 0 for c in d["ci"]], fmt="o-", color=color,
-                    capsize=2, label=text.name(norm))
+        ax.errorbar(
+            d["lr"],
+            [100 * m if m is not None else math.nan for m in d["mean"]],
+            yerr=[100 * c if c is not None else 0 for c in d["ci"]],
+            fmt="o-",
+            color=color,
+            capsize=2,
+            label=text.name(norm),
+        )
         lanes[norm] = -5 - 5 * i
         bad = [lr for lr, ok in zip(d["lr"], d["trains"]) if not ok]
         ax.plot(bad, [lanes[norm]] * len(bad), "x", color=color, ms=7, mew=2)
@@ -106,11 +122,19 @@ def _draw(data):
     ax.set_xlabel("learning rate (SGD, momentum 0.9)")
     ax.set_ylabel("final test accuracy")
     fig.tight_layout()
-    extra = [Line2D([], [], color="k", marker="x", ls="", mew=2, label="does not train (under 0%)"),
-             Line2D([], [], color="k", ls="--", label="largest rate that trains")]
+    extra = [
+        Line2D([], [], color="k", marker="x", ls="", mew=2, label="does not train (under 0%)"),
+        Line2D([], [], color="k", ls="--", label="largest rate that trains"),
+    ]
     handles, labels = ax.get_legend_handles_labels()
-    fig.legend(handles + extra, labels + [h.get_label() for h in extra], loc="upper center",
-               bbox_to_anchor=(0.5, 0.0), frameon=False, ncol=4)
+    fig.legend(
+        handles + extra,
+        labels + [h.get_label() for h in extra],
+        loc="upper center",
+        bbox_to_anchor=(0.5, 0.0),
+        frameon=False,
+        ncol=4,
+    )
     return fig
 
 
@@ -121,8 +145,7 @@ LABELS = {
     "best_lr_bn": Label("Best learning rate, BN", "lr", detail=True),
     "best_lr_none": Label("Best learning rate, no BN", "lr", detail=True),
     "steps_to_threshold_bn": Label(f"Steps to {ACC_THRESHOLD:.0%} test accuracy at the best rate, BN", "steps"),
-    "steps_to_threshold_none": Label(f"Steps to {ACC_THRESHOLD:.0%} test accuracy at the best rate, no BN",
-                                     "steps"),
+    "steps_to_threshold_none": Label(f"Steps to {ACC_THRESHOLD:.0%} test accuracy at the best rate, no BN", "steps"),
     "steps_diff_bn_minus_none": Label(f"Steps to {ACC_THRESHOLD:.0%}, BN − no BN (paired by seed)", "steps diff"),
     "final_test_acc_at_best_lr": Label("Final test accuracy at the best rate", "%"),
     "failed_runs": Label("Runs that failed", "count", detail=True),
@@ -134,18 +157,25 @@ def finding(n: dict, steps: int) -> str:
         return "none" if v is None else f"{v:g}"
 
     ratio = n["lr_ratio"]
-    ratio_txt = ("only BN trains at any rate" if ratio == math.inf else "BN trains at none" if ratio is None
-                 or (isinstance(ratio, float) and math.isnan(ratio)) else f"{ratio:.3g}×")
+    ratio_txt = (
+        "only BN trains at any rate"
+        if ratio == math.inf
+        else "BN trains at none"
+        if ratio is None or (isinstance(ratio, float) and math.isnan(ratio))
+        else f"{ratio:.3g}×"
+    )
 
     def reach(key):
         e = n[key]
         mean = e.get("mean")
         return "never" if mean is None or mean > steps else f"in {text.interval(e, 'steps')}"
 
-    return (f"The largest learning rate that trained was {lr(n['max_training_lr_bn'])} with BN and "
-            f"{lr(n['max_training_lr_none'])} without ({ratio_txt}; the claim needs {LR_RATIO_MIN:g}×); at each "
-            f"one's best rate BN reached {ACC_THRESHOLD:.0%} {reach('steps_to_threshold_bn')} and no BN "
-            f"{reach('steps_to_threshold_none')}.")
+    return (
+        f"The largest learning rate that trained was {lr(n['max_training_lr_bn'])} with BN and "
+        f"{lr(n['max_training_lr_none'])} without ({ratio_txt}; the claim needs {LR_RATIO_MIN:g}×); at each "
+        f"one's best rate BN reached {ACC_THRESHOLD:.0%} {reach('steps_to_threshold_bn')} and no BN "
+        f"{reach('steps_to_threshold_none')}."
+    )
 
 
 def measure(run, cap: float) -> dict:
@@ -154,8 +184,11 @@ def measure(run, cap: float) -> dict:
     if run is None:
         return {"trains": False, "acc": math.nan, "steps": math.nan}
     acc = math.nan if run.diverged else st.final(run, "test_acc")
-    return {"trains": _trains([run]), "acc": acc,
-            "steps": st.censored([st.steps_to(run, "test_acc", ACC_THRESHOLD)], cap)[0]}
+    return {
+        "trains": _trains([run]),
+        "acc": acc,
+        "steps": st.censored([st.steps_to(run, "test_acc", ACC_THRESHOLD)], cap)[0],
+    }
 
 
 def records(runs, configs) -> dict[int, dict]:
@@ -191,10 +224,15 @@ def compare(recs: list[dict], cap: float) -> dict:
 
     pairs = [(steps("bn", r), steps("none", r)) for r in recs]
     pairs = [(a, b) for a, b in pairs if not (math.isnan(a) or math.isnan(b))]
-    return {"max_lr": max_lr, "best_lr": best_lr, "curves": curves, "ratio": ratio,
-            "bn_steps": [steps("bn", r) for r in recs if not math.isnan(steps("bn", r))],
-            "none_steps": [steps("none", r) for r in recs if not math.isnan(steps("none", r))],
-            "test": paired([a for a, _ in pairs], [b for _, b in pairs])}
+    return {
+        "max_lr": max_lr,
+        "best_lr": best_lr,
+        "curves": curves,
+        "ratio": ratio,
+        "bn_steps": [steps("bn", r) for r in recs if not math.isnan(steps("bn", r))],
+        "none_steps": [steps("none", r) for r in recs if not math.isnan(steps("none", r))],
+        "test": paired([a for a, _ in pairs], [b for _, b in pairs]),
+    }
 
 
 def rule(recs: list[dict], cap: float) -> str:
@@ -235,32 +273,69 @@ def analyze(runs, ctx) -> ClaimResult:
     for c, r in zip(configs, runs):
         row = {"norm": c.norm, "lr": c.lr, "seed": c.seed, "status": "failed" if r is None else r.status}
         if r is not None:
-            row.update(diverged_step=r.diverged_step, final_test_acc=st.final(r, "test_acc"),
-                       steps_to_threshold=st.steps_to(r, "test_acc", ACC_THRESHOLD))
+            row.update(
+                diverged_step=r.diverged_step,
+                final_test_acc=st.final(r, "test_acc"),
+                steps_to_threshold=st.steps_to(r, "test_acc", ACC_THRESHOLD),
+            )
         rows.append(row)
     result = ClaimResult(
-        id=ID, name=NAME, question=QUESTION, claim=CLAIM, source=SOURCE, rule=RULE, verdict=v, summary=summary,
-        setup={"data": "mnist1d", "model": "cnn (conv-norm-relu)", "norms": list(NORMS), "lrs": lrs,
-               "optimizer": "sgd, momentum 0.9, constant lr", "batch_size": BASE.batch_size, "steps": steps,
-               "eval_every": configs[0].eval_every, "seeds": seeds, "quick": ctx.quick,
-               "acc_threshold": ACC_THRESHOLD, "trains_min_acc": TRAINS_MIN_ACC, "failed_runs": failed},
-        numbers={"max_training_lr_bn": max_lr["bn"], "max_training_lr_none": max_lr["none"],
-                 "lr_ratio": ratio, "best_lr_bn": best_lr["bn"], "best_lr_none": best_lr["none"],
-                 "steps_to_threshold_bn": estimate(bn_steps).to_json(),
-                 "steps_to_threshold_none": estimate(none_steps).to_json(),
-                 "steps_diff_bn_minus_none": test.to_json(),
-                 "final_test_acc_at_best_lr": {
-                     norm: estimate([st.final(r, "test_acc") for _, r in groups[(norm, best_lr[norm])]
-                                     if r is not None]).to_json() if best_lr[norm] is not None else None
-                     for norm in NORMS},
-                 "failed_runs": failed},
-        figures=[FigureSpec("accuracy_vs_lr", "Final test accuracy vs learning rate",
-                            {"norms": list(NORMS), "curves": curves}, _draw,
-                            "Mean final test accuracy over the seeds that finished (bars: 95% interval); an x "
-                            "under the 0% line marks a rate that does not train (a seed diverged or ended no "
-                            "better than twice chance); dashed lines mark each one's largest rate that trains.")],
-        rows=rows, title=TITLE, labels=LABELS,
+        id=ID,
+        name=NAME,
+        question=QUESTION,
+        claim=CLAIM,
+        source=SOURCE,
+        rule=RULE,
+        verdict=v,
+        summary=summary,
+        setup={
+            "data": "mnist1d",
+            "model": "cnn (conv-norm-relu)",
+            "norms": list(NORMS),
+            "lrs": lrs,
+            "optimizer": "sgd, momentum 0.9, constant lr",
+            "batch_size": BASE.batch_size,
+            "steps": steps,
+            "eval_every": configs[0].eval_every,
+            "seeds": seeds,
+            "quick": ctx.quick,
+            "acc_threshold": ACC_THRESHOLD,
+            "trains_min_acc": TRAINS_MIN_ACC,
+            "failed_runs": failed,
+        },
+        numbers={
+            "max_training_lr_bn": max_lr["bn"],
+            "max_training_lr_none": max_lr["none"],
+            "lr_ratio": ratio,
+            "best_lr_bn": best_lr["bn"],
+            "best_lr_none": best_lr["none"],
+            "steps_to_threshold_bn": estimate(bn_steps).to_json(),
+            "steps_to_threshold_none": estimate(none_steps).to_json(),
+            "steps_diff_bn_minus_none": test.to_json(),
+            "final_test_acc_at_best_lr": {
+                norm: estimate(
+                    [st.final(r, "test_acc") for _, r in groups[(norm, best_lr[norm])] if r is not None]
+                ).to_json()
+                if best_lr[norm] is not None
+                else None
+                for norm in NORMS
+            },
+            "failed_runs": failed,
+        },
+        figures=[
+            FigureSpec(
+                "accuracy_vs_lr",
+                "Final test accuracy vs learning rate",
+                {"norms": list(NORMS), "curves": curves},
+                _draw,
+                "Mean final test accuracy over the seeds that finished (bars: 95% interval); an x "
+                "under the 0% line marks a rate that does not train (a seed diverged or ended no "
+                "better than twice chance); dashed lines mark each one's largest rate that trains.",
+            )
+        ],
+        rows=rows,
+        title=TITLE,
+        labels=LABELS,
     )
     result.finding = finding(result.numbers, steps)
     return stability.settle(result, stab)
-

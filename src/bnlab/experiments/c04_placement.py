@@ -24,11 +24,15 @@ ID = "C4"
 NAME = "bn-placement"
 TITLE = "BN after the activation beats BN before it"  # the claim the rule tests (caffenet-benchmark's)
 QUESTION = "Should BN go before or after the activation?"
-CLAIM = ("The BN paper puts BN before the nonlinearity, later Inception code after it; caffenet-benchmark "
-         "(CaffeNet128, ImageNet top-1 accuracy) reports 47.4% before vs 49.9% after, while ResNet v2's full "
-         "pre-activation (BN-ReLU before the conv) improves CIFAR-10 ResNet-110 error from 6.61% to 6.37%.")
-SOURCE = ("Ioffe & Szegedy 2015 (arXiv:1502.03167); Chollet (Keras issue #1802); ducha-aiki/caffenet-benchmark; "
-          "He et al. 2016, ResNet v2 (arXiv:1603.05027)")
+CLAIM = (
+    "The BN paper puts BN before the nonlinearity, later Inception code after it; caffenet-benchmark "
+    "(CaffeNet128, ImageNet top-1 accuracy) reports 47.4% before vs 49.9% after, while ResNet v2's full "
+    "pre-activation (BN-ReLU before the conv) improves CIFAR-10 ResNet-110 error from 6.61% to 6.37%."
+)
+SOURCE = (
+    "Ioffe & Szegedy 2015 (arXiv:1502.03167); Chollet (Keras issue #1802); ducha-aiki/caffenet-benchmark; "
+    "He et al. 2016, ResNet v2 (arXiv:1603.05027)"
+)
 
 # ---- the sweep -----------------------------------------------------------------------------------
 ACTS = ("relu", "tanh")
@@ -37,28 +41,35 @@ PLACEMENTS = ("before", "after")
 # [-10.4, +0.6], did not pass the test); with 10, not reproduced, stable in 95%.
 FULL = dict(seeds=10, steps=1500, eval_every=500)
 QUICK = dict(seeds=2, steps=100, eval_every=100)
-BASE = RunConfig(data="mnist1d", model="cnn", norm="bn", optimizer="sgd", lr=0.1, momentum=0.9,
-                 batch_size=100, eval_samples=1000)
+BASE = RunConfig(
+    data="mnist1d", model="cnn", norm="bn", optimizer="sgd", lr=0.1, momentum=0.9, batch_size=100, eval_samples=1000
+)
 
 # ---- the verdict rule (fixed before running) ---------------------------------------------------
 MIN_DIFF = 0.01  # a mean difference below 1 point of accuracy is "no reliable difference"
 SIGN_AGREEMENT = 0.8  # "consistent sign": at least 80% of the non-tied seeds agree with the mean's sign
 ALPHA = 0.05  # Holm-adjusted paired t-test level, over the activations
-RULE = (f"Per activation, with the per-seed difference d = acc(after) - acc(before): a reliable difference "
-        f"needs |mean d| >= {MIN_DIFF * 100:g} point, at least {SIGN_AGREEMENT:.0%} of the non-tied seeds with the "
-        f"sign of the mean, and a Holm-adjusted (over {len(ACTS)} activations) paired t-test p < {ALPHA:g}; "
-        f"|mean d| < {MIN_DIFF * 100:g} point or an inconsistent sign is 'no reliable difference'. The claim "
-        f"(after beats before, as in caffenet-benchmark) is reproduced if 'after' is reliably better for at least "
-        f"one activation and reliably worse for none; not reproduced if 'before' is reliably better for any "
-        f"activation or there is no reliable difference for all; inconclusive otherwise (a large, consistent "
-        f"difference that the test does not confirm).")
+RULE = (
+    f"Per activation, with the per-seed difference d = acc(after) - acc(before): a reliable difference "
+    f"needs |mean d| >= {MIN_DIFF * 100:g} point, at least {SIGN_AGREEMENT:.0%} of the non-tied seeds with the "
+    f"sign of the mean, and a Holm-adjusted (over {len(ACTS)} activations) paired t-test p < {ALPHA:g}; "
+    f"|mean d| < {MIN_DIFF * 100:g} point or an inconsistent sign is 'no reliable difference'. The claim "
+    f"(after beats before, as in caffenet-benchmark) is reproduced if 'after' is reliably better for at least "
+    f"one activation and reliably worse for none; not reproduced if 'before' is reliably better for any "
+    f"activation or there is no reliable difference for all; inconclusive otherwise (a large, consistent "
+    f"difference that the test does not confirm)."
+)
 
 
 def sweep(quick: bool, seeds: int | None = None) -> list[RunConfig]:
     cfg = QUICK if quick else FULL
     base = dataclasses.replace(BASE, steps=cfg["steps"], eval_every=cfg["eval_every"])
-    return [dataclasses.replace(base, act=act, placement=p, seed=seed)
-            for act in ACTS for p in PLACEMENTS for seed in range(seeds or cfg["seeds"])]
+    return [
+        dataclasses.replace(base, act=act, placement=p, seed=seed)
+        for act in ACTS
+        for p in PLACEMENTS
+        for seed in range(seeds or cfg["seeds"])
+    ]
 
 
 def outcome(mean_diff: float, wins: int, losses: int, p_holm: float) -> str:
@@ -99,12 +110,26 @@ def _draw(data):
     for i, act in enumerate(data["acts"]):
         d = data["per_act"][act]
         xs = [i + 0.08 * (j - (len(d["diffs"]) - 1) / 2) for j in range(len(d["diffs"]))]
-        ax.plot(xs, [100 * v for v in d["diffs"]], "o", color="tab:blue", alpha=0.5, ms=5,
-                label="one seed" if i == 0 else None)
+        ax.plot(
+            xs,
+            [100 * v for v in d["diffs"]],
+            "o",
+            color="tab:blue",
+            alpha=0.5,
+            ms=5,
+            label="one seed" if i == 0 else None,
+        )
         if d["mean"] is not None:
             lo, hi = d["ci95"] if d["ci95"] else (d["mean"], d["mean"])
-            ax.errorbar([i + 0.5], [100 * d["mean"]], yerr=[[100 * (d["mean"] - lo)], [100 * (hi - d["mean"])]],
-                        fmt="s", color="k", capsize=3, label="mean and 95% interval" if i == 0 else None)
+            ax.errorbar(
+                [i + 0.5],
+                [100 * d["mean"]],
+                yerr=[[100 * (d["mean"] - lo)], [100 * (hi - d["mean"])]],
+                fmt="s",
+                color="k",
+                capsize=3,
+                label="mean and 95% interval" if i == 0 else None,
+            )
     ax.axhline(0, color="gray", lw=1)
     for j, y in enumerate((-100 * MIN_DIFF, 100 * MIN_DIFF)):
         ax.axhline(y, color="gray", lw=0.8, ls=":", label="±1 point: no reliable difference" if j == 0 else None)
@@ -119,21 +144,27 @@ def _draw(data):
 
 def _labels(act: str) -> dict[str, Label]:
     name = text.name(act)
-    return {f"{act}_after_minus_before": Label(f"{name}: test accuracy, after − before (paired by seed)", "points"),
-            f"{act}_outcome": Label(f"{name}: outcome"),
-            f"{act}_acc_before": Label(f"{name}: test accuracy, BN before the activation", "%", detail=True),
-            f"{act}_acc_after": Label(f"{name}: test accuracy, BN after the activation", "%", detail=True),
-            f"{act}_p_holm": Label(f"{name}: paired t-test p, Holm-adjusted", "p", detail=True)}
+    return {
+        f"{act}_after_minus_before": Label(f"{name}: test accuracy, after − before (paired by seed)", "points"),
+        f"{act}_outcome": Label(f"{name}: outcome"),
+        f"{act}_acc_before": Label(f"{name}: test accuracy, BN before the activation", "%", detail=True),
+        f"{act}_acc_after": Label(f"{name}: test accuracy, BN after the activation", "%", detail=True),
+        f"{act}_p_holm": Label(f"{name}: paired t-test p, Holm-adjusted", "p", detail=True),
+    }
 
 
-LABELS = {**{k: v for act in ACTS for k, v in _labels(act).items()},
-          "failed_runs": Label("Runs that failed", "count", detail=True)}
+LABELS = {
+    **{k: v for act in ACTS for k, v in _labels(act).items()},
+    "failed_runs": Label("Runs that failed", "count", detail=True),
+}
 
 
 def finding(numbers: dict) -> str:
     outcomes = [numbers[f"{a}_outcome"] for a in ACTS]
-    parts = [f"{text.name(a)} {text.interval(numbers[f'{a}_after_minus_before'], 'points')} ({numbers[f'{a}_outcome']})"
-             for a in ACTS]
+    parts = [
+        f"{text.name(a)} {text.interval(numbers[f'{a}_after_minus_before'], 'points')} ({numbers[f'{a}_outcome']})"
+        for a in ACTS
+    ]
     verdict_words = {
         "before": "BN before the activation was as good or better",
         "after": "BN after the activation was as good or better",
@@ -145,8 +176,12 @@ def finding(numbers: dict) -> str:
 
 def records(runs, configs) -> dict[int, dict]:
     """{seed: {(act, placement): final test accuracy}} (NaN: failed or diverged)."""
-    return st.by_seed(configs, runs, lambda c: (c.act, c.placement),
-                      lambda r: math.nan if r is None or r.diverged else st.final(r, "test_acc"))
+    return st.by_seed(
+        configs,
+        runs,
+        lambda c: (c.act, c.placement),
+        lambda r: math.nan if r is None or r.diverged else st.final(r, "test_acc"),
+    )
 
 
 def compare(recs: list[dict]) -> tuple[dict, dict, dict]:
@@ -180,20 +215,29 @@ def analyze(runs, ctx) -> ClaimResult:
         before = [r[(act, "before")] for r in recs.values() if not math.isnan(r[(act, "before")])]
         common = [s for s, r in recs.items() if not (math.isnan(r[(act, "after")]) or math.isnan(r[(act, "before")]))]
         j = tests[act].diff.to_json()
-        per_act[act] = {"seeds": common, "diffs": [recs[s][(act, "after")] - recs[s][(act, "before")] for s in common],
-                        "mean_after": sum(after) / len(after) if after else None,
-                        "mean_before": sum(before) / len(before) if before else None,
-                        "mean": j.get("mean"), "ci95": j.get("ci95"), "p_holm": p_adj[act], "outcome": outcomes[act]}
+        per_act[act] = {
+            "seeds": common,
+            "diffs": [recs[s][(act, "after")] - recs[s][(act, "before")] for s in common],
+            "mean_after": sum(after) / len(after) if after else None,
+            "mean_before": sum(before) / len(before) if before else None,
+            "mean": j.get("mean"),
+            "ci95": j.get("ci95"),
+            "p_holm": p_adj[act],
+            "outcome": outcomes[act],
+        }
 
     parts = []
     for act in ACTS:
         t = tests[act]
-        parts.append(f"with {act}, after − before = {text.interval(t.diff, 'points')} ({t.wins} of "
-                     f"{t.wins + t.losses} seeds favour after, Holm p = {per_act[act]['p_holm']:.2g}): "
-                     f"{outcomes[act]}")
-    summary = (f"MNIST-1D CNN with BN, SGD lr {BASE.lr:g}, {configs[0].steps} steps, {len(seeds)} seeds paired by "
-               f"seed; " + "; ".join(parts) + "."
-               + (f" {failed} run(s) failed and were left out." if failed else ""))
+        parts.append(
+            f"with {act}, after − before = {text.interval(t.diff, 'points')} ({t.wins} of "
+            f"{t.wins + t.losses} seeds favour after, Holm p = {per_act[act]['p_holm']:.2g}): "
+            f"{outcomes[act]}"
+        )
+    summary = (
+        f"MNIST-1D CNN with BN, SGD lr {BASE.lr:g}, {configs[0].steps} steps, {len(seeds)} seeds paired by "
+        f"seed; " + "; ".join(parts) + "." + (f" {failed} run(s) failed and were left out." if failed else "")
+    )
     rows = []
     for c, r in zip(configs, runs):
         row = {"act": c.act, "placement": c.placement, "seed": c.seed, "status": "failed" if r is None else r.status}
@@ -201,20 +245,54 @@ def analyze(runs, ctx) -> ClaimResult:
             row.update(final_test_acc=st.final(r, "test_acc"), final_train_loss=st.final(r, "train_loss"))
         rows.append(row)
     result = ClaimResult(
-        id=ID, name=NAME, question=QUESTION, claim=CLAIM, source=SOURCE, rule=RULE, verdict=v, summary=summary,
-        setup={"data": "mnist1d", "model": "cnn with bn", "acts": list(ACTS), "placements": list(PLACEMENTS),
-               "optimizer": f"sgd lr {BASE.lr:g}, momentum {BASE.momentum:g}", "batch_size": BASE.batch_size,
-               "steps": configs[0].steps, "seeds": seeds, "quick": ctx.quick, "failed_runs": failed},
-        numbers={**{k: v for act in ACTS for k, v in {
-                    f"{act}_after_minus_before": tests[act].to_json(), f"{act}_outcome": outcomes[act],
-                    f"{act}_acc_before": per_act[act]["mean_before"], f"{act}_acc_after": per_act[act]["mean_after"],
-                    f"{act}_p_holm": per_act[act]["p_holm"]}.items()}, "failed_runs": failed},
-        figures=[FigureSpec("placement_diffs", "Paired placement differences (after − before)",
-                            {"acts": list(ACTS), "per_act": per_act}, _draw,
-                            "Per seed, the final test accuracy of conv→act→BN minus that of conv→BN→act, with "
-                            "the mean and its 95% interval; between the dotted lines (±1 point) a difference "
-                            "counts as none.")],
-        rows=rows, title=TITLE, labels=LABELS,
+        id=ID,
+        name=NAME,
+        question=QUESTION,
+        claim=CLAIM,
+        source=SOURCE,
+        rule=RULE,
+        verdict=v,
+        summary=summary,
+        setup={
+            "data": "mnist1d",
+            "model": "cnn with bn",
+            "acts": list(ACTS),
+            "placements": list(PLACEMENTS),
+            "optimizer": f"sgd lr {BASE.lr:g}, momentum {BASE.momentum:g}",
+            "batch_size": BASE.batch_size,
+            "steps": configs[0].steps,
+            "seeds": seeds,
+            "quick": ctx.quick,
+            "failed_runs": failed,
+        },
+        numbers={
+            **{
+                k: v
+                for act in ACTS
+                for k, v in {
+                    f"{act}_after_minus_before": tests[act].to_json(),
+                    f"{act}_outcome": outcomes[act],
+                    f"{act}_acc_before": per_act[act]["mean_before"],
+                    f"{act}_acc_after": per_act[act]["mean_after"],
+                    f"{act}_p_holm": per_act[act]["p_holm"],
+                }.items()
+            },
+            "failed_runs": failed,
+        },
+        figures=[
+            FigureSpec(
+                "placement_diffs",
+                "Paired placement differences (after − before)",
+                {"acts": list(ACTS), "per_act": per_act},
+                _draw,
+                "Per seed, the final test accuracy of conv→act→BN minus that of conv→BN→act, with "
+                "the mean and its 95% interval; between the dotted lines (±1 point) a difference "
+                "counts as none.",
+            )
+        ],
+        rows=rows,
+        title=TITLE,
+        labels=LABELS,
     )
     result.finding = finding(result.numbers)
     return stability.settle(result, stab)

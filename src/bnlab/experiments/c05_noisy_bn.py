@@ -23,9 +23,11 @@ ID = "C5"
 NAME = "noisy-bn"
 TITLE = "Noisy BN (random shifts injected after every BN) trains as well as BN and better than no BN"
 QUESTION = "If I inject covariate shift after BN, does it still help?"
-CLAIM = ("Adding random per-step shifts and scales after each BN layer (μ_t ~ U(-0.5, 0.5), σ_t ~ U(1, 1.25), "
-         "per element m ~ U(μ_t±0.1), s ~ N(σ_t, 0.1)) barely changes training: on CIFAR-10 VGG, noisy BN trains "
-         "nearly as well as BN (83%) and better than no BN (80%).")
+CLAIM = (
+    "Adding random per-step shifts and scales after each BN layer (μ_t ~ U(-0.5, 0.5), σ_t ~ U(1, 1.25), "
+    "per element m ~ U(μ_t±0.1), s ~ N(σ_t, 0.1)) barely changes training: on CIFAR-10 VGG, noisy BN trains "
+    "nearly as well as BN (83%) and better than no BN (80%)."
+)
 SOURCE = "Santurkar et al. 2018, How Does Batch Normalization Help Optimization?, §2.1, Fig. 2 (arXiv:1805.11604)"
 
 # ---- the sweep -----------------------------------------------------------------------------------
@@ -33,20 +35,21 @@ NORMS = ("bn", "noisy_bn", "none")
 # 8 seeds: with 6 a full run's verdict was stable in 83% of resamples only; with 8, 98%.
 FULL = dict(seeds=8, steps=1500, eval_every=150)
 QUICK = dict(seeds=2, steps=80, eval_every=40)
-BASE = RunConfig(data="mnist1d", model="cnn", optimizer="sgd", lr=0.1, momentum=0.9, batch_size=100,
-                 eval_samples=1000)
+BASE = RunConfig(data="mnist1d", model="cnn", optimizer="sgd", lr=0.1, momentum=0.9, batch_size=100, eval_samples=1000)
 
 # ---- the verdict rule (fixed before running) ---------------------------------------------------
 ACC_MARGIN = 0.01  # "within seed noise" also when |mean accuracy difference| < 1 point ...
 LOSS_MARGIN = 0.02  # ... or |mean training-loss difference| < 0.02 nats
 ALPHA = 0.05  # Holm-adjusted paired t-test level for "beats no BN" (two comparisons)
-RULE = (f"Noisy BN is within seed noise of BN if, for final test accuracy and for final training loss "
-        f"(eval mode), the 95% CI of the per-seed difference noisy - BN contains 0 or its mean is smaller than "
-        f"{ACC_MARGIN * 100:g} point / {LOSS_MARGIN:g} nats. BN and noisy BN each beat no BN if their per-seed "
-        f"test-accuracy gain over no BN is positive with a Holm-adjusted (2 comparisons) paired t-test "
-        f"p < {ALPHA:g}. Reproduced if noisy BN is within noise of BN on both metrics and both beat no BN. Not "
-        f"reproduced if noisy BN is outside seed noise and worse than BN on either metric, or if BN or noisy BN "
-        f"does no better than no BN on average. Inconclusive otherwise.")
+RULE = (
+    f"Noisy BN is within seed noise of BN if, for final test accuracy and for final training loss "
+    f"(eval mode), the 95% CI of the per-seed difference noisy - BN contains 0 or its mean is smaller than "
+    f"{ACC_MARGIN * 100:g} point / {LOSS_MARGIN:g} nats. BN and noisy BN each beat no BN if their per-seed "
+    f"test-accuracy gain over no BN is positive with a Holm-adjusted (2 comparisons) paired t-test "
+    f"p < {ALPHA:g}. Reproduced if noisy BN is within noise of BN on both metrics and both beat no BN. Not "
+    f"reproduced if noisy BN is outside seed noise and worse than BN on either metric, or if BN or noisy BN "
+    f"does no better than no BN on average. Inconclusive otherwise."
+)
 
 
 def sweep(quick: bool, seeds: int | None = None) -> list[RunConfig]:
@@ -90,8 +93,9 @@ def _draw(data):
         for norm, color in zip(data["norms"], ("tab:blue", "tab:orange", "tab:gray")):
             b = data[key][norm]
             ax.plot(b["step"], [scale * v for v in b["mean"]], color=color, label=_NAMES.get(norm, norm))
-            ax.fill_between(b["step"], [scale * v for v in b["low"]], [scale * v for v in b["high"]], color=color,
-                            alpha=0.2, lw=0)
+            ax.fill_between(
+                b["step"], [scale * v for v in b["low"]], [scale * v for v in b["high"]], color=color, alpha=0.2, lw=0
+            )
         ax.set_xlabel("step")
         ax.set_ylabel(ylabel)
         if key == "bands":
@@ -116,32 +120,51 @@ LABELS = {
 
 def finding(n: dict) -> str:
     acc = n["test_acc"]
-    cost = text.compare(n["noisy_minus_bn_test_acc"], "the injected shift raised accuracy",
-                        "the injected shift cost accuracy", "the injected shift cost no measurable accuracy")
-    gain = text.compare(n["noisy_minus_none_test_acc"], "noisy BN still beat no BN", "noisy BN lost to no BN",
-                        "noisy BN did no measurably better than no BN")
-    return (f"Final test accuracy: BN {text.interval(acc['bn'], '%')}, noisy BN "
-            f"{text.interval(acc['noisy_bn'], '%')}, no BN {text.interval(acc['none'], '%')}; noisy BN − BN "
-            f"{text.interval(n['noisy_minus_bn_test_acc'], 'points')}: {cost}, and {gain}.")
+    cost = text.compare(
+        n["noisy_minus_bn_test_acc"],
+        "the injected shift raised accuracy",
+        "the injected shift cost accuracy",
+        "the injected shift cost no measurable accuracy",
+    )
+    gain = text.compare(
+        n["noisy_minus_none_test_acc"],
+        "noisy BN still beat no BN",
+        "noisy BN lost to no BN",
+        "noisy BN did no measurably better than no BN",
+    )
+    return (
+        f"Final test accuracy: BN {text.interval(acc['bn'], '%')}, noisy BN "
+        f"{text.interval(acc['noisy_bn'], '%')}, no BN {text.interval(acc['none'], '%')}; noisy BN − BN "
+        f"{text.interval(n['noisy_minus_bn_test_acc'], 'points')}: {cost}, and {gain}."
+    )
 
 
 def records(runs, configs) -> dict[int, dict]:
     """{seed: {norm: (final test accuracy, final training loss)}} (None: failed or diverged)."""
-    return st.by_seed(configs, runs, lambda c: c.norm,
-                      lambda r: None if r is None or r.diverged else
-                      (st.final(r, "test_acc"), st.final(r, "train_eval_loss")))
+    return st.by_seed(
+        configs,
+        runs,
+        lambda c: c.norm,
+        lambda r: None if r is None or r.diverged else (st.final(r, "test_acc"), st.final(r, "train_eval_loss")),
+    )
 
 
 def compare(recs: list[dict]) -> dict:
     """The rule's paired comparisons from per-seed records (any list of them, repeats allowed)."""
+
     def pair(i, a, b):
         both = [(r[a][i], r[b][i]) for r in recs if r[a] is not None and r[b] is not None]
         return paired([x for x, _ in both], [y for _, y in both])
 
-    out = {"acc": pair(0, "noisy_bn", "bn"), "loss": pair(1, "noisy_bn", "bn"),
-           "gain_bn": pair(0, "bn", "none"), "gain_noisy": pair(0, "noisy_bn", "none")}
-    out["p_bn"], out["p_noisy"] = holm([1.0 if math.isnan(t.p_t) else t.p_t
-                                        for t in (out["gain_bn"], out["gain_noisy"])])
+    out = {
+        "acc": pair(0, "noisy_bn", "bn"),
+        "loss": pair(1, "noisy_bn", "bn"),
+        "gain_bn": pair(0, "bn", "none"),
+        "gain_noisy": pair(0, "noisy_bn", "none"),
+    }
+    out["p_bn"], out["p_noisy"] = holm(
+        [1.0 if math.isnan(t.p_t) else t.p_t for t in (out["gain_bn"], out["gain_noisy"])]
+    )
     return out
 
 
@@ -171,7 +194,8 @@ def analyze(runs, ctx) -> ClaimResult:
         f"{text.interval(acc_diff.diff, 'points')} of accuracy and {text.interval(loss_diff.diff, 'nats')} of "
         f"training loss. Gain over no BN: BN {text.interval(gain_bn.diff, 'points')} (Holm p = {p_bn:.2g}), "
         f"noisy BN {text.interval(gain_noisy.diff, 'points')} (Holm p = {p_noisy:.2g})."
-        + (f" {failed} run(s) failed and were left out." if failed else ""))
+        + (f" {failed} run(s) failed and were left out." if failed else "")
+    )
     rows = []
     for c, r in zip(configs, runs):
         row = {"norm": c.norm, "seed": c.seed, "status": "failed" if r is None else r.status}
@@ -181,21 +205,46 @@ def analyze(runs, ctx) -> ClaimResult:
     bands = {n: st.mean_band([r for _, r in groups[n]], "train_eval_loss") for n in NORMS}
     acc_bands = {n: st.mean_band([r for _, r in groups[n]], "test_acc") for n in NORMS}
     result = ClaimResult(
-        id=ID, name=NAME, question=QUESTION, claim=CLAIM, source=SOURCE, rule=RULE, verdict=v, summary=summary,
-        setup={"data": "mnist1d", "model": "cnn (conv-norm-relu)", "norms": list(NORMS),
-               "optimizer": f"sgd lr {BASE.lr:g}, momentum {BASE.momentum:g}", "batch_size": BASE.batch_size,
-               "steps": configs[0].steps, "seeds": seeds, "quick": ctx.quick, "failed_runs": failed},
-        numbers={"test_acc": {n: means[n].to_json() for n in NORMS},
-                 "noisy_minus_bn_test_acc": acc_diff.to_json(),
-                 "noisy_minus_bn_train_loss": loss_diff.to_json(),
-                 "bn_minus_none_test_acc": {**gain_bn.to_json(), "p_holm": p_bn},
-                 "noisy_minus_none_test_acc": {**gain_noisy.to_json(), "p_holm": p_noisy},
-                 "failed_runs": failed},
-        figures=[FigureSpec("train_loss", "Training loss and test accuracy: BN, noisy BN, no BN",
-                            {"norms": list(NORMS), "bands": bands, "acc_bands": acc_bands},
-                            _draw, "Left: training loss in eval mode on 1000 training examples (log scale); right: "
-                            "test accuracy. Mean over seeds with the lowest-to-highest band.")],
-        rows=rows, title=TITLE, labels=LABELS,
+        id=ID,
+        name=NAME,
+        question=QUESTION,
+        claim=CLAIM,
+        source=SOURCE,
+        rule=RULE,
+        verdict=v,
+        summary=summary,
+        setup={
+            "data": "mnist1d",
+            "model": "cnn (conv-norm-relu)",
+            "norms": list(NORMS),
+            "optimizer": f"sgd lr {BASE.lr:g}, momentum {BASE.momentum:g}",
+            "batch_size": BASE.batch_size,
+            "steps": configs[0].steps,
+            "seeds": seeds,
+            "quick": ctx.quick,
+            "failed_runs": failed,
+        },
+        numbers={
+            "test_acc": {n: means[n].to_json() for n in NORMS},
+            "noisy_minus_bn_test_acc": acc_diff.to_json(),
+            "noisy_minus_bn_train_loss": loss_diff.to_json(),
+            "bn_minus_none_test_acc": {**gain_bn.to_json(), "p_holm": p_bn},
+            "noisy_minus_none_test_acc": {**gain_noisy.to_json(), "p_holm": p_noisy},
+            "failed_runs": failed,
+        },
+        figures=[
+            FigureSpec(
+                "train_loss",
+                "Training loss and test accuracy: BN, noisy BN, no BN",
+                {"norms": list(NORMS), "bands": bands, "acc_bands": acc_bands},
+                _draw,
+                "Left: training loss in eval mode on 1000 training examples (log scale); right: "
+                "test accuracy. Mean over seeds with the lowest-to-highest band.",
+            )
+        ],
+        rows=rows,
+        title=TITLE,
+        labels=LABELS,
     )
     result.finding = finding(result.numbers)
     return stability.settle(result, stab)

@@ -30,8 +30,10 @@ ID = "C6"
 NAME = "ics-on-gradients"
 TITLE = "Measured on the gradients, internal covariate shift is as large or larger with BN"
 QUESTION = "Does BN reduce internal covariate shift, measured as the change of a layer's gradient?"
-CLAIM = ("Measured on gradients -- ||G - G'|| and cos(G, G') when the earlier layers take their update -- "
-         "internal covariate shift is similar or even larger with BN (VGG on CIFAR-10, deep linear nets).")
+CLAIM = (
+    "Measured on gradients -- ||G - G'|| and cos(G, G') when the earlier layers take their update -- "
+    "internal covariate shift is similar or even larger with BN (VGG on CIFAR-10, deep linear nets)."
+)
 SOURCE = "Santurkar et al. 2018, How Does Batch Normalization Help Optimization?, §2.2, Fig. 5 (arXiv:1805.11604)"
 
 # ---- the sweep -----------------------------------------------------------------------------------
@@ -39,8 +41,16 @@ NORMS = ("none", "bn")
 LAYERS = ("blocks.1.op", "blocks.2.op", "head")  # every weight layer but the first (it has no earlier layer)
 # lr 0.02: a rate at which the baseline (no BN) trains stably; in a 300-step pilot at 0.05 one of two
 # no-BN seeds stalled, which would measure an unstable baseline rather than covariate shift.
-BASE = RunConfig(data="mnist1d", model="cnn", optimizer="sgd", lr=0.02, momentum=0.9, batch_size=100,
-                 eval_samples=1000, probes=("ics",))
+BASE = RunConfig(
+    data="mnist1d",
+    model="cnn",
+    optimizer="sgd",
+    lr=0.02,
+    momentum=0.9,
+    batch_size=100,
+    eval_samples=1000,
+    probes=("ics",),
+)
 # 15 ICS measurements per run; 5 seeds: the first 5 of 8 stored seeds give the same verdict, stable in 100%
 # of resamples (1000 steps with 5 seeds: 85%, so the steps stay).
 FULL = dict(steps=1500, eval_every=100, seeds=5)
@@ -50,13 +60,15 @@ QUICK = dict(steps=200, eval_every=100, seeds=2)  # 2 metric steps: exercises ev
 MEASURES = ("l2", "cos")  # the paper's two: raw ||G - G'|| and the cosine (as 1 - cos, an ICS: lower = less shift)
 ALPHA = 0.05  # paired t-test by seed on log(BN / no-BN), Holm-adjusted over layers x measures
 REDUCTION = 0.5  # a ratio BN/no-BN of 0.5 (BN halves ICS) is the smallest reduction we must be able to exclude
-RULE = (f"Per seed and layer ({', '.join(LAYERS)}): the mean over training's metric steps of ||G - G'|| and of "
-        f"1 - cos(G, G'), with BN and without; the paired (by seed) log ratio BN/no-BN, mean ± 95% CI, "
-        f"two-sided paired t-test Holm-adjusted over the {len(LAYERS) * len(MEASURES)} layer x measure tests. "
-        f"Not reproduced if BN's ICS is significantly lower on any of them (ratio < 1, adjusted p < {ALPHA}). "
-        f"Inconclusive if none is, but some ratio is below 1 with a CI that cannot exclude a "
-        f"{1 / REDUCTION:g}x reduction (CI lower end < {REDUCTION:g}). Reproduced otherwise: BN's ICS not "
-        f"lower than the baseline's.")
+RULE = (
+    f"Per seed and layer ({', '.join(LAYERS)}): the mean over training's metric steps of ||G - G'|| and of "
+    f"1 - cos(G, G'), with BN and without; the paired (by seed) log ratio BN/no-BN, mean ± 95% CI, "
+    f"two-sided paired t-test Holm-adjusted over the {len(LAYERS) * len(MEASURES)} layer x measure tests. "
+    f"Not reproduced if BN's ICS is significantly lower on any of them (ratio < 1, adjusted p < {ALPHA}). "
+    f"Inconclusive if none is, but some ratio is below 1 with a CI that cannot exclude a "
+    f"{1 / REDUCTION:g}x reduction (CI lower end < {REDUCTION:g}). Reproduced otherwise: BN's ICS not "
+    f"lower than the baseline's."
+)
 
 
 LAYER_NAMES = {"blocks.1.op": "2nd convolution", "blocks.2.op": "3rd convolution", "head": "output layer"}
@@ -68,17 +80,21 @@ def _labels() -> dict[str, Label]:
     for layer in LAYERS:
         for m in MEASURES:
             out[f"ratio_bn_over_none/{layer}/{m}"] = Label(
-                f"Gradient ICS, BN ÷ no BN: {LAYER_NAMES[layer]}, {MEASURE_NAMES[m]}", "×")
+                f"Gradient ICS, BN ÷ no BN: {LAYER_NAMES[layer]}, {MEASURE_NAMES[m]}", "×"
+            )
     for layer in LAYERS:
         out[f"ratio_bn_over_none/{layer}/relative (not in rule)"] = Label(
-            f"BN ÷ no BN: {LAYER_NAMES[layer]}, {MEASURE_NAMES['rel']} (not in the rule)", "×", detail=True)
+            f"BN ÷ no BN: {LAYER_NAMES[layer]}, {MEASURE_NAMES['rel']} (not in the rule)", "×", detail=True
+        )
     for norm in NORMS:
         out[f"head_l2_{norm}"] = Label(f"Output layer's ‖G − G′‖, {text.name(norm)}", detail=True)
         out[f"test_acc_{norm}"] = Label(f"Final test accuracy, {text.name(norm)}", "%", detail=True)
-    out["significantly_lower"] = Label(f"Comparisons with BN significantly lower (of {len(LAYERS) * len(MEASURES)})",
-                                       "count")
-    out["significantly_higher"] = Label(f"Comparisons with BN significantly higher (of {len(LAYERS) * len(MEASURES)})",
-                                        "count")
+    out["significantly_lower"] = Label(
+        f"Comparisons with BN significantly lower (of {len(LAYERS) * len(MEASURES)})", "count"
+    )
+    out["significantly_higher"] = Label(
+        f"Comparisons with BN significantly higher (of {len(LAYERS) * len(MEASURES)})", "count"
+    )
     out["failed_runs"] = Label("Runs that failed or diverged", detail=True)
     return out
 
@@ -94,8 +110,10 @@ def finding(numbers: dict, lower: int, higher: int, total: int) -> str:
         words = "BN reduced it on some and increased it on others"
     else:
         words = "no significant difference either way"
-    return (f"The gradient-measured shift with BN ÷ without ranged from {span} over {len(LAYERS)} layers and "
-            f"{len(MEASURES)} measures ({lower} of {total} significantly lower, {higher} higher): {words}.")
+    return (
+        f"The gradient-measured shift with BN ÷ without ranged from {span} over {len(LAYERS)} layers and "
+        f"{len(MEASURES)} measures ({lower} of {total} significantly lower, {higher} higher): {words}."
+    )
 
 
 def sweep(quick: bool, seeds: int | None) -> list[RunConfig]:
@@ -142,8 +160,11 @@ def records(runs, configs) -> dict[int, dict]:
 def compare(recs: list[dict], measures=MEASURES) -> tuple[dict, dict]:
     """Paired log(BN) − log(no BN) per layer x measure over the seeds where both finished, and the Holm ps."""
     both = [r for r in recs if r["bn"] is not None and r["none"] is not None]
-    tests = {f"{layer}/{m}": stats.paired([r["bn"][(layer, m)] for r in both], [r["none"][(layer, m)] for r in both])
-             for layer in LAYERS for m in measures}
+    tests = {
+        f"{layer}/{m}": stats.paired([r["bn"][(layer, m)] for r in both], [r["none"][(layer, m)] for r in both])
+        for layer in LAYERS
+        for m in measures
+    }
     adjusted = dict(zip(tests, stats.holm([t.p_t if not math.isnan(t.p_t) else 1.0 for t in tests.values()])))
     return tests, adjusted
 
@@ -178,38 +199,59 @@ def analyze(runs, ctx) -> ClaimResult:
     for name, t in tests.items():
         d = t.diff
         numbers[f"ratio_bn_over_none/{name}"] = {
-            "mean": math.exp(d.mean), **({"ci95": [math.exp(d.low), math.exp(d.high)]} if d.n > 1 else {}),
-            "n": d.n, "p_holm": adjusted[name]}
+            "mean": math.exp(d.mean),
+            **({"ci95": [math.exp(d.low), math.exp(d.high)]} if d.n > 1 else {}),
+            "n": d.n,
+            "p_holm": adjusted[name],
+        }
     # Context, not in the rule: ||G - G'|| / ||G|| removes the gradient's size, which BN changes.
     relative = {name.split("/")[0]: t.diff for name, t in compare(list(recs.values()), ("rel",))[0].items()}
     for layer, d in relative.items():
         numbers[f"ratio_bn_over_none/{layer}/relative (not in rule)"] = {
-            "mean": math.exp(d.mean), **({"ci95": [math.exp(d.low), math.exp(d.high)]} if d.n > 1 else {}), "n": d.n}
+            "mean": math.exp(d.mean),
+            **({"ci95": [math.exp(d.low), math.exp(d.high)]} if d.n > 1 else {}),
+            "n": d.n,
+        }
     for norm in NORMS:
         vals = [run_ics(per_run[norm][s], "head", "l2") for s in per_run[norm]]
         numbers[f"head_l2_{norm}"] = stats.estimate(vals).to_json()
         accs = [per_run[norm][s]["test_acc"][-1] for s in per_run[norm]]
         numbers[f"test_acc_{norm}"] = stats.estimate(accs).to_json()
     numbers["failed_runs"] = failed
-    ratios = ", ".join(f"{LAYER_NAMES[n.split('/')[0]]} {MEASURE_NAMES[n.split('/')[1]]} "
-                       f"{text.number(numbers[f'ratio_bn_over_none/{n}']['mean'], '×')}" for n in tests)
+    ratios = ", ".join(
+        f"{LAYER_NAMES[n.split('/')[0]]} {MEASURE_NAMES[n.split('/')[1]]} "
+        f"{text.number(numbers[f'ratio_bn_over_none/{n}']['mean'], '×')}"
+        for n in tests
+    )
     n_lower = sum(adjusted[n] < ALPHA and tests[n].diff.mean < 0 for n in tests)
     n_higher = sum(adjusted[n] < ALPHA and tests[n].diff.mean > 0 for n in tests)
     numbers["significantly_lower"], numbers["significantly_higher"] = n_lower, n_higher
-    summary = (f"On MNIST-1D's CNN trained with SGD (lr {BASE.lr:g}, momentum {BASE.momentum:g}) over "
-               f"{len(seeds)} paired seeds, the ratio BN / no-BN of the mean gradient ICS over training was: "
-               f"{ratios} (below 1: less shift with BN). {n_lower} of {len(tests)} comparisons show BN "
-               f"significantly lower and {n_higher} significantly higher (Holm-adjusted p < {ALPHA}). Relative to "
-               f"the gradient's size (‖G − G′‖ / ‖G‖, not part of the rule) the ratios were "
-               f"{', '.join(f'{LAYER_NAMES[l]} {math.exp(d.mean):.2f}×' for l, d in relative.items())}.")
+    summary = (
+        f"On MNIST-1D's CNN trained with SGD (lr {BASE.lr:g}, momentum {BASE.momentum:g}) over "
+        f"{len(seeds)} paired seeds, the ratio BN / no-BN of the mean gradient ICS over training was: "
+        f"{ratios} (below 1: less shift with BN). {n_lower} of {len(tests)} comparisons show BN "
+        f"significantly lower and {n_higher} significantly higher (Holm-adjusted p < {ALPHA}). Relative to "
+        f"the gradient's size (‖G − G′‖ / ‖G‖, not part of the rule) the ratios were "
+        f"{', '.join(f'{LAYER_NAMES[l]} {math.exp(d.mean):.2f}×' for l, d in relative.items())}."
+    )
     if failed:
         summary += f" {len(failed)} run(s) failed or diverged and are left out."
     plan = QUICK if ctx.quick else FULL
-    setup = {"data": "mnist1d", "model": "cnn", "norms": list(NORMS), "optimizer": "sgd", "lr": BASE.lr,
-             "momentum": BASE.momentum, "batch_size": BASE.batch_size, "steps": plan["steps"],
-             "ics_every": plan["eval_every"], "layers": list(LAYERS),
-             "update": "the optimizer's actual step-t update (SGD with momentum)",
-             "seeds": sorted({c.seed for c in configs}), "quick": ctx.quick}
+    setup = {
+        "data": "mnist1d",
+        "model": "cnn",
+        "norms": list(NORMS),
+        "optimizer": "sgd",
+        "lr": BASE.lr,
+        "momentum": BASE.momentum,
+        "batch_size": BASE.batch_size,
+        "steps": plan["steps"],
+        "ics_every": plan["eval_every"],
+        "layers": list(LAYERS),
+        "update": "the optimizer's actual step-t update (SGD with momentum)",
+        "seeds": sorted({c.seed for c in configs}),
+        "quick": ctx.quick,
+    }
     data = {"layers": list(LAYERS), "curves": {}}
     for norm in NORMS:
         if not per_run[norm]:
@@ -220,15 +262,36 @@ def analyze(runs, ctx) -> ClaimResult:
             for measure in MEASURES:
                 arr = np.array([per_run[norm][s][metric(layer, measure)] for s in per_run[norm]], dtype=float)
                 data["curves"][norm][metric(layer, measure)] = np.nanmean(arr, axis=0).tolist()
-    fig = FigureSpec("ics_vs_steps", "Gradient-measured internal covariate shift during training, with and "
-                     "without BN", data, draw_ics,
-                     "Mean over seeds of ‖G − G′‖ (left, log scale) and cos(G, G′) (right) per layer: how much a "
-                     "layer's gradient changes when the layers before it take their step. Solid: BN; dashed: no BN.")
+    fig = FigureSpec(
+        "ics_vs_steps",
+        "Gradient-measured internal covariate shift during training, with and without BN",
+        data,
+        draw_ics,
+        "Mean over seeds of ‖G − G′‖ (left, log scale) and cos(G, G′) (right) per layer: how much a "
+        "layer's gradient changes when the layers before it take their step. Solid: BN; dashed: no BN.",
+    )
     return stability.settle(
-        ClaimResult(ID, NAME, QUESTION, CLAIM, SOURCE, RULE, result, summary, setup, numbers, [fig], rows,
-                    title=TITLE, labels=_labels(),
-                    finding=finding(numbers, n_lower, n_higher, len(tests)) if seeds else
-                    "No pair of runs finished, so nothing was measured."), stab)
+        ClaimResult(
+            ID,
+            NAME,
+            QUESTION,
+            CLAIM,
+            SOURCE,
+            RULE,
+            result,
+            summary,
+            setup,
+            numbers,
+            [fig],
+            rows,
+            title=TITLE,
+            labels=_labels(),
+            finding=finding(numbers, n_lower, n_higher, len(tests))
+            if seeds
+            else "No pair of runs finished, so nothing was measured.",
+        ),
+        stab,
+    )
 
 
 def draw_ics(data: dict):
@@ -248,8 +311,9 @@ def draw_ics(data: dict):
     for ax in axes:
         ax.set_xlabel("step")
     fig.tight_layout()
-    handles = [Line2D([], [], color=f"C{i}", label=LAYER_NAMES.get(layer, layer))
-               for i, layer in enumerate(data["layers"])]
+    handles = [
+        Line2D([], [], color=f"C{i}", label=LAYER_NAMES.get(layer, layer)) for i, layer in enumerate(data["layers"])
+    ]
     handles += [Line2D([], [], color="k", ls=styles[n], label=text.name(n)) for n in ("bn", "none")]
     fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0), frameon=False, ncol=5)
     return fig

@@ -29,38 +29,54 @@ ID = "C7"
 NAME = "smoother-landscape"
 TITLE = "BN makes the loss and its gradient smoother along the gradient direction"
 QUESTION = "Does BN make the loss landscape smoother along the gradient?"
-CLAIM = ("Along the gradient, at steps of ½ to 4 x the learning rate, BN networks show a smaller loss range, "
-         "a smaller gradient change and a smaller effective β-smoothness over most of training (VGG, CIFAR-10).")
+CLAIM = (
+    "Along the gradient, at steps of ½ to 4 x the learning rate, BN networks show a smaller loss range, "
+    "a smaller gradient change and a smaller effective β-smoothness over most of training (VGG, CIFAR-10)."
+)
 SOURCE = "Santurkar et al. 2018, How Does Batch Normalization Help Optimization?, §3.1, Fig. 4 (arXiv:1805.11604)"
 
 # ---- the sweep -----------------------------------------------------------------------------------
 NORMS = ("none", "bn")
 # lr 0.02 (as C6): a rate at which the baseline trains stably, the same for both as in the paper.
-BASE = RunConfig(data="mnist1d", model="cnn", optimizer="sgd", lr=0.02, momentum=0.9, batch_size=100,
-                 eval_samples=1000, probes=("landscape",))
+BASE = RunConfig(
+    data="mnist1d",
+    model="cnn",
+    optimizer="sgd",
+    lr=0.02,
+    momentum=0.9,
+    batch_size=100,
+    eval_samples=1000,
+    probes=("landscape",),
+)
 FULL = dict(steps=1500, eval_every=100, seeds=8)  # 15 landscape measurements per run
 QUICK = dict(steps=200, eval_every=100, seeds=2)  # 2 metric steps: exercises every code path
 
 # ---- the verdict rule (stated before the runs) ---------------------------------------------------
-METRICS = {"loss_range": "landscape/loss_range",  # loss Lipschitzness
-           "grad_change": "landscape/grad_diff_max",  # gradient predictiveness
-           "beta": "landscape/beta"}  # effective beta-smoothness
+METRICS = {
+    "loss_range": "landscape/loss_range",  # loss Lipschitzness
+    "grad_change": "landscape/grad_diff_max",  # gradient predictiveness
+    "beta": "landscape/beta",
+}  # effective beta-smoothness
 ALPHA = 0.05  # paired t-test by seed on log(BN / no-BN), Holm-adjusted over the three metrics
 MOST = 0.5  # "most of training": BN lower at more than this fraction of the metric steps after the first
-RULE = (f"At every metric step after the first, the three metrics (loss range; max ||∇L(w-ηg) - ∇L(w)||; "
-        f"max of that over ||ηg||) with and without BN. Per metric and seed: the mean over those steps and the "
-        f"fraction of steps where BN is lower. BN is lower on a metric if the paired (by seed) log ratio "
-        f"BN/no-BN of the means is below 0 with a two-sided paired t-test p < {ALPHA} (Holm-adjusted over the "
-        f"3 metrics) AND the mean over seeds of the fraction of steps with BN lower is > {MOST:g}. Reproduced if "
-        f"BN is lower on all three. Not reproduced if on any metric BN is significantly higher (same test) or "
-        f"the fraction's 95% CI lies below {MOST:g}. Inconclusive otherwise.")
+RULE = (
+    f"At every metric step after the first, the three metrics (loss range; max ||∇L(w-ηg) - ∇L(w)||; "
+    f"max of that over ||ηg||) with and without BN. Per metric and seed: the mean over those steps and the "
+    f"fraction of steps where BN is lower. BN is lower on a metric if the paired (by seed) log ratio "
+    f"BN/no-BN of the means is below 0 with a two-sided paired t-test p < {ALPHA} (Holm-adjusted over the "
+    f"3 metrics) AND the mean over seeds of the fraction of steps with BN lower is > {MOST:g}. Reproduced if "
+    f"BN is lower on all three. Not reproduced if on any metric BN is significantly higher (same test) or "
+    f"the fraction's 95% CI lies below {MOST:g}. Inconclusive otherwise."
+)
 
 
 METRIC_NAMES = {"loss_range": "loss range", "grad_change": "gradient change", "beta": "effective β-smoothness"}
 LABELS = {
     **{f"ratio_bn_over_none/{m}": Label(f"BN ÷ no BN, {METRIC_NAMES[m]} (mean over training)", "×") for m in METRICS},
-    **{f"fraction_steps_bn_lower/{m}": Label(f"Share of steps where BN's {METRIC_NAMES[m]} is lower", "%", detail=True)
-       for m in METRICS},
+    **{
+        f"fraction_steps_bn_lower/{m}": Label(f"Share of steps where BN's {METRIC_NAMES[m]} is lower", "%", detail=True)
+        for m in METRICS
+    },
     **{f"test_acc_{n}": Label(f"Final test accuracy, {text.name(n)}", "%", detail=True) for n in NORMS},
     "smoother_measures": Label("Measures on which BN is smoother by the rule (of 3)", "count"),
     "failed_runs": Label("Runs that failed or diverged", detail=True),
@@ -69,9 +85,12 @@ LABELS = {
 
 def finding(numbers: dict, smoother_on: list[str]) -> str:
     parts = "; ".join(f"{METRIC_NAMES[m]} {text.interval(numbers[f'ratio_bn_over_none/{m}'], '×')}" for m in METRICS)
-    words = (f"BN was smoother on all {len(METRICS)}" if len(smoother_on) == len(METRICS) else
-             f"BN was clearly smoother on {len(smoother_on)} of {len(METRICS)}"
-             + (f" ({', '.join(METRIC_NAMES[m] for m in smoother_on)})" if smoother_on else ""))
+    words = (
+        f"BN was smoother on all {len(METRICS)}"
+        if len(smoother_on) == len(METRICS)
+        else f"BN was clearly smoother on {len(smoother_on)} of {len(METRICS)}"
+        + (f" ({', '.join(METRIC_NAMES[m] for m in smoother_on)})" if smoother_on else "")
+    )
     return f"BN ÷ no BN along the gradient: {parts}: {words}."
 
 
@@ -91,10 +110,12 @@ def smoother(test: stats.PairedTest, p_adjusted: float, fraction_lower: stats.Es
     return test.diff.mean < 0 and p_adjusted < ALPHA and fraction_lower.mean > MOST
 
 
-def verdict(tests: dict[str, stats.PairedTest], p_adjusted: dict[str, float],
-            fraction_lower: dict[str, stats.Estimate]) -> str:
+def verdict(
+    tests: dict[str, stats.PairedTest], p_adjusted: dict[str, float], fraction_lower: dict[str, stats.Estimate]
+) -> str:
     """``tests[m]``: paired log(BN) - log(no-BN) of the per-seed means of metric m; ``p_adjusted[m]`` its
     Holm p; ``fraction_lower[m]``: over seeds, the fraction of metric steps with BN lower."""
+
     def lower(m):
         return smoother(tests[m], p_adjusted[m], fraction_lower[m])
 
@@ -163,29 +184,54 @@ def analyze(runs, ctx) -> ClaimResult:
     for m, t in tests.items():
         d = t.diff
         numbers[f"ratio_bn_over_none/{m}"] = {
-            "mean": math.exp(d.mean), **({"ci95": [math.exp(d.low), math.exp(d.high)]} if d.n > 1 else {}),
-            "n": d.n, "p_holm": adjusted[m]}
+            "mean": math.exp(d.mean),
+            **({"ci95": [math.exp(d.low), math.exp(d.high)]} if d.n > 1 else {}),
+            "n": d.n,
+            "p_holm": adjusted[m],
+        }
         numbers[f"fraction_steps_bn_lower/{m}"] = fractions[m].to_json()
     for norm in NORMS:
-        numbers[f"test_acc_{norm}"] = stats.estimate([per_run[norm][s]["test_acc"][-1] for s in per_run[norm]]).to_json()
+        numbers[f"test_acc_{norm}"] = stats.estimate(
+            [per_run[norm][s]["test_acc"][-1] for s in per_run[norm]]
+        ).to_json()
     numbers["failed_runs"] = failed
-    described = "; ".join(f"{METRIC_NAMES[m]} {text.number(numbers[f'ratio_bn_over_none/{m}']['mean'], '×')} (BN "
-                          f"lower at {fractions[m].mean:.0%} of steps)" for m in METRICS)
+    described = "; ".join(
+        f"{METRIC_NAMES[m]} {text.number(numbers[f'ratio_bn_over_none/{m}']['mean'], '×')} (BN "
+        f"lower at {fractions[m].mean:.0%} of steps)"
+        for m in METRICS
+    )
     smoother_on = [m for m in tests if smoother(tests[m], adjusted[m], fractions[m])] if len(seeds) >= 2 else []
     numbers["smoother_measures"] = len(smoother_on)
-    summary = (f"On MNIST-1D's CNN trained with SGD (lr {BASE.lr:g}, momentum {BASE.momentum:g}), moving along the "
-               f"gradient by 0.5-4 x lr on the training batch, the ratio BN / no-BN of each smoothness metric "
-               f"(mean over training, {len(seeds)} paired seeds) was: {described}. Lower means smoother with BN.")
+    summary = (
+        f"On MNIST-1D's CNN trained with SGD (lr {BASE.lr:g}, momentum {BASE.momentum:g}), moving along the "
+        f"gradient by 0.5-4 x lr on the training batch, the ratio BN / no-BN of each smoothness metric "
+        f"(mean over training, {len(seeds)} paired seeds) was: {described}. Lower means smoother with BN."
+    )
     if failed:
         summary += f" {len(failed)} run(s) failed or diverged and are left out."
     plan = QUICK if ctx.quick else FULL
-    setup = {"data": "mnist1d", "model": "cnn", "norms": list(NORMS), "optimizer": "sgd", "lr": BASE.lr,
-             "momentum": BASE.momentum, "batch_size": BASE.batch_size, "steps": plan["steps"],
-             "probe_every": plan["eval_every"], "etas_x_lr": [0.5, 1, 2, 3, 4],
-             "seeds": sorted({c.seed for c in configs}), "quick": ctx.quick}
+    setup = {
+        "data": "mnist1d",
+        "model": "cnn",
+        "norms": list(NORMS),
+        "optimizer": "sgd",
+        "lr": BASE.lr,
+        "momentum": BASE.momentum,
+        "batch_size": BASE.batch_size,
+        "steps": plan["steps"],
+        "probe_every": plan["eval_every"],
+        "etas_x_lr": [0.5, 1, 2, 3, 4],
+        "seeds": sorted({c.seed for c in configs}),
+        "quick": ctx.quick,
+    }
     data = {"curves": {}}
-    bands = ("landscape/loss_min", "landscape/loss_max", "landscape/grad_diff_min", "landscape/grad_diff_max",
-             "landscape/beta")
+    bands = (
+        "landscape/loss_min",
+        "landscape/loss_max",
+        "landscape/grad_diff_min",
+        "landscape/grad_diff_max",
+        "landscape/beta",
+    )
     for norm in NORMS:
         if per_run[norm]:
             curves = {"step": next(iter(per_run[norm].values()))["step"]}
@@ -193,12 +239,33 @@ def analyze(runs, ctx) -> ClaimResult:
                 arr = np.array([per_run[norm][s][key] for s in per_run[norm]], dtype=float)
                 curves[key] = np.nanmean(arr, axis=0).tolist()
             data["curves"][norm] = curves
-    fig = FigureSpec("landscape_vs_steps", "Loss landscape along the gradient, with and without BN", data,
-                     draw_landscape, "Mean over seeds; the bands span the step sizes 0.5 to 4 × the learning rate.")
+    fig = FigureSpec(
+        "landscape_vs_steps",
+        "Loss landscape along the gradient, with and without BN",
+        data,
+        draw_landscape,
+        "Mean over seeds; the bands span the step sizes 0.5 to 4 × the learning rate.",
+    )
     return stability.settle(
-        ClaimResult(ID, NAME, QUESTION, CLAIM, SOURCE, RULE, result, summary, setup, numbers, [fig], rows,
-                    title=TITLE, labels=LABELS,
-                    finding=finding(numbers, smoother_on) if seeds else "No pair of runs finished."), stab)
+        ClaimResult(
+            ID,
+            NAME,
+            QUESTION,
+            CLAIM,
+            SOURCE,
+            RULE,
+            result,
+            summary,
+            setup,
+            numbers,
+            [fig],
+            rows,
+            title=TITLE,
+            labels=LABELS,
+            finding=finding(numbers, smoother_on) if seeds else "No pair of runs finished.",
+        ),
+        stab,
+    )
 
 
 def draw_landscape(data: dict):
@@ -207,10 +274,12 @@ def draw_landscape(data: dict):
     fig, axes = plt.subplots(1, 3, figsize=(8, 3.0))
     for i, (norm, c) in enumerate(data["curves"].items()):
         label, color = text.name(norm), ("tab:blue" if norm == "bn" else "tab:gray")
-        axes[0].fill_between(c["step"], c["landscape/loss_min"], c["landscape/loss_max"], color=color, alpha=0.4,
-                             label=label)
-        axes[1].fill_between(c["step"], c["landscape/grad_diff_min"], c["landscape/grad_diff_max"], color=color,
-                             alpha=0.4)
+        axes[0].fill_between(
+            c["step"], c["landscape/loss_min"], c["landscape/loss_max"], color=color, alpha=0.4, label=label
+        )
+        axes[1].fill_between(
+            c["step"], c["landscape/grad_diff_min"], c["landscape/grad_diff_max"], color=color, alpha=0.4
+        )
         axes[2].plot(c["step"], c["landscape/beta"], color=color)
     for ax, title in zip(axes, ("loss along the gradient", "gradient change", "effective β-smoothness")):
         ax.set_title(title)

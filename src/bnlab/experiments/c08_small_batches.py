@@ -23,8 +23,10 @@ ID = "C8"
 NAME = "small-batches"
 TITLE = "BN's error rises sharply at batches of 4 and 2 while GroupNorm's stays flat"
 QUESTION = "Does BN break down with very small batches, and does GroupNorm fix it?"
-CLAIM = ("ResNet-50 ImageNet val. error at 32/16/8/4/2 images per GPU: BN 23.6/23.7/24.8/27.3/34.7%, GN "
-         "24.1/24.2/24.0/24.2/24.1%; Batch Renorm (rₘₐₓ 1.5, dₘₐₓ 0.5) at batch 4: 26.3%.")
+CLAIM = (
+    "ResNet-50 ImageNet val. error at 32/16/8/4/2 images per GPU: BN 23.6/23.7/24.8/27.3/34.7%, GN "
+    "24.1/24.2/24.0/24.2/24.1%; Batch Renorm (rₘₐₓ 1.5, dₘₐₓ 0.5) at batch 4: 26.3%."
+)
 SOURCE = "Wu & He 2018, 'Group Normalization', Table 2 and §4.1 (arXiv:1803.08494)"
 
 # --- the sweep ------------------------------------------------------------------------------
@@ -45,13 +47,15 @@ QUICK = {"epochs": 0.05, "seeds": 2}
 FLAT_TOL = 0.01  # GN is "flat" at a batch if its error differs from batch 32 by < 1 pp or within the CI
 RISE_MIN = 0.01  # a BN rise confidently below 1 pp (CI upper bound) counts as "no rise"
 SHARP = ((8, 4), (4, 2))  # "the sharpest jump at 2-4": the largest step up between neighbours is one of these
-RULE = ("Test error in eval mode, paired by seed. Reproduced if all four hold: (1) BN's error rises: the 95% CI "
-        "of err_BN(2) − err_BN(32) lies above 0; (2) the largest increase of BN's mean error between "
-        "neighbouring batch sizes is 8→4 or 4→2; (3) GN stays flat within noise: for every batch B the 95% CI "
-        f"of err_GN(B) − err_GN(32) contains 0 or its mean is below {FLAT_TOL * 100:g} pp in size; (4) GN beats "
-        "BN at batch 2: the 95% CI of err_BN(2) − err_GN(2) lies above 0. Not reproduced if any part is "
-        f"contradicted: (1) CI below {RISE_MIN * 100:g} pp, (2) fails while (1) holds, (3) fails, or (4) CI "
-        "below 0. Inconclusive otherwise (a CI of (1) or (4) straddles its threshold).")
+RULE = (
+    "Test error in eval mode, paired by seed. Reproduced if all four hold: (1) BN's error rises: the 95% CI "
+    "of err_BN(2) − err_BN(32) lies above 0; (2) the largest increase of BN's mean error between "
+    "neighbouring batch sizes is 8→4 or 4→2; (3) GN stays flat within noise: for every batch B the 95% CI "
+    f"of err_GN(B) − err_GN(32) contains 0 or its mean is below {FLAT_TOL * 100:g} pp in size; (4) GN beats "
+    "BN at batch 2: the 95% CI of err_BN(2) − err_GN(2) lies above 0. Not reproduced if any part is "
+    f"contradicted: (1) CI below {RISE_MIN * 100:g} pp, (2) fails while (1) holds, (3) fails, or (4) CI "
+    "below 0. Inconclusive otherwise (a CI of (1) or (4) straddles its threshold)."
+)
 
 
 def steps_for(batch: int, epochs: float) -> int:
@@ -66,14 +70,28 @@ def sweep(quick: bool, seeds: int | None) -> list[RunConfig]:
         for b in BATCHES_OF[norm]:
             steps = steps_for(b, plan["epochs"])
             for s in range(n_seeds):
-                out.append(RunConfig(data=DATA, model=MODEL, norm=norm, norm_kw=kw, optimizer="sgd",
-                                     lr=BASE_LR * b / BASE_BATCH, batch_size=b, steps=steps, schedule="cosine",
-                                     eval_every=steps, eval_samples=1000, seed=s))
+                out.append(
+                    RunConfig(
+                        data=DATA,
+                        model=MODEL,
+                        norm=norm,
+                        norm_kw=kw,
+                        optimizer="sgd",
+                        lr=BASE_LR * b / BASE_BATCH,
+                        batch_size=b,
+                        steps=steps,
+                        schedule="cosine",
+                        eval_every=steps,
+                        eval_samples=1000,
+                        seed=s,
+                    )
+                )
     return out
 
 
-def verdict(bn_rise: stats.Estimate, sharpest: tuple[int, int] | None,
-            gn_flat: bool, gn_beats_bn: stats.Estimate) -> str:
+def verdict(
+    bn_rise: stats.Estimate, sharpest: tuple[int, int] | None, gn_flat: bool, gn_beats_bn: stats.Estimate
+) -> str:
     """Apply RULE. ``bn_rise``: paired err_BN(2) − err_BN(32); ``sharpest``: the (from, to) batch pair
     with BN's largest mean rise; ``gn_flat``: part (3); ``gn_beats_bn``: paired err_BN(2) − err_GN(2)."""
     if math.isnan(bn_rise.ci) or math.isnan(gn_beats_bn.ci):
@@ -90,9 +108,11 @@ def verdict(bn_rise: stats.Estimate, sharpest: tuple[int, int] | None,
 
 def gn_is_flat(diffs: dict[int, stats.Estimate]) -> bool:
     """Part (3): every paired err_GN(B) − err_GN(32) contains 0 in its CI or is below FLAT_TOL in size."""
+
     def flat(e: stats.Estimate) -> bool:
         within_ci = not math.isnan(e.ci) and e.low <= 0 <= e.high
         return within_ci or abs(e.mean) < FLAT_TOL
+
     return all(flat(e) for e in diffs.values())
 
 
@@ -109,21 +129,31 @@ def records(runs, configs) -> dict[int, dict]:
 
 def compare(recs: list[dict]) -> dict:
     """The rule's quantities from per-seed records (any list of them, repeats allowed)."""
+
     def paired(a: tuple[str, int], b: tuple[str, int]) -> stats.Estimate:
         pairs = [(r[a], r[b]) for r in recs if not (math.isnan(r[a]) or math.isnan(r[b]))]
         if not pairs:
             return stats.estimate([])
         return stats.paired([x for x, _ in pairs], [y for _, y in pairs]).diff
 
-    table = {norm: {b: stats.estimate([r[(norm, b)] for r in recs if not math.isnan(r[(norm, b)])])
-                    for b in BATCHES_OF[norm]} for norm in NORMS}
+    table = {
+        norm: {
+            b: stats.estimate([r[(norm, b)] for r in recs if not math.isnan(r[(norm, b)])]) for b in BATCHES_OF[norm]
+        }
+        for norm in NORMS
+    }
     jumps = {(hi, lo): table["bn"][lo].mean - table["bn"][hi].mean for hi, lo in zip(BATCHES, BATCHES[1:])}
     finite = {k: v for k, v in jumps.items() if not math.isnan(v)}
     gn_diffs = {b: paired(("gn", b), ("gn", 32)) for b in BATCHES[1:]}
-    return {"table": table, "bn_rise": paired(("bn", 2), ("bn", 32)),
-            "sharpest": max(finite, key=finite.get) if finite else None, "gn_diffs": gn_diffs,
-            "flat": gn_is_flat(gn_diffs), "gn_beats": paired(("bn", 2), ("gn", 2)),
-            "brn_minus_bn_at_4": paired(("brn", 4), ("bn", 4))}
+    return {
+        "table": table,
+        "bn_rise": paired(("bn", 2), ("bn", 32)),
+        "sharpest": max(finite, key=finite.get) if finite else None,
+        "gn_diffs": gn_diffs,
+        "flat": gn_is_flat(gn_diffs),
+        "gn_beats": paired(("bn", 2), ("gn", 2)),
+        "brn_minus_bn_at_4": paired(("brn", 4), ("bn", 4)),
+    }
 
 
 def rule(recs: list[dict]) -> str:
@@ -143,8 +173,9 @@ def analyze(runs, ctx) -> ClaimResult:
     table, bn_rise, sharpest, gn_diffs = c["table"], c["bn_rise"], c["sharpest"], c["gn_diffs"]
     flat, gn_beats, v = c["flat"], c["gn_beats"], stab.verdict
 
-    numbers = {f"{norm}_error": {str(b): table[norm][b].to_json() for b in (32, 4, 2) if b in table[norm]}
-               for norm in NORMS}
+    numbers = {
+        f"{norm}_error": {str(b): table[norm][b].to_json() for b in (32, 4, 2) if b in table[norm]} for norm in NORMS
+    }
     numbers["bn_rise"] = bn_rise.to_json()
     numbers["bn_largest_jump"] = f"{sharpest[0]}→{sharpest[1]}" if sharpest else "n/a"
     numbers["gn_rise"] = gn_diffs[2].to_json()
@@ -156,36 +187,79 @@ def analyze(runs, ctx) -> ClaimResult:
     def pct(e):
         return text.interval(e, "%")
 
-    summary = (f"Trained {FULL['epochs'] if not ctx.quick else QUICK['epochs']:g} epochs with linearly scaled "
-               f"learning rates, BN's test error goes from {pct(table['bn'][32])} at batch 32 to "
-               f"{pct(table['bn'][4])} at 4 and {pct(table['bn'][2])} at 2 (paired rise "
-               f"{text.interval(bn_rise, 'points')}; the largest step is {numbers['bn_largest_jump']}). GroupNorm: "
-               f"{pct(table['gn'][32])} at 32, {pct(table['gn'][2])} at 2 ({'flat' if flat else 'not flat'} within "
-               f"noise); Batch Renorm: {pct(table['brn'][32])} at 32, {pct(table['brn'][4])} at 4. "
-               f"At batch 2 BN's error minus GroupNorm's is "
-               f"{text.interval(gn_beats, 'points')}."
-               + (f" {bad} run(s) failed or diverged and are left out." if bad else ""))
-    setup = {"data": DATA, "model": MODEL, "norms": {k: dict(kw) for k, kw in NORMS.items()},
-             "batch_sizes": {norm: list(bs) for norm, bs in BATCHES_OF.items()},
-             "epochs": (QUICK if ctx.quick else FULL)["epochs"],
-             "steps": {str(b): steps_for(b, (QUICK if ctx.quick else FULL)["epochs"]) for b in BATCHES},
-             "lr": f"{BASE_LR} * B / {BASE_BATCH}, cosine to 0", "optimizer": "sgd (momentum 0.9)",
-             "evaluation": "eval mode (population statistics), 1000 test examples", "seeds": seeds,
-             "quick": ctx.quick}
-    rows = [{"norm": c.norm, "batch_size": c.batch_size, "lr": c.lr, "steps": c.steps, "seed": c.seed,
-             "status": None if r is None else r.status, "test_error": err[(c.norm, c.batch_size, c.seed)]}
-            for c, r in zip(configs, runs)]
-    data = {"batches": list(BATCHES), "errors": {norm: {str(b): e.to_json() for b, e in row.items()}
-                                                  for norm, row in table.items()}}
-    fig = FigureSpec("error_vs_batch", "Test error vs batch size (eval mode)", data, _draw,
-                     "Mean and 95% interval over seeds (clipped to 0-100%); the learning rate scales with the batch, "
-                     "the number of epochs is fixed.")
-    finding = (f"BN's test error went from {pct(table['bn'][32])} at batch 32 to {pct(table['bn'][2])} at batch 2 "
-               f"(largest rise {numbers['bn_largest_jump']}); GroupNorm's from {pct(table['gn'][32])} to "
-               f"{pct(table['gn'][2])} ({'flat' if flat else 'not flat'} within noise); at batch 2 BN − GroupNorm "
-               f"{text.interval(gn_beats, 'points')}.")
-    return stability.settle(ClaimResult(ID, NAME, QUESTION, CLAIM, SOURCE, RULE, v, summary, setup, numbers, [fig],
-                                        rows, title=TITLE, finding=finding, labels=LABELS), stab)
+    summary = (
+        f"Trained {FULL['epochs'] if not ctx.quick else QUICK['epochs']:g} epochs with linearly scaled "
+        f"learning rates, BN's test error goes from {pct(table['bn'][32])} at batch 32 to "
+        f"{pct(table['bn'][4])} at 4 and {pct(table['bn'][2])} at 2 (paired rise "
+        f"{text.interval(bn_rise, 'points')}; the largest step is {numbers['bn_largest_jump']}). GroupNorm: "
+        f"{pct(table['gn'][32])} at 32, {pct(table['gn'][2])} at 2 ({'flat' if flat else 'not flat'} within "
+        f"noise); Batch Renorm: {pct(table['brn'][32])} at 32, {pct(table['brn'][4])} at 4. "
+        f"At batch 2 BN's error minus GroupNorm's is "
+        f"{text.interval(gn_beats, 'points')}." + (f" {bad} run(s) failed or diverged and are left out." if bad else "")
+    )
+    setup = {
+        "data": DATA,
+        "model": MODEL,
+        "norms": {k: dict(kw) for k, kw in NORMS.items()},
+        "batch_sizes": {norm: list(bs) for norm, bs in BATCHES_OF.items()},
+        "epochs": (QUICK if ctx.quick else FULL)["epochs"],
+        "steps": {str(b): steps_for(b, (QUICK if ctx.quick else FULL)["epochs"]) for b in BATCHES},
+        "lr": f"{BASE_LR} * B / {BASE_BATCH}, cosine to 0",
+        "optimizer": "sgd (momentum 0.9)",
+        "evaluation": "eval mode (population statistics), 1000 test examples",
+        "seeds": seeds,
+        "quick": ctx.quick,
+    }
+    rows = [
+        {
+            "norm": c.norm,
+            "batch_size": c.batch_size,
+            "lr": c.lr,
+            "steps": c.steps,
+            "seed": c.seed,
+            "status": None if r is None else r.status,
+            "test_error": err[(c.norm, c.batch_size, c.seed)],
+        }
+        for c, r in zip(configs, runs)
+    ]
+    data = {
+        "batches": list(BATCHES),
+        "errors": {norm: {str(b): e.to_json() for b, e in row.items()} for norm, row in table.items()},
+    }
+    fig = FigureSpec(
+        "error_vs_batch",
+        "Test error vs batch size (eval mode)",
+        data,
+        _draw,
+        "Mean and 95% interval over seeds (clipped to 0-100%); the learning rate scales with the batch, "
+        "the number of epochs is fixed.",
+    )
+    finding = (
+        f"BN's test error went from {pct(table['bn'][32])} at batch 32 to {pct(table['bn'][2])} at batch 2 "
+        f"(largest rise {numbers['bn_largest_jump']}); GroupNorm's from {pct(table['gn'][32])} to "
+        f"{pct(table['gn'][2])} ({'flat' if flat else 'not flat'} within noise); at batch 2 BN − GroupNorm "
+        f"{text.interval(gn_beats, 'points')}."
+    )
+    return stability.settle(
+        ClaimResult(
+            ID,
+            NAME,
+            QUESTION,
+            CLAIM,
+            SOURCE,
+            RULE,
+            v,
+            summary,
+            setup,
+            numbers,
+            [fig],
+            rows,
+            title=TITLE,
+            finding=finding,
+            labels=LABELS,
+        ),
+        stab,
+    )
 
 
 LABELS = {

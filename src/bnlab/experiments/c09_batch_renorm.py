@@ -37,19 +37,31 @@ ID = "C9"
 NAME = "batch-renorm"
 TITLE = "Batch Renorm beats BN on small or on non-i.i.d. batches"  # the rule: in at least one of the two
 QUESTION = "Does Batch Renorm rescue BN on small or non-i.i.d. batches?"
-CLAIM = ("Batch Renorm -- r = clip(σ_B/σ, 1/rₘₐₓ, rₘₐₓ), d = clip((μ_B−μ)/σ, −dₘₐₓ, dₘₐₓ), constants in "
-         "backprop, rₘₐₓ 1 → 3 and dₘₐₓ 0 → 5 after a warm-up -- trains better than BN with small "
-         "minibatches and with non-i.i.d. minibatches (e.g. 16 labels × 2 images per batch of 32).")
+CLAIM = (
+    "Batch Renorm -- r = clip(σ_B/σ, 1/rₘₐₓ, rₘₐₓ), d = clip((μ_B−μ)/σ, −dₘₐₓ, dₘₐₓ), constants in "
+    "backprop, rₘₐₓ 1 → 3 and dₘₐₓ 0 → 5 after a warm-up -- trains better than BN with small "
+    "minibatches and with non-i.i.d. minibatches (e.g. 16 labels × 2 images per batch of 32)."
+)
 SOURCE = "Ioffe 2017, 'Batch Renormalization', §3-4 (arXiv:1702.03275)"
 
 # --- the sweep ------------------------------------------------------------------------------
 DATA, MODEL = "mnist1d", "cnn"
 BASE_LR, BASE_BATCH = 0.1, 32  # lr = BASE_LR * B / BASE_BATCH
 SETTINGS = {  # name -> batch size, classes per batch (0: i.i.d.), learning rate, steps (full), steps (quick)
-    "small (batch 4, i.i.d.)": {"batch_size": 4, "batch_classes": 0, "lr": BASE_LR * 4 / BASE_BATCH,
-                                "steps": 3000, "quick_steps": 100},
-    "non-i.i.d. (batch 32, 2 classes × 16)": {"batch_size": 32, "batch_classes": 2, "lr": 0.03, "steps": 1000,
-                                               "quick_steps": 60},
+    "small (batch 4, i.i.d.)": {
+        "batch_size": 4,
+        "batch_classes": 0,
+        "lr": BASE_LR * 4 / BASE_BATCH,
+        "steps": 3000,
+        "quick_steps": 100,
+    },
+    "non-i.i.d. (batch 32, 2 classes × 16)": {
+        "batch_size": 32,
+        "batch_classes": 2,
+        "lr": 0.03,
+        "steps": 1000,
+        "quick_steps": 60,
+    },
 }
 SHORT = dict(zip(SETTINGS, ("small", "non_iid")))  # the settings' keys in ClaimResult.numbers
 R_MAX, D_MAX = 3.0, 5.0  # Ioffe's final limits
@@ -60,11 +72,13 @@ FULL_SEEDS, QUICK_SEEDS = 5, 2  # 5: one above the 4 at which the pilot's verdic
 # --- the rule -------------------------------------------------------------------------------
 ALPHA = 0.05  # family-wise, Holm over the settings
 NEGLIGIBLE = 0.005  # 0.5 pp: a BRN advantage confidently below this counts as none
-RULE = ("Paired by seed, d = test accuracy(BRN) − test accuracy(BN) in eval mode, per setting (small and "
-        f"non-i.i.d.). Reproduced if in at least one setting the mean d > 0 and its paired t-test, Holm-corrected "
-        f"over the {len(SETTINGS)} settings, has p < {ALPHA:g} (BRN beats BN by more than the seed spread: the CI "
-        f"excludes 0). Not reproduced if in every setting the 95% CI of d lies below +{NEGLIGIBLE * 100:g} pp "
-        "(BRN is not better by a meaningful margin). Inconclusive otherwise.")
+RULE = (
+    "Paired by seed, d = test accuracy(BRN) − test accuracy(BN) in eval mode, per setting (small and "
+    f"non-i.i.d.). Reproduced if in at least one setting the mean d > 0 and its paired t-test, Holm-corrected "
+    f"over the {len(SETTINGS)} settings, has p < {ALPHA:g} (BRN beats BN by more than the seed spread: the CI "
+    f"excludes 0). Not reproduced if in every setting the 95% CI of d lies below +{NEGLIGIBLE * 100:g} pp "
+    "(BRN is not better by a meaningful margin). Inconclusive otherwise."
+)
 
 
 def sweep(quick: bool, seeds: int | None) -> list[RunConfig]:
@@ -74,12 +88,29 @@ def sweep(quick: bool, seeds: int | None) -> list[RunConfig]:
         steps = spec["quick_steps"] if quick else spec["steps"]
         b = spec["batch_size"]
         for norm in NORMS:
-            kw = {"r_max": R_MAX, "d_max": D_MAX, "warmup_steps": max(1, round(WARMUP_FRAC * steps))} \
-                if norm == "brn" else {}
+            kw = (
+                {"r_max": R_MAX, "d_max": D_MAX, "warmup_steps": max(1, round(WARMUP_FRAC * steps))}
+                if norm == "brn"
+                else {}
+            )
             for s in range(n_seeds):
-                out.append(RunConfig(data=DATA, model=MODEL, norm=norm, norm_kw=kw, optimizer="sgd",
-                                     lr=spec["lr"], batch_size=b, batch_classes=spec["batch_classes"],
-                                     steps=steps, schedule="cosine", eval_every=steps, eval_samples=1000, seed=s))
+                out.append(
+                    RunConfig(
+                        data=DATA,
+                        model=MODEL,
+                        norm=norm,
+                        norm_kw=kw,
+                        optimizer="sgd",
+                        lr=spec["lr"],
+                        batch_size=b,
+                        batch_classes=spec["batch_classes"],
+                        steps=steps,
+                        schedule="cosine",
+                        eval_every=steps,
+                        eval_samples=1000,
+                        seed=s,
+                    )
+                )
     return out
 
 
@@ -95,8 +126,11 @@ def verdict(diffs: list[stats.Estimate], p_holm: list[float]) -> str:
 
 
 def _setting(config) -> str:
-    return next(n for n, s in SETTINGS.items() if (s["batch_size"], s["batch_classes"]) ==
-                (config.batch_size, config.batch_classes))
+    return next(
+        n
+        for n, s in SETTINGS.items()
+        if (s["batch_size"], s["batch_classes"]) == (config.batch_size, config.batch_classes)
+    )
 
 
 def records(runs, configs) -> dict[int, dict]:
@@ -130,8 +164,11 @@ def analyze(runs, ctx) -> ClaimResult:
     stab = stability.assess(recs, rule)
     tests, diffs, p_holm = compare(list(recs.values()))
     v = stab.verdict
-    per_norm = {(name, norm): stats.estimate([r[(name, norm)] for r in recs.values() if not math.isnan(r[(name, norm)])])
-                for name in SETTINGS for norm in NORMS}
+    per_norm = {
+        (name, norm): stats.estimate([r[(name, norm)] for r in recs.values() if not math.isnan(r[(name, norm)])])
+        for name in SETTINGS
+        for norm in NORMS
+    }
     numbers = {}
     for (name, t, p), d in zip(zip(SETTINGS, tests, p_holm), diffs):
         numbers[f"{SHORT[name]}_bn_acc"] = per_norm[(name, "bn")].to_json()
@@ -139,41 +176,99 @@ def analyze(runs, ctx) -> ClaimResult:
         numbers[f"{SHORT[name]}_brn_minus_bn"] = d.to_json()
         numbers[f"{SHORT[name]}_p_holm"] = p
     numbers["failed_runs"] = bad
-    parts = [f"{name}: BN {text.interval(per_norm[(name, 'bn')], '%')}, Batch Renorm "
-             f"{text.interval(per_norm[(name, 'brn')], '%')}, paired difference {text.interval(d, 'points')}, "
-             f"Holm p = {p:.3g}" for name, d, p in zip(SETTINGS, diffs, p_holm)]
-    summary = ("Test accuracy in eval mode (population statistics). " + "; ".join(parts) + "."
-               + (f" {bad} run(s) failed or diverged and are left out." if bad else ""))
-    setup = {"data": DATA, "model": MODEL, "norms": list(NORMS),
-             "settings": {n: {k: s[k] for k in ("batch_size", "batch_classes")} |
-                          {"steps": s["quick_steps"] if ctx.quick else s["steps"]} for n, s in SETTINGS.items()},
-             "brn": {"r_max": R_MAX, "d_max": D_MAX, "warm-up": f"compressed to {WARMUP_FRAC:g} of the steps"},
-             "lr": f"small: {BASE_LR} * B / {BASE_BATCH}; non-i.i.d.: 0.03; cosine to 0", "optimizer": "sgd (momentum 0.9)",
-             "evaluation": "eval mode (population statistics), 1000 test examples", "seeds": seeds,
-             "quick": ctx.quick}
-    rows = [{"setting": _setting(c), "norm": c.norm, "batch_size": c.batch_size,
-             "batch_classes": c.batch_classes, "steps": c.steps, "seed": c.seed,
-             "status": None if r is None else r.status, "test_acc": _acc(r)} for c, r in zip(configs, runs)]
-    data = {"settings": list(SETTINGS),
-            "acc": {n: {norm: per_norm[(n, norm)].to_json() for norm in NORMS} for n in SETTINGS},
-            "diff": {n: d.to_json() for n, d in zip(SETTINGS, diffs)}}
-    fig = FigureSpec("brn_vs_bn", "Batch Renorm vs BN: test accuracy per setting", data, _draw,
-                     "Left: mean and 95% interval over seeds; right: the paired difference Batch Renorm − BN.")
-    finding = "Batch Renorm − BN in test accuracy (paired by seed): " + "; ".join(
-        f"{name} {text.interval(d, 'points')}" for name, d in zip(SETTINGS, diffs)) + "."
-    return stability.settle(ClaimResult(ID, NAME, QUESTION, CLAIM, SOURCE, RULE, v, summary, setup, numbers, [fig],
-                                        rows, title=TITLE, finding=finding, labels=LABELS), stab)
+    parts = [
+        f"{name}: BN {text.interval(per_norm[(name, 'bn')], '%')}, Batch Renorm "
+        f"{text.interval(per_norm[(name, 'brn')], '%')}, paired difference {text.interval(d, 'points')}, "
+        f"Holm p = {p:.3g}"
+        for name, d, p in zip(SETTINGS, diffs, p_holm)
+    ]
+    summary = (
+        "Test accuracy in eval mode (population statistics). "
+        + "; ".join(parts)
+        + "."
+        + (f" {bad} run(s) failed or diverged and are left out." if bad else "")
+    )
+    setup = {
+        "data": DATA,
+        "model": MODEL,
+        "norms": list(NORMS),
+        "settings": {
+            n: {k: s[k] for k in ("batch_size", "batch_classes")}
+            | {"steps": s["quick_steps"] if ctx.quick else s["steps"]}
+            for n, s in SETTINGS.items()
+        },
+        "brn": {"r_max": R_MAX, "d_max": D_MAX, "warm-up": f"compressed to {WARMUP_FRAC:g} of the steps"},
+        "lr": f"small: {BASE_LR} * B / {BASE_BATCH}; non-i.i.d.: 0.03; cosine to 0",
+        "optimizer": "sgd (momentum 0.9)",
+        "evaluation": "eval mode (population statistics), 1000 test examples",
+        "seeds": seeds,
+        "quick": ctx.quick,
+    }
+    rows = [
+        {
+            "setting": _setting(c),
+            "norm": c.norm,
+            "batch_size": c.batch_size,
+            "batch_classes": c.batch_classes,
+            "steps": c.steps,
+            "seed": c.seed,
+            "status": None if r is None else r.status,
+            "test_acc": _acc(r),
+        }
+        for c, r in zip(configs, runs)
+    ]
+    data = {
+        "settings": list(SETTINGS),
+        "acc": {n: {norm: per_norm[(n, norm)].to_json() for norm in NORMS} for n in SETTINGS},
+        "diff": {n: d.to_json() for n, d in zip(SETTINGS, diffs)},
+    }
+    fig = FigureSpec(
+        "brn_vs_bn",
+        "Batch Renorm vs BN: test accuracy per setting",
+        data,
+        _draw,
+        "Left: mean and 95% interval over seeds; right: the paired difference Batch Renorm − BN.",
+    )
+    finding = (
+        "Batch Renorm − BN in test accuracy (paired by seed): "
+        + "; ".join(f"{name} {text.interval(d, 'points')}" for name, d in zip(SETTINGS, diffs))
+        + "."
+    )
+    return stability.settle(
+        ClaimResult(
+            ID,
+            NAME,
+            QUESTION,
+            CLAIM,
+            SOURCE,
+            RULE,
+            v,
+            summary,
+            setup,
+            numbers,
+            [fig],
+            rows,
+            title=TITLE,
+            finding=finding,
+            labels=LABELS,
+        ),
+        stab,
+    )
 
 
 def _labels(name: str, short: str) -> dict[str, Label]:
-    return {f"{short}_bn_acc": Label(f"Test accuracy with BN, {name}", "%"),
-            f"{short}_brn_acc": Label(f"Test accuracy with Batch Renorm, {name}", "%"),
-            f"{short}_brn_minus_bn": Label(f"Batch Renorm − BN, {name} (paired by seed)", "points"),
-            f"{short}_p_holm": Label(f"Paired t-test p, Holm-adjusted, {name}", "p", detail=True)}
+    return {
+        f"{short}_bn_acc": Label(f"Test accuracy with BN, {name}", "%"),
+        f"{short}_brn_acc": Label(f"Test accuracy with Batch Renorm, {name}", "%"),
+        f"{short}_brn_minus_bn": Label(f"Batch Renorm − BN, {name} (paired by seed)", "points"),
+        f"{short}_p_holm": Label(f"Paired t-test p, Holm-adjusted, {name}", "p", detail=True),
+    }
 
 
-LABELS = {**{k: v for name, short in SHORT.items() for k, v in _labels(name, short).items()},
-          "failed_runs": Label("Runs that failed or diverged", "count", detail=True)}
+LABELS = {
+    **{k: v for name, short in SHORT.items() for k, v in _labels(name, short).items()},
+    "failed_runs": Label("Runs that failed or diverged", "count", detail=True),
+}
 
 
 def _bar(ax, x, est: dict, color: str, label: str | None = None, bounds=(-1.0, 1.0)) -> None:

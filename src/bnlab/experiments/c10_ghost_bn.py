@@ -27,8 +27,10 @@ ID = "C10"
 NAME = "ghost-bn"
 TITLE = "Ghost BN narrows the generalization gap of large-batch training"
 QUESTION = "Does Ghost BN close the generalization gap of large-batch training?"
-CLAIM = ("Large-batch training generalizes worse; with the same number of updates, lr scaled by sqrt(B/128) "
-         "and ghost batches of 128 inside batches up to 4096, the gap to small-batch training closes.")
+CLAIM = (
+    "Large-batch training generalizes worse; with the same number of updates, lr scaled by sqrt(B/128) "
+    "and ghost batches of 128 inside batches up to 4096, the gap to small-batch training closes."
+)
 SOURCE = "Hoffer, Hubara & Soudry 2017, 'Train longer, generalize better', §4-5 (arXiv:1705.08741)"
 
 # --- the sweep ------------------------------------------------------------------------------
@@ -42,12 +44,14 @@ KEYS = dict(zip(SETTING_NAMES, ("small_acc", "large_acc", "ghost_acc")))  # thei
 
 # --- the rule -------------------------------------------------------------------------------
 NEGLIGIBLE = 0.005  # 0.5 pp: a narrowing confidently below this counts as none
-RULE = ("Final test accuracy in eval mode, paired by seed; gap(X) = acc(small BN) − acc(X) for X = large BN and "
-        "large ghost BN, so gap(BN) − gap(ghost) = acc(large ghost BN) − acc(large BN). The claim presupposes a "
-        "large-batch gap: unless gap(BN)'s 95% CI lies above 0 (large batches significantly worse), there is no "
-        "established gap to narrow and the verdict is inconclusive. Otherwise: reproduced if the 95% CI of gap(BN) − gap(ghost) lies "
-        f"above 0 (ghost BN shrinks the gap); not reproduced if it lies below +{NEGLIGIBLE * 100:g} pp (no "
-        "narrowing worth the name, or a widening); inconclusive otherwise.")
+RULE = (
+    "Final test accuracy in eval mode, paired by seed; gap(X) = acc(small BN) − acc(X) for X = large BN and "
+    "large ghost BN, so gap(BN) − gap(ghost) = acc(large ghost BN) − acc(large BN). The claim presupposes a "
+    "large-batch gap: unless gap(BN)'s 95% CI lies above 0 (large batches significantly worse), there is no "
+    "established gap to narrow and the verdict is inconclusive. Otherwise: reproduced if the 95% CI of gap(BN) − gap(ghost) lies "
+    f"above 0 (ghost BN shrinks the gap); not reproduced if it lies below +{NEGLIGIBLE * 100:g} pp (no "
+    "narrowing worth the name, or a widening); inconclusive otherwise."
+)
 # The premise check (gap(BN) > 0) was added after the first full run: the rule as first written
 # called a higher large-batch accuracy "narrowing" a gap that did not exist (large batches won).
 
@@ -57,17 +61,32 @@ def _lr(batch: int) -> float:
 
 
 def _settings(large: int) -> dict[str, dict]:
-    return {"small BN": {"norm": "bn", "norm_kw": {}, "batch_size": SMALL},
-            "large BN": {"norm": "bn", "norm_kw": {}, "batch_size": large},
-            "large ghost BN": {"norm": "ghost_bn", "norm_kw": {"virtual_batch_size": SMALL}, "batch_size": large}}
+    return {
+        "small BN": {"norm": "bn", "norm_kw": {}, "batch_size": SMALL},
+        "large BN": {"norm": "bn", "norm_kw": {}, "batch_size": large},
+        "large ghost BN": {"norm": "ghost_bn", "norm_kw": {"virtual_batch_size": SMALL}, "batch_size": large},
+    }
 
 
 def sweep(quick: bool, seeds: int | None) -> list[RunConfig]:
     plan = QUICK if quick else FULL
     n_seeds = seeds or plan["seeds"]
-    return [RunConfig(data=DATA, model=MODEL, optimizer="sgd", lr=_lr(spec["batch_size"]), steps=plan["steps"],
-                      schedule="cosine", eval_every=plan["eval_every"], eval_samples=1000, seed=s, **spec)
-            for spec in _settings(plan["large"]).values() for s in range(n_seeds)]
+    return [
+        RunConfig(
+            data=DATA,
+            model=MODEL,
+            optimizer="sgd",
+            lr=_lr(spec["batch_size"]),
+            steps=plan["steps"],
+            schedule="cosine",
+            eval_every=plan["eval_every"],
+            eval_samples=1000,
+            seed=s,
+            **spec,
+        )
+        for spec in _settings(plan["large"]).values()
+        for s in range(n_seeds)
+    ]
 
 
 def verdict(narrowing: stats.Estimate, gap_bn: stats.Estimate) -> str:
@@ -101,9 +120,12 @@ def compare(recs: list[dict]) -> tuple[dict, stats.Estimate, stats.Estimate, sta
     per = {n: stats.estimate(col(n)) for n in SETTING_NAMES}
     if not ok:
         return per, stats.estimate([]), stats.estimate([]), stats.estimate([])
-    return (per, stats.paired(col("small BN"), col("large BN")).diff,
-            stats.paired(col("small BN"), col("large ghost BN")).diff,
-            stats.paired(col("large ghost BN"), col("large BN")).diff)
+    return (
+        per,
+        stats.paired(col("small BN"), col("large BN")).diff,
+        stats.paired(col("small BN"), col("large ghost BN")).diff,
+        stats.paired(col("large ghost BN"), col("large BN")).diff,
+    )
 
 
 def rule(recs: list[dict]) -> str:
@@ -131,43 +153,96 @@ def analyze(runs, ctx) -> ClaimResult:
     def pct(e):
         return text.interval(e, "%")
 
-    summary = (f"With {plan['steps']} updates each, small-batch BN (batch {SMALL}, lr {_lr(SMALL):.3g}) reaches "
-               f"{pct(per['small BN'])} test accuracy, large-batch BN (batch {plan['large']}, lr "
-               f"{_lr(plan['large']):.3g}) {pct(per['large BN'])} and large-batch ghost BN (ghost batches of "
-               f"{SMALL}) {pct(per['large ghost BN'])}. The gap is {text.interval(g_bn, 'points')} with BN and "
-               f"{text.interval(g_ghost, 'points')} with ghost BN; ghost BN narrows it by "
-               f"{text.interval(nar, 'points')}."
-               + (" Large batches are not significantly worse than small ones here with the same number of "
-                  "updates (they see more epochs), so there is no established generalization gap for ghost BN "
-                  "to close, whatever it does to large-batch accuracy." if g_bn.n > 1 and g_bn.low <= 0 else "")
-               + (f" {bad} run(s) failed or diverged and are left out." if bad else ""))
-    setup = {"data": DATA, "model": MODEL, "small_batch": SMALL, "large_batch": plan["large"],
-             "ghost_batch": SMALL, "steps": plan["steps"], "lr": f"{BASE_LR} * sqrt(B / {SMALL}), cosine to 0",
-             "optimizer": "sgd (momentum 0.9)", "evaluation": "eval mode, 1000 test examples",
-             "seeds": seeds, "quick": ctx.quick}
-    rows = [{"setting": n, "norm": c.norm, "batch_size": c.batch_size, "lr": c.lr, "steps": c.steps,
-             "seed": c.seed, "status": None if r is None else r.status, "test_acc": _acc(r)}
-            for n, c, r in zip(names, configs, runs)]
+    summary = (
+        f"With {plan['steps']} updates each, small-batch BN (batch {SMALL}, lr {_lr(SMALL):.3g}) reaches "
+        f"{pct(per['small BN'])} test accuracy, large-batch BN (batch {plan['large']}, lr "
+        f"{_lr(plan['large']):.3g}) {pct(per['large BN'])} and large-batch ghost BN (ghost batches of "
+        f"{SMALL}) {pct(per['large ghost BN'])}. The gap is {text.interval(g_bn, 'points')} with BN and "
+        f"{text.interval(g_ghost, 'points')} with ghost BN; ghost BN narrows it by "
+        f"{text.interval(nar, 'points')}."
+        + (
+            " Large batches are not significantly worse than small ones here with the same number of "
+            "updates (they see more epochs), so there is no established generalization gap for ghost BN "
+            "to close, whatever it does to large-batch accuracy."
+            if g_bn.n > 1 and g_bn.low <= 0
+            else ""
+        )
+        + (f" {bad} run(s) failed or diverged and are left out." if bad else "")
+    )
+    setup = {
+        "data": DATA,
+        "model": MODEL,
+        "small_batch": SMALL,
+        "large_batch": plan["large"],
+        "ghost_batch": SMALL,
+        "steps": plan["steps"],
+        "lr": f"{BASE_LR} * sqrt(B / {SMALL}), cosine to 0",
+        "optimizer": "sgd (momentum 0.9)",
+        "evaluation": "eval mode, 1000 test examples",
+        "seeds": seeds,
+        "quick": ctx.quick,
+    }
+    rows = [
+        {
+            "setting": n,
+            "norm": c.norm,
+            "batch_size": c.batch_size,
+            "lr": c.lr,
+            "steps": c.steps,
+            "seed": c.seed,
+            "status": None if r is None else r.status,
+            "test_acc": _acc(r),
+        }
+        for n, c, r in zip(names, configs, runs)
+    ]
     curves = {}
     for n in SETTING_NAMES:
         rs = [r for m, r in zip(names, runs) if m == n and r is not None and not r.diverged]
         if rs:
             steps = rs[0].series["step"]
-            curves[n] = {"step": steps,
-                         "acc": [stats.estimate([r.series["test_acc"][i] for r in rs
-                                                 if len(r.series["test_acc"]) > i]).to_json()
-                                 for i in range(len(steps))]}
+            curves[n] = {
+                "step": steps,
+                "acc": [
+                    stats.estimate([r.series["test_acc"][i] for r in rs if len(r.series["test_acc"]) > i]).to_json()
+                    for i in range(len(steps))
+                ],
+            }
     data = {"curves": curves, "gaps": {"large BN": g_bn.to_json(), "large ghost BN": g_ghost.to_json()}}
-    fig = FigureSpec("ghost_bn_gap", "Test accuracy vs steps, and the large-batch gaps", data, _draw,
-                     "Left: mean over seeds (band: 95% interval); right: the gap, small-batch accuracy minus "
-                     "large-batch accuracy, with its 95% interval (above 0: large batches are worse).")
+    fig = FigureSpec(
+        "ghost_bn_gap",
+        "Test accuracy vs steps, and the large-batch gaps",
+        data,
+        _draw,
+        "Left: mean over seeds (band: 95% interval); right: the gap, small-batch accuracy minus "
+        "large-batch accuracy, with its 95% interval (above 0: large batches are worse).",
+    )
     gap_words = text.compare(g_bn, "a gap", "no gap: large batches did better", "no established gap")
-    finding = (f"With {plan['steps']} updates each, small batches reached {pct(per['small BN'])}, large batches "
-               f"{pct(per['large BN'])} and large batches with ghost BN {pct(per['large ghost BN'])}: {gap_words} "
-               f"({text.interval(g_bn, 'points')}), and ghost BN changed large-batch accuracy by "
-               f"{text.interval(nar, 'points')}.")
-    return stability.settle(ClaimResult(ID, NAME, QUESTION, CLAIM, SOURCE, RULE, v, summary, setup, numbers, [fig],
-                                        rows, title=TITLE, finding=finding, labels=LABELS), stab)
+    finding = (
+        f"With {plan['steps']} updates each, small batches reached {pct(per['small BN'])}, large batches "
+        f"{pct(per['large BN'])} and large batches with ghost BN {pct(per['large ghost BN'])}: {gap_words} "
+        f"({text.interval(g_bn, 'points')}), and ghost BN changed large-batch accuracy by "
+        f"{text.interval(nar, 'points')}."
+    )
+    return stability.settle(
+        ClaimResult(
+            ID,
+            NAME,
+            QUESTION,
+            CLAIM,
+            SOURCE,
+            RULE,
+            v,
+            summary,
+            setup,
+            numbers,
+            [fig],
+            rows,
+            title=TITLE,
+            finding=finding,
+            labels=LABELS,
+        ),
+        stab,
+    )
 
 
 LABELS = {

@@ -23,9 +23,11 @@ ID = "C11"
 NAME = "ema-vs-precise-bn"
 TITLE = "After a high learning rate, PreciseBN is at least as accurate as the EMA, and 1000 samples are enough"
 QUESTION = "Are the running (EMA) statistics good enough at test time, or should they be recomputed (PreciseBN)?"
-CLAIM = ("The EMA of batch statistics is unreliable after high learning rates; PreciseBN, which recomputes "
-         "μ = E[μ_B] and σ² = E[μ_B² + σ_B²] − E[μ_B]² with frozen weights, is at least as accurate, and "
-         "~10³–10⁴ samples suffice.")
+CLAIM = (
+    "The EMA of batch statistics is unreliable after high learning rates; PreciseBN, which recomputes "
+    "μ = E[μ_B] and σ² = E[μ_B² + σ_B²] − E[μ_B]² with frozen weights, is at least as accurate, and "
+    "~10³–10⁴ samples suffice."
+)
 SOURCE = "Wu & Johnson 2021, 'Rethinking \"Batch\" in BatchNorm', §3 (arXiv:2105.07576)"
 
 # --- the sweep ------------------------------------------------------------------------------
@@ -42,13 +44,15 @@ QUICK = {"steps": 60, "seeds": 2}
 
 # --- the rule -------------------------------------------------------------------------------
 TOL = 0.005  # 0.5 percentage points of test accuracy: "at least as good" allows this much less
-RULE = (f"At the high learning rate ({HIGH_LR:g}), paired by seed: (1) PreciseBN over all {ALL} training samples "
-        f"is at least as accurate as the EMA if the 95% CI of (PreciseBN − EMA) test accuracy lies above "
-        f"−{TOL * 100:g} pp, and is worse if the CI lies entirely below 0; (2) PreciseBN levels off at "
-        f"{LEVEL_AT} samples if the mean accuracy with {LEVEL_AT} samples lies within the 95% seed CI of the "
-        f"accuracy with {ALL} (or within {TOL * 100:g} pp of it). Reproduced if (1) and (2) hold; not "
-        "reproduced if PreciseBN is worse or does not level off; inconclusive otherwise (the CI of (1) "
-        f"straddles −{TOL * 100:g} pp and 0).")
+RULE = (
+    f"At the high learning rate ({HIGH_LR:g}), paired by seed: (1) PreciseBN over all {ALL} training samples "
+    f"is at least as accurate as the EMA if the 95% CI of (PreciseBN − EMA) test accuracy lies above "
+    f"−{TOL * 100:g} pp, and is worse if the CI lies entirely below 0; (2) PreciseBN levels off at "
+    f"{LEVEL_AT} samples if the mean accuracy with {LEVEL_AT} samples lies within the 95% seed CI of the "
+    f"accuracy with {ALL} (or within {TOL * 100:g} pp of it). Reproduced if (1) and (2) hold; not "
+    "reproduced if PreciseBN is worse or does not level off; inconclusive otherwise (the CI of (1) "
+    f"straddles −{TOL * 100:g} pp and 0)."
+)
 
 
 def _probe(sizes=SIZES) -> str:
@@ -59,9 +63,24 @@ def sweep(quick: bool, seeds: int | None) -> list[RunConfig]:
     plan = QUICK if quick else FULL
     n_seeds = seeds or plan["seeds"]
     steps = plan["steps"]
-    return [RunConfig(data=DATA, model=MODEL, norm=NORM, optimizer="sgd", lr=lr, batch_size=BATCH, steps=steps,
-                      schedule="constant", eval_every=steps, eval_samples=1000, probes=(_probe(),), seed=s)
-            for lr in LRS for s in range(n_seeds)]
+    return [
+        RunConfig(
+            data=DATA,
+            model=MODEL,
+            norm=NORM,
+            optimizer="sgd",
+            lr=lr,
+            batch_size=BATCH,
+            steps=steps,
+            schedule="constant",
+            eval_every=steps,
+            eval_samples=1000,
+            probes=(_probe(),),
+            seed=s,
+        )
+        for lr in LRS
+        for s in range(n_seeds)
+    ]
 
 
 def verdict(diff: stats.Estimate, level_ok: bool) -> str:
@@ -94,11 +113,16 @@ def _metric(run, name: str) -> float:
 def records(runs, configs) -> dict[int, dict]:
     """{seed: {lr: (EMA accuracy, PreciseBN over all samples, PreciseBN over LEVEL_AT)}} (None: failed,
     diverged or incomplete)."""
+
     def measure(r):
         if r is None or r.diverged or not _complete(r):
             return None
-        return (_metric(r, "precise/ema_test_acc"), _metric(r, f"precise/test_acc/{ALL}"),
-                _metric(r, f"precise/test_acc/{LEVEL_AT}"))
+        return (
+            _metric(r, "precise/ema_test_acc"),
+            _metric(r, f"precise/test_acc/{ALL}"),
+            _metric(r, f"precise/test_acc/{LEVEL_AT}"),
+        )
+
     return st.by_seed(configs, runs, lambda c: c.lr, measure)
 
 
@@ -128,11 +152,20 @@ def analyze(runs, ctx) -> ClaimResult:
     for lr, rs in by_lr.items():
         ema = [_metric(r, "precise/ema_test_acc") for r in rs]
         per_n = {n: [_metric(r, f"precise/test_acc/{n}") for r in rs] for n in SIZES}
-        curves[str(lr)] = {"ema": stats.estimate(ema).to_json(),
-                           "precise": {str(n): stats.estimate(v).to_json() for n, v in per_n.items()}}
+        curves[str(lr)] = {
+            "ema": stats.estimate(ema).to_json(),
+            "precise": {str(n): stats.estimate(v).to_json() for n, v in per_n.items()},
+        }
         for i, r in enumerate(rs):
-            rows.append({"lr": lr, "seed": r.config.seed, "status": r.status, "ema_test_acc": ema[i],
-                         **{f"precise_test_acc_{n}": per_n[n][i] for n in SIZES}})
+            rows.append(
+                {
+                    "lr": lr,
+                    "seed": r.config.seed,
+                    "status": r.status,
+                    "ema_test_acc": ema[i],
+                    **{f"precise_test_acc_{n}": per_n[n][i] for n in SIZES},
+                }
+            )
         numbers[f"ema_acc_lr{lr:g}"] = stats.estimate(ema).to_json()
         numbers[f"precise_minus_ema_lr{lr:g}"] = stats.paired(per_n[ALL], ema).to_json()
     recs = records(runs, configs)
@@ -144,33 +177,71 @@ def analyze(runs, ctx) -> ClaimResult:
     numbers["precise_acc_all"] = at_all.to_json()
     numbers["levels_off"] = level_ok
     numbers["failed_runs"] = len(failed)
-    summary = (f"At a constant lr of {HIGH_LR:g} (BN momentum 0.1, batch {BATCH}), the EMA statistics give "
-               f"{text.interval(stats.estimate(ema_h), '%')} test accuracy and PreciseBN over all {ALL} training "
-               f"samples {text.interval(at_all, '%')} on the same weights; the paired difference is "
-               f"{text.interval(diff, 'points')}. With {LEVEL_AT} samples PreciseBN reaches "
-               f"{text.interval(at_level, '%')} ({'within' if level_ok else 'outside'} the seed noise of the "
-               f"{ALL}-sample value)."
-               + (f" {len(failed)} run(s) failed or diverged and are left out." if failed else ""))
-    setup = {"data": DATA, "model": MODEL, "norm": NORM, "bn_momentum": 0.1, "batch_size": BATCH,
-             "optimizer": "sgd (momentum 0.9)", "schedule": "constant", "lrs": list(LRS),
-             "steps": configs[0].steps, "precise_bn_samples": list(SIZES),
-             "seeds": sorted({c.seed for c in configs}), "quick": ctx.quick}
-    fig = FigureSpec("accuracy_vs_samples", "Test accuracy: PreciseBN over N samples vs the EMA",
-                     {"sizes": list(SIZES), "curves": curves}, _draw,
-                     "Mean and 95% interval over seeds; the dashed line and its band are the EMA's, on the same "
-                     "weights.")
-    finding = (f"At learning rate {HIGH_LR:g}, PreciseBN over all {ALL} training samples − the EMA: "
-               f"{text.interval(diff, 'points')} of test accuracy; with {LEVEL_AT} samples PreciseBN reached "
-               f"{text.interval(at_level, '%')} against {text.interval(at_all, '%')} with {ALL} "
-               f"({'within' if level_ok else 'outside'} the seed noise).")
-    return stability.settle(ClaimResult(ID, NAME, QUESTION, CLAIM, SOURCE, RULE, v, summary, setup, numbers, [fig],
-                                        rows, title=TITLE, finding=finding, labels=LABELS), stab)
+    summary = (
+        f"At a constant lr of {HIGH_LR:g} (BN momentum 0.1, batch {BATCH}), the EMA statistics give "
+        f"{text.interval(stats.estimate(ema_h), '%')} test accuracy and PreciseBN over all {ALL} training "
+        f"samples {text.interval(at_all, '%')} on the same weights; the paired difference is "
+        f"{text.interval(diff, 'points')}. With {LEVEL_AT} samples PreciseBN reaches "
+        f"{text.interval(at_level, '%')} ({'within' if level_ok else 'outside'} the seed noise of the "
+        f"{ALL}-sample value)." + (f" {len(failed)} run(s) failed or diverged and are left out." if failed else "")
+    )
+    setup = {
+        "data": DATA,
+        "model": MODEL,
+        "norm": NORM,
+        "bn_momentum": 0.1,
+        "batch_size": BATCH,
+        "optimizer": "sgd (momentum 0.9)",
+        "schedule": "constant",
+        "lrs": list(LRS),
+        "steps": configs[0].steps,
+        "precise_bn_samples": list(SIZES),
+        "seeds": sorted({c.seed for c in configs}),
+        "quick": ctx.quick,
+    }
+    fig = FigureSpec(
+        "accuracy_vs_samples",
+        "Test accuracy: PreciseBN over N samples vs the EMA",
+        {"sizes": list(SIZES), "curves": curves},
+        _draw,
+        "Mean and 95% interval over seeds; the dashed line and its band are the EMA's, on the same weights.",
+    )
+    finding = (
+        f"At learning rate {HIGH_LR:g}, PreciseBN over all {ALL} training samples − the EMA: "
+        f"{text.interval(diff, 'points')} of test accuracy; with {LEVEL_AT} samples PreciseBN reached "
+        f"{text.interval(at_level, '%')} against {text.interval(at_all, '%')} with {ALL} "
+        f"({'within' if level_ok else 'outside'} the seed noise)."
+    )
+    return stability.settle(
+        ClaimResult(
+            ID,
+            NAME,
+            QUESTION,
+            CLAIM,
+            SOURCE,
+            RULE,
+            v,
+            summary,
+            setup,
+            numbers,
+            [fig],
+            rows,
+            title=TITLE,
+            finding=finding,
+            labels=LABELS,
+        ),
+        stab,
+    )
 
 
 LABELS = {
     **{f"ema_acc_lr{lr:g}": Label(f"Test accuracy with the EMA statistics, learning rate {lr:g}", "%") for lr in LRS},
-    **{f"precise_minus_ema_lr{lr:g}": Label(f"PreciseBN ({ALL} samples) − EMA, learning rate {lr:g} (paired)",
-                                           "points") for lr in LRS},
+    **{
+        f"precise_minus_ema_lr{lr:g}": Label(
+            f"PreciseBN ({ALL} samples) − EMA, learning rate {lr:g} (paired)", "points"
+        )
+        for lr in LRS
+    },
     "precise_acc_level": Label(f"PreciseBN with {LEVEL_AT} samples, learning rate {HIGH_LR:g}", "%"),
     "precise_acc_all": Label(f"PreciseBN with {ALL} samples, learning rate {HIGH_LR:g}", "%"),
     "levels_off": Label(f"PreciseBN levels off at {LEVEL_AT} samples"),
@@ -189,8 +260,15 @@ def _draw(data: dict):
         mean = [math.nan if m is None else 100 * m for m in mean]
         lo = [max(0.0, 100 * c["precise"][str(n)].get("ci95", [m / 100, m / 100])[0]) for n, m in zip(sizes, mean)]
         hi = [min(100.0, 100 * c["precise"][str(n)].get("ci95", [m / 100, m / 100])[1]) for n, m in zip(sizes, mean)]
-        ax.errorbar(sizes, mean, yerr=[[m - a for m, a in zip(mean, lo)], [b - m for m, b in zip(mean, hi)]],
-                    color=color, marker="o", capsize=3, label=f"PreciseBN, learning rate {lr}")
+        ax.errorbar(
+            sizes,
+            mean,
+            yerr=[[m - a for m, a in zip(mean, lo)], [b - m for m, b in zip(mean, hi)]],
+            color=color,
+            marker="o",
+            capsize=3,
+            label=f"PreciseBN, learning rate {lr}",
+        )
         ema = c["ema"]
         if ema.get("mean") is not None:
             elo, ehi = ema.get("ci95", [ema["mean"], ema["mean"]])

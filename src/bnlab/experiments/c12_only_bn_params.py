@@ -35,15 +35,18 @@ ID = "C12"
 NAME = "only-bn-params"
 TITLE = "Training only BN's γ and β is far above chance and beats training as many random weights"
 QUESTION = "How far does training only BN's γ and β get, with every other weight left random?"
-CLAIM = ("Training only BN's γ and β (all other weights frozen at random init) is surprisingly strong: "
-         "deep ResNets reach 82% on CIFAR-10, far more than training as many randomly chosen weights.")
+CLAIM = (
+    "Training only BN's γ and β (all other weights frozen at random init) is surprisingly strong: "
+    "deep ResNets reach 82% on CIFAR-10, far more than training as many randomly chosen weights."
+)
 SOURCE = "Frankle, Schwab & Morcos 2021, Training BatchNorm and Only BatchNorm (arXiv:2003.00152)"
 
 # ---- the sweep -----------------------------------------------------------------------------------
 SETTINGS = ("norm", "random", "all")  # what trains (see the module docstring)
 BN_PARAMS = 150  # gamma + beta of 3 BN layers x 25 channels: the size of the random subset
-BASE = RunConfig(data="mnist1d", model="cnn", norm="bn", optimizer="adam", lr=1e-2, batch_size=100,
-                 eval_samples=1000)  # test set: all 1000; train-set eval capped at 1000
+BASE = RunConfig(
+    data="mnist1d", model="cnn", norm="bn", optimizer="adam", lr=1e-2, batch_size=100, eval_samples=1000
+)  # test set: all 1000; train-set eval capped at 1000
 FULL = dict(steps=2000, eval_every=500, seeds=8)
 QUICK = dict(steps=150, eval_every=150, seeds=2)
 
@@ -51,19 +54,24 @@ QUICK = dict(steps=150, eval_every=150, seeds=2)
 CHANCE = 0.10  # 10 classes
 FAR_ABOVE = 2.0  # "far above chance": the lower end of the 95% CI above FAR_ABOVE x chance
 ALPHA = 0.05  # paired t-test (by seed) of norm-only vs the equal-count random subset
-RULE = (f"Final test accuracy, mean ± 95% t-CI over seeds. Reproduced if training only γ/β is far above "
-        f"chance (CI lower end > {FAR_ABOVE:g} x {CHANCE:.0%} = {FAR_ABOVE * CHANCE:.0%}) AND above training "
-        f"{BN_PARAMS} random weights (paired by seed: mean difference > 0, paired t-test p < {ALPHA}). "
-        f"Not reproduced if the γ/β CI's upper end is at or below {FAR_ABOVE * CHANCE:.0%}, or the random "
-        f"subset is significantly better (mean difference < 0, p < {ALPHA}). Otherwise inconclusive.")
+RULE = (
+    f"Final test accuracy, mean ± 95% t-CI over seeds. Reproduced if training only γ/β is far above "
+    f"chance (CI lower end > {FAR_ABOVE:g} x {CHANCE:.0%} = {FAR_ABOVE * CHANCE:.0%}) AND above training "
+    f"{BN_PARAMS} random weights (paired by seed: mean difference > 0, paired t-test p < {ALPHA}). "
+    f"Not reproduced if the γ/β CI's upper end is at or below {FAR_ABOVE * CHANCE:.0%}, or the random "
+    f"subset is significantly better (mean difference < 0, p < {ALPHA}). Otherwise inconclusive."
+)
 
 
 def sweep(quick: bool, seeds: int | None) -> list[RunConfig]:
     plan = QUICK if quick else FULL
     n = seeds or plan["seeds"]
     base = dataclasses.replace(BASE, steps=plan["steps"], eval_every=plan["eval_every"])
-    return [dataclasses.replace(base, trainable=t, trainable_k=BN_PARAMS if t == "random" else 0, seed=s)
-            for t in SETTINGS for s in range(n)]
+    return [
+        dataclasses.replace(base, trainable=t, trainable_k=BN_PARAMS if t == "random" else 0, seed=s)
+        for t in SETTINGS
+        for s in range(n)
+    ]
 
 
 def verdict(norm_acc: stats.Estimate, vs_random: stats.PairedTest) -> str:
@@ -78,8 +86,9 @@ def verdict(norm_acc: stats.Estimate, vs_random: stats.PairedTest) -> str:
 
 def records(runs, configs) -> dict[int, dict]:
     """{seed: {what trains: final test accuracy}} (NaN: failed or diverged)."""
-    return st.by_seed(configs, runs, lambda c: c.trainable,
-                      lambda r: math.nan if r is None or r.diverged else r.final("test_acc"))
+    return st.by_seed(
+        configs, runs, lambda c: c.trainable, lambda r: math.nan if r is None or r.diverged else r.final("test_acc")
+    )
 
 
 def compare(recs: list[dict]) -> tuple[dict, stats.PairedTest, int]:
@@ -106,8 +115,15 @@ def analyze(runs, ctx) -> ClaimResult:
             rows.append({**row, "status": "failed" if run is None else run.status})
             continue
         acc[cfg.trainable][cfg.seed] = run.final("test_acc")
-        rows.append({**row, "status": run.status, "trainable_params": run.trainable_params,
-                     "test_acc": run.final("test_acc"), "train_acc": run.final("train_acc")})
+        rows.append(
+            {
+                **row,
+                "status": run.status,
+                "trainable_params": run.trainable_params,
+                "test_acc": run.final("test_acc"),
+                "train_acc": run.final("train_acc"),
+            }
+        )
     recs = records(runs, configs)
     stab = stability.assess(recs, rule)
     est, vs_random, _ = compare(list(recs.values()))
@@ -115,33 +131,74 @@ def analyze(runs, ctx) -> ClaimResult:
     result = stab.verdict
     numbers = {f"test_acc_{t}": est[t].to_json() for t in SETTINGS}
     numbers.update({"chance": CHANCE, "norm_minus_random": vs_random.to_json(), "failed_runs": failed})
+
     def fmt(e):
         return text.interval(e, "%")
 
-    summary = (f"Training only BN's {BN_PARAMS} γ/β values of the MNIST-1D CNN (everything else frozen at "
-               f"random init) reached {fmt(est['norm'])} test accuracy over {est['norm'].n} seeds, against "
-               f"{fmt(est['random'])} when {BN_PARAMS} random weights train instead and {fmt(est['all'])} with "
-               f"full training; chance is {CHANCE:.0%}. Paired by seed, γ/β-only minus random is "
-               f"{text.interval(vs_random.diff, 'points')} (p = {text.p_value(vs_random.p_t)}, "
-               f"{vs_random.wins}/{len(both)} seeds).")
-    finding = (f"Training only the {BN_PARAMS} γ/β values reached {fmt(est['norm'])} test accuracy, {BN_PARAMS} "
-               f"random weights {fmt(est['random'])} and all weights {fmt(est['all'])} (chance {CHANCE:.0%}); "
-               f"γ/β only − random weights: {text.interval(vs_random.diff, 'points')} (paired by seed).")
+    summary = (
+        f"Training only BN's {BN_PARAMS} γ/β values of the MNIST-1D CNN (everything else frozen at "
+        f"random init) reached {fmt(est['norm'])} test accuracy over {est['norm'].n} seeds, against "
+        f"{fmt(est['random'])} when {BN_PARAMS} random weights train instead and {fmt(est['all'])} with "
+        f"full training; chance is {CHANCE:.0%}. Paired by seed, γ/β-only minus random is "
+        f"{text.interval(vs_random.diff, 'points')} (p = {text.p_value(vs_random.p_t)}, "
+        f"{vs_random.wins}/{len(both)} seeds)."
+    )
+    finding = (
+        f"Training only the {BN_PARAMS} γ/β values reached {fmt(est['norm'])} test accuracy, {BN_PARAMS} "
+        f"random weights {fmt(est['random'])} and all weights {fmt(est['all'])} (chance {CHANCE:.0%}); "
+        f"γ/β only − random weights: {text.interval(vs_random.diff, 'points')} (paired by seed)."
+    )
     if failed:
         summary += f" {len(failed)} run(s) failed or diverged and are left out."
     plan = QUICK if ctx.quick else FULL
-    setup = {"data": "mnist1d", "model": "cnn (conv-BN-ReLU x3, linear head)", "optimizer": "adam",
-             "lr": BASE.lr, "batch_size": BASE.batch_size, "steps": plan["steps"], "settings": list(SETTINGS),
-             "trainable_k": BN_PARAMS, "head": "frozen in 'norm' (as in the paper)",
-             "seeds": sorted({c.seed for c in configs}), "quick": ctx.quick}
-    data = {"settings": list(SETTINGS), "mean": [est[t].mean for t in SETTINGS],
-            "low": [est[t].low for t in SETTINGS], "high": [est[t].high for t in SETTINGS],
-            "per_seed": [list(acc[t].values()) for t in SETTINGS], "chance": CHANCE}
-    fig = FigureSpec("accuracy_per_setting", "Final test accuracy by what trains", data, draw_accuracy,
-                     f"Mean and 95% interval over seeds (grey dots: one seed each). Dashed: chance; dotted: "
-                     f"{FAR_ABOVE:g}× chance.")
-    return stability.settle(ClaimResult(ID, NAME, QUESTION, CLAIM, SOURCE, RULE, result, summary, setup, numbers,
-                                        [fig], rows, title=TITLE, finding=finding, labels=LABELS), stab)
+    setup = {
+        "data": "mnist1d",
+        "model": "cnn (conv-BN-ReLU x3, linear head)",
+        "optimizer": "adam",
+        "lr": BASE.lr,
+        "batch_size": BASE.batch_size,
+        "steps": plan["steps"],
+        "settings": list(SETTINGS),
+        "trainable_k": BN_PARAMS,
+        "head": "frozen in 'norm' (as in the paper)",
+        "seeds": sorted({c.seed for c in configs}),
+        "quick": ctx.quick,
+    }
+    data = {
+        "settings": list(SETTINGS),
+        "mean": [est[t].mean for t in SETTINGS],
+        "low": [est[t].low for t in SETTINGS],
+        "high": [est[t].high for t in SETTINGS],
+        "per_seed": [list(acc[t].values()) for t in SETTINGS],
+        "chance": CHANCE,
+    }
+    fig = FigureSpec(
+        "accuracy_per_setting",
+        "Final test accuracy by what trains",
+        data,
+        draw_accuracy,
+        f"Mean and 95% interval over seeds (grey dots: one seed each). Dashed: chance; dotted: {FAR_ABOVE:g}× chance.",
+    )
+    return stability.settle(
+        ClaimResult(
+            ID,
+            NAME,
+            QUESTION,
+            CLAIM,
+            SOURCE,
+            RULE,
+            result,
+            summary,
+            setup,
+            numbers,
+            [fig],
+            rows,
+            title=TITLE,
+            finding=finding,
+            labels=LABELS,
+        ),
+        stab,
+    )
 
 
 LABELS = {
@@ -160,8 +217,9 @@ def draw_accuracy(data: dict):
 
     fig, ax = plt.subplots(figsize=(7, 3.4))
     labels = {"norm": "only γ and β", "random": f"{BN_PARAMS} random weights", "all": "all weights"}
-    for i, (name, m, lo, hi, seeds) in enumerate(zip(data["settings"], data["mean"], data["low"], data["high"],
-                                                       data["per_seed"])):
+    for i, (name, m, lo, hi, seeds) in enumerate(
+        zip(data["settings"], data["mean"], data["low"], data["high"], data["per_seed"])
+    ):
         ax.scatter(np.full(len(seeds), i) + 0.15, [100 * v for v in seeds], s=12, color="grey", alpha=0.7)
         if m is not None and np.isfinite(m):
             lo = m if lo is None or not np.isfinite(lo) else max(lo, 0.0)

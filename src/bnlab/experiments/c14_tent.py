@@ -27,20 +27,26 @@ ID = "C14"
 NAME = "tent"
 TITLE = "Training BN's γ and β at test time (TENT) lowers the error under shift beyond test-batch statistics"
 QUESTION = "Does training BN's γ and β on the new data at test time (TENT) help beyond re-estimating the statistics?"
-CLAIM = ("TENT -- test-time entropy minimization on BN's γ and β, online -- lowers the error under covariate "
-         "shift further than test-batch statistics alone: 20.4% → 18.6% mean error on CIFAR-10-C at severity 5 "
-         "(WRN-28-10).")
-SOURCE = ("Wang et al. 2021, Tent: Fully Test-Time Adaptation by Entropy Minimization, ICLR (arXiv:2006.10726), "
-          "reference code's CIFAR-10-C table")
+CLAIM = (
+    "TENT -- test-time entropy minimization on BN's γ and β, online -- lowers the error under covariate "
+    "shift further than test-batch statistics alone: 20.4% → 18.6% mean error on CIFAR-10-C at severity 5 "
+    "(WRN-28-10)."
+)
+SOURCE = (
+    "Wang et al. 2021, Tent: Fully Test-Time Adaptation by Entropy Minimization, ICLR (arXiv:2006.10726), "
+    "reference code's CIFAR-10-C table"
+)
 
 # ---- the verdict rule (stated before the runs) ---------------------------------------------------
-RULE = (f"At severity {S.TOP}, per seed, the mean test error over the {len(S.CORRUPTIONS)} corruptions with "
-        f"test-batch statistics (E_norm, TENT's 'norm' baseline) and with TENT (E_tent: online, batches of "
-        f"{probe.BATCH}, one Adam step at lr {probe.TENT_LR:g} per batch, reset per corruption and severity), on "
-        f"the same batches. Paired by seed, 95% t-interval of E_tent − E_norm. Reproduced if it lies below 0 "
-        f"(TENT lowers the error); not reproduced if it lies at or above 0; inconclusive otherwise. "
-        f"TENT at the paper's lr "
-        f"{probe.TENT_LR_PAPER:g} and TENT against AdaBN are reported outside the verdict.")
+RULE = (
+    f"At severity {S.TOP}, per seed, the mean test error over the {len(S.CORRUPTIONS)} corruptions with "
+    f"test-batch statistics (E_norm, TENT's 'norm' baseline) and with TENT (E_tent: online, batches of "
+    f"{probe.BATCH}, one Adam step at lr {probe.TENT_LR:g} per batch, reset per corruption and severity), on "
+    f"the same batches. Paired by seed, 95% t-interval of E_tent − E_norm. Reproduced if it lies below 0 "
+    f"(TENT lowers the error); not reproduced if it lies at or above 0; inconclusive otherwise. "
+    f"TENT at the paper's lr "
+    f"{probe.TENT_LR_PAPER:g} and TENT against AdaBN are reported outside the verdict."
+)
 
 
 def verdict(change: stats.Estimate) -> str:
@@ -60,8 +66,9 @@ sweep = S.sweep
 def records(runs, configs, quick: bool) -> dict:
     """{seed: (E_norm, E_tent)} at the top severity (None: not usable)."""
     top = max(S.plan(quick)["severities"])
-    return S.records(runs, configs, quick,
-                     lambda r: (S.values([r], "test_batch", top)[0], S.values([r], "tent", top)[0]))
+    return S.records(
+        runs, configs, quick, lambda r: (S.values([r], "test_batch", top)[0], S.values([r], "tent", top)[0])
+    )
 
 
 def rule(recs: list) -> str:
@@ -100,39 +107,78 @@ def analyze(runs, ctx) -> ClaimResult:
     small = p["small"] and good and not math.isnan(S.metric(good[0], "clean", 0, "tent@8"))
     if small:
         block = {}
-        for where, sets, level in (("clean data", ["clean"], 0),
-                                   (f"severity {top}, mean of corruptions", list(S.CORRUPTIONS), top)):
+        for where, sets, level in (
+            ("clean data", ["clean"], 0),
+            (f"severity {top}, mean of corruptions", list(S.CORRUPTIONS), top),
+        ):
+
             def mean(key, sets=sets, level=level):
                 return [sum(S.metric(r, c, level, key) for c in sets) / len(sets) for r in good]
+
             block[where] = {"no adaptation (%)": S.est(mean("subset_source"))}
             for b in probe.TENT_BATCHES:
                 block[where][f"TENT, batches of {b} (%)"] = S.est(mean(f"tent@{b}"))
                 block[where][f"test-batch statistics, batches of {b} (%)"] = S.est(mean(f"test_batch@{b}"))
         numbers[f"Small batches (first {probe.SUBSET} test examples)"] = block
-    summary = (f"At severity {top} (mean of {len(S.CORRUPTIONS)} corruptions, {len(good)} seeds) TENT errs on "
-               f"{text.interval(stats.estimate(tent), 'pct')} against {text.interval(stats.estimate(norm), 'pct')} with test-batch statistics "
-               f"alone and {text.interval(stats.estimate(ada), 'pct')} with AdaBN: TENT changes the error by {S.signed(change, 2)} "
-               f"against test-batch statistics (the paper: −1.8) and by {S.signed(vs_ada, 2)} against AdaBN. "
-               f"At the paper's lr of {probe.TENT_LR_PAPER:g}: {S.signed(paper_change, 2)}. On "
-               f"clean data TENT changes the error by {S.signed(clean_tent, 1)} against no adaptation.")
+    summary = (
+        f"At severity {top} (mean of {len(S.CORRUPTIONS)} corruptions, {len(good)} seeds) TENT errs on "
+        f"{text.interval(stats.estimate(tent), 'pct')} against {text.interval(stats.estimate(norm), 'pct')} with test-batch statistics "
+        f"alone and {text.interval(stats.estimate(ada), 'pct')} with AdaBN: TENT changes the error by {S.signed(change, 2)} "
+        f"against test-batch statistics (the paper: −1.8) and by {S.signed(vs_ada, 2)} against AdaBN. "
+        f"At the paper's lr of {probe.TENT_LR_PAPER:g}: {S.signed(paper_change, 2)}. On "
+        f"clean data TENT changes the error by {S.signed(clean_tent, 1)} against no adaptation."
+    )
     if small:
         b = probe.TENT_BATCHES[0]
         blk = numbers[f"Small batches (first {probe.SUBSET} test examples)"]["clean data"]
         at_b, none = S.estimate_of(blk[f"TENT, batches of {b} (%)"]), S.estimate_of(blk["no adaptation (%)"])
-        summary += (f" With batches of {b} it errs on {text.interval(at_b, 'pct')} of clean data (no adaptation: {text.interval(none, 'pct')}): "
-                    "like test-batch statistics, it needs batches large enough to estimate the statistics.")
+        summary += (
+            f" With batches of {b} it errs on {text.interval(at_b, 'pct')} of clean data (no adaptation: {text.interval(none, 'pct')}): "
+            "like test-batch statistics, it needs batches large enough to estimate the statistics."
+        )
     if failed:
         summary += f" {failed} run(s) failed, diverged or are incomplete and are left out."
-    setup = {"runs": "the same as C13", "TENT": f"online, Adam lr {probe.TENT_LR:g} (paper's lr "
-             f"{probe.TENT_LR_PAPER:g} also measured), one step per batch of {probe.BATCH}, reset per set",
-             "severities": list(p["severities"]), "seeds": sorted(c.seed for c in configs), "quick": ctx.quick}
-    fig = FigureSpec("error_by_corruption", f"Test error at severity {top}, by corruption",
-                     {"table": S.corruption_table(good, top), "clean": stats.estimate(clean["source"]).mean,
-                      "severity": top},
-                     S.draw_by_corruption, "Mean and 95% CI over seeds.")
-    finding = (f"At severity {top} TENT erred on {text.interval(stats.estimate(tent), 'pct')} against "
-               f"{text.interval(stats.estimate(norm), 'pct')} with test-batch statistics alone: TENT − test-batch "
-               f"statistics {S.signed(change)}.") if good else "No run finished, so nothing was measured."
-    return stability.settle(ClaimResult(ID, NAME, QUESTION, CLAIM, SOURCE, RULE, v, summary, setup, numbers, [fig],
-                                        S.rows(good, p["severities"]), title=TITLE, finding=finding,
-                                        labels=S.labels(numbers)), stab)
+    setup = {
+        "runs": "the same as C13",
+        "TENT": f"online, Adam lr {probe.TENT_LR:g} (paper's lr "
+        f"{probe.TENT_LR_PAPER:g} also measured), one step per batch of {probe.BATCH}, reset per set",
+        "severities": list(p["severities"]),
+        "seeds": sorted(c.seed for c in configs),
+        "quick": ctx.quick,
+    }
+    fig = FigureSpec(
+        "error_by_corruption",
+        f"Test error at severity {top}, by corruption",
+        {"table": S.corruption_table(good, top), "clean": stats.estimate(clean["source"]).mean, "severity": top},
+        S.draw_by_corruption,
+        "Mean and 95% CI over seeds.",
+    )
+    finding = (
+        (
+            f"At severity {top} TENT erred on {text.interval(stats.estimate(tent), 'pct')} against "
+            f"{text.interval(stats.estimate(norm), 'pct')} with test-batch statistics alone: TENT − test-batch "
+            f"statistics {S.signed(change)}."
+        )
+        if good
+        else "No run finished, so nothing was measured."
+    )
+    return stability.settle(
+        ClaimResult(
+            ID,
+            NAME,
+            QUESTION,
+            CLAIM,
+            SOURCE,
+            RULE,
+            v,
+            summary,
+            setup,
+            numbers,
+            [fig],
+            S.rows(good, p["severities"]),
+            title=TITLE,
+            finding=finding,
+            labels=S.labels(numbers),
+        ),
+        stab,
+    )

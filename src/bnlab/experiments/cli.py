@@ -9,7 +9,7 @@ from . import registry
 
 
 def verdict_line(result) -> str:
-    """"reproduced, stable in 97% of resamples" -- or "UNDERPOWERED: the rule gave ..." -- for a terminal."""
+    """ "reproduced, stable in 97% of resamples" -- or "UNDERPOWERED: the rule gave ..." -- for a terminal."""
     from .stability import describe
 
     return f"{result.verdict.upper()}, {describe(result.stability)}"
@@ -29,8 +29,9 @@ def list_main(args) -> int:
 def add_run_arguments(parser) -> None:
     parser.add_argument("id", help="claim id, e.g. C3 (see bnlab list)")
     parser.add_argument("--quick", action="store_true", help="the small CI-sized sweep")
-    parser.add_argument("--seeds", type=positive_int, default=None, metavar="N",
-                        help="seeds per setting (default: the experiment's)")
+    parser.add_argument(
+        "--seeds", type=positive_int, default=None, metavar="N", help="seeds per setting (default: the experiment's)"
+    )
     add_sweep_arguments(parser, jobs=1)
     parser.add_argument("--json", action="store_true", help="print the full result as JSON")
 
@@ -40,8 +41,9 @@ def run_main(args) -> int:
 
     registry.get(args.id)  # an unknown id fails before anything starts
     progress = Progress()
-    ctx = registry.Context(quick=args.quick, seeds=args.seeds, jobs=args.jobs, progress=progress,
-                           scheduler=args.scheduler)
+    ctx = registry.Context(
+        quick=args.quick, seeds=args.seeds, jobs=args.jobs, progress=progress, scheduler=args.scheduler
+    )
     try:
         result = registry.run(args.id, ctx)
     finally:

@@ -10,14 +10,21 @@ def legend_below(fig, axes: Iterable | None = None, ncol: int | None = None, tit
     """One legend for the figure, centred under it (outside every axis, so it covers no data); the
     entries are the labelled artists of ``axes`` (default: all), each label once."""
     handles, labels = [], []
-    for ax in (axes if axes is not None else fig.axes):
+    for ax in axes if axes is not None else fig.axes:
         for h, label in zip(*ax.get_legend_handles_labels()):
             if label not in labels:
                 handles.append(h)
                 labels.append(label)
     if handles:
-        fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), frameon=False,
-                   ncol=ncol or min(len(labels), 4), title=title)
+        fig.legend(
+            handles,
+            labels,
+            loc="upper center",
+            bbox_to_anchor=(0.5, 0.0),
+            frameon=False,
+            ncol=ncol or min(len(labels), 4),
+            title=title,
+        )
 
 
 def percent_axis(ax, axis: str = "y", limits: tuple[float, float] | None = (0, 100)) -> None:

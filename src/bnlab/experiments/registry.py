@@ -138,8 +138,9 @@ def _run_configs(configs: list, ctx: Context, owner: dict[str, str], experiments
             done[owner[key]] += 1
             ctx.progress.update(owner[key], done[owner[key]], total[owner[key]])
 
-    results = run_sweep(configs, store=ctx.store, jobs=ctx.jobs, progress=progress, on_error="skip",
-                        scheduler=ctx.scheduler)
+    results = run_sweep(
+        configs, store=ctx.store, jobs=ctx.jobs, progress=progress, on_error="skip", scheduler=ctx.scheduler
+    )
     return {c.key(): r for c, r in zip(configs, results)}
 
 
@@ -167,11 +168,18 @@ def run(claim_id: str, ctx: Context) -> ClaimResult:
     return _finish(module, ctx, by_key, configs)
 
 
-def run_all(quick: bool = False, jobs: int = 1, seeds: int | None = None,
-            progress=None, store: Path | None = None, scheduler: str | None = None) -> list[ClaimResult]:
+def run_all(
+    quick: bool = False,
+    jobs: int = 1,
+    seeds: int | None = None,
+    progress=None,
+    store: Path | None = None,
+    scheduler: str | None = None,
+) -> list[ClaimResult]:
     """Every experiment: their runs in one sweep (local workers or ``scheduler``), then each analysis."""
-    ctx = Context(quick=quick, seeds=seeds, jobs=jobs, progress=progress, store=store or default_store(),
-                  scheduler=scheduler)
+    ctx = Context(
+        quick=quick, seeds=seeds, jobs=jobs, progress=progress, store=store or default_store(), scheduler=scheduler
+    )
     modules = [get(claim_id) for claim_id in EXPERIMENTS]
     sweeps = {m.ID: _sweep(m, ctx) for m in modules}
     owner = {c.key(): claim_id for claim_id, configs in sweeps.items() for c in configs}

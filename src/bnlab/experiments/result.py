@@ -74,16 +74,29 @@ class ClaimResult:
 
     def to_json(self) -> dict[str, Any]:
         """JSON-safe dict (NaN/inf become None); figures as their data, rows left to the CSV."""
-        return json_safe({
-            "id": self.id, "name": self.name, "question": self.question, "claim": self.claim,
-            "source": self.source, "rule": self.rule, "verdict": self.verdict,
-            "rule_verdict": self.rule_verdict or self.verdict,
-            "stability": self.stability.to_json() if self.stability is not None else None, "summary": self.summary,
-            "title": self.title, "finding": self.finding, "setup": self.setup, "numbers": self.numbers,
-            "labels": {k: label._asdict() for k, label in self.labels.items()}, "wall_time_s": self.wall_time_s,
-            "figures": [{"name": f.name, "title": f.title, "caption": f.caption, "data": f.data}
-                        for f in self.figures],
-        })
+        return json_safe(
+            {
+                "id": self.id,
+                "name": self.name,
+                "question": self.question,
+                "claim": self.claim,
+                "source": self.source,
+                "rule": self.rule,
+                "verdict": self.verdict,
+                "rule_verdict": self.rule_verdict or self.verdict,
+                "stability": self.stability.to_json() if self.stability is not None else None,
+                "summary": self.summary,
+                "title": self.title,
+                "finding": self.finding,
+                "setup": self.setup,
+                "numbers": self.numbers,
+                "labels": {k: label._asdict() for k, label in self.labels.items()},
+                "wall_time_s": self.wall_time_s,
+                "figures": [
+                    {"name": f.name, "title": f.title, "caption": f.caption, "data": f.data} for f in self.figures
+                ],
+            }
+        )
 
 
 def estimate(mean: float, ci95: tuple[float, float] | list[float], n: int | None = None) -> dict[str, Any]:

@@ -66,8 +66,12 @@ def mean_band(runs: Sequence, metric: str) -> dict[str, list[float]]:
     with np.errstate(all="ignore"):
         mean = np.nanmean(values, axis=0)
         low, high = np.nanmin(values, axis=0), np.nanmax(values, axis=0)
-    return {"step": [float(s) for s in runs[0].series["step"][:n]], "mean": mean.tolist(),
-            "low": low.tolist(), "high": high.tolist()}
+    return {
+        "step": [float(s) for s in runs[0].series["step"][:n]],
+        "mean": mean.tolist(),
+        "low": low.tolist(),
+        "high": high.tolist(),
+    }
 
 
 def by_seed(configs: Sequence, runs: Sequence, setting: Callable, measure: Callable) -> dict:

@@ -21,8 +21,7 @@ from .plotting import legend_below, percent_axis
 from .result import Label
 
 DATA = "mnist1d"
-BASE = RunConfig(data=DATA, model="cnn", norm="bn", optimizer="adam", lr=1e-2, batch_size=100,
-                 eval_samples=1000)
+BASE = RunConfig(data=DATA, model="cnn", norm="bn", optimizer="adam", lr=1e-2, batch_size=100, eval_samples=1000)
 FULL = {"steps": 1000, "seeds": 8, "severities": shifted.SEVERITIES, "small": True}
 QUICK = {"steps": 100, "seeds": 2, "severities": (5,), "small": False}
 TOP = 5  # the verdicts read the highest severity, as TENT's table does
@@ -74,8 +73,10 @@ def usable(runs: list, quick: bool) -> tuple[list, list[int]]:
 def records(runs: list, configs: list, quick: bool, measure) -> dict[int, object]:
     """{seed: measure(run)} for the usable runs, None for the others (failed, diverged, incomplete)."""
     good = {id(r) for r in usable(runs, quick)[0]}
-    return {c.seed: (measure(r) if r is not None and id(r) in good else None)
-            for c, r in sorted(zip(configs, runs), key=lambda cr: cr[0].seed)}
+    return {
+        c.seed: (measure(r) if r is not None and id(r) in good else None)
+        for c, r in sorted(zip(configs, runs), key=lambda cr: cr[0].seed)
+    }
 
 
 def values(runs: list, key: str, severity: int, corruption: str | None = None) -> list[float]:
@@ -132,8 +133,9 @@ def severity_table(runs: list, severities) -> dict:
 
 def corruption_table(runs: list, severity: int = TOP) -> dict:
     """{corruption label: {method label: estimate}} at one severity, as in TENT's table."""
-    return {CORRUPTION_LABELS[c]: {METHODS[m]: est(values(runs, m, severity, c)) for m in MAIN_METHODS}
-            for c in CORRUPTIONS}
+    return {
+        CORRUPTION_LABELS[c]: {METHODS[m]: est(values(runs, m, severity, c)) for m in MAIN_METHODS} for c in CORRUPTIONS
+    }
 
 
 def rows(runs: list, severities) -> list[dict]:
@@ -176,8 +178,15 @@ def draw_by_corruption(data: dict):
         # intervals clipped to what an error can be: 0-100%
         lo = [m - max(0.0, data["table"][g][method].get("ci95", [m, m])[0]) for g, m in zip(groups, means)]
         hi = [min(100.0, data["table"][g][method].get("ci95", [m, m])[1]) - m for g, m in zip(groups, means)]
-        ax.bar(np.arange(len(groups)) + (j - (len(methods) - 1) / 2) * width, means, width,
-               yerr=[lo, hi], capsize=2, label=method, color=f"C{j}")
+        ax.bar(
+            np.arange(len(groups)) + (j - (len(methods) - 1) / 2) * width,
+            means,
+            width,
+            yerr=[lo, hi],
+            capsize=2,
+            label=method,
+            color=f"C{j}",
+        )
     ax.axhline(data["clean"], color="k", ls="--", lw=1, label="clean data, no adaptation")
     ax.set_xticks(range(len(groups)), groups)
     ax.set_ylabel(f"test error at severity {data['severity']}")

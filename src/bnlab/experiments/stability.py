@@ -90,15 +90,33 @@ class Stability:
         return self.verdict if self.stable else UNDERPOWERED
 
     def to_json(self) -> dict[str, Any]:
-        return {"verdict": self.verdict, "share": self.share, "seeds": self.seeds, "resamples": self.resamples,
-                "outcomes": dict(self.outcomes), "method": self.method, "threshold": THRESHOLD,
-                "stable": self.stable, "needed_seeds": self.needed, "needed_verdict": self.needed_verdict,
-                "note": self.note}
+        return {
+            "verdict": self.verdict,
+            "share": self.share,
+            "seeds": self.seeds,
+            "resamples": self.resamples,
+            "outcomes": dict(self.outcomes),
+            "method": self.method,
+            "threshold": THRESHOLD,
+            "stable": self.stable,
+            "needed_seeds": self.needed,
+            "needed_verdict": self.needed_verdict,
+            "note": self.note,
+        }
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> "Stability":
-        return cls(d["verdict"], d["share"], d["seeds"], d["resamples"], dict(d["outcomes"]), d["method"],
-                   d.get("needed_seeds"), d.get("needed_verdict"), d.get("note", ""))
+        return cls(
+            d["verdict"],
+            d["share"],
+            d["seeds"],
+            d["resamples"],
+            dict(d["outcomes"]),
+            d["method"],
+            d.get("needed_seeds"),
+            d.get("needed_verdict"),
+            d.get("note", ""),
+        )
 
 
 def _check(verdict: str) -> str:
@@ -124,7 +142,9 @@ def _draws(records: list, rule: Rule, size: int, count: int, rng: np.random.Gene
     return verdicts
 
 
-def project(records: list, rule: Rule, start: int, rng: np.random.Generator | None = None) -> tuple[int | None, str | None]:
+def project(
+    records: list, rule: Rule, start: int, rng: np.random.Generator | None = None
+) -> tuple[int | None, str | None]:
     """(seeds, verdict): the smallest fresh-set size from ``start`` up to :data:`MAX_SEEDS` at which one
     verdict comes out in at least :data:`THRESHOLD` of the sets, and that verdict; (None, None) if none does."""
     rng = rng if rng is not None else np.random.default_rng(BOOTSTRAP_SEED)
@@ -147,18 +167,25 @@ def assess(records: Mapping[Any, Any], rule: Rule, resamples: int = RESAMPLES) -
     verdict = _check(rule(items))
     n = len(items)
     if n < 2:
-        return Stability(verdict, 0.0, n, 0, {}, f"bootstrap over seeds: {n} seed(s), nothing to resample",
-                         None, None)
+        return Stability(verdict, 0.0, n, 0, {}, f"bootstrap over seeds: {n} seed(s), nothing to resample", None, None)
     rng = np.random.default_rng(BOOTSTRAP_SEED)
     outcomes = _draws(items, rule, n, resamples, rng)
     share = outcomes[verdict] / resamples
     needed = needed_verdict = None
     if share < THRESHOLD or n < MIN_SEEDS:
         needed, needed_verdict = project(items, rule, n + 1, rng)
-    return Stability(verdict, share, n, resamples, dict(outcomes.most_common()),
-                     f"two-stage bootstrap over seeds: {resamples} fresh sets of {n} seeds, each drawn with "
-                     f"replacement from a population of {n} drawn with replacement from the measured ones, all "
-                     f"the seed's settings kept together", needed, needed_verdict)
+    return Stability(
+        verdict,
+        share,
+        n,
+        resamples,
+        dict(outcomes.most_common()),
+        f"two-stage bootstrap over seeds: {resamples} fresh sets of {n} seeds, each drawn with "
+        f"replacement from a population of {n} drawn with replacement from the measured ones, all "
+        f"the seed's settings kept together",
+        needed,
+        needed_verdict,
+    )
 
 
 def computed(verdicts: Sequence[str], note: str) -> Stability:
@@ -166,8 +193,15 @@ def computed(verdicts: Sequence[str], note: str) -> Stability:
     being the reported one's; ``note`` says what stability means there."""
     verdicts = [_check(v) for v in verdicts]
     outcomes = Counter(verdicts)
-    return Stability(verdicts[0], outcomes[verdicts[0]] / len(verdicts), len(verdicts), len(verdicts),
-                     dict(outcomes.most_common()), f"recomputed on {len(verdicts)} fresh random inputs", note=note)
+    return Stability(
+        verdicts[0],
+        outcomes[verdicts[0]] / len(verdicts),
+        len(verdicts),
+        len(verdicts),
+        dict(outcomes.most_common()),
+        f"recomputed on {len(verdicts)} fresh random inputs",
+        note=note,
+    )
 
 
 def settle(result, stability: Stability):

@@ -80,7 +80,7 @@ def sign_test(wins: int, losses: int) -> float:
     if n == 0 or wins == losses:
         return 1.0
     k = min(wins, losses)
-    return min(1.0, 2.0 * sum(math.comb(n, i) for i in range(k + 1)) / 2.0 ** n)
+    return min(1.0, 2.0 * sum(math.comb(n, i) for i in range(k + 1)) / 2.0**n)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,8 +94,13 @@ class PairedTest:
     losses: int  # seeds where a < b
 
     def to_json(self) -> dict:
-        return {"diff": self.diff.to_json(), "p_t": self.p_t, "p_sign": self.p_sign,
-                "wins": self.wins, "losses": self.losses}
+        return {
+            "diff": self.diff.to_json(),
+            "p_t": self.p_t,
+            "p_sign": self.p_sign,
+            "wins": self.wins,
+            "losses": self.losses,
+        }
 
 
 def paired(a: Sequence[float], b: Sequence[float]) -> PairedTest:

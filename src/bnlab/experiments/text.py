@@ -109,8 +109,9 @@ def interval(e: Any, unit: str = "") -> str:
     if lo is None or hi is None:
         return head + (" (1 seed)" if n == 1 else "")
     lo_s, hi_s = (min(max(v * u.scale, u.low), u.high) for v in (lo, hi))
-    bounds = ", ".join(_plain(v, u, unit, u.signed) if math.isfinite(v) else
-                       ("∞" if v > 0 else MINUS + "∞") for v in (lo_s, hi_s))
+    bounds = ", ".join(
+        _plain(v, u, unit, u.signed) if math.isfinite(v) else ("∞" if v > 0 else MINUS + "∞") for v in (lo_s, hi_s)
+    )
     return f"{head} [{bounds}]"
 
 
@@ -129,8 +130,19 @@ def p_value(p: float | None) -> str:
 
 
 # Plain names for the settings that appear as keys inside numbers (e.g. {"bn": ..., "none": ...}).
-NAMES = {"bn": "BN", "none": "no BN", "noisy_bn": "noisy BN", "gn": "GroupNorm", "brn": "Batch Renorm",
-         "relu": "ReLU", "tanh": "tanh", "ghost_bn": "ghost BN", "gamma": "γ", "beta": "β", "input": "input"}
+NAMES = {
+    "bn": "BN",
+    "none": "no BN",
+    "noisy_bn": "noisy BN",
+    "gn": "GroupNorm",
+    "brn": "Batch Renorm",
+    "relu": "ReLU",
+    "tanh": "tanh",
+    "ghost_bn": "ghost BN",
+    "gamma": "γ",
+    "beta": "β",
+    "input": "input",
+}
 
 
 def name(key: str) -> str:

@@ -139,9 +139,12 @@ def _compile_in_child(name: str, sig) -> bool:
     done = subprocess.run(cmd, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True)
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        warnings.warn(f"bnlab: compiling kernel {name} in a child process failed ({last}); compiling it "
-                      f"in this process, whose results may differ in the last bits from cache-loaded runs",
-                      RuntimeWarning, stacklevel=3)
+        warnings.warn(
+            f"bnlab: compiling kernel {name} in a child process failed ({last}); compiling it "
+            f"in this process, whose results may differ in the last bits from cache-loaded runs",
+            RuntimeWarning,
+            stacklevel=3,
+        )
         return False
     return True
 
@@ -154,6 +157,7 @@ def compile_out_of_process(dispatchers) -> None:
     from numba.core import sigutils
 
     for dispatcher in dispatchers:
+
         def compile(sig, _d=dispatcher, _compile=dispatcher.compile):
             args, _ = sigutils.normalize_signature(sig)
             if tuple(args) not in _d.overloads and _d._cache.load_overload(sig, _d.targetctx) is None:

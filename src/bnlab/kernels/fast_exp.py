@@ -27,8 +27,10 @@ _LN2_HI = np.float32(0.693359375)  # ln 2 split in two so n * _LN2_HI is exact
 _LN2_LO = np.float32(-2.12194440e-4)
 _LO = np.float32(-87.33654)  # below: under float32's smallest normal (2^-126); flushed to 0
 _HI = np.float32(88.37626)  # above: inf (the true value lies in [2.4e38, 3.4e38] or overflows)
-_P = tuple(np.float32(c) for c in (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2,
-                                   1.6666665459e-1, 5.0000001201e-1))
+_P = tuple(
+    np.float32(c)
+    for c in (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1)
+)
 _ONE = np.float32(1)
 _HALF = np.float32(0.5)
 _ZERO = np.float32(0)

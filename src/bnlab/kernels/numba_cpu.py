@@ -55,10 +55,24 @@ from .cache import CACHE_DIR, compile_out_of_process  # sets numba's cache folde
 from .numba_tags import ACT_TAGS, PARALLEL, SERIAL, activate, activate_grad, serial_or_parallel
 
 __all__ = [
-    "ACT_TAGS", "PARALLEL", "SERIAL",
-    "forward_planes", "forward_rows", "stats_planes", "stats_rows", "normalize_planes", "normalize_rows",
-    "backward_planes", "backward_rows", "reduce_planes", "reduce_rows", "elemt_planes", "elemt_rows",
-    "eval_planes", "eval_rows", "update_running_stats",
+    "ACT_TAGS",
+    "PARALLEL",
+    "SERIAL",
+    "forward_planes",
+    "forward_rows",
+    "stats_planes",
+    "stats_rows",
+    "normalize_planes",
+    "normalize_rows",
+    "backward_planes",
+    "backward_rows",
+    "reduce_planes",
+    "reduce_rows",
+    "elemt_planes",
+    "elemt_rows",
+    "eval_planes",
+    "eval_rows",
+    "update_running_stats",
 ]
 
 threads.start()  # numba's threading layer, before any parallel kernel compiles (see threads.py)
@@ -728,8 +742,20 @@ def _reduce_rows(mode, dy, x, G, mean, scale, shift, act, sl, sum_g, sum_gxmu):
 @njit(**_JIT)
 def _elemt_of_rows(mode, dy, x, G, mean, scale, shift, mean_g, proj, act, sl, dx):
     rows = _rows_per_block(x.shape[1])
-    _elemt_rc(mode, dy, x, rows, _expand(mean, G), _expand(scale, G), _expand(shift, G), _expand(mean_g, G),
-              _expand(proj, G), act, sl, dx)
+    _elemt_rc(
+        mode,
+        dy,
+        x,
+        rows,
+        _expand(mean, G),
+        _expand(scale, G),
+        _expand(shift, G),
+        _expand(mean_g, G),
+        _expand(proj, G),
+        act,
+        sl,
+        dx,
+    )
 
 
 @njit(**_JIT)
@@ -788,8 +814,7 @@ def forward_planes(px, dims, pw, pb, eps, act, slope, mode, py, pmean, pvar, prm
     mean64, var64 = np.empty(C), np.empty(C)
     _stats_of_planes(mode, x, mean64, var64)
     _stats_exact(mean64, var64, mean, var)
-    _normalize_planes(mode, x, mean, var, _vec(pw, C, tag), _vec(pb, C, tag), eps, act, x.dtype.type(slope), y,
-                      mean64)
+    _normalize_planes(mode, x, mean, var, _vec(pw, C, tag), _vec(pb, C, tag), eps, act, x.dtype.type(slope), y, mean64)
     _update(_vec(prm, C, tag), _vec(prv, C, tag), mean, var, count, momentum)
 
 
@@ -802,8 +827,7 @@ def forward_rows(px, dims, pw, pb, eps, act, slope, mode, py, pmean, pvar, prm, 
     mean64, var64 = np.empty(C), np.empty(C)
     _stats_of_rows(mode, x, G, mean64, var64)
     _stats_exact(mean64, var64, mean, var)
-    _normalize_rows(mode, x, G, mean, var, _vec(pw, C, tag), _vec(pb, C, tag), eps, act, x.dtype.type(slope), y,
-                    mean64)
+    _normalize_rows(mode, x, G, mean, var, _vec(pw, C, tag), _vec(pb, C, tag), eps, act, x.dtype.type(slope), y, mean64)
     _update(_vec(prm, C, tag), _vec(prv, C, tag), mean, var, count, momentum)
 
 
@@ -824,8 +848,19 @@ def normalize_planes(px, dims, pmean, pvar, pw, pb, eps, act, slope, mode, py, t
     C = dims[1]
     x = _planes(px, dims, tag)
     mean = _vec(pmean, C, tag)  # given statistics are taken as exact (no residual to fold)
-    _normalize_planes(mode, x, mean, _vec(pvar, C, tag), _vec(pw, C, tag), _vec(pb, C, tag), eps,
-                      act, x.dtype.type(slope), _planes(py, dims, tag), mean)
+    _normalize_planes(
+        mode,
+        x,
+        mean,
+        _vec(pvar, C, tag),
+        _vec(pw, C, tag),
+        _vec(pb, C, tag),
+        eps,
+        act,
+        x.dtype.type(slope),
+        _planes(py, dims, tag),
+        mean,
+    )
 
 
 @njit(**_JIT)
@@ -833,8 +868,20 @@ def normalize_rows(px, dims, pmean, pvar, pw, pb, eps, act, slope, mode, py, tag
     C = dims[1]
     x = _rows(px, dims, tag)
     mean = _vec(pmean, C, tag)
-    _normalize_rows(mode, x, dims[2], mean, _vec(pvar, C, tag), _vec(pw, C, tag),
-                    _vec(pb, C, tag), eps, act, x.dtype.type(slope), _rows(py, dims, tag), mean)
+    _normalize_rows(
+        mode,
+        x,
+        dims[2],
+        mean,
+        _vec(pvar, C, tag),
+        _vec(pw, C, tag),
+        _vec(pb, C, tag),
+        eps,
+        act,
+        x.dtype.type(slope),
+        _rows(py, dims, tag),
+        mean,
+    )
 
 
 @njit(**_JIT)
@@ -874,8 +921,18 @@ def reduce_planes(pdy, px, dims, pw, pb, pmean, pvar, eps, act, slope, mode, psu
     C = dims[1]
     x = _planes(px, dims, tag)
     _, scale, shift = _scale_shift(_vec(pvar, C, tag), _vec(pw, C, tag), _vec(pb, C, tag), eps)
-    _reduce_planes(mode, _planes(pdy, dims, tag), x, _vec(pmean, C, tag), scale, shift, act, x.dtype.type(slope),
-                   _vec(psum_g, C, tag), _vec(psum_gxmu, C, tag))
+    _reduce_planes(
+        mode,
+        _planes(pdy, dims, tag),
+        x,
+        _vec(pmean, C, tag),
+        scale,
+        shift,
+        act,
+        x.dtype.type(slope),
+        _vec(psum_g, C, tag),
+        _vec(psum_gxmu, C, tag),
+    )
 
 
 @njit(**_JIT)
@@ -883,8 +940,19 @@ def reduce_rows(pdy, px, dims, pw, pb, pmean, pvar, eps, act, slope, mode, psum_
     C = dims[1]
     x = _rows(px, dims, tag)
     _, scale, shift = _scale_shift(_vec(pvar, C, tag), _vec(pw, C, tag), _vec(pb, C, tag), eps)
-    _reduce_rows(mode, _rows(pdy, dims, tag), x, dims[2], _vec(pmean, C, tag), scale, shift, act,
-                 x.dtype.type(slope), _vec(psum_g, C, tag), _vec(psum_gxmu, C, tag))
+    _reduce_rows(
+        mode,
+        _rows(pdy, dims, tag),
+        x,
+        dims[2],
+        _vec(pmean, C, tag),
+        scale,
+        shift,
+        act,
+        x.dtype.type(slope),
+        _vec(psum_g, C, tag),
+        _vec(psum_gxmu, C, tag),
+    )
 
 
 @njit(**_JIT)
@@ -902,20 +970,45 @@ def elemt_planes(pdy, px, dims, pw, pb, pmean, pvar, eps, act, slope, pmean_g, p
     the two sums (over the whole, possibly multi-process, batch)."""
     C = dims[1]
     x = _planes(px, dims, tag)
-    scale, shift, proj = _elemt_consts(_vec(pvar, C, tag), _vec(pw, C, tag), _vec(pb, C, tag), eps,
-                                       _vec(pmean_gxmu, C, tag))
-    _elemt_ncs(mode, _planes(pdy, dims, tag), x, _vec(pmean, C, tag), scale, shift, _vec(pmean_g, C, tag), proj,
-               act, x.dtype.type(slope), _planes(pdx, dims, tag))
+    scale, shift, proj = _elemt_consts(
+        _vec(pvar, C, tag), _vec(pw, C, tag), _vec(pb, C, tag), eps, _vec(pmean_gxmu, C, tag)
+    )
+    _elemt_ncs(
+        mode,
+        _planes(pdy, dims, tag),
+        x,
+        _vec(pmean, C, tag),
+        scale,
+        shift,
+        _vec(pmean_g, C, tag),
+        proj,
+        act,
+        x.dtype.type(slope),
+        _planes(pdx, dims, tag),
+    )
 
 
 @njit(**_JIT)
 def elemt_rows(pdy, px, dims, pw, pb, pmean, pvar, eps, act, slope, pmean_g, pmean_gxmu, mode, pdx, tag):
     C = dims[1]
     x = _rows(px, dims, tag)
-    scale, shift, proj = _elemt_consts(_vec(pvar, C, tag), _vec(pw, C, tag), _vec(pb, C, tag), eps,
-                                       _vec(pmean_gxmu, C, tag))
-    _elemt_of_rows(mode, _rows(pdy, dims, tag), x, dims[2], _vec(pmean, C, tag), scale, shift, _vec(pmean_g, C, tag),
-                proj, act, x.dtype.type(slope), _rows(pdx, dims, tag))
+    scale, shift, proj = _elemt_consts(
+        _vec(pvar, C, tag), _vec(pw, C, tag), _vec(pb, C, tag), eps, _vec(pmean_gxmu, C, tag)
+    )
+    _elemt_of_rows(
+        mode,
+        _rows(pdy, dims, tag),
+        x,
+        dims[2],
+        _vec(pmean, C, tag),
+        scale,
+        shift,
+        _vec(pmean_g, C, tag),
+        proj,
+        act,
+        x.dtype.type(slope),
+        _rows(pdx, dims, tag),
+    )
 
 
 @njit(**_JIT)
@@ -924,23 +1017,43 @@ def eval_planes(px, dims, prm, prv, pw, pb, eps, act, slope, mode, py, tag):
     sqrt(running_var + eps)`` and ``shift = b - running_mean * scale``, as torch computes them."""
     C = dims[1]
     x = _planes(px, dims, tag)
-    _eval_planes(mode, x, _vec(prm, C, tag), _vec(prv, C, tag), _vec(pw, C, tag), _vec(pb, C, tag), eps, act,
-                 x.dtype.type(slope), _planes(py, dims, tag))
+    _eval_planes(
+        mode,
+        x,
+        _vec(prm, C, tag),
+        _vec(prv, C, tag),
+        _vec(pw, C, tag),
+        _vec(pb, C, tag),
+        eps,
+        act,
+        x.dtype.type(slope),
+        _planes(py, dims, tag),
+    )
 
 
 @njit(**_JIT)
 def eval_rows(px, dims, prm, prv, pw, pb, eps, act, slope, mode, py, tag):
     C = dims[1]
     x = _rows(px, dims, tag)
-    _eval_rows(mode, x, dims[2], _vec(prm, C, tag), _vec(prv, C, tag), _vec(pw, C, tag), _vec(pb, C, tag), eps,
-               act, x.dtype.type(slope), _rows(py, dims, tag))
+    _eval_rows(
+        mode,
+        x,
+        dims[2],
+        _vec(prm, C, tag),
+        _vec(prv, C, tag),
+        _vec(pw, C, tag),
+        _vec(pb, C, tag),
+        eps,
+        act,
+        x.dtype.type(slope),
+        _rows(py, dims, tag),
+    )
 
 
 @njit(**_JIT)
 def update_running_stats(prm, prv, pmean, pvar, C, count, momentum, tag):
     """The running-statistics update alone (:func:`_update`), for batch statistics computed elsewhere."""
     _update(_vec(prm, C, tag), _vec(prv, C, tag), _vec(pmean, C, tag), _vec(pvar, C, tag), count, momentum)
-
 
 
 # Entry points compile in a child process and load from the cache, so that every process runs the

@@ -70,7 +70,6 @@ def _act_grad_impl(tag, dy, z, slope):
     if name == "leaky_relu":
         return lambda tag, dy, z, slope: dy if z > 0 else dy * slope
     if name == "silu":
-
         one = _one(z)
 
         def silu_grad(tag, dy, z, slope):

@@ -48,7 +48,9 @@ def openmp_state() -> tuple[int | None, int | None]:
     :mod:`bnlab.kernels.cache`)."""
     lib = _omp()
     torch = sys.modules.get("torch")
-    return (None if torch is None else torch.get_num_threads()), None if lib is None else int(lib.omp_get_max_active_levels())
+    return (None if torch is None else torch.get_num_threads()), None if lib is None else int(
+        lib.omp_get_max_active_levels()
+    )
 
 
 def start() -> None:

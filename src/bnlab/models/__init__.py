@@ -40,8 +40,19 @@ from .norms import available_norms, is_norm_layer, norm_factory, register_norm, 
 from .resnet import ResNet
 
 __all__ = [
-    "build", "register_model", "available_models", "register_norm", "register_norm_type", "register_act",
-    "available_norms", "available_acts", "is_norm_layer", "norm_factory", "act_factory", "Block", "PLACEMENTS",
+    "build",
+    "register_model",
+    "available_models",
+    "register_norm",
+    "register_norm_type",
+    "register_act",
+    "available_norms",
+    "available_acts",
+    "is_norm_layer",
+    "norm_factory",
+    "act_factory",
+    "Block",
+    "PLACEMENTS",
 ]
 
 

@@ -24,8 +24,9 @@ _ACTS: dict[str, Callable[[], nn.Module]] = {
 
 def register_act(name: str, factory: Callable[[], nn.Module]) -> None:
     if not callable(factory):
-        raise TypeError(f"expected a callable returning a module for activation {name!r} "
-                        f"(got {type(factory).__name__})")
+        raise TypeError(
+            f"expected a callable returning a module for activation {name!r} (got {type(factory).__name__})"
+        )
     _ACTS[name] = factory
 
 

@@ -30,12 +30,21 @@ class CNN1d(nn.Module):
     # (kernel, stride, padding) of the three convolutions, as in the reference.
     CONVS = ((5, 2, 1), (3, 2, 1), (3, 2, 1))
 
-    def __init__(self, input_shape: tuple[int, ...], num_classes: int, norm: Callable[[int], nn.Module],
-                 act: Callable[[], nn.Module], placement: str = "before", channels: int = 25) -> None:
+    def __init__(
+        self,
+        input_shape: tuple[int, ...],
+        num_classes: int,
+        norm: Callable[[int], nn.Module],
+        act: Callable[[], nn.Module],
+        placement: str = "before",
+        channels: int = 25,
+    ) -> None:
         super().__init__()
         if len(input_shape) not in (1, 2) or (len(input_shape) == 2 and input_shape[0] != 1):
-            raise ValueError(f"the 1D CNN expects signals of shape (L,) or (1, L) (got {tuple(input_shape)}); "
-                             "use 'cnn2d' or 'resnet' for images")
+            raise ValueError(
+                f"the 1D CNN expects signals of shape (L,) or (1, L) (got {tuple(input_shape)}); "
+                "use 'cnn2d' or 'resnet' for images"
+            )
         length, cin, blocks = input_shape[-1], 1, []
         for k, s, p in self.CONVS:
             blocks.append(Block(nn.Conv1d(cin, channels, k, stride=s, padding=p), norm(channels), act(), placement))

@@ -14,9 +14,16 @@ from .block import Block
 
 
 class CNN2d(nn.Module):
-    def __init__(self, input_shape: tuple[int, ...], num_classes: int, norm: Callable[[int], nn.Module],
-                 act: Callable[[], nn.Module], placement: str = "before",
-                 widths: Sequence[int] = (32, 64), convs_per_stage: int = 2) -> None:
+    def __init__(
+        self,
+        input_shape: tuple[int, ...],
+        num_classes: int,
+        norm: Callable[[int], nn.Module],
+        act: Callable[[], nn.Module],
+        placement: str = "before",
+        widths: Sequence[int] = (32, 64),
+        convs_per_stage: int = 2,
+    ) -> None:
         super().__init__()
         if len(input_shape) != 3:
             raise ValueError(f"cnn2d expects images of shape (C, H, W) (got {tuple(input_shape)})")

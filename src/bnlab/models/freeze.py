@@ -69,7 +69,7 @@ def train_random_subset(model: nn.Module, k: int, generator: torch.Generator, al
         else:
             p.requires_grad_(False)
     for _, p in pool:
-        mask = flat_mask[start:start + p.numel()].view(p.shape)
+        mask = flat_mask[start : start + p.numel()].view(p.shape)
         start += p.numel()
         if mask.any():
             p.requires_grad_(True)

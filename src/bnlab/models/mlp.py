@@ -17,9 +17,15 @@ from .block import Block
 
 
 class MLP(nn.Module):
-    def __init__(self, input_shape: tuple[int, ...], num_classes: int, norm: Callable[[int], nn.Module],
-                 act: Callable[[], nn.Module], placement: str = "before",
-                 widths: Sequence[int] = (100, 100, 100)) -> None:
+    def __init__(
+        self,
+        input_shape: tuple[int, ...],
+        num_classes: int,
+        norm: Callable[[int], nn.Module],
+        act: Callable[[], nn.Module],
+        placement: str = "before",
+        widths: Sequence[int] = (100, 100, 100),
+    ) -> None:
         super().__init__()
         if not widths or any(int(w) < 1 for w in widths):
             raise ValueError(f"expected positive hidden widths (got {widths!r})")

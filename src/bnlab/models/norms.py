@@ -61,8 +61,9 @@ def register_norm(name: str, factory: NormFactory | Mapping[int, type]) -> None:
                 raise ValueError(f"norm {name!r} has no layer for {dim}D features (has {sorted(classes)})")
             return classes[dim](num_features, **kw)
     elif not callable(factory):
-        raise TypeError(f"expected a callable or a {{dim: class}} mapping for norm {name!r} "
-                        f"(got {type(factory).__name__})")
+        raise TypeError(
+            f"expected a callable or a {{dim: class}} mapping for norm {name!r} (got {type(factory).__name__})"
+        )
     _NORMS[name] = factory
 
 
@@ -124,4 +125,3 @@ register_norm("noisy_bn", {1: noisy_bn.NoisyBatchNorm1d, 2: noisy_bn.NoisyBatchN
 register_norm("ghost_bn", {1: bnn.GhostBatchNorm1d, 2: bnn.GhostBatchNorm2d})  # norm_kw: virtual_batch_size
 register_norm("brn", {1: bnn.BatchRenorm1d, 2: bnn.BatchRenorm2d})  # norm_kw: r_max, d_max
 register_norm("frozen_bn", {1: bnn.FrozenBatchNorm1d, 2: bnn.FrozenBatchNorm2d})
-

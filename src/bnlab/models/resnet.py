@@ -23,8 +23,15 @@ def _conv3x3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
 
 
 class BasicBlock(nn.Module):
-    def __init__(self, cin: int, cout: int, stride: int, norm: Callable[[int], nn.Module],
-                 act: Callable[[], nn.Module], placement: str) -> None:
+    def __init__(
+        self,
+        cin: int,
+        cout: int,
+        stride: int,
+        norm: Callable[[int], nn.Module],
+        act: Callable[[], nn.Module],
+        placement: str,
+    ) -> None:
         super().__init__()
         self.placement = check_placement(placement)
         self.block1 = Block(_conv3x3(cin, cout, stride), norm(cout), act(), placement)
@@ -43,9 +50,16 @@ class BasicBlock(nn.Module):
 
 
 class ResNet(nn.Module):
-    def __init__(self, input_shape: tuple[int, ...], num_classes: int, norm: Callable[[int], nn.Module],
-                 act: Callable[[], nn.Module], placement: str = "before",
-                 widths: Sequence[int] = (16, 32, 64), blocks_per_stage: int = 1) -> None:
+    def __init__(
+        self,
+        input_shape: tuple[int, ...],
+        num_classes: int,
+        norm: Callable[[int], nn.Module],
+        act: Callable[[], nn.Module],
+        placement: str = "before",
+        widths: Sequence[int] = (16, 32, 64),
+        blocks_per_stage: int = 1,
+    ) -> None:
         super().__init__()
         if len(input_shape) != 3:
             raise ValueError(f"resnet expects images of shape (C, H, W) (got {tuple(input_shape)})")

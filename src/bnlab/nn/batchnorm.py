@@ -39,8 +39,16 @@ from torch.overrides import handle_torch_function, has_torch_function_unary
 from ..core import checks, ops
 from ..core import math as M
 
-__all__ = ["BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "LazyBatchNorm1d", "LazyBatchNorm2d", "LazyBatchNorm3d",
-           "_BatchNorm", "layer_forward"]
+__all__ = [
+    "BatchNorm1d",
+    "BatchNorm2d",
+    "BatchNorm3d",
+    "LazyBatchNorm1d",
+    "LazyBatchNorm2d",
+    "LazyBatchNorm3d",
+    "_BatchNorm",
+    "layer_forward",
+]
 
 
 def layer_forward(module: "_BatchNorm", input: Tensor, *args) -> Tensor:
@@ -59,8 +67,10 @@ def script_check_input(input: Tensor, dims: list[int], num_features: int) -> Non
         want = " or ".join([str(d) + "D" for d in dims])
         raise ValueError(f"expected {want} input (got {input.dim()}D input)")
     if input.shape[1] != num_features:
-        raise ValueError(f"expected input with {num_features} channels in dim 1 "
-                         f"(got {input.shape[1]} channels, input shape {input.shape})")
+        raise ValueError(
+            f"expected input with {num_features} channels in dim 1 "
+            f"(got {input.shape[1]} channels, input shape {input.shape})"
+        )
 
 
 class _BatchNorm(nn.modules.batchnorm._BatchNorm):
@@ -93,8 +103,16 @@ class _BatchNorm(nn.modules.batchnorm._BatchNorm):
         # torch takes any int (a negative one fails in torch.empty); 0 is a lazy layer's placeholder
         if isinstance(num_features, bool) or not isinstance(num_features, numbers.Integral) or num_features < 0:
             raise ValueError(f"expected num_features to be a non-negative int (got {num_features!r})")
-        super().__init__(int(num_features), eps=eps, momentum=momentum, affine=affine,
-                         track_running_stats=track_running_stats, device=device, dtype=dtype, bias=bias)
+        super().__init__(
+            int(num_features),
+            eps=eps,
+            momentum=momentum,
+            affine=affine,
+            track_running_stats=track_running_stats,
+            device=device,
+            dtype=dtype,
+            bias=bias,
+        )
 
     def skip_nonfinite_updates(self, enabled: bool = True) -> "_BatchNorm":
         """Off by default. When on, a training batch that would make the running statistics
@@ -176,11 +194,15 @@ class _BatchNorm(nn.modules.batchnorm._BatchNorm):
     def __prepare_scriptable__(self) -> "_BatchNorm":
         """Called by ``torch.jit.script`` before compiling: refuse what a scripted layer cannot do."""
         if self._not_scriptable is not None:
-            raise TypeError(f"torch.jit.script: {type(self).__name__} cannot be scripted ({self._not_scriptable}); "
-                            f"bnlab.convert(model, 'bnlab') gives plain batch norm, which can")
+            raise TypeError(
+                f"torch.jit.script: {type(self).__name__} cannot be scripted ({self._not_scriptable}); "
+                f"bnlab.convert(model, 'bnlab') gives plain batch norm, which can"
+            )
         if "_nonfinite_handles" in self.__dict__:
-            raise TypeError(f"torch.jit.script: {type(self).__name__} has the non-finite guard on, which runs "
-                            f"Python hooks; turn it off first (layer.skip_nonfinite_updates(False))")
+            raise TypeError(
+                f"torch.jit.script: {type(self).__name__} has the non-finite guard on, which runs "
+                f"Python hooks; turn it off first (layer.skip_nonfinite_updates(False))"
+            )
         # TorchScript constants must be Python floats (numpy scalars are accepted in eager mode)
         self.eps = float(self.eps)
         if self.momentum is not None and not isinstance(self.momentum, float):
@@ -202,8 +224,9 @@ class _BatchNorm(nn.modules.batchnorm._BatchNorm):
             mean, var = M.batch_stats(input)
             y = M.normalize(input, mean, torch.rsqrt(var + self.eps), self.weight, self.bias)
             if self.training and self.track_running_stats:
-                M.update_running_stats(running_mean, running_var, mean.detach(), var.detach(),
-                                       M.count_per_channel(input), factor)
+                M.update_running_stats(
+                    running_mean, running_var, mean.detach(), var.detach(), M.count_per_channel(input), factor
+                )
         elif running_mean is not None and running_var is not None:
             y = M.eval_normalize(input, running_mean, running_var, self.weight, self.bias, self.eps)
         else:
@@ -291,13 +314,19 @@ class LazyBatchNorm3d(_LazyBatchNorm, BatchNorm3d):
 
 
 BatchNorm1d.__doc__ = _DOC.format(
-    input_desc="2D or 3D", over="N (and L)", shape=":math:`(N, C)` or :math:`(N, C, L)`",
-    name="BatchNorm1d", example="20, 100",
+    input_desc="2D or 3D",
+    over="N (and L)",
+    shape=":math:`(N, C)` or :math:`(N, C, L)`",
+    name="BatchNorm1d",
+    example="20, 100",
 )
 BatchNorm2d.__doc__ = _DOC.format(
     input_desc="4D", over="N, H, W", shape=":math:`(N, C, H, W)`", name="BatchNorm2d", example="20, 100, 35, 45"
 )
 BatchNorm3d.__doc__ = _DOC.format(
-    input_desc="5D", over="N, D, H, W", shape=":math:`(N, C, D, H, W)`", name="BatchNorm3d",
+    input_desc="5D",
+    over="N, D, H, W",
+    shape=":math:`(N, C, D, H, W)`",
+    name="BatchNorm3d",
     example="20, 100, 35, 45, 10",
 )

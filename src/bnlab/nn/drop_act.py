@@ -29,9 +29,20 @@ class BatchNormDropAct2d(BatchNorm2d):
         act: an activation module applied last. Default: ``nn.Identity()``
     """
 
-    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = True,
-                 track_running_stats: bool = True, device=None, dtype=None, *, bias: bool = True,
-                 drop: nn.Module | None = None, act: nn.Module | None = None) -> None:
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        affine: bool = True,
+        track_running_stats: bool = True,
+        device=None,
+        dtype=None,
+        *,
+        bias: bool = True,
+        drop: nn.Module | None = None,
+        act: nn.Module | None = None,
+    ) -> None:
         super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype, bias=bias)
         self.drop = nn.Identity() if drop is None else drop
         self.act = nn.Identity() if act is None else act

@@ -77,8 +77,18 @@ class _BatchNormAct(_BatchNorm):
         checks.check_batch_size(input)
         if self.save_output and self.weight is not None and bool((self.weight == 0).any()):
             raise ValueError("save_output=True needs every weight (gamma) != 0 to invert BN (got a zero weight)")
-        return ops.train(input, self.weight, self.bias, running_mean, running_var, momentum, self.eps, act, slope,
-                         save_output=self.save_output)[0]
+        return ops.train(
+            input,
+            self.weight,
+            self.bias,
+            running_mean,
+            running_var,
+            momentum,
+            self.eps,
+            act,
+            slope,
+            save_output=self.save_output,
+        )[0]
 
     def _script_activation(self, y: Tensor) -> Tensor:
         # scripted: autograd differentiates the activation (no saved-output inversion)

@@ -41,8 +41,7 @@ from torch import Tensor, nn
 from ..core import checks, ops
 from .batchnorm import _BatchNorm
 
-__all__ = ["BatchRenorm1d", "BatchRenorm2d", "BatchRenorm3d", "compressed_warmup", "renorm_warmup",
-           "set_renorm_limits"]
+__all__ = ["BatchRenorm1d", "BatchRenorm2d", "BatchRenorm3d", "compressed_warmup", "renorm_warmup", "set_renorm_limits"]
 
 
 def _check_limits(r_max: float, d_max: float) -> None:
@@ -134,8 +133,9 @@ class _BatchRenorm(_BatchNorm):
             eff_bias = weight * d.to(weight.dtype)
             return weight * r.to(weight.dtype), eff_bias if bias is None else eff_bias + bias
 
-        return ops.train(input, weight, bias, running_mean, running_var, momentum, eps,
-                         affine_from_stats=corrected_affine)[0]
+        return ops.train(
+            input, weight, bias, running_mean, running_var, momentum, eps, affine_from_stats=corrected_affine
+        )[0]
 
 
 _CLASS_DOC = """Batch Renorm over {shape} input; see :mod:`bnlab.nn.renorm` for the math and schedule.
@@ -222,5 +222,11 @@ def compressed_warmup(step: int, warmup_steps: int, r_max: float = 3.0, d_max: f
     """
     if warmup_steps < 1:
         raise ValueError(f"expected warmup_steps >= 1 (got {warmup_steps})")
-    return renorm_warmup(step, r_max, d_max, hold_steps=warmup_steps // 8,
-                         r_max_step=warmup_steps, d_max_step=max(warmup_steps // 8, 5 * warmup_steps // 8))
+    return renorm_warmup(
+        step,
+        r_max,
+        d_max,
+        hold_steps=warmup_steps // 8,
+        r_max_step=warmup_steps,
+        d_max_step=max(warmup_steps // 8, 5 * warmup_steps // 8),
+    )

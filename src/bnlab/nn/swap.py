@@ -40,8 +40,13 @@ BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
 KEPT = "_bnlab_kept"  # attribute of a swapped-in layer: what it could not hold of the old layer
 _DEFAULTS = {"weight": 1.0, "bias": 0.0, "running_mean": 0.0, "running_var": 1.0}
 _HOOK_DICTS = (
-    "_forward_pre_hooks", "_forward_pre_hooks_with_kwargs", "_forward_hooks", "_forward_hooks_with_kwargs",
-    "_forward_hooks_always_called", "_backward_pre_hooks", "_backward_hooks",
+    "_forward_pre_hooks",
+    "_forward_pre_hooks_with_kwargs",
+    "_forward_hooks",
+    "_forward_hooks_with_kwargs",
+    "_forward_hooks_always_called",
+    "_backward_pre_hooks",
+    "_backward_hooks",
 )
 
 
@@ -53,10 +58,20 @@ def plain_config(layer: nn.Module) -> dict[str, Any]:
     if kept is not None:
         return dict(kept["config"])
     if not hasattr(layer, "affine"):  # frozen, built directly
-        return {"num_features": layer.num_features, "eps": layer.eps, "momentum": 0.1, "affine": True,
-                "track_running_stats": True}
-    config = {"num_features": layer.num_features, "eps": layer.eps, "momentum": layer.momentum,
-              "affine": layer.affine, "track_running_stats": layer.track_running_stats}
+        return {
+            "num_features": layer.num_features,
+            "eps": layer.eps,
+            "momentum": 0.1,
+            "affine": True,
+            "track_running_stats": True,
+        }
+    config = {
+        "num_features": layer.num_features,
+        "eps": layer.eps,
+        "momentum": layer.momentum,
+        "affine": layer.affine,
+        "track_running_stats": layer.track_running_stats,
+    }
     if layer.affine and layer.bias is None:
         config["bias"] = False  # only when needed: older torch has no bias argument
     return config
@@ -104,11 +119,15 @@ def swap(old: nn.Module, new: nn.Module) -> nn.Module:
                 tensor = tensor.detach()
             new._buffers[name] = tensor
     if lost and hasattr(old, "affine"):  # a plain layer became one that cannot hold all of it
-        object.__setattr__(new, KEPT, {
-            "config": plain_config(old),
-            "num_batches_tracked": lost.get("num_batches_tracked"),
-            "requires_grad": {n: lost[f"requires_grad.{n}"] for n in PARAMETERS if f"requires_grad.{n}" in lost},
-        })
+        object.__setattr__(
+            new,
+            KEPT,
+            {
+                "config": plain_config(old),
+                "num_batches_tracked": lost.get("num_batches_tracked"),
+                "requires_grad": {n: lost[f"requires_grad.{n}"] for n in PARAMETERS if f"requires_grad.{n}" in lost},
+            },
+        )
     new.train(old.training)
     for attr in _HOOK_DICTS:
         if hasattr(old, attr) and hasattr(new, attr):

@@ -94,8 +94,9 @@ class SyncBatchNorm(_BatchNorm):
         world_size = _world_size(self.process_group)
         if not (self.training and use_batch_stats and world_size > 1):
             return super()._normalize(input, running_mean, running_var, use_batch_stats, momentum)
-        return sync_train(input, self.weight, self.bias, running_mean, running_var, momentum, self.eps,
-                          self.process_group, world_size)
+        return sync_train(
+            input, self.weight, self.bias, running_mean, running_var, momentum, self.eps, self.process_group, world_size
+        )
 
     @classmethod
     def convert_sync_batchnorm(cls, module: nn.Module, process_group=None) -> nn.Module:
@@ -130,8 +131,12 @@ class SyncBatchNorm(_BatchNorm):
 
 # class converted from -> bnlab class to revert to (None: unknown, revert needs batchnorm_cls)
 _CONVERTIBLE: dict[type, type | None] = {
-    BatchNorm1d: BatchNorm1d, BatchNorm2d: BatchNorm2d, BatchNorm3d: BatchNorm3d,
-    nn.BatchNorm1d: BatchNorm1d, nn.BatchNorm2d: BatchNorm2d, nn.BatchNorm3d: BatchNorm3d,
+    BatchNorm1d: BatchNorm1d,
+    BatchNorm2d: BatchNorm2d,
+    BatchNorm3d: BatchNorm3d,
+    nn.BatchNorm1d: BatchNorm1d,
+    nn.BatchNorm2d: BatchNorm2d,
+    nn.BatchNorm3d: BatchNorm3d,
     nn.SyncBatchNorm: None,
 }
 

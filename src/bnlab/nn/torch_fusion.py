@@ -24,7 +24,10 @@ def register() -> int:
     except ImportError:
         return 0
     table = mappings._DEFAULT_OP_LIST_TO_FUSER_METHOD
-    added = {tuple(_OURS.get(t, t) for t in types): method for types, method in table.items()
-             if any(t in _OURS for t in types)}
+    added = {
+        tuple(_OURS.get(t, t) for t in types): method
+        for types, method in table.items()
+        if any(t in _OURS for t in types)
+    }
     table.update(added)
     return len(added)

@@ -71,8 +71,11 @@ def statistics_html(value: Any) -> str:
     parts = []
     if _is_paired(value):
         n = value.get("wins", 0) + value.get("losses", 0)
-        parts += [f"paired t-test p {text.p_value(value.get('p_t'))}",
-                  f"sign test p {text.p_value(value.get('p_sign'))}", f"above 0 in {value.get('wins', 0)} of {n} seeds"]
+        parts += [
+            f"paired t-test p {text.p_value(value.get('p_t'))}",
+            f"sign test p {text.p_value(value.get('p_sign'))}",
+            f"above 0 in {value.get('wins', 0)} of {n} seeds",
+        ]
     if isinstance(value, Mapping) and "p_holm" in value:
         parts.append(f"Holm-adjusted p {text.p_value(value['p_holm'])}")
     if _is_estimate(value) or _is_paired(value):
@@ -107,6 +110,7 @@ SETUP_WORDS = {"lr": "learning rate", "lrs": "learning rates", "mlp": "MLP", "cn
 
 def setup_html(setup: Mapping[str, Any]) -> str:
     """The settings as a small table; configuration strings (probes, specs) in code type."""
+
     def show(v: Any) -> str:
         if isinstance(v, Mapping):
             return " · ".join(f"{esc(_plain_key(k))}: {show(x)}" for k, x in v.items())
@@ -139,20 +143,25 @@ def stability_html(result: ClaimResult) -> str:
     if s is None:
         return ""
     outcomes = ", ".join(f"{v} {n}" for v, n in s.outcomes.items())
-    rule = (f"A verdict is reported as a finding when at least {THRESHOLD:.0%} of the sets agree with it; "
-            f"below that the claim is reported as underpowered.")
+    rule = (
+        f"A verdict is reported as a finding when at least {THRESHOLD:.0%} of the sets agree with it; "
+        f"below that the claim is reported as underpowered."
+    )
     note = f" {s.note}" if s.note else ""
-    return (f'<p class="rule"><b>Stability of the verdict:</b> {esc(s.method)}: {esc(outcomes)}.{esc(note)} '
-            f"{esc(rule)}</p>")
+    return (
+        f'<p class="rule"><b>Stability of the verdict:</b> {esc(s.method)}: {esc(outcomes)}.{esc(note)} {esc(rule)}</p>'
+    )
 
 
 def finding_html(result: ClaimResult) -> str:
     """What was found; for an underpowered verdict, what was measured, said not to be a finding."""
     finding = result.finding or result.summary
     if result.verdict == UNDERPOWERED:
-        return (f'<p class="finding weak"><b>Measured, not settled:</b> {esc(finding)} '
-                f'<span class="muted">Underpowered: these seeds do not settle the verdict, so this is not a '
-                f'finding.</span></p>')
+        return (
+            f'<p class="finding weak"><b>Measured, not settled:</b> {esc(finding)} '
+            f'<span class="muted">Underpowered: these seeds do not settle the verdict, so this is not a '
+            f"finding.</span></p>"
+        )
     return f'<p class="finding"><b>Found:</b> {esc(finding)}</p>'
 
 
@@ -161,8 +170,11 @@ def claim_card(result: ClaimResult, info: Claim | None, csv_name: str | None) ->
     source = result.source or (info.source if info else "")
     figures = "".join(figure_html(f, result.id) for f in result.figures)
     key_table, stats_table = numbers_tables(result)
-    csv = (f'<p class="muted">Every run: <a href="{esc(csv_name)}">{esc(csv_name)}</a> '
-           f'({len(result.rows)} rows)</p>' if csv_name else "")
+    csv = (
+        f'<p class="muted">Every run: <a href="{esc(csv_name)}">{esc(csv_name)}</a> ({len(result.rows)} rows)</p>'
+        if csv_name
+        else ""
+    )
     took = wall_time_text(result)
     return f"""
 <article class="claim" id="{esc(result.id)}">
@@ -179,7 +191,7 @@ def claim_card(result: ClaimResult, info: Claim | None, csv_name: str | None) ->
     {setup_html(result.setup)}
     {csv}
   </details>
-  <p class="muted small">{esc(result.id)} · experiment {esc(result.name)}{esc(' · ' + took if took else '')}</p>
+  <p class="muted small">{esc(result.id)} · experiment {esc(result.name)}{esc(" · " + took if took else "")}</p>
 </article>"""
 
 
@@ -188,7 +200,7 @@ def claim_reference(result: ClaimResult, info: Claim | None) -> str:
     return f"""
 <article class="claim ref">
   <header><span class="cid">{esc(result.id)}</span> <h3>{esc(title)}</h3> {verdict_marks(result)}</header>
-  <p class="finding">{esc(result.finding or result.summary)}{esc(' (Underpowered: not a finding.)' if result.verdict == UNDERPOWERED else '')} <a href="#{esc(result.id)}">Evidence above.</a></p>
+  <p class="finding">{esc(result.finding or result.summary)}{esc(" (Underpowered: not a finding.)" if result.verdict == UNDERPOWERED else "")} <a href="#{esc(result.id)}">Evidence above.</a></p>
 </article>"""
 
 

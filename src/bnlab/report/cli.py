@@ -20,13 +20,23 @@ from .progress import Progress, format_duration
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--quick", action="store_true",
-                        help="the small variant of every experiment (a smoke test, not evidence)")
-    parser.add_argument("--out", default="bnlab-report", metavar="DIR",
-                        help="folder for index.html, results.json and the CSVs (default: bnlab-report/)")
+    parser.add_argument(
+        "--quick", action="store_true", help="the small variant of every experiment (a smoke test, not evidence)"
+    )
+    parser.add_argument(
+        "--out",
+        default="bnlab-report",
+        metavar="DIR",
+        help="folder for index.html, results.json and the CSVs (default: bnlab-report/)",
+    )
     add_sweep_arguments(parser)
-    parser.add_argument("--seeds", type=positive_int, default=None, metavar="N",
-                        help="seeds per configuration (default: each experiment's own)")
+    parser.add_argument(
+        "--seeds",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="seeds per configuration (default: each experiment's own)",
+    )
 
 
 def check_writable_folder(path: str | os.PathLike) -> Path:
@@ -53,13 +63,19 @@ def main(args) -> int:
     progress = Progress()
     start = time.perf_counter()
     try:
-        results = list(run_all(quick=args.quick, jobs=args.jobs, seeds=args.seeds, progress=progress,
-                               scheduler=args.scheduler))
+        results = list(
+            run_all(quick=args.quick, jobs=args.jobs, seeds=args.seeds, progress=progress, scheduler=args.scheduler)
+        )
     finally:
         progress.close()
     wall = time.perf_counter() - start
-    env = environment.collect(quick=args.quick, jobs=args.jobs, seeds=args.seeds, wall_time_s=wall,
-                              claim_seeds={r.id: r.setup.get("seeds") for r in results})
+    env = environment.collect(
+        quick=args.quick,
+        jobs=args.jobs,
+        seeds=args.seeds,
+        wall_time_s=wall,
+        claim_seeds={r.id: r.setup.get("seeds") for r in results},
+    )
     index = write_report(results, out, env)
     from ..experiments.stability import describe
 

@@ -44,8 +44,9 @@ def git_revision(path: Path | None = None) -> str | None:
     return f"{rev}-dirty" if dirty else rev or None
 
 
-def collect(*, quick: bool, jobs: int, seeds: int | None, wall_time_s: float,
-            claim_seeds: dict[str, Any] | None = None) -> dict[str, Any]:
+def collect(
+    *, quick: bool, jobs: int, seeds: int | None, wall_time_s: float, claim_seeds: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """The environment record of one report.
 
     Args:

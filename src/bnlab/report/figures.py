@@ -21,9 +21,18 @@ from ..experiments.result import FigureSpec
 
 # Glyphs drawn as paths: the page looks the same whatever fonts the reader's machine has. Figures are
 # 7-8 inches wide and shown at their natural size (1 pt = 1.33 px), so 9 pt text reads as 12 px.
-RC = {"svg.fonttype": "path", "font.size": 9, "axes.titlesize": 9.5, "axes.labelsize": 9,
-      "xtick.labelsize": 8.5, "ytick.labelsize": 8.5, "legend.fontsize": 8.5, "legend.title_fontsize": 8.5,
-      "axes.spines.top": False, "axes.spines.right": False}
+RC = {
+    "svg.fonttype": "path",
+    "font.size": 9,
+    "axes.titlesize": 9.5,
+    "axes.labelsize": 9,
+    "xtick.labelsize": 8.5,
+    "ytick.labelsize": 8.5,
+    "legend.fontsize": 8.5,
+    "legend.title_fontsize": 8.5,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+}
 
 
 def figure_svg(spec: FigureSpec) -> bytes:

@@ -15,12 +15,23 @@ def _readings(ev: Evidence) -> dict[str, str]:
     if ev.number("C1", "drift_bn_minus_none") is not None:
         out["C1"] = text.compare(ev.number("C1", "drift_bn_minus_none"), "less steady", "steadier", "no steadier")
     if ev.number("C5", "noisy_minus_bn_test_acc") is not None:
-        out["C5"] = text.compare(ev.number("C5", "noisy_minus_bn_test_acc"), "gained accuracy", "cost accuracy",
-                                 "cost no measurable accuracy")
+        out["C5"] = text.compare(
+            ev.number("C5", "noisy_minus_bn_test_acc"),
+            "gained accuracy",
+            "cost accuracy",
+            "cost no measurable accuracy",
+        )
     lower, higher = ev.number("C6", "significantly_lower"), ev.number("C6", "significantly_higher")
     if lower is not None:
-        out["C6"] = ("lower with BN" if lower and not higher else "higher with BN" if higher and not lower
-                     else "mixed" if lower else "no different")
+        out["C6"] = (
+            "lower with BN"
+            if lower and not higher
+            else "higher with BN"
+            if higher and not lower
+            else "mixed"
+            if lower
+            else "no different"
+        )
     smoother = ev.number("C7", "smoother_measures")
     if smoother is not None:
         out["C7"] = f"smoother on {smoother} of 3"
@@ -35,12 +46,17 @@ def _settled_readings(ev: Evidence) -> dict[str, str]:
 def readings(ev: Evidence) -> list[str]:
     """What each measurement said, as clauses for a sentence."""
     r = _readings(ev)
-    words = {"C1": "a layer's input distribution was {} with BN (C1{})",
-             "C5": "shifting BN's output at random every step {} (C5{})",
-             "C6": "the shift measured on gradients was {} (C6{})",
-             "C7": "the loss was {} measures (C7{})"}
-    return [words[cid].format(r[cid], "" if ev.settled(cid) else ", underpowered: not a finding")
-            for cid in words if cid in r]
+    words = {
+        "C1": "a layer's input distribution was {} with BN (C1{})",
+        "C5": "shifting BN's output at random every step {} (C5{})",
+        "C6": "the shift measured on gradients was {} (C6{})",
+        "C7": "the loss was {} measures (C7{})",
+    }
+    return [
+        words[cid].format(r[cid], "" if ev.settled(cid) else ", underpowered: not a finding")
+        for cid in words
+        if cid in r
+    ]
 
 
 def believe(ev: Evidence) -> str:
@@ -55,26 +71,34 @@ def believe(ev: Evidence) -> str:
     # Santurkar et al.'s objection, test by test: injected shift costs nothing (C5), BN does not lower
     # the gradient-measured shift (C6), BN smooths the loss on most measures (C7).
     smoother = ev.number("C7", "smoother_measures") if "C7" in r else None
-    checks = {"C5": r.get("C5") == "cost no measurable accuracy" if "C5" in r else None,
-              "C6": r.get("C6") in ("no different", "higher with BN") if "C6" in r else None,
-              "C7": smoother >= 2 if smoother is not None else None}
+    checks = {
+        "C5": r.get("C5") == "cost no measurable accuracy" if "C5" in r else None,
+        "C6": r.get("C6") in ("no different", "higher with BN") if "C6" in r else None,
+        "C7": smoother >= 2 if smoother is not None else None,
+    }
     tests = [v for v in checks.values() if v is not None]
     held, steadier = sum(tests), r.get("C1") == "steadier"
     objection = f"Santurkar et al.'s objection held on {held} of its {len(tests)} tests here"
-    helped = (("C5" in r and text.compare(ev.number("C5", "bn_minus_none_test_acc"), "yes", "no", "") == "yes")
-              or ("C1" in r and text.compare(ev.number("C1", "steps_to_target_bn_minus_none"), "no", "yes", "")
-                  == "yes"))
+    helped = ("C5" in r and text.compare(ev.number("C5", "bn_minus_none_test_acc"), "yes", "no", "") == "yes") or (
+        "C1" in r and text.compare(ev.number("C1", "steps_to_target_bn_minus_none"), "no", "yes", "") == "yes"
+    )
     if not helped:
-        return (f"This run did not show BN helping clearly, so there was little for either explanation to "
-                f"explain; {objection}.")
+        return (
+            f"This run did not show BN helping clearly, so there was little for either explanation to "
+            f"explain; {objection}."
+        )
     if "C1" not in r:
         return f"{objection}; without a settled C1 this run cannot say whether BN steadies the distributions."
     if not steadier and 2 * held >= len(tests):
-        return ("So believe the effect, not the original explanation: BN helped without steadying the layers' "
-                f"input distributions, and {objection}.")
+        return (
+            "So believe the effect, not the original explanation: BN helped without steadying the layers' "
+            f"input distributions, and {objection}."
+        )
     if not steadier:
-        return ("So believe the effect, not either explanation: BN helped without steadying the layers' input "
-                f"distributions, yet {objection}.")
+        return (
+            "So believe the effect, not either explanation: BN helped without steadying the layers' input "
+            f"distributions, yet {objection}."
+        )
     if 2 * held < len(tests):
         return f"These measurements are consistent with the original explanation ({objection})."
     return f"These measurements do not settle why BN helps: BN steadied the distributions, and {objection}."
@@ -89,38 +113,78 @@ def conclusion(ev: Evidence) -> str:
 def _row(ev: Evidence, cid: str, what: str, with_bn: str, without: str) -> str:
     result = ev.results.get(cid)
     reading = _readings(ev).get(cid, "not run")
-    return (f'<tr><td><a href="#{cid}">{cid}</a></td><td>{inline(what)}</td><td>{esc(with_bn)}</td>'
-            f'<td>{esc(without)}</td><td>{esc(reading)}</td><td>{verdict_marks(result, compact=True)}</td></tr>')
+    return (
+        f'<tr><td><a href="#{cid}">{cid}</a></td><td>{inline(what)}</td><td>{esc(with_bn)}</td>'
+        f"<td>{esc(without)}</td><td>{esc(reading)}</td><td>{verdict_marks(result, compact=True)}</td></tr>"
+    )
 
 
 def section_html(ev: Evidence) -> str:
     rows = []
     if ev.number("C1", "drift_bn") is not None and ev.number("C1", "drift_none") is not None:
-        rows.append(_row(ev, "C1", "How far the percentiles of a last-layer input move during training, in "
-                         "widths of their band (lower: steadier)",
-                         text.interval(ev.number("C1", "drift_bn"), "positive"),
-                         text.interval(ev.number("C1", "drift_none"), "positive")))
+        rows.append(
+            _row(
+                ev,
+                "C1",
+                "How far the percentiles of a last-layer input move during training, in "
+                "widths of their band (lower: steadier)",
+                text.interval(ev.number("C1", "drift_bn"), "positive"),
+                text.interval(ev.number("C1", "drift_none"), "positive"),
+            )
+        )
     acc = ev.number("C5", "test_acc")
     if isinstance(acc, dict) and {"bn", "noisy_bn", "none"} <= set(acc):
-        rows.append(_row(ev, "C5", "Test accuracy when every BN output is shifted and scaled at random each step "
-                         "(noisy BN)", f"BN {text.interval(acc['bn'], '%')}; noisy BN "
-                         f"{text.interval(acc['noisy_bn'], '%')}", text.interval(acc["none"], "%")))
+        rows.append(
+            _row(
+                ev,
+                "C5",
+                "Test accuracy when every BN output is shifted and scaled at random each step (noisy BN)",
+                f"BN {text.interval(acc['bn'], '%')}; noisy BN {text.interval(acc['noisy_bn'], '%')}",
+                text.interval(acc["none"], "%"),
+            )
+        )
     if "C6" in ev.results:
-        ratios = [v["mean"] for k, v in ev.results["C6"].numbers.items()
-                  if k.startswith("ratio_bn_over_none/") and "relative" not in k and isinstance(v, dict)
-                  and v.get("mean") is not None]
+        ratios = [
+            v["mean"]
+            for k, v in ev.results["C6"].numbers.items()
+            if k.startswith("ratio_bn_over_none/")
+            and "relative" not in k
+            and isinstance(v, dict)
+            and v.get("mean") is not None
+        ]
         if ratios:
-            rows.append(_row(ev, "C6", "How much a layer's gradient changes when the layers before it update, "
-                             "BN ÷ no BN (below 1: less shift with BN)",
-                             f"{text.number(min(ratios), '×')} to {text.number(max(ratios), '×')}", "1× (baseline)"))
+            rows.append(
+                _row(
+                    ev,
+                    "C6",
+                    "How much a layer's gradient changes when the layers before it update, "
+                    "BN ÷ no BN (below 1: less shift with BN)",
+                    f"{text.number(min(ratios), '×')} to {text.number(max(ratios), '×')}",
+                    "1× (baseline)",
+                )
+            )
     ratios = [ev.number("C7", f"ratio_bn_over_none/{m}") for m in ("loss_range", "grad_change", "beta")]
     if None not in ratios:
-        rows.append(_row(ev, "C7", "Loss range, gradient change and β-smoothness along the gradient, BN ÷ no BN "
-                         "(below 1: smoother with BN)", ", ".join(text.interval(r, "×") for r in ratios),
-                         "1× (baseline)"))
-    table = ("<table class=\"side\"><thead><tr><th>Claim</th><th>What was measured</th><th>With BN</th>"
-             "<th>Without BN</th><th>Reading</th><th>Verdict</th></tr></thead><tbody>" + "".join(rows)
-             + "</tbody></table>") if rows else '<p class="muted">None of these experiments ran.</p>'
+        rows.append(
+            _row(
+                ev,
+                "C7",
+                "Loss range, gradient change and β-smoothness along the gradient, BN ÷ no BN "
+                "(below 1: smoother with BN)",
+                ", ".join(text.interval(r, "×") for r in ratios),
+                "1× (baseline)",
+            )
+        )
+    table = (
+        (
+            '<table class="side"><thead><tr><th>Claim</th><th>What was measured</th><th>With BN</th>'
+            "<th>Without BN</th><th>Reading</th><th>Verdict</th></tr></thead><tbody>"
+            + "".join(rows)
+            + "</tbody></table>"
+        )
+        if rows
+        else '<p class="muted">None of these experiments ran.</p>'
+    )
     return f"""
 <div class="ics" id="ics">
   <h3 class="sub">Internal covariate shift, explained</h3>

@@ -42,20 +42,34 @@ def draw_headline(data: dict):
 
     panels = [k for k in ("cnn", "mlp", "lr") if k in data]
     fig, axes = plt.subplots(1, len(panels), figsize=(8, 3.2), squeeze=False)
-    titles = {"cnn": "CNN, during training (C5)", "mlp": f"sigmoid MLP, {data.get('mlp_label', '')} (C1)",
-              "lr": "CNN, final accuracy by learning rate (C3)"}
+    titles = {
+        "cnn": "CNN, during training (C5)",
+        "mlp": f"sigmoid MLP, {data.get('mlp_label', '')} (C1)",
+        "lr": "CNN, final accuracy by learning rate (C3)",
+    }
     for ax, panel in zip(axes[0], panels):
         if panel == "lr":
             for norm, curve in data["lr"].items():
-                ax.plot(curve["lr"], [100 * m if m is not None else float("nan") for m in curve["mean"]], "o-",
-                        color=COLORS.get(norm), label=text.name(norm))
+                ax.plot(
+                    curve["lr"],
+                    [100 * m if m is not None else float("nan") for m in curve["mean"]],
+                    "o-",
+                    color=COLORS.get(norm),
+                    label=text.name(norm),
+                )
             ax.set_xscale("log")
             ax.set_xlabel("learning rate")
         else:
             for norm, band in data[panel].items():
                 ax.plot(band["step"], [100 * v for v in band["mean"]], color=COLORS.get(norm), label=text.name(norm))
-                ax.fill_between(band["step"], [100 * v for v in band["low"]], [100 * v for v in band["high"]],
-                                color=COLORS.get(norm), alpha=0.2, lw=0)
+                ax.fill_between(
+                    band["step"],
+                    [100 * v for v in band["low"]],
+                    [100 * v for v in band["high"]],
+                    color=COLORS.get(norm),
+                    alpha=0.2,
+                    lw=0,
+                )
             ax.set_xlabel("step")
         ax.set_title(titles[panel])
         percent_axis(ax)
@@ -107,26 +121,44 @@ def section_html(results: Mapping[str, ClaimResult], demos: Mapping[str, Any], q
     head = headline_data(results)
     if any(k in head for k in ("cnn", "mlp", "lr")):
         sources = ", ".join(f"{cid}" for cid, key in (("C5", "cnn"), ("C1", "mlp"), ("C3", "lr")) if key in head)
-        figures.append(figure_html(FigureSpec(
-            "headline", "Training with and without BN", head, draw_headline,
-            f"Mean over seeds with the lowest-to-highest band; from the runs of {sources}."
-            + (" A smoke test: a few steps and two seeds." if quick else "")), ""))
+        figures.append(
+            figure_html(
+                FigureSpec(
+                    "headline",
+                    "Training with and without BN",
+                    head,
+                    draw_headline,
+                    f"Mean over seeds with the lowest-to-highest band; from the runs of {sources}."
+                    + (" A smoke test: a few steps and two seeds." if quick else ""),
+                ),
+                "",
+            )
+        )
     diag = demos.get("diagnostics")
     if diag:
         sat = {k: sum(diag[k]["trained"]["saturation"]) / len(diag[k]["trained"]["saturation"]) for k in ("none", "bn")}
-        figures.append(figure_html(FigureSpec(
-            "diagnostics", "Inside a saturating network, with and without BN", diag, draw_diagnostics,
-            f"A tanh MLP with {diag['hidden']} hidden layers of {diag['width']} units whose weights start too large "
-            f"(std {diag['gain']:g}/√fan-in), after {diag['steps']} SGD steps, measured on 1000 training examples. "
-            f"Top: the distribution of each layer's tanh outputs. Bottom left: the share of saturated units, where "
-            f"tanh's slope is almost 0 and little gradient flows ({text.number(sat['none'], '%')} on average without "
-            f"BN, {text.number(sat['bn'], '%')} with). Bottom right: std(gradient) / std(weights) per layer, how much "
-            f"one step changes each layer. Test accuracy: {text.number(diag['none']['test_acc'], '%')} without BN, "
-            f"{text.number(diag['bn']['test_acc'], '%')} with."), ""))
+        figures.append(
+            figure_html(
+                FigureSpec(
+                    "diagnostics",
+                    "Inside a saturating network, with and without BN",
+                    diag,
+                    draw_diagnostics,
+                    f"A tanh MLP with {diag['hidden']} hidden layers of {diag['width']} units whose weights start too large "
+                    f"(std {diag['gain']:g}/√fan-in), after {diag['steps']} SGD steps, measured on 1000 training examples. "
+                    f"Top: the distribution of each layer's tanh outputs. Bottom left: the share of saturated units, where "
+                    f"tanh's slope is almost 0 and little gradient flows ({text.number(sat['none'], '%')} on average without "
+                    f"BN, {text.number(sat['bn'], '%')} with). Bottom right: std(gradient) / std(weights) per layer, how much "
+                    f"one step changes each layer. Test accuracy: {text.number(diag['none']['test_acc'], '%')} without BN, "
+                    f"{text.number(diag['bn']['test_acc'], '%')} with.",
+                ),
+                "",
+            )
+        )
     if not figures:
         return ""
     return f"""
 <section class="look" id="look">
   <h2>Look first: with and without batch norm</h2>
-  {''.join(figures)}
+  {"".join(figures)}
 </section>"""

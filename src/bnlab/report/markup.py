@@ -16,8 +16,13 @@ from ..experiments.stability import describe
 from .figures import figure_svg, svg_data_uri
 
 MISSING = "not run"
-_BADGE_CLASS = {"reproduced": "ok", "not reproduced": "no", "inconclusive": "maybe", UNDERPOWERED: "weak",
-                MISSING: "missing"}
+_BADGE_CLASS = {
+    "reproduced": "ok",
+    "not reproduced": "no",
+    "inconclusive": "maybe",
+    UNDERPOWERED: "weak",
+    MISSING: "missing",
+}
 
 
 def esc(value: Any) -> str:
@@ -43,8 +48,13 @@ def stability_mark(result: ClaimResult, compact: bool = False) -> str:
     weak = "" if s.stable else " weak"
     if not compact:
         return f'<span class="stab{weak}">{esc(words)}</span>'
-    short = (f"{s.outcomes.get(s.verdict, 0)} of {s.seeds} inputs" if s.method.startswith("recomputed")
-             else f"{s.share:.0%} of resamples" if s.seeds >= 2 else f"{s.seeds} seed")
+    short = (
+        f"{s.outcomes.get(s.verdict, 0)} of {s.seeds} inputs"
+        if s.method.startswith("recomputed")
+        else f"{s.share:.0%} of resamples"
+        if s.seeds >= 2
+        else f"{s.seeds} seed"
+    )
     return f'<span class="stab{weak}" title="{esc(words)}">{esc(short)}</span>'
 
 
@@ -65,15 +75,21 @@ def figure_html(spec: FigureSpec, label: str) -> str:
     except Exception as exc:  # a broken figure must not cost the whole report
         print(f"warning: figure {label}/{spec.name} could not be drawn: {exc!r}", file=sys.stderr)
         detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-        return (f'<figure class="fig broken"><div class="error">Figure {esc(spec.name)} could not be '
-                f'drawn: <code>{esc(detail)}</code></div><figcaption><b>{esc(title)}</b></figcaption></figure>')
+        return (
+            f'<figure class="fig broken"><div class="error">Figure {esc(spec.name)} could not be '
+            f"drawn: <code>{esc(detail)}</code></div><figcaption><b>{esc(title)}</b></figcaption></figure>"
+        )
     caption = f" {esc(spec.caption)}" if spec.caption else ""
-    return (f'<figure class="fig" id="{esc(anchor)}">'
-            f'<img src="{uri}" alt="{esc(title)}">'
-            f"<figcaption><b>{esc(title)}.</b>{caption}</figcaption></figure>")
+    return (
+        f'<figure class="fig" id="{esc(anchor)}">'
+        f'<img src="{uri}" alt="{esc(title)}">'
+        f"<figcaption><b>{esc(title)}.</b>{caption}</figcaption></figure>"
+    )
 
 
 def code_html(text: str, language: str = "python", caption: str = "") -> str:
     cap = f'<div class="code-caption">{inline(caption)}</div>' if caption else ""
-    return (f'<div class="code-block">{cap}<pre class="code"><span class="lang">{esc(language)}</span>'
-            f'<code>{esc(text.rstrip())}</code></pre></div>')
+    return (
+        f'<div class="code-block">{cap}<pre class="code"><span class="lang">{esc(language)}</span>'
+        f"<code>{esc(text.rstrip())}</code></pre></div>"
+    )

@@ -45,9 +45,14 @@ class Progress:
         clock: seconds as a float. Default: ``time.monotonic`` (tests pass a fake clock).
     """
 
-    def __init__(self, stream: TextIO | None = None, live: bool | None = None,
-                 clock: Callable[[], float] = time.monotonic, min_interval_s: float = 0.1,
-                 log_interval_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        stream: TextIO | None = None,
+        live: bool | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        min_interval_s: float = 0.1,
+        log_interval_s: float = 10.0,
+    ) -> None:
         self.stream = sys.stderr if stream is None else stream
         self.live = bool(getattr(self.stream, "isatty", lambda: False)()) if live is None else live
         self.clock = clock
@@ -73,8 +78,10 @@ class Progress:
             self._started = self.clock()
             self._stored = sum(e.done for e in self._experiments.values())
             runs_total = sum(e.total for e in self._experiments.values())
-            text = (f"{len(self._experiments)} experiment{'s' * (len(self._experiments) != 1)}, "
-                    f"{runs_total} runs: {self._stored} already in the store, {runs_total - self._stored} to run")
+            text = (
+                f"{len(self._experiments)} experiment{'s' * (len(self._experiments) != 1)}, "
+                f"{runs_total} runs: {self._stored} already in the store, {runs_total - self._stored} to run"
+            )
             self._write(text, keep=True)
 
     def update(self, experiment: str, done: int, total: int) -> None:
@@ -127,10 +134,12 @@ class Progress:
     def _overall(self, now: float) -> str:
         exps = self._experiments.values()
         eta = self._eta(now)
-        return (f"[{sum(e.finished for e in exps)}/{len(exps)} experiments, "
-                f"{sum(e.done for e in exps)}/{sum(e.total for e in exps)} runs, "
-                f"{format_duration(now - self._started)} elapsed, "
-                f"ETA {'--:--' if eta is None else format_duration(eta)}]")
+        return (
+            f"[{sum(e.finished for e in exps)}/{len(exps)} experiments, "
+            f"{sum(e.done for e in exps)}/{sum(e.total for e in exps)} runs, "
+            f"{format_duration(now - self._started)} elapsed, "
+            f"ETA {'--:--' if eta is None else format_duration(eta)}]"
+        )
 
     @staticmethod
     def _status(experiment: str, state: _Experiment) -> str:

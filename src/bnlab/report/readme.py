@@ -34,18 +34,29 @@ def module_path(claim_id: str) -> str:
 
 
 def claims_markdown() -> str:
-    lines = ["# The claims bnlab tests", "",
-             "Generated from the experiment modules by `python -m bnlab.report.readme`: edit a claim in its",
-             "module, not here. Each verdict rule is fixed in the module's code before the runs; the report",
-             "applies it to the runs and shows the numbers (the full edition: [docs/report/](report/index.html)).",
-             ""]
+    lines = [
+        "# The claims bnlab tests",
+        "",
+        "Generated from the experiment modules by `python -m bnlab.report.readme`: edit a claim in its",
+        "module, not here. Each verdict rule is fixed in the module's code before the runs; the report",
+        "applies it to the runs and shows the numbers (the full edition: [docs/report/](report/index.html)).",
+        "",
+    ]
     for c in claims().values():
-        lines += [f"## {c.id} · {c.title}", "",
-                  f"**The question.** {c.question}", "",
-                  f"**What the source says.** {c.claim}", "",
-                  f"**Source.** {c.source}", "",
-                  f"**Verdict rule.** {c.rule}", "",
-                  f"**Experiment.** [`{module_path(c.id)}`](../{module_path(c.id)})", ""]
+        lines += [
+            f"## {c.id} · {c.title}",
+            "",
+            f"**The question.** {c.question}",
+            "",
+            f"**What the source says.** {c.claim}",
+            "",
+            f"**Source.** {c.source}",
+            "",
+            f"**Verdict rule.** {c.rule}",
+            "",
+            f"**Experiment.** [`{module_path(c.id)}`](../{module_path(c.id)})",
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -61,16 +72,19 @@ def verdict_table(doc: Mapping[str, Any]) -> str:
     found = {c["id"]: c for c in doc.get("claims", [])}
     minutes = env.get("wall_time_s", 0) / 60
     date = str(env.get("date_utc", ""))[:10]
-    head = (f"From the full edition of the report in [docs/report/](docs/report/index.html) "
-            f"(`{env.get('command', 'bnlab report')}` on {date}: {len(found)} experiments in {minutes:.1f} min on "
-            f"{env.get('cpu_count', '?')} cores of an {env.get('cpu', 'unknown CPU')}, torch {env.get('torch', '?')}, "
-            f"bnlab {env.get('bnlab', '?')}; brackets hold 95% intervals over seeds; a verdict is a finding when at "
-            f"least {THRESHOLD:.0%} of resampled seed sets give it, else the claim is underpowered):")
+    head = (
+        f"From the full edition of the report in [docs/report/](docs/report/index.html) "
+        f"(`{env.get('command', 'bnlab report')}` on {date}: {len(found)} experiments in {minutes:.1f} min on "
+        f"{env.get('cpu_count', '?')} cores of an {env.get('cpu', 'unknown CPU')}, torch {env.get('torch', '?')}, "
+        f"bnlab {env.get('bnlab', '?')}; brackets hold 95% intervals over seeds; a verdict is a finding when at "
+        f"least {THRESHOLD:.0%} of resampled seed sets give it, else the claim is underpowered):"
+    )
     rows = ["| claim | what was tested (source) | what this run found | verdict |", "| --- | --- | --- | --- |"]
     for cid, c in claims().items():
         result = found.get(cid)
-        rows.append(f"| {cid} | {_cell(c.title)} ({_cell(c.source)}) | {_cell(_finding(result))} | "
-                    f"{_cell(_verdict(result))} |")
+        rows.append(
+            f"| {cid} | {_cell(c.title)} ({_cell(c.source)}) | {_cell(_finding(result))} | {_cell(_verdict(result))} |"
+        )
     return "\n".join([head, "", *rows])
 
 

@@ -73,13 +73,18 @@ def answer_html(q: Question, ev: Evidence) -> str:
         cid = href[1:] if re.fullmatch(r"#C\d+", href) else None
         marks = verdict_marks(ev.results.get(cid), compact=True) if cid else ""
         links.append(f'<li><a href="{esc(href)}">{esc(label)}</a>{marks}</li>')
-    return (f'<p class="short">{inline(a.text)}</p>'
-            f'<ul class="evidence"><li class="muted">Evidence:</li>{"".join(links)}</ul>')
+    return (
+        f'<p class="short">{inline(a.text)}</p>'
+        f'<ul class="evidence"><li class="muted">Evidence:</li>{"".join(links)}</ul>'
+    )
 
 
 def answers_section(questions: Sequence[Question], ev: Evidence) -> str:
-    items = "".join(f'<li class="qa" id="answer-{esc(q.slug)}"><h3><a href="#{esc(q.slug)}">{esc(q.title)}</a></h3>'
-                    f"{answer_html(q, ev)}</li>" for q in questions)
+    items = "".join(
+        f'<li class="qa" id="answer-{esc(q.slug)}"><h3><a href="#{esc(q.slug)}">{esc(q.title)}</a></h3>'
+        f"{answer_html(q, ev)}</li>"
+        for q in questions
+    )
     return f"""
 <section class="answers" id="answers">
   <h2>Short answers</h2>
@@ -92,15 +97,23 @@ def verdict_table(by_id: Mapping[str, ClaimResult], catalogue: Mapping[str, Clai
     rows = []
     for cid in ids:
         result, info = by_id.get(cid), catalogue.get(cid)
-        title = (result.title if result is not None and result.title else info.title if info else
-                 result.name.replace("-", " "))
+        title = (
+            result.title
+            if result is not None and result.title
+            else info.title
+            if info
+            else result.name.replace("-", " ")
+        )
         source = result.source if result is not None else info.source if info else ""
-        rows.append(f'<tr><td class="cid"><a href="#{esc(cid)}">{esc(cid)}</a></td><td>{esc(title)}'
-                    f'<div class="muted small">{esc(source)}</div></td><td>{verdict_marks(result)}</td></tr>')
+        rows.append(
+            f'<tr><td class="cid"><a href="#{esc(cid)}">{esc(cid)}</a></td><td>{esc(title)}'
+            f'<div class="muted small">{esc(source)}</div></td><td>{verdict_marks(result)}</td></tr>'
+        )
     counts = {v: sum(r.verdict == v for r in by_id.values()) for v in REPORTED}
     missing = sum(cid not in by_id for cid in ids)
-    tally = " · ".join(f"{n} {v}" for v, n in counts.items() if n or v != REPORTED[-1]) + \
-        (f" · {missing} {MISSING}" if missing else "")
+    tally = " · ".join(f"{n} {v}" for v, n in counts.items() if n or v != REPORTED[-1]) + (
+        f" · {missing} {MISSING}" if missing else ""
+    )
     return f"""
 <section class="verdicts" id="verdicts">
   <h2>The claims tested, and the verdicts</h2>
@@ -109,12 +122,13 @@ def verdict_table(by_id: Mapping[str, ClaimResult], catalogue: Mapping[str, Clai
   the same verdict on resampled sets of seeds (a stand-in for a re-run with fresh seeds, or on another machine);
   below {THRESHOLD:.0%} the claim is reported as underpowered, not as a finding.</p>
   <table class="verdict-table"><thead><tr><th>Claim</th><th>What was tested (source)</th><th>Verdict here</th></tr></thead>
-  <tbody>{''.join(rows)}</tbody></table>
+  <tbody>{"".join(rows)}</tbody></table>
 </section>"""
 
 
-def question_section(q: Question, ev: Evidence, catalogue: Mapping[str, Claim], shown: set[str],
-                     csv_names: Mapping[str, str]) -> str:
+def question_section(
+    q: Question, ev: Evidence, catalogue: Mapping[str, Claim], shown: set[str], csv_names: Mapping[str, str]
+) -> str:
     """One question; ``shown`` collects the claims already shown in full (updated in place)."""
     evidence = []
     for cid in q.claims:
@@ -135,7 +149,7 @@ def question_section(q: Question, ev: Evidence, catalogue: Mapping[str, Claim], 
   <h2>{esc(q.title)}</h2>
   <div class="answer">{answer_html(q, ev)}</div>
   {sources}
-  {''.join(block_html(b) for b in q.blocks)}
+  {"".join(block_html(b) for b in q.blocks)}
   {extra}
   {cards}
   {code}
@@ -149,11 +163,26 @@ def other_section(results: Sequence[ClaimResult], csv_names: Mapping[str, str]) 
     return f'<section class="question" id="other"><h2>Other results</h2>{cards}</section>'
 
 
-ENV_LABELS = {"bnlab": "bnlab", "torch": "torch", "numpy": "numpy", "matplotlib": "matplotlib", "python": "Python",
-              "platform": "platform", "cpu": "CPU", "cpu_count": "CPU cores", "torch_threads": "torch threads",
-              "cuda": "CUDA available", "quick": "quick run (--quick)", "jobs": "worker processes",
-              "seeds": "seeds", "wall_time_s": "wall time (s), measured", "git_revision": "git revision",
-              "date_utc": "date (UTC)", "command": "command", "demos_s": "demos (s), measured"}
+ENV_LABELS = {
+    "bnlab": "bnlab",
+    "torch": "torch",
+    "numpy": "numpy",
+    "matplotlib": "matplotlib",
+    "python": "Python",
+    "platform": "platform",
+    "cpu": "CPU",
+    "cpu_count": "CPU cores",
+    "torch_threads": "torch threads",
+    "cuda": "CUDA available",
+    "quick": "quick run (--quick)",
+    "jobs": "worker processes",
+    "seeds": "seeds",
+    "wall_time_s": "wall time (s), measured",
+    "git_revision": "git revision",
+    "date_utc": "date (UTC)",
+    "command": "command",
+    "demos_s": "demos (s), measured",
+}
 
 
 def _env_value(key: str, value: Any) -> str:
@@ -161,8 +190,10 @@ def _env_value(key: str, value: Any) -> str:
         requested = value.get("requested")
         per = value.get("per_claim") or {}
         counts = ", ".join(f"{cid} {len(s) if isinstance(s, list) else s}" for cid, s in per.items())
-        return esc(f"{'each experiment’s own' if requested is None else requested} per setting"
-                   + (f" ({counts})" if counts else ""))
+        return esc(
+            f"{'each experiment’s own' if requested is None else requested} per setting"
+            + (f" ({counts})" if counts else "")
+        )
     if isinstance(value, bool):
         return "yes" if value else "no"
     if key in ("git_revision", "command", "platform"):
@@ -171,8 +202,10 @@ def _env_value(key: str, value: Any) -> str:
 
 
 def environment_html(environment: Mapping[str, Any]) -> str:
-    rows = "".join(f'<tr><th scope="row">{esc(ENV_LABELS.get(k, k.replace("_", " ")))}</th>'
-                   f'<td>{_env_value(k, v)}</td></tr>' for k, v in environment.items())
+    rows = "".join(
+        f'<tr><th scope="row">{esc(ENV_LABELS.get(k, k.replace("_", " ")))}</th><td>{_env_value(k, v)}</td></tr>'
+        for k, v in environment.items()
+    )
     return f"""
 <section class="environment" id="environment">
   <h2>How this report was made</h2>
@@ -191,11 +224,15 @@ def _header(environment: Mapping[str, Any], quick: bool) -> str:
     machine = environment.get("cpu", "")
     cores = environment.get("cpu_count")
     machine = f" · {machine}{f', {cores} cores' if cores else ''}" if machine else ""
-    meta = (f"{'quick run (smoke test)' if quick else 'full run'} · bnlab {environment.get('bnlab', '')} · "
-            f"torch {environment.get('torch', '')} · {when}{wall_text}{machine}")
+    meta = (
+        f"{'quick run (smoke test)' if quick else 'full run'} · bnlab {environment.get('bnlab', '')} · "
+        f"torch {environment.get('torch', '')} · {when}{wall_text}{machine}"
+    )
     if quick:
-        lede = ("The questions people ask about batch norm, answered from the published claims and from "
-                "experiments run by bnlab on this machine.")
+        lede = (
+            "The questions people ask about batch norm, answered from the published claims and from "
+            "experiments run by bnlab on this machine."
+        )
         notice = """
   <div class="notice" role="note"><b>Smoke test, not evidence.</b> This page comes from a <code>--quick</code>
   run: every experiment ran for a few steps with two seeds, to check that it works end to end. Its numbers and
@@ -203,10 +240,12 @@ def _header(environment: Mapping[str, Any], quick: bool) -> str:
   <code>bnlab report</code> without <code>--quick</code> for the real answers, or read the full edition kept
   with bnlab's source (<code>docs/report/</code>).</div>"""
     else:
-        lede = ("The questions people ask about batch norm, answered from the published claims and from "
-                "experiments run by bnlab on this machine. Each verdict follows a rule fixed before the runs; on "
-                "models and data this small, a claim that does not reproduce is a finding at this scale, not a "
-                "refutation.")
+        lede = (
+            "The questions people ask about batch norm, answered from the published claims and from "
+            "experiments run by bnlab on this machine. Each verdict follows a rule fixed before the runs; on "
+            "models and data this small, a claim that does not reproduce is a finding at this scale, not a "
+            "refutation."
+        )
         notice = ""
     return f"""
 <header class="top">
@@ -216,8 +255,12 @@ def _header(environment: Mapping[str, Any], quick: bool) -> str:
 </header>"""
 
 
-def render_page(results: Iterable[ClaimResult], environment: Mapping[str, Any],
-                csv_names: Mapping[str, str] | None = None, demos: Mapping[str, Any] | None = None) -> str:
+def render_page(
+    results: Iterable[ClaimResult],
+    environment: Mapping[str, Any],
+    csv_names: Mapping[str, str] | None = None,
+    demos: Mapping[str, Any] | None = None,
+) -> str:
     """The whole page as a string.
 
     Args:
@@ -243,7 +286,7 @@ def render_page(results: Iterable[ClaimResult], environment: Mapping[str, Any],
 <title>bnlab report: batch normalization, put to the test</title>
 <style>{CSS}</style>
 </head>
-<body class="{'quick' if quick else 'full'}">
+<body class="{"quick" if quick else "full"}">
 <main>
 {_header(environment, quick)}
 {answers_section(questions, ev)}

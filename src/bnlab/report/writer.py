@@ -61,16 +61,24 @@ def _cell(value: Any) -> Any:
     return value
 
 
-def results_json(results: Iterable[ClaimResult], environment: Mapping[str, Any],
-                 demos: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def results_json(
+    results: Iterable[ClaimResult], environment: Mapping[str, Any], demos: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """The results.json document (a dict), claims in claim order."""
     by_id = index_results(results)
-    return {"environment": json_safe(dict(environment)), "claims": [r.to_json() for r in by_id.values()],
-            "demos": json_safe(dict(demos or {}))}
+    return {
+        "environment": json_safe(dict(environment)),
+        "claims": [r.to_json() for r in by_id.values()],
+        "demos": json_safe(dict(demos or {})),
+    }
 
 
-def write_report(results: Iterable[ClaimResult], out_dir: str | os.PathLike, environment: Mapping[str, Any],
-                 demos: Mapping[str, Any] | None = None) -> Path:
+def write_report(
+    results: Iterable[ClaimResult],
+    out_dir: str | os.PathLike,
+    environment: Mapping[str, Any],
+    demos: Mapping[str, Any] | None = None,
+) -> Path:
     """Write the report into ``out_dir`` (created if needed) and return the path of index.html.
 
     ``demos``: :func:`bnlab.demos.run`'s measurements; None measures them now (a few seconds), an
@@ -88,9 +96,10 @@ def write_report(results: Iterable[ClaimResult], out_dir: str | os.PathLike, env
         if r.rows:
             names[r.id] = csv_name(r)
             _write_text(out / names[r.id], rows_csv(r.rows))
-    _write_text(out / "results.json",
-                json.dumps(results_json(results, environment, demos), indent=2, ensure_ascii=False, allow_nan=False)
-                + "\n")
+    _write_text(
+        out / "results.json",
+        json.dumps(results_json(results, environment, demos), indent=2, ensure_ascii=False, allow_nan=False) + "\n",
+    )
     index = out / "index.html"
     _write_text(index, render_page(results, environment, names, demos))
     return index

@@ -17,5 +17,12 @@ from .doctor import doctor
 from .precise_bn import precise_bn
 
 __all__ = [
-    "convert", "register_source", "register_target", "TARGETS", "fold", "precise_bn", "ExactBNAccumulation", "doctor",
+    "convert",
+    "register_source",
+    "register_target",
+    "TARGETS",
+    "fold",
+    "precise_bn",
+    "ExactBNAccumulation",
+    "doctor",
 ]

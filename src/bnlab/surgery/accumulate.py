@@ -79,7 +79,9 @@ class ExactBNAccumulation:
         if self._handles:
             raise RuntimeError("ExactBNAccumulation is already active")
         self._momenta = [m.momentum for _, m in self.layers]
-        self._committed = [None if m.num_batches_tracked is None else m.num_batches_tracked.clone() for _, m in self.layers]
+        self._committed = [
+            None if m.num_batches_tracked is None else m.num_batches_tracked.clone() for _, m in self.layers
+        ]
         for i, (_, m) in enumerate(self.layers):
             m.momentum = 0.0
             self._handles.append(m.register_forward_pre_hook(lambda mod, args, i=i: self._record(i, mod, args)))

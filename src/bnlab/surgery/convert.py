@@ -131,8 +131,9 @@ def _per_dims(name: str, classes: dict[int, type]):
 
 
 def _build_sync(layer: nn.Module, options: dict[str, Any]) -> nn.Module:
-    new = swap(layer, bnn.SyncBatchNorm(**plain_config(layer), process_group=options.get("process_group"),
-                                        device="meta"))
+    new = swap(
+        layer, bnn.SyncBatchNorm(**plain_config(layer), process_group=options.get("process_group"), device="meta")
+    )
     dims = SOURCES.get(type(layer))
     if dims is not None:
         new._converted_from = _PLAIN[dims]  # so revert_sync_batchnorm and convert can go back without dims
@@ -151,7 +152,9 @@ def _build_ghost(layer: nn.Module, options: dict[str, Any]) -> nn.Module:
 
 def _build_frozen(layer: nn.Module, options: dict[str, Any]) -> nn.Module:
     if getattr(layer, "running_mean", None) is None:
-        raise ValueError(f"frozen BN needs running statistics (got {type(layer).__name__} with track_running_stats=False)")
+        raise ValueError(
+            f"frozen BN needs running statistics (got {type(layer).__name__} with track_running_stats=False)"
+        )
     cls = _FROZEN[resolve_dims(layer, options, "frozen")]
     return cls.from_batchnorm(layer)
 
@@ -181,34 +184,67 @@ _FROZEN = {1: bnn.FrozenBatchNorm1d, 2: bnn.FrozenBatchNorm2d, 3: bnn.FrozenBatc
 
 # --- the targets, declared once ------------------------------------------------------------------
 
-TARGETS: dict[str, Target] = {t.name: t for t in (
-    Target("bnlab", _per_dims("bnlab", _PLAIN), tuple(_PLAIN.values()), True,
-           "bnlab.nn.BatchNorm1d/2d/3d (drop-in, same state_dict as torch's)"),
-    Target("torch", _per_dims("torch", _TORCH), tuple(_TORCH.values()), True, "torch.nn.BatchNorm1d/2d/3d"),
-    Target("sync", _build_sync, (bnn.SyncBatchNorm,), True,
-           "bnlab.nn.SyncBatchNorm (statistics over all processes; option process_group); remembers the "
-           "dimensionality it came from, so converting back needs no dims"),
-    Target("ghost", _build_ghost, (), True,
-           "bnlab.nn.GhostBatchNorm1d/2d/3d (Hoffer et al. 2017: statistics per virtual batch in training); "
-           "needs the option virtual_batch_size"),
-    Target("frozen", _build_frozen, tuple(_FROZEN.values()), True,
-           "bnlab.nn.FrozenBatchNorm1d/2d/3d: the eval map with gamma, beta and the statistics as buffers "
-           "(affine=False freezes with gamma=1, beta=0); momentum, num_batches_tracked and requires_grad are "
-           "kept aside so converting back is exact"),
-    Target("groupnorm", _build_groupnorm, (nn.GroupNorm,), False,
-           "torch.nn.GroupNorm, one way (Wu & He 2018). Mapping: weight -> weight (gamma), bias -> bias "
-           "(beta), eps -> eps, affine -> affine; num_groups = the largest divisor of C not above the "
-           "num_groups option (default 32); running statistics, momentum and track_running_stats are "
-           "dropped (GroupNorm normalizes each sample over C/G channels and the spatial dims, in training "
-           "and eval alike). With num_groups >= C each channel of each sample is its own group, which "
-           "equals training-mode BN on a batch of one sample."),
-    Target("batchnorm_act", None, tuple(fuse_act.FUSED.values()), True,
-           "bnlab.nn.BatchNormAct1d/2d/3d where a BN's output goes only to a ReLU, LeakyReLU or SiLU module "
-           "(found by an fx trace, or between neighbours in an nn.Sequential); the activation's slot keeps it "
-           "as a FusedActivation, so converting back to 'bnlab' or 'torch' restores the activation (see "
-           "bnlab.surgery.fuse_act)",
-           model_pass=fuse_act.fuse_activations),
-)}
+TARGETS: dict[str, Target] = {
+    t.name: t
+    for t in (
+        Target(
+            "bnlab",
+            _per_dims("bnlab", _PLAIN),
+            tuple(_PLAIN.values()),
+            True,
+            "bnlab.nn.BatchNorm1d/2d/3d (drop-in, same state_dict as torch's)",
+        ),
+        Target("torch", _per_dims("torch", _TORCH), tuple(_TORCH.values()), True, "torch.nn.BatchNorm1d/2d/3d"),
+        Target(
+            "sync",
+            _build_sync,
+            (bnn.SyncBatchNorm,),
+            True,
+            "bnlab.nn.SyncBatchNorm (statistics over all processes; option process_group); remembers the "
+            "dimensionality it came from, so converting back needs no dims",
+        ),
+        Target(
+            "ghost",
+            _build_ghost,
+            (),
+            True,
+            "bnlab.nn.GhostBatchNorm1d/2d/3d (Hoffer et al. 2017: statistics per virtual batch in training); "
+            "needs the option virtual_batch_size",
+        ),
+        Target(
+            "frozen",
+            _build_frozen,
+            tuple(_FROZEN.values()),
+            True,
+            "bnlab.nn.FrozenBatchNorm1d/2d/3d: the eval map with gamma, beta and the statistics as buffers "
+            "(affine=False freezes with gamma=1, beta=0); momentum, num_batches_tracked and requires_grad are "
+            "kept aside so converting back is exact",
+        ),
+        Target(
+            "groupnorm",
+            _build_groupnorm,
+            (nn.GroupNorm,),
+            False,
+            "torch.nn.GroupNorm, one way (Wu & He 2018). Mapping: weight -> weight (gamma), bias -> bias "
+            "(beta), eps -> eps, affine -> affine; num_groups = the largest divisor of C not above the "
+            "num_groups option (default 32); running statistics, momentum and track_running_stats are "
+            "dropped (GroupNorm normalizes each sample over C/G channels and the spatial dims, in training "
+            "and eval alike). With num_groups >= C each channel of each sample is its own group, which "
+            "equals training-mode BN on a batch of one sample.",
+        ),
+        Target(
+            "batchnorm_act",
+            None,
+            tuple(fuse_act.FUSED.values()),
+            True,
+            "bnlab.nn.BatchNormAct1d/2d/3d where a BN's output goes only to a ReLU, LeakyReLU or SiLU module "
+            "(found by an fx trace, or between neighbours in an nn.Sequential); the activation's slot keeps it "
+            "as a FusedActivation, so converting back to 'bnlab' or 'torch' restores the activation (see "
+            "bnlab.surgery.fuse_act)",
+            model_pass=fuse_act.fuse_activations,
+        ),
+    )
+}
 
 
 def register_target(target: Target) -> None:

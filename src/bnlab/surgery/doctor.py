@@ -64,8 +64,25 @@ FLOAT16_MAX = torch.finfo(torch.float16).max
 BN_NAMES = {"BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "SyncBatchNorm"}
 LAYER_NAMES = {"Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d", "Linear"}
 ACT_NAMES = {
-    "relu", "relu6", "leakyrelu", "leaky_relu", "gelu", "silu", "sigmoid", "tanh", "elu", "selu", "celu",
-    "hardswish", "hardsigmoid", "hardtanh", "mish", "softplus", "prelu", "rrelu", "logsigmoid",
+    "relu",
+    "relu6",
+    "leakyrelu",
+    "leaky_relu",
+    "gelu",
+    "silu",
+    "sigmoid",
+    "tanh",
+    "elu",
+    "selu",
+    "celu",
+    "hardswish",
+    "hardsigmoid",
+    "hardtanh",
+    "mish",
+    "softplus",
+    "prelu",
+    "rrelu",
+    "logsigmoid",
 }
 
 
@@ -134,7 +151,7 @@ class _Model:
     modules: dict[str, nn.Module]  # by name (ScriptModules have no get_submodule)
 
     def kind(self, name: str | None) -> str:
-        """"layer", "act", "bn" or "other" for a neighbour (module name or "fn:<name>")."""
+        """ "layer", "act", "bn" or "other" for a neighbour (module name or "fn:<name>")."""
         if name is None:
             return "other"
         if name.startswith("fn:"):
@@ -151,12 +168,17 @@ class _Model:
 
 
 def _frozen_bn_training(ctx: _Model) -> Finding | None:
-    frozen = [n for n, m in ctx.bns.items()
-              if m.training and (ps := list(m.parameters())) and not any(p.requires_grad for p in ps)]
+    frozen = [
+        n
+        for n, m in ctx.bns.items()
+        if m.training and (ps := list(m.parameters())) and not any(p.requires_grad for p in ps)
+    ]
     if not frozen:
         return None
     return Finding(
-        "frozen-bn-training", "hazard", frozen,
+        "frozen-bn-training",
+        "hazard",
+        frozen,
         "BN layers are in training mode although their parameters are frozen: they still normalize with "
         "batch statistics and keep overwriting the running statistics, so the 'frozen' part changes",
         "call .eval() on these layers after every model.train(), or set requires_grad back to True",
@@ -164,13 +186,19 @@ def _frozen_bn_training(ctx: _Model) -> Finding | None:
 
 
 def _bias_before_bn(ctx: _Model) -> Finding | None:
-    biased = [nb.prev for nb in ctx.neighbours.values()
-              if ctx.kind(nb.prev) == "layer" and nb.prev_single_use
-              and getattr(ctx.modules[nb.prev], "bias", None) is not None]
+    biased = [
+        nb.prev
+        for nb in ctx.neighbours.values()
+        if ctx.kind(nb.prev) == "layer"
+        and nb.prev_single_use
+        and getattr(ctx.modules[nb.prev], "bias", None) is not None
+    ]
     if not biased:
         return None
     return Finding(
-        "bias-before-bn", "hazard", biased,
+        "bias-before-bn",
+        "hazard",
+        biased,
         "a conv/linear layer with a bias feeds BN: BN subtracts the per-channel mean, which cancels the "
         "bias exactly (it receives zero gradient and only costs memory)",
         "construct these layers with bias=False (BN's beta is the bias)",
@@ -183,7 +211,9 @@ def _decay_like_momentum(ctx: _Model) -> Finding | None:
         return None
     momenta = sorted({ctx.bns[n].momentum for n in decay_like})
     return Finding(
-        "decay-like-momentum", "hazard", decay_like,
+        "decay-like-momentum",
+        "hazard",
+        decay_like,
         f"momentum {', '.join(map(str, momenta))} is in [{DECAY_LIKE_RANGE[0]}, {DECAY_LIKE_RANGE[1]}]: in PyTorch "
         f"momentum is the weight of the NEW batch, so the running statistics follow the last batch almost "
         f"entirely; this is the Keras/Flax convention (decay of the old value)",
@@ -205,7 +235,9 @@ def _float16_overflow(ctx: _Model) -> Finding | None:
     if not overflow:
         return None
     return Finding(
-        "float16-overflow", "hazard", overflow,
+        "float16-overflow",
+        "hazard",
+        overflow,
         f"running statistics or the eval scale gamma/sqrt(running_var + eps) exceed the float16 range "
         f"({FLOAT16_MAX:.0f}): the layer overflows to inf under .half() or float16 autocast",
         "keep these layers in float32 (autocast does for BN) or bfloat16; check the data scale feeding them",
@@ -228,7 +260,9 @@ def _dead_channels(ctx: _Model) -> Finding | None:
         return None
     listed = ", ".join(f"{n}: {k}/{ctx.bns[n].num_features}" for n, k in counts.items())
     return Finding(
-        "dead-channels", "hazard", list(counts),
+        "dead-channels",
+        "hazard",
+        list(counts),
         f"channels with |gamma| < {DEAD_GAMMA} output the constant beta (dead channels: {listed})",
         "prune these channels, or check weight decay / initialization (zero-init gamma is meant for the "
         "last BN of a residual branch only)",
@@ -240,7 +274,9 @@ def _zero_init_residual(ctx: _Model) -> Finding | None:
     if not zeroed:
         return None
     return Finding(
-        "zero-init-bn", "note", zeroed,
+        "zero-init-bn",
+        "note",
+        zeroed,
         "every gamma of these BN layers is exactly 0: the zero-initialized last BN of a residual branch "
         "(Goyal et al. 2017), so each block starts as the identity; training moves gamma away from 0",
         "none needed if these end residual branches; otherwise initialize gamma to 1",
@@ -253,7 +289,9 @@ def _syncbn_single_process(ctx: _Model) -> Finding | None:
     if not sync or distributed:
         return None
     return Finding(
-        "syncbn-single-process", "hazard", sync,
+        "syncbn-single-process",
+        "hazard",
+        sync,
         "SyncBatchNorm outside a distributed run (torch.distributed is not initialized): there is nothing "
         "to synchronize, and torch's SyncBatchNorm raises in training mode without a process group",
         "bnlab.convert(model, 'bnlab', dims=2) (or 'torch') for single-process use; initialize the "
@@ -267,7 +305,9 @@ def _bn_placement(ctx: _Model) -> Finding | None:
     if not (before or after):
         return None
     return Finding(
-        "bn-placement", "note", sorted(set(before) | set(after)),
+        "bn-placement",
+        "note",
+        sorted(set(before) | set(after)),
         f"{len(before)} BN layer(s) come before an activation (layer -> BN -> act, as in Ioffe & Szegedy), "
         f"{len(after)} after one (act -> BN); both are in use, the difference is usually small",
         "none needed (bnlab's claim C4, BN before or after the activation, measures the difference)",
@@ -279,15 +319,26 @@ def _fusable(ctx: _Model) -> Finding | None:
     if not pairs:
         return None
     return Finding(
-        "fusable", "note", [f"{a} -> {b}" for a, b in pairs],
+        "fusable",
+        "note",
+        [f"{a} -> {b}" for a, b in pairs],
         f"{len(pairs)} conv/linear -> BN pair(s) can be folded into the conv/linear layer for inference",
         "bnlab.fold(model.eval()) for deployment (it verifies the result with example_input=...)",
     )
 
 
 # The checks that need no input, in report order.
-STATIC_CHECKS = (_frozen_bn_training, _bias_before_bn, _decay_like_momentum, _float16_overflow, _dead_channels,
-                 _zero_init_residual, _syncbn_single_process, _bn_placement, _fusable)
+STATIC_CHECKS = (
+    _frozen_bn_training,
+    _bias_before_bn,
+    _decay_like_momentum,
+    _float16_overflow,
+    _dead_channels,
+    _zero_init_residual,
+    _syncbn_single_process,
+    _bn_placement,
+    _fusable,
+)
 
 
 # --- the checks that run the model on the example input ------------------------------------------
@@ -317,6 +368,7 @@ def _bn_input_shapes(ctx: _Model, args: tuple) -> dict[str, tuple[int, ...]]:
     def record(name: str):
         def hook(_module, inputs) -> None:
             shapes.setdefault(name, tuple(inputs[0].shape))
+
         return hook
 
     handles = [m.register_forward_pre_hook(record(n or "<model>")) for n, m in twin.named_modules() if _is_bn(m)]
@@ -335,7 +387,9 @@ def _batch_size_1(ctx: _Model, args: tuple) -> Finding | None:
         return None
     train = [n for n in single if ctx.bns[n].training]
     return Finding(
-        "batch-size-1", "hazard" if train else "note", single,
+        "batch-size-1",
+        "hazard" if train else "note",
+        single,
         "these BN layers get a batch of one sample on the example input: in training mode their statistics "
         "come from that one sample (noisy; BatchNorm1d on (1, C) raises); in eval mode this is fine",
         "train with batches of >= 16 (DataLoader(drop_last=True)); for batch-1 training use GroupNorm "
@@ -351,7 +405,10 @@ def _train_eval_gap(ctx: _Model, args: tuple) -> Finding | None:
     except Exception as err:  # noqa: BLE001 -- the user's forward failed; say so instead of crashing
         last_line = (str(err).strip().splitlines() or [type(err).__name__])[-1]
         return Finding(
-            "train-eval-gap", "note", ["<model>"], f"could not compare train and eval outputs: {last_line}",
+            "train-eval-gap",
+            "note",
+            ["<model>"],
+            f"could not compare train and eval outputs: {last_line}",
             "give an example input with a batch of several samples",
         )
     if y_eval is None or y_train is None or not y_eval.is_floating_point():
@@ -360,28 +417,41 @@ def _train_eval_gap(ctx: _Model, args: tuple) -> Finding | None:
     gap = float(diff / y_eval.double().norm().clamp_min(1e-12))
     fresh = [n for n, m in ctx.bns.items() if _initial_statistics(m)]
     off = {n: v for n, v in mismatch.items() if n not in fresh and not (v[0] <= v[2] and v[1] <= v[3])}
-    msg = (f"relative output gap ||y_train - y_eval|| / ||y_eval|| = {gap:.3g} on the example input (BN layers in "
-           f"train vs eval mode, everything else in eval; on deep networks batch noise alone makes this large)")
+    msg = (
+        f"relative output gap ||y_train - y_eval|| / ||y_eval|| = {gap:.3g} on the example input (BN layers in "
+        f"train vs eval mode, everything else in eval; on deep networks batch noise alone makes this large)"
+    )
     if off:
         worst = max(off, key=lambda n: off[n][0])
-        msg += (f"; in {len(off)} BN layer(s) the example's statistics are far from the running ones (worst "
-                f"{worst}: mean shift {off[worst][0]:.3g} running std, |log variance ratio| {off[worst][1]:.3g}; "
-                f"thresholds there {off[worst][2]:.3g} and {off[worst][3]:.3g}): the running statistics do not "
-                f"describe this data")
+        msg += (
+            f"; in {len(off)} BN layer(s) the example's statistics are far from the running ones (worst "
+            f"{worst}: mean shift {off[worst][0]:.3g} running std, |log variance ratio| {off[worst][1]:.3g}; "
+            f"thresholds there {off[worst][2]:.3g} and {off[worst][3]:.3g}): the running statistics do not "
+            f"describe this data"
+        )
         early = {n: k for n in off if (k := _batches_seen(ctx.bns[n])) is not None}
         if early:
             n, k = next(iter(early.items()))
-            msg += (f"; {len(early)} of them have seen few training batches ({n}: {k}), so their running "
-                    f"statistics still hold {(1 - ctx.bns[n].momentum) ** k:.0%} or more of their initial values")
+            msg += (
+                f"; {len(early)} of them have seen few training batches ({n}: {k}), so their running "
+                f"statistics still hold {(1 - ctx.bns[n].momentum) ** k:.0%} or more of their initial values"
+            )
     elif fresh:
-        msg += (f"; {len(fresh)} BN layer(s) have their initial running statistics (mean 0, variance 1: no "
-                f"training batch seen), so eval mode is not meaningful yet")
+        msg += (
+            f"; {len(fresh)} BN layer(s) have their initial running statistics (mean 0, variance 1: no "
+            f"training batch seen), so eval mode is not meaningful yet"
+        )
     return Finding(
-        "train-eval-gap", "hazard" if off else "note", sorted(off) or ["<model>"], msg,
+        "train-eval-gap",
+        "hazard" if off else "note",
+        sorted(off) or ["<model>"],
+        msg,
         "recompute the running statistics on training data with bnlab.precise_bn(model, batches), and "
         "check that the example input is preprocessed like the training data; if it is new data from a "
         "shifted domain, bnlab.adapt(model, target_batches) re-estimates the statistics there (AdaBN, "
-        "no labels needed; the report's claim C13)" if off else "none needed",
+        "no labels needed; the report's claim C13)"
+        if off
+        else "none needed",
     )
 
 
@@ -424,7 +494,8 @@ def _eval_with_statistics(ctx: _Model, args: tuple) -> tuple[Tensor | None, dict
             z = ((mean - rm.double()) / rv64.sqrt()).pow(2).mean().sqrt()
             ratio = ((var + m.eps) / rv64).log().abs().median()
             count = x.numel() // x.shape[1]
-            out[name] = (float(z), float(ratio), SHIFT_Z + 2 / count ** 0.5, LOG_VAR_RATIO + 2 * (2 / (count - 1)) ** 0.5)
+            out[name] = (float(z), float(ratio), SHIFT_Z + 2 / count**0.5, LOG_VAR_RATIO + 2 * (2 / (count - 1)) ** 0.5)
+
         return hook
 
     handles = [m.register_forward_pre_hook(record(n or "<model>", m)) for n, m in twin.named_modules() if _is_bn(m)]

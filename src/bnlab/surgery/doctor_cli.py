@@ -27,20 +27,31 @@ import torch
 from torch import nn
 
 
-TRUST = ("doctor runs the model's code (it imports the module and calls the factory, or loads the TorchScript "
-         "file): only give it models you trust")
+TRUST = (
+    "doctor runs the model's code (it imports the module and calls the factory, or loads the TorchScript "
+    "file): only give it models you trust"
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = f"Trust: {TRUST}. The current folder is not searched for modules; --path DIR adds one."
-    parser.add_argument("model", nargs="?", default=None,
-                        help="module:factory (e.g. torchvision.models:resnet18) or a TorchScript file")
-    parser.add_argument("--input-shape", default=None,
-                        help="comma-separated shape of an example input, e.g. 8,3,32,32 (enables the forward checks)")
+    parser.add_argument(
+        "model", nargs="?", default=None, help="module:factory (e.g. torchvision.models:resnet18) or a TorchScript file"
+    )
+    parser.add_argument(
+        "--input-shape",
+        default=None,
+        help="comma-separated shape of an example input, e.g. 8,3,32,32 (enables the forward checks)",
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--train", action="store_true", help="check the model in training mode (default: as built)")
-    parser.add_argument("--path", action="append", default=[], metavar="DIR",
-                        help="also import models from DIR (searched after the installed packages; repeatable)")
+    parser.add_argument(
+        "--path",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="also import models from DIR (searched after the installed packages; repeatable)",
+    )
 
 
 def load_model(spec: str, paths: list[str] | tuple[str, ...] = ()) -> nn.Module:

@@ -38,7 +38,12 @@ __all__ = ["fold", "fold_weights", "find_pairs", "max_abs_diff", "FoldReport", "
 
 # BN classes whose eval forward is exactly the affine map above (subclasses may add behaviour).
 FOLDABLE_BN: set[type] = {
-    nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, bnlab_bn.BatchNorm1d, bnlab_bn.BatchNorm2d, bnlab_bn.BatchNorm3d,
+    nn.BatchNorm1d,
+    nn.BatchNorm2d,
+    nn.BatchNorm3d,
+    bnlab_bn.BatchNorm1d,
+    bnlab_bn.BatchNorm2d,
+    bnlab_bn.BatchNorm3d,
 }
 FLOAT16_MAX = torch.finfo(torch.float16).max
 
@@ -191,8 +196,15 @@ def fold(model: nn.Module, example_input=None, *, inplace: bool = False, report:
             layer, bn = model.get_submodule(layer_name), model.get_submodule(bn_name)
             groups = getattr(layer, "groups", 1)
             w, b = fold_weights(
-                layer.weight, layer.bias, bn.running_mean, bn.running_var, bn.eps, bn.weight, bn.bias,
-                transpose=isinstance(layer, TRANSPOSED), groups=groups,
+                layer.weight,
+                layer.bias,
+                bn.running_mean,
+                bn.running_var,
+                bn.eps,
+                bn.weight,
+                bn.bias,
+                transpose=isinstance(layer, TRANSPOSED),
+                groups=groups,
             )
             if max(float(w.abs().max()), float(b.abs().max()), float(bn.running_var.abs().max())) > FLOAT16_MAX:
                 overflow.append(layer_name)
@@ -235,8 +247,14 @@ def bench_models(
 
     torch.manual_seed(seed)
     model = nn.Sequential(
-        *block(3, c1), nn.MaxPool2d(2), *block(c1, c2), nn.MaxPool2d(2), *block(c2, c2),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c2, 10),
+        *block(3, c1),
+        nn.MaxPool2d(2),
+        *block(c1, c2),
+        nn.MaxPool2d(2),
+        *block(c2, c2),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(c2, 10),
     ).to(dtype)
     with torch.no_grad():
         for m in model.modules():

@@ -36,7 +36,9 @@ class Neighbours:
 
     prev: str | None = None  # module name, "fn:<name>" for a function or method call, None for an input
     prev_single_use: bool = True  # prev's output feeds only this BN
-    next: list[str | None] = dataclasses.field(default_factory=list)  # the users of its output, as prev (None: the output)
+    next: list[str | None] = dataclasses.field(
+        default_factory=list
+    )  # the users of its output, as prev (None: the output)
     next_sole_input: list[bool] = dataclasses.field(default_factory=list)  # each user takes only the BN's output
     calls: dict[str, int] = dataclasses.field(default_factory=dict)  # module name -> calls in the forward
     traced: bool = True  # from an fx trace (False: from nn.Sequential order)
@@ -55,8 +57,7 @@ class _Tracer(torch.fx.Tracer):
         self._is_bn = is_bn
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return (self._is_bn(m) or is_batchnorm(m) or isinstance(m, LAYERS)
-                or super().is_leaf_module(m, qualname))
+        return self._is_bn(m) or is_batchnorm(m) or isinstance(m, LAYERS) or super().is_leaf_module(m, qualname)
 
 
 def _node_name(node: torch.fx.Node) -> str | None:

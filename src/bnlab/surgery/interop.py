@@ -36,7 +36,12 @@ from torch import nn
 
 from ..nn import batchnorm as bnlab_bn
 from .conventions import (
-    FLAX_DEFAULTS, KERAS_DEFAULTS, biased_to_unbiased, decay_to_momentum, momentum_to_decay, unbiased_to_biased,
+    FLAX_DEFAULTS,
+    KERAS_DEFAULTS,
+    biased_to_unbiased,
+    decay_to_momentum,
+    momentum_to_decay,
+    unbiased_to_biased,
 )
 from .sources import is_batchnorm
 
@@ -84,8 +89,14 @@ def _build(
         raise ValueError(f"expected a 1-D moving mean of shape (C,) (got shape {mean.shape})")
     c = mean.shape[0]
     affine = weight is not None or bias is not None
-    bn = _CLASSES[dims](c, eps=float(eps), momentum=decay_to_momentum(float(decay)), affine=affine,
-                        bias=bias is not None or not affine, dtype=dtype)
+    bn = _CLASSES[dims](
+        c,
+        eps=float(eps),
+        momentum=decay_to_momentum(float(decay)),
+        affine=affine,
+        bias=bias is not None or not affine,
+        dtype=dtype,
+    )
     with torch.no_grad():
         for name, value, default in (("weight", weight, 1.0), ("bias", bias, 0.0)):
             if affine and getattr(bn, name) is not None:
@@ -155,16 +166,24 @@ def from_keras(
     if missing:
         raise ValueError(f"expected Keras weights with {sorted(missing)} (got keys {sorted(weights)})")
     return _build(
-        weights.get("gamma"), weights.get("beta"), weights["moving_mean"], weights["moving_variance"],
-        config.get("momentum", KERAS_DEFAULTS["momentum"]), config.get("epsilon", KERAS_DEFAULTS["epsilon"]),
-        dims, batch_count, dtype,
+        weights.get("gamma"),
+        weights.get("beta"),
+        weights["moving_mean"],
+        weights["moving_variance"],
+        config.get("momentum", KERAS_DEFAULTS["momentum"]),
+        config.get("epsilon", KERAS_DEFAULTS["epsilon"]),
+        dims,
+        batch_count,
+        dtype,
     )
 
 
 # --- Flax -------------------------------------------------------------------------------------
 
 
-def to_flax(bn: nn.Module, *, batch_count: int | None = None) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, Any]]:
+def to_flax(
+    bn: nn.Module, *, batch_count: int | None = None
+) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, Any]]:
     """A BN layer's state as Flax ``nn.BatchNorm`` variables and constructor arguments.
 
     Returns:
@@ -201,7 +220,13 @@ def from_flax(
     params = variables.get("params") or {}
     config = dict(config or {})
     return _build(
-        params.get("scale"), params.get("bias"), stats["mean"], stats["var"],
-        config.get("momentum", FLAX_DEFAULTS["momentum"]), config.get("epsilon", FLAX_DEFAULTS["epsilon"]),
-        dims, batch_count, dtype,
+        params.get("scale"),
+        params.get("bias"),
+        stats["mean"],
+        stats["var"],
+        config.get("momentum", FLAX_DEFAULTS["momentum"]),
+        config.get("epsilon", FLAX_DEFAULTS["epsilon"]),
+        dims,
+        batch_count,
+        dtype,
     )

@@ -54,7 +54,8 @@ def convert_norm_act(layer: nn.Module, target: str, options: dict[str, Any]) -> 
         if origin is None:
             raise TypeError(
                 f"convert to 'torch': {type(layer).__name__} has drop/act modules and was not converted from a "
-                f"torch-based class, so torch.nn has no layer for it (convert timm's BatchNormAct2d instead)")
+                f"torch-based class, so torch.nn has no layer for it (convert timm's BatchNormAct2d instead)"
+            )
         cfg = plain_config(layer)
         if cfg.pop("bias", True) is False:
             raise TypeError(f"convert to 'torch': {origin.__name__} cannot represent affine=True, bias=False")
@@ -63,7 +64,8 @@ def convert_norm_act(layer: nn.Module, target: str, options: dict[str, Any]) -> 
         return new
     raise TypeError(
         f"convert to {target!r}: {type(layer).__name__} applies drop and activation modules after batch norm, "
-        f"which a {target!r} layer has no place for; convert to 'bnlab' or 'torch'")
+        f"which a {target!r} layer has no place for; convert to 'bnlab' or 'torch'"
+    )
 
 
 def after_fold(layer: nn.Module) -> nn.Module:

@@ -92,7 +92,9 @@ def precise_bn(
     layers = tracked_bn_layers(model)
     if not layers:
         raise ValueError("expected a model with BN layers that track running statistics (found none)")
-    if num_samples is not None and (isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1):
+    if num_samples is not None and (
+        isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1
+    ):
         raise ValueError(f"expected num_samples to be a positive int or None (got {num_samples!r})")
     forward = _default_forward if forward is None else forward
     stats = [ChannelStats() for _ in layers]

@@ -19,11 +19,23 @@ from ..nn import batchnorm as bnlab_bn
 __all__ = ["SOURCES", "BN_BASES", "register_source", "is_batchnorm", "resolve_dims"]
 
 SOURCES: dict[type, int | None] = {
-    nn.BatchNorm1d: 1, nn.BatchNorm2d: 2, nn.BatchNorm3d: 3, nn.SyncBatchNorm: None,
-    bnn.BatchNorm1d: 1, bnn.BatchNorm2d: 2, bnn.BatchNorm3d: 3, bnn.SyncBatchNorm: None,
-    bnn.GhostBatchNorm1d: 1, bnn.GhostBatchNorm2d: 2, bnn.GhostBatchNorm3d: 3,
-    bnn.FrozenBatchNorm1d: 1, bnn.FrozenBatchNorm2d: 2, bnn.FrozenBatchNorm3d: 3,
-    bnn.BatchNormAct1d: 1, bnn.BatchNormAct2d: 2, bnn.BatchNormAct3d: 3,
+    nn.BatchNorm1d: 1,
+    nn.BatchNorm2d: 2,
+    nn.BatchNorm3d: 3,
+    nn.SyncBatchNorm: None,
+    bnn.BatchNorm1d: 1,
+    bnn.BatchNorm2d: 2,
+    bnn.BatchNorm3d: 3,
+    bnn.SyncBatchNorm: None,
+    bnn.GhostBatchNorm1d: 1,
+    bnn.GhostBatchNorm2d: 2,
+    bnn.GhostBatchNorm3d: 3,
+    bnn.FrozenBatchNorm1d: 1,
+    bnn.FrozenBatchNorm2d: 2,
+    bnn.FrozenBatchNorm3d: 3,
+    bnn.BatchNormAct1d: 1,
+    bnn.BatchNormAct2d: 2,
+    bnn.BatchNormAct3d: 3,
 }
 
 # Base classes whose subclasses are batch norm: an unknown subclass of one of them is refused.

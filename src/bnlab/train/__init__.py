@@ -15,5 +15,17 @@ from .store import Store
 from .sweep import SweepError, SweepProgress, run_sweep
 from .trainer import build_model, evaluate, train
 
-__all__ = ["RunConfig", "RunResult", "train", "build_model", "evaluate", "Probe", "StepContext", "register_probe",
-           "Store", "run_sweep", "SweepProgress", "SweepError"]
+__all__ = [
+    "RunConfig",
+    "RunResult",
+    "train",
+    "build_model",
+    "evaluate",
+    "Probe",
+    "StepContext",
+    "register_probe",
+    "Store",
+    "run_sweep",
+    "SweepProgress",
+    "SweepError",
+]

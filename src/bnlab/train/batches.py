@@ -22,12 +22,13 @@ def batch_indices(n: int, batch_size: int, steps: int, generator: torch.Generato
     while done < steps:
         perm = torch.randperm(n, generator=generator)
         for i in range(min(per_epoch, steps - done)):
-            yield perm[i * batch_size:(i + 1) * batch_size]
+            yield perm[i * batch_size : (i + 1) * batch_size]
         done += min(per_epoch, steps - done)
 
 
-def class_batch_indices(labels: Tensor, batch_size: int, classes_per_batch: int, steps: int,
-                        generator: torch.Generator) -> Iterator[Tensor]:
+def class_batch_indices(
+    labels: Tensor, batch_size: int, classes_per_batch: int, steps: int, generator: torch.Generator
+) -> Iterator[Tensor]:
     """``steps`` non-i.i.d. batches: each of ``classes_per_batch`` random classes, ``batch_size / k`` of each.
 
     Ioffe (2017, §4.3) trains on batches built from few labels (16 labels x 2 images) to show how BN
@@ -39,8 +40,9 @@ def class_batch_indices(labels: Tensor, batch_size: int, classes_per_batch: int,
     training labels on the CPU.
     """
     if classes_per_batch < 1 or batch_size % classes_per_batch:
-        raise ValueError(f"expected batch_size divisible by classes_per_batch >= 1 "
-                         f"(got {batch_size} and {classes_per_batch})")
+        raise ValueError(
+            f"expected batch_size divisible by classes_per_batch >= 1 (got {batch_size} and {classes_per_batch})"
+        )
     per_class = batch_size // classes_per_batch
     classes = torch.unique(labels)
     if classes_per_batch > classes.numel():
@@ -57,7 +59,7 @@ def class_batch_indices(labels: Tensor, batch_size: int, classes_per_batch: int,
             if pos[c] + per_class > perms[c].numel():  # used up: a new permutation of this class
                 perms[c] = members[c][torch.randperm(members[c].numel(), generator=generator)]
                 pos[c] = 0
-            parts.append(perms[c][pos[c]:pos[c] + per_class])
+            parts.append(perms[c][pos[c] : pos[c] + per_class])
             pos[c] += per_class
         batch = torch.cat(parts)  # (batch_size,)
         yield batch[torch.randperm(batch_size, generator=generator)]

@@ -56,8 +56,10 @@ def connect(scheduler: str | None, jobs: int, timeout_s: float = 30.0) -> Iterat
         try:
             client = distributed.Client(scheduler, timeout=timeout_s, set_as_default=False)
         except OSError as e:
-            raise ConnectionError(f"cannot reach the Dask scheduler at {scheduler} within {timeout_s:g} s "
-                                  f"(expected `dask scheduler` running there): {e}") from None
+            raise ConnectionError(
+                f"cannot reach the Dask scheduler at {scheduler} within {timeout_s:g} s "
+                f"(expected `dask scheduler` running there): {e}"
+            ) from None
         try:
             yield client
         finally:
@@ -68,9 +70,14 @@ def connect(scheduler: str | None, jobs: int, timeout_s: float = 30.0) -> Iterat
     # Comm Closed") into a Ctrl-C'd `bnlab run` (once in CI). So they stay silenced until the loop stopped.
     with silence_logging_cmgr(logging.ERROR):
         with _signals_deferred() as pending, dask.config.set(LOCAL_CONFIG):
-            cluster = distributed.LocalCluster(n_workers=jobs, threads_per_worker=1, processes=True,
-                                               dashboard_address=None, silence_logs=logging.ERROR,
-                                               preload=[__name__])  # dask_setup below, in each worker
+            cluster = distributed.LocalCluster(
+                n_workers=jobs,
+                threads_per_worker=1,
+                processes=True,
+                dashboard_address=None,
+                silence_logs=logging.ERROR,
+                preload=[__name__],
+            )  # dask_setup below, in each worker
         try:
             pending.deliver()
             with distributed.Client(cluster, set_as_default=False) as client:
@@ -119,8 +126,10 @@ def _signals_deferred() -> Iterator[_Pending]:
     if threading.current_thread() is not threading.main_thread():
         yield pending
         return
-    old = {sig: signal.signal(sig, lambda signum, frame: pending.signals.append(signum))
-           for sig in (signal.SIGINT, signal.SIGTERM)}
+    old = {
+        sig: signal.signal(sig, lambda signum, frame: pending.signals.append(signum))
+        for sig in (signal.SIGINT, signal.SIGTERM)
+    }
     try:
         yield pending
     except BaseException:
@@ -133,15 +142,18 @@ def _signals_deferred() -> Iterator[_Pending]:
             signal.signal(sig, handler)
 
 
-def run_on_worker(config: dict, expected_code: str, device: str, threads: int,
-                  setup: Callable[[], None] | None) -> dict:
+def run_on_worker(
+    config: dict, expected_code: str, device: str, threads: int, setup: Callable[[], None] | None
+) -> dict:
     """One run, in a worker: ``{"outcome": "finished"|"diverged", "result": RunResult dict}`` or
     ``{"outcome": "failed", "error": text}`` (the run raised, or this worker's bnlab differs)."""
     here = code_version()
     if here != expected_code:
-        return {"outcome": "failed",
-                "error": f"worker {socket.gethostname()} runs bnlab code {here}, the sweep expects {expected_code}: "
-                         f"install the same bnlab on every worker"}
+        return {
+            "outcome": "failed",
+            "error": f"worker {socket.gethostname()} runs bnlab code {here}, the sweep expects {expected_code}: "
+            f"install the same bnlab on every worker",
+        }
     _keep_freed_memory()
     try:
         if setup is not None and setup not in _setups_done:
@@ -188,5 +200,13 @@ def _worker_address() -> str:
 
 def submit(client, config: RunConfig, device: str, threads: int, setup: Callable[[], None] | None):
     """Submit one run; the future's key names the run."""
-    return client.submit(run_on_worker, config.to_dict(), code_version(), device, threads, setup,
-                         key=f"bnlab-run-{config.key()[:16]}-{os.urandom(4).hex()}", pure=False)
+    return client.submit(
+        run_on_worker,
+        config.to_dict(),
+        code_version(),
+        device,
+        threads,
+        setup,
+        key=f"bnlab-run-{config.key()[:16]}-{os.urandom(4).hex()}",
+        pure=False,
+    )

@@ -49,18 +49,30 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from .. import data, models
 
     d = _DEFAULT
-    p.add_argument("--data", default=d.data, type=_data_name, metavar="NAME",
-                   help=f"data set: one of {', '.join(data.NAMES)}, or a shifted test set such as "
-                        f"mnist1d-c/noise/3 (default {d.data})")
+    p.add_argument(
+        "--data",
+        default=d.data,
+        type=_data_name,
+        metavar="NAME",
+        help=f"data set: one of {', '.join(data.NAMES)}, or a shifted test set such as "
+        f"mnist1d-c/noise/3 (default {d.data})",
+    )
     p.add_argument("--data-root", default=None, help="folder of the files of mnist / fashion-mnist / cifar10")
     p.add_argument("--model", default=d.model, help=f"one of {models.available_models()} (default {d.model})")
     p.add_argument("--norm", default=d.norm, help=f"one of {models.available_norms()} (default {d.norm})")
-    p.add_argument("--placement", default=d.placement, choices=models.PLACEMENTS,
-                   help="norm before or after the activation")
+    p.add_argument(
+        "--placement", default=d.placement, choices=models.PLACEMENTS, help="norm before or after the activation"
+    )
     p.add_argument("--act", default=None, help=f"one of {models.available_acts()} (default: the model's)")
     p.add_argument("--norm-kw", type=_kv, action="append", default=[], metavar="KEY=VALUE", help="norm option")
-    p.add_argument("--model-kw", type=_kv, action="append", default=[], metavar="KEY=VALUE",
-                   help="model option, e.g. widths=[64,64]")
+    p.add_argument(
+        "--model-kw",
+        type=_kv,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="model option, e.g. widths=[64,64]",
+    )
     p.add_argument("--optimizer", default=d.optimizer, choices=OPTIMIZERS)
     p.add_argument("--lr", type=float, default=d.lr, help=f"peak learning rate (default {d.lr})")
     p.add_argument("--momentum", type=float, default=d.momentum, help=f"SGD momentum (default {d.momentum})")
@@ -72,8 +84,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--trainable", default=d.trainable, choices=TRAINABLE)
     p.add_argument("--trainable-k", type=int, default=d.trainable_k)
-    p.add_argument("--eval-every", type=int, default=d.eval_every,
-                   help=f"steps between metric rows (default {d.eval_every})")
+    p.add_argument(
+        "--eval-every", type=int, default=d.eval_every, help=f"steps between metric rows (default {d.eval_every})"
+    )
     p.add_argument("--eval-samples", type=int, default=d.eval_samples, help="0: evaluate on all examples")
     p.add_argument("--probe", action="append", default=[], help="probe spec, e.g. act_pct:blocks.2.act:0 (repeatable)")
     p.add_argument("--diverge-factor", type=float, default=d.diverge_factor)
@@ -85,18 +98,40 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--store", default=None, help="SQLite results store: reuse this config's result or save it")
     add_scheduler_argument(p)
     p.add_argument("--json", action="store_true", help="print the result as JSON")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                   help="progress bar (default: only on a terminal)")
+    p.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress bar (default: only on a terminal)",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
     return RunConfig(
-        data=args.data, data_root=args.data_root, model=args.model, norm=args.norm, placement=args.placement,
-        act=args.act, norm_kw=dict(args.norm_kw), model_kw=dict(args.model_kw), optimizer=args.optimizer,
-        lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay, schedule=args.schedule,
-        warmup_steps=args.warmup_steps, batch_size=args.batch_size, steps=args.steps, seed=args.seed,
-        trainable=args.trainable, trainable_k=args.trainable_k, eval_every=args.eval_every,
-        eval_samples=args.eval_samples, probes=tuple(args.probe), diverge_factor=args.diverge_factor, tag=args.tag,
+        data=args.data,
+        data_root=args.data_root,
+        model=args.model,
+        norm=args.norm,
+        placement=args.placement,
+        act=args.act,
+        norm_kw=dict(args.norm_kw),
+        model_kw=dict(args.model_kw),
+        optimizer=args.optimizer,
+        lr=args.lr,
+        momentum=args.momentum,
+        weight_decay=args.weight_decay,
+        schedule=args.schedule,
+        warmup_steps=args.warmup_steps,
+        batch_size=args.batch_size,
+        steps=args.steps,
+        seed=args.seed,
+        trainable=args.trainable,
+        trainable_k=args.trainable_k,
+        eval_every=args.eval_every,
+        eval_samples=args.eval_samples,
+        probes=tuple(args.probe),
+        diverge_factor=args.diverge_factor,
+        tag=args.tag,
     )
 
 
@@ -113,15 +148,22 @@ def print_result(result, as_json: bool, out=None) -> None:
     cols = [c for c in ("step", "lr", "train_loss", "train_acc", "test_loss", "test_acc") if c in result.series]
     out.write("  ".join(f"{c:>10}" for c in cols) + "\n")
     for i in range(len(result.series["step"])):
-        out.write("  ".join(f"{_fmt(result.series[c][i]) if c != 'step' else int(result.series[c][i]):>10}"
-                            for c in cols) + "\n")
+        out.write(
+            "  ".join(f"{_fmt(result.series[c][i]) if c != 'step' else int(result.series[c][i]):>10}" for c in cols)
+            + "\n"
+        )
     s = result.summary()
-    out.write(f"status {s['status']}" + (f" at step {s['diverged_step']}" if result.diverged else "")
-              + f"; {s['steps_done']} steps, {s['steps_per_s']} steps/s, {s['wall_s']} s; "
-              f"trainable params {s['trainable_params']}; key {result.config.key()}\n")
+    out.write(
+        f"status {s['status']}"
+        + (f" at step {s['diverged_step']}" if result.diverged else "")
+        + f"; {s['steps_done']} steps, {s['steps_per_s']} steps/s, {s['wall_s']} s; "
+        f"trainable params {s['trainable_params']}; key {result.config.key()}\n"
+    )
     if "test_acc" in s:
-        out.write(f"final test accuracy {s['test_acc']:.4f} (best {s['best_test_acc']:.4f}), "
-                  f"train accuracy {s['train_acc']:.4f}, train loss {s['train_loss']:.4f}\n")
+        out.write(
+            f"final test accuracy {s['test_acc']:.4f} (best {s['best_test_acc']:.4f}), "
+            f"train accuracy {s['train_acc']:.4f}, train loss {s['train_loss']:.4f}\n"
+        )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -145,8 +187,10 @@ def main(args: argparse.Namespace) -> int:
             return 0
     if args.scheduler:
         if args.nproc > 1 or distributed.env_world_size() > 1:
-            raise ValueError("expected either --scheduler (one Dask worker runs the config) or data-parallel "
-                             "processes (--nproc, torchrun), not both")
+            raise ValueError(
+                "expected either --scheduler (one Dask worker runs the config) or data-parallel "
+                "processes (--nproc, torchrun), not both"
+            )
         result = _on_cluster(config, args, store)
     elif distributed.env_world_size() > 1:  # started by torchrun
         import torch.distributed as dist
@@ -154,16 +198,18 @@ def main(args: argparse.Namespace) -> int:
         device = distributed.init_from_env(args.device)
         rank = dist.get_rank()
         sync = distributed.keep_per_process_bn if args.no_sync_bn else None
-        result = train(config, device=device, threads=args.threads, progress=args.progress if rank == 0 else False,
-                       sync_bn=sync)
+        result = train(
+            config, device=device, threads=args.threads, progress=args.progress if rank == 0 else False, sync_bn=sync
+        )
         dist.destroy_process_group()
         if rank == 0:
             print_result(result, args.json)  # (a data-parallel result is not stored)
         distributed.leave(0)
     elif args.nproc > 1:
         try:
-            result = distributed.launch(config, args.nproc, device=args.device, threads=args.threads,
-                                        per_process_bn=args.no_sync_bn)
+            result = distributed.launch(
+                config, args.nproc, device=args.device, threads=args.threads, per_process_bn=args.no_sync_bn
+            )
         except ValueError as e:
             print(f"bnlab train: {e}", file=sys.stderr)
             return 2

@@ -31,10 +31,24 @@ _NOT_IN_KEY = ("data_root",)
 
 # The sources whose code decides what a run computes (relative to the bnlab package); the store,
 # the sweep runner, the command line and the reports are not among them.
-_RESULT_SOURCES = ("functional.py", "activations.py", "core", "kernels", "nn", "surgery", "adaptation", "models",
-                   "data", "train/trainer.py",
-                   "train/batches.py", "train/schedule.py", "train/probes.py", "train/config.py",
-                   "train/distributed.py", "experiments/probes")
+_RESULT_SOURCES = (
+    "functional.py",
+    "activations.py",
+    "core",
+    "kernels",
+    "nn",
+    "surgery",
+    "adaptation",
+    "models",
+    "data",
+    "train/trainer.py",
+    "train/batches.py",
+    "train/schedule.py",
+    "train/probes.py",
+    "train/config.py",
+    "train/distributed.py",
+    "experiments/probes",
+)
 
 
 def _code_digest(source: bytes) -> str:
@@ -42,8 +56,13 @@ def _code_digest(source: bytes) -> str:
     tree = ast.parse(source)
     for node in ast.walk(tree):
         body = getattr(node, "body", None)
-        if (isinstance(body, list) and body and isinstance(body[0], ast.Expr)
-                and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str)):
+        if (
+            isinstance(body, list)
+            and body
+            and isinstance(body[0], ast.Expr)
+            and isinstance(body[0].value, ast.Constant)
+            and isinstance(body[0].value.value, str)
+        ):
             node.body = body[1:] or [ast.Pass()]
     return ast.dump(tree, annotate_fields=False)
 
@@ -62,8 +81,11 @@ def code_version() -> str:
     h = hashlib.sha256()
     for rel in _RESULT_SOURCES:
         path = os.path.join(root, rel)
-        files = [path] if os.path.isfile(path) else sorted(
-            os.path.join(d, f) for d, _, fs in os.walk(path) for f in fs if f.endswith(".py"))
+        files = (
+            [path]
+            if os.path.isfile(path)
+            else sorted(os.path.join(d, f) for d, _, fs in os.walk(path) for f in fs if f.endswith(".py"))
+        )
         for f in files:
             h.update(os.path.relpath(f, root).replace(os.sep, "/").encode())
             with open(f, "rb") as fh:
@@ -120,17 +142,26 @@ class RunConfig:
             (self.batch_size >= 1, "batch_size >= 1", self.batch_size),
             (self.steps >= 1, "steps >= 1", self.steps),
             (self.batch_classes >= 0, "batch_classes >= 0", self.batch_classes),
-            (self.batch_classes == 0 or self.batch_size % self.batch_classes == 0,
-             f"batch_size divisible by batch_classes={self.batch_classes}", self.batch_size),
+            (
+                self.batch_classes == 0 or self.batch_size % self.batch_classes == 0,
+                f"batch_size divisible by batch_classes={self.batch_classes}",
+                self.batch_size,
+            ),
             (self.eval_every >= 1, "eval_every >= 1", self.eval_every),
             (self.warmup_steps >= 0, "warmup_steps >= 0", self.warmup_steps),
             (self.weight_decay >= 0, "weight_decay >= 0", self.weight_decay),
             (self.eval_samples >= 0, "eval_samples >= 0", self.eval_samples),
             (self.diverge_factor > 1, "diverge_factor > 1", self.diverge_factor),
-            (self.trainable != "random" or self.trainable_k > 0, "trainable_k > 0 with trainable='random'",
-             self.trainable_k),
-            (self.trainable != "random" or self.weight_decay == 0,
-             "weight_decay 0 with trainable='random' (decay would move the frozen weights)", self.weight_decay),
+            (
+                self.trainable != "random" or self.trainable_k > 0,
+                "trainable_k > 0 with trainable='random'",
+                self.trainable_k,
+            ),
+            (
+                self.trainable != "random" or self.weight_decay == 0,
+                "weight_decay 0 with trainable='random' (decay would move the frozen weights)",
+                self.weight_decay,
+            ),
         ]
         for ok, want, got in checks:
             if not ok:

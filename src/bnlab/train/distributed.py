@@ -93,8 +93,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(rank: int, config: dict, nproc: int, port: int, out: str, device: str, threads: int,
-            per_process_bn: bool) -> None:
+def _worker(
+    rank: int, config: dict, nproc: int, port: int, out: str, device: str, threads: int, per_process_bn: bool
+) -> None:
     from .trainer import train
 
     dev = torch.device(device)
@@ -103,8 +104,13 @@ def _worker(rank: int, config: dict, nproc: int, port: int, out: str, device: st
         torch.cuda.set_device(dev)
     dist.init_process_group(backend_for(dev), init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=nproc)
     try:
-        result = train(RunConfig.from_dict(config), device=dev, threads=threads, progress=False if rank else None,
-                       sync_bn=keep_per_process_bn if per_process_bn else None)
+        result = train(
+            RunConfig.from_dict(config),
+            device=dev,
+            threads=threads,
+            progress=False if rank else None,
+            sync_bn=keep_per_process_bn if per_process_bn else None,
+        )
         if rank == 0:
             with open(out, "w") as f:
                 json.dump(result.to_dict(), f)
@@ -113,8 +119,9 @@ def _worker(rank: int, config: dict, nproc: int, port: int, out: str, device: st
     leave(0)  # (an exception above propagates instead, so that the launcher reports it)
 
 
-def launch(config: RunConfig, nproc: int, *, device: str = "cpu", threads: int = 1,
-           per_process_bn: bool = False) -> RunResult:
+def launch(
+    config: RunConfig, nproc: int, *, device: str = "cpu", threads: int = 1, per_process_bn: bool = False
+) -> RunResult:
     """Run ``config`` data-parallel on ``nproc`` spawned local processes; returns rank 0's result."""
     if nproc < 1:
         raise ValueError(f"expected nproc >= 1 (got {nproc})")
@@ -124,7 +131,12 @@ def launch(config: RunConfig, nproc: int, *, device: str = "cpu", threads: int =
 
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "result.json")
-        mp.start_processes(_worker, args=(config.to_dict(), nproc, _free_port(), out, device, threads, per_process_bn),
-                           nprocs=nproc, join=True, start_method="spawn")
+        mp.start_processes(
+            _worker,
+            args=(config.to_dict(), nproc, _free_port(), out, device, threads, per_process_bn),
+            nprocs=nproc,
+            join=True,
+            start_method="spawn",
+        )
         with open(out) as f:
             return RunResult.from_dict(json.load(f))

@@ -23,15 +23,24 @@ def default_jobs() -> int:
 
 
 def add_scheduler_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--scheduler", default=os.environ.get("BNLAB_SCHEDULER") or None, metavar="ADDRESS",
-                        help="run on the Dask scheduler at ADDRESS (tcp://host:8786) instead of local worker "
-                             "processes; default: $BNLAB_SCHEDULER, else local")
+    parser.add_argument(
+        "--scheduler",
+        default=os.environ.get("BNLAB_SCHEDULER") or None,
+        metavar="ADDRESS",
+        help="run on the Dask scheduler at ADDRESS (tcp://host:8786) instead of local worker "
+        "processes; default: $BNLAB_SCHEDULER, else local",
+    )
 
 
 def add_sweep_arguments(parser: argparse.ArgumentParser, jobs: int | None = None) -> None:
     """``--jobs N`` (default ``jobs``, else the number of CPUs) and ``--scheduler ADDRESS``."""
     default = default_jobs() if jobs is None else jobs
-    parser.add_argument("--jobs", type=positive_int, default=default, metavar="N",
-                        help=f"local worker processes, one torch thread each (default: {default}"
-                             f"{' = the number of CPUs' if jobs is None else ''}); ignored with --scheduler")
+    parser.add_argument(
+        "--jobs",
+        type=positive_int,
+        default=default,
+        metavar="N",
+        help=f"local worker processes, one torch thread each (default: {default}"
+        f"{' = the number of CPUs' if jobs is None else ''}); ignored with --scheduler",
+    )
     add_scheduler_argument(parser)

@@ -69,7 +69,13 @@ def measure_overhead(config: RunConfig = DEFAULT, repeats: int = 5, threads: int
         torch.set_num_threads(old)
     trainer_s, bare_s = statistics.median(t_trainer), statistics.median(t_bare)
     return {
-        "trainer_s": trainer_s, "bare_s": bare_s, "ratio": trainer_s / bare_s,
-        "trainer_steps_per_s": config.steps / trainer_s, "bare_steps_per_s": config.steps / bare_s,
-        "steps": config.steps, "repeats": repeats, "threads": threads, "config": config.to_dict(),
+        "trainer_s": trainer_s,
+        "bare_s": bare_s,
+        "ratio": trainer_s / bare_s,
+        "trainer_steps_per_s": config.steps / trainer_s,
+        "bare_steps_per_s": config.steps / bare_s,
+        "steps": config.steps,
+        "repeats": repeats,
+        "threads": threads,
+        "config": config.to_dict(),
     }

@@ -143,7 +143,7 @@ class GradNorms(Probe):
                 n = float(p.grad.detach().float().norm())
                 self._values[f"grad_norm/{name}"] = n
                 total += n * n
-        self._values["grad_norm/total"] = total ** 0.5
+        self._values["grad_norm/total"] = total**0.5
 
 
 def _act_pct(arg: str | None) -> Probe:
@@ -169,7 +169,9 @@ def _grad_norm(arg: str | None) -> Probe:
 
 
 _PROBES: dict[str, Callable[[str | None], Probe]] = {
-    "act_pct": _act_pct, "act_moments": _act_moments, "grad_norm": _grad_norm,
+    "act_pct": _act_pct,
+    "act_moments": _act_moments,
+    "grad_norm": _grad_norm,
 }
 
 

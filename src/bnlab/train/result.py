@@ -56,9 +56,14 @@ class RunResult:
         return values[-1] if values else math.nan
 
     def summary(self) -> dict[str, Any]:
-        out = {"status": self.status, "steps_done": self.steps_done, "diverged_step": self.diverged_step,
-               "wall_s": round(self.wall_s, 3), "steps_per_s": round(self.steps_per_s, 1),
-               "trainable_params": self.trainable_params}
+        out = {
+            "status": self.status,
+            "steps_done": self.steps_done,
+            "diverged_step": self.diverged_step,
+            "wall_s": round(self.wall_s, 3),
+            "steps_per_s": round(self.steps_per_s, 1),
+            "trainable_params": self.trainable_params,
+        }
         for name in ("train_loss", "train_acc", "test_loss", "test_acc"):
             if self.series.get(name):
                 out[name] = self.final(name)

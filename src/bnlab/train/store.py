@@ -98,8 +98,9 @@ class Store:
 
     def _write(self, doing: str):
         if self.read_only:
-            raise StoreError(f"results store {self.path} is read-only here (file or folder not writable): "
-                             f"cannot {doing}")
+            raise StoreError(
+                f"results store {self.path} is read-only here (file or folder not writable): cannot {doing}"
+            )
         return self._sqlite(doing)
 
     # --- reading
@@ -116,13 +117,16 @@ class Store:
         """The stored result of a finished or diverged run, else None; StoreError if it fails its checksum."""
         key = _key(config)
         with self._sqlite("reading a result"):
-            row = self._db.execute("SELECT status, result, checksum FROM runs WHERE key = ? AND status IN (?, ?)",
-                                   (key, *DONE)).fetchone()
+            row = self._db.execute(
+                "SELECT status, result, checksum FROM runs WHERE key = ? AND status IN (?, ?)", (key, *DONE)
+            ).fetchone()
         if row is None:
             return None
         if not self._verified(key, *row):
-            raise StoreError(f"results store {self.path}: the stored result of run {key} fails its checksum "
-                             f"(the file was changed outside bnlab or is damaged); a sweep runs it again")
+            raise StoreError(
+                f"results store {self.path}: the stored result of run {key} fails its checksum "
+                f"(the file was changed outside bnlab or is damaged); a sweep runs it again"
+            )
         return RunResult.from_dict(json.loads(row[1]))
 
     def results(self, configs: Iterable[RunConfig]) -> list[RunResult | None]:
@@ -131,9 +135,11 @@ class Store:
     def _done_rows(self, configs: Iterable[RunConfig]) -> Iterator[tuple[str, bool]]:
         keys = list({c.key() for c in configs})
         for i in range(0, len(keys), 500):
-            chunk = keys[i:i + 500]
-            q = (f"SELECT key, status, result, checksum FROM runs WHERE status IN (?, ?) "
-                 f"AND key IN ({','.join('?' * len(chunk))})")
+            chunk = keys[i : i + 500]
+            q = (
+                f"SELECT key, status, result, checksum FROM runs WHERE status IN (?, ?) "
+                f"AND key IN ({','.join('?' * len(chunk))})"
+            )
             with self._sqlite("listing finished runs"):
                 rows = self._db.execute(q, (*DONE, *chunk)).fetchall()
             for key, status, blob, digest in rows:
@@ -150,8 +156,9 @@ class Store:
     def iter_results(self) -> Iterator[RunResult]:
         """Every stored result that passes its checksum, oldest first."""
         with self._sqlite("reading results"):
-            rows = self._db.execute("SELECT key, status, result, checksum FROM runs WHERE status IN (?, ?) "
-                                    "ORDER BY updated_at", DONE).fetchall()
+            rows = self._db.execute(
+                "SELECT key, status, result, checksum FROM runs WHERE status IN (?, ?) ORDER BY updated_at", DONE
+            ).fetchall()
         for key, status, blob, digest in rows:
             if self._verified(key, status, blob, digest):
                 yield RunResult.from_dict(json.loads(blob))
@@ -159,8 +166,9 @@ class Store:
     def info(self, config: RunConfig | str) -> dict | None:
         """The bookkeeping of a run: status, owner, claimed_at, updated_at, attempts, error."""
         with self._sqlite("reading a run"):
-            cur = self._db.execute("SELECT status, owner, claimed_at, updated_at, attempts, error FROM runs "
-                                   "WHERE key = ?", (_key(config),))
+            cur = self._db.execute(
+                "SELECT status, owner, claimed_at, updated_at, attempts, error FROM runs WHERE key = ?", (_key(config),)
+            )
             row = cur.fetchone()
         return dict(zip([d[0] for d in cur.description], row)) if row else None
 
@@ -197,8 +205,9 @@ class Store:
                 raise
 
     def _claimable(self, key: str, now: float, me: str) -> Claim | None:
-        row = self._db.execute("SELECT status, result, checksum, owner, claimed_at FROM runs WHERE key = ?",
-                               (key,)).fetchone()
+        row = self._db.execute(
+            "SELECT status, result, checksum, owner, claimed_at FROM runs WHERE key = ?", (key,)
+        ).fetchone()
         if row is None:
             return Claim(True)
         status, blob, digest, holder, claimed_at = row
@@ -222,9 +231,12 @@ class Store:
         released = 0
         with self._write("release claims"):
             for i in range(0, len(keys), 500):
-                chunk = keys[i:i + 500]
-                cur = self._db.execute(f"DELETE FROM runs WHERE status = 'running' AND owner = ? "
-                                       f"AND key IN ({','.join('?' * len(chunk))})", (me, *chunk))
+                chunk = keys[i : i + 500]
+                cur = self._db.execute(
+                    f"DELETE FROM runs WHERE status = 'running' AND owner = ? "
+                    f"AND key IN ({','.join('?' * len(chunk))})",
+                    (me, *chunk),
+                )
                 released += cur.rowcount
         return released
 
@@ -238,8 +250,15 @@ class Store:
                 "VALUES (?, ?, ?, ?, ?, ?, 1, ?) "
                 "ON CONFLICT(key) DO UPDATE SET status=excluded.status, result=excluded.result, "
                 "checksum=excluded.checksum, owner=excluded.owner, updated_at=excluded.updated_at, error=NULL",
-                (key, result.status, json.dumps(cfg.to_dict(), sort_keys=True), blob, owners.this_process(),
-                 time.time(), checksum(key, result.status, blob)),
+                (
+                    key,
+                    result.status,
+                    json.dumps(cfg.to_dict(), sort_keys=True),
+                    blob,
+                    owners.this_process(),
+                    time.time(),
+                    checksum(key, result.status, blob),
+                ),
             )
 
     def fail(self, config: RunConfig, error: str) -> None:
@@ -249,8 +268,7 @@ class Store:
                 "INSERT INTO runs (key, status, config, owner, updated_at, error) VALUES (?, 'failed', ?, ?, ?, ?) "
                 "ON CONFLICT(key) DO UPDATE SET status='failed', result=NULL, checksum=NULL, "
                 "updated_at=excluded.updated_at, error=excluded.error",
-                (config.key(), json.dumps(config.to_dict(), sort_keys=True), owners.this_process(), time.time(),
-                 error),
+                (config.key(), json.dumps(config.to_dict(), sort_keys=True), owners.this_process(), time.time(), error),
             )
 
     def integrity_check(self) -> str:

@@ -17,8 +17,7 @@ import tempfile
 import urllib.parse
 
 DONE = ("finished", "diverged")
-_COLUMNS = ("key", "status", "config", "result", "owner", "claimed_at", "updated_at", "attempts", "error",
-            "checksum")
+_COLUMNS = ("key", "status", "config", "result", "owner", "claimed_at", "updated_at", "attempts", "error", "checksum")
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     key TEXT PRIMARY KEY,
@@ -97,8 +96,9 @@ def _create(name: str, path: str, folder: str) -> None:
         os.makedirs(folder, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=".new-store-", suffix=".sqlite")
     except OSError as e:
-        raise StoreError(f"results store {name}: cannot create it in {folder} ({e.strerror}; "
-                         f"expected a writable folder)") from None
+        raise StoreError(
+            f"results store {name}: cannot create it in {folder} ({e.strerror}; expected a writable folder)"
+        ) from None
     os.close(fd)
     try:
         db = sqlite3.connect(tmp, isolation_level=None)
@@ -129,11 +129,15 @@ def _check_header(name: str, path: str) -> None:
     except OSError as e:
         raise StoreError(f"results store {name}: cannot read it ({e.strerror})") from None
     if not head:
-        raise StoreError(f"results store {name} is empty (0 bytes): expected a bnlab results store "
-                         f"(SQLite); it was truncated or is another file. Move it away to start a new store")
+        raise StoreError(
+            f"results store {name} is empty (0 bytes): expected a bnlab results store "
+            f"(SQLite); it was truncated or is another file. Move it away to start a new store"
+        )
     if head != _SQLITE_MAGIC:
-        raise StoreError(f"results store {name}: expected a bnlab results store (SQLite), "
-                         f"got a file that is not SQLite (starts with {head[:8]!r})")
+        raise StoreError(
+            f"results store {name}: expected a bnlab results store (SQLite), "
+            f"got a file that is not SQLite (starts with {head[:8]!r})"
+        )
 
 
 def _prepare(name: str, db: sqlite3.Connection, read_only: bool) -> bool:
@@ -141,12 +145,16 @@ def _prepare(name: str, db: sqlite3.Connection, read_only: bool) -> bool:
     try:
         problems = db.execute("PRAGMA quick_check").fetchall()
         if [r[0] for r in problems] != ["ok"]:
-            raise StoreError(f"results store {name} is damaged (SQLite's check: {problems[0][0]}); "
-                             f"expected an intact bnlab results store. Move it away to start a new one")
+            raise StoreError(
+                f"results store {name} is damaged (SQLite's check: {problems[0][0]}); "
+                f"expected an intact bnlab results store. Move it away to start a new one"
+            )
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         if tables and "runs" not in tables:
-            raise StoreError(f"results store {name}: expected a bnlab results store (a table 'runs'), "
-                             f"got a SQLite database with tables {sorted(tables)}")
+            raise StoreError(
+                f"results store {name}: expected a bnlab results store (a table 'runs'), "
+                f"got a SQLite database with tables {sorted(tables)}"
+            )
         if read_only:
             columns = {r[1] for r in db.execute("PRAGMA table_info(runs)")}
             return "checksum" in columns
@@ -155,8 +163,9 @@ def _prepare(name: str, db: sqlite3.Connection, read_only: bool) -> bool:
         db.execute(_SCHEMA)
         columns = {r[1] for r in db.execute("PRAGMA table_info(runs)")}
         if not set(_COLUMNS) - {"checksum"} <= columns:
-            raise StoreError(f"results store {name}: expected the columns {list(_COLUMNS)} in table runs "
-                             f"(got {sorted(columns)})")
+            raise StoreError(
+                f"results store {name}: expected the columns {list(_COLUMNS)} in table runs (got {sorted(columns)})"
+            )
         if "checksum" not in columns:
             _add_checksums(db)
         return True
@@ -170,11 +179,9 @@ def _add_checksums(db: sqlite3.Connection) -> None:
     try:
         db.execute("ALTER TABLE runs ADD COLUMN checksum TEXT")
         rows = db.execute("SELECT key, status, result FROM runs WHERE status IN (?, ?)", DONE).fetchall()
-        db.executemany("UPDATE runs SET checksum = ? WHERE key = ?",
-                       [(checksum(k, s, r), k) for k, s, r in rows])
+        db.executemany("UPDATE runs SET checksum = ? WHERE key = ?", [(checksum(k, s, r), k) for k, s, r in rows])
         db.execute("COMMIT")
     except BaseException:
         if db.in_transaction:
             db.execute("ROLLBACK")
         raise
-

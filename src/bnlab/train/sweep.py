@@ -62,8 +62,10 @@ class SweepProgress:
 
     def __str__(self) -> str:
         eta = "?" if self.eta_s != self.eta_s else f"{self.eta_s:.0f}s"
-        return (f"{self.done}/{self.total} runs ({self.skipped} already done, {self.failed} failed), "
-                f"{self.elapsed_s:.0f}s elapsed, ETA {eta}")
+        return (
+            f"{self.done}/{self.total} runs ({self.skipped} already done, {self.failed} failed), "
+            f"{self.elapsed_s:.0f}s elapsed, ETA {eta}"
+        )
 
 
 class SweepError(RuntimeError):
@@ -147,8 +149,17 @@ def _run_here(todo: list[RunConfig], db: Store, tally: _Tally, device: str, thre
     return busy
 
 
-def _run_on_cluster(todo: list[RunConfig], db: Store, tally: _Tally, *, scheduler: str | None, jobs: int,
-                    device: str, threads: int, worker_setup) -> list[RunConfig]:
+def _run_on_cluster(
+    todo: list[RunConfig],
+    db: Store,
+    tally: _Tally,
+    *,
+    scheduler: str | None,
+    jobs: int,
+    device: str,
+    threads: int,
+    worker_setup,
+) -> list[RunConfig]:
     """Claim every config, run the claimed ones as Dask tasks, store each result as it arrives."""
     import distributed
 
@@ -174,8 +185,10 @@ def _run_on_cluster(todo: list[RunConfig], db: Store, tally: _Tally, *, schedule
                 try:
                     out = fut.result()
                 except Exception as e:  # KilledWorker: its workers kept dying; or the scheduler was lost
-                    out = {"outcome": "failed", "error": f"{type(e).__name__}: {e} (the run's worker process died "
-                                                         f"or the cluster lost it)"}
+                    out = {
+                        "outcome": "failed",
+                        "error": f"{type(e).__name__}: {e} (the run's worker process died or the cluster lost it)",
+                    }
                 if out["outcome"] == "failed":
                     _record(db, c, "failed", out["error"], tally)
                 else:
@@ -187,12 +200,16 @@ def _run_on_cluster(todo: list[RunConfig], db: Store, tally: _Tally, *, schedule
     return busy
 
 
-def _wait_for_others(busy: list[RunConfig], db: Store, tally: _Tally, device: str, threads: int,
-                     poll_s: float = 0.5) -> None:
+def _wait_for_others(
+    busy: list[RunConfig], db: Store, tally: _Tally, device: str, threads: int, poll_s: float = 0.5
+) -> None:
     """Runs another live process had claimed: wait for them, or take them over if it goes away."""
     holders = {(db.info(c) or {}).get("owner") for c in busy}
-    log.warning("waiting for %d run(s) that another process is computing (%s); they are taken over if it stops",
-                len(busy), ", ".join(sorted(h or "?" for h in holders)))
+    log.warning(
+        "waiting for %d run(s) that another process is computing (%s); they are taken over if it stops",
+        len(busy),
+        ", ".join(sorted(h or "?" for h in holders)),
+    )
     while busy:
         time.sleep(poll_s)
         still = []
@@ -247,22 +264,38 @@ def run_sweep(
         todo = [c for c in unique if c.key() not in done_keys]
         tally = _Tally(len(unique), len(done_keys), progress)
         if todo and db.read_only:
-            raise StoreError(f"results store {db.path} is read-only here, and {len(todo)} of the sweep's "
-                             f"{len(unique)} runs are not in it (expected a writable store to run them)")
+            raise StoreError(
+                f"results store {db.path} is read-only here, and {len(todo)} of the sweep's "
+                f"{len(unique)} runs are not in it (expected a writable store to run them)"
+            )
         if scheduler is None and (jobs == 1 or len(todo) <= 1):
             busy = _run_here(todo, db, tally, device, threads)
         else:
-            busy = _run_on_cluster(todo, db, tally, scheduler=scheduler, jobs=jobs, device=device,
-                                   threads=threads, worker_setup=worker_setup)
+            busy = _run_on_cluster(
+                todo,
+                db,
+                tally,
+                scheduler=scheduler,
+                jobs=jobs,
+                device=device,
+                threads=threads,
+                worker_setup=worker_setup,
+            )
         if busy:
             _wait_for_others(busy, db, tally, device, threads)
         if tally.failures:
             first = (db.info(tally.failures[0]) or {}).get("error") or ""
             if on_error == "raise":
-                raise SweepError(f"{len(tally.failures)} of {len(unique)} runs failed; the first "
-                                 f"({tally.failures[0]}):\n{first}")
-            log.warning("%d of %d runs failed (their errors are in %s); the first: %s", len(tally.failures),
-                        len(unique), db.path, first.strip().splitlines()[-1] if first.strip() else "?")
+                raise SweepError(
+                    f"{len(tally.failures)} of {len(unique)} runs failed; the first ({tally.failures[0]}):\n{first}"
+                )
+            log.warning(
+                "%d of %d runs failed (their errors are in %s); the first: %s",
+                len(tally.failures),
+                len(unique),
+                db.path,
+                first.strip().splitlines()[-1] if first.strip() else "?",
+            )
         return db.results(configs)
     finally:
         if own_store:

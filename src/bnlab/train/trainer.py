@@ -52,9 +52,16 @@ EVAL_CHUNK = 2000  # examples per forward pass in evaluation
 
 def build_model(config: RunConfig, dataset: bdata.Dataset) -> nn.Module:
     """The config's model for ``dataset``'s input shape and classes (weights from torch's default RNG)."""
-    return models.build(config.model, norm=config.norm, placement=config.placement, act=config.act,
-                        norm_kw=config.norm_kw, input_shape=dataset.input_shape,
-                        num_classes=dataset.num_classes, **config.model_kw)
+    return models.build(
+        config.model,
+        norm=config.norm,
+        placement=config.placement,
+        act=config.act,
+        norm_kw=config.norm_kw,
+        input_shape=dataset.input_shape,
+        num_classes=dataset.num_classes,
+        **config.model_kw,
+    )
 
 
 def set_trainable(model: nn.Module, config: RunConfig, generator: torch.Generator) -> int:
@@ -80,8 +87,8 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor) -> tuple[float, float]:
     loss_sum, correct = 0.0, 0
     try:
         for i in range(0, x.shape[0], EVAL_CHUNK):
-            logits = model(x[i:i + EVAL_CHUNK])
-            yi = y[i:i + EVAL_CHUNK]
+            logits = model(x[i : i + EVAL_CHUNK])
+            yi = y[i : i + EVAL_CHUNK]
             loss_sum += float(F.cross_entropy(logits.float(), yi, reduction="sum"))
             correct += int((logits.argmax(1) == yi).sum())
     finally:
@@ -207,8 +214,9 @@ def _train(config, dataset, device, progress, extra_probes, sync_bn, keep_model)
 
         net = wrap_ddp(model, device)
     optimizer = build_optimizer(config, params)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(config.schedule, config.steps,
-                                                                       config.warmup_steps))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lr_factor(config.schedule, config.steps, config.warmup_steps)
+    )
     batch_gen = torch.Generator().manual_seed(config.seed)
     local = config.batch_size // world
     x_train, y_train = ds.x_train, ds.y_train
@@ -230,7 +238,7 @@ def _train(config, dataset, device, progress, extra_probes, sync_bn, keep_model)
     else:
         order = batch_indices(x_train.shape[0], config.batch_size, config.steps, batch_gen)
     for step, idx in enumerate(order, 1):
-        idx = idx[rank * local:(rank + 1) * local].to(device, non_blocking=True)
+        idx = idx[rank * local : (rank + 1) * local].to(device, non_blocking=True)
         xb, yb = x_train.index_select(0, idx), y_train.index_select(0, idx)
         metric_step = step % config.eval_every == 0 or step == config.steps
         if metric_step:
@@ -251,8 +259,11 @@ def _train(config, dataset, device, progress, extra_probes, sync_bn, keep_model)
             window = losses[checked:step].tolist()
             if checked == 0:
                 first_loss = window[0]
-            bad = [i for i, v in enumerate(window, checked + 1)
-                   if not math.isfinite(v) or v > config.diverge_factor * first_loss]
+            bad = [
+                i
+                for i, v in enumerate(window, checked + 1)
+                if not math.isfinite(v) or v > config.diverge_factor * first_loss
+            ]
             checked = step
             if _any(bool(bad), world, device):
                 status = "diverged"
@@ -284,13 +295,26 @@ def _train(config, dataset, device, progress, extra_probes, sync_bn, keep_model)
             final_metrics.update(p.finish(model, ds))
     for p in probes:
         p.detach()
-    env = {"torch": torch.__version__, "device": str(device), "threads": torch.get_num_threads(),
-           "world_size": world, "python": platform.python_version()}
-    return RunResult(config=config, status=status, series=series,
-                     steps_done=diverged_step if diverged_step is not None else step,
-                     diverged_step=diverged_step, wall_s=time.perf_counter() - t_start, train_s=train_s,
-                     trainable_params=trainable, env=env, final_metrics=final_metrics,
-                     model=model if keep_model else None)
+    env = {
+        "torch": torch.__version__,
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "world_size": world,
+        "python": platform.python_version(),
+    }
+    return RunResult(
+        config=config,
+        status=status,
+        series=series,
+        steps_done=diverged_step if diverged_step is not None else step,
+        diverged_step=diverged_step,
+        wall_s=time.perf_counter() - t_start,
+        train_s=train_s,
+        trainable_params=trainable,
+        env=env,
+        final_metrics=final_metrics,
+        model=model if keep_model else None,
+    )
 
 
 def _append_row(series: dict[str, list[float]], row: dict[str, float]) -> None:

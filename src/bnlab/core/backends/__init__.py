@@ -55,37 +55,101 @@ class Backend:
     fuses_update = False  # forward applies ``running`` in its own pass
     traced = False  # chosen because a tracer (torch.compile, jit, torch.func) is active
 
-    def forward(self, x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float, act: str, slope: float,
-                running: Running | None) -> tuple[Tensor, Tensor, Tensor]:
+    def forward(
+        self,
+        x: Tensor,
+        weight: Tensor | None,
+        bias: Tensor | None,
+        eps: float,
+        act: str,
+        slope: float,
+        running: Running | None,
+    ) -> tuple[Tensor, Tensor, Tensor]:
         raise NotImplementedError
 
     def stats(self, x: Tensor) -> tuple[Tensor, Tensor]:
         raise NotImplementedError
 
-    def normalize(self, x: Tensor, mean: Tensor, var: Tensor, weight: Tensor | None, bias: Tensor | None,
-                  eps: float, act: str, slope: float) -> Tensor:
+    def normalize(
+        self,
+        x: Tensor,
+        mean: Tensor,
+        var: Tensor,
+        weight: Tensor | None,
+        bias: Tensor | None,
+        eps: float,
+        act: str,
+        slope: float,
+    ) -> Tensor:
         raise NotImplementedError
 
-    def backward(self, dy: Tensor, x: Tensor, weight: Tensor | None, bias: Tensor | None, mean: Tensor,
-                 var: Tensor, eps: float, act: str, slope: float,
-                 needs: tuple[bool, bool, bool]) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+    def backward(
+        self,
+        dy: Tensor,
+        x: Tensor,
+        weight: Tensor | None,
+        bias: Tensor | None,
+        mean: Tensor,
+        var: Tensor,
+        eps: float,
+        act: str,
+        slope: float,
+        needs: tuple[bool, bool, bool],
+    ) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
         raise NotImplementedError
 
-    def backward_reduce(self, dy: Tensor, x: Tensor, weight: Tensor | None, bias: Tensor | None, mean: Tensor,
-                        var: Tensor, eps: float, act: str, slope: float) -> tuple[Tensor, Tensor]:
+    def backward_reduce(
+        self,
+        dy: Tensor,
+        x: Tensor,
+        weight: Tensor | None,
+        bias: Tensor | None,
+        mean: Tensor,
+        var: Tensor,
+        eps: float,
+        act: str,
+        slope: float,
+    ) -> tuple[Tensor, Tensor]:
         raise NotImplementedError
 
-    def backward_elemt(self, dy: Tensor, x: Tensor, weight: Tensor | None, bias: Tensor | None, mean: Tensor,
-                       var: Tensor, eps: float, act: str, slope: float, mean_g: Tensor,
-                       mean_gxmu: Tensor) -> Tensor:
+    def backward_elemt(
+        self,
+        dy: Tensor,
+        x: Tensor,
+        weight: Tensor | None,
+        bias: Tensor | None,
+        mean: Tensor,
+        var: Tensor,
+        eps: float,
+        act: str,
+        slope: float,
+        mean_g: Tensor,
+        mean_gxmu: Tensor,
+    ) -> Tensor:
         raise NotImplementedError
 
-    def eval(self, x: Tensor, running_mean: Tensor, running_var: Tensor, weight: Tensor | None,
-             bias: Tensor | None, eps: float, act: str, slope: float) -> Tensor:
+    def eval(
+        self,
+        x: Tensor,
+        running_mean: Tensor,
+        running_var: Tensor,
+        weight: Tensor | None,
+        bias: Tensor | None,
+        eps: float,
+        act: str,
+        slope: float,
+    ) -> Tensor:
         raise NotImplementedError
 
-    def update_running_stats(self, running_mean: Tensor | None, running_var: Tensor | None, mean: Tensor,
-                             var: Tensor, count: int, momentum: float | Tensor) -> None:
+    def update_running_stats(
+        self,
+        running_mean: Tensor | None,
+        running_var: Tensor | None,
+        mean: Tensor,
+        var: Tensor,
+        count: int,
+        momentum: float | Tensor,
+    ) -> None:
         raise NotImplementedError
 
     def __repr__(self) -> str:

@@ -115,8 +115,23 @@ class NumbaCPU(Backend):
         if running is not None and xk is x:  # (half-type buffers are updated below in torch ops)
             rm, rv, count, momentum = running.mean, running.var, running.count, float(running.momentum)
         (K.forward_planes if planes else K.forward_rows)(
-            xk.data_ptr(), dims, _ptr(wk), _ptr(bk), float(eps), K.ACT_TAGS[act], float(slope), mode, y.data_ptr(),
-            mean.data_ptr(), var.data_ptr(), _ptr(rm), _ptr(rv), count, momentum, tag)
+            xk.data_ptr(),
+            dims,
+            _ptr(wk),
+            _ptr(bk),
+            float(eps),
+            K.ACT_TAGS[act],
+            float(slope),
+            mode,
+            y.data_ptr(),
+            mean.data_ptr(),
+            var.data_ptr(),
+            _ptr(rm),
+            _ptr(rv),
+            count,
+            momentum,
+            tag,
+        )
         if running is not None:
             if xk is not x:
                 M.update_running_stats(running.mean, running.var, mean, var, running.count, running.momentum)
@@ -129,8 +144,7 @@ class NumbaCPU(Backend):
         K, mode, tag, planes, dims = self._call_args(xk)
         mean = torch.empty(dims[1], dtype=xk.dtype)
         var = torch.empty(dims[1], dtype=xk.dtype)
-        (K.stats_planes if planes else K.stats_rows)(xk.data_ptr(), dims, mode, mean.data_ptr(),
-                                                              var.data_ptr(), tag)
+        (K.stats_planes if planes else K.stats_rows)(xk.data_ptr(), dims, mode, mean.data_ptr(), var.data_ptr(), tag)
         return mean, var
 
     def normalize(self, x, mean, var, weight, bias, eps, act, slope):
@@ -138,8 +152,19 @@ class NumbaCPU(Backend):
         K, mode, tag, planes, dims = self._call_args(xk)
         y = torch.empty_like(xk)
         (K.normalize_planes if planes else K.normalize_rows)(
-            xk.data_ptr(), dims, mean.data_ptr(), var.data_ptr(), _ptr(wk), _ptr(bk), float(eps), K.ACT_TAGS[act],
-            float(slope), mode, y.data_ptr(), tag)
+            xk.data_ptr(),
+            dims,
+            mean.data_ptr(),
+            var.data_ptr(),
+            _ptr(wk),
+            _ptr(bk),
+            float(eps),
+            K.ACT_TAGS[act],
+            float(slope),
+            mode,
+            y.data_ptr(),
+            tag,
+        )
         return y if xk is x else y.to(x.dtype)
 
     def _grad_in(self, dy: Tensor, xk: Tensor) -> Tensor:
@@ -156,8 +181,22 @@ class NumbaCPU(Backend):
         dw = torch.empty(C, dtype=xk.dtype) if needs[1] and weight is not None else None
         db = torch.empty(C, dtype=xk.dtype) if needs[2] and bias is not None else None
         (K.backward_planes if planes else K.backward_rows)(
-            dyk.data_ptr(), xk.data_ptr(), dims, _ptr(wk), _ptr(bk), mean.data_ptr(), var.data_ptr(), float(eps),
-            K.ACT_TAGS[act], float(slope), mode, _ptr(dx), _ptr(dw), _ptr(db), tag)
+            dyk.data_ptr(),
+            xk.data_ptr(),
+            dims,
+            _ptr(wk),
+            _ptr(bk),
+            mean.data_ptr(),
+            var.data_ptr(),
+            float(eps),
+            K.ACT_TAGS[act],
+            float(slope),
+            mode,
+            _ptr(dx),
+            _ptr(dw),
+            _ptr(db),
+            tag,
+        )
         if xk is not x:  # half types: round once
             dx = None if dx is None else dx.to(x.dtype)
             dw = None if dw is None else dw.to(weight.dtype)
@@ -170,9 +209,21 @@ class NumbaCPU(Backend):
         sum_g = torch.empty(dims[1], dtype=xk.dtype)
         sum_gxmu = torch.empty(dims[1], dtype=xk.dtype)
         (K.reduce_planes if planes else K.reduce_rows)(
-            self._grad_in(dy, xk).data_ptr(), xk.data_ptr(), dims, _ptr(wk), _ptr(bk), mean.data_ptr(),
-            var.data_ptr(), float(eps), K.ACT_TAGS[act], float(slope), mode, sum_g.data_ptr(), sum_gxmu.data_ptr(),
-            tag)
+            self._grad_in(dy, xk).data_ptr(),
+            xk.data_ptr(),
+            dims,
+            _ptr(wk),
+            _ptr(bk),
+            mean.data_ptr(),
+            var.data_ptr(),
+            float(eps),
+            K.ACT_TAGS[act],
+            float(slope),
+            mode,
+            sum_g.data_ptr(),
+            sum_gxmu.data_ptr(),
+            tag,
+        )
         return sum_g, sum_gxmu
 
     def backward_elemt(self, dy, x, weight, bias, mean, var, eps, act, slope, mean_g, mean_gxmu):
@@ -181,9 +232,22 @@ class NumbaCPU(Backend):
         mean_g, mean_gxmu = mean_g.contiguous(), mean_gxmu.contiguous()
         dx = torch.empty_like(xk)
         (K.elemt_planes if planes else K.elemt_rows)(
-            self._grad_in(dy, xk).data_ptr(), xk.data_ptr(), dims, _ptr(wk), _ptr(bk), mean.data_ptr(),
-            var.data_ptr(), float(eps), K.ACT_TAGS[act], float(slope), mean_g.data_ptr(), mean_gxmu.data_ptr(),
-            mode, dx.data_ptr(), tag)
+            self._grad_in(dy, xk).data_ptr(),
+            xk.data_ptr(),
+            dims,
+            _ptr(wk),
+            _ptr(bk),
+            mean.data_ptr(),
+            var.data_ptr(),
+            float(eps),
+            K.ACT_TAGS[act],
+            float(slope),
+            mean_g.data_ptr(),
+            mean_gxmu.data_ptr(),
+            mode,
+            dx.data_ptr(),
+            tag,
+        )
         return dx if xk is x else dx.to(x.dtype)
 
     def eval(self, x, running_mean, running_var, weight, bias, eps, act, slope):
@@ -192,8 +256,19 @@ class NumbaCPU(Backend):
         K, mode, tag, planes, dims = self._call_args(xk)
         y = torch.empty_like(xk)
         (K.eval_planes if planes else K.eval_rows)(
-            xk.data_ptr(), dims, rm.data_ptr(), rv.data_ptr(), _ptr(wk), _ptr(bk), float(eps), K.ACT_TAGS[act],
-            float(slope), mode, y.data_ptr(), tag)
+            xk.data_ptr(),
+            dims,
+            rm.data_ptr(),
+            rv.data_ptr(),
+            _ptr(wk),
+            _ptr(bk),
+            float(eps),
+            K.ACT_TAGS[act],
+            float(slope),
+            mode,
+            y.data_ptr(),
+            tag,
+        )
         return y if xk is x else y.to(x.dtype)
 
     def update_running_stats(self, running_mean, running_var, mean, var, count, momentum):
@@ -204,7 +279,14 @@ class NumbaCPU(Backend):
             M.update_running_stats(running_mean, running_var, mean, var, count, momentum)
             return
         K = _numba()
-        K.update_running_stats(_ptr(running_mean), _ptr(running_var), mean.data_ptr(), var.data_ptr(),
-                               mean.shape[0], int(count), float(momentum), _TAGS[mean.dtype])
+        K.update_running_stats(
+            _ptr(running_mean),
+            _ptr(running_var),
+            mean.data_ptr(),
+            var.data_ptr(),
+            mean.shape[0],
+            int(count),
+            float(momentum),
+            _TAGS[mean.dtype],
+        )
         increment_version(buffers)
-

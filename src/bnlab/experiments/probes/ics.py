@@ -36,9 +36,14 @@ from .restore import preserved
 
 def weight_layers(model: nn.Module) -> list[str]:
     """Paths of the Conv/Linear modules (own ``weight``, not a norm), in module order."""
-    return [name for name, m in model.named_modules()
-            if name and isinstance(getattr(m, "weight", None), nn.Parameter) and not is_norm_layer(m)
-            and not any(True for _ in m.children())]
+    return [
+        name
+        for name, m in model.named_modules()
+        if name
+        and isinstance(getattr(m, "weight", None), nn.Parameter)
+        and not is_norm_layer(m)
+        and not any(True for _ in m.children())
+    ]
 
 
 def trial_update(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[int, torch.Tensor]:
@@ -61,8 +66,9 @@ class ICS(Probe):
         elif self.path in layers[1:]:
             self.layers = [self.path]
         else:
-            raise ValueError(f"expected ics:PATH with PATH a weight layer after the first, one of {layers[1:]} "
-                             f"(got {self.path!r})")
+            raise ValueError(
+                f"expected ics:PATH with PATH a weight layer after the first, one of {layers[1:]} (got {self.path!r})"
+            )
 
     def after_backward(self, ctx: StepContext) -> None:
         model = ctx.model

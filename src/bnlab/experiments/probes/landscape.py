@@ -58,9 +58,11 @@ class Landscape(Probe):
                 diffs.append(diff)
                 betas.append(diff / (eta * g_norm) if g_norm > 0 else math.nan)
         self._values = {
-            "landscape/loss_min": min(losses), "landscape/loss_max": max(losses),
+            "landscape/loss_min": min(losses),
+            "landscape/loss_max": max(losses),
             "landscape/loss_range": max(losses) - min(losses),
-            "landscape/grad_diff_min": min(diffs), "landscape/grad_diff_max": max(diffs),
+            "landscape/grad_diff_min": min(diffs),
+            "landscape/grad_diff_max": max(diffs),
             "landscape/beta": max(betas),
         }
 

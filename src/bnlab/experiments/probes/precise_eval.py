@@ -47,7 +47,7 @@ class PreciseEval(Probe):
         saved = {name: b.clone() for name, b in model.named_buffers()}
         gen = torch.Generator().manual_seed(_PERM_SEED + ctx.step)
         x_perm = x_tr[torch.randperm(x_tr.shape[0], generator=gen).to(device)]  # (N, L), shuffled
-        batches = [x_perm[i:i + batch_size] for i in range(0, x_perm.shape[0], batch_size)]
+        batches = [x_perm[i : i + batch_size] for i in range(0, x_perm.shape[0], batch_size)]
         self._values["precise/ema_test_acc"] = evaluate(model, x_te, y_te)[1]
         try:
             for n in self.sizes:

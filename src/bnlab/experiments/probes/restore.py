@@ -19,8 +19,7 @@ from torch import nn
 
 @contextlib.contextmanager
 def preserved(model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> Iterator[None]:
-    params = [(p, p.detach().clone(), None if p.grad is None else p.grad.detach().clone())
-              for p in model.parameters()]
+    params = [(p, p.detach().clone(), None if p.grad is None else p.grad.detach().clone()) for p in model.parameters()]
     buffers = [(b, b.detach().clone()) for b in model.buffers()]
     modes = [(m, m.training) for m in model.modules()]
     opt_state = copy.deepcopy(optimizer.state_dict()) if optimizer is not None else None

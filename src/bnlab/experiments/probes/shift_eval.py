@@ -89,12 +89,20 @@ def measure(model: nn.Module, x: Tensor, y: Tensor, methods: str = "all") -> dic
     ones), "main" (without them) or "gap" (source, test_batch and disagree only)."""
     src = _eval(model, x)
     tb = _test_batch(model, x, BATCH)
-    out = {"source": error(src, y), "test_batch": error(tb, y),
-           "disagree": float((src.argmax(1) != tb.argmax(1)).float().mean())}
+    out = {
+        "source": error(src, y),
+        "test_batch": error(tb, y),
+        "disagree": float((src.argmax(1) != tb.argmax(1)).float().mean()),
+    }
     if methods == "gap":
         return out
-    out.update({"adabn": error(_adabn(model, x), y), "tent": error(_tent(model, x, BATCH, TENT_LR), y),
-                "tent_lr_paper": error(_tent(model, x, BATCH, TENT_LR_PAPER), y)})
+    out.update(
+        {
+            "adabn": error(_adabn(model, x), y),
+            "tent": error(_tent(model, x, BATCH, TENT_LR), y),
+            "tent_lr_paper": error(_tent(model, x, BATCH, TENT_LR_PAPER), y),
+        }
+    )
     if methods == "all":
         x, y = x[:SUBSET], y[:SUBSET]
         out["subset_source"] = error(_eval(model, x), y)
@@ -122,8 +130,10 @@ class ShiftEval(Probe):
         y = clean.y_test.to(device)
         top = max(self.severities)
         most = "all" if self.small else "main"
-        sets = [("clean", 0, clean.x_test, y, most),
-                ("train", 0, clean.x_train[:TRAIN_SAMPLES], clean.y_train[:TRAIN_SAMPLES].to(device), "gap")]
+        sets = [
+            ("clean", 0, clean.x_test, y, most),
+            ("train", 0, clean.x_train[:TRAIN_SAMPLES], clean.y_train[:TRAIN_SAMPLES].to(device), "gap"),
+        ]
         for corruption in shifted.CORRUPTIONS[self.data]:
             xs = shifted.corrupted_test(self.data, corruption, self.severities, clean=clean)
             sets += [(corruption, s, xs[s], y, most if s == top else "main") for s in self.severities]
@@ -145,8 +155,9 @@ def _shift_eval(arg: str | None) -> Probe:
     except ValueError:
         severities = ()
     if not data or not severities or any(s not in shifted.SEVERITIES for s in severities) or option not in ("", "main"):
-        raise ValueError(f"expected shift_eval:DATA:S1,S2,...[:main] with severities in {shifted.SEVERITIES} "
-                         f"(got {arg!r})")
+        raise ValueError(
+            f"expected shift_eval:DATA:S1,S2,...[:main] with severities in {shifted.SEVERITIES} (got {arg!r})"
+        )
     return ShiftEval(data, severities, small=option != "main")
 
 
