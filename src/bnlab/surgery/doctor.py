@@ -44,6 +44,7 @@ from torch import Tensor, nn
 from ..core import math as M
 from .conventions import DECAY_LIKE_RANGE, looks_like_decay
 from .fold import _outputs, find_pairs
+from ._stats import watch_input, watch_statistics
 from .graph import Neighbours, bn_neighbours
 from .sources import is_batchnorm
 
@@ -366,12 +367,12 @@ def _bn_input_shapes(ctx: _Model, args: tuple) -> dict[str, tuple[int, ...]]:
     twin = copy.deepcopy(ctx.model)
 
     def record(name: str):
-        def hook(_module, inputs) -> None:
-            shapes.setdefault(name, tuple(inputs[0].shape))
+        def hook(_module, x) -> None:
+            shapes.setdefault(name, tuple(x.shape))
 
         return hook
 
-    handles = [m.register_forward_pre_hook(record(n or "<model>")) for n, m in twin.named_modules() if _is_bn(m)]
+    handles = [watch_input(m, record(n or "<model>")) for n, m in twin.named_modules() if _is_bn(m)]
     try:
         twin(*args)
     except Exception:  # noqa: BLE001 -- any error of the user's forward
@@ -483,8 +484,8 @@ def _eval_with_statistics(ctx: _Model, args: tuple) -> tuple[Tensor | None, dict
         return _first_tensor(twin(*args)), out
 
     def record(name: str, m: nn.Module):
-        def hook(_module, inputs) -> None:
-            x, rm, rv = inputs[0], getattr(m, "running_mean", None), getattr(m, "running_var", None)
+        def hook(_module, x) -> None:  # what the layer's statistics are taken over (a mask's valid values)
+            rm, rv = getattr(m, "running_mean", None), getattr(m, "running_var", None)
             if rm is None or rv is None or name in out or x.dim() < 2 or x.numel() <= x.shape[1]:
                 return
             x = x.detach().double()
@@ -498,7 +499,7 @@ def _eval_with_statistics(ctx: _Model, args: tuple) -> tuple[Tensor | None, dict
 
         return hook
 
-    handles = [m.register_forward_pre_hook(record(n or "<model>", m)) for n, m in twin.named_modules() if _is_bn(m)]
+    handles = [watch_statistics(m, record(n or "<model>", m)) for n, m in twin.named_modules() if _is_bn(m)]
     try:
         y = _first_tensor(twin(*args))
     finally:
