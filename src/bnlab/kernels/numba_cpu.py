@@ -1096,4 +1096,8 @@ def update_running_stats(prm, prv, pmean, pvar, C, count, momentum, tag):
 
 # Entry points compile in a child process and load from the cache, so that every process runs the
 # same machine code (see bnlab.kernels.cache).
-compile_out_of_process([globals()[name] for name in __all__ if name not in ("ACT_TAGS", "PARALLEL", "SERIAL")])
+_ENTRY_POINTS = [name for name in __all__ if name not in ("ACT_TAGS", "PARALLEL", "SERIAL")]
+compile_out_of_process([globals()[name] for name in _ENTRY_POINTS])
+if threads.launches_need_lock():  # workqueue: one launch at a time across the caller's threads
+    for _name in _ENTRY_POINTS:
+        globals()[_name] = threads.serialized(globals()[_name])
