@@ -17,7 +17,11 @@ import bnlab
 from bnlab.core import dispatch
 
 INF, NAN = float("inf"), float("nan")
-TOL = {torch.float32: dict(rtol=1e-5, atol=1e-5), torch.float16: dict(rtol=1e-2, atol=1e-2)}
+TOL = {
+    torch.float32: dict(rtol=1e-5, atol=1e-5),
+    torch.float16: dict(rtol=1e-2, atol=1e-2),
+    torch.float64: dict(rtol=1e-5, atol=1e-5),
+}
 SHAPES = [(2, 3, 9000), (64, 3, 7), (16, 3), (4, 3, 6, 5)]  # planes of 2 blocks, rows of planes, rows, 4D
 VALUES = [INF, -INF, NAN, 1e26, -1e30, 3e38]  # one such value in channel 0
 
@@ -26,7 +30,7 @@ def _same(a: torch.Tensor, b: torch.Tensor, dtype) -> None:
     assert torch.equal(a.isnan(), b.isnan()), (a, b)
     assert torch.equal(a.isposinf(), b.isposinf()) and torch.equal(a.isneginf(), b.isneginf()), (a, b)
     finite = a.isfinite()
-    torch.testing.assert_close(a[finite].float(), b[finite].float(), **TOL[dtype])
+    torch.testing.assert_close(a[finite].double(), b[finite].double(), **TOL[dtype])
 
 
 def _pair(shape, dtype=torch.float32, momentum=0.1, running_var=None):
@@ -124,3 +128,13 @@ def test_channel_of_equal_huge_values_has_variance_zero():
             dispatch.set_fast(True)
         assert torch.equal(y[:, 0], torch.full((40,), 0.5))
         assert ours.running_var[0] == 0.9  # (1 - momentum) * 1 + momentum * 0
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_float64_values_whose_squares_overflow_give_an_infinite_variance_as_torch(path, shape):
+    """float64 values near 1e200: the sums of squares overflow float64 itself; the first block's
+    merge formed inf * 0 = NaN there."""
+    torch.manual_seed(4)
+    x = torch.randn(shape, dtype=torch.float64) * 1e200
+    ours, ref = _pair(shape)
+    _check(x, ours.double(), ref.double(), True, torch.float64)

@@ -239,6 +239,8 @@ def _chan(mu, m2, cnt, bmean, bm2, k):
     """Chan et al.'s pairwise update of ``(mean, M2)`` over ``cnt`` values with a block of ``k``. With
     an infinite or NaN mean on either side the mean is the weighted sum, as a plain sum gives it
     (inf + finite = inf, inf - inf = NaN), where the update would form inf - inf."""
+    if cnt == 0:  # the first block as it is (delta^2 * 0 would be NaN where delta^2 overflows float64)
+        return bmean, bm2
     tot = cnt + k
     delta = bmean - mu
     if _finite(delta):
