@@ -101,9 +101,12 @@ def _probe_scheduler(address: str, timeout_s: float) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     from distributed.comm import connect as comm_connect
+    from distributed.security import Security
+
+    tls = Security().get_connection_args("client")  # dask's configured TLS settings, as Client uses them
 
     async def identity():
-        comm = await comm_connect(address, timeout=timeout_s)
+        comm = await comm_connect(address, timeout=timeout_s, **tls)
         try:
             await comm.write({"op": "identity", "reply": True})
             return await comm.read()
