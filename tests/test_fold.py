@@ -125,7 +125,7 @@ def test_float16_overflow_warns():
     with torch.no_grad():
         model[1].weight.fill_(1e6)
     with pytest.warns(UserWarning, match="float16 range"):
-        _, rep = fold(model, report=True)
+        _, rep = fold(model, torch.randn(4, 3, dtype=torch.float64), report=True)  # a 2D input: foldable
     assert rep.float16_overflow == ["0"]
 
 

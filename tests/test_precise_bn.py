@@ -93,7 +93,7 @@ def test_failure_restores_running_stats():
     assert not model[0]._forward_pre_hooks
 
 
-def test_refuses_models_without_tracked_bn_and_unused_layers():
+def test_refuses_models_without_tracked_bn_and_warns_of_unused_layers():
     with pytest.raises(ValueError, match="found none"):
         precise_bn(nn.Sequential(nn.Linear(2, 2)), [torch.randn(2, 2)])
 
@@ -105,5 +105,5 @@ def test_refuses_models_without_tracked_bn_and_unused_layers():
         def forward(self, x):
             return self.used(x)
 
-    with pytest.raises(ValueError, match="got none for unused"):
-        precise_bn(Branchy(), [torch.randn(4, 2)])
+    with pytest.warns(UserWarning, match="saw no input in the forward and keep their running statistics: unused"):
+        precise_bn(Branchy(), [torch.randn(4, 2)])  # as torch.optim.swa_utils.update_bn, which accepts it

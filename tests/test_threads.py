@@ -100,3 +100,50 @@ def test_a_forked_child_runs_the_serial_kernels():
     """)
     report = _run(code)
     assert report == {"child": 0, "parent_parallel": True}
+
+
+# Two Python threads train and backprop BN at once, each 20 times, big enough for the parallel kernels.
+_TWO_THREADS = textwrap.dedent("""
+    import json, threading
+    import torch, numba
+    import bnlab
+    torch.set_num_threads(2)
+    try:
+        from numba.np.ufunc import parallel
+        parallel._launch_threads()
+    except (ValueError, ImportError) as e:  # this layer cannot load here (tbb not installed)
+        print(json.dumps(dict(unavailable=str(e).splitlines()[0])))
+        raise SystemExit(0)
+    xs = [torch.randn(4, 8, 64, 64, generator=torch.Generator().manual_seed(i)) for i in range(2)]
+
+    def run(x):
+        bn, x = bnlab.nn.BatchNorm2d(8), x.clone().requires_grad_()
+        y = bn(x)
+        y.backward(x.detach())
+        return y.detach(), x.grad, bn.running_var
+
+    alone = [run(x) for x in xs]
+    out = {}
+
+    def work(i):
+        for _ in range(20):
+            out[i] = run(xs[i])
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    same = all(torch.equal(a, b) for i in range(2) for a, b in zip(out[i], alone[i]))
+    print(json.dumps(dict(layer=numba.threading_layer(), same=same)))
+""")
+
+
+@pytest.mark.parametrize("layer", ["omp", "workqueue", "tbb"])
+def test_two_python_threads_under_each_threading_layer(layer):
+    """workqueue aborted the process (SIGABRT) when two threads launched parallel kernels at once;
+    every layer must now give each thread the bits it gets alone."""
+    result = _run(_TWO_THREADS, NUMBA_THREADING_LAYER=layer)
+    if "unavailable" in result:
+        pytest.skip(f"numba's {layer} layer cannot load here: {result['unavailable']}")
+    assert result == {"layer": layer, "same": True}

@@ -50,7 +50,8 @@ def activate(z: Tensor, act: str, negative_slope: float, inplace: bool = False) 
 def activation_grad(dy: Tensor, z: Tensor, act: str, negative_slope: float) -> Tensor:
     """dL/dz = dL/dy * act'(z), with ``z`` the pre-activation."""
     if act == "relu":
-        return torch.where(z > 0, dy, torch.zeros((), dtype=dy.dtype, device=dy.device))
+        # torch's threshold_backward: 0 where z <= 0, else dy (a NaN z passes dy on, as in torch)
+        return torch.where(z <= 0, torch.zeros((), dtype=dy.dtype, device=dy.device), dy)
     if act == "leaky_relu":
         return torch.where(z > 0, dy, dy * negative_slope)
     if act == "silu":

@@ -7,6 +7,7 @@ gradients and running statistics. The test suite (tests/test_parity.py) covers a
 
 from __future__ import annotations
 
+import argparse
 import itertools
 
 import torch
@@ -71,8 +72,19 @@ def compare(
     return worst
 
 
+def _steps(text: str) -> int:
+    """An argparse type: a number of training steps, >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer (got {text!r})") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer (got {value})")
+    return value
+
+
 def add_arguments(parser) -> None:
-    parser.add_argument("--steps", type=int, default=3, help="training steps before the eval step (default 3)")
+    parser.add_argument("--steps", type=_steps, default=3, help="training steps before the eval step (default 3)")
 
 
 def main(args) -> int:

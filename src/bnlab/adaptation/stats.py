@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterable
 
 from torch import Tensor, nn
 
-from ..surgery.precise_bn import precise_bn
+from ..surgery.precise_bn import _precise_bn
 from ._layers import bn_layers, default_forward, first_batch, restore_modes, save_modes
 
 __all__ = ["adapt_statistics"]
@@ -52,7 +52,10 @@ def adapt_statistics(
     modes = save_modes(model)
     try:
         model.eval()  # precise_bn puts the BN layers in training mode, and back
-        samples = precise_bn(model, batches, num_samples, counted)
+        samples, unused = _precise_bn(model, batches, num_samples, counted, False)
     finally:
         restore_modes(modes)
-    return [name for name, _ in layers], before, samples, seen["batches"]
+    for name, m in layers:  # a layer the forward never reached was not adapted (precise_bn warned)
+        if name in unused:
+            del before[f"{prefix[id(m)]}running_mean"], before[f"{prefix[id(m)]}running_var"]
+    return [name for name, _ in layers if name not in unused], before, samples, seen["batches"]

@@ -41,6 +41,7 @@ from torch import Tensor, nn
 
 from .. import functional as F
 from ..nn.masked import MaskedBatchNorm1d
+from ..surgery._stats import layer_input, statistics_input
 from ._layers import bn_layers
 
 __all__ = ["TestBatchNorm", "mix_statistics"]
@@ -106,7 +107,7 @@ class TestBatchNorm:
                     m._buffers["running_var"] = None
                 else:
                     m.eval()
-                    self._handles.append(m.register_forward_pre_hook(self._mix))
+                    self._handles.append(m.register_forward_pre_hook(self._mix, with_kwargs=True))
                     self._handles.append(m.register_forward_hook(self._unmix))
         except BaseException:
             self._restore()
@@ -127,12 +128,13 @@ class TestBatchNorm:
             m.__dict__.pop("_bnlab_source", None)  # left by a forward that raised between the hooks
         self._saved = []
 
-    def _mix(self, m: nn.Module, args: tuple) -> None:
-        """Pre-hook: put the mixed statistics in place of the running ones for this forward."""
-        x = args[0]
+    def _mix(self, m: nn.Module, args: tuple, kwargs: dict) -> None:
+        """Pre-hook: put the mixed statistics in place of the running ones for this forward (those of
+        what the layer's statistics are taken over: a masked layer's valid positions)."""
+        n = layer_input(m, args, kwargs).shape[0]
         with torch.no_grad():
-            mean, var = F.batch_stats(x.detach())
-            mean, var = mix_statistics(m.running_mean, m.running_var, mean, var, x.shape[0], self.prior)
+            mean, var = F.batch_stats(statistics_input(m, args, kwargs).detach())
+            mean, var = mix_statistics(m.running_mean, m.running_var, mean, var, n, self.prior)
         m._bnlab_source = (m._buffers["running_mean"], m._buffers["running_var"])
         m._buffers["running_mean"] = mean.to(m.running_mean.dtype)
         m._buffers["running_var"] = var.to(m.running_var.dtype)

@@ -27,6 +27,34 @@ from . import contention, environment, goals, timing
 DTYPE_NAMES = {torch.float32: "float32", torch.float64: "float64", torch.bfloat16: "bfloat16", torch.float16: "float16"}
 
 
+def _positive(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer (got {text!r})") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer (got {value})")
+    return value
+
+
+def _check_before_work(args) -> None:
+    """A ValueError for an argument the benchmark would trip over only after running: --ops names,
+    and a --json FILE that cannot be written."""
+    if args.ops:
+        unknown = [op for op in args.ops.split(",") if op not in C.OPS]
+        if unknown:
+            raise ValueError(f"expected --ops among {','.join(C.OPS)} (got {','.join(unknown)})")
+    if args.json:
+        folder = os.path.dirname(os.path.abspath(args.json))
+        if os.path.isdir(args.json):
+            raise ValueError(f"expected --json to name a file (got the folder {args.json!r})")
+        if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+            raise ValueError(f"expected --json in an existing, writable folder (got {args.json!r})")
+        if os.path.exists(args.json) and not os.access(args.json, os.W_OK):
+            raise ValueError(f"expected --json to be writable (got {args.json!r})")
+
+
 def add_arguments(parser) -> None:
     parser.add_argument(
         "--quick",
@@ -35,10 +63,16 @@ def add_arguments(parser) -> None:
     )
     parser.add_argument("--json", metavar="FILE", help="also write the rows and the environment to FILE")
     parser.add_argument(
-        "--repeats", type=int, default=None, help="timed samples per library and case (default 7 with --quick, else 15)"
+        "--repeats",
+        type=_positive,
+        default=None,
+        help="timed samples per library and case (default 7 with --quick, else 15)",
     )
     parser.add_argument(
-        "--threads", type=int, default=None, help="torch (and so bnlab) threads (default: torch's current setting)"
+        "--threads",
+        type=_positive,
+        default=None,
+        help="torch (and so bnlab) threads (default: torch's current setting)",
     )
     parser.add_argument("--ops", default=None, help=f"comma-separated operations (default all: {','.join(C.OPS)})")
     parser.add_argument(
@@ -198,6 +232,11 @@ def run(
 
 
 def main(args) -> int:
+    try:
+        _check_before_work(args)
+    except ValueError as e:
+        print(f"bnlab bench: {e}", file=sys.stderr)
+        return 2
     ops = args.ops.split(",") if args.ops else None
     result = run(
         args.quick,

@@ -14,6 +14,10 @@ backward; it needs an invertible activation and every gamma != 0 (the layer chec
 **Double backward**: under grad mode the backward runs on the reference backend with the batch
 statistics recomputed from the saved ``x``, so the closed form is differentiated in torch ops.
 
+**Eval mode** under autograd is :class:`BatchNormEval`: the fast backend's output, so the values
+have the same bits with grad mode on or off, and a backward that differentiates the reference's
+torch operations recomputed from the saved inputs (double backward included).
+
 Written in the ``setup_context`` style with a generated vmap rule, so torch.func transforms and
 torch.compile can trace it (they get the reference backend). **Forward-mode AD** (``jvp``) is
 :class:`BatchNormTrainJvp`, the Function every call uses except under torch.compile, whose tracer
@@ -31,7 +35,7 @@ from . import dispatch
 from . import math as M
 from .backends import Backend, Running
 
-__all__ = ["BatchNormTrain", "BatchNormTrainJvp", "apply_train"]
+__all__ = ["BatchNormTrain", "BatchNormTrainJvp", "BatchNormEval", "apply_train"]
 
 
 def input_from_output(y: Tensor, weight, bias, mean, var, eps: float, act: str, slope: float) -> Tensor:
@@ -175,3 +179,44 @@ def apply_train(
     else:
         apply = BatchNormTrain.apply if torch.compiler.is_compiling() else BatchNormTrainJvp.apply
     return apply(x, weight, bias, mean, var, eps, act, slope, backend, running, save_output)
+
+
+class BatchNormEval(torch.autograd.Function):
+    """``act(x * scale + shift)`` with the running statistics, from a fast backend's kernel, for a
+    forward that autograd records.
+
+    The output is the backend's, bit for bit what the same call gives under ``no_grad``. The
+    backward recomputes the reference's eval (:meth:`Reference.eval`, differentiable torch
+    operations) from the saved inputs and differentiates it: eval-mode BN is an affine map of ``x``
+    with constant statistics, so the gradients are those of the reference path. Under grad mode
+    (double backward) the recomputation runs on the saved tensors themselves, in their graph.
+    Inputs: ``x, running_mean, running_var, weight, bias`` (weight, bias None allowed), then
+    ``eps, act, slope, backend``.
+    """
+
+    @staticmethod
+    def forward(x, running_mean, running_var, weight, bias, eps: float, act: str, slope: float, backend: Backend):
+        return backend.eval(x, running_mean, running_var, weight, bias, eps, act, slope)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, running_mean, running_var, weight, bias, eps, act, slope, _ = inputs
+        ctx.save_for_backward(x, running_mean, running_var, weight, bias)
+        ctx.config = (eps, act, slope)
+
+    @staticmethod
+    def backward(ctx, dy):
+        saved = ctx.saved_tensors
+        wanted = [i for i, need in enumerate(ctx.needs_input_grad[:5]) if need]
+        create_graph = torch.is_grad_enabled()
+        if create_graph:  # double backward: differentiate within the graph of the saved tensors
+            inputs = list(saved)
+        else:
+            inputs = [None if t is None else t.detach().requires_grad_(i in wanted) for i, t in enumerate(saved)]
+        with torch.enable_grad():
+            y = dispatch.REFERENCE.eval(*inputs, *ctx.config)
+            grads = torch.autograd.grad(y, [inputs[i] for i in wanted], dy, create_graph=create_graph)
+        out = [None] * 9
+        for i, g in zip(wanted, grads):
+            out[i] = g
+        return tuple(out)

@@ -18,9 +18,11 @@ operations, :mod:`bnlab.core.backends.reference`):
    (channels_last, a transposed (N, L, C), a 2D (N, C));
 5. in the backward: grad mode on (double backward needs the differentiable closed form), or an
    incoming gradient that is not a plain CPU tensor of the input's shape (any strides or dtype are
-   fine: it is copied into the input's layout);
-6. in eval: autograd would record a graph (grad mode on and the input or a parameter requiring a
-   gradient), which the reference's differentiable torch operations give.
+   fine: it is copied into the input's layout).
+
+An eval call that autograd records (grad mode on and the input or a parameter requiring a
+gradient) still runs on the fast backend, whose output :class:`bnlab.core.autograd.BatchNormEval`
+makes differentiable, so eval outputs have the same bits with grad mode on or off.
 
 Everything else runs on the fast backend of the tensor's device: :mod:`bnlab.core.backends.numba_cpu`
 on the CPU (a CUDA backend would be one more entry in :data:`FAST_BACKENDS`).
@@ -194,7 +196,7 @@ def why_reference(
 
     ``x`` is the input, ``vectors`` its (C,) weight/bias/running statistics in ``x``'s dtype (None
     allowed), ``grad`` the incoming gradient of a backward, ``stats`` batch statistics (in the
-    accumulation dtype). Grad mode is not looked at (rules 5 and 6 are the callers').
+    accumulation dtype). Grad mode is not looked at (rule 5 is the caller's).
     """
     if not _state["fast"]:
         return "fast path disabled"
@@ -232,15 +234,14 @@ def select_eval(
     weight: Tensor | None = None,
     bias: Tensor | None = None,
 ) -> Backend:
-    """The backend of an eval call (rule 6 on top of :func:`select`'s; the tensors checked as there)."""
+    """The backend of an eval call (:func:`select`'s rules; the tensors checked as there). Grad mode
+    is not looked at: :func:`bnlab.core.ops.evaluate` makes a fast output differentiable."""
     vectors = (weight, bias, running_mean, running_var)
     if traced():
         checks.check_vectors(x, *vectors)
         return TRACED
     plain = _vectors_plain(x, vectors)
     if not _state["fast"]:
-        return REFERENCE
-    if torch.is_grad_enabled() and (x.requires_grad or any(v is not None and v.requires_grad for v in vectors)):
         return REFERENCE
     if _why_not_fast(x, () if plain else vectors, None, ()) is not None:
         return REFERENCE

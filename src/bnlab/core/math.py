@@ -208,16 +208,18 @@ def update_running_stats(
 
 
 def _lerp_into(buf: Tensor, stat: Tensor, momentum: float | Tensor) -> None:
+    """``buf = lerp(buf, stat, momentum)`` in place; where either side is infinite or NaN, torch
+    BN's own ``momentum * stat + (1 - momentum) * buf`` instead, so an infinite running_var stays
+    inf (lerp forms inf - inf) and an infinite batch mean gives an infinite running mean, as in torch."""
     acc = acc_dtype(buf.dtype)
-    if isinstance(momentum, Tensor):  # (two calls: lerp_ has a float and a tensor overload)
-        if acc == buf.dtype:  # in place: this runs on every training step, so no temporaries
-            buf.lerp_(stat.to(acc), momentum.to(acc))
-        else:  # half-type buffers: average in float32, round once
-            buf.copy_(buf.to(acc).lerp(stat.to(acc), momentum.to(acc)))
-    elif acc == buf.dtype:
-        buf.lerp_(stat.to(acc), momentum)
+    old = buf.to(acc)
+    new = stat.to(acc)
+    finite = torch.isfinite(old) & torch.isfinite(new)
+    if isinstance(momentum, Tensor):  # (two calls: lerp has a float and a tensor overload)
+        w = momentum.to(acc)
+        buf.copy_(torch.where(finite, torch.lerp(old, new, w), new * w + old * (1 - w)))
     else:
-        buf.copy_(buf.to(acc).lerp(stat.to(acc), momentum))
+        buf.copy_(torch.where(finite, torch.lerp(old, new, momentum), new * momentum + old * (1 - momentum)))
 
 
 # --- eval -------------------------------------------------------------------------------------

@@ -15,7 +15,9 @@ from torch import Tensor
 
 from . import dispatch
 from . import math as M
-from .autograd import apply_train
+from torch.autograd import forward_ad
+
+from .autograd import BatchNormEval, apply_train
 from .backends import Running
 
 __all__ = ["train", "evaluate", "update_running_stats"]
@@ -89,9 +91,26 @@ def evaluate(
     act: str = "identity",
     slope: float = 0.0,
 ) -> Tensor:
-    """``act(BN(x))`` with the running statistics (differentiable where autograd records a graph)."""
+    """``act(BN(x))`` with the running statistics (differentiable where autograd records a graph:
+    the fast backend's output through :class:`~bnlab.core.autograd.BatchNormEval`, so the values do
+    not depend on grad mode; the reference under forward-mode AD, whose tangents it carries)."""
     backend = dispatch.select_eval(x, running_mean, running_var, weight, bias)
+    if (
+        not backend.traced
+        and backend is not dispatch.REFERENCE
+        and _records(x, running_mean, running_var, weight, bias)
+    ):
+        if forward_ad._current_level >= 0:
+            backend = dispatch.REFERENCE
+        else:
+            y = BatchNormEval.apply(x, running_mean, running_var, weight, bias, eps, act, slope, backend)
+            return M.output_layout(y, x)
     return M.output_layout(backend.eval(x, running_mean, running_var, weight, bias, eps, act, slope), x)
+
+
+def _records(*tensors: Tensor | None) -> bool:
+    """Whether autograd records a graph for an operation on ``tensors``."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
 def update_running_stats(

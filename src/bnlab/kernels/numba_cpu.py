@@ -94,6 +94,13 @@ _INLINE = dict(inline="always", **_JIT)
 # --- per-channel constants and merges (tiny, serial) ---------------------------------------------
 
 
+@njit(**_INLINE)
+def _finite(v):
+    """Neither inf nor NaN. A comparison: math.isfinite is folded to True under reassociation
+    (it tests v - v == 0)."""
+    return abs(v) <= 1.7976931348623157e308
+
+
 @njit(**_JIT)
 def _scale_shift(var, w, b, eps):
     """invstd = 1/sqrt(var + eps); scale = invstd * w; shift = b (w, b empty: 1 and 0)."""
@@ -154,12 +161,9 @@ def _merge_blocks(pmean, pm2, rows, R, mean, var):
     cnt = 0.0
     for blk in range(nblk):
         k = min(R, (blk + 1) * rows) - blk * rows
-        tot = cnt + k
         for c in range(C):
-            delta = pmean[blk, c] - mu[c]
-            mu[c] += delta * k / tot
-            m2[c] += pm2[blk, c] + delta * delta * cnt * k / tot
-        cnt = tot
+            mu[c], m2[c] = _chan(mu[c], m2[c], cnt, pmean[blk, c], pm2[blk, c], k)
+        cnt += k
     for c in range(C):
         mean[c] = mu[c]
         var[c] = m2[c] / R
@@ -206,12 +210,42 @@ def _plane_stats(xp):
             sd2 += d * d
         bmean = bm + float(sd) / k
         bm2 = float(sd2) - float(sd) * float(sd) / k
-        tot = cnt + k
-        delta = bmean - mu
-        mu += delta * k / tot
-        m2 += bm2 + delta * delta * cnt * k / tot
-        cnt = tot
+        if not (_finite(bmean) and _finite(bm2)):
+            bmean, bm2 = _block_stats64(xb)
+        mu, m2 = _chan(mu, m2, cnt, bmean, bm2, k)
+        cnt += k
     return mu, m2
+
+
+@njit(**_INLINE)
+def _block_stats64(xb):
+    """(mean, M2) of a 1D block, two-pass in float64: for a block whose float32 sums overflowed
+    (values of 1e19 and more square past float32's range; float64 holds any float32 squared), or
+    that holds inf/NaN, whose mean is then torch's sum / count (inf, -inf or NaN) and M2 NaN."""
+    k = xb.shape[0]
+    acc = 0.0
+    for i in range(k):
+        acc += float(xb[i])
+    mean = acc / k
+    m2 = 0.0
+    for i in range(k):
+        d = float(xb[i]) - mean
+        m2 += d * d
+    return mean, m2
+
+
+@njit(**_INLINE)
+def _chan(mu, m2, cnt, bmean, bm2, k):
+    """Chan et al.'s pairwise update of ``(mean, M2)`` over ``cnt`` values with a block of ``k``. With
+    an infinite or NaN mean on either side the mean is the weighted sum, as a plain sum gives it
+    (inf + finite = inf, inf - inf = NaN), where the update would form inf - inf."""
+    if cnt == 0:  # the first block as it is (delta^2 * 0 would be NaN where delta^2 overflows float64)
+        return bmean, bm2
+    tot = cnt + k
+    delta = bmean - mu
+    if _finite(delta):
+        return mu + delta * k / tot, m2 + bm2 + delta * delta * cnt * k / tot
+    return (mu * cnt + bmean * k) / tot, m2 + bm2 + delta * delta
 
 
 @njit(**_INLINE)
@@ -254,6 +288,8 @@ def _rows_stats(xb, out_mean, out_m2):
     for c in range(C):
         out_mean[c] = acc[c] + float(sd[c]) / k
         out_m2[c] = float(sd2[c]) - float(sd[c]) * float(sd[c]) / k
+        if not (_finite(out_mean[c]) and _finite(out_m2[c])):  # as in _plane_stats
+            out_mean[c], out_m2[c] = _block_stats64(xb[:, c])
 
 
 # --- task bodies: y = act((x - mean) * scale + shift) ---------------------------------------------
@@ -639,7 +675,11 @@ def _backward_consts(sum_g, sum_gxmu, invstd, m, dw, db):
 
 @njit(**_INLINE)
 def _lerp(a, b, w):
-    """torch.lerp's formula: a + w * (b - a) for |w| < 0.5, else b - (b - a) * (1 - w)."""
+    """torch.lerp's formula: a + w * (b - a) for |w| < 0.5, else b - (b - a) * (1 - w); with an
+    infinite or NaN side, torch BN's own ``w * b + (1 - w) * a`` (an infinite running_var stays
+    inf where lerp would form inf - inf), as :func:`bnlab.core.math.update_running_stats`."""
+    if not (_finite(a) and _finite(b)):
+        return w * b + (1 - w) * a
     return a + w * (b - a) if abs(w) < 0.5 else b - (b - a) * (1 - w)
 
 
@@ -1058,4 +1098,8 @@ def update_running_stats(prm, prv, pmean, pvar, C, count, momentum, tag):
 
 # Entry points compile in a child process and load from the cache, so that every process runs the
 # same machine code (see bnlab.kernels.cache).
-compile_out_of_process([globals()[name] for name in __all__ if name not in ("ACT_TAGS", "PARALLEL", "SERIAL")])
+_ENTRY_POINTS = [name for name in __all__ if name not in ("ACT_TAGS", "PARALLEL", "SERIAL")]
+compile_out_of_process([globals()[name] for name in _ENTRY_POINTS])
+if threads.launches_need_lock():  # workqueue: one launch at a time across the caller's threads
+    for _name in _ENTRY_POINTS:
+        globals()[_name] = threads.serialized(globals()[_name])

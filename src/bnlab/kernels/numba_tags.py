@@ -49,11 +49,17 @@ def _one(z_type):
     return numba.np.numpy_support.as_dtype(z_type).type(1)
 
 
+def _zero(z_type):
+    """0 in the dtype of ``z_type`` (a literal 0 would promote float32 to float64)."""
+    return numba.np.numpy_support.as_dtype(z_type).type(0)
+
+
 @overload(activate)
 def _act_impl(tag, z, slope):
     name = _TAG_ACT[tag.dtype]
     if name == "relu":
-        return lambda tag, z, slope: z if z > 0 else z * 0
+        zero = _zero(z)  # a select, not z * 0 (NaN at z = -inf): relu(-inf) = 0, relu(NaN) = NaN as torch
+        return lambda tag, z, slope: zero if z <= 0 else z
     if name == "leaky_relu":
         return lambda tag, z, slope: z if z > 0 else z * slope
     if name == "silu":
@@ -66,7 +72,8 @@ def _act_impl(tag, z, slope):
 def _act_grad_impl(tag, dy, z, slope):
     name = _TAG_ACT[tag.dtype]
     if name == "relu":
-        return lambda tag, dy, z, slope: dy if z > 0 else dy * 0
+        zero = _zero(z)  # torch's threshold_backward: 0 where z <= 0 (also for an infinite dy), else dy
+        return lambda tag, dy, z, slope: zero if z <= 0 else dy
     if name == "leaky_relu":
         return lambda tag, dy, z, slope: dy if z > 0 else dy * slope
     if name == "silu":

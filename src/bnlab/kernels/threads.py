@@ -16,6 +16,12 @@ two teams, not four. But starting numba's pool calls ``omp_set_num_threads(cpu c
 other: 80 s instead of 5 s each) and enabled nested teams. :func:`start` therefore restores torch's
 thread count and the runtime's active-levels limit after the pool starts.
 
+**Threads of the caller.** The ``omp`` and ``tbb`` layers take parallel launches from several
+Python threads at once; ``workqueue`` does not: two threads launching together abort the process
+(SIGABRT). Under ``workqueue`` -- bnlab's fallback, or the user's choice -- :func:`serialized` makes
+the kernel entry points take one process-wide lock, so launches from different threads run one
+after the other (same results, no abort).
+
 GNU OpenMP does not survive ``fork``: numba aborts a child process that launches a parallel loop
 after its parent has. :func:`parallel_allowed` is False in such a child, so it runs the serial
 kernels (processes bnlab starts itself are spawned, not forked).
@@ -24,12 +30,14 @@ kernels (processes bnlab starts itself are spawned, not forked).
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import sys
+import threading
 
 import numba
 
-__all__ = ["start", "parallel_allowed", "openmp_state"]
+__all__ = ["start", "parallel_allowed", "openmp_state", "serialized", "launches_need_lock"]
 
 _PRIORITY = ["omp", "workqueue", "tbb"]
 _started_in: list[int] = []  # the pid whose numba pool started (empty: not started)
@@ -76,3 +84,22 @@ def start() -> None:
 def parallel_allowed() -> bool:
     """False in a process forked from one whose pool started (GNU OpenMP cannot run there)."""
     return not _started_in or _started_in[0] == os.getpid()
+
+
+_launch_lock = threading.Lock()  # held around each kernel call under a layer that is not thread-safe
+
+
+def launches_need_lock() -> bool:
+    """Whether the running layer aborts on concurrent launches (``workqueue``); call after :func:`start`."""
+    return numba.threading_layer() == "workqueue"
+
+
+def serialized(fn):
+    """``fn`` called under one process-wide lock (see the module docstring)."""
+
+    @functools.wraps(fn)
+    def call(*args):
+        with _launch_lock:
+            return fn(*args)
+
+    return call

@@ -27,6 +27,7 @@ whose ``op``/``norm``/``act`` children are named) and a linear ``head``::
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from typing import Any, Callable, Mapping
 
 from torch import nn
@@ -80,6 +81,43 @@ def available_models() -> tuple[str, ...]:
     return tuple(sorted(_MODELS))
 
 
+_BUILD_ARGS = ("input_shape", "num_classes", "norm", "act", "placement")
+
+
+def model_options(name: str) -> tuple[str, ...] | None:
+    """The keyword options model ``name`` takes (``widths``, ...); None if it takes any."""
+    if name not in _MODELS:
+        raise ValueError(f"expected a model in {available_models()} (got {name!r})")
+    params = inspect.signature(_MODELS[name].cls).parameters.values()
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return None
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return tuple(p.name for p in params if p.kind in kinds and p.name not in _BUILD_ARGS)
+
+
+def check_options(
+    name: str,
+    norm: Any = "none",
+    act: Any = None,
+    *,
+    norm_kw: Mapping[str, Any] | None = None,
+    model_kw: Mapping[str, Any] | None = None,
+) -> None:
+    """A ValueError for what :func:`build` would refuse -- an unknown model, norm or activation, a
+    model option the model does not take, a norm option its layer does not take -- without building
+    the model (so a command can say so before loading data)."""
+    options = model_options(name)
+    unknown = sorted(set(model_kw or {}) - set(options)) if options is not None else []
+    if unknown:
+        raise ValueError(f"expected options of model {name!r} among {list(options)} (got {', '.join(unknown)})")
+    make_norm = norm_factory(norm, _MODELS[name].dim, **dict(norm_kw or {}))
+    try:
+        make_norm(4)
+    except TypeError as e:
+        raise ValueError(f"expected options that norm {norm!r} takes (got {dict(norm_kw or {})}: {e})") from None
+    act_factory(_MODELS[name].act if act is None else act)
+
+
 def build(
     name: str,
     norm: Any = "none",
@@ -95,8 +133,10 @@ def build(
 
     The weights are initialised from torch's default generator: seed it for a reproducible model.
     """
-    if name not in _MODELS:
-        raise ValueError(f"expected a model in {available_models()} (got {name!r})")
+    options = model_options(name)
+    unknown = sorted(set(kw) - set(options)) if options is not None else []
+    if unknown:
+        raise ValueError(f"expected options of model {name!r} among {list(options)} (got {', '.join(unknown)})")
     entry = _MODELS[name]
     check_placement(placement)
     make_norm = norm_factory(norm, entry.dim, **dict(norm_kw or {}))

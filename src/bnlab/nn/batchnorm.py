@@ -124,6 +124,16 @@ class _BatchNorm(nn.modules.batchnorm._BatchNorm):
         enable(self, enabled)
         return self
 
+    def statistics_input(self, input: Tensor, *args, **kwargs) -> Tensor:
+        """The values this layer's batch statistics are taken over, for the arguments of one forward:
+        a tensor with the channels in dim 1, statistics per channel over every other dim.
+
+        Tools that re-estimate or record statistics from a forward pre-hook (``bnlab.precise_bn``,
+        ``bnlab.adapt``, ``ExactBNAccumulation``, ``bnlab.doctor``) read this instead of the raw
+        input, so a layer that leaves values out (a masked layer's padding) tells them which ones
+        count. Here: the input itself."""
+        return input
+
     def _check_input_dim(self, input: Tensor) -> None:
         if input.dim() not in self._input_dims:
             want = " or ".join(f"{d}D" for d in self._input_dims)

@@ -67,7 +67,7 @@ class MaskedBatchNorm1d(_BatchNorm, nn.BatchNorm1d):
         factor = self._momentum_factor()
         use_batch_stats = self.training or (self.running_mean is None and self.running_var is None)
         pass_buffers = not self.training or self.track_running_stats
-        valid = input.transpose(1, 2)[mask]  # (K, C)
+        valid = input.transpose(1, 2)[mask]  # (K, C), as statistics_input gives
         if use_batch_stats and valid.shape[0] <= 1:
             raise ValueError(
                 f"expected more than 1 valid position per channel when training (got {valid.shape[0]} "
@@ -83,6 +83,15 @@ class MaskedBatchNorm1d(_BatchNorm, nn.BatchNorm1d):
         out = input.new_zeros(input.shape)  # (N, C, L): padded positions stay 0
         out.transpose(1, 2)[mask] = y_valid
         return out
+
+    def statistics_input(self, input: Tensor, mask: Tensor | None = None) -> Tensor:
+        """The valid positions as a (K, C) batch (the input itself without a mask): what the
+        statistics are taken over, for tools that re-estimate them (see the base class)."""
+        if mask is None:
+            return input
+        self._check_input(input)
+        self._check_mask(input, mask)
+        return input.transpose(1, 2)[mask]  # (K, C)
 
     @staticmethod
     def _check_mask(input: Tensor, mask: Tensor) -> None:

@@ -11,8 +11,8 @@ Each claim entry is :meth:`ClaimResult.to_json` (which adds the title, finding, 
 rule, setup, labels, wall time and figure data to the keys above), in claim order; "demos" is
 :func:`bnlab.demos.run`'s measurements, made while the report is written. The CSV of an
 experiment is its ``ClaimResult.rows``, one row per run, named ``<id>-<name>.csv``; an experiment
-without rows gets no CSV. Files are written to a temporary name and renamed, so an interrupted
-write leaves the previous report intact.
+without rows gets no CSV. Each file is written to a temporary name of its own and renamed, so an
+interrupted write leaves the previous report intact and two writers of one folder do not collide.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ import io
 import json
 import os
 import re
+import secrets
+import threading
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -106,6 +108,15 @@ def write_report(
 
 
 def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    """Write ``text`` to a temporary file of a name no other writer uses, then rename it over
+    ``path`` (atomic): a reader sees the old file or the new one, whole, and writers of the same
+    folder (two reports at once) do not take each other's temporary files."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}-{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies, as for open()
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

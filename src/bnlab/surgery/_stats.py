@@ -1,14 +1,21 @@
-"""Per-channel sufficient statistics ``(count, mean, M2)`` of BN inputs, and the BN layers to watch.
+"""Per-channel sufficient statistics ``(count, mean, M2)`` of BN inputs, the BN layers to watch, and
+the one way to see what a layer's statistics are taken over.
 
-Shared by :mod:`.precise_bn` and :mod:`.accumulate`. The math is
+Shared by :mod:`.precise_bn`, :mod:`.accumulate`, :mod:`.doctor` and :mod:`bnlab.adaptation`.
+:func:`watch_statistics` hooks a layer so that every tool sees the same values the layer normalizes
+with: the input however it was passed (``bn(x)`` or ``bn(input=x)``), reduced by the layer's own
+``statistics_input`` where it has one (a masked layer's valid positions). The math is
 :func:`bnlab.functional.local_moments` (one batch) and :func:`bnlab.functional.combine_moments`
 (Chan et al.'s exact merge); accumulation is in float64 so thousands of merged batches lose nothing.
 """
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch import Tensor, nn
+from torch.utils.hooks import RemovableHandle
 
 from .. import functional as F
 from .sources import is_batchnorm
@@ -50,3 +57,42 @@ def tracked_bn_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
         for name, m in model.named_modules()
         if is_batchnorm(m) and getattr(m, "track_running_stats", False) and m.running_mean is not None
     ]
+
+
+def layer_input(module: nn.Module, args: tuple, kwargs: dict) -> Tensor:
+    """The input of one call of a BN layer, passed by position or as ``input=``."""
+    if args:
+        return args[0]
+    if "input" in kwargs:
+        return kwargs["input"]
+    raise TypeError(
+        f"expected {type(module).__name__} to be called with its input (got no positional argument and "
+        f"keyword arguments {sorted(kwargs)})"
+    )
+
+
+def statistics_input(module: nn.Module, args: tuple, kwargs: dict) -> Tensor:
+    """What ``module``'s batch statistics are taken over in the call ``module(*args, **kwargs)``:
+    its ``statistics_input`` (bnlab's layers; a masked layer's valid positions), else the input."""
+    own = getattr(module, "statistics_input", None)
+    if callable(own):
+        return own(*args, **kwargs)
+    return layer_input(module, args, kwargs)
+
+
+def watch_statistics(module: nn.Module, fn: Callable[[nn.Module, Tensor], None]) -> RemovableHandle:
+    """A forward pre-hook on ``module`` calling ``fn(module, x)`` with :func:`statistics_input`."""
+
+    def hook(m: nn.Module, args: tuple, kwargs: dict) -> None:
+        fn(m, statistics_input(m, args, kwargs))
+
+    return module.register_forward_pre_hook(hook, with_kwargs=True)
+
+
+def watch_input(module: nn.Module, fn: Callable[[nn.Module, Tensor], None]) -> RemovableHandle:
+    """A forward pre-hook on ``module`` calling ``fn(module, x)`` with its input (:func:`layer_input`)."""
+
+    def hook(m: nn.Module, args: tuple, kwargs: dict) -> None:
+        fn(m, layer_input(m, args, kwargs))
+
+    return module.register_forward_pre_hook(hook, with_kwargs=True)

@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from .. import functional as F
-from ._stats import ChannelStats, tracked_bn_layers
+from ._stats import ChannelStats, tracked_bn_layers, watch_statistics
 
 __all__ = ["ExactBNAccumulation"]
 
@@ -69,9 +69,9 @@ class ExactBNAccumulation:
         self._committed: list = []
         self.pending = 0  # micro-batch forwards recorded since the last commit (counted at the first layer)
 
-    def _record(self, index: int, module: nn.Module, args) -> None:
+    def _record(self, index: int, module: nn.Module, x) -> None:
         if module.training:
-            self._stats[index].add(args[0])
+            self._stats[index].add(x)
             if index == 0:
                 self.pending += 1
 
@@ -84,7 +84,7 @@ class ExactBNAccumulation:
         ]
         for i, (_, m) in enumerate(self.layers):
             m.momentum = 0.0
-            self._handles.append(m.register_forward_pre_hook(lambda mod, args, i=i: self._record(i, mod, args)))
+            self._handles.append(watch_statistics(m, lambda mod, x, i=i: self._record(i, mod, x)))
         return self
 
     @torch.no_grad()

@@ -43,7 +43,8 @@ from torch import Tensor, nn
 
 from ..core import math as M
 from .conventions import DECAY_LIKE_RANGE, looks_like_decay
-from .fold import _outputs, find_pairs
+from .fold import _outputs, feeds_channels, find_pairs
+from ._stats import watch_input, watch_statistics
 from .graph import Neighbours, bn_neighbours
 from .sources import is_batchnorm
 
@@ -149,6 +150,11 @@ class _Model:
     bns: dict[str, nn.Module]
     neighbours: dict[str, Neighbours]
     modules: dict[str, nn.Module]  # by name (ScriptModules have no get_submodule)
+    input_shapes: dict[str, tuple[int, ...]] | None = None  # BN name -> its input's shape on the example
+
+    @property
+    def input_dims(self) -> dict[str, int]:
+        return {n: len(shape) for n, shape in (self.input_shapes or {}).items()}
 
     def kind(self, name: str | None) -> str:
         """ "layer", "act", "bn" or "other" for a neighbour (module name or "fn:<name>")."""
@@ -186,12 +192,15 @@ def _frozen_bn_training(ctx: _Model) -> Finding | None:
 
 
 def _bias_before_bn(ctx: _Model) -> Finding | None:
+    # fold's rule: BN cancels the bias only when the layer's output channels are what it normalizes
+    # (a Linear before BN on (N, C, L) adds its bias along L, which BN does not subtract)
     biased = [
         nb.prev
-        for nb in ctx.neighbours.values()
+        for bn_name, nb in ctx.neighbours.items()
         if ctx.kind(nb.prev) == "layer"
         and nb.prev_single_use
         and getattr(ctx.modules[nb.prev], "bias", None) is not None
+        and feeds_channels(ctx.modules[nb.prev], ctx.modules[bn_name], ctx.input_dims.get(bn_name)) is not False
     ]
     if not biased:
         return None
@@ -315,7 +324,7 @@ def _bn_placement(ctx: _Model) -> Finding | None:
 
 
 def _fusable(ctx: _Model) -> Finding | None:
-    pairs = [] if isinstance(ctx.model, torch.jit.ScriptModule) else find_pairs(ctx.model)
+    pairs = [] if isinstance(ctx.model, torch.jit.ScriptModule) else find_pairs(ctx.model, ctx.input_dims)
     if not pairs:
         return None
     return Finding(
@@ -366,12 +375,12 @@ def _bn_input_shapes(ctx: _Model, args: tuple) -> dict[str, tuple[int, ...]]:
     twin = copy.deepcopy(ctx.model)
 
     def record(name: str):
-        def hook(_module, inputs) -> None:
-            shapes.setdefault(name, tuple(inputs[0].shape))
+        def hook(_module, x) -> None:
+            shapes.setdefault(name, tuple(x.shape))
 
         return hook
 
-    handles = [m.register_forward_pre_hook(record(n or "<model>")) for n, m in twin.named_modules() if _is_bn(m)]
+    handles = [watch_input(m, record(n or "<model>")) for n, m in twin.named_modules() if _is_bn(m)]
     try:
         twin(*args)
     except Exception:  # noqa: BLE001 -- any error of the user's forward
@@ -382,7 +391,8 @@ def _bn_input_shapes(ctx: _Model, args: tuple) -> dict[str, tuple[int, ...]]:
 
 
 def _batch_size_1(ctx: _Model, args: tuple) -> Finding | None:
-    single = [n for n, s in _bn_input_shapes(ctx, args).items() if s and s[0] == 1]
+    shapes = _bn_input_shapes(ctx, args) if ctx.input_shapes is None else ctx.input_shapes
+    single = [n for n, s in shapes.items() if s and s[0] == 1]
     if not single:
         return None
     train = [n for n in single if ctx.bns[n].training]
@@ -483,8 +493,8 @@ def _eval_with_statistics(ctx: _Model, args: tuple) -> tuple[Tensor | None, dict
         return _first_tensor(twin(*args)), out
 
     def record(name: str, m: nn.Module):
-        def hook(_module, inputs) -> None:
-            x, rm, rv = inputs[0], getattr(m, "running_mean", None), getattr(m, "running_var", None)
+        def hook(_module, x) -> None:  # what the layer's statistics are taken over (a mask's valid values)
+            rm, rv = getattr(m, "running_mean", None), getattr(m, "running_var", None)
             if rm is None or rv is None or name in out or x.dim() < 2 or x.numel() <= x.shape[1]:
                 return
             x = x.detach().double()
@@ -498,7 +508,7 @@ def _eval_with_statistics(ctx: _Model, args: tuple) -> tuple[Tensor | None, dict
 
         return hook
 
-    handles = [m.register_forward_pre_hook(record(n or "<model>", m)) for n, m in twin.named_modules() if _is_bn(m)]
+    handles = [watch_statistics(m, record(n or "<model>", m)) for n, m in twin.named_modules() if _is_bn(m)]
     try:
         y = _first_tensor(twin(*args))
     finally:
@@ -525,9 +535,13 @@ def doctor(model: nn.Module, example_input=None) -> DoctorReport:
         raise TypeError(f"expected an nn.Module or a TorchScript module (got {type(model).__name__})")
     bns = {n or "<model>": m for n, m in model.named_modules() if _is_bn(m)}
     ctx = _Model(model, bns, bn_neighbours(model, _is_bn), dict(model.named_modules()))
-    findings = [f for check in STATIC_CHECKS if (f := check(ctx)) is not None]
+    args = None
     if example_input is not None and bns:
         args = example_input if isinstance(example_input, tuple) else (example_input,)
+        with torch.no_grad():  # each BN's input, for batch-size-1 and fold's rule in bias-before-bn
+            ctx.input_shapes = _bn_input_shapes(ctx, args)
+    findings = [f for check in STATIC_CHECKS if (f := check(ctx)) is not None]
+    if args is not None:
         with torch.no_grad():
             findings += [f for check in INPUT_CHECKS if (f := check(ctx, args)) is not None]
     return DoctorReport(findings, len(bns))

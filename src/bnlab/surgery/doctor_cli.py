@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import itertools
 import json
 import os
 import sys
@@ -25,7 +26,6 @@ import warnings
 
 import torch
 from torch import nn
-
 
 TRUST = (
     "doctor runs the model's code (it imports the module and calls the factory, or loads the TorchScript "
@@ -83,6 +83,15 @@ def load_model(spec: str, paths: list[str] | tuple[str, ...] = ()) -> nn.Module:
     return model
 
 
+def _model_dtype_device(model: nn.Module) -> tuple[torch.dtype, torch.device]:
+    """The dtype and device of the model's first floating-point parameter or buffer (float32 on the
+    CPU for a model without any): the example input is made to match, as the model's data would."""
+    for t in itertools.chain(model.parameters(), model.buffers()):
+        if t.is_floating_point():
+            return t.dtype, t.device
+    return torch.float32, torch.device("cpu")
+
+
 def parse_shape(text: str) -> tuple[int, ...]:
     try:
         shape = tuple(int(s) for s in text.split(","))
@@ -104,7 +113,8 @@ def main(args) -> int:
         example = None
         if args.input_shape:
             gen = torch.Generator().manual_seed(0)
-            example = torch.randn(parse_shape(args.input_shape), generator=gen)
+            dtype, device = _model_dtype_device(model)
+            example = torch.randn(parse_shape(args.input_shape), generator=gen).to(device=device, dtype=dtype)
     except (ValueError, ImportError, RuntimeError, TypeError) as err:
         print(f"bnlab doctor: {err}", file=sys.stderr)
         return 2

@@ -17,7 +17,10 @@ torch.fx trace of the forward when the model traces, else neighbours in ``nn.Seq
 replaces each layer's weight and bias and each folded BN with ``nn.Identity`` (a BN with drop/act
 modules, timm's BatchNormAct2d or :class:`bnlab.nn.BatchNormDropAct2d`, with those modules). A pair is folded only when the layer's
 output feeds the BN alone and each module is called once, so the result computes the same function.
-Linear + BatchNorm1d assumes the (N, C) input that BatchNorm1d normalizes per feature.
+A Linear acts on the *last* dim of its input and BN normalizes dim 1: Linear -> BN is folded only
+when the BN's input is 2D (N, C), seen on ``example_input``; on a (N, C, L) input (even with L == C)
+the pair is left as it is, and without an example a Linear -> BatchNorm1d pair is left with a
+warning saying so (:func:`feeds_channels`).
 """
 
 from __future__ import annotations
@@ -31,10 +34,20 @@ from torch import Tensor, nn
 
 from ..core import math as M
 from ..nn import batchnorm as bnlab_bn
+from ._stats import watch_input
 from .graph import LAYERS, TRANSPOSED, bn_neighbours
 from .norm_act import after_fold, is_norm_act
 
-__all__ = ["fold", "fold_weights", "find_pairs", "max_abs_diff", "FoldReport", "bench_models", "FOLDABLE_BN"]
+__all__ = [
+    "fold",
+    "fold_weights",
+    "find_pairs",
+    "feeds_channels",
+    "max_abs_diff",
+    "FoldReport",
+    "bench_models",
+    "FOLDABLE_BN",
+]
 
 # BN classes whose eval forward is exactly the affine map above (subclasses may add behaviour).
 FOLDABLE_BN: set[type] = {
@@ -59,6 +72,7 @@ class FoldReport:
     pairs: list[tuple[str, str]]  # (layer name, BN name) folded
     max_abs_diff: float | None  # max |folded(x) - model(x)| on the example input, if one was given
     float16_overflow: list[str]  # layers whose folded weight/bias or BN running_var exceed 65504
+    left: list[str] = dataclasses.field(default_factory=list)  # "layer -> BN" pairs left unfolded, and why
 
 
 def fold_weights(
@@ -123,14 +137,56 @@ def _can_fold(layer: nn.Module, bn: nn.Module) -> bool:
     )
 
 
-def find_pairs(model: nn.Module) -> list[tuple[str, str]]:
+def feeds_channels(layer: nn.Module, bn: nn.Module, input_dim: int | None) -> bool | None:
+    """Whether ``layer``'s output channels are the dimension ``bn`` normalizes (dim 1), given the
+    number of dims of ``bn``'s input where known: a convolution's always are; a Linear acts on the
+    *last* dim, which is dim 1 only for a 2D (N, C) input. None: a Linear before a BN that takes 2D
+    or 3D input (BatchNorm1d) whose input was not seen. fold and doctor's bias check use this rule."""
+    if not isinstance(layer, nn.Linear):
+        return True
+    if input_dim is not None:
+        return input_dim == 2
+    dims = getattr(bn, "_input_dims", None)  # bnlab's layers say which input dims they take
+    if dims is None and isinstance(bn, (nn.BatchNorm2d, nn.BatchNorm3d)):
+        dims = (4,) if isinstance(bn, nn.BatchNorm2d) else (5,)
+    if dims is not None and 2 not in dims:
+        return False
+    return None
+
+
+def bn_input_dims(model: nn.Module, example_input) -> dict[str, int]:
+    """{BN name: its input's number of dims} on a forward of ``example_input`` (a tuple is unpacked)."""
+    args = example_input if isinstance(example_input, tuple) else (example_input,)
+    dims: dict[str, int] = {}
+    handles = [
+        watch_input(m, lambda _m, x, n=name: dims.setdefault(n, x.dim()))
+        for name, m in model.named_modules()
+        if _foldable(m) or isinstance(m, nn.modules.batchnorm._BatchNorm)
+    ]
+    try:
+        with torch.no_grad():
+            model(*args)
+    finally:
+        for h in handles:
+            h.remove()
+    return dims
+
+
+def find_pairs(model: nn.Module, input_dims: dict[str, int] | None = None) -> list[tuple[str, str]]:
     """(layer name, BN name) pairs that :func:`fold` would fold: a conv / linear layer whose output
-    feeds the BN alone, each called once (:func:`bnlab.surgery.graph.bn_neighbours`)."""
+    feeds the BN alone, each called once (:func:`bnlab.surgery.graph.bn_neighbours`), and whose output
+    channels are what the BN normalizes (:func:`feeds_channels`, with the BN input dims where known:
+    a pair it cannot decide is listed; :func:`fold` then asks for an example input)."""
     pairs = []
     for bn_name, nb in bn_neighbours(model, _foldable).items():
         if nb.prev is None or nb.prev.startswith("fn:") or not nb.prev_single_use:
             continue
-        if nb.called_once(nb.prev, bn_name) and _can_fold(model.get_submodule(nb.prev), model.get_submodule(bn_name)):
+        layer, bn = model.get_submodule(nb.prev), model.get_submodule(bn_name)
+        if (
+            nb.called_once(nb.prev, bn_name)
+            and _can_fold(layer, bn)
+            and feeds_channels(layer, bn, (input_dims or {}).get(bn_name)) is not False
+        ):
             pairs.append((nb.prev, bn_name))
     return pairs
 
@@ -176,7 +232,8 @@ def fold(model: nn.Module, example_input=None, *, inplace: bool = False, report:
 
     Warns:
         UserWarning when a folded weight or bias, or a folded BN's running_var, exceeds the float16
-        range (65504): the model would overflow after ``.half()``.
+        range (65504): the model would overflow after ``.half()``; and when a Linear -> BatchNorm1d
+        pair is left unfolded because no example input showed a 2D BN input (module docstring).
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"expected an nn.Module (got {type(model).__name__})")
@@ -189,7 +246,20 @@ def fold(model: nn.Module, example_input=None, *, inplace: bool = False, report:
     reference = copy.deepcopy(model) if example_input is not None and inplace else model
     if not inplace:
         model = copy.deepcopy(model)
-    pairs = find_pairs(model)
+    dims = {} if example_input is None else bn_input_dims(model, example_input)
+    pairs, left = [], []
+    for layer_name, bn_name in find_pairs(model, dims):
+        layer, bn = model.get_submodule(layer_name), model.get_submodule(bn_name)
+        if feeds_channels(layer, bn, dims.get(bn_name)):
+            pairs.append((layer_name, bn_name))
+        else:
+            left.append(f"{layer_name} -> {bn_name}")  # feeds_channels None: no example input
+    if left:
+        warnings.warn(
+            f"left unfolded: {', '.join(left)}: a Linear acts on the last dim and BN normalizes dim 1, the "
+            f"same dim only for a 2D (N, C) input; pass example_input=... so fold can see the BN's input",
+            stacklevel=2,
+        )
     overflow = []
     with torch.no_grad():
         for layer_name, bn_name in pairs:
@@ -218,7 +288,7 @@ def fold(model: nn.Module, example_input=None, *, inplace: bool = False, report:
             stacklevel=2,
         )
     diff = None if example_input is None else max_abs_diff(reference, model, example_input)
-    return (model, FoldReport(pairs, diff, overflow)) if report else model
+    return (model, FoldReport(pairs, diff, overflow, left)) if report else model
 
 
 def bench_models(

@@ -27,10 +27,12 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable
 
+import warnings
+
 import torch
 from torch import Tensor, nn
 
-from ._stats import ChannelStats, tracked_bn_layers
+from ._stats import ChannelStats, tracked_bn_layers, watch_statistics
 
 __all__ = ["precise_bn"]
 
@@ -86,9 +88,23 @@ def precise_bn(
     Returns:
         The number of samples used.
 
+    A BN layer the forward never reaches (an auxiliary head) keeps its running statistics, with a
+    warning naming it (``torch.optim.swa_utils.update_bn`` also accepts such models).
+
     Raises:
-        ValueError: no BN layer with running statistics, no data, or a BN layer that saw no input.
+        ValueError: no BN layer with running statistics, no data, or no BN layer that saw input.
     """
+    return _precise_bn(model, batches, num_samples, forward, unbiased)[0]
+
+
+def _precise_bn(
+    model: nn.Module,
+    batches: Iterable[Any],
+    num_samples: int | None,
+    forward: Callable[[nn.Module, Any], Any] | None,
+    unbiased: bool,
+) -> tuple[int, list[str]]:
+    """:func:`precise_bn`, returning ``(samples used, names of the BN layers that saw no input)``."""
     layers = tracked_bn_layers(model)
     if not layers:
         raise ValueError("expected a model with BN layers that track running statistics (found none)")
@@ -100,7 +116,7 @@ def precise_bn(
     stats = [ChannelStats() for _ in layers]
     saved = [(m.momentum, m.training, m.num_batches_tracked) for _, m in layers]
     saved_buffers = [(m.running_mean.clone(), m.running_var.clone()) for _, m in layers]
-    handles = [m.register_forward_pre_hook(lambda _m, args, s=s: s.add(args[0])) for (_, m), s in zip(layers, stats)]
+    handles = [watch_statistics(m, lambda _m, x, s=s: s.add(x)) for (_, m), s in zip(layers, stats)]
     seen = 0
     ok = False
     try:
@@ -123,9 +139,17 @@ def precise_bn(
                 forward(model, batch)
                 seen += _leading_size(batch) or 0
         empty = [name for (name, _), s in zip(layers, stats) if s.count == 0]
+        if len(empty) == len(layers):
+            raise ValueError(f"expected the BN layers to see data (got none for {', '.join(empty)})")
         if empty:
-            raise ValueError(f"expected every BN layer to see data (got none for {', '.join(empty)})")
+            warnings.warn(
+                f"{len(empty)} BN layer(s) saw no input in the forward and keep their running statistics: "
+                f"{', '.join(empty)}",
+                stacklevel=4,  # the caller of precise_bn (past no_grad) or of adapt
+            )
         for (_, m), s in zip(layers, stats):
+            if s.count == 0:
+                continue
             m.running_mean.copy_(s.mean.to(m.running_mean.dtype))
             m.running_var.copy_(s.variance(unbiased).to(m.running_var.dtype))
         ok = True
@@ -139,4 +163,4 @@ def precise_bn(
             if not ok:
                 m.running_mean.copy_(rm)
                 m.running_var.copy_(rv)
-    return seen
+    return seen, empty

@@ -53,6 +53,7 @@ def connect(scheduler: str | None, jobs: int, timeout_s: float = 30.0) -> Iterat
     from distributed.utils import silence_logging_cmgr
 
     if scheduler:
+        _probe_scheduler(scheduler, timeout_s)
         try:
             client = distributed.Client(scheduler, timeout=timeout_s, set_as_default=False)
         except OSError as e:
@@ -88,6 +89,61 @@ def connect(scheduler: str | None, jobs: int, timeout_s: float = 30.0) -> Iterat
             # (a busy worker finishes its run first; an idle one tears torch down for 2-4 s).
             _kill_workers(cluster)
             cluster.close()
+
+
+def _probe_scheduler(address: str, timeout_s: float) -> None:
+    """Ask ``address`` for its identity over Dask's protocol, all within ``timeout_s``; a
+    ConnectionError unless a Dask scheduler answers. distributed.Client's own timeout covers the
+    TCP connection only: a server that accepts it but never speaks Dask (an HTTP server) kept the
+    Client waiting indefinitely. The probe runs its own event loop in a thread of its own, so it also
+    works from code that is inside an event loop (a notebook)."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    from distributed.comm import connect as comm_connect
+    from distributed.security import Security
+
+    tls = Security().get_connection_args("client")  # dask's configured TLS settings, as Client uses them
+
+    async def identity():
+        comm = await comm_connect(address, timeout=timeout_s, **tls)
+        try:
+            await comm.write({"op": "identity", "reply": True})
+            return await comm.read()
+        finally:
+            comm.abort()
+
+    def ask():
+        return asyncio.run(asyncio.wait_for(identity(), timeout_s))
+
+    expected = "expected `dask scheduler` running there"
+    pool = ThreadPoolExecutor(1)
+    try:
+        reply = pool.submit(ask).result()
+    except (asyncio.TimeoutError, TimeoutError):
+        raise ConnectionError(
+            f"no Dask scheduler answered at {address} within {timeout_s:g} s ({expected}; something that "
+            f"is not a Dask scheduler may be listening there)"
+        ) from None
+    except (ValueError, TypeError) as e:  # a malformed address
+        msg = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ConnectionError(
+            f"expected a Dask scheduler address like tcp://host:8786 (got {address!r}): {msg}"
+        ) from None
+    except OSError as e:  # refused or unresolvable until the timeout
+        msg = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ConnectionError(
+            f"cannot reach the Dask scheduler at {address} within {timeout_s:g} s ({expected}): {msg}"
+        ) from None
+    except Exception as e:  # noqa: BLE001 -- a reply Dask's protocol could not decode
+        raise ConnectionError(
+            f"what answered at {address} is not a Dask scheduler ({expected}): {type(e).__name__}"
+        ) from None
+    finally:
+        pool.shutdown(wait=False)
+    if not (isinstance(reply, dict) and reply.get("type") == "Scheduler"):
+        kind = reply.get("type") if isinstance(reply, dict) else type(reply).__name__
+        raise ConnectionError(f"what answered at {address} is not a Dask scheduler (got {kind!r}; {expected})")
 
 
 def _kill_workers(cluster) -> None:

@@ -21,7 +21,7 @@ import os
 import sys
 
 from .config import OPTIMIZERS, SCHEDULES, TRAINABLE, RunConfig
-from .options import add_scheduler_argument, positive_int
+from .options import add_scheduler_argument, check_device, device_name, positive_int
 
 _DEFAULT = RunConfig()
 
@@ -71,7 +71,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="model option, e.g. widths=[64,64]",
+        help="model option, e.g. channels=32 (cnn) or widths=[64,64] (mlp, cnn2d, resnet)",
     )
     p.add_argument("--optimizer", default=d.optimizer, choices=OPTIMIZERS)
     p.add_argument("--lr", type=float, default=d.lr, help=f"peak learning rate (default {d.lr})")
@@ -91,7 +91,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--probe", action="append", default=[], help="probe spec, e.g. act_pct:blocks.2.act:0 (repeatable)")
     p.add_argument("--diverge-factor", type=float, default=d.diverge_factor)
     p.add_argument("--tag", default=d.tag)
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default cpu)")
+    p.add_argument("--device", default="cpu", type=device_name, help="cpu, cuda, cuda:1, ... (default cpu)")
     p.add_argument("--threads", type=positive_int, default=1, help="torch threads per process (default 1)")
     p.add_argument("--nproc", type=positive_int, default=1, help="data-parallel processes (default 1)")
     p.add_argument("--no-sync-bn", action="store_true", help="data-parallel with per-process BN statistics")
@@ -172,6 +172,7 @@ def main(args: argparse.Namespace) -> int:
 
     try:
         config = config_from_args(args)
+        check_before_work(config, args)
     except ValueError as e:
         print(f"bnlab train: {e}", file=sys.stderr)
         return 2
@@ -219,6 +220,16 @@ def main(args: argparse.Namespace) -> int:
         store.save(result)
     print_result(result, args.json)
     return 0
+
+
+def check_before_work(config: RunConfig, args: argparse.Namespace) -> None:
+    """A ValueError for what the run would refuse only once started: the model, norm and activation
+    with their options, and the device (not with --scheduler: the worker's devices are its own)."""
+    from .. import models
+
+    models.check_options(config.model, config.norm, config.act, norm_kw=config.norm_kw, model_kw=config.model_kw)
+    if not args.scheduler:
+        check_device(args.device)
 
 
 def _on_cluster(config: RunConfig, args: argparse.Namespace, store):

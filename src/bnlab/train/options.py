@@ -18,6 +18,30 @@ def positive_int(text: str) -> int:
     return value
 
 
+def device_name(text: str) -> str:
+    """An argparse type: a device torch can parse (cpu, cuda, cuda:1, mps, ...); whether it exists
+    here is :func:`check_device`'s question (a Dask worker elsewhere may have it)."""
+    import torch
+
+    try:
+        torch.device(text)
+    except (RuntimeError, ValueError):
+        raise argparse.ArgumentTypeError(f"expected a device such as cpu, cuda or cuda:1 (got {text!r})") from None
+    return text
+
+
+def check_device(device: str) -> None:
+    """A ValueError unless ``device`` can hold a tensor in this process (a CPU-only torch and
+    ``cuda``, a GPU index past the last one, ...)."""
+    import torch
+
+    try:
+        torch.empty(1, device=device)
+    except (RuntimeError, AssertionError, ValueError) as e:  # torch says "not compiled with CUDA" by assert
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ValueError(f"expected a device available here (got {device!r}: {reason})") from None
+
+
 def default_jobs() -> int:
     return os.cpu_count() or 1
 
