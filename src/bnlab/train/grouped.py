@@ -10,7 +10,7 @@ since a (N, k*C, L) or (N, k*C) input is what they take. Activations are element
 
 Layouts, with k members and a batch of N examples per member::
 
-    CNN   input (N, k, L) -> convs (N, k*C, L') -> head: (k, classes, C*L') @ (k, C*L', N)
+    CNN   input (N, k, L) -> convs (N, k*C, 1, L') channels_last -> head: (k, classes, C*L') @ (k, C*L', N)
     MLP   input (k, N, F) -> linear (k, W, F) @ (k, F, N) -> norm and act on (N, k*W) -> next ...
 
 The output is always (k, N, classes). :func:`ungroup` writes the trained state back into the k
@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from ..models.block import Block
 from ..models.cnn1d import CNN1d
 from ..models.mlp import MLP
-from ..nn.batchnorm import BatchNorm1d
+from ..nn.batchnorm import BatchNorm1d, BatchNorm2d
 
 __all__ = ["GroupedCNN1d", "GroupedMLP", "group", "ungroup", "why_not_groupable"]
 
@@ -69,37 +69,42 @@ def _param(t: Tensor | None, like: Tensor | None) -> nn.Parameter | None:
 
 
 class GroupedConv1d(nn.Module):
-    """k Conv1d of the same shape as one grouped convolution on (N, k*Cin, L) -> (N, k*Cout, L')
-    (or, for one input channel, k products of the unfolded input with the members' kernels)."""
+    """k Conv1d of the same shape as one grouped convolution, on (N, k*Cin, 1, L) -> (N, k*Cout, 1, L')
+    in channels_last memory (or, for one input channel, as k products of the unfolded input with the
+    members' kernels, from the (N, k, L) input)."""
 
     def __init__(self, convs: list[nn.Conv1d]) -> None:
         super().__init__()
         c = convs[0]
         if c.groups != 1 or c.padding_mode != "zeros":
             raise ValueError(f"expected plain Conv1d layers (got groups={c.groups}, padding_mode={c.padding_mode!r})")
-        self.k, self.stride, self.padding, self.dilation = len(convs), c.stride, c.padding, c.dilation
-        # One input channel per member (the first layer): the grouped convolution is then depthwise,
-        # which oneDNN runs several times slower than the same product as unfold + bmm (measured,
-        # README's performance section); deeper layers are faster grouped. Fixed by shape, so a
-        # member computes the same way in every group.
+        self.k, self.stride, self.padding, self.dilation = len(convs), c.stride[0], c.padding[0], c.dilation[0]
+        # Measured (README's performance section): oneDNN's grouped convolution runs about 3x faster
+        # on channels_last memory than on contiguous (N, C, L), as a 2D convolution of height 1; and
+        # with one input channel per member (the first layer) it is depthwise and slower still than
+        # the same product as unfold + bmm. Fixed by shape, so a member computes the same way in
+        # every group.
         self.unfold = c.in_channels == 1
         self.weight = _param(_stack([m.weight for m in convs], cat=True), c.weight)  # (k*Cout, Cin, K)
         self.bias = _param(_stack([m.bias for m in convs], cat=True), c.bias)  # (k*Cout,)
 
     def forward(self, x: Tensor) -> Tensor:
         if not self.unfold:
-            return F.conv1d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.k)
-        n, k = x.shape[0], self.k
-        cout, cin, width = self.weight.shape[0] // k, self.weight.shape[1], self.weight.shape[2]
-        u = F.pad(x, (self.padding[0], self.padding[0])).unfold(2, width, self.stride[0])  # (N, k*Cin, L', K)
+            x = x.contiguous(memory_format=torch.channels_last)  # (N, k*Cin, 1, L), a no-op between layers
+            weight = self.weight.unsqueeze(2)  # (k*Cout, Cin, 1, K)
+            return F.conv2d(x, weight, self.bias, (1, self.stride), (0, self.padding), (1, self.dilation), self.k)
+        n, k = x.shape[0], self.k  # x: (N, k, L), one input channel per member
+        cout, width = self.weight.shape[0] // k, self.weight.shape[2]
+        u = F.pad(x, (self.padding, self.padding)).unfold(2, width, self.stride)  # (N, k, L', K)
         length = u.shape[2]
-        u = u.reshape(n, k, cin, length, width).permute(1, 0, 3, 2, 4).reshape(k, n * length, cin * width)
-        w = self.weight.view(k, cout, cin * width).transpose(1, 2)  # (k, Cin*K, Cout)
+        u = u.permute(1, 0, 2, 3).reshape(k, n * length, width)
+        w = self.weight.view(k, cout, width).transpose(1, 2)  # (k, K, Cout)
         if self.bias is None:
             y = torch.bmm(u, w)
         else:
             y = torch.baddbmm(self.bias.view(k, 1, cout), u, w)  # (k, N*L', Cout)
-        return y.view(k, n, length, cout).permute(1, 0, 3, 2).reshape(n, k * cout, length)
+        y = y.view(k, n, length, cout).permute(1, 2, 0, 3).reshape(n, length, k * cout)  # (N, L', k*Cout)
+        return y.permute(0, 2, 1).unsqueeze(2)  # (N, k*Cout, 1, L') in channels_last memory
 
     def member(self, i: int, conv: nn.Conv1d) -> None:
         n = conv.out_channels
@@ -135,13 +140,18 @@ class GroupedLinear(nn.Module):
             lin.bias.data.copy_(self.bias.data[i, :, 0])
 
 
-def _group_norm(norms: list[nn.Module]) -> nn.Module:
-    """One norm over the k members' channels (their parameters and buffers concatenated)."""
+def _group_norm(norms: list[nn.Module], as_2d: bool = False) -> nn.Module:
+    """One norm over the k members' channels (their parameters and buffers concatenated); with
+    ``as_2d`` the BatchNorm2d of the same library, for (N, k*C, 1, L) input (the same statistics:
+    per channel over N and L)."""
     n = norms[0]
     if type(n) is nn.Identity:
         return nn.Identity()
     k = len(norms)
-    out = type(n)(
+    cls = type(n)
+    if as_2d:
+        cls = BatchNorm2d if cls is BatchNorm1d else nn.BatchNorm2d
+    out = cls(
         n.num_features * k, eps=n.eps, momentum=n.momentum, affine=n.affine, track_running_stats=n.track_running_stats
     )
     with torch.no_grad():
@@ -193,7 +203,7 @@ class GroupedCNN1d(nn.Module):
         self.blocks = nn.ModuleList(
             _GroupedBlock(
                 GroupedConv1d([m.blocks[i].op for m in members]),
-                _group_norm([m.blocks[i].norm for m in members]),
+                _group_norm([m.blocks[i].norm for m in members], as_2d=True),
                 first.blocks[i].act,
                 first.blocks[i].placement,
             )
@@ -203,10 +213,11 @@ class GroupedCNN1d(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         for block in self.blocks:
-            x = block.normalize(block.op(x))  # (N, k*C, L')
-        n = x.shape[0]
-        logits_t = self.head(x.reshape(n, self.k, -1).permute(1, 2, 0))  # (k, C*L', N) -> (k, classes, N)
-        return logits_t.transpose(1, 2)  # (k, N, classes)
+            x = block.normalize(block.op(x))  # (N, k*C, 1, L') in channels_last memory, i.e. (N, L', k*C)
+        n, length = x.shape[0], x.shape[3]
+        x = x.permute(0, 3, 1, 2).reshape(n, length, self.k, -1)  # (N, L', k, C), a view
+        x = x.permute(2, 3, 1, 0).reshape(self.k, -1, n)  # (k, C*L', N): each member's flatten(1), transposed
+        return self.head(x).transpose(1, 2)  # (k, classes, N) -> (k, N, classes)
 
     def inputs(self, x: Tensor) -> Tensor:
         """Members' batches (k, N, L) (or (k, N, 1, L)) in this model's input layout (N, k, L)."""

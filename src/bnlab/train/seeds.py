@@ -181,6 +181,21 @@ def train_seeds(
         torch.set_num_threads(old_threads)
 
 
+def group_step(model, optimizer, x_train: Tensor, y_train: Tensor, idx: Tensor) -> Tensor:
+    """One training step of the grouped ``model`` on the members' batches ``idx`` (k, N) of the
+    training set; returns the members' batch losses (k,), detached."""
+    k, n = idx.shape
+    xb = x_train.index_select(0, idx.view(-1))
+    xb = xb.view(k, n, *xb.shape[1:])  # (k, N, *features)
+    yb = y_train.index_select(0, idx.view(-1))  # (k*N,)
+    logits = model(model.inputs(xb))  # (k, N, classes)
+    member_loss = F.cross_entropy(logits.reshape(k * n, -1), yb, reduction="none").view(k, n).mean(1)  # (k,)
+    optimizer.zero_grad(set_to_none=True)
+    member_loss.sum().backward()  # d(sum)/d(loss_i) = 1: each member gets its own gradient
+    optimizer.step()
+    return member_loss.detach()
+
+
 @torch.no_grad()
 def _evaluate(model, x: Tensor, y: Tensor) -> list[tuple[float, float]]:
     """Each member's (mean cross-entropy, accuracy) on (x, y) in eval mode, as ``train()``'s
@@ -249,19 +264,9 @@ def _train_seeds(configs, width, dataset, device, progress, keep_model) -> list[
     t_steps = time.perf_counter()
     step = 0
     for step, idx in enumerate(zip(*orders), 1):
-        idx = torch.stack(idx).to(device, non_blocking=True)  # (k, N)
-        n = idx.shape[1]
-        xb = x_train.index_select(0, idx.view(-1))
-        xb = xb.view(k, n, *xb.shape[1:])  # (k, N, *features)
-        yb = y_train.index_select(0, idx.view(-1))  # (k*N,)
         metric_step = step % c0.eval_every == 0 or step == c0.steps
-        logits = model(model.inputs(xb))  # (k, N, classes)
-        member_loss = F.cross_entropy(logits.reshape(k * n, -1), yb, reduction="none").view(k, n).mean(1)  # (k,)
-        optimizer.zero_grad(set_to_none=True)
-        member_loss.sum().backward()  # d(sum)/d(loss_i) = 1: each member gets its own gradient
-        optimizer.step()
+        losses[step - 1] = group_step(model, optimizer, x_train, y_train, torch.stack(idx).to(device))
         scheduler.step()
-        losses[step - 1] = member_loss.detach()
 
         tripped = []
         if metric_step or step - checked >= CHECK_EVERY:
