@@ -35,6 +35,7 @@ SETTINGS = {
     "mlp_bn_sigmoid": {"model": "mlp", "norm": "bn", "act": "sigmoid", "lr": 0.5},
     "cnn_torch_bn_wd": {"model": "cnn", "norm": "torch_bn", "lr": 0.05, "weight_decay": 1e-4},
     "mlp_none_adam": {"model": "mlp", "norm": "none", "optimizer": "adam", "lr": 1e-3},
+    "cnn_bn_only_gamma_beta": {"model": "cnn", "norm": "bn", "lr": 0.05, "trainable": "norm"},
 }
 
 

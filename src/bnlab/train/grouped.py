@@ -6,7 +6,7 @@ stacked, so that one forward, one backward and one optimizer step train all of t
 shared between members: a convolution is grouped (group i is member i's kernel), a linear layer is
 a batched matrix product (``baddbmm``, matrix i is member i's), and batch norm runs over k*C
 channels, so each member keeps exactly its own per-channel statistics -- on bnlab's fast kernels,
-since a (N, k*C, L) or (N, k*C) input is what they take. Activations are elementwise.
+which take the (N, k*C, 1, L) channels_last and (N, k*C) inputs it gets. Activations are elementwise.
 
 Layouts, with k members and a batch of N examples per member::
 
@@ -16,9 +16,8 @@ Layouts, with k members and a batch of N examples per member::
 The output is always (k, N, classes). :func:`ungroup` writes the trained state back into the k
 members' modules (same classes, names and shapes as the models ``train()`` builds).
 
-Only what is exactly separable is grouped (:func:`why_not_groupable` says what is not): a model
-with another norm (group norm mixes nothing across members either, but its layout differs), noise,
-dropout or probes trains one seed at a time.
+Only these models, with batch norm or none and elementwise activations, are grouped
+(:func:`why_not_groupable` says what else a model holds); the others train one seed at a time.
 """
 
 from __future__ import annotations

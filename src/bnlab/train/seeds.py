@@ -3,8 +3,9 @@
 ::
 
     from bnlab.train import RunConfig
-    from bnlab.train.seeds import train_seeds
-    results = train_seeds([RunConfig(model="mlp", norm="bn", seed=s) for s in range(16)])
+    from bnlab.train.seeds import train_group, train_seeds
+    results = train_seeds([RunConfig(model="mlp", norm="bn", seed=s) for s in range(8)])  # one group
+    results = train_group([RunConfig(model="mlp", norm="bn", seed=s) for s in range(20)])  # groups of 8
 
 A lab step of the small models is mostly per-call overhead (small convolutions, linear layers, the
 optimizer, Python); one step of k stacked models costs far less than k steps
