@@ -166,3 +166,27 @@ def test_func_grad_over_functional_batch_norm_equals_torch(training):
     ours = vmap(grad(loss(bnlab.functional.batch_norm)), in_dims=(0, None, None))(xs, w, b)
     theirs = vmap(grad(loss(F.batch_norm)), in_dims=(0, None, None))(xs, w, b)
     _close(ours, theirs)
+
+
+def test_vmap_alone_runs_the_fast_kernels_with_each_members_statistics(monkeypatch):
+    """Under torch.vmap alone the vmapped dimension folds into the channels and the kernels run."""
+    from bnlab.core import dispatch
+
+    chosen = []
+    real = dispatch.select
+
+    def select(*args, **kw):
+        chosen.append(real(*args, **kw))
+        return chosen[-1]
+
+    monkeypatch.setattr(dispatch, "select", select)
+    x = torch.randn(4, 16, 6, 10, requires_grad=True)  # 4 members of (16, 6, 10), float32
+    w = torch.rand(4, 6) + 0.5
+    out = vmap(lambda xi, wi: bnlab.functional.batch_norm(xi, None, None, wi, None, training=True))(x, w)
+    assert dispatch.FAST_BACKENDS["cpu"] in chosen
+    ref = vmap(lambda xi, wi: F.batch_norm(xi, None, None, wi, None, training=True))(x, w)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)  # float32
+    g = torch.randn_like(out)
+    (gx,) = torch.autograd.grad(out, x, g)
+    (gr,) = torch.autograd.grad(ref, x, g)
+    torch.testing.assert_close(gx, gr, rtol=1e-4, atol=1e-5)
