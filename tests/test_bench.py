@@ -233,3 +233,23 @@ def test_compiled_row_times_torch_compile_against_bnlab_eager():
     assert [c.layout for c in plan] == ["nchw", "channels_last"]
     row = command.run_case(plan[0], copy_gbps=10.0, repeats=1, min_sample_s=0.0)
     assert row["torch_compiled"] and row["torch_us"] > 0 and row["bnlab_us"] > 0
+
+
+def test_seed_step_goals_take_the_best_k():
+    rows = [dict(row("seed_step_cnn", r), shape=[k, 100]) for k, r in ((1, 1.1), (4, 0.6), (16, 0.45))]
+    by_name = {g["goal"]: g for g in goals.evaluate(rows)}
+    cnn = by_name["seed-step, MNIST-1D CNN: best ratio <= 0.5"]
+    assert cnn["value"] == 0.45 and cnn["met"]
+    assert by_name["seed-step, sigmoid MLP: best ratio <= 0.3"]["met"] is None  # not measured
+    worse = goals.evaluate([dict(row("seed_step_mlp", 0.35), shape=[16, 60])])
+    assert [g["met"] for g in worse if g["goal"].startswith("seed-step, sigmoid")] == [False]
+
+
+def test_seed_step_rows_time_k_seeds_alone_and_together_in_cpu_time(tmp_path):
+    out = tmp_path / "bench.json"
+    assert cli.main(["bench", "--repeats", "1", "--json", str(out), "--ops", "seed_step_mlp", "--contention", "0"]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["shape"] for r in rows] == [[k, 60] for k in (1, 4, 16, 32)]
+    for r in rows:
+        assert r["clock"] == "cpu" and r["k"] == r["shape"][0] and r["path"] == f"grouped, k={r['k']}"
+        assert r["torch_us"] > 0 and r["bnlab_us"] > 0

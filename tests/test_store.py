@@ -14,6 +14,7 @@ import pytest
 import bnlab
 from bnlab.train import Probe, RunConfig, train
 from bnlab.train.store import Store
+from bnlab.train.seeds import train_group
 from bnlab.train.sweep import SweepError, run_sweep
 
 TINY = RunConfig(data="mnist1d", model="mlp", norm="bn", lr=0.1, steps=30, eval_every=15, batch_size=50)
@@ -149,8 +150,9 @@ SCRIPT = textwrap.dedent("""
     from bnlab.train import RunConfig
     from bnlab.train.sweep import run_sweep
 
-    CONFIGS = [RunConfig(data="mnist1d", model="mlp", norm="bn", lr=0.1, steps={steps}, eval_every={steps},
-                         batch_size=50, seed=s) for s in range({n})]
+    # one learning rate per seed: settings the sweep runs one after another (a setting's seeds train together)
+    CONFIGS = [RunConfig(data="mnist1d", model="mlp", norm="bn", lr=0.1 + s / 1000, steps={steps},
+                         eval_every={steps}, batch_size=50, seed=s) for s in range({n})]
 
     if __name__ == "__main__":
         if len(sys.argv) > 3:  # a start line: say "ready", wait for "go", so two sweeps start together
@@ -216,7 +218,7 @@ def test_sigkill_mid_sweep_loses_only_runs_in_flight_and_resumes(tmp_path):
             assert store.info(key) == info  # not run again
     # a run written by a killed sweep's worker equals a fresh run of its config
     first_done = next(c for c in configs if c.key() in done_before)
-    fresh = train(first_done, threads=1)
+    fresh = train_group([first_done], threads=1)[0]
     stored = results[configs.index(first_done)]
     assert _no_time(stored.series) == _no_time(fresh.series)
 

@@ -17,6 +17,7 @@ import pytest
 
 from bnlab import cli
 from bnlab.train import RunConfig, cluster, train
+from bnlab.train.seeds import train_group
 from bnlab.train.store import Store
 from bnlab.train.sweep import run_sweep
 
@@ -31,15 +32,18 @@ def _no_time(series):
 
 
 def test_local_cluster_runs_give_the_same_bits_as_runs_in_this_process(tmp_path):
-    configs = [dataclasses.replace(TINY, seed=s) for s in range(3)]
+    # two settings, so two tasks (a setting's seeds are trained together, as one task)
+    settings = [[dataclasses.replace(TINY, seed=s, lr=lr) for s in range(n)] for lr, n in ((0.1, 3), (0.2, 1))]
+    configs = settings[0] + settings[1]
     seen = []
     results = run_sweep(configs, tmp_path / "s.db", jobs=2, progress=seen.append)
-    assert [p.done for p in seen] == [1, 2, 3] and seen[-1].total == 3
-    for c, r in zip(configs, results):
-        assert _no_time(r.series) == _no_time(train(c, threads=1, progress=False).series)
+    assert [p.done for p in seen] == [1, 2, 3, 4] and seen[-1].total == 4
+    here = [r for group in settings for r in train_group(group, threads=1, progress=False)]
+    for r, h in zip(results, here):
+        assert _no_time(r.series) == _no_time(h.series)
         assert r.env["worker"].startswith("tcp://127.0.0.1:")
     with Store(tmp_path / "s.db") as store:
-        assert store.counts() == {"finished": 3}
+        assert store.counts() == {"finished": 4}
 
 
 def test_dask_logs_stay_silenced_until_the_local_clusters_loop_has_stopped(monkeypatch):
@@ -139,7 +143,8 @@ def test_a_worker_killed_mid_sweep_loses_nothing(tmp_path, scheduler):
     victim = _worker(address, "victim", logs)
     try:
         workers = _wait_for_workers(client, ["a", "b", "victim"])
-        configs = [dataclasses.replace(TINY, seed=s, steps=300, eval_every=150) for s in range(9)]
+        # one learning rate per seed: nine settings, nine tasks (a setting's seeds are one task)
+        configs = [dataclasses.replace(TINY, seed=s, lr=0.1 + s / 1000, steps=300, eval_every=150) for s in range(9)]
         killed = {}
 
         def kill_victim_while_it_runs(p):
@@ -160,7 +165,7 @@ def test_a_worker_killed_mid_sweep_loses_nothing(tmp_path, scheduler):
     rerun = next(r for r in results if r.config.key().startswith(killed["run"]))
     assert rerun.env["worker"] in (workers["a"], workers["b"])  # rescheduled on a surviving worker
     for r in (rerun, results[0]):  # the same bits whichever worker ran it
-        assert _no_time(r.series) == _no_time(train(r.config, threads=1, progress=False).series)
+        assert _no_time(r.series) == _no_time(train_group([r.config], threads=1, progress=False)[0].series)
 
 
 def test_train_and_run_commands_take_the_scheduler_from_the_option_or_the_environment(

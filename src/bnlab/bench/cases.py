@@ -51,6 +51,7 @@ class Op:
     float32_only: bool = False
     shapes: tuple[tuple[int, ...], ...] | None = None  # fixed shapes instead of the run's list
     quick: bool = True  # part of --quick runs
+    cpu_time: bool = False  # timed in this process's CPU time instead of wall time
 
 
 OPS: dict[str, Op] = {}
@@ -58,7 +59,7 @@ OPS: dict[str, Op] = {}
 
 def register(name: str, passes: int, dims: tuple[int, ...] = (1, 2, 3), **options):
     """Decorator: register ``build(case) -> (torch_fn, bnlab_fn, path[, extra])`` as operation
-    ``name``; ``options`` are :class:`Op`'s layouts, float32_only, shapes and quick."""
+    ``name``; ``options`` are :class:`Op`'s layouts, float32_only, shapes, quick and cpu_time."""
 
     def wrap(build: Callable[[Case], Built]) -> Callable[[Case], Built]:
         if name in OPS:
@@ -183,4 +184,4 @@ def _eval(case: Case) -> Built:
 
 
 # Row types beyond the plain layers register themselves on import.
-from . import cases_compiled, cases_fused, cases_models, cases_overhead  # noqa: E402,F401
+from . import cases_compiled, cases_fused, cases_models, cases_overhead, cases_seeds  # noqa: E402,F401

@@ -127,7 +127,10 @@ def run_case(case: C.Case, copy_gbps: float, repeats: int, min_sample_s: float =
     """Time one case; the row carries the fields the JSON promises."""
     op = C.OPS[case.op]
     torch_fn, bnlab_fn, path, *extra = op.build(case)
-    samples = timing.sample_interleaved({"torch": torch_fn, "bnlab": bnlab_fn}, repeats, min_sample_s=min_sample_s)
+    clock = time.process_time if op.cpu_time else time.perf_counter
+    samples = timing.sample_interleaved(
+        {"torch": torch_fn, "bnlab": bnlab_fn}, repeats, min_sample_s=min_sample_s, clock=clock
+    )
     med = {name: statistics.median(s) for name, s in samples.items()}
     best = {name: min(s) for name, s in samples.items()}
     nbytes = op.passes * torch.Size(case.shape).numel() * torch.empty((), dtype=case.dtype).element_size()
@@ -150,6 +153,7 @@ def run_case(case: C.Case, copy_gbps: float, repeats: int, min_sample_s: float =
         "torch_min_us": best["torch"] * 1e6,
         "bnlab_min_us": best["bnlab"] * 1e6,
         "ratio_min": best["bnlab"] / best["torch"],
+        "clock": "cpu" if op.cpu_time else "wall",
         **(extra[0] if extra else {}),
     }
 

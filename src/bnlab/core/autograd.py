@@ -18,8 +18,9 @@ statistics recomputed from the saved ``x``, so the closed form is differentiated
 have the same bits with grad mode on or off, and a backward that differentiates the reference's
 torch operations recomputed from the saved inputs (double backward included).
 
-Written in the ``setup_context`` style with a generated vmap rule, so torch.func transforms and
-torch.compile can trace it (they get the reference backend). **Forward-mode AD** (``jvp``) is
+Written in the ``setup_context`` style, so torch.func transforms and torch.compile can trace it
+(they get the reference backend). Its vmap rule folds the vmapped dimension into the channels, so
+under ``torch.vmap`` alone the kernels still run, each member with its own statistics. **Forward-mode AD** (``jvp``) is
 :class:`BatchNormTrainJvp`, the Function every call uses except under torch.compile, whose tracer
 refuses Functions with a custom jvp: compiled code gets :class:`BatchNormTrain`.
 """
@@ -60,7 +61,7 @@ class BatchNormTrain(torch.autograd.Function):
     backends that fuse it.
     """
 
-    generate_vmap_rule = True
+    generate_vmap_rule = False  # the vmap rule below
 
     @staticmethod
     def forward(
@@ -108,6 +109,30 @@ class BatchNormTrain(torch.autograd.Function):
             mean, var = M.batch_stats(x)
         dx, dweight, dbias = backend.backward(dy, x, weight, bias, mean, var, eps, act, slope, ctx.needs_input_grad[:3])
         return dx, dweight, dbias, None, None, None, None, None, None, None, None
+
+    @staticmethod
+    def vmap(info, in_dims, x, weight, bias, mean, var, eps, act, slope, backend, running, save_output):
+        """torch.vmap's rule: the vmapped dimension folds into the channels, (k, N, C, *) ->
+        (N, k*C, *), so each of the k members keeps exactly its own per-channel statistics and
+        the call runs on the backend the dispatch picks for the folded tensors (the fast kernels
+        when vmap is the only transform). Outputs ``(y, mean, var)`` batched in dim 0."""
+        assert running is None, "a traced call updates its running statistics outside the Function"
+        k = info.batch_size
+        x = x.movedim(in_dims[0], 0) if in_dims[0] is not None else x.expand(k, *x.shape)
+        n, c, rest = x.shape[1], x.shape[2], x.shape[3:]
+        xf = x.movedim(0, 1).reshape(n, k * c, *rest)  # (N, k*C, *)
+
+        def fold(t, dim):  # (C,) per member -> (k*C,)
+            if t is None:
+                return None
+            t = t.movedim(dim, 0) if dim is not None else t.expand(k, *t.shape)
+            return t.reshape(k * c)
+
+        weight, bias, mean, var = (fold(t, d) for t, d in zip((weight, bias, mean, var), in_dims[1:5]))
+        folded = dispatch.select(xf, weight, bias)
+        y, mean, var = apply_train(xf, weight, bias, mean, var, eps, act, slope, folded, None, save_output)
+        y = y.view(n, k, c, *rest).movedim(1, 0)  # (k, N, C, *)
+        return (y, mean.view(k, c), var.view(k, c)), (0, 0, 0)
 
 
 class BatchNormTrainJvp(BatchNormTrain):

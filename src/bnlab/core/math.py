@@ -61,10 +61,16 @@ def channel_shape(x: Tensor) -> list[int]:
 def output_layout(y: Tensor, x: Tensor) -> Tensor:
     """``y`` in the memory format torch gives batch norm's output for input ``x``: channels_last
     (channels_last_3d) where ``x`` is in it, else contiguous -- so code that views torch's output
-    (``y.view(N, -1)``) works on bnlab's. ``y`` itself where it already is (no copy)."""
+    (``y.view(N, -1)``) works on bnlab's. ``y`` itself where it already is (no copy).
+
+    Under a torch.func transform only the contiguous format may be asked about (vmap refuses any
+    other query), and no layout is observable there: a non-contiguous ``x`` leaves ``y`` as it is."""
     if x.is_contiguous():
-        fmt = torch.contiguous_format
-    elif x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
+        return y if y.is_contiguous() else y.contiguous()
+    if not torch.jit.is_scripting():  # noqa: SIM102 -- TorchScript compiles only the outer test
+        if torch._C._are_functorch_transforms_active():
+            return y
+    if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
         fmt = torch.channels_last
     elif x.dim() == 5 and x.is_contiguous(memory_format=torch.channels_last_3d):
         fmt = torch.channels_last_3d

@@ -5,13 +5,14 @@
 * ``connect("tcp://host:8786", ...)`` uses an existing scheduler (``dask scheduler`` on one host,
   ``dask worker tcp://host:8786 --nthreads 1`` on each worker host) and leaves it running.
 
-Each run is one task, :func:`run_on_worker`: its config goes out as a dict, its result comes back
-as a dict through the future, so workers need bnlab installed (the same code: a worker whose
+Each task is a group of runs, :func:`run_group_on_worker`: the seeds of one setting that are
+trained together (:mod:`bnlab.train.seeds`); their configs go out as dicts, their results come back
+as dicts through the future, so workers need bnlab installed (the same code: a worker whose
 :func:`~bnlab.train.config.code_version` differs refuses the run) but no shared file system, and
 only the coordinating process writes the results store. A worker that dies mid-run (killed, out of
-memory) has its run rescheduled by Dask on another worker; after ``distributed.scheduler.
+memory) has its group rescheduled by Dask on another worker; after ``distributed.scheduler.
 allowed-failures`` such deaths (default 3) the future raises ``KilledWorker`` and the sweep records
-the run as failed.
+the group's runs as failed.
 
 Worker processes of a local cluster exit as soon as the coordinating process is gone, even after
 SIGKILL (distributed's child processes watch a pipe to their parent), so a killed sweep leaves no
@@ -203,6 +204,41 @@ def run_on_worker(
 ) -> dict:
     """One run, in a worker: ``{"outcome": "finished"|"diverged", "result": RunResult dict}`` or
     ``{"outcome": "failed", "error": text}`` (the run raised, or this worker's bnlab differs)."""
+    refusal = _prepare(expected_code, setup)
+    if refusal is not None:
+        return refusal
+    try:
+        from .trainer import train
+
+        result = train(RunConfig.from_dict(config), device=device, threads=threads, progress=False)
+    except Exception:
+        return {"outcome": "failed", "error": traceback.format_exc()}
+    result.env["worker"] = _worker_address()
+    return {"outcome": result.status, "result": result.to_dict()}
+
+
+def run_group_on_worker(
+    configs: list[dict], expected_code: str, device: str, threads: int, setup: Callable[[], None] | None
+) -> list[dict]:
+    """A group of seeds of one setting, in a worker (:func:`bnlab.train.sweep.train_here`): one
+    :func:`run_on_worker`-style dict per config, in order."""
+    refusal = _prepare(expected_code, setup)
+    if refusal is not None:
+        return [refusal] * len(configs)
+    from .sweep import train_here
+
+    out = []
+    for outcome, payload in train_here([RunConfig.from_dict(c) for c in configs], device, threads):
+        if outcome == "failed":
+            out.append({"outcome": "failed", "error": payload})
+        else:
+            payload.env["worker"] = _worker_address()
+            out.append({"outcome": outcome, "result": payload.to_dict()})
+    return out
+
+
+def _prepare(expected_code: str, setup: Callable[[], None] | None) -> dict | None:
+    """A worker's checks and set-up before it runs anything; a failed outcome if it must refuse."""
     here = code_version()
     if here != expected_code:
         return {
@@ -215,13 +251,9 @@ def run_on_worker(
         if setup is not None and setup not in _setups_done:
             setup()
             _setups_done.add(setup)
-        from .trainer import train
-
-        result = train(RunConfig.from_dict(config), device=device, threads=threads, progress=False)
     except Exception:
         return {"outcome": "failed", "error": traceback.format_exc()}
-    result.env["worker"] = _worker_address()
-    return {"outcome": result.status, "result": result.to_dict()}
+    return None
 
 
 _M_TRIM_THRESHOLD = -1  # glibc's mallopt parameter
@@ -254,8 +286,23 @@ def _worker_address() -> str:
         return socket.gethostname()
 
 
-def submit(client, config: RunConfig, device: str, threads: int, setup: Callable[[], None] | None):
-    """Submit one run; the future's key names the run."""
+def submit(client, configs: list[RunConfig], device: str, threads: int, setup: Callable[[], None] | None):
+    """Submit one group of runs (seeds of one setting, :func:`bnlab.train.sweep.plan_groups`); the
+    future's key names its first run and its result is a list of outcomes, one per config."""
+    return client.submit(
+        run_group_on_worker,
+        [c.to_dict() for c in configs],
+        code_version(),
+        device,
+        threads,
+        setup,
+        key=f"bnlab-runs-{configs[0].key()[:16]}-{len(configs)}-{os.urandom(4).hex()}",
+        pure=False,
+    )
+
+
+def submit_one(client, config: RunConfig, device: str, threads: int, setup: Callable[[], None] | None):
+    """Submit one run to the single-seed trainer (:func:`run_on_worker`); the future's key names it."""
     return client.submit(
         run_on_worker,
         config.to_dict(),

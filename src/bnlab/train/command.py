@@ -240,4 +240,6 @@ def _on_cluster(config: RunConfig, args: argparse.Namespace, store):
 
     with tempfile.TemporaryDirectory() as tmp:
         target = store if store is not None else os.path.join(tmp, "run.sqlite")
-        return run_sweep([config], target, device=args.device, threads=args.threads, scheduler=args.scheduler)[0]
+        return run_sweep(
+            [config], target, device=args.device, threads=args.threads, scheduler=args.scheduler, group_seeds=False
+        )[0]

@@ -42,6 +42,8 @@ _RESULT_SOURCES = (
     "models",
     "data",
     "train/trainer.py",
+    "train/seeds.py",
+    "train/grouped.py",
     "train/batches.py",
     "train/schedule.py",
     "train/probes.py",

@@ -10,6 +10,13 @@
     # results[i] is configs[i]'s RunResult (read back from the store)
     run_sweep(configs, "results.db", scheduler="tcp://10.0.0.5:8786")   # on an existing Dask cluster
 
+* **Seeds trained together.** Configs that differ only in ``seed`` are trained as one grouped model
+  (:mod:`.seeds`), in groups of up to :data:`~bnlab.train.seeds.GROUP_WIDTH`: one task per group,
+  here or on the cluster. Each seed's result is stored under its own config's key, and progress
+  counts runs. A seed's result is the same bits in whichever group it is trained (the groups have
+  one width; tested), so what a sweep stores does not depend on which seeds it was asked for or
+  found done. Configs that cannot be grouped (probes, ...) train one at a time;
+  ``group_seeds=False`` sends every config to the single-seed trainer.
 * A config already finished or diverged in the store is not run again; re-running a sweep after a
   crash or a kill runs only what is missing (the runs in flight at the kill).
 * ``jobs > 1`` starts a local Dask cluster of that many worker processes (spawned: a script that
@@ -104,7 +111,42 @@ def _say_takeovers(claims: list[Claim]) -> None:
         log.warning("taking over %d run(s) claimed by %s: %s", n, holder, reason)
 
 
-def _train_here(config: RunConfig, device: str, threads: int) -> tuple[str, RunResult | str]:
+def plan_groups(configs: Sequence[RunConfig], group_seeds: bool = True) -> list[list[RunConfig]]:
+    """The sweep's units of work: the configs that differ only in ``seed``, in groups of at most
+    :data:`~bnlab.train.seeds.GROUP_WIDTH` (in the order they come); one config per unit without
+    ``group_seeds``. Whether a group is trained together or one seed at a time is decided where it
+    runs (:func:`bnlab.train.seeds.train_group`)."""
+    if not group_seeds:
+        return [[c] for c in configs]
+    from .seeds import GROUP_WIDTH
+
+    settings: dict[RunConfig, list[RunConfig]] = {}
+    for c in configs:
+        settings.setdefault(dataclasses.replace(c, seed=0), []).append(c)
+    return [group[i : i + GROUP_WIDTH] for group in settings.values() for i in range(0, len(group), GROUP_WIDTH)]
+
+
+def train_here(
+    configs: list[RunConfig], device: str, threads: int, group_seeds: bool = True
+) -> list[tuple[str, RunResult | str]]:
+    """Train one unit of :func:`plan_groups` in this process: ``(status, result)`` or ``("failed",
+    traceback)`` per config. A group that raises is retried one seed at a time, so that a failing
+    run does not take the others with it (a seed's result is the same in any group)."""
+    if not group_seeds:
+        return [_train_one(c, device, threads) for c in configs]
+    from .seeds import train_group
+
+    try:
+        results = train_group(configs, device=device, threads=threads, progress=False)
+    except Exception:
+        if len(configs) == 1:
+            return [("failed", traceback.format_exc())]
+        return [out for c in configs for out in train_here([c], device, threads)]
+    return [(r.status, r) for r in results]
+
+
+def _train_one(config: RunConfig, device: str, threads: int) -> tuple[str, RunResult | str]:
+    """The single-seed trainer on one config."""
     from .trainer import train
 
     try:
@@ -131,21 +173,25 @@ def _release(db: Store, configs) -> None:
         log.warning("could not release the claims of the interrupted runs (%s); a later sweep takes them over", e)
 
 
-def _run_here(todo: list[RunConfig], db: Store, tally: _Tally, device: str, threads: int) -> list[RunConfig]:
-    """Claim and run each config in this process; return those another process holds."""
+def _run_here(
+    todo: list[RunConfig], db: Store, tally: _Tally, device: str, threads: int, group_seeds: bool = True
+) -> list[RunConfig]:
+    """Claim and run each unit of configs in this process; return the configs another process holds."""
     busy = []
-    for c in todo:
-        claim = db.claim(c)
-        _say_takeovers([claim])
-        if not claim:
-            busy.append(c)
+    for unit in plan_groups(todo, group_seeds):
+        claims = [db.claim(c) for c in unit]
+        _say_takeovers(claims)
+        mine = [c for c, claim in zip(unit, claims) if claim]
+        busy.extend(c for c, claim in zip(unit, claims) if not claim)
+        if not mine:
             continue
         try:
-            outcome, payload = _train_here(c, device, threads)
+            outcomes = train_here(mine, device, threads, group_seeds)
         except BaseException:
-            _release(db, [c])
+            _release(db, mine)
             raise
-        _record(db, c, outcome, payload, tally)
+        for c, (outcome, payload) in zip(mine, outcomes):
+            _record(db, c, outcome, payload, tally)
     return busy
 
 
@@ -159,8 +205,10 @@ def _run_on_cluster(
     device: str,
     threads: int,
     worker_setup,
+    group_seeds: bool = True,
 ) -> list[RunConfig]:
-    """Claim every config, run the claimed ones as Dask tasks, store each result as it arrives."""
+    """Claim every config, run the claimed ones as Dask tasks (a group of seeds each, or one run
+    without ``group_seeds``), store each result as it arrives."""
     import distributed
 
     from . import cluster
@@ -177,23 +225,29 @@ def _run_on_cluster(
         _say_takeovers(claims)
         if not pending:
             return busy
-        mine = list(pending.values())
+        units = plan_groups(list(pending.values()), group_seeds)
         with cluster.connect(scheduler, jobs) as client:
-            futures = {cluster.submit(client, c, device, threads, worker_setup): c for c in mine}
-            for fut in distributed.as_completed(futures, loop=client.loop):
-                c = futures[fut]
-                try:
-                    out = fut.result()
-                except Exception as e:  # KilledWorker: its workers kept dying; or the scheduler was lost
-                    out = {
-                        "outcome": "failed",
-                        "error": f"{type(e).__name__}: {e} (the run's worker process died or the cluster lost it)",
-                    }
-                if out["outcome"] == "failed":
-                    _record(db, c, "failed", out["error"], tally)
+            futures = {}
+            for unit in units:
+                if group_seeds:
+                    futures[cluster.submit(client, unit, device, threads, worker_setup)] = unit
                 else:
-                    _record(db, c, out["outcome"], RunResult.from_dict(out["result"]), tally)
-                del pending[c.key()]
+                    futures[cluster.submit_one(client, unit[0], device, threads, worker_setup)] = unit
+            for fut in distributed.as_completed(futures, loop=client.loop):
+                unit = futures[fut]
+                try:
+                    outs = fut.result()
+                except Exception as e:  # KilledWorker: its workers kept dying; or the scheduler was lost
+                    error = f"{type(e).__name__}: {e} (the run's worker process died or the cluster lost it)"
+                    outs = [{"outcome": "failed", "error": error}] * len(unit)
+                if not group_seeds:
+                    outs = [outs] if isinstance(outs, dict) else outs
+                for c, out in zip(unit, outs):
+                    if out["outcome"] == "failed":
+                        _record(db, c, "failed", out["error"], tally)
+                    else:
+                        _record(db, c, out["outcome"], RunResult.from_dict(out["result"]), tally)
+                    del pending[c.key()]
     except BaseException:
         _release(db, pending.values())
         raise
@@ -201,7 +255,13 @@ def _run_on_cluster(
 
 
 def _wait_for_others(
-    busy: list[RunConfig], db: Store, tally: _Tally, device: str, threads: int, poll_s: float = 0.5
+    busy: list[RunConfig],
+    db: Store,
+    tally: _Tally,
+    device: str,
+    threads: int,
+    poll_s: float = 0.5,
+    group_seeds: bool = True,
 ) -> None:
     """Runs another live process had claimed: wait for them, or take them over if it goes away."""
     holders = {(db.info(c) or {}).get("owner") for c in busy}
@@ -217,7 +277,7 @@ def _wait_for_others(
             if db.status(c) in ("finished", "diverged"):
                 tally(c.key(), "finished", None)
                 continue
-            still.extend(_run_here([c], db, tally, device, threads))
+            still.extend(_run_here([c], db, tally, device, threads, group_seeds))
         busy = still
 
 
@@ -232,6 +292,7 @@ def run_sweep(
     on_error: str = "raise",
     worker_setup: Callable[[], None] | None = None,
     scheduler: str | None = None,
+    group_seeds: bool = True,
 ) -> list[RunResult | None]:
     """Run every config not yet done in ``store``; return each config's result, in order.
 
@@ -248,6 +309,8 @@ def run_sweep(
             one that registers an experiment's probes or norms (workers start from a fresh import).
         scheduler: the address of a running Dask scheduler (``tcp://host:8786``) to run on; None
             runs locally.
+        group_seeds: train the configs that differ only in ``seed`` together (:mod:`.seeds`);
+            False runs each config with the single-seed trainer (``bnlab train``'s). Default: True
     """
     if on_error not in ("raise", "skip"):
         raise ValueError(f"expected on_error 'raise' or 'skip' (got {on_error!r})")
@@ -268,8 +331,8 @@ def run_sweep(
                 f"results store {db.path} is read-only here, and {len(todo)} of the sweep's "
                 f"{len(unique)} runs are not in it (expected a writable store to run them)"
             )
-        if scheduler is None and (jobs == 1 or len(todo) <= 1):
-            busy = _run_here(todo, db, tally, device, threads)
+        if scheduler is None and (jobs == 1 or len(plan_groups(todo, group_seeds)) <= 1):
+            busy = _run_here(todo, db, tally, device, threads, group_seeds)
         else:
             busy = _run_on_cluster(
                 todo,
@@ -280,9 +343,10 @@ def run_sweep(
                 device=device,
                 threads=threads,
                 worker_setup=worker_setup,
+                group_seeds=group_seeds,
             )
         if busy:
-            _wait_for_others(busy, db, tally, device, threads)
+            _wait_for_others(busy, db, tally, device, threads, group_seeds=group_seeds)
         if tally.failures:
             first = (db.info(tally.failures[0]) or {}).get("error") or ""
             if on_error == "raise":

@@ -1,0 +1,280 @@
+"""k copies of a lab model trained as one: grouped layers built from k independently initialised models.
+
+:func:`group` takes k models of the same architecture (``cnn`` or ``mlp``, made of
+:class:`~bnlab.models.block.Block`) and returns one module whose parameters are the k members'
+stacked, so that one forward, one backward and one optimizer step train all of them. Nothing is
+shared between members: a convolution is grouped (group i is member i's kernel), a linear layer is
+a batched matrix product (``baddbmm``, matrix i is member i's), and batch norm runs over k*C
+channels, so each member keeps exactly its own per-channel statistics -- on bnlab's fast kernels,
+which take the (N, k*C, 1, L) channels_last and (N, k*C) inputs it gets. Activations are elementwise.
+
+Layouts, with k members and a batch of N examples per member::
+
+    CNN   input (N, k, L) -> convs (N, k*C, 1, L') channels_last -> head: (k, classes, C*L') @ (k, C*L', N)
+    MLP   input (k, N, F) -> linear (k, W, F) @ (k, F, N) -> norm and act on (N, k*W) -> next ...
+
+The output is always (k, N, classes). :func:`ungroup` writes the trained state back into the k
+members' modules (same classes, names and shapes as the models ``train()`` builds).
+
+Only these models, with batch norm or none and elementwise activations, are grouped
+(:func:`why_not_groupable` says what else a model holds); the others train one seed at a time.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..models.block import Block
+from ..models.cnn1d import CNN1d
+from ..models.mlp import MLP
+from ..nn.batchnorm import BatchNorm1d, BatchNorm2d
+
+__all__ = ["GroupedCNN1d", "GroupedMLP", "group", "ungroup", "why_not_groupable"]
+
+# Elementwise activations without state or randomness: the same module serves all members.
+_ELEMENTWISE = (nn.ReLU, nn.Sigmoid, nn.Tanh, nn.GELU, nn.ELU, nn.LeakyReLU, nn.SiLU, nn.Identity)
+# Norms grouped as one layer over k*C channels: bnlab's BatchNorm1d and torch's (the reference);
+# their variants (noise, ghost batches, renorm) are not, as their statistics are not per channel.
+_NORMS = (nn.Identity, BatchNorm1d, nn.BatchNorm1d)
+
+
+def why_not_groupable(model: nn.Module) -> str | None:
+    """Why ``model`` cannot be trained in a group (None if it can)."""
+    if type(model) not in (CNN1d, MLP):
+        return f"model {type(model).__name__} (grouped: the 1D CNN and the MLP)"
+    for i, block in enumerate(model.blocks):
+        if type(block) is not Block:
+            return f"block {i} is a {type(block).__name__}"
+        norm, act = block.norm, block.act
+        if type(norm) not in _NORMS:
+            return f"norm {type(norm).__name__} (grouped: bnlab's or torch's BatchNorm1d, or none)"
+        if type(act) not in _ELEMENTWISE:
+            return f"activation {type(act).__name__}"
+    return None
+
+
+def _stack(tensors: list[Tensor | None], dim: int = 0, cat: bool = False) -> Tensor | None:
+    if tensors[0] is None:
+        return None
+    return torch.cat(tensors, dim) if cat else torch.stack(tensors, dim)
+
+
+def _param(t: Tensor | None, like: Tensor | None) -> nn.Parameter | None:
+    if t is None:
+        return None
+    return nn.Parameter(t.detach().clone(), requires_grad=like.requires_grad)
+
+
+class GroupedConv1d(nn.Module):
+    """k Conv1d of the same shape as one grouped convolution, on (N, k*Cin, 1, L) -> (N, k*Cout, 1, L')
+    in channels_last memory (or, for one input channel, as k products of the unfolded input with the
+    members' kernels, from the (N, k, L) input)."""
+
+    def __init__(self, convs: list[nn.Conv1d]) -> None:
+        super().__init__()
+        c = convs[0]
+        if c.groups != 1 or c.padding_mode != "zeros":
+            raise ValueError(f"expected plain Conv1d layers (got groups={c.groups}, padding_mode={c.padding_mode!r})")
+        self.k, self.stride, self.padding, self.dilation = len(convs), c.stride[0], c.padding[0], c.dilation[0]
+        # Measured (README's performance section): oneDNN's grouped convolution runs about 3x faster
+        # on channels_last memory than on contiguous (N, C, L), as a 2D convolution of height 1; and
+        # with one input channel per member (the first layer) it is depthwise and slower still than
+        # the same product as unfold + bmm. Fixed by shape, so a member computes the same way in
+        # every group.
+        self.unfold = c.in_channels == 1
+        self.weight = _param(_stack([m.weight for m in convs], cat=True), c.weight)  # (k*Cout, Cin, K)
+        self.bias = _param(_stack([m.bias for m in convs], cat=True), c.bias)  # (k*Cout,)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.unfold:
+            x = x.contiguous(memory_format=torch.channels_last)  # (N, k*Cin, 1, L), a no-op between layers
+            weight = self.weight.unsqueeze(2)  # (k*Cout, Cin, 1, K)
+            return F.conv2d(x, weight, self.bias, (1, self.stride), (0, self.padding), (1, self.dilation), self.k)
+        n, k = x.shape[0], self.k  # x: (N, k, L), one input channel per member
+        cout, width = self.weight.shape[0] // k, self.weight.shape[2]
+        u = F.pad(x, (self.padding, self.padding)).unfold(2, width, self.stride)  # (N, k, L', K)
+        length = u.shape[2]
+        u = u.permute(1, 0, 2, 3).reshape(k, n * length, width)
+        w = self.weight.view(k, cout, width).transpose(1, 2)  # (k, K, Cout)
+        if self.bias is None:
+            y = torch.bmm(u, w)
+        else:
+            y = torch.baddbmm(self.bias.view(k, 1, cout), u, w)  # (k, N*L', Cout)
+        y = y.view(k, n, length, cout).permute(1, 2, 0, 3).reshape(n, length, k * cout)  # (N, L', k*Cout)
+        return y.permute(0, 2, 1).unsqueeze(2)  # (N, k*Cout, 1, L') in channels_last memory
+
+    def member(self, i: int, conv: nn.Conv1d) -> None:
+        n = conv.out_channels
+        conv.weight.data.copy_(self.weight.data[i * n : (i + 1) * n])
+        if conv.bias is not None:
+            conv.bias.data.copy_(self.bias.data[i * n : (i + 1) * n])
+
+
+class GroupedLinear(nn.Module):
+    """k Linear layers as one batched product, on transposed activations: (k, in, N) -> (k, out, N).
+
+    ``W @ x^T`` rather than ``x @ W^T``: autograd then forms the weight's gradient as
+    ``dy^T @ x``, whose result for one member does not depend on its slot in the batch; the
+    product in the other orientation (``x^T @ dy``) gave last-bit differences between slots
+    (measured on MKL's batched product, whose kernels depend on each matrix's alignment).
+    """
+
+    def __init__(self, linears: list[nn.Linear]) -> None:
+        super().__init__()
+        lin = linears[0]
+        self.weight = _param(torch.stack([m.weight for m in linears]), lin.weight)  # (k, out, in)
+        bias = torch.stack([m.bias.unsqueeze(1) for m in linears]) if lin.bias is not None else None
+        self.bias = _param(bias, lin.bias)  # (k, out, 1)
+
+    def forward(self, x_t: Tensor) -> Tensor:
+        if self.bias is None:
+            return torch.bmm(self.weight, x_t)
+        return torch.baddbmm(self.bias, self.weight, x_t)
+
+    def member(self, i: int, lin: nn.Linear) -> None:
+        lin.weight.data.copy_(self.weight.data[i])
+        if lin.bias is not None:
+            lin.bias.data.copy_(self.bias.data[i, :, 0])
+
+
+def _group_norm(norms: list[nn.Module], as_2d: bool = False) -> nn.Module:
+    """One norm over the k members' channels (their parameters and buffers concatenated); with
+    ``as_2d`` the BatchNorm2d of the same library, for (N, k*C, 1, L) input (the same statistics:
+    per channel over N and L)."""
+    n = norms[0]
+    if type(n) is nn.Identity:
+        return nn.Identity()
+    k = len(norms)
+    cls = type(n)
+    if as_2d:
+        cls = BatchNorm2d if cls is BatchNorm1d else nn.BatchNorm2d
+    out = cls(
+        n.num_features * k, eps=n.eps, momentum=n.momentum, affine=n.affine, track_running_stats=n.track_running_stats
+    )
+    with torch.no_grad():
+        for name in ("weight", "bias"):
+            p = getattr(n, name)
+            if p is not None:
+                getattr(out, name).copy_(torch.cat([getattr(m, name) for m in norms]))
+                getattr(out, name).requires_grad_(p.requires_grad)
+        if n.track_running_stats:
+            out.running_mean.copy_(torch.cat([m.running_mean for m in norms]))
+            out.running_var.copy_(torch.cat([m.running_var for m in norms]))
+            out.num_batches_tracked.copy_(n.num_batches_tracked)
+    return out.to(n.weight.device if n.weight is not None else n.running_mean.device)
+
+
+def _norm_member(grouped: nn.Module, i: int, norm: nn.Module) -> None:
+    if type(norm) is nn.Identity:
+        return
+    c = norm.num_features
+    part = slice(i * c, (i + 1) * c)
+    with torch.no_grad():
+        for name in ("weight", "bias", "running_mean", "running_var"):
+            t = getattr(norm, name)
+            if t is not None:
+                t.copy_(getattr(grouped, name)[part])
+        if norm.num_batches_tracked is not None:
+            norm.num_batches_tracked.copy_(grouped.num_batches_tracked)
+
+
+class _GroupedBlock(nn.Module):
+    def __init__(self, op: nn.Module, norm: nn.Module, act: nn.Module, placement: str) -> None:
+        super().__init__()
+        self.op, self.norm, self.act, self.placement = op, norm, act, placement
+
+    def normalize(self, x: Tensor) -> Tensor:
+        """norm and act in the block's order, on (N, k*C[, L])."""
+        if self.placement == "before":
+            return self.act(self.norm(x))
+        return self.norm(self.act(x))
+
+
+class GroupedCNN1d(nn.Module):
+    """k :class:`~bnlab.models.cnn1d.CNN1d` as one: input (N, k, L), output (k, N, classes)."""
+
+    def __init__(self, members: list[CNN1d]) -> None:
+        super().__init__()
+        self.k = len(members)
+        first = members[0]
+        self.blocks = nn.ModuleList(
+            _GroupedBlock(
+                GroupedConv1d([m.blocks[i].op for m in members]),
+                _group_norm([m.blocks[i].norm for m in members], as_2d=True),
+                first.blocks[i].act,
+                first.blocks[i].placement,
+            )
+            for i in range(len(first.blocks))
+        )
+        self.head = GroupedLinear([m.head for m in members])
+
+    def forward(self, x: Tensor) -> Tensor:
+        for block in self.blocks:
+            x = block.normalize(block.op(x))  # (N, k*C, 1, L') in channels_last memory, i.e. (N, L', k*C)
+        n, length = x.shape[0], x.shape[3]
+        x = x.permute(0, 3, 1, 2).reshape(n, length, self.k, -1)  # (N, L', k, C), a view
+        x = x.permute(2, 3, 1, 0).reshape(self.k, -1, n)  # (k, C*L', N): each member's flatten(1), transposed
+        return self.head(x).transpose(1, 2)  # (k, classes, N) -> (k, N, classes)
+
+    def inputs(self, x: Tensor) -> Tensor:
+        """Members' batches (k, N, L) (or (k, N, 1, L)) in this model's input layout (N, k, L)."""
+        return x.reshape(self.k, x.shape[1], x.shape[-1]).transpose(0, 1)
+
+
+class GroupedMLP(nn.Module):
+    """k :class:`~bnlab.models.mlp.MLP` as one: input (k, N, features), output (k, N, classes)."""
+
+    def __init__(self, members: list[MLP]) -> None:
+        super().__init__()
+        self.k = len(members)
+        first = members[0]
+        self.blocks = nn.ModuleList(
+            _GroupedBlock(
+                GroupedLinear([m.blocks[i].op for m in members]),
+                _group_norm([m.blocks[i].norm for m in members]),
+                first.blocks[i].act,
+                first.blocks[i].placement,
+            )
+            for i in range(len(first.blocks))
+        )
+        self.head = GroupedLinear([m.head for m in members])
+
+    def forward(self, x: Tensor) -> Tensor:
+        k, n = x.shape[0], x.shape[1]
+        x = x.transpose(1, 2)  # (k, F, N)
+        for block in self.blocks:
+            h = block.op(x)  # (k, W, N)
+            w = h.shape[1]
+            h = h.permute(2, 0, 1).reshape(n, k * w).contiguous()  # (N, k*W): member i's channels i*W..
+            h = block.normalize(h)  # (contiguous: the layout bnlab's kernels take)
+            x = h.view(n, k, w).permute(1, 2, 0)  # (k, W, N), a strided view that bmm reads as it is
+        return self.head(x).transpose(1, 2)  # (k, classes, N) -> (k, N, classes)
+
+    def inputs(self, x: Tensor) -> Tensor:
+        """Members' batches (k, N, *features) as (k, N, features)."""
+        return x.reshape(x.shape[0], x.shape[1], -1)
+
+
+def group(members: list[nn.Module]) -> GroupedCNN1d | GroupedMLP:
+    """One grouped model of ``members`` (module docstring); they are left unchanged."""
+    for m in members:
+        reason = why_not_groupable(m)
+        if reason is not None:
+            raise ValueError(f"expected models that can be trained in a group (got {reason})")
+    kinds = {type(m) for m in members}
+    if len(kinds) != 1:
+        raise ValueError(f"expected members of one architecture (got {sorted(t.__name__ for t in kinds)})")
+    cls = GroupedCNN1d if type(members[0]) is CNN1d else GroupedMLP
+    return cls(members)
+
+
+def ungroup(grouped: GroupedCNN1d | GroupedMLP, i: int, model: nn.Module) -> nn.Module:
+    """Write member ``i``'s parameters and buffers of ``grouped`` into ``model`` (one of the
+    architecture it was built from); returns ``model`` in ``grouped``'s mode."""
+    for gb, block in zip(grouped.blocks, model.blocks):
+        gb.op.member(i, block.op)
+        _norm_member(gb.norm, i, block.norm)
+    grouped.head.member(i, model.head)
+    return model.train(grouped.training)
