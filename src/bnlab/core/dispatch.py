@@ -355,6 +355,12 @@ def _traced_for(x: Tensor, vectors, grad_graph: bool = False) -> Backend:
         and (x.requires_grad or any(v is not None and v.requires_grad for v in vectors))
     ):
         return TRACED
-    if _why_not_fast(x, vectors, None, ()) is not None or x.dtype == torch.float64:
+    # The tensors may be fake (torch.export) or functional: rules 3-4 by their properties alone.
+    if x.dtype not in _HALF_DTYPES and x.dtype != torch.float32 or x.layout is not torch.strided:
         return TRACED
+    if x.numel() == 0 or layout(x) is None:
+        return TRACED
+    for t in vectors:
+        if t is not None and (t.dtype != x.dtype or t.device != x.device or not t.is_contiguous()):
+            return TRACED
     return TRITON_TRACED

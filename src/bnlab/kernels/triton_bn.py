@@ -70,7 +70,8 @@ def blocks(rows: bool, C: int, S: int, P: int, programs: int) -> Blocks:
     """
     if rows:
         block_c = min(triton.next_power_of_2(C), 64)
-        block_m = max(16, min(4096 // block_c, triton.next_power_of_2(P)))
+        # enough row blocks for every program (a few rows per program at least)
+        block_m = max(16, min(4096 // block_c, triton.next_power_of_2(triton.cdiv(P, programs))))
         units = triton.cdiv(P, block_m)
     else:
         s2 = triton.next_power_of_2(S)

@@ -110,7 +110,7 @@ def _stats_into(x, mean, var, rm, rv, mom_tensor, momentum: float, count: int) -
         mean if mom_tensor is None else mom_tensor,
         float(momentum),
         _unbias(count),
-        float(count),
+        float(x.numel() // C),  # m, the values per channel (count is the running update's, 0 without one)
         C,
         B.chunks,
         HAS_RM=rm is not None,
@@ -186,23 +186,23 @@ def backward_sums(dy, x, weight, bias, mean, var, eps, act, slope, dw=None, db=N
         BLOCK_M=B.block_m,
         BLOCK_C=B.block_c,
     )
-    sums = torch.empty((2, C), dtype=torch.float32, device=x.device)
+    sg, sgx = _stat_vectors(x)  # two tensors, not views of one (a custom operator's outputs may not alias)
     K.backward_merge[(triton_cdiv(C, B.block_cf),)](
         part[0],
         part[1],
-        sums[0],
-        sums[1],
+        sg,
+        sgx,
         var,
         float(eps),
-        sums if dw is None else dw,
-        sums if db is None else db,
+        sg if dw is None else dw,
+        sg if db is None else db,
         C,
         B.chunks,
         HAS_DW=dw is not None,
         HAS_DB=db is not None,
         BLOCK_C=B.block_cf,
     )
-    return sums[0], sums[1]
+    return sg, sgx
 
 
 def backward_dx(
@@ -309,15 +309,14 @@ def _backward(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """(dx, dweight, dbias), each an empty tensor where not needed (a custom operator returns tensors)."""
     dy = _same_layout(dy, x)
-    none = x.new_empty(0)
     dw = torch.empty_like(weight) if need_dw and weight is not None else None
     db = torch.empty_like(bias) if need_db and bias is not None else None
     sg, sgx = backward_sums(dy, x, weight, bias, mean, var, eps, act, slope, dw, db)
-    dx = none
+    dx = None
     if need_dx:
         m = x.numel() // x.shape[1]
         dx = backward_dx(dy, x, weight, bias, mean, var, eps, act, slope, sg, sgx, 1.0 / m)
-    return dx, none if dw is None else dw, none if db is None else db
+    return tuple(x.new_empty(0) if t is None else t for t in (dx, dw, db))
 
 
 def _backward_reduce(
@@ -399,10 +398,9 @@ def _register():
     op.register_fake(lambda x, *a: torch.empty_like(x))
 
     def fake_backward(dy, x, weight, bias, mean, var, eps, act, slope, need_dx, need_dw, need_db):
-        none = x.new_empty(0)
-        dw = torch.empty_like(weight) if need_dw and weight is not None else none
-        db = torch.empty_like(bias) if need_db and bias is not None else none
-        return torch.empty_like(x) if need_dx else none, dw, db
+        dw = torch.empty_like(weight) if need_dw and weight is not None else x.new_empty(0)
+        db = torch.empty_like(bias) if need_db and bias is not None else x.new_empty(0)
+        return torch.empty_like(x) if need_dx else x.new_empty(0), dw, db
 
     op = lib.custom_op("bnlab::triton_backward", mutates_args=())(_backward)
     op.register_fake(fake_backward)
