@@ -339,3 +339,79 @@ def test_asking_for_triton_without_triton_is_a_one_line_error():
 def test_unknown_backend_name_is_a_value_error():
     with pytest.raises(ValueError, match=r"one of numba, reference, triton \(got 'cuda'\)"):
         dispatch.set_backend("cuda")
+
+
+# --- fused BN + residual add + activation -------------------------------------------------------
+
+
+def saved_bytes(fn) -> int:
+    """Bytes of the distinct tensors autograd saves while ``fn`` runs (parameters excluded)."""
+    seen: dict[int, int] = {}
+
+    def pack(t):
+        if not isinstance(t, torch.nn.Parameter) and t.numel() > 16:
+            seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    return out, sum(seen.values())
+
+
+ACTS = {"relu": tnf.relu, "silu": tnf.silu, "leaky_relu": lambda t: tnf.leaky_relu(t, 0.1), "identity": lambda t: t}
+
+
+@pytest.mark.parametrize("act", sorted(ACTS))
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_batch_norm_add_act_matches_torch_bn_add_act(act, layout):
+    """Against torch's BN, the add and torch's activation, float32 (tests/reference.py's tolerance)."""
+    from bnlab.core.fused import batch_norm_add_act
+
+    gen = torch.Generator().manual_seed(6)
+    shape = (4, 5, 6, 7)
+    x, r, dy = (torch.randn(shape, generator=gen) * 2 + 0.3 for _ in range(3))
+    if layout == "channels_last":
+        x, r = channels_last(x), channels_last(r)
+    w, b = torch.rand(5, generator=gen) + 0.5, torch.randn(5, generator=gen)
+    rm, rv, rm2, rv2 = torch.zeros(5), torch.ones(5), torch.zeros(5), torch.ones(5)
+    leaves = [t.clone().requires_grad_() for t in (x, r, w, b)]
+    ref_leaves = [t.clone().requires_grad_() for t in (x, r, w, b)]
+    y = batch_norm_add_act(leaves[0], leaves[1], rm, rv, leaves[2], leaves[3], True, 0.2, 1e-5, act, 0.1)
+    z = tnf.batch_norm(ref_leaves[0], rm2, rv2, ref_leaves[2], ref_leaves[3], True, 0.2, 1e-5)
+    yr = ACTS[act](z + ref_leaves[1])
+    assert y.stride() == yr.stride()
+    assert_matches(y, yr, "output")
+    y.backward(dy)
+    yr.backward(dy)
+    for ours, ref, name in zip(leaves, ref_leaves, ("input", "residual", "weight", "bias")):
+        assert_matches(ours.grad, ref.grad, f"{name} gradient")
+    assert_matches(rm, rm2, "running_mean")
+    assert_matches(rv, rv2, "running_var")
+    with torch.no_grad():  # eval: the running statistics
+        assert_matches(
+            batch_norm_add_act(x, r, rm, rv, w, b, False, 0.2, 1e-5, act, 0.1),
+            ACTS[act](tnf.batch_norm(x, rm2, rv2, w, b, False, 0.2, 1e-5) + r),
+            "eval output",
+        )
+
+
+@pytest.mark.parametrize("act", ["relu", "leaky_relu", "silu"])
+def test_fused_layers_save_less_than_torch_bn_then_activation(act):
+    """Saved activations: BatchNormAct keeps x (half of torch's BN + act pair); with a residual, relu
+    and leaky_relu keep x and a byte mask ((4 + 1) / 8 of torch's bytes in float32), silu x and the
+    residual (torch's bytes)."""
+    from bnlab.core.fused import batch_norm_add_act
+
+    shape = (4, 8, 6, 6)
+    x = torch.randn(shape, requires_grad=True)
+    r = torch.randn(shape, requires_grad=True)
+    ours = bnlab.nn.BatchNormAct2d(8, act=act, negative_slope=0.1)
+    ref = torch.nn.BatchNorm2d(8)
+    _, ours_bytes = saved_bytes(lambda: ours(x))
+    _, torch_bytes = saved_bytes(lambda: ACTS[act](ref(x)))
+    assert ours_bytes <= 0.5 * torch_bytes + 2 * 8 * 4, (ours_bytes, torch_bytes)  # + the (C,) statistics
+    w, b = ref.weight, ref.bias
+    _, fused_bytes = saved_bytes(lambda: batch_norm_add_act(x, r, None, None, w, b, True, 0.1, 1e-5, act, 0.1))
+    _, chain_bytes = saved_bytes(lambda: ACTS[act](tnf.batch_norm(x, None, None, w, b, True) + r))
+    limit = 0.625 if act in ("relu", "leaky_relu") else 1.0
+    assert fused_bytes <= limit * chain_bytes + 2 * 8 * 4, (fused_bytes, chain_bytes)

@@ -129,6 +129,16 @@ def _activation_grad(dy, z, slope, ACT: tl.constexpr):
 
 
 @triton.jit
+def _masked_grad(dy, positive, slope, ACT: tl.constexpr):
+    """dy * act'(z) from the saved sign of z (relu, leaky_relu)."""
+    if ACT == 2:
+        dy = tl.where(positive, dy, dy * slope)
+    else:
+        dy = tl.where(positive, dy, 0.0)
+    return dy
+
+
+@triton.jit
 def _invstd(var, eps):
     return tl.div_rn(1.0, tl.sqrt_rn(var + eps))
 
@@ -289,8 +299,8 @@ def backward_partial(
 ):  # fmt: skip
     """Chunk k's sum(g) and sum(g * (x - mean)) into slot [k, c], g = dy * act'(z) with z recomputed.
 
-    GATE: 0 recomputes z = BN(x); 1 adds the saved residual ``r`` to it; 2 reads act'(z) > 0 from a
-    saved mask (relu: g = dy where the mask is set)."""
+    GATE: 0 recomputes z = BN(x); 1 adds the saved residual ``r`` to it; 2 reads the sign of z (+ r)
+    from a saved byte mask (relu, leaky_relu)."""
     pc = tl.program_id(0)
     k = tl.program_id(1)
     c = pc * BLOCK_C + tl.arange(0, BLOCK_C)
@@ -307,7 +317,7 @@ def backward_partial(
         g = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(tl.float32)
         xmu = tl.where(mask, x - mean[None, :], 0.0)
         if GATE == 2:
-            g = tl.where(tl.load(mask_ptr + offs, mask=mask, other=0) != 0, g, 0.0)
+            g = _masked_grad(g, tl.load(mask_ptr + offs, mask=mask, other=0) != 0, slope, ACT)
         elif ACT != 0:
             z = xmu * scale[None, :] + b[None, :]
             if GATE == 1:
@@ -368,7 +378,7 @@ def backward_elemt(
         g = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(tl.float32)
         xmu = x - mean[None, :]
         if GATE == 2:
-            g = tl.where(tl.load(mask_ptr + offs, mask=mask, other=0) != 0, g, 0.0)
+            g = _masked_grad(g, tl.load(mask_ptr + offs, mask=mask, other=0) != 0, slope, ACT)
         elif ACT != 0:
             z = xmu * scale[None, :] + b[None, :]
             if GATE == 1:

@@ -84,7 +84,7 @@ def _unbias(count: int) -> float:
     return count / (count - 1) if count > 1 else 1.0
 
 
-def _same_layout(t: Tensor, x: Tensor) -> Tensor:
+def same_layout(t: Tensor, x: Tensor) -> Tensor:
     """``t`` with ``x``'s strides (the kernels address both with one set of offsets)."""
     return t if t.stride() == x.stride() else torch.empty_like(x).copy_(t)
 
@@ -92,7 +92,7 @@ def _same_layout(t: Tensor, x: Tensor) -> Tensor:
 # --- the launches (eager implementations of the custom operators) ------------------------------
 
 
-def _stats_into(x, mean, var, rm, rv, mom_tensor, momentum: float, count: int) -> None:
+def stats_into(x, mean, var, rm, rv, mom_tensor, momentum: float, count: int) -> None:
     K = kernels()
     rows, C, S, P, B = _geometry(x)
     part = torch.empty((3, B.chunks, C), dtype=torch.float32, device=x.device)
@@ -120,7 +120,7 @@ def _stats_into(x, mean, var, rm, rv, mom_tensor, momentum: float, count: int) -
     )
 
 
-def _normalize_into(y, x, mean, var, weight, bias, eps, act, slope, residual=None, mask=None, evaluate=False):
+def normalize_into(y, x, mean, var, weight, bias, eps, act, slope, residual=None, mask=None, evaluate=False):
     K = kernels()
     rows, C, S, P, B = _geometry(x)
     K.normalize[(triton_cdiv(C, B.block_c), B.elem_chunks)](
@@ -186,7 +186,7 @@ def backward_sums(dy, x, weight, bias, mean, var, eps, act, slope, dw=None, db=N
         BLOCK_M=B.block_m,
         BLOCK_C=B.block_c,
     )
-    sg, sgx = _stat_vectors(x)  # two tensors, not views of one (a custom operator's outputs may not alias)
+    sg, sgx = stat_vectors(x)  # two tensors, not views of one (a custom operator's outputs may not alias)
     K.backward_merge[(triton_cdiv(C, B.block_cf),)](
         part[0],
         part[1],
@@ -246,7 +246,7 @@ def backward_dx(
     return dx
 
 
-def _stat_vectors(x: Tensor) -> tuple[Tensor, Tensor]:
+def stat_vectors(x: Tensor) -> tuple[Tensor, Tensor]:
     C = x.shape[1]
     return torch.empty(C, dtype=torch.float32, device=x.device), torch.empty(C, dtype=torch.float32, device=x.device)
 
@@ -264,16 +264,16 @@ def _forward(
     act: str,
     slope: float,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    mean, var = _stat_vectors(x)
-    _stats_into(x, mean, var, running_mean, running_var, momentum_tensor, momentum, count)
+    mean, var = stat_vectors(x)
+    stats_into(x, mean, var, running_mean, running_var, momentum_tensor, momentum, count)
     y = torch.empty_like(x)
-    _normalize_into(y, x, mean, var, weight, bias, eps, act, slope)
+    normalize_into(y, x, mean, var, weight, bias, eps, act, slope)
     return y, mean, var
 
 
 def _stats(x: Tensor) -> tuple[Tensor, Tensor]:
-    mean, var = _stat_vectors(x)
-    _stats_into(x, mean, var, None, None, None, 0.0, 0)
+    mean, var = stat_vectors(x)
+    stats_into(x, mean, var, None, None, None, 0.0, 0)
     return mean, var
 
 
@@ -289,7 +289,7 @@ def _normalize(
     evaluate: bool,
 ) -> Tensor:
     y = torch.empty_like(x)
-    _normalize_into(y, x, mean, var, weight, bias, eps, act, slope, evaluate=evaluate)
+    normalize_into(y, x, mean, var, weight, bias, eps, act, slope, evaluate=evaluate)
     return y
 
 
@@ -308,7 +308,7 @@ def _backward(
     need_db: bool,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """(dx, dweight, dbias), each an empty tensor where not needed (a custom operator returns tensors)."""
-    dy = _same_layout(dy, x)
+    dy = same_layout(dy, x)
     dw = torch.empty_like(weight) if need_dw and weight is not None else None
     db = torch.empty_like(bias) if need_db and bias is not None else None
     sg, sgx = backward_sums(dy, x, weight, bias, mean, var, eps, act, slope, dw, db)
@@ -330,7 +330,7 @@ def _backward_reduce(
     act: str,
     slope: float,
 ) -> tuple[Tensor, Tensor]:
-    return backward_sums(_same_layout(dy, x), x, weight, bias, mean, var, eps, act, slope)
+    return backward_sums(same_layout(dy, x), x, weight, bias, mean, var, eps, act, slope)
 
 
 def _backward_elemt(
@@ -346,7 +346,7 @@ def _backward_elemt(
     mean_g: Tensor,
     mean_gxmu: Tensor,
 ) -> Tensor:
-    dy = _same_layout(dy, x)
+    dy = same_layout(dy, x)
     return backward_dx(
         dy, x, weight, bias, mean, var, eps, act, slope, mean_g.contiguous(), mean_gxmu.contiguous(), 1.0
     )
