@@ -365,7 +365,7 @@ ACTS = {"relu": tnf.relu, "silu": tnf.silu, "leaky_relu": lambda t: tnf.leaky_re
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 def test_batch_norm_add_act_matches_torch_bn_add_act(act, layout):
     """Against torch's BN, the add and torch's activation, float32 (tests/reference.py's tolerance)."""
-    from bnlab.core.fused import batch_norm_add_act
+    from bnlab.functional import batch_norm_add_act
 
     gen = torch.Generator().manual_seed(6)
     shape = (4, 5, 6, 7)
@@ -400,7 +400,7 @@ def test_fused_layers_save_less_than_torch_bn_then_activation(act):
     """Saved activations: BatchNormAct keeps x (half of torch's BN + act pair); with a residual, relu
     and leaky_relu keep x and a byte mask ((4 + 1) / 8 of torch's bytes in float32), silu x and the
     residual (torch's bytes)."""
-    from bnlab.core.fused import batch_norm_add_act
+    from bnlab.functional import batch_norm_add_act
 
     shape = (4, 8, 6, 6)
     x = torch.randn(shape, requires_grad=True)
