@@ -49,6 +49,13 @@ def add_arguments(parser) -> None:
     )
     parser.add_argument("--no-pin", action="store_true", help="leave the allocator as it is")
     parser.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        default="cpu",
+        help="cuda: the Triton backend against torch's native and compiled batch norm on the GPU "
+        "(bnlab.bench.cuda; skipped without one)",
+    )
+    parser.add_argument(
         "--contention",
         type=_thread_list,
         default=None,
@@ -198,6 +205,10 @@ def run(
 
 
 def main(args) -> int:
+    if getattr(args, "device", "cpu") == "cuda":
+        from . import cuda
+
+        return cuda.main(args.quick, args.repeats, args.json, progress=sys.stderr)
     ops = args.ops.split(",") if args.ops else None
     result = run(
         args.quick,
