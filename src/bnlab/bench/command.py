@@ -56,6 +56,9 @@ def add_arguments(parser) -> None:
         "(bnlab.bench.cuda; skipped without one)",
     )
     parser.add_argument(
+        "--budget", type=float, default=None, metavar="SECONDS", help="--device cuda: start no case after this"
+    )
+    parser.add_argument(
         "--contention",
         type=_thread_list,
         default=None,
@@ -208,7 +211,7 @@ def main(args) -> int:
     if getattr(args, "device", "cpu") == "cuda":
         from . import cuda
 
-        return cuda.main(args.quick, args.repeats, args.json, progress=sys.stderr)
+        return cuda.main(args.quick, args.repeats, args.json, progress=sys.stderr, budget_s=args.budget)
     ops = args.ops.split(",") if args.ops else None
     result = run(
         args.quick,

@@ -270,23 +270,33 @@ def _row(op, shape, dtype, layout, t, nbytes, peak, label="", err_ours=None, err
 
 
 def plan(quick: bool) -> list[tuple]:
-    """(kind, args) of every case: ResNet-50 shapes x layouts x dtypes, the hard shapes, fused."""
-    shapes = RESNET50[1::3] if quick else RESNET50
+    """(kind, args) of every case, in the order that covers every goal soonest (a run cut short by
+    its time budget keeps the most): a third of the ResNet-50 shapes in every dtype and layout, the
+    hard shapes, fused BN+act, then (unless quick) the other ResNet-50 shapes."""
     n = 32 if quick else 64
-    cases = []
-    for dtype in DTYPES:
-        for layout in ("nchw", "channels_last"):
-            cases += [("bn", (n, c, h, h), dtype, layout, "resnet50") for c, h in shapes]
-    for label, shape in HARD:
-        for dtype in ("float32", "bfloat16"):
-            cases.append(("bn", shape, dtype, "nchw", label))
-    for act in ("relu", "silu"):
-        for dtype in ("float32", "bfloat16"):
-            cases.append(("fused", (n, 256, 56, 56), act, dtype, "channels_last"))
-    return cases
+    first, rest = RESNET50[1::3], [s for s in RESNET50 if s not in RESNET50[1::3]]
+
+    def resnet(shapes):
+        return [
+            ("bn", (n, c, h, h), dtype, layout, "resnet50")
+            for dtype in DTYPES
+            for layout in ("nchw", "channels_last")
+            for c, h in shapes
+        ]
+
+    cases = resnet(first)
+    cases += [("bn", shape, dtype, "nchw", label) for label, shape in HARD for dtype in ("float32", "bfloat16")]
+    cases += [
+        ("fused", (n, 256, 56, 56), act, dtype, "channels_last")
+        for act in ("relu", "silu")
+        for dtype in ("float32", "bfloat16")
+    ]
+    return cases if quick else cases + resnet(rest)
 
 
-def run(quick: bool = False, repeats: int = 15, progress=None) -> dict:
+def run(quick: bool = False, repeats: int = 15, progress=None, on_row=None, budget_s: float | None = None) -> dict:
+    """Every case of :func:`plan`; ``on_row`` is called with each row as it is measured (so a run cut
+    short still shows what it measured); after ``budget_s`` seconds no new case starts."""
     from ..core import dispatch
 
     started = time.perf_counter()
@@ -296,8 +306,13 @@ def run(quick: bool = False, repeats: int = 15, progress=None) -> dict:
     peak, peak_source = peak_gbps()
     timer = Timer()
     rows = []
+    done = 0
     cases = plan(quick)
+    skipped = 0
     for i, case in enumerate(cases):
+        if budget_s is not None and time.perf_counter() - started > budget_s:
+            skipped = len(cases) - i
+            break
         if progress is not None:
             progress.write(f"\r[{i + 1}/{len(cases)}] {case} ({time.perf_counter() - started:.0f} s)\033[K")
             progress.flush()
@@ -311,6 +326,10 @@ def run(quick: bool = False, repeats: int = 15, progress=None) -> dict:
         except Exception as e:  # noqa: BLE001 (one failing case must not lose the others' figures)
             rows.append({"op": "error", "case": repr(case), "error": f"{type(e).__name__}: {e}"})
         torch.cuda.empty_cache()
+        if on_row is not None:
+            for row in rows[done:]:
+                on_row(row)
+        done = len(rows)
     if progress is not None:
         progress.write("\r\033[K")
     return {
@@ -322,6 +341,7 @@ def run(quick: bool = False, repeats: int = 15, progress=None) -> dict:
         "peak_source": peak_source,
         "rows": rows,
         "goals": goals(rows),
+        "cases_not_run": skipped,
         "wall_s": time.perf_counter() - started,
     }
 
@@ -401,21 +421,21 @@ def format_row(r: dict) -> str:
     )
 
 
-def main(quick: bool, repeats: int | None, json_path: str | None, progress=None) -> int:
+def main(quick: bool, repeats: int | None, json_path: str | None, progress=None, budget_s: float | None = None) -> int:
     if not available():
         print("bnlab bench --device cuda: skipped, no CUDA device (torch.cuda.is_available() is False)")
         return 0
-    result = run(quick, repeats or (7 if quick else 15), progress)
     print(
-        f"bnlab bench --device cuda: {result['device']}, torch {result['torch']}, triton {result['triton']}, "
-        f"bnlab backend {result['backend']}; peak {result['peak_gbps']:.0f} GB/s ({result['peak_source']}); "
-        "CUDA events, L2 flushed before each sample, medians; ratio = bnlab / torch native, vs-comp = bnlab / "
-        "torch.compile; GB/s and peak under the two-pass byte model (8 element sizes fwd+bwd, 2 eval); "
-        "err/torch = bnlab's max error vs float64 over torch's"
+        f"bnlab bench --device cuda: {torch.cuda.get_device_name()}, torch {torch.__version__}, triton "
+        f"{_triton_version()}; CUDA events, L2 flushed before each sample, medians; ratio = bnlab / torch "
+        "native, vs-comp = bnlab / torch.compile; GB/s and peak under the two-pass byte model (8 element "
+        "sizes fwd+bwd, 2 eval); err/torch = bnlab's max error vs float64 over torch's"
     )
-    print(HEADER)
-    for r in result["rows"]:
-        print(format_row(r))
+    print(HEADER, flush=True)
+    result = run(quick, repeats or (7 if quick else 15), progress, lambda r: print(format_row(r), flush=True), budget_s)
+    print(f"bnlab backend {result['backend']}; peak {result['peak_gbps']:.0f} GB/s ({result['peak_source']})")
+    if result["cases_not_run"]:
+        print(f"time budget reached: {result['cases_not_run']} cases not run")
     print("goals (on medians):")
     for g in result["goals"]:
         state = "not measured" if g["met"] is None else ("met" if g["met"] else "MISSED")
