@@ -415,3 +415,10 @@ def test_fused_layers_save_less_than_torch_bn_then_activation(act):
     _, chain_bytes = saved_bytes(lambda: ACTS[act](tnf.batch_norm(x, None, None, w, b, True) + r))
     limit = 0.625 if act in ("relu", "leaky_relu") else 1.0
     assert fused_bytes <= limit * chain_bytes + 2 * 8 * 4, (fused_bytes, chain_bytes)
+
+
+def test_why_reference_names_float64_and_a_forced_backend():
+    assert dispatch.why_reference(torch.randn(4, 3, dtype=torch.float64)) == "float64 on the Triton backend"
+    assert dispatch.why_reference(torch.randn(4, 3)) is None
+    dispatch.set_backend("reference")
+    assert dispatch.why_reference(torch.randn(4, 3)) == "BNLAB_BACKEND=reference (no fast backend for cpu)"

@@ -250,7 +250,12 @@ def why_reference(
         return "fast path disabled"
     if traced():
         return _TRACED_REASON
-    return _why_not_fast(x, vectors, grad, stats)
+    why = _why_not_fast(x, vectors, grad, stats)
+    if why is None and _fast_for(x) is REFERENCE:
+        if x.dtype == torch.float64 and (_route["cpu"] if x.is_cpu else _route["cuda"]) is TRITON:
+            return "float64 on the Triton backend"
+        return f"BNLAB_BACKEND={_state['forced']} (no fast backend for {x.device.type})"
+    return why
 
 
 def select(

@@ -40,7 +40,8 @@ ACT_CODES = {"identity": 0, "relu": 1, "leaky_relu": 2, "silu": 3}
 class Blocks:
     """The launch geometry of one call: tile ``BLOCK_M`` x ``BLOCK_C``, ``units`` (T), ``chunks``
     (K, the reduction's programs per channel block, each taking ``per_chunk`` units), the elementwise
-    kernels' chunks, the merge kernels' channel block and the warps per program."""
+    kernels' chunks and the merge kernels' channel block. Every kernel launches with triton's
+    default of 4 warps."""
 
     __slots__ = ("block_c", "block_cf", "block_m", "chunks", "elem_chunks", "elem_per_chunk", "per_chunk", "units")
 
