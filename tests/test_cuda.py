@@ -243,3 +243,12 @@ def test_batch_norm_add_act_matches_torch_on_cuda(act):
     yr.backward(dy)
     assert_matches(leaves[0].grad, ref_leaves[0].grad, "input gradient")
     assert_matches(leaves[1].grad, ref_leaves[1].grad, "residual gradient")
+
+
+@needs_triton
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
+def test_triton_runs_on_the_tensors_device_not_the_current_one():
+    ours, ref = bnlab.nn.BatchNorm2d(4, device="cuda:1"), torch.nn.BatchNorm2d(4, device="cuda:1")
+    x = torch.randn(8, 4, 5, 5, device="cuda:1")
+    with torch.cuda.device(0):
+        assert_matches(ours(x), ref(x), "output")

@@ -92,6 +92,21 @@ def same_layout(t: Tensor, x: Tensor) -> Tensor:
 # --- the launches (eager implementations of the custom operators) ------------------------------
 
 
+def _on_tensor_device(fn):
+    """Run ``fn`` with the CUDA device of its first tensor argument current (triton launches on the
+    current device; a model on cuda:1 is called with cuda:0 current unless its user switched)."""
+
+    @functools.wraps(fn)
+    def launch(*args):
+        t = next(a for a in args if isinstance(a, Tensor))
+        if t.is_cuda and t.device.index != torch.cuda.current_device():
+            with torch.cuda.device(t.device):
+                return fn(*args)
+        return fn(*args)
+
+    return launch
+
+
 def stats_into(x, mean, var, rm, rv, mom_tensor, momentum: float, count: int) -> None:
     K = kernels()
     rows, C, S, P, B = _geometry(x)
@@ -251,6 +266,7 @@ def stat_vectors(x: Tensor) -> tuple[Tensor, Tensor]:
     return torch.empty(C, dtype=torch.float32, device=x.device), torch.empty(C, dtype=torch.float32, device=x.device)
 
 
+@_on_tensor_device
 def _forward(
     x: Tensor,
     weight: Tensor | None,
@@ -271,12 +287,14 @@ def _forward(
     return y, mean, var
 
 
+@_on_tensor_device
 def _stats(x: Tensor) -> tuple[Tensor, Tensor]:
     mean, var = stat_vectors(x)
     stats_into(x, mean, var, None, None, None, 0.0, 0)
     return mean, var
 
 
+@_on_tensor_device
 def _normalize(
     x: Tensor,
     mean: Tensor,
@@ -293,6 +311,7 @@ def _normalize(
     return y
 
 
+@_on_tensor_device
 def _backward(
     dy: Tensor,
     x: Tensor,
@@ -319,6 +338,7 @@ def _backward(
     return tuple(x.new_empty(0) if t is None else t for t in (dx, dw, db))
 
 
+@_on_tensor_device
 def _backward_reduce(
     dy: Tensor,
     x: Tensor,
@@ -333,6 +353,7 @@ def _backward_reduce(
     return backward_sums(same_layout(dy, x), x, weight, bias, mean, var, eps, act, slope)
 
 
+@_on_tensor_device
 def _backward_elemt(
     dy: Tensor,
     x: Tensor,
@@ -352,6 +373,7 @@ def _backward_elemt(
     )
 
 
+@_on_tensor_device
 def _update(
     running_mean: Tensor | None,
     running_var: Tensor | None,
