@@ -54,11 +54,20 @@ def triton_backend():
         dispatch.set_backend(None)
 
 
+@pytest.fixture(params=["split", "single"])
+def launches(request, monkeypatch):
+    """Both geometries: the reduction split over programs (several launches), and small inputs'
+    one launch per direction (every test shape is small enough for it by default)."""
+    monkeypatch.setattr(triton_gpu, "SINGLE_MAX_NUMEL", 0 if request.param == "split" else 1 << 18)
+    return request.param
+
+
 def channels_last(x: torch.Tensor) -> torch.Tensor:
     return x.movedim(1, -1).contiguous().movedim(-1, 1)
 
 
-def test_blocks_split_the_reduction_of_every_test_shape():
+def test_blocks_split_the_reduction_of_every_test_shape(monkeypatch):
+    monkeypatch.setattr(triton_gpu, "SINGLE_MAX_NUMEL", 0)
     for shape in SHAPES:
         for cl in (False, True):
             x = torch.empty(shape)
@@ -69,7 +78,7 @@ def test_blocks_split_the_reduction_of_every_test_shape():
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
-def test_matches_torch_nn_over_training_then_eval(shape, dtype, layout):
+def test_matches_torch_nn_over_training_then_eval(shape, dtype, layout, launches):
     if layout == "channels_last" and len(shape) < 4:
         pytest.skip("channels_last needs 4 or 5 dims")
     ours_cls, ref_cls = LAYERS[len(shape)]
@@ -118,7 +127,7 @@ def test_eval_without_grad_runs_on_triton_and_matches_torch():
         assert_matches(ours(x), ref(x), "eval output")
 
 
-def test_momentum_none_reads_the_cumulative_average_from_a_tensor():
+def test_momentum_none_reads_the_cumulative_average_from_a_tensor(launches):
     ours, ref = bnlab.nn.BatchNorm1d(5, momentum=None), torch.nn.BatchNorm1d(5, momentum=None)
     for seed in range(3):
         x = torch.randn(64, 5, generator=torch.Generator().manual_seed(seed)) * 2 + 1
@@ -143,7 +152,7 @@ def test_large_offset_loses_no_precision():
 
 
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
-def test_same_bits_on_every_run(layout):
+def test_same_bits_on_every_run(layout, launches):
     shape = (4, 6, 7, 9)
     gen = torch.Generator().manual_seed(3)
     x = torch.randn(shape, generator=gen) * 2 + 1
@@ -163,7 +172,7 @@ def test_same_bits_on_every_run(layout):
 
 @pytest.mark.parametrize("act", ["relu", "leaky_relu", "silu"])
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
-def test_batchnorm_act_matches_torch_bn_then_activation(act, layout):
+def test_batchnorm_act_matches_torch_bn_then_activation(act, layout, launches):
     """Tolerance: float32, tests/reference.py's 64 ulps scaled by the largest value."""
     torch.manual_seed(0)
     ours = bnlab.nn.BatchNormAct2d(5, act=act, negative_slope=0.2)
@@ -422,3 +431,31 @@ def test_why_reference_names_float64_and_a_forced_backend():
     assert dispatch.why_reference(torch.randn(4, 3)) is None
     dispatch.set_backend("reference")
     assert dispatch.why_reference(torch.randn(4, 3)) == "BNLAB_BACKEND=reference (no fast backend for cpu)"
+
+
+class _CountLaunches:
+    def __init__(self, kernel, log):
+        self.kernel, self.log = kernel, log
+
+    def __getitem__(self, grid):
+        self.log.append(self.kernel.__name__)
+        return self.kernel[grid]
+
+
+@pytest.mark.parametrize(("numel_limit", "forward", "backward"), [(1 << 18, 1, 1), (0, 3, 3)])
+def test_launches_per_direction(monkeypatch, numel_limit, forward, backward):
+    """A small input trains with one launch per direction; above the limit, three (partials, merge,
+    elementwise)."""
+    monkeypatch.setattr(triton_gpu, "SINGLE_MAX_NUMEL", numel_limit)
+    K = triton_gpu.kernels()
+    log: list[str] = []
+    for name in ("stats_partial", "stats_merge", "normalize", "backward_partial", "backward_merge", "backward_elemt"):
+        monkeypatch.setattr(K, name, _CountLaunches(getattr(K, name), log))
+    for name in ("forward_single", "backward_single"):
+        monkeypatch.setattr(K, name, _CountLaunches(getattr(K, name), log))
+    m = bnlab.nn.BatchNorm2d(4)
+    x = torch.randn(8, 4, 6, 6, requires_grad=True)
+    y = m(x)
+    assert len(log) == forward, log
+    y.backward(torch.randn_like(y))
+    assert len(log) == forward + backward, log

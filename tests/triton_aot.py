@@ -63,6 +63,12 @@ def variants(full: bool):
             flags = {"HAS_RM": True, "HAS_RV": True, "MOM_TENSOR": tensor_momentum, "BLOCK_C": 128}
             yield K.stats_merge, {"pn_ptr": F32, "pmean_ptr": F32, "pm2_ptr": F32, **vec, **run}, flags
             yield K.update_running, {**vec, **run}, flags
+        for rows in (True, False):
+            tile = {"ROWS": rows, "BLOCK_M": 128, "BLOCK_C": 32 if rows else 1}
+            flags = {"HAS_W": True, "HAS_B": True, "ACT": 3}
+            single = {**elem, **vec, **run, "dw_ptr": dt, "db_ptr": dt, "inv_m": "fp32"}
+            yield K.forward_single, single, {**flags, "HAS_RM": True, "HAS_RV": True, "MOM_TENSOR": True, **tile}
+            yield K.backward_single, single, {**flags, "HAS_DW": True, "HAS_DB": True, "HAS_DX": True, **tile}
         sums = {"psg_ptr": F32, "psgx_ptr": F32, "sg_ptr": F32, "sgx_ptr": F32, "var_ptr": F32, "eps": "fp32"}
         yield K.backward_merge, {**sums, "dw_ptr": dt, "db_ptr": dt}, {"HAS_DW": True, "HAS_DB": True, "BLOCK_C": 256}
 

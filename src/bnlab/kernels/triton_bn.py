@@ -23,7 +23,9 @@ then merged into the chunk's running moments, so a large common offset costs no 
 
 **Launches per direction:** training forward = partial moments + merge (with the running-average
 update, the momentum read from a tensor when it is one: no host sync) + normalize; backward =
-partial sums + merge (with dweight, dbias) + dx.
+partial sums + merge (with dweight, dbias) + dx. Small inputs (the backend decides) take one launch
+per direction instead: :func:`forward_single` and :func:`backward_single`, one program per channel
+block, merging their tiles in the same order.
 """
 
 from __future__ import annotations
@@ -40,13 +42,25 @@ ACT_CODES = {"identity": 0, "relu": 1, "leaky_relu": 2, "silu": 3}
 class Blocks:
     """The launch geometry of one call: tile ``BLOCK_M`` x ``BLOCK_C``, ``units`` (T), ``chunks``
     (K, the reduction's programs per channel block, each taking ``per_chunk`` units), the elementwise
-    kernels' chunks and the merge kernels' channel block. Every kernel launches with triton's
-    default of 4 warps."""
+    kernels' chunks and the merge kernels' channel block; ``single``: one program per channel block
+    does a whole direction in one launch (:func:`forward_single`, :func:`backward_single`). Every
+    kernel launches with triton's default of 4 warps."""
 
-    __slots__ = ("block_c", "block_cf", "block_m", "chunks", "elem_chunks", "elem_per_chunk", "per_chunk", "units")
+    __slots__ = (
+        "block_c",
+        "block_cf",
+        "block_m",
+        "chunks",
+        "elem_chunks",
+        "elem_per_chunk",
+        "per_chunk",
+        "single",
+        "units",
+    )
 
-    def __init__(self, block_m, block_c, units, chunks, elem_chunks, block_cf):
+    def __init__(self, block_m, block_c, units, chunks, elem_chunks, block_cf, single=False):
         self.block_m, self.block_c, self.units, self.block_cf = block_m, block_c, units, block_cf
+        self.single = single
         self.per_chunk = triton.cdiv(units, chunks)
         self.chunks = triton.cdiv(units, self.per_chunk)  # no empty chunk
         self.elem_per_chunk = triton.cdiv(units, elem_chunks)
@@ -55,11 +69,11 @@ class Blocks:
     def __repr__(self) -> str:
         return (
             f"Blocks(block_m={self.block_m}, block_c={self.block_c}, units={self.units}, chunks={self.chunks}, "
-            f"elem_chunks={self.elem_chunks}, block_cf={self.block_cf})"
+            f"elem_chunks={self.elem_chunks}, block_cf={self.block_cf}, single={self.single})"
         )
 
 
-def blocks(rows: bool, C: int, S: int, P: int, programs: int) -> Blocks:
+def blocks(rows: bool, C: int, S: int, P: int, programs: int, single: bool = False) -> Blocks:
     """The one function that sizes every kernel of a call: a table keyed by the family and shape.
 
     ``rows``: the (R, C) family with ``P`` = R rows (S unused); else planes (N = ``P``, C, S).
@@ -68,7 +82,15 @@ def blocks(rows: bool, C: int, S: int, P: int, programs: int) -> Blocks:
     values; rows tiles take up to 64 channels (128-byte rows of float16), planes tiles one channel
     unless the planes are short (7x7), where several channels share a tile. Not autotuned: the
     sizes are fixed per shape so the merge order -- and so the bits -- never depend on timing.
+
+    ``single`` (the backend asks for it on small inputs, where launches cost more than the work):
+    one program per channel block of at most 32 channels, each a whole direction in one launch.
     """
+    if single and rows:
+        block_c = min(triton.next_power_of_2(C), 32)
+        block_m = max(16, min(4096 // block_c, triton.next_power_of_2(P)))
+        units = triton.cdiv(P, block_m)
+        return Blocks(block_m, block_c, units, 1, 1, block_c, single=True)
     if rows:
         block_c = min(triton.next_power_of_2(C), 64)
         # enough row blocks for every program (a few rows per program at least)
@@ -79,6 +101,8 @@ def blocks(rows: bool, C: int, S: int, P: int, programs: int) -> Blocks:
         block_m = min(s2, 2048)
         block_c = max(1, min(triton.next_power_of_2(C), 4096 // (block_m * 2) if s2 < 256 else 1))
         units = P * triton.cdiv(S, block_m)
+    if single:
+        return Blocks(block_m, block_c, units, 1, 1, block_c, single=True)
     cblocks = triton.cdiv(C, block_c)
     chunks = max(1, min(units, triton.cdiv(programs, cblocks)))
     elem_chunks = max(1, min(units, triton.cdiv(programs * 8, cblocks)))
@@ -103,6 +127,19 @@ def _tile(t, c, C, S, P, ROWS: tl.constexpr, BLOCK_M: tl.constexpr):
         offs = (n * C + c[None, :]).to(tl.int64) * S + s[:, None]
         mask = (s < S)[:, None] & (c < C)[None, :]
     return offs, mask
+
+
+@triton.jit
+def _merge_tile(x, mask, n_a, mean_a, m2_a):
+    """A tile's moments (two passes over it), merged into the running (count, mean, M2) by Chan's formula."""
+    n_b = tl.sum(mask.to(tl.float32), 0)
+    mean_b = tl.sum(x, 0) / tl.maximum(n_b, 1.0)
+    d = tl.where(mask, x - mean_b[None, :], 0.0)
+    m2_b = tl.sum(d * d, 0)
+    n = n_a + n_b
+    delta = mean_b - mean_a
+    frac = n_b / tl.maximum(n, 1.0)
+    return n, mean_a + delta * frac, m2_a + m2_b + delta * delta * n_a * frac
 
 
 @triton.jit
@@ -195,16 +232,7 @@ def stats_partial(
     for t in range(k * U, tl.minimum(k * U + U, T)):
         offs, mask = _tile(t, c, C, S, P, ROWS, BLOCK_M)
         x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-        n_b = tl.sum(mask.to(tl.float32), 0)
-        mean_b = tl.sum(x, 0) / tl.maximum(n_b, 1.0)
-        d = tl.where(mask, x - mean_b[None, :], 0.0)
-        m2_b = tl.sum(d * d, 0)
-        n = n_a + n_b
-        delta = mean_b - mean_a
-        frac = n_b / tl.maximum(n, 1.0)
-        mean_a = mean_a + delta * frac
-        m2_a = m2_a + m2_b + delta * delta * n_a * frac
-        n_a = n
+        n_a, mean_a, m2_a = _merge_tile(x, mask, n_a, mean_a, m2_a)
     cm = c < C
     slot = k * C + c
     tl.store(pn_ptr + slot, n_a, mask=cm)
@@ -389,3 +417,81 @@ def backward_elemt(
             tl.store(dr_ptr + offs, g.to(dr_ptr.dtype.element_ty), mask=mask)
         dx = (g - mg[None, :] - xmu * proj[None, :]) * scale[None, :]
         tl.store(dx_ptr + offs, dx.to(dx_ptr.dtype.element_ty), mask=mask)
+
+
+# --- one launch per direction (small inputs) ----------------------------------------------------
+
+
+@triton.jit
+def forward_single(
+    x_ptr, y_ptr, mean_ptr, var_ptr, w_ptr, b_ptr, rm_ptr, rv_ptr, mom_ptr, momentum, unbias, m, eps, slope,
+    C, S, P, T,
+    HAS_W: tl.constexpr, HAS_B: tl.constexpr, HAS_RM: tl.constexpr, HAS_RV: tl.constexpr,
+    MOM_TENSOR: tl.constexpr, ACT: tl.constexpr, ROWS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr,
+):  # fmt: skip
+    """The training forward of a channel block in one program: the moments over every unit (the
+    same tile merges as :func:`stats_partial`, in order), the running update, then y."""
+    c = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
+    cm = c < C
+    n_a = tl.zeros([BLOCK_C], tl.float32)
+    mean = tl.zeros([BLOCK_C], tl.float32)
+    m2 = tl.zeros([BLOCK_C], tl.float32)
+    for t in range(T):
+        offs, mask = _tile(t, c, C, S, P, ROWS, BLOCK_M)
+        x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+        n_a, mean, m2 = _merge_tile(x, mask, n_a, mean, m2)
+    var = m2 / m
+    tl.store(mean_ptr + c, mean, mask=cm)
+    tl.store(var_ptr + c, var, mask=cm)
+    if HAS_RM or HAS_RV:
+        _update_running(rm_ptr, rv_ptr, mom_ptr, momentum, mean, var, unbias, c, cm, HAS_RM, HAS_RV, MOM_TENSOR)
+    scale = _invstd(var, eps) * _channel(w_ptr, c, cm, HAS_W, 1.0)
+    b = _channel(b_ptr, c, cm, HAS_B, 0.0)
+    for t in range(T):
+        offs, mask = _tile(t, c, C, S, P, ROWS, BLOCK_M)
+        x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+        y = _activate((x - mean[None, :]) * scale[None, :] + b[None, :], slope, ACT)
+        tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def backward_single(
+    dy_ptr, x_ptr, dx_ptr, mean_ptr, var_ptr, w_ptr, b_ptr, eps, slope, dw_ptr, db_ptr, inv_m, C, S, P, T,
+    HAS_W: tl.constexpr, HAS_B: tl.constexpr, HAS_DW: tl.constexpr, HAS_DB: tl.constexpr, HAS_DX: tl.constexpr,
+    ACT: tl.constexpr, ROWS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr,
+):  # fmt: skip
+    """The backward of a channel block in one program: the two sums over every unit, dweight and
+    dbias, then dx."""
+    c = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
+    cm = c < C
+    mean = tl.load(mean_ptr + c, mask=cm, other=0.0).to(tl.float32)
+    invstd = _invstd(tl.load(var_ptr + c, mask=cm, other=1.0).to(tl.float32), eps)
+    scale = invstd * _channel(w_ptr, c, cm, HAS_W, 1.0)
+    b = _channel(b_ptr, c, cm, HAS_B, 0.0)
+    sg = tl.zeros([BLOCK_C], tl.float32)
+    sgx = tl.zeros([BLOCK_C], tl.float32)
+    for t in range(T):
+        offs, mask = _tile(t, c, C, S, P, ROWS, BLOCK_M)
+        x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+        g = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+        xmu = tl.where(mask, x - mean[None, :], 0.0)
+        if ACT != 0:
+            g = _activation_grad(g, xmu * scale[None, :] + b[None, :], slope, ACT)
+        sg += tl.sum(g, 0)
+        sgx += tl.sum(g * xmu, 0)
+    if HAS_DW:
+        tl.store(dw_ptr + c, (sgx * invstd).to(dw_ptr.dtype.element_ty), mask=cm)
+    if HAS_DB:
+        tl.store(db_ptr + c, sg.to(db_ptr.dtype.element_ty), mask=cm)
+    if HAS_DX:
+        mg = sg * inv_m
+        proj = sgx * inv_m * invstd * invstd
+        for t in range(T):
+            offs, mask = _tile(t, c, C, S, P, ROWS, BLOCK_M)
+            x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+            g = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+            xmu = x - mean[None, :]
+            if ACT != 0:
+                g = _activation_grad(g, xmu * scale[None, :] + b[None, :], slope, ACT)
+            dx = (g - mg[None, :] - xmu * proj[None, :]) * scale[None, :]
+            tl.store(dx_ptr + offs, dx.to(dx_ptr.dtype.element_ty), mask=mask)

@@ -33,6 +33,9 @@ from . import Backend, Running
 __all__ = ["Triton", "available", "kernels"]
 
 INTERPRETER_PROGRAMS = 4  # programs a reduction spreads over in the interpreter (it runs them one by one)
+# Up to this many elements a training forward and a backward are one launch each (one program per
+# channel block): below it launches cost more than the work (the issue's small inputs, < 256K).
+SINGLE_MAX_NUMEL = 1 << 18
 
 
 @functools.cache
@@ -49,7 +52,9 @@ def kernels():
     return triton_bn
 
 
+@functools.cache
 def _interpreted() -> bool:
+    """Whether the kernels were built for Triton's interpreter (fixed when they are imported)."""
     return type(kernels().normalize).__name__ == "InterpretedFunction"
 
 
@@ -73,7 +78,7 @@ def _geometry(x: Tensor):
     else:
         rows, S, P = True, 1, x.numel() // C
     programs = 4 * _sm_count(x.device.index or 0) if x.is_cuda else INTERPRETER_PROGRAMS
-    return rows, C, S, P, K.blocks(rows, C, S, P, programs)
+    return rows, C, S, P, K.blocks(rows, C, S, P, programs, single=x.numel() <= SINGLE_MAX_NUMEL)
 
 
 def triton_cdiv(a: int, b: int) -> int:
@@ -281,9 +286,42 @@ def _forward(
     slope: float,
 ) -> tuple[Tensor, Tensor, Tensor]:
     mean, var = stat_vectors(x)
-    stats_into(x, mean, var, running_mean, running_var, momentum_tensor, momentum, count)
     y = torch.empty_like(x)
-    normalize_into(y, x, mean, var, weight, bias, eps, act, slope)
+    rows, C, S, P, B = _geometry(x)
+    if not B.single:
+        stats_into(x, mean, var, running_mean, running_var, momentum_tensor, momentum, count)
+        normalize_into(y, x, mean, var, weight, bias, eps, act, slope)
+        return y, mean, var
+    K = kernels()
+    K.forward_single[(triton_cdiv(C, B.block_c),)](
+        x,
+        y,
+        mean,
+        var,
+        x if weight is None else weight,
+        x if bias is None else bias,
+        mean if running_mean is None else running_mean,
+        mean if running_var is None else running_var,
+        mean if momentum_tensor is None else momentum_tensor,
+        float(momentum),
+        _unbias(count),
+        float(x.numel() // C),
+        float(eps),
+        float(slope),
+        C,
+        S,
+        P,
+        B.units,
+        HAS_W=weight is not None,
+        HAS_B=bias is not None,
+        HAS_RM=running_mean is not None,
+        HAS_RV=running_var is not None,
+        MOM_TENSOR=momentum_tensor is not None,
+        ACT=K.ACT_CODES[act],
+        ROWS=rows,
+        BLOCK_M=B.block_m,
+        BLOCK_C=B.block_c,
+    )
     return y, mean, var
 
 
@@ -330,11 +368,41 @@ def _backward(
     dy = same_layout(dy, x)
     dw = torch.empty_like(weight) if need_dw and weight is not None else None
     db = torch.empty_like(bias) if need_db and bias is not None else None
-    sg, sgx = backward_sums(dy, x, weight, bias, mean, var, eps, act, slope, dw, db)
-    dx = None
-    if need_dx:
-        m = x.numel() // x.shape[1]
-        dx = backward_dx(dy, x, weight, bias, mean, var, eps, act, slope, sg, sgx, 1.0 / m)
+    m = x.numel() // x.shape[1]
+    rows, C, S, P, B = _geometry(x)
+    if not B.single:
+        sg, sgx = backward_sums(dy, x, weight, bias, mean, var, eps, act, slope, dw, db)
+        dx = backward_dx(dy, x, weight, bias, mean, var, eps, act, slope, sg, sgx, 1.0 / m) if need_dx else None
+        return tuple(x.new_empty(0) if t is None else t for t in (dx, dw, db))
+    K = kernels()
+    dx = torch.empty_like(x) if need_dx else None
+    K.backward_single[(triton_cdiv(C, B.block_c),)](
+        dy,
+        x,
+        x if dx is None else dx,
+        mean,
+        var,
+        x if weight is None else weight,
+        x if bias is None else bias,
+        float(eps),
+        float(slope),
+        mean if dw is None else dw,
+        mean if db is None else db,
+        1.0 / m,
+        C,
+        S,
+        P,
+        B.units,
+        HAS_W=weight is not None,
+        HAS_B=bias is not None,
+        HAS_DW=dw is not None,
+        HAS_DB=db is not None,
+        HAS_DX=dx is not None,
+        ACT=K.ACT_CODES[act],
+        ROWS=rows,
+        BLOCK_M=B.block_m,
+        BLOCK_C=B.block_c,
+    )
     return tuple(x.new_empty(0) if t is None else t for t in (dx, dw, db))
 
 
