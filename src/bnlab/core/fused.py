@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 from torch.autograd.graph import increment_version
 
 from ..activations import activate, check_activation
@@ -57,6 +58,7 @@ class _BatchNormAddAct(torch.autograd.Function):
         return y
 
     @staticmethod
+    @once_differentiable  # the kernels' backward is not itself differentiable: double backward raises
     def backward(ctx, dy):
         x, gate, weight, bias, mean, var = ctx.saved_tensors
         eps, act, slope = ctx.config
