@@ -13,6 +13,14 @@ settings.register_profile(
 )
 settings.load_profile("bnlab")
 
+# Without a GPU, bnlab's Triton kernels run in Triton's interpreter (tests/test_triton_backend.py).
+# Triton reads this as it is imported, which torch.compile does early in a session, so it is set here.
+if "TRITON_INTERPRET" not in os.environ:
+    import torch
+
+    if not torch.cuda.is_available():
+        os.environ["TRITON_INTERPRET"] = "1"
+
 import pytest
 
 

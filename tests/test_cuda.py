@@ -1,9 +1,11 @@
 """bnlab on a CUDA device, against torch.nn (cuDNN) on the same device: skipped without one.
 
-On CUDA bnlab runs its reference backend (bnlab.core.math in torch operations; the compiled kernels
-are CPU-only), so these check that the math, the running statistics, the half types, the
-channels_last layout, autograd and torch.compile hold on a GPU as on the CPU, within
-tests/reference.py's rule (torch's tolerance, or no less accurate than torch against float64).
+On CUDA bnlab runs its Triton backend when triton is installed (bnlab.core.backends.triton_gpu;
+float64 and calls it does not take run the reference backend, bnlab.core.math in torch operations),
+so these check that the math, the running statistics, the half types, the channels_last layout,
+autograd and torch.compile hold on a GPU as on the CPU, within tests/reference.py's rule (torch's
+tolerance, or no less accurate than torch against float64). The Triton-specific tests at the end
+skip without triton.
 """
 
 import pytest
@@ -119,3 +121,134 @@ def test_autocast_bfloat16_matches_torch_on_cuda():
     assert yo.dtype == yr.dtype
     assert_matches(yo, yr, "output")
     assert_matches(ours.running_mean, ref.running_mean, "running_mean")
+
+
+# --- the Triton backend on the GPU --------------------------------------------------------------
+
+needs_triton = pytest.mark.skipif(
+    not bnlab.core.backends.triton_gpu.available(), reason="needs triton (pip install 'bnlab[gpu]')"
+)
+
+
+@needs_triton
+def test_cuda_tensors_run_on_the_triton_backend():
+    from bnlab.core import dispatch
+
+    x = torch.randn(8, 4, 5, 5, device="cuda")
+    assert dispatch.select(x) is dispatch.TRITON
+    assert dispatch.select(x.double()) is dispatch.REFERENCE
+
+
+@needs_triton
+@pytest.mark.parametrize("shape", [(20, 6, 65536), (131072, 16), (4, 2048, 7, 7)], ids=lambda s: "x".join(map(str, s)))
+def test_triton_hard_shapes_match_torch_nn_on_cuda(shape):
+    ours_cls, ref_cls = LAYERS[len(shape)]
+    ours, ref = ours_cls(shape[1], device="cuda"), ref_cls(shape[1], device="cuda")
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    x = torch.randn(shape, generator=gen, device="cuda") * 3 + 2
+    dy = torch.randn(shape, generator=gen, device="cuda")
+    xo, xr = x.clone().requires_grad_(), x.clone().requires_grad_()
+    yo, yr = ours(xo), ref(xr)
+    exact = _exact(ref, x, dy)
+    assert_matches(yo, yr, "output", exact["output"])
+    yo.backward(dy)
+    yr.backward(dy)
+    assert_matches(xo.grad, xr.grad, "input gradient", exact["input"])
+    assert_matches(ours.weight.grad, ref.weight.grad, "weight gradient", exact["weight"])
+    assert_matches(ours.running_var, ref.running_var, "running_var")
+
+
+@needs_triton
+@pytest.mark.parametrize("channels_last", [False, True], ids=["contiguous", "channels_last"])
+def test_triton_same_bits_on_every_run_on_cuda(channels_last):
+    x = torch.randn(16, 64, 28, 28, device="cuda", dtype=torch.bfloat16)
+    dy = torch.randn_like(x)
+    if channels_last:
+        x, dy = x.contiguous(memory_format=torch.channels_last), dy.contiguous(memory_format=torch.channels_last)
+    results = []
+    for _ in range(3):
+        m = bnlab.nn.BatchNorm2d(64, device="cuda", dtype=torch.bfloat16)
+        xi = x.clone().requires_grad_()
+        y = m(xi)
+        y.backward(dy)
+        results.append([y, xi.grad, m.weight.grad, m.bias.grad, m.running_var])
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            assert torch.equal(a, b)
+
+
+@needs_triton
+def test_triton_training_step_captures_in_a_cuda_graph():
+    """No host synchronization in forward or backward, momentum=None included: a CUDA graph captures
+    the step (a sync inside the capture raises), and replaying it gives eager's results."""
+    torch.manual_seed(0)
+    graphed = bnlab.nn.BatchNorm2d(8, momentum=None, device="cuda")
+    eager = bnlab.nn.BatchNorm2d(8, momentum=None, device="cuda")
+    x = torch.randn(4, 8, 6, 6, device="cuda", requires_grad=True)
+    dy = torch.randn(4, 8, 6, 6, device="cuda")
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # warm-up (kernel compilation) outside the capture
+        for _ in range(2):
+            graphed(x).backward(dy)
+    torch.cuda.current_stream().wait_stream(side)
+    with torch.no_grad():
+        for name in ("running_mean", "running_var", "num_batches_tracked"):
+            getattr(graphed, name).copy_(getattr(eager, name))
+    graph = torch.cuda.CUDAGraph()
+    x.grad = None
+    graphed.weight.grad = graphed.bias.grad = None
+    with torch.cuda.graph(graph):
+        y = graphed(x)
+        y.backward(dy)
+    for _ in range(3):
+        graph.replay()
+        eager(x.detach().requires_grad_()).backward(dy)
+    torch.cuda.synchronize()
+    torch.testing.assert_close(graphed.running_var, eager.running_var)
+    torch.testing.assert_close(graphed.running_mean, eager.running_mean)
+
+
+@needs_triton
+def test_compile_fullgraph_records_the_triton_operators_on_cuda():
+    seen = []
+
+    def record(gm, example_inputs):
+        for sub in gm.modules():
+            if isinstance(sub, torch.fx.GraphModule):
+                seen.extend(str(n.target) for n in sub.graph.nodes if n.op == "call_function")
+        return gm.forward
+
+    m = bnlab.nn.BatchNorm2d(8, momentum=None, device="cuda")
+    x = torch.randn(4, 8, 6, 6, device="cuda", requires_grad=True)
+    torch.compile(lambda t: m(t).square().sum(), backend=record, fullgraph=True)(x).backward()
+    assert any("triton_forward" in t for t in seen) and any("triton_backward" in t for t in seen), seen
+    ref = torch.compile(bnlab.nn.BatchNorm2d(8, device="cuda"), fullgraph=True)  # inductor around the ops
+    torch.testing.assert_close(ref(x), bnlab.nn.BatchNorm2d(8, device="cuda")(x), rtol=1e-5, atol=1e-5)
+
+
+@needs_triton
+@pytest.mark.parametrize("act", ["relu", "silu"])
+def test_batch_norm_add_act_matches_torch_on_cuda(act):
+    x, r, dy = (torch.randn(8, 32, 14, 14, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+    w = torch.rand(32, device="cuda", dtype=torch.bfloat16) + 0.5
+    b = torch.randn(32, device="cuda", dtype=torch.bfloat16)
+    leaves = [t.clone().requires_grad_() for t in (x, r)]
+    ref_leaves = [t.clone().requires_grad_() for t in (x, r)]
+    y = bnlab.functional.batch_norm_add_act(leaves[0], leaves[1], None, None, w, b, True, act=act)
+    torch_act = torch.nn.functional.relu if act == "relu" else torch.nn.functional.silu
+    yr = torch_act(torch.nn.functional.batch_norm(ref_leaves[0], None, None, w, b, True) + ref_leaves[1])
+    assert_matches(y, yr, "output")
+    y.backward(dy)
+    yr.backward(dy)
+    assert_matches(leaves[0].grad, ref_leaves[0].grad, "input gradient")
+    assert_matches(leaves[1].grad, ref_leaves[1].grad, "residual gradient")
+
+
+@needs_triton
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
+def test_triton_runs_on_the_tensors_device_not_the_current_one():
+    ours, ref = bnlab.nn.BatchNorm2d(4, device="cuda:1"), torch.nn.BatchNorm2d(4, device="cuda:1")
+    x = torch.randn(8, 4, 5, 5, device="cuda:1")
+    with torch.cuda.device(0):
+        assert_matches(ours(x), ref(x), "output")

@@ -35,6 +35,7 @@ from torch import Tensor
 
 from .core import ops
 from .core.checks import check_batch_norm_call, check_batch_size, check_hyperparameters, check_input
+from .core.fused import batch_norm_add_act
 from .core.math import (
     acc_dtype,
     backward_elemt,
@@ -69,6 +70,7 @@ __all__ = [
     "check_input",
     "check_batch_size",
     "check_hyperparameters",
+    "batch_norm_add_act",
 ]
 
 

@@ -83,6 +83,16 @@ def add_arguments(parser) -> None:
     )
     parser.add_argument("--no-pin", action="store_true", help="leave the allocator as it is")
     parser.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        default="cpu",
+        help="cuda: the Triton backend against torch's native and compiled batch norm on the GPU "
+        "(bnlab.bench.cuda; skipped without one)",
+    )
+    parser.add_argument(
+        "--budget", type=float, default=None, metavar="SECONDS", help="--device cuda: start no case after this"
+    )
+    parser.add_argument(
         "--contention",
         type=_thread_list,
         default=None,
@@ -241,6 +251,10 @@ def main(args) -> int:
     except ValueError as e:
         print(f"bnlab bench: {e}", file=sys.stderr)
         return 2
+    if getattr(args, "device", "cpu") == "cuda":
+        from . import cuda
+
+        return cuda.main(args.quick, args.repeats, args.json, progress=sys.stderr, budget_s=args.budget)
     ops = args.ops.split(",") if args.ops else None
     result = run(
         args.quick,

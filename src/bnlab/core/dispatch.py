@@ -25,7 +25,16 @@ gradient) still runs on the fast backend, whose output :class:`bnlab.core.autogr
 makes differentiable, so eval outputs have the same bits with grad mode on or off.
 
 Everything else runs on the fast backend of the tensor's device: :mod:`bnlab.core.backends.numba_cpu`
-on the CPU (a CUDA backend would be one more entry in :data:`FAST_BACKENDS`).
+on the CPU, :mod:`bnlab.core.backends.triton_gpu` on CUDA when triton is installed (float64 stays on
+the reference there). Under torch.compile a CUDA call gets the Triton backend's traced instance,
+whose primitives are custom operators the compiler sees as opaque nodes (rule 2 otherwise).
+
+**Choosing a backend.** The environment variable ``BNLAB_BACKEND`` (read at import) or
+:func:`set_backend` forces one for every device: ``numba`` (the CPU's kernels; CUDA tensors take the
+reference), ``reference`` (everything on torch operations, as ``BNLAB_FAST=0``) or ``triton`` (the
+Triton kernels on CUDA and on CPU tensors, the latter in Triton's interpreter: set
+``TRITON_INTERPRET=1`` too). Asking for triton without triton installed is an ImportError in one
+line, never a quiet fallback.
 
 **One check per layer call.** A layer's forward asks :func:`select` (training) or
 :func:`select_eval` once and runs every primitive of the call on the answer; its backward asks
@@ -45,6 +54,8 @@ from . import checks
 from .backends import Backend
 from .backends.numba_cpu import NumbaCPU
 from .backends.reference import Reference
+from .backends.triton_gpu import Triton
+from .backends.triton_gpu import available as _triton_available
 
 __all__ = [
     "REFERENCE",
@@ -60,18 +71,55 @@ __all__ = [
     "fast_enabled",
     "reference_only",
     "traced",
+    "BACKENDS",
+    "set_backend",
+    "forced_backend",
 ]
 
 REFERENCE: Backend = Reference()
 TRACED: Backend = Reference(traced=True)
-FAST_BACKENDS: dict[str, Backend] = {"cpu": NumbaCPU()}  # device type -> its fast backend
+FAST_BACKENDS: dict[str, Backend] = {"cpu": NumbaCPU()}  # device type -> its default fast backend
+if _triton_available():
+    FAST_BACKENDS["cuda"] = Triton()
 _CPU = FAST_BACKENDS["cpu"]
+TRITON: Backend = FAST_BACKENDS.get("cuda") or Triton()
+TRITON_TRACED: Backend = Triton(traced=True)  # custom operators, for torch.compile on CUDA
+BACKENDS = ("numba", "reference", "triton")  # what BNLAB_BACKEND / set_backend take
 
 _FAST_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 _HALF_DTYPES = (torch.bfloat16, torch.float16)
 _PLAIN_TYPES = (Tensor, torch.nn.Parameter)
 _TRACED_REASON = "traced (torch.compile, torch.jit or a torch.func transform)"
-_state = {"fast": os.environ.get("BNLAB_FAST", "1") != "0"}
+_state = {"fast": os.environ.get("BNLAB_FAST", "1") != "0", "forced": None}
+# The fast backend per device type now (None: the reference); set_backend changes these.
+_route: dict[str, Backend | None] = {"cpu": _CPU, "cuda": FAST_BACKENDS.get("cuda")}
+
+
+def set_backend(name: str | None) -> None:
+    """Force a backend for every device ('numba', 'reference' or 'triton'; see the module docstring),
+    or None for each device's default. ValueError for another name; ImportError (one line) for
+    'triton' without triton installed."""
+    if name is not None and name not in BACKENDS:
+        raise ValueError(f"expected BNLAB_BACKEND to be one of {', '.join(BACKENDS)} (got {name!r})")
+    if name == "triton" and not _triton_available():
+        raise ImportError("BNLAB_BACKEND=triton needs triton, which is not installed (pip install 'bnlab[gpu]')")
+    _state["forced"] = name
+    if name is None:
+        _route.update(cpu=_CPU, cuda=FAST_BACKENDS.get("cuda"))
+    elif name == "numba":
+        _route.update(cpu=_CPU, cuda=None)
+    elif name == "reference":
+        _route.update(cpu=None, cuda=None)
+    else:
+        _route.update(cpu=TRITON, cuda=TRITON)
+
+
+def forced_backend() -> str | None:
+    """The backend :func:`set_backend` (or ``BNLAB_BACKEND``) forced, None for the defaults."""
+    return _state["forced"]
+
+
+set_backend(os.environ.get("BNLAB_BACKEND") or None)
 
 
 def set_fast(enabled: bool) -> None:
@@ -122,11 +170,13 @@ def _tensor_issue(t: Tensor, dtype: torch.dtype) -> str | None:
         return None
     if type(t) not in _PLAIN_TYPES:
         return f"not a plain tensor ({type(t).__name__})"
-    if not t.is_cpu:
+    if not t.is_cpu and (not t.is_cuda or _route["cuda"] is None):
         return f"device {t.device}"
     if t.layout is not torch.strided:
         return f"tensor layout {t.layout}"
-    return f"mixed dtypes (expected {dtype}, got a {t.dtype} operand)"
+    if t.dtype != dtype:
+        return f"mixed dtypes (expected {dtype}, got a {t.dtype} operand)"
+    return None
 
 
 def _vectors_plain(x: Tensor, vectors: tuple) -> bool:
@@ -202,7 +252,12 @@ def why_reference(
         return "fast path disabled"
     if traced():
         return _TRACED_REASON
-    return _why_not_fast(x, vectors, grad, stats)
+    why = _why_not_fast(x, vectors, grad, stats)
+    if why is None and _fast_for(x) is REFERENCE:
+        if x.dtype == torch.float64 and (_route["cpu"] if x.is_cpu else _route["cuda"]) is TRITON:
+            return "float64 on the Triton backend"
+        return f"BNLAB_BACKEND={_state['forced']} (no fast backend for {x.device.type})"
+    return why
 
 
 def select(
@@ -216,15 +271,15 @@ def select(
     which are checked here first (a ValueError / TypeError for a wrong size, dtype or device): its
     forward, stats, normalize and running-statistics update."""
     vectors = (weight, bias, running_mean, running_var)
-    if traced():  # asked first, so that a traced call always gets TRACED
+    if traced():  # asked first, so that a traced call always gets a traced backend
         checks.check_vectors(x, *vectors)
-        return TRACED
+        return _traced_for(x, vectors)
     plain = _vectors_plain(x, vectors)
     if not _state["fast"]:
         return REFERENCE
     if _why_not_fast(x, () if plain else vectors, None, ()) is not None:
         return REFERENCE
-    return _CPU
+    return _fast_for(x)
 
 
 def select_eval(
@@ -239,13 +294,13 @@ def select_eval(
     vectors = (weight, bias, running_mean, running_var)
     if traced():
         checks.check_vectors(x, *vectors)
-        return TRACED
+        return _traced_for(x, vectors, grad_graph=True)
     plain = _vectors_plain(x, vectors)
     if not _state["fast"]:
         return REFERENCE
     if _why_not_fast(x, () if plain else vectors, None, ()) is not None:
         return REFERENCE
-    return _CPU
+    return _fast_for(x)
 
 
 def select_update(mean: Tensor, var: Tensor, running_mean: Tensor | None, running_var: Tensor | None) -> Backend:
@@ -257,19 +312,61 @@ def select_update(mean: Tensor, var: Tensor, running_mean: Tensor | None, runnin
         return REFERENCE
     if _why_not_fast(mean, (var, running_mean, running_var), None, ()) is not None:
         return REFERENCE
-    return _CPU
+    return _fast_for(mean)
 
 
 def select_backward(forward: Backend, dy: Tensor, x: Tensor) -> Backend:
     """The backend of a backward whose forward ran on ``forward`` (rule 5)."""
-    if forward is not _CPU:
+    if forward is not _CPU and forward is not TRITON:
         return forward
     if torch.is_grad_enabled():
         return REFERENCE
     if traced():  # compiled autograd traces the backward
         return TRACED
-    if type(dy) not in _PLAIN_TYPES or not dy.is_cpu or dy.layout is not torch.strided or dy.shape != x.shape:
+    if type(dy) not in _PLAIN_TYPES or dy.layout is not torch.strided or dy.shape != x.shape:
+        return REFERENCE
+    if not (dy.is_cpu if x.is_cpu else dy.device == x.device):
         return REFERENCE
     if not torch._C._has_storage(dy):  # a batched gradient (jacobian(vectorize=True), is_grads_batched)
         return REFERENCE
-    return _CPU
+    return forward
+
+
+def _fast_for(x: Tensor) -> Backend:
+    """The fast backend of ``x``'s device (the checks of rules 3-5 passed); float64 stays on the
+    reference on the Triton backend (its kernels compute in float32)."""
+    backend = _route["cpu"] if x.is_cpu else _route["cuda"]
+    if backend is None or (backend is TRITON and x.dtype == torch.float64):
+        return REFERENCE
+    return backend
+
+
+def _traced_for(x: Tensor, vectors, grad_graph: bool = False) -> Backend:
+    """Rule 2's answer: the Triton backend's custom operators under torch.compile (not under jit or a
+    torch.func transform, which need torch operations) where the call would run on Triton untraced;
+    else TRACED. ``grad_graph``: an eval call, which takes the reference's differentiable ops when
+    autograd records a graph."""
+    if (
+        not _state["fast"]
+        or not torch.compiler.is_compiling()
+        or torch._C._are_functorch_transforms_active()
+        or torch.jit.is_tracing()
+    ):
+        return TRACED
+    if (_route["cpu"] if x.is_cpu else _route["cuda"]) is not TRITON:
+        return TRACED
+    if (
+        grad_graph
+        and torch.is_grad_enabled()
+        and (x.requires_grad or any(v is not None and v.requires_grad for v in vectors))
+    ):
+        return TRACED
+    # The tensors may be fake (torch.export) or functional: rules 3-4 by their properties alone.
+    if x.dtype not in _HALF_DTYPES and x.dtype != torch.float32 or x.layout is not torch.strided:
+        return TRACED
+    if x.numel() == 0 or layout(x) is None:
+        return TRACED
+    for t in vectors:
+        if t is not None and (t.dtype != x.dtype or t.device != x.device or not t.is_contiguous()):
+            return TRACED
+    return TRITON_TRACED
