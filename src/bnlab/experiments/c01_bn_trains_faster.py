@@ -225,7 +225,6 @@ def measure(run, cap: float) -> dict | None:
     if run is None or run.diverged:
         return None
     return {
-        "length": cap,  # the run's steps + one eval interval: the margin of the "faster" part scales with it
         "acc": st.final(run, "test_acc"),
         "steps": st.censored([st.steps_to(run, "test_acc", TARGET_ACC)], cap)[0],
         "drift": drift(run),
@@ -235,8 +234,13 @@ def measure(run, cap: float) -> dict | None:
 
 def records(runs, configs) -> dict[int, dict]:
     """{seed: {(norm, lr): measure}}: everything one seed measured."""
-    cap = configs[0].steps + configs[0].eval_every
-    return st.by_seed(configs, runs, lambda c: (c.norm, c.lr), lambda r: measure(r, cap))
+    cap, length = configs[0].steps + configs[0].eval_every, configs[0].steps
+
+    def measured(r):  # each measure carries the run's length in steps: the speed margin scales with it
+        m = measure(r, cap)
+        return None if m is None else {**m, "length": length}
+
+    return st.by_seed(configs, runs, lambda c: (c.norm, c.lr), measured)
 
 
 def compare(recs: list[dict]) -> dict:
