@@ -170,3 +170,11 @@ def test_a_computed_claims_stability_is_its_verdict_on_fresh_inputs():
     s = stability.computed(["reproduced"] * 9 + ["not reproduced"], "exact")
     assert s.share == 0.9 and s.stable and s.seeds == 10
     assert stability.describe(s) == "the same on 9 of 10 fresh random inputs"
+
+
+def test_interim_threshold_splits_the_allowance_over_the_looks():
+    assert stability.interim_threshold(1) == stability.THRESHOLD
+    assert stability.interim_threshold(2) == pytest.approx(1 - (1 - stability.THRESHOLD) / 2)
+    assert stability.interim_threshold(4) > stability.interim_threshold(3) > stability.THRESHOLD
+    with pytest.raises(ValueError, match="expected at least 1 look"):
+        stability.interim_threshold(0)

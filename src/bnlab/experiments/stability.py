@@ -31,6 +31,18 @@ fresh set would); with fewer than :data:`MIN_SEEDS` seeds it cannot tell anythin
 to m seeds keeps the population at the n measured seeds: more seeds shrink a fresh set's noise,
 not the uncertainty about the effect itself.
 
+Seeds in rounds (:mod:`.registry`): an experiment adds seeds until its verdicts are stable, so the
+stability it reports was looked at more than once, and stopping at the first look where it crosses
+:data:`THRESHOLD` would report the luckiest of several noisy estimates -- the same inflation as
+testing after every batch of subjects. The accounting: an *interim* look (before the cap) stops
+only if every verdict's stability reaches :func:`interim_threshold`, the threshold with the
+allowance for disagreement (1 - THRESHOLD) split evenly over the looks the plan allows (a
+Bonferroni split, as in group-sequential designs that spend alpha over interim analyses); the last
+look, at the cap, uses THRESHOLD, and a verdict below it there is reported as underpowered. A plan
+with K looks can thus stop early only on an estimate at least 1 - 0.1 / K, so the chance that any of
+the K - 1 interim looks stops on a verdict whose true stability is below THRESHOLD stays within the
+same allowance the single look has.
+
 An experiment provides its per-seed records (``{seed: record}``; a record holds everything that
 seed measured under every setting) and its rule as a function ``rule(records) -> verdict`` of a
 list of records (order irrelevant, repeats allowed); :func:`assess` does the rest, once for all.
@@ -64,6 +76,14 @@ MAX_SEEDS = 64  # the projection looks up to this many seeds per setting
 BOOTSTRAP_SEED = 20170  # the resampling is seeded: the same runs give the same stability
 
 Rule = Callable[[Sequence[Any]], str]
+
+
+def interim_threshold(looks: int) -> float:
+    """The stability every verdict must reach to stop at an interim look of a plan with ``looks`` looks:
+    the allowance 1 - THRESHOLD split over the looks (module docstring). One look: THRESHOLD."""
+    if looks < 1:
+        raise ValueError(f"expected at least 1 look (got {looks})")
+    return 1.0 - (1.0 - THRESHOLD) / looks
 
 
 @dataclasses.dataclass(frozen=True)
