@@ -67,12 +67,14 @@ SPEED_MARGIN = Margin(
     "",
     "a tenth of the run's length in steps: a change in training time smaller than that is not one a "
     "practitioner would choose a layer for (300 of 3000 steps, 3 evaluation intervals)",
+    "10% of the run's length",
 )
 DRIFT_MARGIN = Margin(
     0.10,
     "",
     "a tenth of the percentile band's width: a layer whose input percentiles move by less than a tenth of "
     "their spread sees the same distribution for every purpose the claim is about",
+    "0.1 of the band's width",
 )
 RULE_VERSION = "2026-12-06"
 RULE = (

@@ -55,6 +55,7 @@ STEPS_MARGIN = Margin(
     "",
     "a tenth of the run's length in steps: a change in training time smaller than that is not one a "
     "practitioner would choose a layer for (200 of 2000 steps, 2 evaluation intervals)",
+    "10% of the run's length",
 )
 RULE_VERSION = "2026-12-06"
 RULE = (

@@ -67,6 +67,7 @@ RATIO_MARGIN = Margin(
     "a tenth of the metric's size (BN / no BN between 1/1.1 and 1.1): the metrics are maxima over a few step "
     "sizes on one batch, and a landscape 10% smoother along the gradient is not the large effect the claim "
     "describes (Santurkar et al.'s Fig. 4 shows differences of several times)",
+    "BN ÷ no BN within 1/1.1 to 1.1",
 )
 RULE_VERSION = "2026-12-06"
 RULE = (

@@ -59,12 +59,14 @@ ABOVE_CHANCE = Margin(
     (FAR_ABOVE - 1.0) * CHANCE,
     "points",
     f"'far above chance' read as at least {FAR_ABOVE:g}x chance: {FAR_ABOVE * CHANCE:.0%} test accuracy",
+    f"{(FAR_ABOVE - 1.0) * CHANCE * 100:g} points above chance",
 )
 VS_RANDOM = Margin(
     0.01,
     "points",
     "1 point of test accuracy: the test set has 1000 examples, so a smaller difference is within the "
     "sampling noise of the test set itself (binomial standard error ~1.4 points near 30%)",
+    "1 point of test accuracy",
 )
 RULE_VERSION = "2026-12-06"
 RULE = (

@@ -39,9 +39,10 @@ class Margin:
     size: float  # in the comparison's own units (a fraction for accuracy: 0.01 is 1 point)
     unit: str  # a unit of bnlab.experiments.text.UNITS, for showing it
     why: str  # the principle the number comes from (never the stored results)
+    reads: str = ""  # how a reader says it where the size alone is unclear: "10% of the run's length"
 
     def to_json(self) -> dict[str, Any]:
-        return {"size": self.size, "unit": self.unit, "why": self.why}
+        return {"size": self.size, "unit": self.unit, "why": self.why, "reads": self.reads}
 
 
 @dataclasses.dataclass(frozen=True)

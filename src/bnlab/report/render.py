@@ -26,7 +26,7 @@ from .answers import Evidence
 from .cards import claim_card, claim_missing, claim_reference
 from .catalogue import Claim, claims
 from .content import Block, Code, Question
-from .markup import MISSING, code_html, esc, inline, verdict_marks
+from .markup import MISSING, code_html, esc, inline, part_marks, verdict_marks
 from .style import CSS
 
 
@@ -66,12 +66,16 @@ def _code(code: Code) -> str:
 
 
 def answer_html(q: Question, ev: Evidence) -> str:
-    """The short answer with its evidence links; a link to a claim carries the claim's verdict marks."""
+    """The short answer with its evidence links; a link to a claim carries the verdict marks of what the
+    sentence rests on: the part named by the link's third entry, else the claim."""
     a = q.answer(ev)
     links = []
-    for href, label in a.links:
+    for href, label, *part in a.links:
         cid = href[1:] if re.fullmatch(r"#C\d+", href) else None
-        marks = verdict_marks(ev.results.get(cid), compact=True) if cid else ""
+        result = ev.results.get(cid) if cid else None
+        marks = (
+            (part_marks(result, part[0], compact=True) if part else verdict_marks(result, compact=True)) if cid else ""
+        )
         links.append(f'<li><a href="{esc(href)}">{esc(label)}</a>{marks}</li>')
     return (
         f'<p class="short">{inline(a.text)}</p>'
