@@ -3,6 +3,7 @@ enumeration and against the analytic power of a t-test; what the report then say
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 
@@ -178,3 +179,19 @@ def test_interim_threshold_splits_the_allowance_over_the_looks():
     assert stability.interim_threshold(4) > stability.interim_threshold(3) > stability.THRESHOLD
     with pytest.raises(ValueError, match="expected at least 1 look"):
         stability.interim_threshold(0)
+
+
+def test_an_interim_look_skips_the_projection_and_nothing_else():
+    recs = {s: 0.25 + 0.3 * (-1) ** s for s in range(6)}  # a noisy mean: unstable at 6 seeds, projected
+
+    def rule(rs):
+        e = paired(list(rs), [0.0] * len(rs)).diff
+        return "reproduced" if e.low > 0 else "not reproduced" if e.high < 0 else "inconclusive"
+
+    final = stability.assess(recs, rule)
+    with stability.interim_look():
+        interim = stability.assess(recs, rule)
+    assert final.share < stability.THRESHOLD and final.needed is not None
+    assert interim.needed is None and interim.needed_verdict is None
+    assert dataclasses.replace(interim, needed=final.needed, needed_verdict=final.needed_verdict) == final
+    assert stability.assess(recs, rule) == final  # the switch is reset on leaving the block

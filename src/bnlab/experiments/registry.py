@@ -21,6 +21,7 @@ still open goes out as one sweep. A quick run, or one with ``--seeds``, is one r
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 import os
@@ -193,11 +194,12 @@ def _run_rounds(modules: list[ModuleType], ctx: Context) -> list[ClaimResult]:
         by_key = _run_configs([c for configs in sweeps.values() for c in configs], ctx, owner, list(sweeps))
         still = []
         for m in active:
-            result = results[m.ID] = _finish(m, ctxs[m.ID], by_key, sweeps[m.ID])
             plan = plans[m.ID]
+            last = plan is None or look[m.ID] == len(plan) - 1
+            with stability.interim_look() if not last else contextlib.nullcontext():
+                result = results[m.ID] = _finish(m, ctxs[m.ID], by_key, sweeps[m.ID])
             if plan is None:
                 continue
-            last = look[m.ID] == len(plan) - 1
             bar = stability.THRESHOLD if last else stability.interim_threshold(len(plan))
             settled = all(s.seeds >= stability.MIN_SEEDS and s.share >= bar for s in _stabilities(result))
             result.rounds = {

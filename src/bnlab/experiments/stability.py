@@ -52,6 +52,8 @@ builds its :class:`Stability` with :func:`computed`.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import math
 from collections import Counter
@@ -76,6 +78,22 @@ MAX_SEEDS = 64  # the projection looks up to this many seeds per setting
 BOOTSTRAP_SEED = 20170  # the resampling is seeded: the same runs give the same stability
 
 Rule = Callable[[Sequence[Any]], str]
+
+
+_INTERIM = contextvars.ContextVar("bnlab_interim_look", default=False)
+
+
+@contextlib.contextmanager
+def interim_look():
+    """Within this block :func:`assess` skips the projection of how many seeds would settle a verdict: at an
+    interim look an experiment either stops with every verdict stable (no projection is made then) or adds
+    seeds and is judged again, so the projection -- most of the cost of an unstable verdict -- would be
+    thrown away."""
+    token = _INTERIM.set(True)
+    try:
+        yield
+    finally:
+        _INTERIM.reset(token)
 
 
 def interim_threshold(looks: int) -> float:
@@ -192,7 +210,7 @@ def assess(records: Mapping[Any, Any], rule: Rule, resamples: int = RESAMPLES) -
     outcomes = _draws(items, rule, n, resamples, rng)
     share = outcomes[verdict] / resamples
     needed = needed_verdict = None
-    if share < THRESHOLD or n < MIN_SEEDS:
+    if (share < THRESHOLD or n < MIN_SEEDS) and not _INTERIM.get():
         needed, needed_verdict = project(items, rule, n + 1, rng)
     return Stability(
         verdict,
