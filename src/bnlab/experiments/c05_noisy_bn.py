@@ -258,13 +258,8 @@ def analyze(runs, ctx) -> ClaimResult:
         rows.append(row)
     bands = {n: st.mean_band([r for _, r in groups[n]], "train_eval_loss") for n in NORMS}
     acc_bands = {n: st.mean_band([r for _, r in groups[n]], "test_acc") for n in NORMS}
-    result = ClaimResult(
-        id=ID,
-        name=NAME,
-        question=QUESTION,
-        claim=CLAIM,
-        source=SOURCE,
-        rule=RULE,
+    result = spec.result(
+        __name__,
         verdict=v,
         summary=summary,
         setup={
@@ -297,7 +292,6 @@ def analyze(runs, ctx) -> ClaimResult:
             )
         ],
         rows=rows,
-        title=TITLE,
         labels=LABELS,
     )
     result.finding = finding(result.numbers)

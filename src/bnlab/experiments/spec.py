@@ -209,11 +209,21 @@ def result(module: ModuleType | str, **fields: Any) -> ClaimResult:
     )
 
 
-def settle(module: ModuleType | str, res: ClaimResult, records: Mapping[Any, Any], rule: Rule) -> ClaimResult:
+def settle(
+    module: ModuleType | str,
+    res: ClaimResult,
+    records: Mapping[Any, Any] | None,
+    rule: Rule | None,
+    stab: stability.Stability | None = None,
+) -> ClaimResult:
     """Judge ``res`` on its per-seed ``records``: the claim's ``rule`` and each declared part's rule, each
-    with its stability (:func:`.stability.settle` then says what the report may print). Returns ``res``."""
+    with its stability (:func:`.stability.settle` then says what the report may print). ``stab``: the
+    claim's stability when the experiment measured it already (a computed experiment: ``records`` and
+    ``rule`` None). Returns ``res``."""
     s = of(module)
-    res.parts = judge_parts(s.parts, records)
+    if s.parts and records is None:
+        raise ValueError(f"{s.id}: expected per-seed records to judge its {len(s.parts)} parts (got None)")
+    res.parts = judge_parts(s.parts, records) if s.parts else []
     res.rule_version = s.rule_version
     res.rule_history = [h.to_json() for h in s.history]
-    return stability.settle(res, stability.assess(records, rule))
+    return stability.settle(res, stab if stab is not None else stability.assess(records, rule))
