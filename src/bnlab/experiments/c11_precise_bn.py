@@ -42,7 +42,8 @@ LEVEL_AT = 1000  # "levels off around 10^3 samples"
 FULL = {"steps": 2000}
 QUICK = {"steps": 60}
 # 6 seeds first: the first 6 of 8 stored seeds gave the same verdict, stable in 100% of resamples (one
-# stage); a later full edition found it underpowered (76%, two stages), hence rounds up to 14.
+# stage); a later full edition found it underpowered (76%, two stages), hence rounds up to 14. A seed is
+# 2 runs, ~10 s of run time in that edition (2-core AVX-512).
 SEEDS = Seeds(start=6, step=4, cap=14, cluster_cap=30)
 
 # --- the rule -------------------------------------------------------------------------------
