@@ -152,7 +152,7 @@ def test_rounds_add_seeds_until_settled_or_the_cap_each_round_one_sweep(tmp_path
     from bnlab.experiments.spec import Seeds
 
     fakes = {
-        "CA": _Rounds("CA", Seeds(start=3, step=1, cap=5, cluster_cap=6), settles_at=4),  # settles at look 2
+        "CA": _Rounds("CA", Seeds(start=3, step=1, cap=5, cluster_cap=6), settles_at=3),  # settled at looks 1 and 2
         "CB": _Rounds("CB", Seeds(start=3, step=1, cap=5, cluster_cap=6), settles_at=99),  # never: runs to the cap
     }
     monkeypatch.setattr(registry, "EXPERIMENTS", {k: k for k in fakes})
@@ -168,32 +168,27 @@ def test_rounds_add_seeds_until_settled_or_the_cap_each_round_one_sweep(tmp_path
         ("plan", {"CB": 5}, {"CB": 4}),
     ]
     assert results["CA"].rounds["rounds"] == 2 and results["CA"].rounds["stopped"] == "settled"
-    assert results["CB"].rounds == {
-        "rounds": 3,
-        "seeds": 5,
-        "plan": [3, 4, 5],
-        "interim_threshold": stability.interim_threshold(3),
-        "stopped": "cap",
-    }
+    assert results["CB"].rounds == {"rounds": 3, "seeds": 5, "plan": [3, 4, 5], "stopped": "cap"}
     assert results["CB"].verdict == "underpowered"
 
 
-def test_an_interim_look_stops_only_at_the_stricter_threshold(tmp_path, monkeypatch):
+def test_a_look_stops_the_rounds_only_when_the_look_before_gave_the_same_stable_verdicts(tmp_path, monkeypatch):
     from bnlab.experiments.spec import Seeds
 
-    class _Borderline(_Rounds):  # stable at 92%: enough at the cap, not at an interim look of 3
+    class _Flipping(_Rounds):  # stable at every look, but the verdict changes from look to look
         def analyze(self, runs, ctx):
             result = super().analyze(runs, ctx)
-            result.stability = dataclasses.replace(result.stability, share=0.92)
+            v = "reproduced" if len(runs) % 2 else "inconclusive"
+            result.stability = dataclasses.replace(result.stability, verdict=v, outcomes={v: 500})
+            result.rule_verdict = v
             result.verdict = result.stability.reported
             return result
 
-    fake = _Borderline("CA", Seeds(start=3, step=1, cap=5, cluster_cap=6), settles_at=0)
+    fake = _Flipping("CA", Seeds(start=3, step=1, cap=6, cluster_cap=6), settles_at=0)
     monkeypatch.setattr(registry, "EXPERIMENTS", {"CA": "CA"})
     monkeypatch.setattr(registry, "get", lambda k: fake)
     (result,) = registry.run_all(store=tmp_path / "runs.sqlite")
-    assert stability.interim_threshold(3) > 0.92 > stability.THRESHOLD
-    assert fake.looks == [3, 4, 5] and result.rounds["stopped"] == "cap" and result.verdict == "inconclusive"
+    assert fake.looks == [3, 4, 5, 6] and result.rounds["stopped"] == "cap" and result.verdict == "inconclusive"
 
 
 def test_quick_and_explicit_seeds_are_one_round_and_the_cluster_cap_is_larger(tmp_path, monkeypatch):

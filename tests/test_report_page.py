@@ -406,9 +406,9 @@ def test_a_card_shows_each_part_its_margin_the_rule_version_and_the_rounds():
     r.parts[1].margin = {"size": 0.1, "unit": "", "why": "a tenth of the spread", "reads": "0.1 of the band's width"}
     r.rule_version = "2026-12-06"
     r.rule_history = [{"replaced": "2026-12-06", "rule": "the old rule", "reason": "it could not settle zero"}]
-    r.rounds = {"rounds": 3, "seeds": 13, "plan": [5, 9, 13], "interim_threshold": 0.9667, "stopped": "cap"}
+    r.rounds = {"rounds": 3, "seeds": 13, "plan": [5, 9, 13], "stopped": "cap"}
     card = plain(claim_card(r, None, None))
     assert "Judged by part" in card and "faster" in card and "steadier" in card
     assert "Margin 0.1 of the band's width: a tenth of the spread" in card
     assert "judged by the rule of 2026-12-06" in card and "the old rule" in card and "could not settle zero" in card
-    assert "13 seeds per setting in 3 round(s) of the plan 5, 9, 13" in card and "96.7%" in card
+    assert "13 seeds per setting in 3 round(s) of the plan 5, 9, 13" in card and "cap fixed in advance" in card

@@ -173,12 +173,17 @@ def test_a_computed_claims_stability_is_its_verdict_on_fresh_inputs():
     assert stability.describe(s) == "the same on 9 of 10 fresh random inputs"
 
 
-def test_interim_threshold_splits_the_allowance_over_the_looks():
-    assert stability.interim_threshold(1) == stability.THRESHOLD
-    assert stability.interim_threshold(2) == pytest.approx(1 - (1 - stability.THRESHOLD) / 2)
-    assert stability.interim_threshold(4) > stability.interim_threshold(3) > stability.THRESHOLD
-    with pytest.raises(ValueError, match="expected at least 1 look"):
-        stability.interim_threshold(0)
+def test_a_look_is_confirmed_by_the_same_stable_verdicts_at_the_look_before():
+    def stab(verdict, share, seeds=8):
+        return stability.Stability(verdict, share, seeds, 500, {verdict: int(500 * share)}, "fake")
+
+    ok = [stab("reproduced", 0.95), stab("not reproduced", 1.0)]
+    assert stability.confirmed(ok, [stab("reproduced", 0.92), stab("not reproduced", 0.99)])
+    assert not stability.confirmed(None, ok)  # the first look cannot confirm itself
+    assert not stability.confirmed(ok, [stab("reproduced", 0.95), stab("not reproduced", 0.85)])  # now unstable
+    assert not stability.confirmed([stab("reproduced", 0.95), stab("not reproduced", 0.8)], ok)  # unstable before
+    assert not stability.confirmed(ok, [stab("inconclusive", 0.95), stab("not reproduced", 1.0)])  # verdict moved
+    assert not stability.confirmed(ok, ok[:1])
 
 
 def test_an_interim_look_skips_the_projection_and_nothing_else():

@@ -13,9 +13,9 @@ Runs come from the results store: finished runs are reused, never recomputed. :f
 gathers every experiment's sweep into ONE sweep, so the worker processes start once and stay busy.
 
 Seeds in rounds: an experiment that declares ``SEEDS`` (:class:`.spec.Seeds`) runs its first round
-of seeds, is judged, and -- unless every verdict (the claim's and each part's) is already settled
-at the stricter interim threshold (:func:`.stability.interim_threshold`) -- adds ``step`` seeds and
-is judged again, up to its cap (a larger cap with a scheduler). Each round of all the experiments
+of seeds, is judged, and -- unless every verdict (the claim's and each part's) is settled and was
+settled with the same verdicts at the look before (:func:`.stability.confirmed`) -- adds ``step``
+seeds and is judged again, up to its cap (a larger cap with a scheduler). Each round of all the experiments
 still open goes out as one sweep. A quick run, or one with ``--seeds``, is one round.
 """
 
@@ -185,6 +185,7 @@ def _run_rounds(modules: list[ModuleType], ctx: Context) -> list[ClaimResult]:
     """Every module's runs in rounds of one sweep each (module docstring); the results in ``modules``' order."""
     plans = {m.ID: _plan(m, ctx) for m in modules}
     look = {m.ID: 0 for m in modules}
+    before: dict[str, list] = {}  # the stabilities of each experiment's previous look
     results: dict[str, ClaimResult] = {}
     active = list(modules)
     while active:
@@ -200,16 +201,16 @@ def _run_rounds(modules: list[ModuleType], ctx: Context) -> list[ClaimResult]:
                 result = results[m.ID] = _finish(m, ctxs[m.ID], by_key, sweeps[m.ID])
             if plan is None:
                 continue
-            bar = stability.THRESHOLD if last else stability.interim_threshold(len(plan))
-            settled = all(s.seeds >= stability.MIN_SEEDS and s.share >= bar for s in _stabilities(result))
+            now = _stabilities(result)
+            stop = stability.confirmed(before.get(m.ID), now) and not last
             result.rounds = {
                 "rounds": look[m.ID] + 1,
                 "seeds": plan[look[m.ID]],
                 "plan": plan,
-                "interim_threshold": stability.interim_threshold(len(plan)),
-                "stopped": "settled" if settled and not last else "cap",
+                "stopped": "settled" if stop else "cap",
             }
-            if not (settled or last):
+            before[m.ID] = now
+            if not (stop or last):
                 look[m.ID] += 1
                 still.append(m)
         active = still

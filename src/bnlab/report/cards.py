@@ -187,16 +187,16 @@ def rounds_html(result: ClaimResult) -> str:
         return ""
     plan = ", ".join(str(n) for n in r["plan"])
     why = (
-        f"every verdict reached {r['interim_threshold']:.1%} at an interim look"
+        "every verdict was settled, with the same verdicts, at two looks in a row"
         if r["stopped"] == "settled"
         else "the cap fixed in advance was reached"
     )
     return (
         f'<p class="rule"><b>Seeds in rounds:</b> {r["seeds"]} seeds per setting in {r["rounds"]} round(s) of the '
-        f"plan {esc(plan)}; stopped because {esc(why)}. An interim look stops only when every verdict (the "
-        f"claim's and each part's) reaches {r['interim_threshold']:.1%}, the {THRESHOLD:.0%} threshold with its "
-        f"allowance split over the plan's {len(r['plan'])} looks, so stopping early cannot inflate the stability; "
-        f"the last look uses {THRESHOLD:.0%}.</p>"
+        f"plan {esc(plan)}; stopped because {esc(why)}. A look before the cap stops the rounds only when every "
+        f"verdict (the claim's and each part's) is stable at it and was stable with the same verdict at the look "
+        f"before: stopping at the first look that crosses {THRESHOLD:.0%} would report the luckiest of several "
+        f"noisy estimates.</p>"
     )
 
 
