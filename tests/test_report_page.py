@@ -412,3 +412,14 @@ def test_a_card_shows_each_part_its_margin_the_rule_version_and_the_rounds():
     assert "Margin 0.1 of the band's width: a tenth of the spread" in card
     assert "judged by the rule of 2026-12-06" in card and "the old rule" in card and "could not settle zero" in card
     assert "13 seeds per setting in 3 round(s) of the plan 5, 9, 13" in card and "cap fixed in advance" in card
+
+
+def test_the_verdict_table_shows_each_part_and_the_rounds():
+    from bnlab.report.render import verdict_table
+
+    r = make_result("C1", figures=False)
+    r.parts = [_part("faster", "reproduced", 1.0), _part("steadier", "not reproduced", 0.97)]
+    r.rounds = {"rounds": 2, "seeds": 9, "plan": [5, 9, 13], "stopped": "settled"}
+    table = plain(verdict_table({"C1": r}, claims()))
+    assert "faster: reproduced" in table and "steadier: not reproduced" in table
+    assert "9 seeds in 2 round(s)" in table

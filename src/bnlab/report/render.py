@@ -109,9 +109,18 @@ def verdict_table(by_id: Mapping[str, ClaimResult], catalogue: Mapping[str, Clai
             else result.name.replace("-", " ")
         )
         source = result.source if result is not None else info.source if info else ""
+        parts = "".join(
+            f'<div class="small">{esc(p.title)}: {part_marks(result, p.key, compact=True)}</div>'
+            for p in (result.parts if result is not None else ())
+        )
+        rounds = (
+            f'<div class="muted small">{result.rounds["seeds"]} seeds in {result.rounds["rounds"]} round(s)</div>'
+            if result is not None and result.rounds
+            else ""
+        )
         rows.append(
             f'<tr><td class="cid"><a href="#{esc(cid)}">{esc(cid)}</a></td><td>{esc(title)}'
-            f'<div class="muted small">{esc(source)}</div></td><td>{verdict_marks(result)}</td></tr>'
+            f'<div class="muted small">{esc(source)}</div></td><td>{verdict_marks(result)}{parts}{rounds}</td></tr>'
         )
     counts = {v: sum(r.verdict == v for r in by_id.values()) for v in REPORTED}
     missing = sum(cid not in by_id for cid in ids)
@@ -124,7 +133,8 @@ def verdict_table(by_id: Mapping[str, ClaimResult], catalogue: Mapping[str, Clai
   <p class="muted">{esc(tally)}. Each verdict follows a rule fixed in the experiment's code before its runs;
   the cards below show the rule, the numbers and the figures. Next to each verdict: how often the rule gives
   the same verdict on resampled sets of seeds (a stand-in for a re-run with fresh seeds, or on another machine);
-  below {THRESHOLD:.0%} the claim is reported as underpowered, not as a finding.</p>
+  below {THRESHOLD:.0%} the claim is reported as underpowered, not as a finding. A claim with parts has each part
+  judged and shown on its own; seeds were added in rounds until every verdict was settled or a cap was reached.</p>
   <table class="verdict-table"><thead><tr><th>Claim</th><th>What was tested (source)</th><th>Verdict here</th></tr></thead>
   <tbody>{"".join(rows)}</tbody></table>
 </section>"""
