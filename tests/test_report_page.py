@@ -423,3 +423,21 @@ def test_the_verdict_table_shows_each_part_and_the_rounds():
     table = plain(verdict_table({"C1": r}, claims()))
     assert "faster: reproduced" in table and "steadier: not reproduced" in table
     assert "9 seeds in 2 round(s)" in table
+
+
+def test_the_ics_reading_rests_on_c1s_steadier_part_not_on_the_whole_claim():
+    from bnlab.experiments.stability import Stability
+    from bnlab.report import ics
+
+    c1 = make_result("C1", figures=False)
+    c1.verdict, c1.rule_verdict = "underpowered", "inconclusive"
+    c1.stability = Stability("inconclusive", 0.5, 9, 500, {"inconclusive": 250}, "fake")
+    c1.numbers = {"drift_bn_minus_none": {"diff": estimate(0.01, (-0.05, 0.07), n=9), "p_t": 0.7}}
+    c1.parts = [_part("faster", "reproduced", 1.0), _part("steadier", "not reproduced", 0.96)]
+    ev = Evidence({"C1": c1}, {}, quick=False)
+    assert ev.settled("C1", "steadier") and not ev.settled("C1")
+    (said,) = ics.readings(ev)
+    assert "(C1)" in said and "underpowered" not in said
+    c1.parts[1].stability = Stability("not reproduced", 0.6, 9, 500, {"not reproduced": 300}, "fake")
+    (said,) = ics.readings(ev)
+    assert "underpowered" in said
