@@ -55,3 +55,18 @@ def test_every_experiment_declares_its_text_once_and_its_parts_and_margins_well(
         assert s.rule_version
     if s.seeds is not None:
         assert hasattr(module, "sweep") and s.seeds.rounds()[-1] == s.seeds.cap
+
+
+def test_every_part_an_answer_or_the_ics_section_names_is_declared_by_its_claim():
+    from bnlab.report import ics
+    from bnlab.report.answers import Evidence
+    from bnlab.report.content import QUESTIONS
+
+    named = {(cid, key) for cid, key in ics.READS.items() if key} | {("C7", k) for k in ics.C7_PARTS}
+    for q in QUESTIONS:
+        for href, _label, *part in q.answer(Evidence({}, {}, quick=False)).links:
+            if part:
+                named.add((href[1:], part[0]))
+    assert named, "the answers name parts"
+    for cid, key in sorted(named):
+        assert key in [p.key for p in spec.of(registry.get(cid)).parts], f"{cid} declares no part {key!r}"
