@@ -55,6 +55,9 @@ def check_well_formed(result) -> None:
     # the rule's verdict, its stability, and what the report says: the verdict only when stable
     assert result.rule_verdict in VERDICTS and result.stability is not None
     assert result.verdict == (result.rule_verdict if result.stability.stable else "underpowered")
+    for part in result.parts:  # each part judged the same way as the claim
+        assert part.rule_verdict in VERDICTS and part.stability.verdict == part.rule_verdict
+        assert part.verdict == (part.rule_verdict if part.stability.stable else "underpowered")
     json.dumps(result.to_json(), allow_nan=False)
     assert result.rows and result.figures and result.summary
     assert "seeds" in result.setup and "quick" in result.setup

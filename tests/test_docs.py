@@ -107,3 +107,20 @@ def test_nothing_cites_a_claims_file_the_repository_does_not_have():
         pytest.skip("not a git checkout")
     citing = [f for f in files if (ROOT / f).is_file() and missing in (ROOT / f).read_text(errors="ignore")]
     assert citing == []
+
+
+def test_the_readme_verdict_says_each_part_and_the_rounds_when_an_edition_has_them():
+    stab = {"verdict": "reproduced", "share": 1.0, "seeds": 9, "resamples": 500, "outcomes": {}, "method": "m"}
+    result = {
+        "verdict": "inconclusive",
+        "stability": {**stab, "verdict": "inconclusive", "share": 0.95},
+        "parts": [
+            {"title": "BN is faster", "verdict": "reproduced", "stability": stab},
+            {"title": "BN is steadier", "verdict": "underpowered", "stability": {**stab, "share": 0.5}},
+        ],
+        "rounds": {"rounds": 2, "seeds": 9, "stopped": "cap"},
+    }
+    words = readme._verdict(result)
+    assert "BN is faster: **reproduced** (100% of resamples)" in words
+    assert "BN is steadier: **underpowered** (50% of resamples)" in words
+    assert "9 seeds in 2 round(s), cap" in words

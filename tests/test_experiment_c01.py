@@ -33,21 +33,44 @@ def test_drift_of_a_still_band_is_zero():
     assert c1.drift(run) == 0.0
 
 
-def test_verdict_reproduced_when_bn_is_faster_and_steadier_at_the_same_rate():
-    assert c1.verdict(FASTER, STEADIER, best_acc_gap=0.1, best_steps_gap=500.0) == "reproduced"
+LENGTH = 3000.0  # a full run's steps: the speed margin is 10% of it, 300 steps
 
 
-def test_verdict_not_reproduced_when_no_bn_at_its_best_rate_matches_bn():
-    assert c1.verdict(FASTER, STEADIER, best_acc_gap=0.005, best_steps_gap=-100.0) == "not reproduced"
-    assert (
-        c1.verdict(estimate([300.0, 200.0, 250.0]), STEADIER, best_acc_gap=0.1, best_steps_gap=500.0)
-        == "not reproduced"
-    )
+def test_faster_part_reproduced_when_bn_needs_fewer_steps_at_the_same_rate():
+    assert c1.faster(FASTER, best_acc_gap=0.1, best_steps_gap=500.0, length=LENGTH) == "reproduced"
 
 
-def test_verdict_inconclusive_when_a_ci_straddles_zero():
-    assert c1.verdict(FASTER, estimate([-1.0, 0.5, 0.2]), best_acc_gap=0.1, best_steps_gap=500.0) == "inconclusive"
-    assert c1.verdict(estimate([-800.0]), STEADIER, best_acc_gap=0.1, best_steps_gap=500.0) == "inconclusive"
+def test_faster_part_not_reproduced_when_no_bn_at_its_best_rate_matches_bn():
+    assert c1.faster(FASTER, best_acc_gap=0.005, best_steps_gap=-100.0, length=LENGTH) == "not reproduced"
+    slower = estimate([300.0, 200.0, 250.0])
+    assert c1.faster(slower, best_acc_gap=0.1, best_steps_gap=500.0, length=LENGTH) == "not reproduced"
+
+
+def test_faster_part_not_reproduced_when_the_difference_is_within_the_margin():
+    # CI about [-60, 60] steps, inside ±300: no difference that matters, a finding rather than "inconclusive"
+    same = estimate([-20.0, 30.0, 10.0, -10.0, 0.0, 5.0])
+    assert c1.faster(same, best_acc_gap=0.1, best_steps_gap=500.0, length=LENGTH) == "not reproduced"
+
+
+def test_steadier_part_reads_the_drift_difference_against_its_margin():
+    assert c1.steadier(STEADIER) == "reproduced"
+    assert c1.steadier(estimate([0.01, -0.02, 0.0, 0.015, -0.01])) == "not reproduced"  # within ±0.1
+    assert c1.steadier(estimate([-1.0, 0.5, 0.2])) == "inconclusive"  # straddles 0 and the margin
+    assert c1.steadier(estimate([-0.8])) == "inconclusive"  # one seed: no interval
+
+
+def test_claim_needs_both_parts():
+    recs = lambda steady: [  # noqa: E731 - three seeds, BN 800 steps faster, drift as given
+        {
+            **{("bn", lr): {"length": LENGTH, "acc": 0.7, "steps": 500.0 + s, "drift": steady[s]} for lr in (0.5, 2.0)},
+            **{("none", lr): {"length": LENGTH, "acc": 0.5, "steps": 1300.0, "drift": 0.5} for lr in (0.5, 2.0)},
+        }
+        for s in range(3)
+    ]
+    assert c1.faster_rule(recs([0.1, 0.12, 0.09])) == "reproduced"
+    assert c1.rule(recs([0.1, 0.12, 0.09])) == "reproduced"
+    assert c1.steadier_rule(recs([0.49, 0.5, 0.51])) == "not reproduced"
+    assert c1.rule(recs([0.49, 0.5, 0.51])) == "not reproduced"
 
 
 def _fake_sweep(ctx):
@@ -68,6 +91,8 @@ def test_analyze_reproduces_on_runs_where_bn_is_faster_and_steady():
     assert result.numbers["same_lr"] == min(c1.FULL["lrs"])  # no BN's best rate in these fake runs
     assert result.numbers["drift_bn"]["mean"] == 0.0
     assert result.verdict == "reproduced"
+    assert [(p.key, p.verdict) for p in result.parts] == [("faster", "reproduced"), ("steadier", "reproduced")]
+    assert result.rule_version == c1.RULE_VERSION and result.rule_history
 
 
 def test_analyze_survives_failed_and_diverged_runs():

@@ -11,20 +11,24 @@ from bnlab.experiments.stats import estimate
 from fake_runs import check_well_formed, fake_run
 
 
-def test_verdict_reproduced_when_bn_trains_5x_higher_and_reaches_the_threshold_sooner():
-    assert c3.verdict(10.0, estimate([-500.0, -400.0, -450.0])) == "reproduced"
-    assert c3.verdict(math.inf, estimate([-500.0, -400.0, -450.0])) == "reproduced"
+LENGTH = 2000.0  # a full run's steps: the steps margin is 10% of it, 200 steps
+FASTER = estimate([-500.0, -400.0, -450.0])
 
 
-def test_verdict_not_reproduced_when_bn_trains_no_higher_or_is_slower():
-    assert c3.verdict(1.0, estimate([-500.0, -400.0, -450.0])) == "not reproduced"
-    assert c3.verdict(math.nan, estimate([-500.0, -400.0, -450.0])) == "not reproduced"
-    assert c3.verdict(10.0, estimate([300.0, 400.0, 350.0])) == "not reproduced"
+def test_higher_lr_part_needs_5x_and_fails_when_bn_trains_no_higher():
+    assert c3.higher_lr(10.0) == "reproduced"
+    assert c3.higher_lr(math.inf) == "reproduced"  # only BN trains
+    assert c3.higher_lr(1.0) == "not reproduced"
+    assert c3.higher_lr(math.nan) == "not reproduced"  # BN never trains
+    assert c3.higher_lr(3.16) == "inconclusive"  # one grid step: the grid cannot resolve 5x
 
 
-def test_verdict_inconclusive_for_one_grid_step_or_overlapping_steps():
-    assert c3.verdict(3.16, estimate([-500.0, -400.0, -450.0])) == "inconclusive"
-    assert c3.verdict(10.0, estimate([-500.0, 400.0, -50.0])) == "inconclusive"
+def test_fewer_steps_part_reads_the_interval_against_its_margin():
+    assert c3.fewer_steps(FASTER, LENGTH) == "reproduced"
+    assert c3.fewer_steps(estimate([300.0, 400.0, 350.0]), LENGTH) == "not reproduced"  # slower
+    assert c3.fewer_steps(estimate([-500.0, 400.0, -50.0]), LENGTH) == "inconclusive"
+    # CI about [-45, 45] steps, inside ±200: no difference that matters
+    assert c3.fewer_steps(estimate([-20.0, 30.0, 10.0, -10.0, 0.0, 5.0]), LENGTH) == "not reproduced"
 
 
 def _fake_sweep(ctx, bn_max_lr, none_max_lr):
@@ -47,6 +51,7 @@ def test_analyze_finds_the_largest_training_rates_and_reproduces():
     assert result.numbers["max_training_lr_none"] == 0.1
     assert result.numbers["lr_ratio"] == pytest.approx(10.0)
     assert result.verdict == "reproduced"
+    assert {p.key: p.verdict for p in result.parts} == {"higher-lr": "reproduced", "fewer-steps": "reproduced"}
 
 
 def test_analyze_reports_failed_runs_and_equal_rates_as_not_reproduced():

@@ -1,5 +1,6 @@
 """C5 (noisy BN): the verdict rule on synthetic numbers, the analysis on constructed runs."""
 
+import numpy as np
 import pytest
 
 from bnlab.experiments import c05_noisy_bn as c5
@@ -64,3 +65,24 @@ def test_quick_sweep_runs_end_to_end(tmp_path):
     result = registry.run("C5", registry.Context(quick=True, jobs=1, store=tmp_path / "runs.sqlite"))
     check_well_formed(result)
     assert len(result.rows) == len(c5.sweep(True, None))
+
+
+def test_the_parts_read_the_same_rule_as_the_claim():
+    # every combination of synthetic per-seed records: the claim is reproduced / not reproduced exactly
+    # when all parts are / any part is not (the parts decompose RULE, they do not change it)
+    import itertools
+
+    from bnlab.experiments import spec
+
+    rng = np.random.default_rng(5)
+    for noisy_shift, none_shift in itertools.product((0.0, -0.05, 0.03), (0.0, -0.1, 0.1)):
+        recs = [
+            {
+                "bn": (0.9 + e, 0.2),
+                "noisy_bn": (0.9 + noisy_shift + e + 0.004 * rng.normal(), 0.2 - noisy_shift),
+                "none": (0.9 + none_shift + e + 0.01 * rng.normal(), 0.3),
+            }
+            for e in 0.01 * rng.normal(size=6)
+        ]
+        parts = [p.judge(recs) for p in c5.PARTS]
+        assert c5.rule(recs) == spec.all_of(parts), (noisy_shift, none_shift, parts)

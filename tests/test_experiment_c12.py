@@ -22,6 +22,8 @@ matplotlib.use("Agg")
         ([0.60, 0.62, 0.58, 0.61, 0.59], [0.70, 0.72, 0.69, 0.71, 0.75], "not reproduced"),  # random subset better
         ([0.60, 0.62, 0.58, 0.61, 0.59], [0.61, 0.58, 0.62, 0.57, 0.60], "inconclusive"),  # no paired difference
         ([0.15, 0.45, 0.25, 0.35, 0.20], [0.10, 0.30, 0.20, 0.25, 0.15], "inconclusive"),  # CI straddles 2x chance
+        # paired difference within ±1 point (CI about [-0.4, 0.5] points): no difference that matters
+        ([0.600, 0.620, 0.580, 0.610, 0.590], [0.598, 0.623, 0.579, 0.607, 0.591], "not reproduced"),
     ],
 )
 def test_verdict_on_synthetic_accuracies(norm_acc, random_acc, expected):
@@ -37,6 +39,7 @@ def test_analyze_constructed_runs_gives_a_complete_result():
     result = c12.analyze(runs, ctx)
     check_well_formed(result)
     assert result.verdict == "reproduced"
+    assert {p.key: p.verdict for p in result.parts} == {"above-chance": "reproduced", "beats-random": "reproduced"}
     seeds = sorted({c.seed for c in configs if c.trainable == "norm"})
     assert result.numbers["test_acc_norm"]["mean"] == pytest.approx(0.55 + 0.01 * sum(seeds) / len(seeds))
     assert result.numbers["failed_runs"] and "failed" in result.summary

@@ -114,7 +114,8 @@ def test_c13_verdict_per_outcome():
 def test_c14_verdict_per_outcome():
     assert c14.verdict(est(-1.8, 0.5)) == "reproduced"
     assert c14.verdict(est(1.0, 0.5)) == "not reproduced"
-    assert c14.verdict(est(-0.2, 0.5)) == "inconclusive"
+    assert c14.verdict(est(-0.2, 0.5)) == "not reproduced"  # within ±1 point: no difference that matters
+    assert c14.verdict(est(-0.8, 1.0)) == "inconclusive"  # reaches past the margin and across 0
     assert c14.verdict(est(0.2, math.nan, 1)) == "inconclusive"
 
 

@@ -91,6 +91,15 @@ def test_c7_verdict_on_synthetic_numbers(shift, frac, expected):
     assert c7.verdict(tests, adjusted, fractions) == expected
 
 
+def test_c7_a_metric_within_ten_percent_is_not_reproduced_rather_than_inconclusive():
+    # log ratio -0.02 with little spread: CI inside ±log 1.1, no difference that matters on any metric
+    tests, adjusted = _log_ratio_tests(list(c7.METRICS), -0.02, 0.01)
+    fractions = {m: stats.estimate([0.4, 0.6, 0.5, 0.55, 0.45, 0.5, 0.6, 0.4]) for m in c7.METRICS}
+    for m in c7.METRICS:
+        assert c7.metric_verdict(tests[m], adjusted[m], fractions[m]) == "not reproduced"
+    assert c7.verdict(tests, adjusted, fractions) == "not reproduced"
+
+
 def _c7_series(norm, seed, n=6):
     scale = 0.5 if norm == "bn" else 1.0  # BN halves every metric: "reproduced"
     rng = np.random.default_rng(seed)
@@ -106,6 +115,7 @@ def test_c7_analyze_constructed_runs_gives_a_complete_result():
     result = c7.analyze(runs, registry.Context(quick=False))
     check_well_formed(result)
     assert result.verdict == "reproduced"
+    assert [p.verdict for p in result.parts] == ["reproduced"] * 3
     for m in c7.METRICS:
         assert result.numbers[f"ratio_bn_over_none/{m}"]["mean"] == pytest.approx(0.5, rel=0.1)
         assert result.numbers[f"fraction_steps_bn_lower/{m}"]["mean"] == 1.0

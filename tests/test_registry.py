@@ -114,3 +114,93 @@ def test_each_experiment_time_is_its_runs_measured_wall_time_plus_its_analysis(t
     # reused runs keep the times they were measured with
     again = {r.id: r for r in registry.run_all(store=tmp_path / "runs.sqlite")}
     assert again["CB"].wall_time_s >= sum(r.wall_s for r in fakes["CB"].runs)
+
+
+class _Rounds:
+    """An experiment with a seed policy whose verdict settles once it has ``settles_at`` seeds."""
+
+    def __init__(self, claim_id, policy, settles_at):
+        self.ID = claim_id
+        self.SEEDS = policy
+        self.settles_at = settles_at
+        self.looks = []
+
+    def sweep(self, quick, seeds):
+        return [dataclasses.replace(TINY, seed=s, tag=self.ID) for s in range(seeds or self.SEEDS.start)]
+
+    def analyze(self, runs, ctx):
+        n = len(runs)
+        self.looks.append(n)
+        share = 1.0 if n >= self.settles_at else 0.5
+        stab = stability.Stability("inconclusive", share, n, 500, {"inconclusive": int(500 * share)}, "fake")
+        result = ClaimResult(
+            id=self.ID,
+            name="fake",
+            question="?",
+            claim="-",
+            source="-",
+            rule="-",
+            verdict="inconclusive",
+            summary="-",
+            setup={},
+            numbers={},
+        )
+        return stability.settle(result, stab)
+
+
+def test_rounds_add_seeds_until_settled_or_the_cap_each_round_one_sweep(tmp_path, monkeypatch):
+    from bnlab.experiments.spec import Seeds
+
+    fakes = {
+        "CA": _Rounds("CA", Seeds(start=3, step=1, cap=5, cluster_cap=6), settles_at=3),  # settled at looks 1 and 2
+        "CB": _Rounds("CB", Seeds(start=3, step=1, cap=5, cluster_cap=6), settles_at=99),  # never: runs to the cap
+    }
+    monkeypatch.setattr(registry, "EXPERIMENTS", {k: k for k in fakes})
+    monkeypatch.setattr(registry, "get", lambda k: fakes[k])
+    rec = _Recorder()
+    results = {r.id: r for r in registry.run_all(progress=rec, store=tmp_path / "runs.sqlite")}
+    assert fakes["CA"].looks == [3, 4] and fakes["CB"].looks == [3, 4, 5]
+    plans = [c for c in rec.calls if c[0] == "plan"]
+    # one sweep per round, holding every experiment still open; earlier seeds come from the store
+    assert plans == [
+        ("plan", {"CA": 3, "CB": 3}, {"CA": 0, "CB": 0}),
+        ("plan", {"CA": 4, "CB": 4}, {"CA": 3, "CB": 3}),
+        ("plan", {"CB": 5}, {"CB": 4}),
+    ]
+    assert results["CA"].rounds["rounds"] == 2 and results["CA"].rounds["stopped"] == "settled"
+    assert results["CB"].rounds == {"rounds": 3, "seeds": 5, "plan": [3, 4, 5], "stopped": "cap"}
+    assert results["CB"].verdict == "underpowered"
+
+
+def test_a_look_stops_the_rounds_only_when_the_look_before_gave_the_same_stable_verdicts(tmp_path, monkeypatch):
+    from bnlab.experiments.spec import Seeds
+
+    class _Flipping(_Rounds):  # stable at every look, but the verdict changes from look to look
+        def analyze(self, runs, ctx):
+            result = super().analyze(runs, ctx)
+            v = "reproduced" if len(runs) % 2 else "inconclusive"
+            result.stability = dataclasses.replace(result.stability, verdict=v, outcomes={v: 500})
+            result.rule_verdict = v
+            result.verdict = result.stability.reported
+            return result
+
+    fake = _Flipping("CA", Seeds(start=3, step=1, cap=6, cluster_cap=6), settles_at=0)
+    monkeypatch.setattr(registry, "EXPERIMENTS", {"CA": "CA"})
+    monkeypatch.setattr(registry, "get", lambda k: fake)
+    (result,) = registry.run_all(store=tmp_path / "runs.sqlite")
+    assert fake.looks == [3, 4, 5, 6] and result.rounds["stopped"] == "cap" and result.verdict == "inconclusive"
+
+
+def test_quick_and_explicit_seeds_are_one_round_and_the_cluster_cap_is_larger(tmp_path, monkeypatch):
+    from bnlab.experiments.spec import Seeds
+
+    policy = Seeds(start=3, step=2, cap=5, cluster_cap=9)
+    fake = _Rounds("CA", policy, settles_at=99)
+    assert policy.rounds() == [3, 5] and policy.rounds(policy.cluster_cap) == [3, 5, 7, 9]
+    assert registry._plan(fake, registry.Context(scheduler="tcp://x:1")) == [3, 5, 7, 9]
+    assert registry._plan(fake, registry.Context(quick=True)) is None
+    assert registry._plan(fake, registry.Context(seeds=4)) is None
+    monkeypatch.setattr(registry, "EXPERIMENTS", {"CA": "CA"})
+    monkeypatch.setattr(registry, "get", lambda k: fake)
+    registry.run_all(store=tmp_path / "runs.sqlite", seeds=4)
+    assert fake.looks == [4]

@@ -355,3 +355,89 @@ def test_a_target_never_reached_is_said_in_words():
     r.setup = {"steps": 3000, "seeds": [0]}
     a = answers.what_bn_does(Evidence({"C1": r}, {}, quick=False))
     assert "reached 50% in 1420 steps [1320, 1520] with BN and never in 3000 steps without (C1)" in a.text
+
+
+def _part(key, verdict, share):
+    from bnlab.experiments.spec import PartResult
+    from bnlab.experiments.stability import Stability
+
+    stab = Stability(verdict, share, 8, 500, {verdict: int(500 * share)}, "fake")
+    return PartResult(key, key, "-", None, verdict, stab)
+
+
+def test_an_answer_badges_the_part_its_sentence_rests_on_not_the_whole_claim():
+    # C5's claim (noisy BN) is not reproduced, but the sentence quotes its BN vs no BN part, which is reproduced
+    from bnlab.experiments.stability import Stability
+    from bnlab.report import answers
+    from bnlab.report.content import QUESTIONS
+    from bnlab.report.render import answer_html
+
+    c5 = make_result("C5", figures=False)
+    c5.verdict = c5.rule_verdict = "not reproduced"
+    c5.stability = Stability("not reproduced", 1.0, 8, 500, {"not reproduced": 500}, "fake")
+    c5.numbers = {"test_acc": {"bn": estimate(0.95, (0.94, 0.96), n=8), "none": estimate(0.92, (0.91, 0.93), n=8)}}
+    c5.parts = [_part("harmless", "not reproduced", 1.0), _part("bn-beats-none", "reproduced", 1.0)]
+    c1 = make_result("C1", figures=False)
+    c1.numbers = {
+        "target_acc": 0.5,
+        "steps_to_target_bn": estimate(1420, (1320, 1520), n=5),
+        "steps_to_target_none": estimate(3100, (3100, 3100), n=5),
+    }
+    c1.setup = {"steps": 3000, "seeds": [0]}
+    c1.parts = [_part("faster", "reproduced", 1.0), _part("steadier", "underpowered", 0.46)]
+    c1.parts[1].stability = Stability("inconclusive", 0.46, 5, 500, {"inconclusive": 230}, "fake")
+    ev = Evidence({"C5": c5, "C1": c1}, {}, quick=False)
+    a = answers.what_bn_does(ev)
+    assert "(BN beat no BN, C5: reproduced, 100% of resamples)" in a.text
+    assert "(BN trained faster, C1: reproduced, 100% of resamples)" in a.text
+    (q,) = [q for q in QUESTIONS if q.answer is answers.what_bn_does]
+    links = re.findall(r"<li><a href=\"#(C\d+)\">([^<]*)</a>(.*?)</li>", answer_html(q, ev))
+    c5_link = [m for cid, label, m in links if cid == "C5"]
+    assert c5_link and "reproduced" in c5_link[0] and "not reproduced" not in c5_link[0]
+    # the open part is said to be open where a sentence rests on it
+    assert ev.said("C1", "steadier", "steadier") == "steadier: not settled (underpowered, 46% of resamples)"
+
+
+def test_a_card_shows_each_part_its_margin_the_rule_version_and_the_rounds():
+    from bnlab.report.cards import claim_card
+
+    r = make_result("C1", figures=False)
+    r.parts = [_part("faster", "reproduced", 1.0), _part("steadier", "not reproduced", 0.97)]
+    r.parts[1].margin = {"size": 0.1, "unit": "", "why": "a tenth of the spread", "reads": "0.1 of the band's width"}
+    r.rule_version = "2026-12-06"
+    r.rule_history = [{"replaced": "2026-12-06", "rule": "the old rule", "reason": "it could not settle zero"}]
+    r.rounds = {"rounds": 3, "seeds": 13, "plan": [5, 9, 13], "stopped": "cap"}
+    card = plain(claim_card(r, None, None))
+    assert "Judged by part" in card and "faster" in card and "steadier" in card
+    assert "Margin 0.1 of the band's width: a tenth of the spread" in card
+    assert "judged by the rule of 2026-12-06" in card and "the old rule" in card and "could not settle zero" in card
+    assert "13 seeds per setting in 3 round(s) of the plan 5, 9, 13" in card and "cap fixed in advance" in card
+
+
+def test_the_verdict_table_shows_each_part_and_the_rounds():
+    from bnlab.report.render import verdict_table
+
+    r = make_result("C1", figures=False)
+    r.parts = [_part("faster", "reproduced", 1.0), _part("steadier", "not reproduced", 0.97)]
+    r.rounds = {"rounds": 2, "seeds": 9, "plan": [5, 9, 13], "stopped": "settled"}
+    table = plain(verdict_table({"C1": r}, claims()))
+    assert "faster: reproduced" in table and "steadier: not reproduced" in table
+    assert "9 seeds in 2 round(s)" in table
+
+
+def test_the_ics_reading_rests_on_c1s_steadier_part_not_on_the_whole_claim():
+    from bnlab.experiments.stability import Stability
+    from bnlab.report import ics
+
+    c1 = make_result("C1", figures=False)
+    c1.verdict, c1.rule_verdict = "underpowered", "inconclusive"
+    c1.stability = Stability("inconclusive", 0.5, 9, 500, {"inconclusive": 250}, "fake")
+    c1.numbers = {"drift_bn_minus_none": {"diff": estimate(0.01, (-0.05, 0.07), n=9), "p_t": 0.7}}
+    c1.parts = [_part("faster", "reproduced", 1.0), _part("steadier", "not reproduced", 0.96)]
+    ev = Evidence({"C1": c1}, {}, quick=False)
+    assert ev.settled("C1", "steadier") and not ev.settled("C1")
+    (said,) = ics.readings(ev)
+    assert "(C1)" in said and "underpowered" not in said
+    c1.parts[1].stability = Stability("not reproduced", 0.6, 9, 500, {"not reproduced": 300}, "fake")
+    (said,) = ics.readings(ev)
+    assert "underpowered" in said

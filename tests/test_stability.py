@@ -3,6 +3,7 @@ enumeration and against the analytic power of a t-test; what the report then say
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 
@@ -170,3 +171,32 @@ def test_a_computed_claims_stability_is_its_verdict_on_fresh_inputs():
     s = stability.computed(["reproduced"] * 9 + ["not reproduced"], "exact")
     assert s.share == 0.9 and s.stable and s.seeds == 10
     assert stability.describe(s) == "the same on 9 of 10 fresh random inputs"
+
+
+def test_a_look_is_confirmed_by_the_same_stable_verdicts_at_the_look_before():
+    def stab(verdict, share, seeds=8):
+        return stability.Stability(verdict, share, seeds, 500, {verdict: int(500 * share)}, "fake")
+
+    ok = [stab("reproduced", 0.95), stab("not reproduced", 1.0)]
+    assert stability.confirmed(ok, [stab("reproduced", 0.92), stab("not reproduced", 0.99)])
+    assert not stability.confirmed(None, ok)  # the first look cannot confirm itself
+    assert not stability.confirmed(ok, [stab("reproduced", 0.95), stab("not reproduced", 0.85)])  # now unstable
+    assert not stability.confirmed([stab("reproduced", 0.95), stab("not reproduced", 0.8)], ok)  # unstable before
+    assert not stability.confirmed(ok, [stab("inconclusive", 0.95), stab("not reproduced", 1.0)])  # verdict moved
+    assert not stability.confirmed(ok, ok[:1])
+
+
+def test_an_interim_look_skips_the_projection_and_nothing_else():
+    recs = {s: 0.25 + 0.3 * (-1) ** s for s in range(6)}  # a noisy mean: unstable at 6 seeds, projected
+
+    def rule(rs):
+        e = paired(list(rs), [0.0] * len(rs)).diff
+        return "reproduced" if e.low > 0 else "not reproduced" if e.high < 0 else "inconclusive"
+
+    final = stability.assess(recs, rule)
+    with stability.interim_look():
+        interim = stability.assess(recs, rule)
+    assert final.share < stability.THRESHOLD and final.needed is not None
+    assert interim.needed is None and interim.needed_verdict is None
+    assert dataclasses.replace(interim, needed=final.needed, needed_verdict=final.needed_verdict) == final
+    assert stability.assess(recs, rule) == final  # the switch is reset on leaving the block

@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 import pytest
+import scipy.stats
 
 from bnlab.experiments import stats
 
@@ -66,3 +67,46 @@ def test_exact_sign_test_matches_scipy_binomtest(wins, losses):
 
     expected = st.binomtest(wins, wins + losses, 0.5).pvalue if wins + losses else 1.0
     assert stats.sign_test(wins, losses) == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_tost_is_the_larger_of_two_one_sided_t_tests(seed):
+    # the reference: scipy's one-sample t-tests against each end of the margin
+    d = np.random.default_rng(seed).normal(0.02 * seed, 0.05, size=4 + seed)
+    margin = 0.08
+    want = max(
+        scipy.stats.ttest_1samp(d, -margin, alternative="greater").pvalue,
+        scipy.stats.ttest_1samp(d, margin, alternative="less").pvalue,
+    )
+    assert stats.tost(d, margin) == pytest.approx(want, rel=1e-9)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_within_the_margin_is_tost_at_half_alpha_per_side(seed):
+    # equivalence is read off the same 95% interval as the other decisions: TOST at 2.5% per side
+    d = np.random.default_rng(100 + seed).normal(0.0, 0.1, size=5)
+    margin = 0.12
+    assert stats.within(stats.estimate(d), margin) == (stats.tost(d, margin) < stats.ALPHA / 2)
+
+
+def test_effect_reads_one_interval_three_ways():
+    lower = stats.estimate([-3.0, -2.5, -3.2, -2.8])
+    higher = stats.estimate([3.0, 2.5, 3.2, 2.8])
+    same = stats.estimate([0.1, -0.1, 0.05, -0.05])
+    wide = stats.estimate([-3.0, 2.0, 0.5])
+    assert stats.effect(lower, 1.0, -1) == "reproduced"
+    assert stats.effect(higher, 1.0, -1) == "not reproduced"  # the other side of 0
+    assert stats.effect(higher, 1.0, +1) == "reproduced"
+    assert stats.effect(same, 1.0, -1) == "not reproduced"  # within the margin: no difference that matters
+    assert stats.effect(same, 1.0, +1) == "not reproduced"
+    assert stats.effect(wide, 1.0, -1) == "inconclusive"
+    assert stats.effect(stats.estimate([-3.0]), 1.0, -1) == "inconclusive"  # one seed: no interval
+    # significant but smaller than what matters: not reproduced (the margin is the smallest effect that counts)
+    assert stats.effect(stats.estimate([-0.2, -0.25, -0.22, -0.21]), 1.0, -1) == "not reproduced"
+
+
+def test_effect_and_tost_refuse_nonsense():
+    with pytest.raises(ValueError, match="expected claimed = -1"):
+        stats.effect(stats.estimate([1.0, 2.0]), 1.0, 0)
+    with pytest.raises(ValueError, match="expected a positive margin"):
+        stats.tost([1.0, 2.0], 0.0)

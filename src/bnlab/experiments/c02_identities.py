@@ -16,7 +16,7 @@ import math
 import torch
 
 from .. import nn as bnn
-from . import stability
+from . import spec, stability
 from .plotting import legend_below
 from .result import ClaimResult, FigureSpec, Label
 
@@ -174,62 +174,52 @@ def run(ctx) -> ClaimResult:
         f"(largest difference {worst_out:.1e}) and scales the weight gradient by exactly 1/a "
         f"(largest relative deviation {worst_ratio:.1e})."
     )
-    return stability.settle(
-        ClaimResult(
-            id=ID,
-            name=NAME,
-            question=QUESTION,
-            claim=CLAIM,
-            source=SOURCE,
-            rule=RULE,
-            verdict=verdict,
-            summary=summary,
-            setup={
-                "dtype": "float64",
-                "layers": {k: list(v[1]) for k, v in _LAYERS.items()},
-                "scales": _SCALES,
-                "tolerance": TOLERANCE,
-                "seeds": [0],
-                "fresh inputs for the stability": INPUT_DRAWS,
-                "quick": ctx.quick,
-            },
-            numbers={
-                "param_shapes": param_shapes,
-                "identity_max_abs_err": identity_err,
-                **{
-                    key: max(c[check] for c in per_layer.values())
-                    for key, check in (
-                        ("biased_var_max_abs_err", "train_biased_var_max_abs_err"),
-                        ("unbiased_running_var_max_abs_err", "running_var_unbiased_max_abs_err"),
-                        ("eval_running_stats_max_abs_err", "eval_uses_running_stats_max_abs_err"),
-                    )
-                },
-                "scale_output_max_abs_err": worst_out,
-                "worst_grad_ratio_rel_err": worst_ratio,
-                "worst_abs_err": max(worst_layer, worst_out),
-            },
-            title=TITLE,
-            labels=LABELS,
-            finding=(
-                f"γ and β have shape (C,) in BatchNorm1d, 2d and 3d; γ = √(Var[x] + ε), β = E[x] gave back the "
-                f"input to within {identity_err:.0e}, and scaling the weights before BN by 0.001 to 1000 left the "
-                f"output unchanged (to within {worst_out:.0e}) and scaled their gradient by 1/a to within {worst_ratio:.0e}: every identity "
-                f"{'holds' if verdict == 'reproduced' else 'does NOT hold'} within {TOLERANCE:g}."
-            ),
-            figures=[
-                FigureSpec(
-                    "grad_scale",
-                    "Scale invariance: the weight gradient shrinks as 1/a",
-                    scale,
-                    _draw,
-                    "BatchNorm1d after a linear layer with weights aW: the output is unchanged and "
-                    "the gradient norm follows 1/a exactly.",
+    claim = spec.result(
+        __name__,
+        verdict=verdict,
+        summary=summary,
+        setup={
+            "dtype": "float64",
+            "layers": {k: list(v[1]) for k, v in _LAYERS.items()},
+            "scales": _SCALES,
+            "tolerance": TOLERANCE,
+            "seeds": [0],
+            "fresh inputs for the stability": INPUT_DRAWS,
+            "quick": ctx.quick,
+        },
+        numbers={
+            "param_shapes": param_shapes,
+            "identity_max_abs_err": identity_err,
+            **{
+                key: max(c[check] for c in per_layer.values())
+                for key, check in (
+                    ("biased_var_max_abs_err", "train_biased_var_max_abs_err"),
+                    ("unbiased_running_var_max_abs_err", "running_var_unbiased_max_abs_err"),
+                    ("eval_running_stats_max_abs_err", "eval_uses_running_stats_max_abs_err"),
                 )
-            ],
-            rows=[
-                {"layer": name, "gamma_shape": str(tuple(param_shapes[name]["gamma"])), **checks}
-                for name, checks in per_layer.items()
-            ],
-        ),
-        stab,
+            },
+            "scale_output_max_abs_err": worst_out,
+            "worst_grad_ratio_rel_err": worst_ratio,
+            "worst_abs_err": max(worst_layer, worst_out),
+        },
+        labels=LABELS,
+        finding=f"γ and β have shape (C,) in BatchNorm1d, 2d and 3d; γ = √(Var[x] + ε), β = E[x] gave back the "
+        f"input to within {identity_err:.0e}, and scaling the weights before BN by 0.001 to 1000 left the "
+        f"output unchanged (to within {worst_out:.0e}) and scaled their gradient by 1/a to within {worst_ratio:.0e}: every identity "
+        f"{'holds' if verdict == 'reproduced' else 'does NOT hold'} within {TOLERANCE:g}.",
+        figures=[
+            FigureSpec(
+                "grad_scale",
+                "Scale invariance: the weight gradient shrinks as 1/a",
+                scale,
+                _draw,
+                "BatchNorm1d after a linear layer with weights aW: the output is unchanged and "
+                "the gradient norm follows 1/a exactly.",
+            )
+        ],
+        rows=[
+            {"layer": name, "gamma_shape": str(tuple(param_shapes[name]["gamma"])), **checks}
+            for name, checks in per_layer.items()
+        ],
     )
+    return spec.settle(__name__, claim, None, None, stab)

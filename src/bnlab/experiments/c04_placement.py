@@ -15,7 +15,7 @@ import math
 
 from ..train.config import RunConfig
 from . import series_tools as st
-from . import stability, text
+from . import spec, stability, text
 from .plotting import legend_below
 from .result import ClaimResult, FigureSpec, Label
 from .stats import holm, paired
@@ -244,13 +244,8 @@ def analyze(runs, ctx) -> ClaimResult:
         if r is not None:
             row.update(final_test_acc=st.final(r, "test_acc"), final_train_loss=st.final(r, "train_loss"))
         rows.append(row)
-    result = ClaimResult(
-        id=ID,
-        name=NAME,
-        question=QUESTION,
-        claim=CLAIM,
-        source=SOURCE,
-        rule=RULE,
+    result = spec.result(
+        __name__,
         verdict=v,
         summary=summary,
         setup={
@@ -291,8 +286,7 @@ def analyze(runs, ctx) -> ClaimResult:
             )
         ],
         rows=rows,
-        title=TITLE,
         labels=LABELS,
     )
     result.finding = finding(result.numbers)
-    return stability.settle(result, stab)
+    return spec.settle(__name__, result, recs, rule, stab)

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..train.config import RunConfig
 from . import series_tools as st
-from . import stability, stats, text
+from . import spec, stability, stats, text
 from .plotting import log_ticks
 from .result import ClaimResult, FigureSpec, Label
 
@@ -270,28 +270,20 @@ def analyze(runs, ctx) -> ClaimResult:
         "Mean over seeds of ‖G − G′‖ (left, log scale) and cos(G, G′) (right) per layer: how much a "
         "layer's gradient changes when the layers before it take their step. Solid: BN; dashed: no BN.",
     )
-    return stability.settle(
-        ClaimResult(
-            ID,
-            NAME,
-            QUESTION,
-            CLAIM,
-            SOURCE,
-            RULE,
-            result,
-            summary,
-            setup,
-            numbers,
-            [fig],
-            rows,
-            title=TITLE,
-            labels=_labels(),
-            finding=finding(numbers, n_lower, n_higher, len(tests))
-            if seeds
-            else "No pair of runs finished, so nothing was measured.",
-        ),
-        stab,
+    claim = spec.result(
+        __name__,
+        verdict=result,
+        summary=summary,
+        setup=setup,
+        numbers=numbers,
+        figures=[fig],
+        rows=rows,
+        labels=_labels(),
+        finding=finding(numbers, n_lower, n_higher, len(tests))
+        if seeds
+        else "No pair of runs finished, so nothing was measured.",
     )
+    return spec.settle(__name__, claim, recs, rule, stab)
 
 
 def draw_ics(data: dict):

@@ -15,7 +15,7 @@ import math
 
 from ..train.config import RunConfig
 from . import series_tools as st
-from . import stability, stats, text
+from . import spec, stability, stats, text
 from .plotting import legend_below, percent_axis
 from .result import ClaimResult, FigureSpec, Label
 
@@ -240,26 +240,18 @@ def analyze(runs, ctx) -> ClaimResult:
         f"{pct(table['gn'][2])} ({'flat' if flat else 'not flat'} within noise); at batch 2 BN − GroupNorm "
         f"{text.interval(gn_beats, 'points')}."
     )
-    return stability.settle(
-        ClaimResult(
-            ID,
-            NAME,
-            QUESTION,
-            CLAIM,
-            SOURCE,
-            RULE,
-            v,
-            summary,
-            setup,
-            numbers,
-            [fig],
-            rows,
-            title=TITLE,
-            finding=finding,
-            labels=LABELS,
-        ),
-        stab,
+    claim = spec.result(
+        __name__,
+        verdict=v,
+        summary=summary,
+        setup=setup,
+        numbers=numbers,
+        figures=[fig],
+        rows=rows,
+        finding=finding,
+        labels=LABELS,
     )
+    return spec.settle(__name__, claim, recs, rule, stab)
 
 
 LABELS = {

@@ -28,7 +28,7 @@ import math
 
 from ..train.config import RunConfig
 from . import series_tools as st
-from . import stability, stats, text
+from . import spec, stability, stats, text
 from .plotting import legend_below, percent_axis
 from .result import ClaimResult, FigureSpec, Label
 from .series_tools import finished_acc as _acc
@@ -84,9 +84,9 @@ RULE = (
 def sweep(quick: bool, seeds: int | None) -> list[RunConfig]:
     n_seeds = seeds or (QUICK_SEEDS if quick else FULL_SEEDS)
     out = []
-    for spec in SETTINGS.values():
-        steps = spec["quick_steps"] if quick else spec["steps"]
-        b = spec["batch_size"]
+    for setting in SETTINGS.values():
+        steps = setting["quick_steps"] if quick else setting["steps"]
+        b = setting["batch_size"]
         for norm in NORMS:
             kw = (
                 {"r_max": R_MAX, "d_max": D_MAX, "warmup_steps": max(1, round(WARMUP_FRAC * steps))}
@@ -101,9 +101,9 @@ def sweep(quick: bool, seeds: int | None) -> list[RunConfig]:
                         norm=norm,
                         norm_kw=kw,
                         optimizer="sgd",
-                        lr=spec["lr"],
+                        lr=setting["lr"],
                         batch_size=b,
-                        batch_classes=spec["batch_classes"],
+                        batch_classes=setting["batch_classes"],
                         steps=steps,
                         schedule="cosine",
                         eval_every=steps,
@@ -234,26 +234,18 @@ def analyze(runs, ctx) -> ClaimResult:
         + "; ".join(f"{name} {text.interval(d, 'points')}" for name, d in zip(SETTINGS, diffs))
         + "."
     )
-    return stability.settle(
-        ClaimResult(
-            ID,
-            NAME,
-            QUESTION,
-            CLAIM,
-            SOURCE,
-            RULE,
-            v,
-            summary,
-            setup,
-            numbers,
-            [fig],
-            rows,
-            title=TITLE,
-            finding=finding,
-            labels=LABELS,
-        ),
-        stab,
+    claim = spec.result(
+        __name__,
+        verdict=v,
+        summary=summary,
+        setup=setup,
+        numbers=numbers,
+        figures=[fig],
+        rows=rows,
+        finding=finding,
+        labels=LABELS,
     )
+    return spec.settle(__name__, claim, recs, rule, stab)
 
 
 def _labels(name: str, short: str) -> dict[str, Label]:

@@ -18,7 +18,7 @@ import math
 
 from ..train.config import RunConfig
 from . import series_tools as st
-from . import stability, stats, text
+from . import spec, stability, stats, text
 from .plotting import legend_below, percent_axis
 from .result import ClaimResult, FigureSpec, Label
 from .series_tools import finished_acc as _acc
@@ -76,15 +76,15 @@ def sweep(quick: bool, seeds: int | None) -> list[RunConfig]:
             data=DATA,
             model=MODEL,
             optimizer="sgd",
-            lr=_lr(spec["batch_size"]),
+            lr=_lr(setting["batch_size"]),
             steps=plan["steps"],
             schedule="cosine",
             eval_every=plan["eval_every"],
             eval_samples=1000,
             seed=s,
-            **spec,
+            **setting,
         )
-        for spec in _settings(plan["large"]).values()
+        for setting in _settings(plan["large"]).values()
         for s in range(n_seeds)
     ]
 
@@ -223,26 +223,18 @@ def analyze(runs, ctx) -> ClaimResult:
         f"({text.interval(g_bn, 'points')}), and ghost BN changed large-batch accuracy by "
         f"{text.interval(nar, 'points')}."
     )
-    return stability.settle(
-        ClaimResult(
-            ID,
-            NAME,
-            QUESTION,
-            CLAIM,
-            SOURCE,
-            RULE,
-            v,
-            summary,
-            setup,
-            numbers,
-            [fig],
-            rows,
-            title=TITLE,
-            finding=finding,
-            labels=LABELS,
-        ),
-        stab,
+    claim = spec.result(
+        __name__,
+        verdict=v,
+        summary=summary,
+        setup=setup,
+        numbers=numbers,
+        figures=[fig],
+        rows=rows,
+        finding=finding,
+        labels=LABELS,
     )
+    return spec.settle(__name__, claim, recs, rule, stab)
 
 
 LABELS = {

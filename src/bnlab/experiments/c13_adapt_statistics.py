@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 
 from . import shift_runs as S
-from . import stability, stats
+from . import spec, stability, stats
 from .probes import shift_eval as probe
 from . import text
 from .plotting import legend_below, percent_axis
@@ -216,26 +216,18 @@ def analyze(runs, ctx) -> ClaimResult:
         if good
         else "No run finished, so nothing was measured."
     )
-    return stability.settle(
-        ClaimResult(
-            ID,
-            NAME,
-            QUESTION,
-            CLAIM,
-            SOURCE,
-            RULE,
-            v,
-            summary,
-            setup,
-            numbers,
-            figs,
-            S.rows(good, p["severities"]),
-            title=TITLE,
-            finding=finding,
-            labels=S.labels(numbers),
-        ),
-        stab,
+    claim = spec.result(
+        __name__,
+        verdict=v,
+        summary=summary,
+        setup=setup,
+        numbers=numbers,
+        figures=figs,
+        rows=S.rows(good, p["severities"]),
+        finding=finding,
+        labels=S.labels(numbers),
     )
+    return spec.settle(__name__, claim, recs, rule, stab)
 
 
 def _small_batch_sentence(table: dict, top: int) -> str:

@@ -9,7 +9,8 @@ from . import registry
 
 
 def verdict_line(result) -> str:
-    """ "reproduced, stable in 97% of resamples" -- or "UNDERPOWERED: the rule gave ..." -- for a terminal."""
+    """ "reproduced, stable in 97% of resamples" -- or "UNDERPOWERED: the rule gave ..." -- for a terminal;
+    ``result`` is a claim or one of its parts."""
     from .stability import describe
 
     return f"{result.verdict.upper()}, {describe(result.stability)}"
@@ -55,6 +56,11 @@ def run_main(args) -> int:
     print(f"claim:   {result.claim} ({result.source})")
     print(f"rule:    {result.rule}")
     print(f"verdict: {verdict_line(result)}")
+    for part in result.parts:
+        print(f"  part:  {part.title}: {verdict_line(part)}")
+    if result.rounds:
+        r = result.rounds
+        print(f"seeds:   {r['seeds']} per setting in {r['rounds']} round(s) of {r['plan']} ({r['stopped']})")
     print(f"summary: {result.summary}")
     print("numbers: " + json.dumps(result.to_json()["numbers"], indent=2)[:4000])
     print(f"({result.wall_time_s:.1f} s: its runs' measured wall time plus the analysis)")

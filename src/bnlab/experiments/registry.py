@@ -11,10 +11,17 @@ and either
 
 Runs come from the results store: finished runs are reused, never recomputed. :func:`run_all`
 gathers every experiment's sweep into ONE sweep, so the worker processes start once and stay busy.
+
+Seeds in rounds: an experiment that declares ``SEEDS`` (:class:`.spec.Seeds`) runs its first round
+of seeds, is judged, and -- unless every verdict (the claim's and each part's) is settled and was
+settled with the same verdicts at the look before (:func:`.stability.confirmed`) -- adds ``step``
+seeds and is judged again, up to its cap (a larger cap with a scheduler). Each round of all the experiments
+still open goes out as one sweep. A quick run, or one with ``--seeds``, is one round.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 import os
@@ -23,6 +30,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Callable
 
+from . import stability
 from .result import ClaimResult
 
 # claim id -> module; the order is the report's.
@@ -161,11 +169,56 @@ def _finish(module: ModuleType, ctx: Context, by_key: dict, configs: list) -> Cl
     return result
 
 
+def _plan(module: ModuleType, ctx: Context) -> list[int] | None:
+    """The seed counts of the module's rounds, or None for one round at ``ctx.seeds`` (the module's default)."""
+    policy = getattr(module, "SEEDS", None)
+    if policy is None or ctx.quick or ctx.seeds is not None or not hasattr(module, "sweep"):
+        return None
+    return policy.rounds(policy.cluster_cap if ctx.scheduler else policy.cap)
+
+
+def _stabilities(result: ClaimResult) -> list:
+    return [result.stability] + [p.stability for p in result.parts]
+
+
+def _run_rounds(modules: list[ModuleType], ctx: Context) -> list[ClaimResult]:
+    """Every module's runs in rounds of one sweep each (module docstring); the results in ``modules``' order."""
+    plans = {m.ID: _plan(m, ctx) for m in modules}
+    look = {m.ID: 0 for m in modules}
+    before: dict[str, list] = {}  # the stabilities of each experiment's previous look
+    results: dict[str, ClaimResult] = {}
+    active = list(modules)
+    while active:
+        ctxs = {m.ID: dataclasses.replace(ctx, seeds=plans[m.ID][look[m.ID]]) if plans[m.ID] else ctx for m in active}
+        sweeps = {m.ID: _sweep(m, ctxs[m.ID]) for m in active}
+        owner = {c.key(): claim_id for claim_id, configs in sweeps.items() for c in configs}
+        by_key = _run_configs([c for configs in sweeps.values() for c in configs], ctx, owner, list(sweeps))
+        still = []
+        for m in active:
+            plan = plans[m.ID]
+            last = plan is None or look[m.ID] == len(plan) - 1
+            with stability.interim_look() if not last else contextlib.nullcontext():
+                result = results[m.ID] = _finish(m, ctxs[m.ID], by_key, sweeps[m.ID])
+            if plan is None:
+                continue
+            now = _stabilities(result)
+            stop = stability.confirmed(before.get(m.ID), now) and not last
+            result.rounds = {
+                "rounds": look[m.ID] + 1,
+                "seeds": plan[look[m.ID]],
+                "plan": plan,
+                "stopped": "settled" if stop else "cap",
+            }
+            before[m.ID] = now
+            if not (stop or last):
+                look[m.ID] += 1
+                still.append(m)
+        active = still
+    return [results[m.ID] for m in modules]
+
+
 def run(claim_id: str, ctx: Context) -> ClaimResult:
-    module = get(claim_id)
-    configs = _sweep(module, ctx)
-    by_key = _run_configs(configs, ctx, {c.key(): module.ID for c in configs}, [module.ID])
-    return _finish(module, ctx, by_key, configs)
+    return _run_rounds([get(claim_id)], ctx)[0]
 
 
 def run_all(
@@ -176,12 +229,9 @@ def run_all(
     store: Path | None = None,
     scheduler: str | None = None,
 ) -> list[ClaimResult]:
-    """Every experiment: their runs in one sweep (local workers or ``scheduler``), then each analysis."""
+    """Every experiment: their runs in rounds of one sweep each (local workers or ``scheduler``), each
+    round followed by the analyses of the experiments it ran."""
     ctx = Context(
         quick=quick, seeds=seeds, jobs=jobs, progress=progress, store=store or default_store(), scheduler=scheduler
     )
-    modules = [get(claim_id) for claim_id in EXPERIMENTS]
-    sweeps = {m.ID: _sweep(m, ctx) for m in modules}
-    owner = {c.key(): claim_id for claim_id, configs in sweeps.items() for c in configs}
-    by_key = _run_configs([c for configs in sweeps.values() for c in configs], ctx, owner, list(sweeps))
-    return [_finish(m, ctx, by_key, sweeps[m.ID]) for m in modules]
+    return _run_rounds([get(claim_id) for claim_id in EXPERIMENTS], ctx)

@@ -67,10 +67,19 @@ class ClaimResult:
     # The rule's verdict on all seeds and how stable it is (bnlab.experiments.stability.settle sets both).
     rule_verdict: str = ""
     stability: Any = None  # a bnlab.experiments.stability.Stability
+    # A compound claim's parts, each with its own verdict and stability (bnlab.experiments.spec.PartResult).
+    parts: list[Any] = dataclasses.field(default_factory=list)
+    rule_version: str = ""  # the date the rule that judged this run took its form (the module's RULE_VERSION)
+    rule_history: list[dict[str, str]] = dataclasses.field(default_factory=list)  # the rules it replaced
+    rounds: dict[str, Any] = dataclasses.field(default_factory=dict)  # seed rounds run (bnlab.experiments.registry)
 
     def __post_init__(self) -> None:
         if self.verdict not in REPORTED:
             raise ValueError(f"expected verdict in {REPORTED} (got {self.verdict!r})")
+
+    def part(self, key: str) -> Any:
+        """The part ``key`` (a PartResult), or None when the claim has no such part."""
+        return next((p for p in self.parts if p.key == key), None)
 
     def to_json(self) -> dict[str, Any]:
         """JSON-safe dict (NaN/inf become None); figures as their data, rows left to the CSV."""
@@ -85,6 +94,10 @@ class ClaimResult:
                 "verdict": self.verdict,
                 "rule_verdict": self.rule_verdict or self.verdict,
                 "stability": self.stability.to_json() if self.stability is not None else None,
+                "parts": [p.to_json() for p in self.parts],
+                "rule_version": self.rule_version,
+                "rule_history": self.rule_history,
+                "rounds": self.rounds,
                 "summary": self.summary,
                 "title": self.title,
                 "finding": self.finding,

@@ -31,6 +31,18 @@ fresh set would); with fewer than :data:`MIN_SEEDS` seeds it cannot tell anythin
 to m seeds keeps the population at the n measured seeds: more seeds shrink a fresh set's noise,
 not the uncertainty about the effect itself.
 
+Seeds in rounds (:mod:`.registry`): an experiment adds seeds until its verdicts are stable, so the
+stability it reports was looked at more than once, and stopping at the first look where it crosses
+:data:`THRESHOLD` reports the luckiest of several noisy estimates -- the inflation of testing after
+every batch of subjects. The accounting (:func:`confirmed`): an *interim* look stops only if every
+verdict (the claim's and each part's) is stable at that look AND was stable with the same verdict
+at the look before; the last look, at the cap, uses THRESHOLD alone, and a verdict below it there
+is underpowered. Why a confirmation rather than a stricter threshold at interim looks:
+``scripts/stopping_rule.py`` simulates the lab's kind of rule with C1's plan and measures how often a
+fresh experiment really agrees with the verdicts reported stable; of the early stops it tried (90%
+or 98% or 99% at every interim look, or two stable looks in a row) the confirmation came closest to
+never stopping early (its numbers are in the README, "Margins, parts and seed rounds").
+
 An experiment provides its per-seed records (``{seed: record}``; a record holds everything that
 seed measured under every setting) and its rule as a function ``rule(records) -> verdict`` of a
 list of records (order irrelevant, repeats allowed); :func:`assess` does the rest, once for all.
@@ -40,6 +52,8 @@ builds its :class:`Stability` with :func:`computed`.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import math
 from collections import Counter
@@ -64,6 +78,22 @@ MAX_SEEDS = 64  # the projection looks up to this many seeds per setting
 BOOTSTRAP_SEED = 20170  # the resampling is seeded: the same runs give the same stability
 
 Rule = Callable[[Sequence[Any]], str]
+
+
+_INTERIM = contextvars.ContextVar("bnlab_interim_look", default=False)
+
+
+@contextlib.contextmanager
+def interim_look():
+    """Within this block :func:`assess` skips the projection of how many seeds would settle a verdict: at an
+    interim look an experiment either stops with every verdict stable (no projection is made then) or adds
+    seeds and is judged again, so the projection -- most of the cost of an unstable verdict -- would be
+    thrown away."""
+    token = _INTERIM.set(True)
+    try:
+        yield
+    finally:
+        _INTERIM.reset(token)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,6 +149,19 @@ class Stability:
         )
 
 
+def confirmed(previous: Sequence["Stability"] | None, current: Sequence["Stability"]) -> bool:
+    """The seed rounds' early stop (module docstring): every verdict of this look (the claim's and each
+    part's, in one order) is stable, and so was every verdict of the previous look, with the same verdicts."""
+
+    def verdicts(look):
+        return [s.verdict if s.stable else None for s in look]
+
+    if previous is None or len(previous) != len(current):
+        return False
+    now = verdicts(current)
+    return None not in now and verdicts(previous) == now
+
+
 def _check(verdict: str) -> str:
     if verdict not in VERDICTS:
         raise ValueError(f"expected the rule to return one of {VERDICTS} (got {verdict!r})")
@@ -172,7 +215,7 @@ def assess(records: Mapping[Any, Any], rule: Rule, resamples: int = RESAMPLES) -
     outcomes = _draws(items, rule, n, resamples, rng)
     share = outcomes[verdict] / resamples
     needed = needed_verdict = None
-    if share < THRESHOLD or n < MIN_SEEDS:
+    if (share < THRESHOLD or n < MIN_SEEDS) and not _INTERIM.get():
         needed, needed_verdict = project(items, rule, n + 1, rng)
     return Stability(
         verdict,

@@ -1,4 +1,5 @@
-"""The statistics the verdicts rest on: means with t-based 95% CIs, paired tests, Holm correction.
+"""The statistics the verdicts rest on: means with t-based 95% CIs, paired tests, Holm correction,
+and equivalence tests against a margin fixed in advance (:func:`tost`, :func:`effect`).
 
 Seeds are the unit of replication: each number below is computed over per-seed values. Paired
 comparisons (the same seed, data order and initialisation under two settings) use the per-seed
@@ -19,6 +20,12 @@ from typing import Sequence
 import numpy as np
 from scipy import special as _sp
 from scipy import stats as _st
+
+# Two-sided level of every test a verdict reads: the rules read 95% intervals. An equivalence test (TOST)
+# is usually run at 0.05 per side, i.e. with a 90% interval; here it runs at ALPHA / 2 per side, so
+# "within the margin" is read off the same 95% interval as "above 0" and "below 0" -- one interval, one
+# level, three readings (:func:`effect`).
+ALPHA = 0.05
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,3 +147,50 @@ def separated(a: Estimate, b: Estimate) -> bool:
     if math.isnan(a.ci) or math.isnan(b.ci):
         return False
     return a.low > b.high or b.low > a.high
+
+
+def tost(d: Sequence[float], margin: float) -> float:
+    """Two one-sided t-tests (Schuirmann 1987) of "the mean of ``d`` lies within (-margin, margin)":
+    the larger of the p-values of H0: mean <= -margin and H0: mean >= margin (NaN for fewer than 2
+    values). Below ALPHA / 2 exactly when the 95% t-interval of the mean lies within (-margin, margin)."""
+    d = np.asarray(d, dtype=float)
+    if not margin > 0:
+        raise ValueError(f"expected a positive margin (got {margin!r})")
+    if d.size < 2:
+        return math.nan
+    sd = float(d.std(ddof=1))
+    if sd == 0.0:  # no spread: the mean is known exactly
+        return 0.0 if abs(float(d.mean())) < margin else 1.0
+    se = sd / math.sqrt(d.size)
+    p_low = float(_sp.stdtr(d.size - 1, -(float(d.mean()) + margin) / se))  # H0: mean <= -margin
+    p_high = float(_sp.stdtr(d.size - 1, (float(d.mean()) - margin) / se))  # H0: mean >= margin
+    return max(p_low, p_high)
+
+
+def within(e: Estimate, margin: float) -> bool:
+    """Whether the 95% interval of ``e`` lies within (-margin, margin): no difference as large as the
+    margin (TOST at ALPHA / 2 per side, see :func:`tost`)."""
+    return not math.isnan(e.ci) and -margin < e.low and e.high < margin
+
+
+def effect(e: Estimate, margin: float, claimed: int) -> str:
+    """The verdict one difference gives a claim that it is of sign ``claimed`` (-1: lower, +1: higher),
+    with ``margin`` the smallest difference that matters, fixed before the runs:
+
+    * not reproduced if the 95% interval lies within (-margin, margin) -- no difference that matters,
+      a finding (equivalence) -- or wholly on the other side of 0;
+    * reproduced if it lies wholly on the claimed side of 0 (and not within the margin);
+    * inconclusive otherwise (the interval reaches past the margin and across 0).
+    """
+    if claimed not in (-1, 1):
+        raise ValueError(f"expected claimed = -1 (lower) or +1 (higher) (got {claimed!r})")
+    if math.isnan(e.ci):
+        return "inconclusive"
+    if within(e, margin):
+        return "not reproduced"
+    low, high = (e.low, e.high) if claimed > 0 else (-e.high, -e.low)  # in the claimed direction
+    if low > 0:
+        return "reproduced"
+    if high < 0:
+        return "not reproduced"
+    return "inconclusive"

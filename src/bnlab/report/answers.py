@@ -23,7 +23,9 @@ from ..experiments.result import UNDERPOWERED, ClaimResult
 @dataclasses.dataclass(frozen=True)
 class Answer:
     text: str
-    links: tuple[tuple[str, str], ...] = ()  # (href, label): "#C4" links show that claim's verdict
+    # (href, label) or (href, label, part): "#C4" links show that claim's verdict; with a part key, the
+    # verdict of the part the sentence rests on ("#C1", "C1: faster", "faster").
+    links: tuple[tuple[str, ...], ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,10 +51,30 @@ class Evidence:
             value = value[key]
         return value
 
-    def settled(self, claim_id: str) -> bool:
-        """Whether the claim ran and its verdict is stable enough to be a finding (not underpowered)."""
+    def settled(self, claim_id: str, part: str | None = None) -> bool:
+        """Whether the claim (or its ``part``) ran and its verdict is stable enough to be a finding (not
+        underpowered). A result without parts (an older edition) answers for the claim."""
+        return self.verdict(claim_id, part) not in (None, UNDERPOWERED)
+
+    def verdict(self, claim_id: str, part: str | None = None) -> str | None:
+        """What the report says of the claim or its ``part``; None when the claim did not run."""
         result = self.results.get(claim_id)
-        return result is not None and result.verdict != UNDERPOWERED
+        if result is None:
+            return None
+        found = result.part(part) if part else None
+        return (found or result).verdict
+
+    def said(self, claim_id: str, part: str, words: str) -> str:
+        """``words`` with the verdict of the part they rest on, the way a short answer quotes it: "BN trained
+        faster: reproduced, 100% of resamples"; "..., not settled (underpowered, 46% of resamples)"."""
+        result = self.results.get(claim_id)
+        found = result.part(part) if result is not None else None
+        if found is None:  # no such part (an edition made before the claim had parts): the claim's badge speaks
+            return claim_id
+        share = f"{found.stability.share:.0%} of resamples"
+        if found.verdict == UNDERPOWERED:
+            return f"{words}: not settled (underpowered, {share})"
+        return f"{words}: {found.verdict}, {share}"
 
     def demo(self, *path: str) -> Any:
         value: Any = self.demos
@@ -85,16 +107,19 @@ def what_bn_does(ev: Evidence) -> Answer:
     if acc:
         measured.append(
             f"MNIST-1D's CNN ended at {_iv(acc['bn'], '%')} test accuracy with BN and "
-            f"{_iv(acc['none'], '%')} without (C5)"
+            f"{_iv(acc['none'], '%')} without ({ev.said('C5', 'bn-beats-none', 'BN beat no BN, C5')})"
         )
     if None not in steps:
         target = f"{ev.number('C1', 'target_acc'):.0%}"
         last = ev.results["C1"].setup.get("steps", float("inf"))
         measured.append(
-            f"a sigmoid MLP reached {target} {_reach(steps[0], last)} with BN and {_reach(steps[1], last)} without (C1)"
+            f"a sigmoid MLP reached {target} {_reach(steps[0], last)} with BN and {_reach(steps[1], last)} without "
+            f"({ev.said('C1', 'faster', 'BN trained faster, C1')})"
         )
     out += f" {ev.this_run}: {'; '.join(measured)}." if measured else " (Not measured in this run.)"
-    return Answer(out, (("#look", "figure"), ("#C5", "C5"), ("#C1", "C1")))
+    return Answer(
+        out, (("#look", "figure"), ("#C5", "C5: BN beats no BN", "bn-beats-none"), ("#C1", "C1: faster", "faster"))
+    )
 
 
 def pytorch_batchnorm(ev: Evidence) -> Answer:
@@ -185,10 +210,18 @@ def implement(ev: Evidence) -> Answer:
         last = ev.results["C3"].setup.get("steps", float("inf"))
         out += (
             f" {ev.this_run}: the largest learning rate that trained was {lr(lr_bn)} with BN and "
-            f"{lr(lr_none)} without, and at their best rates BN reached 80% test accuracy "
-            f"{_reach(s_bn, last)}, no BN {_reach(s_none, last)} (C3)."
+            f"{lr(lr_none)} without ({ev.said('C3', 'higher-lr', 'at least 5× higher')}), and at their best rates "
+            f"BN reached 80% test accuracy {_reach(s_bn, last)}, no BN {_reach(s_none, last)} "
+            f"({ev.said('C3', 'fewer-steps', 'fewer steps')})."
         )
-    return Answer(out, (("#scratch", "the code"), ("#C3", "C3")))
+    return Answer(
+        out,
+        (
+            ("#scratch", "the code"),
+            ("#C3", "C3: higher rates", "higher-lr"),
+            ("#C3", "C3: fewer steps", "fewer-steps"),
+        ),
+    )
 
 
 def layers_ics(ev: Evidence) -> Answer:
@@ -211,7 +244,17 @@ def layers_ics(ev: Evidence) -> Answer:
         out += f" {ev.this_run}: {'; '.join(measured)}."
     out += " " + believe(ev)
     return Answer(
-        out, (("#ics", "explained"), ("#look", "figure"), ("#C1", "C1"), ("#C5", "C5"), ("#C6", "C6"), ("#C7", "C7"))
+        out,
+        (
+            ("#ics", "explained"),
+            ("#look", "figure"),
+            ("#C1", "C1: steadier", "steadier"),
+            ("#C5", "C5: noise harmless", "harmless"),
+            ("#C6", "C6"),
+            ("#C7", "C7: loss range", "loss-range"),
+            ("#C7", "C7: gradient change", "grad-change"),
+            ("#C7", "C7: β-smoothness", "beta"),
+        ),
     )
 
 
@@ -251,10 +294,15 @@ def gamma_beta_only(ev: Evidence) -> Answer:
     accs = [ev.number("C12", f"test_acc_{k}") for k in ("norm", "random", "all")]
     if None not in accs:
         out += (
-            f" {ev.this_run}, on a small CNN: {_iv(accs[0], '%')} with only γ and β, {_iv(accs[1], '%')} with "
-            f"as many random weights, {_iv(accs[2], '%')} with all weights (chance 10%)."
+            f" {ev.this_run}, on a small CNN: {_iv(accs[0], '%')} with only γ and β "
+            f"({ev.said('C12', 'above-chance', 'far above chance')}), {_iv(accs[1], '%')} with as many random "
+            f"weights ({ev.said('C12', 'beats-random', 'γ and β beat them')}), {_iv(accs[2], '%')} with all "
+            f"weights (chance 10%)."
         )
-    return Answer(out, (("#C12", "C12"),))
+    return Answer(
+        out,
+        (("#C12", "C12: far above chance", "above-chance"), ("#C12", "C12: beats random weights", "beats-random")),
+    )
 
 
 def new_data(ev: Evidence) -> Answer:

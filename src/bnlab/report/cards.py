@@ -14,7 +14,7 @@ from ..experiments import text
 from ..experiments.result import UNDERPOWERED, ClaimResult, Label
 from ..experiments.stability import THRESHOLD
 from .catalogue import Claim
-from .markup import esc, figure_html, inline, verdict_marks
+from .markup import esc, figure_html, inline, part_marks, verdict_marks
 
 
 def _is_estimate(v: Any) -> bool:
@@ -153,6 +153,53 @@ def stability_html(result: ClaimResult) -> str:
     )
 
 
+def parts_html(result: ClaimResult) -> str:
+    """A compound claim's parts, each with its verdict, stability and margin (fixed before the runs)."""
+    if not result.parts:
+        return ""
+    rows = []
+    for p in result.parts:
+        margin = ""
+        if p.margin:
+            size = p.margin.get("reads") or text.number(p.margin["size"], p.margin.get("unit", ""))
+            margin = f'<div class="muted small">Margin {esc(size)}: {esc(p.margin["why"])}</div>'
+        rows.append(
+            f'<tr><th scope="row">{esc(p.title)}<div class="muted small">{esc(p.rule)}</div>{margin}</th>'
+            f"<td>{part_marks(result, p.key)}</td></tr>"
+        )
+    return f'<table class="numbers parts"><caption>Judged by part</caption><tbody>{"".join(rows)}</tbody></table>'
+
+
+def rule_version_html(result: ClaimResult) -> str:
+    """Which version of the rule judged this run, and the rules it replaced with why."""
+    if not result.rule_version and not result.rule_history:
+        return ""
+    out = f"This run was judged by the rule of {esc(result.rule_version)}." if result.rule_version else ""
+    for old in result.rule_history:
+        out += f" It replaced, on {esc(old['replaced'])}, the rule: “{esc(old['rule'])}” Why: {esc(old['reason'])}."
+    return f'<p class="rule muted">{out.strip()}</p>'
+
+
+def rounds_html(result: ClaimResult) -> str:
+    """How many rounds of seeds ran and why they stopped (bnlab.experiments.registry)."""
+    r = result.rounds
+    if not r:
+        return ""
+    plan = ", ".join(str(n) for n in r["plan"])
+    why = (
+        "every verdict was settled, with the same verdicts, at two looks in a row"
+        if r["stopped"] == "settled"
+        else "the cap fixed in advance was reached"
+    )
+    return (
+        f'<p class="rule"><b>Seeds in rounds:</b> {r["seeds"]} seeds per setting in {r["rounds"]} round(s) of the '
+        f"plan {esc(plan)}; stopped because {esc(why)}. A look before the cap stops the rounds only when every "
+        f"verdict (the claim's and each part's) is stable at it and was stable with the same verdict at the look "
+        f"before: stopping at the first look that crosses {THRESHOLD:.0%} would report the luckiest of several "
+        f"noisy estimates.</p>"
+    )
+
+
 def finding_html(result: ClaimResult) -> str:
     """What was found; for an underpowered verdict, what was measured, said not to be a finding."""
     finding = result.finding or result.summary
@@ -180,13 +227,16 @@ def claim_card(result: ClaimResult, info: Claim | None, csv_name: str | None) ->
 <article class="claim" id="{esc(result.id)}">
   <header><span class="cid">{esc(result.id)}</span> <h3>{esc(title)}</h3> {verdict_marks(result)}</header>
   {finding_html(result)}
+  {parts_html(result)}
   <blockquote><p>{esc(result.claim)}</p><footer>— {esc(source)}</footer></blockquote>
   {key_table}
   {figures}
   <details class="more"><summary>Statistics, verdict rule and setup</summary>
     <p>{esc(result.summary)}</p>
     <p class="rule"><b>Verdict rule, fixed before the runs:</b> {esc(result.rule)}</p>
+    {rule_version_html(result)}
     {stability_html(result)}
+    {rounds_html(result)}
     {stats_table}
     {setup_html(result.setup)}
     {csv}

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from ..experiments import text
 from .answers import Evidence
-from .markup import esc, inline, verdict_marks
+from .markup import esc, inline, part_marks, verdict_marks
 
 
 def _readings(ev: Evidence) -> dict[str, str]:
@@ -32,15 +32,44 @@ def _readings(ev: Evidence) -> dict[str, str]:
             if lower
             else "no different"
         )
-    smoother = ev.number("C7", "smoother_measures")
+    smoother = _smoother(ev)
     if smoother is not None:
         out["C7"] = f"smoother on {smoother} of 3"
     return out
 
 
+# The part of each claim a reading rests on (C7's reading counts its three parts, see _smoother).
+READS = {"C1": "steadier", "C5": "harmless", "C6": None}
+C7_PARTS = ("loss-range", "grad-change", "beta")
+
+
+def _smoother(ev: Evidence) -> int | None:
+    """On how many of C7's measures BN was smoother: its settled "reproduced" parts when it was judged
+    by part, else the rule's count (an older edition)."""
+    result = ev.results.get("C7")
+    if result is None:
+        return None
+    if result.parts:
+        return sum(ev.verdict("C7", k) == "reproduced" for k in C7_PARTS)
+    return ev.number("C7", "smoother_measures")
+
+
+def _settled(ev: Evidence, cid: str) -> bool:
+    """Whether the part a reading rests on is a finding. C7's count is settled when the parts still open
+    cannot change whether BN was smoother on at least two of the three."""
+    if cid != "C7":
+        return ev.settled(cid, READS.get(cid))
+    result = ev.results.get("C7")
+    if result is None or not result.parts:
+        return ev.settled("C7")
+    smoother = _smoother(ev)
+    open_parts = sum(not ev.settled("C7", k) for k in C7_PARTS)
+    return smoother >= 2 or smoother + open_parts < 2
+
+
 def _settled_readings(ev: Evidence) -> dict[str, str]:
-    """The readings of the claims whose verdicts are findings (an underpowered claim settles nothing)."""
-    return {cid: r for cid, r in _readings(ev).items() if ev.settled(cid)}
+    """The readings that are findings (an underpowered part settles nothing)."""
+    return {cid: r for cid, r in _readings(ev).items() if _settled(ev, cid)}
 
 
 def readings(ev: Evidence) -> list[str]:
@@ -53,7 +82,7 @@ def readings(ev: Evidence) -> list[str]:
         "C7": "the loss was {} measures (C7{})",
     }
     return [
-        words[cid].format(r[cid], "" if ev.settled(cid) else ", underpowered: not a finding")
+        words[cid].format(r[cid], "" if _settled(ev, cid) else ", underpowered: not a finding")
         for cid in words
         if cid in r
     ]
@@ -70,7 +99,7 @@ def believe(ev: Evidence) -> str:
         return "None of these measurements is stable enough to be a finding here, so this run settles nothing."
     # Santurkar et al.'s objection, test by test: injected shift costs nothing (C5), BN does not lower
     # the gradient-measured shift (C6), BN smooths the loss on most measures (C7).
-    smoother = ev.number("C7", "smoother_measures") if "C7" in r else None
+    smoother = _smoother(ev) if "C7" in r else None
     checks = {
         "C5": r.get("C5") == "cost no measurable accuracy" if "C5" in r else None,
         "C6": r.get("C6") in ("no different", "higher with BN") if "C6" in r else None,
@@ -79,8 +108,12 @@ def believe(ev: Evidence) -> str:
     tests = [v for v in checks.values() if v is not None]
     held, steadier = sum(tests), r.get("C1") == "steadier"
     objection = f"Santurkar et al.'s objection held on {held} of its {len(tests)} tests here"
-    helped = ("C5" in r and text.compare(ev.number("C5", "bn_minus_none_test_acc"), "yes", "no", "") == "yes") or (
-        "C1" in r and text.compare(ev.number("C1", "steps_to_target_bn_minus_none"), "no", "yes", "") == "yes"
+    helped = (
+        ev.settled("C5", "bn-beats-none")
+        and text.compare(ev.number("C5", "bn_minus_none_test_acc"), "yes", "no", "") == "yes"
+    ) or (
+        ev.settled("C1", "faster")
+        and text.compare(ev.number("C1", "steps_to_target_bn_minus_none"), "no", "yes", "") == "yes"
     )
     if not helped:
         return (
@@ -88,7 +121,10 @@ def believe(ev: Evidence) -> str:
             f"explain; {objection}."
         )
     if "C1" not in r:
-        return f"{objection}; without a settled C1 this run cannot say whether BN steadies the distributions."
+        return (
+            f"{objection}; without a settled answer to C1's 'steadier' part this run cannot say whether BN "
+            f"steadies the distributions."
+        )
     if not steadier and 2 * held >= len(tests):
         return (
             "So believe the effect, not the original explanation: BN helped without steadying the layers' "
@@ -113,9 +149,15 @@ def conclusion(ev: Evidence) -> str:
 def _row(ev: Evidence, cid: str, what: str, with_bn: str, without: str) -> str:
     result = ev.results.get(cid)
     reading = _readings(ev).get(cid, "not run")
+    if cid == "C7" and result is not None and result.parts:
+        marks = "".join(f"{esc(k)} {part_marks(result, k, compact=True)} " for k in C7_PARTS)
+    elif READS.get(cid):
+        marks = part_marks(result, READS[cid], compact=True)
+    else:
+        marks = verdict_marks(result, compact=True)
     return (
         f'<tr><td><a href="#{cid}">{cid}</a></td><td>{inline(what)}</td><td>{esc(with_bn)}</td>'
-        f"<td>{esc(without)}</td><td>{esc(reading)}</td><td>{verdict_marks(result, compact=True)}</td></tr>"
+        f"<td>{esc(without)}</td><td>{esc(reading)}</td><td>{marks}</td></tr>"
     )
 
 

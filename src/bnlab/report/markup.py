@@ -40,7 +40,8 @@ def badge(verdict: str) -> str:
 
 def stability_mark(result: ClaimResult, compact: bool = False) -> str:
     """How stable the verdict is (:func:`bnlab.experiments.stability.describe`); ``compact`` (the answers'
-    evidence links, side tables): the share alone, the words in a tooltip."""
+    evidence links, side tables): the share alone, the words in a tooltip. ``result`` may be a claim or
+    one of its parts (anything with a ``stability``)."""
     s = result.stability
     if s is None:
         return ""
@@ -64,6 +65,15 @@ def verdict_marks(result: ClaimResult | None, compact: bool = False) -> str:
     if result is None:
         return f'<span class="marks">{badge(MISSING)}</span>'
     return f'<span class="marks">{badge(result.verdict)}{stability_mark(result, compact)}</span>'
+
+
+def part_marks(result: ClaimResult | None, key: str, compact: bool = False) -> str:
+    """The marks of one part of a claim (the part a sentence rests on); the claim's own marks when the
+    result has no such part (an edition made before the claim had parts)."""
+    part = result.part(key) if result is not None else None
+    if part is None:
+        return verdict_marks(result, compact)
+    return f'<span class="marks">{badge(part.verdict)}{stability_mark(part, compact)}</span>'
 
 
 def figure_html(spec: FigureSpec, label: str) -> str:

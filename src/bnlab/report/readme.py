@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping
 
-from ..experiments import registry
+from ..experiments import registry, spec
 from ..experiments.result import UNDERPOWERED
 from ..experiments.stability import THRESHOLD, Stability, describe
 from .catalogue import claims
@@ -43,6 +43,19 @@ def claims_markdown() -> str:
         "",
     ]
     for c in claims().values():
+        s = spec.of(registry.get(c.id))
+        parts = [
+            f"- **{p.title}.** {p.rule}"
+            + (f" Margin: {p.margin.reads or p.margin.size} -- {p.margin.why}." if p.margin else "")
+            for p in s.parts
+        ]
+        history = [f"- Until {h.replaced}: {h.rule} *Why it changed:* {h.reason.rstrip('.')}." for h in s.history]
+        seeds = (
+            f"**Seeds.** Rounds of {s.seeds.step} from {s.seeds.start} until every verdict is settled, at most "
+            f"{s.seeds.cap} ({s.seeds.cluster_cap} on a cluster)."
+            if s.seeds
+            else ""
+        )
         lines += [
             f"## {c.id} · {c.title}",
             "",
@@ -52,8 +65,11 @@ def claims_markdown() -> str:
             "",
             f"**Source.** {c.source}",
             "",
-            f"**Verdict rule.** {c.rule}",
+            f"**Verdict rule{f' (since {s.rule_version})' if s.rule_version else ''}.** {c.rule}",
             "",
+            *(["**Parts.**", "", *parts, ""] if parts else []),
+            *(["**Earlier rules.**", "", *history, ""] if history else []),
+            *([seeds, ""] if seeds else []),
             f"**Experiment.** [`{module_path(c.id)}`](../{module_path(c.id)})",
             "",
         ]
@@ -102,7 +118,17 @@ def _verdict(result: Mapping[str, Any] | None) -> str:
         return "not run"
     stab = result.get("stability")
     words = describe(Stability.from_json(stab) if stab else None)
-    return f"**{result['verdict']}** ({words})"
+    out = f"**{result['verdict']}** ({words})"
+    parts = [
+        f"{p['title']}: **{p['verdict']}** ({p['stability']['share']:.0%} of resamples)"
+        for p in result.get("parts", ())
+    ]
+    if parts:
+        out += "; by part: " + "; ".join(parts)
+    rounds = result.get("rounds")
+    if rounds:
+        out += f"; {rounds['seeds']} seeds in {rounds['rounds']} round(s), {rounds['stopped']}"
+    return out
 
 
 def update_readme(readme: str, table: str) -> str:

@@ -26,7 +26,7 @@ from .answers import Evidence
 from .cards import claim_card, claim_missing, claim_reference
 from .catalogue import Claim, claims
 from .content import Block, Code, Question
-from .markup import MISSING, code_html, esc, inline, verdict_marks
+from .markup import MISSING, code_html, esc, inline, part_marks, verdict_marks
 from .style import CSS
 
 
@@ -66,12 +66,16 @@ def _code(code: Code) -> str:
 
 
 def answer_html(q: Question, ev: Evidence) -> str:
-    """The short answer with its evidence links; a link to a claim carries the claim's verdict marks."""
+    """The short answer with its evidence links; a link to a claim carries the verdict marks of what the
+    sentence rests on: the part named by the link's third entry, else the claim."""
     a = q.answer(ev)
     links = []
-    for href, label in a.links:
+    for href, label, *part in a.links:
         cid = href[1:] if re.fullmatch(r"#C\d+", href) else None
-        marks = verdict_marks(ev.results.get(cid), compact=True) if cid else ""
+        result = ev.results.get(cid) if cid else None
+        marks = (
+            (part_marks(result, part[0], compact=True) if part else verdict_marks(result, compact=True)) if cid else ""
+        )
         links.append(f'<li><a href="{esc(href)}">{esc(label)}</a>{marks}</li>')
     return (
         f'<p class="short">{inline(a.text)}</p>'
@@ -105,9 +109,18 @@ def verdict_table(by_id: Mapping[str, ClaimResult], catalogue: Mapping[str, Clai
             else result.name.replace("-", " ")
         )
         source = result.source if result is not None else info.source if info else ""
+        parts = "".join(
+            f'<div class="small">{esc(p.title)}: {part_marks(result, p.key, compact=True)}</div>'
+            for p in (result.parts if result is not None else ())
+        )
+        rounds = (
+            f'<div class="muted small">{result.rounds["seeds"]} seeds in {result.rounds["rounds"]} round(s)</div>'
+            if result is not None and result.rounds
+            else ""
+        )
         rows.append(
             f'<tr><td class="cid"><a href="#{esc(cid)}">{esc(cid)}</a></td><td>{esc(title)}'
-            f'<div class="muted small">{esc(source)}</div></td><td>{verdict_marks(result)}</td></tr>'
+            f'<div class="muted small">{esc(source)}</div></td><td>{verdict_marks(result)}{parts}{rounds}</td></tr>'
         )
     counts = {v: sum(r.verdict == v for r in by_id.values()) for v in REPORTED}
     missing = sum(cid not in by_id for cid in ids)
@@ -120,7 +133,8 @@ def verdict_table(by_id: Mapping[str, ClaimResult], catalogue: Mapping[str, Clai
   <p class="muted">{esc(tally)}. Each verdict follows a rule fixed in the experiment's code before its runs;
   the cards below show the rule, the numbers and the figures. Next to each verdict: how often the rule gives
   the same verdict on resampled sets of seeds (a stand-in for a re-run with fresh seeds, or on another machine);
-  below {THRESHOLD:.0%} the claim is reported as underpowered, not as a finding.</p>
+  below {THRESHOLD:.0%} the claim is reported as underpowered, not as a finding. A claim with parts has each part
+  judged and shown on its own; seeds were added in rounds until every verdict was settled or a cap was reached.</p>
   <table class="verdict-table"><thead><tr><th>Claim</th><th>What was tested (source)</th><th>Verdict here</th></tr></thead>
   <tbody>{"".join(rows)}</tbody></table>
 </section>"""
