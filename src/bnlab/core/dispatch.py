@@ -78,6 +78,7 @@ def set_fast(enabled: bool) -> None:
 
 
 def fast_enabled() -> bool:
+    """Whether the fast backends may run (:func:`set_fast`; ``BNLAB_FAST=0`` turns them off)."""
     return _state["fast"]
 
 

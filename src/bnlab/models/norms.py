@@ -80,6 +80,7 @@ def is_norm_layer(module: nn.Module) -> bool:
 
 
 def available_norms() -> tuple[str, ...]:
+    """The registered norm names, sorted."""
     return tuple(sorted(_NORMS))
 
 

@@ -1,0 +1,177 @@
+"""Sphinx configuration of bnlab's documentation site: ``sh scripts/docs`` builds it into build/docs/.
+
+The build is strict (``-W``: every warning is an error) and offline. Besides Sphinx's own checks
+(broken cross-references with ``nitpicky``, unknown documents, toctree errors) it fails when a name
+in a public module's ``__all__`` is missing from the API reference or has no docstring
+(:func:`check_public_names`), and copies the report's full edition (docs/report/) into the site.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import shutil
+import sys
+from pathlib import Path
+
+from sphinx.util import logging
+
+DOCS = Path(__file__).resolve().parent
+sys.path.insert(0, str(DOCS.parent / "src"))
+sys.path.insert(0, str(DOCS))
+
+import bnlab  # noqa: E402
+from public_api import PUBLIC_MODULES, public_names  # noqa: E402
+
+project = "bnlab"
+author = "bnlab's authors"
+release = version = bnlab.__version__
+copyright = "bnlab's authors, MIT licence"
+
+extensions = [
+    "myst_nb",
+    "sphinx.ext.autodoc",
+    "sphinx.ext.napoleon",
+    "sphinx.ext.mathjax",
+]
+source_suffix = {".md": "myst-nb", ".ipynb": "myst-nb", ".rst": "restructuredtext"}
+exclude_patterns = ["_build", "report", "**.ipynb_checkpoints", "public_api.py", "conf.py"]
+root_doc = "index"
+
+# The tutorials are executed by scripts/notebooks (and by the slow test that CI runs); the site
+# renders the outputs stored in the notebooks, so building it does not train anything.
+nb_execution_mode = "off"
+myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence", "attrs_inline"]
+myst_heading_anchors = 3
+
+autodoc_default_options = {"members": True, "undoc-members": True, "show-inheritance": True}
+autodoc_member_order = "bysource"
+autodoc_typehints = "signature"
+autodoc_preserve_defaults = True
+napoleon_google_docstring = True
+napoleon_numpy_docstring = False
+
+# Every cross-reference must resolve (nitpicky), except to the libraries bnlab builds on: their
+# inventories would have to be downloaded, and the build is offline.
+nitpicky = True
+nitpick_ignore_regex = [
+    (r"py:.*", r"(torch|numpy|np|nn|scipy|dask|distributed|matplotlib|numba|collections|typing|pathlib)(\..*)?"),
+    (r"py:.*", r"(Tensor|Module|Parameter|Path|Any|Callable|Iterable|Iterator|Mapping|Sequence|Literal)"),
+    (r"py:.*", r"(optional|callable|ndarray|dtype|device|Generator|Enum|Future|Client|NamedTuple)"),
+    (r"py:class", r"(int|float|str|bool|dict|list|tuple|set|object|type|bytes|None|Exception)"),
+    (r"py:class", r"(ValueError|TypeError|RuntimeError|BaseException|contextlib\..*|abc\..*|enum\..*)"),
+    # Private base classes shown in "Bases:" (their public subclasses are documented).
+    (r"py:class", r"bnlab\..*\._[A-Za-z]\w*"),
+    (r"py:class", r"(argparse|sqlite3|threading|subprocess|os|io|types|functools|dataclasses)\..*"),
+]
+
+html_theme = "furo"
+html_title = f"bnlab {release}"
+html_static_path: list[str] = []
+html_copy_source = False
+html_show_sourcelink = False
+
+
+def copy_report(app, exception) -> None:
+    """The full edition of the report goes into the site as it is (one self-contained page, its
+    CSVs and results.json), so the guide's links to report/index.html resolve."""
+    if exception is not None or app.builder.format != "html":
+        return
+    shutil.copytree(DOCS / "report", Path(app.outdir) / "report", dirs_exist_ok=True)
+
+
+def check_public_names(app, env) -> None:
+    """Fail the build when a public name is not in the API reference, or is there without a
+    docstring. A name counts as documented under its own qualified name or under the name of the
+    object it re-exports (``bnlab.convert`` is ``bnlab.surgery.convert``)."""
+    log = logging.getLogger("bnlab.docs")
+    documented = set(env.domains["py"].objects)
+    documented |= set(env.domains["py"].modules)
+    by_identity = {}
+    for name in documented:
+        obj = _resolve(name)
+        if obj is not None and (inspect.isclass(obj) or inspect.isroutine(obj) or inspect.ismodule(obj)):
+            by_identity[id(obj)] = name
+    for module_name, name in public_names():
+        qualified = f"{module_name}.{name}"
+        obj = getattr(importlib.import_module(module_name), name)
+        where = qualified if qualified in documented else by_identity.get(id(obj))
+        if where is None:
+            log.warning(f"public name {qualified} (in {module_name}.__all__) is not in the API reference")
+        elif (inspect.isclass(obj) or inspect.isroutine(obj)) and not inspect.getdoc(obj):
+            log.warning(f"public name {qualified} has no docstring")
+
+
+def _resolve(qualified: str, context: str | None = None):
+    """The object a dotted name means, as Python finds it (attributes first, then submodules), or None;
+    a name that is not absolute is looked up in the module ``context`` and its parents."""
+    candidates = [qualified]
+    if context and not qualified.startswith("bnlab"):
+        parts = context.split(".")
+        candidates = [".".join(parts[:i] + [qualified.lstrip(".")]) for i in range(len(parts), 0, -1)]
+    for name in candidates:
+        obj = _lookup(name)
+        if obj is not None:
+            return obj
+    return None
+
+
+def _lookup(qualified: str):
+    parts = qualified.split(".")
+    try:
+        obj = importlib.import_module(parts[0])
+    except ImportError:
+        return None
+    for i, attr in enumerate(parts[1:], start=1):
+        if hasattr(obj, attr):
+            obj = getattr(obj, attr)
+            continue
+        try:
+            obj = importlib.import_module(".".join(parts[: i + 1]))
+        except ImportError:
+            return None
+    return obj
+
+
+def resolve_alias(app, env, node, contnode):
+    """A docstring may name an object by another of its names (``bnlab.convert`` for
+    ``bnlab.surgery.convert``, ``compressed_warmup`` inside :mod:`bnlab.nn`): link to where that
+    object is documented. On the page of internal modules (reference/modules), a helper that exists
+    in bnlab but is not documented on its own is shown as code. A name that does not exist stays an
+    error."""
+    if node.get("refdomain") != "py":
+        return None
+    target = node["reftarget"].lstrip("~")
+    obj = _resolve(target, node.get("py:module"))
+    if obj is None:
+        return None
+    documented = _documented_by_identity(env)
+    where = documented.get(id(obj))
+    if where is not None:
+        from sphinx.util.nodes import make_refnode
+
+        docname, anchor = where
+        return make_refnode(app.builder, node["refdoc"], docname, anchor, contnode)
+    if node["refdoc"] == "reference/modules":
+        return contnode
+    return None
+
+
+def _documented_by_identity(env) -> dict[int, tuple[str, str]]:
+    py = env.domains["py"]
+    if getattr(env, "_bnlab_by_identity", None) is None:
+        table = {}
+        for name, entry in py.objects.items():
+            obj = _resolve(name)
+            if obj is not None and (inspect.isclass(obj) or inspect.isroutine(obj) or inspect.ismodule(obj)):
+                table.setdefault(id(obj), (entry.docname, entry.node_id))
+        env._bnlab_by_identity = table
+    return env._bnlab_by_identity
+
+
+def setup(app):
+    app.connect("env-check-consistency", check_public_names)
+    app.connect("build-finished", copy_report)
+    app.connect("missing-reference", resolve_alias)
+    return {"parallel_read_safe": True}
+
