@@ -21,7 +21,7 @@ sys.path.insert(0, str(DOCS.parent / "src"))
 sys.path.insert(0, str(DOCS))
 
 import bnlab  # noqa: E402
-from public_api import PUBLIC_MODULES, public_names  # noqa: E402
+from public_api import public_names  # noqa: E402
 
 project = "bnlab"
 author = "bnlab's authors"
