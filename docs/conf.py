@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from sphinx.util import logging
+from sphinx.util.nodes import make_refnode
 
 DOCS = Path(__file__).resolve().parent
 sys.path.insert(0, str(DOCS.parent / "src"))
@@ -48,6 +49,8 @@ autodoc_default_options = {"members": True, "undoc-members": True, "show-inherit
 autodoc_member_order = "bysource"
 autodoc_typehints = "signature"
 autodoc_preserve_defaults = True
+# torch's docstrings of the methods bnlab overrides (autograd.Function.forward ...) are torch's to show.
+autodoc_inherit_docstrings = False
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
 
@@ -117,44 +120,75 @@ def _resolve(qualified: str, context: str | None = None):
 
 
 def _lookup(qualified: str):
+    """Attributes first (``bnlab.surgery.doctor`` is the function), then submodules
+    (``bnlab.surgery.doctor.DoctorReport`` is in the module the function shadows)."""
     parts = qualified.split(".")
-    try:
-        obj = importlib.import_module(parts[0])
-    except ImportError:
-        return None
-    for i, attr in enumerate(parts[1:], start=1):
-        if hasattr(obj, attr):
-            obj = getattr(obj, attr)
-            continue
+    for modules_first in (False, True):
         try:
-            obj = importlib.import_module(".".join(parts[: i + 1]))
+            obj = importlib.import_module(parts[0])
         except ImportError:
             return None
-    return obj
+        for i, attr in enumerate(parts[1:], start=1):
+            path = ".".join(parts[: i + 1])
+            if modules_first and path in sys.modules:
+                obj = sys.modules[path]
+            elif hasattr(obj, attr):
+                obj = getattr(obj, attr)
+            else:
+                try:
+                    obj = importlib.import_module(path)
+                except ImportError:
+                    break
+        else:
+            return obj
+    return None
 
 
 def resolve_alias(app, env, node, contnode):
-    """A docstring may name an object by another of its names (``bnlab.convert`` for
-    ``bnlab.surgery.convert``, ``compressed_warmup`` inside :mod:`bnlab.nn`): link to where that
-    object is documented. On the page of internal modules (reference/modules), a helper that exists
-    in bnlab but is not documented on its own is shown as code. A name that does not exist stays an
-    error."""
+    """Resolve what Sphinx's Python domain does not, or fail as it does.
+
+    * A docstring may name an object by another of its names (``bnlab.convert`` for
+      ``bnlab.surgery.convert``; ``compressed_warmup`` inside :mod:`bnlab.nn.renorm`, documented
+      under :mod:`bnlab.nn`): the link goes to where that object is documented.
+    * A docstring may name an internal helper (not in any public ``__all__``, e.g.
+      ``bnlab.demos.run``) that exists: it is shown as code, not linked.
+    * A name that does not exist in bnlab, or a public name missing from the reference, stays an
+      error (the build is strict).
+    """
     if node.get("refdomain") != "py":
         return None
     target = node["reftarget"].lstrip("~")
+    if target.startswith("'") or target.count("[") != target.count("]"):
+        # A piece of a string annotation (a dataclass field's 'dict[str, Any]') that Sphinx split
+        # at the comma: a type of the standard library, not a reference to resolve.
+        return contnode
     obj = _resolve(target, node.get("py:module"))
-    if obj is None:
-        return None
-    documented = _documented_by_identity(env)
-    where = documented.get(id(obj))
+    where = None if obj is None else _documented_by_identity(env).get(id(obj))
+    if where is None:
+        py = env.domains["py"]
+        matches = [name for name in py.objects if name.endswith("." + target.lstrip("."))]
+        if len(matches) == 1:
+            entry = py.objects[matches[0]]
+            where = (entry.docname, entry.node_id)
     if where is not None:
-        from sphinx.util.nodes import make_refnode
-
         docname, anchor = where
         return make_refnode(app.builder, node["refdoc"], docname, anchor, contnode)
-    if node["refdoc"] == "reference/modules":
+    if obj is not None and id(obj) not in _public_ids():
         return contnode
     return None
+
+
+def _public_ids() -> set[int]:
+    return {id(getattr(importlib.import_module(module), name)) for module, name in public_names()}
+
+
+def clear_type_docstrings(app, what, name, obj, options, lines) -> None:
+    """A constant without a doc comment would show its type's docstring (``dict() -> new empty
+    dictionary``): show its value alone."""
+    if what in ("data", "attribute") and lines and not inspect.isclass(obj) and not inspect.isroutine(obj):
+        type_doc = inspect.getdoc(type(obj)) or ""
+        if "\n".join(lines).strip() == type_doc.strip():
+            lines.clear()
 
 
 def _documented_by_identity(env) -> dict[int, tuple[str, str]]:
@@ -173,5 +207,5 @@ def setup(app):
     app.connect("env-check-consistency", check_public_names)
     app.connect("build-finished", copy_report)
     app.connect("missing-reference", resolve_alias)
+    app.connect("autodoc-process-docstring", clear_type_docstrings)
     return {"parallel_read_safe": True}
-

@@ -211,7 +211,7 @@ def select(
     running_mean: Tensor | None = None,
     running_var: Tensor | None = None,
 ) -> Backend:
-    """The backend of a training call on ``x`` (N, C, *) with its per-channel tensors (None allowed),
+    """The backend of a training call on ``x`` ``(N, C, *)`` with its per-channel tensors (None allowed),
     which are checked here first (a ValueError / TypeError for a wrong size, dtype or device): its
     forward, stats, normalize and running-statistics update."""
     vectors = (weight, bias, running_mean, running_var)
