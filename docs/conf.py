@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -73,6 +74,56 @@ html_title = f"bnlab {release}"
 html_static_path: list[str] = []
 html_copy_source = False
 html_show_sourcelink = False
+
+
+VERDICTS = "<!-- verdicts: README.md's table, inserted here by docs/conf.py when the site is built -->"
+
+
+def adapt_markdown(app, docname, source) -> None:
+    """Make the repository's Markdown read the same on the site.
+
+    * The verdict table exists once, in README.md (``python -m bnlab.report.readme`` writes it);
+      the lab's page shows it in place of :data:`VERDICTS`.
+    * Links to the report's edition (``docs/report/index.html``) become plain HTML links to the copy
+      in the site (:func:`copy_report`), so Sphinx does not turn the page into a download.
+    * Links to ``docs/X.md`` become links to the page X; ``src/bnlab/...py`` to that module's
+      entry in the API reference.
+    """
+    text = source[0]
+    if VERDICTS in text:
+        readme = (DOCS.parent / "README.md").read_text(encoding="utf-8")
+        start, end = readme.index("<!-- verdicts:start -->"), readme.index("<!-- verdicts:end -->")
+        text = text.replace(VERDICTS, readme[start:end])
+    up = "../" * docname.count("/")
+    text = re.sub(
+        r"\[([^\]]+)\]\((?:\.\./)*(?:docs/)?report/(?:index\.html)?\)", rf'<a href="{up}report/index.html">\1</a>', text
+    )
+    text = re.sub(r"\]\(docs/([\w-]+)\.md\)", rf"]({up}\1.md)", text)
+    text = re.sub(
+        r"\[`src/(bnlab/[\w/]+)\.py`\]\((?:\.\./)*src/bnlab/[\w/]+\.py\)",
+        lambda m: "{py:mod}`" + m.group(1).replace("/", ".") + "`",
+        text,
+    )
+    source[0] = text
+
+
+def check_links(app, exception) -> None:
+    """Every relative link of the built pages leads to a file of the site (Sphinx checks its own
+    cross-references; this catches the raw HTML links and the report's)."""
+    if exception is not None or app.builder.format != "html":
+        return
+    out = Path(app.outdir)
+    broken = []
+    for page in out.rglob("*.html"):
+        if page.is_relative_to(out / "report") or page.is_relative_to(out / "_static"):
+            continue
+        for href in re.findall(r'href="([^"#?]+)', page.read_text(encoding="utf-8")):
+            if re.match(r"[a-z][a-z0-9+.-]*:", href):
+                continue  # an absolute URL: not checked offline
+            if not (page.parent / href).exists():
+                broken.append(f"{page.relative_to(out)} -> {href}")
+    if broken:
+        raise RuntimeError("broken links in the site:\n" + "\n".join(broken))
 
 
 def copy_report(app, exception) -> None:
@@ -205,7 +256,9 @@ def _documented_by_identity(env) -> dict[int, tuple[str, str]]:
 
 def setup(app):
     app.connect("env-check-consistency", check_public_names)
+    app.connect("source-read", adapt_markdown)
     app.connect("build-finished", copy_report)
+    app.connect("build-finished", check_links)
     app.connect("missing-reference", resolve_alias)
     app.connect("autodoc-process-docstring", clear_type_docstrings)
     return {"parallel_read_safe": True}
