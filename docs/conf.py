@@ -35,6 +35,9 @@ extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.napoleon",
     "sphinx.ext.mathjax",
+    # MathJax copied into the site (_static/mathjax) instead of loaded from a CDN: the pages'
+    # formulas render offline.
+    "sphinx-mathjax-offline",
 ]
 source_suffix = {".md": "myst-nb", ".ipynb": "myst-nb", ".rst": "restructuredtext"}
 exclude_patterns = ["_build", "report", "**.ipynb_checkpoints", "public_api.py", "conf.py"]
