@@ -1,5 +1,5 @@
 """The documentation site: every public name (docs/public_api.py) is in the API reference pages,
-the guide and the tutorials are in its table of contents, and (slow, about 35 s on 2 cores) the
+the guide and the tutorials are in its table of contents, and (marked ``site``: about 35-50 s on 2 shared cores) the
 strict build passes and its pages hold an entry for every public name."""
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ def test_the_guide_and_the_tutorials_are_in_the_table_of_contents():
     assert [p for p in pages if f"\n{p}\n" not in index] == []
 
 
-@pytest.mark.slow
+@pytest.mark.site
 def test_the_strict_build_passes_and_documents_every_public_name(tmp_path):
     pytest.importorskip("sphinx", reason="the docs extra is not installed")
     pytest.importorskip("myst_nb", reason="the docs extra is not installed")

@@ -1,5 +1,5 @@
 """The tutorials (docs/tutorials/*.ipynb): their stored outputs come from one complete run, and
-(slow, about 1-2 min each on 2 cores) they execute from top to bottom without an error. The
+(marked ``site``: about 40-100 s each on 2 shared cores) they execute from top to bottom without an error. The
 from-scratch notebook asserts its layer against torch.nn and that BN reaches 90% sooner; the
 new-data one asserts that doctor finds the gap and AdaBN wins back more than half of the error."""
 
@@ -31,7 +31,7 @@ def test_stored_outputs_come_from_one_complete_run(path):
     assert code[-1].outputs, "the last cell prints the notebook's run time"
 
 
-@pytest.mark.slow
+@pytest.mark.site
 @pytest.mark.parametrize("path", TUTORIALS, ids=lambda p: p.name)
 def test_the_notebook_executes_without_error(path, tmp_path, monkeypatch):
     pytest.importorskip("nbclient")

@@ -3,7 +3,7 @@ accepts, with one version number and ``py.typed``; the wheel (not the source tre
 fresh virtual environment imports, matches torch.nn, runs ``bnlab --help`` and, without the lab
 extra, says which extra a lab command needs.
 
-Slow (about 1 min on 2 cores: the build, two venvs' worth of pip). The fresh environment gets the
+Marked ``site`` (about 75 s on 2 shared cores: the build, two venvs' worth of pip). The fresh environment gets the
 library's dependencies (torch, numpy, numba and what they need) from the environment running the
 tests, through a folder of links to exactly those distributions, so nothing is downloaded (never a
 CUDA torch) and none of the lab's packages is importable there.
@@ -30,7 +30,7 @@ from bnlab.extras import LAB_MODULES
 ROOT = Path(__file__).resolve().parents[1]
 LIBRARY_DEPS = ("torch", "numpy", "numba")
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.site
 
 SMOKE = textwrap.dedent("""
     import sys, torch, bnlab
