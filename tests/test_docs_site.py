@@ -25,12 +25,18 @@ def _reference_text() -> str:
 
 
 def _documented() -> set[str]:
-    """The qualified names the reference pages' autodoc directives document."""
+    """The qualified names the reference pages' autodoc directives document: an ``automodule`` with
+    ``:members:`` documents its module's ``__all__`` less ``:exclude-members:``; ``autoclass``,
+    ``autofunction`` and ``autodata`` one name each."""
     names = set()
     text = _reference_text()
-    for module, members in re.findall(r"\.\. automodule:: (\S+)\n(?:   :members: ([^\n]*))?", text):
+    for module, options in re.findall(r"\.\. automodule:: (\S+)\n((?:   :[^\n]*\n)*)", text):
         names.add(module)
-        names |= {f"{module}.{m.strip()}" for m in members.split(",") if m.strip()}
+        if re.search(r"^   :members:\s*$", options, re.M):
+            excluded = re.search(r"^   :exclude-members: ([^\n]*)$", options, re.M)
+            skip = {n.strip() for n in excluded.group(1).split(",")} if excluded else set()
+            exported = getattr(importlib.import_module(module), "__all__", ())
+            names |= {f"{module}.{n}" for n in exported if n not in skip}
     names |= set(re.findall(r"\.\. auto(?:class|function|data):: (\S+)", text))
     return names
 
