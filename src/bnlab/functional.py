@@ -94,7 +94,7 @@ def batch_norm(
         y = \frac{x - \mathrm{E}[x]}{\sqrt{\mathrm{Var}[x] + \epsilon}} \cdot \gamma + \beta
 
     Args:
-        input: (N, C, *) floating-point tensor.
+        input: ``(N, C, *)`` floating-point tensor.
         running_mean, running_var: (C,) buffers. In training they are updated in place when given
             (running_var with the unbiased batch variance); in eval they are required and used.
         weight, bias: optional (C,) affine parameters :math:`\gamma`, :math:`\beta`.

@@ -128,6 +128,7 @@ def set_fast(enabled: bool) -> None:
 
 
 def fast_enabled() -> bool:
+    """Whether the fast backends may run (:func:`set_fast`; ``BNLAB_FAST=0`` turns them off)."""
     return _state["fast"]
 
 
@@ -267,7 +268,7 @@ def select(
     running_mean: Tensor | None = None,
     running_var: Tensor | None = None,
 ) -> Backend:
-    """The backend of a training call on ``x`` (N, C, *) with its per-channel tensors (None allowed),
+    """The backend of a training call on ``x`` ``(N, C, *)`` with its per-channel tensors (None allowed),
     which are checked here first (a ValueError / TypeError for a wrong size, dtype or device): its
     forward, stats, normalize and running-statistics update."""
     vectors = (weight, bias, running_mean, running_var)

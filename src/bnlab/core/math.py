@@ -93,7 +93,7 @@ def count_per_channel(x: Tensor) -> int:
 
 
 def batch_stats(x: Tensor) -> tuple[Tensor, Tensor]:
-    """Per-channel mean and biased variance of ``x`` (N, C, *), both (C,) in :func:`acc_dtype`.
+    """Per-channel mean and biased variance of ``x`` ``(N, C, *)``, both (C,) in :func:`acc_dtype`.
 
     Two passes -- the mean first, then the mean of squared deviations -- so a large common offset
     (1e4 + N(0, 1) in float32) loses no precision, unlike E[x^2] - E[x]^2. The mean's sum is
@@ -280,7 +280,7 @@ def scale_shift(x: Tensor, scale: Tensor, shift: Tensor) -> Tensor:
 
 
 def local_moments(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """``(count, mean, M2)`` of ``x`` (N, C, *) per channel, with ``M2 = sum((x - mean)^2)``.
+    """``(count, mean, M2)`` of ``x`` ``(N, C, *)`` per channel, with ``M2 = sum((x - mean)^2)``.
 
     The sufficient statistics of a part of a batch, in :func:`acc_dtype`; ``count`` is a 0-dim
     tensor (the same for every channel). An empty part (N = 0) gives count 0 and zero mean and M2,

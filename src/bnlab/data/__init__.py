@@ -1,14 +1,14 @@
 """Built-in data sets, loaded into memory as tensors: ``bnlab.data.load(name, root=None)``.
 
-=================  =====================================================================  ==========
+=================  ======================================================================  ==========
 name               what                                                                    needs root
-=================  =====================================================================  ==========
+=================  ======================================================================  ==========
 ``mnist1d``        MNIST-1D generated offline (4000 train / 1000 test, (N, 40)), cached    no
 ``digits``         scikit-learn's 8x8 digits, stratified split 1437 / 360, (N, 1, 8, 8)    no
-``mnist``          IDX files ``train-images-idx3-ubyte[.gz]`` ... , (N, 1, 28, 28)          yes
+``mnist``          IDX files ``train-images-idx3-ubyte[.gz]`` ... , (N, 1, 28, 28)         yes
 ``fashion-mnist``  the same IDX names and format                                           yes
-``cifar10``        the python batches ``data_batch_1..5``, ``test_batch``, (N, 3, 32, 32)   yes
-=================  =====================================================================  ==========
+``cifar10``        the python batches ``data_batch_1..5``, ``test_batch``, (N, 3, 32, 32)  yes
+=================  ======================================================================  ==========
 
 Shifted test sets (clean train split, corrupted test split; :mod:`bnlab.data.shifted` lists them):
 ``mnist1d-c/CORRUPTION/SEVERITY`` and ``digits-c/CORRUPTION/SEVERITY``, e.g. ``mnist1d-c/shear/3``.

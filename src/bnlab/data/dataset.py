@@ -17,7 +17,7 @@ from torch import Tensor
 class Dataset:
     """A train/test split held as tensors.
 
-    ``x_*`` are float32 inputs of shape (N, *input_shape) -- (N, L) for 1D signals, (N, C, H, W)
+    ``x_*`` are float32 inputs of shape ``(N, *input_shape)`` -- (N, L) for 1D signals, (N, C, H, W)
     for images, scaled as described by ``name``'s loader; ``y_*`` are int64 class indices (N,).
     """
 
@@ -51,7 +51,7 @@ class Dataset:
 
     @property
     def input_shape(self) -> tuple[int, ...]:
-        """Shape of one example, without the batch dimension: (L,) or (C, H, W)."""
+        """The shape of one example without the batch dimension, (L,) or (C, H, W)."""
         return tuple(self.x_train.shape[1:])
 
     @property

@@ -7,7 +7,7 @@ of SGD each network is measured on one fixed batch of 1000 training examples (in
 a copy, so the running statistics are left alone):
 
 * the distribution of every hidden layer's tanh output (a histogram) and its saturation, the share
-  of outputs with |tanh| > SATURATED, where the derivative 1 - tanh^2 is below 0.06;
+  of outputs with ``|tanh| > SATURATED``, where the derivative 1 - tanh^2 is below 0.06;
 * the gradient-to-data ratio of every linear layer, std(dL/dW) / std(W): how strongly one gradient
   step would change that layer relative to its size. Layers that learn at very different rates
   show ratios orders of magnitude apart.

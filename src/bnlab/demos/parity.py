@@ -1,5 +1,5 @@
 """The from-scratch BatchNorm2d against torch.nn.BatchNorm2d, measured: the largest relative
-differences (max |ours - torch| / max |torch|) in outputs, gradients and running statistics over
+differences (``max |ours - torch| / max |torch|``) in outputs, gradients and running statistics over
 three training steps and one evaluation, in float32, the precision people train in
 (tests/test_scratch.py holds them to 1e-10 in float64)."""
 

@@ -1,6 +1,7 @@
 """C2: the identities of the method, by exact computation (no training, no seeds to vary).
 
 Checked in float64 on random inputs with bnlab's layers:
+
 * gamma = sqrt(Var[x] + eps), beta = E[x] gives back the input (1d, 2d, 3d);
 * gamma and beta have shape (C,) for BatchNorm1d/2d/3d; statistics are per channel over N x spatial;
 * training normalizes with the biased variance, the running variance stores the unbiased one

@@ -5,7 +5,7 @@ no vector math library), so a loop that calls it runs one element at a time: the
 kernels were 2-4x slower than torch's pair. :func:`exp` for float32 is Cephes' ``expf`` written in
 plain arithmetic -- range reduction ``x = n ln2 + r`` with ``|r| <= ln2 / 2``, a degree-7
 polynomial for ``exp(r)``, and ``2^n`` built from its bits -- so the loop vectorizes (about 10x
-faster than the scalar call here). Against float64's exp it is within 1.1 ulp for |x| <= 10 and
+faster than the scalar call here). Against float64's exp it is within 1.1 ulp for ``|x| <= 10`` and
 5 ulp wherever the result is a normal float32 (tested). Results below 2^-126 are flushed to 0 and
 those above 2^127.5 (x > 88.376) set to inf, so that ``2^n`` stays a normal float32; NaN
 propagates, ``exp(-inf) = 0`` and ``exp(inf) = inf``. float64 keeps ``math.exp``.

@@ -78,6 +78,7 @@ def register_model(name: str, cls: Callable[..., nn.Module], dim: int, default_a
 
 
 def available_models() -> tuple[str, ...]:
+    """The registered model names, sorted."""
     return tuple(sorted(_MODELS))
 
 

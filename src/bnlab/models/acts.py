@@ -23,6 +23,7 @@ _ACTS: dict[str, Callable[[], nn.Module]] = {
 
 
 def register_act(name: str, factory: Callable[[], nn.Module]) -> None:
+    """Register an activation under ``name`` for ``build(..., act=name)``: ``factory()`` returns a new module."""
     if not callable(factory):
         raise TypeError(
             f"expected a callable returning a module for activation {name!r} (got {type(factory).__name__})"
@@ -31,6 +32,7 @@ def register_act(name: str, factory: Callable[[], nn.Module]) -> None:
 
 
 def available_acts() -> tuple[str, ...]:
+    """The registered activation names, sorted."""
     return tuple(sorted(_ACTS))
 
 

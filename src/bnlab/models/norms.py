@@ -14,7 +14,7 @@ Registered names:
 ``torch_bn``   :class:`torch.nn.BatchNorm1d` / ``2d`` (the reference implementation)
 ``gn``         :class:`torch.nn.GroupNorm` with ``groups`` groups (Wu & He 2018); default 8, lowered
                to the largest divisor of C not above it (25 channels -> 5 groups)
-``ln``         layer norm over (C, *spatial) per sample with a per-channel affine, i.e.
+``ln``         layer norm over ``(C, *spatial)`` per sample with a per-channel affine, i.e.
                ``GroupNorm(1, C)`` (Ba et al. 2016 as used in conv nets)
 ``noisy_bn``   bnlab BN plus Santurkar's injected noise in training (:mod:`bnlab.models.noisy_bn`)
 ``ghost_bn``   :class:`~bnlab.nn.GhostBatchNorm1d` / ``2d`` (``virtual_batch_size`` in norm_kw)
@@ -80,6 +80,7 @@ def is_norm_layer(module: nn.Module) -> bool:
 
 
 def available_norms() -> tuple[str, ...]:
+    """The registered norm names, sorted."""
     return tuple(sorted(_NORMS))
 
 

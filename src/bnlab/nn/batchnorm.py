@@ -77,7 +77,7 @@ class _BatchNorm(nn.modules.batchnorm._BatchNorm):
     r"""Common base of bnlab's batch-norm layers (see :class:`BatchNorm2d` for the full docs).
 
     A subclass of torch's ``_BatchNorm`` with torch's constructor, attributes and state. Subclasses
-    set ``_input_dims`` (the accepted ``input.dim()`` values) and may override :meth:`_normalize`
+    set ``_input_dims`` (the accepted ``input.dim()`` values) and may override ``_normalize``
     to change how a batch is normalized while keeping the buffers, the momentum logic and
     checkpoint compatibility of this class.
     """

@@ -10,7 +10,7 @@ nothing; ``train()`` changes nothing), so the output is BN's eval output in ever
 still flow to the input.
 
 It loads a BatchNorm state_dict (torch's or bnlab's): ``num_batches_tracked`` is accepted and
-dropped. :meth:`from_batchnorm` builds one from a layer.
+dropped. ``from_batchnorm`` (a class method of each) builds one from a layer.
 """
 
 from __future__ import annotations

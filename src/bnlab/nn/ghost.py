@@ -23,8 +23,8 @@ its per-step meaning and the population statistics are those plain BN would trac
 batches. (Algorithm 1 of the paper instead applies the moving average once per ghost.) Eval uses
 them like BN; with ``track_running_stats=False`` eval normalizes per ghost too.
 
-Vectorised: the equal-size ghosts are moved into the channel dimension, (G*v, C, *) ->
-(v, G*C, *), and normalized in one call of the BN core with the affine parameters tiled G times
+Vectorised: the equal-size ghosts are moved into the channel dimension, ``(G*v, C, *)`` ->
+``(v, G*C, *)``, and normalized in one call of the BN core with the affine parameters tiled G times
 (their gradients are summed back over the ghosts by autograd); at most one more call handles an
 enlarged last ghost. There is no Python loop over ghosts.
 """

@@ -45,7 +45,7 @@ def _world_size(process_group) -> int:
 class SyncBatchNorm(_BatchNorm):
     r"""Batch norm whose training statistics are those of the global batch over all processes.
 
-    Same constructor as ``torch.nn.SyncBatchNorm``; accepts inputs (N, C, *) of 2 or more dims.
+    Same constructor as ``torch.nn.SyncBatchNorm``; accepts inputs ``(N, C, *)`` of 2 or more dims.
     See the module docstring (:mod:`bnlab.nn.sync_batchnorm`) for the math and the collectives.
 
     .. math::

@@ -208,7 +208,7 @@ def _outputs(out) -> list[Tensor]:
 
 @torch.no_grad()
 def max_abs_diff(model_a: nn.Module, model_b: nn.Module, example_input) -> float:
-    """max |model_a(x) - model_b(x)| over every tensor output (a tuple input is unpacked)."""
+    """``max |model_a(x) - model_b(x)|`` over every tensor output (a tuple input is unpacked)."""
     args = example_input if isinstance(example_input, tuple) else (example_input,)
     outs_a, outs_b = _outputs(model_a(*args)), _outputs(model_b(*args))
     if len(outs_a) != len(outs_b) or not outs_a:

@@ -186,7 +186,8 @@ class RunConfig:
         return cls(**{**d, "probes": tuple(d.get("probes", ()))})
 
     def key(self) -> str:
-        """SHA-256 (hex, 24 chars) of the canonical JSON of the result-relevant fields + :func:`code_version`."""
+        """SHA-256 (hex, 24 chars) of the canonical JSON of the result-relevant fields +
+        :func:`bnlab.train.config.code_version`."""
         d = {k: v for k, v in self.to_dict().items() if k not in _NOT_IN_KEY}
         blob = json.dumps({"config": d, "code": code_version()}, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:24]
