@@ -38,6 +38,7 @@ from torch.overrides import handle_torch_function, has_torch_function_unary
 
 from ..core import checks, ops
 from ..core import math as M
+from .nonfinite_guard import enable
 
 __all__ = [
     "BatchNorm1d",
@@ -119,8 +120,6 @@ class _BatchNorm(nn.modules.batchnorm._BatchNorm):
         non-finite (NaN/Inf in the batch) is not counted: the buffers keep their previous values,
         ``nonfinite_batches_skipped`` counts such batches and a RuntimeWarning says so. Costs one
         host sync per training forward. See :mod:`bnlab.nn.nonfinite`. Returns ``self``."""
-        from .nonfinite import enable
-
         enable(self, enabled)
         return self
 

@@ -13,54 +13,17 @@ Text is plain: the renderer escapes it, and only `backticks` become inline code.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
 
 from ..experiments import text
 from ..experiments.c04_placement import better_order
-from ..experiments.result import UNDERPOWERED, ClaimResult
+from .evidence import Evidence
+from .ics import believe, readings
 
 
 @dataclasses.dataclass(frozen=True)
 class Answer:
     text: str
     links: tuple[tuple[str, str], ...] = ()  # (href, label): "#C4" links show that claim's verdict
-
-
-@dataclasses.dataclass(frozen=True)
-class Evidence:
-    """What the answers may quote: the claim results, the measured demos, and the kind of run."""
-
-    results: Mapping[str, ClaimResult]
-    demos: Mapping[str, Any]
-    quick: bool
-
-    @property
-    def this_run(self) -> str:
-        """How a measured sentence starts: a quick run is a smoke test and must say so."""
-        return "This smoke test (not evidence)" if self.quick else "This run"
-
-    def number(self, claim_id: str, *path: str) -> Any:
-        """``results[claim_id].numbers[path[0]][path[1]]...``, or None when anything is missing."""
-        result = self.results.get(claim_id)
-        value: Any = None if result is None else result.numbers
-        for key in path:
-            if not isinstance(value, Mapping) or key not in value:
-                return None
-            value = value[key]
-        return value
-
-    def settled(self, claim_id: str) -> bool:
-        """Whether the claim ran and its verdict is stable enough to be a finding (not underpowered)."""
-        result = self.results.get(claim_id)
-        return result is not None and result.verdict != UNDERPOWERED
-
-    def demo(self, *path: str) -> Any:
-        value: Any = self.demos
-        for key in path:
-            if not isinstance(value, Mapping) or key not in value:
-                return None
-            value = value[key]
-        return value
 
 
 def _iv(e, unit: str) -> str:
@@ -192,8 +155,6 @@ def implement(ev: Evidence) -> Answer:
 
 
 def layers_ics(ev: Evidence) -> Answer:
-    from .ics import believe, readings
-
     out = (
         "Internal covariate shift is the change of a layer's input distribution while the layers before it "
         "learn; the BN paper credited BN's speed to reducing it, Santurkar et al. (2018) to a smoother loss "
