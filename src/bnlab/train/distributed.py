@@ -32,7 +32,6 @@ import torch
 import torch.distributed as dist
 
 from .config import RunConfig
-
 from .ddp import convert_sync_batchnorm as convert_sync_batchnorm  # re-exported (importable from here)
 from .ddp import keep_per_process_bn
 from .ddp import wrap_ddp as wrap_ddp  # re-exported
