@@ -89,8 +89,8 @@ def main(args) -> int:
             ok = diff <= TOLERANCE[dtype]
             failures += not ok
             print(
-                f"BatchNorm{dims}d  {str(shape):<18} {str(dtype).split('.')[1]:<9} {str(momentum):<9} "
-                f"{str(affine):<7} {str(track):<6} {diff:9.2e}  {'yes' if ok else 'NO'}"
+                f"BatchNorm{dims}d  {shape!s:<18} {str(dtype).split('.')[1]:<9} {momentum!s:<9} "
+                f"{affine!s:<7} {track!s:<6} {diff:9.2e}  {'yes' if ok else 'NO'}"
             )
     print(f"{'all cases match' if not failures else f'{failures} case(s) differ beyond tolerance'}")
     return 1 if failures else 0

@@ -37,7 +37,8 @@ The classes behind them -- :class:`TestBatchNorm`, :class:`Tent` -- are for onli
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
 from torch import Tensor, nn

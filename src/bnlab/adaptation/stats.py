@@ -14,7 +14,8 @@ the modes it was in; only ``running_mean`` and ``running_var`` have changed.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from torch import Tensor, nn
 

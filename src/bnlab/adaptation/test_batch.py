@@ -91,7 +91,7 @@ class TestBatchNorm:
         self._saved: list = []
         self._handles: list = []
 
-    def __enter__(self) -> "TestBatchNorm":
+    def __enter__(self) -> TestBatchNorm:
         if self._saved:
             raise RuntimeError("TestBatchNorm is already active (contexts do not nest)")
         for _, m in self.layers:

@@ -16,7 +16,7 @@ import math
 from ..train.config import RunConfig
 from . import series_tools as st
 from . import stability, text
-from .plotting import legend_below, percent_axis
+from .plotting import percent_axis
 from .result import ClaimResult, FigureSpec, Label
 from .stats import estimate, paired
 

@@ -188,7 +188,7 @@ def analyze(runs, ctx) -> ClaimResult:
             continue
         per_run[cfg.norm][cfg.seed] = run.series
         row.update({"status": run.status, "test_acc": run.final("test_acc")})
-        row.update({f"mean_{m}_{l}": run_ics(run.series, l, m) for l in LAYERS for m in MEASURES})
+        row.update({f"mean_{m}_{la}": run_ics(run.series, la, m) for la in LAYERS for m in MEASURES})
         rows.append(row)
     seeds = sorted(set(per_run["none"]) & set(per_run["bn"]))
     recs = records(runs, configs)
@@ -232,7 +232,7 @@ def analyze(runs, ctx) -> ClaimResult:
         f"{ratios} (below 1: less shift with BN). {n_lower} of {len(tests)} comparisons show BN "
         f"significantly lower and {n_higher} significantly higher (Holm-adjusted p < {ALPHA}). Relative to "
         f"the gradient's size (‖G − G′‖ / ‖G‖, not part of the rule) the ratios were "
-        f"{', '.join(f'{LAYER_NAMES[l]} {math.exp(d.mean):.2f}×' for l, d in relative.items())}."
+        f"{', '.join(f'{LAYER_NAMES[la]} {math.exp(d.mean):.2f}×' for la, d in relative.items())}."
     )
     if failed:
         summary += f" {len(failed)} run(s) failed or diverged and are left out."

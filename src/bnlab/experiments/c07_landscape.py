@@ -272,7 +272,7 @@ def draw_landscape(data: dict):
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(8, 3.0))
-    for i, (norm, c) in enumerate(data["curves"].items()):
+    for norm, c in data["curves"].items():
         label, color = text.name(norm), ("tab:blue" if norm == "bn" else "tab:gray")
         axes[0].fill_between(
             c["step"], c["landscape/loss_min"], c["landscape/loss_max"], color=color, alpha=0.4, label=label

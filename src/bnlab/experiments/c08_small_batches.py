@@ -11,6 +11,7 @@ initialisation, so differences are paired by seed.
 
 from __future__ import annotations
 
+import itertools
 import math
 
 from ..train.config import RunConfig
@@ -142,7 +143,7 @@ def compare(recs: list[dict]) -> dict:
         }
         for norm in NORMS
     }
-    jumps = {(hi, lo): table["bn"][lo].mean - table["bn"][hi].mean for hi, lo in zip(BATCHES, BATCHES[1:])}
+    jumps = {(hi, lo): table["bn"][lo].mean - table["bn"][hi].mean for hi, lo in itertools.pairwise(BATCHES)}
     finite = {k: v for k, v in jumps.items() if not math.isnan(v)}
     gn_diffs = {b: paired(("gn", b), ("gn", 32)) for b in BATCHES[1:]}
     return {

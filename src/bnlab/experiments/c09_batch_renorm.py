@@ -170,7 +170,7 @@ def analyze(runs, ctx) -> ClaimResult:
         for norm in NORMS
     }
     numbers = {}
-    for (name, t, p), d in zip(zip(SETTINGS, tests, p_holm), diffs):
+    for (name, _t, p), d in zip(zip(SETTINGS, tests, p_holm), diffs):
         numbers[f"{SHORT[name]}_bn_acc"] = per_norm[(name, "bn")].to_json()
         numbers[f"{SHORT[name]}_brn_acc"] = per_norm[(name, "brn")].to_json()
         numbers[f"{SHORT[name]}_brn_minus_bn"] = d.to_json()

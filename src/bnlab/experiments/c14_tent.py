@@ -18,9 +18,8 @@ from __future__ import annotations
 import math
 
 from . import shift_runs as S
-from . import stability, stats
+from . import stability, stats, text
 from .probes import shift_eval as probe
-from . import text
 from .result import ClaimResult, FigureSpec
 
 ID = "C14"
@@ -122,9 +121,10 @@ def analyze(runs, ctx) -> ClaimResult:
         numbers[f"Small batches (first {probe.SUBSET} test examples)"] = block
     summary = (
         f"At severity {top} (mean of {len(S.CORRUPTIONS)} corruptions, {len(good)} seeds) TENT errs on "
-        f"{text.interval(stats.estimate(tent), 'pct')} against {text.interval(stats.estimate(norm), 'pct')} with test-batch statistics "
-        f"alone and {text.interval(stats.estimate(ada), 'pct')} with AdaBN: TENT changes the error by {S.signed(change, 2)} "
-        f"against test-batch statistics (the paper: −1.8) and by {S.signed(vs_ada, 2)} against AdaBN. "
+        f"{text.interval(stats.estimate(tent), 'pct')} against {text.interval(stats.estimate(norm), 'pct')} with "
+        f"test-batch statistics alone and {text.interval(stats.estimate(ada), 'pct')} with AdaBN: TENT changes the "
+        f"error by {S.signed(change, 2)} against test-batch statistics (the paper: −1.8) and by {S.signed(vs_ada, 2)} "
+        "against AdaBN. "
         f"At the paper's lr of {probe.TENT_LR_PAPER:g}: {S.signed(paper_change, 2)}. On "
         f"clean data TENT changes the error by {S.signed(clean_tent, 1)} against no adaptation."
     )
@@ -133,7 +133,8 @@ def analyze(runs, ctx) -> ClaimResult:
         blk = numbers[f"Small batches (first {probe.SUBSET} test examples)"]["clean data"]
         at_b, none = S.estimate_of(blk[f"TENT, batches of {b} (%)"]), S.estimate_of(blk["no adaptation (%)"])
         summary += (
-            f" With batches of {b} it errs on {text.interval(at_b, 'pct')} of clean data (no adaptation: {text.interval(none, 'pct')}): "
+            f" With batches of {b} it errs on {text.interval(at_b, 'pct')} of clean data (no adaptation: "
+            f"{text.interval(none, 'pct')}): "
             "like test-batch statistics, it needs batches large enough to estimate the statistics."
         )
     if failed:

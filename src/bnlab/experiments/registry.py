@@ -19,9 +19,9 @@ import dataclasses
 import importlib
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
-from typing import Callable
 
 from .result import ClaimResult
 
@@ -120,10 +120,10 @@ def _run_configs(configs: list, ctx: Context, owner: dict[str, str], experiments
     from ..train.sweep import run_sweep
 
     keys = list(dict.fromkeys(c.key() for c in configs))  # unique, in the sweep's order
-    total = {claim: 0 for claim in experiments}  # computed experiments (no runs) are in the plan too
+    total = dict.fromkeys(experiments, 0)  # computed experiments (no runs) are in the plan too
     for key in keys:
         total[owner[key]] += 1
-    done = {claim: 0 for claim in total}
+    done = dict.fromkeys(total, 0)
     if configs:
         with Store(ctx.store) as store:
             for key in store.done(configs):

@@ -53,7 +53,6 @@ from pathlib import Path
 
 import numba
 
-
 # The files whose code ends up in the compiled kernels (numba inlines across them).
 KERNEL_SOURCES = ("numba_cpu.py", "numba_tags.py", "fast_exp.py", "cache.py")
 _HERE = Path(__file__).parent

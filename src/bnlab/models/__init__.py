@@ -27,7 +27,8 @@ whose ``op``/``norm``/``act`` children are named) and a linear ``head``::
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from torch import nn
 

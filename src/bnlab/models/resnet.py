@@ -11,7 +11,7 @@ activation, ``norm2(act(conv2(norm1(act(conv1 x))))) + shortcut(x)``.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from torch import Tensor, nn
 

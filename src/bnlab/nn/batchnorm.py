@@ -52,7 +52,7 @@ __all__ = [
 ]
 
 
-def layer_forward(module: "_BatchNorm", input: Tensor, *args) -> Tensor:
+def layer_forward(module: _BatchNorm, input: Tensor, *args) -> Tensor:
     """The forward of bnlab's batch-norm layer ``module`` on ``input`` (extra arguments: a masked
     layer's mask). A function of its own so that tracers that work by ``__torch_function__``
     (torch.fx) record one node per layer (module docstring)."""
@@ -115,7 +115,7 @@ class _BatchNorm(nn.modules.batchnorm._BatchNorm):
             bias=bias,
         )
 
-    def skip_nonfinite_updates(self, enabled: bool = True) -> "_BatchNorm":
+    def skip_nonfinite_updates(self, enabled: bool = True) -> _BatchNorm:
         """Off by default. When on, a training batch that would make the running statistics
         non-finite (NaN/Inf in the batch) is not counted: the buffers keep their previous values,
         ``nonfinite_batches_skipped`` counts such batches and a RuntimeWarning says so. Costs one
@@ -190,7 +190,7 @@ class _BatchNorm(nn.modules.batchnorm._BatchNorm):
 
     # --- TorchScript ---------------------------------------------------------------------------
 
-    def __prepare_scriptable__(self) -> "_BatchNorm":
+    def __prepare_scriptable__(self) -> _BatchNorm:
         """Called by ``torch.jit.script`` before compiling: refuse what a scripted layer cannot do."""
         if self._not_scriptable is not None:
             raise TypeError(

@@ -28,7 +28,7 @@ __all__ = ["FrozenBatchNorm1d", "FrozenBatchNorm2d", "FrozenBatchNorm3d"]
 
 class _FrozenBatchNorm(nn.Module):
     _input_dims: tuple[int, ...] = ()
-    __constants__ = ["_input_dims", "num_features", "eps"]
+    __constants__ = ["_input_dims", "num_features", "eps"]  # noqa: RUF012 -- TorchScript's own convention
 
     def __init__(self, num_features: int, eps: float = 1e-5, device=None, dtype=None) -> None:
         if isinstance(num_features, bool) or not isinstance(num_features, int) or num_features <= 0:
@@ -66,7 +66,7 @@ class _FrozenBatchNorm(nn.Module):
         return ops.evaluate(input, self.running_mean, self.running_var, self.weight, self.bias, self.eps)
 
     @classmethod
-    def from_batchnorm(cls, bn: nn.Module) -> "_FrozenBatchNorm":
+    def from_batchnorm(cls, bn: nn.Module) -> _FrozenBatchNorm:
         """``bn`` (bnlab or torch batch norm) frozen: its eval map, device and dtype.
 
         The frozen layer holds ``bn``'s own tensors (gamma and beta detached, as buffers), as every

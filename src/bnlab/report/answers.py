@@ -105,7 +105,8 @@ def placement(ev: Evidence) -> Answer:
 def how_it_works(ev: Evidence) -> Answer:
     out = (
         "Per channel, over the m values of a batch: μ = mean, σ² = biased variance, "
-        "x̂ = (x − μ) / √(σ² + ε), y = γ · x̂ + β; in evaluation μ and σ² come from running averages. Because the statistics come from "
+        "x̂ = (x − μ) / √(σ² + ε), y = γ · x̂ + β; in evaluation μ and σ² come from running averages. Because the "
+        "statistics come from "
         "the batch, a model left in training mode predicts each example from the batch it sits in."
     )
     fe = ev.demo("pitfalls", "forget_eval")

@@ -8,7 +8,8 @@ flagged when it rests on fewer than three seeds.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from ..experiments import text
 from ..experiments.result import UNDERPOWERED, ClaimResult, Label
@@ -201,7 +202,7 @@ def claim_reference(result: ClaimResult, info: Claim | None) -> str:
 <article class="claim ref">
   <header><span class="cid">{esc(result.id)}</span> <h3>{esc(title)}</h3> {verdict_marks(result)}</header>
   <p class="finding">{esc(result.finding or result.summary)}{esc(" (Underpowered: not a finding.)" if result.verdict == UNDERPOWERED else "")} <a href="#{esc(result.id)}">Evidence above.</a></p>
-</article>"""
+</article>"""  # noqa: E501 -- HTML markup, one element a line
 
 
 def claim_missing(info: Claim) -> str:

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import re
 import sys
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from ..experiments.result import REPORTED, ClaimResult
 from ..experiments.stability import THRESHOLD
@@ -123,7 +124,7 @@ def verdict_table(by_id: Mapping[str, ClaimResult], catalogue: Mapping[str, Clai
   below {THRESHOLD:.0%} the claim is reported as underpowered, not as a finding.</p>
   <table class="verdict-table"><thead><tr><th>Claim</th><th>What was tested (source)</th><th>Verdict here</th></tr></thead>
   <tbody>{"".join(rows)}</tbody></table>
-</section>"""
+</section>"""  # noqa: E501 -- HTML markup, one element a line
 
 
 def question_section(

@@ -22,8 +22,9 @@ import io
 import json
 import os
 import re
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from ..experiments.result import ClaimResult, json_safe
 from .render import index_results, render_page

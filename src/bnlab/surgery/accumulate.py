@@ -75,7 +75,7 @@ class ExactBNAccumulation:
             if index == 0:
                 self.pending += 1
 
-    def __enter__(self) -> "ExactBNAccumulation":
+    def __enter__(self) -> ExactBNAccumulation:
         if self._handles:
             raise RuntimeError("ExactBNAccumulation is already active")
         self._momenta = [m.momentum for _, m in self.layers]

@@ -17,8 +17,8 @@ dead-channels        hazard   |gamma| < 1e-5: the channel outputs the constant b
                               are all exactly 0 is a zero-initialized residual branch: a note)
 syncbn-single-process hazard  SyncBatchNorm while torch.distributed is not initialized
 train-eval-gap       hazard   at some BN, the example input's statistics (eval mode) are far from the running
-                              ones: mean shift > 1 running std or variance ratio > e, plus sampling noise (a note with the
-                              output gap otherwise; layers with their initial statistics are not judged)
+                              ones: mean shift > 1 running std or variance ratio > e, plus sampling noise (a note
+                              with the output gap otherwise; layers with their initial statistics are not judged)
 zero-init-bn         note     every gamma of a BN exactly 0 (zero-init residual branch)
 bn-placement         note     how many BN layers come before / after an activation
 fusable              note     conv/linear -> BN pairs that bnlab.fold can fold for inference
@@ -34,6 +34,7 @@ and that the train/eval gap is reported as a note only (no hooks to read each la
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 from typing import Any
@@ -53,7 +54,8 @@ DEAD_GAMMA = 1e-5  # |gamma| below this: the channel is constant
 # train-eval-gap: a BN layer's running statistics do not describe the example input when, at that
 # layer's input in eval mode, the batch mean is off by more than SHIFT_Z running standard deviations
 # (rms over channels) or the batch variance by more than a factor e^LOG_VAR_RATIO (median over
-# channels), each plus two standard errors of the example's own sampling noise at that layer. Measured on torchvision/timm resnet18 and mobilenet_v2 (tests/test_doctor_zoo.py) with
+# channels), each plus two standard errors of the example's own sampling noise at that layer. Measured on
+# torchvision/timm resnet18 and mobilenet_v2 (tests/test_doctor_zoo.py) with
 # statistics calibrated by precise_bn: at most 0.31 and 0.46 on a batch of 4 from the same data; the
 # same models on that data scaled by 1.5: at least 1.22 and 1.14. The output gap itself is reported
 # only: with calibrated statistics it was 0.19-0.58 on those models (batch noise compounds with depth).
@@ -372,10 +374,9 @@ def _bn_input_shapes(ctx: _Model, args: tuple) -> dict[str, tuple[int, ...]]:
         return hook
 
     handles = [m.register_forward_pre_hook(record(n or "<model>")) for n, m in twin.named_modules() if _is_bn(m)]
-    try:
+    # any error of the user's forward: a BN raising on a batch of one is reported from the shapes seen so far
+    with contextlib.suppress(Exception):
         twin(*args)
-    except Exception:  # noqa: BLE001 -- any error of the user's forward
-        pass  # a BN raising on a batch of one is reported from the shapes seen so far
     for h in handles:
         h.remove()
     return shapes

@@ -26,7 +26,6 @@ import warnings
 import torch
 from torch import nn
 
-
 TRUST = (
     "doctor runs the model's code (it imports the module and calls the factory, or loads the TorchScript "
     "file): only give it models you trust"

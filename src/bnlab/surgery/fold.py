@@ -15,7 +15,8 @@ Two levels, as in torch.nn.utils.fusion: :func:`fold_weights` works on tensors;
 :func:`fold` checks its preconditions (eval mode), finds the pairs (:mod:`bnlab.surgery.graph`: a
 torch.fx trace of the forward when the model traces, else neighbours in ``nn.Sequential``), and
 replaces each layer's weight and bias and each folded BN with ``nn.Identity`` (a BN with drop/act
-modules, timm's BatchNormAct2d or :class:`bnlab.nn.BatchNormDropAct2d`, with those modules). A pair is folded only when the layer's
+modules, timm's BatchNormAct2d or :class:`bnlab.nn.BatchNormDropAct2d`, with those modules). A pair is folded only
+when the layer's
 output feeds the BN alone and each module is called once, so the result computes the same function.
 Linear + BatchNorm1d assumes the (N, C) input that BatchNorm1d normalizes per feature.
 """

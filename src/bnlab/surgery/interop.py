@@ -28,7 +28,8 @@ with converted state gives the same outputs (Keras and Flax put channels last: t
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch

@@ -27,7 +27,7 @@ import signal
 import socket
 import threading
 import traceback
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 from .config import RunConfig, code_version
 
@@ -162,7 +162,7 @@ def run_on_worker(
         from .trainer import train
 
         result = train(RunConfig.from_dict(config), device=device, threads=threads, progress=False)
-    except Exception:
+    except Exception:  # noqa: BLE001 -- a failed run is a result (its traceback stored), not the sweep's end
         return {"outcome": "failed", "error": traceback.format_exc()}
     result.env["worker"] = _worker_address()
     return {"outcome": result.status, "result": result.to_dict()}

@@ -41,7 +41,7 @@ import logging
 import os
 import time
 import traceback
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from .config import RunConfig
 from .result import RunResult
@@ -109,7 +109,7 @@ def _train_here(config: RunConfig, device: str, threads: int) -> tuple[str, RunR
 
     try:
         result = train(config, device=device, threads=threads, progress=False)
-    except Exception:
+    except Exception:  # noqa: BLE001 -- a failed run is a result (its traceback stored), not the sweep's end
         return "failed", traceback.format_exc()
     return result.status, result
 
@@ -184,7 +184,7 @@ def _run_on_cluster(
                 c = futures[fut]
                 try:
                     out = fut.result()
-                except Exception as e:  # KilledWorker: its workers kept dying; or the scheduler was lost
+                except Exception as e:  # noqa: BLE001 -- KilledWorker: its workers kept dying; or the scheduler was lost
                     out = {
                         "outcome": "failed",
                         "error": f"{type(e).__name__}: {e} (the run's worker process died or the cluster lost it)",
