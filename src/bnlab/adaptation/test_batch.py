@@ -132,12 +132,13 @@ class TestBatchNorm:
         x = args[0]
         with torch.no_grad():
             mean, var = F.batch_stats(x.detach())
-            mean, var = mix_statistics(m.running_mean, m.running_var, mean, var, x.shape[0], self.prior)
-        m._bnlab_source = (m._buffers["running_mean"], m._buffers["running_var"])
-        m._buffers["running_mean"] = mean.to(m.running_mean.dtype)
-        m._buffers["running_var"] = var.to(m.running_var.dtype)
+            assert self.prior is not None  # _mix runs only with a prior
+            mean, var = mix_statistics(m.running_mean, m.running_var, mean, var, x.shape[0], self.prior)  # type: ignore[arg-type]
+        m._bnlab_source = (m._buffers["running_mean"], m._buffers["running_var"])  # type: ignore[assignment]  # plain attribute
+        m._buffers["running_mean"] = mean.to(m.running_mean.dtype)  # type: ignore[arg-type]  # a BN buffer
+        m._buffers["running_var"] = var.to(m.running_var.dtype)  # type: ignore[arg-type]
 
     @staticmethod
     def _unmix(m: nn.Module, args: tuple, output) -> None:
-        m._buffers["running_mean"], m._buffers["running_var"] = m._bnlab_source
+        m._buffers["running_mean"], m._buffers["running_var"] = m._bnlab_source  # type: ignore[misc]  # set by _mix
         del m._bnlab_source

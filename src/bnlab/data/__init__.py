@@ -52,4 +52,6 @@ def load(name: str, root: str | None = None) -> Dataset:
 
 @functools.lru_cache(maxsize=8)
 def _load_shifted(name: str) -> Dataset:
-    return shifted.corrupted(*shifted.parse(name))
+    parsed = shifted.parse(name)
+    assert parsed is not None  # load() asked parse first
+    return shifted.corrupted(*parsed)

@@ -136,6 +136,7 @@ def corrupted_test(
     out = {}
     for s in severities:
         gen = torch.Generator().manual_seed(seed * 100 + s)
+        assert spec.apply is not None  # a sensor corruption (no knob)
         out[s] = spec.apply(clean.x_test, spec.values[s - 1], gen).contiguous()
     return out
 

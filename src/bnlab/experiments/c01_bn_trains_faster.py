@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Any
 
 import numpy as np
 
@@ -42,8 +43,8 @@ NORMS = ("none", "bn")
 UNIT = 0
 PROBE = f"act_pct:blocks.2.act:{UNIT}"  # the input of the last hidden sigmoid, one unit
 PCT = {q: f"act_pct/blocks.2.act:{UNIT}/p{q}" for q in (15, 50, 85)}
-FULL = dict(lrs=(0.5, 2.0, 8.0), seeds=5, steps=3000, eval_every=100)
-QUICK = dict(lrs=(0.5, 2.0), seeds=2, steps=150, eval_every=50)
+FULL: dict[str, Any] = dict(lrs=(0.5, 2.0, 8.0), seeds=5, steps=3000, eval_every=100)
+QUICK: dict[str, Any] = dict(lrs=(0.5, 2.0), seeds=2, steps=150, eval_every=50)
 BASE = RunConfig(
     data="mnist1d",
     model="mlp",
@@ -297,8 +298,8 @@ def analyze(runs, ctx) -> ClaimResult:
             else {"step": [], "p15": [], "p50": [], "p85": []}
         )
     rows = []
-    for c, r in zip(configs, runs):
-        row = {"norm": c.norm, "lr": c.lr, "seed": c.seed, "status": "failed" if r is None else r.status}
+    for cfg, r in zip(configs, runs):
+        row = {"norm": cfg.norm, "lr": cfg.lr, "seed": cfg.seed, "status": "failed" if r is None else r.status}
         if r is not None:
             row.update(
                 final_test_acc=st.final(r, "test_acc"),

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Any
 
 from ..train.config import RunConfig
 from . import series_tools as st
@@ -37,8 +38,8 @@ NORMS = ("none", "bn")
 # re-applying it to stored full runs without 1e-3 and 3e-3 gave the same verdict in the same share of resamples
 # (those rates never diverge, so they were a third of the cost). 6 seeds: with 3 a full run's verdict was
 # stable in 73% of resamples only; with 6, 97%.
-FULL = dict(lrs=(1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0), seeds=6, steps=2000, eval_every=100)
-QUICK = dict(lrs=(1e-2, 3.0), seeds=2, steps=100, eval_every=50)
+FULL: dict[str, Any] = dict(lrs=(1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0), seeds=6, steps=2000, eval_every=100)
+QUICK: dict[str, Any] = dict(lrs=(1e-2, 3.0), seeds=2, steps=100, eval_every=50)
 BASE = RunConfig(
     data="mnist1d", model="cnn", optimizer="sgd", momentum=0.9, batch_size=100, eval_samples=1000
 )  # eval on the whole test set (1000) and the first 1000 train examples
@@ -270,8 +271,8 @@ def analyze(runs, ctx) -> ClaimResult:
         + (f" {failed} run(s) failed and were left out." if failed else "")
     )
     rows = []
-    for c, r in zip(configs, runs):
-        row = {"norm": c.norm, "lr": c.lr, "seed": c.seed, "status": "failed" if r is None else r.status}
+    for cfg, r in zip(configs, runs):
+        row = {"norm": cfg.norm, "lr": cfg.lr, "seed": cfg.seed, "status": "failed" if r is None else r.status}
         if r is not None:
             row.update(
                 diverged_step=r.diverged_step,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Any
 
 import numpy as np
 
@@ -195,7 +196,7 @@ def analyze(runs, ctx) -> ClaimResult:
     stab = stability.assess(recs, rule)
     tests, adjusted = compare(list(recs.values()))
     result = stab.verdict
-    numbers = {}
+    numbers: dict[str, Any] = {}
     for name, t in tests.items():
         d = t.diff
         numbers[f"ratio_bn_over_none/{name}"] = {
@@ -252,7 +253,7 @@ def analyze(runs, ctx) -> ClaimResult:
         "seeds": sorted({c.seed for c in configs}),
         "quick": ctx.quick,
     }
-    data = {"layers": list(LAYERS), "curves": {}}
+    data: dict[str, Any] = {"layers": list(LAYERS), "curves": {}}
     for norm in NORMS:
         if not per_run[norm]:
             continue

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Any
 
 import numpy as np
 
@@ -134,7 +135,7 @@ def records(runs, configs) -> dict[int, dict | None]:
     """{seed: {metric: (log mean with BN, log mean without, share of steps with BN lower)}}; None when
     either run of the seed failed or diverged."""
     series = st.by_seed(configs, runs, lambda c: c.norm, lambda r: None if r is None or r.diverged else r.series)
-    out = {}
+    out: dict[int, Any] = {}
     for seed, by_norm in series.items():
         if by_norm["bn"] is None or by_norm["none"] is None:
             out[seed] = None
@@ -180,6 +181,7 @@ def analyze(runs, ctx) -> ClaimResult:
     recs = records(runs, configs)
     stab = stability.assess(recs, rule)
     tests, adjusted, fractions = compare(list(recs.values()))
+    numbers: dict[str, Any]
     result, numbers = stab.verdict, {}
     for m, t in tests.items():
         d = t.diff
@@ -224,7 +226,7 @@ def analyze(runs, ctx) -> ClaimResult:
         "seeds": sorted({c.seed for c in configs}),
         "quick": ctx.quick,
     }
-    data = {"curves": {}}
+    data: dict[str, Any] = {"curves": {}}
     bands = (
         "landscape/loss_min",
         "landscape/loss_max",

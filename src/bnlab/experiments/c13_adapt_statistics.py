@@ -17,6 +17,7 @@ statistics from a few samples.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from . import shift_runs as S
 from . import stability, stats, text
@@ -132,7 +133,7 @@ def analyze(runs, ctx) -> ClaimResult:
         if stats.paired(S.values(good, "adabn", top, c), S.values(good, "source", top, c)).diff.low > 0
     ]
     by_corruption = {S.CORRUPTION_LABELS[c]: stats.estimate(S.recovered(good, "adabn", top, c)) for c in S.CORRUPTIONS}
-    numbers = {
+    numbers: dict[str, Any] = {
         "Clean test error, no adaptation (%)": S.est(clean),
         f"Mean error at severity {top} (%)": {S.METHODS[m]: S.est(S.values(good, m, top)) for m in S.MAIN_METHODS},
         f"AdaBN minus no adaptation at severity {top} (points)": change.to_json(),

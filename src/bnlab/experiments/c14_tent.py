@@ -16,6 +16,7 @@ verdict). The comparison is paired by seed and made on the same batches as test-
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from . import shift_runs as S
 from . import stability, stats, text
@@ -93,7 +94,7 @@ def analyze(runs, ctx) -> ClaimResult:
     clean = {m: [S.metric(r, "clean", 0, m) for r in good] for m in ("source", "test_batch", "tent")}
     clean_tent = stats.paired(clean["tent"], clean["source"]).diff if enough else stats.estimate([])
     v = stab.verdict
-    numbers = {
+    numbers: dict[str, Any] = {
         f"Mean error at severity {top} (%)": {S.METHODS[m]: S.est(S.values(good, m, top)) for m in S.METHODS},
         f"TENT minus test-batch statistics at severity {top} (points)": change.to_json(),
         f"TENT minus AdaBN at severity {top} (points)": vs_ada.to_json(),

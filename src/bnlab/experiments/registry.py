@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 from .result import ClaimResult
 
@@ -88,7 +89,7 @@ class Context:
     seeds: int | None = None  # None: the experiment's own default for quick/full
     jobs: int = 1  # local worker processes for sweeps (1: in this process)
     store: Path = dataclasses.field(default_factory=default_store)
-    progress: object = dataclasses.field(default_factory=_Silent)  # plan(runs, stored) and update(id, done, total)
+    progress: Any = dataclasses.field(default_factory=_Silent)  # plan(runs, stored) and update(id, done, total)
     scheduler: str | None = None  # a Dask scheduler's address: run the sweeps there
 
     def __post_init__(self) -> None:

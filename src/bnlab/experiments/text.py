@@ -87,7 +87,7 @@ def parts(e: Any) -> tuple[float, float | None, float | None, int | None]:
         e = e["diff"]
     if isinstance(e, dict):
         mean, n = e.get("mean"), e.get("n")
-        lo, hi = e.get("ci95", e.get("ci", (None, None)))
+        lo, hi = e.get("ci95", e.get("ci", (None, None)))  # type: ignore[misc]  # a pair (or the default)
     else:
         mean, n = e.mean, e.n
         lo, hi = (None, None) if e.ci is None or math.isnan(e.ci) else (e.low, e.high)

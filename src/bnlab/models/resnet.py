@@ -38,7 +38,7 @@ class BasicBlock(nn.Module):
         self.conv2 = _conv3x3(cout, cout)
         self.norm2 = norm(cout)
         self.act2 = act()
-        self.shortcut = nn.Identity()
+        self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or cin != cout:
             self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride), norm(cout))
 

@@ -186,6 +186,7 @@ class _BatchNorm(nn.modules.batchnorm._BatchNorm):
         if use_batch_stats:
             checks.check_batch_size(input)
             return ops.train(input, self.weight, self.bias, running_mean, running_var, momentum, self.eps)[0]
+        assert running_mean is not None and running_var is not None  # no batch statistics: the buffers exist
         return ops.evaluate(input, running_mean, running_var, self.weight, self.bias, self.eps)
 
     # --- TorchScript ---------------------------------------------------------------------------

@@ -28,6 +28,10 @@ __all__ = ["FrozenBatchNorm1d", "FrozenBatchNorm2d", "FrozenBatchNorm3d"]
 
 class _FrozenBatchNorm(nn.Module):
     _input_dims: tuple[int, ...] = ()
+    weight: Tensor  # buffers (registered in __init__), declared for the type checker
+    bias: Tensor
+    running_mean: Tensor
+    running_var: Tensor
     __constants__ = ["_input_dims", "num_features", "eps"]  # noqa: RUF012 -- TorchScript's own convention
 
     def __init__(self, num_features: int, eps: float = 1e-5, device=None, dtype=None) -> None:
@@ -46,7 +50,7 @@ class _FrozenBatchNorm(nn.Module):
     def extra_repr(self) -> str:
         return f"{self.num_features}, eps={self.eps}"
 
-    _check_input_dim = _BatchNorm._check_input_dim
+    _check_input_dim = _BatchNorm._check_input_dim  # shared: it reads _input_dims only
 
     def _load_from_state_dict(
         self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
@@ -61,7 +65,7 @@ class _FrozenBatchNorm(nn.Module):
             script_check_input(input, list(self._input_dims), self.num_features)
             y = M.eval_normalize(input, self.running_mean, self.running_var, self.weight, self.bias, self.eps)
             return M.output_layout(y, input)
-        self._check_input_dim(input)
+        self._check_input_dim(input)  # type: ignore[misc]  # _BatchNorm's check, shared (reads _input_dims)
         checks.check_input(input, self.num_features)
         return ops.evaluate(input, self.running_mean, self.running_var, self.weight, self.bias, self.eps)
 
@@ -78,7 +82,7 @@ class _FrozenBatchNorm(nn.Module):
                 f"expected a batch-norm layer with running statistics (got {type(bn).__name__} "
                 f"with track_running_stats=False or no buffers)"
             )
-        return swap(bn, cls(bn.num_features, bn.eps, device="meta"))
+        return swap(bn, cls(bn.num_features, bn.eps, device="meta"))  # type: ignore[arg-type]  # BN: int, float
 
 
 class FrozenBatchNorm1d(_FrozenBatchNorm):

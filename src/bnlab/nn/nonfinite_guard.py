@@ -18,9 +18,13 @@ def _tracks(module: nn.Module) -> bool:
     return module.training and getattr(module, "running_mean", None) is not None
 
 
+# Hooks on a layer: its guard state is plain attributes, which nn.Module's typed __setattr__ does not
+# describe (hence the ignores below).
+
+
 def _snapshot(module: nn.Module, args) -> None:
     if _tracks(module):
-        module._nonfinite_snapshot = [getattr(module, n).clone() for n in _BUFFERS if getattr(module, n) is not None]
+        module._nonfinite_snapshot = [getattr(module, n).clone() for n in _BUFFERS if getattr(module, n) is not None]  # type: ignore[assignment]
 
 
 def _check(module: nn.Module, args, output) -> None:
@@ -28,12 +32,12 @@ def _check(module: nn.Module, args, output) -> None:
     if saved is None:
         return
     stats = (module.running_mean, module.running_var)
-    if bool(torch.stack([s.isfinite().all() for s in stats if s is not None]).all()):
+    if bool(torch.stack([s.isfinite().all() for s in stats if s is not None]).all()):  # type: ignore[operator]  # BN buffers
         return
     with torch.no_grad():
         for name, old in zip((n for n in _BUFFERS if getattr(module, n) is not None), saved):
             getattr(module, name).copy_(old)
-    module.nonfinite_batches_skipped += 1
+    module.nonfinite_batches_skipped += 1  # type: ignore[operator, assignment]  # declared by bnlab's _BatchNorm
     warnings.warn(
         f"{type(module).__name__}: a training batch made the running statistics non-finite "
         f"(NaN or Inf in the batch); their update was skipped "
@@ -50,8 +54,8 @@ def enable(module: nn.Module, enabled: bool = True) -> None:
         for h in handles:
             h.remove()
     if enabled:
-        module.nonfinite_batches_skipped = 0
-        module._nonfinite_handles = (
+        module.nonfinite_batches_skipped = 0  # type: ignore[assignment]  # declared by bnlab's _BatchNorm
+        module._nonfinite_handles = (  # type: ignore[assignment]  # plain attribute (kept in __dict__)
             module.register_forward_pre_hook(_snapshot),
             module.register_forward_hook(_check),
         )

@@ -92,7 +92,8 @@ def _row(label: str, value: str) -> str:
 
 def numbers_tables(result: ClaimResult) -> tuple[str, str]:
     """(key numbers table, statistics table) of a result."""
-    key_rows, detail_rows = [], []
+    key_rows: list[str] = []
+    detail_rows: list[str] = []
     for k, v in result.numbers.items():
         label = result.labels.get(k, Label(_plain_key(k)))
         (detail_rows if label.detail else key_rows).append(_row(label.text, value_html(v, label.unit)))

@@ -94,6 +94,7 @@ class Progress:
             new = state is None
             if new:  # not planned: it joins the totals now
                 state = self._experiments[experiment] = _Experiment()
+            assert state is not None
             progressed = done != state.done or new
             state.done, state.total = done, total
             finishing = done == total and not state.finished

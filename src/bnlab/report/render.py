@@ -51,7 +51,7 @@ def index_results(results: Iterable[ClaimResult]) -> dict[str, ClaimResult]:
 
 def block_html(block: Block) -> str:
     if block.kind == "p":
-        return f"<p>{inline(block.text)}</p>"
+        return f"<p>{inline(block.text)}</p>"  # type: ignore[arg-type]  # a paragraph's text is one str
     if block.kind == "math":
         return f'<pre class="math">{esc(block.text)}</pre>'
     if block.kind == "list":
@@ -103,7 +103,7 @@ def verdict_table(by_id: Mapping[str, ClaimResult], catalogue: Mapping[str, Clai
             if result is not None and result.title
             else info.title
             if info
-            else result.name.replace("-", " ")
+            else result.name.replace("-", " ")  # type: ignore[union-attr]  # a claim has a result or an info
         )
         source = result.source if result is not None else info.source if info else ""
         rows.append(

@@ -130,7 +130,7 @@ class DoctorReport:
 
 
 def _class_name(m: nn.Module) -> str:
-    return getattr(m, "original_name", None) if isinstance(m, torch.jit.ScriptModule) else type(m).__name__
+    return getattr(m, "original_name", None) if isinstance(m, torch.jit.ScriptModule) else type(m).__name__  # type: ignore[return-value]
 
 
 def _is_bn(m: nn.Module) -> bool:
@@ -191,7 +191,8 @@ def _bias_before_bn(ctx: _Model) -> Finding | None:
     biased = [
         nb.prev
         for nb in ctx.neighbours.values()
-        if ctx.kind(nb.prev) == "layer"
+        if nb.prev is not None
+        and ctx.kind(nb.prev) == "layer"
         and nb.prev_single_use
         and getattr(ctx.modules[nb.prev], "bias", None) is not None
     ]
@@ -211,7 +212,7 @@ def _decay_like_momentum(ctx: _Model) -> Finding | None:
     decay_like = [n for n, m in ctx.bns.items() if looks_like_decay(getattr(m, "momentum", None))]
     if not decay_like:
         return None
-    momenta = sorted({ctx.bns[n].momentum for n in decay_like})
+    momenta = sorted({ctx.bns[n].momentum for n in decay_like})  # type: ignore[type-var]  # floats (looks_like_decay)
     return Finding(
         "decay-like-momentum",
         "hazard",
@@ -219,7 +220,7 @@ def _decay_like_momentum(ctx: _Model) -> Finding | None:
         f"momentum {', '.join(map(str, momenta))} is in [{DECAY_LIKE_RANGE[0]}, {DECAY_LIKE_RANGE[1]}]: in PyTorch "
         f"momentum is the weight of the NEW batch, so the running statistics follow the last batch almost "
         f"entirely; this is the Keras/Flax convention (decay of the old value)",
-        f"use momentum = 1 - value (e.g. {round(1 - momenta[0], 6)}); "
+        f"use momentum = 1 - value (e.g. {round(1 - momenta[0], 6)}); "  # type: ignore[operator, arg-type]
         f"bnlab.surgery.conventions.decay_to_momentum converts",
     )
 
@@ -231,7 +232,7 @@ def _float16_overflow(ctx: _Model) -> Finding | None:
         rm, rv = getattr(m, "running_mean", None), getattr(m, "running_var", None)
         if rm is None or rv is None:
             continue
-        scale, _ = M.eval_affine(rm, rv, getattr(m, "weight", None), None, m.eps)
+        scale, _ = M.eval_affine(rm, rv, getattr(m, "weight", None), None, m.eps)  # type: ignore[arg-type]  # BN's float
         if max(float(rv.abs().max()), float(rm.abs().max()), float(scale.abs().max())) > FLOAT16_MAX:
             overflow.append(n)
     if not overflow:
@@ -435,7 +436,7 @@ def _train_eval_gap(ctx: _Model, args: tuple) -> Finding | None:
             n, k = next(iter(early.items()))
             msg += (
                 f"; {len(early)} of them have seen few training batches ({n}: {k}), so their running "
-                f"statistics still hold {(1 - ctx.bns[n].momentum) ** k:.0%} or more of their initial values"
+                f"statistics still hold {(1 - ctx.bns[n].momentum) ** k:.0%} or more of their initial values"  # type: ignore[operator]
             )
     elif fresh:
         msg += (

@@ -63,7 +63,7 @@ class _Tracer(torch.fx.Tracer):
 
 def _node_name(node: torch.fx.Node) -> str | None:
     if node.op == "call_module":
-        return node.target
+        return str(node.target)  # a call_module target is the module's name
     if node.op in ("call_function", "call_method"):
         name = node.target if isinstance(node.target, str) else getattr(node.target, "__name__", "")
         return f"fn:{name}"

@@ -100,7 +100,7 @@ def precise_bn(
     forward = _default_forward if forward is None else forward
     stats = [ChannelStats() for _ in layers]
     saved = [(m.momentum, m.training, m.num_batches_tracked) for _, m in layers]
-    saved_buffers = [(m.running_mean.clone(), m.running_var.clone()) for _, m in layers]
+    saved_buffers = [(m.running_mean.clone(), m.running_var.clone()) for _, m in layers]  # type: ignore[union-attr]  # tracked layers: the buffers exist
     handles = [m.register_forward_pre_hook(lambda _m, args, s=s: s.add(args[0])) for (_, m), s in zip(layers, stats)]
     seen = 0
     ok = False
@@ -127,6 +127,8 @@ def precise_bn(
         if empty:
             raise ValueError(f"expected every BN layer to see data (got none for {', '.join(empty)})")
         for (_, m), s in zip(layers, stats):
+            assert s.mean is not None  # every layer saw data (checked above)
+            assert m.running_mean is not None and m.running_var is not None  # tracked layers: the buffers exist
             m.running_mean.copy_(s.mean.to(m.running_mean.dtype))
             m.running_var.copy_(s.variance(unbiased).to(m.running_var.dtype))
         ok = True
@@ -138,6 +140,6 @@ def precise_bn(
             m.train(training)
             m.num_batches_tracked = nbt
             if not ok:
-                m.running_mean.copy_(rm)
-                m.running_var.copy_(rv)
+                m.running_mean.copy_(rm)  # type: ignore[union-attr]  # tracked layers: the buffers exist
+                m.running_var.copy_(rv)  # type: ignore[union-attr]
     return seen

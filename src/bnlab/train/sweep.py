@@ -42,6 +42,7 @@ import os
 import time
 import traceback
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from .config import RunConfig
 from .result import RunResult
@@ -77,7 +78,8 @@ class _Tally:
 
     def __init__(self, total: int, skipped: int, progress: Callable[[SweepProgress], None] | None) -> None:
         self.total, self.skipped, self.progress = total, skipped, progress
-        self.done, self.ran, self.failures = skipped, 0, []
+        self.failures: list[str] = []  # keys of the failed runs
+        self.done, self.ran = skipped, 0
         self.t0 = time.perf_counter()
 
     def __call__(self, key: str, outcome: str, summary: dict | None) -> None:
@@ -183,7 +185,7 @@ def _run_on_cluster(
             for fut in distributed.as_completed(futures, loop=client.loop):
                 c = futures[fut]
                 try:
-                    out = fut.result()
+                    out: dict[str, Any] = fut.result()
                 except Exception as e:  # noqa: BLE001 -- KilledWorker: its workers kept dying; or the scheduler was lost
                     out = {
                         "outcome": "failed",
@@ -254,7 +256,7 @@ def run_sweep(
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"expected jobs >= 1 (got {jobs!r})")
     own_store = not isinstance(store, Store)
-    db = Store(store) if own_store else store
+    db = store if isinstance(store, Store) else Store(store)
     try:
         unique = list({c.key(): c for c in configs}.values())
         damaged = db.damaged(unique)
