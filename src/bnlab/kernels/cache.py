@@ -117,7 +117,7 @@ def configure() -> str | None:
     if Path(base) == package_cache:
         _remove_older(package_cache, sub)
     numba.config.CACHE_DIR = str(Path(base) / sub)  # type: ignore[attr-defined]  # set at run time, not typed
-    return numba.config.CACHE_DIR  # type: ignore[attr-defined]
+    return numba.config.CACHE_DIR  # type: ignore[attr-defined]  # (as above)
 
 
 CACHE_DIR = configure()

@@ -24,7 +24,7 @@ def _tracks(module: nn.Module) -> bool:
 
 def _snapshot(module: nn.Module, args) -> None:
     if _tracks(module):
-        module._nonfinite_snapshot = [getattr(module, n).clone() for n in _BUFFERS if getattr(module, n) is not None]  # type: ignore[assignment]
+        module._nonfinite_snapshot = [getattr(module, n).clone() for n in _BUFFERS if getattr(module, n) is not None]  # type: ignore[assignment]  # (see above)
 
 
 def _check(module: nn.Module, args, output) -> None:

@@ -130,6 +130,7 @@ class DoctorReport:
 
 
 def _class_name(m: nn.Module) -> str:
+    # a ScriptModule always has original_name (a str)
     return getattr(m, "original_name", None) if isinstance(m, torch.jit.ScriptModule) else type(m).__name__  # type: ignore[return-value]
 
 
@@ -212,7 +213,8 @@ def _decay_like_momentum(ctx: _Model) -> Finding | None:
     decay_like = [n for n, m in ctx.bns.items() if looks_like_decay(getattr(m, "momentum", None))]
     if not decay_like:
         return None
-    momenta = sorted({ctx.bns[n].momentum for n in decay_like})  # type: ignore[type-var]  # floats (looks_like_decay)
+    # the momenta are floats here (looks_like_decay); ctx.bns holds eager and TorchScript layers alike
+    momenta = sorted({ctx.bns[n].momentum for n in decay_like})  # type: ignore[type-var]
     return Finding(
         "decay-like-momentum",
         "hazard",
@@ -220,7 +222,7 @@ def _decay_like_momentum(ctx: _Model) -> Finding | None:
         f"momentum {', '.join(map(str, momenta))} is in [{DECAY_LIKE_RANGE[0]}, {DECAY_LIKE_RANGE[1]}]: in PyTorch "
         f"momentum is the weight of the NEW batch, so the running statistics follow the last batch almost "
         f"entirely; this is the Keras/Flax convention (decay of the old value)",
-        f"use momentum = 1 - value (e.g. {round(1 - momenta[0], 6)}); "  # type: ignore[operator, arg-type]
+        f"use momentum = 1 - value (e.g. {round(1 - momenta[0], 6)}); "  # type: ignore[operator, arg-type]  # floats
         f"bnlab.surgery.conventions.decay_to_momentum converts",
     )
 
@@ -436,6 +438,7 @@ def _train_eval_gap(ctx: _Model, args: tuple) -> Finding | None:
             n, k = next(iter(early.items()))
             msg += (
                 f"; {len(early)} of them have seen few training batches ({n}: {k}), so their running "
+                # (_batches_seen returned a count: the momentum is a float)
                 f"statistics still hold {(1 - ctx.bns[n].momentum) ** k:.0%} or more of their initial values"  # type: ignore[operator]
             )
     elif fresh:

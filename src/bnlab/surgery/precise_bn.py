@@ -141,5 +141,5 @@ def precise_bn(
             m.num_batches_tracked = nbt
             if not ok:
                 m.running_mean.copy_(rm)  # type: ignore[union-attr]  # tracked layers: the buffers exist
-                m.running_var.copy_(rv)  # type: ignore[union-attr]
+                m.running_var.copy_(rv)  # type: ignore[union-attr]  # (as above)
     return seen
