@@ -28,10 +28,6 @@ __all__ = ["FrozenBatchNorm1d", "FrozenBatchNorm2d", "FrozenBatchNorm3d"]
 
 class _FrozenBatchNorm(nn.Module):
     _input_dims: tuple[int, ...] = ()
-    weight: Tensor  # buffers (registered in __init__), declared for the type checker
-    bias: Tensor
-    running_mean: Tensor
-    running_var: Tensor
     __constants__ = ["_input_dims", "num_features", "eps"]  # noqa: RUF012 -- TorchScript's own convention
 
     def __init__(self, num_features: int, eps: float = 1e-5, device=None, dtype=None) -> None:
@@ -63,11 +59,13 @@ class _FrozenBatchNorm(nn.Module):
     def forward(self, input: Tensor) -> Tensor:
         if torch.jit.is_scripting():  # TorchScript: the eval math in torch operations (see bnlab.nn.batchnorm)
             script_check_input(input, list(self._input_dims), self.num_features)
-            y = M.eval_normalize(input, self.running_mean, self.running_var, self.weight, self.bias, self.eps)
+            # (the four are buffers: typed by nn.Module's __getattr__ as Tensor | Module; class annotations
+            # would say Tensor, but TorchScript cannot read them in a module with postponed annotations)
+            y = M.eval_normalize(input, self.running_mean, self.running_var, self.weight, self.bias, self.eps)  # type: ignore[arg-type]
             return M.output_layout(y, input)
         self._check_input_dim(input)  # type: ignore[misc]  # _BatchNorm's check, shared (reads _input_dims)
         checks.check_input(input, self.num_features)
-        return ops.evaluate(input, self.running_mean, self.running_var, self.weight, self.bias, self.eps)
+        return ops.evaluate(input, self.running_mean, self.running_var, self.weight, self.bias, self.eps)  # type: ignore[arg-type]  # buffers
 
     @classmethod
     def from_batchnorm(cls, bn: nn.Module) -> _FrozenBatchNorm:
