@@ -59,13 +59,11 @@ class _FrozenBatchNorm(nn.Module):
     def forward(self, input: Tensor) -> Tensor:
         if torch.jit.is_scripting():  # TorchScript: the eval math in torch operations (see bnlab.nn.batchnorm)
             script_check_input(input, list(self._input_dims), self.num_features)
-            # (the four are buffers: typed by nn.Module's __getattr__ as Tensor | Module; class annotations
-            # would say Tensor, but TorchScript cannot read them in a module with postponed annotations)
-            y = M.eval_normalize(input, self.running_mean, self.running_var, self.weight, self.bias, self.eps)  # type: ignore[arg-type]
+            y = M.eval_normalize(input, self.running_mean, self.running_var, self.weight, self.bias, self.eps)
             return M.output_layout(y, input)
-        self._check_input_dim(input)  # type: ignore[misc]  # _BatchNorm's check, shared (reads _input_dims)
+        self._check_input_dim(input)
         checks.check_input(input, self.num_features)
-        return ops.evaluate(input, self.running_mean, self.running_var, self.weight, self.bias, self.eps)  # type: ignore[arg-type]  # buffers
+        return ops.evaluate(input, self.running_mean, self.running_var, self.weight, self.bias, self.eps)
 
     @classmethod
     def from_batchnorm(cls, bn: nn.Module) -> _FrozenBatchNorm:
@@ -80,7 +78,7 @@ class _FrozenBatchNorm(nn.Module):
                 f"expected a batch-norm layer with running statistics (got {type(bn).__name__} "
                 f"with track_running_stats=False or no buffers)"
             )
-        return swap(bn, cls(bn.num_features, bn.eps, device="meta"))  # type: ignore[arg-type]  # BN: int, float
+        return swap(bn, cls(bn.num_features, bn.eps, device="meta"))
 
 
 class FrozenBatchNorm1d(_FrozenBatchNorm):
