@@ -12,7 +12,7 @@ from .. import nn as bnn
 
 
 def convert_sync_batchnorm(model: nn.Module) -> nn.Module:
-    """The model with its BN layers synchronised across the process group (see module docstring)."""
+    """The model with its BN layers synchronised across the process group (see :mod:`bnlab.train.distributed`)."""
     return bnn.SyncBatchNorm.convert_sync_batchnorm(model)
 
 
