@@ -114,7 +114,7 @@ def test_digits_split_is_deterministic_stratified_and_scaled():
     np.testing.assert_array_equal(ours, ref)
     counts = torch.bincount(ds.y_test, minlength=10)
     assert int(counts.min()) >= 35 and int(counts.max()) <= 37  # stratified: ~36 per class
-    data._load.cache_clear()
+    data.builtin.load.cache_clear()
     again = data.load("digits")
     assert torch.equal(again.x_test, ds.x_test) and torch.equal(again.y_train, ds.y_train)
 

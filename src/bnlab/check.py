@@ -16,7 +16,11 @@ from . import nn as bnn
 
 # Largest difference accepted per dtype, relative to the scale of the compared tensor.
 TOLERANCE = {torch.float64: 1e-9, torch.float32: 1e-4, torch.bfloat16: 3e-2, torch.float16: 5e-3}
-SHAPES = {1: [(8, 6), (4, 6, 7)], 2: [(4, 6, 5, 5), (1, 6, 3, 3)], 3: [(2, 6, 3, 4, 5)]}
+SHAPES: dict[int, list[tuple[int, ...]]] = {
+    1: [(8, 6), (4, 6, 7)],
+    2: [(4, 6, 5, 5), (1, 6, 3, 3)],
+    3: [(2, 6, 3, 4, 5)],
+}
 LAYERS = {
     1: (bnn.BatchNorm1d, torch.nn.BatchNorm1d),
     2: (bnn.BatchNorm2d, torch.nn.BatchNorm2d),
@@ -67,7 +71,7 @@ def compare(
         if affine:
             pairs += [(ours.weight.grad, ref.weight.grad), (ours.bias.grad, ref.bias.grad)]
         worst = max([worst] + [_rel_diff(a, b) for a, b in pairs])
-        if track and int(ours.num_batches_tracked) != int(ref.num_batches_tracked):
+        if track and int(ours.num_batches_tracked) != int(ref.num_batches_tracked):  # type: ignore[arg-type]  # track
             return float("inf")
     return worst
 
@@ -101,8 +105,8 @@ def main(args) -> int:
             ok = diff <= TOLERANCE[dtype]
             failures += not ok
             print(
-                f"BatchNorm{dims}d  {str(shape):<18} {str(dtype).split('.')[1]:<9} {str(momentum):<9} "
-                f"{str(affine):<7} {str(track):<6} {diff:9.2e}  {'yes' if ok else 'NO'}"
+                f"BatchNorm{dims}d  {shape!s:<18} {str(dtype).split('.')[1]:<9} {momentum!s:<9} "
+                f"{affine!s:<7} {track!s:<6} {diff:9.2e}  {'yes' if ok else 'NO'}"
             )
     print(f"{'all cases match' if not failures else f'{failures} case(s) differ beyond tolerance'}")
     return 1 if failures else 0

@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
             return 130
         except _Terminated as e:
             print(f"{name}: terminated (SIGTERM)", file=sys.stderr)
-            return int(e.code)
+            return int(e.code)  # type: ignore[arg-type]  # _Terminated carries 128 + the signal number
         except Exception as e:
             message = _one_line(e)
             if message is None or os.environ.get("BNLAB_TRACEBACK"):

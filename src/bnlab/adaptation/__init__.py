@@ -37,7 +37,8 @@ The classes behind them -- :class:`TestBatchNorm`, :class:`Tent` -- are for onli
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -67,7 +68,7 @@ class Adaptation:
     @torch.no_grad()
     def restore(self, model: nn.Module) -> None:
         """Put the values in :attr:`changed` back into ``model`` (undo the adaptation)."""
-        state = dict(model.named_parameters())
+        state: dict[str, Tensor] = dict(model.named_parameters())
         state.update(model.named_buffers())
         for name, value in self.changed.items():
             state[name].copy_(value)

@@ -9,10 +9,11 @@ statistics and γ/β as fixed buffers: there is nothing to adapt in them.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
+from torch.nn.modules.batchnorm import _NormBase
 
 from ..nn.frozen import _FrozenBatchNorm
 from ..nn.renorm import _BatchRenorm
@@ -29,7 +30,7 @@ def is_frozen(module: nn.Module) -> bool:
     return isinstance(module, _FrozenBatchNorm) or type(module).__name__.startswith("FrozenBatchNorm")
 
 
-def bn_layers(model: nn.Module, method: str) -> list[tuple[str, nn.Module]]:
+def bn_layers(model: nn.Module, method: str) -> list[tuple[str, _NormBase]]:
     """The BN layers of ``model`` that ``method`` can adapt, with their names.
 
     Raises:
@@ -40,7 +41,12 @@ def bn_layers(model: nn.Module, method: str) -> list[tuple[str, nn.Module]]:
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"expected an nn.Module (got {type(model).__name__})")
-    layers = [(name or "<model>", m) for name, m in model.named_modules() if is_batchnorm(m) and not is_frozen(m)]
+    # the batch-norm sources that are not frozen all carry torch's BN attributes and state (_NormBase's)
+    layers = [
+        (name or "<model>", cast(_NormBase, m))
+        for name, m in model.named_modules()
+        if is_batchnorm(m) and not is_frozen(m)
+    ]
     frozen = [(name or "<model>", m) for name, m in model.named_modules() if is_frozen(m)]
     kind = type(model).__name__
     if not layers and not frozen:
@@ -78,7 +84,7 @@ def bn_layers(model: nn.Module, method: str) -> list[tuple[str, nn.Module]]:
     return layers
 
 
-def bn_parameters(layers: list[tuple[str, nn.Module]]) -> dict[str, torch.nn.Parameter]:
+def bn_parameters(layers: list[tuple[str, _NormBase]]) -> dict[str, torch.nn.Parameter]:
     """γ and β of ``layers`` by their names in the model (``"<layer>.weight"``, ``"<layer>.bias"``)."""
     params = {}
     for name, m in layers:

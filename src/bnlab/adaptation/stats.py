@@ -14,7 +14,8 @@ the modes it was in; only ``running_mean`` and ``running_var`` have changed.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from torch import Tensor, nn
 
@@ -47,6 +48,7 @@ def adapt_statistics(
     prefix = {id(m): ("" if name == "<model>" else name + ".") for name, m in layers}
     before = {}
     for _, m in layers:
+        assert m.running_mean is not None and m.running_var is not None  # method 'stats': tracked layers
         before[f"{prefix[id(m)]}running_mean"] = m.running_mean.clone()
         before[f"{prefix[id(m)]}running_var"] = m.running_var.clone()
     modes = save_modes(model)

@@ -25,7 +25,8 @@ Non-BN modules run in eval mode during the updates (dropout off) and get their m
 from __future__ import annotations
 
 import copy
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor, nn

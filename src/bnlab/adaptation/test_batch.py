@@ -92,7 +92,7 @@ class TestBatchNorm:
         self._saved: list = []
         self._handles: list = []
 
-    def __enter__(self) -> "TestBatchNorm":
+    def __enter__(self) -> TestBatchNorm:
         if self._saved:
             raise RuntimeError("TestBatchNorm is already active (contexts do not nest)")
         for _, m in self.layers:
@@ -141,5 +141,5 @@ class TestBatchNorm:
 
     @staticmethod
     def _unmix(m: nn.Module, args: tuple, output) -> None:
-        m._buffers["running_mean"], m._buffers["running_var"] = m._bnlab_source
+        m._buffers["running_mean"], m._buffers["running_var"] = m._bnlab_source  # type: ignore[misc]  # set by _mix
         del m._bnlab_source

@@ -9,13 +9,28 @@ type (fused BN + activation, folded vs unfolded eval, trainer overhead) is one b
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Callable
-
 import torch
 
-from .. import nn as bnn
-from ..core import dispatch
+# The case modules register their rows on import, in this order (the plain layers' rows first).
+from . import cases_bn, cases_compiled, cases_fused, cases_models, cases_overhead  # noqa: F401
+from .cases_bn import make_input, make_layers
+from .registry import OPS, Built, Case, Op, register
+
+__all__ = [
+    "EXTRA_DTYPES",
+    "OPS",
+    "QUICK_SHAPES",
+    "SHAPES",
+    "Built",
+    "Case",
+    "Op",
+    "layouts",
+    "make_input",
+    "make_layers",
+    "parse_shapes",
+    "plan",
+    "register",
+]
 
 # Shapes per layer dimensionality (the issue's list, plus a 1d (N, C, L) and a 3d case).
 SHAPES: dict[int, list[tuple[int, ...]]] = {

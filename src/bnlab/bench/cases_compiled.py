@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from .cases import Built, Case, _path, make_input, make_layers, register
+from .cases_bn import _path, make_input, make_layers
+from .registry import Built, Case, register
 
 
 @register("compiled_fwd_bwd", passes=8, dims=(2,), float32_only=True, quick=False)

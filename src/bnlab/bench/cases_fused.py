@@ -13,7 +13,8 @@ import torch
 from torch import nn
 
 from .. import nn as bnn
-from .cases import Case, _path, make_input, register
+from .cases_bn import _path, make_input
+from .registry import Case, register
 
 _ACTS = {"relu": nn.ReLU, "silu": nn.SiLU}
 

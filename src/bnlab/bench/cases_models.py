@@ -16,7 +16,7 @@ import dataclasses
 
 import torch
 
-from .cases import Case, register
+from .registry import Case, register
 
 
 @register("fold_eval", passes=0, dims=(2,), layouts=("nchw",), float32_only=True, shapes=((64, 3, 32, 32),))

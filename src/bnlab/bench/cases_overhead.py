@@ -13,17 +13,19 @@ No byte model describes these (``passes`` 0): read their ratio and microseconds.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
-from . import cases
-from .cases import Case, register
+from .cases_bn import _eval, _train_fwd, _train_fwd_bwd
+from .registry import Case, register
 
 OVERHEAD_SHAPE = (2, 8, 2, 2)
-_FIXED = dict(dims=(2,), layouts=("nchw",), float32_only=True, shapes=(OVERHEAD_SHAPE,))
+_FIXED: dict[str, Any] = dict(dims=(2,), layouts=("nchw",), float32_only=True, shapes=(OVERHEAD_SHAPE,))
 
-register("overhead_train_fwd", passes=0, **_FIXED)(cases.OPS["train_fwd"].build)
-register("overhead_train_fwd_bwd", passes=0, **_FIXED)(cases.OPS["train_fwd_bwd"].build)
-register("overhead_eval", passes=0, **_FIXED)(cases.OPS["eval"].build)
+register("overhead_train_fwd", passes=0, **_FIXED)(_train_fwd)
+register("overhead_train_fwd_bwd", passes=0, **_FIXED)(_train_fwd_bwd)
+register("overhead_eval", passes=0, **_FIXED)(_eval)
 
 LAB_THREADS = 1
 

@@ -106,7 +106,7 @@ def _thread_list(text: str) -> list[int]:
     try:
         values = [int(v) for v in text.split(",")]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated thread counts like 1,2 (got {text!r})")
+        raise argparse.ArgumentTypeError(f"expected comma-separated thread counts like 1,2 (got {text!r})") from None
     if values == [0]:
         return []
     if any(v < 1 for v in values):

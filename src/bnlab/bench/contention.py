@@ -70,10 +70,12 @@ def _spawn(norm: str, threads: int, seconds: float) -> subprocess.Popen:
 def _rates(procs: list[subprocess.Popen]) -> list[float]:
     """Wait until every child has warmed up, start their timed loops together, collect steps/s."""
     for p in procs:
+        assert p.stdout is not None and p.stdin is not None  # both opened as pipes above
         if p.stdout.readline().strip() != "ready":
             p.kill()
             raise RuntimeError(f"contention child failed: {p.communicate()[1].strip()[-500:]}")
     for p in procs:
+        assert p.stdin is not None
         p.stdin.write("go\n")
         p.stdin.flush()
     rates = []

@@ -8,7 +8,7 @@ checked by the dispatch as it inspects them, before any backend sees them.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor

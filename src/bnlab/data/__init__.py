@@ -27,10 +27,9 @@ from __future__ import annotations
 import functools
 import os
 
-from . import shifted
+from . import builtin, shifted
+from .builtin import NAMES
 from .dataset import Dataset
-
-NAMES = ("mnist1d", "digits", "mnist", "fashion-mnist", "cifar10")
 
 __all__ = ["Dataset", "load", "check_name", "NAMES"]
 
@@ -47,27 +46,12 @@ def check_name(name: str) -> str:
 def load(name: str, root: str | None = None) -> Dataset:
     """The data set ``name`` (one of :data:`NAMES`); ``root`` is the folder of its files if it has any."""
     if shifted.parse(check_name(name)) is not None:
-        return _load(name, None)
-    return _load(name, None if root is None else os.path.abspath(root))
+        return _load_shifted(name)
+    return builtin.load(name, None if root is None else os.path.abspath(root))
 
 
 @functools.lru_cache(maxsize=8)
-def _load(name: str, root: str | None) -> Dataset:
+def _load_shifted(name: str) -> Dataset:
     parsed = shifted.parse(name)
-    if parsed is not None:
-        return shifted.corrupted(*parsed)
-    if name == "mnist1d":
-        from . import mnist1d
-
-        return mnist1d.load()
-    if name == "digits":
-        from . import digits
-
-        return digits.load()
-    if name in ("mnist", "fashion-mnist"):
-        from . import idx
-
-        return idx.load(name, root)
-    from . import cifar
-
-    return cifar.load(root)
+    assert parsed is not None  # load() asked parse first
+    return shifted.corrupted(*parsed)

@@ -5,6 +5,7 @@ The default follows the XDG convention: ``$XDG_CACHE_HOME/bnlab`` or ``~/.cache/
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -18,8 +19,6 @@ def cache_dir() -> Path:
     else:
         base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
         path = Path(base) / "bnlab"
-    try:
+    with contextlib.suppress(OSError):  # read-only: writes will fail, and the callers say so
         path.mkdir(parents=True, exist_ok=True)
-    except OSError:
-        pass  # read-only: writes will fail, and the callers say so
     return path

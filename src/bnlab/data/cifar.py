@@ -78,7 +78,10 @@ def load(root: str | None) -> Dataset:
         raise ValueError(f"cifar10: expected root= the folder with {', '.join(TRAIN)} and {TEST} (got None)")
     parts = [read_batch(os.path.join(root, name)) for name in TRAIN]
     x_te, y_te = read_batch(os.path.join(root, TEST))
-    scale = lambda a: torch.from_numpy(a.astype(np.float32) / 255.0)
+
+    def scale(a):
+        return torch.from_numpy(a.astype(np.float32) / 255.0)
+
     return Dataset(
         "cifar10",
         x_train=scale(np.concatenate([p[0] for p in parts])),

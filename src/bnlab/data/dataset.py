@@ -58,7 +58,7 @@ class Dataset:
     def num_classes(self) -> int:
         return len(self.classes)
 
-    def to(self, device: torch.device | str) -> "Dataset":
+    def to(self, device: torch.device | str) -> Dataset:
         """A copy with every tensor on ``device`` (the trainer moves the whole set once)."""
         moved = {f: getattr(self, f).to(device) for f in ("x_train", "y_train", "x_test", "y_test")}
         return dataclasses.replace(self, **moved)

@@ -140,7 +140,10 @@ def load(name: str, root: str | None) -> Dataset:
             raise ValueError(f"{path}: expected a {want_dim}D IDX array (got {a.ndim}D, shape {a.shape})")
         arrays[key] = (path, a)
     _check_images_and_labels(arrays)
-    scale = lambda a: torch.from_numpy(a.astype(np.float32) / 255.0).unsqueeze(1)  # (N, 1, H, W)
+
+    def scale(a):
+        return torch.from_numpy(a.astype(np.float32) / 255.0).unsqueeze(1)  # (N, 1, H, W)
+
     classes = FASHION_CLASSES if name == "fashion-mnist" else tuple(str(d) for d in range(10))
     return Dataset(
         name,

@@ -78,7 +78,7 @@ def _read_cache(path: str) -> dict[str, torch.Tensor] | None:
         if blob["sha256"] != _digest(tensors):
             return None
         return tensors
-    except Exception:  # any failure to read means "not cached": regenerate
+    except Exception:  # noqa: BLE001 -- any failure to read means "not cached": regenerate
         return None
 
 

@@ -31,7 +31,7 @@ KNOBS = ("iid_noise_scale", "shear_scale", "scale_coeff", "corr_noise_scale")
 try:
     import fcntl
 except ImportError:  # no file locks (Windows): processes may generate the same set twice
-    fcntl = None
+    fcntl = None  # type: ignore[assignment]  # no fcntl (Windows): no lock, see _lock
 
 
 def cache_path(knob: str, value: float) -> str:
@@ -97,7 +97,7 @@ def generated_test_sets(items: list[tuple[str, float]]) -> dict[tuple[str, float
         else:
             found[item] = tensors
     for item in waiting:
-        found[item] = _get(*item, blocking=True)
+        found[item] = _get(*item, blocking=True)  # type: ignore[assignment]  # blocking: never None
     clean = mnist1d.load().y_test
     out = {}
     for item, tensors in found.items():

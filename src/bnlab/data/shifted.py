@@ -36,10 +36,11 @@ not clipped.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
+from . import builtin
 from . import corruptions as C
 from .dataset import Dataset
 
@@ -123,12 +124,10 @@ def corrupted_test(
     ``clean`` is the loaded base set (default: ``bnlab.data.load(base)``). Noise for severity s
     draws from a generator seeded with ``seed * 100 + s``, so each set is fixed by its seed.
     """
-    from . import load
-
     for s in severities:
         _check(base, corruption, s)
     spec = CORRUPTIONS[base][corruption]
-    clean = load(base) if clean is None else clean
+    clean = builtin.load(base, None) if clean is None else clean
     if spec.knob is not None:
         from . import mnist1d_knobs
 
@@ -137,14 +136,13 @@ def corrupted_test(
     out = {}
     for s in severities:
         gen = torch.Generator().manual_seed(seed * 100 + s)
+        assert spec.apply is not None  # a sensor corruption (no knob)
         out[s] = spec.apply(clean.x_test, spec.values[s - 1], gen).contiguous()
     return out
 
 
 def corrupted(base: str, corruption: str, severity: int, seed: int = 0) -> Dataset:
     """The base data set with its test split corrupted (train split clean), as a Dataset."""
-    from . import load
-
-    clean = load(base)
+    clean = builtin.load(base, None)
     x = corrupted_test(base, corruption, (severity,), seed, clean)[severity]
     return dataclasses.replace(clean, name=name(base, corruption, severity), x_test=x)

@@ -27,7 +27,7 @@ def run() -> dict[str, Any]:
     torch.set_num_threads(1)
     try:
         start = time.perf_counter()
-        out = {"parity": parity.run(), "pitfalls": pitfalls.run(), "diagnostics": diagnostics.run()}
+        out: dict[str, Any] = {"parity": parity.run(), "pitfalls": pitfalls.run(), "diagnostics": diagnostics.run()}
         out["seconds"] = round(time.perf_counter() - start, 2)
     finally:
         torch.set_num_threads(threads)

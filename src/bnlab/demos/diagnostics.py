@@ -66,7 +66,7 @@ def measure(model, x, y) -> dict[str, Any]:
         "hist": [(torch.histc(o.clamp(-1, 1), BINS, -1, 1) / o.numel()).tolist() for o in outputs],
         "edges": edges.tolist(),
         "saturation": [float((o.abs() > SATURATED).float().mean()) for o in outputs],
-        "grad_to_data": [float(lin.weight.grad.std() / lin.weight.detach().std()) for lin in _linears(model)],
+        "grad_to_data": [float(lin.weight.grad.std() / lin.weight.detach().std()) for lin in _linears(model)],  # type: ignore[union-attr]  # after backward
     }
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Any
 
 import numpy as np
 
@@ -369,8 +370,8 @@ def analyze(runs, ctx) -> ClaimResult:
             else {"step": [], "p15": [], "p50": [], "p85": []}
         )
     rows = []
-    for c, r in zip(configs, runs):
-        row = {"norm": c.norm, "lr": c.lr, "seed": c.seed, "status": "failed" if r is None else r.status}
+    for cfg, r in zip(configs, runs):
+        row = {"norm": cfg.norm, "lr": cfg.lr, "seed": cfg.seed, "status": "failed" if r is None else r.status}
         if r is not None:
             row.update(
                 final_test_acc=st.final(r, "test_acc"),

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Any
 
 from ..train.config import RunConfig
 from . import series_tools as st
@@ -328,8 +329,8 @@ def analyze(runs, ctx) -> ClaimResult:
         + (f" {failed} run(s) failed and were left out." if failed else "")
     )
     rows = []
-    for c, r in zip(configs, runs):
-        row = {"norm": c.norm, "lr": c.lr, "seed": c.seed, "status": "failed" if r is None else r.status}
+    for cfg, r in zip(configs, runs):
+        row = {"norm": cfg.norm, "lr": cfg.lr, "seed": cfg.seed, "status": "failed" if r is None else r.status}
         if r is not None:
             row.update(
                 diverged_step=r.diverged_step,

@@ -251,8 +251,8 @@ def analyze(runs, ctx) -> ClaimResult:
         + (f" {failed} run(s) failed and were left out." if failed else "")
     )
     rows = []
-    for c, r in zip(configs, runs):
-        row = {"norm": c.norm, "seed": c.seed, "status": "failed" if r is None else r.status}
+    for cfg, r in zip(configs, runs):
+        row = {"norm": cfg.norm, "seed": cfg.seed, "status": "failed" if r is None else r.status}
         if r is not None:
             row.update(final_test_acc=st.final(r, "test_acc"), final_train_eval_loss=st.final(r, "train_eval_loss"))
         rows.append(row)

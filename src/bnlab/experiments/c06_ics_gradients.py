@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Any
 
 import numpy as np
 
@@ -188,14 +189,14 @@ def analyze(runs, ctx) -> ClaimResult:
             continue
         per_run[cfg.norm][cfg.seed] = run.series
         row.update({"status": run.status, "test_acc": run.final("test_acc")})
-        row.update({f"mean_{m}_{l}": run_ics(run.series, l, m) for l in LAYERS for m in MEASURES})
+        row.update({f"mean_{m}_{la}": run_ics(run.series, la, m) for la in LAYERS for m in MEASURES})
         rows.append(row)
     seeds = sorted(set(per_run["none"]) & set(per_run["bn"]))
     recs = records(runs, configs)
     stab = stability.assess(recs, rule)
     tests, adjusted = compare(list(recs.values()))
     result = stab.verdict
-    numbers = {}
+    numbers: dict[str, Any] = {}
     for name, t in tests.items():
         d = t.diff
         numbers[f"ratio_bn_over_none/{name}"] = {
@@ -232,7 +233,7 @@ def analyze(runs, ctx) -> ClaimResult:
         f"{ratios} (below 1: less shift with BN). {n_lower} of {len(tests)} comparisons show BN "
         f"significantly lower and {n_higher} significantly higher (Holm-adjusted p < {ALPHA}). Relative to "
         f"the gradient's size (‖G − G′‖ / ‖G‖, not part of the rule) the ratios were "
-        f"{', '.join(f'{LAYER_NAMES[l]} {math.exp(d.mean):.2f}×' for l, d in relative.items())}."
+        f"{', '.join(f'{LAYER_NAMES[la]} {math.exp(d.mean):.2f}×' for la, d in relative.items())}."
     )
     if failed:
         summary += f" {len(failed)} run(s) failed or diverged and are left out."
@@ -252,7 +253,7 @@ def analyze(runs, ctx) -> ClaimResult:
         "seeds": sorted({c.seed for c in configs}),
         "quick": ctx.quick,
     }
-    data = {"layers": list(LAYERS), "curves": {}}
+    data: dict[str, Any] = {"layers": list(LAYERS), "curves": {}}
     for norm in NORMS:
         if not per_run[norm]:
             continue

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Any
 
 import numpy as np
 
@@ -161,7 +162,7 @@ def records(runs, configs) -> dict[int, dict | None]:
     """{seed: {metric: (log mean with BN, log mean without, share of steps with BN lower)}}; None when
     either run of the seed failed or diverged."""
     series = st.by_seed(configs, runs, lambda c: c.norm, lambda r: None if r is None or r.diverged else r.series)
-    out = {}
+    out: dict[int, Any] = {}
     for seed, by_norm in series.items():
         if by_norm["bn"] is None or by_norm["none"] is None:
             out[seed] = None
@@ -273,7 +274,7 @@ def analyze(runs, ctx) -> ClaimResult:
         "seeds": sorted({c.seed for c in configs}),
         "quick": ctx.quick,
     }
-    data = {"curves": {}}
+    data: dict[str, Any] = {"curves": {}}
     bands = (
         "landscape/loss_min",
         "landscape/loss_max",
@@ -313,7 +314,7 @@ def draw_landscape(data: dict):
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(8, 3.0))
-    for i, (norm, c) in enumerate(data["curves"].items()):
+    for norm, c in data["curves"].items():
         label, color = text.name(norm), ("tab:blue" if norm == "bn" else "tab:gray")
         axes[0].fill_between(
             c["step"], c["landscape/loss_min"], c["landscape/loss_max"], color=color, alpha=0.4, label=label

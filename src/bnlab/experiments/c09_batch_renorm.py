@@ -25,6 +25,7 @@ i.i.d. test set. Runs with the same seed share initialisation and batch order: p
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from ..train.config import RunConfig
 from . import series_tools as st
@@ -47,7 +48,9 @@ SOURCE = "Ioffe 2017, 'Batch Renormalization', §3-4 (arXiv:1702.03275)"
 # --- the sweep ------------------------------------------------------------------------------
 DATA, MODEL = "mnist1d", "cnn"
 BASE_LR, BASE_BATCH = 0.1, 32  # lr = BASE_LR * B / BASE_BATCH
-SETTINGS = {  # name -> batch size, classes per batch (0: i.i.d.), learning rate, steps (full), steps (quick)
+SETTINGS: dict[
+    str, dict[str, Any]
+] = {  # name -> batch size, classes per batch (0: i.i.d.), learning rate, steps (full), steps (quick)
     "small (batch 4, i.i.d.)": {
         "batch_size": 4,
         "batch_classes": 0,
@@ -169,8 +172,8 @@ def analyze(runs, ctx) -> ClaimResult:
         for name in SETTINGS
         for norm in NORMS
     }
-    numbers = {}
-    for (name, t, p), d in zip(zip(SETTINGS, tests, p_holm), diffs):
+    numbers: dict[str, Any] = {}
+    for (name, _t, p), d in zip(zip(SETTINGS, tests, p_holm), diffs):
         numbers[f"{SHORT[name]}_bn_acc"] = per_norm[(name, "bn")].to_json()
         numbers[f"{SHORT[name]}_brn_acc"] = per_norm[(name, "brn")].to_json()
         numbers[f"{SHORT[name]}_brn_minus_bn"] = d.to_json()

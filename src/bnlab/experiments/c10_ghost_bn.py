@@ -48,7 +48,8 @@ RULE = (
     "Final test accuracy in eval mode, paired by seed; gap(X) = acc(small BN) − acc(X) for X = large BN and "
     "large ghost BN, so gap(BN) − gap(ghost) = acc(large ghost BN) − acc(large BN). The claim presupposes a "
     "large-batch gap: unless gap(BN)'s 95% CI lies above 0 (large batches significantly worse), there is no "
-    "established gap to narrow and the verdict is inconclusive. Otherwise: reproduced if the 95% CI of gap(BN) − gap(ghost) lies "
+    "established gap to narrow and the verdict is inconclusive. Otherwise: reproduced if the 95% CI of gap(BN) − "
+    "gap(ghost) lies "
     f"above 0 (ghost BN shrinks the gap); not reproduced if it lies below +{NEGLIGIBLE * 100:g} pp (no "
     "narrowing worth the name, or a widening); inconclusive otherwise."
 )
@@ -261,7 +262,7 @@ def _draw(data: dict):
     ax.set_xlabel("optimizer steps")
     ax.set_ylabel("test accuracy")
     percent_axis(ax, limits=None)
-    for i, (n, g) in enumerate(data["gaps"].items()):
+    for i, g in enumerate(data["gaps"].values()):
         m = g.get("mean")
         if m is None:
             continue

@@ -12,6 +12,7 @@ the comparison is paired within a run, and runs are paired by seed.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from ..train.config import RunConfig
 from . import series_tools as st
@@ -198,6 +199,7 @@ def analyze(runs, ctx) -> ClaimResult:
     for c, r in zip(configs, runs):
         if r is not None and not r.diverged and _complete(r):
             by_lr[c.lr].append(r)
+    numbers: dict[str, Any]
     curves, rows, numbers = {}, [], {}
     for lr, rs in by_lr.items():
         ema = [_metric(r, "precise/ema_test_acc") for r in rs]

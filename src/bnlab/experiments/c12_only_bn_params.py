@@ -274,7 +274,7 @@ def draw_accuracy(data: dict):
 
     fig, ax = plt.subplots(figsize=(7, 3.4))
     labels = {"norm": "only γ and β", "random": f"{BN_PARAMS} random weights", "all": "all weights"}
-    for i, (name, m, lo, hi, seeds) in enumerate(
+    for i, (_name, m, lo, hi, seeds) in enumerate(
         zip(data["settings"], data["mean"], data["low"], data["high"], data["per_seed"])
     ):
         ax.scatter(np.full(len(seeds), i) + 0.15, [100 * v for v in seeds], s=12, color="grey", alpha=0.7)

@@ -17,12 +17,14 @@ statistics from a few samples.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from . import shift_runs as S
 from . import spec, stability, stats
 from .probes import shift_eval as probe
 from . import text
 from .plotting import legend_below, percent_axis
+from .probes import shift_eval as probe
 from .result import ClaimResult, FigureSpec
 
 ID = "C13"
@@ -74,7 +76,7 @@ def _small_batch_numbers(runs: list) -> dict:
     for where, sets in (("clean data", ["clean"]), (f"severity {S.TOP}, mean of corruptions", list(S.CORRUPTIONS))):
         level = 0 if where == "clean data" else S.TOP
 
-        def mean(key):
+        def mean(key, level=level, sets=sets):
             return [sum(S.metric(r, c, level, key) for c in sets) / len(sets) for r in runs]
 
         block = {"no adaptation (%)": S.est(mean("subset_source"))}
@@ -133,7 +135,7 @@ def analyze(runs, ctx) -> ClaimResult:
         if stats.paired(S.values(good, "adabn", top, c), S.values(good, "source", top, c)).diff.low > 0
     ]
     by_corruption = {S.CORRUPTION_LABELS[c]: stats.estimate(S.recovered(good, "adabn", top, c)) for c in S.CORRUPTIONS}
-    numbers = {
+    numbers: dict[str, Any] = {
         "Clean test error, no adaptation (%)": S.est(clean),
         f"Mean error at severity {top} (%)": {S.METHODS[m]: S.est(S.values(good, m, top)) for m in S.MAIN_METHODS},
         f"AdaBN minus no adaptation at severity {top} (points)": change.to_json(),
@@ -152,12 +154,13 @@ def analyze(runs, ctx) -> ClaimResult:
     if small:
         numbers[SMALL_KEY] = _small_batch_numbers(good)
     summary = (
-        f"Trained on clean MNIST-1D, the CNN with BN errs on {text.interval(stats.estimate(clean), 'pct')} of the clean "
-        f"test set and on {text.interval(stats.estimate(src), 'pct')} of the shifted sets at severity {top} (mean of "
-        f"{len(S.CORRUPTIONS)} corruptions, {len(good)} seeds). With AdaBN's re-estimated statistics the "
-        f"error is {text.interval(stats.estimate(ada), 'pct')}, with test-batch statistics {text.interval(stats.estimate(tb), 'pct')}: "
-        f"AdaBN takes back {text.interval(share, 'share')} of the error the shift added (test-batch statistics "
-        f"{text.interval(share_tb, 'share')}). By corruption: {_shares(by_corruption)}"
+        f"Trained on clean MNIST-1D, the CNN with BN errs on {text.interval(stats.estimate(clean), 'pct')} of the "
+        f"clean test set and on {text.interval(stats.estimate(src), 'pct')} of the shifted sets at severity {top} "
+        f"(mean of {len(S.CORRUPTIONS)} corruptions, {len(good)} seeds). With AdaBN's re-estimated statistics the "
+        f"error is {text.interval(stats.estimate(ada), 'pct')}, with test-batch statistics "
+        f"{text.interval(stats.estimate(tb), 'pct')}: AdaBN takes back {text.interval(share, 'share')} of the error "
+        f"the shift added (test-batch statistics {text.interval(share_tb, 'share')}). By corruption: "
+        f"{_shares(by_corruption)}"
         + (f"; it is worse than no adaptation on {_and(worse)}" if worse else "")
         + f". On clean data AdaBN changes the error by {S.signed(clean_ada, 1)}."
     )
@@ -356,7 +359,7 @@ def draw_small_batches(data: dict):
     for ax, (where, block) in zip(axes, data["table"].items()):
         for j, (prefix, label) in enumerate(
             (
-                (f"test-batch statistics, batches of", "test-batch statistics"),
+                ("test-batch statistics, batches of", "test-batch statistics"),
                 (f"with the source prior N={data['prior']}, batches of", f"with prior N={data['prior']}"),
             )
         ):

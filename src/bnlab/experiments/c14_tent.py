@@ -16,11 +16,11 @@ verdict). The comparison is paired by seed and made on the same batches as test-
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from . import shift_runs as S
 from . import spec, stats
 from .probes import shift_eval as probe
-from . import text
 from .result import ClaimResult, FigureSpec
 from .spec import Margin, RuleVersion, Seeds
 
@@ -144,9 +144,10 @@ def analyze(runs, ctx) -> ClaimResult:
         numbers[f"Small batches (first {probe.SUBSET} test examples)"] = block
     summary = (
         f"At severity {top} (mean of {len(S.CORRUPTIONS)} corruptions, {len(good)} seeds) TENT errs on "
-        f"{text.interval(stats.estimate(tent), 'pct')} against {text.interval(stats.estimate(norm), 'pct')} with test-batch statistics "
-        f"alone and {text.interval(stats.estimate(ada), 'pct')} with AdaBN: TENT changes the error by {S.signed(change, 2)} "
-        f"against test-batch statistics (the paper: −1.8) and by {S.signed(vs_ada, 2)} against AdaBN. "
+        f"{text.interval(stats.estimate(tent), 'pct')} against {text.interval(stats.estimate(norm), 'pct')} with "
+        f"test-batch statistics alone and {text.interval(stats.estimate(ada), 'pct')} with AdaBN: TENT changes the "
+        f"error by {S.signed(change, 2)} against test-batch statistics (the paper: −1.8) and by {S.signed(vs_ada, 2)} "
+        "against AdaBN. "
         f"At the paper's lr of {probe.TENT_LR_PAPER:g}: {S.signed(paper_change, 2)}. On "
         f"clean data TENT changes the error by {S.signed(clean_tent, 1)} against no adaptation."
     )
@@ -155,7 +156,8 @@ def analyze(runs, ctx) -> ClaimResult:
         blk = numbers[f"Small batches (first {probe.SUBSET} test examples)"]["clean data"]
         at_b, none = S.estimate_of(blk[f"TENT, batches of {b} (%)"]), S.estimate_of(blk["no adaptation (%)"])
         summary += (
-            f" With batches of {b} it errs on {text.interval(at_b, 'pct')} of clean data (no adaptation: {text.interval(none, 'pct')}): "
+            f" With batches of {b} it errs on {text.interval(at_b, 'pct')} of clean data (no adaptation: "
+            f"{text.interval(none, 'pct')}): "
             "like test-batch statistics, it needs batches large enough to estimate the statistics."
         )
     if failed:

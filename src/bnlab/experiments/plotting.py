@@ -3,7 +3,7 @@ with enough ticks. The report draws figures with one text size (bnlab.report.fig
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 
 def legend_below(fig, axes: Iterable | None = None, ncol: int | None = None, title: str | None = None) -> None:

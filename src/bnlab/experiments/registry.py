@@ -26,9 +26,10 @@ import dataclasses
 import importlib
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
-from typing import Callable
+from typing import Any
 
 from . import stability
 from .result import ClaimResult
@@ -96,7 +97,7 @@ class Context:
     seeds: int | None = None  # None: the experiment's own default for quick/full
     jobs: int = 1  # local worker processes for sweeps (1: in this process)
     store: Path = dataclasses.field(default_factory=default_store)
-    progress: object = dataclasses.field(default_factory=_Silent)  # plan(runs, stored) and update(id, done, total)
+    progress: Any = dataclasses.field(default_factory=_Silent)  # plan(runs, stored) and update(id, done, total)
     scheduler: str | None = None  # a Dask scheduler's address: run the sweeps there
 
     def __post_init__(self) -> None:
@@ -128,10 +129,10 @@ def _run_configs(configs: list, ctx: Context, owner: dict[str, str], experiments
     from ..train.sweep import run_sweep
 
     keys = list(dict.fromkeys(c.key() for c in configs))  # unique, in the sweep's order
-    total = {claim: 0 for claim in experiments}  # computed experiments (no runs) are in the plan too
+    total = dict.fromkeys(experiments, 0)  # computed experiments (no runs) are in the plan too
     for key in keys:
         total[owner[key]] += 1
-    done = {claim: 0 for claim in total}
+    done = dict.fromkeys(total, 0)
     if configs:
         with Store(ctx.store) as store:
             for key in store.done(configs):

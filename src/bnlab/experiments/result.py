@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 VERDICTS = ("reproduced", "not reproduced", "inconclusive")  # what a verdict rule can give
 UNDERPOWERED = "underpowered"  # what the report says instead when the rule's verdict is not stable

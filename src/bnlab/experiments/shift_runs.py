@@ -108,7 +108,7 @@ def signed(e: stats.Estimate, digits: int = 1) -> str:
 def labels(numbers: dict) -> dict[str, Label]:
     """C13's and C14's numbers are keyed by what a reader sees, their unit last: the labels follow."""
     out = {}
-    for key, value in numbers.items():
+    for key in numbers:
         unit = "pct" if key.endswith("(%)") else "pct points" if key.endswith("(points)") else "count"
         text_ = key.removesuffix(" (%)").removesuffix(" (points)")
         detail = key.startswith(("Small batches", "Error at severity", "Mean error by severity", "Failed"))

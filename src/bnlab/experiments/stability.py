@@ -57,7 +57,8 @@ import contextvars
 import dataclasses
 import math
 from collections import Counter
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -77,7 +78,7 @@ PROJECT_RESAMPLES = 500
 MAX_SEEDS = 64  # the projection looks up to this many seeds per setting
 BOOTSTRAP_SEED = 20170  # the resampling is seeded: the same runs give the same stability
 
-Rule = Callable[[Sequence[Any]], str]
+Rule = Callable[[list[Any]], str]
 
 
 _INTERIM = contextvars.ContextVar("bnlab_interim_look", default=False)
@@ -135,7 +136,7 @@ class Stability:
         }
 
     @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> "Stability":
+    def from_json(cls, d: Mapping[str, Any]) -> Stability:
         return cls(
             d["verdict"],
             d["share"],
@@ -179,7 +180,7 @@ def _draws(records: list, rule: Rule, size: int, count: int, rng: np.random.Gene
     population = rng.integers(0, n, size=(count, n))
     picks = np.take_along_axis(population, rng.integers(0, n, size=(count, size)), axis=1)
     sets = Counter(tuple(sorted(row)) for row in picks.tolist())
-    verdicts = Counter()
+    verdicts: Counter[str] = Counter()
     for seeds, times in sets.items():
         verdicts[_check(rule([records[i] for i in seeds]))] += times
     return verdicts
@@ -196,7 +197,7 @@ def project(
         verdict, count = _draws(records, rule, size, PROJECT_RESAMPLES, rng).most_common(1)[0]
         if count / PROJECT_RESAMPLES >= THRESHOLD:
             return size, verdict
-        size = size + 1 if size < 8 else int(math.ceil(size * 1.25))
+        size = size + 1 if size < 8 else math.ceil(size * 1.25)
     return None, None
 
 
@@ -268,7 +269,10 @@ def describe(stability: Stability | None) -> str:
     if s.stable:
         return f"stable in {s.share:.0%} of resamples"
     if s.seeds < MIN_SEEDS:
-        told = f"{s.seeds} seed{'s' if s.seeds != 1 else ''}: too few to tell how stable the rule's verdict ({s.verdict}) is"
+        told = (
+            f"{s.seeds} seed{'s' if s.seeds != 1 else ''}: too few to tell how stable the rule's verdict "
+            f"({s.verdict}) is"
+        )
     else:
         told = f"the rule gave {s.verdict} in only {s.share:.0%} of resamples (needs {THRESHOLD:.0%})"
     if s.needed is not None:

@@ -55,9 +55,7 @@ def _unit(unit: str) -> Unit:
 def _plain(x: float, u: Unit, unit: str, sign: bool) -> str:
     if unit == "sci" or (u.digits is None and x != 0 and (abs(x) < 1e-3 or abs(x) >= 1e5)):
         text = f"{x:.1e}" if unit == "sci" else f"{x:.3g}"
-    elif u.digits is None:
-        text = f"{x:.3g}"
-    elif abs(x) >= 1e5:  # no "598714.72×": three significant digits are plenty
+    elif u.digits is None or abs(x) >= 1e5:  # >= 1e5: no "598714.72×", three significant digits are plenty
         text = f"{x:.3g}"
     else:
         text = f"{x:.{u.digits}f}"
@@ -89,7 +87,7 @@ def parts(e: Any) -> tuple[float, float | None, float | None, int | None]:
         e = e["diff"]
     if isinstance(e, dict):
         mean, n = e.get("mean"), e.get("n")
-        lo, hi = e.get("ci95", e.get("ci", (None, None)))
+        lo, hi = e.get("ci95", e.get("ci", (None, None)))  # type: ignore[misc]  # a pair (or the default)
     else:
         mean, n = e.mean, e.n
         lo, hi = (None, None) if e.ci is None or math.isnan(e.ci) else (e.low, e.high)

@@ -53,7 +53,6 @@ from pathlib import Path
 
 import numba
 
-
 # The files whose code ends up in the compiled kernels (numba inlines across them).
 KERNEL_SOURCES = ("numba_cpu.py", "numba_tags.py", "fast_exp.py", "cache.py")
 _HERE = Path(__file__).parent
@@ -67,11 +66,11 @@ def source_digest() -> str:
     return h.hexdigest()[:12]
 
 
-def is_writable(folder: str | os.PathLike) -> bool:
+def is_writable(folder: str | os.PathLike[str]) -> bool:
     """True if ``folder`` exists (or can be made) and a file can be created in it."""
     try:
         os.makedirs(folder, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
+        with tempfile.TemporaryFile(dir=os.fspath(folder)):
             return True
     except OSError:
         return False
@@ -117,8 +116,8 @@ def configure() -> str | None:
         return None
     if Path(base) == package_cache:
         _remove_older(package_cache, sub)
-    numba.config.CACHE_DIR = str(Path(base) / sub)
-    return numba.config.CACHE_DIR
+    numba.config.CACHE_DIR = str(Path(base) / sub)  # type: ignore[attr-defined]  # set at run time, not typed
+    return numba.config.CACHE_DIR  # type: ignore[attr-defined]  # (as above)
 
 
 CACHE_DIR = configure()
@@ -134,6 +133,7 @@ _CHILD_CODE = (
 
 def _compile_in_child(name: str, sig) -> bool:
     """Compile ``numba_cpu.<name>`` for ``sig`` in a child process, into the cache; True if it did."""
+    assert CACHE_DIR is not None  # the caller checked that compiled code is cached
     env = dict(os.environ, NUMBA_CACHE_DIR=os.path.dirname(CACHE_DIR), **{_CHILD: "1"})
     cmd = [sys.executable, "-c", _CHILD_CODE, str(_HERE.parent), name, pickle.dumps(sig).hex()]
     done = subprocess.run(cmd, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True)

@@ -43,6 +43,7 @@ Compiled code is cached on disk (``cache=True``); see :mod:`bnlab.kernels.cache`
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numba
 import numpy as np
@@ -87,8 +88,8 @@ ROW_BLOCK = 32768
 _FM = {"reassoc", "contract", "nsz", "arcp"}
 # numpy's error model: a float division by zero gives inf/NaN instead of raising ZeroDivisionError,
 # whose check in every division (SiLU's 1 / (1 + exp(-z))) stops the vectorizer.
-_JIT = dict(cache=CACHE_DIR is not None, fastmath=_FM, error_model="numpy")
-_INLINE = dict(inline="always", **_JIT)
+_JIT: dict[str, Any] = dict(cache=CACHE_DIR is not None, fastmath=_FM, error_model="numpy")
+_INLINE: dict[str, Any] = dict(inline="always", **_JIT)
 
 
 # --- per-channel constants and merges (tiny, serial) ---------------------------------------------

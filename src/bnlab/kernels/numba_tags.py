@@ -25,7 +25,7 @@ from .fast_exp import exp
 # one specialisation per argument type, so each activation is compiled -- on first use only -- as
 # its own straight-line loop that LLVM vectorizes, and plain batch norm never compiles the others.
 
-ACT_TAGS = {
+ACT_TAGS: dict[str, np.ndarray] = {
     "identity": np.empty(0, np.uint8),
     "relu": np.empty(0, np.uint16),
     "leaky_relu": np.empty(0, np.uint32),

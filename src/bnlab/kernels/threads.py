@@ -65,8 +65,8 @@ def start() -> None:
     """Choose the layer (unless the user did) and start numba's thread pool now. Idempotent."""
     if _started_in:
         return
-    if "NUMBA_THREADING_LAYER_PRIORITY" not in os.environ and numba.config.THREADING_LAYER == "default":
-        numba.config.THREADING_LAYER_PRIORITY = list(_PRIORITY)
+    if "NUMBA_THREADING_LAYER_PRIORITY" not in os.environ and numba.config.THREADING_LAYER == "default":  # type: ignore[attr-defined]  # run-time settings
+        numba.config.THREADING_LAYER_PRIORITY = list(_PRIORITY)  # type: ignore[attr-defined]  # run-time setting
     threads, levels = openmp_state()
     try:
         from numba.np.ufunc import parallel

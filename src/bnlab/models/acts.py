@@ -6,7 +6,7 @@ Names: ``relu``, ``sigmoid``, ``tanh``, ``gelu``, ``elu``, ``leaky_relu`` (slope
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from torch import nn
 

@@ -15,7 +15,7 @@ one thread per run) -- within the published 94 +- 2.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from torch import Tensor, nn
 

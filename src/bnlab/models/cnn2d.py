@@ -6,7 +6,7 @@ max-pool between stages, then global average pooling and a linear head. Default 
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from torch import Tensor, nn
 

@@ -13,7 +13,7 @@ is why the trainer refuses weight decay for a random subset.
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 from torch import nn

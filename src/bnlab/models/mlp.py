@@ -9,7 +9,7 @@ input of ``model.blocks[-1].act``.
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from torch import Tensor, nn
 

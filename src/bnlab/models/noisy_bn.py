@@ -39,8 +39,8 @@ def covariate_shift_noise(a: Tensor) -> Tensor:
 
 class _Noisy:
     def forward(self, input: Tensor) -> Tensor:
-        y = super().forward(input)
-        return covariate_shift_noise(y) if self.training else y
+        y = super().forward(input)  # type: ignore[misc]  # a mixin: the BN class after it in the MRO
+        return covariate_shift_noise(y) if self.training else y  # type: ignore[attr-defined]  # (the BN class's)
 
 
 class NoisyBatchNorm1d(_Noisy, BatchNorm1d):

@@ -34,7 +34,8 @@ instead of a name is called as ``cls(num_features, **norm_kw)`` whatever the dim
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from torch import nn
 

@@ -11,7 +11,7 @@ activation, ``norm2(act(conv2(norm1(act(conv1 x))))) + shortcut(x)``.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from torch import Tensor, nn
 
@@ -38,7 +38,7 @@ class BasicBlock(nn.Module):
         self.conv2 = _conv3x3(cout, cout)
         self.norm2 = norm(cout)
         self.act2 = act()
-        self.shortcut = nn.Identity()
+        self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or cin != cout:
             self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride), norm(cout))
 

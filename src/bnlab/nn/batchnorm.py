@@ -38,6 +38,7 @@ from torch.overrides import handle_torch_function, has_torch_function_unary
 
 from ..core import checks, ops
 from ..core import math as M
+from .nonfinite_guard import enable
 
 __all__ = [
     "BatchNorm1d",
@@ -51,7 +52,7 @@ __all__ = [
 ]
 
 
-def layer_forward(module: "_BatchNorm", input: Tensor, *args) -> Tensor:
+def layer_forward(module: _BatchNorm, input: Tensor, *args) -> Tensor:
     """The forward of bnlab's batch-norm layer ``module`` on ``input`` (extra arguments: a masked
     layer's mask). A function of its own so that tracers that work by ``__torch_function__``
     (torch.fx) record one node per layer (module docstring)."""
@@ -114,13 +115,11 @@ class _BatchNorm(nn.modules.batchnorm._BatchNorm):
             bias=bias,
         )
 
-    def skip_nonfinite_updates(self, enabled: bool = True) -> "_BatchNorm":
+    def skip_nonfinite_updates(self, enabled: bool = True) -> _BatchNorm:
         """Off by default. When on, a training batch that would make the running statistics
         non-finite (NaN/Inf in the batch) is not counted: the buffers keep their previous values,
         ``nonfinite_batches_skipped`` counts such batches and a RuntimeWarning says so. Costs one
         host sync per training forward. See :mod:`bnlab.nn.nonfinite`. Returns ``self``."""
-        from .nonfinite import enable
-
         enable(self, enabled)
         return self
 
@@ -197,11 +196,12 @@ class _BatchNorm(nn.modules.batchnorm._BatchNorm):
         if use_batch_stats:
             checks.check_batch_size(input)
             return ops.train(input, self.weight, self.bias, running_mean, running_var, momentum, self.eps)[0]
+        assert running_mean is not None and running_var is not None  # no batch statistics: the buffers exist
         return ops.evaluate(input, running_mean, running_var, self.weight, self.bias, self.eps)
 
     # --- TorchScript ---------------------------------------------------------------------------
 
-    def __prepare_scriptable__(self) -> "_BatchNorm":
+    def __prepare_scriptable__(self) -> _BatchNorm:
         """Called by ``torch.jit.script`` before compiling: refuse what a scripted layer cannot do."""
         if self._not_scriptable is not None:
             raise TypeError(

@@ -28,7 +28,7 @@ __all__ = ["FrozenBatchNorm1d", "FrozenBatchNorm2d", "FrozenBatchNorm3d"]
 
 class _FrozenBatchNorm(nn.Module):
     _input_dims: tuple[int, ...] = ()
-    __constants__ = ["_input_dims", "num_features", "eps"]
+    __constants__ = ["_input_dims", "num_features", "eps"]  # noqa: RUF012 -- TorchScript's own convention
 
     def __init__(self, num_features: int, eps: float = 1e-5, device=None, dtype=None) -> None:
         if isinstance(num_features, bool) or not isinstance(num_features, int) or num_features <= 0:
@@ -46,7 +46,7 @@ class _FrozenBatchNorm(nn.Module):
     def extra_repr(self) -> str:
         return f"{self.num_features}, eps={self.eps}"
 
-    _check_input_dim = _BatchNorm._check_input_dim
+    _check_input_dim = _BatchNorm._check_input_dim  # shared: it reads _input_dims only
 
     def _load_from_state_dict(
         self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
@@ -66,7 +66,7 @@ class _FrozenBatchNorm(nn.Module):
         return ops.evaluate(input, self.running_mean, self.running_var, self.weight, self.bias, self.eps)
 
     @classmethod
-    def from_batchnorm(cls, bn: nn.Module) -> "_FrozenBatchNorm":
+    def from_batchnorm(cls, bn: nn.Module) -> _FrozenBatchNorm:
         """``bn`` (bnlab or torch batch norm) frozen: its eval map, device and dtype.
 
         The frozen layer holds ``bn``'s own tensors (gamma and beta detached, as buffers), as every

@@ -109,6 +109,7 @@ class _BatchRenorm(_BatchNorm):
         ``warmup_steps`` the compressed warm-up at this layer's ``num_batches_tracked``."""
         if not self.warmup_steps:
             return self._r_max, self._d_max
+        assert self.num_batches_tracked is not None  # Batch Renorm requires track_running_stats=True
         return compressed_warmup(int(self.num_batches_tracked), self.warmup_steps, self._r_max, self._d_max)
 
     def extra_repr(self) -> str:

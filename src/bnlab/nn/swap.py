@@ -28,7 +28,7 @@ so handles stay valid) and a quantization ``qconfig``.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -84,12 +84,15 @@ def _held(module: nn.Module, name: str) -> Tensor | None:
     return module._buffers.get(name)
 
 
+_M = TypeVar("_M", bound=nn.Module)
+
+
 def _like(old: nn.Module) -> dict[str, Any]:
     ref = next((t for t in (_held(old, n) for n in PARAMETERS + BUFFERS[:2]) if t is not None), None)
     return {} if ref is None else {"device": ref.device, "dtype": ref.dtype}
 
 
-def swap(old: nn.Module, new: nn.Module) -> nn.Module:
+def swap(old: nn.Module, new: _M) -> _M:
     """Give ``new`` (built with its configuration, on any device) ``old``'s tensors, training flag,
     hooks and qconfig under the policy of the module docstring; returns ``new``."""
     kept = dict(getattr(old, KEPT, None) or {})
@@ -108,7 +111,7 @@ def swap(old: nn.Module, new: nn.Module) -> nn.Module:
             if name == "num_batches_tracked":
                 tensor = torch.tensor(0, dtype=torch.long, device=_like(old).get("device"))
             else:
-                tensor = torch.full((new.num_features,), _DEFAULTS[name], **_like(old))
+                tensor = torch.full((new.num_features,), _DEFAULTS[name], **_like(old))  # type: ignore[arg-type]  # BN's int
         if as_parameter:
             if not isinstance(tensor, nn.Parameter):
                 tensor = nn.Parameter(tensor, requires_grad=grads.get(name, True))

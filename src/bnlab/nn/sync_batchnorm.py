@@ -115,7 +115,7 @@ class SyncBatchNorm(_BatchNorm):
             return module
         if type(module) in _CONVERTIBLE:
             new = swap(module, cls(**plain_config(module), process_group=process_group, device="meta"))
-            new._converted_from = _CONVERTIBLE[type(module)]
+            new._converted_from = _CONVERTIBLE[type(module)]  # type: ignore[assignment]  # a plain attribute
             return new
         if isinstance(module, (_BatchNorm, nn.modules.batchnorm._BatchNorm)):
             raise TypeError(

@@ -13,11 +13,11 @@ Text is plain: the renderer escapes it, and only `backticks` become inline code.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
 
 from ..experiments import text
 from ..experiments.c04_placement import better_order
-from ..experiments.result import UNDERPOWERED, ClaimResult
+from .evidence import Evidence
+from .ics import believe, readings
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,7 +167,8 @@ def placement(ev: Evidence) -> Answer:
 def how_it_works(ev: Evidence) -> Answer:
     out = (
         "Per channel, over the m values of a batch: μ = mean, σ² = biased variance, "
-        "x̂ = (x − μ) / √(σ² + ε), y = γ · x̂ + β; in evaluation μ and σ² come from running averages. Because the statistics come from "
+        "x̂ = (x − μ) / √(σ² + ε), y = γ · x̂ + β; in evaluation μ and σ² come from running averages. Because the "
+        "statistics come from "
         "the batch, a model left in training mode predicts each example from the batch it sits in."
     )
     fe = ev.demo("pitfalls", "forget_eval")
@@ -225,8 +226,6 @@ def implement(ev: Evidence) -> Answer:
 
 
 def layers_ics(ev: Evidence) -> Answer:
-    from .ics import believe, readings
-
     out = (
         "Internal covariate shift is the change of a layer's input distribution while the layers before it "
         "learn; the BN paper credited BN's speed to reducing it, Santurkar et al. (2018) to a smoother loss "

@@ -8,7 +8,8 @@ flagged when it rests on fewer than three seeds.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from ..experiments import text
 from ..experiments.result import UNDERPOWERED, ClaimResult, Label
@@ -91,7 +92,8 @@ def _row(label: str, value: str) -> str:
 
 def numbers_tables(result: ClaimResult) -> tuple[str, str]:
     """(key numbers table, statistics table) of a result."""
-    key_rows, detail_rows = [], []
+    key_rows: list[str] = []
+    detail_rows: list[str] = []
     for k, v in result.numbers.items():
         label = result.labels.get(k, Label(_plain_key(k)))
         (detail_rows if label.detail else key_rows).append(_row(label.text, value_html(v, label.unit)))
@@ -251,7 +253,7 @@ def claim_reference(result: ClaimResult, info: Claim | None) -> str:
 <article class="claim ref">
   <header><span class="cid">{esc(result.id)}</span> <h3>{esc(title)}</h3> {verdict_marks(result)}</header>
   <p class="finding">{esc(result.finding or result.summary)}{esc(" (Underpowered: not a finding.)" if result.verdict == UNDERPOWERED else "")} <a href="#{esc(result.id)}">Evidence above.</a></p>
-</article>"""
+</article>"""  # noqa: E501 -- HTML markup, one element a line
 
 
 def claim_missing(info: Claim) -> str:

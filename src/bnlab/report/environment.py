@@ -36,7 +36,7 @@ def git_revision(path: Path | None = None) -> str | None:
     bnlab is not running from a git checkout or git is unavailable."""
     where = Path(path) if path is not None else Path(__file__).resolve().parent
     try:
-        run = dict(cwd=where, capture_output=True, text=True, timeout=10, check=True)
+        run: dict[str, Any] = dict(cwd=where, capture_output=True, text=True, timeout=10, check=True)
         rev = subprocess.run(["git", "rev-parse", "HEAD"], **run).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], **run).stdout.strip()
     except (OSError, subprocess.SubprocessError):

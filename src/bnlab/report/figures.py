@@ -21,7 +21,7 @@ from ..experiments.result import FigureSpec
 
 # Glyphs drawn as paths: the page looks the same whatever fonts the reader's machine has. Figures are
 # 7-8 inches wide and shown at their natural size (1 pt = 1.33 px), so 9 pt text reads as 12 px.
-RC = {
+RC: dict[str, Any] = {
     "svg.fonttype": "path",
     "font.size": 9,
     "axes.titlesize": 9.5,
@@ -37,7 +37,7 @@ RC = {
 
 def figure_svg(spec: FigureSpec) -> bytes:
     """Call ``spec.draw(spec.data)`` and return the figure as compact SVG bytes (the figure is closed)."""
-    with matplotlib.rc_context(RC):
+    with matplotlib.rc_context(RC):  # type: ignore[arg-type]  # matplotlib types the keys as literals
         fig = spec.draw(spec.data)
         if not hasattr(fig, "savefig"):
             raise TypeError(f"expected FigureSpec.draw to return a matplotlib Figure (got {type(fig).__name__})")

@@ -4,7 +4,8 @@ each with the demo this report measured (:mod:`bnlab.demos`)."""
 from __future__ import annotations
 
 import inspect
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from .. import scratch
 from ..experiments import text
@@ -49,7 +50,8 @@ def pitfalls(demos: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
             ""
             if not one
             else f"In training mode a BatchNorm1d refuses an (N = 1, C) batch: \u201c{one['error']}\u201d. "
-            f"An (N = 1, C, L) batch passes but normalizes each example by itself: predicting one example at a time in training "
+            "An (N = 1, C, L) batch passes but normalizes each example by itself: predicting one example at a time "
+            "in training "
             f"mode scored {_pct(one['train_mode_batch_1'])}. In eval mode one example alone gets what it gets in "
             f"a batch (largest difference of the outputs {one['eval_alone_vs_batch']:.0e}, float rounding).",
             "Predict in eval mode; train on batches of more than a few examples.",
@@ -76,17 +78,21 @@ def pitfalls(demos: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
             "Momentum means opposite things in PyTorch and Keras/Flax",
             ""
             if not mo
-            else f"PyTorch's `momentum=0.1` is the weight of the new batch; Keras's and Flax's `momentum="
-            f"{mo['keras_decay']:g}` is the decay of the old value. The same average needs momentum = 1 − decay: "
-            f"`bnlab.surgery.conventions.decay_to_momentum({mo['keras_decay']:g})` = {mo['converted']:.2g}. "
-            f"Re-estimating the running statistics of the trained CNN over one epoch ({mo['batches_per_epoch']} "
-            f"batches): momentum 0.1 gave {_pct(mo['torch_default'])}; Keras's {mo['keras_decay']:g} typed into "
-            f"PyTorch (statistics of the last few batches only) {_pct(mo['keras_value_typed_in'])}; the converted "
-            f"{mo['converted']:.2g} {_pct(mo['converted_one_epoch'])}, because the initial values still weigh "
-            f"{(1 - mo['converted']) ** mo['batches_per_epoch']:.0%} after one epoch, and "
-            f"{_pct(mo['converted_ten_epochs'])} after ten.",
-            "Convert with `decay_to_momentum` / `momentum_to_decay` (or let `bnlab.surgery.interop` do it when "
-            "moving weights), and give a slow average enough batches.",
+            else (
+                f"PyTorch's `momentum=0.1` is the weight of the new batch; Keras's and Flax's `momentum="
+                f"{mo['keras_decay']:g}` is the decay of the old value. The same average needs momentum = 1 − decay: "
+                f"`bnlab.surgery.conventions.decay_to_momentum({mo['keras_decay']:g})` = {mo['converted']:.2g}. "
+                f"Re-estimating the running statistics of the trained CNN over one epoch ({mo['batches_per_epoch']} "
+                f"batches): momentum 0.1 gave {_pct(mo['torch_default'])}; Keras's {mo['keras_decay']:g} typed into "
+                f"PyTorch (statistics of the last few batches only) {_pct(mo['keras_value_typed_in'])}; the converted "
+                f"{mo['converted']:.2g} {_pct(mo['converted_one_epoch'])}, because the initial values still weigh "
+                f"{(1 - mo['converted']) ** mo['batches_per_epoch']:.0%} after one epoch, and "
+                f"{_pct(mo['converted_ten_epochs'])} after ten."
+            ),
+            (
+                "Convert with `decay_to_momentum` / `momentum_to_decay` (or let `bnlab.surgery.interop` do it when "
+                "moving weights), and give a slow average enough batches."
+            ),
         )
     )
     out.append(

@@ -3,7 +3,8 @@ C3), and inside a saturating network with and without BN (the diagnostics demo).
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from ..experiments import text
 from ..experiments.plotting import legend_below, log_ticks, percent_axis
@@ -144,12 +145,13 @@ def section_html(results: Mapping[str, ClaimResult], demos: Mapping[str, Any], q
                     "Inside a saturating network, with and without BN",
                     diag,
                     draw_diagnostics,
-                    f"A tanh MLP with {diag['hidden']} hidden layers of {diag['width']} units whose weights start too large "
-                    f"(std {diag['gain']:g}/√fan-in), after {diag['steps']} SGD steps, measured on 1000 training examples. "
-                    f"Top: the distribution of each layer's tanh outputs. Bottom left: the share of saturated units, where "
-                    f"tanh's slope is almost 0 and little gradient flows ({text.number(sat['none'], '%')} on average without "
-                    f"BN, {text.number(sat['bn'], '%')} with). Bottom right: std(gradient) / std(weights) per layer, how much "
-                    f"one step changes each layer. Test accuracy: {text.number(diag['none']['test_acc'], '%')} without BN, "
+                    f"A tanh MLP with {diag['hidden']} hidden layers of {diag['width']} units whose weights start too "
+                    f"large (std {diag['gain']:g}/√fan-in), after {diag['steps']} SGD steps, measured on 1000 "
+                    "training examples. Top: the distribution of each layer's tanh outputs. Bottom left: the share "
+                    "of saturated units, where tanh's slope is almost 0 and little gradient flows "
+                    f"({text.number(sat['none'], '%')} on average without BN, {text.number(sat['bn'], '%')} with). "
+                    "Bottom right: std(gradient) / std(weights) per layer, how much one step changes each layer. "
+                    f"Test accuracy: {text.number(diag['none']['test_acc'], '%')} without BN, "
                     f"{text.number(diag['bn']['test_acc'], '%')} with.",
                 ),
                 "",

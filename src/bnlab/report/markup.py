@@ -82,7 +82,7 @@ def figure_html(spec: FigureSpec, label: str) -> str:
     anchor = f"fig-{label}-{spec.name}" if label else f"fig-{spec.name}"
     try:
         uri = svg_data_uri(figure_svg(spec))
-    except Exception as exc:  # a broken figure must not cost the whole report
+    except Exception as exc:  # noqa: BLE001 -- a broken figure must not cost the whole report
         print(f"warning: figure {label}/{spec.name} could not be drawn: {exc!r}", file=sys.stderr)
         detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
         return (

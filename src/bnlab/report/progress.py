@@ -18,7 +18,8 @@ import dataclasses
 import sys
 import threading
 import time
-from typing import Callable, Mapping, TextIO
+from collections.abc import Callable, Mapping
+from typing import TextIO
 
 
 @dataclasses.dataclass
@@ -30,7 +31,7 @@ class _Experiment:
 
 def format_duration(seconds: float) -> str:
     """``75.4`` -> ``"1:15"``; ``3725`` -> ``"1:02:05"``."""
-    s = max(0, int(round(seconds)))
+    s = max(0, round(seconds))
     h, rem = divmod(s, 3600)
     m, s = divmod(rem, 60)
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
@@ -93,6 +94,7 @@ class Progress:
             new = state is None
             if new:  # not planned: it joins the totals now
                 state = self._experiments[experiment] = _Experiment()
+            assert state is not None
             progressed = done != state.done or new
             state.done, state.total = done, total
             finishing = done == total and not state.finished

@@ -16,8 +16,9 @@ import argparse
 import json
 import re
 import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from ..experiments import registry, spec
 from ..experiments.result import UNDERPOWERED

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import re
 import sys
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from ..experiments.result import REPORTED, ClaimResult
 from ..experiments.stability import THRESHOLD
@@ -50,7 +51,7 @@ def index_results(results: Iterable[ClaimResult]) -> dict[str, ClaimResult]:
 
 def block_html(block: Block) -> str:
     if block.kind == "p":
-        return f"<p>{inline(block.text)}</p>"
+        return f"<p>{inline(block.text)}</p>"  # type: ignore[arg-type]  # a paragraph's text is one str
     if block.kind == "math":
         return f'<pre class="math">{esc(block.text)}</pre>'
     if block.kind == "list":
@@ -106,7 +107,7 @@ def verdict_table(by_id: Mapping[str, ClaimResult], catalogue: Mapping[str, Clai
             if result is not None and result.title
             else info.title
             if info
-            else result.name.replace("-", " ")
+            else result.name.replace("-", " ")  # type: ignore[union-attr]  # a claim has a result or an info
         )
         source = result.source if result is not None else info.source if info else ""
         parts = "".join(
@@ -137,7 +138,7 @@ def verdict_table(by_id: Mapping[str, ClaimResult], catalogue: Mapping[str, Clai
   judged and shown on its own; seeds were added in rounds until every verdict was settled or a cap was reached.</p>
   <table class="verdict-table"><thead><tr><th>Claim</th><th>What was tested (source)</th><th>Verdict here</th></tr></thead>
   <tbody>{"".join(rows)}</tbody></table>
-</section>"""
+</section>"""  # noqa: E501 -- HTML markup, one element a line
 
 
 def question_section(

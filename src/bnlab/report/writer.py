@@ -25,7 +25,7 @@ import re
 import secrets
 import threading
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from ..experiments.result import ClaimResult, json_safe
 from .render import index_results, render_page

@@ -12,8 +12,8 @@
 
 from .accumulate import ExactBNAccumulation
 from .convert import TARGETS, convert, register_source, register_target
-from .fold import fold
 from .doctor import doctor
+from .fold import fold
 from .precise_bn import precise_bn
 
 __all__ = [

@@ -38,6 +38,7 @@ class ChannelStats:
             return
         count, mean, m2 = (t.to(torch.float64) for t in F.local_moments(x.detach()))
         if self.count:
+            assert self._count is not None and self.mean is not None and self.m2 is not None
             count, mean, m2 = F.combine_moments(
                 torch.stack([self._count, count]), torch.stack([self.mean, mean]), torch.stack([self.m2, m2])
             )
@@ -50,10 +51,11 @@ class ChannelStats:
         return self.m2 / (self.count - 1 if unbiased and self.count > 1 else self.count)
 
 
-def tracked_bn_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+def tracked_bn_layers(model: nn.Module) -> list[tuple[str, _NormBase]]:
     """The BN layers of ``model`` that keep running statistics, with their names."""
+    # the batch-norm sources that track statistics all carry torch's BN attributes and state (_NormBase's)
     return [
-        (name or "<model>", m)
+        (name or "<model>", cast(_NormBase, m))
         for name, m in model.named_modules()
         if is_batchnorm(m) and getattr(m, "track_running_stats", False) and m.running_mean is not None
     ]

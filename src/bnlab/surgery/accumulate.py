@@ -75,7 +75,7 @@ class ExactBNAccumulation:
             if index == 0:
                 self.pending += 1
 
-    def __enter__(self) -> "ExactBNAccumulation":
+    def __enter__(self) -> ExactBNAccumulation:
         if self._handles:
             raise RuntimeError("ExactBNAccumulation is already active")
         self._momenta = [m.momentum for _, m in self.layers]
@@ -98,11 +98,12 @@ class ExactBNAccumulation:
             momentum = self._momenta[i]
             if self._committed[i] is not None:
                 self._committed[i] += 1
-                m.num_batches_tracked.copy_(self._committed[i])
+                m.num_batches_tracked.copy_(self._committed[i])  # type: ignore[union-attr]  # counted: it exists
             if momentum is None:
                 count = self._committed[i]
                 assert count is not None, "momentum=None needs num_batches_tracked"
                 momentum = 1.0 / float(count)
+            assert s.mean is not None  # s.count > 0
             F.update_running_stats(m.running_mean, m.running_var, s.mean, s.variance(unbiased=False), s.count, momentum)
             self._stats[i] = ChannelStats()
         self.pending = 0
@@ -114,7 +115,7 @@ class ExactBNAccumulation:
         for (_, m), momentum, nbt in zip(self.layers, self._momenta, self._committed):
             m.momentum = momentum
             if nbt is not None:
-                m.num_batches_tracked.copy_(nbt)
+                m.num_batches_tracked.copy_(nbt)  # type: ignore[union-attr]  # saved from it: it exists
         if self.pending and exc[0] is None:
             warnings.warn(
                 f"{self.pending} micro-batch forward(s) after the last commit() were discarded: call "

@@ -19,6 +19,9 @@ from __future__ import annotations
 
 from typing import TypeVar
 
+import numpy as np
+from torch import Tensor
+
 __all__ = [
     "KERAS_DEFAULTS",
     "FLAX_DEFAULTS",
@@ -35,7 +38,7 @@ FLAX_DEFAULTS = {"momentum": 0.99, "epsilon": 1e-5}  # momentum is a decay
 # PyTorch momenta in this range are almost always a Keras/Flax decay typed into PyTorch.
 DECAY_LIKE_RANGE = (0.9, 0.999)
 
-V = TypeVar("V")
+V = TypeVar("V", float, Tensor, np.ndarray)  # anything that multiplies by a float
 
 
 def _check_weight(value: float, name: str) -> float:

@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from typing import Any, Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from torch import nn
 
@@ -106,6 +107,7 @@ def _convert_layer(module: nn.Module, target: Target, options: dict[str, Any], p
     if type(module) in target.produces:
         return module
     if type(module) in SOURCES:
+        assert target.build is not None  # every target but 'frozen' builds from the table
         return target.build(module, options)
     if isinstance(module, BN_BASES):
         known = ", ".join(sorted(c.__module__.split(".")[0] + "." + c.__name__ for c in SOURCES))
@@ -120,7 +122,7 @@ def _convert_layer(module: nn.Module, target: Target, options: dict[str, Any], p
 # --- the builders -----------------------------------------------------------------------------------
 
 
-def _per_dims(name: str, classes: dict[int, type]):
+def _per_dims(name: str, classes: Mapping[int, type]):
     """A builder of ``classes[dims](<old layer's plain configuration>)`` holding the old layer's state."""
 
     def build(layer: nn.Module, options: dict[str, Any]) -> nn.Module:
@@ -136,7 +138,7 @@ def _build_sync(layer: nn.Module, options: dict[str, Any]) -> nn.Module:
     )
     dims = SOURCES.get(type(layer))
     if dims is not None:
-        new._converted_from = _PLAIN[dims]  # so revert_sync_batchnorm and convert can go back without dims
+        new._converted_from = _PLAIN[dims]  # type: ignore[assignment]  # a plain attribute; so revert_sync_batchnorm and convert can go back without dims
     return new
 
 

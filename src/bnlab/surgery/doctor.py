@@ -35,6 +35,7 @@ and that the train/eval gap is reported as a note only (no hooks to read each la
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 from typing import Any
@@ -55,7 +56,8 @@ DEAD_GAMMA = 1e-5  # |gamma| below this: the channel is constant
 # train-eval-gap: a BN layer's running statistics do not describe the example input when, at that
 # layer's input in eval mode, the batch mean is off by more than SHIFT_Z running standard deviations
 # (rms over channels) or the batch variance by more than a factor e^LOG_VAR_RATIO (median over
-# channels), each plus two standard errors of the example's own sampling noise at that layer. Measured on torchvision/timm resnet18 and mobilenet_v2 (tests/test_doctor_zoo.py) with
+# channels), each plus two standard errors of the example's own sampling noise at that layer. Measured on
+# torchvision/timm resnet18 and mobilenet_v2 (tests/test_doctor_zoo.py) with
 # statistics calibrated by precise_bn: at most 0.31 and 0.46 on a batch of 4 from the same data; the
 # same models on that data scaled by 1.5: at least 1.22 and 1.14. The output gap itself is reported
 # only: with calibrated statistics it was 0.19-0.58 on those models (batch noise compounds with depth).
@@ -130,7 +132,8 @@ class DoctorReport:
 
 
 def _class_name(m: nn.Module) -> str:
-    return getattr(m, "original_name", None) if isinstance(m, torch.jit.ScriptModule) else type(m).__name__
+    # a ScriptModule always has original_name (a str)
+    return getattr(m, "original_name", None) if isinstance(m, torch.jit.ScriptModule) else type(m).__name__  # type: ignore[return-value]
 
 
 def _is_bn(m: nn.Module) -> bool:
@@ -219,7 +222,8 @@ def _decay_like_momentum(ctx: _Model) -> Finding | None:
     decay_like = [n for n, m in ctx.bns.items() if looks_like_decay(getattr(m, "momentum", None))]
     if not decay_like:
         return None
-    momenta = sorted({ctx.bns[n].momentum for n in decay_like})
+    # the momenta are floats here (looks_like_decay); ctx.bns holds eager and TorchScript layers alike
+    momenta = sorted({ctx.bns[n].momentum for n in decay_like})  # type: ignore[type-var]
     return Finding(
         "decay-like-momentum",
         "hazard",
@@ -227,7 +231,7 @@ def _decay_like_momentum(ctx: _Model) -> Finding | None:
         f"momentum {', '.join(map(str, momenta))} is in [{DECAY_LIKE_RANGE[0]}, {DECAY_LIKE_RANGE[1]}]: in PyTorch "
         f"momentum is the weight of the NEW batch, so the running statistics follow the last batch almost "
         f"entirely; this is the Keras/Flax convention (decay of the old value)",
-        f"use momentum = 1 - value (e.g. {round(1 - momenta[0], 6)}); "
+        f"use momentum = 1 - value (e.g. {round(1 - momenta[0], 6)}); "  # type: ignore[operator, arg-type]  # floats
         f"bnlab.surgery.conventions.decay_to_momentum converts",
     )
 
@@ -239,7 +243,7 @@ def _float16_overflow(ctx: _Model) -> Finding | None:
         rm, rv = getattr(m, "running_mean", None), getattr(m, "running_var", None)
         if rm is None or rv is None:
             continue
-        scale, _ = M.eval_affine(rm, rv, getattr(m, "weight", None), None, m.eps)
+        scale, _ = M.eval_affine(rm, rv, getattr(m, "weight", None), None, m.eps)  # type: ignore[arg-type]  # BN's float
         if max(float(rv.abs().max()), float(rm.abs().max()), float(scale.abs().max())) > FLOAT16_MAX:
             overflow.append(n)
     if not overflow:
@@ -384,8 +388,6 @@ def _bn_input_shapes(ctx: _Model, args: tuple) -> dict[str, tuple[int, ...]]:
     handles = [watch_input(m, record(n or "<model>")) for n, m in twin.named_modules() if _is_bn(m)]
     try:
         twin(*args)
-    except Exception:  # noqa: BLE001 -- any error of the user's forward
-        pass  # a BN raising on a batch of one is reported from the shapes seen so far
     for h in handles:
         h.remove()
     return shapes
@@ -445,7 +447,8 @@ def _train_eval_gap(ctx: _Model, args: tuple) -> Finding | None:
             n, k = next(iter(early.items()))
             msg += (
                 f"; {len(early)} of them have seen few training batches ({n}: {k}), so their running "
-                f"statistics still hold {(1 - ctx.bns[n].momentum) ** k:.0%} or more of their initial values"
+                # (_batches_seen returned a count: the momentum is a float)
+                f"statistics still hold {(1 - ctx.bns[n].momentum) ** k:.0%} or more of their initial values"  # type: ignore[operator]
             )
     elif fresh:
         msg += (

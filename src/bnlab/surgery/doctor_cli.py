@@ -23,6 +23,7 @@ import json
 import os
 import sys
 import warnings
+from typing import Any
 
 import torch
 from torch import nn
@@ -69,7 +70,7 @@ def load_model(spec: str, paths: list[str] | tuple[str, ...] = ()) -> nn.Module:
     extra = [os.path.abspath(p) for p in paths]
     sys.path.extend(extra)  # after the installed packages: a local folder never shadows one
     try:
-        obj = importlib.import_module(module_name)
+        obj: Any = importlib.import_module(module_name)
     finally:
         for p in extra:
             sys.path.remove(p)

@@ -15,7 +15,8 @@ Two levels, as in torch.nn.utils.fusion: :func:`fold_weights` works on tensors;
 :func:`fold` checks its preconditions (eval mode), finds the pairs (:mod:`bnlab.surgery.graph`: a
 torch.fx trace of the forward when the model traces, else neighbours in ``nn.Sequential``), and
 replaces each layer's weight and bias and each folded BN with ``nn.Identity`` (a BN with drop/act
-modules, timm's BatchNormAct2d or :class:`bnlab.nn.BatchNormDropAct2d`, with those modules). A pair is folded only when the layer's
+modules, timm's BatchNormAct2d or :class:`bnlab.nn.BatchNormDropAct2d`, with those modules). A pair is folded only
+when the layer's
 output feeds the BN alone and each module is called once, so the result computes the same function.
 A Linear acts on the *last* dim of its input and BN normalizes dim 1: Linear -> BN is folded only
 when the BN's input is 2D (N, C), seen on ``example_input``; on a (N, C, L) input (even with L == C)
@@ -28,9 +29,11 @@ from __future__ import annotations
 import copy
 import dataclasses
 import warnings
+from typing import Protocol, cast
 
 import torch
 from torch import Tensor, nn
+from torch.nn.modules.conv import _ConvNd
 
 from ..core import math as M
 from ..nn import batchnorm as bnlab_bn
@@ -123,12 +126,22 @@ def fold_weights(
     return w.to(weight.dtype), b.to(weight.dtype if bias is None else bias.dtype)
 
 
+class _FoldedBN(Protocol):
+    """What fold reads of a BN layer with running statistics (torch's, bnlab's, frozen)."""
+
+    running_mean: Tensor
+    running_var: Tensor
+    eps: float
+    weight: Tensor | None
+    bias: Tensor | None
+
+
 def _out_channels(layer: nn.Module) -> int:
-    return layer.out_features if isinstance(layer, nn.Linear) else layer.out_channels
+    return layer.out_features if isinstance(layer, nn.Linear) else cast(int, layer.out_channels)
 
 
 def _can_fold(layer: nn.Module, bn: nn.Module) -> bool:
-    return (
+    return bool(
         isinstance(layer, LAYERS)
         and _foldable(bn)
         and bn.track_running_stats
@@ -263,7 +276,9 @@ def fold(model: nn.Module, example_input=None, *, inplace: bool = False, report:
     overflow = []
     with torch.no_grad():
         for layer_name, bn_name in pairs:
-            layer, bn = model.get_submodule(layer_name), model.get_submodule(bn_name)
+            layer = cast("nn.Linear | _ConvNd", model.get_submodule(layer_name))
+            bn_module = model.get_submodule(bn_name)
+            bn = cast(_FoldedBN, bn_module)  # find_pairs checked it (_can_fold)
             groups = getattr(layer, "groups", 1)
             w, b = fold_weights(
                 layer.weight,
@@ -280,7 +295,7 @@ def fold(model: nn.Module, example_input=None, *, inplace: bool = False, report:
                 overflow.append(layer_name)
             layer.weight = nn.Parameter(w, requires_grad=layer.weight.requires_grad)
             layer.bias = nn.Parameter(b, requires_grad=layer.weight.requires_grad)
-            _set_submodule(model, bn_name, after_fold(bn) if is_norm_act(bn) else nn.Identity())
+            _set_submodule(model, bn_name, after_fold(bn_module) if is_norm_act(bn_module) else nn.Identity())
     if overflow:
         warnings.warn(
             f"folded weights, biases or running_var exceed the float16 range ({FLOAT16_MAX:.0f}) in "
@@ -330,6 +345,7 @@ def bench_models(
         for m in model.modules():
             if isinstance(m, nn.BatchNorm2d):
                 n = m.num_features
+                assert m.running_mean is not None and m.running_var is not None  # built with the defaults
                 m.running_mean.copy_(torch.randn(n, generator=gen) * 0.5)
                 m.running_var.copy_(torch.rand(n, generator=gen) + 0.5)
                 m.weight.copy_(torch.rand(n, generator=gen) + 0.5)

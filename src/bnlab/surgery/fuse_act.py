@@ -80,7 +80,7 @@ def restore_activations(model: nn.Module) -> nn.Module:
             except AttributeError:
                 bn = None
             if not isinstance(bn, norm_act._BatchNormAct):
-                _set(model, name, module.original)
+                _set(model, name, module.original)  # type: ignore[arg-type]  # a module
     return model
 
 

@@ -3,7 +3,8 @@
 :func:`bn_neighbours` answers it for fold (a conv/linear directly before BN), doctor (bias before
 BN, placement relative to activations) and the BN + activation fusion (an activation directly
 after BN). It reads the data flow from a ``torch.fx`` trace of the forward when the model traces
-(every batch-norm layer, conv / linear layer and torch.nn layer kept as one node); otherwise -- a forward with data-dependent
+(every batch-norm layer, conv / linear layer and torch.nn layer kept as one node); otherwise -- a forward with
+data-dependent
 control flow, a TorchScript module -- from the order of the children of ``nn.Sequential``
 containers, where the order of the children is the order of the calls. In a module with its own
 forward the order of children says nothing about the data flow, so no neighbours are claimed there.
@@ -16,7 +17,7 @@ output flows from one into the other alone.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -62,7 +63,7 @@ class _Tracer(torch.fx.Tracer):
 
 def _node_name(node: torch.fx.Node) -> str | None:
     if node.op == "call_module":
-        return node.target
+        return str(node.target)  # a call_module target is the module's name
     if node.op in ("call_function", "call_method"):
         name = node.target if isinstance(node.target, str) else getattr(node.target, "__name__", "")
         return f"fn:{name}"
@@ -74,7 +75,7 @@ def _from_fx(model: nn.Module, is_bn) -> dict[str, Neighbours] | None:
         return None
     try:
         graph = _Tracer(is_bn).trace(model)
-    except Exception:  # untraceable forward (data-dependent control flow, ...): fall back
+    except Exception:  # noqa: BLE001 -- untraceable forward (data-dependent control flow, ...): fall back
         return None
     calls: dict[str, int] = {}
     for node in graph.nodes:

@@ -28,7 +28,8 @@ with converted state gives the same outputs (Keras and Flax put channels last: t
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -67,8 +68,8 @@ def _check_exportable(bn: nn.Module) -> None:
         )
 
 
-def _export(bn: nn.Module, batch_count: int | None) -> dict[str, Any]:
-    _check_exportable(bn)
+def _export(bn: Any, batch_count: int | None) -> dict[str, Any]:
+    _check_exportable(bn)  # a BN layer (any source, duck-typed) with running statistics and a momentum
     return {
         "weight": None if bn.weight is None else _array(bn.weight),
         "bias": None if bn.bias is None else _array(bn.bias),
@@ -107,6 +108,7 @@ def _build(
         var = np.asarray(var)
         if var.shape != (c,):
             raise ValueError(f"expected a variance of shape ({c},) (got {var.shape})")
+        assert bn.running_mean is not None and bn.running_var is not None  # built with track_running_stats
         bn.running_mean.copy_(torch.as_tensor(mean, dtype=dtype))
         bn.running_var.copy_(biased_to_unbiased(torch.as_tensor(var, dtype=torch.float64), batch_count).to(dtype))
     return bn.eval()

@@ -16,7 +16,7 @@ timm is never imported here: its class is recognised by module and name (:data:`
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from torch import nn
 
@@ -44,8 +44,8 @@ def convert_norm_act(layer: nn.Module, target: str, options: dict[str, Any]) -> 
         if type(layer) is BatchNormDropAct2d:
             return layer
         new = swap(layer, BatchNormDropAct2d(**plain_config(layer), device="meta"))
-        new.drop, new.act = layer.drop, layer.act
-        new._converted_from = type(layer)
+        new.drop, new.act = cast(nn.Module, layer.drop), cast(nn.Module, layer.act)
+        new._converted_from = type(layer)  # type: ignore[assignment]  # a plain attribute
         return new
     if target == "torch":
         if _is_timm(layer):
@@ -71,7 +71,7 @@ def convert_norm_act(layer: nn.Module, target: str, options: dict[str, Any]) -> 
 def after_fold(layer: nn.Module) -> nn.Module:
     """What replaces ``layer`` once its affine map is folded into the layer before it: its drop and act
     modules (one of them, when the other is the identity)."""
-    drop, act = layer.drop, layer.act
+    drop, act = cast(nn.Module, layer.drop), cast(nn.Module, layer.act)  # is_norm_act: both are modules
     if isinstance(drop, nn.Identity):
         return act
     if isinstance(act, nn.Identity):

@@ -25,7 +25,8 @@ when the running statistics are restored as well.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import warnings
 

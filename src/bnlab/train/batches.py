@@ -7,7 +7,7 @@ examples (BN statistics then always come from equally large batches).
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 from torch import Tensor

@@ -28,7 +28,7 @@ import signal
 import socket
 import threading
 import traceback
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 from .config import RunConfig, code_version
 

@@ -7,7 +7,8 @@ A sweep is a list of RunConfigs (``dataclasses.replace`` makes the variations)::
 
 :meth:`RunConfig.key` hashes every field that changes what a run computes -- data, model, norm,
 optimizer, schedule, seed, probes, ... -- and the code version (:func:`code_version`: bnlab's
-version and a digest of the code -- not the comments or docs -- of the files that compute a run), so the store finds a finished run
+version and a digest of the code -- not the comments or docs -- of the files that compute a run), so the store finds
+a finished run
 again, and a changed setting or changed training code makes a new run. Fields that only say
 *where* a run happens (``data_root``) are left out of the key.
 """
@@ -65,7 +66,7 @@ def _code_digest(source: bytes) -> str:
             and isinstance(body[0].value, ast.Constant)
             and isinstance(body[0].value.value, str)
         ):
-            node.body = body[1:] or [ast.Pass()]
+            node.body = body[1:] or [ast.Pass()]  # type: ignore[attr-defined]  # a node with a body (getattr above)
     return ast.dump(tree, annotate_fields=False)
 
 
@@ -178,7 +179,7 @@ class RunConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
+    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:

@@ -12,7 +12,8 @@ gradients, so without BN -- or with SyncBN, whose statistics are taken over the 
 step equals a single-process step on the whole batch. With plain per-process BN each rank
 normalizes its own slice, as ghost batch norm with ``batch_size / N`` examples per ghost batch.
 
-:func:`convert_sync_batchnorm` is the one place that decides how BN becomes SyncBN:
+:func:`convert_sync_batchnorm` (in :mod:`bnlab.train.ddp`, below the trainer that calls it) is the one
+place that decides how BN becomes SyncBN:
 ``bnlab.nn.SyncBatchNorm.convert_sync_batchnorm`` (bnlab implements BN, and its SyncBatchNorm
 works with gloo on CPU, where torch's refuses CPU tensors). Pass ``sync_bn=keep_per_process_bn``
 (``--no-sync-bn``) to ask for per-process statistics on purpose.
@@ -29,28 +30,13 @@ from typing import NoReturn
 
 import torch
 import torch.distributed as dist
-from torch import nn
 
-from .. import nn as bnn
 from .config import RunConfig
+from .ddp import convert_sync_batchnorm as convert_sync_batchnorm  # re-exported (importable from here)
+from .ddp import keep_per_process_bn
+from .ddp import wrap_ddp as wrap_ddp  # re-exported
 from .result import RunResult
-
-
-def convert_sync_batchnorm(model: nn.Module) -> nn.Module:
-    """The model with its BN layers synchronised across the process group (see module docstring)."""
-    return bnn.SyncBatchNorm.convert_sync_batchnorm(model)
-
-
-def keep_per_process_bn(model: nn.Module) -> nn.Module:
-    """The model unchanged: each process normalizes with its own slice of the batch."""
-    return model
-
-
-def wrap_ddp(model: nn.Module, device: torch.device) -> nn.Module:
-    from torch.nn.parallel import DistributedDataParallel
-
-    ids = [device.index] if device.type == "cuda" else None
-    return DistributedDataParallel(model, device_ids=ids)
+from .trainer import train
 
 
 def backend_for(device: str | torch.device) -> str:
@@ -96,8 +82,6 @@ def _free_port() -> int:
 def _worker(
     rank: int, config: dict, nproc: int, port: int, out: str, device: str, threads: int, per_process_bn: bool
 ) -> None:
-    from .trainer import train
-
     dev = torch.device(device)
     if dev.type == "cuda":
         dev = torch.device("cuda", rank)

@@ -31,7 +31,7 @@ it as ``run_sweep(..., worker_setup=...)`` so the workers know them too.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn

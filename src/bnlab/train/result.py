@@ -78,5 +78,5 @@ class RunResult:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "RunResult":
+    def from_dict(cls, d: dict[str, Any]) -> RunResult:
         return cls(**{**d, "config": RunConfig.from_dict(d["config"])})

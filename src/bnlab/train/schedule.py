@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 
 def lr_factor(schedule: str, steps: int, warmup: int = 0) -> Callable[[int], float]:

@@ -38,7 +38,7 @@ import json
 import os
 import sqlite3
 import time
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 from . import owner as owners
 from . import store_file
@@ -78,7 +78,7 @@ class Store:
     def close(self) -> None:
         self._db.close()
 
-    def __enter__(self) -> "Store":
+    def __enter__(self) -> Store:
         return self
 
     def __exit__(self, *exc) -> None:

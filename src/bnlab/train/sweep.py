@@ -48,7 +48,8 @@ import logging
 import os
 import time
 import traceback
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from .config import RunConfig
 from .result import RunResult
@@ -84,7 +85,8 @@ class _Tally:
 
     def __init__(self, total: int, skipped: int, progress: Callable[[SweepProgress], None] | None) -> None:
         self.total, self.skipped, self.progress = total, skipped, progress
-        self.done, self.ran, self.failures = skipped, 0, []
+        self.failures: list[str] = []  # keys of the failed runs
+        self.done, self.ran = skipped, 0
         self.t0 = time.perf_counter()
 
     def __call__(self, key: str, outcome: str, summary: dict | None) -> None:
@@ -151,7 +153,7 @@ def _train_one(config: RunConfig, device: str, threads: int) -> tuple[str, RunRe
 
     try:
         result = train(config, device=device, threads=threads, progress=False)
-    except Exception:
+    except Exception:  # noqa: BLE001 -- a failed run is a result (its traceback stored), not the sweep's end
         return "failed", traceback.format_exc()
     return result.status, result
 
@@ -317,7 +319,7 @@ def run_sweep(
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"expected jobs >= 1 (got {jobs!r})")
     own_store = not isinstance(store, Store)
-    db = Store(store) if own_store else store
+    db = store if isinstance(store, Store) else Store(store)
     try:
         unique = list({c.key(): c for c in configs}.values())
         damaged = db.damaged(unique)

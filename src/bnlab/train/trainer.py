@@ -31,7 +31,7 @@ import math
 import platform
 import sys
 import time
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -42,6 +42,7 @@ from .. import models
 from ..models import freeze
 from .batches import batch_indices, class_batch_indices
 from .config import RunConfig
+from .ddp import convert_sync_batchnorm, wrap_ddp
 from .probes import Probe, StepContext, make_probe
 from .result import RunResult
 from .schedule import lr_factor
@@ -170,7 +171,7 @@ def train(
         progress: draw a progress bar on stderr; None draws it only when stderr is a terminal.
         probes: extra :class:`~bnlab.train.probes.Probe` objects besides ``config.probes``.
         sync_bn: in a process group, the function that converts the model's BN layers to SyncBN
-            (default: :func:`bnlab.train.distributed.convert_sync_batchnorm`).
+            (default: :func:`bnlab.train.ddp.convert_sync_batchnorm`).
         keep_model: return the trained model as ``result.model`` (it is never stored).
     """
     old_threads = torch.get_num_threads()
@@ -199,8 +200,6 @@ def _train(config, dataset, device, progress, extra_probes, sync_bn, keep_model)
     torch.manual_seed(config.seed)
     model = build_model(config, ds).to(device)
     if world > 1:  # SyncBN first: the freezing, the optimizer and the probes see the final modules
-        from .distributed import convert_sync_batchnorm
-
         model = (sync_bn or convert_sync_batchnorm)(model)
     subset_gen = torch.Generator().manual_seed(config.seed + 1)
     trainable = set_trainable(model, config, subset_gen)
@@ -210,8 +209,6 @@ def _train(config, dataset, device, progress, extra_probes, sync_bn, keep_model)
         p.attach(model)
     net = model
     if world > 1:
-        from .distributed import wrap_ddp
-
         net = wrap_ddp(model, device)
     optimizer = build_optimizer(config, params)
     scheduler = torch.optim.lr_scheduler.LambdaLR(

@@ -44,7 +44,7 @@ class Running(NamedTuple):
 
     mean: Tensor | None
     var: Tensor | None
-    count: int  # values per channel in the batch (the unbiased variance's m)
+    count: int  # type: ignore[assignment]  # values per channel in the batch (the m of M2/(m-1)); shadows tuple.count
     momentum: float | Tensor  # the weight of the new batch
 
 

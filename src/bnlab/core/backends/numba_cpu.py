@@ -22,6 +22,7 @@ run on the calling thread.
 from __future__ import annotations
 
 import threading
+from typing import overload
 
 import torch
 from torch import Tensor
@@ -88,6 +89,10 @@ def _ptr(t: Tensor | None) -> int:
     return 0 if t is None else t.data_ptr()
 
 
+@overload
+def _in_kernel_dtype(t: Tensor) -> Tensor: ...
+@overload
+def _in_kernel_dtype(t: None) -> None: ...
 def _in_kernel_dtype(t: Tensor | None) -> Tensor | None:
     """``t`` itself, or a float32 copy of a half-type tensor (memory format kept)."""
     return t if t is None or t.dtype in KERNEL_DTYPES else t.detach().float()

@@ -6,6 +6,10 @@ processes and their metrics are stored with the run. ``bnlab.train.probes.make_p
 this package when a spec names a probe it does not know yet. Add a submodule's import here.
 """
 
-from . import ics, landscape  # noqa: F401  (C6, C7)
-from . import precise_eval  # noqa: F401  (C11: EMA vs PreciseBN)
-from . import shift_eval  # noqa: F401  (C13, C14: adaptation to shifted data)
+# imported for the probes they register
+from . import (
+    ics,  # noqa: F401  (C6)
+    landscape,  # noqa: F401  (C7)
+    precise_eval,  # noqa: F401  (C11: EMA vs PreciseBN)
+    shift_eval,  # noqa: F401  (C13, C14: adaptation to shifted data)
+)

@@ -80,6 +80,7 @@ class ICS(Probe):
                 delta = trial_update(model, ctx.optimizer)
             for path in self.layers:
                 weight = model.get_submodule(path).weight
+                assert isinstance(weight, torch.Tensor)  # a conv or linear layer's parameter
                 g = weight.grad.detach().clone() if weight.grad is not None else torch.zeros_like(weight)
                 first = order[f"{path}.weight"]
                 with torch.no_grad():

@@ -43,6 +43,7 @@ class PreciseEval(Probe):
     def after_backward(self, ctx: StepContext) -> None:
         model, batch_size = ctx.model, ctx.x.shape[0]
         device = ctx.x.device
+        assert self._ds is not None  # loaded by attach
         x_tr, x_te, y_te = (t.to(device) for t in (self._ds.x_train, self._ds.x_test, self._ds.y_test))
         saved = {name: b.clone() for name, b in model.named_buffers()}
         gen = torch.Generator().manual_seed(_PERM_SEED + ctx.step)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 from torch import nn
@@ -36,5 +36,5 @@ def preserved(model: nn.Module, optimizer: torch.optim.Optimizer | None = None) 
                 b.copy_(value)
         for m, training in modes:
             m.training = training
-        if optimizer is not None:
+        if optimizer is not None and opt_state is not None:
             optimizer.load_state_dict(opt_state)

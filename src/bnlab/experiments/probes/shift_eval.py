@@ -37,7 +37,7 @@ import torch
 from torch import Tensor, nn
 
 from ... import data as bdata
-from ...adaptation import TestBatchNorm, adapt
+from ...adaptation import Adaptation, TestBatchNorm, adapt
 from ...data import shifted
 from ...train.probes import Probe, register_probe
 
@@ -81,6 +81,7 @@ def _adabn(model: nn.Module, x: Tensor, samples: int | None = None) -> Tensor:
 def _tent(model: nn.Module, x: Tensor, batch: int, lr: float) -> Tensor:
     m = copy.deepcopy(model)
     result = adapt(m, x.split(batch), method="tent", lr=lr, keep_outputs=True)
+    assert isinstance(result, Adaptation) and result.outputs is not None  # batches given, outputs kept
     return torch.cat(result.outputs)
 
 
