@@ -134,10 +134,12 @@ class TestBatchNorm:
         n = layer_input(m, args, kwargs).shape[0]
         with torch.no_grad():
             mean, var = F.batch_stats(statistics_input(m, args, kwargs).detach())
-            mean, var = mix_statistics(m.running_mean, m.running_var, mean, var, n, self.prior)
-        m._bnlab_source = (m._buffers["running_mean"], m._buffers["running_var"])
-        m._buffers["running_mean"] = mean.to(m.running_mean.dtype)
-        m._buffers["running_var"] = var.to(m.running_var.dtype)
+            assert self.prior is not None  # _mix runs only with a prior
+            # a layer with a prior keeps running statistics (checked when the context starts)
+            mean, var = mix_statistics(m.running_mean, m.running_var, mean, var, n, self.prior)  # type: ignore[arg-type]
+        m._bnlab_source = (m._buffers["running_mean"], m._buffers["running_var"])  # type: ignore[assignment]  # plain attribute
+        m._buffers["running_mean"] = mean.to(m.running_mean.dtype)  # type: ignore[arg-type]  # a BN buffer
+        m._buffers["running_var"] = var.to(m.running_var.dtype)  # type: ignore[arg-type]  # a BN buffer
 
     @staticmethod
     def _unmix(m: nn.Module, args: tuple, output) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 # The case modules register their rows on import, in this order (the plain layers' rows first).
-from . import cases_bn, cases_compiled, cases_fused, cases_models, cases_overhead  # noqa: F401
+from . import cases_bn, cases_compiled, cases_fused, cases_models, cases_overhead, cases_seeds  # noqa: F401
 from .cases_bn import make_input, make_layers
 from .registry import OPS, Built, Case, Op, register
 
@@ -41,48 +41,6 @@ SHAPES: dict[int, list[tuple[int, ...]]] = {
 QUICK_SHAPES: dict[int, list[tuple[int, ...]]] = {1: [(256, 512)], 2: SHAPES[2]}
 # Extra dtypes of the full run, on NCHW 2d shapes (bnlab runs its reference path for these).
 EXTRA_DTYPES = (torch.bfloat16,)
-
-
-@dataclasses.dataclass(frozen=True)
-class Case:
-    op: str
-    dims: int  # 1, 2, 3: BatchNorm1d/2d/3d
-    shape: tuple[int, ...]
-    layout: str  # "nchw" (contiguous) or "channels_last"
-    dtype: torch.dtype
-
-
-# (torch_fn, bnlab_fn, path) or (torch_fn, bnlab_fn, path, extra row fields)
-Built = tuple
-
-
-@dataclasses.dataclass(frozen=True)
-class Op:
-    name: str
-    passes: int  # byte model: passes over the input tensor's bytes
-    build: Callable[[Case], Built]
-    dims: tuple[int, ...] = (1, 2, 3)
-    layouts: tuple[str, ...] | None = None  # None: every layout of the shape
-    float32_only: bool = False
-    shapes: tuple[tuple[int, ...], ...] | None = None  # fixed shapes instead of the run's list
-    quick: bool = True  # part of --quick runs
-    cpu_time: bool = False  # timed in this process's CPU time instead of wall time
-
-
-OPS: dict[str, Op] = {}
-
-
-def register(name: str, passes: int, dims: tuple[int, ...] = (1, 2, 3), **options):
-    """Decorator: register ``build(case) -> (torch_fn, bnlab_fn, path[, extra])`` as operation
-    ``name``; ``options`` are :class:`Op`'s layouts, float32_only, shapes, quick and cpu_time."""
-
-    def wrap(build: Callable[[Case], Built]) -> Callable[[Case], Built]:
-        if name in OPS:
-            raise ValueError(f"expected a new operation name (got {name!r}, already registered)")
-        OPS[name] = Op(name, passes, build, dims, **options)
-        return build
-
-    return wrap
 
 
 def parse_shapes(text: str) -> dict[int, list[tuple[int, ...]]]:
@@ -131,72 +89,3 @@ def plan(
                         dtypes += EXTRA_DTYPES
                     cases += [Case(name, dims, shape, layout, dtype) for dtype in dtypes]
     return cases
-
-
-# --- batch norm layers --------------------------------------------------------------------------
-
-
-def make_input(case: Case, seed: int = 0) -> torch.Tensor:
-    gen = torch.Generator().manual_seed(seed)
-    x = torch.randn(case.shape, generator=gen).to(case.dtype)
-    if case.layout == "channels_last":
-        x = x.contiguous(memory_format=torch.channels_last if x.dim() == 4 else torch.channels_last_3d)
-    return x
-
-
-def make_layers(case: Case) -> tuple[torch.nn.Module, torch.nn.Module]:
-    """torch.nn's and bnlab's BatchNorm{dims}d with the same random affine parameters."""
-    channels = case.shape[1]
-    ref = getattr(torch.nn, f"BatchNorm{case.dims}d")(channels, dtype=case.dtype)
-    ours = getattr(bnn, f"BatchNorm{case.dims}d")(channels, dtype=case.dtype)
-    gen = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        ref.weight.copy_(torch.rand(channels, generator=gen) + 0.5)
-        ref.bias.copy_(torch.randn(channels, generator=gen))
-    ours.load_state_dict(ref.state_dict())
-    return ref, ours
-
-
-def _path(x: torch.Tensor, *vectors) -> str:
-    why = dispatch.why_reference(x, *vectors)
-    return "fast" if why is None else f"reference: {why}"
-
-
-@register("train_fwd", passes=3)
-def _train_fwd(case: Case) -> Built:
-    ref, ours = make_layers(case)
-    x = make_input(case).requires_grad_()
-    return (lambda: ref(x)), (lambda: ours(x)), _path(x, ours.weight, ours.bias)
-
-
-@register("train_fwd_bwd", passes=8)
-def _train_fwd_bwd(case: Case) -> Built:
-    ref, ours = make_layers(case)
-    x = make_input(case).requires_grad_()
-    dy = make_input(case, seed=2)
-
-    def step(m):
-        return lambda: torch.autograd.grad(m(x), (x, m.weight, m.bias), dy)
-
-    return step(ref), step(ours), _path(x, ours.weight, ours.bias)
-
-
-@register("eval", passes=2)
-def _eval(case: Case) -> Built:
-    ref, ours = make_layers(case)
-    ref.eval()
-    ours.eval()
-    x = make_input(case)
-
-    def run(m):
-        def call():
-            with torch.no_grad():
-                return m(x)
-
-        return call
-
-    return run(ref), run(ours), _path(x, ours.running_mean, ours.running_var, ours.weight, ours.bias)
-
-
-# Row types beyond the plain layers register themselves on import.
-from . import cases_compiled, cases_fused, cases_models, cases_overhead, cases_seeds  # noqa: E402,F401

@@ -19,7 +19,7 @@ import dataclasses
 import torch
 import torch.nn.functional as F
 
-from .cases import Case, register
+from .registry import Case, register
 
 KS = (1, 4, 16, 32)  # 32: where the gain still grows beyond the 16 of the README's table
 

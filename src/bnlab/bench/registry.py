@@ -34,6 +34,7 @@ class Op:
     float32_only: bool = False
     shapes: tuple[tuple[int, ...], ...] | None = None  # fixed shapes instead of the run's list
     quick: bool = True  # part of --quick runs
+    cpu_time: bool = False  # timed in this process's CPU time instead of wall time
 
 
 OPS: dict[str, Op] = {}
@@ -41,7 +42,7 @@ OPS: dict[str, Op] = {}
 
 def register(name: str, passes: int, dims: tuple[int, ...] = (1, 2, 3), **options):
     """Decorator: register ``build(case) -> (torch_fn, bnlab_fn, path[, extra])`` as operation
-    ``name``; ``options`` are :class:`Op`'s layouts, float32_only, shapes and quick."""
+    ``name``; ``options`` are :class:`Op`'s layouts, float32_only, shapes, quick and cpu_time."""
 
     def wrap(build: Callable[[Case], Built]) -> Callable[[Case], Built]:
         if name in OPS:

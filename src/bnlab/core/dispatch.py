@@ -363,7 +363,7 @@ def _traced_for(x: Tensor, vectors, grad_graph: bool = False) -> Backend:
     ):
         return TRACED
     # The tensors may be fake (torch.export) or functional: rules 3-4 by their properties alone.
-    if x.dtype not in _HALF_DTYPES and x.dtype != torch.float32 or x.layout is not torch.strided:
+    if (x.dtype not in _HALF_DTYPES and x.dtype != torch.float32) or x.layout is not torch.strided:
         return TRACED
     if x.numel() == 0 or layout(x) is None:
         return TRACED

@@ -12,11 +12,10 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor
+from torch.autograd import forward_ad
 
 from . import dispatch
 from . import math as M
-from torch.autograd import forward_ad
-
 from .autograd import BatchNormEval, apply_train
 from .backends import Running
 

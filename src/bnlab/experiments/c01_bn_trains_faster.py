@@ -44,8 +44,8 @@ NORMS = ("none", "bn")
 UNIT = 0
 PROBE = f"act_pct:blocks.2.act:{UNIT}"  # the input of the last hidden sigmoid, one unit
 PCT = {q: f"act_pct/blocks.2.act:{UNIT}/p{q}" for q in (15, 50, 85)}
-FULL = dict(lrs=(0.5, 2.0, 8.0), steps=3000, eval_every=100)
-QUICK = dict(lrs=(0.5, 2.0), steps=150, eval_every=50)
+FULL: dict[str, Any] = dict(lrs=(0.5, 2.0, 8.0), steps=3000, eval_every=100)
+QUICK: dict[str, Any] = dict(lrs=(0.5, 2.0), steps=150, eval_every=50)
 BASE = RunConfig(
     data="mnist1d",
     model="mlp",

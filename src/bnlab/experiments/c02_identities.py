@@ -206,7 +206,8 @@ def run(ctx) -> ClaimResult:
         labels=LABELS,
         finding=f"γ and β have shape (C,) in BatchNorm1d, 2d and 3d; γ = √(Var[x] + ε), β = E[x] gave back the "
         f"input to within {identity_err:.0e}, and scaling the weights before BN by 0.001 to 1000 left the "
-        f"output unchanged (to within {worst_out:.0e}) and scaled their gradient by 1/a to within {worst_ratio:.0e}: every identity "
+        f"output unchanged (to within {worst_out:.0e}) and scaled their gradient by 1/a to within "
+        f"{worst_ratio:.0e}: every identity "
         f"{'holds' if verdict == 'reproduced' else 'does NOT hold'} within {TOLERANCE:g}.",
         figures=[
             FigureSpec(

@@ -17,7 +17,7 @@ from typing import Any
 from ..train.config import RunConfig
 from . import series_tools as st
 from . import spec, text
-from .plotting import legend_below, percent_axis
+from .plotting import percent_axis
 from .result import ClaimResult, FigureSpec, Label
 from .spec import Margin, Part, RuleVersion, Seeds
 from .stats import effect, estimate, paired
@@ -39,8 +39,8 @@ NORMS = ("none", "bn")
 # re-applying it to stored full runs without 1e-3 and 3e-3 gave the same verdict in the same share of resamples
 # (those rates never diverge, so they were a third of the cost). 6 seeds: with 3 a full run's verdict was
 # stable in 73% of resamples only; with 6, 97%.
-FULL = dict(lrs=(1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0), steps=2000, eval_every=100)
-QUICK = dict(lrs=(1e-2, 3.0), steps=100, eval_every=50)
+FULL: dict[str, Any] = dict(lrs=(1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0), steps=2000, eval_every=100)
+QUICK: dict[str, Any] = dict(lrs=(1e-2, 3.0), steps=100, eval_every=50)
 BASE = RunConfig(
     data="mnist1d", model="cnn", optimizer="sgd", momentum=0.9, batch_size=100, eval_samples=1000
 )  # eval on the whole test set (1000) and the first 1000 train examples

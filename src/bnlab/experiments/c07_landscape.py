@@ -230,6 +230,7 @@ def analyze(runs, ctx) -> ClaimResult:
     seeds = sorted(set(per_run["none"]) & set(per_run["bn"]))
     recs = records(runs, configs)
     tests, adjusted, fractions = compare(list(recs.values()))
+    numbers: dict[str, Any]
     result, numbers = rule(list(recs.values())), {}
     for m, t in tests.items():
         d = t.diff

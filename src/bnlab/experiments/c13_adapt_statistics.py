@@ -20,9 +20,7 @@ import math
 from typing import Any
 
 from . import shift_runs as S
-from . import spec, stability, stats
-from .probes import shift_eval as probe
-from . import text
+from . import spec, stability, stats, text
 from .plotting import legend_below, percent_axis
 from .probes import shift_eval as probe
 from .result import ClaimResult, FigureSpec

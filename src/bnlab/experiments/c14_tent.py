@@ -19,7 +19,7 @@ import math
 from typing import Any
 
 from . import shift_runs as S
-from . import spec, stats
+from . import spec, stats, text
 from .probes import shift_eval as probe
 from .result import ClaimResult, FigureSpec
 from .spec import Margin, RuleVersion, Seeds
@@ -116,7 +116,7 @@ def analyze(runs, ctx) -> ClaimResult:
     clean = {m: [S.metric(r, "clean", 0, m) for r in good] for m in ("source", "test_batch", "tent")}
     clean_tent = stats.paired(clean["tent"], clean["source"]).diff if enough else stats.estimate([])
     v = rule(list(recs.values()))
-    numbers = {
+    numbers: dict[str, Any] = {
         f"Mean error at severity {top} (%)": {S.METHODS[m]: S.est(S.values(good, m, top)) for m in S.METHODS},
         f"TENT minus test-batch statistics at severity {top} (points)": change.to_json(),
         f"TENT minus AdaBN at severity {top} (points)": vs_ada.to_json(),

@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+from collections.abc import Callable, Mapping, Sequence
 from types import ModuleType
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from . import stability
 from .result import VERDICTS, ClaimResult
@@ -121,7 +122,7 @@ class PartResult:
         }
 
     @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> "PartResult":
+    def from_json(cls, d: Mapping[str, Any]) -> PartResult:
         return cls(
             d["key"],
             d["title"],

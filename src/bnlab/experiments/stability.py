@@ -150,7 +150,7 @@ class Stability:
         )
 
 
-def confirmed(previous: Sequence["Stability"] | None, current: Sequence["Stability"]) -> bool:
+def confirmed(previous: Sequence[Stability] | None, current: Sequence[Stability]) -> bool:
     """The seed rounds' early stop (module docstring): every verdict of this look (the claim's and each
     part's, in one order) is stable, and so was every verdict of the previous look, with the same verdicts."""
 

@@ -169,7 +169,7 @@ def _activation_grad(dy, z, slope, ACT: tl.constexpr):
 @triton.jit
 def _masked_grad(dy, positive, slope, ACT: tl.constexpr):
     """dy * act'(z) from the saved sign of z (relu, leaky_relu)."""
-    if ACT == 2:
+    if ACT == 2:  # noqa: SIM108 -- a block on a constexpr, specialized by Triton's compiler
         dy = tl.where(positive, dy, dy * slope)
     else:
         dy = tl.where(positive, dy, 0.0)
@@ -184,7 +184,7 @@ def _invstd(var, eps):
 @triton.jit
 def _channel(ptr, c, cm, HAS: tl.constexpr, default):
     """A per-channel vector as float32, ``default`` where absent."""
-    if HAS:
+    if HAS:  # noqa: SIM108 -- a block on a constexpr, specialized by Triton's compiler
         v = tl.load(ptr + c, mask=cm, other=default).to(tl.float32)
     else:
         v = tl.full(c.shape, default, tl.float32)
@@ -202,7 +202,7 @@ def _update_running(
     rm_ptr, rv_ptr, mom_ptr, momentum, mean, var, unbias, c, cm,
     HAS_RM: tl.constexpr, HAS_RV: tl.constexpr, MOM_TENSOR: tl.constexpr,
 ):  # fmt: skip
-    if MOM_TENSOR:
+    if MOM_TENSOR:  # noqa: SIM108 -- a block on a constexpr, specialized by Triton's compiler
         w = tl.load(mom_ptr).to(tl.float32)
     else:
         w = momentum
@@ -305,7 +305,7 @@ def normalize(
     for t in range(k * U, tl.minimum(k * U + U, T)):
         offs, mask = _tile(t, c, C, S, P, ROWS, BLOCK_M)
         x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-        if EVAL:
+        if EVAL:  # noqa: SIM108 -- a block on a constexpr, specialized by Triton's compiler
             z = x * scale[None, :] + shift[None, :]
         else:
             z = (x - mean[None, :]) * scale[None, :] + b[None, :]

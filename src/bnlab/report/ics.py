@@ -5,7 +5,7 @@ from the measurements, never fixed in advance."""
 from __future__ import annotations
 
 from ..experiments import text
-from .answers import Evidence
+from .evidence import Evidence
 from .markup import esc, inline, part_marks, verdict_marks
 
 

@@ -24,6 +24,7 @@ import os
 import re
 import secrets
 import threading
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 

@@ -11,10 +11,12 @@ with: the input however it was passed (``bn(x)`` or ``bn(input=x)``), reduced by
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
+from typing import cast
 
 import torch
 from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _NormBase
 from torch.utils.hooks import RemovableHandle
 
 from .. import functional as F

@@ -5,26 +5,7 @@ marks what is likely to give wrong or fragile results; ``"note"`` is information
 relative to activations is reported, not judged; fusable pairs; the measured train/eval gap). A
 clean model reports no hazards.
 
-===================== ======== ========================================================================================
-code                  severity checked
-===================== ======== ========================================================================================
-frozen-bn-training    hazard   BN in training mode while its parameters are frozen (requires_grad False)
-bias-before-bn        hazard   a conv/linear bias feeding BN: the mean subtraction cancels it
-decay-like-momentum   hazard   momentum in [0.9, 0.999]: the Keras/Flax decay convention given to PyTorch
-batch-size-1          hazard   on the example input a BN layer sees one sample (train mode) -- note in eval
-float16-overflow      hazard   running statistics or the folded scale gamma/sqrt(var+eps) exceed 65504
-dead-channels         hazard   ``|gamma| < 1e-5``: the channel outputs the constant beta (a layer whose gammas
-                               are all exactly 0 is a zero-initialized residual branch: a note)
-syncbn-single-process hazard   SyncBatchNorm while torch.distributed is not initialized
-train-eval-gap        hazard   at some BN, the example input's statistics (eval mode) are far from the running
-                               ones: mean shift > 1 running std or variance ratio > e, plus sampling noise
-                               (a note with the output gap otherwise; layers with their initial statistics
-                               are not judged)
-zero-init-bn          note     every gamma of a BN exactly 0 (zero-init residual branch)
-bn-placement          note     how many BN layers come before / after an activation
-fusable               note     conv/linear -> BN pairs that bnlab.fold can fold for inference
-===================== ======== ========================================================================================
-
+===================== ======== =================================================================================
 Each check is a small function of the model, its BN layers and their neighbours
 (:mod:`bnlab.surgery.graph`) returning one finding or none: :data:`STATIC_CHECKS`, then, with an
 example input, :data:`INPUT_CHECKS`. The model is not changed: forwards on the example input run
@@ -44,9 +25,9 @@ import torch
 from torch import Tensor, nn
 
 from ..core import math as M
+from ._stats import watch_input, watch_statistics
 from .conventions import DECAY_LIKE_RANGE, looks_like_decay
 from .fold import _outputs, feeds_channels, find_pairs
-from ._stats import watch_input, watch_statistics
 from .graph import Neighbours, bn_neighbours
 from .sources import is_batchnorm
 
@@ -201,7 +182,8 @@ def _bias_before_bn(ctx: _Model) -> Finding | None:
     biased = [
         nb.prev
         for bn_name, nb in ctx.neighbours.items()
-        if ctx.kind(nb.prev) == "layer"
+        if nb.prev is not None
+        and ctx.kind(nb.prev) == "layer"
         and nb.prev_single_use
         and getattr(ctx.modules[nb.prev], "bias", None) is not None
         and feeds_channels(ctx.modules[nb.prev], ctx.modules[bn_name], ctx.input_dims.get(bn_name)) is not False
@@ -386,7 +368,8 @@ def _bn_input_shapes(ctx: _Model, args: tuple) -> dict[str, tuple[int, ...]]:
         return hook
 
     handles = [watch_input(m, record(n or "<model>")) for n, m in twin.named_modules() if _is_bn(m)]
-    try:
+    # any error of the user's forward: a BN raising on a batch of one is reported from the shapes seen so far
+    with contextlib.suppress(Exception):
         twin(*args)
     for h in handles:
         h.remove()

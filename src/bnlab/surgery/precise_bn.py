@@ -25,10 +25,9 @@ when the running statistics are restored as well.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
-
-import warnings
 
 import torch
 from torch import Tensor, nn
@@ -116,7 +115,7 @@ def _precise_bn(
     forward = _default_forward if forward is None else forward
     stats = [ChannelStats() for _ in layers]
     saved = [(m.momentum, m.training, m.num_batches_tracked) for _, m in layers]
-    saved_buffers = [(m.running_mean.clone(), m.running_var.clone()) for _, m in layers]
+    saved_buffers = [(m.running_mean.clone(), m.running_var.clone()) for _, m in layers]  # type: ignore[union-attr]  # tracked layers: the buffers exist
     handles = [watch_statistics(m, lambda _m, x, s=s: s.add(x)) for (_, m), s in zip(layers, stats)]
     seen = 0
     ok = False
@@ -151,6 +150,8 @@ def _precise_bn(
         for (_, m), s in zip(layers, stats):
             if s.count == 0:
                 continue
+            assert s.mean is not None  # the layer saw data
+            assert m.running_mean is not None and m.running_var is not None  # tracked layers: the buffers exist
             m.running_mean.copy_(s.mean.to(m.running_mean.dtype))
             m.running_var.copy_(s.variance(unbiased).to(m.running_var.dtype))
         ok = True

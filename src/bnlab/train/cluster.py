@@ -211,7 +211,7 @@ def run_on_worker(
         from .trainer import train
 
         result = train(RunConfig.from_dict(config), device=device, threads=threads, progress=False)
-    except Exception:
+    except Exception:  # noqa: BLE001 -- a failed run is a result (its traceback stored), not the sweep's end
         return {"outcome": "failed", "error": traceback.format_exc()}
     result.env["worker"] = _worker_address()
     return {"outcome": result.status, "result": result.to_dict()}
@@ -251,7 +251,7 @@ def _prepare(expected_code: str, setup: Callable[[], None] | None) -> dict | Non
         if setup is not None and setup not in _setups_done:
             setup()
             _setups_done.add(setup)
-    except Exception:
+    except Exception:  # noqa: BLE001 -- a failed run is a result (its traceback stored), not the sweep's end
         return {"outcome": "failed", "error": traceback.format_exc()}
     return None
 

@@ -98,10 +98,8 @@ class GroupedConv1d(nn.Module):
         length = u.shape[2]
         u = u.permute(1, 0, 2, 3).reshape(k, n * length, width)
         w = self.weight.view(k, cout, width).transpose(1, 2)  # (k, K, Cout)
-        if self.bias is None:
-            y = torch.bmm(u, w)
-        else:
-            y = torch.baddbmm(self.bias.view(k, 1, cout), u, w)  # (k, N*L', Cout)
+        # (k, N*L', Cout)
+        y = torch.bmm(u, w) if self.bias is None else torch.baddbmm(self.bias.view(k, 1, cout), u, w)
         y = y.view(k, n, length, cout).permute(1, 2, 0, 3).reshape(n, length, k * cout)  # (N, L', k*Cout)
         return y.permute(0, 2, 1).unsqueeze(2)  # (N, k*Cout, 1, L') in channels_last memory
 

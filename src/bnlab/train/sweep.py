@@ -49,7 +49,6 @@ import os
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from .config import RunConfig
 from .result import RunResult
@@ -140,7 +139,7 @@ def train_here(
 
     try:
         results = train_group(configs, device=device, threads=threads, progress=False)
-    except Exception:
+    except Exception:  # noqa: BLE001 -- a failed group is retried seed by seed; a failed seed is a result
         if len(configs) == 1:
             return [("failed", traceback.format_exc())]
         return [out for c in configs for out in train_here([c], device, threads)]
@@ -239,7 +238,7 @@ def _run_on_cluster(
                 unit = futures[fut]
                 try:
                     outs = fut.result()
-                except Exception as e:  # KilledWorker: its workers kept dying; or the scheduler was lost
+                except Exception as e:  # noqa: BLE001 -- KilledWorker: its workers kept dying; or the scheduler was lost
                     error = f"{type(e).__name__}: {e} (the run's worker process died or the cluster lost it)"
                     outs = [{"outcome": "failed", "error": error}] * len(unit)
                 if not group_seeds:
