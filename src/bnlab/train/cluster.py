@@ -127,9 +127,9 @@ def _probe_scheduler(address: str, timeout_s: float) -> None:
     expected = "expected `dask scheduler` running there"
     error = outcome.get("error")
     if isinstance(error, (asyncio.TimeoutError, TimeoutError)):
-        raise ConnectionError(
-            f"no Dask scheduler answered at {address} within {timeout_s:g} s ({expected}; something that "
-            f"is not a Dask scheduler may be listening there)"
+        raise ConnectionError(  # (the TCP connect's own timeout and this one race: one message for both)
+            f"cannot reach the Dask scheduler at {address} within {timeout_s:g} s ({expected}): no Dask "
+            f"answer (nothing listens there, or something that is not a Dask scheduler)"
         )
     if isinstance(error, (ValueError, TypeError)):  # a malformed address
         msg = (str(error).strip().splitlines() or [type(error).__name__])[0]
