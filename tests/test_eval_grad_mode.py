@@ -41,7 +41,7 @@ def _layer(shape, dtype, cls=None, **kw):
 @pytest.mark.parametrize("shape,dtype,channels_last", CASES)
 @pytest.mark.parametrize("act", [None, "silu", "leaky_relu"])
 def test_eval_output_bits_do_not_depend_on_grad_mode(shape, dtype, channels_last, act):
-    kw = {} if act is None else dict(cls=getattr(bnlab.nn, f"BatchNormAct{len(shape) - 2 or 1}d"), act=act)
+    kw = {} if act is None else {"cls": getattr(bnlab.nn, f"BatchNormAct{len(shape) - 2 or 1}d"), "act": act}
     m = _layer(shape, dtype, **kw)
     x = torch.randn(shape).to(dtype)
     if channels_last:

@@ -17,7 +17,7 @@ from torch import nn
 import bnlab
 from bnlab.nn import MaskedBatchNorm1d
 
-TOL = dict(rtol=1e-6, atol=1e-6)  # float32 statistics of a few hundred values against float64
+TOL = {"rtol": 1e-6, "atol": 1e-6}  # float32 statistics of a few hundred values against float64
 
 
 class Masked(nn.Module):
