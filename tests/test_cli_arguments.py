@@ -14,8 +14,8 @@ import pytest
 import torch
 
 import bnlab.bench.command as bench_command
-import bnlab.train.trainer as trainer
 from bnlab import cli, models
+from bnlab.train import trainer
 
 
 def _no_work(*args, **kwargs):

@@ -41,7 +41,7 @@ def _layer(shape, dtype, cls=None, **kw):
 @pytest.mark.parametrize("shape,dtype,channels_last", CASES)
 @pytest.mark.parametrize("act", [None, "silu", "leaky_relu"])
 def test_eval_output_bits_do_not_depend_on_grad_mode(shape, dtype, channels_last, act):
-    kw = {} if act is None else dict(cls=getattr(bnlab.nn, f"BatchNormAct{len(shape) - 2 or 1}d"), act=act)
+    kw = {} if act is None else {"cls": getattr(bnlab.nn, f"BatchNormAct{len(shape) - 2 or 1}d"), "act": act}
     m = _layer(shape, dtype, **kw)
     x = torch.randn(shape).to(dtype)
     if channels_last:
@@ -82,3 +82,26 @@ def test_recorded_eval_double_backward_matches_the_reference():
 
     for a, b in zip(grads(True), grads(False)):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-8)  # silu: the kernel's exp vs torch's
+
+
+@pytest.mark.parametrize("act", ["identity", "silu"])
+def test_recorded_eval_passes_gradcheck_in_every_input(act):
+    """Numerical derivatives (float64) of x, weight, bias and both running statistics, and of the
+    gradients themselves (double backward)."""
+    from bnlab import functional as F
+
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(4, 3, 5, dtype=torch.float64, generator=gen).requires_grad_()
+    w = (torch.rand(3, dtype=torch.float64, generator=gen) + 0.5).requires_grad_()
+    b = torch.randn(3, dtype=torch.float64, generator=gen).requires_grad_()
+    rm = torch.randn(3, dtype=torch.float64, generator=gen).requires_grad_()
+    rv = (torch.rand(3, dtype=torch.float64, generator=gen) + 0.5).requires_grad_()
+    m = bnlab.nn.BatchNormAct1d(3, act=act).double().eval()
+
+    def f(x, w, b, rm, rv):
+        if act == "identity":
+            return F.batch_norm(x, rm, rv, w, b, training=False)
+        return torch.func.functional_call(m, {"weight": w, "bias": b, "running_mean": rm, "running_var": rv}, (x,))
+
+    assert torch.autograd.gradcheck(f, (x, w, b, rm, rv))
+    assert torch.autograd.gradgradcheck(f, (x, w, b, rm, rv))

@@ -70,3 +70,25 @@ def test_doctor_bias_check_follows_the_same_rule():
     assert "fusable" not in {f.code for f in on_3d.findings}
     on_2d = bnlab.doctor(model, example_input=torch.randn(8, 6))
     assert "bias-before-bn" in {f.code for f in on_2d.hazards}
+
+
+class _ByKeyword(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.lin, self.bn = nn.Linear(4, 3), nn.BatchNorm1d(3)
+
+    def forward(self, x):
+        return self.bn(input=self.lin(x))
+
+
+def test_a_bn_called_by_keyword_is_found_by_fold_and_doctor():
+    """The traced graph's neighbour of `bn(input=x)` is in the call's keywords (it was not looked at)."""
+    model = _ByKeyword().eval()
+    with torch.no_grad():
+        model.bn.running_var.fill_(2.0)
+    x = torch.randn(5, 4)
+    folded, report = fold_quietly(model, x)
+    assert report.pairs == [("lin", "bn")]
+    torch.testing.assert_close(folded(x), model(x), rtol=1e-5, atol=1e-5)
+    assert {"bias-before-bn", "fusable"} <= {f.code for f in bnlab.doctor(model, example_input=x).findings}

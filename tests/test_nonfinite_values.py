@@ -18,9 +18,9 @@ from bnlab.core import dispatch
 
 INF, NAN = float("inf"), float("nan")
 TOL = {
-    torch.float32: dict(rtol=1e-5, atol=1e-5),
-    torch.float16: dict(rtol=1e-2, atol=1e-2),
-    torch.float64: dict(rtol=1e-5, atol=1e-5),
+    torch.float32: {"rtol": 1e-5, "atol": 1e-5},
+    torch.float16: {"rtol": 1e-2, "atol": 1e-2},
+    torch.float64: {"rtol": 1e-5, "atol": 1e-5},
 }
 SHAPES = [(2, 3, 9000), (64, 3, 7), (16, 3), (4, 3, 6, 5)]  # planes of 2 blocks, rows of planes, rows, 4D
 VALUES = [INF, -INF, NAN, 1e26, -1e30, 3e38]  # one such value in channel 0

@@ -39,9 +39,11 @@ def test_an_http_server_is_not_a_scheduler_and_fails_within_the_timeout(http_ser
     import distributed  # noqa: F401 -- imported before the clock starts
 
     start = time.monotonic()
-    with pytest.raises(ConnectionError, match="no Dask scheduler answered .* within 3 s"):
-        with cluster.connect(http_server, 1, timeout_s=3.0):
-            pass
+    with (
+        pytest.raises(ConnectionError, match="cannot reach the Dask scheduler at .* within 3 s .*no Dask answer"),
+        cluster.connect(http_server, 1, timeout_s=3.0),
+    ):
+        pass
     assert time.monotonic() - start < 3.0 + 2.0  # the timeout plus the probe's thread and loop
 
 
@@ -50,9 +52,11 @@ def test_a_malformed_address_fails_at_once(address):
     import distributed  # noqa: F401
 
     start = time.monotonic()
-    with pytest.raises(ConnectionError, match="expected a Dask scheduler address like tcp://host:8786"):
-        with cluster.connect(address, 1, timeout_s=30.0):
-            pass
+    with (
+        pytest.raises(ConnectionError, match="expected a Dask scheduler address like tcp://host:8786"),
+        cluster.connect(address, 1, timeout_s=30.0),
+    ):
+        pass
     assert time.monotonic() - start < 5.0
 
 
@@ -64,9 +68,12 @@ def test_the_command_line_says_one_line_and_nothing_at_exit(tmp_path):
         text=True,
         timeout=300,
         env=env,
+        check=False,
     )
     assert out.returncode == 2
     assert out.stderr.strip().splitlines() == [
-        "bnlab train: expected a Dask scheduler address like tcp://host:8786 (got 'banana'): missing port "
-        "number in address 'banana'"
+        (
+            "bnlab train: expected a Dask scheduler address like tcp://host:8786 (got 'banana'): missing port "
+            "number in address 'banana'"
+        )
     ]

@@ -15,8 +15,8 @@ backward; it needs an invertible activation and every gamma != 0 (the layer chec
 statistics recomputed from the saved ``x``, so the closed form is differentiated in torch ops.
 
 **Eval mode** under autograd is :class:`BatchNormEval`: the fast backend's output, so the values
-have the same bits with grad mode on or off, and a backward that differentiates the reference's
-torch operations recomputed from the saved inputs (double backward included).
+have the same bits with grad mode on or off, and the closed-form backward in torch operations
+(double backward differentiates the reference's operations).
 
 Written in the ``setup_context`` style, so torch.func transforms and torch.compile can trace it
 (they get the reference backend). Its vmap rule folds the vmapped dimension into the channels, so
@@ -211,10 +211,10 @@ class BatchNormEval(torch.autograd.Function):
     forward that autograd records.
 
     The output is the backend's, bit for bit what the same call gives under ``no_grad``. The
-    backward recomputes the reference's eval (:meth:`Reference.eval`, differentiable torch
-    operations) from the saved inputs and differentiates it: eval-mode BN is an affine map of ``x``
-    with constant statistics, so the gradients are those of the reference path. Under grad mode
-    (double backward) the recomputation runs on the saved tensors themselves, in their graph.
+    backward is eval-mode BN's closed form in torch operations (:func:`_eval_grads`: an affine map
+    of ``x`` with constant statistics). Under grad mode (double backward) it recomputes the
+    reference's eval (:meth:`Reference.eval`) from the saved tensors, in their graph, and
+    differentiates that.
     Inputs: ``x, running_mean, running_var, weight, bias`` (weight, bias None allowed), then
     ``eps, act, slope, backend``.
     """
@@ -232,16 +232,43 @@ class BatchNormEval(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dy):
         saved = ctx.saved_tensors
-        wanted = [i for i, need in enumerate(ctx.needs_input_grad[:5]) if need]
-        create_graph = torch.is_grad_enabled()
-        if create_graph:  # double backward: differentiate within the graph of the saved tensors
-            inputs = list(saved)
-        else:
-            inputs = [None if t is None else t.detach().requires_grad_(i in wanted) for i, t in enumerate(saved)]
-        with torch.enable_grad():
-            y = dispatch.REFERENCE.eval(*inputs, *ctx.config)
-            grads = torch.autograd.grad(y, [inputs[i] for i in wanted], dy, create_graph=create_graph)
-        out = [None] * 9
-        for i, g in zip(wanted, grads):
-            out[i] = g
-        return tuple(out)
+        needs = ctx.needs_input_grad[:5]
+        if torch.is_grad_enabled():  # double backward: differentiate the reference in the saved tensors' graph
+            wanted = [i for i, need in enumerate(needs) if need]
+            with torch.enable_grad():
+                y = dispatch.REFERENCE.eval(*saved, *ctx.config)
+                grads = torch.autograd.grad(y, [saved[i] for i in wanted], dy, create_graph=True)
+            out = [None] * 9
+            for i, g in zip(wanted, grads):
+                out[i] = g
+            return tuple(out)
+        return (*_eval_grads(dy, *saved, *ctx.config, needs), None, None, None, None)
+
+
+def _eval_grads(dy, x, running_mean, running_var, weight, bias, eps: float, act: str, slope: float, needs):
+    """The gradients of ``act(x * scale + shift)`` (eval-mode BN) in closed form, each None where not
+    needed: with ``invstd = 1/sqrt(running_var + eps)``, ``scale = weight * invstd`` and ``g = dy *
+    act'(z)``: ``dx = g * scale``, ``dweight = sum(g * (x - running_mean)) * invstd``, ``dbias =
+    sum(g)``, ``drunning_mean = -sum(g) * scale``, ``drunning_var = -sum(g * (x - running_mean)) *
+    weight * invstd^3 / 2`` (sums over every dim but the channels)."""
+    acc = M.acc_dtype(x.dtype)
+    shape = M.channel_shape(x)
+    dims = M.reduce_dims(x)
+    invstd = torch.rsqrt(running_var.to(acc) + eps)
+    scale = invstd if weight is None else invstd * weight.to(acc)
+    g = dy
+    if act != "identity":
+        g = activation_grad(dy, M.eval_normalize(x, running_mean, running_var, weight, bias, eps), act, slope)
+    g = g.to(acc)
+    dx = (g * scale.view(shape)).to(x.dtype) if needs[0] else None
+    sum_g = g.sum(dims) if needs[1] or needs[2] or needs[3] or needs[4] else None
+    sum_gxmu = None
+    if needs[2] or needs[3]:  # sum(g * x) - running_mean * sum(g): what autograd of x * scale + shift forms
+        sum_gxmu = (g * x.to(acc)).sum(dims) - running_mean.to(acc) * sum_g
+    drm = (-sum_g * scale).to(running_mean.dtype) if needs[1] else None
+    drv = None
+    if needs[2]:
+        drv = (-0.5 * sum_gxmu * invstd**3 * (1.0 if weight is None else weight.to(acc))).to(running_var.dtype)
+    dw = (sum_gxmu * invstd).to(weight.dtype) if needs[3] else None
+    db = sum_g.to(bias.dtype) if needs[4] else None
+    return dx, drm, drv, dw, db

@@ -86,9 +86,10 @@ def _from_fx(model: nn.Module, is_bn) -> dict[str, Neighbours] | None:
         if node.op != "call_module" or node.target in out or not is_bn(model.get_submodule(node.target)):
             continue
         nb = Neighbours(calls=calls)
-        if node.args and isinstance(node.args[0], torch.fx.Node):
-            nb.prev = _node_name(node.args[0])
-            nb.prev_single_use = len(node.args[0].users) == 1
+        source = node.args[0] if node.args else node.kwargs.get("input")  # bn(x) or bn(input=x)
+        if isinstance(source, torch.fx.Node):
+            nb.prev = _node_name(source)
+            nb.prev_single_use = len(source.users) == 1
         for user in node.users:
             nb.next.append(_node_name(user))
             nb.next_sole_input.append(len(user.all_input_nodes) == 1)

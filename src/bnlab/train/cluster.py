@@ -99,7 +99,6 @@ def _probe_scheduler(address: str, timeout_s: float) -> None:
     Client waiting indefinitely. The probe runs its own event loop in a thread of its own, so it also
     works from code that is inside an event loop (a notebook)."""
     import asyncio
-    from concurrent.futures import ThreadPoolExecutor
 
     from distributed.comm import connect as comm_connect
     from distributed.security import Security
@@ -114,34 +113,38 @@ def _probe_scheduler(address: str, timeout_s: float) -> None:
         finally:
             comm.abort()
 
-    def ask():
-        return asyncio.run(asyncio.wait_for(identity(), timeout_s))
+    outcome: dict = {}
 
+    def ask() -> None:
+        try:
+            outcome["reply"] = asyncio.run(asyncio.wait_for(identity(), timeout_s))
+        except BaseException as e:  # noqa: BLE001 -- handed to the calling thread
+            outcome["error"] = e
+
+    # A daemon thread: Ctrl-C during the probe leaves at once (an executor's thread is joined at exit).
+    probe = threading.Thread(target=ask, name="bnlab-scheduler-probe", daemon=True)
+    probe.start()
+    probe.join()
     expected = "expected `dask scheduler` running there"
-    pool = ThreadPoolExecutor(1)
-    try:
-        reply = pool.submit(ask).result()
-    except (asyncio.TimeoutError, TimeoutError):
-        raise ConnectionError(
-            f"no Dask scheduler answered at {address} within {timeout_s:g} s ({expected}; something that "
-            f"is not a Dask scheduler may be listening there)"
-        ) from None
-    except (ValueError, TypeError) as e:  # a malformed address
-        msg = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise ConnectionError(
-            f"expected a Dask scheduler address like tcp://host:8786 (got {address!r}): {msg}"
-        ) from None
-    except OSError as e:  # refused or unresolvable until the timeout
-        msg = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    error = outcome.get("error")
+    if isinstance(error, (asyncio.TimeoutError, TimeoutError)):
+        raise ConnectionError(  # (the TCP connect's own timeout and this one race: one message for both)
+            f"cannot reach the Dask scheduler at {address} within {timeout_s:g} s ({expected}): no Dask "
+            f"answer (nothing listens there, or something that is not a Dask scheduler)"
+        )
+    if isinstance(error, (ValueError, TypeError)):  # a malformed address
+        msg = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise ConnectionError(f"expected a Dask scheduler address like tcp://host:8786 (got {address!r}): {msg}")
+    if isinstance(error, OSError):  # refused or unresolvable until the timeout
+        msg = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise ConnectionError(
             f"cannot reach the Dask scheduler at {address} within {timeout_s:g} s ({expected}): {msg}"
-        ) from None
-    except Exception as e:  # noqa: BLE001 -- a reply Dask's protocol could not decode
+        )
+    if error is not None:  # a reply Dask's protocol could not decode
         raise ConnectionError(
-            f"what answered at {address} is not a Dask scheduler ({expected}): {type(e).__name__}"
-        ) from None
-    finally:
-        pool.shutdown(wait=False)
+            f"what answered at {address} is not a Dask scheduler ({expected}): {type(error).__name__}"
+        )
+    reply = outcome["reply"]
     if not (isinstance(reply, dict) and reply.get("type") == "Scheduler"):
         kind = reply.get("type") if isinstance(reply, dict) else type(reply).__name__
         raise ConnectionError(f"what answered at {address} is not a Dask scheduler (got {kind!r}; {expected})")
