@@ -35,6 +35,8 @@ PUBLIC_MODULES = [
     "bnlab.models",
     "bnlab.train",
     "bnlab.train.store",
+    "bnlab.train.seeds",
+    "bnlab.train.grouped",
     "bnlab.experiments",
     "bnlab.report",
     "bnlab.core.math",
@@ -42,8 +44,10 @@ PUBLIC_MODULES = [
     "bnlab.core.dispatch",
     "bnlab.core.ops",
     "bnlab.core.autograd",
+    "bnlab.core.fused",
     "bnlab.core.sync",
     "bnlab.core.backends",
+    "bnlab.core.backends.triton_gpu",
 ]
 
 

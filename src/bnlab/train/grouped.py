@@ -251,7 +251,7 @@ class GroupedMLP(nn.Module):
         return self.head(x).transpose(1, 2)  # (k, classes, N) -> (k, N, classes)
 
     def inputs(self, x: Tensor) -> Tensor:
-        """Members' batches (k, N, *features) as (k, N, features)."""
+        """Members' batches ``(k, N, *features)`` as ``(k, N, features)``."""
         return x.reshape(x.shape[0], x.shape[1], -1)
 
 
