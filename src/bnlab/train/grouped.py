@@ -78,7 +78,7 @@ class GroupedConv1d(nn.Module):
         if c.groups != 1 or c.padding_mode != "zeros":
             raise ValueError(f"expected plain Conv1d layers (got groups={c.groups}, padding_mode={c.padding_mode!r})")
         self.k, self.stride, self.padding, self.dilation = len(convs), c.stride[0], c.padding[0], c.dilation[0]
-        # Measured (README's performance section): oneDNN's grouped convolution runs about 3x faster
+        # Measured (docs/guide/seeds.md): oneDNN's grouped convolution runs about 3x faster
         # on channels_last memory than on contiguous (N, C, L), as a 2D convolution of height 1; and
         # with one input channel per member (the first layer) it is depthwise and slower still than
         # the same product as unfold + bmm. Fixed by shape, so a member computes the same way in
