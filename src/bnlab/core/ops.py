@@ -18,7 +18,7 @@ from . import math as M
 from .autograd import apply_train
 from .backends import Running
 
-__all__ = ["train", "evaluate", "update_running_stats"]
+__all__ = ["train", "evaluate", "stats", "update_running_stats"]
 
 # (mean, var) of the batch -> (weight, bias) to normalize with (Batch Renorm's corrected affine map)
 AffineFromStats = Callable[[Tensor, Tensor], tuple[Tensor | None, Tensor | None]]
@@ -92,6 +92,11 @@ def evaluate(
     """``act(BN(x))`` with the running statistics (differentiable where autograd records a graph)."""
     backend = dispatch.select_eval(x, running_mean, running_var, weight, bias)
     return M.output_layout(backend.eval(x, running_mean, running_var, weight, bias, eps, act, slope), x)
+
+
+def stats(x: Tensor) -> tuple[Tensor, Tensor]:
+    """``(mean, biased var)`` of the batch ``x`` (N, C, *), per channel, in the accumulation dtype."""
+    return dispatch.select(x).stats(x)
 
 
 def update_running_stats(
