@@ -16,6 +16,9 @@ float16-overflow     hazard   running statistics or the folded scale gamma/sqrt(
 dead-channels        hazard   |gamma| < 1e-5: the channel outputs the constant beta (a layer whose gammas
                               are all exactly 0 is a zero-initialized residual branch: a note)
 syncbn-single-process hazard  SyncBatchNorm while torch.distributed is not initialized
+unused-act-children  hazard   a BN layer holding drop/activation modules its class never calls: what torch's
+                              convert_sync_batchnorm (and Lightning's sync_batchnorm=True) make of a BN +
+                              activation layer (timm's BatchNormAct2d, bnlab's BatchNormDropAct2d)
 train-eval-gap       hazard   at some BN, the example input's statistics (eval mode) are far from the running
                               ones: mean shift > 1 running std or variance ratio > e, plus sampling noise (a note with the
                               output gap otherwise; layers with their initial statistics are not judged)
@@ -45,6 +48,7 @@ from ..core import math as M
 from .conventions import DECAY_LIKE_RANGE, looks_like_decay
 from .fold import _outputs, find_pairs
 from .graph import Neighbours, bn_neighbours
+from .norm_act import is_norm_act
 from .sources import is_batchnorm
 
 __all__ = ["doctor", "Finding", "DoctorReport"]
@@ -299,6 +303,29 @@ def _syncbn_single_process(ctx: _Model) -> Finding | None:
     )
 
 
+def _unused_act_children(ctx: _Model) -> Finding | None:
+    # Only BN + drop/act classes call child modules; torch's converters keep a fused layer's
+    # children on the plain SyncBatchNorm they build, whose forward never calls them.
+    stranded = [
+        n
+        for n, m in ctx.bns.items()
+        if not isinstance(m, torch.jit.ScriptModule) and not is_norm_act(m) and any(True for _ in m.children())
+    ]
+    if not stranded:
+        return None
+    return Finding(
+        "unused-act-children",
+        "hazard",
+        stranded,
+        "these BN layers hold drop/activation modules that their forward never calls: a BN + activation "
+        "layer converted by torch's SyncBatchNorm.convert_sync_batchnorm (or Lightning's sync_batchnorm=True) "
+        "keeps its activation as an unused child, so the activation is silently skipped",
+        "convert the original model with bnlab.convert(model, 'sync') instead: it keeps the activation of "
+        "bnlab's BatchNormAct layers and refuses BN + drop/act modules (timm's BatchNormAct2d) with a "
+        "TypeError rather than dropping them; with Lightning, leave sync_batchnorm off and convert first",
+    )
+
+
 def _bn_placement(ctx: _Model) -> Finding | None:
     before = [n for n, nb in ctx.neighbours.items() if any(ctx.kind(u) == "act" for u in nb.next)]
     after = [n for n, nb in ctx.neighbours.items() if ctx.kind(nb.prev) == "act"]
@@ -336,6 +363,7 @@ STATIC_CHECKS = (
     _dead_channels,
     _zero_init_residual,
     _syncbn_single_process,
+    _unused_act_children,
     _bn_placement,
     _fusable,
 )
