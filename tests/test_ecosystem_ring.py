@@ -147,3 +147,13 @@ def test_fold_refuses_a_parametrized_conv_weight_clearly():
     parametrize.remove_parametrizations(model[0], "weight")  # the fix named
     x = torch.randn(4, 3, 8, 8)
     torch.testing.assert_close(bnlab.fold(model)(x), model(x), rtol=1e-5, atol=1e-5)
+
+
+def test_aot_inductor_package_of_an_exported_model_runs_as_torch(tmp_path):
+    theirs = _cnn().eval()
+    ours = bnlab.convert(copy.deepcopy(theirs), "bnlab").eval()
+    x = torch.randn(2, 3, 8, 8)
+    path = torch._inductor.aoti_compile_and_package(
+        torch.export.export(ours, (x,)), package_path=str(tmp_path / "model.pt2")
+    )
+    torch.testing.assert_close(torch._inductor.aoti_load_package(path)(x), theirs(x), rtol=1e-5, atol=1e-5)
