@@ -84,8 +84,7 @@ def _cnn() -> nn.Module:
 
 @pytest.mark.parametrize("prepare_name", ["prepare_fx", "prepare_qat_fx"])
 def test_fx_quantization_refuses_with_the_fix_named(prepare_name):
-    from torch.ao.quantization import get_default_qconfig_mapping, get_default_qat_qconfig_mapping
-    from torch.ao.quantization import quantize_fx
+    from torch.ao.quantization import get_default_qat_qconfig_mapping, get_default_qconfig_mapping, quantize_fx
 
     qat = prepare_name == "prepare_qat_fx"
     model = bnlab.convert(_cnn(), "bnlab").train(qat)
