@@ -230,11 +230,12 @@ def run_group_on_worker(
         return [refusal] * len(configs)
     from .sweep import train_here
 
-    out = []
+    out: list[dict] = []
     for outcome, payload in train_here([RunConfig.from_dict(c) for c in configs], device, threads):
         if outcome == "failed":
             out.append({"outcome": "failed", "error": payload})
         else:
+            assert not isinstance(payload, str)  # a RunResult: only a failure carries its error text
             payload.env["worker"] = _worker_address()
             out.append({"outcome": outcome, "result": payload.to_dict()})
     return out

@@ -178,7 +178,7 @@ def _run_here(
     todo: list[RunConfig], db: Store, tally: _Tally, device: str, threads: int, group_seeds: bool = True
 ) -> list[RunConfig]:
     """Claim and run each unit of configs in this process; return the configs another process holds."""
-    busy = []
+    busy: list[RunConfig] = []
     for unit in plan_groups(todo, group_seeds):
         claims = [db.claim(c) for c in unit]
         _say_takeovers(claims)
