@@ -173,7 +173,7 @@ def bn_input_dims(model: nn.Module, example_input) -> dict[str, int]:
     args = example_input if isinstance(example_input, tuple) else (example_input,)
     dims: dict[str, int] = {}
     handles = [
-        watch_input(m, lambda _m, x, n=name: dims.setdefault(n, x.dim()))
+        watch_input(m, lambda _m, x, n=name: dims.setdefault(n, x.dim()))  # type: ignore[misc, arg-type]  # mypy infers no lambda with a default argument
         for name, m in model.named_modules()
         if _foldable(m) or isinstance(m, nn.modules.batchnorm._BatchNorm)
     ]
