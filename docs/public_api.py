@@ -18,6 +18,7 @@ PUBLIC_MODULES = [
     "bnlab.nn.renorm",
     "bnlab.nn.swap",
     "bnlab.nn.torch_fusion",
+    "bnlab.nn.export_graph",
     "bnlab.surgery",
     "bnlab.surgery.conventions",
     "bnlab.surgery.convert",

@@ -31,6 +31,7 @@ LAYERS = {
     "bnlab.core.dispatch": 2,
     "bnlab.core.autograd": 3,
     "bnlab.core.ops": 4,
+    "bnlab.core.fused": 4,  # batch_norm_add_act: an op beside ops, on the dispatch and its backends
     "bnlab.core.sync": 4,
     "bnlab.functional": 5,
     "bnlab.nn": 5,

@@ -70,3 +70,12 @@ def test_every_part_an_answer_or_the_ics_section_names_is_declared_by_its_claim(
     assert named, "the answers name parts"
     for cid, key in sorted(named):
         assert key in [p.key for p in spec.of(registry.get(cid)).parts], f"{cid} declares no part {key!r}"
+
+
+@pytest.mark.parametrize("records", [None, {0: {"x": 1.0}}])
+def test_settle_without_a_rule_or_a_measured_stability_is_refused(records):
+    # C4 declares no parts; without a stability the claim's rule must judge the per-seed records
+    module = registry.get("C4")
+    res = spec.result(module, verdict="reproduced", summary="", setup={}, numbers={})
+    with pytest.raises(ValueError, match="C4: expected per-seed records and a rule, or a measured stability"):
+        spec.settle(module, res, records, None)

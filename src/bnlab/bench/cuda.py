@@ -119,7 +119,7 @@ class Timer:
             for name in names:
                 fns[name]()
         torch.cuda.synchronize()
-        samples = {name: [] for name in names}
+        samples: dict[str, list[float]] = {name: [] for name in names}
         for rep in range(repeats):
             for name in names if rep % 2 == 0 else names[::-1]:
                 samples[name].append(self.sample(fns[name]))

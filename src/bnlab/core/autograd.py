@@ -27,6 +27,8 @@ refuses Functions with a custom jvp: compiled code gets :class:`BatchNormTrain`.
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import Tensor
 from torch.autograd import forward_ad as _forward_ad
@@ -265,6 +267,8 @@ def _eval_grads(dy, x, running_mean, running_var, weight, bias, eps: float, act:
     sum_gxmu = None
     if needs[2] or needs[3]:  # sum(g * x) - running_mean * sum(g): what autograd of x * scale + shift forms
         sum_gxmu = (g * x.to(acc)).sum(dims) - running_mean.to(acc) * sum_g
+    # each is None only where no output below needs it
+    sum_g, sum_gxmu = cast(Tensor, sum_g), cast(Tensor, sum_gxmu)
     drm = (-sum_g * scale).to(running_mean.dtype) if needs[1] else None
     drv = None
     if needs[2]:

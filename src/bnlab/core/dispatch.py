@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from typing import TypedDict
 
 import torch
 from torch import Tensor
@@ -90,7 +91,14 @@ _FAST_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 _HALF_DTYPES = (torch.bfloat16, torch.float16)
 _PLAIN_TYPES = (Tensor, torch.nn.Parameter)
 _TRACED_REASON = "traced (torch.compile, torch.jit or a torch.func transform)"
-_state = {"fast": os.environ.get("BNLAB_FAST", "1") != "0", "forced": None}
+
+
+class _State(TypedDict):
+    fast: bool  # rule 1: the fast backends may run
+    forced: str | None  # set_backend's name, None for each device's defaults
+
+
+_state: _State = {"fast": os.environ.get("BNLAB_FAST", "1") != "0", "forced": None}
 # The fast backend per device type now (None: the reference); set_backend changes these.
 _route: dict[str, Backend | None] = {"cpu": _CPU, "cuda": FAST_BACKENDS.get("cuda")}
 

@@ -106,6 +106,7 @@ def batch_norm_add_act(
     if residual.dtype != input.dtype:
         raise TypeError(f"expected a residual of the input's dtype {input.dtype} (got {residual.dtype})")
     if not training:
+        assert running_mean is not None and running_var is not None  # check_batch_norm_call refused None in eval
         z = M.eval_normalize(input, running_mean, running_var, weight, bias, eps)
         return M.output_layout(activate(z + residual, act, negative_slope), input)
     backend = dispatch.select(input, weight, bias, running_mean, running_var)

@@ -19,7 +19,7 @@ from . import math as M
 from .autograd import BatchNormEval, apply_train
 from .backends import Running
 
-__all__ = ["train", "evaluate", "update_running_stats"]
+__all__ = ["train", "evaluate", "stats", "update_running_stats"]
 
 # (mean, var) of the batch -> (weight, bias) to normalize with (Batch Renorm's corrected affine map)
 AffineFromStats = Callable[[Tensor, Tensor], tuple[Tensor | None, Tensor | None]]
@@ -110,6 +110,11 @@ def evaluate(
 def _records(*tensors: Tensor | None) -> bool:
     """Whether autograd records a graph for an operation on ``tensors``."""
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+def stats(x: Tensor) -> tuple[Tensor, Tensor]:
+    """``(mean, biased var)`` of the batch ``x`` ``(N, C, *)``, per channel, in the accumulation dtype."""
+    return dispatch.select(x).stats(x)
 
 
 def update_running_stats(

@@ -33,7 +33,19 @@ class SyncBatchNormTrain(torch.autograd.Function):
     """Returns (y, mean, biased var, global count); only y is differentiable."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, weight, bias, eps: float, process_group, world_size: int, backend: Backend):
+    def forward(
+        ctx,
+        x: Tensor,
+        weight,
+        bias,
+        running_mean,
+        running_var,
+        momentum,
+        eps: float,
+        process_group,
+        world_size: int,
+        backend: Backend,
+    ):
         count = M.count_per_channel(x)
         mean, var = backend.stats(x)  # an empty slice: the reference's zeros
         acc = mean.dtype
@@ -49,6 +61,10 @@ class SyncBatchNormTrain(torch.autograd.Function):
             )
         var = m2 / total
         y = backend.normalize(x, mean, var, weight, bias, eps, "identity", 0.0)
+        if running_mean is not None or running_var is not None:
+            # before the tensors are saved, where checkpointing's recompute still runs it (torch's
+            # SyncBatchNorm updates inside its forward too; see the reference backend's docstring)
+            backend.update_running_stats(running_mean, running_var, mean, var, int(total.item()), momentum)
         ctx.save_for_backward(x, weight, bias, mean, var, total)
         ctx.config = (eps, process_group, backend)
         ctx.mark_non_differentiable(mean, var, total)
@@ -80,6 +96,9 @@ class SyncBatchNormTrain(torch.autograd.Function):
             None,
             None,
             None,
+            None,
+            None,
+            None,
         )
 
 
@@ -89,7 +108,6 @@ def sync_train(
     """Training-mode batch norm with the statistics of the whole group; updates the running
     statistics (when given) with the global batch's. Arguments checked by the caller."""
     backend = dispatch.select(x, weight, bias, running_mean, running_var)
-    y, mean, var, total = SyncBatchNormTrain.apply(x, weight, bias, eps, process_group, world_size, backend)
-    if running_mean is not None or running_var is not None:
-        backend.update_running_stats(running_mean, running_var, mean, var, int(total.item()), momentum)
-    return y
+    return SyncBatchNormTrain.apply(
+        x, weight, bias, running_mean, running_var, momentum, eps, process_group, world_size, backend
+    )[0]

@@ -190,7 +190,8 @@ def _run_rounds(modules: list[ModuleType], ctx: Context) -> list[ClaimResult]:
     results: dict[str, ClaimResult] = {}
     active = list(modules)
     while active:
-        ctxs = {m.ID: dataclasses.replace(ctx, seeds=plans[m.ID][look[m.ID]]) if plans[m.ID] else ctx for m in active}
+        # plans[m.ID] is not None where it is indexed (mypy narrows no subscript by a variable key)
+        ctxs = {m.ID: dataclasses.replace(ctx, seeds=plans[m.ID][look[m.ID]]) if plans[m.ID] else ctx for m in active}  # type: ignore[index]
         sweeps = {m.ID: _sweep(m, ctxs[m.ID]) for m in active}
         owner = {c.key(): claim_id for claim_id, configs in sweeps.items() for c in configs}
         by_key = _run_configs([c for configs in sweeps.values() for c in configs], ctx, owner, list(sweeps))

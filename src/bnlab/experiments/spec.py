@@ -23,14 +23,14 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from types import ModuleType
 from typing import Any
 
 from . import stability
 from .result import VERDICTS, ClaimResult
 
-Rule = Callable[[Sequence[Any]], str]
+Rule = stability.Rule  # called with a list of the per-seed records
 
 
 @dataclasses.dataclass(frozen=True)
@@ -224,7 +224,11 @@ def settle(
     s = of(module)
     if s.parts and records is None:
         raise ValueError(f"{s.id}: expected per-seed records to judge its {len(s.parts)} parts (got None)")
-    res.parts = judge_parts(s.parts, records) if s.parts else []
+    res.parts = judge_parts(s.parts, records) if s.parts and records is not None else []
     res.rule_version = s.rule_version
     res.rule_history = [h.to_json() for h in s.history]
-    return stability.settle(res, stab if stab is not None else stability.assess(records, rule))
+    if stab is None:
+        if records is None or rule is None:
+            raise ValueError(f"{s.id}: expected per-seed records and a rule, or a measured stability (got neither)")
+        stab = stability.assess(records, rule)
+    return stability.settle(res, stab)

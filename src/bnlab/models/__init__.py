@@ -111,7 +111,7 @@ def check_options(
     options = model_options(name)
     unknown = sorted(set(model_kw or {}) - set(options)) if options is not None else []
     if unknown:
-        raise ValueError(f"expected options of model {name!r} among {list(options)} (got {', '.join(unknown)})")
+        raise ValueError(f"expected options of model {name!r} among {list(options or ())} (got {', '.join(unknown)})")
     make_norm = norm_factory(norm, _MODELS[name].dim, **dict(norm_kw or {}))
     try:
         make_norm(4)
@@ -138,7 +138,7 @@ def build(
     options = model_options(name)
     unknown = sorted(set(kw) - set(options)) if options is not None else []
     if unknown:
-        raise ValueError(f"expected options of model {name!r} among {list(options)} (got {', '.join(unknown)})")
+        raise ValueError(f"expected options of model {name!r} among {list(options or ())} (got {', '.join(unknown)})")
     entry = _MODELS[name]
     check_placement(placement)
     make_norm = norm_factory(norm, entry.dim, **dict(norm_kw or {}))

@@ -22,6 +22,13 @@ with ``torch.jit.save``. Variants whose training differs from plain BN (ghost, r
 sync) refuse to be scripted with a TypeError rather than script as plain BN; frozen layers
 script their eval map (:mod:`bnlab.nn.frozen`).
 
+**Deployment graphs.** Under ``torch.export`` (``torch.compiler.is_exporting()``) the layers whose
+math is plain batch norm (those TorchScript compiles: not ghost, renorm, masked or sync) record
+torch's standard ``batch_norm`` operator, followed by what comes after the normalization (a fused
+activation): quantization's and deployment's graph passes recognize batch norm only as torch's
+(:mod:`bnlab.nn.export_graph` says which and why). The layer itself, in eager mode, under
+torch.compile and in the kernels, runs bnlab's math.
+
 **Hyperparameters** are checked when a forward uses them, as torch does: ``eps`` must be positive in
 training and non-negative in eval (torch's errors and wording). bnlab is stricter in one place:
 ``momentum`` outside [0, 1] in training is a ValueError (torch extrapolates the running average,
@@ -38,6 +45,7 @@ from torch.overrides import handle_torch_function, has_torch_function_unary
 
 from ..core import checks, ops
 from ..core import math as M
+from .export_graph import standard_forward
 from .nonfinite_guard import enable
 
 __all__ = [
@@ -49,6 +57,7 @@ __all__ = [
     "LazyBatchNorm3d",
     "_BatchNorm",
     "layer_forward",
+    "refuse_fx_quantization",
 ]
 
 
@@ -57,8 +66,22 @@ def layer_forward(module: _BatchNorm, input: Tensor, *args) -> Tensor:
     layer's mask). A function of its own so that tracers that work by ``__torch_function__``
     (torch.fx) record one node per layer (module docstring)."""
     if has_torch_function_unary(input):
+        refuse_fx_quantization(module, input)
         return handle_torch_function(layer_forward, (input,), module, input, *args)
     return module._forward(input, *args)
+
+
+def refuse_fx_quantization(module: nn.Module, input) -> None:
+    """A TypeError when torch's FX quantization traces ``module`` (``prepare_fx``, ``prepare_qat_fx``,
+    ``fuse_fx``): its patterns match torch's batch-norm classes by exact type, so bnlab's layer would
+    be left unfused, in float between quantize/dequantize pairs -- a quantized model that differs
+    from torch's without an error."""
+    tracer = getattr(input, "tracer", None)
+    if tracer is not None and type(tracer).__module__.startswith("torch.ao.quantization"):
+        raise TypeError(
+            f"FX quantization matches torch's batch-norm classes only and would leave {type(module).__name__} "
+            f"unfused: call bnlab.convert(model, 'torch') before prepare_fx / prepare_qat_fx"
+        )
 
 
 def script_check_input(input: Tensor, dims: list[int], num_features: int) -> None:
@@ -168,10 +191,13 @@ class _BatchNorm(nn.modules.batchnorm._BatchNorm):
         if torch.jit.is_scripting():  # TorchScript compiles this branch only
             return self._script_forward(input)
         if has_torch_function_unary(input):  # as layer_forward, without its frame
+            refuse_fx_quantization(self, input)
             return handle_torch_function(layer_forward, (input,), self, input)
         return self._forward(input)
 
     def _forward(self, input: Tensor) -> Tensor:
+        if self._not_scriptable is None and torch.compiler.is_exporting():
+            return self._exported_forward(input)
         self._check_input(input)
         factor = self._momentum_factor()
         running_mean, running_var = self.running_mean, self.running_var  # read once (module attribute lookups)
@@ -183,6 +209,12 @@ class _BatchNorm(nn.modules.batchnorm._BatchNorm):
         else:  # batch statistics in eval when there are no buffers to use
             use_batch_stats = running_mean is None and running_var is None
         return self._normalize(input, running_mean, running_var, use_batch_stats, factor)
+
+    def _exported_forward(self, input: Tensor) -> Tensor:
+        """What ``torch.export`` records for this layer: torch's standard batch-norm operator, then
+        what follows the normalization (module docstring, *Deployment graphs*)."""
+        self._check_input(input)
+        return self._script_activation(standard_forward(self, input))
 
     def _normalize(
         self,
@@ -244,7 +276,8 @@ class _BatchNorm(nn.modules.batchnorm._BatchNorm):
         return M.output_layout(self._script_activation(y), input)
 
     def _script_activation(self, y: Tensor) -> Tensor:
-        """What follows the normalization in :meth:`_script_forward` (an activation, for BN + act)."""
+        """What follows the normalization in :meth:`_script_forward` and :meth:`_exported_forward`
+        (an activation, for BN + act)."""
         return y
 
 

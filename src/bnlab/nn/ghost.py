@@ -16,12 +16,15 @@ Folding the remainder into the last ghost, rather than making a ghost of the few
 no ghost is ever smaller than ``virtual_batch_size`` (or N), so no ghost normalizes with the noisy
 statistics of one or two samples. Example: N = 10, size 4 -> ghosts of 4 and 6.
 
-**Running statistics.** Updated once per forward, with the statistics of the whole batch (the
-ghosts' (count, mean, M2) combined with Chan's formula, :func:`bnlab.functional.combine_moments`),
+**Running statistics.** Updated once per forward, with the statistics of the whole batch,
 unbiased variance and PyTorch's momentum (the weight of the new batch) -- so ``momentum`` keeps
 its per-step meaning and the population statistics are those plain BN would track on the same
 batches. (Algorithm 1 of the paper instead applies the moving average once per ghost.) Eval uses
-them like BN; with ``track_running_stats=False`` eval normalizes per ghost too.
+them like BN; with ``track_running_stats=False`` eval normalizes per ghost too. The whole batch's
+statistics take one pass of their own (without autograd) *before* the ghosts are normalized: an
+update after the normalization would come after the layer's last saved tensor, where activation
+checkpointing's recompute stops (``torch.utils.checkpoint``'s early stop), so the recompute would
+count the batch in ``num_batches_tracked`` without updating the statistics.
 
 Vectorised: the equal-size ghosts are moved into the channel dimension, ``(G*v, C, *)`` ->
 ``(v, G*C, *)``, and normalized in one call of the BN core with the affine parameters tiled G times
@@ -79,20 +82,20 @@ class _GhostBatchNorm(_BatchNorm):
         v = self.virtual_batch_size
         sizes = ghost_sizes(input.shape[0], v)
         n_equal = len(sizes) - 1 if sizes[-1] != v else len(sizes)  # ghosts of exactly v samples
-        parts = []  # (y, mean (G, C), var (G, C), samples per ghost)
+        if running_mean is not None or running_var is not None:
+            with torch.no_grad():
+                mean, var = ops.stats(input)
+            ops.update_running_stats(running_mean, running_var, mean, var, M.count_per_channel(input), momentum)
+        parts = []  # the outputs of the equal ghosts, then of an enlarged last ghost
         if n_equal:
-            parts.append(self._equal_ghosts(input[: n_equal * v], n_equal) + (v,))
+            parts.append(self._equal_ghosts(input[: n_equal * v], n_equal))
         if n_equal < len(sizes):
             last = input[n_equal * v :]
             checks.check_batch_size(last)
-            y, mean, var = ops.train(last, self.weight, self.bias, None, None, 0.0, self.eps)
-            parts.append((y, mean.unsqueeze(0), var.unsqueeze(0), last.shape[0]))
-        y = parts[0][0] if len(parts) == 1 else torch.cat([p[0] for p in parts])
-        if running_mean is not None or running_var is not None:
-            self._update_running_stats(input, parts, running_mean, running_var, momentum)
-        return y
+            parts.append(ops.train(last, self.weight, self.bias, None, None, 0.0, self.eps)[0])
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
 
-    def _equal_ghosts(self, x: Tensor, g: int) -> tuple[Tensor, Tensor, Tensor]:
+    def _equal_ghosts(self, x: Tensor, g: int) -> Tensor:
         """Normalize ``g`` ghosts of equal size in one call: ghosts become channel groups."""
         n, c, spatial = x.shape[0], x.shape[1], x.shape[2:]
         v = n // g
@@ -100,20 +103,8 @@ class _GhostBatchNorm(_BatchNorm):
         checks.check_batch_size(xg)
         weight = None if self.weight is None else self.weight.repeat(g)
         bias = None if self.bias is None else self.bias.repeat(g)
-        yg, mean, var = ops.train(xg, weight, bias, None, None, 0.0, self.eps)
-        y = yg.reshape(v, g, c, *spatial).transpose(0, 1).reshape(n, c, *spatial)  # (N, C, *)
-        return y, mean.view(g, c), var.view(g, c)
-
-    def _update_running_stats(self, input, parts, running_mean, running_var, momentum) -> None:
-        """One update with the whole batch's statistics, combined from the ghosts' (Chan)."""
-        per_sample = M.count_per_channel(input) // input.shape[0]
-        mean = torch.cat([p[1] for p in parts])  # (G, C)
-        var = torch.cat([p[2] for p in parts])  # (G, C), biased
-        count = torch.cat([torch.full((p[1].shape[0],), float(p[3] * per_sample)) for p in parts])
-        count = count.to(device=mean.device, dtype=mean.dtype)  # (G,) values per channel per ghost
-        _, mean, m2 = M.combine_moments(count, mean, var * count.unsqueeze(1))
-        m = M.count_per_channel(input)
-        ops.update_running_stats(running_mean, running_var, mean, m2 / m, m, momentum)
+        yg = ops.train(xg, weight, bias, None, None, 0.0, self.eps)[0]
+        return yg.reshape(v, g, c, *spatial).transpose(0, 1).reshape(n, c, *spatial)  # (N, C, *)
 
 
 class GhostBatchNorm1d(_GhostBatchNorm, nn.BatchNorm1d):

@@ -63,6 +63,7 @@ def _settled(ev: Evidence, cid: str) -> bool:
     if result is None or not result.parts:
         return ev.settled("C7")
     smoother = _smoother(ev)
+    assert smoother is not None  # C7 was judged by part, so the parts were counted
     open_parts = sum(not ev.settled("C7", k) for k in C7_PARTS)
     return smoother >= 2 or smoother + open_parts < 2
 
@@ -151,8 +152,8 @@ def _row(ev: Evidence, cid: str, what: str, with_bn: str, without: str) -> str:
     reading = _readings(ev).get(cid, "not run")
     if cid == "C7" and result is not None and result.parts:
         marks = "".join(f"{esc(k)} {part_marks(result, k, compact=True)} " for k in C7_PARTS)
-    elif READS.get(cid):
-        marks = part_marks(result, READS[cid], compact=True)
+    elif key := READS.get(cid):
+        marks = part_marks(result, key, compact=True)
     else:
         marks = verdict_marks(result, compact=True)
     return (

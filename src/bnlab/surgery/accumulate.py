@@ -84,7 +84,7 @@ class ExactBNAccumulation:
         ]
         for i, (_, m) in enumerate(self.layers):
             m.momentum = 0.0
-            self._handles.append(watch_statistics(m, lambda mod, x, i=i: self._record(i, mod, x)))
+            self._handles.append(watch_statistics(m, lambda mod, x, i=i: self._record(i, mod, x)))  # type: ignore[misc]  # mypy infers no lambda with a default argument (the loop's value, bound here)
         return self
 
     @torch.no_grad()

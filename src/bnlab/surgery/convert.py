@@ -31,6 +31,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from torch import nn
+from torch.nn.utils import parametrize
 
 from .. import nn as bnn
 from ..nn.swap import plain_config, swap
@@ -104,6 +105,13 @@ def _convert(module: nn.Module, target: Target, options: dict[str, Any], path: s
 def _convert_layer(module: nn.Module, target: Target, options: dict[str, Any], path: str) -> nn.Module:
     if is_norm_act(module):  # BN with drop/act modules (timm's BatchNormAct2d): kept, see .norm_act
         return convert_norm_act(module, target.name, options)
+    if isinstance(module, BN_BASES) and parametrize.is_parametrized(module):
+        names = ", ".join(module.parametrizations.keys())
+        raise TypeError(
+            f"convert: the batch norm at '{path or '<model>'}' has a parametrized {names} "
+            f"(torch.nn.utils.parametrize), which the new layer would not keep; remove it first "
+            f"(parametrize.remove_parametrizations(layer, name)), convert, then register it on the new layer"
+        )
     if type(module) in target.produces:
         return module
     if type(module) in SOURCES:

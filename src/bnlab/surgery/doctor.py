@@ -5,7 +5,28 @@ marks what is likely to give wrong or fragile results; ``"note"`` is information
 relative to activations is reported, not judged; fusable pairs; the measured train/eval gap). A
 clean model reports no hazards.
 
-===================== ======== =================================================================================
+===================== ======== ================================================================================
+code                  severity checked
+===================== ======== ================================================================================
+frozen-bn-training    hazard   BN in training mode while its parameters are frozen (requires_grad False)
+bias-before-bn        hazard   a conv/linear bias feeding BN: the mean subtraction cancels it
+decay-like-momentum   hazard   momentum in [0.9, 0.999]: the Keras/Flax decay convention given to PyTorch
+batch-size-1          hazard   on the example input a BN layer sees one sample (train mode) -- note in eval
+float16-overflow      hazard   running statistics or the folded scale gamma/sqrt(var+eps) exceed 65504
+dead-channels         hazard   ``|gamma| < 1e-5``: the channel outputs the constant beta (a layer whose gammas
+                               are all exactly 0 is a zero-initialized residual branch: a note)
+syncbn-single-process hazard   SyncBatchNorm while torch.distributed is not initialized
+unused-act-children   hazard   a BN layer holding drop/activation modules its class never calls: what torch's
+                               convert_sync_batchnorm (and Lightning's sync_batchnorm=True) make of a BN +
+                               activation layer (timm's BatchNormAct2d, bnlab's BatchNormDropAct2d)
+train-eval-gap        hazard   at some BN, the example input's statistics (eval mode) are far from the running
+                               ones: mean shift > 1 running std or variance ratio > e, plus sampling noise (a note
+                               with the output gap otherwise; layers with their initial statistics are not judged)
+zero-init-bn          note     every gamma of a BN exactly 0 (zero-init residual branch)
+bn-placement          note     how many BN layers come before / after an activation
+fusable               note     conv/linear -> BN pairs that bnlab.fold can fold for inference
+===================== ======== ================================================================================
+
 Each check is a small function of the model, its BN layers and their neighbours
 (:mod:`bnlab.surgery.graph`) returning one finding or none: :data:`STATIC_CHECKS`, then, with an
 example input, :data:`INPUT_CHECKS`. The model is not changed: forwards on the example input run
@@ -29,6 +50,7 @@ from ._stats import watch_input, watch_statistics
 from .conventions import DECAY_LIKE_RANGE, looks_like_decay
 from .fold import _outputs, feeds_channels, find_pairs
 from .graph import Neighbours, bn_neighbours
+from .norm_act import is_norm_act
 from .sources import is_batchnorm
 
 __all__ = ["doctor", "Finding", "DoctorReport"]
@@ -295,6 +317,29 @@ def _syncbn_single_process(ctx: _Model) -> Finding | None:
     )
 
 
+def _unused_act_children(ctx: _Model) -> Finding | None:
+    # Only BN + drop/act classes call child modules; torch's converters keep a fused layer's
+    # children on the plain SyncBatchNorm they build, whose forward never calls them.
+    stranded = [
+        n
+        for n, m in ctx.bns.items()
+        if not isinstance(m, torch.jit.ScriptModule) and not is_norm_act(m) and any(True for _ in m.children())
+    ]
+    if not stranded:
+        return None
+    return Finding(
+        "unused-act-children",
+        "hazard",
+        stranded,
+        "these BN layers hold drop/activation modules that their forward never calls: a BN + activation "
+        "layer converted by torch's SyncBatchNorm.convert_sync_batchnorm (or Lightning's sync_batchnorm=True) "
+        "keeps its activation as an unused child, so the activation is silently skipped",
+        "convert the original model with bnlab.convert(model, 'sync') instead: it keeps the activation of "
+        "bnlab's BatchNormAct layers and refuses BN + drop/act modules (timm's BatchNormAct2d) with a "
+        "TypeError rather than dropping them; with Lightning, leave sync_batchnorm off and convert first",
+    )
+
+
 def _bn_placement(ctx: _Model) -> Finding | None:
     before = [n for n, nb in ctx.neighbours.items() if any(ctx.kind(u) == "act" for u in nb.next)]
     after = [n for n, nb in ctx.neighbours.items() if ctx.kind(nb.prev) == "act"]
@@ -332,6 +377,7 @@ STATIC_CHECKS = (
     _dead_channels,
     _zero_init_residual,
     _syncbn_single_process,
+    _unused_act_children,
     _bn_placement,
     _fusable,
 )

@@ -34,6 +34,7 @@ from typing import Protocol, cast
 import torch
 from torch import Tensor, nn
 from torch.nn.modules.conv import _ConvNd
+from torch.nn.utils import parametrize
 
 from ..core import math as M
 from ..nn import batchnorm as bnlab_bn
@@ -172,7 +173,7 @@ def bn_input_dims(model: nn.Module, example_input) -> dict[str, int]:
     args = example_input if isinstance(example_input, tuple) else (example_input,)
     dims: dict[str, int] = {}
     handles = [
-        watch_input(m, lambda _m, x, n=name: dims.setdefault(n, x.dim()))
+        watch_input(m, lambda _m, x, n=name: dims.setdefault(n, x.dim()))  # type: ignore[misc, arg-type]  # mypy infers no lambda with a default argument
         for name, m in model.named_modules()
         if _foldable(m) or isinstance(m, nn.modules.batchnorm._BatchNorm)
     ]
@@ -255,6 +256,19 @@ def fold(model: nn.Module, example_input=None, *, inplace: bool = False, report:
         raise ValueError(
             f"fold is for inference: expected the model in eval mode, call model.eval() first "
             f"(got training mode in {', '.join(training[:3])}{' ...' if len(training) > 3 else ''})"
+        )
+    # A parametrized weight (torch.nn.utils.parametrize) is a function of other tensors: replacing
+    # it needs remove_parametrizations, which edits the class a deep copy shares with the original.
+    parametrized = [
+        f"{layer_name}.{name}"
+        for layer_name, _ in find_pairs(model)
+        for name in ("weight", "bias")
+        if parametrize.is_parametrized(model.get_submodule(layer_name), name)
+    ]
+    if parametrized:
+        raise ValueError(
+            f"fold: expected plain weights in the layers to fold into (got a parametrized {', '.join(parametrized)}); "
+            f"bake them first: torch.nn.utils.parametrize.remove_parametrizations(layer, name)"
         )
     reference = copy.deepcopy(model) if example_input is not None and inplace else model
     if not inplace:

@@ -116,7 +116,7 @@ def _precise_bn(
     stats = [ChannelStats() for _ in layers]
     saved = [(m.momentum, m.training, m.num_batches_tracked) for _, m in layers]
     saved_buffers = [(m.running_mean.clone(), m.running_var.clone()) for _, m in layers]  # type: ignore[union-attr]  # tracked layers: the buffers exist
-    handles = [watch_statistics(m, lambda _m, x, s=s: s.add(x)) for (_, m), s in zip(layers, stats)]
+    handles = [watch_statistics(m, lambda _m, x, s=s: s.add(x)) for (_, m), s in zip(layers, stats)]  # type: ignore[misc]  # mypy infers no lambda with a default argument (the loop's value, bound here)
     seen = 0
     ok = False
     try:
@@ -163,6 +163,6 @@ def _precise_bn(
             m.train(training)
             m.num_batches_tracked = nbt
             if not ok:
-                m.running_mean.copy_(rm)
-                m.running_var.copy_(rv)
+                m.running_mean.copy_(rm)  # type: ignore[union-attr]  # tracked layers: the buffers exist
+                m.running_var.copy_(rv)  # type: ignore[union-attr]  # likewise
     return seen, empty

@@ -223,18 +223,19 @@ def run_on_worker(
 def run_group_on_worker(
     configs: list[dict], expected_code: str, device: str, threads: int, setup: Callable[[], None] | None
 ) -> list[dict]:
-    """A group of seeds of one setting, in a worker (:func:`bnlab.train.sweep.train_here`): one
+    """A group of seeds of one setting, in a worker (:func:`bnlab.train.local.train_here`): one
     :func:`run_on_worker`-style dict per config, in order."""
     refusal = _prepare(expected_code, setup)
     if refusal is not None:
         return [refusal] * len(configs)
-    from .sweep import train_here
+    from .local import train_here
 
-    out = []
+    out: list[dict] = []
     for outcome, payload in train_here([RunConfig.from_dict(c) for c in configs], device, threads):
         if outcome == "failed":
             out.append({"outcome": "failed", "error": payload})
         else:
+            assert not isinstance(payload, str)  # a RunResult: only a failure carries its error text
             payload.env["worker"] = _worker_address()
             out.append({"outcome": outcome, "result": payload.to_dict()})
     return out

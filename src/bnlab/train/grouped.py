@@ -22,6 +22,9 @@ Only these models, with batch norm or none and elementwise activations, are grou
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import cast, overload
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -44,7 +47,7 @@ def why_not_groupable(model: nn.Module) -> str | None:
     """Why ``model`` cannot be trained in a group (None if it can)."""
     if type(model) not in (CNN1d, MLP):
         return f"model {type(model).__name__} (grouped: the 1D CNN and the MLP)"
-    for i, block in enumerate(model.blocks):
+    for i, block in enumerate(cast("CNN1d | MLP", model).blocks):
         if type(block) is not Block:
             return f"block {i} is a {type(block).__name__}"
         norm, act = block.norm, block.act
@@ -55,15 +58,26 @@ def why_not_groupable(model: nn.Module) -> str | None:
     return None
 
 
-def _stack(tensors: list[Tensor | None], dim: int = 0, cat: bool = False) -> Tensor | None:
+@overload
+def _stack(tensors: list[Tensor], dim: int = 0, cat: bool = False) -> Tensor: ...
+@overload
+def _stack(tensors: list[Tensor | None], dim: int = 0, cat: bool = False) -> Tensor | None: ...
+def _stack(tensors: list[Tensor] | list[Tensor | None], dim: int = 0, cat: bool = False) -> Tensor | None:
     if tensors[0] is None:
         return None
-    return torch.cat(tensors, dim) if cat else torch.stack(tensors, dim)
+    # the members are of one architecture: all or none of them have the tensor
+    present = cast("list[Tensor]", tensors)
+    return torch.cat(present, dim) if cat else torch.stack(present, dim)
 
 
+@overload
+def _param(t: Tensor, like: Tensor) -> nn.Parameter: ...
+@overload
+def _param(t: Tensor | None, like: Tensor | None) -> nn.Parameter | None: ...
 def _param(t: Tensor | None, like: Tensor | None) -> nn.Parameter | None:
     if t is None:
         return None
+    assert like is not None  # t was built from members' tensors like this one
     return nn.Parameter(t.detach().clone(), requires_grad=like.requires_grad)
 
 
@@ -77,7 +91,8 @@ class GroupedConv1d(nn.Module):
         c = convs[0]
         if c.groups != 1 or c.padding_mode != "zeros":
             raise ValueError(f"expected plain Conv1d layers (got groups={c.groups}, padding_mode={c.padding_mode!r})")
-        self.k, self.stride, self.padding, self.dilation = len(convs), c.stride[0], c.padding[0], c.dilation[0]
+        self.k, self.stride, self.dilation = len(convs), c.stride[0], c.dilation[0]
+        self.padding = cast(int, c.padding[0])  # a number: Conv1d keeps a string only where it was given one
         # Measured (docs/guide/seeds.md): oneDNN's grouped convolution runs about 3x faster
         # on channels_last memory than on contiguous (N, C, L), as a 2D convolution of height 1; and
         # with one input channel per member (the first layer) it is depthwise and slower still than
@@ -107,6 +122,7 @@ class GroupedConv1d(nn.Module):
         n = conv.out_channels
         conv.weight.data.copy_(self.weight.data[i * n : (i + 1) * n])
         if conv.bias is not None:
+            assert self.bias is not None  # grouped from members with biases
             conv.bias.data.copy_(self.bias.data[i * n : (i + 1) * n])
 
 
@@ -134,6 +150,7 @@ class GroupedLinear(nn.Module):
     def member(self, i: int, lin: nn.Linear) -> None:
         lin.weight.data.copy_(self.weight.data[i])
         if lin.bias is not None:
+            assert self.bias is not None  # grouped from members with biases
             lin.bias.data.copy_(self.bias.data[i, :, 0])
 
 
@@ -144,6 +161,7 @@ def _group_norm(norms: list[nn.Module], as_2d: bool = False) -> nn.Module:
     n = norms[0]
     if type(n) is nn.Identity:
         return nn.Identity()
+    n = cast(nn.modules.batchnorm._BatchNorm, n)  # the other norms why_not_groupable lets through
     k = len(norms)
     cls = type(n)
     if as_2d:
@@ -157,16 +175,17 @@ def _group_norm(norms: list[nn.Module], as_2d: bool = False) -> nn.Module:
             if p is not None:
                 getattr(out, name).copy_(torch.cat([getattr(m, name) for m in norms]))
                 getattr(out, name).requires_grad_(p.requires_grad)
-        if n.track_running_stats:
-            out.running_mean.copy_(torch.cat([m.running_mean for m in norms]))
-            out.running_var.copy_(torch.cat([m.running_var for m in norms]))
-            out.num_batches_tracked.copy_(n.num_batches_tracked)
+        if n.track_running_stats:  # the buffers exist (Tensor | None to mypy, Tensor | Module for a member)
+            out.running_mean.copy_(torch.cat([m.running_mean for m in norms]))  # type: ignore[union-attr, misc]
+            out.running_var.copy_(torch.cat([m.running_var for m in norms]))  # type: ignore[union-attr, misc]
+            out.num_batches_tracked.copy_(n.num_batches_tracked)  # type: ignore[union-attr, arg-type]
     return out.to(n.weight.device if n.weight is not None else n.running_mean.device)
 
 
 def _norm_member(grouped: nn.Module, i: int, norm: nn.Module) -> None:
     if type(norm) is nn.Identity:
         return
+    norm = cast(nn.modules.batchnorm._BatchNorm, norm)  # the other norms why_not_groupable lets through
     c = norm.num_features
     part = slice(i * c, (i + 1) * c)
     with torch.no_grad():
@@ -175,11 +194,15 @@ def _norm_member(grouped: nn.Module, i: int, norm: nn.Module) -> None:
             if t is not None:
                 t.copy_(getattr(grouped, name)[part])
         if norm.num_batches_tracked is not None:
-            norm.num_batches_tracked.copy_(grouped.num_batches_tracked)
+            norm.num_batches_tracked.copy_(grouped.num_batches_tracked)  # type: ignore[arg-type]  # it tracks too
+
+
+def _block(model: CNN1d | MLP, i: int) -> Block:
+    return cast(Block, model.blocks[i])  # why_not_groupable checked that every block is a Block
 
 
 class _GroupedBlock(nn.Module):
-    def __init__(self, op: nn.Module, norm: nn.Module, act: nn.Module, placement: str) -> None:
+    def __init__(self, op: GroupedConv1d | GroupedLinear, norm: nn.Module, act: nn.Module, placement: str) -> None:
         super().__init__()
         self.op, self.norm, self.act, self.placement = op, norm, act, placement
 
@@ -199,17 +222,17 @@ class GroupedCNN1d(nn.Module):
         first = members[0]
         self.blocks = nn.ModuleList(
             _GroupedBlock(
-                GroupedConv1d([m.blocks[i].op for m in members]),
-                _group_norm([m.blocks[i].norm for m in members], as_2d=True),
-                first.blocks[i].act,
-                first.blocks[i].placement,
+                GroupedConv1d([cast(nn.Conv1d, _block(m, i).op) for m in members]),
+                _group_norm([_block(m, i).norm for m in members], as_2d=True),
+                _block(first, i).act,
+                _block(first, i).placement,
             )
             for i in range(len(first.blocks))
         )
         self.head = GroupedLinear([m.head for m in members])
 
     def forward(self, x: Tensor) -> Tensor:
-        for block in self.blocks:
+        for block in cast("Iterable[_GroupedBlock]", self.blocks):
             x = block.normalize(block.op(x))  # (N, k*C, 1, L') in channels_last memory, i.e. (N, L', k*C)
         n, length = x.shape[0], x.shape[3]
         x = x.permute(0, 3, 1, 2).reshape(n, length, self.k, -1)  # (N, L', k, C), a view
@@ -230,10 +253,10 @@ class GroupedMLP(nn.Module):
         first = members[0]
         self.blocks = nn.ModuleList(
             _GroupedBlock(
-                GroupedLinear([m.blocks[i].op for m in members]),
-                _group_norm([m.blocks[i].norm for m in members]),
-                first.blocks[i].act,
-                first.blocks[i].placement,
+                GroupedLinear([cast(nn.Linear, _block(m, i).op) for m in members]),
+                _group_norm([_block(m, i).norm for m in members]),
+                _block(first, i).act,
+                _block(first, i).placement,
             )
             for i in range(len(first.blocks))
         )
@@ -242,7 +265,7 @@ class GroupedMLP(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         k, n = x.shape[0], x.shape[1]
         x = x.transpose(1, 2)  # (k, F, N)
-        for block in self.blocks:
+        for block in cast("Iterable[_GroupedBlock]", self.blocks):
             h = block.op(x)  # (k, W, N)
             w = h.shape[1]
             h = h.permute(2, 0, 1).reshape(n, k * w).contiguous()  # (N, k*W): member i's channels i*W..
@@ -265,14 +288,15 @@ def group(members: list[nn.Module]) -> GroupedCNN1d | GroupedMLP:
     if len(kinds) != 1:
         raise ValueError(f"expected members of one architecture (got {sorted(t.__name__ for t in kinds)})")
     cls = GroupedCNN1d if type(members[0]) is CNN1d else GroupedMLP
-    return cls(members)
+    return cls(members)  # type: ignore[arg-type]  # checked above: all of cls's architecture
 
 
 def ungroup(grouped: GroupedCNN1d | GroupedMLP, i: int, model: nn.Module) -> nn.Module:
     """Write member ``i``'s parameters and buffers of ``grouped`` into ``model`` (one of the
     architecture it was built from); returns ``model`` in ``grouped``'s mode."""
-    for gb, block in zip(grouped.blocks, model.blocks):
-        gb.op.member(i, block.op)
+    model = cast("CNN1d | MLP", model)  # the architecture grouped was built from
+    for gb, block in zip(cast("Iterable[_GroupedBlock]", grouped.blocks), cast("Iterable[Block]", model.blocks)):
+        gb.op.member(i, block.op)  # type: ignore[arg-type]  # a layer of gb.op's kind: a Conv1d or a Linear
         _norm_member(gb.norm, i, block.norm)
     grouped.head.member(i, model.head)
     return model.train(grouped.training)

@@ -114,7 +114,8 @@ def _build(config: RunConfig, shapes) -> torch.nn.Module:
         ds = bdata.load(config.data, config.data_root)
         shapes = (ds.input_shape, ds.num_classes)
     with torch.random.fork_rng(devices=[]):
-        return build_model(config, types.SimpleNamespace(input_shape=shapes[0], num_classes=shapes[1]))
+        # build_model reads only the data set's input_shape and num_classes
+        return build_model(config, types.SimpleNamespace(input_shape=shapes[0], num_classes=shapes[1]))  # type: ignore[arg-type]
 
 
 def train_group(
@@ -256,6 +257,7 @@ def _train_seeds(configs, width, dataset, device, progress, keep_model) -> list[
     losses = torch.zeros(c0.steps, k, device=device)  # per-step batch loss of each member
     checked, last_row_step = 0, [0] * k
     first_loss = [math.nan] * k
+    diverged_step: list[int | None]
     status, diverged_step = ["finished"] * k, [None] * k
     active = list(range(real))
     train_s = 0.0
@@ -291,7 +293,7 @@ def _train_seeds(configs, width, dataset, device, progress, keep_model) -> list[
             rows = tripped if not metric_step else list(active)
             evals = _evaluations(model, rows, tripped, x_tr_eval, y_tr_eval, x_te_eval, y_te_eval)
             for j in rows:
-                end = diverged_step[j] if diverged_step[j] is not None else step
+                end = d if (d := diverged_step[j]) is not None else step
                 interval = losses[last_row_step[j] : end, j].double()
                 row = {"step": float(end), "lr": lr, "train_loss": float(interval.mean())}
                 if j in evals:
@@ -321,7 +323,7 @@ def _train_seeds(configs, width, dataset, device, progress, keep_model) -> list[
                 config=c,
                 status=status[j],
                 series=series[j],
-                steps_done=diverged_step[j] if diverged_step[j] is not None else step,
+                steps_done=d if (d := diverged_step[j]) is not None else step,
                 diverged_step=diverged_step[j],
                 wall_s=wall / k,
                 train_s=train_s / k,

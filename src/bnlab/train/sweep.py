@@ -47,10 +47,10 @@ import dataclasses
 import logging
 import os
 import time
-import traceback
 from collections.abc import Callable, Sequence
 
 from .config import RunConfig
+from .local import train_here
 from .result import RunResult
 from .store import Claim, Store, StoreError
 
@@ -127,36 +127,6 @@ def plan_groups(configs: Sequence[RunConfig], group_seeds: bool = True) -> list[
     return [group[i : i + GROUP_WIDTH] for group in settings.values() for i in range(0, len(group), GROUP_WIDTH)]
 
 
-def train_here(
-    configs: list[RunConfig], device: str, threads: int, group_seeds: bool = True
-) -> list[tuple[str, RunResult | str]]:
-    """Train one unit of :func:`plan_groups` in this process: ``(status, result)`` or ``("failed",
-    traceback)`` per config. A group that raises is retried one seed at a time, so that a failing
-    run does not take the others with it (a seed's result is the same in any group)."""
-    if not group_seeds:
-        return [_train_one(c, device, threads) for c in configs]
-    from .seeds import train_group
-
-    try:
-        results = train_group(configs, device=device, threads=threads, progress=False)
-    except Exception:  # noqa: BLE001 -- a failed group is retried seed by seed; a failed seed is a result
-        if len(configs) == 1:
-            return [("failed", traceback.format_exc())]
-        return [out for c in configs for out in train_here([c], device, threads)]
-    return [(r.status, r) for r in results]
-
-
-def _train_one(config: RunConfig, device: str, threads: int) -> tuple[str, RunResult | str]:
-    """The single-seed trainer on one config."""
-    from .trainer import train
-
-    try:
-        result = train(config, device=device, threads=threads, progress=False)
-    except Exception:  # noqa: BLE001 -- a failed run is a result (its traceback stored), not the sweep's end
-        return "failed", traceback.format_exc()
-    return result.status, result
-
-
 def _record(db: Store, config: RunConfig, outcome: str, payload, tally: _Tally) -> None:
     if outcome == "failed":
         db.fail(config, payload)
@@ -178,7 +148,7 @@ def _run_here(
     todo: list[RunConfig], db: Store, tally: _Tally, device: str, threads: int, group_seeds: bool = True
 ) -> list[RunConfig]:
     """Claim and run each unit of configs in this process; return the configs another process holds."""
-    busy = []
+    busy: list[RunConfig] = []
     for unit in plan_groups(todo, group_seeds):
         claims = [db.claim(c) for c in unit]
         _say_takeovers(claims)

@@ -19,12 +19,22 @@ from . import Backend, Running
 
 class Reference(Backend):
     """The primitives in torch operations; ``traced=True`` marks the instance the dispatch hands out
-    while a tracer is active (so callers keep to what tracers support)."""
+    while a tracer is active (so callers keep to what tracers support).
+
+    Untraced, ``forward`` applies the running-statistics update (``fuses_update``), as the kernels
+    do: the update then runs inside the autograd Function, before it saves its tensors. Activation
+    checkpointing (``torch.utils.checkpoint``, non-reentrant, early stop on) ends a recompute at
+    the last saved tensor of the segment; an update made after the Function returned would be
+    skipped there while ``num_batches_tracked`` still counted the recompute, where torch's batch
+    norm (one operator that updates and saves) updates twice. Traced calls keep the update outside
+    the Function, in plain torch operations the tracers record.
+    """
 
     name = "reference"
 
     def __init__(self, traced: bool = False) -> None:
         self.traced = traced
+        self.fuses_update = not traced
 
     def forward(self, x, weight, bias, eps, act, slope, running: Running | None):
         mean, var, residual = M.batch_moments(x)

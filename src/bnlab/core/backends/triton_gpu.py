@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 from types import SimpleNamespace
+from typing import cast
 
 import torch
 from torch import Tensor
@@ -373,7 +374,7 @@ def _backward(
     if not B.single:
         sg, sgx = backward_sums(dy, x, weight, bias, mean, var, eps, act, slope, dw, db)
         dx = backward_dx(dy, x, weight, bias, mean, var, eps, act, slope, sg, sgx, 1.0 / m) if need_dx else None
-        return tuple(x.new_empty(0) if t is None else t for t in (dx, dw, db))
+        return cast("tuple[Tensor, Tensor, Tensor]", tuple(x.new_empty(0) if t is None else t for t in (dx, dw, db)))
     K = kernels()
     dx = torch.empty_like(x) if need_dx else None
     K.backward_single[(triton_cdiv(C, B.block_c),)](
@@ -403,7 +404,7 @@ def _backward(
         BLOCK_M=B.block_m,
         BLOCK_C=B.block_c,
     )
-    return tuple(x.new_empty(0) if t is None else t for t in (dx, dw, db))
+    return cast("tuple[Tensor, Tensor, Tensor]", tuple(x.new_empty(0) if t is None else t for t in (dx, dw, db)))
 
 
 @_on_tensor_device
