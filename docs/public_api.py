@@ -18,6 +18,7 @@ PUBLIC_MODULES = [
     "bnlab.nn.renorm",
     "bnlab.nn.swap",
     "bnlab.nn.torch_fusion",
+    "bnlab.nn.export_graph",
     "bnlab.surgery",
     "bnlab.surgery.conventions",
     "bnlab.surgery.convert",
@@ -35,6 +36,8 @@ PUBLIC_MODULES = [
     "bnlab.models",
     "bnlab.train",
     "bnlab.train.store",
+    "bnlab.train.seeds",
+    "bnlab.train.grouped",
     "bnlab.experiments",
     "bnlab.report",
     "bnlab.core.math",
@@ -42,8 +45,10 @@ PUBLIC_MODULES = [
     "bnlab.core.dispatch",
     "bnlab.core.ops",
     "bnlab.core.autograd",
+    "bnlab.core.fused",
     "bnlab.core.sync",
     "bnlab.core.backends",
+    "bnlab.core.backends.triton_gpu",
 ]
 
 

@@ -1,4 +1,4 @@
-"""The README's model zoo table: real torchvision and timm models (random weights, nothing
+"""The model zoo table of docs/guide/surgery.md: real torchvision and timm models (random weights, nothing
 downloaded) through bnlab.convert, bnlab.fold, bnlab.doctor and four SGD steps against torch.
 
     .venv/bin/python scripts/zoo_table.py   # prints the markdown table (the test extra: timm, torchvision)

@@ -70,4 +70,6 @@ def test_the_collector_finds_the_readmes_snippets_and_honours_the_mark(tmp_path)
     doc = tmp_path / "a.md"
     doc.write_text("```python\na = 1\n```\n<!-- snippet: not-run (needs a cluster) -->\n```python\nb = 2\n```\n")
     assert snippets(doc) == [(2, "a = 1\n", None), (6, "b = 2\n", "needs a cluster")]
-    assert len(snippets(ROOT / "README.md")) >= 3
+    # The README keeps one example; its longer snippets moved to the site's pages, which the same test runs.
+    assert len(snippets(ROOT / "README.md")) >= 1
+    assert sum(len(snippets(p)) for p in documents()) >= 8

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from .registry import Case, register
 
-KS = (1, 4, 16, 32)  # 32: where the gain still grows beyond the 16 of the README's table
+KS = (1, 4, 16, 32)  # 32: where the gain still grows beyond the 16 of the seed-step table (docs/guide/seeds.md)
 
 
 def _settings():

@@ -114,8 +114,8 @@ class BatchNormTrain(torch.autograd.Function):
 
     @staticmethod
     def vmap(info, in_dims, x, weight, bias, mean, var, eps, act, slope, backend, running, save_output):
-        """torch.vmap's rule: the vmapped dimension folds into the channels, (k, N, C, *) ->
-        (N, k*C, *), so each of the k members keeps exactly its own per-channel statistics and
+        """torch.vmap's rule: the vmapped dimension folds into the channels, ``(k, N, C, *)`` ->
+        ``(N, k*C, *)``, so each of the k members keeps exactly its own per-channel statistics and
         the call runs on the backend the dispatch picks for the folded tensors (the fast kernels
         when vmap is the only transform). Outputs ``(y, mean, var)`` batched in dim 0."""
         assert running is None, "a traced call updates its running statistics outside the Function"
@@ -215,8 +215,8 @@ class BatchNormEval(torch.autograd.Function):
     The output is the backend's, bit for bit what the same call gives under ``no_grad``. The
     backward is eval-mode BN's closed form in torch operations (:func:`_eval_grads`: an affine map
     of ``x`` with constant statistics). Under grad mode (double backward) it recomputes the
-    reference's eval (:meth:`Reference.eval`) from the saved tensors, in their graph, and
-    differentiates that.
+    reference's eval (``Reference.eval`` in :mod:`bnlab.core.backends.reference`) from the saved
+    tensors, in their graph, and differentiates that.
     Inputs: ``x, running_mean, running_var, weight, bias`` (weight, bias None allowed), then
     ``eps, act, slope, backend``.
     """

@@ -85,7 +85,7 @@ if _triton_available():
 _CPU = FAST_BACKENDS["cpu"]
 TRITON: Backend = FAST_BACKENDS.get("cuda") or Triton()
 TRITON_TRACED: Backend = Triton(traced=True)  # custom operators, for torch.compile on CUDA
-BACKENDS = ("numba", "reference", "triton")  # what BNLAB_BACKEND / set_backend take
+BACKENDS = ("numba", "reference", "triton")  #: the names BNLAB_BACKEND and set_backend take
 
 _FAST_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 _HALF_DTYPES = (torch.bfloat16, torch.float16)

@@ -113,7 +113,7 @@ def _records(*tensors: Tensor | None) -> bool:
 
 
 def stats(x: Tensor) -> tuple[Tensor, Tensor]:
-    """``(mean, biased var)`` of the batch ``x`` (N, C, *), per channel, in the accumulation dtype."""
+    """``(mean, biased var)`` of the batch ``x`` ``(N, C, *)``, per channel, in the accumulation dtype."""
     return dispatch.select(x).stats(x)
 
 

@@ -16,7 +16,7 @@ fresh set agrees: the measured mean is itself off the true one by about its stan
 fresh set's mean lies about sqrt(2) standard errors from the measured one, not one (the argument
 of Goodman 1992, "A comment on replication, p-values and evidence", Statistics in Medicine 11:875).
 One stage called a verdict stable that a re-run with 2 torch threads per run instead of 1 then
-contradicted (C14; the measurement is in the README, "Do the verdicts depend on the machine?").
+contradicted (C14; the measurement is in docs/guide/lab.md, "Do the verdicts depend on the machine?").
 The seed counts in the experiments' comments were sized with one stage.
 
 This is what happened between two machines: floating-point differences between CPUs change a
@@ -41,7 +41,7 @@ is underpowered. Why a confirmation rather than a stricter threshold at interim 
 ``scripts/stopping_rule.py`` simulates the lab's kind of rule with C1's plan and measures how often a
 fresh experiment really agrees with the verdicts reported stable; of the early stops it tried (90%
 or 98% or 99% at every interim look, or two stable looks in a row) the confirmation came closest to
-never stopping early (its numbers are in the README, "Margins, parts and seed rounds").
+never stopping early (its numbers are in docs/guide/verdicts.md, "Margins, parts and seed rounds").
 
 An experiment provides its per-seed records (``{seed: record}``; a record holds everything that
 seed measured under every setting) and its rule as a function ``rule(records) -> verdict`` of a

@@ -16,7 +16,7 @@ Not covered: quantizers that find batch norm by the *class name* recorded in eac
 ``nn_module_stack`` (torchao's ``X86InductorQuantizer`` annotates conv-BN(-ReLU) patterns given as
 ``[torch.nn.Conv2d, torch.nn.BatchNorm2d, ...]``) do not recognize a subclass (bnlab's or timm's)
 and place their observers elsewhere; convert to torch's classes before exporting for them
-(``bnlab.convert(model, "torch")``, README: the ecosystem table).
+(``bnlab.convert(model, "torch")``; docs/guide/ecosystem.md has the table of flows).
 """
 
 from __future__ import annotations

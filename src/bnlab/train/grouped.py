@@ -93,7 +93,7 @@ class GroupedConv1d(nn.Module):
             raise ValueError(f"expected plain Conv1d layers (got groups={c.groups}, padding_mode={c.padding_mode!r})")
         self.k, self.stride, self.dilation = len(convs), c.stride[0], c.dilation[0]
         self.padding = cast(int, c.padding[0])  # a number: Conv1d keeps a string only where it was given one
-        # Measured (README's performance section): oneDNN's grouped convolution runs about 3x faster
+        # Measured (docs/guide/seeds.md): oneDNN's grouped convolution runs about 3x faster
         # on channels_last memory than on contiguous (N, C, L), as a 2D convolution of height 1; and
         # with one input channel per member (the first layer) it is depthwise and slower still than
         # the same product as unfold + bmm. Fixed by shape, so a member computes the same way in
@@ -274,7 +274,7 @@ class GroupedMLP(nn.Module):
         return self.head(x).transpose(1, 2)  # (k, classes, N) -> (k, N, classes)
 
     def inputs(self, x: Tensor) -> Tensor:
-        """Members' batches (k, N, *features) as (k, N, features)."""
+        """Members' batches ``(k, N, *features)`` as ``(k, N, features)``."""
         return x.reshape(x.shape[0], x.shape[1], -1)
 
 

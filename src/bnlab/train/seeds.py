@@ -9,7 +9,7 @@
 
 A lab step of the small models is mostly per-call overhead (small convolutions, linear layers, the
 optimizer, Python); one step of k stacked models costs far less than k steps
-(:mod:`bnlab.train.grouped`, README's performance section). Each seed is still its own run:
+(:mod:`bnlab.train.grouped`; measured in docs/guide/seeds.md). Each seed is still its own run:
 
 * **initialization** -- member i is built exactly as :func:`~bnlab.train.trainer.train` builds it
   for its seed alone (``torch.manual_seed(seed)``, then the model; the same ``trainable`` subset),
