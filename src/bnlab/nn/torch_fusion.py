@@ -23,7 +23,7 @@ from .swap import plain_config, swap
 __all__ = ["register"]
 
 _OURS = {nn.BatchNorm1d: BatchNorm1d, nn.BatchNorm2d: BatchNorm2d, nn.BatchNorm3d: BatchNorm3d}
-_THEIRS = {ours: theirs for theirs, ours in _OURS.items()}
+_THEIRS: dict[type[nn.Module], type[nn.Module]] = {ours: theirs for theirs, ours in _OURS.items()}
 
 
 def _as_torch(module: nn.Module) -> nn.Module:

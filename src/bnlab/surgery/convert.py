@@ -106,7 +106,7 @@ def _convert_layer(module: nn.Module, target: Target, options: dict[str, Any], p
     if is_norm_act(module):  # BN with drop/act modules (timm's BatchNormAct2d): kept, see .norm_act
         return convert_norm_act(module, target.name, options)
     if isinstance(module, BN_BASES) and parametrize.is_parametrized(module):
-        names = ", ".join(module.parametrizations.keys())
+        names = ", ".join(module.parametrizations.keys())  # type: ignore[union-attr, operator]  # a ModuleDict once parametrized
         raise TypeError(
             f"convert: the batch norm at '{path or '<model>'}' has a parametrized {names} "
             f"(torch.nn.utils.parametrize), which the new layer would not keep; remove it first "
