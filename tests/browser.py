@@ -58,7 +58,9 @@ class Chromium:
     def __enter__(self) -> "Chromium":
         import websocket  # test extra: websocket-client
 
-        self._profile = tempfile.TemporaryDirectory(prefix="bnlab-chromium-")
+        self._profile = tempfile.TemporaryDirectory(
+            prefix="bnlab-chromium-", ignore_cleanup_errors=True
+        )  # chromium's helper processes may still write the profile as it is removed
         self._proc = subprocess.Popen(
             [
                 self.binary,

@@ -109,17 +109,23 @@ def test_batch_renorm_computes_the_batch_statistics_once(calls, monkeypatch):
     assert torch_stats == []
 
 
-def test_frozen_bn_evaluates_on_the_fast_backend_and_differentiates_on_the_reference(calls):
+def test_frozen_bn_evaluates_on_the_fast_backend_with_and_without_a_graph(calls):
     frozen = bnn.FrozenBatchNorm2d(4)
+    with torch.no_grad():
+        frozen.weight.uniform_(0.5, 2.0)
+        frozen.running_var.uniform_(0.5, 2.0)
     x = torch.randn(6, 4, 5, 5)
     with torch.no_grad():
         frozen(x)
     assert calls["fast"] == ["eval"] and calls["reference"] == []
-    # A gradient to the input needs a graph: the reference's differentiable ops, as for plain BN.
+    # Recorded by autograd, eval runs the same kernel (bnlab.core.autograd.BatchNormEval: the same bits
+    # with grad mode on or off) and differentiates in closed form: d(sum y)/dx = gamma / sqrt(var + eps).
     frozen(x.requires_grad_()).sum().backward()
     plain = bnn.BatchNorm2d(4).eval()
     plain(x).sum().backward()
-    assert calls["reference"] == ["eval", "eval"]
+    assert calls["fast"] == ["eval", "eval", "eval"] and calls["reference"] == []
+    scale = frozen.weight / (frozen.running_var + frozen.eps).sqrt() + 1 / (1 + plain.eps) ** 0.5
+    torch.testing.assert_close(x.grad, scale.view(1, 4, 1, 1).expand_as(x), rtol=1e-6, atol=1e-6)
 
 
 def test_bn_act_runs_the_fused_kernels(monkeypatch):
