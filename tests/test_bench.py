@@ -253,3 +253,29 @@ def test_seed_step_rows_time_k_seeds_alone_and_together_in_cpu_time(tmp_path):
     for r in rows:
         assert r["clock"] == "cpu" and r["k"] == r["shape"][0] and r["path"] == f"grouped, k={r['k']}"
         assert r["torch_us"] > 0 and r["bnlab_us"] > 0
+
+
+class _Stream:
+    def __init__(self, tty: bool) -> None:
+        self.text, self.tty = "", tty
+
+    def write(self, s: str) -> None:
+        self.text += s
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return self.tty
+
+
+@pytest.mark.parametrize("tty", [False, True])
+def test_progress_is_plain_lines_in_a_pipe_and_one_live_line_on_a_terminal(tty):
+    stream = _Stream(tty)
+    command.run(True, ops=["eval"], shapes={2: [(4, 3, 5, 5)]}, repeats=1, progress=stream, contention_threads=[])
+    if tty:
+        assert stream.text.startswith("\r[1/") and "\033[K" in stream.text
+    else:
+        lines = stream.text.splitlines()
+        assert lines and all(line.startswith("[") for line in lines), stream.text
+        assert "\r" not in stream.text and "\033" not in stream.text
