@@ -188,17 +188,6 @@ HEADER = (
 )
 
 
-def _is_terminal(stream) -> bool:
-    isatty = getattr(stream, "isatty", None)
-    return bool(isatty and isatty())
-
-
-def _progress_line(stream, text: str) -> None:
-    """One live line on a terminal; plain lines, without control characters, in a pipe or a log."""
-    stream.write(f"\r{text}\033[K" if _is_terminal(stream) else f"{text}\n")
-    stream.flush()
-
-
 def run(
     quick: bool,
     repeats: int | None = None,
@@ -230,7 +219,7 @@ def run(
     for i, case in enumerate(plan):
         if progress is not None:
             shape = "x".join(map(str, case.shape))
-            _progress_line(
+            timing.progress_line(
                 progress,
                 f"[{i + 1}/{len(plan)}] {case.op} {case.dims}d {shape} {case.layout} "
                 f"{DTYPE_NAMES.get(case.dtype)} ({time.perf_counter() - started:.0f} s)",
@@ -238,11 +227,11 @@ def run(
         rows.append(run_case(case, copy_gbps, repeats))
     for n in contention_threads if contention_threads is not None else ([] if quick else [1]):
         if progress is not None:
-            _progress_line(
+            timing.progress_line(
                 progress, f"[contention] two processes x {n} thread(s) ({time.perf_counter() - started:.0f} s)"
             )
         rows.append(contention.measure(n))
-    if progress is not None and _is_terminal(progress):
+    if progress is not None and timing.is_terminal(progress):
         progress.write("\r\033[K")
     return {
         "environment": environment.environment(allocator)

@@ -29,6 +29,8 @@ import time
 import torch
 import torch.nn.functional as tnf
 
+from .timing import is_terminal, progress_line
+
 # Nominal peak memory bandwidth, GB/s, by a substring of torch.cuda.get_device_name().
 PEAK_GBPS = {
     "H200": 4800.0,
@@ -314,8 +316,7 @@ def run(quick: bool = False, repeats: int = 15, progress=None, on_row=None, budg
             skipped = len(cases) - i
             break
         if progress is not None:
-            progress.write(f"\r[{i + 1}/{len(cases)}] {case} ({time.perf_counter() - started:.0f} s)\033[K")
-            progress.flush()
+            progress_line(progress, f"[{i + 1}/{len(cases)}] {case} ({time.perf_counter() - started:.0f} s)")
         try:
             if case[0] == "bn":
                 _, shape, dtype, layout, label = case
@@ -330,7 +331,7 @@ def run(quick: bool = False, repeats: int = 15, progress=None, on_row=None, budg
             for row in rows[done:]:
                 on_row(row)
         done = len(rows)
-    if progress is not None:
+    if progress is not None and is_terminal(progress):
         progress.write("\r\033[K")
     return {
         "device": torch.cuda.get_device_name(),

@@ -74,3 +74,15 @@ def copy_bandwidth(nbytes: int = 256 << 20, repeats: int = 9) -> float:
     """The machine's copy bandwidth in GB/s (read + write counted), on arrays far larger than caches."""
     numel = nbytes // 4
     return 2 * numel * 4 / copy_seconds(numel, repeats) / 1e9
+
+
+def is_terminal(stream) -> bool:
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty())
+
+
+def progress_line(stream, text: str) -> None:
+    """A benchmark's progress: one live line on a terminal; plain lines, without control characters, in a
+    pipe or a log."""
+    stream.write(f"\r{text}\033[K" if is_terminal(stream) else f"{text}\n")
+    stream.flush()
