@@ -11,6 +11,13 @@ from bnlab.experiments.stats import estimate
 from fake_runs import check_well_formed, fake_run
 
 FASTER = estimate([-800.0, -700.0, -900.0])
+
+
+def every_unit(by_q):
+    """The same percentile series {q: f(step)} for every unit the drift averages over."""
+    return {c1.pct(u, q): f for u in c1.UNITS for q, f in by_q.items()}
+
+
 STEADIER = estimate([-1.0, -0.8, -1.2])
 
 
@@ -22,14 +29,35 @@ def test_drift_is_the_late_percentile_range_over_the_band_width():
     run = fake_run(
         cfg,
         lambda s: 0.5,
-        extra={c1.PCT[15]: lambda s: 0.01 * s - 1, c1.PCT[50]: lambda s: 0.01 * s, c1.PCT[85]: lambda s: 0.01 * s + 1},
+        extra=every_unit({15: lambda s: 0.01 * s - 1, 50: lambda s: 0.01 * s, 85: lambda s: 0.01 * s + 1}),
     )
     assert c1.drift(run) == pytest.approx(7.0 / 2.0, rel=1e-12)
 
 
+def test_drift_is_the_mean_over_the_units():
+    # unit u's percentiles rise by 0.01 * u per step (band width 2): its drift is 7 * u / 2; a unit
+    # missing from the series makes the run's drift NaN rather than a mean over fewer units
+    cfg = c1.sweep(False, 1)[0]
+    cfg = type(cfg)(**{**cfg.to_dict(), "steps": 1000, "eval_every": 100})
+    extra = {
+        c1.pct(u, q): (lambda s, o=o, u=u: 0.01 * u * s + o) for u in c1.UNITS for q, o in ((15, -1), (50, 0), (85, 1))
+    }
+    run = fake_run(cfg, lambda s: 0.5, extra=extra)
+    assert c1.unit_drift(run, 3) == pytest.approx(7.0 * 3 / 2.0, rel=1e-12)
+    assert c1.drift(run) == pytest.approx(sum(7.0 * u / 2.0 for u in c1.UNITS) / len(c1.UNITS), rel=1e-12)
+    del extra[c1.pct(5, 50)]
+    assert math.isnan(c1.drift(fake_run(cfg, lambda s: 0.5, extra=extra)))
+
+
+def test_the_runs_probe_every_unit_the_drift_averages_over():
+    assert len(c1.UNITS) == 8
+    for cfg in c1.sweep(False, 1) + c1.sweep(True, 1):
+        assert cfg.probes == tuple(f"act_pct:blocks.2.act:{u}" for u in c1.UNITS)
+
+
 def test_drift_of_a_still_band_is_zero():
     cfg = c1.sweep(False, 1)[0]
-    run = fake_run(cfg, lambda s: 0.5, extra={c1.PCT[q]: (lambda s, q=q: q / 10) for q in (15, 50, 85)})
+    run = fake_run(cfg, lambda s: 0.5, extra=every_unit({q: (lambda s, q=q: q / 10) for q in (15, 50, 85)}))
     assert c1.drift(run) == 0.0
 
 
@@ -79,7 +107,7 @@ def _fake_sweep(ctx):
         k = 300 if c.norm == "bn" else 3000  # steps to ~63% of the way to the plateau
         top = 0.7 if c.norm == "bn" else 0.55
         move = 0.0 if c.norm == "bn" else 0.002 * (1 + 0.1 * c.seed)  # no BN: the percentiles drift
-        pct = {c1.PCT[q]: (lambda s, o=o, m=move: o + m * s) for q, o in ((15, -1.0), (50, 0.0), (85, 1.0))}
+        pct = every_unit({q: (lambda s, o=o, m=move: o + m * s) for q, o in ((15, -1.0), (50, 0.0), (85, 1.0))})
         runs.append(fake_run(c, lambda s, k=k, t=top, lr=c.lr: t * (1 - math.exp(-s / k)) - 0.01 * lr, extra=pct))
     return runs
 
@@ -144,6 +172,6 @@ def test_absolute_drift_is_in_the_inputs_own_units():
     run = fake_run(
         cfg,
         lambda s: 0.5,
-        extra={c1.PCT[q]: (lambda s, o=o: 0.01 * s + o) for q, o in ((15, -1.0), (50, 0.0), (85, 1.0))},
+        extra=every_unit({q: (lambda s, o=o: 0.01 * s + o) for q, o in ((15, -1.0), (50, 0.0), (85, 1.0))}),
     )
     assert c1.drift(run, relative=False) == pytest.approx(7.0, rel=1e-12)

@@ -2,14 +2,16 @@
 
 Ioffe's fully connected net -- 3 hidden layers of 100 sigmoid units, BN before each sigmoid -- on
 MNIST-1D, plain SGD (no momentum) with batch 60 at a few constant learning rates, with and without
-BN, paired by seed. The built-in ``act_pct`` probe records the 15th/50th/85th percentiles of one
-sigmoid input of the last hidden layer (unit 0 of ``blocks.2.act``) on each metric step's training
-batch, as in the paper's Fig. 1b/c.
+BN, paired by seed. The built-in ``act_pct`` probe records the 15th/50th/85th percentiles of
+sigmoid inputs of the last hidden layer (units 0-7 of ``blocks.2.act``) on each metric step's training
+batch; the paper's Fig. 1b/c shows one such unit (the figure here: unit 0).
 
-Drift of the percentile band: over the metric steps after the first phase, each percentile's range
-(max - min), averaged over the three percentiles and divided by the mean band width (p85 - p15).
+Drift of a unit's percentile band: over the metric steps after the first phase, each percentile's
+range (max - min), averaged over the three percentiles and divided by the mean band width (p85 - p15).
 Dividing by the width makes it scale-free: a net whose sigmoid inputs are merely small would
-otherwise look steady.
+otherwise look steady. A run's drift is the mean over the units of their drifts: the same quantity
+as one unit's, measured eight times per run (one unit's drift varied by 0.14 of a band's width from
+seed to seed, so that no affordable number of seeds could place it within the margin of 0.1).
 """
 
 from __future__ import annotations
@@ -41,9 +43,18 @@ SOURCE = "Ioffe & Szegedy 2015, §4.1, Fig. 1 (arXiv:1502.03167)"
 
 # ---- the sweep -----------------------------------------------------------------------------------
 NORMS = ("none", "bn")
-UNIT = 0
-PROBE = f"act_pct:blocks.2.act:{UNIT}"  # the input of the last hidden sigmoid, one unit
-PCT = {q: f"act_pct/blocks.2.act:{UNIT}/p{q}" for q in (15, 50, 85)}
+UNITS = tuple(range(8))  # the last hidden sigmoid's inputs whose drift is measured (averaged over them)
+UNIT = 0  # the unit the figure shows, as the paper's Fig. 1 shows one
+PROBES = tuple(f"act_pct:blocks.2.act:{u}" for u in UNITS)
+PROBE = PROBES[UNIT]
+
+
+def pct(unit: int, q: int) -> str:
+    """The series name of unit ``unit``'s ``q``-th percentile."""
+    return f"act_pct/blocks.2.act:{unit}/p{q}"
+
+
+PCT = {q: pct(UNIT, q) for q in (15, 50, 85)}
 FULL: dict[str, Any] = dict(lrs=(0.5, 2.0, 8.0), steps=3000, eval_every=100)
 QUICK: dict[str, Any] = dict(lrs=(0.5, 2.0), steps=150, eval_every=50)
 BASE = RunConfig(
@@ -55,7 +66,7 @@ BASE = RunConfig(
     momentum=0.0,
     batch_size=60,
     eval_samples=1000,
-    probes=(PROBE,),
+    probes=PROBES,
 )
 
 # ---- the verdict rule (fixed before running) ---------------------------------------------------
@@ -81,7 +92,8 @@ RULE_VERSION = "2026-12-06"
 RULE = (
     f"Steps to target = first metric step with test accuracy >= {TARGET_ACC:.0%} (never: last step + one eval "
     f"interval). Drift = mean over p15/p50/p85 of (max - min) after the first {FIRST_PHASE:.0%} of training, "
-    f"divided by the mean band width p85 - p15. The same-rate comparison uses no-BN's best rate (highest "
+    f"divided by the mean band width p85 - p15, for each of the last hidden layer's first {len(UNITS)} sigmoid "
+    f"inputs, averaged over them. The same-rate comparison uses no-BN's best rate (highest "
     f"mean final test accuracy), the rate most favourable to the baseline. Two parts, each judged on the 95% CI "
     f"of the per-seed difference BN - no BN at the same rate. Faster: not reproduced if no BN at its own best "
     f"rate matches BN at BN's best rate (mean final test accuracy within {MATCH_MARGIN * 100:g} point or higher "
@@ -91,6 +103,14 @@ RULE = (
     f"The claim is reproduced if both parts are, not reproduced if either is not, inconclusive otherwise."
 )
 RULE_HISTORY = (
+    RuleVersion(
+        "2026-12-06",
+        "As now, but the drift of one sigmoid input (unit 0 of the last hidden layer) instead of the mean over "
+        "the first 8.",
+        "one unit's drift varied by 0.14 of a band's width from seed to seed, so the steadier part stayed "
+        "unsettled at the cap of 21 seeds (57% of resamples; the bootstrap asked for more than 64): the mean over "
+        "8 units is the same quantity measured eight times per run. The margin is unchanged.",
+    ),
     RuleVersion(
         "2026-12-06",
         "Steps to target and drift as now. Not reproduced if no BN at its own best rate matches BN at BN's best "
@@ -120,11 +140,18 @@ def sweep(quick: bool, seeds: int | None = None) -> list[RunConfig]:
 
 
 def drift(run, relative: bool = True) -> float:
-    """Drift of the sigmoid-input percentile band after the first phase (module docstring); with
+    """Drift of the sigmoid inputs' percentile bands after the first phase, the mean over :data:`UNITS` of
+    :func:`unit_drift` (module docstring); NaN if any unit's is."""
+    return float(np.mean([unit_drift(run, u, relative) for u in UNITS]))
+
+
+def unit_drift(run, unit: int, relative: bool = True) -> float:
+    """Drift of one sigmoid input's percentile band after the first phase (module docstring); with
     ``relative=False`` the mean percentile range in the input's own units (reported, not in the rule)."""
-    bands = np.array([run.series.get(PCT[q], []) for q in (15, 50, 85)], dtype=float)  # (3, metric steps)
-    if bands.shape[1] < 2:
+    series = [run.series.get(pct(unit, q), []) for q in (15, 50, 85)]
+    if len({len(v) for v in series}) != 1 or len(series[0]) < 2:  # a percentile missing, or one metric step
         return math.nan
+    bands = np.array(series, dtype=float)  # (3, metric steps)
     late = bands[:, int(FIRST_PHASE * bands.shape[1]) :]
     late = late[:, ~np.isnan(late).any(axis=0)]
     width = float(np.mean(late[2] - late[0])) if late.shape[1] else math.nan
@@ -392,7 +419,8 @@ def analyze(runs, ctx) -> ClaimResult:
             "batch_size": BASE.batch_size,
             "steps": configs[0].steps,
             "eval_every": configs[0].eval_every,
-            "probe": PROBE,
+            "probes": list(PROBES),
+            "drift_units": list(UNITS),
             "seeds": seeds,
             "quick": ctx.quick,
             "target_acc": TARGET_ACC,
