@@ -33,6 +33,7 @@ from ..models.block import Block
 from ..models.cnn1d import CNN1d
 from ..models.mlp import MLP
 from ..nn.batchnorm import BatchNorm1d, BatchNorm2d
+from ..nn.norm_act import BatchNormAct1d, BatchNormAct2d
 
 __all__ = ["GroupedCNN1d", "GroupedMLP", "group", "ungroup", "why_not_groupable"]
 
@@ -201,9 +202,29 @@ def _block(model: CNN1d | MLP, i: int) -> Block:
     return cast(Block, model.blocks[i])  # why_not_groupable checked that every block is a Block
 
 
+def _fused(norm: nn.Module, act: nn.Module, placement: str) -> tuple[nn.Module, nn.Module]:
+    """(norm, act), with bnlab's batch norm followed by a ReLU as one :class:`~bnlab.nn.BatchNormAct2d`
+    (or 1d) layer and the ReLU an identity: the same outputs and gradients, in one kernel per pass
+    instead of three (measured in docs/guide/seeds.md); other pairs as they are."""
+    fusable = {BatchNorm1d: BatchNormAct1d, BatchNorm2d: BatchNormAct2d}
+    if placement != "before" or type(act) is not nn.ReLU or type(norm) not in fusable:
+        return norm, act
+    bn = cast(nn.modules.batchnorm._BatchNorm, norm)
+    out = fusable[type(bn)](
+        bn.num_features, "relu", bn.eps, bn.momentum, bn.affine, bn.track_running_stats, bias=bn.bias is not None
+    )
+    out.load_state_dict(bn.state_dict())
+    for name in ("weight", "bias"):
+        p = getattr(bn, name)
+        if p is not None:
+            getattr(out, name).requires_grad_(p.requires_grad)
+    return out.to(bn.weight.device if bn.weight is not None else bn.running_mean.device), nn.Identity()
+
+
 class _GroupedBlock(nn.Module):
     def __init__(self, op: GroupedConv1d | GroupedLinear, norm: nn.Module, act: nn.Module, placement: str) -> None:
         super().__init__()
+        norm, act = _fused(norm, act, placement)
         self.op, self.norm, self.act, self.placement = op, norm, act, placement
 
     def normalize(self, x: Tensor) -> Tensor:
