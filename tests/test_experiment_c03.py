@@ -11,7 +11,7 @@ from bnlab.experiments.stats import estimate
 from fake_runs import check_well_formed, fake_run
 
 
-LENGTH = 2000.0  # a full run's steps: the steps margin is 10% of it, 200 steps
+NONE_STEPS = 2000.0  # no BN's mean steps to 80%: the steps margin is 10% of it, 200 steps
 FASTER = estimate([-500.0, -400.0, -450.0])
 
 
@@ -24,11 +24,27 @@ def test_higher_lr_part_needs_5x_and_fails_when_bn_trains_no_higher():
 
 
 def test_fewer_steps_part_reads_the_interval_against_its_margin():
-    assert c3.fewer_steps(FASTER, LENGTH) == "reproduced"
-    assert c3.fewer_steps(estimate([300.0, 400.0, 350.0]), LENGTH) == "not reproduced"  # slower
-    assert c3.fewer_steps(estimate([-500.0, 400.0, -50.0]), LENGTH) == "inconclusive"
+    assert c3.fewer_steps(FASTER, NONE_STEPS) == "reproduced"
+    assert c3.fewer_steps(estimate([300.0, 400.0, 350.0]), NONE_STEPS) == "not reproduced"  # slower
+    assert c3.fewer_steps(estimate([-500.0, 400.0, -50.0]), NONE_STEPS) == "inconclusive"
     # CI about [-45, 45] steps, inside ±200: no difference that matters
-    assert c3.fewer_steps(estimate([-20.0, 30.0, 10.0, -10.0, 0.0, 5.0]), LENGTH) == "not reproduced"
+    assert c3.fewer_steps(estimate([-20.0, 30.0, 10.0, -10.0, 0.0, 5.0]), NONE_STEPS) == "not reproduced"
+
+
+def test_the_steps_margin_is_a_tenth_of_no_bns_steps():
+    # BN about 110 steps faster than no BN's 370 (30% fewer): beyond the margin of 37 steps, whatever the
+    # runs' length; the same difference against no BN's 2000 steps is within its margin of 200
+    diff = estimate([-80.0, -150.0, -100.0, -120.0, -90.0, -130.0, -110.0, -100.0])
+    assert c3.fewer_steps(diff, 370.0) == "reproduced"
+    assert c3.fewer_steps(diff, 2000.0) == "not reproduced"
+    recs = [
+        {
+            **{("bn", lr): {"trains": True, "acc": 0.95, "steps": 260.0 + 10 * s, "cap": 2100} for lr in (0.1, 1.0)},
+            **{("none", lr): {"trains": lr < 1, "acc": 0.93, "steps": 370.0 + 5 * s, "cap": 2100} for lr in (0.1, 1.0)},
+        }
+        for s in range(6)
+    ]
+    assert c3.steps_rule(recs) == "reproduced"
 
 
 def _fake_sweep(ctx, bn_max_lr, none_max_lr):
