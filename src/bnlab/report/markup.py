@@ -114,8 +114,3 @@ def environment() -> jinja2.Environment:
 def render(template: str, **context: Any) -> Markup:
     """``templates/<template>`` rendered with ``context``."""
     return Markup(environment().get_template(template).render(**context))
-
-
-def macro(name: str, *args: Any, **kwargs: Any) -> Markup:
-    """One macro of ``macros.html`` (a verdict's marks, a figure, a code block) called from Python."""
-    return Markup(getattr(environment().get_template("macros.html").module, name)(*args, **kwargs))
