@@ -2,9 +2,9 @@
 pieces in ``macros.html``, the stylesheet in ``style.css``) and the one environment that renders them.
 
 Everything a template prints is escaped: autoescaping is on, and its escape is :func:`html.escape`
-(``'`` as ``&#x27;``, ``"`` as ``&quot;``: the escaping the page has always had, so a page rendered
-now reads byte for byte like one rendered before the templates). What is not escaped is
-:class:`~markupsafe.Markup`: what a template rendered, text that :func:`inline` escaped before adding
+(``'`` as ``&#x27;``, ``"`` as ``&quot;``: the escaping the page had before its templates, so a
+page's entities do not change from one edition to the next). What is not escaped is
+``markupsafe.Markup``: what a template rendered, text that :func:`inline` escaped before adding
 its ``<code>``, and a figure's data URI (:func:`figure`, the one value bnlab makes that is markup already).
 A name a template uses but nobody passed is an error (StrictUndefined), not an empty string.
 """
