@@ -107,6 +107,9 @@ def test_build_makes_an_sdist_and_a_wheel_that_twine_accepts(dist_dir):
     assert check.returncode == 0, check.stdout + check.stderr
     names = zipfile.ZipFile(wheels[0]).namelist()
     assert "bnlab/py.typed" in names
+    templates = ROOT / "src" / "bnlab" / "report" / "templates"
+    missing = [t.name for t in templates.iterdir() if f"bnlab/report/templates/{t.name}" not in names]
+    assert missing == [], f"the report's templates missing from the wheel: {missing}"
     assert not [n for n in names if "__pycache__" in n or "kernels-" in n]  # no compiled-kernel cache
     metadata = zipfile.ZipFile(wheels[0]).read(f"bnlab-{bnlab.__version__}.dist-info/METADATA").decode()
     assert f"Version: {bnlab.__version__}" in metadata
@@ -159,3 +162,52 @@ def test_the_wheel_installed_in_a_fresh_venv_works_without_the_lab(dist_dir, tmp
     )
     assert lab.returncode == 2
     assert lab.stderr.strip().splitlines()[-1].endswith("""extra: pip install "bnlab[lab]\"""")
+
+
+RENDER = textwrap.dedent("""
+    import sys
+    sys.path.insert(0, sys.argv[1])  # the installed wheel before anything else on the path
+    import bnlab
+    from bnlab.report import markup, render_page
+    assert bnlab.__file__.startswith(sys.argv[1]), bnlab.__file__
+    page = render_page([], {"quick": True, "bnlab": bnlab.__version__}, demos={})
+    assert page.startswith("<!DOCTYPE html>") and "</html>" in page and "Short answers" in page
+    assert "--paper: #fbfbf9" in page  # the stylesheet, from the installed style.css
+    print("rendered", len(page), "characters from", markup.environment().loader.get_source(
+        markup.environment(), "page.html")[1])
+""")
+
+
+def test_the_installed_wheel_renders_a_report_page_from_its_templates(dist_dir, tmp_path):
+    # The wheel unpacked into a folder of its own, the lab's packages from this environment.
+    target = tmp_path / "site"
+    wheel = next(dist_dir.glob("*.whl"))
+    install = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-index",
+            "--no-deps",
+            "--target",
+            str(target),
+            str(wheel),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert install.returncode == 0, install.stderr[-3000:]
+    clean = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    run = subprocess.run(
+        [sys.executable, "-c", RENDER, str(target)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+        env=clean,
+    )
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
+    assert f"from {target}/bnlab/report/templates/page.html" in run.stdout

@@ -7,8 +7,9 @@ and the sections below both come from it. Adding a question is one entry::
     Question("new-data", "My model does worse on new data: can batch norm help?", ("C13", "C14"),
              answer=my_answer_function)  # answer(ev: answers.Evidence) -> answers.Answer
 
-``sources``, ``blocks``, ``code`` and ``extra`` (a function of the Evidence returning HTML for the
-section, e.g. the internal-covariate-shift explainer) are optional.
+``sources``, ``blocks``, ``code`` and ``extra`` (a function of the Evidence returning more of the
+section, rendered from a template of its own with :func:`.markup.render`, e.g. the
+internal-covariate-shift explainer; a plain string would be escaped like any text) are optional.
 
 Text is plain: the renderer escapes it, and only `backticks` become inline code.
 """
@@ -18,6 +19,8 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Callable
+
+from markupsafe import Markup
 
 from .. import functional
 from . import answers, from_scratch, ics
@@ -51,7 +54,7 @@ class Question:
     sources: str = ""  # what the published sources say
     blocks: tuple[Block, ...] = ()
     code: tuple[Code, ...] = ()
-    extra: Callable[[Evidence], str] | None = None  # more of the section, as HTML
+    extra: Callable[[Evidence], Markup] | None = None  # more of the section (markup.render)
 
 
 def backward_from_functional() -> tuple[str, str]:

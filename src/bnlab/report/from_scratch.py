@@ -1,5 +1,5 @@
 """Batch norm from scratch (the tested module, read from its source) and the train/eval pitfalls,
-each with the demo this report measured (:mod:`bnlab.demos`)."""
+each with the demo this report measured (:mod:`bnlab.demos`); the markup is templates/scratch.html."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ import inspect
 from collections.abc import Mapping
 from typing import Any
 
+from markupsafe import Markup
+
 from .. import scratch
 from ..experiments import text
-from .markup import code_html, esc, inline
+from .markup import render
 
 
 def scratch_source() -> str:
@@ -113,7 +115,8 @@ def pitfalls(demos: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
     return out
 
 
-def section_html(demos: Mapping[str, Any]) -> str:
+def section_html(demos: Mapping[str, Any]) -> Markup:
+    """The module's source and the pitfalls, each with what this run measured (templates/scratch.html)."""
     parity = (demos.get("parity") or {}).get("largest")
     measured = (
         f" In this run it matched `torch.nn.BatchNorm2d` to a relative {parity:.0e} in outputs, gradients "
@@ -121,26 +124,13 @@ def section_html(demos: Mapping[str, Any]) -> str:
         if parity is not None
         else ""
     )
-    items = []
-    for anchor, title, found, fix in pitfalls(demos):
-        found_html = f"<p>{inline(found)}</p>" if found else '<p class="muted">Not measured in this report.</p>'
-        items.append(
-            f'<li id="pitfall-{esc(anchor)}"><b>{inline(title)}.</b> {found_html}'
-            f'<p class="fix"><b>Fix:</b> {inline(fix)}</p></li>'
-        )
     seconds, steps = demos.get("seconds"), (demos.get("pitfalls") or {}).get("train_steps", "?")
     took = f" (all of them took {seconds:.0f} s)" if isinstance(seconds, (int, float)) else ""
-    return f"""
-<div class="scratch" id="scratch">
-  <h3 class="sub">Batch norm from scratch</h3>
-  <p>The whole mechanism of <code>torch.nn.BatchNorm2d</code>, written out: parameters, buffers, momentum, the
-  biased and unbiased variance, and the two modes. This is <code>src/bnlab/scratch.py</code> as it is, and
-  <code>tests/test_scratch.py</code> checks it against PyTorch's layer in outputs, gradients and running
-  statistics.{inline(measured)}</p>
-  {code_html(scratch_source(), caption="src/bnlab/scratch.py")}
-</div>
-<div class="pitfalls" id="pitfalls">
-  <h3 class="sub">Train/eval pitfalls, measured</h3>
-  <p>Each measured now on one MNIST-1D CNN with BN, trained for {esc(steps)} steps{esc(took)}:</p>
-  <ol class="pitfall-list">{"".join(items)}</ol>
-</div>"""
+    return render(
+        "scratch.html",
+        measured=measured,
+        source=scratch_source(),
+        steps=steps,
+        took=took,
+        pitfalls=pitfalls(demos),
+    )

@@ -1,12 +1,16 @@
 """Internal covariate shift, explained in one place: the term, the original claim, the objection, this
 run's measurements side by side (C1's drift, C5, C6, C7) and what to believe -- the last written
-from the measurements, never fixed in advance."""
+from the measurements, never fixed in advance. The prose and the table's markup are templates/ics.html."""
 
 from __future__ import annotations
 
+from typing import Any
+
+from markupsafe import Markup
+
 from ..experiments import text
 from .evidence import Evidence
-from .markup import esc, inline, part_marks, verdict_marks
+from .markup import render
 
 
 def _readings(ev: Evidence) -> dict[str, str]:
@@ -147,22 +151,24 @@ def conclusion(ev: Evidence) -> str:
     return (f"{ev.this_run}: {'; '.join(said)}. " if said else "") + believe(ev)
 
 
-def _row(ev: Evidence, cid: str, what: str, with_bn: str, without: str) -> str:
+def _row(ev: Evidence, cid: str, what: str, with_bn: str, without: str) -> dict[str, Any]:
+    """A row of the side-by-side table; its verdict marks are those of the part the reading rests on
+    (C7: each of its three parts)."""
     result = ev.results.get(cid)
-    reading = _readings(ev).get(cid, "not run")
-    if cid == "C7" and result is not None and result.parts:
-        marks = "".join(f"{esc(k)} {part_marks(result, k, compact=True)} " for k in C7_PARTS)
-    elif key := READS.get(cid):
-        marks = part_marks(result, key, compact=True)
-    else:
-        marks = verdict_marks(result, compact=True)
-    return (
-        f'<tr><td><a href="#{cid}">{cid}</a></td><td>{inline(what)}</td><td>{esc(with_bn)}</td>'
-        f"<td>{esc(without)}</td><td>{esc(reading)}</td><td>{marks}</td></tr>"
-    )
+    return {
+        "id": cid,
+        "what": what,
+        "with_bn": with_bn,
+        "without": without,
+        "reading": _readings(ev).get(cid, "not run"),
+        "result": result,
+        "parts": C7_PARTS if cid == "C7" and result is not None and result.parts else (),
+        "part": READS.get(cid),
+    }
 
 
-def section_html(ev: Evidence) -> str:
+def side_by_side(ev: Evidence) -> list[dict[str, Any]]:
+    """The measurements side by side, for the claims that ran."""
     rows = []
     if ev.number("C1", "drift_bn") is not None and ev.number("C1", "drift_none") is not None:
         rows.append(
@@ -218,30 +224,9 @@ def section_html(ev: Evidence) -> str:
                 "1× (baseline)",
             )
         )
-    table = (
-        (
-            '<table class="side"><thead><tr><th>Claim</th><th>What was measured</th><th>With BN</th>'
-            "<th>Without BN</th><th>Reading</th><th>Verdict</th></tr></thead><tbody>"
-            + "".join(rows)
-            + "</tbody></table>"
-        )
-        if rows
-        else '<p class="muted">None of these experiments ran.</p>'
-    )
-    return f"""
-<div class="ics" id="ics">
-  <h3 class="sub">Internal covariate shift, explained</h3>
-  <p><b>The term.</b> While a network trains, every layer's weights change, so the inputs that the next layer
-  receives keep changing their distribution: their mean, their spread, how many units sit in a saturated
-  range. Ioffe and Szegedy called this <em>internal covariate shift</em>: each layer has to keep adapting to a
-  moving target.</p>
-  <p><b>The claim (Ioffe &amp; Szegedy 2015).</b> Normalizing every layer's input over the mini-batch fixes its
-  mean and variance, reduces internal covariate shift, and that is why BN trains faster and tolerates larger
-  learning rates.</p>
-  <p><b>The objection (Santurkar et al. 2018).</b> Injecting random shifts after every BN layer barely hurts
-  training; measured on the gradients, BN does not reduce the shift and can increase it; what BN does change is
-  the loss landscape, which becomes smoother, so larger steps are safe.</p>
-  <p><b>What this run measured</b>, side by side:</p>
-  {table}
-  <p class="believe"><b>What to believe.</b> {inline(conclusion(ev))}</p>
-</div>"""
+    return rows
+
+
+def section_html(ev: Evidence) -> Markup:
+    """The explainer (templates/ics.html), for the section on internal covariate shift."""
+    return render("ics.html", rows=side_by_side(ev), conclusion=conclusion(ev))

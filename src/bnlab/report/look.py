@@ -1,5 +1,6 @@
 """Two figures to look at before reading: training with and without BN (from the runs of C5, C1 and
-C3), and inside a saturating network with and without BN (the diagnostics demo)."""
+C3), and inside a saturating network with and without BN (the diagnostics demo), drawn here and
+placed by templates/look.html."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 from ..experiments import text
 from ..experiments.plotting import legend_below, log_ticks, percent_axis
 from ..experiments.result import ClaimResult, FigureSpec
-from .markup import figure_html
+from .markup import figure
 
 COLORS = {"none": "tab:gray", "bn": "tab:blue"}
 
@@ -117,13 +118,14 @@ def draw_diagnostics(data: dict):
     return fig
 
 
-def section_html(results: Mapping[str, ClaimResult], demos: Mapping[str, Any], quick: bool) -> str:
+def figures(results: Mapping[str, ClaimResult], demos: Mapping[str, Any], quick: bool) -> list[dict[str, Any]]:
+    """The figures of the section "Look first" (templates/look.html) whose data this report has."""
     figures = []
     head = headline_data(results)
     if any(k in head for k in ("cnn", "mlp", "lr")):
         sources = ", ".join(f"{cid}" for cid, key in (("C5", "cnn"), ("C1", "mlp"), ("C3", "lr")) if key in head)
         figures.append(
-            figure_html(
+            figure(
                 FigureSpec(
                     "headline",
                     "Training with and without BN",
@@ -139,7 +141,7 @@ def section_html(results: Mapping[str, ClaimResult], demos: Mapping[str, Any], q
     if diag:
         sat = {k: sum(diag[k]["trained"]["saturation"]) / len(diag[k]["trained"]["saturation"]) for k in ("none", "bn")}
         figures.append(
-            figure_html(
+            figure(
                 FigureSpec(
                     "diagnostics",
                     "Inside a saturating network, with and without BN",
@@ -157,10 +159,4 @@ def section_html(results: Mapping[str, ClaimResult], demos: Mapping[str, Any], q
                 "",
             )
         )
-    if not figures:
-        return ""
-    return f"""
-<section class="look" id="look">
-  <h2>Look first: with and without batch norm</h2>
-  {"".join(figures)}
-</section>"""
+    return figures

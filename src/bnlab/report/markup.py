@@ -1,6 +1,12 @@
-"""Small HTML pieces every part of the page uses: escaping, inline code, verdict marks, figures, code.
+"""The page's markup: the Jinja2 templates in ``templates/`` (one per section of the page, the shared
+pieces in ``macros.html``, the stylesheet in ``style.css``) and the one environment that renders them.
 
-Every piece of text from a ClaimResult, the demos or the environment goes through :func:`esc`.
+Everything a template prints is escaped: autoescaping is on, and its escape is :func:`html.escape`
+(``'`` as ``&#x27;``, ``"`` as ``&quot;``: the escaping the page had before its templates, so a
+page's entities do not change from one edition to the next). What is not escaped is
+``markupsafe.Markup``: what a template rendered, text that :func:`inline` escaped before adding
+its ``<code>``, and a figure's data URI (:func:`figure`, the one value bnlab makes that is markup already).
+A name a template uses but nobody passed is an error (StrictUndefined), not an empty string.
 """
 
 from __future__ import annotations
@@ -9,14 +15,20 @@ import html
 import re
 import sys
 import traceback
+from collections.abc import Mapping
+from functools import cache
 from typing import Any
 
-from ..experiments.result import UNDERPOWERED, ClaimResult, FigureSpec
-from ..experiments.stability import describe
+import jinja2
+from markupsafe import Markup
+
+from ..experiments import text
+from ..experiments.result import UNDERPOWERED, FigureSpec
+from ..experiments.stability import THRESHOLD, Stability, describe
 from .figures import figure_svg, svg_data_uri
 
 MISSING = "not run"
-_BADGE_CLASS = {
+BADGE_CLASS = {
     "reproduced": "ok",
     "not reproduced": "no",
     "inconclusive": "maybe",
@@ -25,81 +37,80 @@ _BADGE_CLASS = {
 }
 
 
-def esc(value: Any) -> str:
-    return html.escape(str(value), quote=True)
+def _escape(value: Any) -> Markup:
+    """What a template prints: Markup as it is, anything else through html.escape."""
+    if hasattr(value, "__html__"):
+        return Markup(value)
+    return Markup(html.escape(str(value), quote=True))
 
 
-def inline(text: str) -> str:
-    """Escape ``text``; `backticks` become <code>."""
-    return re.sub(r"`([^`]+)`", r"<code>\1</code>", esc(text))
+def inline(value: Any) -> Markup:
+    """``value`` escaped; `backticks` become <code>."""
+    return Markup(re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(str(value), quote=True)))
 
 
-def badge(verdict: str) -> str:
-    return f'<span class="badge {_BADGE_CLASS.get(verdict, "missing")}">{esc(verdict)}</span>'
+def is_estimate(v: Any) -> bool:
+    """An estimate's dict: a mean with its interval or seed count."""
+    return isinstance(v, Mapping) and "mean" in v and ("ci95" in v or "n" in v)
 
 
-def stability_mark(result: ClaimResult, compact: bool = False) -> str:
-    """How stable the verdict is (:func:`bnlab.experiments.stability.describe`); ``compact`` (the answers'
-    evidence links, side tables): the share alone, the words in a tooltip. ``result`` may be a claim or
-    one of its parts (anything with a ``stability``)."""
-    s = result.stability
-    if s is None:
-        return ""
-    words = describe(s)
-    weak = "" if s.stable else " weak"
-    if not compact:
-        return f'<span class="stab{weak}">{esc(words)}</span>'
-    short = (
-        f"{s.outcomes.get(s.verdict, 0)} of {s.seeds} inputs"
-        if s.method.startswith("recomputed")
-        else f"{s.share:.0%} of resamples"
-        if s.seeds >= 2
-        else f"{s.seeds} seed"
-    )
-    return f'<span class="stab{weak}" title="{esc(words)}">{esc(short)}</span>'
+def is_paired(v: Any) -> bool:
+    """A paired comparison's dict: the difference and its tests."""
+    return isinstance(v, Mapping) and "diff" in v and "p_t" in v
 
 
-def verdict_marks(result: ClaimResult | None, compact: bool = False) -> str:
-    """What stands next to a claim wherever it is named (its card, the answers, the verdict table): the
-    verdict badge -- "underpowered" when the rule's verdict is not stable -- and how stable it is."""
-    if result is None:
-        return f'<span class="marks">{badge(MISSING)}</span>'
-    return f'<span class="marks">{badge(result.verdict)}{stability_mark(result, compact)}</span>'
+def plain_key(key: Any) -> str:
+    """A key nobody labelled, made readable (a last resort: experiments label their numbers)."""
+    return text.name(str(key)).replace("_", " ")
 
 
-def part_marks(result: ClaimResult | None, key: str, compact: bool = False) -> str:
-    """The marks of one part of a claim (the part a sentence rests on); the claim's own marks when the
-    result has no such part (an edition made before the claim had parts)."""
-    part = result.part(key) if result is not None else None
-    if part is None:
-        return verdict_marks(result, compact)
-    return f'<span class="marks">{badge(part.verdict)}{stability_mark(part, compact)}</span>'
+def stability_short(s: Stability) -> str:
+    """The stability in a few words, for the compact marks (the answers' links, side tables): the share
+    alone; the words of :func:`~bnlab.experiments.stability.describe` go in a tooltip."""
+    if s.method.startswith("recomputed"):
+        return f"{s.outcomes.get(s.verdict, 0)} of {s.seeds} inputs"
+    return f"{s.share:.0%} of resamples" if s.seeds >= 2 else f"{s.seeds} seed"
 
 
-def figure_html(spec: FigureSpec, label: str) -> str:
-    """The figure as an <img> with its caption; a figure that fails to draw shows the error."""
-    title = f"{label} · {spec.title}" if label else spec.title
-    anchor = f"fig-{label}-{spec.name}" if label else f"fig-{spec.name}"
+def figure(spec: FigureSpec, label: str) -> dict[str, Any]:
+    """A figure as the template ``macros.html`` shows it: its anchor, title, caption and either its
+    image (an SVG data URI) or, when it fails to draw, the error (a broken figure must not cost the
+    whole report)."""
+    out: dict[str, Any] = {
+        "anchor": f"fig-{label}-{spec.name}" if label else f"fig-{spec.name}",
+        "name": spec.name,
+        "title": f"{label} · {spec.title}" if label else spec.title,
+        "caption": spec.caption,
+        "uri": None,
+        "error": None,
+    }
     try:
-        uri = svg_data_uri(figure_svg(spec))
+        # Marked safe here and nowhere else: svg_data_uri percent-encodes the SVG, so the URI holds no
+        # '"', '&', '<' or '>'; escaping it would only spell its single quotes as entities.
+        out["uri"] = Markup(svg_data_uri(figure_svg(spec)))
     except Exception as exc:  # noqa: BLE001 -- a broken figure must not cost the whole report
         print(f"warning: figure {label}/{spec.name} could not be drawn: {exc!r}", file=sys.stderr)
-        detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-        return (
-            f'<figure class="fig broken"><div class="error">Figure {esc(spec.name)} could not be '
-            f"drawn: <code>{esc(detail)}</code></div><figcaption><b>{esc(title)}</b></figcaption></figure>"
-        )
-    caption = f" {esc(spec.caption)}" if spec.caption else ""
-    return (
-        f'<figure class="fig" id="{esc(anchor)}">'
-        f'<img src="{uri}" alt="{esc(title)}">'
-        f"<figcaption><b>{esc(title)}.</b>{caption}</figcaption></figure>"
-    )
+        out["error"] = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+    return out
 
 
-def code_html(text: str, language: str = "python", caption: str = "") -> str:
-    cap = f'<div class="code-caption">{inline(caption)}</div>' if caption else ""
-    return (
-        f'<div class="code-block">{cap}<pre class="code"><span class="lang">{esc(language)}</span>'
-        f"<code>{esc(text.rstrip())}</code></pre></div>"
+@cache
+def environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("bnlab.report", "templates"),
+        autoescape=True,
+        finalize=_escape,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
     )
+    env.filters.update(inline=inline, interval=text.interval, number=text.number, name=text.name, plain_key=plain_key)
+    env.filters.update(describe=describe, stability_short=stability_short)
+    env.tests.update(estimate=is_estimate, paired=is_paired, listed=lambda v: isinstance(v, (list, tuple)))
+    env.globals.update(MISSING=MISSING, BADGE_CLASS=BADGE_CLASS, THRESHOLD=THRESHOLD, UNDERPOWERED=UNDERPOWERED)
+    return env
+
+
+def render(template: str, **context: Any) -> Markup:
+    """``templates/<template>`` rendered with ``context``."""
+    return Markup(environment().get_template(template).render(**context))

@@ -10,6 +10,15 @@ an experiment's runs are all done.
 The ETA is for the whole sweep: seconds since the plan / runs finished since then x runs left.
 All experiments run in one sweep on shared workers, so their runs interleave and a per-experiment
 rate would mean nothing (an experiment whose first run just finished would show "ETA 0:00").
+
+Why not tqdm or rich: what this module must keep is its pipe mode (CI and log files read it), and
+neither library has one. Given a stream that is not a terminal, tqdm 4.70 writes its bar with
+carriage returns (5 updates: 7 ``\r`` and a single newline, one ever-growing line in a log) or,
+with ``disable=None``, nothing at all; rich 15's ``Progress`` writes nothing while the runs go on and
+one line when it stops. Either way the plain lines here would still be written by hand, and what a
+library would replace is the live line's three lines of ``_write``; the ETA also differs (runs found
+in the store are left out of the rate here, and experiments join the totals as they start).
+``bench.timing.progress_line`` is the same two-mode line for the benchmarks.
 """
 
 from __future__ import annotations
