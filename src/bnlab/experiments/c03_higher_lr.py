@@ -67,8 +67,8 @@ RULE = (
     f"mean final test accuracy among its training rates) the steps to {ACC_THRESHOLD:.0%} test accuracy, the 95% "
     f"CI of the per-seed difference BN - no-BN (a run that never reaches it counts as its last step + one eval "
     f"interval): reproduced if it lies below 0, not reproduced if it lies within ±{STEPS_MARGIN.size:.0%} of no "
-    f"BN's mean steps to the target (no difference that matters) or above 0, inconclusive otherwise. The claim is reproduced if "
-    f"both parts are, not reproduced if either is not, inconclusive otherwise."
+    f"BN's mean steps to the target (no difference that matters) or above 0, inconclusive otherwise. The claim "
+    f"is reproduced if both parts are, not reproduced if either is not, inconclusive otherwise."
 )
 RULE_HISTORY = (
     RuleVersion(
