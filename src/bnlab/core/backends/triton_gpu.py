@@ -116,7 +116,8 @@ def _on_tensor_device(fn):
 def stats_into(x, mean, var, rm, rv, mom_tensor, momentum: float, count: int) -> None:
     K = kernels()
     rows, C, S, P, B = _geometry(x)
-    part = torch.empty((3, B.chunks, C), dtype=torch.float32, device=x.device)
+    # float64 partials: a chunk's M2 may pass float32's range where the variance does not
+    part = torch.empty((3, B.chunks, C), dtype=torch.float64, device=x.device)
     K.stats_partial[(triton_cdiv(C, B.block_c), B.chunks)](
         x, part[0], part[1], part[2], C, S, P, B.units, B.per_chunk, ROWS=rows, BLOCK_M=B.block_m, BLOCK_C=B.block_c
     )
