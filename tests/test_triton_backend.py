@@ -166,6 +166,32 @@ def test_statistics_at_a_large_offset_are_rounded_once(shape, launches):
     torch.testing.assert_close(var.double(), x.double().var(dims, unbiased=False), rtol=1e-5, atol=0)
 
 
+@pytest.mark.parametrize("shape", [(40, 3, 50), (8, 3, 20, 30)], ids=str)
+def test_training_output_at_a_large_offset_is_normalized_by_the_float64_mean(shape, launches):
+    """1e4 + N(0, 1) in float32: y within 1e-5 of BN computed in float64 on the same float32 values
+    (normalizing by the mean rounded to float32 is up to half an ulp at 1e4, 4.9e-4, off; torch's
+    CPU kernel: 2.4e-4 on this input), for the layer and for batch_norm_add_act."""
+    from bnlab.functional import batch_norm_add_act
+
+    x = (torch.randn(shape, dtype=torch.float64, generator=torch.Generator().manual_seed(7)) + 1e4).float()
+    if len(shape) == 4:
+        x = channels_last(x)
+    dims = [d for d in range(x.dim()) if d != 1]
+    x64 = x.double()
+    view = [1, -1] + [1] * (x.dim() - 2)
+    w, b = torch.tensor([0.5, 2.0, -1.0]), torch.tensor([0.25, 0.0, -0.5])
+    exact = (x64 - x64.mean(dims, keepdim=True)) * torch.rsqrt(x64.var(dims, unbiased=False, keepdim=True) + 1e-5)
+    exact = exact * w.double().view(view) + b.double().view(view)
+    layer = (bnlab.nn.BatchNorm1d if len(shape) == 3 else bnlab.nn.BatchNorm2d)(3)
+    with torch.no_grad():
+        layer.weight.copy_(w)
+        layer.bias.copy_(b)
+        y = layer(x)
+        y_fused = batch_norm_add_act(x, torch.zeros_like(x), None, None, w, b, True, 0.1, 1e-5, "identity", 0.0)
+    torch.testing.assert_close(y.double(), exact, rtol=0, atol=1e-5)
+    torch.testing.assert_close(y_fused.double(), exact, rtol=0, atol=1e-5)
+
+
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 def test_same_bits_on_every_run(layout, launches):
     shape = (4, 6, 7, 9)

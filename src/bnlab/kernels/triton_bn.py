@@ -23,11 +23,12 @@ run.
 **Precision.** A tile's moments are taken in float32 around the tile's own mean (the corrected
 two-pass: the deviations' sum corrects the mean and M2), and the tiles and chunks are merged in
 float64, so a large common offset costs no precision: the mean is the float64 mean rounded once,
-as torch's CPU kernel gives it. A chunk whose float32 moments come out inf or NaN (values whose
+and the training forward takes that rounding back through the bias (``HAS_LO``), so y is
+normalized by the float64 mean. A chunk whose float32 moments come out inf or NaN (values whose
 squares pass float32's range, from about 1e19; an inf or NaN in x) is taken again in float64, so
 huge values give torch's infinite variance and inf/NaN inputs torch's inf/NaN statistics; the
-running-average update follows torch on an infinite or NaN side. These branches cost nothing on
-finite data of ordinary size (one test per chunk).
+running-average update follows torch on an infinite or NaN side. The float64 pass runs only for
+such a chunk (ordinary data pays one test per chunk).
 
 **Launches per direction:** training forward = partial moments + merge (with the running-average
 update, the momentum read from a tensor when it is one: no host sync) + normalize; backward =
@@ -141,6 +142,14 @@ def _tile(t, c, C, S, P, ROWS: tl.constexpr, BLOCK_M: tl.constexpr):
 def _finite(v):
     """Neither inf nor NaN: v - v is NaN exactly there."""
     return (v - v) == 0.0
+
+
+@triton.jit
+def _low_part(mean64):
+    """``mean64 - float32(mean64)`` as float32 (0 where not finite): the mean's rounding, which the
+    normalization puts back through the bias, so y is normalized by the float64 mean."""
+    lo = mean64 - mean64.to(tl.float32).to(tl.float64)
+    return tl.where(_finite(lo), lo, 0.0).to(tl.float32)
 
 
 @triton.jit
@@ -305,11 +314,13 @@ def stats_partial(
 
 @triton.jit
 def stats_merge(
-    pn_ptr, pmean_ptr, pm2_ptr, mean_ptr, var_ptr, rm_ptr, rv_ptr, mom_ptr, momentum, unbias, m, C, K,
-    HAS_RM: tl.constexpr, HAS_RV: tl.constexpr, MOM_TENSOR: tl.constexpr, BLOCK_C: tl.constexpr,
+    pn_ptr, pmean_ptr, pm2_ptr, mean_ptr, var_ptr, lo_ptr, rm_ptr, rv_ptr, mom_ptr, momentum, unbias, m, C, K,
+    HAS_LO: tl.constexpr, HAS_RM: tl.constexpr, HAS_RV: tl.constexpr, MOM_TENSOR: tl.constexpr,
+    BLOCK_C: tl.constexpr,
 ):  # fmt: skip
     """The K chunks' moments merged in order k = 0, 1, ... in float64 -> mean, biased var (each
-    rounded to float32 once); the running update from the float64 values."""
+    rounded to float32 once; HAS_LO: the mean's rounding too); the running update from the float64
+    values."""
     c = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
     cm = c < C
     n_a = tl.zeros([BLOCK_C], tl.float64)
@@ -324,6 +335,8 @@ def stats_merge(
     var = m2_a / m
     tl.store(mean_ptr + c, mean_a.to(tl.float32), mask=cm)
     tl.store(var_ptr + c, var.to(tl.float32), mask=cm)
+    if HAS_LO:
+        tl.store(lo_ptr + c, _low_part(mean_a), mask=cm)
     if HAS_RM or HAS_RV:
         _update_running(rm_ptr, rv_ptr, mom_ptr, momentum, mean_a, var, unbias, c, cm, HAS_RM, HAS_RV, MOM_TENSOR)
 
@@ -346,12 +359,14 @@ def update_running(
 
 @triton.jit
 def normalize(
-    x_ptr, y_ptr, r_ptr, mask_ptr, mean_ptr, var_ptr, w_ptr, b_ptr, eps, slope, C, S, P, T, U,
-    HAS_W: tl.constexpr, HAS_B: tl.constexpr, HAS_RES: tl.constexpr, WRITE_MASK: tl.constexpr, EVAL: tl.constexpr,
+    x_ptr, y_ptr, r_ptr, mask_ptr, mean_ptr, var_ptr, lo_ptr, w_ptr, b_ptr, eps, slope, C, S, P, T, U,
+    HAS_W: tl.constexpr, HAS_B: tl.constexpr, HAS_LO: tl.constexpr, HAS_RES: tl.constexpr,
+    WRITE_MASK: tl.constexpr, EVAL: tl.constexpr,
     ACT: tl.constexpr, ROWS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr,
 ):  # fmt: skip
     """y = act((x - mean) * invstd * w + b [+ r]); EVAL: torch's eval formula x * scale + shift.
-    WRITE_MASK stores z > 0 as one byte per value (the fused relu's backward reads it)."""
+    HAS_LO: the mean's rounding (:func:`_low_part`) is taken off through b. WRITE_MASK stores z > 0
+    as one byte per value (the fused relu's backward reads it)."""
     pc = tl.program_id(0)
     k = tl.program_id(1)
     c = pc * BLOCK_C + tl.arange(0, BLOCK_C)
@@ -361,6 +376,8 @@ def normalize(
     scale = invstd * _channel(w_ptr, c, cm, HAS_W, 1.0)
     b = _channel(b_ptr, c, cm, HAS_B, 0.0)
     shift = b - mean * scale
+    if HAS_LO:
+        b -= tl.load(lo_ptr + c, mask=cm, other=0.0) * scale
     for t in range(k * U, tl.minimum(k * U + U, T)):
         offs, mask = _tile(t, c, C, S, P, ROWS, BLOCK_M)
         x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
@@ -489,7 +506,8 @@ def forward_single(
     MOM_TENSOR: tl.constexpr, ACT: tl.constexpr, ROWS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr,
 ):  # fmt: skip
     """The training forward of a channel block in one program: the moments over every unit (the
-    same tile merges as :func:`stats_partial`, in order), the running update, then y."""
+    same tile merges as :func:`stats_partial`, in order), the running update, then y (normalized by
+    the float64 mean, as :func:`normalize` with HAS_LO)."""
     c = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
     cm = c < C
     _, mean64, m2 = _moments(x_ptr, c, 0, T, C, S, P, ROWS, BLOCK_M, BLOCK_C)
@@ -501,7 +519,7 @@ def forward_single(
     if HAS_RM or HAS_RV:
         _update_running(rm_ptr, rv_ptr, mom_ptr, momentum, mean64, var64, unbias, c, cm, HAS_RM, HAS_RV, MOM_TENSOR)
     scale = _invstd(var, eps) * _channel(w_ptr, c, cm, HAS_W, 1.0)
-    b = _channel(b_ptr, c, cm, HAS_B, 0.0)
+    b = _channel(b_ptr, c, cm, HAS_B, 0.0) - _low_part(mean64) * scale
     for t in range(T):
         offs, mask = _tile(t, c, C, S, P, ROWS, BLOCK_M)
         x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
