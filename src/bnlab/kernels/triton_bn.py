@@ -147,9 +147,16 @@ def _finite(v):
 @triton.jit
 def _low_part(mean64):
     """``mean64 - float32(mean64)`` as float32 (0 where not finite): the mean's rounding, which the
-    normalization puts back through the bias, so y is normalized by the float64 mean."""
+    normalization takes back through the bias (:func:`_unround`)."""
     lo = mean64 - mean64.to(tl.float32).to(tl.float64)
     return tl.where(_finite(lo), lo, 0.0).to(tl.float32)
+
+
+@triton.jit
+def _unround(b, lo, scale):
+    """The bias for ``(x - mean) * scale + b`` to normalize by ``mean + lo``, the float64 mean
+    (b as it is where lo is 0: an infinite scale would make 0 * inf NaN)."""
+    return tl.where(lo != 0.0, b - lo * scale, b)
 
 
 @triton.jit
@@ -365,7 +372,7 @@ def normalize(
     ACT: tl.constexpr, ROWS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr,
 ):  # fmt: skip
     """y = act((x - mean) * invstd * w + b [+ r]); EVAL: torch's eval formula x * scale + shift.
-    HAS_LO: the mean's rounding (:func:`_low_part`) is taken off through b. WRITE_MASK stores z > 0
+    HAS_LO: the mean's rounding (:func:`_low_part`) is taken back through b. WRITE_MASK stores z > 0
     as one byte per value (the fused relu's backward reads it)."""
     pc = tl.program_id(0)
     k = tl.program_id(1)
@@ -377,7 +384,7 @@ def normalize(
     b = _channel(b_ptr, c, cm, HAS_B, 0.0)
     shift = b - mean * scale
     if HAS_LO:
-        b -= tl.load(lo_ptr + c, mask=cm, other=0.0) * scale
+        b = _unround(b, tl.load(lo_ptr + c, mask=cm, other=0.0), scale)
     for t in range(k * U, tl.minimum(k * U + U, T)):
         offs, mask = _tile(t, c, C, S, P, ROWS, BLOCK_M)
         x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
@@ -519,7 +526,7 @@ def forward_single(
     if HAS_RM or HAS_RV:
         _update_running(rm_ptr, rv_ptr, mom_ptr, momentum, mean64, var64, unbias, c, cm, HAS_RM, HAS_RV, MOM_TENSOR)
     scale = _invstd(var, eps) * _channel(w_ptr, c, cm, HAS_W, 1.0)
-    b = _channel(b_ptr, c, cm, HAS_B, 0.0) - _low_part(mean64) * scale
+    b = _unround(_channel(b_ptr, c, cm, HAS_B, 0.0), _low_part(mean64), scale)
     for t in range(T):
         offs, mask = _tile(t, c, C, S, P, ROWS, BLOCK_M)
         x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
