@@ -100,14 +100,21 @@ def test_float16_running_var_overflow_then_eval_as_in_torch(launches):
     assert ours.eval()(x).isfinite().all()
 
 
-@pytest.mark.parametrize("value", [INF, -INF, NAN, 1e26, -1e30])
-def test_bfloat16_non_finite_or_huge_values_as_torch(launches, value):
-    """bfloat16 holds float32's range: the same values, float32 statistics; torch's output rounded
-    to bfloat16, so finite values within 2 bfloat16 ulps."""
+HALF_CASES = [(torch.bfloat16, v) for v in (INF, -INF, NAN, 1e26, -1e30)] + [
+    (torch.float16, v) for v in (INF, -INF, NAN, 6e4)
+]
+
+
+@pytest.mark.parametrize(("dtype", "value"), HALF_CASES, ids=str)
+def test_half_types_non_finite_or_huge_values_as_torch(launches, dtype, value):
+    """bfloat16 holds float32's range: the same values; float16 tops out at 65504 (larger values are
+    inf), where the float32 statistics cannot overflow. Torch's output is rounded to the half type,
+    so finite values within 2 of its ulps."""
     torch.manual_seed(6)
-    x = torch.randn(4, 3, 6, 5).to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+    x = torch.randn(4, 3, 6, 5).to(dtype).contiguous(memory_format=torch.channels_last)
     x[1, 0, 0, 0] = value
-    ours, ref = _pair(x.shape, torch.bfloat16)
+    ours, ref = _pair(x.shape, dtype)
+    tol = 2 * torch.finfo(dtype).eps
     for train in (True, False):
         ours.train(train), ref.train(train)
         with torch.no_grad():
@@ -116,7 +123,7 @@ def test_bfloat16_non_finite_or_huge_values_as_torch(launches, value):
             assert torch.equal(a.isnan(), b.isnan()), (a, b)
             assert torch.equal(a.isposinf(), b.isposinf()) and torch.equal(a.isneginf(), b.isneginf()), (a, b)
             finite = a.isfinite()
-            torch.testing.assert_close(a[finite].float(), b[finite].float(), rtol=2 * 2**-8, atol=2 * 2**-8)
+            torch.testing.assert_close(a[finite].float(), b[finite].float(), rtol=tol, atol=tol)
 
 
 @pytest.mark.parametrize("value", [-INF, -3e38, NAN, INF])
