@@ -438,8 +438,12 @@ def analyze(runs, ctx) -> ClaimResult:
             "drift_bn_minus_none": drift_test.to_json(),
             "drift_bn": estimate(d_bn).to_json(),
             "drift_none": estimate(d_none).to_json(),
-            "drift_abs_bn": estimate([m["drift_abs"] for m in ok("bn", same_lr)]).to_json(),
-            "drift_abs_none": estimate([m["drift_abs"] for m in ok("none", same_lr)]).to_json(),
+            "drift_abs_bn": estimate(
+                [m["drift_abs"] for m in ok("bn", same_lr) if not math.isnan(m["drift_abs"])]
+            ).to_json(),
+            "drift_abs_none": estimate(
+                [m["drift_abs"] for m in ok("none", same_lr) if not math.isnan(m["drift_abs"])]
+            ).to_json(),
             "best_final_test_acc": {n: best_acc[n].to_json() for n in NORMS},
             "best_acc_gap_bn_minus_none": acc_gap,
             "best_steps_gap_none_minus_bn": steps_gap,
