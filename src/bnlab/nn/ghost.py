@@ -28,8 +28,8 @@ count the batch in ``num_batches_tracked`` without updating the statistics.
 
 Vectorised: the equal-size ghosts are moved into the channel dimension, ``(G*v, C, *)`` ->
 ``(v, G*C, *)``, and normalized in one call of the BN core with the affine parameters tiled G times
-(their gradients are summed back over the ghosts by autograd); at most one more call handles an
-enlarged last ghost. There is no Python loop over ghosts.
+(their gradients are summed back over the ghosts in a fixed tree of elementwise adds); at most one
+more call handles an enlarged last ghost. There is no Python loop over ghosts in the forward.
 """
 
 from __future__ import annotations
@@ -48,6 +48,33 @@ def ghost_sizes(n: int, virtual_batch_size: int) -> list[int]:
     """The ghost batch sizes for a batch of ``n`` samples (the rule in the module docstring)."""
     g = max(1, n // virtual_batch_size)
     return [virtual_batch_size] * (g - 1) + [n - (g - 1) * virtual_batch_size]
+
+
+class _Tile(torch.autograd.Function):
+    """``p.repeat(g)`` for the ghosts' affine parameters, whose backward sums the g gradients by
+    elementwise adds of halves (a fixed tree), so a channel's gradient has the same bits at any
+    position among the channels. ``repeat``'s own backward, ``sum(0)`` over (g, C), does not: its
+    vectorized reduction sums the channels of its tail lanes in another order, which would make a
+    seed's result depend on its slot among the k*C channels of a seed group (bnlab.train.grouped)."""
+
+    generate_vmap_rule = True  # torch.func transforms run it per sample
+
+    @staticmethod
+    def forward(p: Tensor, g: int) -> Tensor:
+        return p.repeat(g)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        ctx.g = inputs[1]
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
+        rows = grad.reshape(ctx.g, -1)  # (G, C)
+        while rows.shape[0] > 1:
+            half = rows.shape[0] // 2
+            summed = rows[:half] + rows[half : 2 * half]
+            rows = torch.cat([summed, rows[2 * half :]]) if rows.shape[0] % 2 else summed
+        return rows[0], None
 
 
 class _GhostBatchNorm(_BatchNorm):
@@ -101,8 +128,8 @@ class _GhostBatchNorm(_BatchNorm):
         v = n // g
         xg = x.reshape(g, v, c, *spatial).transpose(0, 1).reshape(v, g * c, *spatial)  # (v, G*C, *)
         checks.check_batch_size(xg)
-        weight = None if self.weight is None else self.weight.repeat(g)
-        bias = None if self.bias is None else self.bias.repeat(g)
+        weight = None if self.weight is None else _Tile.apply(self.weight, g)
+        bias = None if self.bias is None else _Tile.apply(self.bias, g)
         yg = ops.train(xg, weight, bias, None, None, 0.0, self.eps)[0]
         return yg.reshape(v, g, c, *spatial).transpose(0, 1).reshape(n, c, *spatial)  # (N, C, *)
 
