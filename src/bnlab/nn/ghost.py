@@ -126,11 +126,22 @@ class _GhostBatchNorm(_BatchNorm):
         """Normalize ``g`` ghosts of equal size in one call: ghosts become channel groups."""
         n, c, spatial = x.shape[0], x.shape[1], x.shape[2:]
         v = n // g
-        xg = x.reshape(g, v, c, *spatial).transpose(0, 1).reshape(v, g * c, *spatial)  # (v, G*C, *)
+        # Channels-last memory (N, *, C) stays channels-last: the ghosts move next to the channels
+        # there, so the core gets the layout it was given and the output keeps the input's (a
+        # contiguous output would make the next elementwise layer and its backward mix layouts).
+        last = x.dim() in (4, 5) and not x.is_contiguous() and x.movedim(1, -1).is_contiguous()
+        if last:
+            xl = x.movedim(1, -1).reshape(g, v, *spatial, c)  # (G, v, *, C), a view
+            xg = xl.movedim(0, -2).reshape(v, *spatial, g * c).movedim(-1, 1)  # (v, G*C, *) channels-last
+        else:
+            xg = x.reshape(g, v, c, *spatial).transpose(0, 1).reshape(v, g * c, *spatial)  # (v, G*C, *)
         checks.check_batch_size(xg)
         weight = None if self.weight is None else _Tile.apply(self.weight, g)
         bias = None if self.bias is None else _Tile.apply(self.bias, g)
         yg = ops.train(xg, weight, bias, None, None, 0.0, self.eps)[0]
+        if last:
+            yl = yg.movedim(1, -1).reshape(v, *spatial, g, c).movedim(-2, 0)  # (G, v, *, C)
+            return yl.reshape(n, *spatial, c).movedim(-1, 1)  # (N, C, *) channels-last
         return yg.reshape(v, g, c, *spatial).transpose(0, 1).reshape(n, c, *spatial)  # (N, C, *)
 
 
