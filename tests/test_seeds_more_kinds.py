@@ -23,6 +23,16 @@ C12_RANDOM = {"model": "cnn", "norm": "bn", "optimizer": "adam", "lr": 1e-2, "tr
 # C10's large ghost setting at its quick size: batch 256 in ghosts of 32, lr 0.1 * sqrt(256 / 32).
 C10_GHOST = {"model": "cnn", "norm": "ghost_bn", "norm_kw": {"virtual_batch_size": 32}, "batch_size": 256, "lr": 0.283}
 
+# C9's small-batch setting with Batch Renorm: batches of 4, the warm-up over half of 30 steps.
+C9_RENORM = {
+    "model": "cnn",
+    "norm": "brn",
+    "norm_kw": {"r_max": 3.0, "d_max": 5.0, "warmup_steps": 15},
+    "batch_size": 4,
+    "lr": 0.0125,
+    "schedule": "cosine",
+}
+
 # Against train() alone, as in test_seeds, settings whose runs do not amplify last-bit differences
 # (its comment lists the amplifiers). C12's own setting is one of them -- Adam on the conv biases
 # before BN, whose exact gradient is zero: train() at 1 and 2 threads differs there by 2e-2 after
@@ -138,7 +148,7 @@ def test_frozen_weights_keep_their_initial_values(ds, optimizer):
         assert moved > c.trainable_k // 2  # and the chosen ones did train
 
 
-@pytest.mark.parametrize("setting", [C12_RANDOM, C10_GHOST], ids=["c12_random", "c10_ghost"])
+@pytest.mark.parametrize("setting", [C12_RANDOM, C10_GHOST, C9_RENORM], ids=["c12_random", "c10_ghost", "c9_renorm"])
 def test_seed_result_is_the_same_in_any_group(ds, setting):
     """A member's bits do not depend on its companions or its slot (what the store relies on)."""
     groups = [(3,), (1, 3), (0, 2, 4, 3), (9, 0, 2, 4, 5, 6, 7, 3)]  # seed 3 in slots 0, 1, 3 and 7
@@ -192,7 +202,7 @@ def test_grouped_ghost_bn_splits_each_members_batch_along_n():
 
 
 def test_ghost_bn_random_subsets_and_renorm_can_be_grouped(ds):
-    for setting in (C12_RANDOM, C10_GHOST, ALONE["cnn_renorm"][0], ALONE["mlp_ghost_sigmoid"][0]):
+    for setting in (C12_RANDOM, C10_GHOST, C9_RENORM, ALONE["mlp_ghost_sigmoid"][0]):
         assert why_not_grouped(_configs(setting, (0, 1)), ds) is None
     noisy = _initial(RunConfig(model="cnn", norm="noisy_bn"))
     assert "NoisyBatchNorm" in why_not_groupable(noisy)
