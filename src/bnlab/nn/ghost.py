@@ -30,6 +30,8 @@ Vectorised: the equal-size ghosts are moved into the channel dimension, ``(G*v, 
 ``(v, G*C, *)``, and normalized in one call of the BN core with the affine parameters tiled G times
 (their gradients are summed back over the ghosts in a fixed tree of elementwise adds); at most one
 more call handles an enlarged last ghost. There is no Python loop over ghosts in the forward.
+Channels-last input (4D or 5D) is moved within its own memory, ``(G*v, *, C)`` -> ``(v, *, G*C)``,
+so the output is channels-last as well.
 """
 
 from __future__ import annotations
