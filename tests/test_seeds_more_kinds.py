@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import bnlab.data as bdata
+from bnlab.core import dispatch
 from bnlab.models import freeze
 from bnlab.nn.ghost import GhostBatchNorm1d, GhostBatchNorm2d
 from bnlab.train import RunConfig, train
@@ -206,3 +207,22 @@ def test_ghost_bn_random_subsets_and_renorm_can_be_grouped(ds):
         assert why_not_grouped(_configs(setting, (0, 1)), ds) is None
     noisy = _initial(RunConfig(model="cnn", norm="noisy_bn"))
     assert "NoisyBatchNorm" in why_not_groupable(noisy)
+
+
+@pytest.mark.parametrize("setting", [C12_RANDOM, C10_GHOST, C9_RENORM], ids=["c12_random", "c10_ghost", "c9_renorm"])
+def test_bnlab_layers_run_on_the_fast_path_in_a_group(ds, monkeypatch, setting):
+    chosen = []
+    real_select, real_backward = dispatch.select, dispatch.select_backward
+
+    def select(*args, **kw):
+        chosen.append(real_select(*args, **kw))
+        return chosen[-1]
+
+    def select_backward(*args, **kw):
+        chosen.append(real_backward(*args, **kw))
+        return chosen[-1]
+
+    monkeypatch.setattr(dispatch, "select", select)
+    monkeypatch.setattr(dispatch, "select_backward", select_backward)
+    train_seeds(_configs(setting, (0, 1), steps=3, eval_every=3), ds, threads=1)
+    assert chosen and all(b is dispatch.FAST_BACKENDS["cpu"] for b in chosen), chosen
