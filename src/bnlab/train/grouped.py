@@ -66,7 +66,7 @@ def why_not_groupable(model: nn.Module) -> str | None:
             return f"block {i} is a {type(block).__name__}"
         norm, act = block.norm, block.act
         if type(norm) is not nn.Identity and type(norm) not in _NORMS_2D:
-            names = ", ".join(t.__name__ for t in _NORMS_2D)
+            names = ", ".join(f"{t.__module__.partition('.')[0]}.{t.__name__}" for t in _NORMS_2D)
             return f"norm {type(norm).__name__} (grouped: {names} or none)"
         if type(act) not in _ELEMENTWISE:
             return f"activation {type(act).__name__}"
