@@ -42,8 +42,9 @@ C9_RENORM = {
 # of the last BN lies 2e-7 from the ReLU's kink, below it from train()'s weights and above it from
 # the group's (1e-8 apart after 5 steps; the grouped model at train()'s weights gives train()'s
 # gradient within 3e-8), so one ReLU derivative flips and the runs part by 3e-3. C10's lr of 0.28
-# amplifies too (SGD near its largest stable rate: 8e-5 from the group, 3e-4 between 1 and 2
-# threads of train()), so C10's ghost setting is compared here at lr 0.05.
+# amplifies too (SGD near its largest stable rate; after 20 steps seed 0 is 8e-5 from the group,
+# seed 5 3e-4 from the group and as far between 1 and 2 threads of train()), so C10's ghost setting
+# is compared here at lr 0.05.
 ALONE = {
     "cnn_bn_random_sgd": (
         {"model": "cnn", "norm": "bn", "lr": 0.05, "trainable": "random", "trainable_k": 150},
