@@ -187,6 +187,8 @@ def test_what_cannot_be_grouped_trains_alone_and_says_so(ds, caplog):
         train_seeds(probed, ds)
     assert "more than the seed" in why_not_grouped(_configs("cnn_bn", (0,)) + _configs("mlp_bn_sigmoid", (1,)), ds)
     assert "norm" in why_not_grouped(_configs("cnn_bn", (0, 1), norm="gn"), ds)
+    assert "batches of 1024" in why_not_grouped(_configs("cnn_bn", (0, 1), batch_size=1024), ds)
+    assert why_not_grouped(_configs("cnn_bn", (0, 1), batch_size=512), ds) is None
     with caplog.at_level(logging.INFO, logger="bnlab"):
         out = train_group(probed, ds, threads=1)
     assert "one at a time" in caplog.text

@@ -72,7 +72,7 @@ from .trainer import (
     train,
 )
 
-__all__ = ["GROUP_WIDTH", "same_but_seed", "train_group", "train_seeds", "why_not_grouped"]
+__all__ = ["GROUP_WIDTH", "MAX_GROUP_BATCH", "same_but_seed", "train_group", "train_seeds", "why_not_grouped"]
 
 log = logging.getLogger("bnlab")
 
@@ -82,6 +82,10 @@ log = logging.getLogger("bnlab")
 # blocking of a batch-norm call depends on its channel count, so another width changes the last
 # bits. This file is among the result-deciding sources, so changing the width changes the keys.
 GROUP_WIDTH = 8
+# Batches larger than this train one seed at a time: a step on them is limited by memory traffic, not by
+# per-call overhead, and a group of 8 took 1.09x the time of 8 single runs at batch 1024 (0.65x at 256,
+# 0.43x at 100; the lab's CNN, 1 thread, interleaved, measured in docs/guide/seeds.md).
+MAX_GROUP_BATCH = 512
 
 
 def same_but_seed(config: RunConfig) -> RunConfig:
@@ -103,6 +107,8 @@ def why_not_grouped(configs: Sequence[RunConfig], dataset: bdata.Dataset | None 
         return f"probes {list(c.probes)} run on one model"
     if _dist_info()[1] > 1:
         return "data-parallel runs"
+    if c.batch_size > MAX_GROUP_BATCH:
+        return f"batches of {c.batch_size} (more than {MAX_GROUP_BATCH}: a group saves no time on them)"
     shapes = (dataset.input_shape, dataset.num_classes) if dataset is not None else None
     model = _build(c, shapes)
     return why_not_groupable(model)
