@@ -234,11 +234,14 @@ def _fused(norm: nn.Module, act: nn.Module, placement: str) -> tuple[nn.Module, 
     """(norm, act), with bnlab's batch norm followed by a ReLU as one :class:`~bnlab.nn.BatchNormAct2d`
     (or 1d) layer and the ReLU an identity: the same outputs and gradients, in one kernel per pass
     instead of three (measured in docs/guide/seeds.md); other pairs as they are."""
-    fusable = {BatchNorm1d: BatchNormAct1d, BatchNorm2d: BatchNormAct2d}
+    fusable: dict[type[nn.Module], type[BatchNormAct1d | BatchNormAct2d]] = {
+        BatchNorm1d: BatchNormAct1d,
+        BatchNorm2d: BatchNormAct2d,
+    }
     if placement != "before" or type(act) is not nn.ReLU or type(norm) not in fusable:
         return norm, act
     bn = cast(nn.modules.batchnorm._BatchNorm, norm)
-    out = fusable[type(bn)](
+    out = fusable[type(norm)](
         bn.num_features, "relu", bn.eps, bn.momentum, bn.affine, bn.track_running_stats, bias=bn.bias is not None
     )
     out.load_state_dict(bn.state_dict())
