@@ -15,11 +15,11 @@ diverged member records no more probe values.
 
 The grouped model fuses bnlab's batch norm and a following ReLU into one layer, whose output is the
 ReLU's: the ReLU's *input* is not materialized. A block whose act a probe reads is unfused
-(:func:`_unfuse`: the fused layer's activation set to the identity and the ReLU module restored),
+(``_unfuse``: the fused layer's activation set to the identity and the ReLU module restored),
 so that input exists again; the other blocks stay fused.
 
 Other probes (gradient norms, the experiments' landscape, shift and precise-BN probes) run on one
-model: :func:`why_not_probed` says so, and such configs train one seed at a time.
+model: ``why_not_probed`` says so, and such configs train one seed at a time.
 """
 
 from __future__ import annotations
