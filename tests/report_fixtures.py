@@ -20,7 +20,9 @@ from bnlab.train.result import RunResult
 
 # Every metric an analysis reads, with a plausible value at training progress t in (0, 1].
 _SIGMOID_PCT = {
-    f"act_pct/blocks.2.act:0/p{q}": (lambda t, r, q=q: (q - 50) / 30 + r.gauss(0, 0.1)) for q in (15, 50, 85)
+    f"act_pct/blocks.2.act:{u}/p{q}": (lambda t, r, q=q: (q - 50) / 30 + r.gauss(0, 0.1))
+    for u in range(8)
+    for q in (15, 50, 85)
 }
 _METRICS = {
     "test_acc": lambda t, r: min(0.99, 0.3 + 0.6 * t + r.gauss(0, 0.02)),

@@ -279,3 +279,12 @@ def test_progress_is_plain_lines_in_a_pipe_and_one_live_line_on_a_terminal(tty):
         lines = stream.text.splitlines()
         assert lines and all(line.startswith("[") for line in lines), stream.text
         assert "\r" not in stream.text and "\033" not in stream.text
+
+
+def test_seed_step_rows_of_c12s_random_arm_at_the_group_width(tmp_path):
+    out = tmp_path / "bench.json"
+    ops = ["--ops", "seed_step_c12_random", "--contention", "0"]
+    assert cli.main(["bench", "--repeats", "1", "--json", str(out), *ops]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["shape"] for r in rows] == [[1, 100], [8, 100]]
+    assert all(r["clock"] == "cpu" and r["torch_us"] > 0 and r["bnlab_us"] > 0 for r in rows)

@@ -252,3 +252,44 @@ def test_triton_runs_on_the_tensors_device_not_the_current_one():
     x = torch.randn(8, 4, 5, 5, device="cuda:1")
     with torch.cuda.device(0):
         assert_matches(ours(x), ref(x), "output")
+
+
+@needs_triton
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan"), 1e26, -1e30, 3e38])
+@pytest.mark.parametrize("shape", [(2, 3, 9000), (16, 3), (4, 3, 6, 5), (8, 3, 20000), (40000, 3)], ids=str)
+def test_triton_non_finite_or_huge_values_match_torch_nn_on_cuda(shape, value):
+    """tests/test_nonfinite_values.py's table on the GPU (the last two shapes split the reduction over
+    programs), against torch.nn on the CPU: the kernels follow its float64-accumulated statistics
+    (torch's CUDA kernels accumulate in float32 and can differ at inf)."""
+    from test_nonfinite_values import _pair, _same
+
+    torch.manual_seed(0)
+    x = torch.randn(shape)
+    if len(shape) == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x[(1, 0) + (0,) * (x.dim() - 2)] = value
+    ours, ref = _pair(shape)
+    ours.cuda()
+    for train in (True, False):
+        ours.train(train), ref.train(train)
+        with torch.no_grad():
+            y, y_ref = ours(x.cuda()), ref(x)
+        _same(y.cpu(), y_ref, torch.float32)
+        _same(ours.running_mean.cpu(), ref.running_mean, torch.float32)
+        _same(ours.running_var.cpu(), ref.running_var, torch.float32)
+
+
+@needs_triton
+@pytest.mark.parametrize("shape", [(40, 3, 50), (64, 3, 64, 64), (300000, 5)], ids=str)
+def test_triton_statistics_at_a_large_offset_are_rounded_once_on_cuda(shape):
+    """1e4 + N(0, 1) in float32: the mean within half a float32 ulp (2**-11) of the float64 mean of
+    the float32 values, the biased variance within 1e-5 relative."""
+    from bnlab.core import dispatch
+
+    x = (torch.randn(shape, dtype=torch.float64, generator=torch.Generator().manual_seed(7)) + 1e4).float().cuda()
+    if len(shape) == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+    dims = [d for d in range(x.dim()) if d != 1]
+    mean, var = dispatch.TRITON.stats(x)
+    torch.testing.assert_close(mean.double(), x.double().mean(dims), rtol=0, atol=2**-11)
+    torch.testing.assert_close(var.double(), x.double().var(dims, unbiased=False), rtol=1e-5, atol=0)

@@ -204,3 +204,12 @@ def test_quick_and_explicit_seeds_are_one_round_and_the_cluster_cap_is_larger(tm
     monkeypatch.setattr(registry, "get", lambda k: fake)
     registry.run_all(store=tmp_path / "runs.sqlite", seeds=4)
     assert fake.looks == [4]
+
+
+def test_a_quick_run_trains_each_seed_alone_and_a_full_run_in_groups(tmp_path, monkeypatch):
+    # the runs' env says how each was trained: "seed_group" (the group's width) only for grouped runs
+    fakes = _fakes(monkeypatch)
+    registry.run_all(quick=True, store=tmp_path / "quick.sqlite")
+    assert all("seed_group" not in r.env for f in list(fakes.values())[:2] for r in f.runs)
+    registry.run_all(quick=False, store=tmp_path / "full.sqlite")
+    assert all(r.env.get("seed_group") for f in list(fakes.values())[:2] for r in f.runs)

@@ -23,6 +23,7 @@ from bnlab.kernels import triton_bn as K
 
 TARGET = GPUTarget("cuda", 90, 32)  # sm_90 (H100 / H200)
 F32 = "*fp32"
+F64 = "*fp64"  # the partial moments
 
 
 def compile_variant(fn, types: dict, constexprs: dict) -> None:
@@ -36,16 +37,17 @@ def variants(full: bool):
     dtypes = ("*fp32", "*bf16", "*fp16") if full else ("*bf16",)
     for dt in dtypes:
         elem = {"x_ptr": dt, "y_ptr": dt, "r_ptr": dt, "mask_ptr": "*u8", "dy_ptr": dt, "dx_ptr": dt, "dr_ptr": dt}
-        vec = {"mean_ptr": F32, "var_ptr": F32, "w_ptr": dt, "b_ptr": dt, "eps": "fp32", "slope": "fp32"}
+        vec = {"mean_ptr": F32, "var_ptr": F32, "lo_ptr": F32, "w_ptr": dt, "b_ptr": dt, "eps": "fp32", "slope": "fp32"}
         for rows in (True, False):
             tile = {"ROWS": rows, "BLOCK_M": 64, "BLOCK_C": 64 if rows else 1}
-            parts = {"pn_ptr": F32, "pmean_ptr": F32, "pm2_ptr": F32}
+            parts = {"pn_ptr": F64, "pmean_ptr": F64, "pm2_ptr": F64}
             yield K.stats_partial, {**elem, **parts}, tile
             for act in range(4) if full else (3,):
                 for res in (False, True):
                     flags = {
                         "HAS_W": True,
                         "HAS_B": True,
+                        "HAS_LO": not res,
                         "HAS_RES": res,
                         "WRITE_MASK": res and act in (1, 2),
                         "EVAL": not res,
@@ -61,7 +63,8 @@ def variants(full: bool):
         run = {"rm_ptr": dt, "rv_ptr": dt, "mom_ptr": F32, "momentum": "fp32", "unbias": "fp32", "m": "fp32"}
         for tensor_momentum in (False, True):
             flags = {"HAS_RM": True, "HAS_RV": True, "MOM_TENSOR": tensor_momentum, "BLOCK_C": 128}
-            yield K.stats_merge, {"pn_ptr": F32, "pmean_ptr": F32, "pm2_ptr": F32, **vec, **run}, flags
+            parts = {"pn_ptr": F64, "pmean_ptr": F64, "pm2_ptr": F64}
+            yield K.stats_merge, {**parts, **vec, **run}, {**flags, "HAS_LO": tensor_momentum}
             yield K.update_running, {**vec, **run}, flags
         for rows in (True, False):
             tile = {"ROWS": rows, "BLOCK_M": 128, "BLOCK_C": 32 if rows else 1}

@@ -1,7 +1,11 @@
 """Bench rows of the seed-step: k seeds of one setting trained together against one at a time.
 
 * ``seed_step_cnn`` -- the lab's MNIST-1D CNN with bnlab BN, batch 100, SGD;
-* ``seed_step_mlp`` -- the sigmoid MLP of Ioffe & Szegedy (3x100, bnlab BN), batch 60, SGD.
+* ``seed_step_mlp`` -- the sigmoid MLP of Ioffe & Szegedy (3x100, bnlab BN), batch 60, SGD;
+* ``seed_step_c12_random`` -- C12's random arm: the CNN with bnlab BN, 150 random weights trained
+  (gradients masked), Adam, batch 100;
+* ``seed_step_c10_ghost`` -- C10's large ghost setting: the CNN with ghost BN (ghosts of 32), batch
+  1024, SGD; these two at k = 1 and the sweep's group width, 8.
 
 The row's shape is (k, batch). The "torch" column is today's single-seed trainer doing k steps (k
 models, each its own step as :func:`bnlab.train.train` runs it), the "bnlab" column one step of the
@@ -30,6 +34,12 @@ def _settings():
     return {
         "cnn": RunConfig(model="cnn", norm="bn", lr=0.05, batch_size=100),
         "mlp": RunConfig(model="mlp", norm="bn", act="sigmoid", lr=0.5, batch_size=60),
+        "c12_random": RunConfig(
+            model="cnn", norm="bn", optimizer="adam", lr=1e-2, batch_size=100, trainable="random", trainable_k=150
+        ),
+        "c10_ghost": RunConfig(
+            model="cnn", norm="ghost_bn", norm_kw={"virtual_batch_size": 32}, lr=0.566, batch_size=1024
+        ),
     }
 
 
@@ -37,21 +47,29 @@ def seed_step_fns(model_name: str, k: int, batch: int, steps: int = 64):
     """(k single-seed steps, one grouped step of k seeds), each a callable that runs one step on the
     next of ``steps`` precomputed batches of MNIST-1D."""
     from .. import data as bdata
-    from ..train.grouped import group
+    from ..models import freeze
+    from ..train.grouped import group, mask_gradients
     from ..train.seeds import group_step
-    from ..train.trainer import build_model, build_optimizer
+    from ..train.trainer import build_model, build_optimizer, set_trainable
 
     config = dataclasses.replace(_settings()[model_name], batch_size=batch)
     ds = bdata.load(config.data)
     gen = torch.Generator().manual_seed(0)
     batches = [torch.randint(0, ds.x_train.shape[0], (k, batch), generator=gen) for _ in range(steps)]
-    models = []
-    for s in range(k):
+    models, masks = [], []
+    for s in range(k):  # as train_seeds builds its members
         torch.manual_seed(s)
         models.append(build_model(dataclasses.replace(config, seed=s), ds))
-    alone = [(m, build_optimizer(config, list(m.parameters()))) for m in models]
+        set_trainable(models[-1], config, torch.Generator().manual_seed(s + 1))
+        if config.trainable == "random":
+            masks.append(
+                freeze.random_subset_masks(models[-1], config.trainable_k, torch.Generator().manual_seed(s + 1))
+            )
+    alone = [(m, build_optimizer(config, [p for p in m.parameters() if p.requires_grad])) for m in models]
     grouped = group(models)
-    grouped_opt = build_optimizer(config, list(grouped.parameters()))
+    if masks:
+        mask_gradients(grouped, models, masks)
+    grouped_opt = build_optimizer(config, [p for p in grouped.parameters() if p.requires_grad])
     x, y = ds.x_train, ds.y_train
     pos = {"alone": 0, "grouped": 0}
 
@@ -82,14 +100,14 @@ def _build(model_name: str):
     return build
 
 
-for _name, _batch in (("cnn", 100), ("mlp", 60)):
+for _name, _batch, _ks in (("cnn", 100, KS), ("mlp", 60, KS), ("c12_random", 100, (1, 8)), ("c10_ghost", 1024, (1, 8))):
     register(
         f"seed_step_{_name}",
         passes=0,
         dims=(1,),
         layouts=("nchw",),
         float32_only=True,
-        shapes=tuple((k, _batch) for k in KS),
+        shapes=tuple((k, _batch) for k in _ks),
         quick=False,
         cpu_time=True,
     )(_build(_name))

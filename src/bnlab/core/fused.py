@@ -47,11 +47,12 @@ class _BatchNormAddAct(torch.autograd.Function):
     def forward(ctx, x, residual, weight, bias, running_mean, running_var, momentum, eps, act, slope):
         mean, var = T.stat_vectors(x)
         mom_t, mom = (momentum, 0.0) if isinstance(momentum, Tensor) else (None, float(momentum))
-        T.stats_into(x, mean, var, running_mean, running_var, mom_t, mom, M.count_per_channel(x))
+        lo = torch.empty_like(mean)  # the mean's rounding, taken back in the normalization
+        T.stats_into(x, mean, var, running_mean, running_var, mom_t, mom, M.count_per_channel(x), lo)
         residual = T.same_layout(residual, x)
         y = torch.empty_like(x)
         mask = torch.empty_like(x, dtype=torch.uint8) if act in _MASKED else None
-        T.normalize_into(y, x, mean, var, weight, bias, eps, act, slope, residual=residual, mask=mask)
+        T.normalize_into(y, x, mean, var, weight, bias, eps, act, slope, residual=residual, mask=mask, lo=lo)
         gate = mask if mask is not None else residual if act != "identity" else None
         ctx.save_for_backward(x, gate, weight, bias, mean, var)
         ctx.config = (eps, act, slope)

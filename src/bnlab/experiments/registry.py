@@ -17,6 +17,10 @@ of seeds, is judged, and -- unless every verdict (the claim's and each part's) i
 settled with the same verdicts at the look before (:func:`.stability.confirmed`) -- adds ``step``
 seeds and is judged again, up to its cap (a larger cap with a scheduler). Each round of all the experiments
 still open goes out as one sweep. A quick run, or one with ``--seeds``, is one round.
+
+A quick run trains every seed on its own: its two seeds per setting would fill a fixed-width
+group (:data:`bnlab.train.seeds.GROUP_WIDTH`) to a quarter, at more than twice the cost of two
+single runs; a full run's rounds add whole groups of seeds.
 """
 
 from __future__ import annotations
@@ -148,7 +152,13 @@ def _run_configs(configs: list, ctx: Context, owner: dict[str, str], experiments
             ctx.progress.update(owner[key], done[owner[key]], total[owner[key]])
 
     results = run_sweep(
-        configs, store=ctx.store, jobs=ctx.jobs, progress=progress, on_error="skip", scheduler=ctx.scheduler
+        configs,
+        store=ctx.store,
+        jobs=ctx.jobs,
+        progress=progress,
+        on_error="skip",
+        scheduler=ctx.scheduler,
+        group_seeds=not ctx.quick,
     )
     return {c.key(): r for c, r in zip(configs, results)}
 

@@ -15,11 +15,20 @@ blocks, chunks): chunk k takes the units ``[k*U, (k+1)*U)``, so the reduction ov
 across programs, not one program per channel.
 
 **Reductions are deterministic.** A reduction's first kernel writes each chunk's partials (count,
-mean and M2 for the statistics; the two sums for the backward) to its own slot ``[k, c]`` of a
-float32 buffer; a second kernel merges the slots in the order k = 0, 1, ... (Chan et al.'s
+mean and M2 for the statistics, float64; the two sums for the backward, float32) to its own slot
+``[k, c]`` of a buffer; a second kernel merges the slots in the order k = 0, 1, ... (Chan et al.'s
 parallel formula for the moments). There are no atomics, so a shape gives the same bits on every
-run. Within a tile the moments are taken in two passes (the tile's mean, then squared deviations),
-then merged into the chunk's running moments, so a large common offset costs no precision.
+run.
+
+**Precision.** A tile's moments are taken in float32 around the tile's own mean (the corrected
+two-pass: the deviations' sum corrects the mean and M2), and the tiles and chunks are merged in
+float64, so a large common offset costs no precision: the mean is the float64 mean rounded once,
+and the training forward takes that rounding back through the bias (``HAS_LO``), so y is
+normalized by the float64 mean. A chunk whose float32 moments come out inf or NaN (values whose
+squares pass float32's range, from about 1e19; an inf or NaN in x) is taken again in float64, so
+huge values give torch's infinite variance and inf/NaN inputs torch's inf/NaN statistics; the
+running-average update follows torch on an infinite or NaN side. The float64 pass runs only for
+such a chunk (ordinary data pays one test per chunk).
 
 **Launches per direction:** training forward = partial moments + merge (with the running-average
 update, the momentum read from a tensor when it is one: no host sync) + normalize; backward =
@@ -130,22 +139,94 @@ def _tile(t, c, C, S, P, ROWS: tl.constexpr, BLOCK_M: tl.constexpr):
 
 
 @triton.jit
-def _merge_tile(x, mask, n_a, mean_a, m2_a):
-    """A tile's moments (two passes over it), merged into the running (count, mean, M2) by Chan's formula."""
-    n_b = tl.sum(mask.to(tl.float32), 0)
-    mean_b = tl.sum(x, 0) / tl.maximum(n_b, 1.0)
-    d = tl.where(mask, x - mean_b[None, :], 0.0)
-    m2_b = tl.sum(d * d, 0)
+def _finite(v):
+    """Neither inf nor NaN: v - v is NaN exactly there."""
+    return (v - v) == 0.0
+
+
+@triton.jit
+def _low_part(mean64):
+    """``mean64 - float32(mean64)`` as float32 (0 where not finite): the mean's rounding, which the
+    normalization takes back through the bias (:func:`_unround`)."""
+    lo = mean64 - mean64.to(tl.float32).to(tl.float64)
+    return tl.where(_finite(lo), lo, 0.0).to(tl.float32)
+
+
+@triton.jit
+def _unround(b, lo, scale):
+    """The bias for ``(x - mean) * scale + b`` to normalize by ``mean + lo``, the float64 mean
+    (b as it is where lo is 0: an infinite scale would make 0 * inf NaN)."""
+    return tl.where(lo != 0.0, b - lo * scale, b)
+
+
+@triton.jit
+def _tile_moments(x, mask, WIDE: tl.constexpr):
+    """(count, mean, M2) per channel of a tile, float64 out, by the corrected two-pass: the tile's
+    mean, then the deviations from it, whose sum corrects the mean and M2 (Chan, Golub & LeVeque).
+    The tile's own mean is the shift the moments are taken around, so a large common offset costs
+    no precision. In float32 or, WIDE, in float64 (a chunk whose float32 moments overflowed or met
+    inf/NaN)."""
+    n = tl.sum(mask.to(tl.float32), 0)
+    if WIDE:
+        x = x.to(tl.float64)
+    k = tl.maximum(n, 1.0).to(x.dtype)
+    mean = tl.sum(tl.where(mask, x, 0.0), 0) / k
+    e = tl.where(mask, x - mean[None, :], 0.0)
+    mean64 = mean.to(tl.float64)
+    m2 = tl.sum(e * e, 0).to(tl.float64)
+    if not WIDE:  # float64 needs no correction (and an infinite mean's deviations are NaN)
+        se = tl.sum(e, 0).to(tl.float64)
+        mean64 += se / k.to(tl.float64)
+        m2 -= se * se / k.to(tl.float64)
+    return n.to(tl.float64), mean64, m2
+
+
+@triton.jit
+def _chan(n_a, mean_a, m2_a, n_b, mean_b, m2_b):
+    """Chan et al.'s merge of (count, mean, M2) ``a`` and ``b`` in float64. An empty side gives the
+    other as it is; where the means differ by inf or NaN the mean is the weighted sum, as a plain sum
+    gives it (inf + finite = inf, inf - inf = NaN), where the update would form inf - inf."""
     n = n_a + n_b
     delta = mean_b - mean_a
     frac = n_b / tl.maximum(n, 1.0)
-    return n, mean_a + delta * frac, m2_a + m2_b + delta * delta * n_a * frac
+    mean = tl.where(_finite(delta), mean_a + delta * frac, mean_a * (1.0 - frac) + mean_b * frac)
+    m2 = m2_a + m2_b + delta * delta * n_a * frac
+    mean = tl.where(n_a == 0, mean_b, tl.where(n_b == 0, mean_a, mean))
+    m2 = tl.where(n_a == 0, m2_b, tl.where(n_b == 0, m2_a, m2))
+    return n, mean, m2
+
+
+@triton.jit
+def _moments_pass(
+    x_ptr, c, t0, t1, C, S, P, ROWS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr, WIDE: tl.constexpr
+):  # fmt: skip
+    """(count, mean, M2) over the units [t0, t1), the tiles' moments merged in order in float64."""
+    n_a = tl.zeros([BLOCK_C], tl.float64)
+    mean_a = tl.zeros([BLOCK_C], tl.float64)
+    m2_a = tl.zeros([BLOCK_C], tl.float64)
+    for t in range(t0, t1):
+        offs, mask = _tile(t, c, C, S, P, ROWS, BLOCK_M)
+        x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+        n_b, mean_b, m2_b = _tile_moments(x, mask, WIDE)
+        n_a, mean_a, m2_a = _chan(n_a, mean_a, m2_a, n_b, mean_b, m2_b)
+    return n_a, mean_a, m2_a
+
+
+@triton.jit
+def _moments(x_ptr, c, t0, t1, C, S, P, ROWS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
+    """:func:`_moments_pass` in float32, taken again in float64 where a channel's moments came out
+    inf or NaN: float32 squares overflow from about 1e19, and a float64 pass gives torch's sums
+    (float64-accumulated) for such values, inf/NaN means and NaN M2 included."""
+    n, mean, m2 = _moments_pass(x_ptr, c, t0, t1, C, S, P, ROWS, BLOCK_M, BLOCK_C, False)
+    if tl.min((_finite(mean) & _finite(m2)).to(tl.int32), 0) == 0:
+        n, mean, m2 = _moments_pass(x_ptr, c, t0, t1, C, S, P, ROWS, BLOCK_M, BLOCK_C, True)
+    return n, mean, m2
 
 
 @triton.jit
 def _activate(z, slope, ACT: tl.constexpr):
     if ACT == 1:
-        z = tl.maximum(z, 0.0)
+        z = tl.maximum(z, 0.0, propagate_nan=tl.PropagateNan.ALL)  # relu(NaN) = NaN, as torch
     elif ACT == 2:
         z = tl.where(z > 0, z, z * slope)
     elif ACT == 3:
@@ -193,8 +274,11 @@ def _channel(ptr, c, cm, HAS: tl.constexpr, default):
 
 @triton.jit
 def _lerp(a, b, w):
-    """torch.lerp's formula (the running-average update as ``lerp_`` computes it)."""
-    return tl.where(w < 0.5, a + w * (b - a), b - (b - a) * (1.0 - w))
+    """torch.lerp's formula (the running-average update as ``lerp_`` computes it); with an infinite
+    or NaN side, torch BN's own ``w * b + (1 - w) * a`` (an infinite running_var stays inf where lerp
+    would form inf - inf)."""
+    lerp = tl.where(w < 0.5, a + w * (b - a), b - (b - a) * (1.0 - w))
+    return tl.where(_finite(a) & _finite(b), lerp, w * b + (1.0 - w) * a)
 
 
 @triton.jit
@@ -206,12 +290,13 @@ def _update_running(
         w = tl.load(mom_ptr).to(tl.float32)
     else:
         w = momentum
+    # stored through float32: the interpreter casts float64 to bfloat16 wrong
     if HAS_RM:
         rm = tl.load(rm_ptr + c, mask=cm, other=0.0).to(tl.float32)
-        tl.store(rm_ptr + c, _lerp(rm, mean, w).to(rm_ptr.dtype.element_ty), mask=cm)
+        tl.store(rm_ptr + c, _lerp(rm, mean, w).to(tl.float32).to(rm_ptr.dtype.element_ty), mask=cm)
     if HAS_RV:
         rv = tl.load(rv_ptr + c, mask=cm, other=0.0).to(tl.float32)
-        tl.store(rv_ptr + c, _lerp(rv, var * unbias, w).to(rv_ptr.dtype.element_ty), mask=cm)
+        tl.store(rv_ptr + c, _lerp(rv, var * unbias, w).to(tl.float32).to(rv_ptr.dtype.element_ty), mask=cm)
 
 
 # --- statistics -------------------------------------------------------------------------------
@@ -222,18 +307,12 @@ def stats_partial(
     x_ptr, pn_ptr, pmean_ptr, pm2_ptr, C, S, P, T, U,
     ROWS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr,
 ):  # fmt: skip
-    """Chunk k's (count, mean, M2) per channel into slot [k, c] of the partial buffers."""
+    """Chunk k's (count, mean, M2) per channel into slot [k, c] of the float64 partials."""
     pc = tl.program_id(0)
     k = tl.program_id(1)
     c = pc * BLOCK_C + tl.arange(0, BLOCK_C)
-    n_a = tl.zeros([BLOCK_C], tl.float32)
-    mean_a = tl.zeros([BLOCK_C], tl.float32)
-    m2_a = tl.zeros([BLOCK_C], tl.float32)
-    for t in range(k * U, tl.minimum(k * U + U, T)):
-        offs, mask = _tile(t, c, C, S, P, ROWS, BLOCK_M)
-        x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-        n_a, mean_a, m2_a = _merge_tile(x, mask, n_a, mean_a, m2_a)
     cm = c < C
+    n_a, mean_a, m2_a = _moments(x_ptr, c, k * U, tl.minimum(k * U + U, T), C, S, P, ROWS, BLOCK_M, BLOCK_C)
     slot = k * C + c
     tl.store(pn_ptr + slot, n_a, mask=cm)
     tl.store(pmean_ptr + slot, mean_a, mask=cm)
@@ -242,29 +321,29 @@ def stats_partial(
 
 @triton.jit
 def stats_merge(
-    pn_ptr, pmean_ptr, pm2_ptr, mean_ptr, var_ptr, rm_ptr, rv_ptr, mom_ptr, momentum, unbias, m, C, K,
-    HAS_RM: tl.constexpr, HAS_RV: tl.constexpr, MOM_TENSOR: tl.constexpr, BLOCK_C: tl.constexpr,
+    pn_ptr, pmean_ptr, pm2_ptr, mean_ptr, var_ptr, lo_ptr, rm_ptr, rv_ptr, mom_ptr, momentum, unbias, m, C, K,
+    HAS_LO: tl.constexpr, HAS_RM: tl.constexpr, HAS_RV: tl.constexpr, MOM_TENSOR: tl.constexpr,
+    BLOCK_C: tl.constexpr,
 ):  # fmt: skip
-    """The K chunks' moments merged in order k = 0, 1, ... -> mean, biased var; running update."""
+    """The K chunks' moments merged in order k = 0, 1, ... in float64 -> mean, biased var (each
+    rounded to float32 once; HAS_LO: the mean's rounding too); the running update from the float64
+    values."""
     c = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
     cm = c < C
-    n_a = tl.zeros([BLOCK_C], tl.float32)
-    mean_a = tl.zeros([BLOCK_C], tl.float32)
-    m2_a = tl.zeros([BLOCK_C], tl.float32)
+    n_a = tl.zeros([BLOCK_C], tl.float64)
+    mean_a = tl.zeros([BLOCK_C], tl.float64)
+    m2_a = tl.zeros([BLOCK_C], tl.float64)
     for k in range(K):
         slot = k * C + c
         n_b = tl.load(pn_ptr + slot, mask=cm, other=0.0)
         mean_b = tl.load(pmean_ptr + slot, mask=cm, other=0.0)
         m2_b = tl.load(pm2_ptr + slot, mask=cm, other=0.0)
-        n = n_a + n_b
-        delta = mean_b - mean_a
-        frac = n_b / tl.maximum(n, 1.0)
-        mean_a = mean_a + delta * frac
-        m2_a = m2_a + m2_b + delta * delta * n_a * frac
-        n_a = n
+        n_a, mean_a, m2_a = _chan(n_a, mean_a, m2_a, n_b, mean_b, m2_b)
     var = m2_a / m
-    tl.store(mean_ptr + c, mean_a, mask=cm)
-    tl.store(var_ptr + c, var, mask=cm)
+    tl.store(mean_ptr + c, mean_a.to(tl.float32), mask=cm)
+    tl.store(var_ptr + c, var.to(tl.float32), mask=cm)
+    if HAS_LO:
+        tl.store(lo_ptr + c, _low_part(mean_a), mask=cm)
     if HAS_RM or HAS_RV:
         _update_running(rm_ptr, rv_ptr, mom_ptr, momentum, mean_a, var, unbias, c, cm, HAS_RM, HAS_RV, MOM_TENSOR)
 
@@ -287,12 +366,14 @@ def update_running(
 
 @triton.jit
 def normalize(
-    x_ptr, y_ptr, r_ptr, mask_ptr, mean_ptr, var_ptr, w_ptr, b_ptr, eps, slope, C, S, P, T, U,
-    HAS_W: tl.constexpr, HAS_B: tl.constexpr, HAS_RES: tl.constexpr, WRITE_MASK: tl.constexpr, EVAL: tl.constexpr,
+    x_ptr, y_ptr, r_ptr, mask_ptr, mean_ptr, var_ptr, lo_ptr, w_ptr, b_ptr, eps, slope, C, S, P, T, U,
+    HAS_W: tl.constexpr, HAS_B: tl.constexpr, HAS_LO: tl.constexpr, HAS_RES: tl.constexpr,
+    WRITE_MASK: tl.constexpr, EVAL: tl.constexpr,
     ACT: tl.constexpr, ROWS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr,
 ):  # fmt: skip
     """y = act((x - mean) * invstd * w + b [+ r]); EVAL: torch's eval formula x * scale + shift.
-    WRITE_MASK stores z > 0 as one byte per value (the fused relu's backward reads it)."""
+    HAS_LO: the mean's rounding (:func:`_low_part`) is taken back through b. WRITE_MASK stores z > 0
+    as one byte per value (the fused relu's backward reads it)."""
     pc = tl.program_id(0)
     k = tl.program_id(1)
     c = pc * BLOCK_C + tl.arange(0, BLOCK_C)
@@ -302,6 +383,8 @@ def normalize(
     scale = invstd * _channel(w_ptr, c, cm, HAS_W, 1.0)
     b = _channel(b_ptr, c, cm, HAS_B, 0.0)
     shift = b - mean * scale
+    if HAS_LO:
+        b = _unround(b, tl.load(lo_ptr + c, mask=cm, other=0.0), scale)
     for t in range(k * U, tl.minimum(k * U + U, T)):
         offs, mask = _tile(t, c, C, S, P, ROWS, BLOCK_M)
         x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
@@ -430,23 +513,20 @@ def forward_single(
     MOM_TENSOR: tl.constexpr, ACT: tl.constexpr, ROWS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr,
 ):  # fmt: skip
     """The training forward of a channel block in one program: the moments over every unit (the
-    same tile merges as :func:`stats_partial`, in order), the running update, then y."""
+    same tile merges as :func:`stats_partial`, in order), the running update, then y (normalized by
+    the float64 mean, as :func:`normalize` with HAS_LO)."""
     c = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
     cm = c < C
-    n_a = tl.zeros([BLOCK_C], tl.float32)
-    mean = tl.zeros([BLOCK_C], tl.float32)
-    m2 = tl.zeros([BLOCK_C], tl.float32)
-    for t in range(T):
-        offs, mask = _tile(t, c, C, S, P, ROWS, BLOCK_M)
-        x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-        n_a, mean, m2 = _merge_tile(x, mask, n_a, mean, m2)
-    var = m2 / m
+    _, mean64, m2 = _moments(x_ptr, c, 0, T, C, S, P, ROWS, BLOCK_M, BLOCK_C)
+    var64 = m2 / m
+    mean = mean64.to(tl.float32)
+    var = var64.to(tl.float32)
     tl.store(mean_ptr + c, mean, mask=cm)
     tl.store(var_ptr + c, var, mask=cm)
     if HAS_RM or HAS_RV:
-        _update_running(rm_ptr, rv_ptr, mom_ptr, momentum, mean, var, unbias, c, cm, HAS_RM, HAS_RV, MOM_TENSOR)
+        _update_running(rm_ptr, rv_ptr, mom_ptr, momentum, mean64, var64, unbias, c, cm, HAS_RM, HAS_RV, MOM_TENSOR)
     scale = _invstd(var, eps) * _channel(w_ptr, c, cm, HAS_W, 1.0)
-    b = _channel(b_ptr, c, cm, HAS_B, 0.0)
+    b = _unround(_channel(b_ptr, c, cm, HAS_B, 0.0), _low_part(mean64), scale)
     for t in range(T):
         offs, mask = _tile(t, c, C, S, P, ROWS, BLOCK_M)
         x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)

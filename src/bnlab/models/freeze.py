@@ -3,7 +3,8 @@
 * :func:`train_only_norm_affine` -- only the norms' gamma and beta (Frankle et al. 2021, "Training
   BatchNorm and Only BatchNorm", https://arxiv.org/abs/2003.00152);
 * :func:`train_random_subset` -- exactly ``k`` scalar weights drawn at random from the parameters
-  that are not norm parameters (the control that has as many trainable values as the first).
+  that are not norm parameters (the control that has as many trainable values as the first);
+  :func:`random_subset_masks` gives the draw as masks.
 
 Both set ``requires_grad`` and return the number of trainable scalars. The random subset masks the
 gradients of partly trained tensors with a hook, so the untrained entries get a zero gradient: with
@@ -16,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from .norms import is_norm_layer
 
@@ -49,9 +50,12 @@ def train_only_norm_affine(model: nn.Module, also: Iterable[str] = ()) -> int:
     return count
 
 
-def train_random_subset(model: nn.Module, k: int, generator: torch.Generator, also: Iterable[str] = ()) -> int:
-    """Train exactly ``k`` scalars drawn uniformly from the non-norm parameters (plus everything
-    under ``also``); every other parameter is frozen. Returns the number of trainable scalars."""
+def random_subset_masks(
+    model: nn.Module, k: int, generator: torch.Generator, also: Iterable[str] = ()
+) -> dict[str, Tensor]:
+    """{name: boolean mask of the entries that train} for every parameter of ``model``, as
+    :func:`train_random_subset` draws them (the same use of ``generator``): exactly ``k`` entries of
+    the non-norm parameters, everything under ``also``, no entry of the norms' parameters."""
     also = tuple(also)
     norm_ids = {id(p) for _, p in norm_parameters(model)}
     pool = [(n, p) for n, p in model.named_parameters() if id(p) not in norm_ids and not _keep(n, also)]
@@ -61,20 +65,26 @@ def train_random_subset(model: nn.Module, k: int, generator: torch.Generator, al
     chosen = torch.randperm(total, generator=generator)[:k]
     flat_mask = torch.zeros(total, dtype=torch.bool)
     flat_mask[chosen] = True
-    count, start = 0, 0
-    for name, p in model.named_parameters():
-        if _keep(name, also):
-            p.requires_grad_(True)
-            count += p.numel()
-        else:
-            p.requires_grad_(False)
-    for _, p in pool:
-        mask = flat_mask[start : start + p.numel()].view(p.shape)
+    masks, start = {}, 0
+    for name, p in pool:
+        masks[name] = flat_mask[start : start + p.numel()].view(p.shape)
         start += p.numel()
-        if mask.any():
-            p.requires_grad_(True)
-            count += int(mask.sum())
-            if not mask.all():
-                m = mask.to(device=p.device, dtype=p.dtype)
-                p.register_hook(lambda g, m=m: g * m)
+    return {
+        name: masks[name] if name in masks else torch.full(p.shape, _keep(name, also), dtype=torch.bool)
+        for name, p in model.named_parameters()
+    }
+
+
+def train_random_subset(model: nn.Module, k: int, generator: torch.Generator, also: Iterable[str] = ()) -> int:
+    """Train exactly ``k`` scalars drawn uniformly from the non-norm parameters (plus everything
+    under ``also``); every other parameter is frozen. Returns the number of trainable scalars."""
+    masks = random_subset_masks(model, k, generator, also)
+    count = 0
+    for name, p in model.named_parameters():
+        mask = masks[name]
+        p.requires_grad_(bool(mask.any()))
+        count += int(mask.sum())
+        if mask.any() and not mask.all():
+            m = mask.to(device=p.device, dtype=p.dtype)
+            p.register_hook(lambda g, m=m: g * m)
     return count

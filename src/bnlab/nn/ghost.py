@@ -28,8 +28,10 @@ count the batch in ``num_batches_tracked`` without updating the statistics.
 
 Vectorised: the equal-size ghosts are moved into the channel dimension, ``(G*v, C, *)`` ->
 ``(v, G*C, *)``, and normalized in one call of the BN core with the affine parameters tiled G times
-(their gradients are summed back over the ghosts by autograd); at most one more call handles an
-enlarged last ghost. There is no Python loop over ghosts.
+(their gradients are summed back over the ghosts in a fixed tree of elementwise adds); at most one
+more call handles an enlarged last ghost. There is no Python loop over ghosts in the forward.
+Channels-last input (4D or 5D) is moved within its own memory, ``(G*v, *, C)`` -> ``(v, *, G*C)``,
+so the output is channels-last as well.
 """
 
 from __future__ import annotations
@@ -48,6 +50,33 @@ def ghost_sizes(n: int, virtual_batch_size: int) -> list[int]:
     """The ghost batch sizes for a batch of ``n`` samples (the rule in the module docstring)."""
     g = max(1, n // virtual_batch_size)
     return [virtual_batch_size] * (g - 1) + [n - (g - 1) * virtual_batch_size]
+
+
+class _Tile(torch.autograd.Function):
+    """``p.repeat(g)`` for the ghosts' affine parameters, whose backward sums the g gradients by
+    elementwise adds of halves (a fixed tree), so a channel's gradient has the same bits at any
+    position among the channels. ``repeat``'s own backward, ``sum(0)`` over (g, C), does not: its
+    vectorized reduction sums the channels of its tail lanes in another order, which would make a
+    seed's result depend on its slot among the k*C channels of a seed group (bnlab.train.grouped)."""
+
+    generate_vmap_rule = True  # torch.func transforms run it per sample
+
+    @staticmethod
+    def forward(p: Tensor, g: int) -> Tensor:
+        return p.repeat(g)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        ctx.g = inputs[1]
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
+        rows = grad.reshape(ctx.g, -1)  # (G, C)
+        while rows.shape[0] > 1:
+            half = rows.shape[0] // 2
+            summed = rows[:half] + rows[half : 2 * half]
+            rows = torch.cat([summed, rows[2 * half :]]) if rows.shape[0] % 2 else summed
+        return rows[0], None
 
 
 class _GhostBatchNorm(_BatchNorm):
@@ -99,11 +128,22 @@ class _GhostBatchNorm(_BatchNorm):
         """Normalize ``g`` ghosts of equal size in one call: ghosts become channel groups."""
         n, c, spatial = x.shape[0], x.shape[1], x.shape[2:]
         v = n // g
-        xg = x.reshape(g, v, c, *spatial).transpose(0, 1).reshape(v, g * c, *spatial)  # (v, G*C, *)
+        # Channels-last memory (N, *, C) stays channels-last: the ghosts move next to the channels
+        # there, so the core gets the layout it was given and the output keeps the input's (a
+        # contiguous output would make the next elementwise layer and its backward mix layouts).
+        last = x.dim() in (4, 5) and not x.is_contiguous() and x.movedim(1, -1).is_contiguous()
+        if last:
+            xl = x.movedim(1, -1).reshape(g, v, *spatial, c)  # (G, v, *, C), a view
+            xg = xl.movedim(0, -2).reshape(v, *spatial, g * c).movedim(-1, 1)  # (v, G*C, *) channels-last
+        else:
+            xg = x.reshape(g, v, c, *spatial).transpose(0, 1).reshape(v, g * c, *spatial)  # (v, G*C, *)
         checks.check_batch_size(xg)
-        weight = None if self.weight is None else self.weight.repeat(g)
-        bias = None if self.bias is None else self.bias.repeat(g)
+        weight = None if self.weight is None else _Tile.apply(self.weight, g)
+        bias = None if self.bias is None else _Tile.apply(self.bias, g)
         yg = ops.train(xg, weight, bias, None, None, 0.0, self.eps)[0]
+        if last:
+            yl = yg.movedim(1, -1).reshape(v, *spatial, g, c).movedim(-2, 0)  # (G, v, *, C)
+            return yl.reshape(n, *spatial, c).movedim(-1, 1)  # (N, C, *) channels-last
         return yg.reshape(v, g, c, *spatial).transpose(0, 1).reshape(n, c, *spatial)  # (N, C, *)
 
 

@@ -5,7 +5,8 @@
 stacked, so that one forward, one backward and one optimizer step train all of them. Nothing is
 shared between members: a convolution is grouped (group i is member i's kernel), a linear layer is
 a batched matrix product (``baddbmm``, matrix i is member i's), and batch norm runs over k*C
-channels, so each member keeps exactly its own per-channel statistics -- on bnlab's fast kernels,
+channels, so each member keeps exactly its own per-channel statistics (ghost BN: per ghost batch,
+split along N as in a member; Batch Renorm: its r and d too) -- on bnlab's fast kernels,
 which take the (N, k*C, 1, L) channels_last and (N, k*C) inputs it gets. Activations are elementwise.
 
 Layouts, with k members and a batch of N examples per member::
@@ -16,14 +17,16 @@ Layouts, with k members and a batch of N examples per member::
 The output is always (k, N, classes). :func:`ungroup` writes the trained state back into the k
 members' modules (same classes, names and shapes as the models ``train()`` builds).
 
-Only these models, with batch norm or none and elementwise activations, are grouped
+Only these models, with a norm of per-channel statistics (batch norm, ghost BN, Batch Renorm) or
+none and elementwise activations, are grouped
 (:func:`why_not_groupable` says what else a model holds); the others train one seed at a time.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable
-from typing import cast, overload
+from typing import Any, cast, overload
 
 import torch
 import torch.nn.functional as F
@@ -33,15 +36,26 @@ from ..models.block import Block
 from ..models.cnn1d import CNN1d
 from ..models.mlp import MLP
 from ..nn.batchnorm import BatchNorm1d, BatchNorm2d
+from ..nn.ghost import GhostBatchNorm1d, GhostBatchNorm2d
 from ..nn.norm_act import BatchNormAct1d, BatchNormAct2d
+from ..nn.renorm import BatchRenorm1d, BatchRenorm2d
 
-__all__ = ["GroupedCNN1d", "GroupedMLP", "group", "ungroup", "why_not_groupable"]
+__all__ = ["GroupedCNN1d", "GroupedMLP", "group", "mask_gradients", "ungroup", "why_not_groupable"]
 
 # Elementwise activations without state or randomness: the same module serves all members.
 _ELEMENTWISE = (nn.ReLU, nn.Sigmoid, nn.Tanh, nn.GELU, nn.ELU, nn.LeakyReLU, nn.SiLU, nn.Identity)
-# Norms grouped as one layer over k*C channels: bnlab's BatchNorm1d and torch's (the reference);
-# their variants (noise, ghost batches, renorm) are not, as their statistics are not per channel.
-_NORMS = (nn.Identity, BatchNorm1d, nn.BatchNorm1d)
+# Norms grouped as one layer over k*C channels, whose statistics and state are per channel (or, like
+# num_batches_tracked and Batch Renorm's limits, shared by members that step together): bnlab's
+# BatchNorm1d, torch's (the reference), ghost BN (per channel within each ghost batch, split along N
+# as in a member) and Batch Renorm; each with the class for the CNN's (N, k*C, 1, L) layout. Noisy
+# BN is not (its noise comes from torch's default generator, whose draws members would share), nor
+# are group or layer norm.
+_NORMS_2D: dict[type[nn.Module], type[nn.modules.batchnorm._BatchNorm]] = {
+    BatchNorm1d: BatchNorm2d,
+    nn.BatchNorm1d: nn.BatchNorm2d,
+    GhostBatchNorm1d: GhostBatchNorm2d,
+    BatchRenorm1d: BatchRenorm2d,
+}
 
 
 def why_not_groupable(model: nn.Module) -> str | None:
@@ -52,8 +66,9 @@ def why_not_groupable(model: nn.Module) -> str | None:
         if type(block) is not Block:
             return f"block {i} is a {type(block).__name__}"
         norm, act = block.norm, block.act
-        if type(norm) not in _NORMS:
-            return f"norm {type(norm).__name__} (grouped: bnlab's or torch's BatchNorm1d, or none)"
+        if type(norm) is not nn.Identity and type(norm) not in _NORMS_2D:
+            names = ", ".join(f"{t.__module__.partition('.')[0]}.{t.__name__}" for t in _NORMS_2D)
+            return f"norm {type(norm).__name__} (grouped: {names} or none)"
         if type(act) not in _ELEMENTWISE:
             return f"activation {type(act).__name__}"
     return None
@@ -155,6 +170,16 @@ class GroupedLinear(nn.Module):
             lin.bias.data.copy_(self.bias.data[i, :, 0])
 
 
+def _norm_options(norm: nn.Module) -> dict[str, Any]:
+    """The constructor arguments beyond batch norm's that a grouped copy of ``norm`` needs (the
+    members' are equal: their configs differ only in the seed)."""
+    if isinstance(norm, GhostBatchNorm1d):
+        return {"virtual_batch_size": norm.virtual_batch_size}  # ghosts split along N, as in a member
+    if isinstance(norm, BatchRenorm1d):
+        return {"r_max": norm.r_max, "d_max": norm.d_max, "warmup_steps": norm.warmup_steps}
+    return {}
+
+
 def _group_norm(norms: list[nn.Module], as_2d: bool = False) -> nn.Module:
     """One norm over the k members' channels (their parameters and buffers concatenated); with
     ``as_2d`` the BatchNorm2d of the same library, for (N, k*C, 1, L) input (the same statistics:
@@ -164,11 +189,14 @@ def _group_norm(norms: list[nn.Module], as_2d: bool = False) -> nn.Module:
         return nn.Identity()
     n = cast(nn.modules.batchnorm._BatchNorm, n)  # the other norms why_not_groupable lets through
     k = len(norms)
-    cls = type(n)
-    if as_2d:
-        cls = BatchNorm2d if cls is BatchNorm1d else nn.BatchNorm2d
+    cls = _NORMS_2D[type(n)] if as_2d else type(n)
     out = cls(
-        n.num_features * k, eps=n.eps, momentum=n.momentum, affine=n.affine, track_running_stats=n.track_running_stats
+        n.num_features * k,
+        eps=n.eps,
+        momentum=n.momentum,
+        affine=n.affine,
+        track_running_stats=n.track_running_stats,
+        **_norm_options(n),
     )
     with torch.no_grad():
         for name in ("weight", "bias"):
@@ -310,6 +338,32 @@ def group(members: list[nn.Module]) -> GroupedCNN1d | GroupedMLP:
         raise ValueError(f"expected members of one architecture (got {sorted(t.__name__ for t in kinds)})")
     cls = GroupedCNN1d if type(members[0]) is CNN1d else GroupedMLP
     return cls(members)  # type: ignore[arg-type]  # checked above: all of cls's architecture
+
+
+def mask_gradients(
+    grouped: GroupedCNN1d | GroupedMLP, members: list[nn.Module], masks: list[dict[str, Tensor]]
+) -> None:
+    """Train only the entries each member's mask keeps, as its own gradient hooks did alone.
+
+    ``masks[i]`` maps every parameter name of ``members[i]`` (the models ``grouped`` was built
+    from) to a boolean mask of its shape (:func:`bnlab.models.freeze.random_subset_masks`). They are
+    stacked by the code that stacked the parameters (grouping copies of the members that hold the
+    masks as their weights), so each lies where its member's entries lie. A grouped parameter
+    trains where any member's entries do: its gradient is multiplied by the stacked mask, so a
+    member whose tensor was frozen alone gets a zero gradient there and, with SGD or Adam (no weight
+    decay), never moves; a parameter no member trains is frozen."""
+    holders = [copy.deepcopy(m) for m in members]
+    with torch.no_grad():
+        for holder, mask in zip(holders, masks):
+            for name, p in holder.named_parameters():
+                p.copy_(mask[name])
+    stacked = dict(group(holders).named_parameters())
+    for name, p in grouped.named_parameters():
+        keep = stacked[name].detach().to(device=p.device, dtype=torch.bool)
+        p.requires_grad_(bool(keep.any()))
+        if keep.any() and not keep.all():
+            m = keep.to(p.dtype)
+            p.register_hook(lambda g, m=m: g * m)
 
 
 def ungroup(grouped: GroupedCNN1d | GroupedMLP, i: int, model: nn.Module) -> nn.Module:

@@ -13,7 +13,8 @@ optimizer, Python); one step of k stacked models costs far less than k steps
 
 * **initialization** -- member i is built exactly as :func:`~bnlab.train.trainer.train` builds it
   for its seed alone (``torch.manual_seed(seed)``, then the model; the same ``trainable`` subset),
-  and then stacked;
+  and then stacked; a random trainable subset's masks are stacked alike and mask the grouped
+  gradients, so each member trains exactly its own entries;
 * **data order** -- its own batch generator seeded as ``train()`` seeds it;
 * **loss** -- the sum of the members' batch losses, so each member's gradient is its own loss's;
   the optimizer (SGD, Adam) is elementwise, so each member's update is its own;
@@ -34,8 +35,8 @@ products, batch norm over k*C channels, whose kernel blocks by the channel count
 tolerance the tests state.
 
 What cannot be grouped (:func:`why_not_grouped`: probes other than ``act_pct`` and ``act_moments`` on a
-block's norm or act, which :mod:`bnlab.train.group_probes` records per member, a random trainable
-subset, a norm other than batch norm or none, another model, data-parallel runs) is trained one seed at a time by
+block's norm or act, which :mod:`bnlab.train.group_probes` records per member, a norm whose
+statistics are not per channel, another model, data-parallel runs) is trained one seed at a time by
 :func:`train_group`, which says so on the ``bnlab`` logger.
 """
 
@@ -54,10 +55,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .. import data as bdata
+from ..models import freeze
 from .batches import batch_indices, class_batch_indices
 from .config import RunConfig
 from .group_probes import GroupProbes, why_not_probed
-from .grouped import group, ungroup, why_not_groupable
+from .grouped import group, mask_gradients, ungroup, why_not_groupable
 from .result import RunResult
 from .schedule import lr_factor
 from .trainer import (
@@ -101,8 +103,6 @@ def why_not_grouped(configs: Sequence[RunConfig], dataset: bdata.Dataset | None 
     c = configs[0]
     if c.probes and (reason := why_not_probed(c.probes)) is not None:
         return reason
-    if c.trainable == "random":
-        return "a random trainable subset masks gradients per model"
     if _dist_info()[1] > 1:
         return "data-parallel runs"
     shapes = (dataset.input_shape, dataset.num_classes) if dataset is not None else None
@@ -236,13 +236,17 @@ def _train_seeds(configs, width, dataset, device, progress, keep_model) -> list[
     x_tr_eval, y_tr_eval = ds.x_train[:n_eval], ds.y_train[:n_eval]
     x_te_eval, y_te_eval = ds.x_test[:n_eval], ds.y_test[:n_eval]
 
-    members, trainable = [], []
+    members, trainable, masks = [], [], []
     for c in configs:  # each member as train() builds it for its seed alone
         torch.manual_seed(c.seed)
         m = build_model(c, ds).to(device)
         trainable.append(set_trainable(m, c, torch.Generator().manual_seed(c.seed + 1)))
+        if c.trainable == "random":  # the same draw, as masks for the grouped parameters
+            masks.append(freeze.random_subset_masks(m, c.trainable_k, torch.Generator().manual_seed(c.seed + 1)))
         members.append(m)
     model = group(members).to(device)
+    if masks:
+        mask_gradients(model, members, masks)
     probes = GroupProbes(c0.probes, model, members[0])
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = build_optimizer(c0, params)

@@ -113,10 +113,13 @@ def _on_tensor_device(fn):
     return launch
 
 
-def stats_into(x, mean, var, rm, rv, mom_tensor, momentum: float, count: int) -> None:
+def stats_into(x, mean, var, rm, rv, mom_tensor, momentum: float, count: int, lo=None) -> None:
+    """mean, biased var (float32) and the running update; ``lo`` (where given) receives the mean's
+    rounding to float32, which :func:`normalize_into` takes back so y is normalized by the float64 mean."""
     K = kernels()
     rows, C, S, P, B = _geometry(x)
-    part = torch.empty((3, B.chunks, C), dtype=torch.float32, device=x.device)
+    # float64 partials: a chunk's M2 may pass float32's range where the variance does not
+    part = torch.empty((3, B.chunks, C), dtype=torch.float64, device=x.device)
     K.stats_partial[(triton_cdiv(C, B.block_c), B.chunks)](
         x, part[0], part[1], part[2], C, S, P, B.units, B.per_chunk, ROWS=rows, BLOCK_M=B.block_m, BLOCK_C=B.block_c
     )
@@ -126,6 +129,7 @@ def stats_into(x, mean, var, rm, rv, mom_tensor, momentum: float, count: int) ->
         part[2],
         mean,
         var,
+        mean if lo is None else lo,
         mean if rm is None else rm,
         mean if rv is None else rv,
         mean if mom_tensor is None else mom_tensor,
@@ -134,6 +138,7 @@ def stats_into(x, mean, var, rm, rv, mom_tensor, momentum: float, count: int) ->
         float(x.numel() // C),  # m, the values per channel (count is the running update's, 0 without one)
         C,
         B.chunks,
+        HAS_LO=lo is not None,
         HAS_RM=rm is not None,
         HAS_RV=rv is not None,
         MOM_TENSOR=mom_tensor is not None,
@@ -141,7 +146,7 @@ def stats_into(x, mean, var, rm, rv, mom_tensor, momentum: float, count: int) ->
     )
 
 
-def normalize_into(y, x, mean, var, weight, bias, eps, act, slope, residual=None, mask=None, evaluate=False):
+def normalize_into(y, x, mean, var, weight, bias, eps, act, slope, residual=None, mask=None, evaluate=False, lo=None):
     K = kernels()
     rows, C, S, P, B = _geometry(x)
     K.normalize[(triton_cdiv(C, B.block_c), B.elem_chunks)](
@@ -151,6 +156,7 @@ def normalize_into(y, x, mean, var, weight, bias, eps, act, slope, residual=None
         x if mask is None else mask,
         mean,
         var,
+        mean if lo is None else lo,
         x if weight is None else weight,
         x if bias is None else bias,
         float(eps),
@@ -162,6 +168,7 @@ def normalize_into(y, x, mean, var, weight, bias, eps, act, slope, residual=None
         B.elem_per_chunk,
         HAS_W=weight is not None,
         HAS_B=bias is not None,
+        HAS_LO=lo is not None,
         HAS_RES=residual is not None,
         WRITE_MASK=mask is not None,
         EVAL=evaluate,
@@ -290,8 +297,9 @@ def _forward(
     y = torch.empty_like(x)
     rows, C, S, P, B = _geometry(x)
     if not B.single:
-        stats_into(x, mean, var, running_mean, running_var, momentum_tensor, momentum, count)
-        normalize_into(y, x, mean, var, weight, bias, eps, act, slope)
+        lo = torch.empty_like(mean)
+        stats_into(x, mean, var, running_mean, running_var, momentum_tensor, momentum, count, lo)
+        normalize_into(y, x, mean, var, weight, bias, eps, act, slope, lo=lo)
         return y, mean, var
     K = kernels()
     K.forward_single[(triton_cdiv(C, B.block_c),)](
