@@ -45,6 +45,7 @@ _RESULT_SOURCES = (
     "train/trainer.py",
     "train/seeds.py",
     "train/grouped.py",
+    "train/group_probes.py",
     "train/batches.py",
     "train/schedule.py",
     "train/probes.py",

@@ -34,8 +34,9 @@ config alone. It differs from ``train()``'s in the last bits (grouped convolutio
 products, batch norm over k*C channels, whose kernel blocks by the channel count), within the
 tolerance the tests state.
 
-What cannot be grouped (:func:`why_not_grouped`: probes, a norm whose statistics are not per
-channel, another model, data-parallel runs) is trained one seed at a time by
+What cannot be grouped (:func:`why_not_grouped`: probes other than ``act_pct`` and ``act_moments`` on a
+block's norm or act, which :mod:`bnlab.train.group_probes` records per member, a norm whose
+statistics are not per channel, another model, data-parallel runs) is trained one seed at a time by
 :func:`train_group`, which says so on the ``bnlab`` logger.
 """
 
@@ -57,6 +58,7 @@ from .. import data as bdata
 from ..models import freeze
 from .batches import batch_indices, class_batch_indices
 from .config import RunConfig
+from .group_probes import GroupProbes, why_not_probed
 from .grouped import group, mask_gradients, ungroup, why_not_groupable
 from .result import RunResult
 from .schedule import lr_factor
@@ -103,8 +105,8 @@ def why_not_grouped(configs: Sequence[RunConfig], dataset: bdata.Dataset | None 
     if len({c.seed for c in configs}) != len(configs):
         return "a seed appears twice"
     c = configs[0]
-    if c.probes:
-        return f"probes {list(c.probes)} run on one model"
+    if c.probes and (reason := why_not_probed(c.probes)) is not None:
+        return reason
     if _dist_info()[1] > 1:
         return "data-parallel runs"
     if c.batch_size > MAX_GROUP_BATCH:
@@ -251,6 +253,7 @@ def _train_seeds(configs, width, dataset, device, progress, keep_model) -> list[
     model = group(members).to(device)
     if masks:
         mask_gradients(model, members, masks)
+    probes = GroupProbes(c0.probes, model, members[0])
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = build_optimizer(c0, params)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(c0.schedule, c0.steps, c0.warmup_steps))
@@ -278,6 +281,8 @@ def _train_seeds(configs, width, dataset, device, progress, keep_model) -> list[
     step = 0
     for step, idx in enumerate(zip(*orders), 1):
         metric_step = step % c0.eval_every == 0 or step == c0.steps
+        if metric_step:
+            probes.arm(active)
         losses[step - 1] = group_step(model, optimizer, x_train, y_train, torch.stack(idx).to(device))
         scheduler.step()
 
@@ -301,11 +306,13 @@ def _train_seeds(configs, width, dataset, device, progress, keep_model) -> list[
             train_s += time.perf_counter() - t_steps
             lr = float(optimizer.param_groups[0]["lr"])
             rows = tripped if not metric_step else list(active)
+            measured = probes.collect() if metric_step else {}
             evals = _evaluations(model, rows, tripped, x_tr_eval, y_tr_eval, x_te_eval, y_te_eval)
             for j in rows:
                 end = d if (d := diverged_step[j]) is not None else step
                 interval = losses[last_row_step[j] : end, j].double()
                 row = {"step": float(end), "lr": lr, "train_loss": float(interval.mean())}
+                row.update(measured.get(j, {}))
                 if j in evals:
                     row.update(evals[j])
                 row["time_s"] = (time.perf_counter() - t_start) / real

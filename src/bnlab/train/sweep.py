@@ -15,7 +15,7 @@
   here or on the cluster. Each seed's result is stored under its own config's key, and progress
   counts runs. A seed's result is the same bits in whichever group it is trained (the groups have
   one width; tested), so what a sweep stores does not depend on which seeds it was asked for or
-  found done. Configs that cannot be grouped (probes, ...) train one at a time;
+  found done. Configs that cannot be grouped (:func:`~bnlab.train.seeds.why_not_grouped`) train one at a time;
   ``group_seeds=False`` sends every config to the single-seed trainer.
 * A config already finished or diverged in the store is not run again; re-running a sweep after a
   crash or a kill runs only what is missing (the runs in flight at the kill).

@@ -1,0 +1,112 @@
+"""Activation probes of seeds trained together: ``train()``'s ``act_pct`` and ``act_moments``, per member.
+
+In the grouped model (:mod:`bnlab.train.grouped`) the input of member j's ``blocks.I.norm`` or
+``blocks.I.act`` is member j's slice of the channels of the grouped module's input: columns
+j*W..(j+1)*W of the MLP's (N, k*W), channels j*C..(j+1)*C of the CNN's (N, k*C, 1, L). A forward
+pre-hook on the grouped module cuts out each active member's slice, copies it into the layout the
+member's own model gives that module ((N, W) or (N, C, L), contiguous) and hands it to the single
+probe's ``measure`` (:mod:`bnlab.train.probes`): the same names, the same quantiles, the same dtype
+handling as :func:`~bnlab.train.trainer.train` records. The copy makes a member's values independent
+of its slot (a fresh tensor of one layout, whatever the offset of the slice).
+
+The hooks are registered for the training forward of a metric step only and removed after it, so
+the steps between metric steps cost nothing. Only the members still counting are measured: a
+diverged member records no more probe values.
+
+The grouped model fuses bnlab's batch norm and a following ReLU into one layer, whose output is the
+ReLU's: the ReLU's *input* is not materialized. A block whose act a probe reads is unfused
+(``_unfuse``: the fused layer's activation set to the identity and the ReLU module restored),
+so that input exists again; the other blocks stay fused.
+
+Other probes (gradient norms, the experiments' landscape, shift and precise-BN probes) run on one
+model: ``why_not_probed`` says so, and such configs train one seed at a time.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Sequence
+from typing import cast
+
+import torch
+from torch import Tensor, nn
+
+from ..nn.norm_act import BatchNormAct1d, BatchNormAct2d
+from .probes import ActivationMoments, ActivationPercentiles, _module, make_probe
+
+# The probes a group can take: they read a module's input and measure it with a function of it alone.
+_GROUPED = (ActivationPercentiles, ActivationMoments)
+# The modules whose input is a channel slice of the grouped module's input.
+_PATH = re.compile(r"blocks\.(\d+)\.(norm|act)")
+
+
+def why_not_probed(specs: Sequence[str]) -> str | None:
+    """Why configs with the probes ``specs`` cannot be trained together (None if they can)."""
+    for spec in specs:
+        probe = make_probe(spec)
+        if type(probe) not in _GROUPED:
+            return f"probes other than act_pct and act_moments run on one model (got {spec!r})"
+        path = cast("ActivationPercentiles | ActivationMoments", probe).path
+        if not _PATH.fullmatch(path):
+            return f"probes of the input of {path!r} run on one model (grouped: of blocks.I.norm or blocks.I.act)"
+    return None
+
+
+def _unfuse(block: nn.Module, member_act: nn.Module) -> None:
+    """Split a grouped block's fused BN + activation back into BN and the activation module, so
+    that the activation's input exists (no-op for a block that is not fused)."""
+    if isinstance(block.norm, (BatchNormAct1d, BatchNormAct2d)) and type(block.act) is nn.Identity:
+        block.norm.act = "identity"
+        block.act = member_act
+
+
+class GroupProbes:
+    """The ``act_pct`` / ``act_moments`` probes ``specs`` on the grouped ``model``, whose members
+    are of ``member``'s architecture: per metric step, :meth:`arm` with the members to measure
+    before the training forward, :meth:`collect` after it."""
+
+    def __init__(self, specs: Sequence[str], model: nn.Module, member: nn.Module) -> None:
+        reason = why_not_probed(specs)
+        if reason is not None:
+            raise ValueError(f"expected probes a group can take (got {reason})")
+        self.k = cast(int, model.k)
+        self.probes = [cast("ActivationPercentiles | ActivationMoments", make_probe(s)) for s in specs]
+        self.modules = []
+        for p in self.probes:
+            member_module = _module(member, p.path)  # train()'s error for a path the model lacks
+            match = _PATH.fullmatch(p.path)
+            assert match is not None  # why_not_probed checked the form
+            if match.group(2) == "act":
+                _unfuse(model.get_submodule(f"blocks.{match.group(1)}"), member_module)
+            self.modules.append(model.get_submodule(p.path))
+        self._handles: list = []
+        self._values: dict[int, dict[str, float]] = {}
+
+    def arm(self, members: Sequence[int]) -> None:
+        """Measure ``members`` (their slots) in the next training forward."""
+        self._values = {j: {} for j in members}
+        if not self._values:
+            return
+        for probe, module in zip(self.probes, self.modules):
+            self._handles.append(module.register_forward_pre_hook(functools.partial(self._hook, probe)))
+
+    def _hook(self, probe: ActivationPercentiles | ActivationMoments, module: nn.Module, args: tuple) -> None:
+        if not module.training:
+            return
+        x = args[0].detach()  # (N, k*C) or (N, k*C, 1, L)
+        c = x.shape[1] // self.k
+        with torch.no_grad():
+            for j, values in self._values.items():
+                xj: Tensor = x.narrow(1, j * c, c)
+                if xj.dim() == 4:
+                    xj = xj.squeeze(2)  # (N, C, L), the member's layout
+                values.update(probe.measure(xj.contiguous()))
+
+    def collect(self) -> dict[int, dict[str, float]]:
+        """The armed members' metrics of the forward since :meth:`arm`, by slot; the hooks removed."""
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+        values, self._values = self._values, {}
+        return values
