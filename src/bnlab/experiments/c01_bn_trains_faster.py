@@ -124,9 +124,10 @@ RULE_HISTORY = (
         "difference larger than the margin' a finding, and each part is judged and shown on its own.",
     ),
 )
-# A seed is 6 runs, ~13 s of run time in the last full edition (2-core AVX-512): cheap, so a high cap; the
-# steadier part needed about 22 seeds there by the projection.
-SEEDS = Seeds(start=5, step=4, cap=21, cluster_cap=41)
+# A seed is 6 runs, now trained in groups of 8 with their probes (bnlab.train.group_probes): a round of 8 seeds is
+# ~50 s of run time (2-core AVX-512). The steadier part needed about 50 seeds by the spread of its difference
+# (0.13 of a band's width from seed to seed): rounds of 8, up to 56.
+SEEDS = Seeds(start=8, step=8, cap=56, cluster_cap=96)
 
 
 def sweep(quick: bool, seeds: int | None = None) -> list[RunConfig]:
