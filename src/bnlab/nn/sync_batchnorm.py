@@ -251,5 +251,5 @@ def _same_drop_act(old: nn.Module, new: _L) -> _L:
     new.drop, new.act = cast(nn.Module, old.drop), cast(nn.Module, old.act)
     origin = getattr(old, "_converted_from", None)
     if origin is not None:
-        new._converted_from = origin  # type: ignore[assignment]  # a plain attribute
+        new._converted_from = origin  # a plain attribute
     return new
