@@ -32,9 +32,9 @@ from collections.abc import Iterator
 
 from torch import Tensor, nn
 
-__all__ = ["standard_forward", "torch_class", "recorded_as", "TORCH_ACTIVATIONS"]
+__all__ = ["standard_forward", "torch_class", "recorded_as"]
 
-# bnlab's activation names (bnlab.activations) -> the torch module recorded for them in an export
+#: bnlab's activation names (:mod:`bnlab.activations`) -> the torch module recorded for them in an export
 TORCH_ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "leaky_relu": nn.LeakyReLU, "silu": nn.SiLU}
 
 
