@@ -210,3 +210,20 @@ def test_pt2e_with_x86_inductor_quantizer_on_timms_layer_converted_to_bnlab_equa
     converted = bnlab.convert(_conv_bn_act(nn.ReLU, timm), "bnlab")
     assert isinstance(converted[1], bnlab.nn.BatchNormDropAct2d)
     torch.testing.assert_close(_quantize_x86(converted, True, x), expected, rtol=0, atol=0)
+
+
+def test_exported_bn_records_torchs_class_and_the_layer_keeps_its_own():
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), bnlab.nn.BatchNormAct2d(4, act="silu"), bnlab.nn.BatchNorm2d(4))
+    exported = torch.export.export(model.train(), (torch.randn(2, 3, 5, 5),))
+    recorded = [
+        (str(n.target), list(n.meta["nn_module_stack"].values())[-1][1])
+        for n in exported.graph.nodes
+        if n.op == "call_function" and ("batch_norm" in str(n.target) or "silu" in str(n.target))
+    ]
+    assert recorded == [
+        ("aten.batch_norm.default", "torch.nn.modules.batchnorm.BatchNorm2d"),
+        ("aten.silu.default", "torch.nn.modules.activation.SiLU"),
+        ("aten.batch_norm.default", "torch.nn.modules.batchnorm.BatchNorm2d"),
+    ]
+    for cls, module in ((bnlab.nn.BatchNormAct2d, "bnlab.nn.norm_act"), (bnlab.nn.BatchNorm2d, "bnlab.nn.batchnorm")):
+        assert (cls.__module__, cls.__qualname__) == (module, cls.__name__)  # restored after the trace
