@@ -8,7 +8,7 @@ from .masked import MaskedBatchNorm1d
 from .nonfinite import skip_nonfinite_updates
 from .norm_act import BatchNormAct1d, BatchNormAct2d, BatchNormAct3d
 from .renorm import BatchRenorm1d, BatchRenorm2d, BatchRenorm3d, renorm_warmup, set_renorm_limits
-from .sync_batchnorm import SyncBatchNorm, revert_sync_batchnorm
+from .sync_batchnorm import SyncBatchNorm, SyncBatchNormDropAct2d, revert_sync_batchnorm
 from .torch_fusion import register as _register_fusion
 
 _register_fusion()
@@ -21,6 +21,7 @@ __all__ = [
     "LazyBatchNorm2d",
     "LazyBatchNorm3d",
     "SyncBatchNorm",
+    "SyncBatchNormDropAct2d",
     "revert_sync_batchnorm",
     "GhostBatchNorm1d",
     "GhostBatchNorm2d",

@@ -45,7 +45,7 @@ from torch.overrides import handle_torch_function, has_torch_function_unary
 
 from ..core import checks, ops
 from ..core import math as M
-from .export_graph import standard_forward
+from .export_graph import recorded_as, standard_forward, torch_class
 from .nonfinite_guard import enable
 
 __all__ = [
@@ -214,7 +214,13 @@ class _BatchNorm(nn.modules.batchnorm._BatchNorm):
         """What ``torch.export`` records for this layer: torch's standard batch-norm operator, then
         what follows the normalization (module docstring, *Deployment graphs*)."""
         self._check_input(input)
-        return self._script_activation(standard_forward(self, input))
+        with recorded_as(self, torch_class(self)):  # for quantizers that match torch's class by name
+            y = standard_forward(self, input)
+        return self._exported_activation(y)
+
+    def _exported_activation(self, y: Tensor) -> Tensor:
+        """What :meth:`_exported_forward` records after the normalization."""
+        return self._script_activation(y)
 
     def _normalize(
         self,

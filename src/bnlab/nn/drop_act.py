@@ -4,7 +4,8 @@ The structure of timm's ``BatchNormAct2d`` (``timm.layers.norm_act``), which sub
 ``BatchNorm2d`` and adds two submodules, ``drop`` (identity or a drop-path/drop-block layer) and
 ``act`` (any activation module, or identity): same attributes, same forward order, same
 state_dict keys. ``bnlab.convert(model, "bnlab")`` turns timm's layers into this one, keeping the
-very ``drop`` and ``act`` modules, and ``convert(model, "torch")`` gives timm's class back
+very ``drop`` and ``act`` modules, ``convert(model, "sync")`` gives
+:class:`bnlab.nn.SyncBatchNormDropAct2d` and ``convert(model, "torch")`` timm's class back
 (:mod:`bnlab.surgery.norm_act`); ``bnlab.fold`` folds it into the conv before it and leaves
 ``drop`` and ``act`` in its place. The normalization is bnlab's own; the activation is the module's
 (any torch activation), so the fused kernels of :class:`bnlab.nn.BatchNormAct2d` are not used.

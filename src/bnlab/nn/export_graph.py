@@ -12,20 +12,52 @@ and buffers, which records the operator with torch's momentum and ``num_batches_
 The exported graph is a deployment artefact that torch's or another runtime executes; the layer
 itself, in eager mode, under torch.compile and in the kernels, runs bnlab's math.
 
-Not covered: quantizers that find batch norm by the *class name* recorded in each node's
-``nn_module_stack`` (torchao's ``X86InductorQuantizer`` annotates conv-BN(-ReLU) patterns given as
-``[torch.nn.Conv2d, torch.nn.BatchNorm2d, ...]``) do not recognize a subclass (bnlab's or timm's)
-and place their observers elsewhere; convert to torch's classes before exporting for them
-(``bnlab.convert(model, "torch")``; docs/guide/ecosystem.md has the table of flows).
+**The class recorded with the operator.** Some quantizers find batch norm by the *module class*
+each node records, not by the operator: torchao's ``X86InductorQuantizer`` annotates conv-BN(-ReLU)
+patterns given as ``[torch.nn.Conv2d, torch.nn.BatchNorm2d, torch.nn.ReLU]`` and, in a default
+(non-strict) export, reads the innermost class of each node's ``nn_module_stack`` as a string,
+compared for equality -- a subclass (bnlab's, or timm's ``BatchNormAct2d``) is not recognized and
+the observers land elsewhere (the quantized output differed from torch's model by ~1e-2). The
+operator recorded is torch's, so :func:`recorded_as` also records torch's class name for it (and,
+for a fused activation, torch's activation module: :data:`TORCH_ACTIVATIONS`), while the export
+traces that one call; the module, its attributes and its other nodes are untouched. A strict
+(dynamo) export records class objects in ``source_fn_stack``; the quantizer matches bnlab's layers
+there through the functional ``batch_norm``.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 from torch import Tensor, nn
 
-__all__ = ["standard_forward"]
+__all__ = ["standard_forward", "torch_class", "recorded_as"]
+
+#: bnlab's activation names (:mod:`bnlab.activations`) -> the torch module recorded for them in an export
+TORCH_ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "leaky_relu": nn.LeakyReLU, "silu": nn.SiLU}
 
 
 def standard_forward(module: nn.modules.batchnorm._BatchNorm, input: Tensor) -> Tensor:
     """torch's batch-norm forward of ``module`` on ``input``, for the export graph (module docstring)."""
     return nn.modules.batchnorm._BatchNorm.forward(module, input)
+
+
+def torch_class(module: nn.Module) -> type:
+    """The torch.nn batch-norm class ``module`` derives from (``torch.nn.BatchNorm2d`` for bnlab's 2d layers)."""
+    return next(c for c in type(module).__mro__ if c.__module__ == nn.BatchNorm2d.__module__)
+
+
+@contextlib.contextmanager
+def recorded_as(module: nn.Module, cls: type) -> Iterator[None]:
+    """While exporting: the nodes traced inside record ``cls``'s name as ``module``'s class (module docstring).
+
+    The tracer keeps ``type(module)`` and writes its ``__module__.__qualname__`` into each node it
+    creates, so the names are swapped for the duration of the block and restored after it."""
+    own = type(module)
+    saved = own.__module__, own.__qualname__
+    own.__module__, own.__qualname__ = cls.__module__, cls.__qualname__
+    try:
+        yield
+    finally:
+        own.__module__, own.__qualname__ = saved

@@ -34,6 +34,7 @@ from torch import Tensor, nn
 from ..activations import INVERTIBLE, activate, check_activation
 from ..core import checks, ops
 from .batchnorm import _BatchNorm
+from .export_graph import TORCH_ACTIVATIONS, recorded_as
 
 __all__ = ["BatchNormAct1d", "BatchNormAct2d", "BatchNormAct3d"]
 
@@ -93,6 +94,14 @@ class _BatchNormAct(_BatchNorm):
     def _script_activation(self, y: Tensor) -> Tensor:
         # scripted: autograd differentiates the activation (no saved-output inversion)
         return activate(y, self.act, self.negative_slope)
+
+    def _exported_activation(self, y: Tensor) -> Tensor:
+        # recorded as torch's activation module, as the same model with BN and an activation records it
+        torch_act = TORCH_ACTIVATIONS.get(self.act)
+        if torch_act is None:  # identity: nothing to record
+            return self._script_activation(y)
+        with recorded_as(self, torch_act):
+            return self._script_activation(y)
 
 
 _CLASS_DOC = """BN followed by an activation over {shape} input, in one layer (see :mod:`bnlab.nn.norm_act`).

@@ -22,18 +22,26 @@ The class is a subclass of torch's ``_BatchNorm`` (so every tool that looks for 
 it) but not of ``torch.nn.SyncBatchNorm``: ``DistributedDataParallel`` refuses any
 ``torch.nn.SyncBatchNorm`` in a CPU module ("SyncBatchNorm layers only work with GPU modules"),
 which is where this layer is meant to run too.
+
+:class:`SyncBatchNormDropAct2d` is the synchronized twin of :class:`bnlab.nn.BatchNormDropAct2d`
+(timm's ``BatchNormAct2d`` structure): the statistics above, then the layer's own ``drop`` and
+``act`` modules, so a sync conversion keeps them (torch's converter builds a plain SyncBatchNorm
+and leaves them behind, unused).
 """
 
 from __future__ import annotations
+
+from typing import TypeVar, cast
 
 import torch.distributed as dist
 from torch import Tensor, nn
 
 from ..core.sync import sync_train
 from .batchnorm import BatchNorm1d, BatchNorm2d, BatchNorm3d, _BatchNorm
+from .drop_act import BatchNormDropAct2d
 from .swap import plain_config, swap
 
-__all__ = ["SyncBatchNorm", "revert_sync_batchnorm"]
+__all__ = ["SyncBatchNorm", "SyncBatchNormDropAct2d", "revert_sync_batchnorm"]
 
 
 def _world_size(process_group) -> int:
@@ -102,7 +110,8 @@ class SyncBatchNorm(_BatchNorm):
     def convert_sync_batchnorm(cls, module: nn.Module, process_group=None) -> nn.Module:
         """Replace every plain BatchNorm1d/2d/3d (bnlab's or torch's, or torch's SyncBatchNorm) in
         ``module`` by a SyncBatchNorm; returns the converted module (``module`` itself is changed
-        in place where it has children).
+        in place where it has children). A :class:`bnlab.nn.BatchNormDropAct2d` becomes a
+        :class:`SyncBatchNormDropAct2d` with the same drop and act modules.
 
         As torch's ``convert_sync_batchnorm``, the new layers hold the *same* Parameter and buffer
         tensors (so an optimizer built before keeps working) and keep ``training``, device and
@@ -113,6 +122,8 @@ class SyncBatchNorm(_BatchNorm):
         """
         if isinstance(module, SyncBatchNorm):
             return module
+        if type(module) is BatchNormDropAct2d:
+            return SyncBatchNormDropAct2d.from_drop_act(module, process_group)
         if type(module) in _CONVERTIBLE:
             new = swap(module, cls(**plain_config(module), process_group=process_group, device="meta"))
             new._converted_from = _CONVERTIBLE[type(module)]  # type: ignore[assignment]  # a plain attribute
@@ -142,7 +153,8 @@ _CONVERTIBLE: dict[type, type | None] = {
 
 
 def revert_sync_batchnorm(module: nn.Module, batchnorm_cls: type | None = None) -> nn.Module:
-    """The way back: replace every SyncBatchNorm (bnlab's or torch's) by a bnlab BatchNorm layer.
+    """The way back: replace every SyncBatchNorm (bnlab's or torch's) by a bnlab BatchNorm layer
+    (a :class:`SyncBatchNormDropAct2d` by a :class:`bnlab.nn.BatchNormDropAct2d`, same modules).
 
     The class is the one the layer was converted from (remembered by
     :meth:`SyncBatchNorm.convert_sync_batchnorm`, bnlab's equivalent where that was torch's), else
@@ -150,6 +162,8 @@ def revert_sync_batchnorm(module: nn.Module, batchnorm_cls: type | None = None) 
     dimensionality, so one built directly needs it. The new layers hold the same tensors and keep
     ``training``, device and dtype, as in the conversion (:mod:`bnlab.nn.swap`).
     """
+    if isinstance(module, SyncBatchNormDropAct2d):
+        return module.to_drop_act()
     if isinstance(module, (SyncBatchNorm, nn.SyncBatchNorm)):
         target = getattr(module, "_converted_from", None) or batchnorm_cls
         if target is None:
@@ -165,3 +179,77 @@ def revert_sync_batchnorm(module: nn.Module, batchnorm_cls: type | None = None) 
         if new is not child:
             module.add_module(name, new)
     return module
+
+
+class SyncBatchNormDropAct2d(SyncBatchNorm):
+    """``act(drop(SyncBatchNorm(x)))`` over (N, C, H, W) input: :class:`bnlab.nn.BatchNormDropAct2d`
+    with the statistics of the global batch.
+
+    Same attributes, forward order and state_dict keys as timm's ``BatchNormAct2d`` (``drop`` and
+    ``act`` are submodules), so its checkpoints load. ``bnlab.convert(model, "sync")`` builds it
+    from timm's layer or bnlab's twin, keeping their very ``drop`` and ``act`` modules; converting
+    to "bnlab" gives :class:`bnlab.nn.BatchNormDropAct2d` and to "torch" timm's class again, where
+    the layer came from timm (:mod:`bnlab.surgery.norm_act`).
+
+    Args:
+        num_features, eps, momentum, affine, track_running_stats, process_group, bias: as
+            :class:`SyncBatchNorm`.
+        drop: a module applied after the normalization. Default: ``nn.Identity()``
+        act: an activation module applied last. Default: ``nn.Identity()``
+
+    Every process runs its own ``drop`` on its own slice: a random drop module (DropBlock,
+    drop path) draws its masks from each process's generator, as under torch's SyncBatchNorm
+    followed by the same module.
+    """
+
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        affine: bool = True,
+        track_running_stats: bool = True,
+        process_group=None,
+        device=None,
+        dtype=None,
+        *,
+        bias: bool = True,
+        drop: nn.Module | None = None,
+        act: nn.Module | None = None,
+    ) -> None:
+        super().__init__(
+            num_features, eps, momentum, affine, track_running_stats, process_group, device, dtype, bias=bias
+        )
+        self.drop = nn.Identity() if drop is None else drop
+        self.act = nn.Identity() if act is None else act
+
+    def _check_input_dim(self, input: Tensor) -> None:
+        if input.dim() != 4:
+            raise ValueError(f"expected 4D input (got {input.dim()}D input)")
+
+    def _normalize(self, input, running_mean, running_var, use_batch_stats, momentum) -> Tensor:
+        y = super()._normalize(input, running_mean, running_var, use_batch_stats, momentum)
+        return self.act(self.drop(y))
+
+    @classmethod
+    def from_drop_act(cls, layer: nn.Module, process_group=None) -> SyncBatchNormDropAct2d:
+        """``layer`` (a batch norm with ``drop`` and ``act`` modules) as this class, holding its
+        tensors (:mod:`bnlab.nn.swap`) and its very drop and act modules; a class the layer
+        remembers converting from (timm's) is remembered too."""
+        new = swap(layer, cls(**plain_config(layer), process_group=process_group, device="meta"))
+        return _same_drop_act(layer, new)
+
+    def to_drop_act(self) -> BatchNormDropAct2d:
+        """This layer as a :class:`bnlab.nn.BatchNormDropAct2d`, with the same tensors and modules."""
+        return _same_drop_act(self, swap(self, BatchNormDropAct2d(**plain_config(self), device="meta")))
+
+
+_L = TypeVar("_L", BatchNormDropAct2d, SyncBatchNormDropAct2d)
+
+
+def _same_drop_act(old: nn.Module, new: _L) -> _L:
+    new.drop, new.act = cast(nn.Module, old.drop), cast(nn.Module, old.act)
+    origin = getattr(old, "_converted_from", None)
+    if origin is not None:
+        new._converted_from = origin  # a plain attribute
+    return new

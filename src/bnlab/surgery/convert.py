@@ -16,7 +16,8 @@ state_dict.
 
 Layers that apply drop and activation *modules* after BN -- timm's ``BatchNormAct2d``, the base of
 many timm models -- convert to ``"bnlab"`` (:class:`bnlab.nn.BatchNormDropAct2d`, keeping both
-modules) and back to ``"torch"`` (timm's class), see :mod:`.norm_act`.
+modules), to ``"sync"`` (:class:`bnlab.nn.SyncBatchNormDropAct2d`, likewise) and back to ``"torch"``
+(timm's class), see :mod:`.norm_act`.
 
 What it refuses: a subclass of a BN class that is not in the source table
 (``class MyBN(nn.BatchNorm2d)``) raises TypeError rather than silently dropping what the subclass
@@ -211,7 +212,8 @@ TARGETS: dict[str, Target] = {
             (bnn.SyncBatchNorm,),
             True,
             "bnlab.nn.SyncBatchNorm (statistics over all processes; option process_group); remembers the "
-            "dimensionality it came from, so converting back needs no dims",
+            "dimensionality it came from, so converting back needs no dims; a BN with drop/act modules (timm's "
+            "BatchNormAct2d) becomes bnlab.nn.SyncBatchNormDropAct2d, keeping them",
         ),
         Target(
             "ghost",

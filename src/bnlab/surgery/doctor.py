@@ -335,8 +335,9 @@ def _unused_act_children(ctx: _Model) -> Finding | None:
         "layer converted by torch's SyncBatchNorm.convert_sync_batchnorm (or Lightning's sync_batchnorm=True) "
         "keeps its activation as an unused child, so the activation is silently skipped",
         "convert the original model with bnlab.convert(model, 'sync') instead: it keeps the activation of "
-        "bnlab's BatchNormAct layers and refuses BN + drop/act modules (timm's BatchNormAct2d) with a "
-        "TypeError rather than dropping them; with Lightning, leave sync_batchnorm off and convert first",
+        "bnlab's BatchNormAct layers and the drop and act modules of timm's BatchNormAct2d and bnlab's "
+        "BatchNormDropAct2d (bnlab.nn.SyncBatchNormDropAct2d); with Lightning, leave sync_batchnorm off and "
+        "convert first",
     )
 
 

@@ -7,9 +7,11 @@ mobilenetv3, regnet, rexnet, ... -- from a ``BatchNorm2d`` subclass that applies
 
 * to ``"bnlab"``: :class:`bnlab.nn.BatchNormDropAct2d` holding the old layer's tensors
   (:func:`bnlab.nn.swap.swap`) and its very ``drop`` and ``act`` modules; it remembers timm's class;
+* to ``"sync"``: :class:`bnlab.nn.SyncBatchNormDropAct2d` (statistics over all processes, option
+  ``process_group``), the same tensors and modules, remembering timm's class likewise;
 * to ``"torch"``: a bnlab layer that came from timm goes back to timm's class (same tensors, same
   modules); timm's own layer is already torch's and stays;
-* to any other target: a TypeError (ghost, frozen, sync or groupnorm have no drop/act slots).
+* to any other target: a TypeError (ghost, frozen or groupnorm have no drop/act slots).
 
 timm is never imported here: its class is recognised by module and name (:data:`TIMM_CLASSES`).
 """
@@ -22,6 +24,7 @@ from torch import nn
 
 from ..nn.drop_act import BatchNormDropAct2d
 from ..nn.swap import plain_config, swap
+from ..nn.sync_batchnorm import SyncBatchNormDropAct2d
 
 __all__ = ["TIMM_CLASSES", "is_norm_act", "convert_norm_act", "after_fold"]
 
@@ -34,8 +37,8 @@ def _is_timm(module: nn.Module) -> bool:
 
 
 def is_norm_act(module: nn.Module) -> bool:
-    """Batch norm followed by drop/act modules: timm's BatchNormAct2d or bnlab's BatchNormDropAct2d."""
-    return type(module) is BatchNormDropAct2d or _is_timm(module)
+    """Batch norm followed by drop/act modules: timm's BatchNormAct2d or bnlab's (Sync)BatchNormDropAct2d."""
+    return type(module) in (BatchNormDropAct2d, SyncBatchNormDropAct2d) or _is_timm(module)
 
 
 def convert_norm_act(layer: nn.Module, target: str, options: dict[str, Any]) -> nn.Module:
@@ -43,9 +46,18 @@ def convert_norm_act(layer: nn.Module, target: str, options: dict[str, Any]) -> 
     if target == "bnlab":
         if type(layer) is BatchNormDropAct2d:
             return layer
+        if type(layer) is SyncBatchNormDropAct2d:
+            return layer.to_drop_act()
         new = swap(layer, BatchNormDropAct2d(**plain_config(layer), device="meta"))
         new.drop, new.act = cast(nn.Module, layer.drop), cast(nn.Module, layer.act)
         new._converted_from = type(layer)  # type: ignore[assignment]  # a plain attribute
+        return new
+    if target == "sync":
+        if type(layer) is SyncBatchNormDropAct2d:
+            return layer
+        new = SyncBatchNormDropAct2d.from_drop_act(layer, options.get("process_group"))
+        if _is_timm(layer):
+            new._converted_from = type(layer)  # type: ignore[assignment]  # a plain attribute
         return new
     if target == "torch":
         if _is_timm(layer):
@@ -64,7 +76,7 @@ def convert_norm_act(layer: nn.Module, target: str, options: dict[str, Any]) -> 
         return new
     raise TypeError(
         f"convert to {target!r}: {type(layer).__name__} applies drop and activation modules after batch norm, "
-        f"which a {target!r} layer has no place for; convert to 'bnlab' or 'torch'"
+        f"which a {target!r} layer has no place for; convert to 'bnlab', 'sync' or 'torch'"
     )
 
 
