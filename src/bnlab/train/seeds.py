@@ -84,9 +84,9 @@ log = logging.getLogger("bnlab")
 # blocking of a batch-norm call depends on its channel count, so another width changes the last
 # bits. This file is among the result-deciding sources, so changing the width changes the keys.
 GROUP_WIDTH = 8
-# Batches larger than this train one seed at a time: a step on them is limited by memory traffic, not by
-# per-call overhead, and a group of 8 took 1.09x the time of 8 single runs at batch 1024 (0.65x at 256,
-# 0.43x at 100; the lab's CNN, 1 thread, interleaved, measured in docs/guide/seeds.md).
+#: The largest batch trained in a group. Larger batches train one seed at a time, as a step on them is
+#: limited by memory traffic rather than per-call overhead (a group of 8 took 1.09x the time of 8 single
+#: runs at batch 1024, 0.65x at 256 and 0.43x at 100, the lab's CNN, 1 thread, in docs/guide/seeds.md).
 MAX_GROUP_BATCH = 512
 
 
