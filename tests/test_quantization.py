@@ -28,6 +28,16 @@ from torch.ao.quantization import (
 import bnlab
 
 
+# A QAT export through PT2E takes ~33 s here: of each PT2E test the bnlab conversion's QAT case and both
+# PTQ cases run in the default suite, the fused layer's QAT case is marked slow.
+PT2E_CASES = [
+    pytest.param("bnlab", True, id="bnlab-qat"),
+    pytest.param("bnlab", False, id="bnlab-ptq"),
+    pytest.param("batchnorm_act", True, id="batchnorm_act-qat", marks=pytest.mark.slow),
+    pytest.param("batchnorm_act", False, id="batchnorm_act-ptq"),
+]
+
+
 class _Eager(nn.Module):
     """conv-BN-ReLU and BN-ReLU between quant stubs: what eager fusion fuses."""
 
@@ -130,9 +140,8 @@ def test_training_export_moved_to_eval_equals_torchs(to):
     torch.testing.assert_close(means[1], means[0], rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("qat", [True, False], ids=["qat", "ptq"])
-@pytest.mark.parametrize("to", ["bnlab", "batchnorm_act"])
-def test_pt2e_quantization_equals_torchs_and_folds_bn(qat, to):
+@pytest.mark.parametrize(("to", "qat"), PT2E_CASES)
+def test_pt2e_quantization_equals_torchs_and_folds_bn(to, qat):
     move_to_eval, prepare_qat_pt2e, prepare_pt2e, convert_pt2e, Quantizer, config = _pt2e()
     x = torch.randn(4, 3, 8, 8) * 2 + 1
     outs = []
@@ -187,9 +196,8 @@ def _calibrated(model: nn.Module) -> nn.Module:
     return model
 
 
-@pytest.mark.parametrize("qat", [True, False], ids=["qat", "ptq"])
-@pytest.mark.parametrize("to", ["bnlab", "batchnorm_act"])
-def test_pt2e_with_x86_inductor_quantizer_equals_torchs(qat, to):
+@pytest.mark.parametrize(("to", "qat"), PT2E_CASES)
+def test_pt2e_with_x86_inductor_quantizer_equals_torchs(to, qat):
     # the quantizer reads the module class of each exported node: bnlab's layer records torch's there
     x = torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(5)) * 2 + 1
     model = _conv_bn_act(nn.ReLU) if qat else _calibrated(_conv_bn_act(nn.ReLU))
@@ -199,6 +207,7 @@ def test_pt2e_with_x86_inductor_quantizer_equals_torchs(qat, to):
     torch.testing.assert_close(_quantize_x86(converted, qat, x), expected, rtol=0, atol=0)
 
 
+@pytest.mark.slow  # a QAT export, ~33 s
 def test_pt2e_with_x86_inductor_quantizer_on_timms_layer_converted_to_bnlab_equals_torchs_bn():
     # timm's own BatchNormAct2d is not found by the quantizer (a subclass); converted to bnlab it
     # quantizes as torch's conv-BN-ReLU does
