@@ -27,7 +27,6 @@ from torch.ao.quantization import (
 
 import bnlab
 
-
 # A QAT export through PT2E takes ~33 s here: of each PT2E test the bnlab conversion's QAT case and both
 # PTQ cases run in the default suite, the fused layer's QAT case is marked slow.
 PT2E_CASES = [
