@@ -180,23 +180,27 @@ def _norm_options(norm: nn.Module) -> dict[str, Any]:
     return {}
 
 
-def _group_norm(norms: list[nn.Module], as_2d: bool = False) -> nn.Module:
+def _group_norm(norms: list[nn.Module], as_2d: bool = False, relu: bool = False) -> nn.Module:
     """One norm over the k members' channels (their parameters and buffers concatenated); with
     ``as_2d`` the BatchNorm2d of the same library, for (N, k*C, 1, L) input (the same statistics:
-    per channel over N and L)."""
+    per channel over N and L); with ``relu`` (bnlab's BN only) the BatchNormAct layer that applies
+    the ReLU after it."""
     n = norms[0]
     if type(n) is nn.Identity:
         return nn.Identity()
     n = cast(nn.modules.batchnorm._BatchNorm, n)  # the other norms why_not_groupable lets through
     k = len(norms)
     cls = _NORMS_2D[type(n)] if as_2d else type(n)
+    options = _norm_options(n)
+    if relu:
+        cls, options["act"] = _WITH_RELU[cls], "relu"
     out = cls(
         n.num_features * k,
         eps=n.eps,
         momentum=n.momentum,
         affine=n.affine,
         track_running_stats=n.track_running_stats,
-        **_norm_options(n),
+        **options,
     )
     with torch.no_grad():
         for name in ("weight", "bias"):
@@ -230,32 +234,27 @@ def _block(model: CNN1d | MLP, i: int) -> Block:
     return cast(Block, model.blocks[i])  # why_not_groupable checked that every block is a Block
 
 
-def _fused(norm: nn.Module, act: nn.Module, placement: str) -> tuple[nn.Module, nn.Module]:
-    """(norm, act), with bnlab's batch norm followed by a ReLU as one :class:`~bnlab.nn.BatchNormAct2d`
-    (or 1d) layer and the ReLU an identity: the same outputs and gradients, in one kernel per pass
-    instead of three (measured in docs/guide/seeds.md); other pairs as they are."""
-    fusable: dict[type[nn.Module], type[BatchNormAct1d | BatchNormAct2d]] = {
-        BatchNorm1d: BatchNormAct1d,
-        BatchNorm2d: BatchNormAct2d,
-    }
-    if placement != "before" or type(act) is not nn.ReLU or type(norm) not in fusable:
-        return norm, act
-    bn = cast(nn.modules.batchnorm._BatchNorm, norm)
-    out = fusable[type(norm)](
-        bn.num_features, "relu", bn.eps, bn.momentum, bn.affine, bn.track_running_stats, bias=bn.bias is not None
-    )
-    out.load_state_dict(bn.state_dict())
-    for name in ("weight", "bias"):
-        p = getattr(bn, name)
-        if p is not None:
-            getattr(out, name).requires_grad_(p.requires_grad)
-    return out.to(bn.weight.device if bn.weight is not None else bn.running_mean.device), nn.Identity()
+# bnlab's batch norm and its class that applies an activation after it, in one kernel per pass
+_WITH_RELU: dict[type[nn.Module], type[BatchNormAct1d | BatchNormAct2d]] = {
+    BatchNorm1d: BatchNormAct1d,
+    BatchNorm2d: BatchNormAct2d,
+}
+
+
+def _norm_and_act(
+    norms: list[nn.Module], act: nn.Module, placement: str, as_2d: bool = False
+) -> tuple[nn.Module, nn.Module]:
+    """A grouped block's norm (:func:`_group_norm`) and activation: bnlab's batch norm followed by a
+    ReLU as one :class:`~bnlab.nn.BatchNormAct2d` (or 1d) layer and the ReLU an identity -- the same
+    outputs and gradients, in one kernel per pass instead of three (measured in
+    docs/guide/seeds.md); other pairs as they are."""
+    relu = placement == "before" and type(act) is nn.ReLU and type(norms[0]) is BatchNorm1d
+    return _group_norm(norms, as_2d, relu), (nn.Identity() if relu else act)
 
 
 class _GroupedBlock(nn.Module):
     def __init__(self, op: GroupedConv1d | GroupedLinear, norm: nn.Module, act: nn.Module, placement: str) -> None:
         super().__init__()
-        norm, act = _fused(norm, act, placement)
         self.op, self.norm, self.act, self.placement = op, norm, act, placement
 
     def normalize(self, x: Tensor) -> Tensor:
@@ -275,8 +274,9 @@ class GroupedCNN1d(nn.Module):
         self.blocks = nn.ModuleList(
             _GroupedBlock(
                 GroupedConv1d([cast(nn.Conv1d, _block(m, i).op) for m in members]),
-                _group_norm([_block(m, i).norm for m in members], as_2d=True),
-                _block(first, i).act,
+                *_norm_and_act(
+                    [_block(m, i).norm for m in members], _block(first, i).act, _block(first, i).placement, True
+                ),
                 _block(first, i).placement,
             )
             for i in range(len(first.blocks))
@@ -306,8 +306,7 @@ class GroupedMLP(nn.Module):
         self.blocks = nn.ModuleList(
             _GroupedBlock(
                 GroupedLinear([cast(nn.Linear, _block(m, i).op) for m in members]),
-                _group_norm([_block(m, i).norm for m in members]),
-                _block(first, i).act,
+                *_norm_and_act([_block(m, i).norm for m in members], _block(first, i).act, _block(first, i).placement),
                 _block(first, i).placement,
             )
             for i in range(len(first.blocks))
