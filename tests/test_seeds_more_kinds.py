@@ -12,12 +12,12 @@ import bnlab.data as bdata
 from bnlab.core import dispatch
 from bnlab.models import freeze
 from bnlab.nn.ghost import GhostBatchNorm1d, GhostBatchNorm2d
-from bnlab.train import RunConfig, train
+from bnlab.train import RunConfig
 from bnlab.train import grouped as grouped_module
 from bnlab.train import seeds as seeds_module
 from bnlab.train.grouped import why_not_groupable
 from bnlab.train.seeds import train_seeds, why_not_grouped
-from test_seeds import ACC_TOL, LOSS_TOL, PARAM_TOL, _same_run
+from test_seeds import _matches_alone, _same_run
 
 # C12's random arm exactly: the CNN with BN, Adam (lr 1e-2), 150 random non-norm weights train.
 C12_RANDOM = {"model": "cnn", "norm": "bn", "optimizer": "adam", "lr": 1e-2, "trainable": "random", "trainable_k": 150}
@@ -110,21 +110,7 @@ def _masks(config: RunConfig) -> dict[str, torch.Tensor]:
 def test_seed_in_group_matches_seed_alone(ds, name):
     setting, seeds = ALONE[name]
     configs = _configs(setting, seeds, steps=20, eval_every=10)
-    together = train_seeds(configs, ds, threads=1, keep_model=True)
-    for c, got in zip(configs, together):
-        alone = train(c, ds, threads=1, keep_model=True)
-        assert (got.status, got.steps_done, got.trainable_params) == (
-            alone.status,
-            alone.steps_done,
-            alone.trainable_params,
-        )
-        assert got.series["step"] == alone.series["step"] and got.series["lr"] == alone.series["lr"]
-        for key in ("train_loss", "train_eval_loss", "test_loss"):
-            assert max(abs(u - v) for u, v in zip(got.series[key], alone.series[key])) <= LOSS_TOL, key
-        for key in ("train_acc", "test_acc"):
-            assert max(abs(u - v) for u, v in zip(got.series[key], alone.series[key])) <= ACC_TOL, key
-        for (key, p), q in zip(alone.model.state_dict().items(), got.model.state_dict().values()):
-            torch.testing.assert_close(q, p, **PARAM_TOL, msg=key)
+    _matches_alone(configs, ds)
 
 
 def test_random_subsets_differ_in_what_they_freeze_whole():
