@@ -20,7 +20,8 @@ from bnlab.train.result import RunResult
 
 # Every metric an analysis reads, with a plausible value at training progress t in (0, 1].
 _SIGMOID_PCT = {
-    f"act_pct/blocks.2.act:{u}/p{q}": (lambda t, r, q=q: (q - 50) / 30 + r.gauss(0, 0.1))
+    f"{probe}/blocks.2.act:{u}/p{q}": (lambda t, r, q=q: (q - 50) / 30 + r.gauss(0, 0.1))
+    for probe in ("act_pct", "act_pct_fixed")
     for u in range(8)
     for q in (15, 50, 85)
 }

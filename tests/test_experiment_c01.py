@@ -13,9 +13,9 @@ from fake_runs import check_well_formed, fake_run
 FASTER = estimate([-800.0, -700.0, -900.0])
 
 
-def every_unit(by_q):
-    """The same percentile series {q: f(step)} for every unit the drift averages over."""
-    return {c1.pct(u, q): f for u in c1.UNITS for q, f in by_q.items()}
+def every_unit(by_q, samples=tuple(c1.SAMPLES)):
+    """The same percentile series {q: f(step)} for every unit the drift averages over, on each of ``samples``."""
+    return {c1.pct(u, q, sample): f for sample in samples for u in c1.UNITS for q, f in by_q.items()}
 
 
 STEADIER = estimate([-1.0, -0.8, -1.2])
@@ -52,7 +52,24 @@ def test_drift_is_the_mean_over_the_units():
 def test_the_runs_probe_every_unit_the_drift_averages_over():
     assert len(c1.UNITS) == 8
     for cfg in c1.sweep(False, 1) + c1.sweep(True, 1):
-        assert cfg.probes == tuple(f"act_pct:blocks.2.act:{u}" for u in c1.UNITS)
+        assert cfg.probes == tuple(f"act_pct_fixed:blocks.2.act:{u}" for u in c1.UNITS) + tuple(
+            f"act_pct:blocks.2.act:{u}" for u in c1.UNITS
+        )
+
+
+def test_the_rule_reads_the_fixed_sample_and_the_batch_drift_is_reported_apart():
+    # fixed sample: a still band; each training batch: percentiles rising 0.01/step (band width 2)
+    cfg = c1.sweep(False, 1)[0]
+    cfg = type(cfg)(**{**cfg.to_dict(), "steps": 1000, "eval_every": 100})
+    extra = {
+        **every_unit({q: (lambda s, q=q: q / 10) for q in (15, 50, 85)}, samples=("fixed",)),
+        **every_unit({q: (lambda s, o=o: 0.01 * s + o) for q, o in ((15, -1), (50, 0), (85, 1))}, samples=("batch",)),
+    }
+    run = fake_run(cfg, lambda s: 0.5, extra=extra)
+    assert c1.drift(run) == 0.0
+    assert c1.drift(run, sample="batch") == pytest.approx(7.0 / 2.0, rel=1e-12)
+    m = c1.measure(run, cap=1100)
+    assert (m["drift"], m["drift_batch"]) == (0.0, pytest.approx(3.5, rel=1e-12))
 
 
 def test_drift_of_a_still_band_is_zero():
@@ -90,8 +107,14 @@ def test_steadier_part_reads_the_drift_difference_against_its_margin():
 def test_claim_needs_both_parts():
     recs = lambda steady: [  # noqa: E731 - three seeds, BN 800 steps faster, drift as given
         {
-            **{("bn", lr): {"length": LENGTH, "acc": 0.7, "steps": 500.0 + s, "drift": steady[s]} for lr in (0.5, 2.0)},
-            **{("none", lr): {"length": LENGTH, "acc": 0.5, "steps": 1300.0, "drift": 0.5} for lr in (0.5, 2.0)},
+            **{
+                ("bn", lr): {"length": LENGTH, "acc": 0.7, "steps": 500.0 + s, "drift": steady[s], "drift_batch": 0.1}
+                for lr in (0.5, 2.0)
+            },
+            **{
+                ("none", lr): {"length": LENGTH, "acc": 0.5, "steps": 1300.0, "drift": 0.5, "drift_batch": 0.9}
+                for lr in (0.5, 2.0)
+            },
         }
         for s in range(3)
     ]
@@ -150,7 +173,7 @@ def test_probe_reads_unit_0_of_the_last_hidden_sigmoid_input():
     torch.manual_seed(0)
     model = models.build("mlp", norm="bn", act="sigmoid", placement="before")
     x = torch.randn(60, 40)
-    probe = make_probe(c1.PROBE)
+    probe = make_probe(f"act_pct:blocks.2.act:{c1.UNIT}")
     probe.attach(model)
     probe.arm()
     model(x)
@@ -163,7 +186,7 @@ def test_probe_reads_unit_0_of_the_last_hidden_sigmoid_input():
     pre = last.norm(last.op(h))[:, c1.UNIT]  # independent path: the BN output feeding the sigmoid
     want = torch.quantile(pre.detach(), torch.tensor([0.15, 0.50, 0.85]))
     for q, w in zip((15, 50, 85), want.tolist()):
-        assert got[c1.PCT[q]] == pytest.approx(w, abs=1e-5)
+        assert got[c1.pct(c1.UNIT, q, "batch")] == pytest.approx(w, abs=1e-5)
 
 
 def test_absolute_drift_is_in_the_inputs_own_units():

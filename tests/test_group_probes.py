@@ -30,7 +30,12 @@ from bnlab.train.seeds import train_group, train_seeds, why_not_grouped
 # with 1 vs 2 threads drifts as far there: 2e-4 in the parameters, 2.8e-4 in the probe values.)
 ACT_TOL = {"rtol": 1e-5, "atol": 1e-5}
 
-CNN_PROBES = ("act_pct:blocks.1.act:3", "act_pct:blocks.0.norm", "act_moments:blocks.2.act")
+CNN_PROBES = (
+    "act_pct:blocks.1.act:3",
+    "act_pct_fixed:blocks.1.act:3",
+    "act_pct:blocks.0.norm",
+    "act_moments:blocks.2.act",
+)
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +57,7 @@ def _cnn(seeds, **kw) -> list[RunConfig]:
 
 
 def _probe_series(result) -> dict[str, list[float]]:
-    return {k: v for k, v in result.series.items() if k.startswith(("act_pct/", "act_mean/", "act_std/"))}
+    return {k: v for k, v in result.series.items() if k.startswith(("act_pct/", "act_pct_fixed/", "act_mean/", "act_std/"))}
 
 
 def _assert_probes_match(got, alone) -> None:
@@ -75,7 +80,7 @@ def test_c1_member_probe_series_match_train_alone(ds, norm):
     together = train_seeds(configs, ds, threads=1)
     for c, got in zip(configs, together):
         alone = train(c, ds, threads=1)
-        assert len(_probe_series(alone)) == 3 * len(c1.UNITS)
+        assert len(_probe_series(alone)) == 3 * len(c1.PROBES) == 3 * 2 * len(c1.UNITS)
         _assert_probes_match(got, alone)
 
 
@@ -122,7 +127,7 @@ def test_member_probe_values_are_the_same_in_any_group(ds, setting):
 
 
 def test_diverged_member_records_no_more_probe_values(ds, monkeypatch):
-    configs = _c1("bn", (0, 1, 2), probes=(c1.PROBE,))
+    configs = _c1("bn", (0, 1, 2), probes=(c1.PROBES[0],))  # the fixed sample's: read before the training step
     clean = train_seeds(configs, ds, threads=1)
     real_group, real_measure = seeds_module.group, ActivationPercentiles.measure
     calls = []

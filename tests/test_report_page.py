@@ -218,7 +218,9 @@ def test_every_pitfall_shows_its_measured_demo(demos, full_page):
 def test_internal_covariate_shift_is_explained_with_c1_c5_c6_side_by_side(full_page):
     ics = re.search(r'<div class="ics" id="ics">(.*?)</div>', full_page, re.S).group(1)
     rows = re.findall(r'<tr><td><a href="#(C\d+)">', ics)
-    assert rows[:3] == ["C1", "C5", "C6"]
+    assert rows[:4] == ["C1", "C1", "C5", "C6"]  # C1's judged drift, then its batch drift as context
+    batch_row = re.findall(r"<tr>.*?</tr>", ics, re.S)[2]
+    assert "own training batch" in batch_row and "not judged" in batch_row
     words = plain(ics)
     for part in (
         "The term.",

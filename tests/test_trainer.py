@@ -108,6 +108,54 @@ def test_act_percentile_probe_matches_numpy_on_the_same_batch():
     assert r.final("grad_norm/total") == pytest.approx(math.sqrt(sum(n * n for n in norms)), rel=1e-9)
 
 
+def test_fixed_sample_probe_reads_its_own_forward_of_the_sample_and_leaves_no_trace():
+    import copy
+
+    import torch.nn.functional as F
+
+    from bnlab import models
+    from bnlab.train.probes import StepContext, make_probe
+
+    torch.manual_seed(0)
+    model = models.build("mlp", norm="bn", act="sigmoid", placement="before")
+    batch, sample = torch.randn(60, 40), torch.randn(500, 40) * 2 + 1
+    twin = copy.deepcopy(model)  # an independent path: the sample through a copy, in train mode
+    h = sample
+    for block in twin.blocks[:2]:
+        h = torch.sigmoid(block.norm(block.op(h)))
+    want = torch.quantile(twin.blocks[2].norm(twin.blocks[2].op(h))[:, 3].detach(), torch.tensor([0.15, 0.5, 0.85]))
+
+    probe = make_probe("act_pct_fixed:blocks.2.act:3")
+    probe.attach(model)
+    probe.arm()
+    loss = F.cross_entropy(model(batch), torch.zeros(60, dtype=torch.long))  # the training forward: not read
+    loss.backward()
+    buffers = [b.clone() for b in model.buffers()]
+    rng = torch.get_rng_state()
+    probe.after_backward(StepContext(10, model, None, batch, None, loss.detach(), None, sample))
+    got = probe.collect()
+    probe.detach()
+    assert list(got) == [f"act_pct_fixed/blocks.2.act:3/p{q}" for q in (15, 50, 85)]
+    assert list(got.values()) == pytest.approx(want.tolist(), abs=1e-5)
+    assert all(torch.equal(a, b) for a, b in zip(buffers, model.buffers()))  # running statistics restored
+    assert torch.equal(rng, torch.get_rng_state()) and model.training
+    probe.arm()
+    with pytest.raises(ValueError, match=r"expected the run's fixed sample .* \(got none\)"):
+        probe.after_backward(StepContext(10, model, None, batch, None, loss.detach(), None))
+
+
+def test_fixed_sample_probe_in_a_run_reads_the_training_accuracy_sample():
+    cfg = dataclasses.replace(
+        QUICK, model="mlp", steps=20, eval_every=10, eval_samples=300, probes=("act_pct_fixed:blocks.1.norm",)
+    )
+    r = train(cfg, threads=1)
+    names = [k for k in r.series if k.startswith("act_pct_fixed/")]
+    assert names == [f"act_pct_fixed/blocks.1.norm/p{q}" for q in (15, 50, 85)]
+    assert all(len(r.series[n]) == 2 and all(math.isfinite(v) for v in r.series[n]) for n in names)
+    plain = train(dataclasses.replace(cfg, probes=()), threads=1)  # the probe changes nothing of the run
+    assert r.series["test_acc"] == plain.series["test_acc"] and r.series["train_loss"] == plain.series["train_loss"]
+
+
 def test_bad_probe_specs_are_refused():
     with pytest.raises(ValueError, match=r"expected a probe in .* \(got 'act_pcts:x'\)"):
         train(dataclasses.replace(QUICK, probes=("act_pcts:x",)))

@@ -151,17 +151,18 @@ def conclusion(ev: Evidence) -> str:
     return (f"{ev.this_run}: {'; '.join(said)}. " if said else "") + believe(ev)
 
 
-def _row(ev: Evidence, cid: str, what: str, with_bn: str, without: str) -> dict[str, Any]:
+def _row(ev: Evidence, cid: str, what: str, with_bn: str, without: str, reading: str | None = None) -> dict[str, Any]:
     """A row of the side-by-side table; its verdict marks are those of the part the reading rests on
-    (C7: each of its three parts)."""
+    (C7: each of its three parts). A row given its own ``reading`` is context that no rule judged."""
     result = ev.results.get(cid)
     return {
         "id": cid,
         "what": what,
         "with_bn": with_bn,
         "without": without,
-        "reading": _readings(ev).get(cid, "not run"),
+        "reading": _readings(ev).get(cid, "not run") if reading is None else reading,
         "result": result,
+        "judged": reading is None,
         "parts": C7_PARTS if cid == "C7" and result is not None and result.parts else (),
         "part": READS.get(cid),
     }
@@ -175,10 +176,23 @@ def side_by_side(ev: Evidence) -> list[dict[str, Any]]:
             _row(
                 ev,
                 "C1",
-                "How far the percentiles of a last-layer input move during training, in "
-                "widths of their band (lower: steadier)",
+                "How far the percentiles of a last-layer input move during training, on a fixed sample of "
+                "training inputs, in widths of their band (lower: steadier)",
                 text.interval(ev.number("C1", "drift_bn"), "positive"),
                 text.interval(ev.number("C1", "drift_none"), "positive"),
+            )
+        )
+    batch = [ev.number("C1", f"drift_batch_{k}") for k in ("bn", "none", "bn_minus_none")]
+    if all(v is not None for v in batch):
+        rows.append(
+            _row(
+                ev,
+                "C1",
+                "The same on each step's own training batch: BN normalizes the batch it is measured on, "
+                "which removes the batch's sampling noise by construction (context, not judged)",
+                text.interval(batch[0], "positive"),
+                text.interval(batch[1], "positive"),
+                text.compare(batch[2], "less steady", "steadier", "no steadier"),
             )
         )
     acc = ev.number("C5", "test_acc")

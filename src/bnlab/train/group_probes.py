@@ -1,4 +1,5 @@
-"""Activation probes of seeds trained together: ``train()``'s ``act_pct`` and ``act_moments``, per member.
+"""Activation probes of seeds trained together: ``train()``'s ``act_pct``, ``act_pct_fixed`` and ``act_moments``,
+per member.
 
 In the grouped model (:mod:`bnlab.train.grouped`) the input of member j's ``blocks.I.norm`` or
 ``blocks.I.act`` is member j's slice of the channels of the grouped module's input: columns
@@ -9,7 +10,12 @@ probe's ``measure`` (:mod:`bnlab.train.probes`): the same names, the same quanti
 handling as :func:`~bnlab.train.trainer.train` records. The copy makes a member's values independent
 of its slot (a fresh tensor of one layout, whatever the offset of the slice).
 
-The hooks are registered for the training forward of a metric step only and removed after it, so
+``act_pct_fixed`` reads the forward of the fixed sample (the same inputs for every member, in train
+mode, running statistics restored: :func:`~bnlab.train.probes.sample_forward`) that :meth:`GroupProbes.read_sample`
+runs at a metric step before the training step, with the parameters ``train()``'s probe sees after
+its backward (before the optimizer step).
+
+The hooks are registered for the forwards of a metric step only and removed after them, so
 the steps between metric steps cost nothing. Only the members still counting are measured: a
 diverged member records no more probe values.
 
@@ -33,7 +39,7 @@ import torch
 from torch import Tensor, nn
 
 from ..nn.norm_act import BatchNormAct1d, BatchNormAct2d
-from .probes import ActivationMoments, ActivationPercentiles, _module, make_probe
+from .probes import ActivationMoments, ActivationPercentiles, _module, make_probe, sample_forward
 
 # The probes a group can take: they read a module's input and measure it with a function of it alone.
 _GROUPED = (ActivationPercentiles, ActivationMoments)
@@ -46,7 +52,7 @@ def why_not_probed(specs: Sequence[str]) -> str | None:
     for spec in specs:
         probe = make_probe(spec)
         if type(probe) not in _GROUPED:
-            return f"probes other than act_pct and act_moments run on one model (got {spec!r})"
+            return f"probes other than act_pct, act_pct_fixed and act_moments run on one model (got {spec!r})"
         path = cast("ActivationPercentiles | ActivationMoments", probe).path
         if not _PATH.fullmatch(path):
             return f"probes of the input of {path!r} run on one model (grouped: of blocks.I.norm or blocks.I.act)"
@@ -62,9 +68,9 @@ def _unfuse(block: nn.Module, member_act: nn.Module) -> None:
 
 
 class GroupProbes:
-    """The ``act_pct`` / ``act_moments`` probes ``specs`` on the grouped ``model``, whose members
-    are of ``member``'s architecture: per metric step, :meth:`arm` with the members to measure
-    before the training forward, :meth:`collect` after it."""
+    """The ``act_pct`` / ``act_pct_fixed`` / ``act_moments`` probes ``specs`` on the grouped ``model``, whose
+    members are of ``member``'s architecture: per metric step, :meth:`arm` with the members to measure,
+    :meth:`read_sample` and the training forward, then :meth:`collect`."""
 
     def __init__(self, specs: Sequence[str], model: nn.Module, member: nn.Module) -> None:
         reason = why_not_probed(specs)
@@ -82,6 +88,7 @@ class GroupProbes:
             self.modules.append(model.get_submodule(p.path))
         self._handles: list = []
         self._values: dict[int, dict[str, float]] = {}
+        self._on_sample = False  # which forward the hooks read: the fixed sample's or the training batch's
 
     def arm(self, members: Sequence[int]) -> None:
         """Measure ``members`` (their slots) in the next training forward."""
@@ -91,8 +98,20 @@ class GroupProbes:
         for probe, module in zip(self.probes, self.modules):
             self._handles.append(module.register_forward_pre_hook(functools.partial(self._hook, probe)))
 
+    def read_sample(self, model, x: Tensor) -> None:
+        """Run the fixed sample ``x`` (M, *features) through every member for the armed
+        ``act_pct_fixed`` probes (nothing if none is armed or none is of that kind)."""
+        if not self._values or not any(getattr(p, "fixed", False) for p in self.probes):
+            return
+        self._on_sample = True
+        try:
+            with sample_forward(model):
+                model(model.inputs(x.unsqueeze(0).expand(self.k, *x.shape)))
+        finally:
+            self._on_sample = False
+
     def _hook(self, probe: ActivationPercentiles | ActivationMoments, module: nn.Module, args: tuple) -> None:
-        if not module.training:
+        if not module.training or getattr(probe, "fixed", False) != self._on_sample:
             return
         x = args[0].detach()  # (N, k*C) or (N, k*C, 1, L)
         c = x.shape[1] // self.k

@@ -10,13 +10,21 @@ spec                               metrics recorded at each metric step
                                    batch of that step; with ``UNIT`` only channel/unit ``UNIT``'s values
                                    (Ioffe & Szegedy 2015, Fig. 1b/c), else all values.
                                    Names: ``act_pct/PATH[:UNIT]/p15``, ``.../p50``, ``.../p85``.
+``act_pct_fixed:PATH[:UNIT]``      the same percentiles on a fixed sample of inputs: the run's training-accuracy
+                                   examples (the first ``eval_samples`` training examples, the same at every
+                                   metric step), in one extra forward in train mode (the sample's own batch
+                                   statistics) whose BN running statistics are restored after it.
+                                   Names: ``act_pct_fixed/PATH[:UNIT]/p15``, ... A fixed sample measures how
+                                   the parameters move the distribution; a training batch adds its own
+                                   sampling noise, which BN removes by normalizing each batch.
 ``act_moments:PATH``               mean and standard deviation of the input of ``PATH`` (all values).
 ``grad_norm``                      L2 norm of every trainable parameter's gradient: ``grad_norm/NAME``,
                                    and of all of them together: ``grad_norm/total``.
 =================================  ==========================================================================
 
 The activation probes read the training forward of the metric step through a forward pre-hook
-(they add no forward pass and change no BN statistics); the gradient probe reads the gradients
+(they add no forward pass and change no BN statistics), ``act_pct_fixed`` the forward of the fixed
+sample it runs after the backward (:func:`sample_forward`); the gradient probe reads the gradients
 after the backward, before the optimizer step. Between metric steps the hooks return at once.
 Seeds trained together (:mod:`bnlab.train.seeds`) record ``act_pct`` and ``act_moments`` per member
 with these probes' own ``measure`` (:mod:`bnlab.train.group_probes`); the others train one seed at a time.
@@ -32,8 +40,10 @@ it as ``run_sweep(..., worker_setup=...)`` so the workers know them too.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Callable
+import functools
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import Tensor, nn
@@ -52,6 +62,7 @@ class StepContext:
     y: Tensor
     loss: Tensor
     loss_fn: Callable[[Tensor, Tensor], Tensor]
+    sample: Tensor | None = None  # the run's fixed sample of training inputs (those of its training accuracy)
 
 
 class Probe:
@@ -99,12 +110,44 @@ def _module(model: nn.Module, path: str) -> nn.Module:
         raise ValueError(f"expected a module path of the model such as {names[:6]} (got {path!r})") from e
 
 
-class _InputProbe(Probe):
-    """Reads the input of one module in the armed forward."""
+@contextlib.contextmanager
+def sample_forward(model: nn.Module) -> Iterator[None]:
+    """An extra forward of ``model`` that leaves no trace: no autograd graph, every buffer (BN running
+    statistics, ``num_batches_tracked``) restored after it, torch's CPU RNG state too."""
+    buffers = [(b, b.clone()) for b in model.buffers()]
+    try:
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            yield
+    finally:
+        with torch.no_grad():
+            for b, value in buffers:
+                b.copy_(value)
 
-    def __init__(self, path: str) -> None:
+
+class _InputProbe(Probe):
+    """Reads the input of one module in the armed forward: the training forward of the metric step,
+    or with ``fixed`` the forward of the fixed sample that :meth:`after_backward` runs."""
+
+    def __init__(self, path: str, fixed: bool = False) -> None:
         super().__init__()
         self.path = path
+        self.fixed = fixed
+
+    def arm(self) -> None:
+        super().arm()
+        self.armed = not self.fixed  # a fixed-sample probe reads only its own forward
+
+    def after_backward(self, ctx: StepContext) -> None:
+        if not self.fixed:
+            return
+        if ctx.sample is None:
+            raise ValueError(f"expected the run's fixed sample for {self.path!r}'s fixed-sample probe (got none)")
+        with sample_forward(ctx.model):
+            self.armed = True
+            try:
+                ctx.model(ctx.sample)
+            finally:
+                self.armed = False
 
     def attach(self, model: nn.Module) -> None:
         self._handles.append(_module(model, self.path).register_forward_pre_hook(self._hook))
@@ -119,10 +162,12 @@ class _InputProbe(Probe):
 
 
 class ActivationPercentiles(_InputProbe):
-    def __init__(self, path: str, unit: int | None = None, q: tuple[float, ...] = PERCENTILES) -> None:
-        super().__init__(path)
+    def __init__(
+        self, path: str, unit: int | None = None, q: tuple[float, ...] = PERCENTILES, fixed: bool = False
+    ) -> None:
+        super().__init__(path, fixed)
         self.unit, self.q = unit, tuple(q)
-        self.prefix = f"act_pct/{path}" + ("" if unit is None else f":{unit}")
+        self.prefix = f"act_pct{'_fixed' if fixed else ''}/{path}" + ("" if unit is None else f":{unit}")
 
     def measure(self, x: Tensor) -> dict[str, float]:
         vals = x[:, self.unit] if self.unit is not None else x  # one unit: (N,) or (N, L...) values
@@ -148,14 +193,15 @@ class GradNorms(Probe):
         self._values["grad_norm/total"] = total**0.5
 
 
-def _act_pct(arg: str | None) -> Probe:
+def _act_pct(arg: str | None, fixed: bool = False) -> Probe:
+    name = "act_pct_fixed" if fixed else "act_pct"
     if not arg:
-        raise ValueError("expected act_pct:PATH[:UNIT] (got no PATH)")
+        raise ValueError(f"expected {name}:PATH[:UNIT] (got no PATH)")
     path, _, unit = arg.partition(":")
     try:
-        return ActivationPercentiles(path, int(unit) if unit else None)
+        return ActivationPercentiles(path, int(unit) if unit else None, fixed=fixed)
     except ValueError:
-        raise ValueError(f"expected an integer UNIT in act_pct:{arg} (got {unit!r})") from None
+        raise ValueError(f"expected an integer UNIT in {name}:{arg} (got {unit!r})") from None
 
 
 def _act_moments(arg: str | None) -> Probe:
@@ -172,6 +218,7 @@ def _grad_norm(arg: str | None) -> Probe:
 
 _PROBES: dict[str, Callable[[str | None], Probe]] = {
     "act_pct": _act_pct,
+    "act_pct_fixed": functools.partial(_act_pct, fixed=True),
     "act_moments": _act_moments,
     "grad_norm": _grad_norm,
 }

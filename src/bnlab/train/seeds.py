@@ -34,8 +34,8 @@ config alone. It differs from ``train()``'s in the last bits (grouped convolutio
 products, batch norm over k*C channels, whose kernel blocks by the channel count), within the
 tolerance the tests state.
 
-What cannot be grouped (:func:`why_not_grouped`: probes other than ``act_pct`` and ``act_moments`` on a
-block's norm or act, which :mod:`bnlab.train.group_probes` records per member, a norm whose
+What cannot be grouped (:func:`why_not_grouped`: probes other than ``act_pct``, ``act_pct_fixed`` and
+``act_moments`` on a block's norm or act, which :mod:`bnlab.train.group_probes` records per member, a norm whose
 statistics are not per channel, another model, data-parallel runs) is trained one seed at a time by
 :func:`train_group`, which says so on the ``bnlab`` logger.
 """
@@ -283,6 +283,7 @@ def _train_seeds(configs, width, dataset, device, progress, keep_model) -> list[
         metric_step = step % c0.eval_every == 0 or step == c0.steps
         if metric_step:
             probes.arm(active)
+            probes.read_sample(model, x_tr_eval)
         losses[step - 1] = group_step(model, optimizer, x_train, y_train, torch.stack(idx).to(device))
         scheduler.step()
 

@@ -245,7 +245,7 @@ def _train(config, dataset, device, progress, extra_probes, sync_bn, keep_model)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if metric_step and probes:
-            ctx = StepContext(step, model, optimizer, xb, yb, loss.detach(), F.cross_entropy)
+            ctx = StepContext(step, model, optimizer, xb, yb, loss.detach(), F.cross_entropy, x_tr_eval)
             for p in probes:
                 p.after_backward(ctx)
         optimizer.step()
