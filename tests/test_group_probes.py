@@ -57,7 +57,9 @@ def _cnn(seeds, **kw) -> list[RunConfig]:
 
 
 def _probe_series(result) -> dict[str, list[float]]:
-    return {k: v for k, v in result.series.items() if k.startswith(("act_pct/", "act_pct_fixed/", "act_mean/", "act_std/"))}
+    return {
+        k: v for k, v in result.series.items() if k.startswith(("act_pct/", "act_pct_fixed/", "act_mean/", "act_std/"))
+    }
 
 
 def _assert_probes_match(got, alone) -> None:

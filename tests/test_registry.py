@@ -213,3 +213,11 @@ def test_a_quick_run_trains_each_seed_alone_and_a_full_run_in_groups(tmp_path, m
     assert all("seed_group" not in r.env for f in list(fakes.values())[:2] for r in f.runs)
     registry.run_all(quick=False, store=tmp_path / "full.sqlite")
     assert all(r.env.get("seed_group") for f in list(fakes.values())[:2] for r in f.runs)
+
+
+def test_runs_train_with_the_threads_asked_for(tmp_path, monkeypatch):
+    fakes = _fakes(monkeypatch)
+    registry.run_all(quick=True, store=tmp_path / "one.sqlite")
+    assert {r.env["threads"] for f in list(fakes.values())[:2] for r in f.runs} == {1}
+    registry.run_all(quick=True, store=tmp_path / "two.sqlite", threads=2)
+    assert {r.env["threads"] for f in list(fakes.values())[:2] for r in f.runs} == {2}

@@ -13,8 +13,8 @@ from bnlab.cli import main
 def test_it_runs_all_experiments_once_and_writes_the_report(tmp_path, monkeypatch, capsys):
     calls = []
 
-    def run_all(quick, jobs, seeds, progress, scheduler):
-        calls.append((quick, jobs, seeds, scheduler))
+    def run_all(quick, jobs, seeds, progress, scheduler, threads):
+        calls.append((quick, jobs, seeds, scheduler, threads))
         progress.plan({"C4 placement": 2, "C1": 0})
         for done in range(1, 3):
             progress.update("C4 placement", done, 2)
@@ -25,8 +25,8 @@ def test_it_runs_all_experiments_once_and_writes_the_report(tmp_path, monkeypatc
     monkeypatch.setattr(registry, "run_all", run_all)
     monkeypatch.setattr("bnlab.demos.run", lambda: {})  # the report's demos are tested on their own
     out = tmp_path / "rep"
-    assert main(["report", "--quick", "--out", str(out), "--jobs", "3", "--seeds", "4"]) == 0
-    assert calls == [(True, 3, 4, None)]
+    assert main(["report", "--quick", "--out", str(out), "--jobs", "3", "--seeds", "4", "--threads", "2"]) == 0
+    assert calls == [(True, 3, 4, None, 2)]
     captured = capsys.readouterr()
     assert "2 experiments, 2 runs" in captured.err  # the progress display (not a terminal here)
     assert "C4 placement: all 2 runs done" in captured.err
@@ -35,10 +35,11 @@ def test_it_runs_all_experiments_once_and_writes_the_report(tmp_path, monkeypatc
     doc = json.loads((out / "results.json").read_text())
     assert [c["id"] for c in doc["claims"]] == ["C1", "C4"]
     assert doc["environment"]["quick"] is True and doc["environment"]["seeds"]["requested"] == 4
+    assert doc["environment"]["threads_per_run"] == 2
 
 
 def test_bad_arguments_are_rejected_with_what_was_expected(capsys):
-    for argv in (["report", "--jobs", "0"], ["report", "--seeds", "two"]):
+    for argv in (["report", "--jobs", "0"], ["report", "--seeds", "two"], ["report", "--threads", "0"]):
         with pytest.raises(SystemExit) as exc:
             main(argv)
         assert exc.value.code == 2

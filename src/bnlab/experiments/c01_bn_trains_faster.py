@@ -392,8 +392,8 @@ PARTS = (
     Part(
         "steadier",
         "BN keeps the layer's input percentiles steadier",
-        f"Steadier: drift of the percentile band on a fixed sample, BN - no BN at the same rate (margin {DRIFT_MARGIN.size:g} of "
-        f"the band's width).",
+        f"Steadier: drift of the percentile band on a fixed sample, BN - no BN at the same rate (margin "
+        f"{DRIFT_MARGIN.size:g} of the band's width).",
         steadier_rule,
         DRIFT_MARGIN,
     ),

@@ -43,7 +43,12 @@ def run_main(args) -> int:
     registry.get(args.id)  # an unknown id fails before anything starts
     progress = Progress()
     ctx = registry.Context(
-        quick=args.quick, seeds=args.seeds, jobs=args.jobs, progress=progress, scheduler=args.scheduler
+        quick=args.quick,
+        seeds=args.seeds,
+        jobs=args.jobs,
+        progress=progress,
+        scheduler=args.scheduler,
+        threads=args.threads,
     )
     try:
         result = registry.run(args.id, ctx)

@@ -103,6 +103,7 @@ class Context:
     store: Path = dataclasses.field(default_factory=default_store)
     progress: Any = dataclasses.field(default_factory=_Silent)  # plan(runs, stored) and update(id, done, total)
     scheduler: str | None = None  # a Dask scheduler's address: run the sweeps there
+    threads: int = 1  # torch threads per run
 
     def __post_init__(self) -> None:
         self.progress = _as_progress(self.progress)
@@ -159,6 +160,7 @@ def _run_configs(configs: list, ctx: Context, owner: dict[str, str], experiments
         on_error="skip",
         scheduler=ctx.scheduler,
         group_seeds=not ctx.quick,
+        threads=ctx.threads,
     )
     return {c.key(): r for c, r in zip(configs, results)}
 
@@ -240,10 +242,17 @@ def run_all(
     progress=None,
     store: Path | None = None,
     scheduler: str | None = None,
+    threads: int = 1,
 ) -> list[ClaimResult]:
-    """Every experiment: their runs in rounds of one sweep each (local workers or ``scheduler``), each
-    round followed by the analyses of the experiments it ran."""
+    """Every experiment: their runs in rounds of one sweep each (local workers or ``scheduler``, ``threads``
+    torch threads per run), each round followed by the analyses of the experiments it ran."""
     ctx = Context(
-        quick=quick, seeds=seeds, jobs=jobs, progress=progress, store=store or default_store(), scheduler=scheduler
+        quick=quick,
+        seeds=seeds,
+        jobs=jobs,
+        progress=progress,
+        store=store or default_store(),
+        scheduler=scheduler,
+        threads=threads,
     )
     return _run_rounds([get(claim_id) for claim_id in EXPERIMENTS], ctx)

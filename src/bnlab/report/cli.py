@@ -64,7 +64,14 @@ def main(args) -> int:
     start = time.perf_counter()
     try:
         results = list(
-            run_all(quick=args.quick, jobs=args.jobs, seeds=args.seeds, progress=progress, scheduler=args.scheduler)
+            run_all(
+                quick=args.quick,
+                jobs=args.jobs,
+                seeds=args.seeds,
+                progress=progress,
+                scheduler=args.scheduler,
+                threads=args.threads,
+            )
         )
     finally:
         progress.close()
@@ -72,6 +79,7 @@ def main(args) -> int:
     env = environment.collect(
         quick=args.quick,
         jobs=args.jobs,
+        threads=args.threads,
         seeds=args.seeds,
         wall_time_s=wall,
         claim_seeds={r.id: r.setup.get("seeds") for r in results},

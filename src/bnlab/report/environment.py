@@ -45,13 +45,20 @@ def git_revision(path: Path | None = None) -> str | None:
 
 
 def collect(
-    *, quick: bool, jobs: int, seeds: int | None, wall_time_s: float, claim_seeds: dict[str, Any] | None = None
+    *,
+    quick: bool,
+    jobs: int,
+    seeds: int | None,
+    wall_time_s: float,
+    claim_seeds: dict[str, Any] | None = None,
+    threads: int = 1,
 ) -> dict[str, Any]:
     """The environment record of one report.
 
     Args:
         quick: whether the quick variants of the experiments ran.
         jobs: worker processes requested.
+        threads: torch threads per run.
         seeds: seeds per configuration requested on the command line (None: each experiment's own).
         wall_time_s: wall time of running the experiments and writing the report, seconds.
         claim_seeds: the seeds each experiment actually used (claim id -> its ``setup["seeds"]``).
@@ -72,6 +79,7 @@ def collect(
         "cuda": torch.cuda.is_available(),
         "quick": quick,
         "jobs": jobs,
+        "threads_per_run": threads,
         "seeds": {"requested": seeds, "per_claim": dict(claim_seeds or {})},
         "wall_time_s": round(float(wall_time_s), 3),
         "git_revision": git_revision(),

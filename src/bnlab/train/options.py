@@ -57,14 +57,23 @@ def add_scheduler_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def add_sweep_arguments(parser: argparse.ArgumentParser, jobs: int | None = None) -> None:
-    """``--jobs N`` (default ``jobs``, else the number of CPUs) and ``--scheduler ADDRESS``."""
+    """``--jobs N`` (default ``jobs``, else the number of CPUs), ``--threads N`` (default 1) and
+    ``--scheduler ADDRESS``."""
     default = default_jobs() if jobs is None else jobs
     parser.add_argument(
         "--jobs",
         type=positive_int,
         default=default,
         metavar="N",
-        help=f"local worker processes, one torch thread each (default: {default}"
+        help=f"local worker processes (default: {default}"
         f"{' = the number of CPUs' if jobs is None else ''}); ignored with --scheduler",
+    )
+    parser.add_argument(
+        "--threads",
+        type=positive_int,
+        default=1,
+        metavar="N",
+        help="torch threads per run (default: 1). A run's last bits depend on it and the results store keys "
+        "runs by their config alone, so compare thread counts in separate stores (BNLAB_STORE)",
     )
     add_scheduler_argument(parser)
