@@ -91,3 +91,18 @@ def test_doctor_builds_its_example_in_the_models_dtype(tmp_path, capsys, monkeyp
     assert cli.main(["doctor", "typed_models:net", "--path", str(tmp_path), "--input-shape", "8,5"]) == 0
     out = capsys.readouterr().out
     assert "could not compare" not in out and "relative output gap" in out
+
+
+def test_run_passes_jobs_threads_and_scheduler_to_the_experiment(monkeypatch, capsys):
+    from bnlab.experiments import registry
+
+    seen = []
+
+    def run(claim_id, ctx):
+        seen.append((claim_id, ctx.jobs, ctx.threads, ctx.scheduler))
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(registry, "run", run)
+    with pytest.raises(RuntimeError, match="stop here"):
+        cli.main(["run", "C4", "--jobs", "3", "--threads", "2", "--scheduler", "tcp://127.0.0.1:1"])
+    assert seen == [("C4", 3, 2, "tcp://127.0.0.1:1")]

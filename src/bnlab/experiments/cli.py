@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from ..train.options import add_sweep_arguments, positive_int
+from ..train.options import add_sweep_arguments, positive_int, sweep_options
 from . import registry
 
 
@@ -42,14 +42,7 @@ def run_main(args) -> int:
 
     registry.get(args.id)  # an unknown id fails before anything starts
     progress = Progress()
-    ctx = registry.Context(
-        quick=args.quick,
-        seeds=args.seeds,
-        jobs=args.jobs,
-        progress=progress,
-        scheduler=args.scheduler,
-        threads=args.threads,
-    )
+    ctx = registry.Context(quick=args.quick, seeds=args.seeds, progress=progress, **sweep_options(args))
     try:
         result = registry.run(args.id, ctx)
     finally:

@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ..train.options import add_sweep_arguments, positive_int
+from ..train.options import add_sweep_arguments, positive_int, sweep_options
 from .progress import Progress, format_duration
 
 
@@ -63,16 +63,7 @@ def main(args) -> int:
     progress = Progress()
     start = time.perf_counter()
     try:
-        results = list(
-            run_all(
-                quick=args.quick,
-                jobs=args.jobs,
-                seeds=args.seeds,
-                progress=progress,
-                scheduler=args.scheduler,
-                threads=args.threads,
-            )
-        )
+        results = list(run_all(quick=args.quick, seeds=args.seeds, progress=progress, **sweep_options(args)))
     finally:
         progress.close()
     wall = time.perf_counter() - start

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from typing import Any
 
 
 def positive_int(text: str) -> int:
@@ -77,3 +78,9 @@ def add_sweep_arguments(parser: argparse.ArgumentParser, jobs: int | None = None
         "runs by their config alone, so compare thread counts in separate stores (BNLAB_STORE)",
     )
     add_scheduler_argument(parser)
+
+
+def sweep_options(args: argparse.Namespace) -> dict[str, Any]:
+    """What :func:`add_sweep_arguments` parsed, as the keyword arguments of the lab's runners
+    (``jobs``, ``threads``, ``scheduler``)."""
+    return {"jobs": args.jobs, "threads": args.threads, "scheduler": args.scheduler}
