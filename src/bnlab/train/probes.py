@@ -113,10 +113,12 @@ def _module(model: nn.Module, path: str) -> nn.Module:
 @contextlib.contextmanager
 def sample_forward(model: nn.Module) -> Iterator[None]:
     """An extra forward of ``model`` that leaves no trace: no autograd graph, every buffer (BN running
-    statistics, ``num_batches_tracked``) restored after it, torch's CPU RNG state too."""
+    statistics, ``num_batches_tracked``) restored after it, torch's CPU RNG state and the RNG state of
+    the model's GPUs too (dropout or noisy norms in the forward draw the same numbers as without it)."""
     buffers = [(b, b.clone()) for b in model.buffers()]
+    gpus = sorted({p.device.index or 0 for p in model.parameters() if p.device.type == "cuda"})
     try:
-        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+        with torch.no_grad(), torch.random.fork_rng(devices=gpus):
             yield
     finally:
         with torch.no_grad():
