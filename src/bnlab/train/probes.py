@@ -27,7 +27,8 @@ The activation probes read the training forward of the metric step through a for
 sample it runs after the backward (:func:`sample_forward`); the gradient probe reads the gradients
 after the backward, before the optimizer step. Between metric steps the hooks return at once.
 Seeds trained together (:mod:`bnlab.train.seeds`) record ``act_pct``, ``act_pct_fixed`` and
-``act_moments`` per member with these probes' own ``measure`` (:mod:`bnlab.train.group_probes`); the others train one seed at a time.
+``act_moments`` per member with these probes' own ``measure`` (:mod:`bnlab.train.group_probes`); the
+others train one seed at a time.
 
 New probes: subclass :class:`Probe` and ``register_probe("name", factory)``, where
 ``factory(arg: str | None) -> Probe`` receives what follows ``name:`` in the spec. A probe sees a
