@@ -44,6 +44,13 @@ def wait_until(predicate, timeout_s: float, poll_s: float = 0.1):
     return predicate()
 
 
+def _sigint_as_in_a_terminal() -> None:
+    """SIGINT back to its default in the coordinator before it starts: a test run started in the
+    background of a non-interactive shell (``pytest &``) ignores SIGINT, a child inherits that, and
+    Python then leaves it ignored, so the coordinator would never see the Ctrl-C this test sends."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.skipif(not os.path.isdir("/proc"), reason="counts processes through /proc")
 @pytest.mark.parametrize(
     "sig, group",
@@ -60,6 +67,7 @@ def test_no_process_outlives_a_signalled_sweep(tmp_path, sig, group):
         stdout=subprocess.DEVNULL,
         stderr=open(tmp_path / "err", "wb"),
         start_new_session=True,
+        preexec_fn=_sigint_as_in_a_terminal,
     )
     sid = coordinator.pid
     try:
