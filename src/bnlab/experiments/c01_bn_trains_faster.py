@@ -349,8 +349,11 @@ def compare(recs: list[dict]) -> dict:
         for r in recs
         if r[("bn", same)] is not None and r[("none", same)] is not None
     ]
-    dpairs = [(a, b) for a, b in pairs if not (math.isnan(a["drift"]) or math.isnan(b["drift"]))]
-    bpairs = [(a, b) for a, b in pairs if not (math.isnan(a["drift_batch"]) or math.isnan(b["drift_batch"]))]
+
+    def measured(key):  # the pairs where both runs have the measure
+        return [(a, b) for a, b in pairs if not (math.isnan(a[key]) or math.isnan(b[key]))]
+
+    dpairs, bpairs = measured("drift"), measured("drift_batch")
     return {
         "best": best,
         "same_lr": same,
