@@ -101,7 +101,7 @@ class GroupProbes:
     def read_sample(self, model, x: Tensor) -> None:
         """Run the fixed sample ``x`` (M, *features) through every member for the armed
         ``act_pct_fixed`` probes (nothing if none is armed or none is of that kind)."""
-        if not self._values or not any(getattr(p, "fixed", False) for p in self.probes):
+        if not self._values or not any(p.fixed for p in self.probes):
             return
         self._on_sample = True
         try:
@@ -111,7 +111,7 @@ class GroupProbes:
             self._on_sample = False
 
     def _hook(self, probe: ActivationPercentiles | ActivationMoments, module: nn.Module, args: tuple) -> None:
-        if not module.training or getattr(probe, "fixed", False) != self._on_sample:
+        if not module.training or probe.fixed != self._on_sample:
             return
         x = args[0].detach()  # (N, k*C) or (N, k*C, 1, L)
         c = x.shape[1] // self.k
