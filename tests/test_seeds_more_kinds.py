@@ -34,6 +34,9 @@ C9_RENORM = {
     "schedule": "cosine",
 }
 
+# C8's group-norm setting: batches of 4, lr 0.1 * 4 / 32 (GroupNorm(5, 25): five groups of five channels).
+C8_GN = {"model": "cnn", "norm": "gn", "batch_size": 4, "lr": 0.0125}
+
 # Against train() alone, as in test_seeds, settings whose runs do not amplify last-bit differences
 # (its comment lists the amplifiers). C12's own setting is one of them -- Adam on the conv biases
 # before BN, whose exact gradient is zero: train() at 1 and 2 threads differs there by 2e-2 after
@@ -75,6 +78,8 @@ ALONE = {
         },
         (0, 5, 7),
     ),
+    "cnn_gn_4": (C8_GN, (0, 5, 7)),
+    "mlp_ln_sigmoid": ({"model": "mlp", "norm": "ln", "act": "sigmoid", "batch_size": 60, "lr": 0.5}, (0, 5, 7)),
     # C9's layer: Batch Renorm with the warm-up counted by num_batches_tracked, batches of 32
     "cnn_renorm": (
         {"model": "cnn", "norm": "brn", "norm_kw": {"warmup_steps": 10}, "batch_size": 32, "lr": 0.1},
@@ -137,7 +142,11 @@ def test_frozen_weights_keep_their_initial_values(ds, optimizer):
         assert moved > c.trainable_k // 2  # and the chosen ones did train
 
 
-@pytest.mark.parametrize("setting", [C12_RANDOM, C10_GHOST, C9_RENORM], ids=["c12_random", "c10_ghost", "c9_renorm"])
+@pytest.mark.parametrize(
+    "setting",
+    [C12_RANDOM, C10_GHOST, C9_RENORM, C8_GN, ALONE["mlp_ln_sigmoid"][0]],
+    ids=["c12_random", "c10_ghost", "c9_renorm", "c8_gn", "mlp_ln"],
+)
 def test_seed_result_is_the_same_in_any_group(ds, setting):
     """A member's bits do not depend on its companions or its slot (what the store relies on)."""
     groups = [(3,), (1, 3), (0, 2, 4, 3), (9, 0, 2, 4, 5, 6, 7, 3)]  # seed 3 in slots 0, 1, 3 and 7
@@ -191,7 +200,7 @@ def test_grouped_ghost_bn_splits_each_members_batch_along_n():
 
 
 def test_ghost_bn_random_subsets_and_renorm_can_be_grouped(ds):
-    for setting in (C12_RANDOM, C10_GHOST, C9_RENORM, ALONE["mlp_ghost_sigmoid"][0]):
+    for setting in (C12_RANDOM, C10_GHOST, C9_RENORM, C8_GN, ALONE["mlp_ghost_sigmoid"][0], ALONE["mlp_ln_sigmoid"][0]):
         assert why_not_grouped(_configs(setting, (0, 1)), ds) is None
     noisy = _initial(RunConfig(model="cnn", norm="noisy_bn"))
     assert "NoisyBatchNorm" in why_not_groupable(noisy)

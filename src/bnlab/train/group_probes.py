@@ -24,8 +24,14 @@ ReLU's: the ReLU's *input* is not materialized. A block whose act a probe reads 
 (``_unfuse``: the fused layer's activation set to the identity and the ReLU module restored),
 so that input exists again; the other blocks stay fused.
 
-Other probes (gradient norms, the experiments' landscape, shift and precise-BN probes) run on one
-model: ``why_not_probed`` says so, and such configs train one seed at a time.
+A probe that reads only the model it is handed (:attr:`~bnlab.train.probes.Probe.per_member`: gradient
+norms, the experiments' landscape, precise-BN and shift probes) runs per member on the member's own model
+(:class:`MemberProbes`): at a metric step, after the backward, each member still counting is written out of
+the group with its gradients (:func:`~bnlab.train.grouped.ungroup`) and the probe gets that model, the
+member's batch and loss, as ``train()``'s probe gets them; after the last step, each finished member's
+final model goes to the probe's ``finish``. Other probes (such as the experiments' gradient-ICS probe,
+which steps the optimizer) run on one model: ``why_not_probed`` says so, and such configs train one seed
+at a time.
 """
 
 from __future__ import annotations
@@ -36,10 +42,12 @@ from collections.abc import Sequence
 from typing import cast
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..nn.norm_act import BatchNormAct1d, BatchNormAct2d
-from .probes import ActivationMoments, ActivationPercentiles, _module, make_probe, sample_forward
+from .grouped import GroupedCNN1d, GroupedMLP, ungroup
+from .probes import ActivationMoments, ActivationPercentiles, Probe, StepContext, _module, make_probe, sample_forward
 
 # The probes a group can take: they read a module's input and measure it with a function of it alone.
 _GROUPED = (ActivationPercentiles, ActivationMoments)
@@ -51,8 +59,13 @@ def why_not_probed(specs: Sequence[str]) -> str | None:
     """Why configs with the probes ``specs`` cannot be trained together (None if they can)."""
     for spec in specs:
         probe = make_probe(spec)
+        if probe.per_member:
+            continue
         if type(probe) not in _GROUPED:
-            return f"probes other than act_pct, act_pct_fixed and act_moments run on one model (got {spec!r})"
+            return (
+                f"probes other than act_pct, act_pct_fixed, act_moments and those that read only the model they "
+                f"are handed run on one model (got {spec!r})"
+            )
         path = cast("ActivationPercentiles | ActivationMoments", probe).path
         if not _PATH.fullmatch(path):
             return f"probes of the input of {path!r} run on one model (grouped: of blocks.I.norm or blocks.I.act)"
@@ -77,7 +90,8 @@ class GroupProbes:
         if reason is not None:
             raise ValueError(f"expected probes a group can take (got {reason})")
         self.k = cast(int, model.k)
-        self.probes = [cast("ActivationPercentiles | ActivationMoments", make_probe(s)) for s in specs]
+        probes = [make_probe(s) for s in specs]
+        self.probes = [cast("ActivationPercentiles | ActivationMoments", p) for p in probes if not p.per_member]
         self.modules = []
         for p in self.probes:
             member_module = _module(member, p.path)  # train()'s error for a path the model lacks
@@ -129,3 +143,60 @@ class GroupProbes:
         self._handles = []
         values, self._values = self._values, {}
         return values
+
+
+class MemberProbes:
+    """The probes of ``specs`` that read only the model they are handed, one set per member of the
+    grouped ``model`` (``members``: the members' own modules, which receive their state): per metric step
+    :meth:`arm` with the members to measure, :meth:`after_backward` after the grouped backward, then
+    :meth:`collect`; :meth:`finish` after the last step."""
+
+    def __init__(self, specs: Sequence[str], model: GroupedCNN1d | GroupedMLP, members: Sequence[nn.Module]) -> None:
+        self.model, self.members = model, list(members)
+        self.probes: list[list[Probe]] = []
+        for member in self.members:
+            probes = [p for p in (make_probe(s) for s in specs) if p.per_member]
+            for p in probes:
+                p.attach(member)
+            self.probes.append(probes)
+        self._armed: list[int] = []
+
+    def __bool__(self) -> bool:
+        return bool(self.probes and self.probes[0])
+
+    def arm(self, members: Sequence[int]) -> None:
+        self._armed = list(members) if self else []
+        for j in self._armed:
+            for p in self.probes[j]:
+                p.arm()
+
+    def after_backward(
+        self, step: int, optimizer, sample: Tensor, batches: Sequence[tuple[Tensor, Tensor]], losses: Tensor
+    ) -> None:
+        """Each armed member's probes on its model written out of the group (gradients included), with
+        its batch ``batches[j]`` and loss ``losses[j]``, the group's ``optimizer`` (its learning rate is
+        every member's) and the run's fixed ``sample``: the context ``train()``'s probe gets."""
+        for j in self._armed:
+            member = ungroup(self.model, j, self.members[j], grads=True)
+            x, y = batches[j]
+            ctx = StepContext(step, member, optimizer, x, y, losses[j], F.cross_entropy, sample)
+            for p in self.probes[j]:
+                p.after_backward(ctx)
+
+    def collect(self) -> dict[int, dict[str, float]]:
+        """The armed members' metrics of this step, by slot."""
+        values = {j: {k: v for p in self.probes[j] for k, v in p.collect().items()} for j in self._armed}
+        self._armed = []
+        return values
+
+    def finish(self, j: int, dataset) -> dict[str, float]:
+        """Member ``j``'s final metrics: its probes' ``finish`` on its trained model."""
+        if not self:
+            return {}
+        member = ungroup(self.model, j, self.members[j])
+        return {k: v for p in self.probes[j] for k, v in p.finish(member, dataset).items()}
+
+    def detach(self) -> None:
+        for probes in self.probes:
+            for p in probes:
+                p.detach()

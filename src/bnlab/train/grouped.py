@@ -17,8 +17,9 @@ Layouts, with k members and a batch of N examples per member::
 The output is always (k, N, classes). :func:`ungroup` writes the trained state back into the k
 members' modules (same classes, names and shapes as the models ``train()`` builds).
 
-Only these models, with a norm of per-channel statistics (batch norm, ghost BN, Batch Renorm) or
-none and elementwise activations, are grouped
+Only these models, with a norm of per-channel statistics (batch norm, ghost BN, Batch Renorm), group
+or layer norm (per example and group: GroupNorm over k*G groups) or none, and elementwise activations, are
+grouped
 (:func:`why_not_groupable` says what else a model holds); the others train one seed at a time.
 """
 
@@ -47,9 +48,10 @@ _ELEMENTWISE = (nn.ReLU, nn.Sigmoid, nn.Tanh, nn.GELU, nn.ELU, nn.LeakyReLU, nn.
 # Norms grouped as one layer over k*C channels, whose statistics and state are per channel (or, like
 # num_batches_tracked and Batch Renorm's limits, shared by members that step together): bnlab's
 # BatchNorm1d, torch's (the reference), ghost BN (per channel within each ghost batch, split along N
-# as in a member) and Batch Renorm; each with the class for the CNN's (N, k*C, 1, L) layout. Noisy
-# BN is not (its noise comes from torch's default generator, whose draws members would share), nor
-# are group or layer norm.
+# as in a member) and Batch Renorm; each with the class for the CNN's (N, k*C, 1, L) layout. Group
+# norm (layer norm too: one group) is grouped apart, as GroupNorm(k*G, k*C): member i's G groups of its own
+# channels are groups i*G..(i+1)*G. Noisy BN is not (its noise comes from torch's default generator, whose
+# draws members would share).
 _NORMS_2D: dict[type[nn.Module], type[nn.modules.batchnorm._BatchNorm]] = {
     BatchNorm1d: BatchNorm2d,
     nn.BatchNorm1d: nn.BatchNorm2d,
@@ -66,8 +68,8 @@ def why_not_groupable(model: nn.Module) -> str | None:
         if type(block) is not Block:
             return f"block {i} is a {type(block).__name__}"
         norm, act = block.norm, block.act
-        if type(norm) is not nn.Identity and type(norm) not in _NORMS_2D:
-            names = ", ".join(f"{t.__module__.partition('.')[0]}.{t.__name__}" for t in _NORMS_2D)
+        if type(norm) not in (nn.Identity, nn.GroupNorm) and type(norm) not in _NORMS_2D:
+            names = ", ".join(f"{t.__module__.partition('.')[0]}.{t.__name__}" for t in (*_NORMS_2D, nn.GroupNorm))
             return f"norm {type(norm).__name__} (grouped: {names} or none)"
         if type(act) not in _ELEMENTWISE:
             return f"activation {type(act).__name__}"
@@ -95,6 +97,14 @@ def _param(t: Tensor | None, like: Tensor | None) -> nn.Parameter | None:
         return None
     assert like is not None  # t was built from members' tensors like this one
     return nn.Parameter(t.detach().clone(), requires_grad=like.requires_grad)
+
+
+def _put(member: Tensor, grouped: Tensor, part: Any, grads: bool) -> None:
+    """Member's parameter ``member`` := ``grouped[part]``; with ``grads`` its ``.grad`` too (None where the
+    grouped parameter has none)."""
+    member.data.copy_(grouped.data[part])
+    if grads:
+        member.grad = None if grouped.grad is None else grouped.grad[part].clone()
 
 
 class GroupedConv1d(nn.Module):
@@ -134,12 +144,12 @@ class GroupedConv1d(nn.Module):
         y = y.view(k, n, length, cout).permute(1, 2, 0, 3).reshape(n, length, k * cout)  # (N, L', k*Cout)
         return y.permute(0, 2, 1).unsqueeze(2)  # (N, k*Cout, 1, L') in channels_last memory
 
-    def member(self, i: int, conv: nn.Conv1d) -> None:
-        n = conv.out_channels
-        conv.weight.data.copy_(self.weight.data[i * n : (i + 1) * n])
+    def member(self, i: int, conv: nn.Conv1d, grads: bool = False) -> None:
+        part = slice(i * conv.out_channels, (i + 1) * conv.out_channels)
+        _put(conv.weight, self.weight, part, grads)
         if conv.bias is not None:
             assert self.bias is not None  # grouped from members with biases
-            conv.bias.data.copy_(self.bias.data[i * n : (i + 1) * n])
+            _put(conv.bias, self.bias, part, grads)
 
 
 class GroupedLinear(nn.Module):
@@ -163,11 +173,11 @@ class GroupedLinear(nn.Module):
             return torch.bmm(self.weight, x_t)
         return torch.baddbmm(self.bias, self.weight, x_t)
 
-    def member(self, i: int, lin: nn.Linear) -> None:
-        lin.weight.data.copy_(self.weight.data[i])
+    def member(self, i: int, lin: nn.Linear, grads: bool = False) -> None:
+        _put(lin.weight, self.weight, i, grads)
         if lin.bias is not None:
             assert self.bias is not None  # grouped from members with biases
-            lin.bias.data.copy_(self.bias.data[i, :, 0])
+            _put(lin.bias, self.bias, (i, slice(None), 0), grads)
 
 
 def _norm_options(norm: nn.Module) -> dict[str, Any]:
@@ -188,6 +198,14 @@ def _group_norm(norms: list[nn.Module], as_2d: bool = False, relu: bool = False)
     n = norms[0]
     if type(n) is nn.Identity:
         return nn.Identity()
+    if isinstance(n, nn.GroupNorm):  # member i's groups are groups i*G..(i+1)*G of its own channels
+        gns = cast("list[nn.GroupNorm]", norms)  # the members' are of one architecture
+        gn = _GroupNorm(n.num_groups * len(gns), n.num_channels * len(gns), eps=n.eps, affine=n.affine)
+        if n.affine:
+            with torch.no_grad():
+                gn.weight.copy_(torch.cat([m.weight for m in gns]))
+                gn.bias.copy_(torch.cat([m.bias for m in gns]))
+        return gn.to(n.weight.device) if n.affine else gn
     n = cast(nn.modules.batchnorm._BatchNorm, n)  # the other norms why_not_groupable lets through
     k = len(norms)
     cls = _NORMS_2D[type(n)] if as_2d else type(n)
@@ -215,16 +233,38 @@ def _group_norm(norms: list[nn.Module], as_2d: bool = False, relu: bool = False)
     return out.to(n.weight.device if n.weight is not None else n.running_mean.device)
 
 
-def _norm_member(grouped: nn.Module, i: int, norm: nn.Module) -> None:
+class _GroupNorm(nn.GroupNorm):
+    """GroupNorm over k members' groups, on contiguous memory: each (example, group) is then one
+    contiguous run of values, reduced the same way at any offset, so a member's result does not depend
+    on its slot (torch's kernel for channels_last memory reduces across the channels of several groups
+    at once, and a member's bits then depend on its slot); the output goes back to the input's layout."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() == 4 and not x.is_contiguous():
+            return super().forward(x.contiguous()).contiguous(memory_format=torch.channels_last)
+        return super().forward(x)
+
+
+def _norm_member(grouped: nn.Module, i: int, norm: nn.Module, grads: bool = False) -> None:
     if type(norm) is nn.Identity:
+        return
+    if isinstance(norm, nn.GroupNorm):
+        gn = cast(nn.GroupNorm, grouped)  # grouped as _group_norm groups a GroupNorm
+        part = slice(i * norm.num_channels, (i + 1) * norm.num_channels)
+        with torch.no_grad():
+            if norm.affine:
+                _put(norm.weight, gn.weight, part, grads)
+                _put(norm.bias, gn.bias, part, grads)
         return
     norm = cast(nn.modules.batchnorm._BatchNorm, norm)  # the other norms why_not_groupable lets through
     c = norm.num_features
     part = slice(i * c, (i + 1) * c)
     with torch.no_grad():
-        for name in ("weight", "bias", "running_mean", "running_var"):
-            t = getattr(norm, name)
-            if t is not None:
+        for name in ("weight", "bias"):
+            if (t := getattr(norm, name)) is not None:
+                _put(t, getattr(grouped, name), part, grads)
+        for name in ("running_mean", "running_var"):
+            if (t := getattr(norm, name)) is not None:
                 t.copy_(getattr(grouped, name)[part])
         if norm.num_batches_tracked is not None:
             norm.num_batches_tracked.copy_(grouped.num_batches_tracked)  # type: ignore[arg-type]  # it tracks too
@@ -368,12 +408,13 @@ def mask_gradients(
             p.register_hook(lambda g, m=m: g * m)
 
 
-def ungroup(grouped: GroupedCNN1d | GroupedMLP, i: int, model: nn.Module) -> nn.Module:
+def ungroup(grouped: GroupedCNN1d | GroupedMLP, i: int, model: nn.Module, grads: bool = False) -> nn.Module:
     """Write member ``i``'s parameters and buffers of ``grouped`` into ``model`` (one of the
-    architecture it was built from); returns ``model`` in ``grouped``'s mode."""
+    architecture it was built from), with ``grads`` the parameters' gradients too (each member's own:
+    members never mix); returns ``model`` in ``grouped``'s mode."""
     model = cast("CNN1d | MLP", model)  # the architecture grouped was built from
     for gb, block in zip(cast("Iterable[_GroupedBlock]", grouped.blocks), cast("Iterable[Block]", model.blocks)):
-        gb.op.member(i, block.op)  # type: ignore[arg-type]  # a layer of gb.op's kind: a Conv1d or a Linear
-        _norm_member(gb.norm, i, block.norm)
-    grouped.head.member(i, model.head)
+        gb.op.member(i, block.op, grads)  # type: ignore[arg-type]  # a layer of gb.op's kind: a Conv1d or a Linear
+        _norm_member(gb.norm, i, block.norm, grads)
+    grouped.head.member(i, model.head, grads)
     return model.train(grouped.training)

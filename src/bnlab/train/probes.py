@@ -27,8 +27,9 @@ The activation probes read the training forward of the metric step through a for
 sample it runs after the backward (:func:`sample_forward`); the gradient probe reads the gradients
 after the backward, before the optimizer step. Between metric steps the hooks return at once.
 Seeds trained together (:mod:`bnlab.train.seeds`) record ``act_pct``, ``act_pct_fixed`` and
-``act_moments`` per member with these probes' own ``measure`` (:mod:`bnlab.train.group_probes`); the
-others train one seed at a time.
+``act_moments`` per member with these probes' own ``measure`` (:mod:`bnlab.train.group_probes`), and run
+a probe that reads only the model it is handed (:attr:`Probe.per_member`: ``grad_norm`` and the
+experiments' landscape, precise-BN and shift probes) on each member's model written out of the group.
 
 New probes: subclass :class:`Probe` and ``register_probe("name", factory)``, where
 ``factory(arg: str | None) -> Probe`` receives what follows ``name:`` in the spec. A probe sees a
@@ -45,6 +46,7 @@ import contextlib
 import dataclasses
 import functools
 from collections.abc import Callable, Iterator
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -70,6 +72,12 @@ class Probe:
     """Base class: ``attach`` once, then per metric step ``arm`` -> forward/backward ->
     ``after_backward`` -> ``collect``; ``finish`` after the last step; ``detach`` at the end
     removes every hook."""
+
+    #: True for a probe that reads only what it is handed: in ``after_backward`` the model (its parameters,
+    #: their gradients, its buffers), the step's batch, loss and loss function, the step and the optimizer's
+    #: learning rate; in ``finish`` the model. Seeds trained together run such a probe on each member's model
+    #: written out of the group (:class:`bnlab.train.group_probes.MemberProbes`).
+    per_member: ClassVar[bool] = False
 
     def __init__(self) -> None:
         self.armed = False
@@ -186,6 +194,8 @@ class ActivationMoments(_InputProbe):
 
 
 class GradNorms(Probe):
+    per_member = True
+
     def after_backward(self, ctx: StepContext) -> None:
         total = 0.0
         for name, p in ctx.model.named_parameters():

@@ -34,21 +34,26 @@ config alone. It differs from ``train()``'s in the last bits (grouped convolutio
 products, batch norm over k*C channels, whose kernel blocks by the channel count), within the
 tolerance the tests state.
 
-What cannot be grouped (:func:`why_not_grouped`: probes other than ``act_pct``, ``act_pct_fixed`` and
-``act_moments`` on a block's norm or act, which :mod:`bnlab.train.group_probes` records per member, a norm whose
-statistics are not per channel, another model, data-parallel runs) is trained one seed at a time by
-:func:`train_group`, which says so on the ``bnlab`` logger.
+**Probes** (:mod:`bnlab.train.group_probes`): ``act_pct``, ``act_pct_fixed`` and ``act_moments`` on a block's
+norm or act are recorded per member from the grouped forward; a probe that reads only the model it is handed
+(``grad_norm``, the experiments' landscape, precise-BN and shift probes) runs on each member's model written
+out of the group, with the member's batch, loss and gradients, and its ``finish`` on the member's final model.
+
+What cannot be grouped (:func:`why_not_grouped`: other probes, a norm whose statistics are not per channel,
+another model, data-parallel runs) is trained one seed at a time by :func:`train_group`, which says so on the
+``bnlab`` logger.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 import platform
 import time
 import types
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -58,7 +63,7 @@ from .. import data as bdata
 from ..models import freeze
 from .batches import batch_indices, class_batch_indices
 from .config import RunConfig
-from .group_probes import GroupProbes, why_not_probed
+from .group_probes import GroupProbes, MemberProbes, why_not_probed
 from .grouped import group, mask_gradients, ungroup, why_not_groupable
 from .result import RunResult
 from .schedule import lr_factor
@@ -191,9 +196,13 @@ def train_seeds(
         torch.set_num_threads(old_threads)
 
 
-def group_step(model, optimizer, x_train: Tensor, y_train: Tensor, idx: Tensor) -> Tensor:
+def group_step(
+    model, optimizer, x_train: Tensor, y_train: Tensor, idx: Tensor, after_backward: Callable | None = None
+) -> Tensor:
     """One training step of the grouped ``model`` on the members' batches ``idx`` (k, N) of the
-    training set; returns the members' batch losses (k,), detached."""
+    training set; returns the members' batch losses (k,), detached. ``after_backward(batches, losses)``,
+    if given, runs between the backward and the optimizer step with each member's (x, y) batch and the
+    losses."""
     k, n = idx.shape
     xb = x_train.index_select(0, idx.view(-1))
     xb = xb.view(k, n, *xb.shape[1:])  # (k, N, *features)
@@ -202,6 +211,8 @@ def group_step(model, optimizer, x_train: Tensor, y_train: Tensor, idx: Tensor) 
     member_loss = F.cross_entropy(logits.reshape(k * n, -1), yb, reduction="none").view(k, n).mean(1)  # (k,)
     optimizer.zero_grad(set_to_none=True)
     member_loss.sum().backward()  # d(sum)/d(loss_i) = 1: each member gets its own gradient
+    if after_backward is not None:
+        after_backward(list(zip(xb, yb.view(k, n))), member_loss.detach())
     optimizer.step()
     return member_loss.detach()
 
@@ -254,6 +265,7 @@ def _train_seeds(configs, width, dataset, device, progress, keep_model) -> list[
     if masks:
         mask_gradients(model, members, masks)
     probes = GroupProbes(c0.probes, model, members[0])
+    member_probes = MemberProbes(c0.probes, model, members[:real])  # the free slots record nothing
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = build_optimizer(c0, params)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(c0.schedule, c0.steps, c0.warmup_steps))
@@ -281,10 +293,14 @@ def _train_seeds(configs, width, dataset, device, progress, keep_model) -> list[
     step = 0
     for step, idx in enumerate(zip(*orders), 1):
         metric_step = step % c0.eval_every == 0 or step == c0.steps
+        after_backward = None
         if metric_step:
             probes.arm(active)
             probes.read_sample(model, x_tr_eval)
-        losses[step - 1] = group_step(model, optimizer, x_train, y_train, torch.stack(idx).to(device))
+            member_probes.arm(active)
+            if member_probes:
+                after_backward = functools.partial(member_probes.after_backward, step, optimizer, x_tr_eval)
+        losses[step - 1] = group_step(model, optimizer, x_train, y_train, torch.stack(idx).to(device), after_backward)
         scheduler.step()
 
         tripped = []
@@ -308,6 +324,8 @@ def _train_seeds(configs, width, dataset, device, progress, keep_model) -> list[
             lr = float(optimizer.param_groups[0]["lr"])
             rows = tripped if not metric_step else list(active)
             measured = probes.collect() if metric_step else {}
+            for j, values in (member_probes.collect() if metric_step else {}).items():
+                measured.setdefault(j, {}).update(values)
             evals = _evaluations(model, rows, tripped, x_tr_eval, y_tr_eval, x_te_eval, y_te_eval)
             for j in rows:
                 end = d if (d := diverged_step[j]) is not None else step
@@ -324,7 +342,6 @@ def _train_seeds(configs, width, dataset, device, progress, keep_model) -> list[
                 break
             t_steps = time.perf_counter()
     bar.close()
-    wall = time.perf_counter() - t_start
     k = real
     env = {
         "torch": torch.__version__,
@@ -335,6 +352,9 @@ def _train_seeds(configs, width, dataset, device, progress, keep_model) -> list[
         "seed_group": width,
     }
     results = []
+    finals = [member_probes.finish(j, ds) if status[j] == "finished" else {} for j in range(real)]
+    member_probes.detach()
+    wall = time.perf_counter() - t_start
     for j, c in enumerate(configs[:real]):
         results.append(
             RunResult(
@@ -347,7 +367,7 @@ def _train_seeds(configs, width, dataset, device, progress, keep_model) -> list[
                 train_s=train_s / k,
                 trainable_params=trainable[j],
                 env=dict(env),
-                final_metrics={},
+                final_metrics=finals[j],
                 model=ungroup(model, j, members[j]) if keep_model else None,
             )
         )

@@ -36,6 +36,8 @@ def _flat(tensors) -> torch.Tensor:
 
 
 class Landscape(Probe):
+    per_member = True  # reads only the model, batch, loss and learning rate it is handed
+
     def after_backward(self, ctx: StepContext) -> None:
         model = ctx.model
         params = [p for p in model.parameters() if p.requires_grad]

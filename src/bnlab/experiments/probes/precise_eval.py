@@ -30,6 +30,8 @@ _PERM_SEED = 12345  # the permutation of the training set is seeded by this + th
 
 
 class PreciseEval(Probe):
+    per_member = True  # reads only the model, batch, loss and learning rate it is handed
+
     def __init__(self, data: str, sizes: tuple[int, ...], dataset: bdata.Dataset | None = None) -> None:
         super().__init__()
         self.data, self.sizes = data, tuple(sizes)

@@ -118,6 +118,8 @@ def measure(model: nn.Module, x: Tensor, y: Tensor, methods: str = "all") -> dic
 
 
 class ShiftEval(Probe):
+    per_member = True  # reads only the model, batch, loss and learning rate it is handed
+
     def __init__(self, data: str, severities: tuple[int, ...], small: bool = True) -> None:
         super().__init__()
         if data not in shifted.CORRUPTIONS:
