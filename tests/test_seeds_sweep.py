@@ -36,6 +36,17 @@ def test_plan_groups_gathers_the_seeds_of_each_setting():
     assert plan_groups(configs, group_seeds=False) == [[c] for c in configs]
 
 
+def test_plan_groups_splits_what_cannot_be_grouped_and_puts_the_dearest_first():
+    alone = _seeds(dataclasses.replace(CNN, norm="noisy_bn"), (0, 1, 2))  # noisy BN trains one seed at a time
+    long = _seeds(dataclasses.replace(CNN, steps=CNN.steps * 10), (0, 1))
+    units = plan_groups(_seeds(CNN, (0, 1)) + alone + long)
+    assert units[0] == long  # ten times the steps: first
+    assert units[1] == _seeds(CNN, (0, 1))  # a group of seeds: about three single runs
+    assert units[2:] == [[c] for c in alone]  # one unit per seed, so that workers share them
+    cheap = _seeds(dataclasses.replace(CNN, steps=1), (0,))
+    assert plan_groups(cheap + alone, group_seeds=False) == [[c] for c in alone + cheap]
+
+
 def test_a_sweep_trains_each_setting_as_a_group_and_stores_every_seed(tmp_path, monkeypatch):
     from bnlab.train import seeds as seeds_module
 

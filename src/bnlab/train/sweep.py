@@ -113,18 +113,40 @@ def _say_takeovers(claims: list[Claim]) -> None:
 
 
 def plan_groups(configs: Sequence[RunConfig], group_seeds: bool = True) -> list[list[RunConfig]]:
-    """The sweep's units of work: the configs that differ only in ``seed``, in groups of at most
-    :data:`~bnlab.train.seeds.GROUP_WIDTH` (in the order they come); one config per unit without
-    ``group_seeds``. Whether a group is trained together or one seed at a time is decided where it
-    runs (:func:`bnlab.train.seeds.train_group`)."""
+    """The sweep's units of work, dearest first: the configs that differ only in ``seed``, in groups of
+    at most :data:`~bnlab.train.seeds.GROUP_WIDTH` (in the order they come) where they can be trained
+    together (:func:`~bnlab.train.seeds.why_not_grouped`), else one config per unit, so that several
+    workers share the seeds of a setting that trains one seed at a time; one config per unit without
+    ``group_seeds``. Dearest first (:func:`_cost`; units of equal cost in the order they come), so that
+    a long unit does not start last while the other workers idle."""
     if not group_seeds:
-        return [[c] for c in configs]
-    from .seeds import GROUP_WIDTH
+        return sorted(([c] for c in configs), key=lambda u: -_cost(u[0], False))
+    from .. import data as bdata
+    from .seeds import GROUP_WIDTH, why_not_grouped
 
     settings: dict[RunConfig, list[RunConfig]] = {}
     for c in configs:
         settings.setdefault(dataclasses.replace(c, seed=0), []).append(c)
-    return [group[i : i + GROUP_WIDTH] for group in settings.values() for i in range(0, len(group), GROUP_WIDTH)]
+    shapes: dict[tuple, bdata.Dataset] = {}  # one load per data set, for the model's shapes
+    units: list[tuple[float, list[RunConfig]]] = []
+    for group in settings.values():
+        where = (group[0].data, group[0].data_root)
+        if where not in shapes:
+            shapes[where] = bdata.load(*where)
+        if why_not_grouped(group[:1], shapes[where]) is None:
+            units += [(_cost(group[0], True), group[i : i + GROUP_WIDTH]) for i in range(0, len(group), GROUP_WIDTH)]
+        else:
+            units += [(_cost(c, False), [c]) for c in group]
+    return [unit for _, unit in sorted(units, key=lambda cu: -cu[0])]
+
+
+# A unit's cost, relative, for the order: steps x (batch + 50) of a run; a group of seeds (computed
+# GROUP_WIDTH wide) as about 3 single runs (docs/guide/seeds.md: a group of 8 takes ~0.4 of its 8 runs).
+_GROUP_COST = 3.0
+
+
+def _cost(config: RunConfig, grouped: bool) -> float:
+    return config.steps * (config.batch_size + 50) * (_GROUP_COST if grouped else 1.0)
 
 
 def _record(db: Store, config: RunConfig, outcome: str, payload, tally: _Tally) -> None:
