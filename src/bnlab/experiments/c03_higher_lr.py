@@ -1,7 +1,7 @@
 """C3: BN allows much higher learning rates (Ioffe & Szegedy 2015, §4.2; Bjorck et al. 2018).
 
 MNIST-1D's reference CNN with and without BN (conv-BN-ReLU), SGD with momentum 0.9 at a constant
-learning rate on a half-decade log grid 1e-2..3, several seeds. The trainer stops a run that
+learning rate on a half-decade log grid 3e-2..3, several seeds. The trainer stops a run that
 diverges (a non-finite loss, or one above 100x the first step's loss). For each norm we find the
 largest learning rate at which the run "trains" -- every seed finishes without diverging and ends
 better than chance -- and compare the two; and at each norm's best rate (highest mean final test
@@ -35,11 +35,11 @@ SOURCE = "Ioffe & Szegedy 2015, §4.2 (arXiv:1502.03167); Bjorck et al. 2018 (ar
 
 # ---- the sweep -----------------------------------------------------------------------------------
 NORMS = ("none", "bn")
-# The grid starts at 1e-2: the rule reads only the largest rate that trains and each norm's best rate, and
-# re-applying it to stored full runs without 1e-3 and 3e-3 gave the same verdict in the same share of resamples
-# (those rates never diverge, so they were a third of the cost). 6 seeds: with 3 a full run's verdict was
-# stable in 73% of resamples only; with 6, 97%.
-FULL: dict[str, Any] = dict(lrs=(1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0), steps=2000, eval_every=100)
+# The grid starts at 3e-2: the rule reads only the largest rate that trains and each norm's best rate, and both
+# norms' best rate has been 0.1 in every full edition, so 3e-2 brackets it from below. Re-applying the rule to
+# the stored runs of a full edition (16 seeds) without 1e-2 gave the same verdicts, parts and stabilities (99.2%,
+# 100%), as it had without 1e-3 and 3e-3 before; each rate dropped was a sixth of the claim's cost or more.
+FULL: dict[str, Any] = dict(lrs=(3e-2, 0.1, 0.3, 1.0, 3.0), steps=2000, eval_every=100)
 QUICK: dict[str, Any] = dict(lrs=(1e-2, 3.0), steps=100, eval_every=50)
 BASE = RunConfig(
     data="mnist1d", model="cnn", optimizer="sgd", momentum=0.9, batch_size=100, eval_samples=1000
@@ -91,7 +91,7 @@ RULE_HISTORY = (
         "that matters' is a finding rather than a permanent inconclusive",
     ),
 )
-# A seed is 12 runs, each setting's seeds trained in groups of 8 (bnlab.train.seeds.GROUP_WIDTH): rounds of 8 seeds
+# A seed is 10 runs, each setting's seeds trained in groups of 8 (bnlab.train.seeds.GROUP_WIDTH): rounds of 8 seeds
 # fill whole groups (rounds of 6 and 4 left 2 and 4 of every 8 members as filler). A round of 8 is ~340 s of run time
 # on a 2-core AVX-512 machine, the dearest of the lab: two rounds, the fewest that can confirm a verdict.
 SEEDS = Seeds(start=8, step=8, cap=16, cluster_cap=32)

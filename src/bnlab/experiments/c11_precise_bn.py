@@ -75,6 +75,8 @@ def sweep(quick: bool, seeds: int | None) -> list[RunConfig]:
     plan = QUICK if quick else FULL
     n_seeds = seeds or (SEEDS.quick if quick else SEEDS.start)
     steps = plan["steps"]
+    # The moderate rate is context for the page (the rule reads the high rate only): the first round's seeds.
+    first = n_seeds if quick else min(n_seeds, SEEDS.start)
     return [
         RunConfig(
             data=DATA,
@@ -91,7 +93,7 @@ def sweep(quick: bool, seeds: int | None) -> list[RunConfig]:
             seed=s,
         )
         for lr in LRS
-        for s in range(n_seeds)
+        for s in range(n_seeds if lr == HIGH_LR else first)
     ]
 
 
