@@ -92,8 +92,8 @@ RULE_HISTORY = (
     ),
 )
 # A seed is 10 runs, each setting's seeds trained in groups of 8 (bnlab.train.seeds.GROUP_WIDTH): rounds of 8 seeds
-# fill whole groups (rounds of 6 and 4 left 2 and 4 of every 8 members as filler). A round of 8 is ~340 s of run time
-# on a 2-core AVX-512 machine, the dearest of the lab: two rounds, the fewest that can confirm a verdict.
+# fill whole groups (rounds of 6 and 4 left 2 and 4 of every 8 members as filler). A round of 8 is ~200 s of run time
+# on a 2-core AMD Zen 4 (AVX-512), the dearest of the lab: two rounds, the fewest that can confirm a verdict.
 SEEDS = Seeds(start=8, step=8, cap=16, cluster_cap=32)
 
 

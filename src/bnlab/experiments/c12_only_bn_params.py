@@ -211,7 +211,8 @@ def analyze(runs, ctx) -> ClaimResult:
         f"Training only BN's {BN_PARAMS} γ/β values of the MNIST-1D CNN (everything else frozen at "
         f"random init) reached {fmt(est['norm'])} test accuracy over {est['norm'].n} seeds, against "
         f"{fmt(est['random'])} when {BN_PARAMS} random weights train instead and {fmt(est['all'])} with "
-        f"full training ({est['all'].n} seeds: context, read by no part of the rule); chance is {CHANCE:.0%}. Paired by seed, γ/β-only minus random is "
+        f"full training ({est['all'].n} seeds: context, read by no part of the rule); chance is {CHANCE:.0%}. "
+        f"Paired by seed, γ/β-only minus random is "
         f"{text.interval(vs_random.diff, 'points')} (p = {text.p_value(vs_random.p_t)}, "
         f"{vs_random.wins}/{len(both)} seeds)."
     )
