@@ -48,6 +48,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from .config import RunConfig
 from .local import train_here
@@ -121,23 +122,34 @@ def plan_groups(configs: Sequence[RunConfig], group_seeds: bool = True) -> list[
     a long unit does not start last while the other workers idle."""
     if not group_seeds:
         return sorted(([c] for c in configs), key=lambda u: -_cost(u[0], False))
-    from .. import data as bdata
-    from .seeds import GROUP_WIDTH, why_not_grouped
+    from .seeds import GROUP_WIDTH
 
     settings: dict[RunConfig, list[RunConfig]] = {}
     for c in configs:
         settings.setdefault(dataclasses.replace(c, seed=0), []).append(c)
-    shapes: dict[tuple, bdata.Dataset] = {}  # one load per data set, for the model's shapes
+    shapes: dict[tuple, Any] = {}  # one data set loaded per name, for the models' shapes
     units: list[tuple[float, list[RunConfig]]] = []
     for group in settings.values():
-        where = (group[0].data, group[0].data_root)
-        if where not in shapes:
-            shapes[where] = bdata.load(*where)
-        if why_not_grouped(group[:1], shapes[where]) is None:
+        if _groupable(group[0], shapes):
             units += [(_cost(group[0], True), group[i : i + GROUP_WIDTH]) for i in range(0, len(group), GROUP_WIDTH)]
         else:
             units += [(_cost(c, False), [c]) for c in group]
     return [unit for _, unit in sorted(units, key=lambda cu: -cu[0])]
+
+
+def _groupable(config: RunConfig, shapes: dict) -> bool:
+    """Whether ``config``'s setting trains as a group; False where the check itself fails (a data set or
+    model the config cannot build): its runs then fail where they run and are recorded, one by one."""
+    from .. import data as bdata
+    from .seeds import why_not_grouped
+
+    where = (config.data, config.data_root)
+    try:
+        if where not in shapes:
+            shapes[where] = bdata.load(*where)
+        return why_not_grouped([config], shapes[where]) is None
+    except Exception:  # noqa: BLE001 -- the run's own error is recorded when it runs
+        return False
 
 
 # A unit's cost, relative, for the order: steps x (batch + 50) of a run; a group of seeds (computed
