@@ -33,6 +33,7 @@ def _assert_same_state(ours: nn.Module, theirs: nn.Module, **tol) -> None:
         torch.testing.assert_close(a, b, **tol, msg=name)
 
 
+@pytest.mark.slow  # ~20 s of autotuning; torch.compile's default mode is in the default suite (test_transforms.py)
 def test_compile_max_autotune_dynamic_trains_as_torch():
     theirs = _cnn()
     ours = bnlab.convert(copy.deepcopy(theirs), "bnlab")

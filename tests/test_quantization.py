@@ -27,14 +27,15 @@ from torch.ao.quantization import (
 
 import bnlab
 
-# A QAT export through PT2E takes ~33 s here: of each PT2E test the bnlab conversion's QAT case and both
-# PTQ cases run in the default suite, the fused layer's QAT case is marked slow.
+# A QAT export through PT2E takes ~33-50 s here: the bnlab conversion's QAT case runs in the default suite once
+# (the folding test), both PTQ cases of each PT2E test too; the other QAT cases are marked slow.
 PT2E_CASES = [
     pytest.param("bnlab", True, id="bnlab-qat"),
     pytest.param("bnlab", False, id="bnlab-ptq"),
     pytest.param("batchnorm_act", True, id="batchnorm_act-qat", marks=pytest.mark.slow),
     pytest.param("batchnorm_act", False, id="batchnorm_act-ptq"),
 ]
+X86_CASES = [pytest.param(*p.values, id=p.id, marks=pytest.mark.slow) if p.values[1] else p for p in PT2E_CASES]
 
 
 class _Eager(nn.Module):
@@ -195,7 +196,7 @@ def _calibrated(model: nn.Module) -> nn.Module:
     return model
 
 
-@pytest.mark.parametrize(("to", "qat"), PT2E_CASES)
+@pytest.mark.parametrize(("to", "qat"), X86_CASES)
 def test_pt2e_with_x86_inductor_quantizer_equals_torchs(to, qat):
     # the quantizer reads the module class of each exported node: bnlab's layer records torch's there
     x = torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(5)) * 2 + 1
