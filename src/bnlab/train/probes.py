@@ -73,10 +73,10 @@ class Probe:
     ``after_backward`` -> ``collect``; ``finish`` after the last step; ``detach`` at the end
     removes every hook."""
 
-    #: True for a probe that reads only what it is handed: in ``after_backward`` the model (its parameters,
-    #: their gradients, its buffers), the step's batch, loss and loss function, the step and the optimizer's
-    #: learning rate; in ``finish`` the model. Seeds trained together run such a probe on each member's model
-    #: written out of the group (:class:`bnlab.train.group_probes.MemberProbes`).
+    #: Whether this probe reads only what it is handed, so that seeds trained together run it on each member's
+    #: model written out of the group (:class:`bnlab.train.group_probes.MemberProbes`). Such a probe reads, in
+    #: ``after_backward``, the model (its parameters, their gradients, its buffers), the step's batch, loss and
+    #: loss function, the step and the optimizer's learning rate, and in ``finish`` the model.
     per_member: ClassVar[bool] = False
 
     def __init__(self) -> None:
