@@ -79,6 +79,11 @@ ALONE = {
         (0, 5, 7),
     ),
     "cnn_gn_4": (C8_GN, (0, 5, 7)),
+    # a random subset freezes every norm's γ and β: the grouped GroupNorm's must stay frozen too
+    "cnn_gn_random_sgd": (
+        {"model": "cnn", "norm": "gn", "lr": 0.05, "trainable": "random", "trainable_k": 150},
+        (0, 5, 7),
+    ),
     "mlp_ln_sigmoid": ({"model": "mlp", "norm": "ln", "act": "sigmoid", "batch_size": 60, "lr": 0.5}, (0, 5, 7)),
     # C9's layer: Batch Renorm with the warm-up counted by num_batches_tracked, batches of 32
     "cnn_renorm": (

@@ -75,8 +75,7 @@ def sweep(quick: bool, seeds: int | None) -> list[RunConfig]:
     plan = QUICK if quick else FULL
     n_seeds = seeds or (SEEDS.quick if quick else SEEDS.start)
     steps = plan["steps"]
-    # The moderate rate is context for the page (the rule reads the high rate only): the first round's seeds.
-    first = n_seeds if quick else min(n_seeds, SEEDS.start)
+    first = SEEDS.first_round(n_seeds, quick)  # the moderate rate is context: the rule reads the high rate only
     return [
         RunConfig(
             data=DATA,

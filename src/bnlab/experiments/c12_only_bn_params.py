@@ -103,7 +103,7 @@ def sweep(quick: bool, seeds: int | None) -> list[RunConfig]:
     plan = QUICK if quick else FULL
     n = seeds or (SEEDS.quick if quick else SEEDS.start)
     base = dataclasses.replace(BASE, steps=plan["steps"], eval_every=plan["eval_every"])
-    first = n if quick else min(n, SEEDS.start)  # the context's seeds: those of the first round
+    first = SEEDS.first_round(n, quick)  # the context's seeds
     return [
         dataclasses.replace(base, trainable=t, trainable_k=BN_PARAMS if t == "random" else 0, seed=s)
         for t in SETTINGS

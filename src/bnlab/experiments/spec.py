@@ -77,6 +77,11 @@ class Seeds:
                 f"step {self.step}, cap {self.cap}, cluster_cap {self.cluster_cap}, quick {self.quick})"
             )
 
+    def first_round(self, seeds: int, quick: bool) -> int:
+        """The seeds of a context setting (one that no part of the rule reads) in a sweep of ``seeds``: the
+        first round's, so that later rounds add seeds only where the verdict needs them (all in a quick run)."""
+        return seeds if quick else min(seeds, self.start)
+
     def rounds(self, cap: int | None = None) -> list[int]:
         """The seed counts of the successive rounds: start, start + step, ..., the cap last."""
         cap = self.cap if cap is None else cap

@@ -190,6 +190,16 @@ def _norm_options(norm: nn.Module) -> dict[str, Any]:
     return {}
 
 
+def _cat_affine(out: nn.Module, norms: list[nn.Module]) -> None:
+    """``out``'s weight and bias := the members' concatenated, trainable where the members' are."""
+    with torch.no_grad():
+        for name in ("weight", "bias"):
+            p = getattr(norms[0], name)
+            if p is not None:
+                getattr(out, name).copy_(torch.cat([getattr(m, name) for m in norms]))
+                getattr(out, name).requires_grad_(p.requires_grad)
+
+
 def _group_norm(norms: list[nn.Module], as_2d: bool = False, relu: bool = False) -> nn.Module:
     """One norm over the k members' channels (their parameters and buffers concatenated); with
     ``as_2d`` the BatchNorm2d of the same library, for (N, k*C, 1, L) input (the same statistics:
@@ -199,12 +209,8 @@ def _group_norm(norms: list[nn.Module], as_2d: bool = False, relu: bool = False)
     if type(n) is nn.Identity:
         return nn.Identity()
     if isinstance(n, nn.GroupNorm):  # member i's groups are groups i*G..(i+1)*G of its own channels
-        gns = cast("list[nn.GroupNorm]", norms)  # the members' are of one architecture
-        gn = _GroupNorm(n.num_groups * len(gns), n.num_channels * len(gns), eps=n.eps, affine=n.affine)
-        if n.affine:
-            with torch.no_grad():
-                gn.weight.copy_(torch.cat([m.weight for m in gns]))
-                gn.bias.copy_(torch.cat([m.bias for m in gns]))
+        gn = _GroupNorm(n.num_groups * len(norms), n.num_channels * len(norms), eps=n.eps, affine=n.affine)
+        _cat_affine(gn, norms)
         return gn.to(n.weight.device) if n.affine else gn
     n = cast(nn.modules.batchnorm._BatchNorm, n)  # the other norms why_not_groupable lets through
     k = len(norms)
@@ -220,12 +226,8 @@ def _group_norm(norms: list[nn.Module], as_2d: bool = False, relu: bool = False)
         track_running_stats=n.track_running_stats,
         **options,
     )
+    _cat_affine(out, norms)
     with torch.no_grad():
-        for name in ("weight", "bias"):
-            p = getattr(n, name)
-            if p is not None:
-                getattr(out, name).copy_(torch.cat([getattr(m, name) for m in norms]))
-                getattr(out, name).requires_grad_(p.requires_grad)
         if n.track_running_stats:  # the buffers exist (Tensor | None to mypy, Tensor | Module for a member)
             out.running_mean.copy_(torch.cat([m.running_mean for m in norms]))  # type: ignore[union-attr, misc]
             out.running_var.copy_(torch.cat([m.running_var for m in norms]))  # type: ignore[union-attr, misc]
@@ -248,21 +250,21 @@ class _GroupNorm(nn.GroupNorm):
 def _norm_member(grouped: nn.Module, i: int, norm: nn.Module, grads: bool = False) -> None:
     if type(norm) is nn.Identity:
         return
-    if isinstance(norm, nn.GroupNorm):
-        gn = cast(nn.GroupNorm, grouped)  # grouped as _group_norm groups a GroupNorm
-        part = slice(i * norm.num_channels, (i + 1) * norm.num_channels)
-        with torch.no_grad():
-            if norm.affine:
-                _put(norm.weight, gn.weight, part, grads)
-                _put(norm.bias, gn.bias, part, grads)
-        return
-    norm = cast(nn.modules.batchnorm._BatchNorm, norm)  # the other norms why_not_groupable lets through
-    c = norm.num_features
+    # the norms why_not_groupable lets through: a GroupNorm or a batch norm
+    c = (
+        norm.num_channels
+        if isinstance(norm, nn.GroupNorm)
+        else cast(nn.modules.batchnorm._BatchNorm, norm).num_features
+    )
     part = slice(i * c, (i + 1) * c)
     with torch.no_grad():
         for name in ("weight", "bias"):
             if (t := getattr(norm, name)) is not None:
                 _put(t, getattr(grouped, name), part, grads)
+    if isinstance(norm, nn.GroupNorm):
+        return  # no running statistics
+    norm = cast(nn.modules.batchnorm._BatchNorm, norm)  # the other norms why_not_groupable lets through
+    with torch.no_grad():
         for name in ("running_mean", "running_var"):
             if (t := getattr(norm, name)) is not None:
                 t.copy_(getattr(grouped, name)[part])
