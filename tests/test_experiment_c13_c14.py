@@ -83,6 +83,81 @@ def test_probe_measurements_match_hand_computations_and_leave_the_model_alone():
     assert set(probe.measure(model, x, y, "gap")) == {"source", "test_batch", "disagree"}
 
 
+def _lab_cnn():
+    """The lab's CNN with bnlab BN (which the probe runs as grouped copies), trained a little on a toy task,
+    and a shifted "test set" of 230 signals of length 40."""
+    from bnlab import models
+
+    torch.manual_seed(0)
+    model = models.build("cnn", norm="bn", placement="before", input_shape=(40,), num_classes=3)
+    g = torch.Generator().manual_seed(1)
+    y = torch.arange(300) % 3
+    x = torch.randn(300, 40, generator=g) + y[:, None].float()
+    opt = torch.optim.Adam(model.parameters(), lr=0.02)
+    for i in range(30):
+        idx = torch.arange(i * 50, i * 50 + 50) % 300
+        loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval(), x[:230] * 1.5 + 0.5, y[:230]
+
+
+@pytest.mark.parametrize("batch,prior", [(100, None), (8, None), (1, None), (16, probe.PRIOR), (4, probe.PRIOR)])
+def test_grouped_test_batch_statistics_match_one_batch_at_a_time(batch, prior):
+    """Whole batches as grouped copies (230 = whole batches plus a remainder) against TestBatchNorm on the
+    model, one batch at a time."""
+    from bnlab.adaptation import TestBatchNorm
+
+    model, x, _ = _lab_cnn()
+    assert probe._copies(model, 2) is not None  # the grouped path runs
+    before = copy.deepcopy(model.state_dict())
+    got = probe._test_batch(model, x, batch, prior)
+    with torch.no_grad(), TestBatchNorm(model, prior):
+        want = torch.cat([model(b) for b in x.split(batch)])
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_grouped_tent_and_adabn_match_the_library_set_by_set():
+    """TENT (online, Adam, from the source model for every set) and AdaBN on several sets at once, as grouped
+    copies, against bnlab.adapt on each set alone; the model is left as it was."""
+    from bnlab import adapt
+
+    model, x, _ = _lab_cnn()
+    xs = [x * s + o for s, o in ((1.0, 0.0), (0.7, -0.3), (1.4, 0.6))]
+    before = copy.deepcopy(model.state_dict())
+    for batch, lr in ((probe.BATCH, probe.TENT_LR), (8, probe.TENT_LR_PAPER)):
+        got = probe._tent(model, xs, batch, lr)
+        for xi, g in zip(xs, got):
+            alone = adapt(copy.deepcopy(model), xi.split(batch), method="tent", lr=lr, keep_outputs=True)
+            torch.testing.assert_close(g, torch.cat(alone.outputs), rtol=1e-4, atol=1e-4)
+    for xi, g in zip(xs, probe._adabn(model, xs)):
+        m = copy.deepcopy(model)
+        adapt(m, xi.split(probe.BATCH), method="stats")
+        with torch.no_grad():
+            torch.testing.assert_close(g, m.eval()(xi), rtol=1e-4, atol=1e-5)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert all(p.requires_grad for p in model.parameters())
+
+
+def test_grouped_measurements_equal_the_ungrouped_ones():
+    """measure_sets on the lab's CNN (grouped copies) gives the errors the one-at-a-time path gives on the
+    same model written as a plain Sequential (which cannot be grouped)."""
+    model, x, y = _lab_cnn()
+    plain = nn.Sequential(*[layer for block in model.blocks for layer in (block.op, block.norm, block.act)])
+    plain.append(nn.Flatten())
+    plain.append(model.head)
+    assert probe._copies(plain, 2) is None
+    sets = [(x, y, "all"), (x * 0.8, y, "main"), (x[:100], y[:100], "gap")]
+    grouped = probe.measure_sets(model, sets)
+    alone = probe.measure_sets(plain, [(s[0].view(-1, 1, 40), s[1], s[2]) for s in sets])
+    assert [sorted(g) for g in grouped] == [sorted(a) for a in alone]
+    for g, a in zip(grouped, alone):
+        # errors are fractions of 230 or 100 examples: equal unless a near tie flips one prediction
+        assert all(abs(g[k] - a[k]) <= 1 / 100 + FRACTION for k in g), {k: (g[k], a[k]) for k in g if g[k] != a[k]}
+
+
 def test_probe_spec_is_parsed_and_checked():
     p = make_probe("shift_eval:mnist1d:1,5")
     assert p.severities == (1, 5) and p.small

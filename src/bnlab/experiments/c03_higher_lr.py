@@ -1,7 +1,7 @@
 """C3: BN allows much higher learning rates (Ioffe & Szegedy 2015, §4.2; Bjorck et al. 2018).
 
 MNIST-1D's reference CNN with and without BN (conv-BN-ReLU), SGD with momentum 0.9 at a constant
-learning rate on a half-decade log grid 3e-2..3, several seeds. The trainer stops a run that
+learning rate on a half-decade log grid 3e-2..1, several seeds. The trainer stops a run that
 diverges (a non-finite loss, or one above 100x the first step's loss). For each norm we find the
 largest learning rate at which the run "trains" -- every seed finishes without diverging and ends
 better than chance -- and compare the two; and at each norm's best rate (highest mean final test
@@ -39,7 +39,12 @@ NORMS = ("none", "bn")
 # norms' best rate has been 0.1 in every full edition, so 3e-2 brackets it from below. Re-applying the rule to
 # the stored runs of a full edition (16 seeds) without 1e-2 gave the same verdicts, parts and stabilities (99.2%,
 # 100%), as it had without 1e-3 and 3e-3 before; each rate dropped was a sixth of the claim's cost or more.
-FULL: dict[str, Any] = dict(lrs=(3e-2, 0.1, 0.3, 1.0, 3.0), steps=2000, eval_every=100)
+# The grid ends at 1.0, one rate above the largest that trains for either norm (0.3, BN): 3.0 trained for neither
+# norm in any full edition, so the rule could not read it (a rate that trains above one that does not is not a
+# "largest rate" the grid can show), and its runs cost the full 2000 steps all the same (runs that do not train
+# mostly stay at chance rather than diverge). Re-applying the rule without 3.0 to the last edition's 16 seeds gave
+# the same verdicts and stabilities at 8 and 16 seeds (96.2% and 99.2%).
+FULL: dict[str, Any] = dict(lrs=(3e-2, 0.1, 0.3, 1.0), steps=2000, eval_every=100)
 QUICK: dict[str, Any] = dict(lrs=(1e-2, 3.0), steps=100, eval_every=50)
 BASE = RunConfig(
     data="mnist1d", model="cnn", optimizer="sgd", momentum=0.9, batch_size=100, eval_samples=1000
