@@ -1,5 +1,6 @@
-"""Two more kinds of run trained as seed groups: a random trainable subset (C12's random arm) and ghost
-batch norm (C10), with Batch Renorm (C9) grouped the same way. Each member as train() trains it
+"""More kinds of run trained as seed groups: a random trainable subset (C12's random arm), ghost batch norm
+(C10) and noisy BN (C5, each member's noise from its own generator), with Batch Renorm (C9) and GroupNorm (C8)
+grouped the same way. Each member as train() trains it
 alone within test_seeds' tolerance, a member's bits independent of its companions and slot, frozen
 weights exactly their initial values, and a diverged member leaving the others as they were."""
 
@@ -10,7 +11,9 @@ import torch
 
 import bnlab.data as bdata
 from bnlab.core import dispatch
+from bnlab import models
 from bnlab.models import freeze
+from bnlab.models.noisy_bn import NoisyBatchNorm1d, own_generator
 from bnlab.nn.ghost import GhostBatchNorm1d, GhostBatchNorm2d
 from bnlab.train import RunConfig
 from bnlab.train import grouped as grouped_module
@@ -36,6 +39,9 @@ C9_RENORM = {
 
 # C8's group-norm setting: batches of 4, lr 0.1 * 4 / 32 (GroupNorm(5, 25): five groups of five channels).
 C8_GN = {"model": "cnn", "norm": "gn", "batch_size": 4, "lr": 0.0125}
+
+# C5's noisy setting: conv-(BN + Santurkar's noise)-ReLU, SGD lr 0.1, batch 100.
+C5_NOISY = {"model": "cnn", "norm": "noisy_bn", "lr": 0.1}
 
 # Against train() alone, as in test_seeds, settings whose runs do not amplify last-bit differences
 # (its comment lists the amplifiers). C12's own setting is one of them -- Adam on the conv biases
@@ -79,16 +85,26 @@ ALONE = {
         (0, 5, 7),
     ),
     "cnn_gn_4": (C8_GN, (0, 5, 7)),
+    # the noise drawn per member from its own generator: train()'s draws from the default generator
+    "cnn_noisy": ({**C5_NOISY, "lr": 0.05}, (0, 5, 7)),
+    "mlp_noisy_sigmoid": (
+        {"model": "mlp", "norm": "noisy_bn", "act": "sigmoid", "batch_size": 60, "lr": 0.5},
+        (0, 5, 7),
+    ),
     # a random subset freezes every norm's γ and β: the grouped GroupNorm's must stay frozen too
     "cnn_gn_random_sgd": (
         {"model": "cnn", "norm": "gn", "lr": 0.05, "trainable": "random", "trainable_k": 150},
         (0, 5, 7),
     ),
     "mlp_ln_sigmoid": ({"model": "mlp", "norm": "ln", "act": "sigmoid", "batch_size": 60, "lr": 0.5}, (0, 5, 7)),
-    # C9's layer: Batch Renorm with the warm-up counted by num_batches_tracked, batches of 32
+    # C9's layer: Batch Renorm with the warm-up counted by num_batches_tracked, batches of 32. Seed 5 is left
+    # out: its group and train() agree within 1.2e-7 in every parameter for 5 steps, and at the 6th step
+    # they part by 1e-4 at once (a discrete event, as above: since the first convolution's bias gradient,
+    # whose exact value is zero before a norm, is summed in another order, one element lands on the other
+    # side of a kink), then drift apart at lr 0.1 (2e-2 after 20 steps).
     "cnn_renorm": (
         {"model": "cnn", "norm": "brn", "norm_kw": {"warmup_steps": 10}, "batch_size": 32, "lr": 0.1},
-        (0, 5, 7),
+        (0, 7, 11),
     ),
 }
 
@@ -149,8 +165,8 @@ def test_frozen_weights_keep_their_initial_values(ds, optimizer):
 
 @pytest.mark.parametrize(
     "setting",
-    [C12_RANDOM, C10_GHOST, C9_RENORM, C8_GN, ALONE["mlp_ln_sigmoid"][0]],
-    ids=["c12_random", "c10_ghost", "c9_renorm", "c8_gn", "mlp_ln"],
+    [C12_RANDOM, C10_GHOST, C9_RENORM, C8_GN, ALONE["mlp_ln_sigmoid"][0], C5_NOISY],
+    ids=["c12_random", "c10_ghost", "c9_renorm", "c8_gn", "mlp_ln", "c5_noisy"],
 )
 def test_seed_result_is_the_same_in_any_group(ds, setting):
     """A member's bits do not depend on its companions or its slot (what the store relies on)."""
@@ -204,11 +220,40 @@ def test_grouped_ghost_bn_splits_each_members_batch_along_n():
     torch.testing.assert_close(grouped.running_var[c : 2 * c], alone.running_var, rtol=1e-6, atol=1e-6)
 
 
-def test_ghost_bn_random_subsets_and_renorm_can_be_grouped(ds):
-    for setting in (C12_RANDOM, C10_GHOST, C9_RENORM, C8_GN, ALONE["mlp_ghost_sigmoid"][0], ALONE["mlp_ln_sigmoid"][0]):
+def test_ghost_bn_random_subsets_renorm_and_noisy_bn_can_be_grouped(ds):
+    kinds = (
+        C12_RANDOM,
+        C10_GHOST,
+        C9_RENORM,
+        C8_GN,
+        C5_NOISY,
+        ALONE["mlp_ghost_sigmoid"][0],
+        ALONE["mlp_ln_sigmoid"][0],
+    )
+    for setting in kinds:
         assert why_not_grouped(_configs(setting, (0, 1)), ds) is None
-    noisy = _initial(RunConfig(model="cnn", norm="noisy_bn"))
-    assert "NoisyBatchNorm" in why_not_groupable(noisy)
+    # noisy BN drawing from torch's default generator (as a model is built) would share its draws in a group
+    noisy = models.build("cnn", norm="noisy_bn", input_shape=(40,), num_classes=10)
+    assert "default generator" in why_not_groupable(noisy)
+    with pytest.raises(ValueError, match="default generator"):
+        grouped_module.group([noisy, noisy])
+    assert why_not_groupable(own_generator(noisy)) is None
+
+
+def test_own_generator_continues_the_default_stream():
+    """A noisy layer with its own generator draws what it would have drawn from the default generator."""
+    torch.manual_seed(3)
+    layer = NoisyBatchNorm1d(5).train()
+    x = torch.randn(16, 5, 7)
+    state = torch.get_rng_state()
+    want = [layer(x), layer(x)]
+    torch.set_rng_state(state)
+    own_generator(layer)
+    torch.manual_seed(99)  # the default generator moves on; the layer's does not follow it
+    got = [layer(x), layer(x)]
+    for a, b in zip(got, want):
+        assert torch.equal(a, b)
+    assert not torch.equal(got[0], got[1])  # new noise each step
 
 
 @pytest.mark.parametrize("setting", [C12_RANDOM, C10_GHOST, C9_RENORM], ids=["c12_random", "c10_ghost", "c9_renorm"])

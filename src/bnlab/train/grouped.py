@@ -36,6 +36,7 @@ from torch import Tensor, nn
 from ..models.block import Block
 from ..models.cnn1d import CNN1d
 from ..models.mlp import MLP
+from ..models.noisy_bn import NoisyBatchNorm1d, draw_noise
 from ..nn.batchnorm import BatchNorm1d, BatchNorm2d
 from ..nn.ghost import GhostBatchNorm1d, GhostBatchNorm2d
 from ..nn.norm_act import BatchNormAct1d, BatchNormAct2d
@@ -50,13 +51,15 @@ _ELEMENTWISE = (nn.ReLU, nn.Sigmoid, nn.Tanh, nn.GELU, nn.ELU, nn.LeakyReLU, nn.
 # BatchNorm1d, torch's (the reference), ghost BN (per channel within each ghost batch, split along N
 # as in a member) and Batch Renorm; each with the class for the CNN's (N, k*C, 1, L) layout. Group
 # norm (layer norm too: one group) is grouped apart, as GroupNorm(k*G, k*C): member i's G groups of its own
-# channels are groups i*G..(i+1)*G. Noisy BN is not (its noise comes from torch's default generator, whose
-# draws members would share).
+# channels are groups i*G..(i+1)*G. Noisy BN is grouped as bnlab's batch norm followed by each member's noise
+# drawn from that member's own generator (bnlab.models.noisy_bn.own_generator), whose draws are then what the
+# member alone draws, in the same order.
 _NORMS_2D: dict[type[nn.Module], type[nn.modules.batchnorm._BatchNorm]] = {
     BatchNorm1d: BatchNorm2d,
     nn.BatchNorm1d: nn.BatchNorm2d,
     GhostBatchNorm1d: GhostBatchNorm2d,
     BatchRenorm1d: BatchRenorm2d,
+    NoisyBatchNorm1d: BatchNorm2d,  # and the members' noise (_NoisyGroup)
 }
 
 
@@ -71,6 +74,11 @@ def why_not_groupable(model: nn.Module) -> str | None:
         if type(norm) not in (nn.Identity, nn.GroupNorm) and type(norm) not in _NORMS_2D:
             names = ", ".join(f"{t.__module__.partition('.')[0]}.{t.__name__}" for t in (*_NORMS_2D, nn.GroupNorm))
             return f"norm {type(norm).__name__} (grouped: {names} or none)"
+        if isinstance(norm, NoisyBatchNorm1d) and norm.generator is None:
+            return (
+                "noisy BN drawing from torch's default generator, whose draws the members would share "
+                "(bnlab.models.noisy_bn.own_generator gives each member its own)"
+            )
         if type(act) not in _ELEMENTWISE:
             return f"activation {type(act).__name__}"
     return None
@@ -107,6 +115,27 @@ def _put(member: Tensor, grouped: Tensor, part: Any, grads: bool) -> None:
         member.grad = None if grouped.grad is None else grouped.grad[part].clone()
 
 
+class _Rows(torch.autograd.Function):
+    """``bias`` (k, 1, C) expanded to (k, R, C) (a view), whose backward sums the gradient over the R rows
+    of each of the k*C columns as one contiguous run per column. Autograd's own sum over R (of the
+    broadcast in ``baddbmm``) is vectorized across the k*C columns, and the columns in its last, partial
+    vector are summed in another order, so a member's bias gradient depended on its slot."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(bias: Tensor, rows: int) -> Tensor:
+        return bias.expand(bias.shape[0], rows, bias.shape[2])
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        pass
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
+        return grad.transpose(1, 2).contiguous().sum(2).unsqueeze(1), None  # (k, C, R) -> (k, 1, C)
+
+
 class GroupedConv1d(nn.Module):
     """k Conv1d of the same shape as one grouped convolution, on (N, k*Cin, 1, L) -> (N, k*Cout, 1, L')
     in channels_last memory (or, for one input channel, as k products of the unfolded input with the
@@ -140,7 +169,10 @@ class GroupedConv1d(nn.Module):
         u = u.permute(1, 0, 2, 3).reshape(k, n * length, width)
         w = self.weight.view(k, cout, width).transpose(1, 2)  # (k, K, Cout)
         # (k, N*L', Cout)
-        y = torch.bmm(u, w) if self.bias is None else torch.baddbmm(self.bias.view(k, 1, cout), u, w)
+        if self.bias is None:
+            y = torch.bmm(u, w)
+        else:
+            y = torch.baddbmm(_Rows.apply(self.bias.view(k, 1, cout), n * length), u, w)
         y = y.view(k, n, length, cout).permute(1, 2, 0, 3).reshape(n, length, k * cout)  # (N, L', k*Cout)
         return y.permute(0, 2, 1).unsqueeze(2)  # (N, k*Cout, 1, L') in channels_last memory
 
@@ -215,6 +247,8 @@ def _group_norm(norms: list[nn.Module], as_2d: bool = False, relu: bool = False)
     n = cast(nn.modules.batchnorm._BatchNorm, n)  # the other norms why_not_groupable lets through
     k = len(norms)
     cls = _NORMS_2D[type(n)] if as_2d else type(n)
+    if isinstance(n, NoisyBatchNorm1d):
+        cls = _NoisyGroup2d if as_2d else _NoisyGroup1d
     options = _norm_options(n)
     if relu:
         cls, options["act"] = _WITH_RELU[cls], "relu"
@@ -227,12 +261,44 @@ def _group_norm(norms: list[nn.Module], as_2d: bool = False, relu: bool = False)
         **options,
     )
     _cat_affine(out, norms)
+    if isinstance(out, _NoisyGroup):
+        out.generators = [
+            cast(torch.Generator, cast(NoisyBatchNorm1d, m).generator) for m in norms
+        ]  # each set: why_not_groupable
     with torch.no_grad():
         if n.track_running_stats:  # the buffers exist (Tensor | None to mypy, Tensor | Module for a member)
             out.running_mean.copy_(torch.cat([m.running_mean for m in norms]))  # type: ignore[union-attr, misc]
             out.running_var.copy_(torch.cat([m.running_var for m in norms]))  # type: ignore[union-attr, misc]
             out.num_batches_tracked.copy_(n.num_batches_tracked)  # type: ignore[union-attr, arg-type]
     return out.to(n.weight.device if n.weight is not None else n.running_mean.device)
+
+
+class _NoisyGroup:
+    """Mixin for a batch norm over k members' channels: Santurkar's noise on member i's channels drawn from
+    ``generators[i]`` (its own), as :class:`~bnlab.models.noisy_bn.NoisyBatchNorm1d` draws it alone (the
+    same draws for a tensor of the member's shape), then applied to all members in one ``y * s + m`` in
+    the layout of ``y`` (so the gradient keeps it, and a member's bits do not depend on its slot)."""
+
+    generators: list[torch.Generator]
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = super().forward(x)  # type: ignore[misc]  # a mixin: the BN class after it in the MRO
+        if not self.training:  # type: ignore[attr-defined]  # (the BN class's)
+            return y
+        c = y.shape[1] // len(self.generators)
+        member = (y.shape[0], c, *y.shape[2:])
+        s, m = zip(*(draw_noise(member, y.device, g) for g in self.generators))
+        layout = torch.channels_last if y.dim() == 4 and not y.is_contiguous() else torch.contiguous_format
+        s_all, m_all = (torch.cat(t, 1).to(y.dtype).contiguous(memory_format=layout) for t in (s, m))
+        return y * s_all + m_all
+
+
+class _NoisyGroup1d(_NoisyGroup, BatchNorm1d):
+    pass
+
+
+class _NoisyGroup2d(_NoisyGroup, BatchNorm2d):
+    pass
 
 
 class _GroupNorm(nn.GroupNorm):

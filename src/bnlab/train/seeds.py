@@ -14,7 +14,9 @@ optimizer, Python); one step of k stacked models costs far less than k steps
 * **initialization** -- member i is built exactly as :func:`~bnlab.train.trainer.train` builds it
   for its seed alone (``torch.manual_seed(seed)``, then the model; the same ``trainable`` subset),
   and then stacked; a random trainable subset's masks are stacked alike and mask the grouped
-  gradients, so each member trains exactly its own entries;
+  gradients, so each member trains exactly its own entries; noisy BN's noise comes from the
+  member's own generator, which continues torch's default generator from where ``train()`` starts
+  drawing the noise from it (:func:`~bnlab.models.noisy_bn.own_generator`);
 * **data order** -- its own batch generator seeded as ``train()`` seeds it;
 * **loss** -- the sum of the members' batch losses, so each member's gradient is its own loss's;
   the optimizer (SGD, Adam) is elementwise, so each member's update is its own;
@@ -61,6 +63,7 @@ from torch import Tensor
 
 from .. import data as bdata
 from ..models import freeze
+from ..models.noisy_bn import own_generator
 from .batches import batch_indices, class_batch_indices
 from .config import RunConfig
 from .group_probes import GroupProbes, MemberProbes, why_not_probed
@@ -128,7 +131,8 @@ def _build(config: RunConfig, shapes) -> torch.nn.Module:
         shapes = (ds.input_shape, ds.num_classes)
     with torch.random.fork_rng(devices=[]):
         # build_model reads only the data set's input_shape and num_classes
-        return build_model(config, types.SimpleNamespace(input_shape=shapes[0], num_classes=shapes[1]))  # type: ignore[arg-type]
+        model = build_model(config, types.SimpleNamespace(input_shape=shapes[0], num_classes=shapes[1]))  # type: ignore[arg-type]
+        return own_generator(model)  # as _train_seeds builds each member
 
 
 def train_group(
@@ -257,6 +261,7 @@ def _train_seeds(configs, width, dataset, device, progress, keep_model) -> list[
     for c in configs:  # each member as train() builds it for its seed alone
         torch.manual_seed(c.seed)
         m = build_model(c, ds).to(device)
+        own_generator(m)  # noisy BN: the noise train() draws from the default generator after the build
         trainable.append(set_trainable(m, c, torch.Generator().manual_seed(c.seed + 1)))
         if c.trainable == "random":  # the same draw, as masks for the grouped parameters
             masks.append(freeze.random_subset_masks(m, c.trainable_k, torch.Generator().manual_seed(c.seed + 1)))
