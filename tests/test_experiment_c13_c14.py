@@ -24,20 +24,25 @@ import matplotlib.pyplot as plt  # noqa: E402
 FRACTION = 1e-6  # the probe's errors are float32 fractions
 
 
+def _fit(model, x, y, lr: float, steps: int):
+    """``model`` after ``steps`` Adam steps on batches of 50 of (x, y), in eval mode."""
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    for i in range(steps):
+        idx = torch.arange(i * 50, i * 50 + 50) % x.shape[0]
+        loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval()
+
+
 def _toy():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv1d(2, 8, 3), nn.BatchNorm1d(8), nn.ReLU(), nn.Flatten(), nn.Linear(32, 3))
     g = torch.Generator().manual_seed(1)
     y = torch.arange(300) % 3
     x = torch.randn(300, 2, 6, generator=g) + y[:, None, None]  # (N, 2, 6) signals
-    opt = torch.optim.Adam(model.parameters(), lr=0.05)
-    for i in range(60):
-        idx = torch.arange(i * 50, i * 50 + 50) % 300
-        loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return model.eval(), x * 1.7 + 0.8, y  # a shifted "test set"
+    return _fit(model, x, y, 0.05, 60), x * 1.7 + 0.8, y  # a shifted "test set"
 
 
 def _err(logits, y):
@@ -93,14 +98,7 @@ def _lab_cnn():
     g = torch.Generator().manual_seed(1)
     y = torch.arange(300) % 3
     x = torch.randn(300, 40, generator=g) + y[:, None].float()
-    opt = torch.optim.Adam(model.parameters(), lr=0.02)
-    for i in range(30):
-        idx = torch.arange(i * 50, i * 50 + 50) % 300
-        loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return model.eval(), x[:230] * 1.5 + 0.5, y[:230]
+    return _fit(model, x, y, 0.02, 30), x[:230] * 1.5 + 0.5, y[:230]
 
 
 @pytest.mark.parametrize("batch,prior", [(100, None), (8, None), (1, None), (16, probe.PRIOR), (4, probe.PRIOR)])
