@@ -46,6 +46,36 @@ __all__ = ["GroupedCNN1d", "GroupedMLP", "group", "mask_gradients", "ungroup", "
 
 # Elementwise activations without state or randomness: the same module serves all members.
 _ELEMENTWISE = (nn.ReLU, nn.Sigmoid, nn.Tanh, nn.GELU, nn.ELU, nn.LeakyReLU, nn.SiLU, nn.Identity)
+
+
+class _NoisyGroup:
+    """Mixin for a batch norm over k members' channels: Santurkar's noise on member i's channels drawn from
+    ``generators[i]`` (its own), as :class:`~bnlab.models.noisy_bn.NoisyBatchNorm1d` draws it alone (the
+    same draws for a tensor of the member's shape), then applied to all members in one ``y * s + m`` in
+    the layout of ``y`` (so the gradient keeps it, and a member's bits do not depend on its slot)."""
+
+    generators: list[torch.Generator]
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = super().forward(x)  # type: ignore[misc]  # a mixin: the BN class after it in the MRO
+        if not self.training:  # type: ignore[attr-defined]  # (the BN class's)
+            return y
+        c = y.shape[1] // len(self.generators)
+        member = (y.shape[0], c, *y.shape[2:])
+        s, m = zip(*(draw_noise(member, y.device, g) for g in self.generators))
+        layout = torch.channels_last if y.dim() == 4 and not y.is_contiguous() else torch.contiguous_format
+        s_all, m_all = (torch.cat(t, 1).to(y.dtype).contiguous(memory_format=layout) for t in (s, m))
+        return y * s_all + m_all
+
+
+class _NoisyGroup1d(_NoisyGroup, BatchNorm1d):
+    pass
+
+
+class _NoisyGroup2d(_NoisyGroup, BatchNorm2d):
+    pass
+
+
 # Norms grouped as one layer over k*C channels, whose statistics and state are per channel (or, like
 # num_batches_tracked and Batch Renorm's limits, shared by members that step together): bnlab's
 # BatchNorm1d, torch's (the reference), ghost BN (per channel within each ghost batch, split along N
@@ -59,8 +89,10 @@ _NORMS_2D: dict[type[nn.Module], type[nn.modules.batchnorm._BatchNorm]] = {
     nn.BatchNorm1d: nn.BatchNorm2d,
     GhostBatchNorm1d: GhostBatchNorm2d,
     BatchRenorm1d: BatchRenorm2d,
-    NoisyBatchNorm1d: BatchNorm2d,  # and the members' noise (_NoisyGroup)
+    NoisyBatchNorm1d: _NoisyGroup2d,
 }
+# The same for the MLP's (N, k*W) layout, where a norm that is not listed groups as its own class.
+_NORMS_1D: dict[type[nn.Module], type[nn.modules.batchnorm._BatchNorm]] = {NoisyBatchNorm1d: _NoisyGroup1d}
 
 
 def why_not_groupable(model: nn.Module) -> str | None:
@@ -246,9 +278,7 @@ def _group_norm(norms: list[nn.Module], as_2d: bool = False, relu: bool = False)
         return gn.to(n.weight.device) if n.affine else gn
     n = cast(nn.modules.batchnorm._BatchNorm, n)  # the other norms why_not_groupable lets through
     k = len(norms)
-    cls = _NORMS_2D[type(n)] if as_2d else type(n)
-    if isinstance(n, NoisyBatchNorm1d):
-        cls = _NoisyGroup2d if as_2d else _NoisyGroup1d
+    cls = _NORMS_2D[type(n)] if as_2d else _NORMS_1D.get(type(n), type(n))
     options = _norm_options(n)
     if relu:
         cls, options["act"] = _WITH_RELU[cls], "relu"
@@ -271,34 +301,6 @@ def _group_norm(norms: list[nn.Module], as_2d: bool = False, relu: bool = False)
             out.running_var.copy_(torch.cat([m.running_var for m in norms]))  # type: ignore[union-attr, misc]
             out.num_batches_tracked.copy_(n.num_batches_tracked)  # type: ignore[union-attr, arg-type]
     return out.to(n.weight.device if n.weight is not None else n.running_mean.device)
-
-
-class _NoisyGroup:
-    """Mixin for a batch norm over k members' channels: Santurkar's noise on member i's channels drawn from
-    ``generators[i]`` (its own), as :class:`~bnlab.models.noisy_bn.NoisyBatchNorm1d` draws it alone (the
-    same draws for a tensor of the member's shape), then applied to all members in one ``y * s + m`` in
-    the layout of ``y`` (so the gradient keeps it, and a member's bits do not depend on its slot)."""
-
-    generators: list[torch.Generator]
-
-    def forward(self, x: Tensor) -> Tensor:
-        y = super().forward(x)  # type: ignore[misc]  # a mixin: the BN class after it in the MRO
-        if not self.training:  # type: ignore[attr-defined]  # (the BN class's)
-            return y
-        c = y.shape[1] // len(self.generators)
-        member = (y.shape[0], c, *y.shape[2:])
-        s, m = zip(*(draw_noise(member, y.device, g) for g in self.generators))
-        layout = torch.channels_last if y.dim() == 4 and not y.is_contiguous() else torch.contiguous_format
-        s_all, m_all = (torch.cat(t, 1).to(y.dtype).contiguous(memory_format=layout) for t in (s, m))
-        return y * s_all + m_all
-
-
-class _NoisyGroup1d(_NoisyGroup, BatchNorm1d):
-    pass
-
-
-class _NoisyGroup2d(_NoisyGroup, BatchNorm2d):
-    pass
 
 
 class _GroupNorm(nn.GroupNorm):

@@ -107,19 +107,15 @@ def _adabn(model: nn.Module, xs: list[Tensor]) -> list[Tensor]:
     on the set in batches of BATCH, each set on its own copy of the model (members of one grouped model)."""
     grouped = _copies(model, len(xs))
     if grouped is None:
-        out = []
-        for x in xs:
-            m = copy.deepcopy(model)
-            adapt(m, x.split(BATCH), method="stats")
-            out.append(_eval(m, x))
-        return out
+        return [_adabn_one(model, x) for x in xs]
     x = torch.stack(xs)  # (sets, n, ...): member i's batches are set i's
     adapt(grouped, list(x.split(BATCH, dim=1)), method="stats", forward=lambda _, b: grouped(grouped.inputs(b)))
     return list(_eval(grouped, grouped.inputs(x)).unbind(0))
 
 
-def _adabn_few(model: nn.Module, x: Tensor, samples: int) -> Tensor:
-    """Eval-mode logits after AdaBN from only the first ``samples`` examples of ``x``."""
+def _adabn_one(model: nn.Module, x: Tensor, samples: int | None = None) -> Tensor:
+    """Eval-mode logits of ``x`` after AdaBN on a copy of ``model`` from the first ``samples`` examples
+    of ``x`` (default: all of them)."""
     m = copy.deepcopy(model)
     adapt(m, x.split(BATCH), method="stats", num_samples=samples)
     return _eval(m, x)
@@ -177,7 +173,7 @@ def _small(model: nn.Module, x: Tensor, y: Tensor, copies) -> dict[str, float]:
         out[f"test_batch@{b}"] = error(_test_batch(model, x, b, copies=copies), y)
         out[f"prior@{b}"] = error(_test_batch(model, x, b, PRIOR, copies), y)
     for n in FEW_SAMPLES:
-        out[f"adabn@{n}"] = error(_adabn_few(model, x, n), y)
+        out[f"adabn@{n}"] = error(_adabn_one(model, x, n), y)
     return out
 
 
