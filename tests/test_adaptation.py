@@ -330,6 +330,31 @@ def test_tent_reset_and_sgd_option():
     assert torch.equal(model[1].weight, source) and tent.changed() == {}
 
 
+def test_tent_loss_option_sums_two_models_mean_entropies_as_each_alone():
+    """``loss``: one forward of two models side by side, minimizing the sum of their mean entropies,
+    moves each model's γ/β exactly as its own Tent would (the gradients do not mix)."""
+    a, b = _net(), _net()
+    with torch.no_grad():
+        b[1].weight.mul_(1.5)
+    xa, xb = _data(8, seed=5, shift=1.0), _data(8, seed=6, shift=1.0)
+    pair = nn.ModuleList([copy.deepcopy(a), copy.deepcopy(b)])
+    sources = [m[1].weight.detach().clone() for m in (a, b)]
+
+    def both(models, batch):
+        return torch.stack([models[0](batch[0]), models[1](batch[1])])  # (2, N, classes)
+
+    tent = Tent(
+        pair, lr=0.05, forward=both, loss=lambda out: softmax_entropy(out.flatten(0, 1)).view(2, -1).mean(1).sum()
+    )
+    out = tent((xa, xb))
+    for i, (alone, x) in enumerate(((a, xa), (b, xb))):
+        assert torch.allclose(out[i], Tent(alone, lr=0.05)(x), atol=TOL, rtol=0)
+        assert torch.allclose(pair[i][1].weight, alone[1].weight, atol=TOL, rtol=0)
+        assert not torch.equal(pair[i][1].weight, sources[i])  # it adapted
+    with pytest.raises(TypeError, match="expected the forward to return logits"):
+        Tent(_net(), loss=lambda out: out.sum(), forward=lambda m, x: m(x).sum())(xa)
+
+
 def test_softmax_entropy():
     logits = torch.tensor([[0.0, 0.0], [100.0, 0.0]])
     assert torch.allclose(softmax_entropy(logits), torch.tensor([math.log(2), 0.0]), atol=1e-12)

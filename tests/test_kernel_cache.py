@@ -139,3 +139,37 @@ def test_parallel_and_fused_kernels_are_bit_identical_compiled_or_cache_loaded(t
         for _ in range(2)
     )
     assert cold == warm
+
+
+_CONV = """
+import hashlib, json, torch
+from bnlab.kernels import numba_conv
+from bnlab.train.grouped import GroupedConv1d
+torch.manual_seed(0)
+layer = GroupedConv1d([torch.nn.Conv1d(1, 25, 5, 2, 1) for _ in range(4)])
+x = torch.randn(20, 4, 40)
+y = layer(x)
+y.backward(torch.randn_like(y))
+h = hashlib.sha256()
+for t in (y, layer.weight.grad, layer.bias.grad):
+    h.update(t.detach().contiguous().numpy().tobytes())
+hits = sum(sum(f.stats.cache_hits.values()) for f in (numba_conv.conv1_forward, numba_conv.conv1_backward))
+misses = sum(sum(f.stats.cache_misses.values()) for f in (numba_conv.conv1_forward, numba_conv.conv1_backward))
+print(json.dumps({"bits": h.hexdigest(), "hits": hits, "misses": misses}))
+"""
+
+
+def test_the_grouped_first_convolution_loads_from_the_cache_with_the_same_bits(tmp_path):
+    """bnlab's other kernel module (bnlab.kernels.numba_conv) compiles out of process too: both processes
+    load both kernels from the cache, and compute the same bits."""
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
+    cold, warm = (
+        json.loads(
+            subprocess.run(
+                [sys.executable, "-c", _CONV], env=env, capture_output=True, text=True, check=True
+            ).stdout.splitlines()[-1]
+        )
+        for _ in range(2)
+    )
+    assert (cold["hits"], cold["misses"]) == (2, 0) and (warm["hits"], warm["misses"]) == (2, 0)
+    assert cold["bits"] == warm["bits"]

@@ -143,10 +143,11 @@ def test_seed_result_is_the_same_in_any_group(ds, setting):
 def test_each_grouped_layer_computes_a_member_the_same_in_every_slot(layer):
     """One member's output and parameter gradients, bit for bit, in slots 0, 3, 5 and 7 of a group of 8
     whose other members hold other weights, inputs and output gradients. The first convolution (one
-    input channel per member: unfold and a batched product) once summed its bias gradient across the
-    k*C columns in vectors, and the columns of the last, partial vector in another order: a member in
-    slot 7 of C's 25 channels got other bits (seen in training at lr 0.1 after 18 steps; the
-    training tests above, at lr 0.05, happened not to show it)."""
+    input channel per member), when it was unfold and a batched product, once summed its bias gradient
+    across the k*C columns in vectors, and the columns of the last, partial vector in another order: a
+    member in slot 7 of C's 25 channels got other bits (seen in training at lr 0.1 after 18 steps; the
+    training tests above, at lr 0.05, happened not to show it). It now runs on bnlab's own loops
+    (bnlab.kernels.numba_conv), which run along all k*C columns too."""
     from torch import nn
 
     from bnlab.train.grouped import GroupedConv1d, GroupedLinear

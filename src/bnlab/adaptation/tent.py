@@ -44,6 +44,10 @@ def softmax_entropy(logits: Tensor) -> Tensor:
     return -(logits.softmax(1) * logits.log_softmax(1)).sum(1)
 
 
+def _mean_entropy(logits: Tensor) -> Tensor:
+    return softmax_entropy(logits).mean()
+
+
 def _optimizer(kind: str | Callable, params: list[nn.Parameter], lr: float) -> torch.optim.Optimizer:
     if callable(kind):
         return kind(params)
@@ -67,6 +71,10 @@ class Tent:
         episodic: reset γ/β and the optimizer to the source state before every batch. Default: False
         forward: ``forward(model, batch) -> logits (N, classes)``, for any batch structure.
             Default: ``model(batch)``, or ``model(batch[0])`` for a tuple/list batch.
+        loss: ``loss(logits) -> scalar`` that each step minimizes. Default: the mean prediction
+            entropy, ``softmax_entropy(logits).mean()`` (the paper's); e.g. the sum of several
+            models' mean entropies where one forward computes them all, each model's γ/β then getting
+            exactly its own gradient.
 
     Example::
 
@@ -86,6 +94,7 @@ class Tent:
         steps: int = 1,
         episodic: bool = False,
         forward: Callable[[nn.Module, Any], Tensor] | None = None,
+        loss: Callable[[Tensor], Tensor] | None = None,
     ) -> None:
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
             raise ValueError(f"expected steps to be an int >= 1 (got {steps!r})")
@@ -96,11 +105,12 @@ class Tent:
         self.params = bn_parameters(self.layers)  # name -> the model's own Parameter
         self.steps, self.episodic = steps, episodic
         self.forward = default_forward if forward is None else forward
+        self.loss = _mean_entropy if loss is None else loss
         self._norm = TestBatchNorm(model)
         self._source = {name: p.detach().clone() for name, p in self.params.items()}
         self.optimizer = _optimizer(optimizer, list(self.params.values()), lr)
         self._optimizer_source = copy.deepcopy(self.optimizer.state_dict())
-        self.entropies: list[float] = []  # mean prediction entropy of each step, before its update
+        self.entropies: list[float] = []  # the loss of each step (the mean prediction entropy), before its update
 
     def __call__(self, batch: Any) -> Tensor:
         """Adapt on ``batch`` and return its logits (detached), predicted before the last update."""
@@ -125,7 +135,7 @@ class Tent:
                             "expected the forward to return logits of shape (N, classes) "
                             f"(got {type(logits).__name__}{tuple(getattr(logits, 'shape', ()))})"
                         )
-                    loss = softmax_entropy(logits).mean()
+                    loss = self.loss(logits)
                     loss.backward()
                     self.optimizer.step()
                     self.optimizer.zero_grad(set_to_none=True)

@@ -54,7 +54,7 @@ from pathlib import Path
 import numba
 
 # The files whose code ends up in the compiled kernels (numba inlines across them).
-KERNEL_SOURCES = ("numba_cpu.py", "numba_tags.py", "fast_exp.py", "cache.py")
+KERNEL_SOURCES = ("numba_cpu.py", "numba_conv.py", "numba_tags.py", "fast_exp.py", "cache.py")
 _HERE = Path(__file__).parent
 
 
@@ -126,16 +126,17 @@ _CHILD = "BNLAB_KERNELS_CHILD"  # set in the child process that compiles a kerne
 # The child imports the kernels without bnlab's package __init__ (and so without torch): it only compiles.
 _CHILD_CODE = (
     "import pickle, sys, types; pkg = types.ModuleType('bnlab'); pkg.__path__ = [sys.argv[1]]; "
-    "sys.modules['bnlab'] = pkg; from bnlab.kernels import numba_cpu; "
-    "getattr(numba_cpu, sys.argv[2]).compile(pickle.loads(bytes.fromhex(sys.argv[3])))"
+    "sys.modules['bnlab'] = pkg; import importlib; module = importlib.import_module(sys.argv[2]); "
+    "getattr(module, sys.argv[3]).compile(pickle.loads(bytes.fromhex(sys.argv[4])))"
 )
 
 
-def _compile_in_child(name: str, sig) -> bool:
-    """Compile ``numba_cpu.<name>`` for ``sig`` in a child process, into the cache; True if it did."""
+def _compile_in_child(module: str, name: str, sig) -> bool:
+    """Compile ``<module>.<name>`` (a kernel module of this package) for ``sig`` in a child process, into
+    the cache; True if it did."""
     assert CACHE_DIR is not None  # the caller checked that compiled code is cached
     env = dict(os.environ, NUMBA_CACHE_DIR=os.path.dirname(CACHE_DIR), **{_CHILD: "1"})
-    cmd = [sys.executable, "-c", _CHILD_CODE, str(_HERE.parent), name, pickle.dumps(sig).hex()]
+    cmd = [sys.executable, "-c", _CHILD_CODE, str(_HERE.parent), module, name, pickle.dumps(sig).hex()]
     done = subprocess.run(cmd, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True)
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
@@ -161,7 +162,7 @@ def compile_out_of_process(dispatchers) -> None:
         def compile(sig, _d=dispatcher, _compile=dispatcher.compile):
             args, _ = sigutils.normalize_signature(sig)
             if tuple(args) not in _d.overloads and _d._cache.load_overload(sig, _d.targetctx) is None:
-                _compile_in_child(_d.py_func.__name__, sig)
+                _compile_in_child(_d.py_func.__module__, _d.py_func.__name__, sig)
             return _compile(sig)  # loads from the cache (compiles here only if the child failed)
 
         dispatcher.compile = compile

@@ -147,31 +147,59 @@ def _put(member: Tensor, grouped: Tensor, part: Any, grads: bool) -> None:
         member.grad = None if grouped.grad is None else grouped.grad[part].clone()
 
 
-class _Rows(torch.autograd.Function):
-    """``bias`` (k, 1, C) expanded to (k, R, C) (a view), whose backward sums the gradient over the R rows
-    of each of the k*C columns as one contiguous run per column. Autograd's own sum over R (of the
-    broadcast in ``baddbmm``) is vectorized across the k*C columns, and the columns in its last, partial
-    vector are summed in another order, so a member's bias gradient depended on its slot."""
-
-    generate_vmap_rule = True
+class _FirstConv(torch.autograd.Function):
+    """k members' Conv1d of one input channel each, from the padded (N, k, Lp) input to the channels_last
+    (N, L', k*C) output, on bnlab's loops (:mod:`bnlab.kernels.numba_conv`): each member's sums run in one
+    fixed order over its own entries, so its bits do not depend on its slot. ``weight`` (k*C, 1, K) and
+    ``bias`` (k*C,) are the stacked members' (zeros where they have none: its gradient is then unused)."""
 
     @staticmethod
-    def forward(bias: Tensor, rows: int) -> Tensor:
-        return bias.expand(bias.shape[0], rows, bias.shape[2])
+    def forward(xp: Tensor, weight: Tensor, bias: Tensor, k: int, stride: int, dilation: int) -> Tensor:
+        from ..kernels.numba_conv import conv1_forward
+
+        n, kc, taps = xp.shape[0], weight.shape[0], weight.shape[2]
+        y = torch.empty(n, (xp.shape[2] - dilation * (taps - 1) - 1) // stride + 1, kc, dtype=xp.dtype)
+        e = torch.empty(xp.shape[2], kc, dtype=xp.dtype)
+        wt = weight.detach().view(kc, taps).t().contiguous()  # (K, k*C): tap j of every member's channels
+        x_np = xp.detach().contiguous().numpy()
+        conv1_forward(x_np, wt.numpy(), bias.detach().contiguous().numpy(), stride, dilation, y.numpy(), e.numpy())
+        return y
 
     @staticmethod
     def setup_context(ctx, inputs, output) -> None:
-        pass
+        xp, weight, _, k, stride, dilation = inputs
+        ctx.save_for_backward(xp, weight)
+        ctx.stride, ctx.dilation = stride, dilation
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
-        return grad.transpose(1, 2).contiguous().sum(2).unsqueeze(1), None  # (k, C, R) -> (k, 1, C)
+    def backward(ctx, grad: Tensor):
+        from ..kernels.numba_conv import conv1_backward
+
+        xp, weight = ctx.saved_tensors
+        kc, taps = weight.shape[0], weight.shape[2]
+        wt = weight.detach().view(kc, taps).t().contiguous()
+        dwt = torch.zeros(taps, kc, dtype=xp.dtype)
+        dbt = torch.zeros(kc, dtype=xp.dtype)
+        dxp = torch.zeros_like(xp) if ctx.needs_input_grad[0] else xp.new_empty(0, 0, 0)
+        e = torch.empty(xp.shape[2], kc, dtype=xp.dtype)
+        x_np, dy_np = xp.detach().contiguous().numpy(), grad.contiguous().numpy()
+        conv1_backward(
+            x_np, dy_np, wt.numpy(), ctx.stride, ctx.dilation, dwt.numpy(), dbt.numpy(), dxp.numpy(), e.numpy()
+        )
+        return (
+            dxp if ctx.needs_input_grad[0] else None,
+            dwt.t().reshape(weight.shape) if ctx.needs_input_grad[1] else None,
+            dbt if ctx.needs_input_grad[2] else None,
+            None,
+            None,
+            None,
+        )
 
 
 class GroupedConv1d(nn.Module):
     """k Conv1d of the same shape as one grouped convolution, on (N, k*Cin, 1, L) -> (N, k*Cout, 1, L')
-    in channels_last memory (or, for one input channel, as k products of the unfolded input with the
-    members' kernels, from the (N, k, L) input)."""
+    in channels_last memory (or, for one input channel per member, from the (N, k, L) input, on bnlab's own
+    loops on the CPU: :class:`_FirstConv`)."""
 
     def __init__(self, convs: list[nn.Conv1d]) -> None:
         super().__init__()
@@ -181,32 +209,27 @@ class GroupedConv1d(nn.Module):
         self.k, self.stride, self.dilation = len(convs), c.stride[0], c.dilation[0]
         self.padding = cast(int, c.padding[0])  # a number: Conv1d keeps a string only where it was given one
         # Measured (docs/guide/seeds.md): oneDNN's grouped convolution runs about 3x faster
-        # on channels_last memory than on contiguous (N, C, L), as a 2D convolution of height 1; and
-        # with one input channel per member (the first layer) it is depthwise and slower still than
-        # the same product as unfold + bmm. Fixed by shape, so a member computes the same way in
-        # every group.
-        self.unfold = c.in_channels == 1
+        # on channels_last memory than on contiguous (N, C, L), as a 2D convolution of height 1; with one
+        # input channel per member (the first layer) it is depthwise and slower, and so were unfold + bmm
+        # (their permutes and gradients were copies costing more than the products): that layer runs on
+        # bnlab's loops instead (_FirstConv), on the CPU. Fixed by shape, so a member computes the same
+        # way in every group.
+        self.first = c.in_channels == 1
         self.weight = _param(_stack([m.weight for m in convs], cat=True), c.weight)  # (k*Cout, Cin, K)
         self.bias = _param(_stack([m.bias for m in convs], cat=True), c.bias)  # (k*Cout,)
 
     def forward(self, x: Tensor) -> Tensor:
-        if not self.unfold:
-            x = x.contiguous(memory_format=torch.channels_last)  # (N, k*Cin, 1, L), a no-op between layers
-            weight = self.weight.unsqueeze(2)  # (k*Cout, Cin, 1, K)
-            return F.conv2d(x, weight, self.bias, (1, self.stride), (0, self.padding), (1, self.dilation), self.k)
-        n, k = x.shape[0], self.k  # x: (N, k, L), one input channel per member
-        cout, width = self.weight.shape[0] // k, self.weight.shape[2]
-        u = F.pad(x, (self.padding, self.padding)).unfold(2, width, self.stride)  # (N, k, L', K)
-        length = u.shape[2]
-        u = u.permute(1, 0, 2, 3).reshape(k, n * length, width)
-        w = self.weight.view(k, cout, width).transpose(1, 2)  # (k, K, Cout)
-        # (k, N*L', Cout)
-        if self.bias is None:
-            y = torch.bmm(u, w)
-        else:
-            y = torch.baddbmm(_Rows.apply(self.bias.view(k, 1, cout), n * length), u, w)
-        y = y.view(k, n, length, cout).permute(1, 2, 0, 3).reshape(n, length, k * cout)  # (N, L', k*Cout)
-        return y.permute(0, 2, 1).unsqueeze(2)  # (N, k*Cout, 1, L') in channels_last memory
+        if self.first and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64):
+            # x: (N, k, L), one input channel per member -> (N, L', k*Cout), viewed as (N, k*Cout, 1, L')
+            xp = F.pad(x, (self.padding, self.padding))
+            bias = self.bias if self.bias is not None else x.new_zeros(self.weight.shape[0])
+            y = _FirstConv.apply(xp, self.weight, bias, self.k, self.stride, self.dilation)
+            return y.transpose(1, 2).unsqueeze(2)  # (N, k*Cout, 1, L') in channels_last memory
+        if self.first:
+            x = x.unsqueeze(2)  # (N, k, 1, L)
+        x = x.contiguous(memory_format=torch.channels_last)  # (N, k*Cin, 1, L), a no-op between layers
+        weight = self.weight.unsqueeze(2)  # (k*Cout, Cin, 1, K)
+        return F.conv2d(x, weight, self.bias, (1, self.stride), (0, self.padding), (1, self.dilation), self.k)
 
     def member(self, i: int, conv: nn.Conv1d, grads: bool = False) -> None:
         part = slice(i * conv.out_channels, (i + 1) * conv.out_channels)

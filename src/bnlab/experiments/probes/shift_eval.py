@@ -43,10 +43,7 @@ import torch
 from torch import Tensor, nn
 
 from ... import data as bdata
-from ...adaptation import Adaptation, TestBatchNorm, adapt
-from ...adaptation._layers import bn_layers, bn_parameters
-from ...adaptation.tent import _optimizer as tent_optimizer
-from ...adaptation.tent import softmax_entropy
+from ...adaptation import Adaptation, Tent, TestBatchNorm, adapt, softmax_entropy
 from ...data import shifted
 from ...train.grouped import GroupedCNN1d, GroupedMLP, group, why_not_groupable
 from ...train.probes import Probe, register_probe
@@ -126,8 +123,8 @@ def _tent(model: nn.Module, xs: list[Tensor], batch: int, lr: float) -> list[Ten
     each batch of ``batch``, predicted before its update, as :class:`bnlab.adaptation.Tent` makes them.
 
     The sets run as members of one grouped model of copies: the loss is the sum of the members' mean
-    prediction entropies, so each member's γ and β get exactly its own set's gradient, and Adam's update
-    is elementwise (Tent's optimizer and step; tested against :func:`bnlab.adapt` set by set)."""
+    prediction entropies (:class:`~bnlab.adaptation.Tent`'s ``loss``), so each member's γ and β get exactly
+    its own set's gradient, and Adam's update is elementwise (tested against :func:`bnlab.adapt` set by set)."""
     grouped = _copies(model, len(xs))
     if grouped is None:
         out = []
@@ -136,21 +133,13 @@ def _tent(model: nn.Module, xs: list[Tensor], batch: int, lr: float) -> list[Ten
             assert isinstance(result, Adaptation) and result.outputs is not None  # batches given, outputs kept
             out.append(torch.cat(result.outputs))
         return out
-    params = list(bn_parameters(bn_layers(grouped, "tent")).values())
-    for p in grouped.parameters():
-        p.requires_grad_(False)
-    for p in params:
-        p.requires_grad_(True)
-    optimizer = tent_optimizer("adam", params, lr)
-    grouped.eval()  # as Tent: the BN layers normalize with each batch's statistics in any mode
-    k, logits = len(xs), []
-    with TestBatchNorm(grouped), torch.enable_grad():
-        for xb in torch.stack(xs).split(batch, dim=1):  # (sets, batch, ...)
-            out = grouped(grouped.inputs(xb))  # (sets, batch, classes)
-            softmax_entropy(out.flatten(0, 1)).view(k, -1).mean(1).sum().backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            logits.append(out.detach())
+    k = len(xs)
+
+    def loss(out: Tensor) -> Tensor:  # (sets, batch, classes): the sum of the members' mean entropies
+        return softmax_entropy(out.flatten(0, 1)).view(k, -1).mean(1).sum()
+
+    tent = Tent(grouped, optimizer="adam", lr=lr, forward=lambda m, xb: m(grouped.inputs(xb)), loss=loss)
+    logits = [tent(xb) for xb in torch.stack(xs).split(batch, dim=1)]  # (sets, batch, ...) at a time
     return list(torch.cat(logits, 1).unbind(0))
 
 
