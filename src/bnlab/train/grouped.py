@@ -150,47 +150,43 @@ def _put(member: Tensor, grouped: Tensor, part: Any, grads: bool) -> None:
 class _FirstConv(torch.autograd.Function):
     """k members' Conv1d of one input channel each, from the padded (N, k, Lp) input to the channels_last
     (N, L', k*C) output, on bnlab's loops (:mod:`bnlab.kernels.numba_conv`): each member's sums run in one
-    fixed order over its own entries, so its bits do not depend on its slot. ``weight`` (k*C, 1, K) and
-    ``bias`` (k*C,) are the stacked members' (zeros where they have none: its gradient is then unused)."""
+    fixed order over its own entries, so its bits do not depend on its slot. ``wt`` (K, k*C) holds tap j
+    of every member's channels in row j, ``bias`` (k*C,) the stacked members' biases (zeros where they
+    have none: its gradient is then unused); both contiguous, the layout the loops take."""
 
     @staticmethod
-    def forward(xp: Tensor, weight: Tensor, bias: Tensor, k: int, stride: int, dilation: int) -> Tensor:
+    def forward(xp: Tensor, wt: Tensor, bias: Tensor, stride: int, dilation: int) -> Tensor:
         from ..kernels.numba_conv import conv1_forward
 
-        n, kc, taps = xp.shape[0], weight.shape[0], weight.shape[2]
-        y = torch.empty(n, (xp.shape[2] - dilation * (taps - 1) - 1) // stride + 1, kc, dtype=xp.dtype)
+        taps, kc = wt.shape
+        y = torch.empty(xp.shape[0], (xp.shape[2] - dilation * (taps - 1) - 1) // stride + 1, kc, dtype=xp.dtype)
         e = torch.empty(xp.shape[2], kc, dtype=xp.dtype)
-        wt = weight.detach().view(kc, taps).t().contiguous()  # (K, k*C): tap j of every member's channels
-        x_np = xp.detach().contiguous().numpy()
-        conv1_forward(x_np, wt.numpy(), bias.detach().contiguous().numpy(), stride, dilation, y.numpy(), e.numpy())
+        conv1_forward(
+            xp.detach().numpy(), wt.detach().numpy(), bias.detach().numpy(), stride, dilation, y.numpy(), e.numpy()
+        )
         return y
 
     @staticmethod
     def setup_context(ctx, inputs, output) -> None:
-        xp, weight, _, k, stride, dilation = inputs
-        ctx.save_for_backward(xp, weight)
+        xp, wt, _, stride, dilation = inputs
+        ctx.save_for_backward(xp, wt)
         ctx.stride, ctx.dilation = stride, dilation
 
     @staticmethod
     def backward(ctx, grad: Tensor):
         from ..kernels.numba_conv import conv1_backward
 
-        xp, weight = ctx.saved_tensors
-        kc, taps = weight.shape[0], weight.shape[2]
-        wt = weight.detach().view(kc, taps).t().contiguous()
-        dwt = torch.zeros(taps, kc, dtype=xp.dtype)
-        dbt = torch.zeros(kc, dtype=xp.dtype)
+        xp, wt = ctx.saved_tensors
+        dwt = torch.zeros_like(wt)
+        dbt = torch.zeros(wt.shape[1], dtype=wt.dtype)
         dxp = torch.zeros_like(xp) if ctx.needs_input_grad[0] else xp.new_empty(0, 0, 0)
-        e = torch.empty(xp.shape[2], kc, dtype=xp.dtype)
-        x_np, dy_np = xp.detach().contiguous().numpy(), grad.contiguous().numpy()
-        conv1_backward(
-            x_np, dy_np, wt.numpy(), ctx.stride, ctx.dilation, dwt.numpy(), dbt.numpy(), dxp.numpy(), e.numpy()
-        )
+        e = torch.empty(xp.shape[2], wt.shape[1], dtype=xp.dtype)
+        x_np, w_np, dy_np = xp.detach().numpy(), wt.detach().numpy(), grad.contiguous().numpy()
+        conv1_backward(x_np, dy_np, w_np, ctx.stride, ctx.dilation, dwt.numpy(), dbt.numpy(), dxp.numpy(), e.numpy())
         return (
             dxp if ctx.needs_input_grad[0] else None,
-            dwt.t().reshape(weight.shape) if ctx.needs_input_grad[1] else None,
+            dwt if ctx.needs_input_grad[1] else None,
             dbt if ctx.needs_input_grad[2] else None,
-            None,
             None,
             None,
         )
@@ -221,9 +217,11 @@ class GroupedConv1d(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if self.first and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64):
             # x: (N, k, L), one input channel per member -> (N, L', k*Cout), viewed as (N, k*Cout, 1, L')
-            xp = F.pad(x, (self.padding, self.padding))
-            bias = self.bias if self.bias is not None else x.new_zeros(self.weight.shape[0])
-            y = _FirstConv.apply(xp, self.weight, bias, self.k, self.stride, self.dilation)
+            xp = F.pad(x, (self.padding, self.padding)).contiguous()  # (a no-op but without padding)
+            kc, taps = self.weight.shape[0], self.weight.shape[2]
+            wt = self.weight.view(kc, taps).t().contiguous()  # (K, k*C): tap j of every member's channels
+            bias = self.bias if self.bias is not None else x.new_zeros(kc)
+            y = _FirstConv.apply(xp, wt, bias, self.stride, self.dilation)
             return y.transpose(1, 2).unsqueeze(2)  # (N, k*Cout, 1, L') in channels_last memory
         if self.first:
             x = x.unsqueeze(2)  # (N, k, 1, L)
