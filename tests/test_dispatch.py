@@ -170,18 +170,28 @@ def counting(monkeypatch, name):
         ((4, 3, 5, 5), False, "rows"),  # planes of 25: rows of C*S values
         ((4, 3, 9, 9), True, "rows"),
         ((16, 3), False, "rows"),
+        ((1, 3, 60), False, "planes"),  # a batch of one: planes at any length (a grouped MLP's (1, k*W, N))
+        ((1, 3, 1, 5), False, "planes"),
     ],
 )
 def test_layers_run_the_kernel_for_their_layout(monkeypatch, shape, channels_last, family):
-    x = torch.randn(shape)
+    x = torch.randn(shape) * 3 + 1
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     x.requires_grad_()
     fwd = counting(monkeypatch, f"forward_{family}")
     bwd = counting(monkeypatch, f"backward_{family}")
     m = bnn.BatchNorm2d(3) if len(shape) == 4 else bnn.BatchNorm1d(3)
-    m(x).sum().backward()
+    dy = torch.randn(shape)
+    m(x).backward(dy)
     assert (len(fwd), len(bwd)) == (1, 1)
+    # and the family computes what torch's batch norm does
+    ref = torch.nn.BatchNorm2d(3) if len(shape) == 4 else torch.nn.BatchNorm1d(3)
+    xr = x.detach().clone().requires_grad_()
+    y_ref = ref(xr)
+    y_ref.backward(dy)
+    torch.testing.assert_close(m(x.detach()), y_ref.detach(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(x.grad, xr.grad, rtol=1e-4, atol=1e-5)
 
 
 def test_kernels_follow_torch_thread_count():

@@ -3,7 +3,7 @@ per member.
 
 In the grouped model (:mod:`bnlab.train.grouped`) the input of member j's ``blocks.I.norm`` or
 ``blocks.I.act`` is member j's slice of the channels of the grouped module's input: columns
-j*W..(j+1)*W of the MLP's (N, k*W), channels j*C..(j+1)*C of the CNN's (N, k*C, 1, L). A forward
+j*W..(j+1)*W of the MLP's (1, k*W, N) or (N, k*W), channels j*C..(j+1)*C of the CNN's (N, k*C, 1, L). A forward
 pre-hook on the grouped module cuts out each active member's slice, copies it into the layout the
 member's own model gives that module ((N, W) or (N, C, L), contiguous) and hands it to the single
 probe's ``measure`` (:mod:`bnlab.train.probes`): the same names, the same quantiles, the same dtype
@@ -127,13 +127,15 @@ class GroupProbes:
     def _hook(self, probe: ActivationPercentiles | ActivationMoments, module: nn.Module, args: tuple) -> None:
         if not module.training or probe.fixed != self._on_sample:
             return
-        x = args[0].detach()  # (N, k*C) or (N, k*C, 1, L)
+        x = args[0].detach()  # the MLP's (1, k*W, N) or (N, k*W); the CNN's (N, k*C, 1, L)
         c = x.shape[1] // self.k
         with torch.no_grad():
             for j, values in self._values.items():
                 xj: Tensor = x.narrow(1, j * c, c)
                 if xj.dim() == 4:
                     xj = xj.squeeze(2)  # (N, C, L), the member's layout
+                elif xj.dim() == 3:
+                    xj = xj.squeeze(0).t()  # (N, W), the member's layout
                 values.update(probe.measure(xj.contiguous()))
 
     def collect(self) -> dict[int, dict[str, float]]:

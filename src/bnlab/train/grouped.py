@@ -12,7 +12,13 @@ which take the (N, k*C, 1, L) channels_last and (N, k*C) inputs it gets. Activat
 Layouts, with k members and a batch of N examples per member::
 
     CNN   input (N, k, L) -> convs (N, k*C, 1, L') channels_last -> head: (k, classes, C*L') @ (k, C*L', N)
-    MLP   input (k, N, F) -> linear (k, W, F) @ (k, F, N) -> norm and act on (N, k*W) -> next ...
+    MLP   input (k, N, F) -> linear (k, W, F) @ (k, F, N) -> norm and act on (1, k*W, N) -> next ...
+
+The MLP's norm takes the product's output as it lies, viewed as (1, k*W, N): each channel's N values
+are one row, over which a batch norm's statistics are those of the member's (N, W) column -- no
+transposes between the products and the norms. A norm whose statistics are not one channel over the
+whole batch (ghost BN, group norm), or whose noise is drawn for the member's shape (noisy BN), takes
+(N, k*W) instead (:data:`_BY_CHANNEL`).
 
 The output is always (k, N, classes). :func:`ungroup` writes the trained state back into the k
 members' modules (same classes, names and shapes as the models ``train()`` builds).
@@ -336,6 +342,12 @@ class _GroupNorm(nn.GroupNorm):
         return super().forward(x)
 
 
+# The grouped MLP's norms that take (1, k*W, N) (GroupedMLP): their statistics and state are per channel
+# over all of the batch -- one column of a member's (N, W) is one row of N values here -- and the activations
+# after them are elementwise. Exact types: ghost BN and the noisy group derive from these and take (N, k*W).
+_BY_CHANNEL: tuple[type[nn.Module], ...] = (nn.Identity, BatchNorm1d, BatchNormAct1d, nn.BatchNorm1d, BatchRenorm1d)
+
+
 def _norm_member(grouped: nn.Module, i: int, norm: nn.Module, grads: bool = False) -> None:
     if type(norm) is nn.Identity:
         return
@@ -395,7 +407,21 @@ class _GroupedBlock(nn.Module):
         return self.norm(self.act(x))
 
 
-class GroupedCNN1d(nn.Module):
+class _Grouped(nn.Module):
+    """A grouped model: :meth:`scores` (k, classes, N), the head's own layout, in which a loss over the
+    classes runs along N (torch's cross entropy on (k*N, classes) rows of 10 took 3x as long, forward and
+    backward, at k = 8, N = 100); ``forward`` gives them as (k, N, classes), as the members give theirs."""
+
+    k: int
+
+    def scores(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.scores(x).transpose(1, 2)  # (k, classes, N) -> (k, N, classes)
+
+
+class GroupedCNN1d(_Grouped):
     """k :class:`~bnlab.models.cnn1d.CNN1d` as one: input (N, k, L), output (k, N, classes)."""
 
     def __init__(self, members: list[CNN1d]) -> None:
@@ -414,20 +440,20 @@ class GroupedCNN1d(nn.Module):
         )
         self.head = GroupedLinear([m.head for m in members])
 
-    def forward(self, x: Tensor) -> Tensor:
+    def scores(self, x: Tensor) -> Tensor:
         for block in cast("Iterable[_GroupedBlock]", self.blocks):
             x = block.normalize(block.op(x))  # (N, k*C, 1, L') in channels_last memory, i.e. (N, L', k*C)
         n, length = x.shape[0], x.shape[3]
         x = x.permute(0, 3, 1, 2).reshape(n, length, self.k, -1)  # (N, L', k, C), a view
         x = x.permute(2, 3, 1, 0).reshape(self.k, -1, n)  # (k, C*L', N): each member's flatten(1), transposed
-        return self.head(x).transpose(1, 2)  # (k, classes, N) -> (k, N, classes)
+        return self.head(x)  # (k, classes, N)
 
     def inputs(self, x: Tensor) -> Tensor:
         """Members' batches (k, N, L) (or (k, N, 1, L)) in this model's input layout (N, k, L)."""
         return x.reshape(self.k, x.shape[1], x.shape[-1]).transpose(0, 1)
 
 
-class GroupedMLP(nn.Module):
+class GroupedMLP(_Grouped):
     """k :class:`~bnlab.models.mlp.MLP` as one: input (k, N, features), output (k, N, classes)."""
 
     def __init__(self, members: list[MLP]) -> None:
@@ -444,16 +470,18 @@ class GroupedMLP(nn.Module):
         )
         self.head = GroupedLinear([m.head for m in members])
 
-    def forward(self, x: Tensor) -> Tensor:
+    def scores(self, x: Tensor) -> Tensor:
         k, n = x.shape[0], x.shape[1]
         x = x.transpose(1, 2)  # (k, F, N)
         for block in cast("Iterable[_GroupedBlock]", self.blocks):
-            h = block.op(x)  # (k, W, N)
+            h = block.op(x)  # (k, W, N), contiguous
             w = h.shape[1]
-            h = h.permute(2, 0, 1).reshape(n, k * w).contiguous()  # (N, k*W): member i's channels i*W..
-            h = block.normalize(h)  # (contiguous: the layout bnlab's kernels take)
-            x = h.view(n, k, w).permute(1, 2, 0)  # (k, W, N), a strided view that bmm reads as it is
-        return self.head(x).transpose(1, 2)  # (k, classes, N) -> (k, N, classes)
+            if type(block.norm) in _BY_CHANNEL:  # (1, k*W, N): member i's channels i*W.., a row of N values each
+                x = block.normalize(h.view(1, k * w, n)).view(k, w, n)
+            else:  # (N, k*W): member i's channels i*W.. (contiguous: the layout bnlab's kernels take)
+                h = block.normalize(h.permute(2, 0, 1).reshape(n, k * w).contiguous())
+                x = h.view(n, k, w).permute(1, 2, 0)  # (k, W, N), a strided view that bmm reads as it is
+        return self.head(x)  # (k, classes, N)
 
     def inputs(self, x: Tensor) -> Tensor:
         """Members' batches ``(k, N, *features)`` as ``(k, N, features)``."""

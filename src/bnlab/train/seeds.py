@@ -211,8 +211,8 @@ def group_step(
     xb = x_train.index_select(0, idx.view(-1))
     xb = xb.view(k, n, *xb.shape[1:])  # (k, N, *features)
     yb = y_train.index_select(0, idx.view(-1))  # (k*N,)
-    logits = model(model.inputs(xb))  # (k, N, classes)
-    member_loss = F.cross_entropy(logits.reshape(k * n, -1), yb, reduction="none").view(k, n).mean(1)  # (k,)
+    scores = model.scores(model.inputs(xb))  # (k, classes, N)
+    member_loss = F.cross_entropy(scores, yb.view(k, n), reduction="none").mean(1)  # (k,)
     optimizer.zero_grad(set_to_none=True)
     member_loss.sum().backward()  # d(sum)/d(loss_i) = 1: each member gets its own gradient
     if after_backward is not None:
@@ -233,10 +233,10 @@ def _evaluate(model, x: Tensor, y: Tensor) -> list[tuple[float, float]]:
         for i in range(0, x.shape[0], EVAL_CHUNK):
             xi, yi = x[i : i + EVAL_CHUNK], y[i : i + EVAL_CHUNK]
             m = xi.shape[0]
-            logits = model(model.inputs(xi.unsqueeze(0).expand(k, *xi.shape)))  # (k, M, classes)
-            losses = F.cross_entropy(logits.float().reshape(k * m, -1), yi.repeat(k), reduction="none").view(k, m)
+            scores = model.scores(model.inputs(xi.unsqueeze(0).expand(k, *xi.shape)))  # (k, classes, M)
+            losses = F.cross_entropy(scores.float(), yi.expand(k, m), reduction="none")  # (k, M)
             sums = losses.sum(1).tolist()
-            hits = (logits.argmax(2) == yi).sum(1).tolist()
+            hits = (scores.argmax(1) == yi).sum(1).tolist()
             for j in range(k):
                 loss_sum[j] += sums[j]
                 correct[j] += int(hits[j])

@@ -80,6 +80,14 @@ def build_optimizer(config: RunConfig, params: Sequence[nn.Parameter]) -> torch.
     return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
 
 
+def batch_loss(logits: Tensor, y: Tensor) -> Tensor:
+    """A training batch's loss: the mean cross entropy of ``logits`` (N, classes), taken on their transpose
+    (1, classes, N) -- the layout in which seeds trained together take their members' losses
+    (:func:`bnlab.train.seeds.group_step`), so that a seed alone and in a group compute its loss and its
+    gradient by the same operations."""
+    return F.cross_entropy(logits.t().unsqueeze(0), y.unsqueeze(0), reduction="none").mean()
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, x: Tensor, y: Tensor) -> tuple[float, float]:
     """(mean cross-entropy, accuracy) of ``model`` in eval mode on (x, y); the mode is restored."""
@@ -241,7 +249,7 @@ def _train(config, dataset, device, progress, extra_probes, sync_bn, keep_model)
         if metric_step:
             for p in probes:
                 p.arm()
-        loss = F.cross_entropy(net(xb), yb)
+        loss = batch_loss(net(xb), yb)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if metric_step and probes:

@@ -13,6 +13,9 @@ The memory family of the kernels (:mod:`bnlab.kernels.numba_cpu`) is chosen here
 contiguous (N, C, S) whose planes are at least :data:`PLANE_MIN` long, else *rows* -- channels-last
 and (N, C) input as (R, C), and short planes as N rows of C*S values (the lab's 1D CNN runs
 (100, 25, 20): 2,500 planes of 20 values, where per-plane bookkeeping would outweigh the work).
+A batch of one, (1, C, S), is planes at any length: as one row of C*S values each of its C channels
+would be S columns merged one by one (a grouped MLP's (1, 800, 60): 230 us forward and 187 us
+backward as one row, 89 and 97 as planes, 1 thread).
 
 Threads: each call runs on ``torch.get_num_threads()`` threads (capped by numba's pool size), so
 ``torch.set_num_threads`` governs bnlab too; below :data:`PARALLEL_MIN_NUMEL` elements the kernels
@@ -81,7 +84,7 @@ def family(x: Tensor) -> tuple[str, tuple[int, int, int]]:
     if x.dim() > 2 and x.is_contiguous():
         N = x.shape[0]
         S = x.numel() // (N * C)
-        return ("planes", (N, C, S)) if S >= PLANE_MIN else ("rows", (N, C, S))
+        return ("planes", (N, C, S)) if S >= PLANE_MIN or N == 1 else ("rows", (N, C, S))
     return "rows", (x.numel() // C, C, 1)
 
 
