@@ -7,7 +7,7 @@ shared between members: a convolution is grouped (group i is member i's kernel),
 a batched matrix product (``baddbmm``, matrix i is member i's), and batch norm runs over k*C
 channels, so each member keeps exactly its own per-channel statistics (ghost BN: per ghost batch,
 split along N as in a member; Batch Renorm: its r and d too) -- on bnlab's fast kernels,
-which take the (N, k*C, 1, L) channels_last and (N, k*C) inputs it gets. Activations are elementwise.
+which take the (N, k*C, 1, L) channels_last, (1, k*W, N) and (N, k*W) inputs it gets. Activations are elementwise.
 
 Layouts, with k members and a batch of N examples per member::
 
@@ -20,7 +20,8 @@ transposes between the products and the norms. A norm whose statistics are not o
 whole batch (ghost BN, group norm), or whose noise is drawn for the member's shape (noisy BN), takes
 (N, k*W) instead (:data:`_BY_CHANNEL`).
 
-The output is always (k, N, classes). :func:`ungroup` writes the trained state back into the k
+The output is always (k, N, classes); ``scores()`` gives the same as (k, classes, N), the layout in which
+the members' loss is taken. :func:`ungroup` writes the trained state back into the k
 members' modules (same classes, names and shapes as the models ``train()`` builds).
 
 Only these models, with a norm of per-channel statistics (batch norm, ghost BN, Batch Renorm), group

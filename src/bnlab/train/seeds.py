@@ -224,7 +224,8 @@ def group_step(
 @torch.no_grad()
 def _evaluate(model, x: Tensor, y: Tensor) -> list[tuple[float, float]]:
     """Each member's (mean cross-entropy, accuracy) on (x, y) in eval mode, as ``train()``'s
-    :func:`~bnlab.train.trainer.evaluate` computes them (same chunks); the mode is restored."""
+    :func:`~bnlab.train.trainer.evaluate` computes them (same chunks; the losses on the (k, classes, M)
+    scores, so their last bits may differ); the mode is restored."""
     was_training = model.training
     model.eval()
     k = model.k
