@@ -409,9 +409,9 @@ class _GroupedBlock(nn.Module):
 
 
 class _Grouped(nn.Module):
-    """A grouped model: :meth:`scores` (k, classes, N), the head's own layout, in which a loss over the
-    classes runs along N (torch's cross entropy on (k*N, classes) rows of 10 took 3x as long, forward and
-    backward, at k = 8, N = 100); ``forward`` gives them as (k, N, classes), as the members give theirs."""
+    """A grouped model: :meth:`scores` (k, classes, N), the head's own layout, in which the members' loss is
+    taken (:func:`~bnlab.train.trainer.members_loss`: along N); ``forward`` gives them as (k, N, classes), as
+    the members give theirs."""
 
     k: int
 

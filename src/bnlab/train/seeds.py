@@ -78,6 +78,7 @@ from .trainer import (
     _Progress,
     build_model,
     build_optimizer,
+    members_loss,
     set_trainable,
     train,
 )
@@ -212,7 +213,7 @@ def group_step(
     xb = xb.view(k, n, *xb.shape[1:])  # (k, N, *features)
     yb = y_train.index_select(0, idx.view(-1))  # (k*N,)
     scores = model.scores(model.inputs(xb))  # (k, classes, N)
-    member_loss = F.cross_entropy(scores, yb.view(k, n), reduction="none").mean(1)  # (k,)
+    member_loss = members_loss(scores, yb.view(k, n))  # (k,)
     optimizer.zero_grad(set_to_none=True)
     member_loss.sum().backward()  # d(sum)/d(loss_i) = 1: each member gets its own gradient
     if after_backward is not None:
