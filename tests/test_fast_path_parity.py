@@ -19,8 +19,11 @@ from bnlab.core.backends import numba_cpu as numba_backend
 
 TOL = {torch.float32: dict(rtol=1e-4, atol=1e-5), torch.float64: dict(rtol=1e-10, atol=1e-10)}
 # (N, C, *): 2D, 3D, 4D, 5D; N=1 with spatial > 1; a single channel; spatial size 1; planes long
-# enough for the kernels' planes family (>= 64 values) and short ones, which run as rows.
+# enough for the kernels' planes family (>= 64 values) and short ones, which run as rows; rows wider
+# than ROW_BLOCK / ROW_MIN values, whose sums run in blocks of whole channels' columns (the last short).
 SHAPES = [
+    (3, 100, 49),
+    (40, 3000),
     (7, 6),
     (5, 6, 9),
     (3, 6, 5, 4),
@@ -181,7 +184,13 @@ def test_fast_statistics_survive_a_large_offset(shape, layout):
 
 
 @pytest.mark.parametrize(
-    "shape, layout", [((6, 5, 7, 9), "contiguous"), ((6, 5, 7, 9), "channels_last"), ((64, 5, 4, 4), "contiguous")]
+    "shape, layout",
+    [
+        ((6, 5, 7, 9), "contiguous"),
+        ((6, 5, 7, 9), "channels_last"),
+        ((64, 5, 4, 4), "contiguous"),
+        ((20, 100, 7, 7), "contiguous"),  # rows in blocks of columns
+    ],
 )
 def test_parallel_kernels_match_torch(shape, layout, monkeypatch):
     # Force the multi-threaded drivers on a small input (normally only large inputs use them).

@@ -74,6 +74,21 @@ def test_a_non_finite_or_huge_value_gives_torchs_output_and_statistics(path, sha
     _check(x, *_pair(shape), train)
 
 
+@pytest.mark.parametrize("value", [INF, NAN, 1e26])
+def test_a_non_finite_or_huge_value_in_a_later_block_of_wide_rows(path, value):
+    """Rows of 100 * 49 values run their statistics in blocks of whole channels' columns; the last
+    channel's lie in the last block, whose float64 fallback must read its own columns."""
+    torch.manual_seed(5)
+    x = torch.randn(3, 100, 49)
+    x[1, 99, 5] = value
+    ours, ref = bnlab.nn.BatchNorm1d(100), nn.BatchNorm1d(100)
+    with torch.no_grad():
+        ours.weight.copy_(torch.linspace(-2.0, 2.0, 100))
+        ours.bias.copy_(torch.linspace(1.0, -1.0, 100))
+    ref.load_state_dict(ours.state_dict())
+    _check(x, ours, ref, True)
+
+
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("train", [True, False])
 def test_an_infinite_running_var_stays_infinite_as_in_torch(path, shape, train):
