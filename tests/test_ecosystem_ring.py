@@ -150,6 +150,7 @@ def test_fold_refuses_a_parametrized_conv_weight_clearly():
     torch.testing.assert_close(bnlab.fold(model)(x), model(x), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow  # ~21 s compiling C++; torch.export of bnlab's layers is in the default suite (test_quantization.py)
 def test_aot_inductor_package_of_an_exported_model_runs_as_torch(tmp_path):
     theirs = _cnn().eval()
     ours = bnlab.convert(copy.deepcopy(theirs), "bnlab").eval()

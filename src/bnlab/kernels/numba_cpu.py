@@ -411,6 +411,15 @@ def _elemt_rows(dyb, xb, dxb, mean, scale, shift, mean_g, proj, act, sl):
 # (Two functions rather than one compiled twice: numba's disk cache does not tell them apart.)
 
 
+@njit(**_INLINE)
+def _row_block(p, chunks, rows, cols, R, W):
+    """Task ``p`` of the row-block loops: rows r0..r1-1 by columns c0..c1-1 (``chunks`` column ranges
+    of ``cols`` per block of ``rows`` rows)."""
+    blk = p // chunks
+    c0 = (p - blk * chunks) * cols
+    return blk, blk * rows, min(R, (blk + 1) * rows), c0, min(W, c0 + cols)
+
+
 @njit(parallel=True, **_JIT)
 def _stats_ncs_par(x, pmean, pm2):
     N, C, S = x.shape
@@ -438,10 +447,8 @@ def _stats_rc_par(x, rows, cols, pmean, pm2):
     R, W = x.shape
     chunks = (W + cols - 1) // cols
     for p in prange(pmean.shape[0] * chunks):
-        blk = p // chunks
-        c0 = (p - blk * chunks) * cols
-        c1 = min(W, c0 + cols)
-        _rows_stats(x[blk * rows : min(R, (blk + 1) * rows)], c0, c1, pmean[blk, c0:c1], pm2[blk, c0:c1])
+        blk, r0, r1, c0, c1 = _row_block(p, chunks, rows, cols, R, W)
+        _rows_stats(x[r0:r1], c0, c1, pmean[blk, c0:c1], pm2[blk, c0:c1])
 
 
 @njit(**_JIT)
@@ -449,10 +456,8 @@ def _stats_rc_ser(x, rows, cols, pmean, pm2):
     R, W = x.shape
     chunks = (W + cols - 1) // cols
     for p in range(pmean.shape[0] * chunks):
-        blk = p // chunks
-        c0 = (p - blk * chunks) * cols
-        c1 = min(W, c0 + cols)
-        _rows_stats(x[blk * rows : min(R, (blk + 1) * rows)], c0, c1, pmean[blk, c0:c1], pm2[blk, c0:c1])
+        blk, r0, r1, c0, c1 = _row_block(p, chunks, rows, cols, R, W)
+        _rows_stats(x[r0:r1], c0, c1, pmean[blk, c0:c1], pm2[blk, c0:c1])
 
 
 @njit(parallel=True, **_JIT)
@@ -554,11 +559,7 @@ def _red_rc_par(dy, x, rows, cols, mean, scale, shift, act, sl, pg, pgx):
     R, W = x.shape
     chunks = (W + cols - 1) // cols
     for p in prange(pg.shape[0] * chunks):
-        blk = p // chunks
-        c0 = (p - blk * chunks) * cols
-        c1 = min(W, c0 + cols)
-        r0 = blk * rows
-        r1 = min(R, r0 + rows)
+        blk, r0, r1, c0, c1 = _row_block(p, chunks, rows, cols, R, W)
         m, a, b = mean[c0:c1], scale[c0:c1], shift[c0:c1]
         _red_rows(dy[r0:r1], x[r0:r1], c0, c1, m, a, b, act, sl, pg[blk, c0:c1], pgx[blk, c0:c1])
 
@@ -568,11 +569,7 @@ def _red_rc_ser(dy, x, rows, cols, mean, scale, shift, act, sl, pg, pgx):
     R, W = x.shape
     chunks = (W + cols - 1) // cols
     for p in range(pg.shape[0] * chunks):
-        blk = p // chunks
-        c0 = (p - blk * chunks) * cols
-        c1 = min(W, c0 + cols)
-        r0 = blk * rows
-        r1 = min(R, r0 + rows)
+        blk, r0, r1, c0, c1 = _row_block(p, chunks, rows, cols, R, W)
         m, a, b = mean[c0:c1], scale[c0:c1], shift[c0:c1]
         _red_rows(dy[r0:r1], x[r0:r1], c0, c1, m, a, b, act, sl, pg[blk, c0:c1], pgx[blk, c0:c1])
 
