@@ -363,10 +363,9 @@ def _red_plane(dyp, xp, mu, a, b, act, sl):
 def _red_rows(dyb, xb, c0, c1, mean, scale, shift, act, sl, out_g, out_gx):
     """sum(g) and sum(g * (x - mean)) per column over a (k, W) block's columns c0..c1-1 (``mean``,
     ``scale``, ``shift``, ``out_*``: those columns'), a row at a time. Four rows at a time, as
-    :func:`_rows_stats` takes them, read eight streams at once, which memory served slower: the sums
-    of a (25088, 128) input (channels-last (8, 128, 56, 56)) took 1.8-2.2 ms instead of 0.63 on one
-    thread, and in the lab's grouped CNN the backward of its (1900, 200) rows 323-353 us instead of
-    229-253."""
+    :func:`_rows_stats` takes them (eight streams of memory at once), was slower here: the sums of a
+    (25088, 128) input (channels-last (8, 128, 56, 56)) took 1.8-2.2 ms instead of 0.63 on one thread,
+    and in the lab's grouped CNN the backward of its (1900, 200) rows 323-353 us instead of 229-253."""
     k = xb.shape[0]
     C = c1 - c0
     g_acc = np.zeros(C, xb.dtype)
