@@ -101,13 +101,14 @@ def test_bench_json_on_tiny_shapes_has_well_formed_rows(tmp_path, capsys):
 
 def test_run_reports_the_path_of_bfloat16_rows():
     plan = cases.plan(quick=False, ops=["eval"], shapes={2: [(2, 3, 4, 4)]})
-    assert [c.dtype for c in plan if c.layout == "nchw"] == [torch.float32, torch.bfloat16]
-    bf16 = next(c for c in plan if c.dtype == torch.bfloat16)
-    row = command.run_case(bf16, copy_gbps=10.0, repeats=1, min_sample_s=0.0)
-    assert row["path"] == "fast" and row["dtype"] == "bfloat16"  # float32 kernels on a float32 copy
-    with dispatch.reference_only():
-        row = command.run_case(bf16, copy_gbps=10.0, repeats=1, min_sample_s=0.0)
-    assert row["path"] == "reference: fast path disabled"
+    nchw = [(c.dtype, c.param_dtype) for c in plan if c.layout == "nchw"]
+    assert nchw == [(torch.float32, None), (torch.bfloat16, None), (torch.bfloat16, torch.float32)]
+    for case, name in zip([c for c in plan if c.dtype == torch.bfloat16], ["bfloat16", "bf16/f32"]):
+        row = command.run_case(case, copy_gbps=10.0, repeats=1, min_sample_s=0.0)
+        assert row["path"] == "fast" and row["dtype"] == name  # both on the kernels, bfloat16 read as it is
+        with dispatch.reference_only():
+            row = command.run_case(case, copy_gbps=10.0, repeats=1, min_sample_s=0.0)
+        assert row["path"] == "reference: fast path disabled"
 
 
 def test_quick_plan_is_2d_and_bn1d_float32_only():

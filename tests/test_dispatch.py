@@ -43,7 +43,8 @@ def test_layout_classifies_memory_formats(x, expected):
     "args, reason",
     [
         ((torch.randn(2, 3, 4).to(torch.complex64),), "dtype"),
-        ((torch.randn(2, 3, 4).bfloat16(), torch.ones(3)), "mixed dtypes"),
+        ((torch.randn(2, 3, 4).bfloat16(), torch.ones(3, dtype=torch.float16)), "mixed dtypes"),
+        ((torch.randn(2, 3, 4), torch.ones(3, dtype=torch.bfloat16)), "mixed dtypes"),
         ((torch.randn(2, 3, 4).double(), torch.ones(3)), "mixed dtypes"),
         ((torch.randn(0, 3, 4),), "empty input"),
         ((torch.randn(2, 3, 8)[..., ::2],), "strides"),
@@ -62,6 +63,24 @@ def test_half_types_run_the_float32_kernels_with_float32_statistics(dtype):
     stats32 = (torch.zeros(3), torch.ones(3))
     assert dispatch.why_reference(x, w, w, grad=torch.randn(2, 3, 4), stats=stats32) is None
     assert "mixed dtypes" in dispatch.why_reference(x, w, w, stats=(torch.zeros(3, dtype=dtype),))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_float32_vectors_with_a_half_type_input_run_on_the_cpu_kernels_only(dtype):
+    # torch's mixed precision (a float32 model fed half-type activations, as under CPU autocast): the
+    # CPU's kernels compute half types in float32 and take float32 vectors as they are; the Triton
+    # kernels want the input's dtype, so a forced Triton backend sends the call to the reference.
+    x, w32 = torch.randn(2, 3, 4).to(dtype), torch.ones(3)
+    assert dispatch.why_reference(x, w32, w32, torch.zeros(3), torch.ones(3)) is None
+    assert dispatch.select(x, w32, w32, torch.zeros(3), torch.ones(3)) is dispatch.FAST_BACKENDS["cpu"]
+    try:
+        dispatch.set_backend("reference")
+        assert dispatch.select(x, w32, w32) is dispatch.REFERENCE
+        dispatch._route["cpu"] = dispatch.TRITON  # the route BNLAB_BACKEND=triton sets, without needing triton
+        assert "mixed dtypes" in dispatch.why_reference(x, w32, w32)
+    finally:
+        dispatch.set_backend(None)
+    assert dispatch.why_reference(x, w32, w32) is None
 
 
 def test_tensor_subclasses_take_the_reference():

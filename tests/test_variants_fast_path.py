@@ -132,11 +132,11 @@ def test_bn_act_runs_the_fused_kernels(monkeypatch):
     from bnlab.kernels import numba_cpu
 
     tags = []
-    for entry in ("forward_rows", "backward_rows"):
+    for entry, act_arg in (("forward_rows", 5), ("backward_rows", 8)):  # where each takes the act tag
         real = getattr(numba_cpu, entry)
 
-        def spy(*args, _real=real):
-            tags.append(args[5] if len(args) == 16 else args[8])  # the act tag
+        def spy(*args, _real=real, _i=act_arg):
+            tags.append(args[_i])
             return _real(*args)
 
         monkeypatch.setattr(numba_cpu, entry, spy)

@@ -39,7 +39,8 @@ SHAPES: dict[int, list[tuple[int, ...]]] = {
     3: [(4, 32, 16, 32, 32)],
 }
 QUICK_SHAPES: dict[int, list[tuple[int, ...]]] = {1: [(256, 512)], 2: SHAPES[2]}
-# Extra dtypes of the full run, on NCHW 2d shapes (bnlab runs its reference path for these).
+# Extra dtypes of the full run, on NCHW 2d shapes, each through layers of its own dtype and through
+# float32 layers (mixed precision: the row's dtype reads "bf16/f32").
 EXTRA_DTYPES = (torch.bfloat16,)
 
 
@@ -88,4 +89,5 @@ def plan(
                     if not quick and not op.float32_only and dims == 2 and layout == "nchw":
                         dtypes += EXTRA_DTYPES
                     cases += [Case(name, dims, shape, layout, dtype) for dtype in dtypes]
+                    cases += [Case(name, dims, shape, layout, d, torch.float32) for d in dtypes if d != torch.float32]
     return cases

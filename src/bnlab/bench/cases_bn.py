@@ -20,10 +20,11 @@ def make_input(case: Case, seed: int = 0) -> torch.Tensor:
 
 
 def make_layers(case: Case) -> tuple[torch.nn.Module, torch.nn.Module]:
-    """torch.nn's and bnlab's BatchNorm{dims}d with the same random affine parameters."""
-    channels = case.shape[1]
-    ref = getattr(torch.nn, f"BatchNorm{case.dims}d")(channels, dtype=case.dtype)
-    ours = getattr(bnn, f"BatchNorm{case.dims}d")(channels, dtype=case.dtype)
+    """torch.nn's and bnlab's BatchNorm{dims}d with the same random affine parameters, in the case's
+    layer dtype."""
+    channels, dtype = case.shape[1], case.param_dtype or case.dtype
+    ref = getattr(torch.nn, f"BatchNorm{case.dims}d")(channels, dtype=dtype)
+    ours = getattr(bnn, f"BatchNorm{case.dims}d")(channels, dtype=dtype)
     gen = torch.Generator().manual_seed(1)
     with torch.no_grad():
         ref.weight.copy_(torch.rand(channels, generator=gen) + 0.5)

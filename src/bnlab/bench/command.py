@@ -25,6 +25,14 @@ from . import cases as C
 from . import contention, environment, goals, timing
 
 DTYPE_NAMES = {torch.float32: "float32", torch.float64: "float64", torch.bfloat16: "bfloat16", torch.float16: "float16"}
+_SHORT = {torch.bfloat16: "bf16", torch.float16: "f16", torch.float32: "f32", torch.float64: "f64"}
+
+
+def dtype_name(case: C.Case) -> str:
+    """A row's dtype: the input's ("bfloat16"), or input/layers where they differ ("bf16/f32")."""
+    if case.param_dtype is None or case.param_dtype == case.dtype:
+        return DTYPE_NAMES.get(case.dtype, str(case.dtype))
+    return f"{_SHORT[case.dtype]}/{_SHORT[case.param_dtype]}"
 
 
 def _positive(text: str) -> int:
@@ -150,7 +158,7 @@ def run_case(case: C.Case, copy_gbps: float, repeats: int, min_sample_s: float =
         "dims": case.dims,
         "shape": list(case.shape),
         "layout": case.layout,
-        "dtype": DTYPE_NAMES.get(case.dtype, str(case.dtype)),
+        "dtype": dtype_name(case),
         "torch_us": med["torch"] * 1e6,
         "bnlab_us": med["bnlab"] * 1e6,
         "ratio": med["bnlab"] / med["torch"],
@@ -222,7 +230,7 @@ def run(
             timing.progress_line(
                 progress,
                 f"[{i + 1}/{len(plan)}] {case.op} {case.dims}d {shape} {case.layout} "
-                f"{DTYPE_NAMES.get(case.dtype)} ({time.perf_counter() - started:.0f} s)",
+                f"{dtype_name(case)} ({time.perf_counter() - started:.0f} s)",
             )
         rows.append(run_case(case, copy_gbps, repeats))
     for n in contention_threads if contention_threads is not None else ([] if quick else [1]):

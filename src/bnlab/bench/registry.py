@@ -18,6 +18,9 @@ class Case:
     shape: tuple[int, ...]
     layout: str  # "nchw" (contiguous) or "channels_last"
     dtype: torch.dtype
+    # The layers' dtype where it is not the input's: a float32 layer fed bfloat16 (torch's mixed precision,
+    # a float32 model under CPU autocast). None: the input's.
+    param_dtype: torch.dtype | None = None
 
 
 # (torch_fn, bnlab_fn, path) or (torch_fn, bnlab_fn, path, extra row fields)

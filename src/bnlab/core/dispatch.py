@@ -10,10 +10,11 @@ operations, :mod:`bnlab.core.backends.reference`):
    handed out then is marked ``traced``);
 3. an operand the kernels do not take: not a plain ``torch.Tensor`` / ``nn.Parameter`` (subclasses),
    not on a device with a fast backend (the CPU), not strided, an input dtype other than float32,
-   float64, bfloat16 or float16 (half types run the float32 kernels on a float32 copy and round
-   once, as the reference computes them), a parameter or buffer of another dtype than the input,
-   batch statistics not in the accumulation dtype (float32 for half types), a per-channel vector
-   that is not contiguous;
+   float64, bfloat16 or float16 (half types compute in float32 and round once, as the reference
+   computes them), a parameter or buffer of another dtype than the input -- except float32 ones with
+   a half-type input on the CPU's kernels, torch's mixed precision (a float32 model under CPU
+   autocast) --, batch statistics not in the accumulation dtype (float32 for half types), a
+   per-channel vector that is not contiguous;
 4. an empty input, or memory that is neither contiguous NC* nor channels-innermost
    (channels_last, a transposed (N, L, C), a 2D (N, C));
 5. in the backward: grad mode on (double backward needs the differentiable closed form), or an
@@ -172,6 +173,14 @@ def layout(x: Tensor) -> str | None:
     return None
 
 
+def _vector_dtype(x: Tensor, t: Tensor) -> torch.dtype:
+    """The dtype rule 3 asks of the per-channel tensor ``t`` of a call on ``x``: x's own, or float32 (a
+    float32 ``t``, a half-type ``x``) where the CPU's kernels run, which compute half types in float32."""
+    if t.dtype is torch.float32 and x.dtype in _HALF_DTYPES and x.is_cpu and _route["cpu"] is _CPU:
+        return torch.float32
+    return x.dtype
+
+
 def _tensor_issue(t: Tensor, dtype: torch.dtype) -> str | None:
     """Rule 3 for one tensor; None if it is a plain strided CPU tensor of ``dtype``."""
     # Runs for every operand of every call: cheap attributes first (t.device builds an object).
@@ -191,7 +200,8 @@ def _tensor_issue(t: Tensor, dtype: torch.dtype) -> str | None:
 def _vectors_plain(x: Tensor, vectors: tuple) -> bool:
     """Check the per-channel tensors of a call on ``x`` (:func:`bnlab.core.checks.check_vectors`:
     one element per channel, dtype, device -- the user's errors) and say whether every one is a
-    plain contiguous (C,) CPU tensor of ``x``'s dtype, what the kernels take as they are.
+    plain contiguous (C,) CPU tensor of ``x``'s dtype (or float32 with a half-type ``x``: rule 3), what the
+    kernels take as they are.
 
     The kernels read these tensors by address, so nothing reaches a backend unchecked; the common
     case is recognised by one look at each tensor, which serves both the check and rule 3.
@@ -201,7 +211,7 @@ def _vectors_plain(x: Tensor, vectors: tuple) -> bool:
         for t in vectors:
             if t is not None and not (
                 type(t) in _PLAIN_TYPES
-                and t.dtype is dtype
+                and (t.dtype is dtype or t.dtype is _vector_dtype(x, t))
                 and t.is_cpu
                 and t.layout is torch.strided
                 and t.shape == shape
@@ -224,7 +234,7 @@ def _why_not_fast(x: Tensor, vectors, grad: Tensor | None, stats) -> str | None:
         return f"dtype {dtype}"
     for t in vectors:
         if t is not None:
-            issue = _tensor_issue(t, dtype)
+            issue = _tensor_issue(t, _vector_dtype(x, t))
             if issue is not None:
                 return issue
             if not t.is_contiguous():

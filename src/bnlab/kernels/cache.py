@@ -54,7 +54,7 @@ from pathlib import Path
 import numba
 
 # The files whose code ends up in the compiled kernels (numba inlines across them).
-KERNEL_SOURCES = ("numba_cpu.py", "numba_conv.py", "numba_tags.py", "fast_exp.py", "cache.py")
+KERNEL_SOURCES = ("numba_cpu.py", "numba_conv.py", "numba_tags.py", "numba_storage.py", "fast_exp.py", "cache.py")
 _HERE = Path(__file__).parent
 
 

@@ -1,4 +1,4 @@
-r"""Fused, parallel CPU kernels for batch norm (numba JIT), float32 and float64.
+r"""Fused, parallel CPU kernels for batch norm (numba JIT), float32 and float64 (and bfloat16 storage).
 
 The same math as :mod:`bnlab.core.math` (which stays the reference these kernels are tested
 against), reorganised so each pass over memory does as much as it can. The entry points are the
@@ -39,6 +39,11 @@ than the work it splits -- so the entry points take a ``mode`` (PARALLEL or SERI
 decides. The per-task bodies are inlined into both. Nothing here is specific to an instruction set:
 the loops are written for LLVM's vectorizer, which targets the machine numba runs on.
 
+Element types: x, y, dy and dx are float32 or float64, computed in their own dtype, or bfloat16,
+computed in float32 from its exact widening and rounded once on the way out (:mod:`.numba_storage`),
+so a bfloat16 call reads and writes 2 bytes per element instead of converting to a float32 copy and
+back. The per-channel vectors are always of the compute dtype.
+
 Compiled code is cached on disk (``cache=True``); see :mod:`bnlab.kernels.cache` for where.
 """
 
@@ -55,6 +60,7 @@ from numba.extending import intrinsic
 
 from . import threads
 from .cache import CACHE_DIR, compile_out_of_process  # sets numba's cache folder before anything compiles
+from .numba_storage import as_compute, load, store, zero, zeros
 from .numba_tags import ACT_TAGS, PARALLEL, SERIAL, activate, activate_grad, serial_or_parallel
 
 __all__ = [
@@ -197,7 +203,7 @@ def _sum_partials(pg, pgx, sum_g, sum_gxmu):
 @njit(**_INLINE)
 def _plane_stats(xp):
     """(mean, M2) of a 1D plane in float64: corrected two-pass per BLOCK, merged with Chan's update."""
-    zero = xp.dtype.type(0)
+    z = zero(xp)
     S = xp.shape[0]
     cnt = 0.0
     mu = 0.0
@@ -206,14 +212,14 @@ def _plane_stats(xp):
         # Loops run over 0-based views: a loop from a variable start defeats LLVM's vectorizer.
         xb = xp[s0 : min(S, s0 + BLOCK)]
         k = xb.shape[0]
-        acc = zero
+        acc = z
         for i in range(k):
-            acc += xb[i]
-        bm = xp.dtype.type(acc / k)  # in x's dtype: a float64 mean would make the next loop float64
-        sd = zero
-        sd2 = zero
+            acc += load(xb[i])
+        bm = as_compute(xp, acc / k)  # in x's dtype: a float64 mean would make the next loop float64
+        sd = z
+        sd2 = z
         for i in range(k):
-            d = xb[i] - bm
+            d = load(xb[i]) - bm
             sd += d
             sd2 += d * d
         bmean = bm + float(sd) / k
@@ -233,11 +239,11 @@ def _block_stats64(xb):
     k = xb.shape[0]
     acc = 0.0
     for i in range(k):
-        acc += float(xb[i])
+        acc += float(load(xb[i]))
     mean = acc / k
     m2 = 0.0
     for i in range(k):
-        d = float(xb[i]) - mean
+        d = float(load(xb[i])) - mean
         m2 += d * d
     return mean, m2
 
@@ -267,32 +273,32 @@ def _rows_stats(xb, c0, c1, out_mean, out_m2):
     k = xb.shape[0]
     C = c1 - c0
     k4 = k - k % 4
-    acc = np.zeros(C, xb.dtype)
+    acc = zeros(C, xb)
     for r in range(0, k4, 4):
         x0, x1, x2, x3 = xb[r, c0:c1], xb[r + 1, c0:c1], xb[r + 2, c0:c1], xb[r + 3, c0:c1]
         for c in range(C):
-            acc[c] += (x0[c] + x1[c]) + (x2[c] + x3[c])
+            acc[c] += (load(x0[c]) + load(x1[c])) + (load(x2[c]) + load(x3[c]))
     for r in range(k4, k):
         xr = xb[r, c0:c1]
         for c in range(C):
-            acc[c] += xr[c]
+            acc[c] += load(xr[c])
     for c in range(C):
         acc[c] /= k
-    sd = np.zeros(C, xb.dtype)
-    sd2 = np.zeros(C, xb.dtype)
+    sd = zeros(C, xb)
+    sd2 = zeros(C, xb)
     for r in range(0, k4, 4):
         x0, x1, x2, x3 = xb[r, c0:c1], xb[r + 1, c0:c1], xb[r + 2, c0:c1], xb[r + 3, c0:c1]
         for c in range(C):
-            d0 = x0[c] - acc[c]
-            d1 = x1[c] - acc[c]
-            d2 = x2[c] - acc[c]
-            d3 = x3[c] - acc[c]
+            d0 = load(x0[c]) - acc[c]
+            d1 = load(x1[c]) - acc[c]
+            d2 = load(x2[c]) - acc[c]
+            d3 = load(x3[c]) - acc[c]
             sd[c] += (d0 + d1) + (d2 + d3)
             sd2[c] += (d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3)
     for r in range(k4, k):
         xr = xb[r, c0:c1]
         for c in range(C):
-            d = xr[c] - acc[c]
+            d = load(xr[c]) - acc[c]
             sd[c] += d
             sd2[c] += d * d
     for c in range(C):
@@ -308,7 +314,7 @@ def _rows_stats(xb, c0, c1, out_mean, out_m2):
 @njit(**_INLINE)
 def _norm_plane(xp, yp, mu, a, b, act, sl):
     for s in range(xp.shape[0]):
-        yp[s] = activate(act, (xp[s] - mu) * a + b, sl)
+        yp[s] = store(yp, activate(act, (load(xp[s]) - mu) * a + b, sl))
 
 
 @njit(**_INLINE)
@@ -317,13 +323,13 @@ def _norm_rows(xb, yb, mean, scale, shift, act, sl):
         xr = xb[r]
         yr = yb[r]
         for c in range(xr.shape[0]):
-            yr[c] = activate(act, (xr[c] - mean[c]) * scale[c] + shift[c], sl)
+            yr[c] = store(yr, activate(act, (load(xr[c]) - mean[c]) * scale[c] + shift[c], sl))
 
 
 @njit(**_INLINE)
 def _affine_plane(xp, yp, a, b, act, sl):
     for s in range(xp.shape[0]):
-        yp[s] = activate(act, xp[s] * a + b, sl)
+        yp[s] = store(yp, activate(act, load(xp[s]) * a + b, sl))
 
 
 @njit(**_INLINE)
@@ -332,7 +338,7 @@ def _affine_rows(xb, yb, scale, shift, act, sl):
         xr = xb[r]
         yr = yb[r]
         for c in range(xr.shape[0]):
-            yr[c] = activate(act, xr[c] * scale[c] + shift[c], sl)
+            yr[c] = store(yr, activate(act, load(xr[c]) * scale[c] + shift[c], sl))
 
 
 # --- task bodies: backward sums, sum(g) and sum(g * (x - mean)) ------------------------------------
@@ -340,18 +346,18 @@ def _affine_rows(xb, yb, scale, shift, act, sl):
 
 @njit(**_INLINE)
 def _red_plane(dyp, xp, mu, a, b, act, sl):
-    zero = xp.dtype.type(0)
+    z = zero(xp)
     S = xp.shape[0]
     tg = 0.0
     tgx = 0.0
     for s0 in range(0, S, BLOCK):
         xb = xp[s0 : min(S, s0 + BLOCK)]
         db = dyp[s0 : min(S, s0 + BLOCK)]
-        g_acc = zero
-        gx_acc = zero
+        g_acc = z
+        gx_acc = z
         for i in range(xb.shape[0]):
-            xm = xb[i] - mu
-            g = activate_grad(act, db[i], xm * a + b, sl)
+            xm = load(xb[i]) - mu
+            g = activate_grad(act, load(db[i]), xm * a + b, sl)
             g_acc += g
             gx_acc += g * xm
         tg += g_acc
@@ -368,14 +374,14 @@ def _red_rows(dyb, xb, c0, c1, mean, scale, shift, act, sl, out_g, out_gx):
     and in the lab's grouped CNN the backward of its (1900, 200) rows 323-353 us instead of 229-253."""
     k = xb.shape[0]
     C = c1 - c0
-    g_acc = np.zeros(C, xb.dtype)
-    gx_acc = np.zeros(C, xb.dtype)
+    g_acc = zeros(C, xb)
+    gx_acc = zeros(C, xb)
     for r in range(k):
         xr = xb[r, c0:c1]
         dyr = dyb[r, c0:c1]
         for c in range(C):
-            xm = xr[c] - mean[c]
-            g = activate_grad(act, dyr[c], xm * scale[c] + shift[c], sl)
+            xm = load(xr[c]) - mean[c]
+            g = activate_grad(act, load(dyr[c]), xm * scale[c] + shift[c], sl)
             g_acc[c] += g
             gx_acc[c] += g * xm
     for c in range(C):
@@ -389,9 +395,9 @@ def _red_rows(dyb, xb, c0, c1, mean, scale, shift, act, sl, out_g, out_gx):
 @njit(**_INLINE)
 def _elemt_plane(dyp, xp, dxp, mu, a, b, mg, k, act, sl):
     for s in range(xp.shape[0]):
-        xm = xp[s] - mu
-        g = activate_grad(act, dyp[s], xm * a + b, sl)
-        dxp[s] = (g - mg - xm * k) * a
+        xm = load(xp[s]) - mu
+        g = activate_grad(act, load(dyp[s]), xm * a + b, sl)
+        dxp[s] = store(dxp, (g - mg - xm * k) * a)
 
 
 @njit(**_INLINE)
@@ -401,9 +407,9 @@ def _elemt_rows(dyb, xb, dxb, mean, scale, shift, mean_g, proj, act, sl):
         dyr = dyb[r]
         dxr = dxb[r]
         for c in range(xr.shape[0]):
-            xm = xr[c] - mean[c]
-            g = activate_grad(act, dyr[c], xm * scale[c] + shift[c], sl)
-            dxr[c] = (g - mean_g[c] - xm * proj[c]) * scale[c]
+            xm = load(xr[c]) - mean[c]
+            g = activate_grad(act, load(dyr[c]), xm * scale[c] + shift[c], sl)
+            dxr[c] = store(dxr, (g - mean_g[c] - xm * proj[c]) * scale[c])
 
 
 # --- drivers: the same task loop, parallel (prange) and serial ----------------------------------
@@ -791,8 +797,8 @@ def _reduce_rows(mode, dy, x, G, mean, scale, shift, act, sl, sum_g, sum_gxmu):
     R, W = x.shape
     rows, cols = _sum_block(W, G)
     nblk = (R + rows - 1) // rows
-    pg = np.empty((nblk, W), x.dtype)
-    pgx = np.empty((nblk, W), x.dtype)
+    pg = np.empty((nblk, W), mean.dtype)
+    pgx = np.empty((nblk, W), mean.dtype)
     _red_rc(mode, dy, x, rows, cols, _expand(mean, G), _expand(scale, G), _expand(shift, G), act, sl, pg, pgx)
     if G == 1:
         _sum_partials(pg, pgx, sum_g, sum_gxmu)
@@ -836,7 +842,9 @@ def _eval_rows(mode, x, G, rmean, rvar, w, b, eps, act, sl, y):
 # an array of the dtype of the empty ``tag`` array: a Python int crosses into numba for a fraction of
 # what converting a tensor to a numpy array costs (about 0.1 us against 0.5-0.8 us, ten or more times
 # per training step). Address 0 is "no tensor" (no weight, no bias, no running statistics, no dx).
-# Per-channel vectors (weight, bias, statistics) are contiguous (C,) arrays of the kernel dtype.
+# Per-channel vectors (weight, bias, statistics) are contiguous (C,) arrays of the kernel dtype, the
+# dtype of ``tag``; x, y, dy and dx are of the dtype of ``btag``: the same, or uint16 for bfloat16's bits
+# (read and written through :mod:`.numba_storage`, computed in float32).
 # ``dims`` is (N, C, S) for planes, (R, C, G) for rows (see the two families above).
 
 
@@ -869,48 +877,52 @@ def _rows(address, dims, tag):
 
 
 @njit(**_JIT)
-def forward_planes(px, dims, pw, pb, eps, act, slope, mode, py, pmean, pvar, prm, prv, count, momentum, tag):
+def forward_planes(px, dims, pw, pb, eps, act, slope, mode, py, pmean, pvar, prm, prv, count, momentum, tag, btag):
     """Training forward: batch statistics into ``mean`` and the biased ``var``, ``y = act((x - mean)
     * invstd * w + b)``, and the running-statistics update when ``prm``/``prv`` are given."""
     C = dims[1]
-    x, y = _planes(px, dims, tag), _planes(py, dims, tag)
+    x, y = _planes(px, dims, btag), _planes(py, dims, btag)
     mean, var = _vec(pmean, C, tag), _vec(pvar, C, tag)
     mean64, var64 = np.empty(C), np.empty(C)
     _stats_of_planes(mode, x, mean64, var64)
     _stats_exact(mean64, var64, mean, var)
-    _normalize_planes(mode, x, mean, var, _vec(pw, C, tag), _vec(pb, C, tag), eps, act, x.dtype.type(slope), y, mean64)
+    _normalize_planes(
+        mode, x, mean, var, _vec(pw, C, tag), _vec(pb, C, tag), eps, act, tag.dtype.type(slope), y, mean64
+    )
     _update(_vec(prm, C, tag), _vec(prv, C, tag), mean, var, count, momentum)
 
 
 @njit(**_JIT)
-def forward_rows(px, dims, pw, pb, eps, act, slope, mode, py, pmean, pvar, prm, prv, count, momentum, tag):
+def forward_rows(px, dims, pw, pb, eps, act, slope, mode, py, pmean, pvar, prm, prv, count, momentum, tag, btag):
     """:func:`forward_planes` on rows."""
     R, C, G = dims
-    x, y = _rows(px, dims, tag), _rows(py, dims, tag)
+    x, y = _rows(px, dims, btag), _rows(py, dims, btag)
     mean, var = _vec(pmean, C, tag), _vec(pvar, C, tag)
     mean64, var64 = np.empty(C), np.empty(C)
     _stats_of_rows(mode, x, G, mean64, var64)
     _stats_exact(mean64, var64, mean, var)
-    _normalize_rows(mode, x, G, mean, var, _vec(pw, C, tag), _vec(pb, C, tag), eps, act, x.dtype.type(slope), y, mean64)
+    _normalize_rows(
+        mode, x, G, mean, var, _vec(pw, C, tag), _vec(pb, C, tag), eps, act, tag.dtype.type(slope), y, mean64
+    )
     _update(_vec(prm, C, tag), _vec(prv, C, tag), mean, var, count, momentum)
 
 
 @njit(**_JIT)
-def stats_planes(px, dims, mode, pmean, pvar, tag):
+def stats_planes(px, dims, mode, pmean, pvar, tag, btag):
     """Batch mean and biased variance per channel."""
-    _stats_of_planes(mode, _planes(px, dims, tag), _vec(pmean, dims[1], tag), _vec(pvar, dims[1], tag))
+    _stats_of_planes(mode, _planes(px, dims, btag), _vec(pmean, dims[1], tag), _vec(pvar, dims[1], tag))
 
 
 @njit(**_JIT)
-def stats_rows(px, dims, mode, pmean, pvar, tag):
-    _stats_of_rows(mode, _rows(px, dims, tag), dims[2], _vec(pmean, dims[1], tag), _vec(pvar, dims[1], tag))
+def stats_rows(px, dims, mode, pmean, pvar, tag, btag):
+    _stats_of_rows(mode, _rows(px, dims, btag), dims[2], _vec(pmean, dims[1], tag), _vec(pvar, dims[1], tag))
 
 
 @njit(**_JIT)
-def normalize_planes(px, dims, pmean, pvar, pw, pb, eps, act, slope, mode, py, tag):
+def normalize_planes(px, dims, pmean, pvar, pw, pb, eps, act, slope, mode, py, tag, btag):
     """``y = act((x - mean) / sqrt(var + eps) * w + b)`` with the given statistics."""
     C = dims[1]
-    x = _planes(px, dims, tag)
+    x = _planes(px, dims, btag)
     mean = _vec(pmean, C, tag)  # given statistics are taken as exact (no residual to fold)
     _normalize_planes(
         mode,
@@ -921,16 +933,16 @@ def normalize_planes(px, dims, pmean, pvar, pw, pb, eps, act, slope, mode, py, t
         _vec(pb, C, tag),
         eps,
         act,
-        x.dtype.type(slope),
-        _planes(py, dims, tag),
+        tag.dtype.type(slope),
+        _planes(py, dims, btag),
         mean,
     )
 
 
 @njit(**_JIT)
-def normalize_rows(px, dims, pmean, pvar, pw, pb, eps, act, slope, mode, py, tag):
+def normalize_rows(px, dims, pmean, pvar, pw, pb, eps, act, slope, mode, py, tag, btag):
     C = dims[1]
-    x = _rows(px, dims, tag)
+    x = _rows(px, dims, btag)
     mean = _vec(pmean, C, tag)
     _normalize_rows(
         mode,
@@ -942,78 +954,78 @@ def normalize_rows(px, dims, pmean, pvar, pw, pb, eps, act, slope, mode, py, tag
         _vec(pb, C, tag),
         eps,
         act,
-        x.dtype.type(slope),
-        _rows(py, dims, tag),
+        tag.dtype.type(slope),
+        _rows(py, dims, btag),
         mean,
     )
 
 
 @njit(**_JIT)
-def backward_planes(pdy, px, dims, pw, pb, pmean, pvar, eps, act, slope, mode, pdx, pdw, pdb, tag):
+def backward_planes(pdy, px, dims, pw, pb, pmean, pvar, eps, act, slope, mode, pdx, pdw, pdb, tag, btag):
     """Training backward: ``dx``, ``dw``, ``db`` (each skipped at address 0) from the batch statistics."""
     N, C, S = dims
-    x, dy = _planes(px, dims, tag), _planes(pdy, dims, tag)
+    x, dy = _planes(px, dims, btag), _planes(pdy, dims, btag)
     mean = _vec(pmean, C, tag)
     invstd, scale, shift = _scale_shift(_vec(pvar, C, tag), _vec(pw, C, tag), _vec(pb, C, tag), eps)
-    sl = x.dtype.type(slope)
-    sum_g = np.empty(C, x.dtype)
-    sum_gxmu = np.empty(C, x.dtype)
+    sl = tag.dtype.type(slope)
+    sum_g = np.empty(C, tag.dtype)
+    sum_gxmu = np.empty(C, tag.dtype)
     _reduce_planes(mode, dy, x, mean, scale, shift, act, sl, sum_g, sum_gxmu)
     mean_g, proj = _backward_consts(sum_g, sum_gxmu, invstd, N * S, _vec(pdw, C, tag), _vec(pdb, C, tag))
     if pdx:
-        _elemt_ncs(mode, dy, x, mean, scale, shift, mean_g, proj, act, sl, _planes(pdx, dims, tag))
+        _elemt_ncs(mode, dy, x, mean, scale, shift, mean_g, proj, act, sl, _planes(pdx, dims, btag))
 
 
 @njit(**_JIT)
-def backward_rows(pdy, px, dims, pw, pb, pmean, pvar, eps, act, slope, mode, pdx, pdw, pdb, tag):
+def backward_rows(pdy, px, dims, pw, pb, pmean, pvar, eps, act, slope, mode, pdx, pdw, pdb, tag, btag):
     R, C, G = dims
-    x, dy = _rows(px, dims, tag), _rows(pdy, dims, tag)
+    x, dy = _rows(px, dims, btag), _rows(pdy, dims, btag)
     mean = _vec(pmean, C, tag)
     invstd, scale, shift = _scale_shift(_vec(pvar, C, tag), _vec(pw, C, tag), _vec(pb, C, tag), eps)
-    sl = x.dtype.type(slope)
-    sum_g = np.empty(C, x.dtype)
-    sum_gxmu = np.empty(C, x.dtype)
+    sl = tag.dtype.type(slope)
+    sum_g = np.empty(C, tag.dtype)
+    sum_gxmu = np.empty(C, tag.dtype)
     _reduce_rows(mode, dy, x, G, mean, scale, shift, act, sl, sum_g, sum_gxmu)
     mean_g, proj = _backward_consts(sum_g, sum_gxmu, invstd, R * G, _vec(pdw, C, tag), _vec(pdb, C, tag))
     if pdx:
-        _elemt_of_rows(mode, dy, x, G, mean, scale, shift, mean_g, proj, act, sl, _rows(pdx, dims, tag))
+        _elemt_of_rows(mode, dy, x, G, mean, scale, shift, mean_g, proj, act, sl, _rows(pdx, dims, btag))
 
 
 @njit(**_JIT)
-def reduce_planes(pdy, px, dims, pw, pb, pmean, pvar, eps, act, slope, mode, psum_g, psum_gxmu, tag):
+def reduce_planes(pdy, px, dims, pw, pb, pmean, pvar, eps, act, slope, mode, psum_g, psum_gxmu, tag, btag):
     """The backward's two sums, ``sum(g)`` and ``sum(g * (x - mean))`` per channel (g = dy * act'(z))."""
     C = dims[1]
-    x = _planes(px, dims, tag)
+    x = _planes(px, dims, btag)
     _, scale, shift = _scale_shift(_vec(pvar, C, tag), _vec(pw, C, tag), _vec(pb, C, tag), eps)
     _reduce_planes(
         mode,
-        _planes(pdy, dims, tag),
+        _planes(pdy, dims, btag),
         x,
         _vec(pmean, C, tag),
         scale,
         shift,
         act,
-        x.dtype.type(slope),
+        tag.dtype.type(slope),
         _vec(psum_g, C, tag),
         _vec(psum_gxmu, C, tag),
     )
 
 
 @njit(**_JIT)
-def reduce_rows(pdy, px, dims, pw, pb, pmean, pvar, eps, act, slope, mode, psum_g, psum_gxmu, tag):
+def reduce_rows(pdy, px, dims, pw, pb, pmean, pvar, eps, act, slope, mode, psum_g, psum_gxmu, tag, btag):
     C = dims[1]
-    x = _rows(px, dims, tag)
+    x = _rows(px, dims, btag)
     _, scale, shift = _scale_shift(_vec(pvar, C, tag), _vec(pw, C, tag), _vec(pb, C, tag), eps)
     _reduce_rows(
         mode,
-        _rows(pdy, dims, tag),
+        _rows(pdy, dims, btag),
         x,
         dims[2],
         _vec(pmean, C, tag),
         scale,
         shift,
         act,
-        x.dtype.type(slope),
+        tag.dtype.type(slope),
         _vec(psum_g, C, tag),
         _vec(psum_gxmu, C, tag),
     )
@@ -1029,17 +1041,17 @@ def _elemt_consts(var, w, b, eps, mean_gxmu):
 
 
 @njit(**_JIT)
-def elemt_planes(pdy, px, dims, pw, pb, pmean, pvar, eps, act, slope, pmean_g, pmean_gxmu, mode, pdx, tag):
+def elemt_planes(pdy, px, dims, pw, pb, pmean, pvar, eps, act, slope, pmean_g, pmean_gxmu, mode, pdx, tag, btag):
     """``dx = w * invstd * (g - mean_g - (x - mean) * invstd^2 * mean_gxmu)`` with the given means of
     the two sums (over the whole, possibly multi-process, batch)."""
     C = dims[1]
-    x = _planes(px, dims, tag)
+    x = _planes(px, dims, btag)
     scale, shift, proj = _elemt_consts(
         _vec(pvar, C, tag), _vec(pw, C, tag), _vec(pb, C, tag), eps, _vec(pmean_gxmu, C, tag)
     )
     _elemt_ncs(
         mode,
-        _planes(pdy, dims, tag),
+        _planes(pdy, dims, btag),
         x,
         _vec(pmean, C, tag),
         scale,
@@ -1047,21 +1059,21 @@ def elemt_planes(pdy, px, dims, pw, pb, pmean, pvar, eps, act, slope, pmean_g, p
         _vec(pmean_g, C, tag),
         proj,
         act,
-        x.dtype.type(slope),
-        _planes(pdx, dims, tag),
+        tag.dtype.type(slope),
+        _planes(pdx, dims, btag),
     )
 
 
 @njit(**_JIT)
-def elemt_rows(pdy, px, dims, pw, pb, pmean, pvar, eps, act, slope, pmean_g, pmean_gxmu, mode, pdx, tag):
+def elemt_rows(pdy, px, dims, pw, pb, pmean, pvar, eps, act, slope, pmean_g, pmean_gxmu, mode, pdx, tag, btag):
     C = dims[1]
-    x = _rows(px, dims, tag)
+    x = _rows(px, dims, btag)
     scale, shift, proj = _elemt_consts(
         _vec(pvar, C, tag), _vec(pw, C, tag), _vec(pb, C, tag), eps, _vec(pmean_gxmu, C, tag)
     )
     _elemt_of_rows(
         mode,
-        _rows(pdy, dims, tag),
+        _rows(pdy, dims, btag),
         x,
         dims[2],
         _vec(pmean, C, tag),
@@ -1070,17 +1082,17 @@ def elemt_rows(pdy, px, dims, pw, pb, pmean, pvar, eps, act, slope, pmean_g, pme
         _vec(pmean_g, C, tag),
         proj,
         act,
-        x.dtype.type(slope),
-        _rows(pdx, dims, tag),
+        tag.dtype.type(slope),
+        _rows(pdx, dims, btag),
     )
 
 
 @njit(**_JIT)
-def eval_planes(px, dims, prm, prv, pw, pb, eps, act, slope, mode, py, tag):
+def eval_planes(px, dims, prm, prv, pw, pb, eps, act, slope, mode, py, tag, btag):
     """Eval-mode batch norm in one pass: ``y = act(x * scale + shift)`` with ``scale = w /
     sqrt(running_var + eps)`` and ``shift = b - running_mean * scale``, as torch computes them."""
     C = dims[1]
-    x = _planes(px, dims, tag)
+    x = _planes(px, dims, btag)
     _eval_planes(
         mode,
         x,
@@ -1090,15 +1102,15 @@ def eval_planes(px, dims, prm, prv, pw, pb, eps, act, slope, mode, py, tag):
         _vec(pb, C, tag),
         eps,
         act,
-        x.dtype.type(slope),
-        _planes(py, dims, tag),
+        tag.dtype.type(slope),
+        _planes(py, dims, btag),
     )
 
 
 @njit(**_JIT)
-def eval_rows(px, dims, prm, prv, pw, pb, eps, act, slope, mode, py, tag):
+def eval_rows(px, dims, prm, prv, pw, pb, eps, act, slope, mode, py, tag, btag):
     C = dims[1]
-    x = _rows(px, dims, tag)
+    x = _rows(px, dims, btag)
     _eval_rows(
         mode,
         x,
@@ -1109,8 +1121,8 @@ def eval_rows(px, dims, prm, prv, pw, pb, eps, act, slope, mode, py, tag):
         _vec(pb, C, tag),
         eps,
         act,
-        x.dtype.type(slope),
-        _rows(py, dims, tag),
+        tag.dtype.type(slope),
+        _rows(py, dims, btag),
     )
 
 

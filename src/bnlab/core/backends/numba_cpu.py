@@ -1,9 +1,11 @@
 """The numba CPU backend: the primitives as calls of the compiled kernels of :mod:`bnlab.kernels`.
 
 What it takes is decided by the dispatch (:mod:`bnlab.core.dispatch`): plain CPU tensors, float32 /
-float64 (and bfloat16 / float16, run on a float32 copy and rounded once, as the reference computes
-them), contiguous NC* or channels-innermost memory, per-channel vectors contiguous and of the
-input's dtype. Within that it answers every primitive.
+float64, bfloat16 (read and written as it is and computed in float32, rounded once on the way out, as
+the reference computes it) and float16 (run on a float32 copy and rounded once), contiguous NC* or
+channels-innermost memory, per-channel vectors contiguous and of the input's dtype or, with a half-type
+input, float32 (torch's mixed precision; half-type vectors go in as float32 copies: C values). Within
+that it answers every primitive.
 
 Per call it does the least Python it can: tensors cross into the kernels as addresses
 (``data_ptr()``) with their sizes, outputs are allocated once with torch, and ``forward`` updates
@@ -43,10 +45,13 @@ PARALLEL_MIN_NUMEL = 1 << 16
 # Planes shorter than this run as rows (module docstring).
 PLANE_MIN = 64
 KERNEL_DTYPES = (torch.float32, torch.float64)  # what the kernels compute in
+# What x, y, dy and dx may be stored in, with the dtype the kernels compute them in: bfloat16 is read and
+# written by the kernels themselves (a float32 copy and back cost 2-5x torch's whole call on it).
+_COMPUTE = {torch.float32: torch.float32, torch.float64: torch.float64, torch.bfloat16: torch.float32}
 
 _kernels = None  # bnlab.kernels.numba_cpu, imported on first use (numba's import costs ~0.3 s)
 _threads = threading.local()  # numba's thread count is per calling thread, like torch's
-_TAGS: dict[torch.dtype, object] = {}
+_TAGS: dict[torch.dtype, object] = {}  # dtype -> an empty array of its element type in the kernels
 
 
 def _numba():
@@ -58,6 +63,7 @@ def _numba():
         _kernels = numba_cpu
         for dtype in KERNEL_DTYPES:
             _TAGS[dtype] = torch.empty(0, dtype=dtype).numpy()  # the kernels' dtype, as an array type
+        _TAGS[torch.bfloat16] = torch.empty(0, dtype=torch.int16).numpy().view("uint16")  # its bits
     want = torch.get_num_threads()
     if getattr(_threads, "n", None) != want:
         import numba
@@ -97,8 +103,19 @@ def _in_kernel_dtype(t: Tensor) -> Tensor: ...
 @overload
 def _in_kernel_dtype(t: None) -> None: ...
 def _in_kernel_dtype(t: Tensor | None) -> Tensor | None:
-    """``t`` itself, or a float32 copy of a half-type tensor (memory format kept)."""
+    """A per-channel vector as the kernels take it: ``t`` itself, or a float32 copy of a half type."""
     return t if t is None or t.dtype in KERNEL_DTYPES else t.detach().float()
+
+
+def _elements(x: Tensor) -> Tensor:
+    """x (or dy) as the kernels take it: itself in a dtype they store (:data:`_COMPUTE`), else a float32
+    copy (float16; memory format kept)."""
+    return x if x.dtype in _COMPUTE else x.detach().float()
+
+
+def _as(t: Tensor | None, dtype: torch.dtype) -> Tensor | None:
+    """``t`` in ``dtype``: itself, or rounded once."""
+    return t if t is None or t.dtype == dtype else t.to(dtype)
 
 
 class NumbaCPU(Backend):
@@ -107,20 +124,30 @@ class NumbaCPU(Backend):
 
     @staticmethod
     def _call_args(x: Tensor):
-        """The kernel module, the serial/parallel mode tag, the dtype tag, the family and its dims."""
+        """The kernel module, the serial/parallel mode tag, the compute dtype, its tag and the tag of x's
+        elements (``tags``, the kernels' last two arguments), the family and its dims."""
         K = _numba()
         fam, dims = family(x)
-        return K, (K.PARALLEL if parallel(x) else K.SERIAL), _TAGS[x.dtype], fam == "planes", dims
+        dtype = _COMPUTE[x.dtype]
+        return (
+            K,
+            (K.PARALLEL if parallel(x) else K.SERIAL),
+            dtype,
+            (_TAGS[dtype], _TAGS[x.dtype]),
+            fam == "planes",
+            dims,
+        )
 
     def forward(self, x, weight, bias, eps, act, slope, running: Running | None):
-        xk, wk, bk = _in_kernel_dtype(x), _in_kernel_dtype(weight), _in_kernel_dtype(bias)
-        K, mode, tag, planes, dims = self._call_args(xk)
+        xk, wk, bk = _elements(x), _in_kernel_dtype(weight), _in_kernel_dtype(bias)
+        K, mode, dtype, tags, planes, dims = self._call_args(xk)
         y = torch.empty_like(xk)
-        mean = torch.empty(dims[1], dtype=xk.dtype)
-        var = torch.empty(dims[1], dtype=xk.dtype)
+        mean = torch.empty(dims[1], dtype=dtype)
+        var = torch.empty(dims[1], dtype=dtype)
         rm = rv = None
         count, momentum = 0, 0.0
-        if running is not None and xk is x:  # (half-type buffers are updated below in torch ops)
+        in_kernel = running is not None and all(t is None or t.dtype == dtype for t in (running.mean, running.var))
+        if running is not None and in_kernel:  # (half-type buffers are updated below in torch ops)
             rm, rv, count, momentum = running.mean, running.var, running.count, float(running.momentum)
         (K.forward_planes if planes else K.forward_rows)(
             xk.data_ptr(),
@@ -138,26 +165,26 @@ class NumbaCPU(Backend):
             _ptr(rv),
             count,
             momentum,
-            tag,
+            *tags,
         )
         if running is not None:
-            if xk is not x:
+            if not in_kernel:
                 M.update_running_stats(running.mean, running.var, mean, var, running.count, running.momentum)
             else:  # written in place by the kernel, as lerp_ would: autograd sees the change
                 increment_version([t for t in (rm, rv) if t is not None])
-        return (y if xk is x else y.to(x.dtype)), mean, var  # a half-type y is rounded once, here
+        return _as(y, x.dtype), mean, var  # a float16 y is rounded once, here (bfloat16 in the kernel)
 
     def stats(self, x):
-        xk = _in_kernel_dtype(x)
-        K, mode, tag, planes, dims = self._call_args(xk)
-        mean = torch.empty(dims[1], dtype=xk.dtype)
-        var = torch.empty(dims[1], dtype=xk.dtype)
-        (K.stats_planes if planes else K.stats_rows)(xk.data_ptr(), dims, mode, mean.data_ptr(), var.data_ptr(), tag)
+        xk = _elements(x)
+        K, mode, dtype, tags, planes, dims = self._call_args(xk)
+        mean = torch.empty(dims[1], dtype=dtype)
+        var = torch.empty(dims[1], dtype=dtype)
+        (K.stats_planes if planes else K.stats_rows)(xk.data_ptr(), dims, mode, mean.data_ptr(), var.data_ptr(), *tags)
         return mean, var
 
     def normalize(self, x, mean, var, weight, bias, eps, act, slope):
-        xk, wk, bk = _in_kernel_dtype(x), _in_kernel_dtype(weight), _in_kernel_dtype(bias)
-        K, mode, tag, planes, dims = self._call_args(xk)
+        xk, wk, bk = _elements(x), _in_kernel_dtype(weight), _in_kernel_dtype(bias)
+        K, mode, dtype, tags, planes, dims = self._call_args(xk)
         y = torch.empty_like(xk)
         (K.normalize_planes if planes else K.normalize_rows)(
             xk.data_ptr(),
@@ -171,23 +198,23 @@ class NumbaCPU(Backend):
             float(slope),
             mode,
             y.data_ptr(),
-            tag,
+            *tags,
         )
-        return y if xk is x else y.to(x.dtype)
+        return _as(y, x.dtype)
 
     def _grad_in(self, dy: Tensor, xk: Tensor) -> Tensor:
         if dy.stride() != xk.stride() or dy.dtype != xk.dtype:
-            return torch.empty_like(xk).copy_(dy)  # an expanded gradient, the other memory format, a half type
+            return torch.empty_like(xk).copy_(dy)  # an expanded gradient, the other memory format, float16
         return dy
 
     def backward(self, dy, x, weight, bias, mean, var, eps, act, slope, needs):
-        xk, wk, bk = _in_kernel_dtype(x), _in_kernel_dtype(weight), _in_kernel_dtype(bias)
-        K, mode, tag, planes, dims = self._call_args(xk)
+        xk, wk, bk = _elements(x), _in_kernel_dtype(weight), _in_kernel_dtype(bias)
+        K, mode, dtype, tags, planes, dims = self._call_args(xk)
         C = dims[1]
         dyk = self._grad_in(dy, xk)
         dx = torch.empty_like(xk) if needs[0] else None
-        dw = torch.empty(C, dtype=xk.dtype) if needs[1] and weight is not None else None
-        db = torch.empty(C, dtype=xk.dtype) if needs[2] and bias is not None else None
+        dw = torch.empty(C, dtype=dtype) if needs[1] and weight is not None else None
+        db = torch.empty(C, dtype=dtype) if needs[2] and bias is not None else None
         (K.backward_planes if planes else K.backward_rows)(
             dyk.data_ptr(),
             xk.data_ptr(),
@@ -203,19 +230,18 @@ class NumbaCPU(Backend):
             _ptr(dx),
             _ptr(dw),
             _ptr(db),
-            tag,
+            *tags,
         )
-        if xk is not x:  # half types: round once
-            dx = None if dx is None else dx.to(x.dtype)
-            dw = None if dw is None else dw.to(weight.dtype)
-            db = None if db is None else db.to(bias.dtype)
-        return dx, dw, db
+        # half types: round once (a bfloat16 dx was rounded in the kernel)
+        dw = None if dw is None or weight is None else _as(dw, weight.dtype)
+        db = None if db is None or bias is None else _as(db, bias.dtype)
+        return _as(dx, x.dtype), dw, db
 
     def backward_reduce(self, dy, x, weight, bias, mean, var, eps, act, slope):
-        xk, wk, bk = _in_kernel_dtype(x), _in_kernel_dtype(weight), _in_kernel_dtype(bias)
-        K, mode, tag, planes, dims = self._call_args(xk)
-        sum_g = torch.empty(dims[1], dtype=xk.dtype)
-        sum_gxmu = torch.empty(dims[1], dtype=xk.dtype)
+        xk, wk, bk = _elements(x), _in_kernel_dtype(weight), _in_kernel_dtype(bias)
+        K, mode, dtype, tags, planes, dims = self._call_args(xk)
+        sum_g = torch.empty(dims[1], dtype=dtype)
+        sum_gxmu = torch.empty(dims[1], dtype=dtype)
         (K.reduce_planes if planes else K.reduce_rows)(
             self._grad_in(dy, xk).data_ptr(),
             xk.data_ptr(),
@@ -230,13 +256,13 @@ class NumbaCPU(Backend):
             mode,
             sum_g.data_ptr(),
             sum_gxmu.data_ptr(),
-            tag,
+            *tags,
         )
         return sum_g, sum_gxmu
 
     def backward_elemt(self, dy, x, weight, bias, mean, var, eps, act, slope, mean_g, mean_gxmu):
-        xk, wk, bk = _in_kernel_dtype(x), _in_kernel_dtype(weight), _in_kernel_dtype(bias)
-        K, mode, tag, planes, dims = self._call_args(xk)
+        xk, wk, bk = _elements(x), _in_kernel_dtype(weight), _in_kernel_dtype(bias)
+        K, mode, dtype, tags, planes, dims = self._call_args(xk)
         mean_g, mean_gxmu = mean_g.contiguous(), mean_gxmu.contiguous()
         dx = torch.empty_like(xk)
         (K.elemt_planes if planes else K.elemt_rows)(
@@ -254,14 +280,14 @@ class NumbaCPU(Backend):
             mean_gxmu.data_ptr(),
             mode,
             dx.data_ptr(),
-            tag,
+            *tags,
         )
-        return dx if xk is x else dx.to(x.dtype)
+        return _as(dx, x.dtype)
 
     def eval(self, x, running_mean, running_var, weight, bias, eps, act, slope):
-        xk = _in_kernel_dtype(x)
+        xk = _elements(x)
         rm, rv, wk, bk = (_in_kernel_dtype(t) for t in (running_mean, running_var, weight, bias))
-        K, mode, tag, planes, dims = self._call_args(xk)
+        K, mode, dtype, tags, planes, dims = self._call_args(xk)
         y = torch.empty_like(xk)
         (K.eval_planes if planes else K.eval_rows)(
             xk.data_ptr(),
@@ -275,9 +301,9 @@ class NumbaCPU(Backend):
             float(slope),
             mode,
             y.data_ptr(),
-            tag,
+            *tags,
         )
-        return y if xk is x else y.to(x.dtype)
+        return _as(y, x.dtype)
 
     def update_running_stats(self, running_mean, running_var, mean, var, count, momentum):
         buffers = tuple(t for t in (running_mean, running_var) if t is not None)
