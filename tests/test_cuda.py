@@ -131,6 +131,28 @@ needs_triton = pytest.mark.skipif(
 
 
 @needs_triton
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+def test_float32_layers_fed_half_types_train_on_triton_on_cuda(dtype):
+    """Mixed precision (a float32 model under autocast): the Triton kernels, with torch's results and
+    dtypes (half output and input gradient, float32 parameter gradients and running statistics)."""
+    from bnlab.core import dispatch
+
+    ours, ref = bnlab.nn.BatchNorm2d(8, device="cuda"), torch.nn.BatchNorm2d(8, device="cuda")
+    x = (torch.randn(16, 8, 10, 10, device="cuda") * 2 + 1).to(dtype)
+    assert dispatch.select(x, ours.weight, ours.bias, ours.running_mean, ours.running_var) is dispatch.TRITON
+    xo, xr = x.clone().requires_grad_(), x.clone().requires_grad_()
+    yo, yr = ours(xo), ref(xr)
+    dy = torch.randn_like(yr)
+    yo.backward(dy)
+    yr.backward(dy)
+    assert yo.dtype == yr.dtype == dtype and ours.weight.grad.dtype == torch.float32
+    assert_matches(yo, yr, "output")
+    assert_matches(xo.grad, xr.grad, "input gradient")
+    assert_matches(ours.weight.grad, ref.weight.grad, "weight gradient")
+    assert_matches(ours.running_var, ref.running_var, "running_var")
+
+
+@needs_triton
 def test_cuda_tensors_run_on_the_triton_backend():
     from bnlab.core import dispatch
 

@@ -75,19 +75,27 @@ def test_blocks_split_the_reduction_of_every_test_shape(monkeypatch):
             assert triton_gpu._geometry(x)[-1].chunks > 1, (shape, cl)
 
 
+# The layers' dtype: the input's, or float32 fed half types (torch's mixed precision, as under autocast).
+PARAMS = {"own": None, "float32": torch.float32}
+
+
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
-def test_matches_torch_nn_over_training_then_eval(shape, dtype, layout, launches):
+@pytest.mark.parametrize("params", sorted(PARAMS))
+def test_matches_torch_nn_over_training_then_eval(shape, dtype, layout, params, launches):
     if layout == "channels_last" and len(shape) < 4:
         pytest.skip("channels_last needs 4 or 5 dims")
+    if params == "float32" and dtype == torch.float32:
+        pytest.skip("a float32 input has float32 layers either way")
+    pdtype = PARAMS[params] or dtype
     ours_cls, ref_cls = LAYERS[len(shape)]
-    ours = ours_cls(shape[1], momentum=0.3, dtype=dtype)
-    ref = ref_cls(shape[1], momentum=0.3, dtype=dtype)
+    ours = ours_cls(shape[1], momentum=0.3, dtype=pdtype)
+    ref = ref_cls(shape[1], momentum=0.3, dtype=pdtype)
     gen = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for name in ("weight", "bias"):
-            v = torch.randn(shape[1], generator=gen, dtype=torch.float64).to(dtype)
+            v = torch.randn(shape[1], generator=gen, dtype=torch.float64).to(pdtype)
             getattr(ours, name).copy_(v)
             getattr(ref, name).copy_(v)
     for step in range(4):
@@ -108,10 +116,12 @@ def test_matches_torch_nn_over_training_then_eval(shape, dtype, layout, launches
         yr.backward(dy)
         assert_matches(xo.grad, xr.grad, "input gradient", exact["input"])
         for name in ("weight", "bias"):
+            assert getattr(ours, name).grad.dtype == pdtype
             assert_matches(getattr(ours, name).grad, getattr(ref, name).grad, f"{name} gradient", exact[name])
             getattr(ours, name).grad = getattr(ref, name).grad = None
         assert_matches(ours.running_mean, ref.running_mean, "running_mean")
         assert_matches(ours.running_var, ref.running_var, "running_var")
+        assert ours.running_mean.dtype == ours.running_var.dtype == pdtype
 
 
 def test_eval_without_grad_runs_on_triton_and_matches_torch():
@@ -332,9 +342,11 @@ def test_custom_operators_pass_opcheck():
         torch.library.opcheck(op, args, test_utils=("test_schema", "test_faketensor"))
 
 
-def test_compile_fullgraph_sees_the_custom_operators():
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_compile_fullgraph_sees_the_custom_operators(dtype):
     """torch.compile(fullgraph=True) of a training step with momentum=None (a tensor momentum: no
-    .item(), which would break the graph) records the Triton operators, and gives eager's results."""
+    .item(), which would break the graph) records the Triton operators, and gives eager's results; also
+    for bfloat16 input through the float32 layer (mixed precision)."""
     seen = []
 
     def record(gm, example_inputs):
@@ -346,11 +358,11 @@ def test_compile_fullgraph_sees_the_custom_operators():
     torch.manual_seed(0)
     m = bnlab.nn.BatchNorm2d(3, momentum=None)
     eager = bnlab.nn.BatchNorm2d(3, momentum=None)
-    x = torch.randn(4, 3, 5, 6)
+    x = torch.randn(4, 3, 5, 6).to(dtype)
 
     def step(module, inp):
         y = module(inp)
-        return y.square().sum()
+        return y.float().square().sum()
 
     compiled = torch.compile(step, backend=record, fullgraph=True)
     xc, xe = x.clone().requires_grad_(), x.clone().requires_grad_()

@@ -12,9 +12,9 @@ operations, :mod:`bnlab.core.backends.reference`):
    not on a device with a fast backend (the CPU), not strided, an input dtype other than float32,
    float64, bfloat16 or float16 (half types compute in float32 and round once, as the reference
    computes them), a parameter or buffer of another dtype than the input -- except float32 ones with
-   a half-type input on the CPU's kernels, torch's mixed precision (a float32 model under CPU
-   autocast) --, batch statistics not in the accumulation dtype (float32 for half types), a
-   per-channel vector that is not contiguous;
+   a half-type input, torch's mixed precision (a float32 model under autocast) --, batch statistics
+   not in the accumulation dtype (float32 for half types), a per-channel vector that is not
+   contiguous;
 4. an empty input, or memory that is neither contiguous NC* nor channels-innermost
    (channels_last, a transposed (N, L, C), a 2D (N, C));
 5. in the backward: grad mode on (double backward needs the differentiable closed form), or an
@@ -175,8 +175,8 @@ def layout(x: Tensor) -> str | None:
 
 def _vector_dtype(x: Tensor, t: Tensor) -> torch.dtype:
     """The dtype rule 3 asks of the per-channel tensor ``t`` of a call on ``x``: x's own, or float32 (a
-    float32 ``t``, a half-type ``x``) where the CPU's kernels run, which compute half types in float32."""
-    if t.dtype is torch.float32 and x.dtype in _HALF_DTYPES and x.is_cpu and _route["cpu"] is _CPU:
+    float32 ``t``, a half-type ``x``): both fast backends compute half types in float32."""
+    if t.dtype is torch.float32 and x.dtype in _HALF_DTYPES:
         return torch.float32
     return x.dtype
 
@@ -386,6 +386,6 @@ def _traced_for(x: Tensor, vectors, grad_graph: bool = False) -> Backend:
     if x.numel() == 0 or layout(x) is None:
         return TRACED
     for t in vectors:
-        if t is not None and (t.dtype != x.dtype or t.device != x.device or not t.is_contiguous()):
+        if t is not None and (t.dtype != _vector_dtype(x, t) or t.device != x.device or not t.is_contiguous()):
             return TRACED
     return TRITON_TRACED

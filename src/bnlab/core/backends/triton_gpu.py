@@ -5,7 +5,9 @@ tensors too under ``BNLAB_BACKEND=triton`` -- run by Triton's interpreter, which
 ``TRITON_INTERPRET=1`` before the kernels are imported (a CPU tensor reaching compiled kernels is
 a one-line error). What it takes: contiguous NC* or channels-innermost memory (channels_last 2d/3d,
 (N, C), (N, C, L)), float32 / float16 / bfloat16 with float32 statistics (float64 stays on the
-reference: the dispatch sends it there), per-channel vectors of the input's dtype.
+reference: the dispatch sends it there), per-channel vectors of the input's dtype or, with a half-type
+input, float32 (torch's mixed precision: the kernels load every operand as float32 and store each in its
+own dtype, so a float32 layer's gradients and running statistics stay float32).
 
 Every primitive is also a ``torch.library`` custom operator (``torch.ops.bnlab.triton_*``) with a
 fake implementation, so torch.compile (``fullgraph=True``) and torch.export trace a call as one
