@@ -404,14 +404,20 @@ def test_forward_updates_the_running_stats_in_its_own_kernel_call(shape, monkeyp
 # Half-type cases: a short-plane shape (the rows family, serial) and one of 100K elements with planes of
 # 6,400 values (the planes family, parallel on two or more threads); plain BN and BN+SiLU; the layer's
 # parameters in the input's dtype or in float32 (a float32 model fed bfloat16 activations, as under CPU
-# autocast: torch's mixed precision).
-HALF_SHAPES = [(6, 5, 7, 4), (4, 4, 80, 80)]
+# autocast: torch's mixed precision). Each family, mode and activation compiles its own bfloat16 kernels
+# (5-10 s each in a fresh process), so the default suite takes one of each family and mode, plain BN.
+_SLOW = pytest.mark.slow
+HALF_CASES = [
+    ((6, 5, 7, 4), "contiguous"),  # rows, serial
+    ((6, 5, 7, 4), "channels_last"),  # rows, serial
+    ((4, 4, 80, 80), "contiguous"),  # planes, parallel
+    pytest.param((4, 4, 80, 80), "channels_last", marks=_SLOW),  # rows, parallel
+]
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
-@pytest.mark.parametrize("shape", HALF_SHAPES)
-@pytest.mark.parametrize("act", ["identity", "silu"])
+@pytest.mark.parametrize("shape, layout", HALF_CASES)
+@pytest.mark.parametrize("act", ["identity", pytest.param("silu", marks=_SLOW)])
 @pytest.mark.parametrize("params", ["same", "float32"])
 def test_half_types_on_the_fast_path_equal_the_reference(dtype, layout, shape, act, params):
     # Both compute in float32 from the same values (bfloat16 widened in the kernels, float16 copied)

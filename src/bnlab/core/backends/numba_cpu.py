@@ -46,7 +46,7 @@ PARALLEL_MIN_NUMEL = 1 << 16
 PLANE_MIN = 64
 KERNEL_DTYPES = (torch.float32, torch.float64)  # what the kernels compute in
 # What x, y, dy and dx may be stored in, with the dtype the kernels compute them in: bfloat16 is read and
-# written by the kernels themselves (a float32 copy and back cost 2-5x torch's whole call on it).
+# written by the kernels themselves (on a float32 copy and back, a call took 1.8-5x torch's time).
 _COMPUTE = {torch.float32: torch.float32, torch.float64: torch.float64, torch.bfloat16: torch.float32}
 
 _kernels = None  # bnlab.kernels.numba_cpu, imported on first use (numba's import costs ~0.3 s)
