@@ -75,14 +75,20 @@ def test_blocks_split_the_reduction_of_every_test_shape(monkeypatch):
             assert triton_gpu._geometry(x)[-1].chunks > 1, (shape, cl)
 
 
-# The layers' dtype: the input's, or float32 fed half types (torch's mixed precision, as under autocast).
+# The layers' dtype: the input's, or float32 fed half types (torch's mixed precision, as under autocast);
+# the latter on the 2d shape in the default suite, on every shape with -m slow.
 PARAMS = {"own": None, "float32": torch.float32}
+CASES = [pytest.param(shape, "own", id="x".join(map(str, shape))) for shape in SHAPES] + [
+    pytest.param(
+        shape, "float32", id="x".join(map(str, shape)) + "-float32", marks=() if len(shape) == 4 else pytest.mark.slow
+    )
+    for shape in SHAPES
+]
 
 
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
-@pytest.mark.parametrize("params", sorted(PARAMS))
+@pytest.mark.parametrize("shape, params", CASES)
 def test_matches_torch_nn_over_training_then_eval(shape, dtype, layout, params, launches):
     if layout == "channels_last" and len(shape) < 4:
         pytest.skip("channels_last needs 4 or 5 dims")
