@@ -11,7 +11,7 @@ memory layout:
   LeVeque 1983): ``d = x - m_block``, ``mean = m_block + sum(d)/k``, ``M2 = sum(d^2) - sum(d)^2/k``.
   Blocks are merged with Chan et al.'s pairwise update in float64, so a large common offset
   (1e4 + N(0, 1) in float32) loses no precision -- never E[x^2] - E[x]^2. ``var`` is the *biased*
-  variance M2/m. The float64 mean's rounding to x's dtype is folded into the shift
+  variance M2/m. The float64 mean's rounding to the compute dtype is folded into the shift
   (``shift -= (mean64 - mean) * scale``), so ``y`` is normalized by the unrounded mean, as torch's
   float64-accumulating kernel does. ``stats`` and ``normalize`` are its two halves, for layers that need the
   statistics before normalizing (Batch Renorm, SyncBatchNorm).
@@ -132,7 +132,7 @@ def _scale_shift(var, w, b, eps):
 
 @njit(**_JIT)
 def _fold_mean_residual(shift, scale, mean, exact_mean):
-    """``shift -= (exact_mean - mean) * scale``: the mean's rounding to x's dtype (up to half an ulp,
+    """``shift -= (exact_mean - mean) * scale``: the mean's rounding to the compute dtype (up to half an ulp,
     which ``invstd`` magnifies when the variance is small) is put back through the shift, so
     ``(x - mean) * scale + shift`` normalizes by the float64 mean, as accurately as torch's kernel."""
     for c in range(shift.shape[0]):
@@ -141,7 +141,7 @@ def _fold_mean_residual(shift, scale, mean, exact_mean):
 
 @njit(**_JIT)
 def _stats_exact(mean, var, out_mean, out_var):
-    """Round float64 statistics into the output vectors (x's dtype)."""
+    """Round float64 statistics into the output vectors (the compute dtype)."""
     for c in range(mean.shape[0]):
         out_mean[c] = mean[c]
         out_var[c] = var[c]
@@ -215,7 +215,7 @@ def _plane_stats(xp):
         acc = z
         for i in range(k):
             acc += load(xb[i])
-        bm = as_compute(xp, acc / k)  # in x's dtype: a float64 mean would make the next loop float64
+        bm = as_compute(xp, acc / k)  # in the compute dtype: a float64 mean would make the next loop float64
         sd = z
         sd2 = z
         for i in range(k):

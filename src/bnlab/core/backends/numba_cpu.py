@@ -108,9 +108,9 @@ def _in_kernel_dtype(t: Tensor | None) -> Tensor | None:
 
 
 def _elements(x: Tensor) -> Tensor:
-    """x (or dy) as the kernels take it: itself in a dtype they store (:data:`_COMPUTE`), else a float32
-    copy (float16; memory format kept)."""
-    return x if x.dtype in _COMPUTE else x.detach().float()
+    """x (or dy) as the kernels take it: bfloat16 as it is (they read its bits), else as a vector
+    (:func:`_in_kernel_dtype`: float16 as a float32 copy, memory format kept)."""
+    return x if x.dtype is torch.bfloat16 else _in_kernel_dtype(x)
 
 
 def _as(t: Tensor | None, dtype: torch.dtype) -> Tensor | None:
