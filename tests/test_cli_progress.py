@@ -49,7 +49,7 @@ FAKE_REPORT = textwrap.dedent("""
     sys.path.insert(0, sys.argv[1])
     from report_fixtures import make_result
 
-    def run_all(quick, jobs, seeds, progress, scheduler, threads):
+    def run_all(quick, jobs, seeds, progress, scheduler, threads, session):
         progress.plan({"C1": 2, "C2": 0, "C4": 3}, {"C4": 1})
         for exp, done, total in [("C1", 1, 2), ("C4", 2, 3), ("C1", 2, 2), ("C4", 3, 3)]:
             time.sleep(0.05)

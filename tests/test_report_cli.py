@@ -13,8 +13,8 @@ from bnlab.cli import main
 def test_it_runs_all_experiments_once_and_writes_the_report(tmp_path, monkeypatch, capsys):
     calls = []
 
-    def run_all(quick, jobs, seeds, progress, scheduler, threads):
-        calls.append((quick, jobs, seeds, scheduler, threads))
+    def run_all(quick, jobs, seeds, progress, scheduler, threads, session):
+        calls.append((quick, jobs, seeds, scheduler, threads, session.jobs, session.scheduler))
         progress.plan({"C4 placement": 2, "C1": 0})
         for done in range(1, 3):
             progress.update("C4 placement", done, 2)
@@ -23,10 +23,11 @@ def test_it_runs_all_experiments_once_and_writes_the_report(tmp_path, monkeypatc
     from bnlab.experiments import registry
 
     monkeypatch.setattr(registry, "run_all", run_all)
-    monkeypatch.setattr("bnlab.demos.run", lambda: {})  # the report's demos are tested on their own
+    # the report's demos are tested on their own (and on a cluster's worker in test_sweep_dask.py)
+    monkeypatch.setattr("bnlab.report.cli.start_demos", lambda session: lambda: {})
     out = tmp_path / "rep"
     assert main(["report", "--quick", "--out", str(out), "--jobs", "3", "--seeds", "4", "--threads", "2"]) == 0
-    assert calls == [(True, 3, 4, None, 2)]
+    assert calls == [(True, 3, 4, None, 2, 3, None)]
     captured = capsys.readouterr()
     assert "2 experiments, 2 runs" in captured.err  # the progress display (not a terminal here)
     assert "C4 placement: all 2 runs done" in captured.err

@@ -73,6 +73,73 @@ def test_a_worker_with_other_code_refuses_the_run():
     assert out["outcome"] == "failed" and "the sweep expects 0.0.0+000000000000" in out["error"]
 
 
+def test_a_worker_with_other_code_refuses_a_call():
+    with pytest.raises(RuntimeError, match="the caller expects 0.0.0[+]000000000000: install the same bnlab"):
+        cluster.call_on_worker(os.getpid, "0.0.0+000000000000")
+
+
+class _TwoRounds:
+    """An experiment of two settings (two tasks a round) whose verdict settles at the second look."""
+
+    ID = "CR"
+
+    def __init__(self):
+        from bnlab.experiments.spec import Seeds
+
+        self.SEEDS = Seeds(start=2, step=1, cap=3, cluster_cap=3)
+        self.looks = []
+
+    def sweep(self, quick, seeds):
+        return [dataclasses.replace(TINY, lr=lr, seed=s) for lr in (0.1, 0.2) for s in range(seeds)]
+
+    def analyze(self, runs, ctx):
+        from bnlab.experiments import ClaimResult, stability
+
+        self.looks.append(runs)
+        result = ClaimResult("CR", "fake", "?", "-", "-", "-", "inconclusive", "-", {}, {})
+        return stability.settle(result, stability.computed(["inconclusive"], "a fake"))
+
+
+def test_the_rounds_run_on_one_local_cluster_and_the_reports_demos_on_one_of_its_workers(tmp_path, monkeypatch):
+    from bnlab.experiments import registry
+    from bnlab.report import cli as report_cli
+
+    fake = _TwoRounds()
+    monkeypatch.setattr(registry, "EXPERIMENTS", {"CR": "CR"})
+    monkeypatch.setattr(registry, "get", lambda k: fake)
+    starts = []
+    real_connect = cluster.connect
+
+    def connect(*args, **kwargs):
+        starts.append(args)
+        return real_connect(*args, **kwargs)
+
+    monkeypatch.setattr(cluster, "connect", connect)
+    monkeypatch.setattr("bnlab.demos.run", lambda: {"pid": os.getpid()})  # pickled by value to the worker
+    with cluster.Session(None, 2) as session:
+        demos = report_cli.start_demos(session)
+        (result,) = registry.run_all(store=tmp_path / "runs.sqlite", jobs=2, session=session)
+        measured = demos()
+        workers = {w for w in session.client().scheduler_info()["workers"]}
+    assert starts == [(None, 2)]  # one cluster for both rounds and the demos
+    assert [len(look) for look in fake.looks] == [4, 6] and result.rounds["rounds"] == 2
+    first, second = ({r.env["worker"] for r in look if r.config.seed == seed} for look, seed in zip(fake.looks, (0, 2)))
+    assert first | second <= workers  # the second round's runs ran on the workers that ran the first's
+    assert measured["pid"] != os.getpid()
+
+
+@pytest.mark.slow
+def test_the_demos_measured_on_a_worker_are_the_same_bits_as_here():
+    from bnlab import demos
+    from bnlab.report import cli as report_cli
+
+    with cluster.Session(None, 2) as session:
+        there = report_cli.start_demos(session)()
+    here = demos.run()
+    assert there.pop("seconds") > 0 and here.pop("seconds") > 0
+    assert json.dumps(there, sort_keys=True) == json.dumps(here, sort_keys=True)
+
+
 def _start(args, log: Path) -> subprocess.Popen:
     return subprocess.Popen(args, stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True)
 

@@ -104,6 +104,7 @@ class Context:
     progress: Any = dataclasses.field(default_factory=_Silent)  # plan(runs, stored) and update(id, done, total)
     scheduler: str | None = None  # a Dask scheduler's address: run the sweeps there
     threads: int = 1  # torch threads per run
+    session: Any = None  # a bnlab.train.cluster.Session every round's sweep runs on (None: _run_rounds opens one)
 
     def __post_init__(self) -> None:
         self.progress = _as_progress(self.progress)
@@ -161,6 +162,7 @@ def _run_configs(configs: list, ctx: Context, owner: dict[str, str], experiments
         scheduler=ctx.scheduler,
         group_seeds=not ctx.quick,
         threads=ctx.threads,
+        session=ctx.session,
     )
     return {c.key(): r for c, r in zip(configs, results)}
 
@@ -195,7 +197,14 @@ def _stabilities(result: ClaimResult) -> list:
 
 
 def _run_rounds(modules: list[ModuleType], ctx: Context) -> list[ClaimResult]:
-    """Every module's runs in rounds of one sweep each (module docstring); the results in ``modules``' order."""
+    """Every module's runs in rounds of one sweep each (module docstring), all on one cluster (``ctx.session``,
+    else one opened here for the rounds: a local cluster starts once, not once a round); the results in
+    ``modules``' order."""
+    if ctx.session is None:
+        from ..train.cluster import Session
+
+        with Session(ctx.scheduler, ctx.jobs) as session:
+            return _run_rounds(modules, dataclasses.replace(ctx, session=session))
     plans = {m.ID: _plan(m, ctx) for m in modules}
     look = {m.ID: 0 for m in modules}
     before: dict[str, list] = {}  # the stabilities of each experiment's previous look
@@ -243,9 +252,12 @@ def run_all(
     store: Path | None = None,
     scheduler: str | None = None,
     threads: int = 1,
+    session: Any = None,
 ) -> list[ClaimResult]:
     """Every experiment: their runs in rounds of one sweep each (local workers or ``scheduler``, ``threads``
-    torch threads per run), each round followed by the analyses of the experiments it ran."""
+    torch threads per run), each round followed by the analyses of the experiments it ran; ``session``: a
+    :class:`~bnlab.train.cluster.Session` of the caller's to run them on (its scheduler and jobs then
+    replace ``scheduler`` and ``jobs``)."""
     ctx = Context(
         quick=quick,
         seeds=seeds,
@@ -254,5 +266,6 @@ def run_all(
         store=store or default_store(),
         scheduler=scheduler,
         threads=threads,
+        session=session,
     )
     return _run_rounds([get(claim_id) for claim_id in EXPERIMENTS], ctx)

@@ -13,7 +13,9 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from ..train.options import add_sweep_arguments, positive_int, sweep_options
 from .progress import Progress, format_duration
@@ -53,8 +55,22 @@ def check_writable_folder(path: str | os.PathLike) -> Path:
     return out
 
 
+def start_demos(session) -> Callable[[], dict[str, Any]]:
+    """Start :func:`bnlab.demos.run` where it overlaps the experiments, and return the call that waits for
+    its measurements: on the session's cluster (one task, the first queued: a worker measures them while
+    the other workers train; their numbers are the same bits as here, one thread and seeded), else --
+    everything in this process -- measured when that call is made."""
+    from .. import demos as demo_module
+    from ..train.cluster import submit_call
+
+    if not session.distributed:
+        return demo_module.run
+    return submit_call(session.client(), demo_module.run, "demos").result
+
+
 def main(args) -> int:
     from ..experiments.registry import run_all
+    from ..train.cluster import Session
     from . import environment
     from .render import claim_order
     from .writer import write_report
@@ -62,11 +78,15 @@ def main(args) -> int:
     out = check_writable_folder(args.out)
     progress = Progress()
     start = time.perf_counter()
-    try:
-        results = list(run_all(quick=args.quick, seeds=args.seeds, progress=progress, **sweep_options(args)))
-    finally:
-        progress.close()
-    wall = time.perf_counter() - start
+    options = sweep_options(args)
+    with Session(options["scheduler"], options["jobs"]) as session:
+        demos = start_demos(session)
+        try:
+            results = list(run_all(quick=args.quick, seeds=args.seeds, progress=progress, session=session, **options))
+        finally:
+            progress.close()
+        wall = time.perf_counter() - start
+        demo_results = demos()
     env = environment.collect(
         quick=args.quick,
         jobs=args.jobs,
@@ -75,7 +95,7 @@ def main(args) -> int:
         wall_time_s=wall,
         claim_seeds={r.id: r.setup.get("seeds") for r in results},
     )
-    index = write_report(results, out, env)
+    index = write_report(results, out, env, demo_results)
     from ..experiments.stability import describe
 
     for r in sorted(results, key=lambda r: claim_order(r.id)):

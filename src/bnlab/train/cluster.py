@@ -3,7 +3,10 @@
 * ``connect(None, jobs)`` starts a ``LocalCluster`` of ``jobs`` worker processes, one thread each,
   and stops it (workers included) when the block ends, however it ends;
 * ``connect("tcp://host:8786", ...)`` uses an existing scheduler (``dask scheduler`` on one host,
-  ``dask worker tcp://host:8786 --nthreads 1`` on each worker host) and leaves it running.
+  ``dask worker tcp://host:8786 --nthreads 1`` on each worker host) and leaves it running;
+* :class:`Session` holds one such connection for several sweeps (the rounds of ``bnlab report``):
+  a local cluster then starts once, on first use, instead of once per sweep (2-5 s each, measured
+  on 2 cores: the workers' start and their first imports).
 
 Each task is a group of runs, :func:`run_group_on_worker`: the seeds of one setting that are
 trained together (:mod:`bnlab.train.seeds`); their configs go out as dicts, their results come back
@@ -29,6 +32,7 @@ import socket
 import threading
 import traceback
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from .config import RunConfig, code_version
 
@@ -90,6 +94,37 @@ def connect(scheduler: str | None, jobs: int, timeout_s: float = 30.0) -> Iterat
             # (a busy worker finishes its run first; an idle one tears torch down for 2-4 s).
             _kill_workers(cluster)
             cluster.close()
+
+
+class Session:
+    """One cluster for several sweeps: :func:`connect` on the first :meth:`client` call (a caller with
+    nothing to run starts nothing), closed -- a local cluster's workers stopped -- when the ``with``
+    block ends, however it ends. Workers keep what they loaded (data sets, kernels) from one sweep to
+    the next; a run's result does not depend on the worker or on what it ran before
+    (:mod:`bnlab.train.sweep`)."""
+
+    def __init__(self, scheduler: str | None, jobs: int) -> None:
+        self.scheduler, self.jobs = scheduler, jobs
+        self._stack = contextlib.ExitStack()
+        self._client = None
+
+    @property
+    def distributed(self) -> bool:
+        """Whether sweeps in this session leave the coordinating process (a scheduler, or jobs > 1)."""
+        return self.scheduler is not None or self.jobs > 1
+
+    def client(self):
+        """The session's ``distributed.Client``, connecting now if this is the first call."""
+        if self._client is None:
+            self._client = self._stack.enter_context(connect(self.scheduler, self.jobs))
+        return self._client
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc) -> bool | None:
+        self._client = None
+        return self._stack.__exit__(*exc)
 
 
 def _probe_scheduler(address: str, timeout_s: float) -> None:
@@ -311,6 +346,23 @@ def submit(client, configs: list[RunConfig], device: str, threads: int, setup: C
         key=f"bnlab-runs-{configs[0].key()[:16]}-{len(configs)}-{os.urandom(4).hex()}",
         pure=False,
     )
+
+
+def call_on_worker(fn: Callable[[], Any], expected_code: str) -> Any:
+    """``fn()`` in a worker whose bnlab is the caller's (else a RuntimeError saying both versions)."""
+    here = code_version()
+    if here != expected_code:
+        raise RuntimeError(
+            f"worker {socket.gethostname()} runs bnlab code {here}, the caller expects {expected_code}: "
+            f"install the same bnlab on every worker"
+        )
+    return fn()
+
+
+def submit_call(client, fn: Callable[[], Any], name: str):
+    """Submit ``fn()`` (a module-level function, e.g. :func:`bnlab.demos.run`) as one task; its future's key
+    starts with ``bnlab-<name>``."""
+    return client.submit(call_on_worker, fn, code_version(), key=f"bnlab-{name}-{os.urandom(4).hex()}", pure=False)
 
 
 def submit_one(client, config: RunConfig, device: str, threads: int, setup: Callable[[], None] | None):

@@ -21,7 +21,9 @@
   crash or a kill runs only what is missing (the runs in flight at the kill).
 * ``jobs > 1`` starts a local Dask cluster of that many worker processes (spawned: a script that
   calls run_sweep needs the ``if __name__ == "__main__":`` guard) and stops it at the end;
-  ``scheduler=ADDRESS`` submits to an existing Dask scheduler instead (:mod:`.cluster`). Every
+  ``scheduler=ADDRESS`` submits to an existing Dask scheduler instead (:mod:`.cluster`);
+  ``session=`` a :class:`~bnlab.train.cluster.Session` runs on the caller's cluster, which outlives the
+  sweep (several sweeps, one cluster start). Every
   run uses ``threads`` torch threads (default 1) wherever it runs, so a run gives bit-identical
   metrics whatever ``jobs`` is and whichever worker ran it (torch's CPU kernels may sum in a
   different order with a different thread count; workers on other kinds of CPU may differ in the
@@ -43,6 +45,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -50,6 +53,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from . import cluster
 from .config import RunConfig
 from .local import train_here
 from .result import RunResult
@@ -211,12 +215,11 @@ def _run_on_cluster(
     threads: int,
     worker_setup,
     group_seeds: bool = True,
+    session: cluster.Session | None = None,
 ) -> list[RunConfig]:
     """Claim every config, run the claimed ones as Dask tasks (a group of seeds each, or one run
     without ``group_seeds``), store each result as it arrives."""
     import distributed
-
-    from . import cluster
 
     pending: dict[str, RunConfig] = {}  # claimed by this process, not yet stored
     busy, claims = [], []
@@ -231,7 +234,8 @@ def _run_on_cluster(
         if not pending:
             return busy
         units = plan_groups(list(pending.values()), group_seeds)
-        with cluster.connect(scheduler, jobs) as client:
+        connection = contextlib.nullcontext(session.client()) if session else cluster.connect(scheduler, jobs)
+        with connection as client:
             futures = {}
             for unit in units:
                 if group_seeds:
@@ -298,6 +302,7 @@ def run_sweep(
     worker_setup: Callable[[], None] | None = None,
     scheduler: str | None = None,
     group_seeds: bool = True,
+    session: cluster.Session | None = None,
 ) -> list[RunResult | None]:
     """Run every config not yet done in ``store``; return each config's result, in order.
 
@@ -316,11 +321,15 @@ def run_sweep(
             runs locally.
         group_seeds: train the configs that differ only in ``seed`` together (:mod:`.seeds`);
             False runs each config with the single-seed trainer (``bnlab train``'s). Default: True
+        session: an open :class:`~bnlab.train.cluster.Session` to run on instead (its scheduler and jobs
+            replace ``scheduler`` and ``jobs``); it stays open for the caller's next sweep.
     """
     if on_error not in ("raise", "skip"):
         raise ValueError(f"expected on_error 'raise' or 'skip' (got {on_error!r})")
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"expected jobs >= 1 (got {jobs!r})")
+    if session is not None:
+        scheduler, jobs = session.scheduler, session.jobs
     own_store = not isinstance(store, Store)
     db = store if isinstance(store, Store) else Store(store)
     try:
@@ -349,6 +358,7 @@ def run_sweep(
                 threads=threads,
                 worker_setup=worker_setup,
                 group_seeds=group_seeds,
+                session=session,
             )
         if busy:
             _wait_for_others(busy, db, tally, device, threads, group_seeds=group_seeds)
