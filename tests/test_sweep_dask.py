@@ -74,7 +74,7 @@ def test_a_worker_with_other_code_refuses_the_run():
 
 
 def test_a_worker_with_other_code_refuses_a_call():
-    with pytest.raises(RuntimeError, match="the caller expects 0.0.0[+]000000000000: install the same bnlab"):
+    with pytest.raises(RuntimeError, match=r"the caller expects 0\.0\.0\+000000000000: install the same bnlab"):
         cluster.call_on_worker(os.getpid, "0.0.0+000000000000")
 
 
@@ -120,7 +120,7 @@ def test_the_rounds_run_on_one_local_cluster_and_the_reports_demos_on_one_of_its
         demos = report_cli.start_demos(session)
         (result,) = registry.run_all(store=tmp_path / "runs.sqlite", jobs=2, session=session)
         measured = demos()
-        workers = {w for w in session.client().scheduler_info()["workers"]}
+        workers = set(session.client().scheduler_info()["workers"])
     assert starts == [(None, 2)]  # one cluster for both rounds and the demos
     assert [len(look) for look in fake.looks] == [4, 6] and result.rounds["rounds"] == 2
     first, second = ({r.env["worker"] for r in look if r.config.seed == seed} for look, seed in zip(fake.looks, (0, 2)))
