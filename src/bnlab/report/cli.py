@@ -56,16 +56,21 @@ def check_writable_folder(path: str | os.PathLike) -> Path:
 
 
 def start_demos(session) -> Callable[[], dict[str, Any]]:
-    """Start :func:`bnlab.demos.run` where it overlaps the experiments, and return the call that waits for
-    its measurements: on the session's cluster (one task, the first queued: a worker measures them while
-    the other workers train; their numbers are the same bits as here, one thread and seeded), else --
-    everything in this process -- measured when that call is made."""
+    """Arrange for :func:`bnlab.demos.run` to overlap the experiments, and return the call that gives its
+    measurements. When a sweep starts the session's cluster, the demos go to it as the first task, so that
+    one worker measures them while the others train; otherwise (``--jobs 1``, or every run already stored)
+    they are measured in this process when that call is made. Either way they are the same bits: one
+    thread, seeded."""
     from .. import demos as demo_module
     from ..train.cluster import submit_call
 
-    if not session.distributed:
-        return demo_module.run
-    return submit_call(session.client(), demo_module.run, "demos").result
+    submitted = []
+    session.when_started(lambda client: submitted.append(submit_call(client, demo_module.run, "demos")))
+
+    def measurements() -> dict[str, Any]:
+        return submitted[0].result() if submitted else demo_module.run()
+
+    return measurements
 
 
 def main(args) -> int:

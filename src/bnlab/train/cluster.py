@@ -107,17 +107,25 @@ class Session:
         self.scheduler, self.jobs = scheduler, jobs
         self._stack = contextlib.ExitStack()
         self._client = None
-
-    @property
-    def distributed(self) -> bool:
-        """Whether sweeps in this session leave the coordinating process (a scheduler, or jobs > 1)."""
-        return self.scheduler is not None or self.jobs > 1
+        self._on_start: list[Callable[[Any], None]] = []
 
     def client(self):
-        """The session's ``distributed.Client``, connecting now if this is the first call."""
+        """The session's ``distributed.Client``, connecting now if this is the first call (and then calling
+        what :meth:`when_started` was given, before the caller submits anything)."""
         if self._client is None:
             self._client = self._stack.enter_context(connect(self.scheduler, self.jobs))
+            for fn in self._on_start:
+                fn(self._client)
+            self._on_start.clear()
         return self._client
+
+    def when_started(self, fn: Callable[[Any], None]) -> None:
+        """Call ``fn(client)`` once the session is connected: now if it is, else when a sweep first needs
+        the cluster (never if none does: everything was in the store, or ran in this process)."""
+        if self._client is not None:
+            fn(self._client)
+        else:
+            self._on_start.append(fn)
 
     def __enter__(self) -> Session:
         return self
