@@ -2,8 +2,9 @@
 experiment, write the page.
 
 The experiments come from one function, ``bnlab.experiments.registry.run_all(quick, jobs, seeds,
-progress, scheduler=...) -> list[ClaimResult]``, which runs each claim's experiment (or reuses its
-stored runs) and reports progress through ``progress.plan(...)`` and ``progress.update(...)``.
+progress, scheduler=..., session=...) -> list[ClaimResult]``, which runs each claim's experiment (or
+reuses its stored runs) on the session's cluster and reports progress through ``progress.plan(...)``
+and ``progress.update(...)``; the demos (:mod:`bnlab.demos`) run meanwhile (:func:`start_demos`).
 The output folder is checked before anything runs: a sweep of many minutes must not end in "cannot
 write".
 """
