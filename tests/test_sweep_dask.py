@@ -144,6 +144,24 @@ def test_a_report_whose_runs_need_no_cluster_starts_none_and_measures_the_demos_
         assert demos() == {"pid": os.getpid()}
 
 
+def test_demos_whose_task_was_lost_are_measured_here_with_a_warning(monkeypatch, caplog):
+    from bnlab.report import cli as report_cli
+
+    class _Lost:
+        def result(self):
+            raise OSError("the worker holding it died")
+
+    class _Started:  # a session whose cluster is up
+        def when_started(self, fn):
+            fn(object())
+
+    monkeypatch.setattr(cluster, "submit_call", lambda client, fn, name: _Lost())
+    monkeypatch.setattr("bnlab.demos.run", lambda: {"pid": os.getpid()})
+    with caplog.at_level(logging.WARNING, logger="bnlab"):
+        assert report_cli.start_demos(_Started())() == {"pid": os.getpid()}
+    assert "the demos' task on the cluster failed (OSError: the worker holding it died)" in caplog.text
+
+
 @pytest.mark.slow
 def test_the_demos_measured_on_a_worker_are_the_same_bits_as_here():
     from bnlab import demos
