@@ -286,13 +286,9 @@ def run_group_on_worker(
 
 def _prepare(expected_code: str, setup: Callable[[], None] | None) -> dict | None:
     """A worker's checks and set-up before it runs anything; a failed outcome if it must refuse."""
-    here = code_version()
-    if here != expected_code:
-        return {
-            "outcome": "failed",
-            "error": f"worker {socket.gethostname()} runs bnlab code {here}, the sweep expects {expected_code}: "
-            f"install the same bnlab on every worker",
-        }
+    refusal = _other_code(expected_code, "the sweep")
+    if refusal is not None:
+        return {"outcome": "failed", "error": refusal}
     _keep_freed_memory()
     try:
         if setup is not None and setup not in _setups_done:
@@ -358,13 +354,22 @@ def submit(client, configs: list[RunConfig], device: str, threads: int, setup: C
 
 def call_on_worker(fn: Callable[[], Any], expected_code: str) -> Any:
     """``fn()`` in a worker whose bnlab is the caller's (else a RuntimeError saying both versions)."""
-    here = code_version()
-    if here != expected_code:
-        raise RuntimeError(
-            f"worker {socket.gethostname()} runs bnlab code {here}, the caller expects {expected_code}: "
-            f"install the same bnlab on every worker"
-        )
+    refusal = _other_code(expected_code, "the caller")
+    if refusal is not None:
+        raise RuntimeError(refusal)
     return fn()
+
+
+def _other_code(expected_code: str, who: str) -> str | None:
+    """Why this worker must refuse work from ``who``, whose bnlab code is ``expected_code`` (None if it is
+    this worker's)."""
+    here = code_version()
+    if here == expected_code:
+        return None
+    return (
+        f"worker {socket.gethostname()} runs bnlab code {here}, {who} expects {expected_code}: "
+        f"install the same bnlab on every worker"
+    )
 
 
 def submit_call(client, fn: Callable[[], Any], name: str):
