@@ -38,7 +38,7 @@ def test_plan_groups_gathers_the_seeds_of_each_setting():
 
 def test_plan_groups_splits_what_cannot_be_grouped_and_puts_the_dearest_first():
     alone = _seeds(dataclasses.replace(CNN, norm="frozen_bn"), (0, 1, 2))  # frozen BN trains one seed at a time
-    long = _seeds(dataclasses.replace(CNN, steps=CNN.steps * 10), (0, 1))
+    long = _seeds(dataclasses.replace(CNN, steps=CNN.steps * 10, lr=CNN.lr / 2), (0, 1))  # not CNN's training
     units = plan_groups(_seeds(CNN, (0, 1)) + alone + long)
     assert units[0] == long  # ten times the steps: first
     assert units[1] == _seeds(CNN, (0, 1))  # a group of seeds: about three single runs

@@ -44,6 +44,7 @@ _RESULT_SOURCES = (
     "data",
     "train/trainer.py",
     "train/seeds.py",
+    "train/views.py",
     "train/grouped.py",
     "train/group_probes.py",
     "train/batches.py",

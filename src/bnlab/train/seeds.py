@@ -36,6 +36,11 @@ config alone. It differs from ``train()``'s in the last bits (grouped convolutio
 products, batch norm over k*C channels, whose kernel blocks by the channel count), within the
 tolerance the tests state.
 
+**Runs that only observe the training** (:mod:`bnlab.train.views`): configs of one seed that differ only in
+the probes that read only the model they are handed, ``eval_every`` and (on a constant schedule) ``steps``
+train the same bits, so one member serves them all, up to the longest one's steps; each config's result is
+recorded on its own metric steps, divergence checks and probes, as if it were trained alone (tested bit for bit).
+
 **Probes** (:mod:`bnlab.train.group_probes`): ``act_pct``, ``act_pct_fixed`` and ``act_moments`` on a block's
 norm or act are recorded per member from the grouped forward; a probe that reads only the model it is handed
 (``grad_norm``, the experiments' landscape, precise-BN and shift probes) runs on each member's model written
@@ -48,10 +53,10 @@ another model, data-parallel runs) is trained one seed at a time by :func:`train
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import logging
-import math
 import platform
 import time
 import types
@@ -71,7 +76,6 @@ from .grouped import group, mask_gradients, ungroup, why_not_groupable
 from .result import RunResult
 from .schedule import lr_factor
 from .trainer import (
-    CHECK_EVERY,
     EVAL_CHUNK,
     _append_row,
     _dist_info,
@@ -82,6 +86,7 @@ from .trainer import (
     set_trainable,
     train,
 )
+from .views import View, trunk
 
 __all__ = ["GROUP_WIDTH", "MAX_GROUP_BATCH", "same_but_seed", "train_group", "train_seeds", "why_not_grouped"]
 
@@ -105,17 +110,22 @@ def same_but_seed(config: RunConfig) -> RunConfig:
 
 
 def why_not_grouped(configs: Sequence[RunConfig], dataset: bdata.Dataset | None = None) -> str | None:
-    """Why ``configs`` cannot be trained as one group (None if they can)."""
+    """Why ``configs`` cannot be trained as one group (None if they can): they must share one
+    :func:`~bnlab.train.views.trunk` (differ only in the seed and what only observes the training)."""
     if not configs:
         return "no configs"
-    first = same_but_seed(configs[0])
-    if any(same_but_seed(c) != first for c in configs[1:]):
-        return "the configs differ in more than the seed"
-    if len({c.seed for c in configs}) != len(configs):
-        return "a seed appears twice"
+    first = trunk(configs[0])
+    if any(trunk(c) != first for c in configs[1:]):
+        return (
+            "the configs differ in more than the seed, the probes that read only the model they are handed, "
+            "eval_every and (on a constant schedule) steps"
+        )
+    if len({c.key() for c in configs}) != len(configs):
+        return "a config appears twice"
+    for probes in {c.probes for c in configs}:
+        if probes and (reason := why_not_probed(probes)) is not None:
+            return reason
     c = configs[0]
-    if c.probes and (reason := why_not_probed(c.probes)) is not None:
-        return reason
     if _dist_info()[1] > 1:
         return "data-parallel runs"
     if c.batch_size > MAX_GROUP_BATCH:
@@ -145,24 +155,24 @@ def train_group(
     progress: bool | None = None,
     keep_model: bool = False,
 ) -> list[RunResult]:
-    """Each config's result: :func:`train_seeds` on groups of :data:`GROUP_WIDTH` when the configs
-    can be trained together, else :func:`~bnlab.train.trainer.train` for each in turn (the reason
-    logged)."""
+    """Each config's result: :func:`train_seeds` on groups of :data:`GROUP_WIDTH` seeds (with all their
+    configs) when the configs can be trained together, else :func:`~bnlab.train.trainer.train` for each in
+    turn (the reason logged)."""
     if dataset is None and configs:
         dataset = bdata.load(configs[0].data, configs[0].data_root)
     reason = why_not_grouped(configs, dataset)
     if reason is None:
-        out = []
-        for i in range(0, len(configs), GROUP_WIDTH):
-            out += train_seeds(
-                configs[i : i + GROUP_WIDTH],
-                dataset,
-                device=device,
-                threads=threads,
-                progress=progress,
-                keep_model=keep_model,
-            )
-        return out
+        out: dict[str, RunResult] = {}
+        seeds = list(dict.fromkeys(c.seed for c in configs))
+        for i in range(0, len(seeds), GROUP_WIDTH):
+            chunk = set(seeds[i : i + GROUP_WIDTH])
+            part = [c for c in configs if c.seed in chunk]
+            for c, r in zip(
+                part,
+                train_seeds(part, dataset, device=device, threads=threads, progress=progress, keep_model=keep_model),
+            ):
+                out[c.key()] = r
+        return [out[c.key()] for c in configs]
     if len(configs) > 1:
         log.info("training %d seeds one at a time: %s", len(configs), reason)
     return [
@@ -180,16 +190,19 @@ def train_seeds(
     progress: bool | None = None,
     keep_model: bool = False,
 ) -> list[RunResult]:
-    """Train ``configs`` (differing only in ``seed``) together; one :class:`RunResult` per config,
-    in order. ``width``: members of the grouped model (:data:`GROUP_WIDTH`; the free slots hold
-    copies of the first config). Other arguments as :func:`~bnlab.train.trainer.train`'s. A
-    ValueError if they cannot be trained together (:func:`why_not_grouped` says why)."""
+    """Train ``configs`` (of one :func:`~bnlab.train.views.trunk`: differing only in ``seed`` and what only
+    observes the training) together; one :class:`RunResult` per config, in order, the same as the config
+    trained alone. Each seed is one member, trained once for all its configs, up to the longest one's steps.
+    ``width``: members of the grouped model (:data:`GROUP_WIDTH`; the free slots hold copies of the first
+    seed). Other arguments as :func:`~bnlab.train.trainer.train`'s. A ValueError if they cannot be trained
+    together (:func:`why_not_grouped` says why)."""
     configs = list(configs)
     reason = why_not_grouped(configs, dataset)
     if reason is not None:
         raise ValueError(f"expected configs that can be trained together (got {reason})")
-    if isinstance(width, bool) or not isinstance(width, int) or width < len(configs):
-        raise ValueError(f"expected a width of at least the {len(configs)} configs (got {width!r})")
+    n_seeds = len({c.seed for c in configs})
+    if isinstance(width, bool) or not isinstance(width, int) or width < n_seeds:
+        raise ValueError(f"expected a width of at least the configs' {n_seeds} seeds (got {width!r})")
     old_threads = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
@@ -250,9 +263,14 @@ def _evaluate(model, x: Tensor, y: Tensor) -> list[tuple[float, float]]:
 
 def _train_seeds(configs, width, dataset, device, progress, keep_model) -> list[RunResult]:
     t_start = time.perf_counter()
-    real = len(configs)
-    configs = configs + [configs[0]] * (width - real)  # the free slots: copies, not reported
-    c0, k = configs[0], width
+    seeds = list(dict.fromkeys(c.seed for c in configs))  # the members, in the order they come
+    firsts: dict[int, RunConfig] = {}
+    for c in configs:
+        firsts.setdefault(c.seed, c)
+    real = len(seeds)
+    member_configs = [firsts[s] for s in seeds] + [firsts[seeds[0]]] * (width - real)  # the free slots: copies
+    c0, k = member_configs[0], width
+    steps = max(c.steps for c in configs)  # the longest view's (views.trunk: the others are its start)
     ds = dataset if dataset is not None else bdata.load(c0.data, c0.data_root)
     ds = ds.to(device)
     n_eval = c0.eval_samples or None
@@ -260,7 +278,7 @@ def _train_seeds(configs, width, dataset, device, progress, keep_model) -> list[
     x_te_eval, y_te_eval = ds.x_test[:n_eval], ds.y_test[:n_eval]
 
     members, trainable, masks = [], [], []
-    for c in configs:  # each member as train() builds it for its seed alone
+    for c in member_configs:  # each member as train() builds it for its seed alone
         torch.manual_seed(c.seed)
         m = build_model(c, ds).to(device)
         own_generator(m)  # noisy BN: the noise train() draws from the default generator after the build
@@ -271,85 +289,84 @@ def _train_seeds(configs, width, dataset, device, progress, keep_model) -> list[
     model = group(members).to(device)
     if masks:
         mask_gradients(model, members, masks)
-    probes = GroupProbes(c0.probes, model, members[0])
-    member_probes = MemberProbes(c0.probes, model, members[:real])  # the free slots record nothing
+    probes = GroupProbes(c0.probes, model, members[0])  # those on the grouped model: the views' are the same
+    views = _views(configs, seeds, model, members)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = build_optimizer(c0, params)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(c0.schedule, c0.steps, c0.warmup_steps))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(c0.schedule, steps, c0.warmup_steps))
     x_train, y_train = ds.x_train, ds.y_train
     orders = []
-    for c in configs:
+    for c in member_configs:
         gen = torch.Generator().manual_seed(c.seed)
         if c.batch_classes:
-            orders.append(class_batch_indices(y_train.cpu(), c.batch_size, c.batch_classes, c.steps, gen))
+            orders.append(class_batch_indices(y_train.cpu(), c.batch_size, c.batch_classes, steps, gen))
         else:
-            orders.append(batch_indices(x_train.shape[0], c.batch_size, c.steps, gen))
+            orders.append(batch_indices(x_train.shape[0], c.batch_size, steps, gen))
 
-    series: list[dict[str, list[float]]] = [{} for _ in configs]
-    losses = torch.zeros(c0.steps, k, device=device)  # per-step batch loss of each member
-    checked, last_row_step = 0, [0] * k
-    first_loss = [math.nan] * k
-    diverged_step: list[int | None]
-    status, diverged_step = ["finished"] * k, [None] * k
-    active = list(range(real))
+    losses = torch.zeros(steps, k, device=device)  # per-step batch loss of each member
+    first_loss: list[float] = []
+    n_runs = len(configs)
     train_s = 0.0
-    bar = _Progress(c0.steps, progress)
+    bar = _Progress(steps, progress)
     model.train()
 
     t_steps = time.perf_counter()
-    step = 0
     for step, idx in enumerate(zip(*orders), 1):
-        metric_step = step % c0.eval_every == 0 or step == c0.steps
-        after_backward = None
-        if metric_step:
-            probes.arm(active)
+        live = [v for v in views.values() if not v.done]
+        metric = [v for v in live if v.metric_step(step)]
+        hooks = []
+        if metric:
+            probes.arm(sorted({j for v in metric for j in v.active}))
             probes.read_sample(model, x_tr_eval)
-            member_probes.arm(active)
-            if member_probes:
-                after_backward = functools.partial(member_probes.after_backward, step, optimizer, x_tr_eval)
+            for v in metric:
+                v.probes.arm(v.active)
+                if v.probes:
+                    hooks.append(functools.partial(v.probes.after_backward, step, optimizer, x_tr_eval))
+        after_backward = functools.partial(_each, hooks) if hooks else None
         losses[step - 1] = group_step(model, optimizer, x_train, y_train, torch.stack(idx).to(device), after_backward)
         scheduler.step()
+        if step == 1:
+            first_loss = losses[0].tolist()
 
-        tripped = []
-        if metric_step or step - checked >= CHECK_EVERY:
-            window = losses[checked:step].tolist()  # rows of k
-            if checked == 0:
-                first_loss = list(window[0])
-            for j in active:
-                bad = [
-                    i
-                    for i, row in enumerate(window, checked + 1)
-                    if not math.isfinite(row[j]) or row[j] > c0.diverge_factor * first_loss[j]
-                ]
-                if bad:
-                    status[j], diverged_step[j] = "diverged", bad[0]
-                    tripped.append(j)
-            checked = step
-            bar.update(step, f"loss {sum(window[-1][j] for j in active) / max(1, len(active)):.4f}")
-        if metric_step or tripped:
-            train_s += time.perf_counter() - t_steps
-            lr = float(optimizer.param_groups[0]["lr"])
-            rows = tripped if not metric_step else list(active)
-            measured = probes.collect() if metric_step else {}
-            for j, values in (member_probes.collect() if metric_step else {}).items():
-                measured.setdefault(j, {}).update(values)
-            evals = _evaluations(model, rows, tripped, x_tr_eval, y_tr_eval, x_te_eval, y_te_eval)
+        checks = {id(v): v.check(step, losses, first_loss) for v in live}
+        if any(t is not None for t in checks.values()):
+            shown = sorted({j for v in live for j in v.active})
+            last = losses[step - 1].tolist()
+            bar.update(step, f"loss {sum(last[j] for j in shown) / max(1, len(shown)):.4f}")
+        recording = [v for v in live if v in metric or checks[id(v)]]
+        if not recording:
+            continue
+        train_s += time.perf_counter() - t_steps
+        lr = float(optimizer.param_groups[0]["lr"])
+        measured = probes.collect() if metric else {}
+        evaluated: list = []  # the members' (train, test) evaluation, once per step, if a view wants it
+        for v in recording:
+            tripped = checks[id(v)] or []
+            rows = tripped if v not in metric else list(v.active)
+            values = {j: dict(measured.get(j, {})) for j in rows}
+            for j, extra in (v.probes.collect() if v in metric else {}).items():
+                values.setdefault(j, {}).update(extra)
+            wanted = [j for j in rows if j not in tripped]
+            if wanted and not evaluated:
+                evaluated = [_evaluate(model, x_tr_eval, y_tr_eval), _evaluate(model, x_te_eval, y_te_eval)]
             for j in rows:
-                end = d if (d := diverged_step[j]) is not None else step
-                interval = losses[last_row_step[j] : end, j].double()
+                end = d if (d := v.diverged[j]) is not None else step
+                interval = losses[v.last_row[j] : end, j].double()
                 row = {"step": float(end), "lr": lr, "train_loss": float(interval.mean())}
-                row.update(measured.get(j, {}))
-                if j in evals:
-                    row.update(evals[j])
-                row["time_s"] = (time.perf_counter() - t_start) / real
-                _append_row(series[j], row)
-                last_row_step[j] = step
-            active = [j for j in active if j not in tripped]
-            if not active:
-                break
-            t_steps = time.perf_counter()
+                row.update(values.get(j, {}))
+                if j in wanted:
+                    (tr_loss, tr_acc), (te_loss, te_acc) = evaluated[0][j], evaluated[1][j]
+                    row.update(train_eval_loss=tr_loss, train_acc=tr_acc, test_loss=te_loss, test_acc=te_acc)
+                row["time_s"] = (time.perf_counter() - t_start) / n_runs
+                _append_row(v.series[j], row)
+                v.last_row[j] = step
+            v.active = [j for j in v.active if j not in tripped]
+            if step == v.config.steps or not v.active:
+                _end_view(v, model, members, ds, keep_model, shared=len(views) > 1)
+        if all(v.done for v in views.values()):
+            break
+        t_steps = time.perf_counter()
     bar.close()
-    k = real
     env = {
         "torch": torch.__version__,
         "device": str(device),
@@ -358,42 +375,56 @@ def _train_seeds(configs, width, dataset, device, progress, keep_model) -> list[
         "python": platform.python_version(),
         "seed_group": width,
     }
-    results = []
-    finals = [member_probes.finish(j, ds) if status[j] == "finished" else {} for j in range(real)]
-    member_probes.detach()
     wall = time.perf_counter() - t_start
-    for j, c in enumerate(configs[:real]):
+    results = []
+    for c in configs:
+        v, j = views[same_but_seed(c)], seeds.index(c.seed)
         results.append(
             RunResult(
                 config=c,
-                status=status[j],
-                series=series[j],
-                steps_done=d if (d := diverged_step[j]) is not None else step,
-                diverged_step=diverged_step[j],
-                wall_s=wall / k,
-                train_s=train_s / k,
+                status=v.status[j],
+                series=v.series[j],
+                steps_done=v.steps_done(j),
+                diverged_step=v.diverged[j],
+                wall_s=wall / n_runs,
+                train_s=train_s / n_runs,
                 trainable_params=trainable[j],
                 env=dict(env),
-                final_metrics=finals[j],
-                model=ungroup(model, j, members[j]) if keep_model else None,
+                final_metrics=v.finals[j],
+                model=v.models[j] if keep_model else None,
             )
         )
     return results
 
 
-def _evaluations(model, rows, tripped, x_tr, y_tr, x_te, y_te) -> dict[int, dict[str, float]]:
-    """The eval metrics of the members in ``rows`` that did not just diverge (``train()`` records
-    none for a diverged run)."""
-    wanted = [j for j in rows if j not in tripped]
-    if not wanted:
-        return {}
-    train_eval, test = _evaluate(model, x_tr, y_tr), _evaluate(model, x_te, y_te)
-    return {
-        j: {
-            "train_eval_loss": train_eval[j][0],
-            "train_acc": train_eval[j][1],
-            "test_loss": test[j][0],
-            "test_acc": test[j][1],
-        }
-        for j in wanted
-    }
+def _views(configs, seeds, model, members) -> dict[RunConfig, View]:
+    """One :class:`~bnlab.train.views.View` per config but the seed, with its members' slots and its own
+    :class:`~bnlab.train.group_probes.MemberProbes` (on copies of the members where several views share
+    the training: a probe's work on a member, e.g. precise BN's statistics, stays its own)."""
+    slots: dict[RunConfig, list[int]] = {}
+    for c in configs:
+        slots.setdefault(same_but_seed(c), []).append(seeds.index(c.seed))
+    shared = len(slots) > 1
+    views = {}
+    for template, js in slots.items():
+        own = [copy.deepcopy(m) if shared else m for m in members[: len(seeds)]]
+        views[template] = View(template, js, MemberProbes(template.probes, model, own))
+    return views
+
+
+def _end_view(v: View, model, members, ds, keep_model: bool, shared: bool) -> None:
+    """The view's last step: its finished members' final probe metrics on the model as it stands (the
+    config alone ends here), and the models if kept (copies where the training goes on for others)."""
+    for j in v.slots:
+        if v.status[j] == "finished":
+            v.finals[j] = v.probes.finish(j, ds)
+        if keep_model:
+            member = ungroup(model, j, members[j])
+            v.models[j] = copy.deepcopy(member) if shared else member
+    v.probes.detach()
+    v.done = True
+
+
+def _each(hooks, *args) -> None:
+    for hook in hooks:
+        hook(*args)

@@ -17,6 +17,11 @@
   one width; tested), so what a sweep stores does not depend on which seeds it was asked for or
   found done. Configs that cannot be grouped (:func:`~bnlab.train.seeds.why_not_grouped`) train one at a time;
   ``group_seeds=False`` sends every config to the single-seed trainer.
+* **One training for the runs that only observe it.** Configs that differ only in the seed and what
+  observes the training (the probes that read only the model they are handed, ``eval_every``, and
+  ``steps`` on a constant schedule: :func:`~bnlab.train.views.trunk`) go to one group, which trains each seed
+  once, up to the longest run's steps, and gives each config the result it gets alone (tested bit for bit).
+  The experiments ask for such runs (C5's and C11's are C3's, C13's are C14's), so a report trains 48 fewer.
 * A config already finished or diverged in the store is not run again; re-running a sweep after a
   crash or a kill runs only what is missing (the runs in flight at the kill).
 * ``jobs > 1`` starts a local Dask cluster of that many worker processes (spawned: a script that
@@ -118,40 +123,48 @@ def _say_takeovers(claims: list[Claim]) -> None:
 
 
 def plan_groups(configs: Sequence[RunConfig], group_seeds: bool = True) -> list[list[RunConfig]]:
-    """The sweep's units of work, dearest first: the configs that differ only in ``seed``, in groups of
-    at most :data:`~bnlab.train.seeds.GROUP_WIDTH` (in the order they come) where they can be trained
-    together (:func:`~bnlab.train.seeds.why_not_grouped`), else one config per unit, so that several
-    workers share the seeds of a setting that trains one seed at a time; one config per unit without
-    ``group_seeds``. Dearest first (:func:`_cost`; units of equal cost in the order they come), so that
-    a long unit does not start last while the other workers idle."""
+    """The sweep's units of work, dearest first: the configs of one training but the seed
+    (:func:`~bnlab.train.views.trunk`: they differ only in ``seed`` and what only observes the training), in
+    groups of at most :data:`~bnlab.train.seeds.GROUP_WIDTH` seeds with all their configs (in the order they
+    come) where they can be trained together (:func:`~bnlab.train.seeds.why_not_grouped`), else one config per
+    unit, so that several workers share the seeds of a setting that trains one seed at a time; one config per
+    unit without ``group_seeds``. Dearest first (:func:`_cost`; units of equal cost in the order they come), so
+    that a long unit does not start last while the other workers idle."""
     if not group_seeds:
         return sorted(([c] for c in configs), key=lambda u: -_cost(u[0], False))
     from .seeds import GROUP_WIDTH
+    from .views import trunk
 
     settings: dict[RunConfig, list[RunConfig]] = {}
     for c in configs:
-        settings.setdefault(dataclasses.replace(c, seed=0), []).append(c)
+        settings.setdefault(trunk(c), []).append(c)
     shapes: dict[tuple, Any] = {}  # one data set loaded per name, for the models' shapes
     units: list[tuple[float, list[RunConfig]]] = []
     for group in settings.values():
-        if _groupable(group[0], shapes):
-            units += [(_cost(group[0], True), group[i : i + GROUP_WIDTH]) for i in range(0, len(group), GROUP_WIDTH)]
+        if _groupable(group, shapes):
+            seeds = list(dict.fromkeys(c.seed for c in group))
+            cost = _cost(max(group, key=lambda c: c.steps), True)
+            for i in range(0, len(seeds), GROUP_WIDTH):
+                chunk = set(seeds[i : i + GROUP_WIDTH])
+                units.append((cost, [c for c in group if c.seed in chunk]))
         else:
             units += [(_cost(c, False), [c]) for c in group]
     return [unit for _, unit in sorted(units, key=lambda cu: -cu[0])]
 
 
-def _groupable(config: RunConfig, shapes: dict) -> bool:
-    """Whether ``config``'s setting trains as a group; False where the check itself fails (a data set or
+def _groupable(configs: list[RunConfig], shapes: dict) -> bool:
+    """Whether ``configs`` (of one trunk) train as a group; False where the check itself fails (a data set or
     model the config cannot build): its runs then fail where they run and are recorded, one by one."""
     from .. import data as bdata
     from .seeds import why_not_grouped
 
-    where = (config.data, config.data_root)
+    where = (configs[0].data, configs[0].data_root)
     try:
         if where not in shapes:
             shapes[where] = bdata.load(*where)
-        return why_not_grouped([config], shapes[where]) is None
+        seeds = {c.seed for c in configs}  # one config per view (seed 0's or another's) is enough to check
+        views = {dataclasses.replace(c, seed=min(seeds)): None for c in configs}
+        return why_not_grouped(list(views), shapes[where]) is None
     except Exception:  # noqa: BLE001 -- the run's own error is recorded when it runs
         return False
 
