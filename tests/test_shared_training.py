@@ -18,11 +18,12 @@ from bnlab.train.views import trunk
 
 CNN = RunConfig(model="cnn", norm="bn", lr=0.05, steps=40, eval_every=10, eval_samples=300)
 # Views of CNN's training: a shorter run with other metric steps, and runs with each kind of probe that
-# reads only the model it is handed (gradient norms, the landscape, precise BN, the shift probe's finish).
+# reads only the model it is handed (gradient norms, the landscape, precise BN, the shift probe's finish);
+# one names the CNN's own activation, which CNN leaves to the model.
 VIEWS = (
     CNN,
     dataclasses.replace(CNN, steps=30, eval_every=15, probes=("grad_norm", "landscape")),
-    dataclasses.replace(CNN, steps=25, eval_every=25, probes=("precise_eval:mnist1d:100,300",)),
+    dataclasses.replace(CNN, steps=25, eval_every=25, probes=("precise_eval:mnist1d:100,300",), act="relu"),
     dataclasses.replace(CNN, steps=20, eval_every=20, probes=("shift_eval:mnist1d:1,2",)),
 )
 SEEDS = ((0, 1, 2), (1, 2), (0, 2), (2, 5))  # the seeds of each view: not all views of every seed
@@ -106,20 +107,25 @@ def test_kept_models_are_each_views_model_at_its_own_last_step():
 def test_trunk_keeps_what_decides_the_training():
     assert len({trunk(c) for c in VIEWS}) == 1
     assert trunk(CNN) == trunk(dataclasses.replace(CNN, seed=7))
+    assert trunk(dataclasses.replace(CNN, act="relu")) == trunk(CNN)  # the CNN's own activation, named
     differ = [
         dataclasses.replace(CNN, lr=0.1),
         dataclasses.replace(CNN, tag="again"),  # a tag separates runs on purpose
         dataclasses.replace(CNN, eval_samples=200),  # other evaluations
         dataclasses.replace(CNN, diverge_factor=10.0),
+        dataclasses.replace(CNN, act="tanh"),
+        dataclasses.replace(CNN, model="mlp"),  # whose own activation is the sigmoid
     ]
     assert all(trunk(c) != trunk(CNN) for c in differ)
+    mlp = dataclasses.replace(CNN, model="mlp")
+    assert trunk(dataclasses.replace(mlp, act="sigmoid")) == trunk(mlp) != trunk(dataclasses.replace(mlp, act="relu"))
     # the learning rate of a decaying schedule depends on the run's length
     cosine = dataclasses.replace(CNN, schedule="cosine")
     assert trunk(cosine) != trunk(dataclasses.replace(cosine, steps=20))
     assert trunk(cosine) == trunk(dataclasses.replace(cosine, eval_every=20))
     # probes on the grouped model (hooks on its forward) share nothing
     probed = dataclasses.replace(CNN, probes=("act_pct:blocks.1.act",))
-    assert trunk(probed) == dataclasses.replace(probed, seed=0)
+    assert trunk(probed) == dataclasses.replace(probed, seed=0, act="relu")
     assert trunk(dataclasses.replace(probed, eval_every=20)) != trunk(probed)
     reason = why_not_grouped([CNN, dataclasses.replace(CNN, lr=0.1)])
     assert reason is not None and "differ in more than the seed" in reason

@@ -43,6 +43,7 @@ from .resnet import ResNet
 
 __all__ = [
     "build",
+    "default_act",
     "register_model",
     "available_models",
     "register_norm",
@@ -81,6 +82,12 @@ def register_model(name: str, cls: Callable[..., nn.Module], dim: int, default_a
 def available_models() -> tuple[str, ...]:
     """The registered model names, sorted."""
     return tuple(sorted(_MODELS))
+
+
+def default_act(name: str) -> Any:
+    """The activation model ``name`` builds when given none (None for a name not registered)."""
+    entry = _MODELS.get(name)
+    return entry.act if entry is not None else None
 
 
 _BUILD_ARGS = ("input_shape", "num_classes", "norm", "act", "placement")

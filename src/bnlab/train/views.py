@@ -7,15 +7,18 @@ Two configs of one seed train the same bits when they differ only in
   their own random generators),
 * ``eval_every`` (an evaluation runs in eval mode, without gradients, and restores the mode), and
 * ``steps``, on a constant schedule (whose learning rate does not depend on the run's length; the batch
-  order of a shorter run is the start of a longer run's: :mod:`~bnlab.train.batches`).
+  order of a shorter run is the start of a longer run's: :mod:`~bnlab.train.batches`),
+
+or in ``act`` being None in one and the model's own activation, named, in the other.
 
 :func:`trunk` maps a config to what decides its training; :func:`~bnlab.train.seeds.train_seeds` trains the
 configs of one trunk once, up to the longest run's steps, and gives each config, as a :class:`View` of that
 training, exactly the result it gets when trained alone: its own metric steps, train-loss intervals,
 divergence checks (on its own schedule), probes (armed at its own metric steps, on their own copies of the
 members) and final metrics (at its own last step). The experiments ask for such runs: claim C3's plain
-CNN at learning rate 0.1 is C5's BN and no-BN arms (1500 of its 2000 steps) and C11's runs (with the
-precise-BN probe); C14's runs are C13's (1000 steps, with the shift probe). Tested bit for bit against each
+CNN at learning rate 0.1 is C5's BN and no-BN arms (1500 of its 2000 steps), C4's BN before ReLU (1500 steps,
+its activation named) and C11's runs (with the precise-BN probe); C14's runs are C13's (1000 steps, with the
+shift probe). Tested bit for bit against each
 run trained alone.
 
 A config with probes that read the grouped model (``act_pct``, ``act_pct_fixed``, ``act_moments``: hooks on
@@ -29,6 +32,7 @@ import math
 
 from torch import Tensor
 
+from ..models import default_act
 from .config import RunConfig
 from .probes import make_probe
 from .trainer import CHECK_EVERY
@@ -38,10 +42,11 @@ __all__ = ["View", "trunk"]
 
 def trunk(config: RunConfig) -> RunConfig:
     """What decides ``config``'s training but its seed: configs of one trunk and seed train the same bits."""
+    act = default_act(config.model) if config.act is None else config.act  # None: the model's own
     if any(not make_probe(spec).per_member for spec in config.probes):
-        return dataclasses.replace(config, seed=0)
+        return dataclasses.replace(config, seed=0, act=act)
     steps = 1 if config.schedule == "constant" else config.steps
-    return dataclasses.replace(config, seed=0, probes=(), eval_every=1, steps=steps)
+    return dataclasses.replace(config, seed=0, act=act, probes=(), eval_every=1, steps=steps)
 
 
 class View:
