@@ -37,6 +37,7 @@ PUBLIC_MODULES = [
     "bnlab.train",
     "bnlab.train.store",
     "bnlab.train.seeds",
+    "bnlab.train.views",
     "bnlab.train.grouped",
     "bnlab.experiments",
     "bnlab.report",
