@@ -150,3 +150,9 @@ def test_a_sweep_trains_the_views_as_one_unit_and_stores_each_run(tmp_path, grou
         stored = [db.get(c) for c in configs]
     assert grouped_models == [seeds_module.GROUP_WIDTH]
     assert [_bits(r) for r in stored] == [_bits(a) for a in _alone(configs, threads=1)]  # the sweep's 1 thread
+
+
+def test_a_probe_that_does_not_exist_is_left_to_its_run_to_refuse():
+    bad = _seeds(dataclasses.replace(CNN, probes=("no_such_probe",)), (0, 1))
+    assert trunk(bad[0]) == dataclasses.replace(bad[0], seed=0, act="relu")  # shares nothing
+    assert plan_groups(bad + _seeds(CNN, (0,))) == [[CNN], [bad[0]], [bad[1]]]  # each bad run alone

@@ -43,10 +43,19 @@ __all__ = ["View", "trunk"]
 def trunk(config: RunConfig) -> RunConfig:
     """What decides ``config``'s training but its seed: configs of one trunk and seed train the same bits."""
     act = default_act(config.model) if config.act is None else config.act  # None: the model's own
-    if any(not make_probe(spec).per_member for spec in config.probes):
+    if not all(_observes_only(spec) for spec in config.probes):
         return dataclasses.replace(config, seed=0, act=act)
     steps = 1 if config.schedule == "constant" else config.steps
     return dataclasses.replace(config, seed=0, act=act, probes=(), eval_every=1, steps=steps)
+
+
+def _observes_only(spec: str) -> bool:
+    """Whether probe ``spec`` reads only the model it is handed (False for a spec that names no probe: the
+    run refuses it where it runs, and its error is recorded)."""
+    try:
+        return make_probe(spec).per_member
+    except ValueError:
+        return False
 
 
 class View:
