@@ -17,12 +17,12 @@ training, exactly the result it gets when trained alone: its own metric steps, t
 divergence checks (on its own schedule), probes (armed at its own metric steps, on their own copies of the
 members) and final metrics (at its own last step). The experiments ask for such runs: claim C3's plain
 CNN at learning rate 0.1 is C5's BN and no-BN arms (1500 of its 2000 steps), C4's BN before ReLU (1500 steps,
-its activation named) and C11's runs (with the precise-BN probe); C14's runs are C13's (1000 steps, with the
-shift probe). Tested bit for bit against each
-run trained alone.
+its activation named) and C11's runs (with the precise-BN probe); C13's runs are the first 1000 steps of
+C14's (with the shift probe). Tested bit for bit against each run trained alone.
 
 A config with probes that read the grouped model (``act_pct``, ``act_pct_fixed``, ``act_moments``: hooks on
-its forward, and an unfused block) shares nothing: its trunk is the config itself.
+its forward, and an unfused block), or with a probe spec that names no probe, shares nothing: its trunk is
+the config itself (with seed 0 and its activation named).
 """
 
 from __future__ import annotations
