@@ -88,7 +88,15 @@ from .trainer import (
 )
 from .views import View, trunk
 
-__all__ = ["GROUP_WIDTH", "MAX_GROUP_BATCH", "same_but_seed", "train_group", "train_seeds", "why_not_grouped"]
+__all__ = [
+    "GROUP_WIDTH",
+    "MAX_GROUP_BATCH",
+    "same_but_seed",
+    "seed_chunks",
+    "train_group",
+    "train_seeds",
+    "why_not_grouped",
+]
 
 log = logging.getLogger("bnlab")
 
@@ -135,6 +143,14 @@ def why_not_grouped(configs: Sequence[RunConfig], dataset: bdata.Dataset | None 
     return why_not_groupable(model)
 
 
+def seed_chunks(configs: Sequence[RunConfig], width: int = GROUP_WIDTH) -> list[list[RunConfig]]:
+    """``configs`` split into groups of at most ``width`` seeds, each with all its seeds' configs (seeds and
+    configs in the order they come)."""
+    seeds = list(dict.fromkeys(c.seed for c in configs))
+    chunks = [set(seeds[i : i + width]) for i in range(0, len(seeds), width)]
+    return [[c for c in configs if c.seed in chunk] for chunk in chunks]
+
+
 def _build(config: RunConfig, shapes) -> torch.nn.Module:
     """The config's model, built without touching the caller's random state (for a check)."""
     if shapes is None:
@@ -163,15 +179,11 @@ def train_group(
     reason = why_not_grouped(configs, dataset)
     if reason is None:
         out: dict[str, RunResult] = {}
-        seeds = list(dict.fromkeys(c.seed for c in configs))
-        for i in range(0, len(seeds), GROUP_WIDTH):
-            chunk = set(seeds[i : i + GROUP_WIDTH])
-            part = [c for c in configs if c.seed in chunk]
-            for c, r in zip(
-                part,
-                train_seeds(part, dataset, device=device, threads=threads, progress=progress, keep_model=keep_model),
-            ):
-                out[c.key()] = r
+        for part in seed_chunks(configs):
+            results = train_seeds(
+                part, dataset, device=device, threads=threads, progress=progress, keep_model=keep_model
+            )
+            out.update(zip((c.key() for c in part), results))
         return [out[c.key()] for c in configs]
     if len(configs) > 1:
         log.info("training %d seeds one at a time: %s", len(configs), reason)
@@ -263,12 +275,12 @@ def _evaluate(model, x: Tensor, y: Tensor) -> list[tuple[float, float]]:
 
 def _train_seeds(configs, width, dataset, device, progress, keep_model) -> list[RunResult]:
     t_start = time.perf_counter()
-    seeds = list(dict.fromkeys(c.seed for c in configs))  # the members, in the order they come
-    firsts: dict[int, RunConfig] = {}
+    firsts: dict[int, RunConfig] = {}  # each seed's first config: the members, in the order they come
     for c in configs:
         firsts.setdefault(c.seed, c)
-    real = len(seeds)
-    member_configs = [firsts[s] for s in seeds] + [firsts[seeds[0]]] * (width - real)  # the free slots: copies
+    slot = {seed: j for j, seed in enumerate(firsts)}
+    real = len(firsts)
+    member_configs = [*firsts.values()] + [configs[0]] * (width - real)  # the free slots: copies
     c0, k = member_configs[0], width
     steps = max(c.steps for c in configs)  # the longest view's (views.trunk: the others are its start)
     ds = dataset if dataset is not None else bdata.load(c0.data, c0.data_root)
@@ -290,7 +302,7 @@ def _train_seeds(configs, width, dataset, device, progress, keep_model) -> list[
     if masks:
         mask_gradients(model, members, masks)
     probes = GroupProbes(c0.probes, model, members[0])  # those on the grouped model: the views' are the same
-    views = _views(configs, seeds, model, members)
+    views = _views(configs, slot, model, members)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = build_optimizer(c0, params)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(c0.schedule, steps, c0.warmup_steps))
@@ -328,12 +340,12 @@ def _train_seeds(configs, width, dataset, device, progress, keep_model) -> list[
         if step == 1:
             first_loss = losses[0].tolist()
 
-        checks = {id(v): v.check(step, losses, first_loss) for v in live}
+        checks = {v: v.check(step, losses, first_loss) for v in live}
         if any(t is not None for t in checks.values()):
             shown = sorted({j for v in live for j in v.active})
             last = losses[step - 1].tolist()
             bar.update(step, f"loss {sum(last[j] for j in shown) / max(1, len(shown)):.4f}")
-        recording = [v for v in live if v in metric or checks[id(v)]]
+        recording = [v for v in live if v in metric or checks[v]]
         if not recording:
             continue
         train_s += time.perf_counter() - t_steps
@@ -341,7 +353,7 @@ def _train_seeds(configs, width, dataset, device, progress, keep_model) -> list[
         measured = probes.collect() if metric else {}
         evaluated: list = []  # the members' (train, test) evaluation, once per step, if a view wants it
         for v in recording:
-            tripped = checks[id(v)] or []
+            tripped = checks[v] or []
             rows = tripped if v not in metric else list(v.active)
             values = {j: dict(measured.get(j, {})) for j in rows}
             for j, extra in (v.probes.collect() if v in metric else {}).items():
@@ -378,7 +390,7 @@ def _train_seeds(configs, width, dataset, device, progress, keep_model) -> list[
     wall = time.perf_counter() - t_start
     results = []
     for c in configs:
-        v, j = views[same_but_seed(c)], seeds.index(c.seed)
+        v, j = views[same_but_seed(c)], slot[c.seed]
         results.append(
             RunResult(
                 config=c,
@@ -397,17 +409,17 @@ def _train_seeds(configs, width, dataset, device, progress, keep_model) -> list[
     return results
 
 
-def _views(configs, seeds, model, members) -> dict[RunConfig, View]:
+def _views(configs, slot: dict[int, int], model, members) -> dict[RunConfig, View]:
     """One :class:`~bnlab.train.views.View` per config but the seed, with its members' slots and its own
     :class:`~bnlab.train.group_probes.MemberProbes` (on copies of the members where several views share
     the training: a probe's work on a member, e.g. precise BN's statistics, stays its own)."""
     slots: dict[RunConfig, list[int]] = {}
     for c in configs:
-        slots.setdefault(same_but_seed(c), []).append(seeds.index(c.seed))
+        slots.setdefault(same_but_seed(c), []).append(slot[c.seed])
     shared = len(slots) > 1
     views = {}
     for template, js in slots.items():
-        own = [copy.deepcopy(m) if shared else m for m in members[: len(seeds)]]
+        own = [copy.deepcopy(m) if shared and template.probes else m for m in members[: len(slot)]]
         views[template] = View(template, js, MemberProbes(template.probes, model, own))
     return views
 

@@ -133,7 +133,7 @@ def plan_groups(configs: Sequence[RunConfig], group_seeds: bool = True) -> list[
     that a long unit does not start last while the other workers idle."""
     if not group_seeds:
         return sorted(([c] for c in configs), key=lambda u: -_cost(u[0], False))
-    from .seeds import GROUP_WIDTH
+    from .seeds import seed_chunks
     from .views import trunk
 
     settings: dict[RunConfig, list[RunConfig]] = {}
@@ -143,11 +143,8 @@ def plan_groups(configs: Sequence[RunConfig], group_seeds: bool = True) -> list[
     units: list[tuple[float, list[RunConfig]]] = []
     for group in settings.values():
         if _groupable(group, shapes):
-            seeds = list(dict.fromkeys(c.seed for c in group))
             cost = _cost(max(group, key=lambda c: c.steps), True)
-            for i in range(0, len(seeds), GROUP_WIDTH):
-                chunk = set(seeds[i : i + GROUP_WIDTH])
-                units.append((cost, [c for c in group if c.seed in chunk]))
+            units += [(cost, chunk) for chunk in seed_chunks(group)]
         else:
             units += [(_cost(c, False), [c]) for c in group]
     return [unit for _, unit in sorted(units, key=lambda cu: -cu[0])]
