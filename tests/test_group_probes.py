@@ -12,7 +12,8 @@ import pytest
 import torch
 
 import bnlab.data as bdata
-import bnlab.experiments.probes  # noqa: F401 -- registers the experiments' probes (ics)
+import bnlab.experiments.probes  # noqa: F401 -- registers the experiments' probes
+import one_model_probe  # noqa: F401 -- registers one_model, a probe that runs on one model only
 from bnlab.experiments import c01_bn_trains_faster as c1
 from bnlab.nn.norm_act import BatchNormAct2d
 from bnlab.train import RunConfig, train
@@ -172,7 +173,7 @@ def test_diverged_row_has_the_probe_values_train_records(ds, eval_every):
 
 def test_which_probes_are_grouped(ds, caplog):
     assert why_not_grouped(_cnn((0, 1), probes=("act_moments:blocks.0.act",)), ds) is None
-    assert "'ics'" in why_not_grouped(_cnn((0, 1), probes=("act_pct:blocks.0.act", "ics")), ds)
+    assert "'one_model'" in why_not_grouped(_cnn((0, 1), probes=("act_pct:blocks.0.act", "one_model")), ds)
     assert "'head'" in why_not_grouped(_cnn((0, 1), probes=("act_pct:head",)), ds)
     with pytest.raises(ValueError, match="expected a module path"):  # train()'s error
         train_seeds(_cnn((0, 1), probes=("act_pct:blocks.7.act",)), ds)

@@ -5,6 +5,7 @@ its companions or slot (bit for bit); gradients written out of a group are the m
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 
@@ -14,18 +15,20 @@ import torch.nn.functional as F
 
 import bnlab.data as bdata
 import bnlab.experiments.probes  # noqa: F401 -- registers the experiments' probes
+import one_model_probe  # noqa: F401 -- registers one_model, a probe that runs on one model only
 from bnlab.train import RunConfig, train
 from bnlab.train.group_probes import MemberProbes
-from bnlab.train.grouped import group, ungroup
+from bnlab.train.grouped import group, member_optimizer, ungroup
 from bnlab.train.probes import make_probe
-from bnlab.train.seeds import _build, train_group, train_seeds, why_not_grouped
+from bnlab.train.seeds import _build, group_step, train_group, train_seeds, why_not_grouped
+from bnlab.train.trainer import build_optimizer
 
 # Grouped and single runs compute the same sums in another order (tests/test_seeds.py: parameters
 # within 1e-5 after 40 steps); the probes below read those parameters, so their values get the same
 # tolerance. Accuracies count test examples: over these short runs none sits near a tie, so they are
 # equal (a last-bit difference could move one example, 0.001, in a longer run).
 TOL = {"rtol": 1e-5, "atol": 1e-5}
-PROBES = ("grad_norm", "landscape", "precise_eval:mnist1d:100,1000")
+PROBES = ("grad_norm", "ics", "landscape", "precise_eval:mnist1d:100,1000")
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +43,7 @@ def _cnn(seeds, **kw) -> list[RunConfig]:
 
 
 def _probed(result) -> dict[str, list[float]]:
-    return {k: v for k, v in result.series.items() if k.startswith(("grad_norm/", "landscape/", "precise/"))}
+    return {k: v for k, v in result.series.items() if k.startswith(("grad_norm/", "ics/", "landscape/", "precise/"))}
 
 
 def _close(got, want, name) -> None:
@@ -56,7 +59,7 @@ def test_member_probes_match_train_alone(ds):
     for c, got in zip(configs, together):
         alone = train(c, ds, threads=1)
         want = _probed(alone)
-        assert {k.split("/")[0] for k in want} == {"grad_norm", "landscape", "precise"}
+        assert {k.split("/")[0] for k in want} == {"grad_norm", "ics", "landscape", "precise"}
         assert _probed(got).keys() == want.keys() and got.series["step"] == alone.series["step"]
         for name, values in want.items():
             if name.startswith("precise/"):
@@ -119,8 +122,9 @@ def test_gradients_written_out_of_a_group_are_the_members_own(ds):
 
 def test_which_probes_run_per_member(ds, caplog):
     assert make_probe("grad_norm").per_member and not make_probe("act_pct:blocks.0.act").per_member
-    assert not make_probe("ics").per_member  # it steps a copy of the optimizer: one model
-    assert "'ics'" in why_not_grouped(_cnn((0, 1), probes=("grad_norm", "ics")), ds)
+    assert make_probe("ics").per_member  # it steps the member's part of the group's optimizer
+    assert not make_probe("one_model").per_member
+    assert "'one_model'" in why_not_grouped(_cnn((0, 1), probes=("grad_norm", "one_model")), ds)
     probed = _cnn((0, 1), steps=10, probes=("grad_norm", "act_pct:blocks.1.act"))
     with caplog.at_level(logging.INFO, logger="bnlab"):
         out = train_group(probed, ds, threads=1)
@@ -137,3 +141,49 @@ def test_member_probes_without_any_are_empty(ds):
     assert not probes
     probes.arm([0, 1])
     assert probes.collect() == {} and probes.finish(0, ds) == {}
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_a_members_optimizer_steps_it_as_the_group_steps_it(ds, optimizer):
+    """member_optimizer: the member's part of the group's optimizer state (SGD's momentum buffers, Adam's
+    moments and step), so that its step moves the member as the group's step moves the member's slice; the
+    group's optimizer is left as it was."""
+    configs = _cnn((0, 1, 2), probes=(), optimizer=optimizer, lr=0.01, weight_decay=1e-3)
+    members = []
+    for c in configs:
+        torch.manual_seed(c.seed)
+        members.append(_build(c, ((40,), 10)))
+    grouped = group(members)
+    opt = build_optimizer(configs[0], list(grouped.parameters()))
+    idx = torch.arange(300).view(3, 100)
+    stepped = {}
+
+    def each_member(batches, losses):
+        before = copy.deepcopy(opt.state_dict())
+        for j, m in enumerate(members):
+            own = member_optimizer(grouped, j, m, opt)
+            assert own.param_groups[0]["lr"] == opt.param_groups[0]["lr"] and own.state  # state after the first step
+            own.step()
+            stepped[j] = [p.detach().clone() for p in m.parameters()]
+        after = opt.state_dict()
+        assert before["param_groups"] == after["param_groups"]
+        for key, state in before["state"].items():
+            for name, value in state.items():
+                assert torch.equal(after["state"][key][name], value), (key, name)
+
+    for step in range(3):
+        group_step(grouped, opt, ds.x_train, ds.y_train, idx + 300 * step, each_member if step == 2 else None)
+    for j, m in enumerate(members):
+        for (name, p), want in zip(ungroup(grouped, j, m).named_parameters(), stepped[j]):
+            torch.testing.assert_close(p.detach(), want, rtol=0, atol=0, msg=name)
+
+
+def test_a_members_optimizer_needs_one_parameter_group(ds):
+    c = _cnn((0,), probes=())[0]
+    torch.manual_seed(0)
+    members = [_build(c, ((40,), 10)) for _ in range(2)]
+    grouped = group(members)
+    params = list(grouped.parameters())
+    opt = torch.optim.SGD([{"params": params[:2]}, {"params": params[2:]}], lr=0.1)
+    with pytest.raises(ValueError, match="expected an optimizer with one parameter group"):
+        member_optimizer(grouped, 0, members[0], opt)

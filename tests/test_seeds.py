@@ -11,7 +11,8 @@ import pytest
 import torch
 
 import bnlab.data as bdata
-import bnlab.experiments.probes  # noqa: F401 -- registers the experiments' probes (ics)
+import bnlab.experiments.probes  # noqa: F401 -- registers the experiments' probes
+import one_model_probe  # noqa: F401 -- registers one_model, a probe that runs on one model only
 from bnlab.core import dispatch
 from bnlab.train import RunConfig, train
 from bnlab.train import seeds as seeds_module
@@ -241,7 +242,7 @@ def test_bnlab_layers_run_on_the_fast_path_in_a_group(ds, monkeypatch):
 
 
 def test_what_cannot_be_grouped_trains_alone_and_says_so(ds, caplog):
-    probed = _configs("cnn_bn", (0, 1), steps=20, probes=("ics",))  # it steps the optimizer: one model
+    probed = _configs("cnn_bn", (0, 1), steps=20, probes=("one_model",))  # a probe that runs on one model
     assert "probes" in why_not_grouped(probed, ds)
     with pytest.raises(ValueError, match="expected configs that can be trained together"):
         train_seeds(probed, ds)

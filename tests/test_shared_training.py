@@ -18,11 +18,12 @@ from bnlab.train.views import trunk
 
 CNN = RunConfig(model="cnn", norm="bn", lr=0.05, steps=40, eval_every=10, eval_samples=300)
 # Views of CNN's training: a shorter run with other metric steps, and runs with each kind of probe that
-# reads only the model it is handed (gradient norms, the landscape, precise BN, the shift probe's finish);
-# one names the CNN's own activation, which CNN leaves to the model.
+# reads only the model it is handed (gradient norms, gradient ICS with its trial step of the member's part of
+# the optimizer, the landscape, precise BN, the shift probe's finish); one names the CNN's own activation,
+# which CNN leaves to the model.
 VIEWS = (
     CNN,
-    dataclasses.replace(CNN, steps=30, eval_every=15, probes=("grad_norm", "landscape")),
+    dataclasses.replace(CNN, steps=30, eval_every=15, probes=("grad_norm", "ics", "landscape")),
     dataclasses.replace(CNN, steps=25, eval_every=25, probes=("precise_eval:mnist1d:100,300",), act="relu"),
     dataclasses.replace(CNN, steps=20, eval_every=20, probes=("shift_eval:mnist1d:1,2",)),
 )
@@ -130,6 +131,18 @@ def test_trunk_keeps_what_decides_the_training():
     reason = why_not_grouped([CNN, dataclasses.replace(CNN, lr=0.1)])
     assert reason is not None and "differ in more than the seed" in reason
     assert why_not_grouped([CNN, CNN]) == "a config appears twice"
+
+
+def test_the_labs_ics_runs_are_views_of_its_landscape_runs():
+    """C6's gradient-ICS runs are C7's landscape runs (the same trainings, other probes): seeds 0-4 of C7's."""
+    from bnlab.experiments import c06_ics_gradients as c6
+    from bnlab.experiments import c07_landscape as c7
+
+    ics, landscape = c6.sweep(False, None), c7.sweep(False, 8)
+    assert {trunk(c) for c in ics} == {trunk(c) for c in landscape} and len({trunk(c) for c in ics}) == 2
+    assert {c.seed for c in ics} < {c.seed for c in landscape}
+    units = plan_groups(ics + landscape)
+    assert len(units) == 2 and sorted(len(u) for u in units) == [13, 13]
 
 
 def test_train_group_splits_by_seeds_and_keeps_the_order():

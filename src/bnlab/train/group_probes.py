@@ -24,14 +24,15 @@ ReLU's: the ReLU's *input* is not materialized. A block whose act a probe reads 
 (``_unfuse``: the fused layer's activation set to the identity and the ReLU module restored),
 so that input exists again; the other blocks stay fused.
 
-A probe that reads only the model it is handed (:attr:`~bnlab.train.probes.Probe.per_member`: gradient
-norms, the experiments' landscape, precise-BN and shift probes) runs per member on the member's own model
-(:class:`MemberProbes`): at a metric step, after the backward, each member still counting is written out of
-the group with its gradients (:func:`~bnlab.train.grouped.ungroup`) and the probe gets that model, the
-member's batch and loss, as ``train()``'s probe gets them; after the last step, each finished member's
-final model goes to the probe's ``finish``. Other probes (such as the experiments' gradient-ICS probe,
-which steps the optimizer) run on one model: ``why_not_probed`` says so, and such configs train one seed
-at a time.
+A probe that reads only the model (and optimizer) it is handed (:attr:`~bnlab.train.probes.Probe.per_member`:
+gradient norms, the experiments' gradient-ICS, landscape, precise-BN and shift probes) runs per member on the
+member's own model (:class:`MemberProbes`): at a metric step, after the backward, each member still counting is
+written out of the group with its gradients and the probe gets that model, an optimizer over it holding the
+member's part of the group's optimizer state (:func:`~bnlab.train.grouped.member_optimizer`: a probe that
+takes a trial step, as the ICS probe does, steps the member as it would step alone), and the member's batch
+and loss, as ``train()``'s probe gets them; after the last step, each finished member's final model goes to
+the probe's ``finish``. Other probes run on one model: ``why_not_probed`` says so, and such configs train one
+seed at a time.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..nn.norm_act import BatchNormAct1d, BatchNormAct2d
-from .grouped import GroupedCNN1d, GroupedMLP, ungroup
+from .grouped import GroupedCNN1d, GroupedMLP, member_optimizer, ungroup
 from .probes import ActivationMoments, ActivationPercentiles, Probe, StepContext, _module, make_probe, sample_forward
 
 # The probes a group can take: they read a module's input and measure it with a function of it alone.
@@ -176,12 +177,13 @@ class MemberProbes:
         self, step: int, optimizer, sample: Tensor, batches: Sequence[tuple[Tensor, Tensor]], losses: Tensor
     ) -> None:
         """Each armed member's probes on its model written out of the group (gradients included), with
-        its batch ``batches[j]`` and loss ``losses[j]``, the group's ``optimizer`` (its learning rate is
-        every member's) and the run's fixed ``sample``: the context ``train()``'s probe gets."""
+        its batch ``batches[j]`` and loss ``losses[j]``, its part of the group's ``optimizer``
+        (:func:`~bnlab.train.grouped.member_optimizer`: its state and the scheduled learning rate) and the
+        run's fixed ``sample``: the context ``train()``'s probe gets."""
         for j in self._armed:
-            member = ungroup(self.model, j, self.members[j], grads=True)
+            own = member_optimizer(self.model, j, self.members[j], optimizer)  # writes the member, grads too
             x, y = batches[j]
-            ctx = StepContext(step, member, optimizer, x, y, losses[j], F.cross_entropy, sample)
+            ctx = StepContext(step, self.members[j], own, x, y, losses[j], F.cross_entropy, sample)
             for p in self.probes[j]:
                 p.after_backward(ctx)
 

@@ -32,6 +32,7 @@ grouped
 
 from __future__ import annotations
 
+import contextvars
 import copy
 from collections.abc import Iterable
 from typing import Any, cast, overload
@@ -49,7 +50,15 @@ from ..nn.ghost import GhostBatchNorm1d, GhostBatchNorm2d
 from ..nn.norm_act import BatchNormAct1d, BatchNormAct2d
 from ..nn.renorm import BatchRenorm1d, BatchRenorm2d
 
-__all__ = ["GroupedCNN1d", "GroupedMLP", "group", "mask_gradients", "ungroup", "why_not_groupable"]
+__all__ = [
+    "GroupedCNN1d",
+    "GroupedMLP",
+    "group",
+    "mask_gradients",
+    "member_optimizer",
+    "ungroup",
+    "why_not_groupable",
+]
 
 # Elementwise activations without state or randomness: the same module serves all members.
 _ELEMENTWISE = (nn.ReLU, nn.Sigmoid, nn.Tanh, nn.GELU, nn.ELU, nn.LeakyReLU, nn.SiLU, nn.Identity)
@@ -146,12 +155,20 @@ def _param(t: Tensor | None, like: Tensor | None) -> nn.Parameter | None:
     return nn.Parameter(t.detach().clone(), requires_grad=like.requires_grad)
 
 
+# Where :func:`_put` notes (member parameter, grouped parameter, part) while :func:`member_optimizer` writes a member.
+_WRITTEN: contextvars.ContextVar[list[tuple[Tensor, Tensor, Any]] | None] = contextvars.ContextVar(
+    "bnlab_grouped_written", default=None
+)
+
+
 def _put(member: Tensor, grouped: Tensor, part: Any, grads: bool) -> None:
     """Member's parameter ``member`` := ``grouped[part]``; with ``grads`` its ``.grad`` too (None where the
     grouped parameter has none)."""
     member.data.copy_(grouped.data[part])
     if grads:
         member.grad = None if grouped.grad is None else grouped.grad[part].clone()
+    if (written := _WRITTEN.get()) is not None:
+        written.append((member, grouped, part))
 
 
 class _FirstConv(torch.autograd.Function):
@@ -538,3 +555,35 @@ def ungroup(grouped: GroupedCNN1d | GroupedMLP, i: int, model: nn.Module, grads:
         _norm_member(gb.norm, i, block.norm, grads)
     grouped.head.member(i, model.head, grads)
     return model.train(grouped.training)
+
+
+def member_optimizer(
+    grouped: GroupedCNN1d | GroupedMLP, i: int, model: nn.Module, optimizer: torch.optim.Optimizer
+) -> torch.optim.Optimizer:
+    """Member ``i`` written into ``model`` with its gradients (:func:`ungroup`) and an optimizer of ``optimizer``'s
+    class and settings (its one parameter group's, the scheduled learning rate included) over ``model``'s
+    parameters that ``optimizer`` steps, each with member ``i``'s part of the grouped parameter's state
+    (momentum buffer, Adam's moments; a step count as it is): the optimizer member ``i`` trained alone would
+    hold, for a probe that steps it (the experiments' gradient-ICS probe). The group's optimizer is not
+    touched."""
+    if len(optimizer.param_groups) != 1:
+        raise ValueError(f"expected an optimizer with one parameter group (got {len(optimizer.param_groups)})")
+    token = _WRITTEN.set([])
+    try:
+        ungroup(grouped, i, model, grads=True)
+        written = _WRITTEN.get() or []
+    finally:
+        _WRITTEN.reset(token)
+    settings = optimizer.param_groups[0]
+    stepped = {id(p) for p in settings["params"]}
+    parts = [(m, g, part) for m, g, part in written if id(g) in stepped]
+    own = type(optimizer)([m for m, _, _ in parts], **optimizer.defaults)
+    own.param_groups[0].update({k: v for k, v in settings.items() if k != "params"})
+    for m, g, part in parts:
+        state = optimizer.state.get(g)
+        if state:
+            own.state[m] = {
+                k: (v[part].clone() if v.shape == g.shape else v.clone()) if isinstance(v, Tensor) else v
+                for k, v in state.items()
+            }
+    return own

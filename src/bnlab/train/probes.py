@@ -29,7 +29,7 @@ after the backward, before the optimizer step. Between metric steps the hooks re
 Seeds trained together (:mod:`bnlab.train.seeds`) record ``act_pct``, ``act_pct_fixed`` and
 ``act_moments`` per member with these probes' own ``measure`` (:mod:`bnlab.train.group_probes`), and run
 a probe that reads only the model it is handed (:attr:`Probe.per_member`: ``grad_norm`` and the
-experiments' landscape, precise-BN and shift probes) on each member's model written out of the group.
+experiments' gradient-ICS, landscape, precise-BN and shift probes) on each member's model written out of the group.
 
 New probes: subclass :class:`Probe` and ``register_probe("name", factory)``, where
 ``factory(arg: str | None) -> Probe`` receives what follows ``name:`` in the spec. A probe sees a
@@ -76,7 +76,8 @@ class Probe:
     #: Whether this probe reads only what it is handed, so that seeds trained together run it on each member's
     #: model written out of the group (:class:`bnlab.train.group_probes.MemberProbes`). Such a probe reads, in
     #: ``after_backward``, the model (its parameters, their gradients, its buffers), the step's batch, loss and
-    #: loss function, the step and the optimizer's learning rate, and in ``finish`` the model.
+    #: loss function, the step and the optimizer (in a group, one over the member holding its part of the
+    #: group's state: :func:`bnlab.train.grouped.member_optimizer`), and in ``finish`` the model.
     per_member: ClassVar[bool] = False
 
     def __init__(self) -> None:

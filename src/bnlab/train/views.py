@@ -3,8 +3,8 @@
 Two configs of one seed train the same bits when they differ only in
 
 * the probes that read only the model they are handed (:attr:`~bnlab.train.probes.Probe.per_member`: gradient
-  norms, the experiments' landscape, precise-BN and shift probes: they work on a copy of the member, from
-  their own random generators),
+  norms, the experiments' gradient-ICS, landscape, precise-BN and shift probes: they work on a copy of the
+  member and of its part of the optimizer's state, from their own random generators),
 * ``eval_every`` (an evaluation runs in eval mode, without gradients, and restores the mode), and
 * ``steps``, on a constant schedule (whose learning rate does not depend on the run's length; the batch
   order of a shorter run is the start of a longer run's: :mod:`~bnlab.train.batches`),
@@ -18,7 +18,8 @@ divergence checks (on its own schedule), probes (armed at its own metric steps, 
 members) and final metrics (at its own last step). The experiments ask for such runs: claim C3's plain
 CNN at learning rate 0.1 is C5's BN and no-BN arms (1500 of its 2000 steps), C4's BN before ReLU (1500 steps,
 its activation named) and C11's runs (with the precise-BN probe); C13's runs are the first 1000 steps of
-C14's (with the shift probe). Tested bit for bit against each run trained alone.
+C14's (with the shift probe); C6's runs (the gradient-ICS probe) are seeds 0-4 of C7's (the landscape
+probe). Tested bit for bit against each run trained alone.
 
 A config with probes that read the grouped model (``act_pct``, ``act_pct_fixed``, ``act_moments``: hooks on
 its forward, and an unfused block), or with a probe spec that names no probe, shares nothing: its trunk is

@@ -22,6 +22,10 @@ Specs: ``ics`` (every weight layer but the first) or ``ics:PATH`` (one, e.g. ``b
 Metrics per layer: ``ics/PATH/l2`` (raw ||G - G'||, the paper's measure), ``ics/PATH/cos`` (the
 paper's cosine) and ``ics/PATH/rel`` (||G - G'|| / ||G||, free of the gradient's scale).
 Cost per metric step: one trial optimizer step plus one forward/backward per measured layer.
+
+Seeds trained together (:mod:`bnlab.train.seeds`) run it per member (:attr:`ICS.per_member`): on the member's
+model written out of the group, with an optimizer holding the member's part of the group's optimizer state
+(:func:`bnlab.train.grouped.member_optimizer`), so the trial step is the member's own.
 """
 
 from __future__ import annotations
@@ -54,6 +58,8 @@ def trial_update(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[int
 
 
 class ICS(Probe):
+    per_member = True  # reads only the model, batch, loss and optimizer it is handed
+
     def __init__(self, path: str | None = None) -> None:
         super().__init__()
         self.path = path
