@@ -563,9 +563,10 @@ def member_optimizer(
     """Member ``i`` written into ``model`` with its gradients (:func:`ungroup`) and an optimizer of ``optimizer``'s
     class and settings (its one parameter group's, the scheduled learning rate included) over ``model``'s
     parameters that ``optimizer`` steps, each with member ``i``'s part of the grouped parameter's state
-    (momentum buffer, Adam's moments; a step count as it is): the optimizer member ``i`` trained alone would
-    hold, for a probe that steps it (the experiments' gradient-ICS probe). The group's optimizer is not
-    touched."""
+    (momentum buffer, Adam's moments; a step count as it is): what member ``i``'s own optimizer would hold had
+    it trained alone (to the group's float tolerance), for a probe that steps it (the experiments' gradient-ICS
+    probe). Its step moves the member exactly as ``optimizer``'s step moves member ``i``'s part. The group's
+    optimizer is not touched."""
     if len(optimizer.param_groups) != 1:
         raise ValueError(f"expected an optimizer with one parameter group (got {len(optimizer.param_groups)})")
     token = _WRITTEN.set([])
