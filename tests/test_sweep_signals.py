@@ -15,6 +15,11 @@ import pytest
 
 from bnlab.train.store import Store
 
+# On their own (sh scripts/test runs them after the parallel tests): under a second test process's load,
+# Ctrl-C can land while a worker is still starting, and its start-up traceback reaches stderr (an open
+# defect, docs/guide/cluster.md); these tests check how a sweep stops, on an otherwise idle machine.
+pytestmark = pytest.mark.alone
+
 
 def session_processes(sid: int) -> list[str]:
     """Live (non-zombie) processes of session ``sid``, as "pid command"."""
