@@ -45,38 +45,44 @@ def cut(run: RunResult | None, steps: int, config) -> RunResult | None:
 
 
 def looks(store: Path, claim: str, seeds: list[int | None], lengths: list[int | None]) -> list[str]:
-    """One line per (length, seed count): the claim's verdict and stability, and each part's."""
+    """One line per (length, seed count): the claim's verdict and stability, and each part's. While a length
+    is judged, the module's ``FULL`` says that length, for its ``sweep`` and for its ``analyze`` (which may
+    read the configs' length, e.g. for "never reached"); the module's own ``FULL`` is put back after."""
     module = registry.get(claim)
-    full = dict(module.FULL) if hasattr(module, "FULL") else None
+    full = getattr(module, "FULL", None)
+    own = full.get("steps") if isinstance(full, dict) else None
+    if own is None and any(length is not None for length in lengths):
+        raise ValueError(f"expected {claim} to declare FULL['steps'] to cut its runs (it does not)")
     lines = []
     with Store(store) as st:
         for length in lengths:
-            if length is not None and (full is None or "steps" not in full):
-                raise ValueError(f"expected {claim} to declare FULL['steps'] to cut its runs (it does not)")
-            own = full["steps"] if full is not None and "steps" in full else None
             for n in seeds:
-                try:
-                    if length is not None:
-                        module.FULL = dict(full, steps=length)
-                    configs = module.sweep(False, n)
-                finally:
-                    if full is not None:
-                        module.FULL = full
-                stored = [dataclasses.replace(c, steps=own) if length is not None else c for c in configs]
-                runs = st.results(stored)
-                missing = sum(r is None for r in runs)
                 label = f"{claim} steps={length or own or 'as stored'} seeds={n or 'default'}"
-                if missing:
-                    lines.append(f"{label}: {missing} of {len(runs)} runs missing from the store")
+                if length is None:
+                    lines.append(f"{label}: {_judge(st, module, store, n, own, length)}")
                     continue
-                if length is not None:
-                    runs = [cut(r, length, c) for r, c in zip(runs, configs)]
-                with stability.interim_look():
-                    result = module.analyze(runs, registry.Context(seeds=n, store=store))
-                parts = "; ".join(f"{p.key} {p.stability.verdict} {p.stability.share:.1%}" for p in result.parts)
-                s = result.stability
-                lines.append(f"{label}: {s.verdict} {s.share:.1%}" + (f" | {parts}" if parts else ""))
+                module.FULL = dict(full, steps=length)
+                try:
+                    lines.append(f"{label}: {_judge(st, module, store, n, own, length)}")
+                finally:
+                    module.FULL = full
     return lines
+
+
+def _judge(st: Store, module, store: Path, n: int | None, own: int | None, length: int | None) -> str:
+    configs = module.sweep(False, n)
+    stored = [dataclasses.replace(c, steps=own) if length is not None else c for c in configs]
+    runs = st.results(stored)
+    missing = sum(r is None for r in runs)
+    if missing:
+        return f"{missing} of {len(runs)} runs missing from the store"
+    if length is not None:
+        runs = [cut(r, length, c) for r, c in zip(runs, configs)]
+    with stability.interim_look():
+        result = module.analyze(runs, registry.Context(seeds=n, store=store))
+    parts = "; ".join(f"{p.key} {p.stability.verdict} {p.stability.share:.1%}" for p in result.parts)
+    s = result.stability
+    return f"{s.verdict} {s.share:.1%}" + (f" | {parts}" if parts else "")
 
 
 def main(argv: list[str] | None = None) -> None:

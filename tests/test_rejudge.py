@@ -31,12 +31,14 @@ class _Claim:
     def __init__(self) -> None:
         self.FULL = {"steps": 40}
         self.seen: list[list] = []
+        self.lengths: list[int] = []
 
     def sweep(self, quick, seeds):
         return [dataclasses.replace(BASE, steps=self.FULL["steps"], seed=s) for s in range(seeds or 3)]
 
     def analyze(self, runs, ctx):
         self.seen.append(runs)
+        self.lengths.append(self.FULL["steps"])  # what an analysis that reads FULL would see
 
         def rule(recs):
             return "reproduced" if all(r >= 0.5 for r in recs) else "not reproduced"
@@ -73,6 +75,7 @@ def test_cut_keeps_the_rows_up_to_the_step_and_a_later_divergence_does_not_count
 
 def test_looks_judge_the_stored_runs_cut_short_and_leave_the_claim_as_it_was(tmp_path, monkeypatch):
     claim = _Claim()
+    full = claim.FULL
     monkeypatch.setattr(registry, "get", lambda cid: claim)
     store = tmp_path / "runs.sqlite"
     with Store(store) as st:
@@ -85,7 +88,8 @@ def test_looks_judge_the_stored_runs_cut_short_and_leave_the_claim_as_it_was(tmp
     assert lines[3].startswith("CX steps=40 seeds=2: reproduced 100.0%")  # as stored: 0.8 at step 40
     assert [len(runs) for runs in claim.seen] == [2, 4, 2, 4]
     assert {r.config.steps for r in claim.seen[0]} == {20} and {r.series["step"][-1] for r in claim.seen[0]} == {20.0}
-    assert claim.FULL == {"steps": 40}  # restored
+    assert claim.lengths == [20, 20, 40, 40]  # the analysis of a cut look sees the cut length
+    assert claim.FULL == {"steps": 40} and claim.FULL is full  # its own FULL, put back
 
 
 def test_a_claim_without_a_declared_length_cannot_be_cut(tmp_path, monkeypatch):

@@ -22,7 +22,7 @@
   ``steps`` on a constant schedule: :func:`~bnlab.train.views.trunk`) go to one group, which trains each seed
   once, up to the longest run's steps, and gives each config the result it gets alone (tested bit for bit).
   The experiments ask for such runs (C4's BN-before-ReLU arm, C5's BN and no-BN arms and C11's runs are
-  C3's; C13's are C14's), so a full report trains 64 fewer of its 701 runs.
+  C3's; C13's are C14's; C6's are C7's), so a full report trains 74 fewer of its 701 runs.
 * A config already finished or diverged in the store is not run again; re-running a sweep after a
   crash or a kill runs only what is missing (the runs in flight at the kill).
 * ``jobs > 1`` starts a local Dask cluster of that many worker processes (spawned: a script that
