@@ -75,7 +75,7 @@ def connect(scheduler: str | None, jobs: int, timeout_s: float = 30.0) -> Iterat
     # loop runs on a moment longer: a comm to a killed worker then printed an INFO traceback ("Batched
     # Comm Closed") into a Ctrl-C'd `bnlab run` (once in CI). So they stay silenced until the loop stopped.
     with silence_logging_cmgr(logging.ERROR):
-        with _signals_deferred() as pending, dask.config.set(LOCAL_CONFIG):
+        with _signals_deferred() as pending, dask.config.set(LOCAL_CONFIG), _sigint_blocked_for_children():
             cluster = distributed.LocalCluster(
                 n_workers=jobs,
                 threads_per_worker=1,
@@ -200,6 +200,29 @@ def _kill_workers(cluster) -> None:
         if pid:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def _sigint_blocked_for_children() -> Iterator[None]:
+    """SIGINT blocked in this thread while the block runs, so that what starts from it is born with SIGINT
+    blocked and keeps it so: a local cluster's event-loop thread, and through it the worker processes
+    (a signal mask passes to new threads, across fork and across exec). Ctrl-C, which a terminal sends to
+    every process of the group, then cannot reach a worker that is still importing, before
+    :func:`dask_setup` could ignore it: there it raised KeyboardInterrupt and printed the worker's
+    start-up traceback into the run's stderr. This thread gets a Ctrl-C that came meanwhile when the
+    block ends. multiprocessing's resource tracker unblocks SIGINT in the thread that starts it (its own
+    guard for the same race, bpo-33613), and a cluster's queues start it: it is started first."""
+    if not hasattr(signal, "pthread_sigmask"):  # not POSIX
+        yield
+        return
+    from multiprocessing import resource_tracker
+
+    resource_tracker.ensure_running()
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def dask_setup(worker) -> None:
