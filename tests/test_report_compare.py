@@ -74,3 +74,35 @@ def test_the_command_exits_1_on_a_conflict_and_2_on_a_bad_file(tmp_path, capsys)
     assert "Settled verdicts that differ: C3." in capsys.readouterr().out
     assert main([str(a), str(tmp_path / "missing.json")]) == 2
     assert "expected a report's results.json" in capsys.readouterr().err
+
+
+def test_the_heading_names_each_runs_instruction_set_where_it_was_recorded():
+    b = _doc(_claim("C3", "inconclusive"))
+    b["environment"]["cpu_isa"] = "AVX2 (ATEN_CPU_CAPABILITY=avx2)"
+    heading = side_by_side(A, b).splitlines()[0]
+    assert "| A (AMD EPYC, 2 job(s)" in heading  # an older results.json: no instruction set recorded
+    assert "| B (AMD EPYC AVX2 (ATEN_CPU_CAPABILITY=avx2), 2 job(s)" in heading
+
+
+def test_the_environment_records_the_instruction_set_torchs_kernels_run_with():
+    """Capped by ATEN_CPU_CAPABILITY in a fresh interpreter (torch reads it when it loads): the record says
+    so, variable included; the report's own process says what its torch uses."""
+    import os
+    import subprocess
+    import sys
+
+    import torch
+
+    from bnlab.report.environment import cpu_isa
+
+    assert cpu_isa().split(" (")[0] == torch.backends.cpu.get_cpu_capability()
+    code = "from bnlab.report.environment import collect; print(collect(quick=True, jobs=1, seeds=None, wall_time_s=0)['cpu_isa'])"
+    env = {k: v for k, v in os.environ.items() if k not in ("ONEDNN_MAX_CPU_ISA", "NUMBA_CPU_NAME")}
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**env, "ATEN_CPU_CAPABILITY": "default"},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert out == "DEFAULT (ATEN_CPU_CAPABILITY=default)"

@@ -65,7 +65,8 @@ def _cell(claim: Mapping[str, Any] | None) -> str:
 def _describe(doc: Doc) -> str:
     env = doc.get("environment", {})
     return (
-        f"{env.get('cpu', '?')}, {env.get('jobs', '?')} job(s) x {env.get('threads_per_run', 1)} thread(s) per run, "
+        f"{env.get('cpu', '?')}{' ' + env['cpu_isa'] if env.get('cpu_isa') else ''}, "
+        f"{env.get('jobs', '?')} job(s) x {env.get('threads_per_run', 1)} thread(s) per run, "
         f"{env.get('wall_time_s', 0) / 60:.1f} min"
     )
 

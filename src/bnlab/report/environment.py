@@ -31,6 +31,26 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown"
 
 
+# The environment variables that cap the instruction set of torch's kernels (ATen, oneDNN, MKL) or of
+# numba's: a run made with one of them set is a run of that instruction set, whatever the CPU offers.
+ISA_CAPS = (
+    "ATEN_CPU_CAPABILITY",
+    "ONEDNN_MAX_CPU_ISA",
+    "DNNL_MAX_CPU_ISA",
+    "MKL_ENABLE_INSTRUCTIONS",
+    "NUMBA_CPU_NAME",
+    "NUMBA_CPU_FEATURES",
+)
+
+
+def cpu_isa() -> str:
+    """The vector instruction set torch's CPU kernels run with here (``AVX512``, ``AVX2``, ...), then
+    the environment variables of ``ISA_CAPS`` that are set, e.g. ``AVX2 (ATEN_CPU_CAPABILITY=avx2)``."""
+    capability = torch.backends.cpu.get_cpu_capability()
+    caps = [f"{name}={os.environ[name]}" for name in ISA_CAPS if os.environ.get(name)]
+    return capability + (f" ({', '.join(caps)})" if caps else "")
+
+
 def git_revision(path: Path | None = None) -> str | None:
     """The commit bnlab's source is checked out at (with "-dirty" for local changes), or None when
     bnlab is not running from a git checkout or git is unavailable."""
@@ -74,6 +94,7 @@ def collect(
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpu": cpu_model(),
+        "cpu_isa": cpu_isa(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "cuda": torch.cuda.is_available(),

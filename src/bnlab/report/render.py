@@ -155,6 +155,7 @@ ENV_LABELS = {
     "python": "Python",
     "platform": "platform",
     "cpu": "CPU",
+    "cpu_isa": "instruction set of torch's kernels",
     "cpu_count": "CPU cores",
     "torch_threads": "torch threads (the report's process)",
     "cuda": "CUDA available",
