@@ -407,9 +407,14 @@ def test_a_card_shows_each_part_its_margin_the_rule_version_and_the_rounds():
     r.parts = [_part("faster", "reproduced", 1.0), _part("steadier", "not reproduced", 0.97)]
     r.parts[1].margin = {"size": 0.1, "unit": "", "why": "a tenth of the spread", "reads": "0.1 of the band's width"}
     r.rule_version = "2026-12-06"
-    r.rule_history = [{"replaced": "2026-12-06", "rule": "the old rule", "reason": "it could not settle zero"}]
+    r.rule_history = [
+        {"replaced": "2026-12-06", "rule": "the old rule", "reason": "it could not settle zero"},
+        {"replaced": "2026-12-01", "rule": "an older rule", "reason": "a reason that ends its own sentence (0.3)."},
+    ]
     r.rounds = {"rounds": 3, "seeds": 13, "plan": [5, 9, 13], "stopped": "cap"}
     card = plain(claim_card(r, None, None))
+    assert "Why: it could not settle zero. It replaced, on 2026-12-01" in card
+    assert "ends its own sentence (0.3)." in card and ".." not in card  # one full stop, whoever wrote it
     assert "Judged by part" in card and "faster" in card and "steadier" in card
     assert "Margin 0.1 of the band's width: a tenth of the spread" in card
     assert "judged by the rule of 2026-12-06" in card and "the old rule" in card and "could not settle zero" in card

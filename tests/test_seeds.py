@@ -98,9 +98,32 @@ def test_seed_in_group_matches_seed_alone(ds, setting):
     _matches_alone(configs, ds)
 
 
+def _gap(got, alone) -> str | None:
+    """The first of the tolerances above that ``got`` exceeds against ``alone``, or None."""
+    for name in ("train_loss", "train_eval_loss", "test_loss"):
+        worst = max(abs(u - v) for u, v in zip(got.series[name], alone.series[name]))
+        if worst > LOSS_TOL:
+            return f"{name} differs by {worst:.1e} (tolerance {LOSS_TOL:g})"
+    for name in ("train_acc", "test_acc"):
+        worst = max(abs(u - v) for u, v in zip(got.series[name], alone.series[name]))
+        if worst > ACC_TOL:
+            return f"{name} differs by {worst:.3f} (tolerance {ACC_TOL:g})"
+    for (name, p), q in zip(alone.model.state_dict().items(), got.model.state_dict().values()):
+        if p.is_floating_point() and not torch.allclose(q, p, **PARAM_TOL):
+            return f"{name} differs by {float((q - p).abs().max()):.1e}"
+    return None
+
+
 def _matches_alone(configs, ds) -> None:
-    """Each config trained in one group equals it trained alone by train(), within the tolerances above."""
+    """Each config trained in one group equals it trained alone by train(), within the tolerances above.
+
+    A seed whose run turns last-bit differences into larger ones on this machine cannot meet any float
+    tolerance: the same train() at 2 threads (its sums in another order) parts from its 1-thread run as far
+    (a ReLU input within 1e-7 of the kink, which side it falls on decided by the last bit; which seeds do this
+    depends on the CPU's kernels). Such a seed is measured, not assumed: it is let off only when train()
+    itself, 1 against 2 threads, exceeds the tolerances, and at most one seed of a call may be let off."""
     together = train_seeds(configs, ds, threads=1, keep_model=True)
+    let_off = []
     for c, got in zip(configs, together):
         alone = train(c, ds, threads=1, keep_model=True)
         assert (got.status, got.steps_done, got.trainable_params) == (
@@ -109,12 +132,13 @@ def _matches_alone(configs, ds) -> None:
             alone.trainable_params,
         )
         assert got.series["step"] == alone.series["step"] and got.series["lr"] == alone.series["lr"]
-        for name in ("train_loss", "train_eval_loss", "test_loss"):
-            assert max(abs(u - v) for u, v in zip(got.series[name], alone.series[name])) <= LOSS_TOL, name
-        for name in ("train_acc", "test_acc"):
-            assert max(abs(u - v) for u, v in zip(got.series[name], alone.series[name])) <= ACC_TOL, name
-        for (name, p), q in zip(alone.model.state_dict().items(), got.model.state_dict().values()):
-            torch.testing.assert_close(q, p, **PARAM_TOL, msg=name)
+        gap = _gap(got, alone)
+        if gap is None:
+            continue
+        itself = _gap(train(c, ds, threads=2, keep_model=True), alone)
+        assert itself is not None, f"seed {c.seed} in a group: {gap}, where train() at 2 threads stays within"
+        let_off.append(c.seed)
+    assert len(let_off) <= 1 and len(let_off) < len(configs), f"seeds {let_off} amplify last bits here: choose others"
 
 
 def test_group_is_bit_reproducible(ds):
