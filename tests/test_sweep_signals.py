@@ -4,6 +4,7 @@ must be gone within seconds; SIGINT and SIGTERM also stop the queue and release 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -50,6 +51,29 @@ def _sigint_as_in_a_terminal() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+@contextlib.contextmanager
+def _sweep(env: dict, err_path):
+    """``bnlab run C4 --jobs 2`` in a session of its own (its pid is the session's id), stderr to
+    ``err_path``; whatever of the session is still alive when the block ends is killed."""
+    with open(err_path, "wb") as err:  # the child keeps its own copy of the descriptor
+        coordinator = subprocess.Popen(
+            [sys.executable, "-m", "bnlab.cli", "run", "C4", "--jobs", "2"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            start_new_session=True,
+            preexec_fn=_sigint_as_in_a_terminal,
+        )
+    try:
+        yield coordinator
+    finally:
+        if coordinator.poll() is None:
+            coordinator.kill()
+            coordinator.wait()
+        for line in session_processes(coordinator.pid):
+            os.kill(int(line.split()[0]), signal.SIGKILL)
+
+
 @pytest.mark.skipif(not os.path.isdir("/proc"), reason="counts processes through /proc")
 @pytest.mark.parametrize(
     "sig, group",
@@ -60,16 +84,8 @@ def test_no_process_outlives_a_signalled_sweep(tmp_path, sig, group):
     """``group``: the signal goes to the whole process group, as Ctrl-C in a terminal sends it."""
     store = tmp_path / "runs.sqlite"
     env = {**os.environ, "BNLAB_STORE": str(store)}
-    coordinator = subprocess.Popen(
-        [sys.executable, "-m", "bnlab.cli", "run", "C4", "--jobs", "2"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=open(tmp_path / "err", "wb"),
-        start_new_session=True,
-        preexec_fn=_sigint_as_in_a_terminal,
-    )
-    sid = coordinator.pid
-    try:
+    with _sweep(env, tmp_path / "err") as coordinator:
+        sid = coordinator.pid
         # the coordinator and both workers exist, and the workers have been given runs
         assert wait_until(lambda: len(session_processes(sid)) >= 3, 120), session_processes(sid)
         time.sleep(3.0)
@@ -79,12 +95,6 @@ def test_no_process_outlives_a_signalled_sweep(tmp_path, sig, group):
         coordinator.wait(timeout=60)
         exited_s = time.monotonic() - sent
         left = wait_until(lambda: not session_processes(sid), 20) or session_processes(sid)
-    finally:
-        if coordinator.poll() is None:
-            coordinator.kill()
-            coordinator.wait()
-        for line in session_processes(sid):
-            os.kill(int(line.split()[0]), signal.SIGKILL)
     assert left is True, f"{len(session_processes(sid)) or 'some'} processes outlived the sweep"
     if sig != signal.SIGKILL:
         err = (tmp_path / "err").read_text()
@@ -127,27 +137,13 @@ def test_ctrl_c_while_the_workers_start_prints_no_traceback(tmp_path, attempt):
     """Ctrl-C to the whole group the moment the worker processes exist (they are still importing):
     the coordinator stops with its one line, and no worker prints a traceback."""
     env = {**os.environ, "BNLAB_STORE": str(tmp_path / "runs.sqlite")}
-    coordinator = subprocess.Popen(
-        [sys.executable, "-m", "bnlab.cli", "run", "C4", "--jobs", "2"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=open(tmp_path / "err", "wb"),
-        start_new_session=True,
-        preexec_fn=_sigint_as_in_a_terminal,
-    )
-    sid = coordinator.pid
-    try:
+    with _sweep(env, tmp_path / "err") as coordinator:
+        sid = coordinator.pid
         assert wait_until(lambda: len(session_processes(sid)) >= 3, 120, poll_s=0.01), session_processes(sid)
         time.sleep(0.2 * attempt)  # at the first sign of the workers, then a little into their imports
         os.killpg(coordinator.pid, signal.SIGINT)
         coordinator.wait(timeout=60)
         left = wait_until(lambda: not session_processes(sid), 20) or session_processes(sid)
-    finally:
-        if coordinator.poll() is None:
-            coordinator.kill()
-            coordinator.wait()
-        for line in session_processes(sid):
-            os.kill(int(line.split()[0]), signal.SIGKILL)
     err = (tmp_path / "err").read_text()
     assert left is True, f"{len(session_processes(sid)) or 'some'} processes outlived the sweep"
     assert coordinator.returncode == 128 + signal.SIGINT, err[-2000:]
