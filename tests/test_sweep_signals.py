@@ -52,9 +52,11 @@ def _sigint_as_in_a_terminal() -> None:
 
 
 @contextlib.contextmanager
-def _sweep(env: dict, err_path):
-    """``bnlab run C4 --jobs 2`` in a session of its own (its pid is the session's id), stderr to
-    ``err_path``; whatever of the session is still alive when the block ends is killed."""
+def _sweep(store, err_path):
+    """``bnlab run C4 --jobs 2`` on the results store ``store``, in a session of its own (its pid is the
+    session's id), stderr to ``err_path``; whatever of the session is still alive when the block ends is
+    killed."""
+    env = {**os.environ, "BNLAB_STORE": str(store)}
     with open(err_path, "wb") as err:  # the child keeps its own copy of the descriptor
         coordinator = subprocess.Popen(
             [sys.executable, "-m", "bnlab.cli", "run", "C4", "--jobs", "2"],
@@ -83,8 +85,7 @@ def _sweep(env: dict, err_path):
 def test_no_process_outlives_a_signalled_sweep(tmp_path, sig, group):
     """``group``: the signal goes to the whole process group, as Ctrl-C in a terminal sends it."""
     store = tmp_path / "runs.sqlite"
-    env = {**os.environ, "BNLAB_STORE": str(store)}
-    with _sweep(env, tmp_path / "err") as coordinator:
+    with _sweep(store, tmp_path / "err") as coordinator:
         sid = coordinator.pid
         # the coordinator and both workers exist, and the workers have been given runs
         assert wait_until(lambda: len(session_processes(sid)) >= 3, 120), session_processes(sid)
@@ -136,8 +137,7 @@ def test_a_local_clusters_workers_are_born_with_sigint_blocked():
 def test_ctrl_c_while_the_workers_start_prints_no_traceback(tmp_path, attempt):
     """Ctrl-C to the whole group the moment the worker processes exist (they are still importing):
     the coordinator stops with its one line, and no worker prints a traceback."""
-    env = {**os.environ, "BNLAB_STORE": str(tmp_path / "runs.sqlite")}
-    with _sweep(env, tmp_path / "err") as coordinator:
+    with _sweep(tmp_path / "runs.sqlite", tmp_path / "err") as coordinator:
         sid = coordinator.pid
         assert wait_until(lambda: len(session_processes(sid)) >= 3, 120, poll_s=0.01), session_processes(sid)
         time.sleep(0.2 * attempt)  # at the first sign of the workers, then a little into their imports
