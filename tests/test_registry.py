@@ -221,3 +221,49 @@ def test_runs_train_with_the_threads_asked_for(tmp_path, monkeypatch):
     assert {r.env["threads"] for f in list(fakes.values())[:2] for r in f.runs} == {1}
     registry.run_all(quick=True, store=tmp_path / "two.sqlite", threads=2)
     assert {r.env["threads"] for f in list(fakes.values())[:2] for r in f.runs} == {2}
+
+
+class _Listed(_Fake):
+    """A fake whose sweep is a given list of configs; its analysis notes when it ran, in ``events``."""
+
+    def __init__(self, claim_id, configs, events):
+        super().__init__(claim_id, [])
+        self.configs, self.events = configs, events
+
+    def sweep(self, quick, seeds):
+        return list(self.configs)
+
+    def analyze(self, runs, ctx):
+        self.events.append(("judged", self.ID, [r is not None for r in runs]))
+        return super().analyze(runs, ctx)
+
+
+def test_an_experiment_is_judged_as_soon_as_its_runs_are_in_while_the_others_run(tmp_path, monkeypatch):
+    # The judging (a bootstrap of the rule) need not wait for the round's last run. A run two experiments share
+    # is waited for by both, though the progress counts it for the first only; a run already stored is not.
+    events = []
+    a0, b0 = (dataclasses.replace(TINY, seed=s, tag=t) for s, t in ((0, "a"), (1, "b")))
+    shared = dataclasses.replace(TINY, seed=2, steps=10, eval_every=10, tag="s")  # cheaper: it runs last
+    fakes = {
+        "CA": _Listed("CA", [a0], events),
+        "CB": _Listed("CB", [b0, shared], events),
+        "CC": _Listed("CC", [shared], events),
+        "CD": _Listed("CD", [a0], events),  # all its runs are CA's: judged with CA's
+    }
+    monkeypatch.setattr(registry, "EXPERIMENTS", {k: k for k in fakes})
+    monkeypatch.setattr(registry, "get", lambda k: fakes[k])
+    rec = _Recorder()
+    rec.update = lambda *args: events.append(args)
+    registry.run_all(quick=True, progress=rec, store=tmp_path / "runs.sqlite")
+    assert events == [
+        ("CA", 1, 1),
+        ("judged", "CA", [True]),
+        ("judged", "CD", [True]),
+        ("CB", 1, 2),
+        ("CB", 2, 2),  # the shared run, counted for CB, which lists it first
+        ("judged", "CB", [True, True]),
+        ("judged", "CC", [True]),
+    ]
+    events.clear()
+    registry.run_all(quick=True, progress=rec, store=tmp_path / "runs.sqlite")  # all stored: judged after the sweep
+    assert events == [("judged", k, [True] * len(fakes[k].configs)) for k in fakes]

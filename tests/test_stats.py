@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 import pytest
+import scipy.special
 import scipy.stats
 
 from bnlab.experiments import stats
@@ -110,3 +111,53 @@ def test_effect_and_tost_refuse_nonsense():
         stats.effect(stats.estimate([1.0, 2.0]), 1.0, 0)
     with pytest.raises(ValueError, match="expected a positive margin"):
         stats.tost([1.0, 2.0], 0.0)
+
+
+def _numpy_paired(d: np.ndarray) -> tuple[float, float, float]:
+    """(mean, sd, t-test p) of d as numpy's mean, std and allclose give them (the helpers' reference)."""
+    from scipy import special
+
+    mean, sd = float(d.mean()), float(d.std(ddof=1))
+    if np.allclose(d, d[0]):
+        p = 0.0 if d[0] != 0 else 1.0
+    else:
+        p = float(2.0 * special.stdtr(d.size - 1, -abs(mean / (sd / math.sqrt(d.size)))))
+    return mean, sd, p
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_paired_gives_numpys_bits(seed):
+    # paired, estimate and t_test run ~10^5 times per report (the stability's resamples) on their own
+    # arithmetic; it must be numpy's to the bit, or a stored run could be judged differently than before.
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(2, 70))
+    kind = seed % 5
+    if kind == 0:
+        a, b = rng.normal(0.5, 0.2, n), rng.normal(0.5, 0.2, n)
+    elif kind == 1:  # values of accuracy: ties and exact zeros among the differences
+        a, b = rng.integers(900, 1000, n) / 1000, rng.integers(900, 1000, n) / 1000
+    elif kind == 2:  # a constant difference, then one that only differs within allclose's tolerance
+        a = rng.normal(0, 1, n)
+        b = a - 0.25
+        if seed % 2:
+            b[0] -= 1e-9
+    elif kind == 3:  # large magnitudes (steps), where the summation order shows in the last bits
+        a, b = rng.integers(100, 3000, n).astype(float), rng.integers(100, 3000, n).astype(float) * 1.0001
+    else:
+        a = rng.normal(0, 1e-3, n)
+        b = np.zeros(n)
+    d = a - b
+    t = stats.paired(a, b)
+    mean, sd, p = _numpy_paired(d)
+    assert (t.diff.mean, t.diff.std, t.p_t) == (mean, sd, p)
+    assert stats.t_test(d) == p
+    assert t.diff.ci == float(scipy.special.stdtrit(n - 1, 0.975)) * sd / math.sqrt(n)
+
+
+def test_t_test_with_infinite_values_is_numpys():
+    cases = {(np.inf, np.inf): 0.0, (1.0, np.inf): math.nan, (0.0, 0.0, 0.0): 1.0, (-np.inf, 2.0, 2.0): math.nan}
+    for values, expected in cases.items():
+        d = np.array(values)
+        with np.errstate(invalid="ignore"):
+            got, reference = stats.t_test(d), _numpy_paired(d)[2]
+        assert got == reference == expected or (math.isnan(got) and math.isnan(reference) and math.isnan(expected))

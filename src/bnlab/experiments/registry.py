@@ -16,7 +16,8 @@ Seeds in rounds: an experiment that declares ``SEEDS`` (:class:`.spec.Seeds`) ru
 of seeds, is judged, and -- unless every verdict (the claim's and each part's) is settled and was
 settled with the same verdicts at the look before (:func:`.stability.confirmed`) -- adds ``step``
 seeds and is judged again, up to its cap (a larger cap with a scheduler). Each round of all the experiments
-still open goes out as one sweep. A quick run, or one with ``--seeds``, is one round.
+still open goes out as one sweep, and each experiment is judged as soon as its runs of the round are in, while
+the others' runs go on. A quick run, or one with ``--seeds``, is one round.
 
 A quick run trains every seed on its own: its two seeds per setting would fill a fixed-width
 group (:data:`bnlab.train.seeds.GROUP_WIDTH`) to a quarter, at more than twice the cost of two
@@ -125,33 +126,52 @@ def _sweep(module: ModuleType, ctx: Context) -> list:
     return list(module.sweep(ctx.quick, ctx.seeds)) if hasattr(module, "sweep") else []
 
 
-def _run_configs(configs: list, ctx: Context, owner: dict[str, str], experiments: list[str]) -> dict:
-    """Run (or reuse) every config in one sweep; return {config key: RunResult or None}.
+def _run_configs(sweeps: dict[str, list], ctx: Context, on_complete: Callable[[str], None] | None = None) -> dict:
+    """Run (or reuse) every experiment's configs (``sweeps``: experiment id -> its configs) in one sweep;
+    return {config key: RunResult or None}.
 
     Progress: ``ctx.progress.plan`` with every experiment's runs (and how many are stored) first,
-    then ``ctx.progress.update(id, runs done, runs total)`` after each of its runs.
+    then ``ctx.progress.update(id, runs done, runs total)`` after each of its runs (a run two experiments
+    share counts for the first). ``on_complete(id)`` is called, during the sweep, as soon as the last of an
+    experiment's runs that were not yet stored is; the runs of the others go on meanwhile on the workers.
     """
     from ..train.store import Store
     from ..train.sweep import run_sweep
 
-    keys = list(dict.fromkeys(c.key() for c in configs))  # unique, in the sweep's order
-    total = dict.fromkeys(experiments, 0)  # computed experiments (no runs) are in the plan too
-    for key in keys:
-        total[owner[key]] += 1
+    configs = [c for cs in sweeps.values() for c in cs]
+    owner: dict[str, str] = {}  # config key -> the first experiment that has it, for the progress counts
+    for claim_id, cs in sweeps.items():
+        for c in cs:
+            owner.setdefault(c.key(), claim_id)
+    total = dict.fromkeys(sweeps, 0)  # computed experiments (no runs) are in the plan too
+    for key in owner.values():
+        total[key] += 1
     done = dict.fromkeys(total, 0)
+    stored: set[str] = set()
     if configs:
         with Store(ctx.store) as store:
-            for key in store.done(configs):
-                done[owner[key]] += 1
+            stored = set(store.done(configs))
+    for key in stored:
+        done[owner[key]] += 1
     ctx.progress.plan(dict(total), dict(done))
     if not configs:
         return {}
+    waiting = {claim_id: {c.key() for c in cs} - stored for claim_id, cs in sweeps.items()}
+    waiting = {claim_id: keys for claim_id, keys in waiting.items() if keys}  # those with runs to wait for
+    needed_by: dict[str, list[str]] = {}
+    for claim_id, keys in waiting.items():
+        for key in keys:
+            needed_by.setdefault(key, []).append(claim_id)
 
     def progress(p) -> None:
         key = (p.last or {}).get("key")
         if key in owner:
             done[owner[key]] += 1
             ctx.progress.update(owner[key], done[owner[key]], total[owner[key]])
+        for claim_id in needed_by.pop(key, []) if key is not None else []:
+            waiting[claim_id].discard(key)
+            if not waiting[claim_id] and on_complete is not None:
+                on_complete(claim_id)
 
     results = run_sweep(
         configs,
@@ -165,6 +185,14 @@ def _run_configs(configs: list, ctx: Context, owner: dict[str, str], experiments
         session=ctx.session,
     )
     return {c.key(): r for c, r in zip(configs, results)}
+
+
+def _stored_results(configs: list, ctx: Context) -> dict:
+    """{config key: RunResult or None} of ``configs`` as the store holds them now."""
+    from ..train.store import Store
+
+    with Store(ctx.store) as store:
+        return {c.key(): r for c, r in zip(configs, store.results(configs))}
 
 
 def _finish(module: ModuleType, ctx: Context, by_key: dict, configs: list) -> ClaimResult:
@@ -196,6 +224,29 @@ def _stabilities(result: ClaimResult) -> list:
     return [result.stability] + [p.stability for p in result.parts]
 
 
+def _round(
+    active: list[ModuleType], ctx: Context, ctxs: dict[str, Context], interim: dict[str, bool]
+) -> dict[str, ClaimResult]:
+    """One look of the ``active`` experiments: their runs (each with its own ``ctxs[id]``) in one sweep on
+    ``ctx``'s store and cluster, and
+    each experiment judged (an ``interim`` look without the projection, :func:`.stability.interim_look`) as
+    soon as its runs are all in, while the others' runs go on -- the judging, a bootstrap of the rule, would
+    otherwise wait for the round's last run with the workers idle."""
+    sweeps = {m.ID: _sweep(m, ctxs[m.ID]) for m in active}
+    by_id = {m.ID: m for m in active}
+    judged: dict[str, ClaimResult] = {}
+
+    def judge(claim_id: str, by_key: dict) -> None:
+        with stability.interim_look() if interim[claim_id] else contextlib.nullcontext():
+            judged[claim_id] = _finish(by_id[claim_id], ctxs[claim_id], by_key, sweeps[claim_id])
+
+    by_key = _run_configs(sweeps, ctx, lambda claim_id: judge(claim_id, _stored_results(sweeps[claim_id], ctx)))
+    for m in active:
+        if m.ID not in judged:
+            judge(m.ID, by_key)
+    return judged
+
+
 def _run_rounds(modules: list[ModuleType], ctx: Context) -> list[ClaimResult]:
     """Every module's runs in rounds of one sweep each (module docstring), all on one cluster (``ctx.session``,
     else one opened here for the rounds: a local cluster starts once, not once a round); the results in
@@ -213,17 +264,15 @@ def _run_rounds(modules: list[ModuleType], ctx: Context) -> list[ClaimResult]:
     while active:
         # plans[m.ID] is not None where it is indexed (mypy narrows no subscript by a variable key)
         ctxs = {m.ID: dataclasses.replace(ctx, seeds=plans[m.ID][look[m.ID]]) if plans[m.ID] else ctx for m in active}  # type: ignore[index]
-        sweeps = {m.ID: _sweep(m, ctxs[m.ID]) for m in active}
-        owner = {c.key(): claim_id for claim_id, configs in sweeps.items() for c in configs}
-        by_key = _run_configs([c for configs in sweeps.values() for c in configs], ctx, owner, list(sweeps))
+        interim = {m.ID: plans[m.ID] is not None and look[m.ID] < len(plans[m.ID]) - 1 for m in active}  # type: ignore[arg-type]
+        judged = _round(active, ctx, ctxs, interim)
         still = []
         for m in active:
+            result = results[m.ID] = judged[m.ID]
             plan = plans[m.ID]
-            last = plan is None or look[m.ID] == len(plan) - 1
-            with stability.interim_look() if not last else contextlib.nullcontext():
-                result = results[m.ID] = _finish(m, ctxs[m.ID], by_key, sweeps[m.ID])
             if plan is None:
                 continue
+            last = look[m.ID] == len(plan) - 1
             now = _stabilities(result)
             stop = stability.confirmed(before.get(m.ID), now) and not last
             result.rounds = {

@@ -14,6 +14,7 @@ compare them), at a small fraction of the cost -- the stability of a verdict
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Sequence
 
@@ -62,25 +63,64 @@ def estimate(values: Sequence[float], level: float = 0.95) -> Estimate:
     v = np.asarray(values, dtype=float)
     if v.size == 0:
         return Estimate(math.nan, math.nan, 0, math.nan)
-    if np.isnan(v).any():
+    mean, sd = _mean_sd(v)
+    if math.isnan(mean) and np.isnan(v).any():
         raise ValueError(f"expected finite values (got {int(np.isnan(v).sum())} NaN of {v.size})")
     if v.size == 1:
         return Estimate(float(v[0]), math.nan, 1, math.nan)
-    sd = float(v.std(ddof=1))
-    half = float(_sp.stdtrit(v.size - 1, 0.5 + level / 2)) * sd / math.sqrt(v.size)
-    return Estimate(float(v.mean()), half, int(v.size), sd)
+    half = _t_quantile(v.size - 1, level) * sd / math.sqrt(v.size)
+    return Estimate(mean, half, int(v.size), sd)
+
+
+# The stability of a verdict (:mod:`.stability`) re-applies each rule to hundreds of resampled seed sets, so
+# these run some 10^5 times a report; on arrays of a few dozen values numpy's mean, std and allclose cost
+# mostly their own overhead. The helpers below compute the same bits with the same ufuncs (tested against
+# them), without it.
+
+
+def _mean_sd(v: np.ndarray) -> tuple[float, float]:
+    """``(v.mean(), v.std(ddof=1))`` of a 1-D float64 array of at least one value, the same bits as numpy's
+    (which sums with the same ``np.add.reduce``, divides by the count, and sums the squared deviations);
+    the sd is NaN for one value."""
+    n = v.size
+    mean = np.add.reduce(v) / n
+    if n < 2:
+        return float(mean), math.nan
+    dev = v - mean
+    return float(mean), math.sqrt(np.add.reduce(dev * dev) / (n - 1))
+
+
+@functools.cache
+def _t_quantile(df: int, level: float) -> float:
+    """The t quantile of a two-sided ``level`` interval with ``df`` degrees of freedom."""
+    return float(_sp.stdtrit(df, 0.5 + level / 2))
+
+
+def _all_close_to_first(d: np.ndarray) -> bool:
+    """``np.allclose(d, d[0])`` (its default tolerances): for finite values its formula, else numpy's own."""
+    first = float(d[0])
+    worst = float(np.abs(d - first).max())
+    if math.isfinite(worst) and math.isfinite(first):
+        return worst <= 1e-08 + 1e-05 * abs(first)
+    return bool(np.allclose(d, d[0]))
 
 
 def t_test(d: np.ndarray) -> float:
     """Two-sided one-sample t-test p-value of mean(d) = 0 (NaN for fewer than 2 values)."""
     if d.size < 2:
         return math.nan
-    if np.allclose(d, d[0]):
+    return _t_p(d, *_mean_sd(d))
+
+
+def _t_p(d: np.ndarray, mean: float, sd: float) -> float:
+    """:func:`t_test` of ``d`` (at least 2 values) given its mean and sd."""
+    if _all_close_to_first(d):
         return 0.0 if d[0] != 0 else 1.0  # no spread: the t statistic is infinite (or 0/0)
-    t = float(d.mean()) / (float(d.std(ddof=1)) / math.sqrt(d.size))
+    t = mean / (sd / math.sqrt(d.size))
     return float(2.0 * _sp.stdtr(d.size - 1, -abs(t)))
 
 
+@functools.lru_cache(maxsize=4096)
 def sign_test(wins: int, losses: int) -> float:
     """Two-sided exact sign test p-value (binomial, p = 1/2) of ``wins`` against ``losses``."""
     n = wins + losses
@@ -116,8 +156,10 @@ def paired(a: Sequence[float], b: Sequence[float]) -> PairedTest:
     if a.shape != b.shape:
         raise ValueError(f"expected paired samples of equal length (got {a.size} and {b.size})")
     d = a - b
-    wins, losses = int((d > 0).sum()), int((d < 0).sum())
-    return PairedTest(estimate(d), t_test(d), sign_test(wins, losses), wins, losses)
+    wins, losses = int(np.count_nonzero(d > 0)), int(np.count_nonzero(d < 0))
+    diff = estimate(d)
+    p_t = _t_p(d, diff.mean, diff.std) if d.size >= 2 else math.nan
+    return PairedTest(diff, p_t, sign_test(wins, losses), wins, losses)
 
 
 def welch(a: Sequence[float], b: Sequence[float]) -> float:
@@ -158,12 +200,12 @@ def tost(d: Sequence[float], margin: float) -> float:
         raise ValueError(f"expected a positive margin (got {margin!r})")
     if d.size < 2:
         return math.nan
-    sd = float(d.std(ddof=1))
+    mean, sd = _mean_sd(d)
     if sd == 0.0:  # no spread: the mean is known exactly
-        return 0.0 if abs(float(d.mean())) < margin else 1.0
+        return 0.0 if abs(mean) < margin else 1.0
     se = sd / math.sqrt(d.size)
-    p_low = float(_sp.stdtr(d.size - 1, -(float(d.mean()) + margin) / se))  # H0: mean <= -margin
-    p_high = float(_sp.stdtr(d.size - 1, (float(d.mean()) - margin) / se))  # H0: mean >= margin
+    p_low = float(_sp.stdtr(d.size - 1, -(mean + margin) / se))  # H0: mean <= -margin
+    p_high = float(_sp.stdtr(d.size - 1, (mean - margin) / se))  # H0: mean >= margin
     return max(p_low, p_high)
 
 

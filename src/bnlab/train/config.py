@@ -190,7 +190,12 @@ class RunConfig:
 
     def key(self) -> str:
         """SHA-256 (hex, 24 chars) of the canonical JSON of the result-relevant fields +
-        :func:`bnlab.train.config.code_version`."""
-        d = {k: v for k, v in self.to_dict().items() if k not in _NOT_IN_KEY}
-        blob = json.dumps({"config": d, "code": code_version()}, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(blob.encode()).hexdigest()[:24]
+        :func:`bnlab.train.config.code_version`. Computed once per config and code version (a report looks
+        keys up some 10^4 times; the config is frozen)."""
+        code = code_version()
+        cached = self.__dict__.get("_key")
+        if cached is None or cached[0] != code:
+            d = {k: v for k, v in self.to_dict().items() if k not in _NOT_IN_KEY}
+            blob = json.dumps({"config": d, "code": code}, sort_keys=True, separators=(",", ":"))
+            cached = self.__dict__["_key"] = (code, hashlib.sha256(blob.encode()).hexdigest()[:24])
+        return cached[1]
