@@ -240,7 +240,7 @@ class _Listed(_Fake):
 
 def test_an_experiment_is_judged_as_soon_as_its_runs_are_in_while_the_others_run(tmp_path, monkeypatch):
     # The judging (a bootstrap of the rule) need not wait for the round's last run. A run two experiments share
-    # is waited for by both, though the progress counts it for the first only; a run already stored is not.
+    # is waited for by both, though the progress counts it for one only; a run already stored is not.
     events = []
     a0, b0 = (dataclasses.replace(TINY, seed=s, tag=t) for s, t in ((0, "a"), (1, "b")))
     shared = dataclasses.replace(TINY, seed=2, steps=10, eval_every=10, tag="s")  # cheaper: it runs last
@@ -256,11 +256,11 @@ def test_an_experiment_is_judged_as_soon_as_its_runs_are_in_while_the_others_run
     rec.update = lambda *args: events.append(args)
     registry.run_all(quick=True, progress=rec, store=tmp_path / "runs.sqlite")
     assert events == [
-        ("CA", 1, 1),
+        ("CD", 1, 1),  # a shared run counts for the last experiment that lists it
         ("judged", "CA", [True]),
         ("judged", "CD", [True]),
-        ("CB", 1, 2),
-        ("CB", 2, 2),  # the shared run, counted for CB, which lists it first
+        ("CB", 1, 1),
+        ("CC", 1, 1),  # the shared run: CB, though its progress was complete, waited for it
         ("judged", "CB", [True, True]),
         ("judged", "CC", [True]),
     ]

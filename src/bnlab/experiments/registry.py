@@ -132,17 +132,16 @@ def _run_configs(sweeps: dict[str, list], ctx: Context, on_complete: Callable[[s
 
     Progress: ``ctx.progress.plan`` with every experiment's runs (and how many are stored) first,
     then ``ctx.progress.update(id, runs done, runs total)`` after each of its runs (a run two experiments
-    share counts for the first). ``on_complete(id)`` is called, during the sweep, as soon as the last of an
+    share counts for the last). ``on_complete(id)`` is called, during the sweep, as soon as the last of an
     experiment's runs that were not yet stored is; the runs of the others go on meanwhile on the workers.
     """
     from ..train.store import Store
     from ..train.sweep import run_sweep
 
     configs = [c for cs in sweeps.values() for c in cs]
-    owner: dict[str, str] = {}  # config key -> the first experiment that has it, for the progress counts
-    for claim_id, cs in sweeps.items():
-        for c in cs:
-            owner.setdefault(c.key(), claim_id)
+    # config key -> the last experiment that has it, for the progress counts (a run shared with an experiment
+    # of an earlier round only then counts once in the progress's totals, which keep the earlier rounds')
+    owner = {c.key(): claim_id for claim_id, cs in sweeps.items() for c in cs}
     total = dict.fromkeys(sweeps, 0)  # computed experiments (no runs) are in the plan too
     for key in owner.values():
         total[key] += 1
