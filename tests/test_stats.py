@@ -161,3 +161,13 @@ def test_t_test_with_infinite_values_is_numpys():
         with np.errstate(invalid="ignore"):
             got, reference = stats.t_test(d), _numpy_paired(d)[2]
         assert got == reference == expected or (math.isnan(got) and math.isnan(reference) and math.isnan(expected))
+
+
+def test_t_test_of_other_dtypes_and_shapes_is_numpys():
+    rng = np.random.default_rng(7)
+    for d in (rng.normal(0.2, 1, 9).astype(np.float32), rng.integers(-3, 5, 12), rng.normal(0.1, 1, (3, 4))):
+        mean, sd = float(d.mean()), float(d.std(ddof=1))
+        p = float(2.0 * scipy.special.stdtr(d.size - 1, -abs(mean / (sd / math.sqrt(d.size)))))
+        assert stats.t_test(d) == p
+    e = stats.estimate(rng.normal(0, 1, (2, 3)))  # a nested list of values: over all of them, as numpy
+    assert e.n == 6

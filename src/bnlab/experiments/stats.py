@@ -81,8 +81,10 @@ def estimate(values: Sequence[float], level: float = 0.95) -> Estimate:
 def _mean_sd(v: np.ndarray) -> tuple[float, float]:
     """``(v.mean(), v.std(ddof=1))`` of a 1-D float64 array of at least one value, the same bits as numpy's
     (which sums with the same ``np.add.reduce``, divides by the count, and sums the squared deviations);
-    the sd is NaN for one value."""
+    the sd is NaN for one value. Other arrays (another dtype, more dimensions) take numpy's own."""
     n = v.size
+    if v.ndim != 1 or v.dtype != np.float64:
+        return float(v.mean()), float(v.std(ddof=1)) if n > 1 else math.nan
     mean = np.add.reduce(v) / n
     if n < 2:
         return float(mean), math.nan
@@ -97,7 +99,10 @@ def _t_quantile(df: int, level: float) -> float:
 
 
 def _all_close_to_first(d: np.ndarray) -> bool:
-    """``np.allclose(d, d[0])`` (its default tolerances): for finite values its formula, else numpy's own."""
+    """``np.allclose(d, d[0])`` (its default tolerances): for a 1-D array of finite float64 values its formula,
+    else numpy's own."""
+    if d.ndim != 1 or d.dtype != np.float64:
+        return bool(np.allclose(d, d[0]))
     first = float(d[0])
     worst = float(np.abs(d - first).max())
     if math.isfinite(worst) and math.isfinite(first):
